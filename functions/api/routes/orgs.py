@@ -1,0 +1,57 @@
+"""Orgs and their plan."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from functions.api.container import org_service
+from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
+from functions.api.schemas import (
+    ChangePlanRequest,
+    CreateOrgRequest,
+    MembershipOut,
+    MembershipPage,
+    OrgOut,
+    UpdateOrgRequest,
+)
+
+router = Router()
+
+
+@router.post("/v1/orgs", tags=["orgs"], status_code=201, summary="Create an org; the caller becomes its owner")
+def create_org(body: CreateOrgRequest) -> OrgOut:
+    view = org_service().create_org(
+        caller_of(router),
+        name=body.name,
+        billing_mode=body.billing_mode,
+        currency=body.currency,
+        plan_id=body.plan_id,
+    )
+    return OrgOut.of(view)
+
+
+@router.get("/v1/orgs", tags=["orgs"], summary="The orgs the caller belongs to")
+def list_orgs(cursor: Cursor = None, limit: Limit = 50) -> MembershipPage:
+    page = org_service().list_my_orgs(caller_of(router), cursor, limit)
+    return MembershipPage(items=[MembershipOut.of(m) for m in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/v1/orgs/<org_id>", tags=["orgs"], summary="An org with its plan, seats and projects")
+def get_org(org_id: OrgId) -> OrgOut:
+    return OrgOut.of(org_service().get_org(caller_of(router), org_id))
+
+
+@router.patch("/v1/orgs/<org_id>", tags=["orgs"], summary="Rename, switch billing mode or currency")
+def update_org(org_id: OrgId, body: UpdateOrgRequest) -> OrgOut:
+    view = org_service().update_org(
+        caller_of(router), org_id, name=body.name, billing_mode=body.billing_mode, currency=body.currency
+    )
+    return OrgOut.of(view)
+
+
+@router.put("/v1/orgs/<org_id>/plan", tags=["orgs"], summary="Move the org to another plan")
+def change_plan(org_id: OrgId, body: ChangePlanRequest) -> OrgOut:
+    view = org_service().change_plan(
+        caller_of(router), org_id, plan_id=body.plan_id, enterprise_terms=body.enterprise_terms
+    )
+    return OrgOut.of(view)

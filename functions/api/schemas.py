@@ -1,0 +1,264 @@
+"""Request and response models of the HTTP API (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
+from shared.clock import iso
+from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Project, ProjectStatus, Role
+from shared.orgs.service import OrgView
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]  # ISO-4217
+UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:@.\-|]{1,128}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(ser_json_timedelta="iso8601")
+
+
+# ---------------------------------------------------------------- catalog
+class PriceBookOut(Reply):
+    base_minor: int
+    extra_seat_minor: int | None
+    credit_overage_unit_minor: Decimal | None = Field(description="Stripe-style unit_amount_decimal")
+    workflow_run_overage_unit_minor: Decimal | None
+    sdk_event_overage_unit_minor: Decimal | None
+    media_storage_gb_overage_unit_minor: Decimal | None
+
+    @classmethod
+    def of(cls, book: PriceBook) -> PriceBookOut:
+        return cls.model_validate(book.model_dump())
+
+
+class AllowancesOut(Reply):
+    workflow_runs: int
+    sdk_events: int
+    media_storage_gb: int
+
+
+class PlanOut(Reply):
+    plan_id: str
+    name: str
+    custom: bool
+    agency_mode_allowed: bool
+    included_seats: int | None = Field(description="null = unlimited")
+    extra_seats_sold: bool
+    max_active_projects: int | None = Field(description="null = unlimited")
+    included_credits: int
+    allowances: AllowancesOut
+    platform_fee_bps: int | None
+    prices: dict[str, PriceBookOut]
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanOut:
+        return cls(
+            plan_id=plan.plan_id,
+            name=plan.name,
+            custom=plan.custom,
+            agency_mode_allowed=plan.agency_mode_allowed,
+            included_seats=plan.included_seats,
+            extra_seats_sold=plan.included_seats is not None and plan.seat_limit() is None,
+            max_active_projects=plan.max_active_projects,
+            included_credits=plan.included_credits,
+            allowances=AllowancesOut(**plan.allowances.model_dump()),
+            platform_fee_bps=plan.platform_fee_bps,
+            prices={c: PriceBookOut.of(b) for c, b in plan.prices.items()},
+        )
+
+
+class PlanList(Reply):
+    catalog_version: str
+    plans: list[PlanOut]
+
+
+class TemplateOut(Reply):
+    template_id: str
+    name: str
+    credit_costs: dict[str, int] = Field(description="Effective credits per generation, overrides applied")
+    overrides: dict[str, int]
+
+    @classmethod
+    def of(cls, catalog: TemplateCatalog, template: LayerTemplate) -> TemplateOut:
+        return cls(
+            template_id=template.template_id,
+            name=template.name,
+            credit_costs=catalog.credit_costs(template),
+            overrides=template.overrides,
+        )
+
+
+class TemplateList(Reply):
+    catalog_version: str
+    default_credit_costs: dict[str, int]
+    templates: list[TemplateOut]
+
+
+# ---------------------------------------------------------------- orgs
+class CreateOrgRequest(Request):
+    name: Name
+    billing_mode: BillingMode = BillingMode.BYO
+    currency: CurrencyCode = "USD"
+    plan_id: str = "free"
+
+
+class UpdateOrgRequest(Request):
+    name: Name | None = None
+    billing_mode: BillingMode | None = None
+    currency: CurrencyCode | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.name is None and self.billing_mode is None and self.currency is None:
+            raise ValueError("give at least one of name, billing_mode, currency")
+        return self
+
+
+class ChangePlanRequest(Request):
+    plan_id: str
+    enterprise_terms: EnterpriseTerms | None = Field(default=None, description="Support only, custom plans")
+
+
+class SeatsOut(Reply):
+    used: int
+    included: int | None
+    limit: int | None = Field(description="null = no hard limit (unlimited, or extra seats are sold)")
+    extra_seat_minor: int | None
+
+
+class ProjectsOut(Reply):
+    active: int
+    limit: int | None
+
+
+class PlanRef(Reply):
+    plan_id: str
+    name: str
+    catalog_version: str
+
+
+class OrgOut(Reply):
+    org_id: str
+    name: str
+    billing_mode: BillingMode
+    currency: str
+    plan: PlanRef
+    your_role: Role | None = Field(description="null for Layers support staff")
+    seats: SeatsOut
+    projects: ProjectsOut
+    platform_fee_bps: int | None = Field(description="Applied to ad spend in agency mode only")
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, view: OrgView) -> OrgOut:
+        org, plan = view.org, view.plan
+        book = plan.price_book(org.currency)
+        return cls(
+            org_id=org.org_id,
+            name=org.name,
+            billing_mode=org.billing_mode,
+            currency=org.currency,
+            plan=PlanRef(plan_id=plan.plan_id, name=plan.name, catalog_version=org.catalog_version),
+            your_role=view.role,
+            seats=SeatsOut(
+                used=org.member_count,
+                included=plan.included_seats,
+                limit=plan.seat_limit(),
+                extra_seat_minor=book.extra_seat_minor,
+            ),
+            projects=ProjectsOut(active=org.active_project_count, limit=plan.max_active_projects),
+            platform_fee_bps=plan.platform_fee_bps if org.billing_mode is BillingMode.AGENCY else None,
+            created_at=iso(org.created_at),
+            updated_at=iso(org.updated_at),
+        )
+
+
+class MembershipOut(Reply):
+    org_id: str
+    name: str
+    role: Role
+
+    @classmethod
+    def of(cls, m: Membership) -> MembershipOut:
+        return cls(org_id=m.org_id, name=m.name, role=m.role)
+
+
+class MembershipPage(Reply):
+    items: list[MembershipOut]
+    next_cursor: str | None
+
+
+# ---------------------------------------------------------------- members
+class AddMemberRequest(Request):
+    user_id: UserId = Field(description="The person's identity (JWT `sub`)")
+    email: Email | None = None
+    role: Role = Role.MEMBER
+
+
+class ChangeRoleRequest(Request):
+    role: Role
+
+
+class MemberOut(Reply):
+    user_id: str
+    email: str | None
+    role: Role
+    added_by: str
+    added_at: str
+
+    @classmethod
+    def of(cls, m: Member) -> MemberOut:
+        return cls(user_id=m.user_id, email=m.email, role=m.role, added_by=m.added_by, added_at=iso(m.added_at))
+
+
+class MemberPage(Reply):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+# ---------------------------------------------------------------- projects
+class CreateProjectRequest(Request):
+    name: Name
+
+
+class ProjectOut(Reply):
+    project_id: str
+    name: str
+    status: ProjectStatus
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, p: Project) -> ProjectOut:
+        return cls(
+            project_id=p.project_id,
+            name=p.name,
+            status=p.status,
+            created_at=iso(p.created_at),
+            updated_at=iso(p.updated_at),
+        )
+
+
+class ProjectPage(Reply):
+    items: list[ProjectOut]
+    next_cursor: str | None
+
+
+class ErrorBody(Reply):
+    code: str
+    message: str
+    details: dict[str, object] | list[object] | None = None
+
+
+class ErrorReply(Reply):
+    error: ErrorBody

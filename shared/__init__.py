@@ -1,0 +1,1 @@
+"""Layers Billing domain package: models, services, repositories, gateways, observability."""

@@ -1,0 +1,60 @@
+"""DynamoDB plumbing shared by the repositories (the only code that talks to boto3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from shared.errors import ConcurrentUpdateError, ThrottledError
+
+_THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+
+
+@cache
+def dynamodb_resource() -> Any:
+    """One resource per process (cold start); endpoint from AWS_ENDPOINT_URL_DYNAMODB when set."""
+    return boto3.resource("dynamodb")
+
+
+class TransactionConditionFailed(Exception):
+    """A conditional write failed; `indexes` are the failing positions of the transaction items."""
+
+    def __init__(self, indexes: list[int]):
+        super().__init__(f"conditions failed at {indexes}")
+        self.indexes = indexes
+
+
+@contextmanager
+def dynamo_errors() -> Iterator[None]:
+    """Map DynamoDB errors to domain errors: conditions, conflicts, throttling."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ConditionalCheckFailedException":
+            raise TransactionConditionFailed([0]) from exc
+        if code == "TransactionCanceledException":
+            reasons = exc.response.get("CancellationReasons", [])
+            failed = [i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"]
+            if failed:
+                raise TransactionConditionFailed(failed) from exc
+            if any(r.get("Code") == "TransactionConflict" for r in reasons):
+                raise ConcurrentUpdateError("Another request changed this at the same time; retry.") from exc
+            if any(r.get("Code") in _THROTTLING for r in reasons):
+                raise ThrottledError("The service is busy; retry shortly.") from exc
+        if code == "TransactionConflictException":
+            raise ConcurrentUpdateError("Another request changed this at the same time; retry.") from exc
+        if code in _THROTTLING:
+            raise ThrottledError("The service is busy; retry shortly.") from exc
+        raise
+
+
+def plain(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB numbers come back as Decimal; our stored numbers are all integers."""
+    return {k: (int(v) if isinstance(v, Decimal) else v) for k, v in item.items()}

@@ -1,0 +1,58 @@
+"""Domain errors. Each carries a machine-readable code; the HTTP layer maps the class to a status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error the API reports to a caller. Raising one means nothing was written."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+
+
+class UnauthenticatedError(DomainError):
+    code = "unauthenticated"
+
+
+class NotFoundError(DomainError):
+    code = "not_found"
+
+
+class ForbiddenError(DomainError):
+    code = "forbidden"
+
+
+class InvalidRequestError(DomainError):
+    """Well-formed input that the domain rejects (unknown plan, unsupported currency, bad cursor)."""
+
+    code = "invalid_request"
+
+
+class ConflictError(DomainError):
+    """The request conflicts with the current state (already exists, last owner, concurrent change)."""
+
+    code = "conflict"
+
+
+class PlanLimitError(ConflictError):
+    """A plan limit (projects, seats, agency mode) refuses the change."""
+
+    code = "plan_limit_reached"
+
+
+class ConcurrentUpdateError(ConflictError):
+    """Another writer changed the same aggregate first; the caller may retry."""
+
+    code = "concurrent_update"
+
+
+class ThrottledError(DomainError):
+    code = "throttled"

@@ -1,0 +1,1 @@
+"""Orgs, members (seats) and projects: the aggregate every billing feature hangs off."""

@@ -1,0 +1,381 @@
+"""DynamoDB repository of the org aggregate (single table; layout in template.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boto3.dynamodb.conditions import Key
+
+from shared.clock import iso
+from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
+from shared.errors import ConflictError, NotFoundError, PlanLimitError
+from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
+from shared.pagination import Page, decode_cursor, encode_cursor
+
+
+def _org_pk(org_id: str) -> str:
+    return f"ORG#{org_id}"
+
+
+def _member_key(org_id: str, user_id: str) -> dict[str, str]:
+    return {"PK": _org_pk(org_id), "SK": f"MEMBER#{user_id}"}
+
+
+def _project_key(org_id: str, project_id: str) -> dict[str, str]:
+    return {"PK": _org_pk(org_id), "SK": f"PROJECT#{project_id}"}
+
+
+def _org_key(org_id: str) -> dict[str, str]:
+    return {"PK": _org_pk(org_id), "SK": "ORG"}
+
+
+def _dump(model: Org | Member | Project) -> dict[str, Any]:
+    data = model.model_dump(mode="json", exclude_none=True)
+    for field in ("created_at", "updated_at", "added_at"):
+        if field in data:
+            data[field] = iso(getattr(model, field))
+    return data
+
+
+_LIMIT_MESSAGE = "The plan's limit was reached by a concurrent change; nothing was changed."
+
+
+class OrgRepository:
+    """All reads are strongly consistent; every write that depends on a counter is conditional."""
+
+    def __init__(self, table: Any):
+        self._table = table
+        self._client = table.meta.client
+        self._name = table.name
+
+    # ------------------------------------------------------------------ reads
+    def get_org_and_member(self, org_id: str, user_id: str) -> tuple[Org | None, Member | None]:
+        keys = [_org_key(org_id), _member_key(org_id, user_id)]
+        with dynamo_errors():
+            resp = self._client.batch_get_item(RequestItems={self._name: {"Keys": keys, "ConsistentRead": True}})
+        org: Org | None = None
+        member: Member | None = None
+        for item in resp["Responses"].get(self._name, []):
+            if item["SK"] == "ORG":
+                org = Org.model_validate(plain(item))
+            else:
+                member = Member.model_validate(plain(item))
+        return org, member
+
+    def get_member(self, org_id: str, user_id: str) -> Member | None:
+        with dynamo_errors():
+            item = self._table.get_item(Key=_member_key(org_id, user_id), ConsistentRead=True).get("Item")
+        return Member.model_validate(plain(item)) if item else None
+
+    def get_project(self, org_id: str, project_id: str) -> Project | None:
+        with dynamo_errors():
+            item = self._table.get_item(Key=_project_key(org_id, project_id), ConsistentRead=True).get("Item")
+        return Project.model_validate(plain(item)) if item else None
+
+    def _query_org(self, org_id: str, prefix: str, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(_org_pk(org_id)) & Key("SK").begins_with(prefix),
+            "Limit": limit,
+            "ConsistentRead": True,
+        }
+        start = decode_cursor(cursor, "PK", _org_pk(org_id))
+        if start:
+            if not str(start.get("SK", "")).startswith(prefix):
+                decode_cursor("!", "PK", "")  # raises invalid_cursor
+            kwargs["ExclusiveStartKey"] = start
+        with dynamo_errors():
+            resp = self._table.query(**kwargs)
+        return resp["Items"], encode_cursor(resp.get("LastEvaluatedKey"), "PK")
+
+    def list_members(self, org_id: str, cursor: str | None, limit: int) -> Page[Member]:
+        items, nxt = self._query_org(org_id, "MEMBER#", cursor, limit)
+        return Page([Member.model_validate(plain(i)) for i in items], nxt)
+
+    def list_projects(self, org_id: str, cursor: str | None, limit: int) -> Page[Project]:
+        items, nxt = self._query_org(org_id, "PROJECT#", cursor, limit)
+        return Page([Project.model_validate(plain(i)) for i in items], nxt)
+
+    def list_memberships(self, user_id: str, cursor: str | None, limit: int) -> Page[Membership]:
+        kwargs: dict[str, Any] = {
+            "IndexName": "GSI1",
+            "KeyConditionExpression": Key("GSI1PK").eq(f"USER#{user_id}"),
+            "Limit": limit,
+        }
+        start = decode_cursor(cursor, "GSI1PK", f"USER#{user_id}")
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        with dynamo_errors():
+            resp = self._table.query(**kwargs)
+            members = [Member.model_validate(plain(i)) for i in resp["Items"]]
+            names: dict[str, str] = {}
+            if members:
+                got = self._client.batch_get_item(
+                    RequestItems={
+                        self._name: {
+                            "Keys": [_org_key(m.org_id) for m in members],
+                            "ProjectionExpression": "org_id, #n",
+                            "ExpressionAttributeNames": {"#n": "name"},
+                        }
+                    }
+                )
+                names = {i["org_id"]: i["name"] for i in got["Responses"].get(self._name, [])}
+        page = [Membership(org_id=m.org_id, name=names[m.org_id], role=m.role) for m in members if m.org_id in names]
+        return Page(page, encode_cursor(resp.get("LastEvaluatedKey"), "GSI1PK"))
+
+    # ------------------------------------------------------------------ writes
+    def create_org(self, org: Org, owner: Member) -> None:
+        """Creates the org with its first owner, atomically."""
+        items = [
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": {**_org_key(org.org_id), "type": "org", **_dump(org)},
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            self._put_member_item(owner),
+        ]
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed as exc:
+            raise ConflictError("An org with this id already exists.", code="org_exists") from exc
+
+    def _put_member_item(self, member: Member) -> dict[str, Any]:
+        item = {
+            **_member_key(member.org_id, member.user_id),
+            "type": "member",
+            "GSI1PK": f"USER#{member.user_id}",
+            "GSI1SK": f"ORG#{member.org_id}",
+            **_dump(member),
+        }
+        return {"Put": {"TableName": self._name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
+
+    def update_org(self, org_id: str, changes: dict[str, Any], *, expected: dict[str, Any]) -> Org:
+        """Sets `changes` if every `expected` attribute still holds; ConflictError otherwise."""
+        names = {f"#c{i}": k for i, k in enumerate(changes)} | {f"#e{i}": k for i, k in enumerate(expected)}
+        values = {f":c{i}": v for i, v in enumerate(changes.values())} | {
+            f":e{i}": v for i, v in enumerate(expected.values())
+        }
+        update = "SET " + ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
+        condition = " AND ".join(["attribute_exists(PK)", *(f"#e{i} = :e{i}" for i in range(len(expected)))])
+        try:
+            with dynamo_errors():
+                resp = self._table.update_item(
+                    Key=_org_key(org_id),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+        except TransactionConditionFailed as exc:
+            raise ConflictError(
+                "The org changed while this request ran; nothing was changed. Retry.",
+                code="concurrent_update",
+            ) from exc
+        return Org.model_validate(plain(resp["Attributes"]))
+
+    def change_plan(
+        self,
+        org_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_plan_id: str,
+        max_members: int | None,
+        max_projects: int | None,
+        require_byo: bool,
+    ) -> Org:
+        """Switches plan only if current usage fits the new plan's limits (checked in the write)."""
+        conditions = ["attribute_exists(PK)", "plan_id = :expected_plan"]
+        values: dict[str, Any] = {":expected_plan": expected_plan_id}
+        if max_members is not None:
+            conditions.append("member_count <= :max_members")
+            values[":max_members"] = max_members
+        if max_projects is not None:
+            conditions.append("active_project_count <= :max_projects")
+            values[":max_projects"] = max_projects
+        if require_byo:
+            conditions.append("billing_mode = :byo")
+            values[":byo"] = "byo"
+        names = {f"#c{i}": k for i, k in enumerate(changes)}
+        values |= {f":c{i}": v for i, v in enumerate(changes.values())}
+        sets = [f"#c{i} = :c{i}" for i in range(len(changes))]
+        remove = "" if "enterprise_terms" in changes else " REMOVE enterprise_terms"
+        try:
+            with dynamo_errors():
+                resp = self._table.update_item(
+                    Key=_org_key(org_id),
+                    UpdateExpression="SET " + ", ".join(sets) + remove,
+                    ConditionExpression=" AND ".join(conditions),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+        except TransactionConditionFailed as exc:
+            raise PlanLimitError(_LIMIT_MESSAGE) from exc
+        return Org.model_validate(plain(resp["Attributes"]))
+
+    def add_member(self, member: Member, *, expected_plan_id: str, max_members: int | None) -> None:
+        """Adds a seat; refused if the member exists or the org is at its seat limit."""
+        condition = "attribute_exists(PK) AND plan_id = :plan"
+        values: dict[str, Any] = {":one": 1, ":plan": expected_plan_id}
+        if max_members is not None:
+            condition += " AND member_count < :max"
+            values[":max"] = max_members
+        owner_add = ", owner_count :one" if member.role is Role.OWNER else ""
+        items = [
+            self._put_member_item(member),
+            {
+                "Update": {
+                    "TableName": self._name,
+                    "Key": _org_key(member.org_id),
+                    "UpdateExpression": "ADD member_count :one" + owner_add,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+        ]
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed as exc:
+            if 0 in exc.indexes:
+                raise ConflictError(f"{member.user_id} is already a member.", code="member_exists") from exc
+            raise PlanLimitError(_LIMIT_MESSAGE, code="seat_limit_reached") from exc
+
+    def change_role(self, org_id: str, user_id: str, old: Role, new: Role) -> Member:
+        """Changes a role; demoting an owner is refused when they are the last one."""
+        owner_delta = (new is Role.OWNER) - (old is Role.OWNER)
+        org_update: dict[str, Any] = {
+            "Update": {
+                "TableName": self._name,
+                "Key": _org_key(org_id),
+                "UpdateExpression": "ADD owner_count :d",
+                "ConditionExpression": "attribute_exists(PK)" + (" AND owner_count > :one" if owner_delta < 0 else ""),
+                "ExpressionAttributeValues": {":d": owner_delta, **({":one": 1} if owner_delta < 0 else {})},
+            }
+        }
+        items = [
+            {
+                "Update": {
+                    "TableName": self._name,
+                    "Key": _member_key(org_id, user_id),
+                    "UpdateExpression": "SET #r = :new",
+                    "ConditionExpression": "#r = :old",
+                    "ExpressionAttributeNames": {"#r": "role"},
+                    "ExpressionAttributeValues": {":new": new.value, ":old": old.value},
+                }
+            },
+            *([org_update] if owner_delta else []),
+        ]
+        self._write_member_change(items)
+        member = self.get_member(org_id, user_id)
+        if member is None:
+            raise NotFoundError(f"{user_id} is not a member of this org.", code="member_not_found")
+        return member
+
+    def remove_member(self, org_id: str, user_id: str, role: Role) -> None:
+        """Removes a seat; refused when it is the last owner."""
+        is_owner = role is Role.OWNER
+        items = [
+            {
+                "Delete": {
+                    "TableName": self._name,
+                    "Key": _member_key(org_id, user_id),
+                    "ConditionExpression": "#r = :role",
+                    "ExpressionAttributeNames": {"#r": "role"},
+                    "ExpressionAttributeValues": {":role": role.value},
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._name,
+                    "Key": _org_key(org_id),
+                    "UpdateExpression": "ADD member_count :minus" + (", owner_count :minus" if is_owner else ""),
+                    "ConditionExpression": "attribute_exists(PK)" + (" AND owner_count > :one" if is_owner else ""),
+                    "ExpressionAttributeValues": {":minus": -1, **({":one": 1} if is_owner else {})},
+                }
+            },
+        ]
+        self._write_member_change(items)
+
+    def _write_member_change(self, items: list[dict[str, Any]]) -> None:
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed as exc:
+            if 0 in exc.indexes:
+                raise ConflictError(
+                    "The member changed while this request ran; retry.", code="concurrent_update"
+                ) from exc
+            raise ConflictError("An org must keep at least one owner.", code="last_owner") from exc
+
+    def create_project(self, project: Project, *, expected_plan_id: str, max_projects: int | None) -> None:
+        """Creates an active project; refused at the plan's project limit."""
+        items = [
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": {
+                        **_project_key(project.org_id, project.project_id),
+                        "type": "project",
+                        **_dump(project),
+                    },
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            },
+            self._count_project(project.org_id, +1, expected_plan_id, max_projects),
+        ]
+        self._write_project_change(items)
+
+    def set_project_status(
+        self, project: Project, status: ProjectStatus, *, expected_plan_id: str, max_projects: int | None
+    ) -> None:
+        """Archives or reactivates; reactivation counts against the project limit again."""
+        delta = 1 if status is ProjectStatus.ACTIVE else -1
+        items = [
+            {
+                "Update": {
+                    "TableName": self._name,
+                    "Key": _project_key(project.org_id, project.project_id),
+                    "UpdateExpression": "SET #s = :new, updated_at = :now",
+                    "ConditionExpression": "#s = :old",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {
+                        ":new": status.value,
+                        ":old": project.status.value,
+                        ":now": iso(project.updated_at),
+                    },
+                }
+            },
+            self._count_project(project.org_id, delta, expected_plan_id, max_projects),
+        ]
+        self._write_project_change(items)
+
+    def _count_project(self, org_id: str, delta: int, plan_id: str, max_projects: int | None) -> dict[str, Any]:
+        condition = "attribute_exists(PK) AND plan_id = :plan"
+        values: dict[str, Any] = {":d": delta, ":plan": plan_id}
+        if delta > 0 and max_projects is not None:
+            condition += " AND active_project_count < :max"
+            values[":max"] = max_projects
+        return {
+            "Update": {
+                "TableName": self._name,
+                "Key": _org_key(org_id),
+                "UpdateExpression": "ADD active_project_count :d",
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def _write_project_change(self, items: list[dict[str, Any]]) -> None:
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed as exc:
+            if 0 in exc.indexes:
+                raise ConflictError(
+                    "The project changed while this request ran; retry.", code="concurrent_update"
+                ) from exc
+            raise PlanLimitError(_LIMIT_MESSAGE) from exc

@@ -1,0 +1,343 @@
+"""Org, member and project use cases: authorization by role, plan limits, seat counting.
+
+Every method either completes its write or raises a DomainError having written nothing. Limits are
+checked twice: here against a fresh read (for a precise message) and again as a condition in the
+DynamoDB write (so concurrent requests can never exceed them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.auth import Caller
+from shared.catalog import Plan, PlanCatalog
+from shared.clock import Clock, iso
+from shared.errors import ForbiddenError, InvalidRequestError, NotFoundError, PlanLimitError
+from shared.ids import new_id
+from shared.orgs.models import (
+    MANAGE_BILLING,
+    MANAGE_MEMBERS,
+    MANAGE_ORG,
+    MANAGE_PROJECTS,
+    READ,
+    BillingMode,
+    EnterpriseTerms,
+    Member,
+    Membership,
+    Org,
+    Project,
+    ProjectStatus,
+    Role,
+)
+from shared.orgs.repository import OrgRepository
+from shared.pagination import Page
+
+
+@dataclass(frozen=True)
+class OrgAccess:
+    """An org as seen by a caller allowed to see it: `role` is None for support staff."""
+
+    org: Org
+    role: Role | None
+
+
+@dataclass(frozen=True)
+class OrgView:
+    org: Org
+    plan: Plan
+    role: Role | None
+
+
+class OrgService:
+    def __init__(self, repo: OrgRepository, plans: PlanCatalog, clock: Clock):
+        self._repo = repo
+        self._plans = plans
+        self._clock = clock
+
+    # ------------------------------------------------------------------ access
+    def access(self, caller: Caller, org_id: str, allowed: frozenset[Role], *, support: bool = False) -> OrgAccess:
+        """The org if the caller may act on it. NotFoundError when the caller is not a member (no
+        existence leak); ForbiddenError when a member's role is not in `allowed`."""
+        org, member = self._repo.get_org_and_member(org_id, caller.user_id)
+        if org is None:
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        if member is None:
+            if support and caller.is_support:
+                return OrgAccess(org, None)
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        if member.role not in allowed:
+            roles = ", ".join(sorted(r.value for r in allowed))
+            raise ForbiddenError(f"This needs one of the roles: {roles}. You are {member.role.value}.")
+        return OrgAccess(org, member.role)
+
+    def plan_of(self, org: Org) -> Plan:
+        return org.effective_plan(self._plans.get(org.plan_id))
+
+    def _view(self, access: OrgAccess) -> OrgView:
+        return OrgView(access.org, self.plan_of(access.org), access.role)
+
+    # ------------------------------------------------------------------ orgs
+    def create_org(
+        self, caller: Caller, *, name: str, billing_mode: BillingMode, currency: str, plan_id: str
+    ) -> OrgView:
+        """Creates an org with the caller as its owner (one seat)."""
+        plan = self._plans.get(plan_id)
+        if plan.custom:
+            raise InvalidRequestError(
+                f"The {plan.name} plan is set up by Layers sales; start on another plan.",
+                code="plan_requires_sales",
+            )
+        plan.price_book(currency)
+        _check_agency(plan, billing_mode)
+        now = self._clock.now()
+        org = Org(
+            org_id=new_id("org"),
+            name=name,
+            billing_mode=billing_mode,
+            currency=currency,
+            plan_id=plan.plan_id,
+            catalog_version=self._plans.catalog_version,
+            member_count=1,
+            owner_count=1,
+            active_project_count=0,
+            created_by=caller.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        owner = Member(
+            org_id=org.org_id,
+            user_id=caller.user_id,
+            email=caller.email,
+            role=Role.OWNER,
+            added_by=caller.user_id,
+            added_at=now,
+        )
+        self._repo.create_org(org, owner)
+        return OrgView(org, plan, Role.OWNER)
+
+    def list_my_orgs(self, caller: Caller, cursor: str | None, limit: int) -> Page[Membership]:
+        return self._repo.list_memberships(caller.user_id, cursor, limit)
+
+    def get_org(self, caller: Caller, org_id: str) -> OrgView:
+        return self._view(self.access(caller, org_id, READ, support=True))
+
+    def update_org(
+        self,
+        caller: Caller,
+        org_id: str,
+        *,
+        name: str | None,
+        billing_mode: BillingMode | None,
+        currency: str | None,
+    ) -> OrgView:
+        """Renames (owner/admin) or changes billing mode / currency (owner/admin/billing)."""
+        billing_change = billing_mode is not None or currency is not None
+        allowed = (
+            MANAGE_ORG & MANAGE_BILLING
+            if name is not None and billing_change
+            else (MANAGE_BILLING if billing_change else MANAGE_ORG)
+        )
+        access = self.access(caller, org_id, allowed)
+        org, plan = access.org, self.plan_of(access.org)
+        changes: dict[str, object] = {}
+        if name is not None:
+            changes["name"] = name
+        if billing_mode is not None and billing_mode is not org.billing_mode:
+            _check_agency(plan, billing_mode)
+            changes["billing_mode"] = billing_mode.value
+        if currency is not None and currency != org.currency:
+            plan.price_book(currency)
+            changes["currency"] = currency
+        if not changes:
+            return self._view(access)
+        changes["updated_at"] = self._clock.now()
+        # The plan decides what billing mode is allowed: condition on it so a concurrent plan change
+        # cannot slip agency mode past a plan that forbids it.
+        updated = self._repo.update_org(org_id, _stored(changes), expected={"plan_id": org.plan_id})
+        return OrgView(updated, self.plan_of(updated), access.role)
+
+    def change_plan(
+        self, caller: Caller, org_id: str, *, plan_id: str, enterprise_terms: EnterpriseTerms | None
+    ) -> OrgView:
+        """Moves the org to another plan if its current seats, projects and billing mode fit.
+        Enterprise (custom terms) is set by Layers support only."""
+        new_plan = self._plans.get(plan_id)
+        if new_plan.custom or enterprise_terms is not None:
+            if not caller.is_support:
+                # Members get 403 for a sales-only plan; non-members still get 404 from access().
+                self.access(caller, org_id, MANAGE_BILLING)
+                raise ForbiddenError(
+                    f"The {new_plan.name} plan and custom terms are set by Layers sales.",
+                    code="plan_requires_sales",
+                )
+            if not new_plan.custom:
+                raise InvalidRequestError("Custom terms apply only to a custom plan.", code="terms_not_allowed")
+            if enterprise_terms is None:
+                raise InvalidRequestError(f"The {new_plan.name} plan needs its terms.", code="terms_required")
+            access = self.access(caller, org_id, frozenset(), support=True)
+        else:
+            access = self.access(caller, org_id, MANAGE_BILLING)
+        org = access.org
+        org_with_terms = org.model_copy(update={"plan_id": plan_id, "enterprise_terms": enterprise_terms})
+        effective = org_with_terms.effective_plan(new_plan)
+        effective.price_book(org.currency)
+        self._check_fits(org, effective)
+        changes: dict[str, object] = {
+            "plan_id": plan_id,
+            "catalog_version": self._plans.catalog_version,
+            "updated_at": self._clock.now(),
+        }
+        if enterprise_terms is not None:
+            changes["enterprise_terms"] = enterprise_terms.model_dump()
+        updated = self._repo.change_plan(
+            org_id,
+            _stored(changes),
+            expected_plan_id=org.plan_id,
+            max_members=effective.seat_limit(),
+            max_projects=effective.max_active_projects,
+            require_byo=not effective.agency_mode_allowed,
+        )
+        return OrgView(updated, effective, access.role)
+
+    def _check_fits(self, org: Org, plan: Plan) -> None:
+        seats = plan.seat_limit()
+        if seats is not None and org.member_count > seats:
+            raise PlanLimitError(
+                f"The {plan.name} plan includes {seats} seat(s); the org has {org.member_count} members. "
+                "Remove members first.",
+                details={"limit": "seats", "max": seats, "current": org.member_count},
+            )
+        if plan.max_active_projects is not None and org.active_project_count > plan.max_active_projects:
+            raise PlanLimitError(
+                f"The {plan.name} plan allows {plan.max_active_projects} active project(s); the org has "
+                f"{org.active_project_count}. Archive projects first.",
+                details={
+                    "limit": "projects",
+                    "max": plan.max_active_projects,
+                    "current": org.active_project_count,
+                },
+            )
+        if org.billing_mode is BillingMode.AGENCY:
+            _check_agency(plan, BillingMode.AGENCY)
+
+    # ------------------------------------------------------------------ members
+    def list_members(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Member]:
+        self.access(caller, org_id, READ, support=True)
+        return self._repo.list_members(org_id, cursor, limit)
+
+    def add_member(self, caller: Caller, org_id: str, *, user_id: str, email: str | None, role: Role) -> Member:
+        """Adds a seat. Refused past the plan's seats unless the plan sells extra seats."""
+        access = self.access(caller, org_id, MANAGE_MEMBERS)
+        _check_may_grant(access.role, role)
+        plan = self.plan_of(access.org)
+        limit = plan.seat_limit()
+        if limit is not None and access.org.member_count >= limit:
+            raise PlanLimitError(
+                f"The {plan.name} plan includes {limit} seat(s) and all are taken. Upgrade to add members.",
+                code="seat_limit_reached",
+                details={"limit": "seats", "max": limit},
+            )
+        member = Member(
+            org_id=org_id,
+            user_id=user_id,
+            email=email,
+            role=role,
+            added_by=caller.user_id,
+            added_at=self._clock.now(),
+        )
+        self._repo.add_member(member, expected_plan_id=access.org.plan_id, max_members=limit)
+        return member
+
+    def change_role(self, caller: Caller, org_id: str, user_id: str, role: Role) -> Member:
+        """Changes a member's role; only owners grant or take away the owner role; the last owner stays."""
+        access = self.access(caller, org_id, MANAGE_MEMBERS)
+        current = self._member(org_id, user_id)
+        if current.role is role:
+            return current
+        _check_may_grant(access.role, role)
+        _check_may_grant(access.role, current.role)
+        return self._repo.change_role(org_id, user_id, current.role, role)
+
+    def remove_member(self, caller: Caller, org_id: str, user_id: str) -> None:
+        """Removes a seat. Members may remove themselves; the last owner cannot be removed."""
+        if user_id == caller.user_id:
+            self.access(caller, org_id, READ)
+        else:
+            access = self.access(caller, org_id, MANAGE_MEMBERS)
+        current = self._member(org_id, user_id)
+        if user_id != caller.user_id:
+            _check_may_grant(access.role, current.role)
+        self._repo.remove_member(org_id, user_id, current.role)
+
+    def _member(self, org_id: str, user_id: str) -> Member:
+        member = self._repo.get_member(org_id, user_id)
+        if member is None:
+            raise NotFoundError(f"{user_id} is not a member of this org.", code="member_not_found")
+        return member
+
+    # ------------------------------------------------------------------ projects
+    def list_projects(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Project]:
+        self.access(caller, org_id, READ, support=True)
+        return self._repo.list_projects(org_id, cursor, limit)
+
+    def create_project(self, caller: Caller, org_id: str, *, name: str) -> Project:
+        """Creates an active project. PlanLimitError (`plan_limit_reached`) past the plan's limit."""
+        access = self.access(caller, org_id, MANAGE_PROJECTS)
+        plan = self.plan_of(access.org)
+        self._check_project_room(access.org, plan)
+        now = self._clock.now()
+        project = Project(
+            org_id=org_id,
+            project_id=new_id("prj"),
+            name=name,
+            status=ProjectStatus.ACTIVE,
+            created_at=now,
+            updated_at=now,
+        )
+        self._repo.create_project(project, expected_plan_id=access.org.plan_id, max_projects=plan.max_active_projects)
+        return project
+
+    def set_project_status(self, caller: Caller, org_id: str, project_id: str, status: ProjectStatus) -> Project:
+        """Archives (frees a slot) or reactivates (takes one, within the limit) a project."""
+        access = self.access(caller, org_id, MANAGE_PROJECTS)
+        project = self._repo.get_project(org_id, project_id)
+        if project is None:
+            raise NotFoundError(f"Project {project_id} was not found.", code="project_not_found")
+        if project.status is status:
+            return project
+        plan = self.plan_of(access.org)
+        if status is ProjectStatus.ACTIVE:
+            self._check_project_room(access.org, plan)
+        touched = project.model_copy(update={"updated_at": self._clock.now()})
+        self._repo.set_project_status(
+            touched, status, expected_plan_id=access.org.plan_id, max_projects=plan.max_active_projects
+        )
+        return touched.model_copy(update={"status": status})
+
+    @staticmethod
+    def _check_project_room(org: Org, plan: Plan) -> None:
+        limit = plan.max_active_projects
+        if limit is not None and org.active_project_count >= limit:
+            raise PlanLimitError(
+                f"The {plan.name} plan allows {limit} active project(s) and {org.active_project_count} are active. "
+                "Archive a project or upgrade the plan.",
+                details={"limit": "projects", "max": limit, "current": org.active_project_count},
+            )
+
+
+def _check_agency(plan: Plan, billing_mode: BillingMode) -> None:
+    if billing_mode is BillingMode.AGENCY and not plan.agency_mode_allowed:
+        raise PlanLimitError(
+            f"Agency mode needs the Pro plan or above; this org is on {plan.name}.",
+            code="agency_mode_not_allowed",
+            details={"plan_id": plan.plan_id},
+        )
+
+
+def _check_may_grant(actor: Role | None, role: Role) -> None:
+    if role is Role.OWNER and actor is not Role.OWNER:
+        raise ForbiddenError("Only an owner can grant, change or remove the owner role.")
+
+
+def _stored(changes: dict[str, object]) -> dict[str, object]:
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in changes.items()}

@@ -1,0 +1,63 @@
+"""Test session: one local stack per test process (DynamoDB Local with tables from template.yaml,
+moto server for the other AWS services) and the local HTTP API in front of the real handlers.
+
+Unit tests (tests/unit) use none of it and run with the network blocked."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import ApiClient
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Any]:
+    from tests.local.stack import start_local_stack
+
+    local = start_local_stack()
+    local.apply_env()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stack: Any) -> Iterator[ApiClient]:
+    from tests.local import devtokens
+    from tests.local.api import LocalHttpApi
+
+    server = LocalHttpApi(
+        stack.functions,
+        issuer=devtokens.ISSUER,
+        audience=devtokens.AUDIENCE,
+        public_key=devtokens.public_key(),
+    )
+    base_url = server.start()
+    try:
+        yield ApiClient(base_url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def table(stack: Any) -> Any:
+    import boto3
+
+    return boto3.resource("dynamodb").Table(stack.env["TABLE_NAME"])
+
+
+@pytest.fixture(autouse=True)
+def _block_network_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests are pure: any socket connection fails loudly."""
+    if "tests/unit/" not in str(request.path):
+        return
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise RuntimeError("unit tests must not use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)

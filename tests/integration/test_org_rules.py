@@ -1,0 +1,227 @@
+"""Plan limits, seats, roles and billing mode, end to end through the local API and DynamoDB Local."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+
+from shared.auth import Caller
+from shared.catalog import plan_catalog
+from shared.clock import SystemClock
+from shared.errors import PlanLimitError
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from tests.helpers import ApiClient, new_user, org_items
+
+pytestmark = pytest.mark.integration
+
+
+def _org(api: ApiClient, owner: str, **body: Any) -> str:
+    reply = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Acme", **body})
+    assert reply.status == 201, reply.body
+    return str(reply.body["org_id"])
+
+
+def _org_item(table: Any, org_id: str) -> dict[str, Any]:
+    return next(i for i in org_items(table, org_id) if i["SK"] == "ORG")
+
+
+def test_project_limit_is_refused_with_a_clear_code_and_archive_frees_a_slot(api: ApiClient, table: Any) -> None:
+    # Given a Pro org (3 active projects) with 3 projects
+    owner = new_user()
+    org_id = _org(api, owner, plan_id="pro")
+    ids = [
+        api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": f"P{i}"}).body["project_id"]
+        for i in range(3)
+    ]
+    # When a fourth is created
+    refused = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P4"})
+    # Then it is refused, naming the limit, and nothing is written
+    assert refused.status == 409
+    assert refused.code == "plan_limit_reached"
+    assert "Pro plan allows 3 active project(s)" in refused.body["error"]["message"]
+    assert refused.body["error"]["details"] == {"limit": "projects", "max": 3, "current": 3}
+    assert _org_item(table, org_id)["active_project_count"] == 3
+    assert len([i for i in org_items(table, org_id) if i["SK"].startswith("PROJECT#")]) == 3
+    # Archiving frees a slot; reactivating past the limit is refused again
+    assert api.call("POST", f"/v1/orgs/{org_id}/projects/{ids[0]}/archive", as_user=owner).body["status"] == "archived"
+    assert api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P4"}).status == 201
+    again = api.call("POST", f"/v1/orgs/{org_id}/projects/{ids[0]}/reactivate", as_user=owner)
+    assert (again.status, again.code) == (409, "plan_limit_reached")
+    listed = api.call("GET", f"/v1/orgs/{org_id}/projects", as_user=owner).body["items"]
+    assert sorted(p["status"] for p in listed) == ["active", "active", "active", "archived"]
+
+
+def test_concurrent_project_creation_never_exceeds_the_limit(api: ApiClient, table: Any) -> None:
+    # Twelve Lambda instances at once (each its own service and boto3 session) against one Pro org.
+    owner = new_user()
+    org_id = _org(api, owner, plan_id="pro")
+    caller = Caller(user_id=owner, email=None, groups=frozenset())
+
+    def create(i: int) -> str:
+        service = OrgService(
+            OrgRepository(boto3.Session().resource("dynamodb").Table(table.name)), plan_catalog(), SystemClock()
+        )
+        try:
+            service.create_project(caller, org_id, name=f"P{i}")
+        except PlanLimitError as exc:
+            return exc.code
+        return "created"
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(create, range(12)))
+    assert outcomes.count("created") == 3
+    assert outcomes.count("plan_limit_reached") == 9
+    assert _org_item(table, org_id)["active_project_count"] == 3
+    assert len([i for i in org_items(table, org_id) if i["SK"].startswith("PROJECT#")]) == 3
+
+
+def test_seats_are_refused_past_the_plan_unless_extra_seats_are_sold(api: ApiClient, table: Any) -> None:
+    owner = new_user()
+    starter = _org(api, owner, plan_id="starter")
+    refused = api.call("POST", f"/v1/orgs/{starter}/members", as_user=owner, json={"user_id": new_user()})
+    assert (refused.status, refused.code) == (409, "seat_limit_reached")
+    assert "Starter plan includes 1 seat(s)" in refused.body["error"]["message"]
+    assert _org_item(table, starter)["member_count"] == 1
+
+    pro = _org(api, owner, plan_id="pro")  # 3 included, extra seats sold
+    for _ in range(4):
+        assert api.call("POST", f"/v1/orgs/{pro}/members", as_user=owner, json={"user_id": new_user()}).status == 201
+    org = api.call("GET", f"/v1/orgs/{pro}", as_user=owner).body
+    assert org["seats"] == {"used": 5, "included": 3, "limit": None, "extra_seat_minor": 1500}
+
+
+def test_the_last_owner_cannot_be_removed_or_demoted(api: ApiClient, table: Any) -> None:
+    owner, second = new_user(), new_user()
+    org_id = _org(api, owner, plan_id="pro")
+    for method, path, body in (
+        ("DELETE", f"/v1/orgs/{org_id}/members/{owner}", None),
+        ("PATCH", f"/v1/orgs/{org_id}/members/{owner}", {"role": "admin"}),
+    ):
+        reply = api.call(method, path, as_user=owner, json=body)
+        assert (reply.status, reply.code) == (409, "last_owner")
+    # With a second owner, the first may leave.
+    assert (
+        api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": second, "role": "owner"}).status
+        == 201
+    )
+    assert api.call("DELETE", f"/v1/orgs/{org_id}/members/{owner}", as_user=owner).status == 204
+    item = _org_item(table, org_id)
+    assert (item["member_count"], item["owner_count"]) == (1, 1)
+    assert api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).status == 404
+
+
+def test_only_owners_grant_the_owner_role(api: ApiClient) -> None:
+    owner, admin = new_user(), new_user()
+    org_id = _org(api, owner, plan_id="pro")
+    api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": admin, "role": "admin"})
+    reply = api.call("POST", f"/v1/orgs/{org_id}/members", as_user=admin, json={"user_id": new_user(), "role": "owner"})
+    assert (reply.status, reply.code) == (403, "forbidden")
+    reply = api.call("DELETE", f"/v1/orgs/{org_id}/members/{owner}", as_user=admin)
+    assert reply.status == 403
+
+
+def test_agency_mode_needs_a_plan_that_allows_it(api: ApiClient, table: Any) -> None:
+    owner = new_user()
+    refused = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "A", "billing_mode": "agency", "plan_id": "starter"}
+    )
+    assert (refused.status, refused.code) == (409, "agency_mode_not_allowed")
+    assert "Pro plan or above" in refused.body["error"]["message"]
+
+    org_id = _org(api, owner, plan_id="starter")
+    before = _org_item(table, org_id)
+    switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert (switched.status, switched.code) == (409, "agency_mode_not_allowed")
+    assert _org_item(table, org_id) == before
+
+    assert api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "pro"}).status == 200
+    agency = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert agency.status == 200
+    assert (agency.body["billing_mode"], agency.body["platform_fee_bps"]) == ("agency", 500)
+    # Downgrading an agency org to a plan without agency mode is refused too.
+    down = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "starter"})
+    assert (down.status, down.code) == (409, "agency_mode_not_allowed")
+
+
+def test_downgrade_is_refused_while_the_org_uses_more_than_the_new_plan_allows(api: ApiClient, table: Any) -> None:
+    owner = new_user()
+    org_id = _org(api, owner, plan_id="pro")
+    for i in range(2):
+        api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": f"P{i}"})
+    before = _org_item(table, org_id)
+    reply = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "starter"})
+    assert (reply.status, reply.code) == (409, "plan_limit_reached")
+    assert reply.body["error"]["details"] == {"limit": "projects", "max": 1, "current": 2}
+    assert _org_item(table, org_id) == before
+
+
+def test_enterprise_terms_are_set_by_support_only(api: ApiClient) -> None:
+    owner = new_user()
+    org_id = _org(api, owner, plan_id="scale")
+    terms = {"base_minor": 250_000, "included_credits": 80_000, "platform_fee_bps": 150}
+    refused = api.call(
+        "PUT",
+        f"/v1/orgs/{org_id}/plan",
+        as_user=owner,
+        json={"plan_id": "enterprise", "enterprise_terms": terms},
+    )
+    assert (refused.status, refused.code) == (403, "plan_requires_sales")
+    done = api.call(
+        "PUT",
+        f"/v1/orgs/{org_id}/plan",
+        as_user=new_user("staff"),
+        groups=("support",),
+        json={"plan_id": "enterprise", "enterprise_terms": terms},
+    )
+    assert done.status == 200, done.body
+    assert done.body["plan"]["plan_id"] == "enterprise"
+    org = api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body
+    assert org["seats"]["limit"] is None and org["your_role"] == "owner"
+
+
+def test_unsupported_currency_is_refused(api: ApiClient) -> None:
+    reply = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Yen", "currency": "JPY"})
+    assert (reply.status, reply.code) == (422, "unsupported_currency")
+
+
+def test_lists_paginate_with_an_opaque_cursor(api: ApiClient) -> None:
+    owner = new_user()
+    org_id = _org(api, owner, plan_id="scale")
+    added = {new_user() for _ in range(4)}
+    for user in added:
+        api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": user})
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = api.call(
+            "GET",
+            f"/v1/orgs/{org_id}/members",
+            as_user=owner,
+            params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+        ).body
+        seen += [m["user_id"] for m in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(added | {owner})
+    assert pages >= 3
+    # A cursor from one org's list cannot be replayed against the caller's org list to reach elsewhere.
+    first = api.call("GET", f"/v1/orgs/{org_id}/members", as_user=owner, params={"limit": 1}).body["next_cursor"]
+    other_owner = new_user()
+    other = _org(api, other_owner)
+    reply = api.call("GET", f"/v1/orgs/{other}/projects", as_user=other_owner, params={"cursor": first})
+    assert (reply.status, reply.code) == (422, "invalid_cursor")
+
+
+def test_my_orgs_lists_every_org_the_caller_belongs_to(api: ApiClient) -> None:
+    owner = new_user()
+    ids = {_org(api, owner) for _ in range(3)}
+    listed = api.call("GET", "/v1/orgs", as_user=owner).body["items"]
+    assert {o["org_id"] for o in listed} == ids
+    assert {o["role"] for o in listed} == {"owner"}

@@ -1,0 +1,213 @@
+"""Every route, five ways: success; invalid body or parameters (422); no or bad token (401);
+another org's id (404); insufficient role (403). Refusals must write nothing.
+
+`test_every_route_is_covered` enumerates the routes of the generated OpenAPI document and fails
+when one lacks its cases, so a new route cannot ship without them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.helpers import ApiClient, org_items, user_org_count
+from tests.integration.world import World, build_world
+from tests.local import devtokens
+
+pytestmark = pytest.mark.integration
+
+TOO_LONG = "x" * 200
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str  # as in the OpenAPI document
+    ok_status: int = 200
+    ok_body: dict[str, Any] | None = None
+    # How to make the request invalid: a body, query parameters or path overrides.
+    bad_body: dict[str, Any] | None = None
+    bad_params: dict[str, Any] | None = None
+    bad_path: dict[str, str] = field(default_factory=dict)
+    forbidden_role: str | None = None  # a member role that must get 403; None = every member may
+    public: bool = False  # no token needed (API Gateway route without authorizer)
+    no_input_reason: str | None = None  # why there is nothing to make invalid
+    bad_code: str = "validation_error"
+
+
+CASES: list[Case] = [
+    Case("GET", "/v1/plans", public=True, bad_params={"currency": "usd!"}),
+    Case("GET", "/v1/templates", no_input_reason="takes no body or parameters"),
+    Case("GET", "/v1/templates/{template_id}", bad_path={"template_id": TOO_LONG}),
+    Case("POST", "/v1/orgs", 201, ok_body={"name": "New Org"}, bad_body={"name": "", "currency": "dollars"}),
+    Case("GET", "/v1/orgs", bad_params={"limit": 0}),
+    Case("GET", "/v1/orgs/{org_id}", bad_path={"org_id": TOO_LONG}),
+    Case("PATCH", "/v1/orgs/{org_id}", ok_body={"name": "Renamed"}, bad_body={}, forbidden_role="member"),
+    Case(
+        "PUT",
+        "/v1/orgs/{org_id}/plan",
+        ok_body={"plan_id": "scale"},
+        bad_body={"plan": "scale"},
+        forbidden_role="member",
+    ),
+    Case("GET", "/v1/orgs/{org_id}/members", bad_params={"limit": 101}),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/members",
+        201,
+        ok_body={"user_id": "new_person", "role": "member"},
+        bad_body={"user_id": "has spaces", "role": "boss"},
+        forbidden_role="billing",
+    ),
+    Case(
+        "PATCH",
+        "/v1/orgs/{org_id}/members/{user_id}",
+        ok_body={"role": "billing"},
+        bad_body={"role": "king"},
+        forbidden_role="member",
+    ),
+    Case(
+        "DELETE",
+        "/v1/orgs/{org_id}/members/{user_id}",
+        204,
+        bad_path={"user_id": TOO_LONG},
+        forbidden_role="billing",
+    ),
+    Case("GET", "/v1/orgs/{org_id}/projects", bad_params={"cursor": "not-a-cursor"}, bad_code="invalid_cursor"),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/projects",
+        201,
+        ok_body={"name": "Spring"},
+        bad_body={"name": ""},
+        forbidden_role="member",
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/projects/{project_id}/archive",
+        bad_path={"project_id": TOO_LONG},
+        forbidden_role="billing",
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/projects/{project_id}/reactivate",
+        bad_path={"project_id": TOO_LONG},
+        forbidden_role="member",
+    ),
+]
+IDS = [f"{c.method} {c.path}" for c in CASES]
+
+
+@pytest.fixture
+def world(api: ApiClient) -> World:
+    """A fresh world for tests that change it."""
+    return build_world(api)
+
+
+@pytest.fixture(scope="module")
+def refusal_world(api: ApiClient) -> World:
+    """One world for the refusal tests: each of them proves it changed nothing."""
+    return build_world(api)
+
+
+def _path(case: Case, world: World, org_id: str | None = None, *, invalid: bool = False) -> str:
+    project = world.archived_project_id if case.path.endswith("/reactivate") else world.project_id
+    values = {
+        "org_id": org_id or world.org_id,
+        "user_id": world.user("spare"),
+        "project_id": project,
+        "template_id": "social-content",
+    }
+    return case.path.format(**(values | case.bad_path if invalid else values))
+
+
+def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
+    return (
+        sorted(org_items(table, world.org_id), key=lambda i: i["SK"]),
+        sorted(org_items(table, world.other_org_id), key=lambda i: i["SK"]),
+        {role: user_org_count(table, user) for role, user in world.people.items()},
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_success(api: ApiClient, world: World, case: Case) -> None:
+    reply = api.call(case.method, _path(case, world), as_user=world.user("owner"), json=case.ok_body)
+    assert reply.status == case.ok_status, reply.body
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.no_input_reason is None], ids=lambda c: f"{c.method} {c.path}")
+def test_invalid_input_is_422_and_writes_nothing(api: ApiClient, refusal_world: World, table: Any, case: Case) -> None:
+    before = _snapshot(table, refusal_world)
+    reply = api.call(
+        case.method,
+        _path(case, refusal_world, invalid=True),
+        as_user=refusal_world.user("owner"),
+        json=case.bad_body if case.bad_body is not None else case.ok_body,
+        params=case.bad_params,
+    )
+    assert reply.status == 422, reply.body
+    assert reply.code == case.bad_code
+    assert reply.body["error"]["message"], "422 must say what was wrong"
+    if case.bad_code == "validation_error":
+        assert reply.body["error"]["details"][0]["loc"], "and where"
+    assert _snapshot(table, refusal_world) == before
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.public], ids=lambda c: f"{c.method} {c.path}")
+@pytest.mark.parametrize("token", ["none", "garbage", "wrong-key", "expired", "wrong-audience", "wrong-issuer"])
+def test_without_a_valid_token_is_401(api: ApiClient, refusal_world: World, table: Any, case: Case, token: str) -> None:
+    user = refusal_world.user("owner")
+    tokens = {
+        "none": None,
+        "garbage": "not.a.jwt",
+        "wrong-key": devtokens.mint(user, key=devtokens.generate_key()),
+        "expired": devtokens.mint(user, now=1_700_000_000),
+        "wrong-audience": devtokens.mint(user, audience="someone-else"),
+        "wrong-issuer": devtokens.mint(user, issuer="https://evil.example/"),
+    }
+    before = _snapshot(table, refusal_world)
+    reply = api.call(case.method, _path(case, refusal_world), token=tokens[token], json=case.ok_body)
+    assert reply.status == 401, reply.body
+    assert _snapshot(table, refusal_world) == before
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "{org_id}" in c.path], ids=lambda c: f"{c.method} {c.path}")
+def test_another_orgs_id_is_404_and_writes_nothing(
+    api: ApiClient, refusal_world: World, table: Any, case: Case
+) -> None:
+    before = _snapshot(table, refusal_world)
+    # The stranger owns org B and is not a member of org A; an unknown org looks the same.
+    for org_id in (refusal_world.org_id, "org_doesnotexist"):
+        reply = api.call(
+            case.method, _path(case, refusal_world, org_id), as_user=refusal_world.user("stranger"), json=case.ok_body
+        )
+        assert reply.status == 404, reply.body
+        assert reply.code == "org_not_found"
+        assert reply.body["error"]["message"] == f"Org {org_id} was not found."
+    assert _snapshot(table, refusal_world) == before
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.forbidden_role], ids=lambda c: f"{c.method} {c.path}")
+def test_insufficient_role_is_403_and_writes_nothing(
+    api: ApiClient, refusal_world: World, table: Any, case: Case
+) -> None:
+    assert case.forbidden_role is not None
+    before = _snapshot(table, refusal_world)
+    reply = api.call(
+        case.method, _path(case, refusal_world), as_user=refusal_world.user(case.forbidden_role), json=case.ok_body
+    )
+    assert reply.status == 403, reply.body
+    assert reply.code == "forbidden"
+    assert _snapshot(table, refusal_world) == before
+
+
+def test_every_route_is_covered(api: ApiClient) -> None:
+    document = api.call("GET", "/openapi.json").body
+    routes = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    covered = {(c.method, c.path) for c in CASES}
+    assert routes == covered, f"routes without cases: {routes - covered}; cases without routes: {covered - routes}"
+    for case in CASES:
+        if "{org_id}" not in case.path:
+            # Not org-scoped: the 404 cross-org case does not apply, by construction of the path.
+            assert "/orgs/{" not in case.path
