@@ -21,7 +21,7 @@ help:
 	@echo "make test   - run every test (bootstraps venv and DynamoDB Local)"
 	@echo "make serve  - local HTTP API on 127.0.0.1 with Swagger UI at /swagger"
 	@echo "make lint   - ruff, mypy, cfn-lint, sam validate --lint"
-	@echo "make token  - print a dev JWT for make serve (USER=..., GROUPS=support)"
+	@echo "make token  - print a dev JWT for make serve (USER_ID=..., GROUPS=support)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

@@ -125,6 +125,9 @@ class LocalHttpApi:
             raise ValueError(f"duplicate routes: {sorted(duplicates)}")
         self._handlers: dict[str, Handler] = {}
         self._import_lock = threading.Lock()
+        # One invocation at a time per function, like one Lambda execution environment: handlers keep
+        # per-invocation state in module globals (Powertools' resolver holds the current event).
+        self._invoke_locks = {spec.logical_id: threading.Lock() for spec in functions.values()}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -280,7 +283,8 @@ def to_http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
         body = base64.b64decode(raw)
     else:
         body = str(raw).encode()
-    return int(result["statusCode"]), headers, body
+    status = int(result["statusCode"])
+    return status, headers, b"" if status in (204, 304) else body  # HTTP forbids a body on these
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -336,7 +340,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         try:
             handler = api.handler_for(bound.spec)
-            result = handler(event, LocalLambdaContext(bound.spec.logical_id))
+            with api._invoke_locks[bound.spec.logical_id]:
+                result = handler(event, LocalLambdaContext(bound.spec.logical_id))
             status, headers, payload = to_http_response(result)
         except Exception:
             traceback.print_exc(file=sys.stderr)
