@@ -60,11 +60,15 @@ lint: bootstrap $(SAM_VENV)/bin/sam
 	$(VENV)/bin/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
 
-# Lambda artifacts for `sam build` (BuildMethod: makefile): our two packages plus runtime deps.
-build-ApiFunction:
-	$(UV) export --frozen --no-dev --no-hashes --quiet -o $(ARTIFACTS_DIR)/requirements.txt
-	$(PYTHON) -m pip install --quiet -r $(ARTIFACTS_DIR)/requirements.txt -t $(ARTIFACTS_DIR)
+# Lambda artifacts for `sam build` (BuildMethod: makefile): our two packages plus the locked runtime
+# dependencies as arm64 / Python 3.12 wheels (pip cross-installs them, so no container is needed).
+build-ApiFunction build-StripeWebhookFunction: $(UV)
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --quiet -o $(ARTIFACTS_DIR)/requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(ARTIFACTS_DIR)/requirements.txt \
+		-t $(ARTIFACTS_DIR) --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+		--only-binary=:all:
 	cp -r functions shared $(ARTIFACTS_DIR)/
+	find $(ARTIFACTS_DIR) -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(SAM_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

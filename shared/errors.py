@@ -56,3 +56,21 @@ class ConcurrentUpdateError(ConflictError):
 
 class ThrottledError(DomainError):
     code = "throttled"
+
+
+class PaymentDeclinedError(DomainError):
+    """The card was declined (Stripe card_error)."""
+
+    code = "payment_declined"
+
+
+class UpstreamError(DomainError):
+    """A provider (Stripe) is unreachable or failed after retries; the caller may retry."""
+
+    code = "stripe_unavailable"
+
+
+class WebhookSignatureError(DomainError):
+    """A webhook's signature does not verify (tampered, wrong secret or too old)."""
+
+    code = "invalid_signature"

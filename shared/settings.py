@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -9,3 +10,16 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     table_name: str  # TABLE_NAME
+    stripe_secret_arn: str  # STRIPE_SECRET_ARN: JSON {"api_key", "webhook_secret"}
+    notifications_topic_arn: str  # NOTIFICATIONS_TOPIC_ARN
+    # Unset in AWS (the SDK's api.stripe.com); the local stack points it at the Stripe emulator.
+    stripe_api_base: str | None = None
+
+
+class WebhookSettings(ApiSettings):
+    idempotency_table_name: str  # IDEMPOTENCY_TABLE_NAME: processed Stripe event ids
+
+
+class StripeKeys(BaseModel):
+    api_key: str
+    webhook_secret: str

@@ -27,21 +27,9 @@ def stack() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def api(stack: Any) -> Iterator[ApiClient]:
-    from tests.local import devtokens
-    from tests.local.api import LocalHttpApi
-
-    server = LocalHttpApi(
-        stack.functions,
-        issuer=devtokens.ISSUER,
-        audience=devtokens.AUDIENCE,
-        public_key=devtokens.public_key(),
-    )
-    base_url = server.start()
-    try:
-        yield ApiClient(base_url)
-    finally:
-        server.stop()
+def api(stack: Any) -> ApiClient:
+    _, base_url = stack.serve_api()  # stopped with the stack; Stripe's webhooks go to it
+    return ApiClient(base_url)
 
 
 @pytest.fixture(scope="session")

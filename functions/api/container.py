@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from functools import cache
 
-from shared.catalog import plan_catalog
-from shared.clock import SystemClock
-from shared.dynamo import dynamodb_resource
-from shared.orgs.repository import OrgRepository
+from shared.billing.subscriptions import SubscriptionService
 from shared.orgs.service import OrgService
 from shared.settings import ApiSettings
+from shared.wiring import Services, build_services
 
 
 @cache
-def settings() -> ApiSettings:
-    return ApiSettings()  # fields come from the environment
+def services() -> Services:
+    return build_services(ApiSettings())  # fields come from the environment
 
 
-@cache
 def org_service() -> OrgService:
-    table = dynamodb_resource().Table(settings().table_name)
-    return OrgService(OrgRepository(table), plan_catalog(), SystemClock())
+    return services().orgs
+
+
+def subscription_service() -> SubscriptionService:
+    return services().subscriptions

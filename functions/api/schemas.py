@@ -7,9 +7,10 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.billing.subscriptions import ChangePreview
 from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
 from shared.clock import iso
-from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Project, ProjectStatus, Role
+from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Org, Project, ProjectStatus, Role
 from shared.orgs.service import OrgView
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -262,3 +263,94 @@ class ErrorBody(Reply):
 
 class ErrorReply(Reply):
     error: ErrorBody
+
+
+# ---------------------------------------------------------------- subscription
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
+
+
+class CheckoutRequest(Request):
+    plan_id: str
+    success_url: HttpUrl
+    cancel_url: HttpUrl
+
+
+class CheckoutOut(Reply):
+    checkout_session_id: str
+    url: str
+
+
+class PortalRequest(Request):
+    return_url: HttpUrl
+
+
+class PortalOut(Reply):
+    url: str
+
+
+class SubscriptionOut(Reply):
+    org_id: str
+    status: str = Field(description="Stripe's subscription status, or `none`")
+    plan: PlanRef
+    members: int
+    included_seats: int | None
+    extra_seats_billed: int
+    current_period_start: str | None
+    current_period_end: str | None
+    billing_anniversary_day: int | None = Field(description="Day of month the period renews (UTC)")
+    cancel_at_period_end: bool
+    has_billing_account: bool
+
+    @classmethod
+    def of(cls, org: Org, plan: Plan) -> SubscriptionOut:
+        sub = org.subscription
+        return cls(
+            org_id=org.org_id,
+            status=sub.status.value if sub else "none",
+            plan=PlanRef(plan_id=plan.plan_id, name=plan.name, catalog_version=org.catalog_version),
+            members=org.member_count,
+            included_seats=plan.included_seats,
+            extra_seats_billed=sub.extra_seats if sub else 0,
+            current_period_start=iso(sub.current_period_start) if sub else None,
+            current_period_end=iso(sub.current_period_end) if sub else None,
+            billing_anniversary_day=sub.billing_anchor.day if sub else None,
+            cancel_at_period_end=sub.cancel_at_period_end if sub else False,
+            has_billing_account=org.stripe_customer_id is not None,
+        )
+
+
+class PlanChangeRequest(Request):
+    plan_id: str
+    proration_date: int | None = Field(default=None, description="From the preview, to get exactly its amounts")
+
+
+class ProrationLineOut(Reply):
+    description: str
+    amount_minor: int
+
+
+class PlanChangePreviewOut(Reply):
+    plan_id: str
+    currency: str
+    proration_date: int
+    lines: list[ProrationLineOut]
+    net_minor: int = Field(description="> 0 charged now, < 0 refunded")
+    charge_now_minor: int
+    refund_minor: int
+
+    @classmethod
+    def of(cls, preview: ChangePreview) -> PlanChangePreviewOut:
+        return cls(
+            plan_id=preview.plan.plan_id,
+            currency=preview.currency,
+            proration_date=preview.proration_date,
+            lines=[ProrationLineOut(description=d, amount_minor=a) for d, a in preview.lines],
+            net_minor=preview.net_minor,
+            charge_now_minor=preview.charge_now_minor,
+            refund_minor=preview.refund_minor,
+        )
+
+
+class PlanChangeOut(Reply):
+    subscription: SubscriptionOut
+    proration: PlanChangePreviewOut

@@ -49,6 +49,32 @@ class EnterpriseTerms(_Model):
     platform_fee_bps: int = Field(ge=0, le=10_000)
 
 
+class SubscriptionStatus(StrEnum):
+    """Stripe's subscription statuses (Stripe is the source of truth)."""
+
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+    UNPAID = "unpaid"
+    PAUSED = "paused"
+
+
+class SubscriptionState(_Model):
+    """The org's Stripe subscription as last fetched from Stripe."""
+
+    subscription_id: str
+    status: SubscriptionStatus
+    plan_id: str
+    extra_seats: int
+    current_period_start: datetime
+    current_period_end: datetime
+    billing_anchor: datetime
+    cancel_at_period_end: bool
+
+
 class Org(_Model):
     org_id: str
     name: str
@@ -63,6 +89,19 @@ class Org(_Model):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    stripe_customer_id: str | None = None
+    subscription: SubscriptionState | None = None
+    # Stripe-fetch time (ms) of `subscription`; an older fetch never overwrites a newer one.
+    subscription_synced_ms: int = 0
+    # Bumped by every seat change: the idempotency key of the matching Stripe quantity update.
+    seat_revision: int = 0
+
+    @property
+    def has_live_subscription(self) -> bool:
+        return self.subscription is not None and self.subscription.status not in (
+            SubscriptionStatus.CANCELED,
+            SubscriptionStatus.INCOMPLETE_EXPIRED,
+        )
 
     def effective_plan(self, plan: Plan) -> Plan:
         """The catalog plan with this org's enterprise terms applied (if any)."""

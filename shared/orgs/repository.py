@@ -230,7 +230,7 @@ class OrgRepository:
                 "Update": {
                     "TableName": self._name,
                     "Key": _org_key(member.org_id),
-                    "UpdateExpression": "ADD member_count :one" + owner_add,
+                    "UpdateExpression": "ADD member_count :one, seat_revision :one" + owner_add,
                     "ConditionExpression": condition,
                     "ExpressionAttributeValues": values,
                 }
@@ -292,9 +292,10 @@ class OrgRepository:
                 "Update": {
                     "TableName": self._name,
                     "Key": _org_key(org_id),
-                    "UpdateExpression": "ADD member_count :minus" + (", owner_count :minus" if is_owner else ""),
+                    "UpdateExpression": "ADD member_count :minus, seat_revision :one"
+                    + (", owner_count :minus" if is_owner else ""),
                     "ConditionExpression": "attribute_exists(PK)" + (" AND owner_count > :one" if is_owner else ""),
-                    "ExpressionAttributeValues": {":minus": -1, **({":one": 1} if is_owner else {})},
+                    "ExpressionAttributeValues": {":minus": -1, ":one": 1},
                 }
             },
         ]
@@ -379,3 +380,64 @@ class OrgRepository:
                     "The project changed while this request ran; retry.", code="concurrent_update"
                 ) from exc
             raise PlanLimitError(_LIMIT_MESSAGE) from exc
+
+    # ------------------------------------------------------------------ Stripe links
+    def get_org(self, org_id: str) -> Org | None:
+        with dynamo_errors():
+            item = self._table.get_item(Key=_org_key(org_id), ConsistentRead=True).get("Item")
+        return Org.model_validate(plain(item)) if item else None
+
+    def link_stripe_customer(self, org_id: str, customer_id: str) -> str:
+        """Records the org's Stripe customer once; returns the customer the org is linked to."""
+        items = [
+            {
+                "Update": {
+                    "TableName": self._name,
+                    "Key": _org_key(org_id),
+                    "UpdateExpression": "SET stripe_customer_id = :c",
+                    "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(stripe_customer_id)",
+                    "ExpressionAttributeValues": {":c": customer_id},
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": {"PK": f"STRIPE_CUSTOMER#{customer_id}", "SK": "LINK", "org_id": org_id},
+                }
+            },
+        ]
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed:
+            org = self.get_org(org_id)
+            if org is None or org.stripe_customer_id is None:
+                raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found") from None
+            return org.stripe_customer_id
+        return customer_id
+
+    def org_id_for_customer(self, customer_id: str) -> str | None:
+        with dynamo_errors():
+            item = self._table.get_item(Key={"PK": f"STRIPE_CUSTOMER#{customer_id}", "SK": "LINK"}).get("Item")
+        return str(item["org_id"]) if item else None
+
+    def apply_subscription(self, org_id: str, changes: dict[str, Any], *, fetched_ms: int) -> Org | None:
+        """Writes the subscription state fetched from Stripe at `fetched_ms` unless a later fetch was
+        already written (out-of-order webhooks never roll state back). None when this one is stale."""
+        names = {f"#c{i}": k for i, k in enumerate(changes)}
+        values = {f":c{i}": v for i, v in enumerate(changes.values())} | {":ms": fetched_ms}
+        sets = ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
+        try:
+            with dynamo_errors():
+                resp = self._table.update_item(
+                    Key=_org_key(org_id),
+                    UpdateExpression=f"SET {sets}, subscription_synced_ms = :ms",
+                    ConditionExpression="attribute_exists(PK) AND "
+                    "(attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+        except TransactionConditionFailed:
+            return None
+        return Org.model_validate(plain(resp["Attributes"]))

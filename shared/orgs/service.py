@@ -6,13 +6,14 @@ DynamoDB write (so concurrent requests can never exceed them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock, iso
-from shared.errors import ForbiddenError, InvalidRequestError, NotFoundError, PlanLimitError
+from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError, PlanLimitError
 from shared.ids import new_id
 from shared.orgs.models import (
     MANAGE_BILLING,
@@ -49,10 +50,18 @@ class OrgView:
 
 
 class OrgService:
-    def __init__(self, repo: OrgRepository, plans: PlanCatalog, clock: Clock):
+    def __init__(
+        self,
+        repo: OrgRepository,
+        plans: PlanCatalog,
+        clock: Clock,
+        on_seats_changed: Callable[[str], None] | None = None,
+    ):
         self._repo = repo
         self._plans = plans
         self._clock = clock
+        # Called with the org id after a seat was added or removed (syncs the Stripe quantity).
+        self._on_seats_changed = on_seats_changed or (lambda _org_id: None)
 
     # ------------------------------------------------------------------ access
     def access(self, caller: Caller, org_id: str, allowed: frozenset[Role], *, support: bool = False) -> OrgAccess:
@@ -178,10 +187,15 @@ class OrgService:
         else:
             access = self.access(caller, org_id, MANAGE_BILLING)
         org = access.org
+        if org.has_live_subscription:
+            raise ConflictError(
+                "The org pays through a Stripe subscription: change its plan through the subscription.",
+                code="use_subscription",
+            )
         org_with_terms = org.model_copy(update={"plan_id": plan_id, "enterprise_terms": enterprise_terms})
         effective = org_with_terms.effective_plan(new_plan)
         effective.price_book(org.currency)
-        self._check_fits(org, effective)
+        self.check_fits(org, effective)
         changes: dict[str, object] = {
             "plan_id": plan_id,
             "catalog_version": self._plans.catalog_version,
@@ -199,7 +213,8 @@ class OrgService:
         )
         return OrgView(updated, effective, access.role)
 
-    def _check_fits(self, org: Org, plan: Plan) -> None:
+    def check_fits(self, org: Org, plan: Plan) -> None:
+        """PlanLimitError naming what to archive or remove when the org does not fit `plan`."""
         seats = plan.seat_limit()
         if seats is not None and org.member_count > seats:
             raise PlanLimitError(
@@ -246,6 +261,7 @@ class OrgService:
             added_at=self._clock.now(),
         )
         self._repo.add_member(member, expected_plan_id=access.org.plan_id, max_members=limit)
+        self._on_seats_changed(org_id)
         return member
 
     def change_role(self, caller: Caller, org_id: str, user_id: str, role: Role) -> Member:
@@ -268,6 +284,7 @@ class OrgService:
         if user_id != caller.user_id:
             _check_may_grant(access.role, current.role)
         self._repo.remove_member(org_id, user_id, current.role)
+        self._on_seats_changed(org_id)
 
     def _member(self, org_id: str, user_id: str) -> Member:
         member = self._repo.get_member(org_id, user_id)

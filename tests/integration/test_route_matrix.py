@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from tests.helpers import ApiClient, org_items, user_org_count
+from tests.integration.stripe_kit import StripeKit
 from tests.integration.world import World, build_world
 from tests.local import devtokens
 
 pytestmark = pytest.mark.integration
 
 TOO_LONG = "x" * 200
+URLS = {"success_url": "https://app.layers.test/ok", "cancel_url": "https://app.layers.test/cancel"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Case:
     public: bool = False  # no token needed (API Gateway route without authorizer)
     no_input_reason: str | None = None  # why there is nothing to make invalid
     bad_code: str = "validation_error"
+    needs_subscription: bool = False  # success needs a live Stripe subscription
 
 
 CASES: list[Case] = [
@@ -95,6 +98,39 @@ CASES: list[Case] = [
         bad_path={"project_id": TOO_LONG},
         forbidden_role="member",
     ),
+    Case("GET", "/v1/orgs/{org_id}/subscription", bad_path={"org_id": TOO_LONG}),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/subscription/checkout",
+        201,
+        ok_body={"plan_id": "scale", **URLS},
+        bad_body={"plan_id": "scale", "success_url": "not a url"},
+        forbidden_role="member",
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/subscription/preview",
+        ok_body={"plan_id": "scale"},
+        bad_body={"plan_id": "scale", "proration_date": "tomorrow"},
+        forbidden_role="member",
+        needs_subscription=True,
+    ),
+    Case(
+        "PUT",
+        "/v1/orgs/{org_id}/subscription",
+        ok_body={"plan_id": "scale"},
+        bad_body={"plan": "scale"},
+        forbidden_role="member",
+        needs_subscription=True,
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/billing-portal",
+        ok_body={"return_url": "https://app.layers.test/billing"},
+        bad_body={"return_url": "ftp://nope"},
+        forbidden_role="member",
+        needs_subscription=True,
+    ),
 ]
 IDS = [f"{c.method} {c.path}" for c in CASES]
 
@@ -131,7 +167,9 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_success(api: ApiClient, world: World, case: Case) -> None:
+def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
+    if case.needs_subscription:
+        StripeKit(stack, table).subscribe(api, world.user("owner"), world.org_id, "pro")
     reply = api.call(case.method, _path(case, world), as_user=world.user("owner"), json=case.ok_body)
     assert reply.status == case.ok_status, reply.body
 

@@ -15,8 +15,7 @@ import requests
 
 from shared.money import format_minor
 from tests.local import devtokens
-from tests.local.api import LocalHttpApi
-from tests.local.stack import start_local_stack
+from tests.local.stack import LocalStack, start_local_stack
 
 
 def say(text: str = "") -> None:
@@ -61,23 +60,16 @@ def main() -> int:
         stack = start_local_stack()
         stack.apply_env()
         os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"  # keep the walk-through readable
-    with step("local HTTP API with the JWT authorizer"):
-        api = LocalHttpApi(
-            stack.functions,
-            issuer=devtokens.ISSUER,
-            audience=devtokens.AUDIENCE,
-            public_key=devtokens.public_key(),
-        )
-        base_url = api.start()
+    with step("local HTTP API (JWT authorizer), Stripe emulator sending webhooks to it"):
+        _, base_url = stack.serve_api()
     try:
-        run(WebApp(base_url))
+        run(WebApp(base_url), stack)
     finally:
-        api.stop()
         stack.stop()
     return 0
 
 
-def run(web: WebApp) -> None:
+def run(web: WebApp, stack: LocalStack) -> None:
     alice, bob, carol, dan = "alice", "bob", "carol", "dan"
 
     say()

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Sequence
 
 from tests.local import devtokens
-from tests.local.api import LocalHttpApi
 from tests.local.stack import start_local_stack
 
 
@@ -21,13 +20,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with start_local_stack() as stack:
         stack.apply_env()  # before the API imports any handler module
-        api = LocalHttpApi(stack.functions, devtokens.ISSUER, devtokens.AUDIENCE, devtokens.public_key())
-        base_url = api.start(port=args.port)
+        _, base_url = stack.serve_api(port=args.port)
         token = devtokens.mint("user_dev", email="dev@example.com")
         print(f"Layers Billing local API: {base_url}")
         print(f"  Swagger UI : {base_url}/swagger")
         print(f"  OpenAPI    : {base_url}/openapi.json")
         print(f"  DynamoDB   : {stack.dynamodb_endpoint}   moto: {stack.moto_endpoint}")
+        print(f"  Stripe     : {stack.env['STRIPE_API_BASE']} (emulator; webhooks -> {base_url}/webhooks/stripe)")
         print("\nDev token (user_dev, 1 hour):")
         print(token)
         print(f'\n  curl -H "Authorization: Bearer $TOKEN" {base_url}/v1/...')
@@ -37,8 +36,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             threading.Event().wait()  # block; the API runs in its own thread
         except KeyboardInterrupt:
             print("\nStopping...")
-        finally:
-            api.stop()
 
 
 if __name__ == "__main__":

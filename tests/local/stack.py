@@ -15,8 +15,10 @@ from typing import Any
 
 import boto3
 
-from tests.local import cfn
+from tests.local import cfn, devtokens
+from tests.local.api import LocalHttpApi
 from tests.local.dynamodb_local import start_dynamodb_local, start_moto_server
+from tests.local.stripe_emulator import StripeEmulator
 
 REGION = cfn.REGION
 LOCAL_SECRET = '{"api_key":"sk_test_local","webhook_secret":"whsec_local"}'
@@ -33,7 +35,19 @@ class LocalStack:
     template: dict[str, Any]
     functions: dict[str, cfn.FunctionSpec]
     resource_names: dict[str, str]
+    stripe: StripeEmulator
     _stops: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def serve_api(self, host: str = "127.0.0.1", port: int = 0) -> tuple[LocalHttpApi, str]:
+        """Starts the local HTTP API in front of the template's functions and points the Stripe
+        emulator's webhooks at its `/webhooks/stripe` route. Returns (api, base_url)."""
+        api = LocalHttpApi(
+            self.functions, issuer=devtokens.ISSUER, audience=devtokens.AUDIENCE, public_key=devtokens.public_key()
+        )
+        base_url = api.start(host=host, port=port)
+        self.stripe.set_webhook_endpoint(f"{base_url}/webhooks/stripe")
+        self._stops.append(api.stop)
+        return api, base_url
 
     def apply_env(self) -> None:
         os.environ.update(self.env)
@@ -105,6 +119,9 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         names = cfn.local_resource_names(template, region=REGION)
         _create_moto_resources(moto_endpoint, template, names)
         functions = cfn.function_specs(template, names)
+        stripe = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local")
+        stripe_url = stripe.start()
+        stops.append(stripe.stop)
     except BaseException:
         for stop in reversed(stops):
             stop()
@@ -121,6 +138,7 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_DEV": "false",
+        "STRIPE_API_BASE": stripe_url,  # the emulator; in AWS unset (api.stripe.com)
     }
     for spec in functions.values():
         env.update(spec.environment)
@@ -131,5 +149,6 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         template=template,
         functions=functions,
         resource_names=names,
+        stripe=stripe,
         _stops=stops,
     )

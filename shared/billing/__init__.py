@@ -1,0 +1,1 @@
+"""Subscriptions through Stripe: checkout, seats, plan changes with proration, webhooks, dunning."""

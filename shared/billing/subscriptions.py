@@ -1,0 +1,294 @@
+"""Subscriptions through Stripe. Stripe is the source of truth for the subscription's state and
+period: we ask Stripe to change it, then mirror what Stripe returns (or what a webhook fetch returns),
+never an older snapshot over a newer one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.auth import Caller
+from shared.billing.prices import PriceRef, StripePrices
+from shared.catalog import Plan, PlanCatalog
+from shared.clock import Clock
+from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org, SubscriptionState, SubscriptionStatus
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from shared.stripe_gateway import Invoice, StripeGateway, Subscription
+
+_ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+_NOT_YET = (SubscriptionStatus.INCOMPLETE,)
+
+
+def _ts(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass(frozen=True)
+class ChangePreview:
+    plan: Plan
+    currency: str
+    proration_date: int
+    lines: list[tuple[str, int]]  # (description, amount_minor) of the proration lines
+    net_minor: int  # > 0 charged now, < 0 refunded to the card
+
+    @property
+    def charge_now_minor(self) -> int:
+        return max(self.net_minor, 0)
+
+    @property
+    def refund_minor(self) -> int:
+        return max(-self.net_minor, 0)
+
+
+class SubscriptionMirror:
+    """Writes Stripe's view of a subscription onto the org, guarded against stale snapshots."""
+
+    def __init__(self, repo: OrgRepository, plans: PlanCatalog, clock: Clock):
+        self._repo = repo
+        self._plans = plans
+        self._clock = clock
+
+    def apply(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
+        """None if the org is unknown or a later snapshot was already applied."""
+        base = next((r for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "base"), None)
+        extra = sum(i.quantity for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "seat")
+        status = SubscriptionStatus(sub.status)
+        current = self._repo.get_org(org_id)
+        if current is None:
+            return None
+        plan_id = base.plan_id if base else current.plan_id
+        state = SubscriptionState(
+            subscription_id=sub.subscription_id,
+            status=status,
+            plan_id=plan_id,
+            extra_seats=extra,
+            current_period_start=_ts(sub.current_period_start),
+            current_period_end=_ts(sub.current_period_end),
+            billing_anchor=_ts(sub.billing_cycle_anchor),
+            cancel_at_period_end=sub.cancel_at_period_end,
+        )
+        changes: dict[str, Any] = {"subscription": state.model_dump(mode="json")}
+        if status in _ENDED:
+            # The subscription is gone: paid features end. Agency mode needs a paid plan.
+            free = self._plans.get("free")
+            changes["plan_id"] = free.plan_id
+            if current.billing_mode is BillingMode.AGENCY and not free.agency_mode_allowed:
+                changes["billing_mode"] = BillingMode.BYO.value
+        elif status not in _NOT_YET:
+            changes["plan_id"] = plan_id
+        if changes.get("plan_id", current.plan_id) != current.plan_id:
+            changes["catalog_version"] = (
+                base.catalog_version if base and status not in _ENDED else (self._plans.catalog_version)
+            )
+            changes["enterprise_terms"] = None
+        return self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms)
+
+    def now_ms(self) -> int:
+        return int(self._clock.now().timestamp() * 1000)
+
+
+class SeatSync:
+    """Keeps the Stripe extra-seat quantity equal to active members above the plan's included seats."""
+
+    def __init__(
+        self,
+        repo: OrgRepository,
+        gateway: StripeGateway,
+        prices: StripePrices,
+        plans: PlanCatalog,
+        mirror: SubscriptionMirror,
+    ):
+        self._repo = repo
+        self._gateway = gateway
+        self._prices = prices
+        self._plans = plans
+        self._mirror = mirror
+
+    def seats_changed(self, org_id: str) -> None:
+        """Idempotent per seat revision: a retry after a crash re-sends the same Stripe request."""
+        org = self._repo.get_org(org_id)
+        if org is None or not org.has_live_subscription or org.subscription is None:
+            return
+        plan = org.effective_plan(self._plans.get(org.plan_id))
+        fetched = self._mirror.now_ms()
+        sub = self._gateway.get_subscription(org.subscription.subscription_id)
+        items = seat_items(self._prices, plan, org.currency, sub, org.member_count)
+        if items:
+            sub = self._gateway.update_subscription(
+                sub.subscription_id,
+                items=items,
+                metadata={"org_id": org_id, "plan_id": plan.plan_id},
+                proration_behavior="create_prorations",
+                proration_date=None,
+                key=f"seats:{org_id}:{sub.subscription_id}:{org.seat_revision}",
+            )
+            fetched = self._mirror.now_ms()
+        self._mirror.apply(org_id, sub, fetched)
+
+
+def extra_seats(plan: Plan, members: int) -> int:
+    """Seats billed on top of the plan: members past the included seats, where the plan sells them."""
+    if plan.included_seats is None or plan.seat_limit() is not None:
+        return 0
+    return max(0, members - plan.included_seats)
+
+
+def seat_items(
+    prices: StripePrices, plan: Plan, currency: str, sub: Subscription, members: int, *, switch_price: bool = False
+) -> list[dict[str, Any]]:
+    """Subscription item changes that bring the seat line to what `plan` bills for `members`."""
+    want = extra_seats(plan, members)
+    current = next((i for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "seat"), None)
+    if current is None:
+        return [{"price": prices.price_id(plan, currency, "seat"), "quantity": want}] if want else []
+    if want == 0:
+        return [{"id": current.item_id, "deleted": True}]
+    if switch_price:
+        return [{"id": current.item_id, "price": prices.price_id(plan, currency, "seat"), "quantity": want}]
+    return [] if current.quantity == want else [{"id": current.item_id, "quantity": want}]
+
+
+class SubscriptionService:
+    def __init__(
+        self,
+        orgs: OrgService,
+        repo: OrgRepository,
+        gateway: StripeGateway,
+        prices: StripePrices,
+        plans: PlanCatalog,
+        mirror: SubscriptionMirror,
+        clock: Clock,
+    ):
+        self._orgs = orgs
+        self._repo = repo
+        self._gateway = gateway
+        self._prices = prices
+        self._plans = plans
+        self._mirror = mirror
+        self._clock = clock
+
+    # ------------------------------------------------------------------ reads
+    def get(self, caller: Caller, org_id: str) -> Org:
+        return self._orgs.access(caller, org_id, READ, support=True).org
+
+    # ------------------------------------------------------------------ checkout and portal
+    def start_checkout(
+        self, caller: Caller, org_id: str, *, plan_id: str, success_url: str, cancel_url: str, attempt: str
+    ) -> tuple[str, str]:
+        """A Stripe Checkout Session for a paid plan; the subscription starts when the webhook says the
+        session completed. `attempt` (the client's Idempotency-Key or our request id) keys the session."""
+        org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        plan = self._paid_plan(plan_id)
+        if org.has_live_subscription:
+            raise ConflictError(
+                "The org already has a subscription; change its plan instead.", code="subscription_exists"
+            )
+        self._orgs.check_fits(org, plan)
+        customer = self._customer(org, caller)
+        items = [(self._prices.price_id(plan, org.currency, "base"), 1)]
+        extra = extra_seats(plan, org.member_count)
+        if extra:
+            items.append((self._prices.price_id(plan, org.currency, "seat"), extra))
+        return self._gateway.create_subscription_checkout(
+            customer_id=customer,
+            org_id=org_id,
+            plan_id=plan.plan_id,
+            items=items,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            key=f"checkout:{org_id}:{attempt}",
+        )
+
+    def portal(self, caller: Caller, org_id: str, return_url: str) -> str:
+        org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        if org.stripe_customer_id is None:
+            raise ConflictError(
+                "The org has no billing account yet; start a subscription first.", code="no_billing_account"
+            )
+        return self._gateway.create_portal_session(customer_id=org.stripe_customer_id, return_url=return_url)
+
+    def _customer(self, org: Org, caller: Caller) -> str:
+        if org.stripe_customer_id:
+            return org.stripe_customer_id
+        created = self._gateway.create_customer(org_id=org.org_id, name=org.name, email=caller.email)
+        return self._repo.link_stripe_customer(org.org_id, created)
+
+    def _paid_plan(self, plan_id: str) -> Plan:
+        plan = self._plans.get(plan_id)
+        if plan.custom:
+            raise ForbiddenError(f"The {plan.name} plan is set up by Layers sales.", code="plan_requires_sales")
+        if all(book.base_minor == 0 for book in plan.prices.values()):
+            raise InvalidRequestError(f"The {plan.name} plan needs no subscription.", code="plan_not_billable")
+        return plan
+
+    # ------------------------------------------------------------------ plan changes
+    def preview_change(self, caller: Caller, org_id: str, *, plan_id: str) -> ChangePreview:
+        """What changing plan now would charge (upgrade) or refund (downgrade), prorated to the second.
+        Confirming with the returned proration_date gives exactly these amounts."""
+        org, sub, plan = self._change_context(caller, org_id, plan_id)
+        when = self._proration_date(org, None)
+        invoice = self._gateway.preview_subscription_change(
+            customer_id=sub.customer_id,
+            subscription_id=sub.subscription_id,
+            items=self._change_items(org, sub, plan),
+            proration_date=when,
+        )
+        return _preview(plan, invoice, when)
+
+    def change_plan(
+        self, caller: Caller, org_id: str, *, plan_id: str, proration_date: int | None
+    ) -> tuple[Org, ChangePreview]:
+        """Upgrades charge the prorated difference now; downgrades credit it and the webhook for the
+        resulting invoice refunds it to the card. Refused when the org does not fit the new plan."""
+        org, sub, plan = self._change_context(caller, org_id, plan_id)
+        when = self._proration_date(org, proration_date)
+        fetched = self._mirror.now_ms()
+        updated = self._gateway.update_subscription(
+            sub.subscription_id,
+            items=self._change_items(org, sub, plan),
+            metadata={"org_id": org_id, "plan_id": plan.plan_id},
+            proration_behavior="always_invoice",
+            proration_date=when,
+            key=f"plan:{org_id}:{sub.subscription_id}:{plan.plan_id}:{when}",
+        )
+        mirrored = self._mirror.apply(org_id, updated, fetched) or self._repo.get_org(org_id)
+        invoice = self._gateway.get_invoice(updated.latest_invoice_id) if updated.latest_invoice_id else None
+        preview = _preview(plan, invoice, when) if invoice else ChangePreview(plan, org.currency, when, [], 0)
+        if mirrored is None:
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        return mirrored, preview
+
+    def _change_context(self, caller: Caller, org_id: str, plan_id: str) -> tuple[Org, Subscription, Plan]:
+        org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        if not org.has_live_subscription or org.subscription is None:
+            raise ConflictError("The org has no subscription; start one with checkout.", code="no_subscription")
+        plan = self._paid_plan(plan_id)
+        if plan.plan_id == org.plan_id:
+            raise ConflictError(f"The org is already on {plan.name}.", code="same_plan")
+        self._orgs.check_fits(org, plan)
+        return org, self._gateway.get_subscription(org.subscription.subscription_id), plan
+
+    def _change_items(self, org: Org, sub: Subscription, plan: Plan) -> list[dict[str, Any]]:
+        base = next(i for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "base")
+        items: list[dict[str, Any]] = [{"id": base.item_id, "price": self._prices.price_id(plan, org.currency, "base")}]
+        return items + seat_items(self._prices, plan, org.currency, sub, org.member_count, switch_price=True)
+
+    def _proration_date(self, org: Org, requested: int | None) -> int:
+        assert org.subscription is not None and org.stripe_customer_id is not None
+        now = self._gateway.now_for(org.stripe_customer_id)  # Stripe's clock (test clocks included)
+        start = int(org.subscription.current_period_start.timestamp())
+        when = now if requested is None else requested
+        if not start <= when <= now:
+            raise InvalidRequestError(
+                "proration_date must lie between the period start and now.", code="invalid_proration_date"
+            )
+        return when
+
+
+def _preview(plan: Plan, invoice: Invoice, when: int) -> ChangePreview:
+    lines = [(line.description, line.amount_minor) for line in invoice.lines if line.proration]
+    net = sum(amount for _, amount in lines)
+    return ChangePreview(plan, invoice.currency, when, lines, net)

@@ -1,0 +1,151 @@
+"""What each Stripe event does. Called at most once per event id (the webhook function's
+idempotency layer); every action is also safe to repeat and independent of delivery order:
+subscription state is re-fetched from Stripe, refunds are planned once and keyed per charge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared.billing.refunds import DowngradeRefunds
+from shared.billing.subscriptions import SeatSync, SubscriptionMirror
+from shared.notify import Notifier
+from shared.observability import logger
+from shared.orgs.repository import OrgRepository
+from shared.stripe_gateway import StripeGateway, WebhookEvent
+
+
+class StripeEventHandler:
+    def __init__(
+        self,
+        repo: OrgRepository,
+        gateway: StripeGateway,
+        mirror: SubscriptionMirror,
+        seats: SeatSync,
+        refunds: DowngradeRefunds,
+        notifier: Notifier,
+    ):
+        self._repo = repo
+        self._gateway = gateway
+        self.gateway = gateway  # the webhook function verifies signatures with it
+        self._mirror = mirror
+        self._seats = seats
+        self._refunds = refunds
+        self._notifier = notifier
+        self._handlers: dict[str, Callable[[dict[str, Any]], str]] = {
+            "checkout.session.completed": self._checkout_completed,
+            "customer.subscription.created": self._subscription_changed,
+            "customer.subscription.updated": self._subscription_changed,
+            "customer.subscription.deleted": self._subscription_changed,
+            "invoice.created": self._invoice_seen,
+            "invoice.finalized": self._invoice_seen,
+            "invoice.paid": self._invoice_paid,
+            "invoice.payment_failed": self._invoice_payment_failed,
+            "payment_intent.succeeded": self._payment_intent,
+            "payment_intent.payment_failed": self._payment_intent,
+            "charge.refunded": self._charge_refunded,
+            "charge.dispute.created": self._dispute_created,
+        }
+
+    def handle(self, event: WebhookEvent) -> str:
+        """The outcome, for the log and the reply. Unknown types are acknowledged and ignored."""
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return "ignored"
+        return handler(event.object)
+
+    # ------------------------------------------------------------------ subscriptions
+    def _org_for(self, customer: Any, metadata: dict[str, Any] | None = None) -> str | None:
+        org_id = (metadata or {}).get("org_id")
+        if org_id:
+            return str(org_id)
+        customer_id = customer if isinstance(customer, str) else (customer or {}).get("id")
+        return self._repo.org_id_for_customer(customer_id) if customer_id else None
+
+    def _sync_subscription(self, subscription_id: str, org_id: str | None) -> str:
+        fetched = self._mirror.now_ms()
+        sub = self._gateway.get_subscription(subscription_id)
+        org_id = org_id or self._org_for(sub.customer_id, sub.metadata)
+        if org_id is None:
+            logger.warning("subscription for an unknown org", extra={"subscription_id": subscription_id})
+            return "unknown_org"
+        org = self._mirror.apply(org_id, sub, fetched)
+        if org is None:
+            return "stale"
+        self._seats.seats_changed(org_id)
+        return f"subscription_{sub.status}"
+
+    def _checkout_completed(self, session: dict[str, Any]) -> str:
+        org_id = session.get("client_reference_id") or (session.get("metadata") or {}).get("org_id")
+        if session.get("mode") != "subscription" or not session.get("subscription") or not org_id:
+            return "ignored"
+        customer = session.get("customer")
+        if isinstance(customer, str):
+            self._repo.link_stripe_customer(str(org_id), customer)
+        subscription = session["subscription"]
+        return self._sync_subscription(
+            subscription if isinstance(subscription, str) else subscription["id"], str(org_id)
+        )
+
+    def _subscription_changed(self, sub: dict[str, Any]) -> str:
+        return self._sync_subscription(str(sub["id"]), self._org_for(sub.get("customer"), sub.get("metadata")))
+
+    # ------------------------------------------------------------------ invoices and payments
+    def _invoice_seen(self, invoice: dict[str, Any]) -> str:
+        return "noted"
+
+    def _invoice_paid(self, invoice: dict[str, Any]) -> str:
+        parsed = self._gateway.invoice_of(invoice)
+        org_id = self._org_for(invoice.get("customer"))
+        if org_id is None:
+            return "unknown_org"
+        outcome = "paid"
+        if parsed.subscription_id:
+            outcome = self._sync_subscription(parsed.subscription_id, org_id)
+        if parsed.billing_reason == "subscription_update" and parsed.total_minor < 0 and parsed.invoice_id:
+            refunded = self._refunds.refund_credit(org_id, parsed)
+            outcome += f", refunded {refunded}"
+        return outcome
+
+    def _invoice_payment_failed(self, invoice: dict[str, Any]) -> str:
+        parsed = self._gateway.invoice_of(invoice)
+        org_id = self._org_for(invoice.get("customer"))
+        if org_id is None:
+            return "unknown_org"
+        if parsed.subscription_id:
+            self._sync_subscription(parsed.subscription_id, org_id)
+        self._notifier.notify(
+            org_id=org_id,
+            kind="Payment.Failed",
+            subject="Layers: your subscription payment failed",
+            message=f"We could not charge {parsed.amount_due_minor} {parsed.currency} (minor units) for invoice "
+            f"{parsed.number or parsed.invoice_id}. Update your card in the billing portal to keep your plan.",
+            details={
+                "invoice_id": parsed.invoice_id,
+                "amount_due_minor": parsed.amount_due_minor,
+                "currency": parsed.currency,
+                "attempt_count": invoice.get("attempt_count"),
+            },
+        )
+        return "past_due_notified"
+
+    def _payment_intent(self, intent: dict[str, Any]) -> str:
+        # One-off payments (credit packs, wallet top-ups) are handled by later features.
+        return "noted"
+
+    def _charge_refunded(self, charge: dict[str, Any]) -> str:
+        return "noted"
+
+    def _dispute_created(self, dispute: dict[str, Any]) -> str:
+        charge = dispute.get("charge")
+        charge_id = charge if isinstance(charge, str) else (charge or {}).get("id")
+        org_id = self._org_for(dispute.get("customer")) if dispute.get("customer") else None
+        if org_id:
+            self._notifier.notify(
+                org_id=org_id,
+                kind="Payment.Disputed",
+                subject="Layers: a payment was disputed",
+                message=f"A payment of {dispute.get('amount')} (minor units) was disputed.",
+                details={"charge_id": charge_id, "reason": dispute.get("reason")},
+            )
+        return "dispute_noted"

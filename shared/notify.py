@@ -1,0 +1,24 @@
+"""Notifications to people (SNS topic; email/SMS/Slack subscribers hang off it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class Notifier:
+    def __init__(self, sns_client: Any, topic_arn: str):
+        self._sns = sns_client
+        self._topic_arn = topic_arn
+
+    def notify(self, *, org_id: str, kind: str, subject: str, message: str, details: dict[str, Any]) -> None:
+        """Publishes one notification; `kind` (e.g. Payment.Failed) is a message attribute to filter on."""
+        self._sns.publish(
+            TopicArn=self._topic_arn,
+            Subject=subject[:100],
+            Message=json.dumps({"org_id": org_id, "kind": kind, "message": message, "details": details}),
+            MessageAttributes={
+                "kind": {"DataType": "String", "StringValue": kind},
+                "org_id": {"DataType": "String", "StringValue": org_id},
+            },
+        )

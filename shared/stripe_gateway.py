@@ -1,0 +1,381 @@
+"""The Stripe gateway: the only module that imports `stripe`.
+
+Every write carries an idempotency key derived from our own ids (the SDK reuses it on its own
+retries of 429 / 5xx / network errors, with backoff). Stripe errors become domain errors. What
+comes back is plain data (our models), so services never see Stripe objects."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from shared.errors import (
+    InvalidRequestError,
+    PaymentDeclinedError,
+    ThrottledError,
+    UpstreamError,
+    WebhookSignatureError,
+)
+
+
+@dataclass(frozen=True)
+class SubscriptionItem:
+    item_id: str
+    price_id: str
+    lookup_key: str | None
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subscription_id: str
+    customer_id: str
+    status: str
+    items: tuple[SubscriptionItem, ...]
+    current_period_start: int
+    current_period_end: int
+    billing_cycle_anchor: int
+    cancel_at_period_end: bool
+    metadata: dict[str, str]
+    latest_invoice_id: str | None
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    description: str
+    amount_minor: int
+    proration: bool
+    lookup_key: str | None
+    quantity: int | None
+    period_start: int
+    period_end: int
+
+
+@dataclass(frozen=True)
+class Invoice:
+    invoice_id: str | None  # None for a preview
+    customer_id: str
+    subscription_id: str | None
+    status: str | None
+    billing_reason: str | None
+    currency: str
+    number: str | None
+    subtotal_minor: int
+    total_minor: int
+    amount_due_minor: int
+    amount_paid_minor: int
+    starting_balance_minor: int
+    ending_balance_minor: int | None
+    period_start: int
+    period_end: int
+    lines: tuple[InvoiceLine, ...]
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Charge:
+    charge_id: str
+    amount_minor: int
+    amount_refunded_minor: int
+    currency: str
+    created: int
+
+    @property
+    def refundable_minor(self) -> int:
+        return self.amount_minor - self.amount_refunded_minor
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    event_id: str
+    type: str
+    created: int
+    object: dict[str, Any]
+
+
+def _sub(obj: dict[str, Any]) -> Subscription:
+    items = tuple(
+        SubscriptionItem(
+            item_id=i["id"],
+            price_id=i["price"]["id"],
+            lookup_key=i["price"].get("lookup_key"),
+            quantity=int(i.get("quantity") or 0),
+        )
+        for i in obj["items"]["data"]
+    )
+    first = obj["items"]["data"][0] if obj["items"]["data"] else {}
+    # The current API keeps the period on each item; older versions on the subscription.
+    start = first.get("current_period_start") or obj.get("current_period_start")
+    end = first.get("current_period_end") or obj.get("current_period_end")
+    latest = obj.get("latest_invoice")
+    return Subscription(
+        subscription_id=obj["id"],
+        customer_id=obj["customer"] if isinstance(obj["customer"], str) else obj["customer"]["id"],
+        status=obj["status"],
+        items=items,
+        current_period_start=int(start or 0),
+        current_period_end=int(end or 0),
+        billing_cycle_anchor=int(obj.get("billing_cycle_anchor") or start or 0),
+        cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+        metadata=dict(obj.get("metadata") or {}),
+        latest_invoice_id=latest if isinstance(latest, str) or latest is None else latest["id"],
+    )
+
+
+def _invoice(obj: dict[str, Any]) -> Invoice:
+    lines = []
+    for line in obj["lines"]["data"]:
+        pricing = line.get("pricing") or {}
+        price = line.get("price") or {}
+        lookup = price.get("lookup_key") or (pricing.get("price_details") or {}).get("lookup_key")
+        parent = line.get("parent") or {}
+        details = parent.get("subscription_item_details") or parent.get("invoice_item_details") or {}
+        lines.append(
+            InvoiceLine(
+                description=line.get("description") or "",
+                amount_minor=int(line["amount"]),
+                proration=bool(line.get("proration") or details.get("proration")),
+                lookup_key=lookup,
+                quantity=line.get("quantity"),
+                period_start=int(line["period"]["start"]),
+                period_end=int(line["period"]["end"]),
+            )
+        )
+    sub = obj.get("subscription") or ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    customer = obj["customer"]
+    return Invoice(
+        invoice_id=obj.get("id"),
+        customer_id=customer if isinstance(customer, str) else customer["id"],
+        subscription_id=sub if isinstance(sub, str) or sub is None else sub["id"],
+        status=obj.get("status"),
+        billing_reason=obj.get("billing_reason"),
+        currency=str(obj["currency"]).upper(),
+        number=obj.get("number"),
+        subtotal_minor=int(obj["subtotal"]),
+        total_minor=int(obj["total"]),
+        amount_due_minor=int(obj["amount_due"]),
+        amount_paid_minor=int(obj.get("amount_paid") or 0),
+        starting_balance_minor=int(obj.get("starting_balance") or 0),
+        ending_balance_minor=None if obj.get("ending_balance") is None else int(obj["ending_balance"]),
+        period_start=int(obj.get("period_start") or 0),
+        period_end=int(obj.get("period_end") or 0),
+        lines=tuple(lines),
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+class StripeGateway:
+    def __init__(self, api_key: str, webhook_secret: str, api_base: str | None = None, max_retries: int = 3):
+        addresses: Any = {"api": api_base} if api_base else None
+        self._client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=max_retries)
+        self._webhook_secret = webhook_secret
+        self._prices: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, fn: Any, *args: Any, params: dict[str, Any] | None = None, key: str | None = None) -> Any:
+        options: Any = {"idempotency_key": key} if key else {}
+        try:
+            return fn(*args, params=params or {}, options=options)
+        except stripe.CardError as exc:
+            raise PaymentDeclinedError(
+                exc.user_message or "The card was declined.",
+                details={"decline_code": getattr(exc.error, "decline_code", None)},
+            ) from exc
+        except stripe.RateLimitError as exc:
+            raise ThrottledError("Stripe is rate limiting; retry shortly.") from exc
+        except stripe.InvalidRequestError as exc:
+            raise InvalidRequestError(
+                exc.user_message or str(exc),
+                code=f"stripe_{exc.code or 'invalid_request'}",
+                details={"param": exc.param},
+            ) from exc
+        except (
+            stripe.APIConnectionError,
+            stripe.APIError,
+            stripe.AuthenticationError,
+            stripe.PermissionError,
+            stripe.IdempotencyError,
+        ) as exc:
+            raise UpstreamError("Stripe could not be reached; nothing was changed. Retry.") from exc
+
+    # ------------------------------------------------------------------ catalog
+    def price_id(
+        self, lookup_key: str, *, product_name: str, unit_amount_minor: int, currency: str, metadata: dict[str, str]
+    ) -> str:
+        """The monthly price with this lookup key, created once if Stripe does not have it yet."""
+        if lookup_key in self._prices:
+            return self._prices[lookup_key]
+        found = self._call(self._client.v1.prices.list, params={"lookup_keys": [lookup_key], "active": True})
+        if found.data:
+            price_id = str(found.data[0].id)
+        else:
+            product = self._call(
+                self._client.v1.products.create,
+                params={"name": product_name, "metadata": metadata},
+                key=f"product:{lookup_key}",
+            )
+            price = self._call(
+                self._client.v1.prices.create,
+                params={
+                    "product": product.id,
+                    "unit_amount": unit_amount_minor,
+                    "currency": currency.lower(),
+                    "recurring": {"interval": "month"},
+                    "lookup_key": lookup_key,
+                    "metadata": metadata,
+                },
+                key=f"price:{lookup_key}",
+            )
+            price_id = str(price.id)
+        self._prices[lookup_key] = price_id
+        return price_id
+
+    # ------------------------------------------------------------------ customers and checkout
+    def create_customer(self, *, org_id: str, name: str, email: str | None) -> str:
+        """One Stripe customer per org (the key makes a retry return the same customer)."""
+        params: dict[str, Any] = {"name": name, "metadata": {"org_id": org_id}}
+        if email:
+            params["email"] = email
+        return str(self._call(self._client.v1.customers.create, params=params, key=f"customer:{org_id}").id)
+
+    def customer_balance(self, customer_id: str) -> int:
+        """The customer's Stripe balance in minor units (negative = credit they hold)."""
+        return int(self._call(self._client.v1.customers.retrieve, customer_id).balance or 0)
+
+    def now_for(self, customer_id: str) -> int:
+        """Stripe's "now" for a customer: its test clock's frozen time (Stripe test mode), else the time."""
+        customer = _plain(
+            self._call(self._client.v1.customers.retrieve, customer_id, params={"expand": ["test_clock"]})
+        )
+        clock = customer.get("test_clock")
+        if isinstance(clock, dict) and clock.get("frozen_time"):
+            return int(clock["frozen_time"])
+        return int(time.time())
+
+    def create_subscription_checkout(
+        self,
+        *,
+        customer_id: str,
+        org_id: str,
+        plan_id: str,
+        items: list[tuple[str, int]],
+        success_url: str,
+        cancel_url: str,
+        key: str,
+    ) -> tuple[str, str]:
+        """A Checkout Session (mode subscription); returns (session id, url)."""
+        session = self._call(
+            self._client.v1.checkout.sessions.create,
+            params={
+                "mode": "subscription",
+                "customer": customer_id,
+                "client_reference_id": org_id,
+                "line_items": [{"price": p, "quantity": q} for p, q in items],
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "metadata": {"org_id": org_id, "plan_id": plan_id},
+                "subscription_data": {"metadata": {"org_id": org_id, "plan_id": plan_id}},
+            },
+            key=key,
+        )
+        return str(session.id), str(session.url)
+
+    def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
+        session = self._call(
+            self._client.v1.billing_portal.sessions.create, params={"customer": customer_id, "return_url": return_url}
+        )
+        return str(session.url)
+
+    # ------------------------------------------------------------------ subscriptions
+    def get_subscription(self, subscription_id: str) -> Subscription:
+        return _sub(_plain(self._call(self._client.v1.subscriptions.retrieve, subscription_id)))
+
+    def update_subscription(
+        self,
+        subscription_id: str,
+        *,
+        items: list[dict[str, Any]],
+        metadata: dict[str, str],
+        proration_behavior: str,
+        proration_date: int | None,
+        key: str,
+    ) -> Subscription:
+        params: dict[str, Any] = {"items": items, "metadata": metadata, "proration_behavior": proration_behavior}
+        if proration_date is not None:
+            params["proration_date"] = proration_date
+        return _sub(_plain(self._call(self._client.v1.subscriptions.update, subscription_id, params=params, key=key)))
+
+    def preview_subscription_change(
+        self, *, customer_id: str, subscription_id: str, items: list[dict[str, Any]], proration_date: int
+    ) -> Invoice:
+        params = {
+            "customer": customer_id,
+            "subscription": subscription_id,
+            "subscription_details": {
+                "items": items,
+                "proration_date": proration_date,
+                "proration_behavior": "always_invoice",
+            },
+        }
+        return _invoice(_plain(self._call(self._client.v1.invoices.create_preview, params=params)))
+
+    # ------------------------------------------------------------------ invoices, refunds, balance
+    def get_invoice(self, invoice_id: str) -> Invoice:
+        return _invoice(_plain(self._call(self._client.v1.invoices.retrieve, invoice_id)))
+
+    def list_invoices(self, *, customer_id: str, limit: int = 100) -> list[Invoice]:
+        found = self._call(self._client.v1.invoices.list, params={"customer": customer_id, "limit": limit})
+        return [_invoice(_plain(i)) for i in found.data]
+
+    def list_charges(self, *, customer_id: str) -> list[Charge]:
+        found = self._call(self._client.v1.charges.list, params={"customer": customer_id, "limit": 100})
+        return [
+            Charge(str(c.id), int(c.amount), int(c.amount_refunded), str(c.currency).upper(), int(c.created))
+            for c in found.data
+            if c.status == "succeeded"
+        ]
+
+    def refund(self, *, charge_id: str, amount_minor: int, metadata: dict[str, str], key: str) -> str:
+        refund = self._call(
+            self._client.v1.refunds.create,
+            params={"charge": charge_id, "amount": amount_minor, "metadata": metadata},
+            key=key,
+        )
+        return str(refund.id)
+
+    def adjust_customer_balance(
+        self, *, customer_id: str, amount_minor: int, currency: str, description: str, key: str
+    ) -> int:
+        """Adds to the customer's Stripe balance (positive = they owe more; negative = credit)."""
+        txn = self._call(
+            self._client.v1.customers.balance_transactions.create,
+            customer_id,
+            params={"amount": amount_minor, "currency": currency.lower(), "description": description},
+            key=key,
+        )
+        return int(txn.ending_balance)
+
+    # ------------------------------------------------------------------ webhooks
+    def parse_webhook(self, payload: str, signature: str | None) -> WebhookEvent:
+        """Verifies Stripe's signature (and its 300 s tolerance) on the raw body."""
+        try:
+            event = self._client.construct_event(payload, signature, self._webhook_secret)
+        except (stripe.SignatureVerificationError, ValueError) as exc:
+            raise WebhookSignatureError("The Stripe signature does not match this payload.") from exc
+        data = _plain(event)
+        return WebhookEvent(str(data["id"]), str(data["type"]), int(data["created"]), data["data"]["object"])
+
+    @staticmethod
+    def subscription_of(obj: dict[str, Any]) -> Subscription:
+        return _sub(obj)
+
+    @staticmethod
+    def invoice_of(obj: dict[str, Any]) -> Invoice:
+        return _invoice(obj)

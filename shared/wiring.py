@@ -1,0 +1,48 @@
+"""Builds the services from settings: one place that knows every collaborator (used by each
+function's container, so functions stay thin and tests can build the same graph)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import boto3
+from aws_lambda_powertools.utilities.parameters import get_secret
+
+from shared.billing.prices import StripePrices
+from shared.billing.refunds import DowngradeRefunds, RefundPlanRepository
+from shared.billing.subscriptions import SeatSync, SubscriptionMirror, SubscriptionService
+from shared.billing.webhooks import StripeEventHandler
+from shared.catalog import plan_catalog
+from shared.clock import SystemClock
+from shared.dynamo import dynamodb_resource
+from shared.notify import Notifier
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from shared.settings import ApiSettings, StripeKeys
+from shared.stripe_gateway import StripeGateway
+
+
+@dataclass(frozen=True)
+class Services:
+    orgs: OrgService
+    subscriptions: SubscriptionService
+    stripe_events: StripeEventHandler
+
+
+def build_services(settings: ApiSettings) -> Services:
+    keys = StripeKeys.model_validate(get_secret(settings.stripe_secret_arn, transform="json", max_age=300))
+    gateway = StripeGateway(keys.api_key, keys.webhook_secret, api_base=settings.stripe_api_base)
+    table = dynamodb_resource().Table(settings.table_name)
+    repo = OrgRepository(table)
+    plans, clock = plan_catalog(), SystemClock()
+    prices = StripePrices(gateway, plans)
+    mirror = SubscriptionMirror(repo, plans, clock)
+    seats = SeatSync(repo, gateway, prices, plans, mirror)
+    orgs = OrgService(repo, plans, clock, on_seats_changed=seats.seats_changed)
+    notifier = Notifier(boto3.client("sns"), settings.notifications_topic_arn)
+    refunds = DowngradeRefunds(RefundPlanRepository(table), gateway, clock)
+    return Services(
+        orgs=orgs,
+        subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
+        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, notifier),
+    )

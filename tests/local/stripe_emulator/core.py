@@ -1,0 +1,232 @@
+"""Emulator state: object store, "now" (test clocks), events, rendering, `expand[]` and list pagination.
+
+Business logic lives in subclasses (payments.py -> billing.py -> engine.py); one re-entrant lock around every
+API call keeps it simple and correct (the emulator is for tests, not throughput).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import fixtures
+from .errors import invalid, missing
+from .params import get_dict, get_int
+from .webhooks import WebhookSender
+
+Obj = dict[str, Any]
+
+# Human names used in "No such <name>" messages, per object type.
+_NAMES = {
+    "customer": "customer",
+    "product": "product",
+    "price": "price",
+    "subscription": "subscription",
+    "subscription_item": "subscription item",
+    "invoice": "invoice",
+    "invoiceitem": "invoiceitem",
+    "payment_intent": "payment_intent",
+    "payment_method": "PaymentMethod",
+    "charge": "charge",
+    "refund": "refund",
+    "checkout.session": "checkout.session",
+    "test_helpers.test_clock": "test_clock",
+    "billing.meter": "billing.meter",
+    "event": "event",
+    "setup_intent": "setupintent",
+    "dispute": "dispute",
+    "customer_balance_transaction": "customer balance transaction",
+    "invoice_payment": "invoice payment",
+    "webhook_endpoint": "webhook endpoint",
+}
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    idempotency_key: str | None
+
+
+class Core:
+    def __init__(self, *, webhooks: WebhookSender, api_version: str, base_url: Callable[[], str]) -> None:
+        self.lock = threading.RLock()
+        self.webhooks = webhooks
+        self.api_version = api_version
+        self._base_url = base_url
+        self.webhook_url: str | None = None
+        self.objects: dict[str, Obj] = {}
+        self.order: dict[str, list[str]] = {}
+        self.event_ids: list[str] = []
+        self.request: RequestContext | None = None
+        # A computed field that appears only when asked for with expand[] (Stripe calls them "includable").
+        self.includable: dict[tuple[str, str], Callable[[Obj], Any]] = {}
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url()
+
+    # ----------------------------------------------------------------- store
+    def add(self, obj: Obj) -> Obj:
+        self.objects[obj["id"]] = obj
+        self.order.setdefault(obj["object"], []).append(obj["id"])
+        return obj
+
+    def get(self, object_type: str, object_id: str, *, param: str = "id") -> Obj:
+        obj = self.objects.get(object_id)
+        if obj is None or obj.get("object") != object_type or obj.get("deleted"):
+            raise missing(_NAMES.get(object_type, object_type), object_id, param)
+        return obj
+
+    def all(self, object_type: str) -> list[Obj]:
+        return [self.objects[i] for i in self.order.get(object_type, [])]
+
+    # ------------------------------------------------------------------ time
+    def now(self, customer_id: str | None = None) -> int:
+        """A test-clock customer lives on its clock's frozen time; everything else on the wall clock."""
+        clock = self.clock_of(customer_id)
+        if clock is not None:
+            frozen: int = clock["frozen_time"]
+            return frozen
+        return int(time.time())
+
+    def clock_of(self, customer_id: str | None) -> Obj | None:
+        if not customer_id:
+            return None
+        customer = self.objects.get(customer_id)
+        if customer is None or not customer.get("test_clock"):
+            return None
+        return self.objects.get(customer["test_clock"])
+
+    # ---------------------------------------------------------------- events
+    def emit(self, event_type: str, obj: Obj, previous: Obj | None = None, *, at: int | None = None) -> Obj:
+        """Record an event holding a snapshot of `obj` and queue it for webhook delivery."""
+        data: Obj = {"object": self.render(obj)}
+        if previous:
+            data["previous_attributes"] = previous
+        customer = obj.get("customer") if obj.get("object") != "customer" else obj["id"]
+        created = at if at is not None else self.now(customer if isinstance(customer, str) else None)
+        request = self.request
+        event = fixtures.base(
+            "event",
+            id=fixtures.new_id("evt_"),
+            api_version=self.api_version,
+            created=created,
+            data=data,
+            type=event_type,
+            pending_webhooks=1 if self.webhook_url else 0,
+            request={
+                "id": request.request_id if request else None,
+                "idempotency_key": request.idempotency_key if request else None,
+            },
+        )
+        self.add(event)
+        self.event_ids.append(event["id"])
+        if self.webhook_url:
+            self.webhooks.enqueue(event["id"], json.dumps(event, indent=2), self.webhook_url)
+        return event
+
+    @staticmethod
+    def diff(before: Obj, after: Obj) -> Obj:
+        """`previous_attributes`: the old value of every top-level field that changed."""
+        return {k: v for k, v in before.items() if after.get(k) != v}
+
+    # ------------------------------------------------------------- rendering
+    def render(self, obj: Obj) -> Obj:
+        """The object as the API returns it (a deep copy, with computed sub-lists filled in)."""
+        out = copy.deepcopy(obj)
+        hook = getattr(self, f"_render_{obj['object'].replace('.', '_')}", None)
+        if hook is not None:
+            hook(out)
+        return out
+
+    def list_object(self, data: list[Obj], url: str, *, has_more: bool = False) -> Obj:
+        return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+    def expand(self, value: Any, paths: list[str]) -> Any:
+        for path in paths:
+            value = self._expand_path(value, path.split("."), path)
+        return value
+
+    def _expand_path(self, node: Any, segments: list[str], full: str) -> Any:
+        if not segments or node is None:
+            return node
+        if isinstance(node, str):
+            stored = self.objects.get(node)
+            if stored is None:
+                return node
+            node = self.render(stored)
+        if not isinstance(node, dict):
+            return node
+        head, rest = segments[0], segments[1:]
+        if node.get("object") == "list" and head == "data":
+            node["data"] = [self._expand_path(self._expand_one(item), rest, full) for item in node["data"]]
+            return node
+        if head not in node:
+            compute = self.includable.get((node.get("object", ""), head))
+            if compute is None:
+                raise invalid(f"This property cannot be expanded ({head}).", param="expand")
+            node[head] = compute(node)
+        node[head] = self._expand_path(self._expand_one(node[head]), rest, full)
+        return node
+
+    def _expand_one(self, value: Any) -> Any:
+        if isinstance(value, str) and value in self.objects:
+            return self.render(self.objects[value])
+        return value
+
+    # ----------------------------------------------------------------- lists
+    def paginate(
+        self,
+        items: list[Obj],
+        url: str,
+        params: Obj,
+        *,
+        render: bool = True,
+    ) -> Obj:
+        """Newest first; `limit` (1..100, default 10), `starting_after`, `ending_before`, `created[...]`."""
+        limit = get_int(params, "limit", 10) or 10
+        if not 1 <= limit <= 100:
+            raise invalid("Invalid limit: must be between 1 and 100", param="limit", code="parameter_invalid_integer")
+        items = list(reversed(items))
+        created = params.get("created")
+        if created not in (None, ""):
+            items = [o for o in items if _created_matches(o.get("created", 0), created)]
+        ids = [o["id"] for o in items]
+        after, before = params.get("starting_after"), params.get("ending_before")
+        if after:
+            if after not in ids:
+                raise missing(_NAMES.get(items[0]["object"] if items else "object", "object"), after, "starting_after")
+            rest = items[ids.index(after) + 1 :]
+            page, has_more = rest[:limit], len(rest) > limit
+        elif before:
+            if before not in ids:
+                raise missing(_NAMES.get(items[0]["object"] if items else "object", "object"), before, "ending_before")
+            rest = items[: ids.index(before)]
+            page, has_more = rest[-limit:], len(rest) > limit
+        else:
+            page, has_more = items[:limit], len(items) > limit
+        data = [self.render(o) for o in page] if render else page
+        return self.list_object(data, url, has_more=has_more)
+
+
+def _created_matches(created: int, spec: Any) -> bool:
+    if isinstance(spec, str):
+        return created == int(spec)
+    bounds = get_dict({"created": spec}, "created")
+    checks: dict[str, Callable[[int, int], bool]] = {
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+    }
+    for op, bound in bounds.items():
+        if op not in checks:
+            raise invalid(f"Received unknown parameter: created[{op}]", param=f"created[{op}]")
+        if not checks[op](created, int(bound)):
+            return False
+    return True

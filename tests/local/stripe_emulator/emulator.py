@@ -1,0 +1,90 @@
+"""The public handle: start/stop the server, configure webhook delivery, inspect events and deliveries."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from .engine import Engine
+from .routes import build_routes
+from .server import EmulatorHTTPServer
+from .webhooks import Delivery, WebhookSender
+
+# The API version stamped on events (the pinned stripe SDK's version; webhook handlers may compare it).
+DEFAULT_API_VERSION = "2026-10-28.endive"
+
+
+class StripeEmulator:
+    """A stateful local Stripe for tests: `StripeClient(api_key, base_addresses={"api": emu.start()})`."""
+
+    def __init__(
+        self,
+        api_key: str = "sk_test_local",
+        webhook_secret: str = "whsec_local",
+        *,
+        webhook_url: str | None = None,
+        retry_base_delay: float = 0.05,
+        max_delivery_attempts: int = 5,
+        api_version: str = DEFAULT_API_VERSION,
+    ) -> None:
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.base_url = ""
+        self._sender = WebhookSender(webhook_secret, base_delay=retry_base_delay, max_attempts=max_delivery_attempts)
+        self.engine = Engine(webhooks=self._sender, api_version=api_version, base_url=lambda: self.base_url)
+        self.engine.webhook_url = webhook_url
+        self._server: EmulatorHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a daemon thread; returns the base URL ("http://127.0.0.1:NNNN")."""
+        server = EmulatorHTTPServer((host, port), self.engine, build_routes(self.engine), self.api_key)
+        self._server = server
+        self.base_url = f"http://{host}:{server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-emulator", daemon=True
+        )
+        self._thread.start()
+        return self.base_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._sender.stop()
+
+    def set_webhook_endpoint(self, url: str | None) -> None:
+        """Where events created from now on are POSTed, signed with the webhook secret (None: not delivered)."""
+        with self.engine.lock:
+            self.engine.webhook_url = url
+
+    def wait_for_deliveries(self, timeout: float = 10) -> None:
+        """Block until every queued event was delivered (2xx) or gave up; TimeoutError otherwise."""
+        self._sender.wait(timeout)
+
+    def events(self, type: str | None = None) -> list[dict[str, Any]]:
+        """Every event created so far, oldest first (optionally of one type)."""
+        with self.engine.lock:
+            events = [self.engine.objects[i] for i in self.engine.event_ids]
+            return [copy.deepcopy(e) for e in events if type is None or e["type"] == type]
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return list(self._sender.deliveries)
+
+    def advance_clock(self, test_clock_id: str, frozen_time: int) -> dict[str, Any]:
+        """Same as POST /v1/test_helpers/test_clocks/{id}/advance."""
+        with self.engine.lock:
+            clock = self.engine.get("test_helpers.test_clock", test_clock_id)
+            self.engine.advance_clock(clock, frozen_time)
+            return self.engine.render(clock)
+
+    def __enter__(self) -> StripeEmulator:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

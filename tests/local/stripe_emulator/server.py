@@ -1,0 +1,206 @@
+"""HTTP front: auth, form parsing, routing, idempotency, `expand[]`, Stripe's error bodies and headers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from .core import RequestContext
+from .engine import Engine
+from .errors import ApiError
+from .forms import parse_form
+from .params import get_list, validate
+from .routes import Route
+
+IDEMPOTENCY_TTL = 24 * 3600
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    fingerprint: str
+    status: int
+    body: bytes
+    request_id: str
+    stored_at: float
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], engine: Engine, routes: list[Route], api_key: str) -> None:
+        super().__init__(address, RequestHandler)
+        self.engine = engine
+        self.routes = routes
+        self.api_key = api_key
+        self.idempotency: dict[tuple[str, str], StoredResponse] = {}
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    server: EmulatorHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "stripe-emulator"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle + delayed ACK add ~40 ms per call.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        return
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    # ------------------------------------------------------------------
+    def _handle(self, method: str) -> None:
+        request_id = "req_" + secrets.token_hex(7)
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        if not url.path.startswith(("/v1/", "/_emulator/")):
+            self._send_page(url.path)
+            return
+        api_key = self._api_key()
+        if api_key != self.server.api_key:
+            shown = f"{api_key[:7]}***" if api_key else ""
+            message = "You did not provide an API key." if not api_key else f"Invalid API Key provided: {shown}"
+            self._send(401, ApiError(401, message).body(), request_id)
+            return
+        key = self.headers.get("Idempotency-Key") if method == "POST" else None
+        params = parse_form(body if method == "POST" else url.query)
+        fingerprint = json.dumps([method, url.path, params], sort_keys=True)
+        engine = self.server.engine
+        with engine.lock:
+            if key is not None:
+                replay = self._replay(api_key, key, fingerprint, request_id)
+                if replay:
+                    return
+            engine.request = RequestContext(request_id, key)
+            try:
+                status, payload, executed = self._dispatch(method, url.path, params)
+            finally:
+                engine.request = None
+            encoded = json.dumps(payload, indent=2).encode()
+            if key is not None and executed:
+                # Like Stripe: only requests that started executing are saved (not validation failures).
+                self.server.idempotency[(api_key, key)] = StoredResponse(
+                    fingerprint, status, encoded, request_id, time.time()
+                )
+        self._send_raw(status, encoded, request_id, idempotency_key=key)
+
+    def _api_key(self) -> str:
+        header = self.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+        if scheme.lower() == "basic":  # curl -u sk_test_...:
+            try:
+                return base64.b64decode(value).decode().split(":", 1)[0]
+            except ValueError:
+                return ""
+        return ""
+
+    def _replay(self, api_key: str, key: str, fingerprint: str, request_id: str) -> bool:
+        store = self.server.idempotency
+        now = time.time()
+        for expired in [k for k, v in store.items() if now - v.stored_at > IDEMPOTENCY_TTL]:
+            del store[expired]
+        stored = store.get((api_key, key))
+        if stored is None:
+            return False
+        if stored.fingerprint != fingerprint:
+            error = ApiError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they were first used with. "
+                f"Try using a key other than '{key}' if you meant to execute a different request.",
+                type="idempotency_error",
+            )
+            self._send(400, error.body(), request_id)
+            return True
+        self._send_raw(
+            stored.status, stored.body, stored.request_id, idempotency_key=key, extra={"Idempotent-Replayed": "true"}
+        )
+        return True
+
+    def _dispatch(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
+        """Returns (status, body, executed) where executed says the handler ran (for idempotency)."""
+        engine = self.server.engine
+        matched_path = False
+        for route in self.server.routes:
+            match = route.pattern.match(path)
+            if match is None:
+                continue
+            matched_path = True
+            if route.method != method:
+                continue
+            try:
+                validate(params, route.schema)
+            except ApiError as error:
+                return error.status, error.body(), False
+            try:
+                result = route.handler(params, *match.groups())
+                # Lists are rendered by paginate(); deletions are plain stubs; anything else is a stored object.
+                rendered = result if result.get("object") == "list" or result.get("deleted") else engine.render(result)
+                expand = [str(p) for p in get_list(params, "expand")]
+                return 200, engine.expand(rendered, expand), True
+            except ApiError as error:
+                # Card errors come from requests that executed (and changed state): replay them too.
+                return error.status, error.body(), error.status == 402
+            except Exception as error:  # an emulator bug: say so loudly, as a Stripe api_error (500)
+                traceback.print_exc()
+                body = ApiError(500, f"Stripe emulator error: {error!r}", type="api_error").body()
+                return 500, body, False
+        message = f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs."
+        if matched_path:
+            message = f"Unrecognized request URL ({method}: {path}). This endpoint exists for another method."
+        return 404, ApiError(404, message).body(), False
+
+    # ---------------------------------------------------------- responses
+    def _send(self, status: int, payload: dict[str, Any], request_id: str) -> None:
+        self._send_raw(status, json.dumps(payload, indent=2).encode(), request_id)
+
+    def _send_raw(
+        self,
+        status: int,
+        body: bytes,
+        request_id: str,
+        *,
+        idempotency_key: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Request-Id", request_id)
+        self.send_header("Stripe-Version", self.headers.get("Stripe-Version") or self.server.engine.api_version)
+        if idempotency_key:
+            self.send_header("Idempotency-Key", idempotency_key)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_page(self, path: str) -> None:
+        """Hosted pages (checkout, portal, invoices) are placeholders: a browser only needs a 200."""
+        body = f"<html><body><h1>Stripe emulator</h1><p>{path}</p></body></html>".encode()
+        self.send_response(
+            200 if path.startswith(("/checkout/", "/billing_portal/", "/invoice/", "/receipts/")) else 404
+        )
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

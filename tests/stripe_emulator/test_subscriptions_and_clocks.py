@@ -1,0 +1,320 @@
+"""Subscription changes with hand-computed prorations, previews, customer credit, renewals on test clocks.
+
+Every scenario starts a $20.00/month subscription on 2025-04-01 00:00 UTC, so the first period is
+[Apr 1, May 1) = 30 days = 2,592,000 s, and changes happen on day 10 (Apr 11 00:00): 20 days remain.
+"""
+
+# ruff: noqa: RUF001, RUF003 - Stripe writes quantities with a multiplication sign ("2 × Pro")
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+
+from tests.local.stripe_emulator import StripeEmulator
+from tests.stripe_emulator.helpers import clock_customer, helper, monthly_price, ts
+
+APR_1, APR_11, MAY_1, JUN_1 = ts(2025, 4, 1), ts(2025, 4, 11), ts(2025, 5, 1), ts(2025, 6, 1)
+
+
+def _subscribe(client: stripe.StripeClient, quantity: int, payment_method: str = "pm_card_visa") -> Any:
+    clock, customer = clock_customer(client, APR_1, payment_method)
+    price = monthly_price(client, "Pro", 2000)
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": price.id, "quantity": quantity}]}
+    )
+    return clock, customer, price, sub
+
+
+def _lines(invoice: Any) -> list[tuple[str, int]]:
+    return [(line.description, line.amount) for line in invoice.lines.data]
+
+
+def test_subscription_create_bills_the_first_period(client: stripe.StripeClient) -> None:
+    _, _customer, _, sub = _subscribe(client, 1)
+    assert sub.status == "active"
+    assert (sub.current_period_start, sub.current_period_end) == (APR_1, MAY_1)
+    assert (sub.items.data[0].current_period_start, sub.items.data[0].current_period_end) == (APR_1, MAY_1)
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert invoice.status == "paid"
+    assert invoice.amount_paid == 2000
+    assert invoice.created == APR_1  # test-clock time, not wall time
+    assert invoice.lines.data[0].period.start == APR_1
+    assert invoice.lines.data[0].period.end == MAY_1
+
+
+def test_quantity_change_create_prorations_then_renewal(client: stripe.StripeClient) -> None:
+    clock, customer, _price, sub = _subscribe(client, 1)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11})
+    item = sub.items.data[0]
+    # 1 -> 3 seats on day 10 of 30:
+    #   credit  -round(2000 x 1 x 20/30) = -round(1333.33) = -1333
+    #   charge  +round(2000 x 3 x 20/30) = +4000
+    client.v1.subscriptions.update(
+        sub.id, params={"items": [{"id": item.id, "quantity": 3}], "proration_behavior": "create_prorations"}
+    )
+    pending = client.v1.invoice_items.list(params={"customer": customer.id, "pending": True})
+    amounts = sorted(ii.amount for ii in pending.data)
+    assert amounts == [-1333, 4000]
+    assert all(ii.proration for ii in pending.data)
+    descriptions = {ii.description for ii in pending.data}
+    assert descriptions == {"Unused time on 1 × Pro after 11 Apr 2025", "Remaining time on 3 × Pro after 11 Apr 2025"}
+
+    # The upcoming invoice: both prorations plus May in advance (3 x 2000) = -1333 + 4000 + 6000 = 8667.
+    preview = client.v1.invoices.create_preview(params={"subscription": sub.id})
+    assert preview.id.startswith("upcoming_in_")
+    assert preview.total == preview.amount_due == 8667
+    assert sorted(_lines(preview)) == sorted(
+        [
+            ("Unused time on 1 × Pro after 11 Apr 2025", -1333),
+            ("Remaining time on 3 × Pro after 11 Apr 2025", 4000),
+            ("3 × Pro (at $20.00 / month)", 6000),
+        ]
+    )
+
+    renewed = client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
+    assert renewed.status == "ready"
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert (sub.current_period_start, sub.current_period_end) == (MAY_1, JUN_1)
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert invoice.billing_reason == "subscription_cycle"
+    assert invoice.status == "paid"
+    assert sorted(_lines(invoice)) == sorted(_lines(preview))
+    assert invoice.amount_paid == 8667
+    assert (invoice.period_start, invoice.period_end) == (APR_1, MAY_1)
+    assert client.v1.invoice_items.list(params={"customer": customer.id, "pending": True}).data == []
+
+
+def test_always_invoice_preview_equals_the_update(client: stripe.StripeClient) -> None:
+    clock, _customer, _price, sub = _subscribe(client, 1)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11 + 7200})
+    item = sub.items.data[0]
+    details: Any = {
+        "items": [{"id": item.id, "quantity": 3}],
+        "proration_behavior": "always_invoice",
+        "proration_date": APR_11,
+    }
+    preview = client.v1.invoices.create_preview(params={"subscription": sub.id, "subscription_details": details})
+    # Same arithmetic as above, invoiced right away: -1333 + 4000 = 2667.
+    assert preview.total == 2667
+    assert preview.billing_reason == "subscription_update"
+    updated = client.v1.subscriptions.update(
+        sub.id,
+        params={
+            "items": [{"id": item.id, "quantity": 3}],
+            "proration_behavior": "always_invoice",
+            "proration_date": APR_11,
+            "expand": ["latest_invoice"],
+        },
+    )
+    invoice = updated.latest_invoice
+    assert invoice.billing_reason == "subscription_update"
+    assert invoice.status == "paid"
+    assert _lines(invoice) == _lines(preview)
+    assert [line.parent.subscription_item_details.proration for line in invoice.lines.data] == [True, True]
+    assert (invoice.total, invoice.amount_due, invoice.amount_paid) == (2667, 2667, 2667)
+    assert updated.items.data[0].quantity == 3
+
+
+def test_downgrade_always_invoice_credits_the_customer_balance(client: stripe.StripeClient) -> None:
+    clock, customer, _price, sub = _subscribe(client, 3)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11})
+    # 3 -> 1 seat on day 10 of 30: -round(2000 x 3 x 20/30) + round(2000 x 1 x 20/30) = -4000 + 1333 = -2667
+    updated = client.v1.subscriptions.update(
+        sub.id,
+        params={
+            "items": [{"id": sub.items.data[0].id, "quantity": 1}],
+            "proration_behavior": "always_invoice",
+            "expand": ["latest_invoice"],
+        },
+    )
+    invoice = updated.latest_invoice
+    assert invoice.total == -2667
+    assert invoice.amount_due == 0
+    assert invoice.status == "paid"
+    assert (invoice.starting_balance, invoice.ending_balance) == (0, -2667)
+    assert client.v1.customers.retrieve(customer.id).balance == -2667
+    ledger = client.v1.customers.balance_transactions.list(customer.id)
+    assert [(t.type, t.amount, t.invoice) for t in ledger.data] == [("applied_to_invoice", -2667, invoice.id)]
+
+    # May renewal: 1 x 2000 = 2000, paid from the 2667 credit -> amount_due 0, 667 credit left.
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1})
+    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    assert (renewal.total, renewal.starting_balance, renewal.ending_balance, renewal.amount_due) == (
+        2000,
+        -2667,
+        -667,
+        0,
+    )
+    assert renewal.status == "paid"
+    assert client.v1.customers.retrieve(customer.id).balance == -667
+
+
+def test_proration_none_and_subscription_items_endpoint(client: stripe.StripeClient) -> None:
+    _clock, customer, _price, sub = _subscribe(client, 1)
+    item = sub.items.data[0]
+    client.v1.subscription_items.update(item.id, params={"quantity": 2, "proration_behavior": "none"})
+    assert client.v1.invoice_items.list(params={"customer": customer.id, "pending": True}).data == []
+    assert client.v1.subscriptions.retrieve(sub.id).items.data[0].quantity == 2
+    # Adding a second price with prorations on day 0 of 30 (whole period remains): charge 500.
+    addon = monthly_price(client, "Addon", 500)
+    added = client.v1.subscription_items.create(params={"subscription": sub.id, "price": addon.id, "quantity": 1})
+    assert added.id.startswith("si_")
+    pending = client.v1.invoice_items.list(params={"customer": customer.id, "pending": True}).data
+    assert [(ii.amount, ii.description) for ii in pending] == [(500, "Remaining time on 1 × Addon after 1 Apr 2025")]
+    deleted = client.v1.subscription_items.delete(added.id, params={"proration_behavior": "none"})
+    assert deleted.deleted is True
+    assert len(client.v1.subscriptions.retrieve(sub.id).items.data) == 1
+
+
+def test_declined_renewal_goes_past_due_then_recovers(client: stripe.StripeClient, emulator: StripeEmulator) -> None:
+    clock, customer, _price, sub = _subscribe(client, 1)
+    bad = client.v1.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer.id})
+    assert bad.card.last4 == "0002"
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": bad.id}})
+
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 60})
+    sub = client.v1.subscriptions.retrieve(sub.id, params={"expand": ["latest_invoice"]})
+    assert sub.status == "past_due"
+    invoice = sub.latest_invoice
+    assert invoice.status == "open"
+    assert invoice.attempt_count == 1
+    assert invoice.amount_remaining == 2000
+    failed = [e for e in emulator.events("invoice.payment_failed") if e["data"]["object"]["id"] == invoice.id]
+    assert len(failed) == 1
+    assert failed[0]["created"] == MAY_1
+
+    with pytest.raises(stripe.CardError) as err:
+        client.v1.invoices.pay(invoice.id)
+    assert err.value.code == "card_declined"
+    assert err.value.error.decline_code == "generic_decline"
+    assert err.value.error.payment_intent.status == "requires_payment_method"
+
+    good = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": good.id}})
+    paid = client.v1.invoices.pay(invoice.id)
+    assert paid.status == "paid"
+    assert paid.attempt_count == 3
+    assert client.v1.subscriptions.retrieve(sub.id).status == "active"
+    assert [e["data"]["object"]["id"] for e in emulator.events("invoice.paid")].count(invoice.id) == 1
+
+
+def test_metered_usage_is_billed_in_arrears(client: stripe.StripeClient) -> None:
+    clock, customer = clock_customer(client, APR_1)
+    meter = client.v1.billing.meters.create(
+        params={
+            "display_name": "API calls",
+            "event_name": "api_calls_arrears",
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+    )
+    base = monthly_price(client, "Base", 2000)
+    product = client.v1.products.create(params={"name": "API calls"})
+    # Half a cent per call.
+    usage_price = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount_decimal": "0.5",
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"price": base.id, "quantity": 1}, {"price": usage_price.id}]}
+    )
+    first = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert first.total == 2000  # usage is never billed in advance
+    for value, at in ((1001, ts(2025, 4, 5)), (4, ts(2025, 4, 20)), (999, ts(2025, 5, 2))):
+        client.v1.billing.meter_events.create(
+            params={
+                "event_name": "api_calls_arrears",
+                "payload": {"stripe_customer_id": customer.id, "value": str(value)},
+                "timestamp": at,
+            }
+        )
+    summary = client.v1.billing.meters.event_summaries.list(
+        meter.id, params={"customer": customer.id, "start_time": APR_1, "end_time": MAY_1}
+    )
+    assert summary.data[0].aggregated_value == 1005
+
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 60})
+    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    # April usage 1001 + 4 = 1005 calls x $0.005 = 502.5 cents -> half-even 502; May base 2000 in advance.
+    usage_line = next(line for line in renewal.lines.data if line.pricing.price_details.price == usage_price.id)
+    assert (usage_line.quantity, usage_line.amount) == (1005, 502)
+    assert (usage_line.period.start, usage_line.period.end) == (APR_1, MAY_1)
+    assert usage_line.description == "1005 × API calls (at $0.005 / month)"
+    assert renewal.total == 2502
+    assert renewal.status == "paid"
+
+
+def test_clock_advance_over_several_periods_and_cancel_at_period_end(
+    client: stripe.StripeClient, emulator: StripeEmulator
+) -> None:
+    clock, _customer, _price, sub = _subscribe(client, 1)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": ts(2025, 7, 15)})
+    invoices = client.v1.invoices.list(params={"subscription": sub.id})
+    # Created Apr 1; renewed May 1, Jun 1, Jul 1.
+    assert [i.created for i in invoices.data] == [ts(2025, 7, 1), JUN_1, MAY_1, APR_1]
+    assert all(i.status == "paid" for i in invoices.data)
+    client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": ts(2025, 8, 2)})
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.status == "canceled"
+    assert sub.ended_at == ts(2025, 8, 1)
+    assert len(client.v1.invoices.list(params={"subscription": sub.id}).data) == 4
+    deleted = [e for e in emulator.events("customer.subscription.deleted") if e["data"]["object"]["id"] == sub.id]
+    assert len(deleted) == 1
+    ready = [e for e in emulator.events("test_helpers.test_clock.ready") if e["data"]["object"]["id"] == clock.id]
+    assert len(ready) == 2
+
+
+def test_cancel_now_with_prorated_credit(client: stripe.StripeClient) -> None:
+    clock, customer, _price, sub = _subscribe(client, 1)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11})
+    canceled = client.v1.subscriptions.cancel(sub.id, params={"prorate": True, "invoice_now": True})
+    assert canceled.status == "canceled"
+    assert canceled.canceled_at == APR_11
+    # Unused 20 of 30 days: -1333, credited to the balance by the final invoice.
+    assert client.v1.customers.retrieve(customer.id).balance == -1333
+    assert client.v1.subscriptions.list(params={"customer": customer.id}).data == []
+    assert len(client.v1.subscriptions.list(params={"customer": customer.id, "status": "all"}).data) == 1
+
+
+def test_legacy_upcoming_invoice_route(client: stripe.StripeClient) -> None:
+    _, _customer, _, sub = _subscribe(client, 2)
+    raw = client.raw_request("get", "/v1/invoices/upcoming", subscription=sub.id)
+    upcoming = client.deserialize(raw, api_mode="V1")
+    assert upcoming.total == 4000
+    assert upcoming.lines.data[0].period.start == MAY_1
+
+
+def test_manual_invoice_with_pending_items(client: stripe.StripeClient, emulator: StripeEmulator) -> None:
+    _clock, customer = clock_customer(client, APR_1)
+    client.v1.invoice_items.create(
+        params={"customer": customer.id, "amount": 1234, "currency": "usd", "description": "Setup fee"}
+    )
+    invoice = client.v1.invoices.create(
+        params={"customer": customer.id, "pending_invoice_items_behavior": "include", "auto_advance": False}
+    )
+    assert invoice.status == "draft"
+    assert invoice.number is None
+    assert invoice.total == 1234
+    finalized = client.v1.invoices.finalize_invoice(invoice.id)
+    assert finalized.status == "open"
+    assert finalized.number is not None
+    assert finalized.hosted_invoice_url == f"{emulator.base_url}/invoice/{invoice.id}"
+    paid = client.v1.invoices.pay(invoice.id)
+    assert paid.status == "paid"
+    assert paid.status_transitions.paid_at == APR_1
+    other = client.v1.invoices.create(params={"customer": customer.id})
+    client.v1.invoice_items.create(
+        params={"customer": customer.id, "amount": 500, "currency": "usd", "invoice": other.id}
+    )
+    client.v1.invoices.finalize_invoice(other.id)
+    assert client.v1.invoices.void_invoice(other.id).status == "void"
+    assert helper is not None
