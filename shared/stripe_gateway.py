@@ -6,6 +6,7 @@ comes back is plain data (our models), so services never see Stripe objects."""
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -176,13 +177,14 @@ class StripeGateway:
         addresses: Any = {"api": api_base} if api_base else None
         self._client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=max_retries)
         self._webhook_secret = webhook_secret
+        self._max_retries = max_retries
         self._prices: dict[str, str] = {}
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, fn: Any, *args: Any, params: dict[str, Any] | None = None, key: str | None = None) -> Any:
         options: Any = {"idempotency_key": key} if key else {}
         try:
-            return fn(*args, params=params or {}, options=options)
+            return self._with_rate_limit_retries(fn, args, params or {}, options)
         except stripe.CardError as exc:
             raise PaymentDeclinedError(
                 exc.user_message or "The card was declined.",
@@ -204,6 +206,17 @@ class StripeGateway:
             stripe.IdempotencyError,
         ) as exc:
             raise UpstreamError("Stripe could not be reached; nothing was changed. Retry.") from exc
+
+    def _with_rate_limit_retries(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any], options: Any) -> Any:
+        # The SDK retries 5xx, 409 and network errors itself (same idempotency key); 429s it leaves to us.
+        for attempt in range(self._max_retries + 1):
+            try:
+                return fn(*args, params=params, options=options)
+            except stripe.RateLimitError:
+                if attempt == self._max_retries:
+                    raise
+                time.sleep(min(2.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ catalog
     def price_id(

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -121,6 +122,8 @@ def run(web: WebApp, stack: LocalStack) -> None:
     say(f"   + Black Friday -> refused: {limit['error']['code']}")
     say(f'     "{limit["error"]["message"]}"')
 
+    subscription_month(web, stack, org_id)
+
     summary = web.call(alice, "GET", f"/v1/orgs/{org_id}", expect=200)
     seats = summary["seats"]
     say()
@@ -138,6 +141,96 @@ def run(web: WebApp, stack: LocalStack) -> None:
     say(f"   agency fee  {summary['platform_fee_bps']} bps of ad spend")
     say()
     say("Demo finished.")
+
+
+def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> None:
+    """Issue 3: checkout, a seat, an upgrade and a mid-cycle downgrade with its prorated refund.
+    The month runs on a Stripe test clock (November 2026, 30 days), so every figure is exact."""
+    import boto3
+
+    from tests.integration.stripe_kit import DAY, StripeKit
+
+    alice, carol = "alice", "carol"
+    kit = StripeKit(stack, boto3.resource("dynamodb").Table(stack.env["TABLE_NAME"]))
+    start = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
+    clock, customer = kit.customer_on_clock(org_id, start)
+
+    say()
+    say("5. Carol (billing) subscribes to Pro through Stripe Checkout (Stripe test clock: 1 Nov 2026)")
+    session = web.call(
+        carol,
+        "POST",
+        f"/v1/orgs/{org_id}/subscription/checkout",
+        {
+            "plan_id": "pro",
+            "success_url": "https://app.layers.com/billing/done",
+            "cancel_url": "https://app.layers.com/billing",
+        },
+        expect=201,
+    )
+    say(f"   checkout url {session['url'][:72]}...")
+    kit.complete_checkout(session["checkout_session_id"])
+    sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
+    first = kit.client.v1.invoices.list(params={"customer": customer}).data[0]
+    say(
+        f"   paid on Stripe -> webhooks -> status {sub['status']}, plan {sub['plan']['name']}, "
+        f"{sub['members']} members ({sub['extra_seats_billed']} extra seat)"
+    )
+    say(
+        f"   period {sub['current_period_start'][:10]} .. {sub['current_period_end'][:10]}, "
+        f"anniversary day {sub['billing_anniversary_day']}, first invoice {money(first.amount_paid)}"
+    )
+
+    say()
+    say("6. Day 5: Alice adds Eve - one more extra seat, prorated onto the next invoice")
+    kit.advance(clock, start + 5 * DAY)
+    web.call(alice, "POST", f"/v1/orgs/{org_id}/members", {"user_id": "eve", "role": "member"}, expect=201)
+    stack.stripe.wait_for_deliveries()
+    pending = kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
+    sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
+    say(
+        f"   extra seats billed: {sub['extra_seats_billed']}; pending proration "
+        f"{', '.join(money(i.amount) for i in pending)} (15.00 x 25/30 days)"
+    )
+
+    say()
+    say("7. Day 10: upgrade to Scale - preview, then confirm (charged now)")
+    kit.advance(clock, start + 10 * DAY)
+    show_change(web, carol, org_id, "scale")
+
+    say()
+    say("8. Day 20: downgrade back to Pro mid-cycle - the unused part is refunded to the card")
+    kit.advance(clock, start + 20 * DAY)
+    show_change(web, carol, org_id, "pro")
+    stack.stripe.wait_for_deliveries()
+    refunds = [
+        r
+        for r in kit.client.v1.refunds.list(params={"limit": 100}).data
+        if r.metadata and r.metadata.to_dict().get("org_id") == org_id
+    ]
+    balance = kit.client.v1.customers.retrieve(customer).balance or 0
+    say(
+        f"   Stripe refunds: {', '.join(money(r.amount) for r in refunds)} to the card; "
+        f"customer credit left {money(-balance)}"
+    )
+
+
+def show_change(web: WebApp, user: str, org_id: str, plan_id: str) -> None:
+    preview = web.call(user, "POST", f"/v1/orgs/{org_id}/subscription/preview", {"plan_id": plan_id}, expect=200)
+    for line in preview["lines"]:
+        say(f"     {money(line['amount_minor']):>12}  {line['description']}")
+    say(f"   preview: charge now {money(preview['charge_now_minor'])}, refund {money(preview['refund_minor'])}")
+    done = web.call(
+        user,
+        "PUT",
+        f"/v1/orgs/{org_id}/subscription",
+        {"plan_id": plan_id, "proration_date": preview["proration_date"]},
+        expect=200,
+    )
+    say(
+        f"   confirmed: now on {done['subscription']['plan']['name']}, "
+        f"net {money(done['proration']['net_minor'])} (same as the preview)"
+    )
 
 
 if __name__ == "__main__":

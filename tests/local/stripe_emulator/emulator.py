@@ -55,6 +55,12 @@ class StripeEmulator:
             self._server = None
         self._sender.stop()
 
+    def fail_next(self, count: int = 1, *, status: int = 500, after_execute: bool = False) -> None:
+        """The next `count` /v1 requests answer `status` (500, 429, ...). With after_execute the request
+        runs first and only its reply is lost - a retry with the same Idempotency-Key gets the saved one."""
+        assert self._server is not None, "start() first"
+        self._server.faults.extend([(status, after_execute)] * count)
+
     def set_webhook_endpoint(self, url: str | None) -> None:
         """Where events created from now on are POSTed, signed with the webhook secret (None: not delivered)."""
         with self.engine.lock:

@@ -41,6 +41,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.routes = routes
         self.api_key = api_key
         self.idempotency: dict[tuple[str, str], StoredResponse] = {}
+        # Injected faults for the next /v1 requests: (status, after_execute). after_execute=True runs the
+        # request (and saves its idempotent response) but answers `status`, like a reply lost on the way.
+        self.faults: list[tuple[int, bool]] = []
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -85,6 +88,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         fingerprint = json.dumps([method, url.path, params], sort_keys=True)
         engine = self.server.engine
         with engine.lock:
+            fault = self.server.faults.pop(0) if self.server.faults and url.path.startswith("/v1/") else None
+            if fault is not None and not fault[1]:
+                self._send(fault[0], ApiError(fault[0], "Injected fault.", type="api_error").body(), request_id)
+                return
             if key is not None:
                 replay = self._replay(api_key, key, fingerprint, request_id)
                 if replay:
@@ -100,6 +107,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self.server.idempotency[(api_key, key)] = StoredResponse(
                     fingerprint, status, encoded, request_id, time.time()
                 )
+        if fault is not None:
+            self._send(fault[0], ApiError(fault[0], "Injected fault.", type="api_error").body(), request_id)
+            return
         self._send_raw(status, encoded, request_id, idempotency_key=key)
 
     def _api_key(self) -> str:
