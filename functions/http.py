@@ -69,3 +69,15 @@ def new_resolver() -> APIGatewayHttpResolver:
         return error_response(HTTPStatus.NOT_FOUND, "route_not_found", "There is no such route.")
 
     return app
+
+
+def service_of(app_or_router: Any) -> str:
+    """The calling service on an IAM-authorized (SigV4) route: the role name of the caller.
+    UnauthenticatedError when the request did not come through the IAM authorizer."""
+    context: dict[str, Any] = app_or_router.current_event.raw_event.get("requestContext") or {}
+    iam = (context.get("authorizer") or {}).get("iam") or {}
+    arn = str(iam.get("userArn") or "")
+    if not arn:
+        raise UnauthenticatedError("This route is for Layers services (IAM-signed requests) only.")
+    role = arn.split(":assumed-role/", 1)[-1].split("/", 1)[0]
+    return f"service:{role}"

@@ -12,6 +12,7 @@ class ApiSettings(BaseSettings):
     table_name: str  # TABLE_NAME
     stripe_secret_arn: str  # STRIPE_SECRET_ARN: JSON {"api_key", "webhook_secret"}
     notifications_topic_arn: str  # NOTIFICATIONS_TOPIC_ARN
+    event_bus_name: str  # EVENT_BUS_NAME: events out (Credits.UsageWarning, ...)
     # Unset in AWS (the SDK's api.stripe.com); the local stack points it at the Stripe emulator.
     stripe_api_base: str | None = None
 

@@ -300,6 +300,44 @@ class StripeGateway:
         )
         return str(session.id), str(session.url)
 
+    def create_payment_checkout(
+        self,
+        *,
+        customer_id: str,
+        name: str,
+        amount_minor: int,
+        currency: str,
+        metadata: dict[str, str],
+        success_url: str,
+        cancel_url: str,
+        key: str,
+    ) -> tuple[str, str]:
+        """A Checkout Session (mode payment) for a one-off purchase; returns (session id, url)."""
+        session = self._call(
+            self._client.v1.checkout.sessions.create,
+            params={
+                "mode": "payment",
+                "customer": customer_id,
+                "client_reference_id": metadata.get("org_id", ""),
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": currency.lower(),
+                            "unit_amount": amount_minor,
+                            "product_data": {"name": name},
+                        },
+                    }
+                ],
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+            },
+            key=key,
+        )
+        return str(session.id), str(session.url)
+
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
         session = self._call(
             self._client.v1.billing_portal.sessions.create, params={"customer": customer_id, "return_url": return_url}
@@ -374,6 +412,39 @@ class StripeGateway:
             key=key,
         )
         return int(txn.ending_balance)
+
+    def add_invoice_item(
+        self,
+        *,
+        customer_id: str,
+        invoice_id: str,
+        amount_minor: int,
+        currency: str,
+        description: str,
+        period: tuple[int, int],
+        metadata: dict[str, str],
+        key: str,
+    ) -> str:
+        """A line on a draft invoice (our overage, in arrears)."""
+        item = self._call(
+            self._client.v1.invoice_items.create,
+            key=key,
+            params={
+                "customer": customer_id,
+                "invoice": invoice_id,
+                "amount": amount_minor,
+                "currency": currency.lower(),
+                "description": description,
+                "period": {"start": period[0], "end": period[1]},
+                "metadata": metadata,
+            },
+        )
+        return str(item.id)
+
+    def invoice_item_keys(self, invoice_id: str) -> set[str]:
+        """The `billing_key` metadata of the invoice's items (what we already put on it)."""
+        found = self._call(self._client.v1.invoice_items.list, params={"invoice": invoice_id, "limit": 100})
+        return {str((i.metadata or {}).get("billing_key")) for i in found.data if i.metadata}
 
     # ------------------------------------------------------------------ webhooks
     def parse_webhook(self, payload: str, signature: str | None) -> WebhookEvent:

@@ -12,14 +12,19 @@ from shared.billing.prices import StripePrices
 from shared.billing.refunds import DowngradeRefunds, RefundPlanRepository
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror, SubscriptionService
 from shared.billing.webhooks import StripeEventHandler
-from shared.catalog import plan_catalog
+from shared.catalog import plan_catalog, template_catalog
 from shared.clock import SystemClock
+from shared.credits.repository import CreditRepository
+from shared.credits.service import CreditService
 from shared.dynamo import dynamodb_resource
+from shared.events import EventPublisher
 from shared.notify import Notifier
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.settings import ApiSettings, StripeKeys
 from shared.stripe_gateway import StripeGateway
+from shared.usage.billing import OverageBilling
+from shared.usage.service import UsageService
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,8 @@ class Services:
     orgs: OrgService
     subscriptions: SubscriptionService
     stripe_events: StripeEventHandler
+    credits: CreditService
+    usage: UsageService
 
 
 def build_services(settings: ApiSettings) -> Services:
@@ -41,8 +48,15 @@ def build_services(settings: ApiSettings) -> Services:
     orgs = OrgService(repo, plans, clock, on_seats_changed=seats.seats_changed)
     notifier = Notifier(boto3.client("sns"), settings.notifications_topic_arn)
     refunds = DowngradeRefunds(RefundPlanRepository(table), gateway, clock)
+    credit_repo = CreditRepository(table)
+    events = EventPublisher(boto3.client("events"), settings.event_bus_name)
+    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, events)
+    usage = UsageService(orgs, repo, credit_repo, plans, clock)
+    overage = OverageBilling(orgs, repo, credit_repo, usage, gateway)
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
-        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, notifier),
+        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, notifier, credits, overage),
+        credits=credits,
+        usage=usage,
     )

@@ -202,6 +202,25 @@ class SubscriptionService:
             key=f"checkout:{org_id}:{attempt}",
         )
 
+    def start_pack_checkout(
+        self, caller: Caller, org_id: str, *, pack_id: str, success_url: str, cancel_url: str, attempt: str
+    ) -> tuple[str, str]:
+        """A one-off Checkout payment for a credit pack; credited when Stripe says it was paid."""
+        org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        pack = self._plans.pack(pack_id)
+        if org.currency not in pack.prices:
+            raise InvalidRequestError(f"{pack.name} is not sold in {org.currency}.", code="unsupported_currency")
+        return self._gateway.create_payment_checkout(
+            customer_id=self._customer(org, caller),
+            name=f"Layers {pack.name}",
+            amount_minor=pack.prices[org.currency],
+            currency=org.currency,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            metadata={"org_id": org_id, "kind": "credit_pack", "pack_id": pack.pack_id, "credits": str(pack.credits)},
+            key=f"pack:{org_id}:{attempt}",
+        )
+
     def portal(self, caller: Caller, org_id: str, return_url: str) -> str:
         org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
         if org.stripe_customer_id is None:

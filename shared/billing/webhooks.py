@@ -9,10 +9,12 @@ from typing import Any
 
 from shared.billing.refunds import DowngradeRefunds
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror
+from shared.credits.service import CreditService
 from shared.notify import Notifier
 from shared.observability import logger
 from shared.orgs.repository import OrgRepository
 from shared.stripe_gateway import StripeGateway, WebhookEvent
+from shared.usage.billing import OverageBilling
 
 
 class StripeEventHandler:
@@ -24,6 +26,8 @@ class StripeEventHandler:
         seats: SeatSync,
         refunds: DowngradeRefunds,
         notifier: Notifier,
+        credits: CreditService,
+        overage: OverageBilling,
     ):
         self._repo = repo
         self._gateway = gateway
@@ -32,6 +36,8 @@ class StripeEventHandler:
         self._seats = seats
         self._refunds = refunds
         self._notifier = notifier
+        self._credits = credits
+        self._overage = overage
         self._handlers: dict[str, Callable[[dict[str, Any]], str]] = {
             "checkout.session.completed": self._checkout_completed,
             "customer.subscription.created": self._subscription_changed,
@@ -76,7 +82,13 @@ class StripeEventHandler:
         return f"subscription_{sub.status}"
 
     def _checkout_completed(self, session: dict[str, Any]) -> str:
-        org_id = session.get("client_reference_id") or (session.get("metadata") or {}).get("org_id")
+        metadata = session.get("metadata") or {}
+        org_id = session.get("client_reference_id") or metadata.get("org_id")
+        if session.get("mode") == "payment" and metadata.get("kind") == "credit_pack" and org_id:
+            if session.get("payment_status") != "paid":
+                return "pack_not_paid"
+            self._credits.add_pack(str(org_id), credits=int(metadata["credits"]), ref=str(session["id"]))
+            return "pack_credited"
         if session.get("mode") != "subscription" or not session.get("subscription") or not org_id:
             return "ignored"
         customer = session.get("customer")
@@ -92,7 +104,15 @@ class StripeEventHandler:
 
     # ------------------------------------------------------------------ invoices and payments
     def _invoice_seen(self, invoice: dict[str, Any]) -> str:
-        return "noted"
+        parsed = self._gateway.invoice_of(invoice)
+        if parsed.billing_reason != "subscription_cycle" or parsed.status != "draft":
+            return "noted"
+        org_id = self._org_for(invoice.get("customer"))
+        if org_id is None:
+            return "unknown_org"
+        # Re-read: the draft may have been finalized since the event was sent.
+        current = self._gateway.get_invoice(parsed.invoice_id) if parsed.invoice_id else parsed
+        return f"overage_billed {self._overage.bill_renewal(org_id, current)}"
 
     def _invoice_paid(self, invoice: dict[str, Any]) -> str:
         parsed = self._gateway.invoice_of(invoice)

@@ -63,10 +63,24 @@ class Plan(_Frozen):
         return self.included_seats
 
 
+class CreditPack(_Frozen):
+    pack_id: str
+    name: str
+    credits: int = Field(gt=0)
+    prices: dict[str, int]  # minor units per currency
+
+
 class PlanCatalog(_Frozen):
     catalog_version: str
     notes: str = ""
     plans: tuple[Plan, ...]
+    credit_packs: tuple[CreditPack, ...] = ()
+
+    def pack(self, pack_id: str) -> CreditPack:
+        for pack in self.credit_packs:
+            if pack.pack_id == pack_id:
+                return pack
+        raise InvalidRequestError(f"There is no credit pack '{pack_id}'.", code="unknown_pack")
 
     def get(self, plan_id: str) -> Plan:
         for plan in self.plans:

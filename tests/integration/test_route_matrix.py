@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient, org_items, user_org_count
+from tests.helpers import ApiClient, new_user, org_items, user_org_count
 from tests.integration.stripe_kit import StripeKit
 from tests.integration.world import World, build_world
 from tests.local import devtokens
@@ -37,6 +37,8 @@ class Case:
     no_input_reason: str | None = None  # why there is nothing to make invalid
     bad_code: str = "validation_error"
     needs_subscription: bool = False  # success needs a live Stripe subscription
+    ok_as: str = "owner"  # who succeeds: a role, or "support" (Layers staff)
+    headers: dict[str, str] = field(default_factory=dict)  # sent on every call of the case
 
 
 CASES: list[Case] = [
@@ -131,6 +133,34 @@ CASES: list[Case] = [
         forbidden_role="member",
         needs_subscription=True,
     ),
+    Case("GET", "/v1/orgs/{org_id}/credits", bad_path={"org_id": TOO_LONG}),
+    Case("GET", "/v1/orgs/{org_id}/credits/events", bad_params={"limit": "many"}),
+    Case(
+        "PUT",
+        "/v1/orgs/{org_id}/credits/cap",
+        ok_body={"monthly_cap": 5000},
+        bad_body={"monthly_cap": 0},
+        forbidden_role="member",
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/credits/adjustments",
+        201,
+        ok_body={"credits": 250, "reason": "goodwill"},
+        bad_body={"credits": "lots", "reason": ""},
+        forbidden_role="owner",
+        ok_as="support",
+        headers={"Idempotency-Key": "matrix-adjustment"},
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/credits/packs/checkout",
+        201,
+        ok_body={"pack_id": "pack_1000", **URLS},
+        bad_body={"pack_id": "pack_1000", "success_url": "nope", "cancel_url": "nope"},
+        forbidden_role="member",
+    ),
+    Case("GET", "/v1/orgs/{org_id}/usage", bad_path={"org_id": TOO_LONG}),
 ]
 IDS = [f"{c.method} {c.path}" for c in CASES]
 
@@ -170,7 +200,10 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
     if case.needs_subscription:
         StripeKit(stack, table).subscribe(api, world.user("owner"), world.org_id, "pro")
-    reply = api.call(case.method, _path(case, world), as_user=world.user("owner"), json=case.ok_body)
+    user, groups = (new_user("staff"), ("support",)) if case.ok_as == "support" else (world.user(case.ok_as), ())
+    reply = api.call(
+        case.method, _path(case, world), as_user=user, groups=groups, json=case.ok_body, headers=case.headers
+    )
     assert reply.status == case.ok_status, reply.body
 
 
@@ -183,6 +216,7 @@ def test_invalid_input_is_422_and_writes_nothing(api: ApiClient, refusal_world: 
         as_user=refusal_world.user("owner"),
         json=case.bad_body if case.bad_body is not None else case.ok_body,
         params=case.bad_params,
+        headers=case.headers,
     )
     assert reply.status == 422, reply.body
     assert reply.code == case.bad_code
@@ -205,7 +239,9 @@ def test_without_a_valid_token_is_401(api: ApiClient, refusal_world: World, tabl
         "wrong-issuer": devtokens.mint(user, issuer="https://evil.example/"),
     }
     before = _snapshot(table, refusal_world)
-    reply = api.call(case.method, _path(case, refusal_world), token=tokens[token], json=case.ok_body)
+    reply = api.call(
+        case.method, _path(case, refusal_world), token=tokens[token], json=case.ok_body, headers=case.headers
+    )
     assert reply.status == 401, reply.body
     assert _snapshot(table, refusal_world) == before
 
@@ -218,7 +254,11 @@ def test_another_orgs_id_is_404_and_writes_nothing(
     # The stranger owns org B and is not a member of org A; an unknown org looks the same.
     for org_id in (refusal_world.org_id, "org_doesnotexist"):
         reply = api.call(
-            case.method, _path(case, refusal_world, org_id), as_user=refusal_world.user("stranger"), json=case.ok_body
+            case.method,
+            _path(case, refusal_world, org_id),
+            as_user=refusal_world.user("stranger"),
+            json=case.ok_body,
+            headers=case.headers,
         )
         assert reply.status == 404, reply.body
         assert reply.code == "org_not_found"
@@ -233,7 +273,11 @@ def test_insufficient_role_is_403_and_writes_nothing(
     assert case.forbidden_role is not None
     before = _snapshot(table, refusal_world)
     reply = api.call(
-        case.method, _path(case, refusal_world), as_user=refusal_world.user(case.forbidden_role), json=case.ok_body
+        case.method,
+        _path(case, refusal_world),
+        as_user=refusal_world.user(case.forbidden_role),
+        json=case.ok_body,
+        headers=case.headers,
     )
     assert reply.status == 403, reply.body
     assert reply.code == "forbidden"

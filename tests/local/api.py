@@ -204,6 +204,7 @@ def build_event(
     path_params: dict[str, str],
     claims: dict[str, Any] | None,
     source_ip: str,
+    service: str | None = None,
     request_id: str,
     now: float,
 ) -> dict[str, Any]:
@@ -240,6 +241,19 @@ def build_event(
     if claims is not None:
         flat = {k: flatten_claim(v) for k, v in claims.items()}
         context["authorizer"] = {"jwt": {"claims": flat, "scopes": None}}
+    if service is not None:
+        # The shape API Gateway gives an IAM-authorized route (the caller's assumed role).
+        context["authorizer"] = {
+            "iam": {
+                "accessKey": "ASIALOCALSERVICEKEY",
+                "accountId": ACCOUNT,
+                "callerId": f"AROALOCAL:{service}",
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": f"arn:aws:sts::{ACCOUNT}:assumed-role/layers-{service}/{service}",
+                "userId": f"AROALOCAL:{service}",
+            }
+        }
     context |= {
         "domainName": host,
         "domainPrefix": host.split(".", 1)[0],
@@ -319,7 +333,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         bound, path_params = found
         claims = None
-        if bound.route.authorized:
+        service = None
+        if bound.route.iam:
+            # Stands in for SigV4 + the IAM authorizer: a service dev token (group "service") is the
+            # signed request of that service's role; anything else is refused as API Gateway does (403).
+            try:
+                service_claims = api.verify(self.headers.get("authorization"))
+            except jwt.InvalidTokenError:
+                service_claims = {}
+            if "service" not in (service_claims.get("cognito:groups") or []):
+                self._json(403, {"message": "Forbidden"}, [("apigw-requestid", request_id)])
+                return
+            service = str(service_claims["sub"]).removeprefix("service:")
+        elif bound.route.authorized:
             try:
                 claims = api.verify(self.headers.get("authorization"))
             except jwt.InvalidTokenError as exc:
@@ -334,6 +360,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             bound=bound,
             path_params=path_params,
             claims=claims,
+            service=service,
             source_ip=self.client_address[0],
             request_id=request_id,
             now=time.time(),

@@ -191,6 +191,7 @@ class Route:
     method: str  # upper-case, or "ANY"
     path: str  # as written in the template, e.g. /v1/{proxy+}
     authorized: bool
+    iam: bool = False  # AWS_IAM (SigV4) authorization: service-to-service routes
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def function_specs(template: dict[str, Any], resource_names: dict[str, str]) -> 
                     method=str(ev_props.get("Method", "ANY")).upper(),
                     path=ev_props["Path"],
                     authorized=authorizer != "NONE",
+                    iam=authorizer == "AWS_IAM",
                 )
             )
         handler = props.get("Handler", global_fn.get("Handler"))

@@ -141,7 +141,12 @@ def test_downgrade_always_invoice_credits_the_customer_balance(client: stripe.St
 
     # May renewal: 1 x 2000 = 2000, paid from the 2667 credit -> amount_due 0, 667 credit left.
     client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1})
-    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    draft = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    # A draft for an hour: the balance shows as starting_balance but is only applied at finalization.
+    assert (draft.status, draft.starting_balance, draft.ending_balance) == ("draft", -2667, None)
+    assert client.v1.customers.retrieve(customer.id).balance == -2667
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
+    renewal = client.v1.invoices.retrieve(draft.id)
     assert (renewal.total, renewal.starting_balance, renewal.ending_balance, renewal.amount_due) == (
         2000,
         -2667,
@@ -175,7 +180,7 @@ def test_declined_renewal_goes_past_due_then_recovers(client: stripe.StripeClien
     assert bad.card.last4 == "0002"
     client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": bad.id}})
 
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 60})
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
     sub = client.v1.subscriptions.retrieve(sub.id, params={"expand": ["latest_invoice"]})
     assert sub.status == "past_due"
     invoice = sub.latest_invoice
@@ -184,7 +189,7 @@ def test_declined_renewal_goes_past_due_then_recovers(client: stripe.StripeClien
     assert invoice.amount_remaining == 2000
     failed = [e for e in emulator.events("invoice.payment_failed") if e["data"]["object"]["id"] == invoice.id]
     assert len(failed) == 1
-    assert failed[0]["created"] == MAY_1
+    assert failed[0]["created"] == MAY_1 + 3600  # the renewal draft is finalized and charged an hour later
 
     with pytest.raises(stripe.CardError) as err:
         client.v1.invoices.pay(invoice.id)
@@ -241,7 +246,7 @@ def test_metered_usage_is_billed_in_arrears(client: stripe.StripeClient) -> None
     )
     assert summary.data[0].aggregated_value == 1005
 
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 60})
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
     renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
     # April usage 1001 + 4 = 1005 calls x $0.005 = 502.5 cents -> half-even 502; May base 2000 in advance.
     usage_line = next(line for line in renewal.lines.data if line.pricing.price_details.price == usage_price.id)

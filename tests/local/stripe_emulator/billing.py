@@ -31,6 +31,8 @@ from .payments import Payments
 PRORATION_BEHAVIORS = ("create_prorations", "none", "always_invoice")
 PAYMENT_BEHAVIORS = ("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete")
 TIMES = "\u00d7"  # Stripe writes "2 <multiplication sign> Pro"
+# Stripe leaves an automatic (renewal) invoice in draft about an hour before finalizing and charging it.
+DRAFT_WINDOW = 3600
 _LIVE_STATUSES = ("active", "past_due", "trialing", "incomplete", "unpaid")
 _NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. "
@@ -91,6 +93,10 @@ class Billing(Payments):
         self.period_index: dict[str, int] = {}
         self.meter_events: list[Obj] = []
         self.meter_identifiers: dict[str, int] = {}
+        # Renewal drafts waiting for their one-hour window to end: invoice id -> scheduled finalization time.
+        self.auto_finalize: dict[str, int] = {}
+        # How long a clock advance lets webhook handlers run before it finalizes a draft (then finalizes anyway).
+        self.draft_webhook_timeout = 30.0
         self.includable[("invoice", "payments")] = self._invoice_payments
 
     # ============================================================ helpers
@@ -421,7 +427,10 @@ class Billing(Payments):
         auto_advance: bool = True,
         metadata: dict[str, str] | None = None,
         description: str | None = None,
+        finalizes_at: int | None = None,
     ) -> Obj:
+        """A draft invoice with `pending` items and `specs` lines; `finalizes_at` schedules its automatic
+        finalization (a renewal's draft window) - the caller finalizes otherwise."""
         invoice_id = fixtures.new_id("in_")
         currency = (specs[0].currency if specs else None) or (pending[0]["currency"] if pending else None)
         invoice = self._invoice_shell(
@@ -442,6 +451,9 @@ class Billing(Payments):
         lines = [self.line_from_spec(s, invoice_id, fixtures.new_id("il_")) for s in all_specs]
         self.invoice_lines[invoice_id] = lines
         self.apply_totals(invoice, lines, customer["balance"])
+        if finalizes_at is not None:
+            self.auto_finalize[invoice_id] = finalizes_at
+            invoice.update(automatically_finalizes_at=finalizes_at, next_payment_attempt=finalizes_at)
         self.add(invoice)
         self.emit("invoice.created", invoice)
         return invoice
@@ -454,6 +466,8 @@ class Billing(Payments):
             )
         customer = self.objects[invoice["customer"]]
         now = self.now(customer["id"])
+        self.auto_finalize.pop(invoice["id"], None)
+        invoice.update(automatically_finalizes_at=None, next_payment_attempt=None)
         starting = customer["balance"]
         self.apply_totals(invoice, self.invoice_lines[invoice["id"]], starting)
         ending = min(invoice["total"] + starting, 0)
@@ -639,6 +653,9 @@ class Billing(Payments):
         auto = get_bool(params, "auto_advance")
         if auto is not None:
             invoice["auto_advance"] = auto
+            if invoice["id"] in self.auto_finalize:  # a renewal draft: auto_advance=false keeps it a draft
+                at = self.auto_finalize[invoice["id"]] if auto else None
+                invoice.update(automatically_finalizes_at=at, next_payment_attempt=at)
         dpm = get_str(params, "default_payment_method")
         if dpm:
             invoice["default_payment_method"] = self.resolve_payment_method(dpm, customer=invoice["customer"])["id"]
@@ -731,8 +748,17 @@ class Billing(Payments):
         invoice_id = get_str(params, "invoice")
         if invoice_id:
             invoice = self.get("invoice", invoice_id, param="invoice")
+            if invoice["customer"] != customer["id"]:
+                raise invalid(
+                    f"The invoice {invoice_id} belongs to customer {invoice['customer']}, not {customer['id']}.",
+                    param="invoice",
+                )
             if invoice["status"] != "draft":
-                raise invalid("You can only add invoice items to draft invoices.", param="invoice")
+                raise invalid(
+                    f"You can only add invoice items to draft invoices; invoice {invoice_id} is {invoice['status']}.",
+                    param="invoice",
+                    code="invoice_not_editable",
+                )
         now = self.now(customer["id"])
         period = get_dict(params, "period")
         ii = self.new_invoice_item(
@@ -833,6 +859,8 @@ class Billing(Payments):
                 )
                 != ii_id
             ]
+            invoice = self.objects[ii["invoice"]]
+            self.apply_totals(invoice, lines, self.objects[invoice["customer"]]["balance"])
         ii["deleted"] = True
         self.emit("invoiceitem.deleted", ii)
         return {"id": ii_id, "object": "invoiceitem", "deleted": True}
@@ -1227,16 +1255,40 @@ class Billing(Payments):
         self.emit("customer.subscription.deleted", sub, self.diff(before, self.render(sub)))
         return sub
 
-    def _bill(self, sub: Obj, reason: str, specs: list[LineSpec], pending: list[Obj], period: tuple[int, int]) -> Obj:
+    def _bill(
+        self,
+        sub: Obj,
+        reason: str,
+        specs: list[LineSpec],
+        pending: list[Obj],
+        period: tuple[int, int],
+        *,
+        draft_window: bool = False,
+    ) -> Obj:
+        """Invoice the subscription. With `draft_window` (renewals) a test-clock customer's invoice stays a draft
+        for DRAFT_WINDOW seconds (finalized by the clock, see advance_clock); otherwise it is charged now."""
         customer = self.objects[sub["customer"]]
+        finalizes_at = self.now(customer["id"]) + DRAFT_WINDOW if draft_window and customer["test_clock"] else None
         invoice = self.create_invoice_from(
-            customer, subscription=sub, billing_reason=reason, specs=specs, pending=pending, period=period
+            customer,
+            subscription=sub,
+            billing_reason=reason,
+            specs=specs,
+            pending=pending,
+            period=period,
+            finalizes_at=finalizes_at,
         )
         sub["latest_invoice"] = invoice["id"]
-        self.finalize(invoice)
-        if invoice["status"] == "open" and sub["collection_method"] == "charge_automatically":
-            self.collect(invoice)
+        if finalizes_at is None:
+            self.finalize_and_collect(invoice)
         return invoice
+
+    def finalize_and_collect(self, invoice: Obj) -> None:
+        """Finalize a subscription's draft and attempt payment (paid / payment_failed + past_due)."""
+        self.finalize(invoice)
+        sub = self.objects.get(invoice["subscription"] or "")
+        if invoice["status"] == "open" and sub is not None and sub["collection_method"] == "charge_automatically":
+            self.collect(invoice)
 
     # -------------------------------------------------- subscription items
     def create_subscription_item(self, params: Obj) -> Obj:
@@ -1391,12 +1443,27 @@ class Billing(Payments):
 
     # ====================================================== test clocks
     def advance_clock(self, clock: Obj, frozen_time: int) -> None:
-        """Move a clock forward, renewing (possibly several periods of) each of its customers' subscriptions in
-        time order; each renewal runs at its period boundary so objects and events carry that time."""
+        """Move a clock forward, processing in time order every renewal (at its period boundary, so objects and
+        events carry that time) and every renewal draft's finalization (DRAFT_WINDOW after its creation) of its
+        customers. Before a finalization, webhook handlers of the events so far run (lock released)."""
+        if clock["status"] == "advancing":
+            raise invalid("The test clock is already advancing; wait for it to be ready.", param="test_clock")
         if frozen_time <= clock["frozen_time"]:
             raise invalid("The frozen time must be after the test clock's current frozen time.", param="frozen_time")
         clock["status"] = "advancing"
         customers = {c["id"] for c in self.all("customer") if c["test_clock"] == clock["id"]}
+        request, self.request = self.request, None  # what the clock does is automatic: events have request null
+        try:
+            self._process_clock(clock, customers, frozen_time)
+            clock["frozen_time"] = frozen_time
+            clock["status"] = "ready"
+            self.emit("test_helpers.test_clock.ready", clock, at=frozen_time)
+        finally:
+            self.request = request
+            clock["status"] = "ready"  # also after an emulator bug (500): never leave the clock stuck
+
+    def _process_clock(self, clock: Obj, customers: set[str], frozen_time: int) -> None:
+        waited: set[str] = set()
         while True:
             due = [
                 s
@@ -1405,14 +1472,30 @@ class Billing(Payments):
                 and s["status"] in ("active", "past_due", "trialing", "unpaid")
                 and s["current_period_end"] <= frozen_time
             ]
-            if not due:
+            drafts = [
+                i
+                for i in self.all("invoice")
+                if i["customer"] in customers
+                and i["status"] == "draft"
+                and i["auto_advance"]
+                and self.auto_finalize.get(i["id"], frozen_time + 1) <= frozen_time
+            ]
+            sub = min(due, key=lambda s: (s["current_period_end"], s["created"]), default=None)
+            draft = min(drafts, key=lambda i: (self.auto_finalize[i["id"]], i["created"]), default=None)
+            if draft is not None and (sub is None or self.auto_finalize[draft["id"]] <= sub["current_period_end"]):
+                if draft["id"] not in waited:
+                    # Like Stripe's hour: the invoice.created handler may still add items. The state may change
+                    # while the lock is released, so look again afterwards.
+                    waited.add(draft["id"])
+                    self.let_webhooks_run(self.draft_webhook_timeout)
+                    continue
+                clock["frozen_time"] = self.auto_finalize[draft["id"]]
+                self.finalize_and_collect(draft)
+            elif sub is not None:
+                clock["frozen_time"] = sub["current_period_end"]
+                self.renew(sub)
+            else:
                 break
-            sub = min(due, key=lambda s: (s["current_period_end"], s["created"]))
-            clock["frozen_time"] = sub["current_period_end"]
-            self.renew(sub)
-        clock["frozen_time"] = frozen_time
-        clock["status"] = "ready"
-        self.emit("test_helpers.test_clock.ready", clock, at=frozen_time)
 
     def renew(self, sub: Obj) -> None:
         """One period boundary: end the subscription (cancel_at_period_end) or start the next period and
@@ -1423,7 +1506,7 @@ class Billing(Payments):
             usage = self.cycle_specs(sub, [p for p in plans if _metered(p.new_price)], closed, closed)
             pending = self.pending_items(sub["customer"], sub["id"], only_subscription=True)
             if usage or pending:
-                self._bill(sub, "subscription_cycle", usage, pending, closed)
+                self._bill(sub, "subscription_cycle", usage, pending, closed, draft_window=True)
             before = self.render(sub)
             sub.update(status="canceled", ended_at=closed[1], cancel_at_period_end=False)
             sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
@@ -1437,7 +1520,8 @@ class Billing(Payments):
         self._set_period(sub, *upcoming)
         self.emit("customer.subscription.updated", sub, self.diff(before, self.render(sub)))
         specs = self.cycle_specs(sub, plans, closed, upcoming)
-        self._bill(sub, "subscription_cycle", specs, self.pending_items(sub["customer"], sub["id"]), closed)
+        pending = self.pending_items(sub["customer"], sub["id"])
+        self._bill(sub, "subscription_cycle", specs, pending, closed, draft_window=True)
 
     # ============================================================== meters
     def usage(self, meter_id: str, customer_id: str, start: int, end: int) -> Decimal:

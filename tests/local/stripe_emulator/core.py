@@ -130,6 +130,27 @@ class Core:
             self.webhooks.enqueue(event["id"], json.dumps(event, indent=2), self.webhook_url)
         return event
 
+    def let_webhooks_run(self, timeout: float) -> bool:
+        """Block until every event queued so far (and any queued meanwhile, e.g. by a webhook handler calling
+        back into the API) was delivered or given up, with the emulator lock *released* so handlers can call
+        the API. False on timeout. The caller's view of state may have changed when this returns."""
+        deadline = time.monotonic() + timeout
+        request = self.request
+        waiter = threading.Condition(self.lock)  # wait() releases the re-entrant lock at every depth
+        try:
+            with self.lock:
+                while True:
+                    mark = self.webhooks.mark()
+                    if self.webhooks.done_through(mark):
+                        return True
+                    while not self.webhooks.done_through(mark):
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        waiter.wait(min(remaining, 0.01))
+        finally:
+            self.request = request  # other requests ran (and reset it) meanwhile
+
     @staticmethod
     def diff(before: Obj, after: Obj) -> Obj:
         """`previous_attributes`: the old value of every top-level field that changed."""

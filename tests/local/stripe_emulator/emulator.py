@@ -27,6 +27,7 @@ class StripeEmulator:
         retry_base_delay: float = 0.05,
         max_delivery_attempts: int = 5,
         api_version: str = DEFAULT_API_VERSION,
+        draft_webhook_wait: float = 30.0,
     ) -> None:
         self.api_key = api_key
         self.webhook_secret = webhook_secret
@@ -34,6 +35,8 @@ class StripeEmulator:
         self._sender = WebhookSender(webhook_secret, base_delay=retry_base_delay, max_attempts=max_delivery_attempts)
         self.engine = Engine(webhooks=self._sender, api_version=api_version, base_url=lambda: self.base_url)
         self.engine.webhook_url = webhook_url
+        # Longest a clock advance lets webhook handlers run before finalizing a renewal draft (README).
+        self.engine.draft_webhook_timeout = draft_webhook_wait
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -45,6 +45,8 @@ class WebhookSender:
         self.deliveries: list[Delivery] = []
         self._queue: deque[_Job] = deque()
         self._pending = 0
+        self._enqueued = 0  # jobs ever queued; delivery is in order, so _finished >= n means the first n are done
+        self._finished = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="stripe-emulator-webhooks", daemon=True)
@@ -54,7 +56,18 @@ class WebhookSender:
         with self._cond:
             self._queue.append(_Job(event_id, payload, url))
             self._pending += 1
+            self._enqueued += 1
             self._cond.notify_all()
+
+    def mark(self) -> int:
+        """How many events were queued so far (pass it to `done_through`)."""
+        with self._cond:
+            return self._enqueued
+
+    def done_through(self, mark: int) -> bool:
+        """Whether the first `mark` queued events were delivered (2xx) or given up."""
+        with self._cond:
+            return self._finished >= mark
 
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -83,6 +96,7 @@ class WebhookSender:
             with self._cond:
                 self._queue.popleft()
                 self._pending -= 1
+                self._finished += 1
                 self._cond.notify_all()
 
     def _deliver(self, job: _Job) -> None:

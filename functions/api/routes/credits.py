@@ -1,0 +1,218 @@
+"""Generation credits and usage allowances: reads for members, settings for billing, adjustments
+for Layers support, credit packs through Stripe Checkout."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from functions.api.container import services
+from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
+from functions.api.schemas import CheckoutOut, HttpUrl
+from shared.clock import iso
+
+router = Router()
+RequiredKey = Annotated[str, Header(alias="idempotency-key", min_length=1, max_length=255)]
+OptionalKey = Annotated[str | None, Header(alias="idempotency-key", max_length=255)]
+
+
+class ProjectCreditsOut(BaseModel):
+    project_id: str
+    used: int
+    included_used: int
+    packs_used: int
+    overage: int
+    reserved: int
+    generations: int
+
+
+class CreditsOut(BaseModel):
+    org_id: str
+    period_key: str
+    period_start: str
+    period_end: str
+    included: int = Field(description="The plan's credits for this period plus support grants")
+    used: int
+    included_used: int
+    packs_used: int
+    overage: int = Field(description="Credits used beyond included and packs, billed at period end")
+    reserved: int
+    packs_remaining: int = Field(description="Purchased credits left; they never expire")
+    available: int = Field(description="included remaining + packs remaining - reserved")
+    overage_allowed: bool
+    monthly_cap: int | None
+    projects: list[ProjectCreditsOut]
+
+
+class CreditEntryOut(BaseModel):
+    seq: int
+    kind: str
+    credits: int
+    delta: int = Field(description="Change to `available`")
+    balance_after: int = Field(description="`available` after this entry")
+    project_id: str | None
+    ref: str
+    actor: str
+    period_key: str
+    created_at: str
+
+
+class CreditEntryPage(BaseModel):
+    items: list[CreditEntryOut]
+    next_cursor: str | None
+
+
+class CapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monthly_cap: int | None = Field(ge=1, description="Hard stop on credits per period; null removes it")
+
+
+class AdjustmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    credits: int = Field(description="> 0 grants this period's credits, < 0 claws them back")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+
+
+class AdjustmentOut(BaseModel):
+    org_id: str
+    available: int
+
+
+class PackCheckoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pack_id: str
+    success_url: HttpUrl
+    cancel_url: HttpUrl
+
+
+class AllowanceOut(BaseModel):
+    metric: str
+    used: int
+    included: int
+    overage: int
+    overage_unit_price_minor: str | None = Field(description="Decimal minor units per unit; null = none sold")
+
+
+class UsageOut(BaseModel):
+    org_id: str
+    period_key: str
+    allowances: list[AllowanceOut]
+
+
+def _credits_out(org_id: str, summary: Any) -> CreditsOut:
+    a = summary.account
+    return CreditsOut(
+        org_id=org_id,
+        period_key=summary.period.key,
+        period_start=iso(summary.period.start),
+        period_end=iso(summary.period.end),
+        included=a.included,
+        used=a.used,
+        included_used=a.included_used,
+        packs_used=a.packs_used,
+        overage=a.overage,
+        reserved=a.reserved,
+        packs_remaining=a.packs,
+        available=a.available,
+        overage_allowed=a.overage_allowed,
+        monthly_cap=a.cap,
+        projects=[
+            ProjectCreditsOut(
+                project_id=p["project_id"],
+                **{
+                    k: int(p.get(k, 0))
+                    for k in ("used", "included_used", "packs_used", "overage", "reserved", "generations")
+                },
+            )
+            for p in summary.projects
+        ],
+    )
+
+
+@router.get("/v1/orgs/<org_id>/credits", tags=["credits"], summary="This period's credits, in total and per project")
+def get_credits(org_id: OrgId) -> CreditsOut:
+    return _credits_out(org_id, services().credits.summary(caller_of(router), org_id))
+
+
+@router.get("/v1/orgs/<org_id>/credits/events", tags=["credits"], summary="The credit ledger, newest first")
+def credit_events(org_id: OrgId, cursor: Cursor = None, limit: Limit = 50) -> CreditEntryPage:
+    page = services().credits.entries(caller_of(router), org_id, cursor, limit)
+    return CreditEntryPage(
+        items=[
+            CreditEntryOut(
+                seq=int(e["SK"].split("#")[1]),
+                kind=e["kind"],
+                credits=e["credits"],
+                delta=e["delta"],
+                balance_after=e["balance_after"],
+                project_id=e.get("project_id"),
+                ref=e["ref"],
+                actor=e["actor"],
+                period_key=e["period_key"],
+                created_at=e["created_at"],
+            )
+            for e in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.put("/v1/orgs/<org_id>/credits/cap", tags=["credits"], summary="Set or remove the monthly credit cap")
+def set_cap(org_id: OrgId, body: CapRequest) -> CreditsOut:
+    caller = caller_of(router)
+    services().credits.set_cap(caller, org_id, body.monthly_cap)
+    return _credits_out(org_id, services().credits.summary(caller, org_id))
+
+
+@router.post(
+    "/v1/orgs/<org_id>/credits/adjustments",
+    tags=["credits"],
+    status_code=201,
+    summary="Support: grant or claw back credits (Idempotency-Key required)",
+)
+def adjust(org_id: OrgId, body: AdjustmentRequest, idempotency_key: RequiredKey) -> AdjustmentOut:
+    available = services().credits.adjust(
+        caller_of(router), org_id, credits=body.credits, reason=body.reason, idempotency_key=idempotency_key
+    )
+    return AdjustmentOut(org_id=org_id, available=available)
+
+
+@router.post(
+    "/v1/orgs/<org_id>/credits/packs/checkout",
+    tags=["credits"],
+    status_code=201,
+    summary="Buy a credit pack: a Stripe Checkout URL",
+)
+def buy_pack(org_id: OrgId, body: PackCheckoutRequest, idempotency_key: OptionalKey = None) -> CheckoutOut:
+    attempt = idempotency_key or str(router.current_event.raw_event["requestContext"]["requestId"])
+    session_id, url = services().subscriptions.start_pack_checkout(
+        caller_of(router),
+        org_id,
+        pack_id=body.pack_id,
+        success_url=body.success_url,
+        cancel_url=body.cancel_url,
+        attempt=attempt,
+    )
+    return CheckoutOut(checkout_session_id=session_id, url=url)
+
+
+@router.get("/v1/orgs/<org_id>/usage", tags=["credits"], summary="Usage allowances this period")
+def get_usage(org_id: OrgId) -> UsageOut:
+    period, allowances = services().usage.allowances(caller_of(router), org_id)
+    return UsageOut(
+        org_id=org_id,
+        period_key=period.key,
+        allowances=[
+            AllowanceOut(
+                metric=a.metric,
+                used=a.used,
+                included=a.included,
+                overage=a.overage,
+                overage_unit_price_minor=a.unit_price_minor,
+            )
+            for a in allowances
+        ],
+    )

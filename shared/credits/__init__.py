@@ -1,0 +1,1 @@
+"""Generation credits: pooled per org per Stripe period, reservations, credit packs, overage."""

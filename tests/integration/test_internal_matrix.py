@@ -1,0 +1,171 @@
+"""Every service-to-service route (`/v1/internal/...`, IAM-authorized in AWS; a service dev token
+locally): success; invalid body (422, nothing written); no or a person's token (403 from API
+Gateway's IAM authorizer); an unknown org (404). Enumerated from the function's own OpenAPI."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.helpers import ApiClient, new_user, org_items
+from tests.local import devtokens
+
+pytestmark = pytest.mark.integration
+ENGINE = devtokens.service_token("workflow-engine")
+_runs = itertools.count()
+
+
+@dataclass
+class World:
+    org_id: str
+    project_id: str
+    owner: str
+    run_id: str  # a run with an open reservation
+
+
+def _world(api: ApiClient) -> World:
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Int"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    run_id = f"run-{new_user()}"
+    reply = api.call("POST", "/v1/internal/credits/reservations", token=ENGINE, json=_reserve(org_id, project, run_id))
+    assert reply.status == 201, reply.body
+    return World(org_id, project, owner, run_id)
+
+
+def _reserve(org_id: str, project_id: str, run_id: str) -> dict[str, Any]:
+    return {
+        "org_id": org_id,
+        "project_id": project_id,
+        "template_id": "ad-copy",
+        "generation_type": "caption_copy",
+        "quantity": 1,
+        "workflow_run_id": run_id,
+    }
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    ok_status: int
+    body: Callable[[World], dict[str, Any]]
+    bad: Callable[[World], dict[str, Any]]
+
+
+def _path(case: Case, world: World) -> str:
+    return case.path.replace("{workflow_run_id}", world.run_id)
+
+
+CASES = [
+    Case(
+        "POST",
+        "/v1/internal/credits/reservations",
+        201,
+        lambda w: _reserve(w.org_id, w.project_id, f"run-{next(_runs)}-{new_user()}"),
+        lambda w: {**_reserve(w.org_id, w.project_id, "run-bad"), "quantity": 0},
+    ),
+    Case(
+        "POST",
+        "/v1/internal/credits/reservations/{workflow_run_id}/settle",
+        200,
+        lambda w: {"org_id": w.org_id, "quantity": 1},
+        lambda w: {"org_id": w.org_id, "quantity": -1},
+    ),
+    Case(
+        "POST",
+        "/v1/internal/credits/reservations/{workflow_run_id}/release",
+        200,
+        lambda w: {"org_id": w.org_id},
+        lambda w: {"org_id": w.org_id, "extra": True},
+    ),
+    Case(
+        "POST",
+        "/v1/internal/usage/sdk-events",
+        200,
+        lambda w: {
+            "batch_id": f"b-{new_user()}",
+            "events": [{"org_id": w.org_id, "occurred_at": "2026-11-25T10:00:00Z"}],
+        },
+        lambda w: {"batch_id": "b-bad", "events": []},
+    ),
+    Case(
+        "POST",
+        "/v1/internal/usage/storage-snapshots",
+        200,
+        lambda w: {"org_id": w.org_id, "taken_at": "2026-11-25T00:00:00Z", "total_bytes": 5 * 10**9},
+        lambda w: {"org_id": w.org_id, "taken_at": "yesterday", "total_bytes": -1},
+    ),
+]
+IDS = [c.path for c in CASES]
+
+
+@pytest.fixture
+def world(api: ApiClient) -> World:
+    return _world(api)
+
+
+def test_every_internal_route_is_covered(stack: Any) -> None:
+    from functions.internal.handler import app
+
+    document = app.get_openapi_schema()
+    routes = {
+        (m.upper(), p)
+        for p, ops in document.paths.items()
+        for m in ("get", "post", "put", "patch", "delete")
+        if getattr(ops, m) is not None
+    }
+    assert routes == {(c.method, c.path) for c in CASES}
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_success(api: ApiClient, world: World, case: Case) -> None:
+    reply = api.call(case.method, _path(case, world), token=ENGINE, json=case.body(world))
+    assert reply.status == case.ok_status, reply.body
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_invalid_body_is_422_and_writes_nothing(api: ApiClient, world: World, table: Any, case: Case) -> None:
+    before = org_items(table, world.org_id)
+    reply = api.call(case.method, _path(case, world), token=ENGINE, json=case.bad(world))
+    assert (reply.status, reply.code) == (422, "validation_error"), reply.body
+    assert org_items(table, world.org_id) == before
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("who", ["nobody", "a person", "a forged service token"])
+def test_only_services_get_in(api: ApiClient, world: World, table: Any, case: Case, who: str) -> None:
+    tokens = {
+        "nobody": None,
+        "a person": devtokens.mint(world.owner),
+        "a forged service token": devtokens.mint("service:x", groups=["service"], key=devtokens.generate_key()),
+    }
+    before = org_items(table, world.org_id)
+    reply = api.call(case.method, _path(case, world), token=tokens[who], json=case.body(world))
+    assert reply.status == 403, reply.body  # API Gateway's IAM authorizer refuses unsigned requests
+    assert org_items(table, world.org_id) == before
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "sdk-events" not in c.path], ids=lambda c: c.path)
+def test_an_unknown_org_is_404(api: ApiClient, world: World, case: Case) -> None:
+    body = {**case.body(world), "org_id": "org_doesnotexist"}
+    reply = api.call(case.method, _path(case, world), token=ENGINE, json=body)
+    assert (reply.status, reply.code) == (404, "org_not_found"), reply.body
+
+
+def test_sdk_events_of_unknown_orgs_are_reported_and_not_counted(api: ApiClient, world: World, table: Any) -> None:
+    # A batch mixes many orgs; one unknown org must not drop the others' events.
+    body = {
+        "batch_id": f"b-{new_user()}",
+        "events": [
+            {"org_id": "org_doesnotexist", "occurred_at": "2026-11-25T10:00:00Z", "count": 5},
+            {"org_id": world.org_id, "occurred_at": "2026-11-25T10:00:00Z", "count": 7},
+        ],
+    }
+    reply = api.call("POST", "/v1/internal/usage/sdk-events", token=ENGINE, json=body)
+    assert reply.status == 200
+    assert (reply.body["unknown_orgs"], reply.body["events"], reply.body["groups"]) == (["org_doesnotexist"], 12, 1)
