@@ -444,7 +444,8 @@ class StripeGateway:
     def invoice_item_keys(self, invoice_id: str) -> set[str]:
         """The `billing_key` metadata of the invoice's items (what we already put on it)."""
         found = self._call(self._client.v1.invoice_items.list, params={"invoice": invoice_id, "limit": 100})
-        return {str((i.metadata or {}).get("billing_key")) for i in found.data if i.metadata}
+        metadata = [_plain(i).get("metadata") or {} for i in found.data]
+        return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
 
     # ------------------------------------------------------------------ webhooks
     def parse_webhook(self, payload: str, signature: str | None) -> WebhookEvent:

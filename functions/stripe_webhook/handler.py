@@ -69,5 +69,6 @@ def receive() -> Any:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="WebhookRequests", unit=MetricUnit.Count, value=1)
     idempotency.register_lambda_context(context)
     return app.resolve(event, context)

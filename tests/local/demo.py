@@ -4,17 +4,21 @@ Each later issue extends this script until it runs a whole billing month."""
 
 from __future__ import annotations
 
+import calendar
 import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import requests
 
 from shared.money import format_minor
+from tests.integration.stripe_kit import DAY, StripeKit
 from tests.local import devtokens
 from tests.local.stack import LocalStack, start_local_stack
 
@@ -37,6 +41,12 @@ class WebApp:
     def __init__(self, base_url: str):
         self.base_url = base_url
         self.http = requests.Session()
+
+    def post_as_service(self, token: str, path: str, body: Any, expect: int) -> Any:
+        resp = self.http.post(self.base_url + path, json=body, timeout=30, headers={"Authorization": f"Bearer {token}"})
+        if resp.status_code != expect:
+            raise SystemExit(f"demo: POST {path} returned {resp.status_code}, expected {expect}: {resp.text}")
+        return resp.json()
 
     def call(self, user: str, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
         token = devtokens.mint(user, email=f"{user}@northwind.example")
@@ -122,7 +132,8 @@ def run(web: WebApp, stack: LocalStack) -> None:
     say(f"   + Black Friday -> refused: {limit['error']['code']}")
     say(f'     "{limit["error"]["message"]}"')
 
-    subscription_month(web, stack, org_id)
+    month = subscription_month(web, stack, org_id)
+    credits_month(web, stack, org_id, month)
 
     summary = web.call(alice, "GET", f"/v1/orgs/{org_id}", expect=200)
     seats = summary["seats"]
@@ -143,20 +154,28 @@ def run(web: WebApp, stack: LocalStack) -> None:
     say("Demo finished.")
 
 
-def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> None:
+@dataclass
+class Month:
+    kit: StripeKit
+    clock: str
+    customer: str
+    start: int
+    days: int
+
+
+def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> Month:
     """Issue 3: checkout, a seat, an upgrade and a mid-cycle downgrade with its prorated refund.
-    The month runs on a Stripe test clock (November 2026, 30 days), so every figure is exact."""
-    import boto3
-
-    from tests.integration.stripe_kit import DAY, StripeKit
-
+    The month runs on a Stripe test clock from the 1st of this month, so every figure is exact."""
     alice, carol = "alice", "carol"
     kit = StripeKit(stack, boto3.resource("dynamodb").Table(stack.env["TABLE_NAME"]))
-    start = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
+    today = datetime.now(UTC)
+    first = datetime(today.year, today.month, 1, tzinfo=UTC)
+    start = int(first.timestamp())
+    days = calendar.monthrange(first.year, first.month)[1]
     clock, customer = kit.customer_on_clock(org_id, start)
 
     say()
-    say("5. Carol (billing) subscribes to Pro through Stripe Checkout (Stripe test clock: 1 Nov 2026)")
+    say(f"5. Carol (billing) subscribes to Pro through Stripe Checkout (Stripe test clock: {first:%d %b %Y})")
     session = web.call(
         carol,
         "POST",
@@ -171,14 +190,14 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> None:
     say(f"   checkout url {session['url'][:72]}...")
     kit.complete_checkout(session["checkout_session_id"])
     sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
-    first = kit.client.v1.invoices.list(params={"customer": customer}).data[0]
+    first_invoice = kit.client.v1.invoices.list(params={"customer": customer}).data[0]
     say(
         f"   paid on Stripe -> webhooks -> status {sub['status']}, plan {sub['plan']['name']}, "
         f"{sub['members']} members ({sub['extra_seats_billed']} extra seat)"
     )
     say(
         f"   period {sub['current_period_start'][:10]} .. {sub['current_period_end'][:10]}, "
-        f"anniversary day {sub['billing_anniversary_day']}, first invoice {money(first.amount_paid)}"
+        f"anniversary day {sub['billing_anniversary_day']}, first invoice {money(first_invoice.amount_paid)}"
     )
 
     say()
@@ -189,8 +208,9 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> None:
     pending = kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
     sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
     say(
-        f"   extra seats billed: {sub['extra_seats_billed']}; pending proration "
-        f"{', '.join(money(i.amount) for i in pending)} (15.00 x 25/30 days)"
+        f"   extra seats billed: {sub['extra_seats_billed']}; pending proration lines "
+        f"{', '.join(money(i.amount) for i in pending)} = {money(sum(i.amount for i in pending))} "
+        f"(one more seat: 15.00 x {days - 5}/{days} days)"
     )
 
     say()
@@ -213,6 +233,77 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> None:
         f"   Stripe refunds: {', '.join(money(r.amount) for r in refunds)} to the card; "
         f"customer credit left {money(-balance)}"
     )
+    return Month(kit, clock, customer, start, days)
+
+
+def credits_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> None:
+    """Issue 4: the workflow engine generates across two projects past the included credits; the
+    renewal invoice carries the overage."""
+    alice = "alice"
+    engine = devtokens.service_token("workflow-engine")
+    projects = {p["name"]: p["project_id"] for p in web.call(alice, "GET", f"/v1/orgs/{org_id}/projects")["items"]}
+    plan = [  # (project, template, generation type, quantity per run, runs)
+        ("Spring launch", "social-content", "short_form_video", 1, 10),
+        ("Always-on UGC", "ugc-video", "short_form_video", 1, 8),
+        ("Always-on UGC", "social-content", "slideshow", 3, 5),
+    ]
+    say()
+    say("9. The workflow engine generates across two projects (reserve -> settle, per workflow run)")
+    run = 0
+    for project, template, generation, quantity, runs in plan:
+        for _ in range(runs):
+            run += 1
+            body = {
+                "org_id": org_id,
+                "project_id": projects[project],
+                "template_id": template,
+                "generation_type": generation,
+                "quantity": quantity,
+                "workflow_run_id": f"demo-run-{run}",
+            }
+            reserved = web.post_as_service(engine, "/v1/internal/credits/reservations", body, expect=201)
+            web.post_as_service(
+                engine, f"/v1/internal/credits/reservations/demo-run-{run}/settle", {"org_id": org_id}, expect=200
+            )
+        say(f"   {runs:>2} x {generation} ({template}, {reserved['credits']} credits each) in {project}")
+    failed = {
+        "org_id": org_id,
+        "project_id": projects["Retargeting"],
+        "template_id": "social-content",
+        "generation_type": "short_form_video",
+        "quantity": 1,
+        "workflow_run_id": "demo-run-failed",
+    }
+    web.post_as_service(engine, "/v1/internal/credits/reservations", failed, expect=201)
+    web.post_as_service(
+        engine, "/v1/internal/credits/reservations/demo-run-failed/release", {"org_id": org_id}, expect=200
+    )
+    say("    1 x short_form_video in Retargeting failed -> released, nothing used")
+    credits = web.call(alice, "GET", f"/v1/orgs/{org_id}/credits", expect=200)
+    names = {v: k for k, v in projects.items()}
+    say()
+    say(f"   Credits this period ({credits['period_key'][:10]}), pooled across projects:")
+    say(f"     {'project':<16}{'used':>8}{'included':>10}{'overage':>9}{'runs':>6}")
+    for p in sorted(credits["projects"], key=lambda p: names[p["project_id"]]):
+        say(
+            f"     {names[p['project_id']]:<16}{p['used']:>8,}{p['included_used']:>10,}{p['overage']:>9,}"
+            f"{p['generations']:>6}"
+        )
+    say(f"     {'total':<16}{credits['used']:>8,}{credits['included_used']:>10,}{credits['overage']:>9,}")
+    say(f"   included {credits['included']:,}, available {credits['available']:,}; overage is billed at renewal")
+
+    kit = month.kit
+    say()
+    say("10. The period ends: Stripe drafts the renewal, our invoice.created handler adds the overage")
+    kit.advance(month.clock, month.start + month.days * DAY + 3600 + 60)
+    renewal = next(
+        i
+        for i in kit.client.v1.invoices.list(params={"customer": month.customer}).data
+        if i.billing_reason == "subscription_cycle"
+    )
+    for line in renewal.lines.data:
+        say(f"     {money(line.amount):>12}  {line.description}")
+    say(f"   renewal invoice {renewal.number}: total {money(renewal.total)}, {renewal.status}")
 
 
 def show_change(web: WebApp, user: str, org_id: str, plan_id: str) -> None:

@@ -1,0 +1,90 @@
+"""Overage reaches Stripe exactly once per period, on the renewal invoice, and reconciles with what
+we recorded. The subscription runs on a Stripe test clock; usage is recorded in-process with the
+service clock set inside that period."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import requests
+
+from shared.stripe_gateway import StripeGateway
+from shared.usage.billing import OverageBilling
+from shared.usage.service import SdkEvent
+from tests.helpers import ApiClient, new_user
+from tests.integration.credit_kit import credit_kit
+from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
+from tests.integration.test_stripe_webhooks import sign
+
+pytestmark = pytest.mark.integration
+
+
+def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, stack: Any, table: Any) -> None:
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Over", "plan_id": "free"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+
+    # September usage (Pro: 3,000 credits, 2,000 runs, 1M SDK events, 50 GB included)
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, tzinfo=UTC))
+    for run, images in (("a", 300), ("b", 46)):  # 10 credits each: 3,460 credits -> 460 over
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="social-content",
+            generation_type="image",
+            quantity=images,
+            workflow_run_id=run,
+            actor="t",
+        )
+        kit.credits.settle(org_id=org_id, workflow_run_id=run, quantity=None, occurred_at=None, actor="t")
+    kit.usage.ingest_sdk_events("sept", [SdkEvent(org_id, datetime(2026, 9, 20, tzinfo=UTC), 1_400_000)])
+    kit.usage.record_storage(org_id, datetime(2026, 9, 21, tzinfo=UTC), 52_300_000_000)  # peak 52.3 GB -> 53 GB
+
+    # Stripe renews on 1 October: a draft invoice; our invoice.created handler adds the overage
+    stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
+    draft = _renewal(stripe_kit, customer)
+    assert draft.status == "draft"
+    # A retried billing step (in-process, and the webhook delivered again) adds nothing
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
+    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)) == 0
+    event = next(
+        e
+        for e in reversed(stack.stripe.events())
+        if e["type"] == "invoice.created" and e["data"]["object"]["id"] == draft.id
+    )
+    payload = json.dumps(event)
+    assert (
+        requests.post(
+            f"{api.base_url}/webhooks/stripe", data=payload, timeout=30, headers={"Stripe-Signature": sign(payload)}
+        ).status_code
+        == 200
+    )
+
+    # An hour later Stripe finalizes and charges it
+    stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 3600 + 60)
+    invoice = stripe_kit.client.v1.invoices.retrieve(draft.id)
+    ours = {
+        line.metadata.to_dict().get("metric"): line.amount
+        for line in invoice.lines.data
+        if line.metadata and line.metadata.to_dict().get("billing_key")
+    }
+    # credits 460 x 1.8 = 828; SDK events 400,000 x 0.0015 = 600; storage 3 GB x 8 = 24; runs: within allowance
+    assert ours == {"credits": 828, "sdk_events": 600, "media_storage_gb": 24}
+    assert (invoice.status, invoice.total, invoice.amount_paid) == ("paid", 4900 + 828 + 600 + 24, 6352)
+
+    # Reconciles with what we recorded for September
+    september = kit.repo.period(org_id, "2026-09-01T00:00:00Z")
+    assert (september["credits_overage"], september["billed_credits"]) == (460, 460)
+    assert september["billed_invoice_id"] == draft.id
+    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)) == 0  # paid: nothing more, ever
+
+
+def _renewal(stripe_kit: StripeKit, customer: str) -> Any:
+    invoices = stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+    return next(i for i in invoices if i.billing_reason == "subscription_cycle")
