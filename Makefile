@@ -62,7 +62,7 @@ lint: bootstrap $(SAM_VENV)/bin/sam
 
 # Lambda artifacts for `sam build` (BuildMethod: makefile): our two packages plus the locked runtime
 # dependencies as arm64 / Python 3.12 wheels (pip cross-installs them, so no container is needed).
-build-ApiFunction build-StripeWebhookFunction build-InternalApiFunction build-CreditSweeperFunction: $(UV)
+build-ApiFunction build-StripeWebhookFunction build-InternalApiFunction build-CreditSweeperFunction build-SpendIngestFunction: $(UV)
 	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --quiet -o $(ARTIFACTS_DIR)/requirements.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(ARTIFACTS_DIR)/requirements.txt \
 		-t $(ARTIFACTS_DIR) --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \

@@ -338,6 +338,88 @@ class StripeGateway:
         )
         return str(session.id), str(session.url)
 
+    def default_card(self, customer_id: str) -> str | None:
+        """The customer's saved card for off-session charges (invoice default, else the newest card)."""
+        customer = _plain(self._call(self._client.v1.customers.retrieve, customer_id))
+        default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+        if default:
+            return str(default if isinstance(default, str) else default["id"])
+        cards = self._call(self._client.v1.payment_methods.list, params={"customer": customer_id, "type": "card"})
+        return str(cards.data[0].id) if cards.data else None
+
+    def charge_card(
+        self,
+        *,
+        customer_id: str,
+        payment_method: str,
+        amount_minor: int,
+        currency: str,
+        metadata: dict[str, str],
+        key: str,
+    ) -> str:
+        """An off-session charge of a saved card; PaymentDeclinedError when declined. Returns the intent id;
+        the money counts only when `payment_intent.succeeded` arrives."""
+        intent = self._call(
+            self._client.v1.payment_intents.create,
+            key=key,
+            params={
+                "amount": amount_minor,
+                "currency": currency.lower(),
+                "customer": customer_id,
+                "payment_method": payment_method,
+                "off_session": True,
+                "confirm": True,
+                "metadata": metadata,
+            },
+        )
+        return str(intent.id)
+
+    def start_bank_payment(
+        self,
+        *,
+        customer_id: str,
+        method: str,
+        amount_minor: int,
+        currency: str,
+        metadata: dict[str, str],
+        key: str,
+        payment_method: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """ACH debit (a saved us_bank_account, `processing` for days) or a wire (bank transfer to the
+        customer balance, `requires_action` with instructions). Returns (intent id, what to show)."""
+        params: dict[str, Any] = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "customer": customer_id,
+            "confirm": True,
+            "metadata": metadata,
+        }
+        if method == "ach":
+            params |= {
+                "payment_method_types": ["us_bank_account"],
+                "payment_method": payment_method,
+                "mandate_data": {"customer_acceptance": {"type": "offline"}},
+            }
+        else:
+            params |= {
+                "payment_method_types": ["customer_balance"],
+                "payment_method_data": {"type": "customer_balance"},
+                "payment_method_options": {
+                    "customer_balance": {"funding_type": "bank_transfer", "bank_transfer": {"type": "us_bank_transfer"}}
+                },
+            }
+        intent = _plain(self._call(self._client.v1.payment_intents.create, params=params, key=key))
+        action = intent.get("next_action") or {}
+        instructions = action.get("display_bank_transfer_instructions") or {}
+        shown = {"status": intent.get("status")}
+        if instructions:
+            shown |= {
+                "reference": instructions.get("reference"),
+                "amount_remaining_minor": instructions.get("amount_remaining"),
+                "financial_addresses": instructions.get("financial_addresses"),
+            }
+        return str(intent["id"]), shown
+
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
         session = self._call(
             self._client.v1.billing_portal.sessions.create, params={"customer": customer_id, "return_url": return_url}

@@ -25,6 +25,8 @@ from shared.settings import ApiSettings, StripeKeys
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from shared.usage.service import UsageService
+from shared.wallet.repository import WalletRepository
+from shared.wallet.service import WalletService
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Services:
     stripe_events: StripeEventHandler
     credits: CreditService
     usage: UsageService
+    wallet: WalletService
 
 
 def build_services(settings: ApiSettings) -> Services:
@@ -53,10 +56,12 @@ def build_services(settings: ApiSettings) -> Services:
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, events)
     usage = UsageService(orgs, repo, credit_repo, plans, clock)
     overage = OverageBilling(orgs, repo, credit_repo, usage, gateway)
+    wallet = WalletService(orgs, repo, WalletRepository(table), gateway, clock, events, notifier)
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
-        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, notifier, credits, overage),
+        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, notifier, credits, overage, wallet),
         credits=credits,
         usage=usage,
+        wallet=wallet,
     )

@@ -1,5 +1,5 @@
-"""Scheduled (EventBridge Scheduler, every 5 minutes): releases credit reservations whose generation
-never settled or released before its hold expired."""
+"""Scheduled (EventBridge Scheduler, every 5 minutes): releases credit reservations and wallet holds
+that were never settled or released before they expired."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def services() -> Services:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     released = services().credits.expire_due()
+    holds = services().wallet.expire_holds()
     metrics.add_metric(name="CreditReservationsExpired", unit=MetricUnit.Count, value=released)
-    logger.info("expired reservations released", extra={"released": released})
-    return {"released": released}
+    metrics.add_metric(name="WalletHoldsExpired", unit=MetricUnit.Count, value=holds)
+    logger.info("expired holds released", extra={"reservations": released, "wallet_holds": holds})
+    return {"released": released, "wallet_holds_expired": holds}

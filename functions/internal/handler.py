@@ -3,7 +3,7 @@ consumption and the usage ingestion path. Never reachable with a person's token.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache
 from typing import Annotated, Any
 
@@ -182,6 +182,100 @@ def storage_snapshot(body: StorageSnapshot) -> StorageOut:
     service_of(app)
     period = services().usage.record_storage(body.org_id, body.taken_at, body.total_bytes)
     return StorageOut(org_id=body.org_id, period_key=period.key)
+
+
+class HoldRequest(_Request):
+    org_id: Id
+    hold_id: RunId
+    project_id: Id
+    platform: Id
+    amount_minor: int = Field(gt=0)
+
+
+class HoldOut(BaseModel):
+    hold_id: str
+    status: str
+    amount_minor: int
+    platform: str
+    project_id: str
+
+
+class ReleaseHoldRequest(_Request):
+    org_id: Id
+
+
+class BillRequest(_Request):
+    org_id: Id
+    platform: Id
+    bill_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    project_id: Id
+    amount_minor: int = Field(ge=0)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    billed_on: date
+    hold_id: RunId | None = None
+
+
+class BillOut(BaseModel):
+    bill_id: str
+    platform: str
+    amount_minor: int
+    fee_minor: int
+    replayed: bool
+
+
+def _hold_out(hold: dict[str, Any]) -> HoldOut:
+    return HoldOut(
+        hold_id=hold["hold_id"],
+        status=hold["status"],
+        amount_minor=int(hold["amount_minor"]),
+        platform=hold["platform"],
+        project_id=hold["project_id"],
+    )
+
+
+@app.post(
+    "/v1/internal/wallet/holds",
+    tags=["internal"],
+    status_code=201,
+    summary="Optimizer: authorize spend before launching or scaling an ad (idempotent by hold_id)",
+)
+def place_hold(body: HoldRequest) -> HoldOut:
+    service_of(app)
+    return _hold_out(
+        services().wallet.hold(
+            org_id=body.org_id,
+            hold_id=body.hold_id,
+            project_id=body.project_id,
+            platform=body.platform,
+            amount_minor=body.amount_minor,
+        )
+    )
+
+
+@app.post("/v1/internal/wallet/holds/<hold_id>/release", tags=["internal"], summary="Release an unused hold")
+def release_hold(hold_id: RunIdPath, body: ReleaseHoldRequest) -> HoldOut:
+    service_of(app)
+    return _hold_out(services().wallet.release_hold(org_id=body.org_id, hold_id=hold_id))
+
+
+@app.post(
+    "/v1/internal/wallet/bills",
+    tags=["internal"],
+    summary="A platform bill: debit spend + platform fee, once per platform and bill id",
+)
+def record_bill(body: BillRequest) -> BillOut:
+    result = services().wallet.record_bill(
+        org_id=body.org_id,
+        platform=body.platform,
+        bill_id=body.bill_id,
+        project_id=body.project_id,
+        amount_minor=body.amount_minor,
+        currency=body.currency,
+        billed_on=body.billed_on,
+        hold_id=body.hold_id,
+        actor=service_of(app),
+    )
+    return BillOut(**result)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)

@@ -15,6 +15,7 @@ from shared.observability import logger
 from shared.orgs.repository import OrgRepository
 from shared.stripe_gateway import StripeGateway, WebhookEvent
 from shared.usage.billing import OverageBilling
+from shared.wallet.service import WalletService
 
 
 class StripeEventHandler:
@@ -28,6 +29,7 @@ class StripeEventHandler:
         notifier: Notifier,
         credits: CreditService,
         overage: OverageBilling,
+        wallet: WalletService,
     ):
         self._repo = repo
         self._gateway = gateway
@@ -38,6 +40,7 @@ class StripeEventHandler:
         self._notifier = notifier
         self._credits = credits
         self._overage = overage
+        self._wallet = wallet
         self._handlers: dict[str, Callable[[dict[str, Any]], str]] = {
             "checkout.session.completed": self._checkout_completed,
             "customer.subscription.created": self._subscription_changed,
@@ -150,7 +153,25 @@ class StripeEventHandler:
         return "past_due_notified"
 
     def _payment_intent(self, intent: dict[str, Any]) -> str:
-        # One-off payments (credit packs, wallet top-ups) are handled by later features.
+        metadata = intent.get("metadata") or {}
+        if metadata.get("kind") != "wallet_topup" or not metadata.get("org_id"):
+            return "noted"  # credit packs are credited on checkout.session.completed
+        if intent.get("status") == "succeeded":
+            charge = intent.get("latest_charge")
+            credited = self._wallet.topup_succeeded(
+                org_id=metadata["org_id"],
+                topup_id=metadata["topup_id"],
+                payment_intent_id=str(intent["id"]),
+                charge_id=charge if isinstance(charge, str) or charge is None else charge["id"],
+                amount_minor=int(intent["amount_received"] or intent["amount"]),
+            )
+            return "wallet_credited" if credited else "wallet_already_credited"
+        if intent.get("status") in ("requires_payment_method", "canceled") and metadata.get("method") != "auto_card":
+            # (auto-top-up charges are retried and reported by the wallet itself)
+            self._wallet.topup_failed(
+                org_id=metadata["org_id"], topup_id=metadata["topup_id"], payment_intent_id=str(intent["id"])
+            )
+            return "wallet_topup_failed"
         return "noted"
 
     def _charge_refunded(self, charge: dict[str, Any]) -> str:
@@ -159,6 +180,10 @@ class StripeEventHandler:
     def _dispute_created(self, dispute: dict[str, Any]) -> str:
         charge = dispute.get("charge")
         charge_id = charge if isinstance(charge, str) else (charge or {}).get("id")
+        if charge_id and self._wallet.dispute(
+            charge_id=str(charge_id), dispute_id=str(dispute["id"]), amount_minor=int(dispute.get("amount") or 0)
+        ):
+            return "wallet_reversed"
         org_id = self._org_for(dispute.get("customer")) if dispute.get("customer") else None
         if org_id:
             self._notifier.notify(

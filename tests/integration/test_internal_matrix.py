@@ -25,16 +25,37 @@ class World:
     project_id: str
     owner: str
     run_id: str  # a run with an open reservation
+    hold_id: str = ""  # an open wallet hold (agency orgs)
 
 
 def _world(api: ApiClient) -> World:
     owner = new_user()
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Int"}).body["org_id"]
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Int", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
     run_id = f"run-{new_user()}"
     reply = api.call("POST", "/v1/internal/credits/reservations", token=ENGINE, json=_reserve(org_id, project, run_id))
     assert reply.status == 201, reply.body
-    return World(org_id, project, owner, run_id)
+    # Fund the wallet through the service itself (a credited top-up), then hold part of it.
+    _fund(org_id)
+    hold_id = f"hold-{new_user()}"
+    hold = api.call(
+        "POST",
+        "/v1/internal/wallet/holds",
+        token=ENGINE,
+        json={"org_id": org_id, "hold_id": hold_id, "project_id": project, "platform": "meta", "amount_minor": 500},
+    )
+    assert hold.status == 201, hold.body
+    return World(org_id, project, owner, run_id, hold_id)
+
+
+def _fund(org_id: str) -> None:
+    from functions.internal.handler import services
+
+    services().wallet.topup_succeeded(
+        org_id=org_id, topup_id=f"tu-{org_id}", payment_intent_id=f"pi-{org_id}", charge_id=None, amount_minor=100_000
+    )
 
 
 def _reserve(org_id: str, project_id: str, run_id: str) -> dict[str, Any]:
@@ -58,7 +79,7 @@ class Case:
 
 
 def _path(case: Case, world: World) -> str:
-    return case.path.replace("{workflow_run_id}", world.run_id)
+    return case.path.replace("{workflow_run_id}", world.run_id).replace("{hold_id}", world.hold_id)
 
 
 CASES = [
@@ -99,6 +120,55 @@ CASES = [
         200,
         lambda w: {"org_id": w.org_id, "taken_at": "2026-11-25T00:00:00Z", "total_bytes": 5 * 10**9},
         lambda w: {"org_id": w.org_id, "taken_at": "yesterday", "total_bytes": -1},
+    ),
+    Case(
+        "POST",
+        "/v1/internal/wallet/bills",
+        200,
+        lambda w: {
+            "org_id": w.org_id,
+            "platform": "meta",
+            "bill_id": f"bill-{new_user()}",
+            "project_id": w.project_id,
+            "amount_minor": 1234,
+            "currency": "USD",
+            "billed_on": "2026-11-24",
+        },
+        lambda w: {
+            "org_id": w.org_id,
+            "platform": "meta",
+            "bill_id": "x",
+            "project_id": w.project_id,
+            "amount_minor": -5,
+            "currency": "usd",
+            "billed_on": "someday",
+        },
+    ),
+    Case(
+        "POST",
+        "/v1/internal/wallet/holds",
+        201,
+        lambda w: {
+            "org_id": w.org_id,
+            "hold_id": f"h-{new_user()}",
+            "project_id": w.project_id,
+            "platform": "tiktok",
+            "amount_minor": 100,
+        },
+        lambda w: {
+            "org_id": w.org_id,
+            "hold_id": "h",
+            "project_id": w.project_id,
+            "platform": "tiktok",
+            "amount_minor": 0,
+        },
+    ),
+    Case(
+        "POST",
+        "/v1/internal/wallet/holds/{hold_id}/release",
+        200,
+        lambda w: {"org_id": w.org_id},
+        lambda w: {"org_id": w.org_id, "amount_minor": 5},
     ),
 ]
 IDS = [c.path for c in CASES]

@@ -39,6 +39,7 @@ class Case:
     needs_subscription: bool = False  # success needs a live Stripe subscription
     ok_as: str = "owner"  # who succeeds: a role, or "support" (Layers staff)
     headers: dict[str, str] = field(default_factory=dict)  # sent on every call of the case
+    needs_wallet_money: bool = False  # success needs a card top-up credited to the wallet
 
 
 CASES: list[Case] = [
@@ -161,6 +162,35 @@ CASES: list[Case] = [
         forbidden_role="member",
     ),
     Case("GET", "/v1/orgs/{org_id}/usage", bad_path={"org_id": TOO_LONG}),
+    Case("GET", "/v1/orgs/{org_id}/wallet", bad_path={"org_id": TOO_LONG}),
+    Case("GET", "/v1/orgs/{org_id}/wallet/transactions", bad_params={"platform": "myspace"}),
+    Case(
+        "PUT",
+        "/v1/orgs/{org_id}/wallet/settings",
+        ok_body={"low_threshold_minor": 5000},
+        bad_body={"low_threshold_minor": -1},
+        forbidden_role="member",
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/wallet/top-ups",
+        202,
+        ok_body={"amount_minor": 5000, "method": "card"},
+        bad_body={"amount_minor": 1, "method": "cash"},
+        forbidden_role="member",
+        headers={"Idempotency-Key": "matrix-topup"},
+    ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/wallet/refunds",
+        201,
+        ok_body={"amount_minor": 1000, "reason": "withdrawal"},
+        bad_body={"amount_minor": 0, "reason": ""},
+        forbidden_role="owner",
+        ok_as="support",
+        headers={"Idempotency-Key": "matrix-refund"},
+        needs_wallet_money=True,
+    ),
 ]
 IDS = [f"{c.method} {c.path}" for c in CASES]
 
@@ -198,8 +228,18 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
-    if case.needs_subscription:
-        StripeKit(stack, table).subscribe(api, world.user("owner"), world.org_id, "pro")
+    if case.needs_subscription or case.needs_wallet_money:
+        StripeKit(stack, table).subscribe(api, world.user("owner"), world.org_id, "pro")  # a saved card
+    if case.needs_wallet_money:
+        topup = api.call(
+            "POST",
+            f"/v1/orgs/{world.org_id}/wallet/top-ups",
+            as_user=world.user("owner"),
+            json={"amount_minor": 20_000, "method": "card"},
+            headers={"Idempotency-Key": "fund"},
+        )
+        assert topup.status == 202, topup.body
+        stack.stripe.wait_for_deliveries()
     user, groups = (new_user("staff"), ("support",)) if case.ok_as == "support" else (world.user(case.ok_as), ())
     reply = api.call(
         case.method, _path(case, world), as_user=user, groups=groups, json=case.ok_body, headers=case.headers

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import fixtures
 from .core import Obj
+from .delayed import Delayed
 from .errors import invalid, missing, param_missing
 from .money import add_interval, format_date, format_quantity, format_unit, prorate, usage_amount
 from .params import (
@@ -26,7 +27,6 @@ from .params import (
     merge_metadata,
     req_str,
 )
-from .payments import Payments
 
 PRORATION_BEHAVIORS = ("create_prorations", "none", "always_invoice")
 PAYMENT_BEHAVIORS = ("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete")
@@ -85,7 +85,7 @@ def _unit(price: Obj) -> Decimal:
     return Decimal(price["unit_amount_decimal"])
 
 
-class Billing(Payments):
+class Billing(Delayed):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.invoice_lines: dict[str, list[Obj]] = {}
@@ -1482,6 +1482,18 @@ class Billing(Payments):
             ]
             sub = min(due, key=lambda s: (s["current_period_end"], s["created"]), default=None)
             draft = min(drafts, key=lambda i: (self.auto_finalize[i["id"]], i["created"]), default=None)
+            settlement = self.next_settlement(customers, frozen_time)
+            if settlement is not None and all(
+                settlement[0] <= at
+                for at in (
+                    self.auto_finalize[draft["id"]] if draft else None,
+                    sub["current_period_end"] if sub else None,
+                )
+                if at is not None
+            ):
+                clock["frozen_time"] = settlement[0]
+                self.settle_ach(settlement[1])
+                continue
             if draft is not None and (sub is None or self.auto_finalize[draft["id"]] <= sub["current_period_end"]):
                 if draft["id"] not in waited:
                     # Like Stripe's hour: the invoice.created handler may still add items. The state may change

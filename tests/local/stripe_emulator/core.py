@@ -1,7 +1,7 @@
 """Emulator state: object store, "now" (test clocks), events, rendering, `expand[]` and list pagination.
 
-Business logic lives in subclasses (payments.py -> billing.py -> engine.py); one re-entrant lock around every
-API call keeps it simple and correct (the emulator is for tests, not throughput).
+Business logic lives in subclasses (payments.py -> delayed.py -> billing.py -> engine.py); one re-entrant lock
+around every API call keeps it simple and correct (the emulator is for tests, not throughput).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ _NAMES = {
     "setup_intent": "setupintent",
     "dispute": "dispute",
     "customer_balance_transaction": "customer balance transaction",
+    "customer_cash_balance_transaction": "customer cash balance transaction",
+    "mandate": "mandate",
     "invoice_payment": "invoice payment",
     "webhook_endpoint": "webhook endpoint",
 }

@@ -42,6 +42,47 @@ TEST_CARDS: dict[str, Card] = {
     "pm_card_chargeCustomerFail": Card("visa", "0341", "generic_decline"),
 }
 
+
+@dataclass(frozen=True)
+class BankAccount:
+    """A US bank account for ACH Direct Debit (routing 110000000, Stripe's test bank)."""
+
+    last4: str
+    failure_code: str | None = None  # None: the debit settles
+    dispute: bool = False  # settles, then the customer's bank disputes it
+    settles: bool = True  # False: stays `processing` until the test helper settles it
+
+
+# Stripe's ACH test PaymentMethod tokens (and the account numbers they stand for).
+TEST_BANK_ACCOUNTS: dict[str, BankAccount] = {
+    "pm_usBankAccount_success": BankAccount("6789"),
+    "pm_usBankAccount_accountClosed": BankAccount("1113", "account_closed"),
+    "pm_usBankAccount_noAccount": BankAccount("1116", "no_account"),
+    "pm_usBankAccount_insufficientFunds": BankAccount("2227", "insufficient_funds"),
+    "pm_usBankAccount_debitNotAuthorized": BankAccount("3335", "debit_not_authorized"),
+    "pm_usBankAccount_invalidCurrency": BankAccount("4440", "invalid_currency"),
+    "pm_usBankAccount_dispute": BankAccount("5559", dispute=True),
+    "pm_usBankAccount_processing": BankAccount("0009", settles=False),
+}
+TEST_ROUTING_NUMBER = "110000000"
+TEST_ACCOUNT_NUMBERS: dict[str, str] = {
+    "000123456789": "pm_usBankAccount_success",
+    "000111111113": "pm_usBankAccount_accountClosed",
+    "000111111116": "pm_usBankAccount_noAccount",
+    "000222222227": "pm_usBankAccount_insufficientFunds",
+    "000333333335": "pm_usBankAccount_debitNotAuthorized",
+    "000444444440": "pm_usBankAccount_invalidCurrency",
+    "000555555559": "pm_usBankAccount_dispute",
+    "000000000009": "pm_usBankAccount_processing",
+}
+BANK_FAILURE_MESSAGES = {
+    "account_closed": "The customer's bank account has been closed.",
+    "no_account": "The customer's bank account could not be located.",
+    "insufficient_funds": "The customer's account has insufficient funds to cover this payment.",
+    "debit_not_authorized": "The customer has notified their bank that this payment was unauthorized.",
+    "invalid_currency": "The bank was unable to process this payment because of its currency.",
+}
+
 _DECLINE_MESSAGES = {
     "generic_decline": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
@@ -52,6 +93,9 @@ class Payments(Core):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cards: dict[str, Card] = {}
+        self.banks: dict[str, BankAccount] = {}
+        # PaymentIntents created with an explicit `payment_method_types` (the PM type is checked against it).
+        self.explicit_pm_types: set[str] = set()
 
     # ============================================================ customers
     def create_customer(self, params: Obj) -> Obj:
@@ -345,8 +389,11 @@ class Payments(Core):
     def resolve_payment_method(self, pm_id: str, *, customer: str | None = None, param: str = "payment_method") -> Obj:
         """A stored `pm_...`, or a test token (`pm_card_visa`...) turned into a fresh PM (attached to
         `customer` when given, so it can be used as a default)."""
-        if pm_id in TEST_CARDS:
-            pm = self._new_payment_method(TEST_CARDS[pm_id], customer)
+        if pm_id in TEST_CARDS or pm_id in TEST_BANK_ACCOUNTS:
+            if pm_id in TEST_CARDS:
+                pm = self._new_payment_method(TEST_CARDS[pm_id], customer)
+            else:
+                pm = self._new_bank_payment_method(TEST_BANK_ACCOUNTS[pm_id], customer)
             if customer:
                 self.emit("payment_method.attached", pm)
             return pm
@@ -392,12 +439,83 @@ class Payments(Core):
         self.cards[pm["id"]] = card
         return self.add(pm)
 
+    def _new_bank_payment_method(
+        self, bank: BankAccount, customer: str | None, billing_details: Obj | None = None
+    ) -> Obj:
+        pm = self._new_payment_method(TEST_CARDS["pm_card_visa"], customer)
+        del self.cards[pm["id"]]
+        pm.pop("card", None)
+        pm["type"] = "us_bank_account"
+        pm["us_bank_account"] = {
+            "account_holder_type": "individual",
+            "account_type": "checking",
+            "bank_name": "STRIPE TEST BANK",
+            "financial_connections_account": None,
+            "fingerprint": fixtures.new_id("", 16),
+            "last4": bank.last4,
+            "networks": {"preferred": "ach", "supported": ["ach"]},
+            "routing_number": TEST_ROUTING_NUMBER,
+            "status_details": {},
+        }
+        for key, value in (billing_details or {}).items():
+            if key in pm["billing_details"] and isinstance(value, str):
+                pm["billing_details"][key] = value
+        self.banks[pm["id"]] = bank
+        return pm
+
+    def _new_customer_balance_payment_method(self, customer: str | None) -> Obj:
+        pm = self._new_payment_method(TEST_CARDS["pm_card_visa"], customer)
+        del self.cards[pm["id"]]
+        pm.pop("card", None)
+        pm.update(type="customer_balance", customer_balance={})
+        return pm
+
+    def payment_method_from_data(self, data: Obj, *, param: str = "payment_method_data") -> Obj:
+        """`payment_method_data` (or POST /v1/payment_methods): a new, unattached PM of a non-card type."""
+
+        def where(name: str) -> str:
+            return f"{param}[{name}]" if param else name
+
+        kind = get_str(data, "type")
+        if kind == "customer_balance":
+            return self._new_customer_balance_payment_method(None)
+        if kind == "us_bank_account":
+            bank = get_dict(data, "us_bank_account")
+            number = get_str(bank, "account_number")
+            routing = get_str(bank, "routing_number")
+            if not number or not routing:
+                raise param_missing(where(f"us_bank_account][{'routing_number' if number else 'account_number'}"))
+            token = TEST_ACCOUNT_NUMBERS.get(number)
+            if routing != TEST_ROUTING_NUMBER or token is None:
+                raise invalid(
+                    f"Only Stripe's test bank accounts are emulated (routing {TEST_ROUTING_NUMBER}, account "
+                    f"{', '.join(TEST_ACCOUNT_NUMBERS)}).",
+                    param=where("us_bank_account][account_number"),
+                )
+            pm = self._new_bank_payment_method(TEST_BANK_ACCOUNTS[token], None, get_dict(data, "billing_details"))
+            holder = get_enum(bank, "account_holder_type", ("individual", "company"))
+            if holder:
+                pm["us_bank_account"]["account_holder_type"] = holder
+            account_type = get_enum(bank, "account_type", ("checking", "savings"))
+            if account_type:
+                pm["us_bank_account"]["account_type"] = account_type
+            return pm
+        if kind is None:
+            raise param_missing(where("type"))
+        raise invalid(
+            f"Only payment_method_data[type]=us_bank_account|customer_balance is emulated, not {kind}.",
+            param=where("type"),
+        )
+
     def _attach(self, pm: Obj, customer_id: str) -> None:
         pm["customer"] = customer_id
         self.emit("payment_method.attached", pm)
 
     def create_payment_method(self, params: Obj) -> Obj:
-        req_str(params, "type")
+        if req_str(params, "type") != "card":
+            pm = self.payment_method_from_data(params, param="")
+            pm["metadata"] = merge_metadata({}, params.get("metadata"))
+            return pm
         card = get_dict(params, "card")
         token = card.get("token", "tok_visa")
         mapped = {"tok_visa": "pm_card_visa", "tok_chargeDeclined": "pm_card_chargeDeclined"}.get(token)
@@ -410,7 +528,7 @@ class Payments(Core):
     def attach_payment_method(self, params: Obj, pm_id: str) -> Obj:
         customer_id = req_str(params, "customer")
         self.get("customer", customer_id, param="customer")
-        if pm_id in TEST_CARDS:
+        if pm_id in TEST_CARDS or pm_id in TEST_BANK_ACCOUNTS:
             return self.resolve_payment_method(pm_id, customer=customer_id)
         pm = self.get("payment_method", pm_id)
         if pm["customer"] and pm["customer"] != customer_id:
@@ -470,6 +588,8 @@ class Payments(Core):
         metadata: dict[str, str] | None = None,
         payment_method: str | None = None,
         setup_future_usage: str | None = None,
+        payment_method_types: list[str] | None = None,
+        payment_method_options: Obj | None = None,
     ) -> Obj:
         pi_id = fixtures.new_id("pi_")
         pi = fixtures.base(
@@ -489,6 +609,8 @@ class Payments(Core):
             next_action=None,
             payment_method=payment_method,
             payment_method_configuration_details=None,
+            payment_method_options=payment_method_options or {},
+            payment_method_types=payment_method_types or ["card"],
             processing=None,
             setup_future_usage=setup_future_usage,
             shipping=None,
@@ -501,8 +623,14 @@ class Payments(Core):
         return pi
 
     def confirm(self, pi: Obj, pm: Obj, *, off_session: bool = False) -> Obj:
-        """Charge `pm` for the intent. Returns the charge; on a decline the intent goes back to
+        """Charge `pm` (a card) for the intent. Returns the charge; on a decline the intent goes back to
         requires_payment_method with `last_payment_error` (the caller decides whether to raise)."""
+        if pm["type"] != "card":
+            raise invalid(
+                f"The emulator only pays invoices and Checkout Sessions with cards, not {pm['type']} "
+                "(delayed payment methods are emulated on standalone PaymentIntents).",
+                param="payment_method",
+            )
         card = self.cards.get(pm["id"], TEST_CARDS["pm_card_visa"])
         pi["payment_method"] = pm["id"]
         charge = self._new_charge(pi, pm, card)
@@ -613,8 +741,13 @@ class Payments(Core):
                 param="amount",
                 code="amount_too_small",
             )
-        pm_id = get_str(params, "payment_method")
-        pm = self.resolve_payment_method(pm_id, param="payment_method") if pm_id else None
+        types = [str(t) for t in get_list(params, "payment_method_types")]
+        pm = self._payment_method_param(params)
+        if pm is not None:
+            self.check_payment_method_type(pm, types, currency)
+        options = self.payment_method_options(params, types or ([pm["type"]] if pm else []))
+        if pm is not None and get_bool(params, "confirm", False):
+            self.check_confirmable(pm, customer_id, options)
         pi = self.new_payment_intent(
             amount=amount,
             currency=currency,
@@ -623,20 +756,98 @@ class Payments(Core):
             metadata=merge_metadata({}, params.get("metadata")),
             payment_method=pm["id"] if pm else None,
             setup_future_usage=get_enum(params, "setup_future_usage", ("off_session", "on_session")),
+            payment_method_types=types or ([pm["type"]] if pm else ["card"]),
+            payment_method_options=options,
         )
+        if types:
+            self.explicit_pm_types.add(pi["id"])
         if get_bool(params, "confirm", False):
-            self._confirm_or_raise(pi, pm, off_session=bool(get_bool(params, "off_session", False)))
+            self._confirm_or_raise(pi, pm, params)
+        elif "mandate_data" in params:
+            raise invalid("mandate_data can only be used with confirm=true.", param="mandate_data")
         return pi
 
-    def _confirm_or_raise(self, pi: Obj, pm: Obj | None, *, off_session: bool) -> None:
+    def _payment_method_param(self, params: Obj) -> Obj | None:
+        """`payment_method` (an id or a test token) or `payment_method_data` (a new PM), not both."""
+        pm_id = get_str(params, "payment_method")
+        data = get_dict(params, "payment_method_data")
+        if pm_id and data:
+            raise invalid(
+                "You cannot specify both payment_method and payment_method_data.", param="payment_method_data"
+            )
+        if data:
+            return self.payment_method_from_data(data)
+        return self.resolve_payment_method(pm_id, param="payment_method") if pm_id else None
+
+    def check_payment_method_type(self, pm: Obj, types: list[str], currency: str) -> None:
+        if types and pm["type"] not in types:
+            raise invalid(
+                f"The PaymentMethod provided ({pm['type']}) is not allowed for this PaymentIntent. Please attach a "
+                f"PaymentMethod of one of the following types: {', '.join(types)}. Alternatively, update the "
+                f'allowed payment_method_types for this PaymentIntent to include "{pm["type"]}".',
+                param="payment_method",
+                code="payment_intent_invalid_parameter",
+            )
+        if pm["type"] in ("us_bank_account", "customer_balance") and currency != "usd":
+            raise invalid(
+                f"The currency provided ({currency}) is invalid. Payments with {pm['type']} support the following "
+                "currencies: usd.",
+                param="currency",
+                code="payment_intent_invalid_parameter",
+            )
+
+    def payment_method_options(self, params: Obj, types: list[str]) -> Obj:
+        """The PaymentIntent's `payment_method_options`, as Stripe echoes them (only the emulated types)."""
+        given = get_dict(params, "payment_method_options")
+        out: Obj = {}
+        if "card" in given or "card" in types:
+            out["card"] = {
+                "installments": None,
+                "mandate_options": None,
+                "network": None,
+                "request_three_d_secure": "automatic",
+            }
+        if "us_bank_account" in given or "us_bank_account" in types:
+            ach = get_dict(given, "us_bank_account")
+            out["us_bank_account"] = {
+                "verification_method": get_enum(
+                    ach, "verification_method", ("automatic", "instant", "microdeposits"), "automatic"
+                )
+            }
+        if "customer_balance" in given or "customer_balance" in types:
+            balance = get_dict(given, "customer_balance")
+            transfer = get_dict(balance, "bank_transfer")
+            out["customer_balance"] = {
+                "funding_type": get_str(balance, "funding_type"),
+                "bank_transfer": {
+                    "type": get_str(transfer, "type"),
+                    "requested_address_types": [str(t) for t in get_list(transfer, "requested_address_types")]
+                    or ["aba", "swift"],
+                }
+                if transfer
+                else None,
+            }
+        return out
+
+    def _confirm_or_raise(self, pi: Obj, pm: Obj | None, params: Obj) -> None:
         if pm is None:
             raise invalid(
                 "You cannot confirm this PaymentIntent because it's missing a payment method.",
                 code="payment_intent_unexpected_state",
             )
-        charge = self.confirm(pi, pm, off_session=off_session)
+        if pm["type"] != "card":
+            self.confirm_delayed(pi, pm, params)
+            return
+        charge = self.confirm(pi, pm, off_session=bool(get_bool(params, "off_session", False)))
         if pi["status"] != "succeeded":
             self.raise_card_error(pi, dict(pi["last_payment_error"], charge=charge["id"]))
+
+    def check_confirmable(self, pm: Obj, customer: str | None, options: Obj) -> None:
+        """Refuse a confirmation with `pm` before anything is created (parameter errors, not payment failures)."""
+
+    def confirm_delayed(self, pi: Obj, pm: Obj, params: Obj) -> None:
+        """Confirm with a delayed-notification payment method (us_bank_account, customer_balance)."""
+        raise invalid(f"Payment method type {pm['type']} is not emulated.", param="payment_method")
 
     def confirm_payment_intent(self, params: Obj, pi_id: str) -> Obj:
         pi = self.get("payment_intent", pi_id)
@@ -645,11 +856,25 @@ class Payments(Core):
                 f"This PaymentIntent's status is {pi['status']}, so it cannot be confirmed.",
                 code="payment_intent_unexpected_state",
             )
-        pm_id = get_str(params, "payment_method") or pi["payment_method"]
-        if pm_id is None and pi["last_payment_error"]:
-            pm_id = pi["last_payment_error"]["payment_method"]["id"]
-        pm = self.resolve_payment_method(pm_id, param="payment_method") if pm_id else None
-        self._confirm_or_raise(pi, pm, off_session=bool(get_bool(params, "off_session", False)))
+        pm = self._payment_method_param(params)
+        if pm is None:
+            pm_id = pi["payment_method"]
+            if pm_id is None and pi["last_payment_error"]:
+                pm_id = pi["last_payment_error"]["payment_method"]["id"]
+            pm = self.resolve_payment_method(pm_id, param="payment_method") if pm_id else None
+        if pm is not None:
+            types = pi["payment_method_types"] if pi["id"] in self.explicit_pm_types else []
+            self.check_payment_method_type(pm, types, pi["currency"])
+        options = {**pi["payment_method_options"], **self.payment_method_options(params, [])}
+        for type_ in [*pi["payment_method_types"], *([pm["type"]] if pm else [])]:
+            if type_ not in options:
+                options.update(self.payment_method_options({}, [type_]))
+        if pm is not None:
+            self.check_confirmable(pm, pi["customer"], options)
+            if pm["type"] not in pi["payment_method_types"]:
+                pi["payment_method_types"] = [*pi["payment_method_types"], pm["type"]]
+        pi["payment_method_options"] = options
+        self._confirm_or_raise(pi, pm, params)
         return pi
 
     def cancel_payment_intent(self, params: Obj, pi_id: str) -> Obj:

@@ -99,6 +99,8 @@ INVOICE_ITEM = {
     "period": {"start": ANY, "end": ANY},
     "metadata": FREE,
 }
+US_BANK_ACCOUNT = {"account_number": ANY, "routing_number": ANY, "account_holder_type": ANY, "account_type": ANY}
+BILLING_DETAILS = {"name": ANY, "email": ANY, "phone": ANY}
 PAYMENT_INTENT = {
     "amount": ANY,
     "currency": ANY,
@@ -110,6 +112,31 @@ PAYMENT_INTENT = {
     "description": ANY,
     "setup_future_usage": ANY,
     "payment_method_types": [ANY],
+    "payment_method_data": {
+        "type": ANY,
+        "us_bank_account": US_BANK_ACCOUNT,
+        "billing_details": BILLING_DETAILS,
+    },
+    "payment_method_options": {
+        "card": FREE,
+        "us_bank_account": {"verification_method": ANY},
+        "customer_balance": {
+            "funding_type": ANY,
+            "bank_transfer": {"type": ANY, "requested_address_types": [ANY]},
+        },
+    },
+    "mandate_data": {
+        "customer_acceptance": {
+            "type": ANY,
+            "accepted_at": ANY,
+            "online": {"ip_address": ANY, "user_agent": ANY},
+            "offline": FREE,
+        }
+    },
+}
+PAYMENT_INTENT_CONFIRM = {
+    k: PAYMENT_INTENT[k]
+    for k in ("payment_method", "off_session", "payment_method_data", "payment_method_options", "mandate_data")
 }
 CHECKOUT = {
     "mode": ANY,
@@ -174,6 +201,14 @@ def build_routes(e: Engine) -> list[Route]:
         ("GET", f"/v1/customers/{_ID}/balance_transactions", _PAGE, e.list_balance_transactions),
         ("GET", f"/v1/customers/{_ID}/balance_transactions/{_ID}", _NONE, e.retrieve_balance_transaction),
         ("GET", f"/v1/customers/{_ID}/payment_methods", {**_PAGE, "type": ANY}, e.list_customer_payment_methods),
+        ("GET", f"/v1/customers/{_ID}/cash_balance", _NONE, e.retrieve_cash_balance),
+        ("GET", f"/v1/customers/{_ID}/cash_balance_transactions", _PAGE, e.list_cash_balance_transactions),
+        (
+            "GET",
+            f"/v1/customers/{_ID}/cash_balance_transactions/{_ID}",
+            _NONE,
+            e.retrieve_cash_balance_transaction,
+        ),
         # catalog
         ("POST", "/v1/products", PRODUCT, e.create_product),
         ("GET", "/v1/products", {**_PAGE, "active": ANY, "ids": [ANY]}, e.list_products),
@@ -197,7 +232,13 @@ def build_routes(e: Engine) -> list[Route]:
         (
             "POST",
             "/v1/payment_methods",
-            {"type": ANY, "card": {"token": ANY}, "metadata": FREE},
+            {
+                "type": ANY,
+                "card": {"token": ANY},
+                "us_bank_account": US_BANK_ACCOUNT,
+                "billing_details": BILLING_DETAILS,
+                "metadata": FREE,
+            },
             e.create_payment_method,
         ),
         ("GET", "/v1/payment_methods", {**_PAGE, "customer": ANY, "type": ANY}, e.list_payment_methods),
@@ -211,7 +252,7 @@ def build_routes(e: Engine) -> list[Route]:
         (
             "POST",
             f"/v1/payment_intents/{_ID}/confirm",
-            {"payment_method": ANY, "off_session": ANY},
+            PAYMENT_INTENT_CONFIRM,
             e.confirm_payment_intent,
         ),
         ("POST", f"/v1/payment_intents/{_ID}/cancel", {"cancellation_reason": ANY}, e.cancel_payment_intent),
@@ -227,6 +268,7 @@ def build_routes(e: Engine) -> list[Route]:
         ("GET", f"/v1/refunds/{_ID}", _NONE, lambda p, i: e.get("refund", i)),
         ("GET", f"/v1/disputes/{_ID}", _NONE, lambda p, i: e.get("dispute", i)),
         ("GET", f"/v1/setup_intents/{_ID}", _NONE, lambda p, i: e.get("setup_intent", i)),
+        ("GET", f"/v1/mandates/{_ID}", _NONE, lambda p, i: e.get("mandate", i)),
         # checkout, portal
         ("POST", "/v1/checkout/sessions", CHECKOUT, e.create_checkout_session),
         (
@@ -330,6 +372,12 @@ def build_routes(e: Engine) -> list[Route]:
         ("GET", f"/v1/test_helpers/test_clocks/{_ID}", _NONE, lambda p, i: e.get("test_helpers.test_clock", i)),
         ("DELETE", f"/v1/test_helpers/test_clocks/{_ID}", _NONE, e.delete_test_clock),
         ("POST", f"/v1/test_helpers/test_clocks/{_ID}/advance", {"frozen_time": ANY}, e.advance_test_clock),
+        (
+            "POST",
+            f"/v1/test_helpers/customers/{_ID}/fund_cash_balance",
+            {"amount": ANY, "currency": ANY, "reference": ANY},
+            e.fund_cash_balance,
+        ),
         # events, webhook endpoints
         ("GET", "/v1/events", {**_PAGE, "type": ANY, "types": [ANY]}, e.list_events),
         ("GET", f"/v1/events/{_ID}", _NONE, lambda p, i: e.get("event", i)),
@@ -348,5 +396,6 @@ def build_routes(e: Engine) -> list[Route]:
             e.complete_checkout_session,
         ),
         ("POST", f"/_emulator/charges/{_ID}/dispute", {"amount": ANY, "reason": ANY}, e.create_dispute),
+        ("POST", f"/_emulator/payment_intents/{_ID}/settle", {"outcome": ANY}, e.settle_payment_intent),
     ]
     return [Route(method, re.compile(f"^{path}$"), schema, handler) for method, path, schema, handler in table]

@@ -208,7 +208,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         """Hosted pages (checkout, portal, invoices) are placeholders: a browser only needs a 200."""
         body = f"<html><body><h1>Stripe emulator</h1><p>{path}</p></body></html>".encode()
         self.send_response(
-            200 if path.startswith(("/checkout/", "/billing_portal/", "/invoice/", "/receipts/")) else 404
+            200
+            if path.startswith(
+                ("/checkout/", "/billing_portal/", "/invoice/", "/receipts/", "/bank_transfer_instructions/")
+            )
+            else 404
         )
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))

@@ -1,0 +1,222 @@
+"""The agency ad-spend wallet: balance and runway, transactions, settings, top-ups, support refunds."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header, Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from functions.api.container import services
+from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
+from functions.api.schemas import HttpUrl
+from shared.wallet.platforms import PLATFORMS
+
+router = Router()
+RequiredKey = Annotated[str, Header(alias="idempotency-key", min_length=1, max_length=255)]
+
+
+class AutoTopUpOut(BaseModel):
+    enabled: bool
+    threshold_minor: int
+    amount_minor: int
+    daily_cap_minor: int
+    in_flight: bool
+    failures: int
+
+
+class WalletOut(BaseModel):
+    org_id: str
+    currency: str
+    balance_minor: int = Field(description="Posted money; below zero when bills exceeded it")
+    pending_minor: int = Field(description="ACH / wire top-ups on their way")
+    held_minor: int = Field(description="Reserved by active holds")
+    floor_minor: int
+    available_minor: int = Field(description="balance - held - floor: what new holds may take")
+    status: str = Field(description="active | low | paused")
+    low_threshold_minor: int
+    runway_days: int | None = Field(description="Days left at the last 7 days' average spend")
+    avg_daily_spend_minor: int
+    auto_top_up: AutoTopUpOut
+
+
+class WalletSettingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    low_threshold_minor: int = Field(ge=0)
+    floor_minor: int = Field(default=0, ge=0)
+    auto_top_up_enabled: bool = False
+    auto_top_up_threshold_minor: int = Field(default=0, ge=0)
+    auto_top_up_amount_minor: int = Field(default=0, ge=0)
+    auto_top_up_daily_cap_minor: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _auto(self) -> WalletSettingsRequest:
+        if self.auto_top_up_enabled and not (0 < self.auto_top_up_amount_minor <= self.auto_top_up_daily_cap_minor):
+            raise ValueError("auto-top-up needs an amount > 0 and a daily cap of at least that amount")
+        return self
+
+
+class TopUpRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount_minor: int = Field(ge=100, le=100_000_000)
+    method: Literal["card", "ach", "wire"]
+    payment_method_id: Annotated[str, StringConstraints(max_length=255)] | None = Field(
+        default=None, description="ACH: the saved bank account (us_bank_account payment method)"
+    )
+    return_url: HttpUrl | None = None
+
+
+class RefundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount_minor: int = Field(gt=0)
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+
+
+class EntryOut(BaseModel):
+    seq: int
+    kind: str
+    amount_minor: int
+    balance_after_minor: int
+    currency: str
+    project_id: str | None
+    platform: str | None
+    ref: str | None
+    actor: str | None
+    created_at: str
+
+
+class EntryPage(BaseModel):
+    items: list[EntryOut]
+    next_cursor: str | None
+
+
+def _wallet_out(view: Any) -> WalletOut:
+    a, s = view.account, view.settings
+    return WalletOut(
+        org_id=view.org.org_id,
+        currency=a.currency,
+        balance_minor=a.balance,
+        pending_minor=a.pending,
+        held_minor=int(s.get("held", a.held)),
+        floor_minor=a.floor,
+        available_minor=int(s.get("available", a.available)),
+        status=a.status.value,
+        low_threshold_minor=a.low_threshold,
+        runway_days=view.runway_days,
+        avg_daily_spend_minor=view.avg_daily_spend_minor,
+        auto_top_up=AutoTopUpOut(
+            enabled=bool(s.get("auto_enabled", False)),
+            threshold_minor=int(s.get("auto_threshold_minor", 0)),
+            amount_minor=int(s.get("auto_amount_minor", 0)),
+            daily_cap_minor=int(s.get("auto_daily_cap_minor", 0)),
+            in_flight=bool(s.get("auto_in_flight")),
+            failures=int(s.get("auto_failures", 0)),
+        ),
+    )
+
+
+@router.get("/v1/orgs/<org_id>/wallet", tags=["wallet"], summary="Balance, pending, held, available, runway")
+def get_wallet(org_id: OrgId) -> WalletOut:
+    return _wallet_out(services().wallet.view(caller_of(router), org_id))
+
+
+@router.get("/v1/orgs/<org_id>/wallet/transactions", tags=["wallet"], summary="Wallet ledger, newest first")
+def wallet_transactions(
+    org_id: OrgId,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+    kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
+    project_id: Annotated[str | None, Query(max_length=64)] = None,
+    platform: Annotated[str | None, Query(pattern="^(" + "|".join(PLATFORMS) + ")$")] = None,
+    date_from: Annotated[date | None, Query(alias="from")] = None,
+    date_to: Annotated[date | None, Query(alias="to", description="exclusive")] = None,
+) -> EntryPage:
+    filters = {
+        "kind": kind,
+        "project_id": project_id,
+        "platform": platform,
+        "from": date_from.isoformat() if date_from else None,
+        "to": date_to.isoformat() if date_to else None,
+    }
+    page = services().wallet.transactions(caller_of(router), org_id, filters, cursor, limit)
+    return EntryPage(
+        items=[
+            EntryOut(
+                seq=int(e["SK"].split("#")[1]),
+                kind=e["kind"],
+                amount_minor=e["amount"],
+                balance_after_minor=e["balance_after"],
+                currency=e["currency"],
+                project_id=e.get("project_id"),
+                platform=e.get("platform"),
+                ref=e.get("ref"),
+                actor=e.get("actor"),
+                created_at=e["created_at"],
+            )
+            for e in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.put("/v1/orgs/<org_id>/wallet/settings", tags=["wallet"], summary="Low-balance threshold, floor, auto-top-up")
+def wallet_settings(org_id: OrgId, body: WalletSettingsRequest) -> WalletOut:
+    view = services().wallet.configure(
+        caller_of(router),
+        org_id,
+        {
+            "low_threshold_minor": body.low_threshold_minor,
+            "floor_minor": body.floor_minor,
+            "auto_enabled": body.auto_top_up_enabled,
+            "auto_threshold_minor": body.auto_top_up_threshold_minor,
+            "auto_amount_minor": body.auto_top_up_amount_minor,
+            "auto_daily_cap_minor": body.auto_top_up_daily_cap_minor,
+        },
+    )
+    return _wallet_out(view)
+
+
+@router.post(
+    "/v1/orgs/<org_id>/wallet/top-ups",
+    tags=["wallet"],
+    status_code=202,
+    summary="Top up by card, ACH or wire (credited when the money arrives)",
+)
+def top_up(org_id: OrgId, body: TopUpRequest, idempotency_key: RequiredKey) -> dict[str, Any]:
+    record = services().wallet.top_up(
+        caller_of(router),
+        org_id,
+        amount_minor=body.amount_minor,
+        method=body.method,
+        idempotency_key=idempotency_key,
+        return_url=body.return_url,
+        payment_method=body.payment_method_id,
+    )
+    return {
+        k: record.get(k)
+        for k in (
+            "topup_id",
+            "method",
+            "amount_minor",
+            "currency",
+            "status",
+            "checkout_url",
+            "payment_intent_id",
+            "instructions",
+        )
+        if record.get(k) is not None
+    }
+
+
+@router.post(
+    "/v1/orgs/<org_id>/wallet/refunds",
+    tags=["wallet"],
+    status_code=201,
+    summary="Support: refund wallet money to the original card payments",
+)
+def refund(org_id: OrgId, body: RefundRequest, idempotency_key: RequiredKey) -> dict[str, Any]:
+    return services().wallet.refund(
+        caller_of(router), org_id, amount_minor=body.amount_minor, reason=body.reason, idempotency_key=idempotency_key
+    )

@@ -1,0 +1,59 @@
+"""Platform bills arriving as EventBridge events (detail-type `AdPlatform.BillRecorded`): each is
+recorded once, exactly like the service route (`POST /v1/internal/wallet/bills`)."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, Field
+
+from shared.observability import logger, metrics, tracer
+from shared.settings import ApiSettings
+from shared.wiring import Services, build_services
+
+
+class PlatformBill(BaseModel):
+    org_id: str
+    platform: str
+    bill_id: str
+    project_id: str
+    amount_minor: int = Field(ge=0)
+    currency: str
+    billed_on: date
+    hold_id: str | None = None
+
+
+class BillRecordedEvent(EventBridgeModel):
+    detail: PlatformBill
+
+
+@cache
+def services() -> Services:
+    return build_services(ApiSettings())
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=BillRecordedEvent)
+def lambda_handler(event: BillRecordedEvent, context: LambdaContext) -> dict[str, Any]:
+    bill = event.detail
+    result = services().wallet.record_bill(
+        org_id=bill.org_id,
+        platform=bill.platform,
+        bill_id=bill.bill_id,
+        project_id=bill.project_id,
+        amount_minor=bill.amount_minor,
+        currency=bill.currency,
+        billed_on=bill.billed_on,
+        hold_id=bill.hold_id,
+        actor=f"eventbridge:{event.source}",
+    )
+    metrics.add_metric(name="PlatformBillsRecorded", unit=MetricUnit.Count, value=0 if result["replayed"] else 1)
+    return result

@@ -1,0 +1,710 @@
+"""The agency wallet: top-ups (card, ACH, wire, auto), holds for the optimizer, platform bills with
+the platform fee, low-balance pause / resume, support refunds, and reads.
+
+Every money movement is one versioned DynamoDB transaction: its entries, the balance projection and a
+marker for its cause (`IDEM#<cause>`), so a retried request, a redelivered bill or a replayed Stripe
+webhook moves nothing twice. Stripe is called only after our record of the intent exists, with an
+idempotency key derived from it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from typing import Any
+
+from shared.auth import Caller
+from shared.clock import Clock, iso
+from shared.errors import (
+    ConcurrentUpdateError,
+    ConflictError,
+    DomainError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PaymentDeclinedError,
+)
+from shared.events import EventPublisher
+from shared.notify import Notifier
+from shared.observability import logger
+from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from shared.pagination import Page
+from shared.stripe_gateway import StripeGateway
+from shared.wallet.account import EntryKind, Signal, WalletAccount, WalletStatus, platform_fee
+from shared.wallet.platforms import platform_name
+from shared.wallet.repository import HoldRefused, RecordConflict, StoredWallet, VersionConflict, WalletRepository
+
+HOLD_TTL = timedelta(hours=24)
+MAX_AUTO_ATTEMPTS = 3
+DEFAULT_LOW_THRESHOLD_MINOR = 10_000
+MAX_ATTEMPTS = 100
+
+
+class WalletNotAvailableError(ConflictError):
+    code = "wallet_not_available"
+
+
+class InsufficientWalletFundsError(ConflictError):
+    code = "insufficient_wallet_funds"
+
+
+@dataclass(frozen=True)
+class WalletView:
+    org: Org
+    account: WalletAccount
+    settings: dict[str, Any]
+    runway_days: int | None
+    avg_daily_spend_minor: int
+
+
+@dataclass(frozen=True)
+class Posted:
+    before: StoredWallet
+    after: WalletAccount
+    signals: list[Signal]
+    replay: bool
+
+
+def _topup_id(org_id: str, key: str) -> str:
+    return "tu_" + hashlib.sha256(f"{org_id}:{key}".encode()).hexdigest()[:24]
+
+
+class WalletService:
+    def __init__(
+        self,
+        orgs: OrgService,
+        org_repo: OrgRepository,
+        repo: WalletRepository,
+        gateway: StripeGateway,
+        clock: Clock,
+        events: EventPublisher,
+        notifier: Notifier,
+    ):
+        self._orgs = orgs
+        self._org_repo = org_repo
+        self._repo = repo
+        self._gateway = gateway
+        self._clock = clock
+        self._events = events
+        self._notifier = notifier
+
+    # ------------------------------------------------------------------ plumbing
+    def _agency(self, org: Org) -> Org:
+        if org.billing_mode is not BillingMode.AGENCY:
+            raise WalletNotAvailableError(
+                "This org pays the ad platforms directly (BYO mode): there is no wallet and no platform fee."
+            )
+        return org
+
+    def _org(self, org_id: str) -> Org:
+        org = self._org_repo.get_org(org_id)
+        if org is None:
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        return self._agency(org)
+
+    def _load(self, org: Org) -> StoredWallet:
+        stored = self._repo.get(org.org_id)
+        if stored is None:
+            return StoredWallet(WalletAccount(currency=org.currency, low_threshold=DEFAULT_LOW_THRESHOLD_MINOR), 0, 0)
+        return stored
+
+    def _post(self, org: Org, build: Callable[[StoredWallet], dict[str, Any] | None]) -> Posted | None:
+        """Runs a versioned balance change: `build` returns the `post` arguments for the current state
+        (or None to write nothing). None when the change's marker already exists (a replay)."""
+        for attempt in range(MAX_ATTEMPTS):
+            stored = self._load(org)
+            args = build(stored)
+            if args is None:
+                return None
+            after: WalletAccount = args.pop("after")
+            signals: list[Signal] = args.pop("signals", [])
+            try:
+                self._repo.post(
+                    org.org_id, stored, after, args.pop("movements", []), now_iso=iso(self._clock.now()), **args
+                )
+            except VersionConflict:
+                time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 5))))  # noqa: S311 - jitter
+                continue
+            except RecordConflict:
+                return Posted(stored, stored.account, [], replay=True)
+            self._emit(org, stored.account, after, signals)
+            return Posted(stored, after, signals, replay=False)
+        raise ConcurrentUpdateError("The wallet is busy; retry.")
+
+    def _emit(self, org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> None:
+        for signal in signals:
+            detail = {
+                "org_id": org.org_id,
+                "balance_minor": after.balance,
+                "currency": after.currency,
+                "status": after.status.value,
+                "previous_status": before.status.value,
+            }
+            self._events.publish(signal.value, detail)
+            messages = {
+                Signal.LOW_BALANCE: "Your Layers ad wallet is running low. Top up to keep agency ads running.",
+                Signal.PAUSED: "Your Layers ad wallet is below its floor: agency ads are paused. Top up to resume.",
+                Signal.RESUMED: "Your Layers ad wallet was topped up: agency ads are running again.",
+            }
+            self._notifier.notify(
+                org_id=org.org_id,
+                kind=signal.value,
+                subject=f"Layers: {signal.value}",
+                message=messages[signal],
+                details=detail,
+            )
+
+    # ------------------------------------------------------------------ reads and settings (people)
+    def view(self, caller: Caller, org_id: str) -> WalletView:
+        org = self._agency(self._orgs.access(caller, org_id, READ, support=True).org)
+        stored = self._load(org)
+        today = self._clock.now().date()
+        days = [(today - timedelta(days=d)).isoformat() for d in range(1, 8)]
+        spend = sum(self._repo.spend_days(org_id, days).values())
+        avg = spend // 7
+        runway = max(stored.account.balance, 0) // avg if avg > 0 else None
+        return WalletView(org, stored.account, stored.settings, runway, avg)
+
+    def transactions(
+        self, caller: Caller, org_id: str, filters: dict[str, Any], cursor: str | None, limit: int
+    ) -> Page[dict[str, Any]]:
+        self._agency(self._orgs.access(caller, org_id, READ, support=True).org)
+        return self._repo.entries(org_id, cursor, limit, filters)
+
+    def configure(self, caller: Caller, org_id: str, settings: dict[str, Any]) -> WalletView:
+        """Low-balance threshold, floor and auto-top-up (enabled, threshold, amount, daily cap)."""
+        org = self._agency(self._orgs.access(caller, org_id, MANAGE_BILLING).org)
+        if settings.get("auto_enabled") and not (
+            org.stripe_customer_id and self._gateway.default_card(org.stripe_customer_id)
+        ):
+            raise ConflictError("Auto-top-up needs a saved card: top up once by card first.", code="no_saved_card")
+
+        def build(stored: StoredWallet) -> dict[str, Any]:
+            account = replace(
+                stored.account, low_threshold=settings["low_threshold_minor"], floor=settings["floor_minor"]
+            )
+            after, _, signals = account.move()
+            auto = {k: v for k, v in settings.items() if k.startswith("auto_")}
+            if auto.get("auto_enabled"):
+                auto["auto_failures"] = 0
+            return {"after": after, "signals": signals, "sets": auto, "entry_fields": {}}
+
+        self._post(org, build)
+        return self.view(caller, org_id)
+
+    # ------------------------------------------------------------------ top-ups
+    def top_up(
+        self,
+        caller: Caller,
+        org_id: str,
+        *,
+        amount_minor: int,
+        method: str,
+        idempotency_key: str,
+        return_url: str | None,
+        payment_method: str | None = None,
+    ) -> dict[str, Any]:
+        """Starts a top-up; the wallet is credited when Stripe says the money arrived (webhook).
+        Card: the saved card off-session, else a Checkout URL. ACH / wire: pending until funds arrive."""
+        org = self._agency(self._orgs.access(caller, org_id, MANAGE_BILLING).org)
+        topup_id = _topup_id(org_id, idempotency_key)
+        existing = self._repo.item(org_id, f"TOPUP#{topup_id}")
+        if existing:
+            return existing
+        customer = org.stripe_customer_id or self._repo_customer(org, caller)
+        record = {
+            "topup_id": topup_id,
+            "method": method,
+            "amount_minor": amount_minor,
+            "currency": org.currency,
+            "status": "creating",
+            "created_at": iso(self._clock.now()),
+            "actor": caller.user_id,
+            "idempotency_key": idempotency_key,
+        }
+        try:
+            self._repo.write([self._repo.put(org_id, f"TOPUP#{topup_id}", record)])
+        except RecordConflict:
+            return self._repo.item(org_id, f"TOPUP#{topup_id}") or record
+        metadata = {"org_id": org_id, "kind": "wallet_topup", "topup_id": topup_id, "method": method}
+        key = f"wallet-topup:{topup_id}"
+        if method == "card":
+            card = self._gateway.default_card(customer)
+            if card is None:
+                session_id, url = self._gateway.create_payment_checkout(
+                    customer_id=customer,
+                    name="Layers ad wallet top-up",
+                    amount_minor=amount_minor,
+                    currency=org.currency,
+                    metadata=metadata,
+                    success_url=return_url or "https://app.layers.com",
+                    cancel_url=return_url or "https://app.layers.com",
+                    key=key,
+                )
+                return self._topup_update(
+                    org_id,
+                    topup_id,
+                    {"status": "awaiting_checkout", "checkout_url": url, "checkout_session_id": session_id},
+                )
+            try:
+                intent = self._gateway.charge_card(
+                    customer_id=customer,
+                    payment_method=card,
+                    amount_minor=amount_minor,
+                    currency=org.currency,
+                    metadata=metadata,
+                    key=key,
+                )
+            except PaymentDeclinedError:
+                self._topup_update(org_id, topup_id, {"status": "failed"})
+                raise
+            return self._topup_update(org_id, topup_id, {"status": "processing", "payment_intent_id": intent})
+        intent, instructions = self._gateway.start_bank_payment(
+            customer_id=customer,
+            method=method,
+            amount_minor=amount_minor,
+            currency=org.currency,
+            metadata=metadata,
+            key=key,
+            payment_method=payment_method,
+        )
+        self._adjust_pending(org, amount_minor, marker=f"topup-pending:{topup_id}")
+        return self._topup_update(
+            org_id, topup_id, {"status": "pending", "payment_intent_id": intent, "instructions": instructions}
+        )
+
+    def _repo_customer(self, org: Org, caller: Caller) -> str:
+        created = self._gateway.create_customer(org_id=org.org_id, name=org.name, email=caller.email)
+        return self._org_repo.link_stripe_customer(org.org_id, created)
+
+    def _topup_update(self, org_id: str, topup_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self._repo.write([self._repo.set_fields(org_id, f"TOPUP#{topup_id}", fields)])
+        return self._repo.item(org_id, f"TOPUP#{topup_id}") or {}
+
+    def _adjust_pending(self, org: Org, delta: int, marker: str | None = None) -> None:
+        def build(stored: StoredWallet) -> dict[str, Any]:
+            after = replace(stored.account, pending=max(0, stored.account.pending + delta))
+            extra = [self._repo.marker(org.org_id, marker, {})] if marker else []
+            return {"after": after, "entry_fields": {}, "extra": extra}
+
+        self._post(org, build)
+
+    def topup_succeeded(
+        self, *, org_id: str, topup_id: str, payment_intent_id: str, charge_id: str | None, amount_minor: int
+    ) -> bool:
+        """Credits a top-up once (Stripe's payment_intent.succeeded). False on a replay."""
+        org = self._org(org_id)
+        topup = self._repo.item(org_id, f"TOPUP#{topup_id}") or {}
+        method = topup.get("method", "card")
+
+        def build(stored: StoredWallet) -> dict[str, Any]:
+            account = stored.account
+            if method in ("ach", "wire"):
+                account = replace(account, pending=max(0, account.pending - amount_minor))
+            after, movements, signals = account.move((EntryKind.TOPUP, amount_minor))
+            sets: dict[str, Any] = {}
+            if stored.settings.get("auto_in_flight") == topup_id:
+                sets = {"auto_in_flight": "", "auto_failures": 0}
+            extra = [
+                self._repo.marker(org_id, f"topup-credit:{payment_intent_id}", {"topup_id": topup_id}),
+                self._repo.set_fields(
+                    org_id,
+                    f"TOPUP#{topup_id}",
+                    {
+                        "status": "succeeded",
+                        "charge_id": charge_id or "",
+                        "refunded_minor": 0,
+                        "payment_intent_id": payment_intent_id,
+                        "credited_at": iso(self._clock.now()),
+                        "method": method,
+                        "amount_minor": amount_minor,
+                        "topup_id": topup_id,
+                    },
+                ),
+            ]
+            if charge_id:
+                extra.append(
+                    {
+                        "Put": {
+                            "TableName": self._repo._name,
+                            "Item": {"PK": f"CHARGE#{charge_id}", "SK": "LINK", "org_id": org_id, "topup_id": topup_id},
+                        }
+                    }
+                )
+            return {
+                "after": after,
+                "movements": movements,
+                "signals": signals,
+                "sets": sets,
+                "extra": extra,
+                "entry_fields": {
+                    "ref": f"payment_intent:{payment_intent_id}",
+                    "actor": "stripe",
+                    "idempotency_key": f"topup:{payment_intent_id}",
+                    "method": method,
+                },
+            }
+
+        posted = self._post(org, build)
+        return posted is not None and not posted.replay
+
+    def topup_failed(self, *, org_id: str, topup_id: str, payment_intent_id: str) -> None:
+        """A top-up's payment failed (card decline, ACH return before settlement). Once per intent."""
+        org = self._org(org_id)
+        topup = self._repo.item(org_id, f"TOPUP#{topup_id}") or {}
+        if topup.get("status") in ("failed", "succeeded"):
+            return
+        if topup.get("method") in ("ach", "wire"):
+            self._adjust_pending(org, -int(topup.get("amount_minor", 0)), marker=f"topup-failed:{payment_intent_id}")
+        self._topup_update(org_id, topup_id, {"status": "failed"})
+        self._notifier.notify(
+            org_id=org_id,
+            kind="Wallet.TopUpFailed",
+            subject="Layers: a wallet top-up failed",
+            message="A top-up of your ad wallet could not be collected.",
+            details={"topup_id": topup_id, "amount_minor": topup.get("amount_minor")},
+        )
+
+    def dispute(self, *, charge_id: str, dispute_id: str, amount_minor: int) -> bool:
+        """A disputed top-up: a compensating debit, once per dispute, and a notification."""
+        link = self._repo._table.get_item(Key={"PK": f"CHARGE#{charge_id}", "SK": "LINK"}).get("Item")
+        if not link:
+            return False
+        org = self._org(str(link["org_id"]))
+
+        def build(stored: StoredWallet) -> dict[str, Any]:
+            after, movements, signals = stored.account.move((EntryKind.REVERSAL, -amount_minor))
+            return {
+                "after": after,
+                "movements": movements,
+                "signals": signals,
+                "extra": [self._repo.marker(org.org_id, f"dispute:{dispute_id}", {})],
+                "entry_fields": {
+                    "ref": f"dispute:{dispute_id}",
+                    "actor": "stripe",
+                    "idempotency_key": f"dispute:{dispute_id}",
+                },
+            }
+
+        posted = self._post(org, build)
+        if posted and not posted.replay:
+            self._notifier.notify(
+                org_id=org.org_id,
+                kind="Wallet.TopUpDisputed",
+                subject="Layers: a wallet top-up was disputed",
+                message="A disputed top-up was taken back from your ad wallet.",
+                details={"charge_id": charge_id, "amount_minor": amount_minor},
+            )
+        return bool(posted and not posted.replay)
+
+    # ------------------------------------------------------------------ holds (optimizer)
+    def hold(self, *, org_id: str, hold_id: str, project_id: str, platform: str, amount_minor: int) -> dict[str, Any]:
+        """Authorizes spend before an ad launches or scales. Idempotent by hold_id.
+        InsufficientWalletFundsError (409) when `balance - held - floor` does not cover it."""
+        org = self._org(org_id)
+        platform_name(platform)
+        existing = self._repo.item(org_id, f"HOLD#{hold_id}")
+        if existing:
+            return existing
+        now = self._clock.now()
+        hold = {
+            "hold_id": hold_id,
+            "project_id": project_id,
+            "platform": platform,
+            "amount_minor": amount_minor,
+            "currency": org.currency,
+            "status": "pending",
+            "created_at": iso(now),
+            "expires_at": iso(now + HOLD_TTL),
+        }
+        try:
+            self._repo.place_hold(org_id, hold)
+        except RecordConflict:
+            return self._repo.item(org_id, f"HOLD#{hold_id}") or hold
+        except HoldRefused:
+            stored = self._load(org)
+            if stored.account.status is WalletStatus.PAUSED:
+                raise InsufficientWalletFundsError(
+                    "Agency spend is paused: the wallet is below its floor.", code="wallet_paused"
+                ) from None
+            raise InsufficientWalletFundsError(
+                f"The wallet cannot cover {amount_minor} (available {max(stored.account.available, 0)}).",
+                details={"available_minor": max(stored.account.available, 0), "requested_minor": amount_minor},
+            ) from None
+        return hold
+
+    def release_hold(self, *, org_id: str, hold_id: str, expired: bool = False) -> dict[str, Any]:
+        self._org(org_id)
+        hold = self._repo.item(org_id, f"HOLD#{hold_id}")
+        if hold is None:
+            raise NotFoundError(f"No hold {hold_id}.", code="hold_not_found")
+        if hold["status"] == "pending":
+            status = "expired" if expired else "voided"
+            with contextlib.suppress(RecordConflict):  # ended concurrently: nothing to do
+                self._repo.end_hold(
+                    org_id, hold_id, int(hold["amount_minor"]), status, {"ended_at": iso(self._clock.now())}
+                )
+        return self._repo.item(org_id, f"HOLD#{hold_id}") or hold
+
+    def expire_holds(self) -> int:
+        count = 0
+        for hold in self._repo.expired_holds(iso(self._clock.now())):
+            self.release_hold(org_id=hold["PK"].removeprefix("ORG#"), hold_id=hold["hold_id"], expired=True)
+            count += 1
+        return count
+
+    # ------------------------------------------------------------------ platform bills
+    def record_bill(
+        self,
+        *,
+        org_id: str,
+        platform: str,
+        bill_id: str,
+        project_id: str,
+        amount_minor: int,
+        currency: str,
+        billed_on: date,
+        hold_id: str | None,
+        actor: str,
+    ) -> dict[str, Any]:
+        """Debits the exact spend and the plan's platform fee, once per (platform, bill id), even below
+        zero. Settles the hold it names. May start one auto-top-up."""
+        org = self._org(org_id)
+        platform_name(platform)
+        if currency != org.currency:
+            raise InvalidRequestError(
+                f"The wallet is in {org.currency}, the bill in {currency}.", code="currency_mismatch"
+            )
+        plan = self._orgs.plan_of(org)
+        fee_bps = plan.platform_fee_bps or 0
+        hold = self._repo.item(org_id, f"HOLD#{hold_id}") if hold_id else None
+        cause = f"bill:{platform}:{bill_id}"
+        auto: dict[str, Any] = {}
+
+        def build(stored: StoredWallet) -> dict[str, Any]:
+            after, movements, signals = stored.account.bill(amount_minor, fee_bps)
+            held_delta = 0
+            extra = [
+                self._repo.marker(
+                    org_id, cause, {"amount_minor": amount_minor, "fee_minor": platform_fee(amount_minor, fee_bps)}
+                ),
+                self._repo.add_spend_day(org_id, billed_on.isoformat(), -sum(m.amount for m in movements)),
+            ]
+            if hold and hold["status"] == "pending":
+                held_delta = -int(hold["amount_minor"])
+                after = replace(after, held=after.held + held_delta)
+                extra.append(self._repo.close_hold(org_id, hold["hold_id"], "posted", {"bill": cause}))
+            sets = self._maybe_start_auto(org, stored, after, auto)
+            if auto:
+                extra.append(self._repo.put(org_id, f"TOPUP#{auto['topup_id']}", auto))
+            return {
+                "after": after,
+                "movements": movements,
+                "signals": signals,
+                "held_delta": held_delta,
+                "sets": sets,
+                "extra": extra,
+                "entry_fields": {
+                    "project_id": project_id,
+                    "platform": platform,
+                    "ref": cause,
+                    "actor": actor,
+                    "idempotency_key": cause,
+                    "billed_on": billed_on.isoformat(),
+                },
+            }
+
+        posted = self._post(org, build)
+        marker = self._repo.item(org_id, f"IDEM#{cause}")
+        if marker is None and hold is not None:
+            # The hold ended (voided / expired) while the bill was written: the bill still counts.
+            hold = None
+            posted = self._post(org, build)
+            marker = self._repo.item(org_id, f"IDEM#{cause}")
+        if posted is not None and not posted.replay and auto:
+            self._run_auto_top_up(org, auto)
+        marker = marker or {}
+        return {
+            "bill_id": bill_id,
+            "platform": platform,
+            "amount_minor": amount_minor,
+            "fee_minor": int(marker.get("fee_minor", platform_fee(amount_minor, fee_bps))),
+            "replayed": posted is None or posted.replay,
+        }
+
+    # ------------------------------------------------------------------ auto-top-up
+    def _maybe_start_auto(
+        self, org: Org, stored: StoredWallet, after: WalletAccount, auto: dict[str, Any]
+    ) -> dict[str, Any]:
+        """In the bill's own transaction: claim the org's one in-flight auto-top-up if one is due."""
+        auto.clear()
+        s = stored.settings
+        if (
+            not s.get("auto_enabled")
+            or s.get("auto_in_flight")
+            or after.balance >= int(s.get("auto_threshold_minor", 0))
+        ):
+            return {}
+        today = self._clock.now().date().isoformat()
+        spent_today = int(s.get("auto_day_total", 0)) if s.get("auto_day") == today else 0
+        amount = int(s["auto_amount_minor"])
+        if spent_today + amount > int(s.get("auto_daily_cap_minor", 0)):
+            logger.info("auto-top-up daily cap reached", extra={"org_id": org.org_id})
+            return {}
+        topup_id = "tu_auto_" + hashlib.sha256(f"{org.org_id}:{stored.version}".encode()).hexdigest()[:20]
+        auto.update(
+            {
+                "topup_id": topup_id,
+                "method": "auto_card",
+                "amount_minor": amount,
+                "currency": org.currency,
+                "status": "processing",
+                "created_at": iso(self._clock.now()),
+                "actor": "system:auto-top-up",
+            }
+        )
+        return {"auto_in_flight": topup_id, "auto_day": today, "auto_day_total": spent_today + amount}
+
+    def _run_auto_top_up(self, org: Org, topup: dict[str, Any]) -> None:
+        """Charges the saved card, retrying a bounded number of times; then disables and notifies."""
+        metadata = {"org_id": org.org_id, "kind": "wallet_topup", "topup_id": topup["topup_id"], "method": "auto_card"}
+        for attempt in range(1, MAX_AUTO_ATTEMPTS + 1):
+            card = self._gateway.default_card(org.stripe_customer_id or "") if org.stripe_customer_id else None
+            if card is None:
+                break
+            try:
+                intent = self._gateway.charge_card(
+                    customer_id=org.stripe_customer_id or "",
+                    payment_method=card,
+                    amount_minor=topup["amount_minor"],
+                    currency=org.currency,
+                    metadata=metadata,
+                    key=f"wallet-topup:{topup['topup_id']}:{attempt}",
+                )
+            except PaymentDeclinedError:
+                continue
+            except DomainError:
+                logger.exception("auto-top-up charge failed", extra={"org_id": org.org_id})
+                continue
+            self._topup_update(org.org_id, topup["topup_id"], {"payment_intent_id": intent, "attempts": attempt})
+            return
+        self._disable_auto(org, topup["topup_id"])
+
+    def _disable_auto(self, org: Org, topup_id: str) -> None:
+        def build(stored: StoredWallet) -> dict[str, Any] | None:
+            if stored.settings.get("auto_in_flight") != topup_id:
+                return None
+            return {
+                "after": stored.account,
+                "entry_fields": {},
+                "sets": {"auto_in_flight": "", "auto_enabled": False, "auto_failures": MAX_AUTO_ATTEMPTS},
+            }
+
+        self._post(org, build)
+        self._topup_update(org.org_id, topup_id, {"status": "failed"})
+        detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": MAX_AUTO_ATTEMPTS}
+        self._events.publish("Wallet.AutoTopUpDisabled", detail)
+        self._notifier.notify(
+            org_id=org.org_id,
+            kind="Wallet.AutoTopUpDisabled",
+            subject="Layers: auto-top-up was turned off",
+            message="We could not charge your saved card for the ad wallet; auto-top-up is off. "
+            "Update the card and top up to keep agency ads running.",
+            details=detail,
+        )
+
+    # ------------------------------------------------------------------ refunds (support)
+    def refund(
+        self, caller: Caller, org_id: str, *, amount_minor: int, reason: str, idempotency_key: str
+    ) -> dict[str, Any]:
+        """Refunds wallet money to the card payments it came from, newest first, never more than is
+        refundable or than the balance. Support only. Idempotent by the request's key."""
+        if not caller.is_support:
+            self._orgs.access(caller, org_id, READ)
+            raise ForbiddenError("Only Layers support can refund or withdraw wallet money.")
+        org = self._agency(self._orgs.access(caller, org_id, frozenset(), support=True).org)
+        cause = f"wallet-refund:{idempotency_key}"
+        plan_holder: dict[str, Any] = {}
+
+        def build(stored: StoredWallet) -> dict[str, Any]:
+            topups = self._refundable_topups(org_id)
+            refundable = sum(t["left"] for t in topups)
+            if amount_minor > min(refundable, stored.account.balance):
+                raise InvalidRequestError(
+                    f"At most {max(min(refundable, stored.account.balance), 0)} can be refunded "
+                    f"(refundable card payments {refundable}, balance {stored.account.balance}).",
+                    code="refund_exceeds_refundable",
+                )
+            allocations, left = [], amount_minor
+            for t in topups:
+                take = min(left, t["left"])
+                if take:
+                    allocations.append({"topup_id": t["topup_id"], "charge_id": t["charge_id"], "amount_minor": take})
+                    left -= take
+            plan_holder["allocations"] = allocations
+            after, movements, signals = stored.account.move(
+                *[(EntryKind.REFUND, -a["amount_minor"]) for a in allocations]
+            )
+            extra = [self._repo.marker(org_id, cause, {"allocations": allocations, "reason": reason})]
+            extra += [
+                self._repo.set_fields(
+                    org_id,
+                    f"TOPUP#{a['topup_id']}",
+                    {
+                        "refunded_minor": next(t for t in topups if t["topup_id"] == a["topup_id"])["refunded"]
+                        + a["amount_minor"]
+                    },
+                )
+                for a in allocations
+            ]
+            return {
+                "after": after,
+                "movements": movements,
+                "signals": signals,
+                "extra": extra,
+                "per_entry": [{"ref": f"charge:{a['charge_id']}"} for a in allocations],
+                "entry_fields": {"actor": caller.user_id, "idempotency_key": cause, "reason": reason},
+            }
+
+        self._post(org, build)
+        marker = self._repo.item(org_id, f"IDEM#{cause}") or {}
+        allocations = marker.get("allocations", plan_holder.get("allocations", []))
+        for a in allocations:  # after our ledger says so; keyed, so a retry never refunds twice
+            self._gateway.refund(
+                charge_id=str(a["charge_id"]),
+                amount_minor=int(a["amount_minor"]),
+                metadata={"org_id": org_id, "reason": "wallet_refund"},
+                key=f"{cause}:{a['charge_id']}",
+            )
+        return {"amount_minor": sum(int(a["amount_minor"]) for a in allocations), "allocations": allocations}
+
+    def _refundable_topups(self, org_id: str) -> list[dict[str, Any]]:
+        from boto3.dynamodb.conditions import Key
+
+        resp = self._repo._table.query(
+            KeyConditionExpression=Key("PK").eq(f"ORG#{org_id}") & Key("SK").begins_with("TOPUP#"), ConsistentRead=True
+        )
+        rows = []
+        for t in resp["Items"]:
+            if (
+                t.get("status") == "succeeded"
+                and t.get("charge_id")
+                and t.get("method") in ("card", "auto_card", "ach")
+            ):
+                refunded = int(t.get("refunded_minor", 0))
+                rows.append(
+                    {
+                        "topup_id": t["topup_id"],
+                        "charge_id": t["charge_id"],
+                        "refunded": refunded,
+                        "left": int(t["amount_minor"]) - refunded,
+                        "at": t.get("credited_at", ""),
+                    }
+                )
+        return sorted(rows, key=lambda r: r["at"], reverse=True)
