@@ -1,0 +1,261 @@
+"""The agency wallet on DynamoDB Local and the Stripe emulator: holds under contention, bills with the
+platform fee, top-ups credited once, auto-top-up once at a time, pause and resume, BYO refusal."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+import requests
+
+from shared.auth import Caller
+from shared.wallet.service import InsufficientWalletFundsError, WalletNotAvailableError
+from tests.helpers import ApiClient, new_user, org_items
+from tests.integration.test_stripe_webhooks import sign
+from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
+from tests.local import devtokens
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+ENGINE = devtokens.service_token("ad-optimizer")
+
+
+@pytest.fixture
+def kit(stack: Any) -> WalletKit:
+    return wallet_kit(stack, NOW)
+
+
+def _entries(kit: WalletKit, org_id: str) -> list[dict[str, Any]]:
+    return sorted(
+        (i for i in org_items(kit.repo._table, org_id) if i["SK"].startswith("WLEDGER#")), key=lambda i: i["SK"]
+    )
+
+
+def _bill(kit: WalletKit, org_id: str, project: str, amount: int, bill_id: str, platform: str = "meta") -> Any:
+    return kit.wallet.record_bill(
+        org_id=org_id,
+        platform=platform,
+        bill_id=bill_id,
+        project_id=project,
+        amount_minor=amount,
+        currency="USD",
+        billed_on=date(2026, 11, 20),
+        hold_id=None,
+        actor="test",
+    )
+
+
+def test_1000_concurrent_holds_for_a_wallet_that_covers_500(kit: WalletKit, stack: Any) -> None:
+    # Given a wallet of 60,000 with a floor of 10,000: room for exactly 500 holds of 100
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 60_000, new_user())
+    kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 10_000})
+    local = threading.local()
+
+    def hold(i: int) -> str:
+        if not hasattr(local, "kit"):
+            local.kit = wallet_kit(stack, NOW)
+        try:
+            local.kit.wallet.hold(org_id=org_id, hold_id=f"h{i}", project_id=project, platform="meta", amount_minor=100)
+        except InsufficientWalletFundsError:
+            return "refused"
+        return "granted"
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(hold, range(1000)))
+    assert outcomes.count("granted") == 500 and outcomes.count("refused") == 500
+    stored = kit.repo.get(org_id)
+    assert stored is not None
+    assert (stored.account.balance, stored.account.held, stored.settings["available"]) == (60_000, 50_000, 0)
+    assert stored.account.balance - stored.account.held >= stored.account.floor  # never below the floor
+
+
+def test_bills_debit_spend_and_fee_once_with_half_even_rounding(kit: WalletKit) -> None:
+    org_id, project, _ = agency_org(kit, "pro")  # platform fee 500 bps
+    fund(kit, org_id, 100_000, new_user())
+    # 12,345 x 5% = 617.25 -> 617; 10 x 5% = 0.5 -> 0 (half-even); 30 x 5% = 1.5 -> 2; 50 x 5% = 2.5 -> 2
+    for amount, fee, bill_id in ((12_345, 617, "b1"), (10, 0, "b2"), (30, 2, "b3"), (50, 2, "b4")):
+        for _ in range(10):  # the same bill delivered ten times debits once
+            result = _bill(kit, org_id, project, amount, bill_id)
+            assert (result["amount_minor"], result["fee_minor"]) == (amount, fee)
+    entries = _entries(kit, org_id)
+    assert [(e["kind"], int(e["amount"])) for e in entries] == [
+        ("topup", 100_000),
+        ("ad_spend", -12_345),
+        ("platform_fee", -617),
+        ("ad_spend", -10),
+        ("ad_spend", -30),
+        ("platform_fee", -2),
+        ("ad_spend", -50),
+        ("platform_fee", -2),
+    ]
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.account.balance == 100_000 - 12_435 - 621
+    assert sum(int(e["amount"]) for e in entries) == stored.account.balance
+    assert [int(e["balance_after"]) for e in entries][-1] == stored.account.balance
+
+
+def test_a_bill_is_recorded_below_zero_pauses_and_a_top_up_resumes(kit: WalletKit, stack: Any) -> None:
+    org_id, project, owner = agency_org(kit)
+    queue = _capture(stack)
+    fund(kit, org_id, 10_000, new_user())
+    kit.wallet.configure(owner, org_id, {"low_threshold_minor": 5_000, "floor_minor": 0})
+    _bill(kit, org_id, project, 6_000, "low")  # 10,000 - 6,000 - 300 fee = 3,700: low
+    _bill(kit, org_id, project, 5_000, "over")  # -1,550: recorded anyway, paused
+    stored = kit.repo.get(org_id)
+    assert stored is not None and (stored.account.balance, stored.account.status.value) == (-1_550, "paused")
+    with pytest.raises(InsufficientWalletFundsError) as refused:
+        kit.wallet.hold(org_id=org_id, hold_id="h", project_id=project, platform="tiktok", amount_minor=1)
+    assert refused.value.code == "wallet_paused"
+    fund(kit, org_id, 2_000, new_user())  # 450: not restored yet
+    fund(kit, org_id, 10_000, new_user())  # 10,450: resumed
+    kinds = [e["detail-type"] for e in _received(stack, queue, org_id)]
+    assert kinds == ["Wallet.LowBalance", "Wallet.AgencySpendPaused", "Wallet.AgencySpendResumed"]
+
+
+def test_byo_orgs_have_no_wallet(kit: WalletKit, api: ApiClient) -> None:
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "BYO", "plan_id": "pro"}).body["org_id"]
+    reply = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner)
+    assert (reply.status, reply.code) == (409, "wallet_not_available")
+    with pytest.raises(WalletNotAvailableError):
+        _bill(kit, org_id, "p", 100, "byo-bill")
+
+
+def test_the_same_payment_webhook_ten_times_credits_once(api: ApiClient, stack: Any, table: Any) -> None:
+    from tests.integration.stripe_kit import StripeKit
+
+    owner = new_user()
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Cards", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
+    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")  # a saved card
+    reply = api.call(
+        "POST",
+        f"/v1/orgs/{org_id}/wallet/top-ups",
+        as_user=owner,
+        json={"amount_minor": 25_000, "method": "card"},
+        headers={"Idempotency-Key": "t1"},
+    )
+    assert (reply.status, reply.body["status"]) == (202, "processing")
+    again = api.call(
+        "POST",
+        f"/v1/orgs/{org_id}/wallet/top-ups",
+        as_user=owner,
+        json={"amount_minor": 25_000, "method": "card"},
+        headers={"Idempotency-Key": "t1"},
+    )
+    assert again.body["topup_id"] == reply.body["topup_id"]
+    stack.stripe.wait_for_deliveries()
+    succeeded = next(
+        e
+        for e in reversed(stack.stripe.events())
+        if e["type"] == "payment_intent.succeeded" and e["data"]["object"]["id"] == reply.body["payment_intent_id"]
+    )
+    payload = json.dumps(succeeded)
+    for _ in range(10):
+        assert (
+            requests.post(
+                f"{api.base_url}/webhooks/stripe", data=payload, timeout=30, headers={"Stripe-Signature": sign(payload)}
+            ).status_code
+            == 200
+        )
+    wallet = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
+    assert wallet["balance_minor"] == 25_000
+    ledger = api.call("GET", f"/v1/orgs/{org_id}/wallet/transactions", as_user=owner).body["items"]
+    assert [(e["kind"], e["amount_minor"]) for e in ledger] == [("topup", 25_000)]
+
+
+def test_auto_top_up_never_runs_twice_at_once(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> None:
+    from tests.integration.stripe_kit import StripeKit
+
+    owner = new_user()
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Auto", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
+    fund(kit, org_id, 50_000, new_user())
+    kit.wallet.configure(
+        Caller(owner, None, frozenset()),
+        org_id,
+        {
+            "low_threshold_minor": 0,
+            "floor_minor": 0,
+            "auto_enabled": True,
+            "auto_threshold_minor": 40_000,
+            "auto_amount_minor": 30_000,
+            "auto_daily_cap_minor": 90_000,
+        },
+    )
+    local = threading.local()
+
+    def bill(i: int) -> None:
+        if not hasattr(local, "kit"):
+            local.kit = wallet_kit(stack, NOW)
+        _bill(local.kit, org_id, project, 1_000, f"par-{i}")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:  # 20 bills race below the threshold
+        list(pool.map(bill, range(20)))
+    autos = [i for i in org_items(table, org_id) if i["SK"].startswith("TOPUP#") and i["method"] == "auto_card"]
+    assert len(autos) == 1
+    stack.stripe.wait_for_deliveries()
+    stored = kit.repo.get(org_id)
+    assert stored is not None
+    # 50,000 - 20 x (1,000 + 50 fee) + one auto top-up of 30,000
+    assert stored.account.balance == 50_000 - 21_000 + 30_000
+    assert not stored.settings.get("auto_in_flight")
+
+
+def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    kit.wallet.hold(org_id=org_id, hold_id="launch", project_id=project, platform="google_ads", amount_minor=4_000)
+    kit.wallet.hold(org_id=org_id, hold_id="scale", project_id=project, platform="google_ads", amount_minor=3_000)
+    kit.wallet.record_bill(
+        org_id=org_id,
+        platform="google_ads",
+        bill_id="g1",
+        project_id=project,
+        amount_minor=3_500,
+        currency="USD",
+        billed_on=date(2026, 11, 20),
+        hold_id="launch",
+        actor="t",
+    )
+    kit.wallet.release_hold(org_id=org_id, hold_id="scale")
+    stored = kit.repo.get(org_id)
+    assert stored is not None
+    assert (stored.account.balance, stored.account.held, stored.settings["available"]) == (6_325, 0, 6_325)
+    assert kit.repo.item(org_id, "HOLD#launch")["status"] == "posted"  # type: ignore[index]
+    assert kit.repo.item(org_id, "HOLD#scale")["status"] == "voided"  # type: ignore[index]
+
+
+def _capture(stack: Any) -> str:
+    sqs, events = stack.client("sqs"), stack.client("events")
+    url = sqs.create_queue(QueueName=f"w-{new_user()}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"w-{new_user()}"
+    events.put_rule(
+        Name=rule,
+        EventBusName=stack.env["EVENT_BUS_NAME"],
+        EventPattern=json.dumps({"source": ["layers.billing"], "detail-type": [{"prefix": "Wallet."}]}),
+    )
+    events.put_targets(Rule=rule, EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}])
+    return str(url)
+
+
+def _received(stack: Any, url: str, org_id: str) -> list[dict[str, Any]]:
+    sqs = stack.client("sqs")
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        if not got.get("Messages"):
+            return [e for e in out if e["detail"].get("org_id") == org_id]
+        out += [json.loads(m["Body"]) for m in got["Messages"]]
+        for m in got["Messages"]:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
