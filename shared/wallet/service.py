@@ -631,48 +631,11 @@ class WalletService:
         org = self._agency(self._orgs.access(caller, org_id, frozenset(), support=True).org)
         cause = f"wallet-refund:{idempotency_key}"
         plan_holder: dict[str, Any] = {}
-
-        def build(stored: StoredWallet) -> dict[str, Any]:
-            topups = self._refundable_topups(org_id)
-            refundable = sum(t["left"] for t in topups)
-            if amount_minor > min(refundable, stored.account.balance):
-                raise InvalidRequestError(
-                    f"At most {max(min(refundable, stored.account.balance), 0)} can be refunded "
-                    f"(refundable card payments {refundable}, balance {stored.account.balance}).",
-                    code="refund_exceeds_refundable",
-                )
-            allocations, left = [], amount_minor
-            for t in topups:
-                take = min(left, t["left"])
-                if take:
-                    allocations.append({"topup_id": t["topup_id"], "charge_id": t["charge_id"], "amount_minor": take})
-                    left -= take
-            plan_holder["allocations"] = allocations
-            after, movements, signals = stored.account.move(
-                *[(EntryKind.REFUND, -a["amount_minor"]) for a in allocations]
+        if self._repo.item(org_id, f"IDEM#{cause}") is None:
+            self._post(
+                org,
+                lambda stored: self._refund_movement(org_id, stored, amount_minor, reason, cause, caller, plan_holder),
             )
-            extra = [self._repo.marker(org_id, cause, {"allocations": allocations, "reason": reason})]
-            extra += [
-                self._repo.set_fields(
-                    org_id,
-                    f"TOPUP#{a['topup_id']}",
-                    {
-                        "refunded_minor": next(t for t in topups if t["topup_id"] == a["topup_id"])["refunded"]
-                        + a["amount_minor"]
-                    },
-                )
-                for a in allocations
-            ]
-            return {
-                "after": after,
-                "movements": movements,
-                "signals": signals,
-                "extra": extra,
-                "per_entry": [{"ref": f"charge:{a['charge_id']}"} for a in allocations],
-                "entry_fields": {"actor": caller.user_id, "idempotency_key": cause, "reason": reason},
-            }
-
-        self._post(org, build)
         marker = self._repo.item(org_id, f"IDEM#{cause}") or {}
         allocations = marker.get("allocations", plan_holder.get("allocations", []))
         for a in allocations:  # after our ledger says so; keyed, so a retry never refunds twice
@@ -683,6 +646,53 @@ class WalletService:
                 key=f"{cause}:{a['charge_id']}",
             )
         return {"amount_minor": sum(int(a["amount_minor"]) for a in allocations), "allocations": allocations}
+
+    def _refund_movement(
+        self,
+        org_id: str,
+        stored: StoredWallet,
+        amount_minor: int,
+        reason: str,
+        cause: str,
+        caller: Caller,
+        plan_holder: dict[str, Any],
+    ) -> dict[str, Any]:
+        topups = self._refundable_topups(org_id)
+        refundable = sum(t["left"] for t in topups)
+        if amount_minor > min(refundable, stored.account.balance):
+            raise InvalidRequestError(
+                f"At most {max(min(refundable, stored.account.balance), 0)} can be refunded "
+                f"(refundable card payments {refundable}, balance {stored.account.balance}).",
+                code="refund_exceeds_refundable",
+            )
+        allocations, left = [], amount_minor
+        for t in topups:
+            take = min(left, t["left"])
+            if take:
+                allocations.append({"topup_id": t["topup_id"], "charge_id": t["charge_id"], "amount_minor": take})
+                left -= take
+        plan_holder["allocations"] = allocations
+        after, movements, signals = stored.account.move(*[(EntryKind.REFUND, -a["amount_minor"]) for a in allocations])
+        extra = [self._repo.marker(org_id, cause, {"allocations": allocations, "reason": reason})]
+        extra += [
+            self._repo.set_fields(
+                org_id,
+                f"TOPUP#{a['topup_id']}",
+                {
+                    "refunded_minor": next(t for t in topups if t["topup_id"] == a["topup_id"])["refunded"]
+                    + a["amount_minor"]
+                },
+            )
+            for a in allocations
+        ]
+        return {
+            "after": after,
+            "movements": movements,
+            "signals": signals,
+            "extra": extra,
+            "per_entry": [{"ref": f"charge:{a['charge_id']}"} for a in allocations],
+            "entry_fields": {"actor": caller.user_id, "idempotency_key": cause, "reason": reason},
+        }
 
     def _refundable_topups(self, org_id: str) -> list[dict[str, Any]]:
         from boto3.dynamodb.conditions import Key
