@@ -165,7 +165,7 @@ class WalletService:
         org = self._agency(self._orgs.access(caller, org_id, READ, support=True).org)
         stored = self._load(org)
         today = self._clock.now().date()
-        days = [(today - timedelta(days=d)).isoformat() for d in range(1, 8)]
+        days = [(today - timedelta(days=d)).isoformat() for d in range(7)]  # today and the 6 before
         spend = sum(self._repo.spend_days(org_id, days).values())
         avg = spend // 7
         runway = max(stored.account.balance, 0) // avg if avg > 0 else None

@@ -5,6 +5,7 @@ Each later issue extends this script until it runs a whole billing month."""
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import sys
 import time
@@ -48,10 +49,22 @@ class WebApp:
             raise SystemExit(f"demo: POST {path} returned {resp.status_code}, expected {expect}: {resp.text}")
         return resp.json()
 
-    def call(self, user: str, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
+    def call(
+        self,
+        user: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        expect: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         token = devtokens.mint(user, email=f"{user}@northwind.example")
         resp = self.http.request(
-            method, self.base_url + path, json=body, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            method,
+            self.base_url + path,
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
         )
         data = resp.json() if resp.content else None
         if expect is not None and resp.status_code != expect:
@@ -134,6 +147,7 @@ def run(web: WebApp, stack: LocalStack) -> None:
 
     month = subscription_month(web, stack, org_id)
     credits_month(web, stack, org_id, month)
+    wallet_month(web, stack, org_id, month)
 
     summary = web.call(alice, "GET", f"/v1/orgs/{org_id}", expect=200)
     seats = summary["seats"]
@@ -304,6 +318,189 @@ def credits_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> 
     for line in renewal.lines.data:
         say(f"     {money(line.amount):>12}  {line.description}")
     say(f"   renewal invoice {renewal.number}: total {money(renewal.total)}, {renewal.status}")
+
+
+def wallet_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> None:
+    """Issue 5: the agency ad-spend wallet - card top-up, spend on three platforms across two projects,
+    auto-top-up, a failing card (pause + notification), a manual top-up (resume)."""
+    carol = "carol"
+    optimizer, spend = devtokens.service_token("ad-optimizer"), devtokens.service_token("spend-ingestion")
+    projects = {p["name"]: p["project_id"] for p in web.call(carol, "GET", f"/v1/orgs/{org_id}/projects")["items"]}
+    watch = Watcher(stack)
+    kit = month.kit
+
+    def wallet() -> Any:
+        return web.call(carol, "GET", f"/v1/orgs/{org_id}/wallet", expect=200)
+
+    def show(label: str) -> None:
+        w = wallet()
+        say(
+            f"   {label:<44} balance {money(w['balance_minor']):>12}  held {money(w['held_minor']):>10}  "
+            f"[{w['status']}]"
+        )
+
+    bills = iter(range(1, 100))
+
+    def bill(platform: str, project: str, amount: int, hold_id: str | None = None) -> None:
+        body = {
+            "org_id": org_id,
+            "platform": platform,
+            "bill_id": f"{platform}-{next(bills):04d}",
+            "project_id": projects[project],
+            "amount_minor": amount,
+            "currency": "USD",
+            "billed_on": datetime.now(UTC).date().isoformat(),
+            **({"hold_id": hold_id} if hold_id else {}),
+        }
+        result = web.post_as_service(spend, "/v1/internal/wallet/bills", body, expect=200)
+        stack.stripe.wait_for_deliveries()
+        show(f"{platform} bill {money(amount)} + fee {money(result['fee_minor'])} ({project})")
+
+    say()
+    say("11. Agency wallet: Carol tops up 1,000.00 by card and turns on auto-top-up")
+    web.call(
+        carol,
+        "POST",
+        f"/v1/orgs/{org_id}/wallet/top-ups",
+        {"amount_minor": 100_000, "method": "card"},
+        expect=202,
+        headers={"Idempotency-Key": "demo-topup-1"},
+    )
+    stack.stripe.wait_for_deliveries()
+    show("card top-up credited (payment_intent.succeeded)")
+    web.call(
+        carol,
+        "PUT",
+        f"/v1/orgs/{org_id}/wallet/settings",
+        {
+            "low_threshold_minor": 20_000,
+            "floor_minor": 0,
+            "auto_top_up_enabled": True,
+            "auto_top_up_threshold_minor": 30_000,
+            "auto_top_up_amount_minor": 50_000,
+            "auto_top_up_daily_cap_minor": 100_000,
+        },
+        expect=200,
+    )
+    say("   low-balance warning below 200.00; auto-top-up 500.00 below 300.00 (daily cap 1,000.00)")
+
+    say()
+    say("12. The optimizer holds before launching; Meta, TikTok and Google Ads bill across two projects (5% fee)")
+    held = web.post_as_service(
+        optimizer,
+        "/v1/internal/wallet/holds",
+        {
+            "org_id": org_id,
+            "hold_id": "meta-launch-1",
+            "project_id": projects["Spring launch"],
+            "platform": "meta",
+            "amount_minor": 30_000,
+        },
+        expect=201,
+    )
+    show(f"hold {money(held['amount_minor'])} for a Meta launch")
+    bill("meta", "Spring launch", 28_050, hold_id="meta-launch-1")
+    bill("tiktok", "Always-on UGC", 15_000)
+    bill("google_ads", "Spring launch", 32_345)
+    show("auto-top-up ran once, credited by webhook")
+
+    say()
+    say("13. The saved card starts failing; spend goes on")
+    bad = kit.client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": month.customer})
+    kit.client.v1.customers.update(month.customer, params={"invoice_settings": {"default_payment_method": bad.id}})
+    bill("meta", "Always-on UGC", 45_000)
+    bill("tiktok", "Always-on UGC", 40_000)
+    bill("google_ads", "Spring launch", 30_000)
+    refused = web.post_as_service(
+        optimizer,
+        "/v1/internal/wallet/holds",
+        {
+            "org_id": org_id,
+            "hold_id": "meta-scale-2",
+            "project_id": projects["Spring launch"],
+            "platform": "meta",
+            "amount_minor": 5_000,
+        },
+        expect=409,
+    )
+    say(f"   optimizer asks to scale -> {refused['error']['code']}: {refused['error']['message']}")
+
+    say()
+    say("14. Carol adds a working card and tops up 1,500.00 by hand")
+    good = kit.client.v1.payment_methods.attach("pm_card_visa", params={"customer": month.customer})
+    kit.client.v1.customers.update(month.customer, params={"invoice_settings": {"default_payment_method": good.id}})
+    web.call(
+        carol,
+        "POST",
+        f"/v1/orgs/{org_id}/wallet/top-ups",
+        {"amount_minor": 150_000, "method": "card"},
+        expect=202,
+        headers={"Idempotency-Key": "demo-topup-2"},
+    )
+    stack.stripe.wait_for_deliveries()
+    show("manual top-up credited")
+
+    say()
+    say("   Events out (EventBridge) and notifications (SNS), in order:")
+    for kind, detail in watch.received(org_id):
+        say(f"     {kind:<28} {detail}")
+    w = wallet()
+    say(
+        f"   runway at the last 7 days' spend: {w['runway_days']} days; auto-top-up "
+        f"{'on' if w['auto_top_up']['enabled'] else 'off'}"
+    )
+    say()
+    say(f"   {'kind':<14}{'amount':>14}{'balance after':>16}  platform / project")
+    names = {v: k for k, v in projects.items()}
+    entries = web.call(carol, "GET", f"/v1/orgs/{org_id}/wallet/transactions?limit=100")["items"]
+    for e in reversed(entries):
+        where = f"{e['platform'] or ''} {names.get(e['project_id'] or '', '')}".strip()
+        say(f"   {e['kind']:<14}{money(e['amount_minor']):>14}{money(e['balance_after_minor']):>16}  {where}")
+
+
+class Watcher:
+    """Subscribes a queue to the SNS topic and the event bus, to show what went out."""
+
+    def __init__(self, stack: LocalStack):
+        self._sqs = stack.client("sqs")
+        self._url = self._sqs.create_queue(QueueName="demo-watch")["QueueUrl"]
+        arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        stack.client("sns").subscribe(
+            TopicArn=stack.env["NOTIFICATIONS_TOPIC_ARN"],
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        events = stack.client("events")
+        events.put_rule(
+            Name="demo-watch",
+            EventBusName=stack.env["EVENT_BUS_NAME"],
+            EventPattern=json.dumps({"source": ["layers.billing"], "detail-type": [{"prefix": "Wallet."}]}),
+        )
+        events.put_targets(
+            Rule="demo-watch", EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}]
+        )
+
+    def received(self, org_id: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        while True:
+            got = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not got.get("Messages"):
+                return out
+            for message in got["Messages"]:
+                body = json.loads(message["Body"])
+                if "detail-type" in body and body["detail"].get("org_id") == org_id:
+                    out.append(
+                        (
+                            f"event {body['detail-type']}",
+                            f"balance {money(body['detail'].get('balance_minor'))}"
+                            if "balance_minor" in body["detail"]
+                            else "",
+                        )
+                    )
+                elif body.get("org_id") == org_id:
+                    out.append((f"notify {body['kind']}", body["message"][:70]))
+                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def show_change(web: WebApp, user: str, org_id: str, plan_id: str) -> None:
