@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONDONTWRITEBYTECODE := 1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help bootstrap demo serve test lint bench token clean
+.PHONY: help bootstrap poppler demo serve test lint bench token clean
 
 help:
 	@echo "make demo   - run the billing walk-through against the local stack"
@@ -37,6 +37,11 @@ $(DDB_JAR_STAMP): package.json package-lock.json
 
 bootstrap: $(PY) $(DDB_JAR_STAMP)
 
+# poppler-utils (pdftoppm, pdftotext): the tests render invoice PDFs to PNG and read their text.
+poppler:
+	@command -v pdftoppm >/dev/null || { echo "installing poppler-utils (Debian)"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; }
+
 demo: bootstrap
 	$(PY) -m tests.local.demo
 
@@ -46,7 +51,7 @@ serve: bootstrap
 token: bootstrap
 	@$(PY) -m tests.local.devtokens $(if $(USER_ID),--sub $(USER_ID)) $(if $(GROUPS),--groups $(GROUPS))
 
-test: bootstrap
+test: bootstrap poppler
 	$(PY) -m pytest -q -n 2
 
 $(SAM_VENV)/bin/sam:
@@ -62,7 +67,7 @@ lint: bootstrap $(SAM_VENV)/bin/sam
 
 # Lambda artifacts for `sam build` (BuildMethod: makefile): our two packages plus the locked runtime
 # dependencies as arm64 / Python 3.12 wheels (pip cross-installs them, so no container is needed).
-build-ApiFunction build-StripeWebhookFunction build-InternalApiFunction build-CreditSweeperFunction build-SpendIngestFunction: $(UV)
+build-ApiFunction build-StripeWebhookFunction build-InternalApiFunction build-CreditSweeperFunction build-SpendIngestFunction build-InvoiceTaskFunction build-InvoiceDispatcherFunction: $(UV)
 	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --quiet -o $(ARTIFACTS_DIR)/requirements.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(ARTIFACTS_DIR)/requirements.txt \
 		-t $(ARTIFACTS_DIR) --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \

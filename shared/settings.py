@@ -13,12 +13,17 @@ class ApiSettings(BaseSettings):
     stripe_secret_arn: str  # STRIPE_SECRET_ARN: JSON {"api_key", "webhook_secret"}
     notifications_topic_arn: str  # NOTIFICATIONS_TOPIC_ARN
     event_bus_name: str  # EVENT_BUS_NAME: events out (Credits.UsageWarning, ...)
+    documents_bucket: str  # DOCUMENTS_BUCKET: invoice PDFs and CSVs
     # Unset in AWS (the SDK's api.stripe.com); the local stack points it at the Stripe emulator.
     stripe_api_base: str | None = None
 
 
 class WebhookSettings(ApiSettings):
     idempotency_table_name: str  # IDEMPOTENCY_TABLE_NAME: processed Stripe event ids
+
+
+class DispatcherSettings(ApiSettings):
+    invoice_run_state_machine_arn: str  # INVOICE_RUN_STATE_MACHINE_ARN
 
 
 class StripeKeys(BaseModel):

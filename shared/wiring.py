@@ -18,6 +18,8 @@ from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.dynamo import dynamodb_resource
 from shared.events import EventPublisher
+from shared.invoices.repository import DocumentStore, InvoiceRepository
+from shared.invoices.service import InvoiceService
 from shared.notify import Notifier
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -37,6 +39,7 @@ class Services:
     credits: CreditService
     usage: UsageService
     wallet: WalletService
+    invoices: InvoiceService
 
 
 def build_services(settings: ApiSettings) -> Services:
@@ -56,7 +59,22 @@ def build_services(settings: ApiSettings) -> Services:
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, events)
     usage = UsageService(orgs, repo, credit_repo, plans, clock)
     overage = OverageBilling(orgs, repo, credit_repo, usage, gateway)
-    wallet = WalletService(orgs, repo, WalletRepository(table), gateway, clock, events, notifier)
+    wallet_repo = WalletRepository(table)
+    wallet = WalletService(orgs, repo, wallet_repo, gateway, clock, events, notifier)
+    documents = DocumentStore(boto3.client("s3"), settings.documents_bucket)
+    invoices = InvoiceService(
+        orgs,
+        repo,
+        InvoiceRepository(table),
+        credit_repo,
+        wallet_repo,
+        usage,
+        gateway,
+        documents,
+        clock,
+        events,
+        notifier,
+    )
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
@@ -64,4 +82,5 @@ def build_services(settings: ApiSettings) -> Services:
         credits=credits,
         usage=usage,
         wallet=wallet,
+        invoices=invoices,
     )

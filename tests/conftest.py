@@ -5,13 +5,24 @@ Unit tests (tests/unit) use none of it and run with the network blocked."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient
+# Powertools reads these when shared.observability is first imported, which may be at collection time,
+# before the stack applies the template's environment.
+for _name, _value in {
+    "POWERTOOLS_SERVICE_NAME": "layers-billing",
+    "POWERTOOLS_METRICS_NAMESPACE": "LayersBilling",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from tests.helpers import ApiClient  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,12 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.api.routes import catalog, credits, members, orgs, projects, subscription, wallet
+from functions.api.routes import catalog, credits, invoices, members, orgs, projects, subscription, wallet
 from functions.http import new_resolver
 from shared.observability import logger, metrics, tracer
 
 app = new_resolver()
-for module in (catalog, orgs, members, projects, subscription, credits, wallet):
+for module in (catalog, orgs, members, projects, subscription, credits, wallet, invoices):
     app.include_router(module.router)
 
 _TITLE, _VERSION = "Layers Billing API", "1.0.0"

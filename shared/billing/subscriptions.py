@@ -84,7 +84,15 @@ class SubscriptionMirror:
                 base.catalog_version if base and status not in _ENDED else (self._plans.catalog_version)
             )
             changes["enterprise_terms"] = None
-        return self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms)
+        applied = self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms)
+        if applied is not None and status not in _ENDED and sub.current_period_end:
+            # The invoice run finds this period by the day it ends.
+            self._repo.index_period(
+                org_id,
+                state.current_period_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                state.current_period_end.isoformat().replace("+00:00", "Z"),
+            )
+        return applied
 
     def now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)

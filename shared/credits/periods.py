@@ -34,7 +34,7 @@ def _add_months(anchor: datetime, months: int) -> datetime:
 def period_containing(org: Org, at: datetime) -> Period:
     """The org's billing period that contains `at`."""
     anchor = org.subscription.billing_anchor if org.subscription else org.created_at
-    anchor = anchor.astimezone(UTC)
+    anchor = anchor.astimezone(UTC).replace(microsecond=0)  # periods start on whole seconds, as Stripe's do
     # Months between anchor and `at`, then correct by one either way for day/time within the month.
     months = (at.year - anchor.year) * 12 + (at.month - anchor.month)
     start = _add_months(anchor, months)

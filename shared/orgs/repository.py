@@ -441,3 +441,31 @@ class OrgRepository:
         except TransactionConditionFailed:
             return None
         return Org.model_validate(plain(resp["Attributes"]))
+
+    # ------------------------------------------------------------------ period-end index (invoice run)
+    def index_period(self, org_id: str, period_key: str, period_end_iso: str) -> None:
+        """Makes the period findable by the day it ends (GSI2 PERIODEND#<date>). Idempotent."""
+        with dynamo_errors():
+            self._table.put_item(
+                Item={
+                    "PK": _org_pk(org_id),
+                    "SK": f"PERIODIDX#{period_key}",
+                    "type": "period_index",
+                    "GSI2PK": f"PERIODEND#{period_end_iso[:10]}",
+                    "GSI2SK": f"{org_id}#{period_key}",
+                    "org_id": org_id,
+                    "period_key": period_key,
+                    "period_end": period_end_iso,
+                }
+            )
+
+    def periods_ending(self, day: str) -> list[tuple[str, str]]:
+        kwargs: dict[str, Any] = {"IndexName": "GSI2", "KeyConditionExpression": Key("GSI2PK").eq(f"PERIODEND#{day}")}
+        found: list[tuple[str, str]] = []
+        with dynamo_errors():
+            while True:
+                resp = self._table.query(**kwargs)
+                found += [(str(i["org_id"]), str(i["period_key"])) for i in resp["Items"]]
+                if "LastEvaluatedKey" not in resp:
+                    return found
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock, iso
+from shared.credits.periods import period_containing
 from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError, PlanLimitError
 from shared.ids import new_id
 from shared.orgs.models import (
@@ -122,6 +123,7 @@ class OrgService:
             added_at=now,
         )
         self._repo.create_org(org, owner)
+        self.index_period_of(org, now)
         return OrgView(org, plan, Role.OWNER)
 
     def list_my_orgs(self, caller: Caller, cursor: str | None, limit: int) -> Page[Membership]:
@@ -234,6 +236,15 @@ class OrgService:
             )
         if org.billing_mode is BillingMode.AGENCY:
             _check_agency(plan, BillingMode.AGENCY)
+
+    def periods_ending(self, day: date) -> list[tuple[str, str]]:
+        """(org, period_key) of the billing periods that end on `day` (UTC)."""
+        return self._repo.periods_ending(day.isoformat())
+
+    def index_period_of(self, org: Org, at: datetime) -> None:
+        """Registers the org's period containing `at` for the invoice run."""
+        period = period_containing(org, at)
+        self._repo.index_period(org.org_id, period.key, iso(period.end))
 
     # ------------------------------------------------------------------ members
     def list_members(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Member]:

@@ -320,6 +320,27 @@ class WalletRepository:
             }
         }
 
+    def add_period_spend(
+        self, org_id: str, period_key: str, platform: str, project_id: str, spend: int, fee: int
+    ) -> dict[str, Any]:
+        """Running aggregate per period x platform x project: what the invoice reads (never the ledger)."""
+        return {
+            "Update": {
+                "TableName": self._name,
+                "Key": {"PK": _pk(org_id), "SK": f"WPERIOD#{period_key}#{platform}#{project_id}"},
+                "UpdateExpression": "SET platform = :p, project_id = :j ADD ad_spend :s, fee :f, bills :one",
+                "ExpressionAttributeValues": {":p": platform, ":j": project_id, ":s": spend, ":f": fee, ":one": 1},
+            }
+        }
+
+    def period_spend(self, org_id: str, period_key: str) -> list[dict[str, Any]]:
+        with dynamo_errors():
+            resp = self._table.query(
+                KeyConditionExpression=Key("PK").eq(_pk(org_id)) & Key("SK").begins_with(f"WPERIOD#{period_key}#"),
+                ConsistentRead=True,
+            )
+        return [plain(i) for i in resp["Items"]]
+
     def write(self, items: list[dict[str, Any]]) -> None:
         try:
             with dynamo_errors():

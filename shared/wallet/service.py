@@ -14,11 +14,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
+from shared.credits.periods import period_containing
 from shared.errors import (
     ConcurrentUpdateError,
     ConflictError,
@@ -485,6 +487,7 @@ class WalletService:
         fee_bps = plan.platform_fee_bps or 0
         hold = self._repo.item(org_id, f"HOLD#{hold_id}") if hold_id else None
         cause = f"bill:{platform}:{bill_id}"
+        period = period_containing(org, datetime.combine(billed_on, time_of_day(12), UTC))  # the period of its date
         auto: dict[str, Any] = {}
 
         def build(stored: StoredWallet) -> dict[str, Any]:
@@ -495,6 +498,9 @@ class WalletService:
                     org_id, cause, {"amount_minor": amount_minor, "fee_minor": platform_fee(amount_minor, fee_bps)}
                 ),
                 self._repo.add_spend_day(org_id, billed_on.isoformat(), -sum(m.amount for m in movements)),
+                self._repo.add_period_spend(
+                    org_id, period.key, platform, project_id, amount_minor, platform_fee(amount_minor, fee_bps)
+                ),
             ]
             if hold and hold["status"] == "pending":
                 held_delta = -int(hold["amount_minor"])

@@ -40,6 +40,7 @@ class Case:
     ok_as: str = "owner"  # who succeeds: a role, or "support" (Layers staff)
     headers: dict[str, str] = field(default_factory=dict)  # sent on every call of the case
     needs_wallet_money: bool = False  # success needs a card top-up credited to the wallet
+    needs_invoice: bool = False  # success needs the org's invoice for its current period, issued
 
 
 CASES: list[Case] = [
@@ -191,6 +192,12 @@ CASES: list[Case] = [
         headers={"Idempotency-Key": "matrix-refund"},
         needs_wallet_money=True,
     ),
+    Case("GET", "/v1/orgs/{org_id}/invoices", bad_params={"limit": 500}),
+    Case(
+        "GET", "/v1/orgs/{org_id}/invoices/{invoice_id}", bad_path={"invoice_id": "not-an-invoice"}, needs_invoice=True
+    ),
+    Case("GET", "/v1/orgs/{org_id}/invoices/{invoice_id}/pdf", bad_path={"invoice_id": "x"}, needs_invoice=True),
+    Case("GET", "/v1/orgs/{org_id}/invoices/{invoice_id}/csv", bad_path={"invoice_id": "x"}, needs_invoice=True),
 ]
 IDS = [f"{c.method} {c.path}" for c in CASES]
 
@@ -214,6 +221,7 @@ def _path(case: Case, world: World, org_id: str | None = None, *, invalid: bool 
         "user_id": world.user("spare"),
         "project_id": project,
         "template_id": "social-content",
+        "invoice_id": world.invoice_id or "inv_20261101T000000Z",
     }
     return case.path.format(**(values | case.bad_path if invalid else values))
 
@@ -230,6 +238,8 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
     if case.needs_subscription or case.needs_wallet_money:
         StripeKit(stack, table).subscribe(api, world.user("owner"), world.org_id, "pro")  # a saved card
+    if case.needs_invoice:
+        world.invoice_id = _issue_current_invoice(world.org_id)
     if case.needs_wallet_money:
         topup = api.call(
             "POST",
@@ -322,6 +332,23 @@ def test_insufficient_role_is_403_and_writes_nothing(
     assert reply.status == 403, reply.body
     assert reply.code == "forbidden"
     assert _snapshot(table, refusal_world) == before
+
+
+def _issue_current_invoice(org_id: str) -> str:
+    from datetime import UTC, datetime
+
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+
+    invoices = services().invoices
+    org = services().orgs._repo.get_org(org_id)
+    assert org is not None
+    period_key = period_containing(org, datetime.now(UTC)).key
+    for step in (invoices.close, invoices.collect, invoices.finalize, invoices.render, invoices.issue):
+        step(org_id, period_key)
+    invoice = invoices._repo.get(org_id, period_key)
+    assert invoice is not None and invoice.status == "issued"
+    return invoice.invoice_id
 
 
 def test_every_route_is_covered(api: ApiClient) -> None:

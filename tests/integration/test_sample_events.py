@@ -69,6 +69,8 @@ def test_handler_accepts_its_sample_event(stack: Any, path: Path) -> None:
     if isinstance(event.get("detail"), dict) and event["detail"].get("org_id") == "org_sample_agency":
         # The sample names placeholder ids: give it a real agency org and project to bill.
         event["detail"]["org_id"], event["detail"]["project_id"] = _agency_org_with_project(stack)
+    if event.get("org_id") == "org_sample_agency":
+        event["org_id"] = _agency_org_with_project(stack)[0]
     reply = _handler(spec.handler)(event, _Context())
     if "requestContext" in event:  # an HTTP API event: an HTTP reply with a JSON body
         assert 200 <= reply["statusCode"] < 300, reply

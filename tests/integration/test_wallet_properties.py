@@ -40,7 +40,16 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
             self.holds: dict[str, int] = {}
             self.credited: list[tuple[str, str, str, int]] = []  # (topup, intent, charge, amount)
             self.refundable = 0
+            self.paused = False
             self.n = 0
+
+        def _moved(self) -> None:
+            """The model of the low-balance states: paused below the floor (0) until the balance is back
+            at the low-balance threshold (the default, 10,000)."""
+            if self.balance < 0:
+                self.paused = True
+            elif self.paused and self.balance >= 10_000:
+                self.paused = False
 
         def _next(self, prefix: str) -> str:
             self.n += 1
@@ -64,6 +73,7 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
             self.credited.append((topup, intent_id, charge, amount))
             self.balance += amount
             self.refundable += amount
+            self._moved()
 
         @precondition(lambda self: bool(self.credited))
         @rule(data=st.data())
@@ -81,7 +91,7 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
                     org_id=self.org_id, hold_id=hold_id, project_id=self.project, platform="meta", amount_minor=amount
                 )
             except InsufficientWalletFundsError:
-                assert self.balance - sum(self.holds.values()) < amount or self.balance < 0
+                assert self.paused or self.balance - sum(self.holds.values()) < amount
                 return
             self.holds[hold_id] = amount
 
@@ -104,6 +114,7 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
                 )
             del self.holds[hold_id]
             self.balance -= spent + _fee(spent)
+            self._moved()
 
         @precondition(lambda self: bool(self.holds))
         @rule(data=st.data())
@@ -127,6 +138,7 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
                 actor="prop",
             )
             self.balance -= spent + _fee(spent)
+            self._moved()
 
         @rule(amount=st.integers(1, 30_000))
         def support_refund(self, amount: int) -> None:
@@ -141,6 +153,7 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
             self.kit.wallet.refund(SUPPORT, self.org_id, amount_minor=amount, reason="property", idempotency_key=key)
             self.balance -= amount
             self.refundable -= amount
+            self._moved()
 
         @invariant()
         def the_books_balance(self) -> None:
@@ -151,6 +164,7 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
             entries = [i for i in org_items(self.kit.repo._table, self.org_id) if i["SK"].startswith("WLEDGER#")]
             assert sum(int(e["amount"]) for e in entries) == balance == self.balance
             assert not stored or stored.account.held == sum(self.holds.values()) >= 0
+            assert not stored or (stored.account.status.value == "paused") == self.paused
             keys = [(e["idempotency_key"], e["kind"], e.get("ref")) for e in entries if e.get("idempotency_key")]
             assert len(keys) == len(set(keys)), "an entry was applied twice"
 

@@ -15,6 +15,7 @@ class World:
     people: dict[str, str]  # role -> user id (plus "stranger", "spare")
     project_id: str
     archived_project_id: str
+    invoice_id: str = ""
 
     def user(self, role: str) -> str:
         return self.people[role]

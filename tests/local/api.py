@@ -107,6 +107,12 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+# One invocation at a time in this process. In AWS each function runs in its own environments; here
+# they share one interpreter, and Powertools keeps the current event in a class attribute shared by
+# every resolver, so two functions running at once would read each other's requests.
+INVOCATION_LOCK = threading.RLock()
+
+
 class LocalHttpApi:
     def __init__(
         self,
@@ -125,9 +131,6 @@ class LocalHttpApi:
             raise ValueError(f"duplicate routes: {sorted(duplicates)}")
         self._handlers: dict[str, Handler] = {}
         self._import_lock = threading.Lock()
-        # One invocation at a time per function, like one Lambda execution environment: handlers keep
-        # per-invocation state in module globals (Powertools' resolver holds the current event).
-        self._invoke_locks = {spec.logical_id: threading.Lock() for spec in functions.values()}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -367,7 +370,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
         try:
             handler = api.handler_for(bound.spec)
-            with api._invoke_locks[bound.spec.logical_id]:
+            with INVOCATION_LOCK:
                 result = handler(event, LocalLambdaContext(bound.spec.logical_id))
             status, headers, payload = to_http_response(result)
         except Exception:

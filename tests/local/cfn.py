@@ -6,6 +6,7 @@ derived from it here, so local runs cannot drift from what is deployed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,15 @@ def local_resource_names(template: dict[str, Any], region: str = REGION, account
                 names[logical_id] = f"arn:aws:sns:{region}:{account}:{topic}"
             case "AWS::SecretsManager::Secret":
                 names[logical_id] = resolve(props.get("Name", logical_id), template, {**pseudo, **names})
+            case "AWS::Serverless::Function":
+                # Functions are named by their logical id locally, so the local Lambda finds them by it.
+                names[logical_id] = logical_id
+                names[f"{logical_id}.Arn"] = f"arn:aws:lambda:{region}:{account}:function:{logical_id}"
+            case "AWS::Serverless::StateMachine" | "AWS::StepFunctions::StateMachine":
+                machine = resolve(props.get("Name", logical_id), template, {**pseudo, **names})
+                names[logical_id] = f"arn:aws:states:{region}:{account}:stateMachine:{machine}"  # !Ref: the ARN
+                names[f"{logical_id}.Arn"] = names[logical_id]
+                names[f"{logical_id}.Name"] = machine
             case _:
                 names[logical_id] = logical_id
     return names
@@ -227,4 +237,55 @@ def function_specs(template: dict[str, Any], resource_names: dict[str, str]) -> 
             )
         handler = props.get("Handler", global_fn.get("Handler"))
         specs[logical_id] = FunctionSpec(logical_id, handler, env, tuple(routes))
+    return specs
+
+
+# ----------------------------------------------------------------------------------- state machines
+
+
+@dataclass(frozen=True)
+class StateMachineSpec:
+    logical_id: str
+    name: str
+    type: str  # STANDARD | EXPRESS
+    definition: str  # ASL JSON with DefinitionSubstitutions applied
+
+
+def _substitute(text: str, substitutions: dict[str, str], logical_id: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match[1] not in substitutions:
+            raise KeyError(f"{logical_id}: definition placeholder ${{{match[1]}}} has no DefinitionSubstitutions entry")
+        # Substituted into a JSON document: escape as the inside of a JSON string.
+        return json.dumps(substitutions[match[1]])[1:-1]
+
+    return re.sub(r"\$\{([A-Za-z0-9_.:-]+)\}", replace, text)
+
+
+def state_machine_specs(template: dict[str, Any], resource_names: dict[str, str]) -> dict[str, StateMachineSpec]:
+    """Every AWS::Serverless::StateMachine of `template`, its definition read from `DefinitionUri` (a
+    path relative to the repo, as `sam build` reads it) or inline `Definition`, with
+    `DefinitionSubstitutions` resolved against the local resource names (an unknown placeholder is an
+    error, never left in)."""
+    specs: dict[str, StateMachineSpec] = {}
+    for logical_id, resource in _resources(template, "AWS::Serverless::StateMachine").items():
+        props = resource.get("Properties", {}) or {}
+        if "Definition" in props:
+            text = json.dumps(props["Definition"])
+        elif isinstance(props.get("DefinitionUri"), str):
+            text = (REPO / props["DefinitionUri"]).read_text(encoding="utf-8")
+        else:
+            raise ValueError(f"{logical_id}: need Definition or a local DefinitionUri path, got {props!r}")
+        substitutions = {
+            key: resolve(value, template, resource_names)
+            for key, value in (props.get("DefinitionSubstitutions") or {}).items()
+        }
+        definition = _substitute(text, substitutions, logical_id)
+        json.loads(definition)  # still JSON after substitution
+        arn = resource_names.get(logical_id, logical_id)
+        specs[logical_id] = StateMachineSpec(
+            logical_id=logical_id,
+            name=arn.rsplit(":", 1)[-1],
+            type=str(props.get("Type", "STANDARD")).upper(),
+            definition=definition,
+        )
     return specs

@@ -7,7 +7,10 @@ AWS_ENDPOINT_URL_<SERVICE> variables in `env` (service id upper-cased, spaces ->
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -18,6 +21,7 @@ import boto3
 from tests.local import cfn, devtokens
 from tests.local.api import LocalHttpApi
 from tests.local.dynamodb_local import start_dynamodb_local, start_moto_server
+from tests.local.lambda_local import LocalLambda, route_moto_step_functions
 from tests.local.stripe_emulator import StripeEmulator
 
 REGION = cfn.REGION
@@ -36,6 +40,8 @@ class LocalStack:
     functions: dict[str, cfn.FunctionSpec]
     resource_names: dict[str, str]
     stripe: StripeEmulator
+    lambda_endpoint: str  # the local Lambda Invoke API, serving the template's functions
+    local_lambda: LocalLambda
     _stops: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def serve_api(self, host: str = "127.0.0.1", port: int = 0) -> tuple[LocalHttpApi, str]:
@@ -56,6 +62,20 @@ class LocalStack:
         """A boto3 client for `service` pointed at the local stack (independent of os.environ)."""
         endpoint = self.dynamodb_endpoint if service == "dynamodb" else self.moto_endpoint
         return _client(service, endpoint)
+
+    def wait_for_execution(self, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
+        """Poll describe_execution until the execution is no longer RUNNING; returns the description."""
+        sfn = self.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            execution: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+            if execution["status"] != "RUNNING":
+                return execution
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_arn} still RUNNING after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def stop(self) -> None:
         while self._stops:
@@ -106,6 +126,34 @@ def _create_moto_resources(endpoint: str, template: dict[str, Any], names: dict[
                     names[logical_id] = secrets.describe_secret(SecretId=name)["ARN"]
 
 
+def _enable_step_functions_execution(moto_endpoint: str) -> None:
+    """Switch moto to its ASL interpreter (otherwise executions never run a state). Server mode has no
+    env variable for it: the setting is moto's global user config, set through /moto-api/config. Must
+    happen before state machines are created: the interpreter has its own backend."""
+    body = json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()
+    request = urllib.request.Request(f"{moto_endpoint}/moto-api/config", data=body, method="POST")
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:  # our own local server
+        response.read()
+
+
+def _create_state_machines(endpoint: str, template: dict[str, Any], names: dict[str, str]) -> None:
+    """Create every AWS::Serverless::StateMachine of `template` in moto from its real definition.
+
+    `names[logical_id]` gets the ARN (what !Ref yields). Idempotent across stacks of one process (moto's
+    backends are shared): an existing state machine gets this template's definition.
+    """
+    sfn = _client("stepfunctions", endpoint)
+    for logical_id, spec in cfn.state_machine_specs(template, names).items():
+        role = f"arn:aws:iam::{cfn.ACCOUNT}:role/{cfn.STACK_NAME}-{logical_id}Role"
+        arn = sfn.create_state_machine(name=spec.name, definition=spec.definition, roleArn=role, type=spec.type)[
+            "stateMachineArn"
+        ]
+        if sfn.describe_state_machine(stateMachineArn=arn)["definition"] != spec.definition:
+            sfn.update_state_machine(stateMachineArn=arn, definition=spec.definition, roleArn=role)
+        names[logical_id] = names[f"{logical_id}.Arn"] = arn
+
+
 def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
     template = template if template is not None else cfn.load_template()
     stops: list[Callable[[], None]] = []
@@ -118,7 +166,12 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         cfn.create_tables(_client("dynamodb", ddb_endpoint), template)
         names = cfn.local_resource_names(template, region=REGION)
         _create_moto_resources(moto_endpoint, template, names)
-        functions = cfn.function_specs(template, names)
+        _enable_step_functions_execution(moto_endpoint)
+        _create_state_machines(moto_endpoint, template, names)
+        functions = cfn.function_specs(template, names)  # after the resources: env may !Ref any of them
+        local_lambda = LocalLambda(functions)
+        lambda_endpoint = local_lambda.start()
+        stops.append(local_lambda.stop)
         stripe = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local")
         stripe_url = stripe.start()
         stops.append(stripe.stop)
@@ -138,10 +191,14 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_DEV": "false",
+        "AWS_ENDPOINT_URL_LAMBDA": lambda_endpoint,
         "STRIPE_API_BASE": stripe_url,  # the emulator; in AWS unset (api.stripe.com)
     }
     for spec in functions.values():
         env.update(spec.environment)
+    # moto's Step Functions tasks ignore AWS_ENDPOINT_URL_* (its client factory pins moto's port): route
+    # them through this env - Lambda tasks to the local Lambda, i.e. our real handlers.
+    stops.append(route_moto_step_functions(env, moto_endpoint))
     return LocalStack(
         dynamodb_endpoint=ddb_endpoint,
         moto_endpoint=moto_endpoint,
@@ -150,5 +207,7 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         functions=functions,
         resource_names=names,
         stripe=stripe,
+        lambda_endpoint=lambda_endpoint,
+        local_lambda=local_lambda,
         _stops=stops,
     )

@@ -1,0 +1,1 @@
+"""The monthly consolidated invoice: one per org per closed period, numbered at finalisation."""

@@ -1,0 +1,283 @@
+"""The monthly invoice run, step by step. Every step is idempotent per (org, period): a rerun finds
+the invoice where the last run left it and does only what is left, so nothing is numbered, stored,
+charged or announced twice. Assembly reads running aggregates (per period, project, platform), never
+ledger entries, so its cost does not grow with the ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.auth import Caller
+from shared.clock import Clock, iso
+from shared.credits.periods import Period, period_containing
+from shared.credits.repository import CreditRepository
+from shared.errors import NotFoundError
+from shared.events import EventPublisher
+from shared.invoices.models import Invoice, InvoiceLine, Totals
+from shared.invoices.render import render_csv, render_pdf
+from shared.invoices.repository import DocumentStore, InvoiceRepository
+from shared.notify import Notifier
+from shared.orgs.models import READ, BillingMode, Org
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from shared.pagination import Page
+from shared.stripe_gateway import StripeGateway
+from shared.usage.service import UsageService
+from shared.wallet.platforms import platform_name
+from shared.wallet.repository import WalletRepository
+
+
+def _period(org: Org, period_key: str) -> Period:
+    return period_containing(org, datetime.strptime(period_key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+
+
+class InvoiceService:
+    def __init__(
+        self,
+        orgs: OrgService,
+        org_repo: OrgRepository,
+        repo: InvoiceRepository,
+        credits: CreditRepository,
+        wallet: WalletRepository,
+        usage: UsageService,
+        gateway: StripeGateway,
+        documents: DocumentStore,
+        clock: Clock,
+        events: EventPublisher,
+        notifier: Notifier,
+    ):
+        self._orgs = orgs
+        self._org_repo = org_repo
+        self._repo = repo
+        self._credits = credits
+        self._wallet = wallet
+        self._usage = usage
+        self._gateway = gateway
+        self._documents = documents
+        self._clock = clock
+        self._events = events
+        self._notifier = notifier
+
+    def _org(self, org_id: str) -> Org:
+        org = self._org_repo.get_org(org_id)
+        if org is None:
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        return org
+
+    def _invoice(self, org_id: str, period_key: str) -> Invoice:
+        invoice = self._repo.get(org_id, period_key)
+        if invoice is None:
+            raise NotFoundError(f"No invoice for {org_id} and period {period_key}.", code="invoice_not_found")
+        return invoice
+
+    # ------------------------------------------------------------------ steps (the state machine's tasks)
+    def close(self, org_id: str, period_key: str) -> str:
+        """Freezes the period: its invoice exists from now on, as a draft."""
+        org = self._org(org_id)
+        period = _period(org, period_key)
+        plan = self._orgs.plan_of(org)
+        draft = Invoice(
+            invoice_id="inv_" + period.key.replace("-", "").replace(":", ""),
+            org_id=org_id,
+            period_key=period.key,
+            period_start=iso(period.start),
+            period_end=iso(period.end),
+            status="draft",
+            currency=org.currency,
+            bill_to_name=org.name,
+            billing_mode=org.billing_mode.value,
+            plan_name=plan.name,
+            created_at=iso(self._clock.now()),
+        )
+        self._repo.create_draft(draft)
+        self._orgs.index_period_of(org, period.end)  # the next period, for the next run
+        return self._invoice(org_id, period.key).status
+
+    def collect(self, org_id: str, period_key: str) -> str:
+        invoice = self._invoice(org_id, period_key)
+        if invoice.status == "draft":
+            org = self._org(org_id)
+            lines, totals, stripe_ids, reads = self.assemble(org, _period(org, period_key))
+            self._repo.save(
+                invoice.model_copy(
+                    update={"lines": lines, "totals": totals, "stripe_invoice_ids": stripe_ids, "reads": reads}
+                ),
+                expected_status="draft",
+            )
+        return self._invoice(org_id, period_key).status
+
+    def finalize(self, org_id: str, period_key: str) -> str:
+        invoice = self._invoice(org_id, period_key)
+        if invoice.status == "draft":
+            stamped = invoice.model_copy(update={"finalized_at": iso(self._clock.now())})
+            self._repo.finalize(stamped, year=int(invoice.period_end[:4]))
+        return self._invoice(org_id, period_key).status
+
+    def render(self, org_id: str, period_key: str) -> str:
+        invoice = self._invoice(org_id, period_key)
+        if invoice.status == "finalized":
+            base = f"invoices/{org_id}/{invoice.period_key[:10]}/{invoice.number}"
+            self._documents.put(f"{base}.pdf", render_pdf(invoice), "application/pdf")
+            self._documents.put(f"{base}.csv", render_csv(invoice), "text/csv")
+            self._repo.save(
+                invoice.model_copy(update={"status": "rendered", "pdf_key": f"{base}.pdf", "csv_key": f"{base}.csv"}),
+                expected_status="finalized",
+            )
+        return self._invoice(org_id, period_key).status
+
+    def issue(self, org_id: str, period_key: str) -> str:
+        invoice = self._invoice(org_id, period_key)
+        if invoice.status == "rendered":
+            issued = invoice.model_copy(update={"status": "issued", "issued_at": iso(self._clock.now())})
+            if self._repo.save(issued, expected_status="rendered"):  # only the run that moved it announces
+                totals = issued.totals
+                detail = {
+                    "org_id": org_id,
+                    "invoice_id": issued.invoice_id,
+                    "number": issued.number,
+                    "period_key": issued.period_key,
+                    "currency": issued.currency,
+                    "total_minor": totals.total_minor if totals else 0,
+                    "amount_due_minor": totals.amount_due_minor if totals else 0,
+                }
+                self._events.publish("Invoice.Issued", detail)
+                self._notifier.notify(
+                    org_id=org_id,
+                    kind="Invoice.Issued",
+                    subject=f"Layers invoice {issued.number}",
+                    message="Your monthly Layers invoice is ready (PDF and CSV in Billing).",
+                    details=detail,
+                )
+        return self._invoice(org_id, period_key).status
+
+    def record_failure(self, org_id: str, period_key: str, error: str) -> None:
+        """A failed org: recorded for the alarm and for a rerun; the others go on."""
+        self._credits.set_period_fields(
+            org_id, period_key, {"invoice_run_error": error[:500], "invoice_run_failed_at": iso(self._clock.now())}
+        )
+
+    # ------------------------------------------------------------------ assembly
+    def assemble(self, org: Org, period: Period) -> tuple[list[InvoiceLine], Totals, list[str], int]:
+        """The invoice's lines and totals from running aggregates and Stripe's invoices for the period."""
+        lines: list[InvoiceLine] = []
+        reads = 0
+        charged = unpaid = 0
+        stripe_ids: list[str] = []
+        if org.stripe_customer_id:
+            for stripe_invoice in sorted(
+                self._gateway.list_invoices(customer_id=org.stripe_customer_id),
+                key=lambda i: (i.period_start, i.invoice_id or ""),
+            ):
+                if stripe_invoice.status in ("draft", "void") or stripe_invoice.invoice_id is None:
+                    continue
+                # A renewal belongs to the period it closes (its arrears; its advance is next month's
+                # charge, billed on this anniversary); every other Stripe invoice to when it was made.
+                at = (
+                    stripe_invoice.period_end - 1
+                    if stripe_invoice.billing_reason == "subscription_cycle"
+                    else stripe_invoice.period_start
+                )
+                if period_containing(org, datetime.fromtimestamp(at, UTC)).key != period.key:
+                    continue
+                stripe_ids.append(stripe_invoice.invoice_id)
+                charged += stripe_invoice.total_minor
+                if stripe_invoice.status == "open":
+                    unpaid += stripe_invoice.amount_due_minor - stripe_invoice.amount_paid_minor
+                lines += [
+                    InvoiceLine(
+                        section="subscription",
+                        description=line.description,
+                        amount_minor=line.amount_minor,
+                        paid_via="stripe",
+                        quantity=line.quantity,
+                        stripe_invoice_id=stripe_invoice.invoice_id,
+                    )
+                    for line in stripe_invoice.lines
+                ]
+        projects = self._credits.project_periods(org.org_id, period.key)
+        reads += len(projects)
+        names: dict[str, str] = {}
+        for row in sorted(projects, key=lambda r: str(r["project_id"])):
+            project_id = str(row["project_id"])
+            project = self._org_repo.get_project(org.org_id, project_id)
+            reads += 1
+            names[project_id] = project.name if project else project_id
+            lines.append(
+                InvoiceLine(
+                    section="credits",
+                    paid_via="info",
+                    amount_minor=0,
+                    quantity=int(row.get("used", 0)),
+                    project_id=project_id,
+                    description=f"{names[project_id]}: {int(row.get('used', 0)):,} credits "
+                    f"({int(row.get('included_used', 0)):,} included, {int(row.get('packs_used', 0)):,} from packs, "
+                    f"{int(row.get('overage', 0)):,} overage)",
+                )
+            )
+        for allowance in self._usage.allowances_of(org, period):
+            if allowance.overage:
+                lines.append(
+                    InvoiceLine(
+                        section="usage",
+                        paid_via="info",
+                        amount_minor=0,
+                        quantity=allowance.overage,
+                        description=f"{allowance.metric.replace('_', ' ')}: {allowance.used:,} used, "
+                        f"{allowance.included:,} included, {allowance.overage:,} over (billed through Stripe)",
+                    )
+                )
+        reads += 1
+        wallet_paid = deficit = 0
+        if org.billing_mode is BillingMode.AGENCY:
+            spend = self._wallet.period_spend(org.org_id, period.key)
+            reads += len(spend)
+            for row in sorted(spend, key=lambda r: (str(r["platform"]), str(r["project_id"]))):
+                project_id, platform = str(row["project_id"]), str(row["platform"])
+                if project_id not in names:
+                    project = self._org_repo.get_project(org.org_id, project_id)
+                    reads += 1
+                    names[project_id] = project.name if project else project_id
+                for kind, amount in (("Ad spend", int(row["ad_spend"])), ("Platform fee", int(row["fee"]))):
+                    lines.append(
+                        InvoiceLine(
+                            section="ad_spend",
+                            paid_via="wallet",
+                            amount_minor=amount,
+                            project_id=project_id,
+                            platform=platform,
+                            description=f"{kind}: {platform_name(platform)}, {names[project_id]}",
+                        )
+                    )
+                    wallet_paid += amount
+            stored = self._wallet.get(org.org_id)
+            reads += 1
+            deficit = max(0, -stored.account.balance) if stored else 0
+        totals = Totals(
+            charged_through_stripe_minor=charged,
+            stripe_unpaid_minor=unpaid,
+            paid_from_wallet_minor=wallet_paid,
+            total_minor=charged + wallet_paid,
+            wallet_deficit_minor=deficit,
+            amount_due_minor=unpaid + deficit,
+        )
+        return lines, totals, stripe_ids, reads
+
+    # ------------------------------------------------------------------ reads (people)
+    def list(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:
+        self._orgs.access(caller, org_id, READ, support=True)
+        return self._repo.list(org_id, cursor, limit)
+
+    def get(self, caller: Caller, org_id: str, invoice_id: str) -> Invoice:
+        self._orgs.access(caller, org_id, READ, support=True)
+        for invoice in self._repo.list(org_id, None, 100).items:
+            if invoice.invoice_id == invoice_id:
+                return invoice
+        raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
+
+    def download(self, caller: Caller, org_id: str, invoice_id: str, kind: str) -> dict[str, Any]:
+        invoice = self.get(caller, org_id, invoice_id)
+        key = invoice.pdf_key if kind == "pdf" else invoice.csv_key
+        if key is None:
+            raise NotFoundError("The invoice's documents are not rendered yet.", code="document_not_ready")
+        return {"url": self._documents.url(key, f"{invoice.number}.{kind}"), "expires_in": 900}

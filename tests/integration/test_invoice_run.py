@@ -1,0 +1,253 @@
+"""The monthly invoice run: the real state machine from template.yaml executes in moto, each Task
+reaching our handler. Three orgs (agency on Pro with spend on three platforms, BYO on Starter, an
+agency org whose renewal charge fails) and one that does not exist; every line and total is checked
+against figures computed by hand, then the same period runs again."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.invoices.models import Invoice
+from shared.invoices.repository import InvoiceRepository
+from tests.helpers import ApiClient, new_user
+from tests.integration.credit_kit import credit_kit
+from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
+from tests.integration.wallet_kit import fund, wallet_kit
+
+pytestmark = pytest.mark.integration
+SEPTEMBER = "2026-09-01T00:00:00Z"
+SEPT_15 = datetime(2026, 9, 15, tzinfo=UTC)
+
+
+def _org(api: ApiClient, owner: str, plan: str, mode: str) -> tuple[str, list[str]]:
+    org_id = api.call(
+        "POST",
+        "/v1/orgs",
+        as_user=owner,
+        json={"name": f"{mode.upper()} {plan} Co", "plan_id": plan, "billing_mode": mode},
+    ).body["org_id"]
+    projects = []
+    for name in ("Launch", "Always-on")[: (2 if plan != "starter" else 1)]:
+        projects.append(
+            api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": name}).body["project_id"]
+        )
+    return org_id, projects
+
+
+def _use_credits(stack: Any, org_id: str, project: str, images: int, run: str) -> None:
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], SEPT_15)
+    kit.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="social-content",
+        generation_type="image",
+        quantity=images,
+        workflow_run_id=run,
+        actor="t",
+    )
+    kit.credits.settle(org_id=org_id, workflow_run_id=run, quantity=None, occurred_at=None, actor="t")
+
+
+def _bill(stack: Any, org_id: str, project: str, platform: str, amount: int) -> None:
+    wallet_kit(stack, SEPT_15).wallet.record_bill(
+        org_id=org_id,
+        platform=platform,
+        bill_id=f"{platform}-{new_user()}",
+        project_id=project,
+        amount_minor=amount,
+        currency="USD",
+        billed_on=date(2026, 9, 20),
+        hold_id=None,
+        actor="t",
+    )
+
+
+def _run(stack: Any, orgs: list[dict[str, str]], name: str) -> dict[str, Any]:
+    sfn = stack.client("stepfunctions")
+    started = sfn.start_execution(
+        stateMachineArn=stack.resource_names["InvoiceRunStateMachine"], name=name, input=json.dumps({"orgs": orgs})
+    )
+    return dict(stack.wait_for_execution(started["executionArn"], timeout=120))
+
+
+@pytest.fixture(scope="module")
+def month(api: ApiClient, stack: Any, table: Any) -> dict[str, Any]:
+    kit = StripeKit(stack, table)
+    owners = {k: new_user(k) for k in ("agency", "byo", "failing")}
+    agency, agency_projects = _org(api, owners["agency"], "pro", "agency")
+    byo, byo_projects = _org(api, owners["byo"], "starter", "byo")
+    failing, failing_projects = _org(api, owners["failing"], "pro", "agency")
+    clocks = {
+        o: kit.subscribe(api, owners[k], o, plan)
+        for k, o, plan in (("agency", agency, "pro"), ("byo", byo, "starter"), ("failing", failing, "pro"))
+    }
+    # September usage. Agency: 3,460 credits (460 over 3,000 -> 460 x 1.8 = 828)
+    _use_credits(stack, agency, agency_projects[0], 300, "a1")
+    _use_credits(stack, agency, agency_projects[1], 46, "a2")
+    _use_credits(stack, byo, byo_projects[0], 50, "b1")  # 500 of 1,000
+    # Wallet spend on three platforms across two projects (Pro fee 5%)
+    fund(wallet_kit(stack, SEPT_15), agency, 100_000, new_user())
+    _bill(stack, agency, agency_projects[0], "meta", 12_345)  # fee 617
+    _bill(stack, agency, agency_projects[1], "tiktok", 5_000)  # fee 250
+    _bill(stack, agency, agency_projects[0], "google_ads", 2_000)  # fee 100
+    fund(wallet_kit(stack, SEPT_15), failing, 5_000, new_user())
+    _bill(stack, failing, failing_projects[0], "meta", 8_000)  # fee 400: the wallet ends at -3,400
+    # The failing org's card declines at renewal
+    customer = kit.repo.get_org(failing).stripe_customer_id  # type: ignore[union-attr]
+    bad = kit.client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
+    kit.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": bad.id}})
+    sub = kit.repo.get_org(failing).subscription.subscription_id  # type: ignore[union-attr]
+    kit.client.v1.subscriptions.update(sub, params={"default_payment_method": bad.id})
+    for clock_id, _customer in clocks.values():  # 1 October: renewals drafted, overage added, charged an hour later
+        kit.advance(clock_id, PERIOD_START + 30 * DAY + 3600 + 60)
+    orgs = [{"org_id": o, "period_key": SEPTEMBER} for o in (agency, byo, failing)]
+    orgs.append({"org_id": "org_doesnotexist", "period_key": SEPTEMBER})
+    execution = _run(stack, orgs, f"invoice-run-test-{new_user()}")
+    repo = InvoiceRepository(table)
+    return {
+        "execution": execution,
+        "agency": agency,
+        "byo": byo,
+        "failing": failing,
+        "orgs": orgs,
+        "repo": repo,
+        "invoices": {o: repo.get(o, SEPTEMBER) for o in (agency, byo, failing)},
+        "owners": owners,
+        "projects": {"agency": agency_projects},
+    }
+
+
+def _lines(invoice: Invoice, section: str) -> list[tuple[str, int]]:
+    return [(line.description, line.amount_minor) for line in invoice.lines if line.section == section]
+
+
+def test_the_run_succeeds_and_a_failing_org_does_not_stop_the_others(month: dict[str, Any], table: Any) -> None:
+    assert month["execution"]["status"] == "SUCCEEDED"
+    assert all(i is not None and i.status == "issued" for i in month["invoices"].values())
+    recorded = table.get_item(Key={"PK": "ORG#org_doesnotexist", "SK": f"PERIOD#{SEPTEMBER}"}).get("Item")
+    assert recorded and "org_doesnotexist" in recorded["invoice_run_error"]
+
+
+def test_agency_invoice_lines_and_totals(month: dict[str, Any]) -> None:
+    invoice: Invoice = month["invoices"][month["agency"]]
+    subscription = [amount for _, amount in _lines(invoice, "subscription")]
+    # Checkout (September in advance) 4,900; renewal: October in advance 4,900 + September overage 828
+    assert sorted(subscription) == [828, 4_900, 4_900]
+    assert any("over the 3,000 included: 460" in d for d, _ in _lines(invoice, "subscription"))
+    credits = _lines(invoice, "credits")
+    assert {d.split(":")[0] for d, _ in credits} == {"Launch", "Always-on"}
+    assert {d.split(": ")[1].split(" credits")[0] for d, _ in credits} == {"3,000", "460"}
+    spend = sorted(_lines(invoice, "ad_spend"))
+    assert spend == sorted(
+        [
+            ("Ad spend: Meta, Launch", 12_345),
+            ("Platform fee: Meta, Launch", 617),
+            ("Ad spend: TikTok, Always-on", 5_000),
+            ("Platform fee: TikTok, Always-on", 250),
+            ("Ad spend: Google Ads, Launch", 2_000),
+            ("Platform fee: Google Ads, Launch", 100),
+        ]
+    )
+    totals = invoice.totals
+    assert totals is not None
+    assert (totals.charged_through_stripe_minor, totals.paid_from_wallet_minor, totals.total_minor) == (
+        10_628,
+        20_312,
+        30_940,
+    )
+    assert (totals.stripe_unpaid_minor, totals.wallet_deficit_minor, totals.amount_due_minor) == (0, 0, 0)
+
+
+def test_byo_invoice_has_no_wallet_or_fee_lines(month: dict[str, Any]) -> None:
+    invoice: Invoice = month["invoices"][month["byo"]]
+    assert _lines(invoice, "ad_spend") == []
+    assert sorted(a for _, a in _lines(invoice, "subscription")) == [1_900, 1_900]
+    assert invoice.totals is not None and invoice.totals.total_minor == 3_800
+    assert invoice.totals.paid_from_wallet_minor == 0
+
+
+def test_a_failed_stripe_charge_and_a_wallet_deficit_are_due(month: dict[str, Any]) -> None:
+    totals = month["invoices"][month["failing"]].totals
+    assert totals is not None
+    assert (totals.charged_through_stripe_minor, totals.stripe_unpaid_minor) == (9_800, 4_900)
+    assert (totals.paid_from_wallet_minor, totals.wallet_deficit_minor, totals.amount_due_minor) == (
+        8_400,
+        3_400,
+        8_300,
+    )
+
+
+def test_stripe_reconciles_with_the_invoice(month: dict[str, Any], stack: Any) -> None:
+    kit = StripeKit(stack, month["repo"]._table)
+    for org_id in (month["agency"], month["byo"], month["failing"]):
+        invoice: Invoice = month["invoices"][org_id]
+        stripe_total = sum(kit.client.v1.invoices.retrieve(i).total for i in invoice.stripe_invoice_ids)
+        assert invoice.totals is not None and invoice.totals.charged_through_stripe_minor == stripe_total
+
+
+def test_numbers_are_gapless_and_a_rerun_changes_nothing(month: dict[str, Any], stack: Any) -> None:
+    before = {o: i.model_dump() for o, i in month["invoices"].items()}
+    numbers = sorted(int(i.number.rsplit("-", 1)[1]) for i in month["invoices"].values())  # type: ignore[union-attr]
+    assert numbers == list(range(numbers[0], numbers[0] + 3))
+    charges_before = _charges(stack)
+    again = _run(stack, month["orgs"], f"invoice-run-rerun-{new_user()}")
+    assert again["status"] == "SUCCEEDED"
+    after = {o: month["repo"].get(o, SEPTEMBER).model_dump() for o in before}
+    assert after == before  # no second invoice, number, document or total
+    assert _charges(stack) == charges_before  # and no second Stripe charge
+
+
+def _charges(stack: Any) -> int:
+    return len([e for e in stack.stripe.events() if e["type"] == "charge.succeeded"])
+
+
+def test_documents_pdf_and_csv(month: dict[str, Any], api: ApiClient, tmp_path: Path) -> None:
+    invoice: Invoice = month["invoices"][month["agency"]]
+    owner = month["owners"]["agency"]
+    pdf_link = api.call("GET", f"/v1/orgs/{month['agency']}/invoices/{invoice.invoice_id}/pdf", as_user=owner).body
+    csv_link = api.call("GET", f"/v1/orgs/{month['agency']}/invoices/{invoice.invoice_id}/csv", as_user=owner).body
+    import requests
+
+    pdf = requests.get(pdf_link["url"], timeout=30).content
+    rows = list(csv.DictReader(io.StringIO(requests.get(csv_link["url"], timeout=30).text)))
+    assert pdf.startswith(b"%PDF")
+    assert invoice.totals is not None
+    assert sum(int(r["amount_minor"]) for r in rows) == invoice.totals.total_minor
+    assert len(rows) == len(invoice.lines) and {r["invoice_number"] for r in rows} == {invoice.number}
+    assert all(r["period_start"] == "2026-09-01" and r["currency"] == "USD" for r in rows)
+    (tmp_path / "invoice.pdf").write_bytes(pdf)
+    assert shutil.which("pdftoppm") and shutil.which("pdftotext"), "make test installs poppler-utils"
+    subprocess.run(["pdftoppm", "-png", "-r", "50", str(tmp_path / "invoice.pdf"), str(tmp_path / "page")], check=True)
+    assert list(tmp_path.glob("page*.png"))
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(tmp_path / "invoice.pdf"), "-"], check=True, capture_output=True, text=True
+    ).stdout
+    assert invoice.number and invoice.number in text
+    for line in invoice.lines:
+        assert line.description[:40] in text
+    for amount in ("106.28 USD", "203.12 USD", "309.40 USD"):  # charged via Stripe, from the wallet, total
+        assert amount in text
+
+
+def test_assembly_reads_are_constant_in_ledger_size(month: dict[str, Any], stack: Any) -> None:
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+
+    org_id, project = month["agency"], month["projects"]["agency"][0]
+    org = services().orgs._repo.get_org(org_id)
+    assert org is not None
+    period = period_containing(org, SEPT_15)
+    _, _, _, reads_before = services().invoices.assemble(org, period)
+    for _ in range(40):  # more ledger entries on the same project and platform
+        _bill(stack, org_id, project, "meta", 10)
+    _, _, _, reads_after = services().invoices.assemble(org, period)
+    assert reads_after == reads_before
