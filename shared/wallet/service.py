@@ -487,7 +487,9 @@ class WalletService:
         fee_bps = plan.platform_fee_bps or 0
         hold = self._repo.item(org_id, f"HOLD#{hold_id}") if hold_id else None
         cause = f"bill:{platform}:{bill_id}"
-        period = period_containing(org, datetime.combine(billed_on, time_of_day(12), UTC))  # the period of its date
+        # The period of the bill's date (noon UTC), never before the org's first period began.
+        first = org.subscription.billing_anchor if org.subscription else org.created_at
+        period = period_containing(org, max(datetime.combine(billed_on, time_of_day(12), UTC), first))
         auto: dict[str, Any] = {}
 
         def build(stored: StoredWallet) -> dict[str, Any]:

@@ -113,6 +113,15 @@ class _Server(ThreadingHTTPServer):
 INVOCATION_LOCK = threading.RLock()
 
 
+def reset_disabled_metrics() -> None:
+    """Powertools 3.37 keeps its metric set when metrics are disabled (POWERTOOLS_METRICS_DISABLED), so
+    across invocations it grows and prints itself at 100 entries. In Lambda each flush clears it; do
+    the same after each local invocation."""
+    from aws_lambda_powertools import Metrics
+
+    Metrics().clear_metrics()
+
+
 class LocalHttpApi:
     def __init__(
         self,
@@ -371,7 +380,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         try:
             handler = api.handler_for(bound.spec)
             with INVOCATION_LOCK:
-                result = handler(event, LocalLambdaContext(bound.spec.logical_id))
+                try:
+                    result = handler(event, LocalLambdaContext(bound.spec.logical_id))
+                finally:
+                    reset_disabled_metrics()
             status, headers, payload = to_http_response(result)
         except Exception:
             traceback.print_exc(file=sys.stderr)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -57,8 +58,9 @@ class WebApp:
         body: Any = None,
         expect: int | None = None,
         headers: dict[str, str] | None = None,
+        groups: str | None = None,
     ) -> Any:
-        token = devtokens.mint(user, email=f"{user}@northwind.example")
+        token = devtokens.mint(user, email=f"{user}@northwind.example", groups=[groups] if groups else ())
         resp = self.http.request(
             method,
             self.base_url + path,
@@ -148,6 +150,7 @@ def run(web: WebApp, stack: LocalStack) -> None:
     month = subscription_month(web, stack, org_id)
     credits_month(web, stack, org_id, month)
     wallet_month(web, stack, org_id, month)
+    invoice_month(web, stack, org_id, month)
 
     summary = web.call(alice, "GET", f"/v1/orgs/{org_id}", expect=200)
     seats = summary["seats"]
@@ -456,6 +459,125 @@ def wallet_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> N
     for e in reversed(entries):
         where = f"{e['platform'] or ''} {names.get(e['project_id'] or '', '')}".strip()
         say(f"   {e['kind']:<14}{money(e['amount_minor']):>14}{money(e['balance_after_minor']):>16}  {where}")
+
+
+def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) -> None:
+    """Issue 6: two more orgs live the same month, then the real invoice state machine bills all three."""
+    engine = devtokens.service_token("workflow-engine")
+    spend = devtokens.service_token("spend-ingestion")
+    kit = month.kit
+    say()
+    say("15. Two more orgs this month: Brightside (BYO, Starter) and Globex (Enterprise, agency)")
+    bright = web.call("bea", "POST", "/v1/orgs", {"name": "Brightside Studio", "plan_id": "free"}, expect=201)["org_id"]
+    blog = web.call("bea", "POST", f"/v1/orgs/{bright}/projects", {"name": "Blog"}, expect=201)["project_id"]
+    clock, _ = kit.customer_on_clock(bright, month.start)
+    session = web.call(
+        "bea",
+        "POST",
+        f"/v1/orgs/{bright}/subscription/checkout",
+        {"plan_id": "starter", "success_url": "https://app.layers.com/ok", "cancel_url": "https://app.layers.com/no"},
+        expect=201,
+    )
+    kit.complete_checkout(session["checkout_session_id"])
+    for i in range(12):
+        body = {
+            "org_id": bright,
+            "project_id": blog,
+            "template_id": "social-content",
+            "generation_type": "slideshow",
+            "quantity": 1,
+            "workflow_run_id": f"bright-{i}",
+        }
+        web.post_as_service(engine, "/v1/internal/credits/reservations", body, expect=201)
+        web.post_as_service(
+            engine, f"/v1/internal/credits/reservations/bright-{i}/settle", {"org_id": bright}, expect=200
+        )
+    kit.advance(clock, month.start + month.days * DAY + 3600 + 60)
+    say("   Brightside: Starter through Checkout, 12 slideshows (600 credits), renewed by Stripe")
+
+    globex = web.call(
+        "gus",
+        "POST",
+        "/v1/orgs",
+        {"name": "Globex Enterprise", "plan_id": "scale", "billing_mode": "agency"},
+        expect=201,
+    )["org_id"]
+    terms = {"base_minor": 250_000, "included_credits": 40_000, "platform_fee_bps": 150}
+    web.call(
+        "support-sam",
+        "PUT",
+        f"/v1/orgs/{globex}/plan",
+        {"plan_id": "enterprise", "enterprise_terms": terms},
+        expect=200,
+        groups="support",
+    )
+    projects = [
+        web.call("gus", "POST", f"/v1/orgs/{globex}/projects", {"name": n}, expect=201)["project_id"]
+        for n in ("Global brand", "Retail")
+    ]
+    wire = web.call(
+        "gus",
+        "POST",
+        f"/v1/orgs/{globex}/wallet/top-ups",
+        {"amount_minor": 2_000_000, "method": "wire"},
+        expect=202,
+        headers={"Idempotency-Key": "globex-wire-1"},
+    )
+    customer = kit.client.v1.payment_intents.retrieve(wire["payment_intent_id"]).customer
+    kit.client.v1.test_helpers.customers.fund_cash_balance(
+        str(customer), params={"amount": 2_000_000, "currency": "usd", "reference": wire["instructions"]["reference"]}
+    )
+    stack.stripe.wait_for_deliveries()
+    today = datetime.now(UTC).date().isoformat()
+    for n, (platform, project, amount) in enumerate(
+        (("meta", 0, 412_500), ("tiktok", 1, 188_040), ("apple_search_ads", 0, 95_555), ("meta", 1, 60_000))
+    ):
+        web.post_as_service(
+            spend,
+            "/v1/internal/wallet/bills",
+            {
+                "org_id": globex,
+                "platform": platform,
+                "bill_id": f"globex-{n}",
+                "project_id": projects[project],
+                "amount_minor": amount,
+                "currency": "USD",
+                "billed_on": today,
+            },
+            expect=200,
+        )
+    say("   Globex: Enterprise terms set by support (1.5% fee), a 20,000.00 wire top-up, spend on three platforms")
+
+    say()
+    say("16. The invoice run: the real state machine (Step Functions, in moto), one Map branch per org")
+    periods = {
+        org: web.call(owner, "GET", f"/v1/orgs/{org}/credits", expect=200)["period_key"]
+        for org, owner in ((northwind, "alice"), (bright, "bea"), (globex, "gus"))
+    }
+    sfn = stack.client("stepfunctions")
+    started = sfn.start_execution(
+        stateMachineArn=stack.resource_names["InvoiceRunStateMachine"],
+        name=f"invoice-run-demo-{datetime.now(UTC):%Y%m%d%H%M%S}",
+        input=json.dumps({"orgs": [{"org_id": o, "period_key": p} for o, p in periods.items()]}),
+    )
+    execution = stack.wait_for_execution(started["executionArn"], timeout=180)
+    say(f"   execution {execution['status']}")
+    out = Path(".local/invoices")
+    out.mkdir(parents=True, exist_ok=True)
+    say()
+    say(f"   {'org':<20}{'number':<16}{'via Stripe':>14}{'from wallet':>16}{'total':>16}{'due':>13}")
+    for org, owner in ((northwind, "alice"), (bright, "bea"), (globex, "gus")):
+        invoice = web.call(owner, "GET", f"/v1/orgs/{org}/invoices", expect=200)["items"][0]
+        for kind in ("pdf", "csv"):
+            link = web.call(owner, "GET", f"/v1/orgs/{org}/invoices/{invoice['invoice_id']}/{kind}", expect=200)
+            (out / f"{invoice['number']}.{kind}").write_bytes(web.http.get(link["url"], timeout=30).content)
+        t = invoice["totals"]
+        say(
+            f"   {invoice['bill_to_name'][:19]:<20}{invoice['number']:<16}"
+            f"{money(t['charged_through_stripe_minor']):>14}{money(t['paid_from_wallet_minor']):>16}"
+            f"{money(t['total_minor']):>16}{money(t['amount_due_minor']):>13}"
+        )
+    say(f"   PDF and CSV of each invoice written to {out.resolve()}/")
 
 
 class Watcher:

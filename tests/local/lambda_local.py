@@ -32,7 +32,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 
-from tests.local.api import INVOCATION_LOCK, LocalLambdaContext, _Server
+from tests.local.api import INVOCATION_LOCK, LocalLambdaContext, _Server, reset_disabled_metrics
 from tests.local.cfn import ACCOUNT, REGION, FunctionSpec
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -149,7 +149,10 @@ class LocalLambda:
             return json.dumps(body).encode(), "Unhandled"
         try:
             with INVOCATION_LOCK:  # shared with the local API: one handler at a time in this process
-                result = handler(event, context)
+                try:
+                    result = handler(event, context)
+                finally:
+                    reset_disabled_metrics()
         except Exception as exc:
             frames = traceback.extract_tb(exc.__traceback__)[1:]  # drop this frame, as the runtime drops bootstrap's
             traceback.print_exc(file=sys.stderr)
