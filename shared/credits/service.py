@@ -85,10 +85,7 @@ class CreditService:
 
     # ------------------------------------------------------------------ plumbing
     def _org(self, org_id: str) -> Org:
-        org = self._org_repo.get_org(org_id)
-        if org is None:
-            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
-        return org
+        return self._org_repo.require_org(org_id)
 
     def _current(self, org: Org, stored: StoredAccount | None, period: Period) -> tuple[StoredAccount, list[Entry]]:
         """The account as of `period`: created or rolled over (included credits reset) if needed."""

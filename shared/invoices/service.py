@@ -60,10 +60,7 @@ class InvoiceService:
         self._notifier = notifier
 
     def _org(self, org_id: str) -> Org:
-        org = self._org_repo.get_org(org_id)
-        if org is None:
-            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
-        return org
+        return self._org_repo.require_org(org_id)
 
     def _invoice(self, org_id: str, period_key: str) -> Invoice:
         invoice = self._repo.get(org_id, period_key)

@@ -387,6 +387,13 @@ class OrgRepository:
             item = self._table.get_item(Key=_org_key(org_id), ConsistentRead=True).get("Item")
         return Org.model_validate(plain(item)) if item else None
 
+    def require_org(self, org_id: str) -> Org:
+        """The org; NotFoundError (404, `org_not_found`) when there is none."""
+        org = self.get_org(org_id)
+        if org is None:
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        return org
+
     def link_stripe_customer(self, org_id: str, customer_id: str) -> str:
         """Records the org's Stripe customer once; returns the customer the org is linked to."""
         items = [

@@ -18,7 +18,6 @@ from shared.catalog import PlanCatalog
 from shared.clock import Clock
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository, RecordConflict
-from shared.errors import NotFoundError
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -99,9 +98,7 @@ class UsageService:
 
     def record_storage(self, org_id: str, taken_at: datetime, total_bytes: int) -> Period:
         """A storage snapshot; the period keeps its peak. Idempotent by nature (a max)."""
-        org = self._org_repo.get_org(org_id)
-        if org is None:
-            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        org = self._org_repo.require_org(org_id)
         period = period_containing(org, taken_at)
         self._repo.raise_peak(org_id, period.key, "storage_peak_bytes", total_bytes)
         return period

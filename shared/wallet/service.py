@@ -105,10 +105,7 @@ class WalletService:
         return org
 
     def _org(self, org_id: str) -> Org:
-        org = self._org_repo.get_org(org_id)
-        if org is None:
-            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
-        return self._agency(org)
+        return self._agency(self._org_repo.require_org(org_id))
 
     def _load(self, org: Org) -> StoredWallet:
         stored = self._repo.get(org.org_id)

@@ -90,8 +90,6 @@ class LocalLambda:
         self.functions = dict(functions)
         self._handlers: dict[str, Handler] = {}
         self._import_lock = threading.Lock()
-        # One invocation at a time per function, like one Lambda execution environment: handlers keep
-        # per-invocation state in module globals.
         self.invocations: list[tuple[str, Any]] = []  # (function name, event): what tests may assert on
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
