@@ -75,3 +75,49 @@ def org_items(table: Any, org_id: str) -> list[dict[str, Any]]:
 def user_org_count(table: Any, user_id: str) -> int:
     resp = table.query(IndexName="GSI1", KeyConditionExpression=Key("GSI1PK").eq(f"USER#{user_id}"))
     return len(resp["Items"])
+
+
+def capture_events(stack: Any, pattern: dict[str, Any]) -> str:
+    """A fresh SQS queue that receives this system's EventBridge events matching `pattern`."""
+    import json
+
+    sqs, events = stack.client("sqs"), stack.client("events")
+    url = str(sqs.create_queue(QueueName=f"events-{new_user()}")["QueueUrl"])
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"capture-{new_user()}"
+    events.put_rule(
+        Name=rule,
+        EventBusName=stack.env["EVENT_BUS_NAME"],
+        EventPattern=json.dumps({"source": ["layers.billing"], **pattern}),
+    )
+    events.put_targets(Rule=rule, EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}])
+    return url
+
+
+def capture_notifications(stack: Any) -> str:
+    """A fresh SQS queue subscribed (raw delivery) to the notifications topic."""
+    sqs = stack.client("sqs")
+    url = str(sqs.create_queue(QueueName=f"notes-{new_user()}")["QueueUrl"])
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stack.client("sns").subscribe(
+        TopicArn=stack.env["NOTIFICATIONS_TOPIC_ARN"],
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return url
+
+
+def drain(stack: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every JSON message waiting on the queue, oldest first (and removes them)."""
+    import json
+
+    sqs = stack.client("sqs")
+    found: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        if not got.get("Messages"):
+            return found
+        found += [json.loads(m["Body"]) for m in got["Messages"]]
+        for m in got["Messages"]:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])

@@ -3,7 +3,6 @@ services in-process where a test needs to move the clock or run 200 callers at o
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ import pytest
 from shared.auth import Caller
 from shared.credits.account import InsufficientCreditsError
 from shared.usage.service import SdkEvent
-from tests.helpers import ApiClient, new_user, org_items
+from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.local import devtokens
 
@@ -294,7 +293,7 @@ def test_support_grants_and_claws_back_credits(api: ApiClient) -> None:
 
 
 def test_usage_warnings_go_out_at_80_and_100_percent(kit: CreditKit, stack: Any) -> None:
-    queue = _capture_events(stack)
+    queue = capture_events(stack, {})
     org_id, project, _ = _org(kit, "starter")  # 1,000 included credits, overage allowed
     for i, quantity in enumerate((79, 2, 19, 5)):  # 79% -> 81% -> 100% -> overage
         kit.credits.reserve(
@@ -307,29 +306,9 @@ def test_usage_warnings_go_out_at_80_and_100_percent(kit: CreditKit, stack: Any)
             actor="t",
         )
         kit.credits.settle(org_id=org_id, workflow_run_id=f"w{i}", quantity=None, occurred_at=None, actor="t")
-    seen = [(e["detail-type"], e["detail"].get("threshold_pct")) for e in _events(stack, queue, org_id)]
+    seen = [
+        (e["detail-type"], e["detail"].get("threshold_pct"))
+        for e in drain(stack, queue)
+        if e["detail"].get("org_id") == org_id
+    ]
     assert seen == [("Credits.UsageWarning", 80), ("Credits.UsageWarning", 100), ("Credits.OverageStarted", None)]
-
-
-def _capture_events(stack: Any) -> str:
-    sqs, events = stack.client("sqs"), stack.client("events")
-    url = sqs.create_queue(QueueName=f"events-{new_user()}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = f"capture-{new_user()}"
-    events.put_rule(
-        Name=rule, EventBusName=stack.env["EVENT_BUS_NAME"], EventPattern=json.dumps({"source": ["layers.billing"]})
-    )
-    events.put_targets(Rule=rule, EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}])
-    return str(url)
-
-
-def _events(stack: Any, queue_url: str, org_id: str) -> list[dict[str, Any]]:
-    sqs = stack.client("sqs")
-    found: list[dict[str, Any]] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        if not got.get("Messages"):
-            return [e for e in found if e["detail"].get("org_id") == org_id]
-        found += [json.loads(m["Body"]) for m in got["Messages"]]
-        for m in got["Messages"]:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])

@@ -6,12 +6,11 @@ so a change on day 10 prorates over 20/30 of the period and one on day 20 over 1
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient, new_user
+from tests.helpers import ApiClient, capture_notifications, drain, new_user
 from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
 
 pytestmark = pytest.mark.integration
@@ -179,7 +178,7 @@ def test_failed_renewal_marks_past_due_and_notifies_then_recovery_clears_it(
     owner = new_user()
     org_id = _org(api, owner)
     clock, customer = kit.subscribe(api, owner, org_id, "pro")
-    queue = _subscribe_queue(stack)
+    queue = capture_notifications(stack)
     # The card on file starts declining before the renewal.
     bad = kit.client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
     kit.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": bad.id}})
@@ -188,7 +187,7 @@ def test_failed_renewal_marks_past_due_and_notifies_then_recovery_clears_it(
     kit.advance(clock, PERIOD_START + 30 * DAY + 3600)
 
     assert api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body["status"] == "past_due"
-    notes = _messages(stack, queue, org_id)
+    notes = [n for n in drain(stack, queue) if n["org_id"] == org_id]
     assert [n["kind"] for n in notes] == ["Payment.Failed"]
     assert notes[0]["details"]["amount_due_minor"] == 4900
 
@@ -221,30 +220,3 @@ def test_billing_portal_session(api: ApiClient, kit: StripeKit) -> None:
     kit.subscribe(api, owner, org_id, "starter")
     reply = api.call("POST", f"/v1/orgs/{org_id}/billing-portal", as_user=owner, json={"return_url": "https://a.test"})
     assert reply.status == 200 and "/billing_portal/" in reply.body["url"]
-
-
-def _subscribe_queue(stack: Any) -> str:
-    sqs, sns = stack.client("sqs"), stack.client("sns")
-    url = sqs.create_queue(QueueName=f"notes-{new_user()}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(
-        TopicArn=stack.env["NOTIFICATIONS_TOPIC_ARN"],
-        Protocol="sqs",
-        Endpoint=arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    return str(url)
-
-
-def _messages(stack: Any, queue_url: str, org_id: str) -> list[dict[str, Any]]:
-    sqs = stack.client("sqs")
-    found: list[dict[str, Any]] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        if not got.get("Messages"):
-            return [m for m in found if m["org_id"] == org_id]
-        found += [json.loads(m["Body"]) for m in got["Messages"]]
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got["Messages"])],
-        )

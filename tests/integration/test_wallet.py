@@ -14,7 +14,7 @@ import requests
 
 from shared.auth import Caller
 from shared.wallet.service import InsufficientWalletFundsError, WalletNotAvailableError
-from tests.helpers import ApiClient, new_user, org_items
+from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.test_stripe_webhooks import sign
 from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
 from tests.local import devtokens
@@ -101,7 +101,7 @@ def test_bills_debit_spend_and_fee_once_with_half_even_rounding(kit: WalletKit) 
 
 def test_a_bill_is_recorded_below_zero_pauses_and_a_top_up_resumes(kit: WalletKit, stack: Any) -> None:
     org_id, project, owner = agency_org(kit)
-    queue = _capture(stack)
+    queue = capture_events(stack, {"detail-type": [{"prefix": "Wallet."}]})
     fund(kit, org_id, 10_000, new_user())
     kit.wallet.configure(owner, org_id, {"low_threshold_minor": 5_000, "floor_minor": 0})
     _bill(kit, org_id, project, 6_000, "low")  # 10,000 - 6,000 - 300 fee = 3,700: low
@@ -113,7 +113,7 @@ def test_a_bill_is_recorded_below_zero_pauses_and_a_top_up_resumes(kit: WalletKi
     assert refused.value.code == "wallet_paused"
     fund(kit, org_id, 2_000, new_user())  # 450: not restored yet
     fund(kit, org_id, 10_000, new_user())  # 10,450: resumed
-    kinds = [e["detail-type"] for e in _received(stack, queue, org_id)]
+    kinds = [e["detail-type"] for e in drain(stack, queue) if e["detail"].get("org_id") == org_id]
     assert kinds == ["Wallet.LowBalance", "Wallet.AgencySpendPaused", "Wallet.AgencySpendResumed"]
 
 
@@ -233,29 +233,3 @@ def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
     assert (stored.account.balance, stored.account.held, stored.settings["available"]) == (6_325, 0, 6_325)
     assert kit.repo.item(org_id, "HOLD#launch")["status"] == "posted"  # type: ignore[index]
     assert kit.repo.item(org_id, "HOLD#scale")["status"] == "voided"  # type: ignore[index]
-
-
-def _capture(stack: Any) -> str:
-    sqs, events = stack.client("sqs"), stack.client("events")
-    url = sqs.create_queue(QueueName=f"w-{new_user()}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = f"w-{new_user()}"
-    events.put_rule(
-        Name=rule,
-        EventBusName=stack.env["EVENT_BUS_NAME"],
-        EventPattern=json.dumps({"source": ["layers.billing"], "detail-type": [{"prefix": "Wallet."}]}),
-    )
-    events.put_targets(Rule=rule, EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}])
-    return str(url)
-
-
-def _received(stack: Any, url: str, org_id: str) -> list[dict[str, Any]]:
-    sqs = stack.client("sqs")
-    out: list[dict[str, Any]] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        if not got.get("Messages"):
-            return [e for e in out if e["detail"].get("org_id") == org_id]
-        out += [json.loads(m["Body"]) for m in got["Messages"]]
-        for m in got["Messages"]:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
