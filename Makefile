@@ -54,6 +54,9 @@ token: bootstrap
 test: bootstrap poppler
 	$(PY) -m pytest -q -n 2
 
+bench: bootstrap
+	$(PY) -m tests.bench.run
+
 $(SAM_VENV)/bin/sam:
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)

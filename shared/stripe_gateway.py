@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import stripe
-
 from shared.errors import (
     InvalidRequestError,
     PaymentDeclinedError,
@@ -175,6 +173,9 @@ def _plain(obj: Any) -> dict[str, Any]:
 class StripeGateway:
     def __init__(self, api_key: str, webhook_secret: str, api_base: str | None = None, max_retries: int = 3):
         addresses: Any = {"api": api_base} if api_base else None
+        import stripe  # imported on first use, not at cold import: it costs ~140 ms
+
+        self._stripe = stripe
         self._client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=max_retries)
         self._webhook_secret = webhook_secret
         self._max_retries = max_retries
@@ -185,25 +186,25 @@ class StripeGateway:
         options: Any = {"idempotency_key": key} if key else {}
         try:
             return self._with_rate_limit_retries(fn, args, params or {}, options)
-        except stripe.CardError as exc:
+        except self._stripe.CardError as exc:
             raise PaymentDeclinedError(
                 exc.user_message or "The card was declined.",
                 details={"decline_code": getattr(exc.error, "decline_code", None)},
             ) from exc
-        except stripe.RateLimitError as exc:
+        except self._stripe.RateLimitError as exc:
             raise ThrottledError("Stripe is rate limiting; retry shortly.") from exc
-        except stripe.InvalidRequestError as exc:
+        except self._stripe.InvalidRequestError as exc:
             raise InvalidRequestError(
                 exc.user_message or str(exc),
                 code=f"stripe_{exc.code or 'invalid_request'}",
                 details={"param": exc.param},
             ) from exc
         except (
-            stripe.APIConnectionError,
-            stripe.APIError,
-            stripe.AuthenticationError,
-            stripe.PermissionError,
-            stripe.IdempotencyError,
+            self._stripe.APIConnectionError,
+            self._stripe.APIError,
+            self._stripe.AuthenticationError,
+            self._stripe.PermissionError,
+            self._stripe.IdempotencyError,
         ) as exc:
             raise UpstreamError("Stripe could not be reached; nothing was changed. Retry.") from exc
 
@@ -212,7 +213,7 @@ class StripeGateway:
         for attempt in range(self._max_retries + 1):
             try:
                 return fn(*args, params=params, options=options)
-            except stripe.RateLimitError:
+            except self._stripe.RateLimitError:
                 if attempt == self._max_retries:
                     raise
                 time.sleep(min(2.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
@@ -534,7 +535,7 @@ class StripeGateway:
         """Verifies Stripe's signature (and its 300 s tolerance) on the raw body."""
         try:
             event = self._client.construct_event(payload, signature, self._webhook_secret)
-        except (stripe.SignatureVerificationError, ValueError) as exc:
+        except (self._stripe.SignatureVerificationError, ValueError) as exc:
             raise WebhookSignatureError("The Stripe signature does not match this payload.") from exc
         data = _plain(event)
         return WebhookEvent(str(data["id"]), str(data["type"]), int(data["created"]), data["data"]["object"])

@@ -408,10 +408,7 @@ class WalletService:
         InsufficientWalletFundsError (409) when `balance - held - floor` does not cover it."""
         org = self._org(org_id)
         platform_name(platform)
-        existing = self._repo.item(org_id, f"HOLD#{hold_id}")
-        if existing:
-            return existing
-        now = self._clock.now()
+        now = self._clock.now()  # no pre-read: a replayed hold_id fails the Put's condition and is returned
         hold = {
             "hold_id": hold_id,
             "project_id": project_id,

@@ -80,8 +80,8 @@ class Probe:
             return
         self._installed = True
         probe = self
-        original_call = botocore.client.BaseClient._make_api_call
-        original_request = botocore.endpoint.Endpoint.make_request
+        original_call = getattr(botocore.client.BaseClient, "_make_api_call")  # noqa: B009 - private, untyped
+        original_request = getattr(botocore.endpoint.Endpoint, "make_request")  # noqa: B009
 
         def _make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             if client.meta.service_model.service_name != "dynamodb":
@@ -101,8 +101,8 @@ class Probe:
             finally:
                 probe._local.ddb = probe.ddb_seconds() + time.perf_counter() - started
 
-        botocore.client.BaseClient._make_api_call = _make_api_call  # type: ignore[method-assign]
-        botocore.endpoint.Endpoint.make_request = make_request  # type: ignore[method-assign]
+        setattr(botocore.client.BaseClient, "_make_api_call", _make_api_call)  # noqa: B010 - a class-wide patch
+        setattr(botocore.endpoint.Endpoint, "make_request", make_request)  # noqa: B010
 
     def _record(self, op: str, params: dict[str, Any], response: dict[str, Any]) -> None:
         writes = transact = 0
