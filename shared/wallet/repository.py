@@ -204,7 +204,8 @@ class WalletRepository:
 
     # ------------------------------------------------------------------ holds (no money moves)
     def place_hold(self, org_id: str, hold: dict[str, Any]) -> None:
-        """HoldRefused when the wallet cannot cover it (or is paused); RecordConflict if the hold exists."""
+        """One transaction, no reads: the org must be in agency mode, the wallet must cover the amount
+        and not be paused. HoldRefused otherwise; RecordConflict if the hold id exists (a replay)."""
         amount = hold["amount_minor"]
         items = [
             {
@@ -232,6 +233,16 @@ class WalletRepository:
                 }
             },
         ]
+        items.append(
+            {
+                "ConditionCheck": {
+                    "TableName": self._name,
+                    "Key": {"PK": _pk(org_id), "SK": "ORG"},
+                    "ConditionExpression": "billing_mode = :agency",
+                    "ExpressionAttributeValues": {":agency": "agency"},
+                }
+            }
+        )
         try:
             with dynamo_errors():
                 self._client.transact_write_items(TransactItems=items)

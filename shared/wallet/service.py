@@ -406,15 +406,14 @@ class WalletService:
     def hold(self, *, org_id: str, hold_id: str, project_id: str, platform: str, amount_minor: int) -> dict[str, Any]:
         """Authorizes spend before an ad launches or scales. Idempotent by hold_id.
         InsufficientWalletFundsError (409) when `balance - held - floor` does not cover it."""
-        org = self._org(org_id)
         platform_name(platform)
-        now = self._clock.now()  # no pre-read: a replayed hold_id fails the Put's condition and is returned
+        # No reads first: the transaction itself checks the org's mode, the funds and a replayed hold id.
+        now = self._clock.now()
         hold = {
             "hold_id": hold_id,
             "project_id": project_id,
             "platform": platform,
             "amount_minor": amount_minor,
-            "currency": org.currency,
             "status": "pending",
             "created_at": iso(now),
             "expires_at": iso(now + HOLD_TTL),
@@ -424,6 +423,7 @@ class WalletService:
         except RecordConflict:
             return self._repo.item(org_id, f"HOLD#{hold_id}") or hold
         except HoldRefused:
+            org = self._org(org_id)  # 404 for an unknown org, 409 wallet_not_available for BYO
             stored = self._load(org)
             if stored.account.status is WalletStatus.PAUSED:
                 raise InsufficientWalletFundsError(
