@@ -211,7 +211,7 @@ def bench_wallet(stack: Any, quick: bool) -> Group:
     f.met = (f.ratio or 0) >= 0.8
     g.notes.append(
         f"{seconds:g}s each; failures: ours {ours_bad}, raw {raw_bad} (transaction conflicts on the one item). "
-        "Ours also reads the org and checks the hold id (2 GetItems) before the transaction."
+        "Ours adds a third item to the transaction: a condition check that the org is in agency mode."
     )
     return g
 
