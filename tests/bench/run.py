@@ -433,8 +433,13 @@ def bench_invoice_run(stack: Any, quick: bool, budget: float) -> tuple[Group, Ru
 
 
 # ---------------------------------------------------------------------- 7. cost
+def _billed_wcu(t: Tally) -> float:
+    """AWS bills 2 WRU per transactional item (up to 1 KB); DynamoDB Local reports less."""
+    return max(t.wcu, 2.0 * t.transact_items)
+
+
 def _per_op(t: Tally, ops: int) -> tuple[float, float]:
-    return t.wcu / ops, t.rcu / ops
+    return _billed_wcu(t) / ops, t.rcu / ops
 
 
 def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_reads: int) -> Group:
@@ -510,7 +515,7 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
     t = run.tally
     invoices = (
         (
-            t.wcu * PRICE_WRU
+            _billed_wcu(t) * PRICE_WRU
             + t.rcu * PRICE_RRU
             + run.lambda_seconds * LAMBDA_GB * PRICE_GB_S
             + run.invocations * PRICE_LAMBDA_REQ
@@ -527,7 +532,7 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
         "USD",
         invoice_min,
         "USD theoretical min",
-        f"{t.wcu / run_orgs:.1f} WRU {t.rcu / run_orgs:.1f} RRU {transitions / run_orgs:.1f} transitions/org",
+        f"{_billed_wcu(t) / run_orgs:.1f} WRU {t.rcu / run_orgs:.1f} RRU {transitions / run_orgs:.1f} transitions/org",
     )
     below = [k for k, f in g.figures.items() if f.baseline is not None and f.value < f.baseline]
     if below:
@@ -536,6 +541,10 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
             f"under-reports transactional capacity (AWS bills 2 WRU per transactional item per KB; debits wrote "
             f"{debit_items:.1f} transactional items each)"
         )
+    g.notes.append(
+        "WRU = the larger of DynamoDB Local's ConsumedCapacity and 2 per transactional item (<= 1 KB), "
+        "as AWS bills transactions"
+    )
     if reported == 0:
         g.notes.append("DynamoDB Local returned no ConsumedCapacity: capacity figures are zero (not estimated)")
     else:
