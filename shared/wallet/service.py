@@ -214,8 +214,10 @@ class WalletService:
         org = self._agency(self._orgs.access(caller, org_id, MANAGE_BILLING).org)
         topup_id = _topup_id(org_id, idempotency_key)
         existing = self._repo.item(org_id, f"TOPUP#{topup_id}")
-        if existing:
+        if existing and existing["status"] != "creating":
             return existing
+        # A top-up still "creating" never reached Stripe's answer (an error or a crash): a retry carries
+        # on with the same Stripe idempotency key, so Stripe acts at most once.
         customer = org.stripe_customer_id or self._repo_customer(org, caller)
         record = {
             "topup_id": topup_id,
@@ -227,10 +229,11 @@ class WalletService:
             "actor": caller.user_id,
             "idempotency_key": idempotency_key,
         }
-        try:
-            self._repo.write([self._repo.put(org_id, f"TOPUP#{topup_id}", record)])
-        except RecordConflict:
-            return self._repo.item(org_id, f"TOPUP#{topup_id}") or record
+        if existing is None:
+            try:
+                self._repo.write([self._repo.put(org_id, f"TOPUP#{topup_id}", record)])
+            except RecordConflict:
+                return self._repo.item(org_id, f"TOPUP#{topup_id}") or record
         metadata = {"org_id": org_id, "kind": "wallet_topup", "topup_id": topup_id, "method": method}
         key = f"wallet-topup:{topup_id}"
         if method == "card":

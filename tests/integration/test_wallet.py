@@ -170,6 +170,28 @@ def test_the_same_payment_webhook_ten_times_credits_once(api: ApiClient, stack: 
     assert [(e["kind"], e["amount_minor"]) for e in ledger] == [("topup", 25_000)]
 
 
+def test_a_top_up_that_failed_to_reach_stripe_is_retried_once(api: ApiClient, stack: Any, table: Any) -> None:
+    from tests.integration.stripe_kit import StripeKit
+
+    owner = new_user()
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Retry", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
+    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")  # a saved card
+    body, key = {"amount_minor": 12_000, "method": "card"}, {"Idempotency-Key": "flaky"}
+    stack.stripe.fail_next(10, status=503)  # past the SDK's own retries
+    try:
+        failed = api.call("POST", f"/v1/orgs/{org_id}/wallet/top-ups", as_user=owner, json=body, headers=key)
+    finally:
+        stack.stripe._server.faults.clear()
+    assert (failed.status, failed.code) == (503, "stripe_unavailable")
+    for _ in range(3):  # the client retries with the same key: charged and credited once
+        retried = api.call("POST", f"/v1/orgs/{org_id}/wallet/top-ups", as_user=owner, json=body, headers=key)
+        assert retried.status == 202 and retried.body["status"] in ("processing", "succeeded")
+    stack.stripe.wait_for_deliveries()
+    assert api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body["balance_minor"] == 12_000
+
+
 def test_auto_top_up_never_runs_twice_at_once(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> None:
     from tests.integration.stripe_kit import StripeKit
 
