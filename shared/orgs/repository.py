@@ -8,9 +8,10 @@ from boto3.dynamodb.conditions import Key
 
 from shared.clock import iso
 from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
-from shared.errors import ConflictError, NotFoundError, PlanLimitError
+from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
 from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.wallet.repository import account_key, mode_sync
 
 
 def _org_pk(org_id: str) -> str:
@@ -160,21 +161,47 @@ class OrgRepository:
         update = "SET " + ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
         condition = " AND ".join(["attribute_exists(PK)", *(f"#e{i} = :e{i}" for i in range(len(expected)))])
         try:
-            with dynamo_errors():
-                resp = self._table.update_item(
-                    Key=_org_key(org_id),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
+            item = self._update_org(
+                org_id,
+                {
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                },
+                changes.get("billing_mode"),
+            )
         except TransactionConditionFailed as exc:
             raise ConflictError(
                 "The org changed while this request ran; nothing was changed. Retry.",
                 code="concurrent_update",
             ) from exc
-        return Org.model_validate(plain(resp["Attributes"]))
+        return Org.model_validate(plain(item))
+
+    def _update_org(self, org_id: str, update: dict[str, Any], mode: str | None) -> dict[str, Any]:
+        """Updates the org item and returns it. A billing-mode change also sets the wallet's copy of the
+        mode, in the same transaction (see `mode_sync`). TransactionConditionFailed if the org's own
+        condition fails."""
+        if mode is None:
+            with dynamo_errors():
+                resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update)
+            return dict(resp["Attributes"])
+        for _ in range(3):
+            with dynamo_errors():
+                wallet = self._table.get_item(Key=account_key(org_id), ProjectionExpression="PK", ConsistentRead=True)
+            sync = mode_sync(self._name, org_id, mode, wallet_exists="Item" in wallet)
+            try:
+                with dynamo_errors():
+                    self._client.transact_write_items(
+                        TransactItems=[{"Update": {"TableName": self._name, "Key": _org_key(org_id), **update}}, sync]
+                    )
+            except TransactionConditionFailed as exc:
+                if 0 in exc.indexes:
+                    raise
+                continue  # the wallet was created in between: read again
+            with dynamo_errors():
+                return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
+        raise ConcurrentUpdateError("The org's wallet changed while this request ran; nothing was changed. Retry.")
 
     def change_plan(
         self,
@@ -435,19 +462,20 @@ class OrgRepository:
         values = {f":c{i}": v for i, v in enumerate(changes.values())} | {":ms": fetched_ms}
         sets = ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
         try:
-            with dynamo_errors():
-                resp = self._table.update_item(
-                    Key=_org_key(org_id),
-                    UpdateExpression=f"SET {sets}, subscription_synced_ms = :ms",
-                    ConditionExpression="attribute_exists(PK) AND "
+            item = self._update_org(
+                org_id,
+                {
+                    "UpdateExpression": f"SET {sets}, subscription_synced_ms = :ms",
+                    "ConditionExpression": "attribute_exists(PK) AND "
                     "(attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)",
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                },
+                changes.get("billing_mode"),
+            )
         except TransactionConditionFailed:
             return None
-        return Org.model_validate(plain(resp["Attributes"]))
+        return Org.model_validate(plain(item))
 
     # ------------------------------------------------------------------ period-end index (invoice run)
     def index_period(self, org_id: str, period_key: str, period_end_iso: str) -> None:

@@ -1,7 +1,8 @@
 """DynamoDB layout of the wallet (org partition of BillingTable):
 
   SK=WALLET                 the account: balance, held, pending, floor, low_threshold, status,
-                            available (= balance - held - floor), version, seq, auto-top-up fields
+                            available (= balance - held - floor), version, seq, auto-top-up fields,
+                            billing_mode (the org's, kept in step by the org's writes: see mode_sync)
   SK=WLEDGER#<seq:012d>     entries, append-only: kind, amount, balance_after, currency, project,
                             platform, ref, actor, idempotency_key, created_at
   SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE while pending)
@@ -53,6 +54,38 @@ class HoldRefused(Exception):
     pass
 
 
+class NotAgency(Exception):
+    """The org is not in agency mode (checked when the wallet is first written)."""
+
+
+def account_key(org_id: str) -> dict[str, str]:
+    return {"PK": _pk(org_id), "SK": ACCOUNT_SK}
+
+
+def mode_sync(table_name: str, org_id: str, mode: str, *, wallet_exists: bool) -> dict[str, Any]:
+    """The transaction item an org's billing-mode change carries, so the wallet's copy of the mode never
+    disagrees with the org's: holds check the copy and need no third item. If the wallet did not exist
+    when read, the item asserts it still does not; the wallet's first write asserts agency mode on the
+    org. Either way one of two racing transactions fails and the loser reads again."""
+    if wallet_exists:
+        return {
+            "Update": {
+                "TableName": table_name,
+                "Key": account_key(org_id),
+                "UpdateExpression": "SET billing_mode = :m",
+                "ConditionExpression": "attribute_exists(PK)",
+                "ExpressionAttributeValues": {":m": mode},
+            }
+        }
+    return {
+        "ConditionCheck": {
+            "TableName": table_name,
+            "Key": account_key(org_id),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+
+
 class WalletRepository:
     def __init__(self, table: Any):
         self._table = table
@@ -62,7 +95,7 @@ class WalletRepository:
     # ------------------------------------------------------------------ reads
     def get(self, org_id: str) -> StoredWallet | None:
         with dynamo_errors():
-            item = self._table.get_item(Key={"PK": _pk(org_id), "SK": ACCOUNT_SK}, ConsistentRead=True).get("Item")
+            item = self._table.get_item(Key=account_key(org_id), ConsistentRead=True).get("Item")
         if not item:
             return None
         data = plain(item)
@@ -133,7 +166,8 @@ class WalletRepository:
         per_entry: list[dict[str, Any]] | None = None,
     ) -> None:
         """Writes a balance change with its entries (and `extra` items) in one transaction.
-        VersionConflict if another balance change came first; RecordConflict if an extra's condition failed."""
+        VersionConflict if another balance change came first; RecordConflict if an extra's condition failed;
+        NotAgency if this is the wallet's first write and the org has left agency mode."""
         sets = dict(sets or {})
         values: dict[str, Any] = {
             ":balance": after.balance,
@@ -145,7 +179,7 @@ class WalletRepository:
         parts = ["balance = :balance", "#status = :status", "version = :v", "seq = :seq"]
         if stored.version == 0:
             base = {k: getattr(after, k) for k in ("currency", "pending", "floor", "low_threshold")}
-            sets |= base
+            sets |= base | {"billing_mode": "agency"}
             values |= {":held": held_delta, ":available": after.balance - held_delta - after.floor}
             parts += ["held = :held", "available = :available"]
             condition = "attribute_not_exists(PK)"
@@ -166,7 +200,7 @@ class WalletRepository:
         account_item = {
             "Update": {
                 "TableName": self._name,
-                "Key": {"PK": _pk(org_id), "SK": ACCOUNT_SK},
+                "Key": account_key(org_id),
                 "UpdateExpression": "SET " + ", ".join(parts),
                 "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
@@ -194,58 +228,67 @@ class WalletRepository:
             }
             for i, m in enumerate(movements)
         ]
+        items = [account_item, *entries, *(extra or [])]
+        if stored.version == 0:  # the wallet's copy of the billing mode starts in step with the org's
+            items.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self._name,
+                        "Key": {"PK": _pk(org_id), "SK": "ORG"},
+                        "ConditionExpression": "billing_mode = :agency",
+                        "ExpressionAttributeValues": {":agency": "agency"},
+                    }
+                }
+            )
         try:
             with dynamo_errors():
-                self._client.transact_write_items(TransactItems=[account_item, *entries, *(extra or [])])
+                self._client.transact_write_items(TransactItems=items)
         except TransactionConditionFailed as exc:
             if 0 in exc.indexes:
                 raise VersionConflict from exc
+            if stored.version == 0 and len(items) - 1 in exc.indexes:
+                raise NotAgency from exc
             raise RecordConflict from exc
 
     # ------------------------------------------------------------------ holds (no money moves)
     def place_hold(self, org_id: str, hold: dict[str, Any]) -> None:
-        """One transaction, no reads: the org must be in agency mode, the wallet must cover the amount
-        and not be paused. HoldRefused otherwise; RecordConflict if the hold id exists (a replay)."""
-        amount = hold["amount_minor"]
-        items = [
-            {
-                "Update": {
-                    "TableName": self._name,
-                    "Key": {"PK": _pk(org_id), "SK": ACCOUNT_SK},
-                    "UpdateExpression": "SET held = held + :a, available = available - :a",
-                    "ConditionExpression": "attribute_exists(PK) AND available >= :a AND #s <> :paused",
-                    "ExpressionAttributeNames": {"#s": "status"},
-                    "ExpressionAttributeValues": {":a": amount, ":paused": WalletStatus.PAUSED.value},
-                }
-            },
-            {
-                "Put": {
-                    "TableName": self._name,
-                    "ConditionExpression": "attribute_not_exists(PK)",
-                    "Item": {
-                        "PK": _pk(org_id),
-                        "SK": f"HOLD#{hold['hold_id']}",
-                        "type": "wallet_hold",
-                        "GSI2PK": ACTIVE_HOLDS,
-                        "GSI2SK": hold["expires_at"],
-                        **hold,
-                    },
-                }
-            },
-        ]
-        items.append(
-            {
-                "ConditionCheck": {
-                    "TableName": self._name,
-                    "Key": {"PK": _pk(org_id), "SK": "ORG"},
-                    "ConditionExpression": "billing_mode = :agency",
-                    "ExpressionAttributeValues": {":agency": "agency"},
-                }
-            }
-        )
+        """One transaction of two items, no reads: the wallet must be in agency mode (its copy of the
+        org's mode), cover the amount and not be paused. HoldRefused otherwise; RecordConflict if the
+        hold id exists (a replay)."""
         try:
             with dynamo_errors():
-                self._client.transact_write_items(TransactItems=items)
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Update": {
+                                "TableName": self._name,
+                                "Key": account_key(org_id),
+                                "UpdateExpression": "SET held = held + :a, available = available - :a",
+                                "ConditionExpression": "available >= :a AND #s <> :paused AND billing_mode = :agency",
+                                "ExpressionAttributeNames": {"#s": "status"},
+                                "ExpressionAttributeValues": {
+                                    ":a": hold["amount_minor"],
+                                    ":paused": WalletStatus.PAUSED.value,
+                                    ":agency": "agency",
+                                },
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self._name,
+                                "ConditionExpression": "attribute_not_exists(PK)",
+                                "Item": {
+                                    "PK": _pk(org_id),
+                                    "SK": f"HOLD#{hold['hold_id']}",
+                                    "type": "wallet_hold",
+                                    "GSI2PK": ACTIVE_HOLDS,
+                                    "GSI2SK": hold["expires_at"],
+                                    **hold,
+                                },
+                            }
+                        },
+                    ]
+                )
         except TransactionConditionFailed as exc:
             if 1 in exc.indexes:
                 raise RecordConflict from exc
@@ -260,7 +303,7 @@ class WalletRepository:
                         {
                             "Update": {
                                 "TableName": self._name,
-                                "Key": {"PK": _pk(org_id), "SK": ACCOUNT_SK},
+                                "Key": account_key(org_id),
                                 "UpdateExpression": "SET held = held - :a, available = available + :a",
                                 "ExpressionAttributeValues": {":a": amount},
                             }

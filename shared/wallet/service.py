@@ -40,7 +40,14 @@ from shared.pagination import Page
 from shared.stripe_gateway import StripeGateway
 from shared.wallet.account import EntryKind, Signal, WalletAccount, WalletStatus, platform_fee
 from shared.wallet.platforms import platform_name
-from shared.wallet.repository import HoldRefused, RecordConflict, StoredWallet, VersionConflict, WalletRepository
+from shared.wallet.repository import (
+    HoldRefused,
+    NotAgency,
+    RecordConflict,
+    StoredWallet,
+    VersionConflict,
+    WalletRepository,
+)
 
 HOLD_TTL = timedelta(hours=24)
 MAX_AUTO_ATTEMPTS = 3
@@ -132,6 +139,9 @@ class WalletService:
                 continue
             except RecordConflict:
                 return Posted(stored, stored.account, [], replay=True)
+            except NotAgency:
+                org = self._org(org.org_id)  # left agency mode while this ran: 409 wallet_not_available
+                continue
             self._emit(org, stored.account, after, signals)
             return Posted(stored, after, signals, replay=False)
         raise ConcurrentUpdateError("The wallet is busy; retry.")
@@ -410,7 +420,7 @@ class WalletService:
         """Authorizes spend before an ad launches or scales. Idempotent by hold_id.
         InsufficientWalletFundsError (409) when `balance - held - floor` does not cover it."""
         platform_name(platform)
-        # No reads first: the transaction itself checks the org's mode, the funds and a replayed hold id.
+        # No reads first: the transaction itself checks the mode (the wallet's copy), the funds and a replayed hold id.
         now = self._clock.now()
         hold = {
             "hold_id": hold_id,

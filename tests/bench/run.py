@@ -156,6 +156,7 @@ def bench_wallet(stack: Any, quick: bool) -> Group:
             "held": {"N": "0"},
             "available": {"N": str(10**12)},
             "status": {"S": "active"},
+            "billing_mode": {"S": "agency"},
         },
     )
     clients = [boto3.Session().client("dynamodb") for _ in range(threads)]
@@ -171,9 +172,13 @@ def bench_wallet(stack: Any, quick: bool) -> Group:
                             "TableName": table,
                             "Key": {"PK": {"S": raw_pk}, "SK": {"S": "WALLET"}},
                             "UpdateExpression": "SET held = held + :a, available = available - :a",
-                            "ConditionExpression": "attribute_exists(PK) AND available >= :a AND #s <> :paused",
+                            "ConditionExpression": "available >= :a AND #s <> :paused AND billing_mode = :agency",
                             "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": {":a": {"N": "1"}, ":paused": {"S": "paused"}},
+                            "ExpressionAttributeValues": {
+                                ":a": {"N": "1"},
+                                ":paused": {"S": "paused"},
+                                ":agency": {"S": "agency"},
+                            },
                         }
                     },
                     {
@@ -202,16 +207,31 @@ def bench_wallet(stack: Any, quick: bool) -> Group:
 
         return place
 
-    ours_ok, ours_bad = _hammer([ours(i) for i in range(threads)], seconds)
-    raw_ok, raw_bad = _hammer([raw(i) for i in range(threads)], seconds)
+    # DynamoDB Local is a JVM: it gets faster as it warms up. Warm both paths up untimed, then
+    # alternate them in short rounds so neither gets the warmer engine.
+    ours_workers = [ours(i) for i in range(threads)]
+    raw_workers = [raw(i) for i in range(threads)]
+    _hammer(ours_workers, seconds / 5)
+    _hammer(raw_workers, seconds / 5)
+    rounds = 4
+    ours_ok = ours_bad = raw_ok = raw_bad = 0
+    for r in range(rounds):
+        pair = [(ours_workers, True), (raw_workers, False)]
+        for workers, is_ours in pair if r % 2 == 0 else pair[::-1]:
+            ok, bad = _hammer(workers, seconds / rounds)
+            if is_ours:
+                ours_ok, ours_bad = ours_ok + ok, ours_bad + bad
+            else:
+                raw_ok, raw_bad = raw_ok + ok, raw_bad + bad
     g.figures["holds/s (8 clients, one wallet)"] = Figure(
         ours_ok / seconds, "holds/s", raw_ok / seconds, "raw TransactWriteItems/s", "ratio >= 0.8"
     )
     f = g.figures["holds/s (8 clients, one wallet)"]
     f.met = (f.ratio or 0) >= 0.8
     g.notes.append(
-        f"{seconds:g}s each; failures: ours {ours_bad}, raw {raw_bad} (transaction conflicts on the one item). "
-        "Ours adds a third item to the transaction: a condition check that the org is in agency mode."
+        f"{seconds:g}s each after a warm-up, in {rounds} alternating rounds; failures: ours {ours_bad}, "
+        f"raw {raw_bad} (transaction conflicts on the one item). Same shape on both sides: the account "
+        "update under its condition and the hold put."
     )
     return g
 
