@@ -175,6 +175,9 @@ class StripeGateway:
         addresses: Any = {"api": api_base} if api_base else None
         import stripe  # imported on first use, not at cold import: it costs ~140 ms
 
+        from shared.observability import trace_stripe_http
+
+        trace_stripe_http()
         self._stripe = stripe
         self._client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=max_retries)
         self._webhook_secret = webhook_secret

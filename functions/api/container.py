@@ -13,7 +13,7 @@ from shared.wiring import Services, build_services
 
 @cache
 def services() -> Services:
-    return build_services(ApiSettings())  # fields come from the environment
+    return build_services(ApiSettings.from_env())  # fields come from the environment
 
 
 def org_service() -> OrgService:

@@ -16,7 +16,7 @@ from shared.wiring import Services, build_services
 
 @cache
 def services() -> Services:
-    return build_services(ApiSettings())
+    return build_services(ApiSettings.from_env())
 
 
 @logger.inject_lambda_context(log_event=False)

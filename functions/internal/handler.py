@@ -28,7 +28,7 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 @cache
 def services() -> Services:
-    return build_services(ApiSettings())
+    return build_services(ApiSettings.from_env())
 
 
 class _Request(BaseModel):

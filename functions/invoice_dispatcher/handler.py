@@ -21,7 +21,7 @@ LOOKBACK_DAYS = 3  # periods that ended in the last days (a missed day is caught
 
 @cache
 def settings() -> DispatcherSettings:
-    return DispatcherSettings()
+    return DispatcherSettings.from_env()
 
 
 @cache

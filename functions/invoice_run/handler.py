@@ -25,7 +25,7 @@ class StepInput(BaseModel):
 
 @cache
 def services() -> Services:
-    return build_services(ApiSettings())
+    return build_services(ApiSettings.from_env())
 
 
 @logger.inject_lambda_context(log_event=True)

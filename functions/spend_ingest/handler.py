@@ -35,7 +35,7 @@ class BillRecordedEvent(EventBridgeModel):
 
 @cache
 def services() -> Services:
-    return build_services(ApiSettings())
+    return build_services(ApiSettings.from_env())
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -29,7 +29,7 @@ from shared.wiring import Services, build_services
 
 DEDUPE_SECONDS = 40 * 24 * 3600  # Stripe retries for 3 days; we keep event ids well past 35 days
 
-settings = WebhookSettings()  # validated at cold start
+settings = WebhookSettings.from_env()  # validated at cold start
 persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name)
 idempotency = IdempotencyConfig(event_key_jmespath="event_id", expires_after_seconds=DEDUPE_SECONDS)
 app = new_resolver()

@@ -281,24 +281,59 @@ def bench_handlers(stack: Any, quick: bool) -> Group:
 
 
 # ---------------------------------------------------------------------- 3. cold import
-def _import_seconds(module: str, env: dict[str, str]) -> float:
-    code = f"import time; t=time.perf_counter(); import {module}; print(time.perf_counter()-t)"
+def _import_seconds(statement: str, env: dict[str, str]) -> float:
+    code = f"import time; t=time.perf_counter(); {statement}; print(time.perf_counter()-t)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+# What every function needs before any of our code: boto3, Powertools' three (as observability sets them
+# up) and pydantic. Measured, so the README can say how much of a handler's import is ours.
+LIBRARY_FLOOR = (
+    "import boto3, boto3.dynamodb.conditions; from pydantic import BaseModel, Field; "
+    "from aws_lambda_powertools import Logger, Metrics, Tracer; "
+    "Logger(); Metrics(); Tracer(patch_modules=['botocore'])"
+)
+
+
+def _lambda_env(stack: Any, spec: Any) -> dict[str, str]:
+    """The function's environment as Lambda gives it: the template's variables, the runtime's own
+    (the X-Ray SDK and Powertools check them) and tracing and metrics on, as deployed."""
+    env = {**os.environ, **stack.env, **spec.environment}
+    for local_only in ("POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_DISABLED"):
+        env.pop(local_only, None)
+    return env | {
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "AWS_LAMBDA_FUNCTION_NAME": spec.logical_id,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "_HANDLER": spec.handler,
+    }
 
 
 def bench_imports(stack: Any, quick: bool) -> Group:
     g = Group("3 cold import")
     repeats = 1 if quick else 5
-    env = {**os.environ, **stack.env}
-    modules = sorted({spec.handler.rsplit(".", 1)[0].replace("/", ".") for spec in stack.functions.values()})
-    base = statistics.median(_import_seconds("boto3", env) for _ in range(repeats)) * 1000
-    for module in modules:
-        t = statistics.median(_import_seconds(module, env) for _ in range(repeats)) * 1000
-        f = Figure(t, "ms", base, "ms import boto3", "<= 1.5x boto3")
+    specs = sorted(stack.functions.values(), key=lambda spec: spec.handler)
+    env = _lambda_env(stack, specs[0])
+    base = statistics.median(_import_seconds("import boto3", env) for _ in range(repeats)) * 1000
+    floor = statistics.median(_import_seconds(LIBRARY_FLOOR, env) for _ in range(repeats)) * 1000
+    g.figures["library floor (boto3, Powertools, pydantic)"] = Figure(
+        floor, "ms", base, "ms import boto3", "<= 1.5x boto3"
+    )
+    g.figures["library floor (boto3, Powertools, pydantic)"].met = floor / base <= 1.5
+    ours = []
+    for spec in specs:
+        module = spec.handler.rsplit(".", 1)[0].replace("/", ".")
+        t = statistics.median(_import_seconds(f"import {module}", _lambda_env(stack, spec)) for _ in range(repeats))
+        f = Figure(t * 1000, "ms", base, "ms import boto3", "<= 1.5x boto3")
         f.met = (f.ratio or 99) <= 1.5
         g.figures[module] = f
-    g.notes.append(f"median of {repeats} fresh interpreters each")
+        ours.append(f"{module.split('.')[1]} +{t * 1000 - floor:.0f} ms")
+    g.notes.append(
+        f"median of {repeats} fresh interpreters each, in each function's Lambda environment (tracing on). "
+        f"Over the library floor: {', '.join(ours)}."
+    )
     return g
 
 
