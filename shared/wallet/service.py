@@ -536,20 +536,23 @@ class WalletService:
             }
 
         posted = self._post(org, build)
-        marker = self._repo.item(org_id, f"IDEM#{cause}")
-        if marker is None and hold is not None:
-            # The hold ended (voided / expired) while the bill was written: the bill still counts.
-            hold = None
-            posted = self._post(org, build)
+        fee = platform_fee(amount_minor, fee_bps)
+        if posted is None or posted.replay:
+            # A condition failed: either the bill was recorded before (its marker says with what fee)
+            # or the hold ended (voided / expired) while the bill was written, and the bill still counts.
             marker = self._repo.item(org_id, f"IDEM#{cause}")
+            if marker is None and hold is not None:
+                hold = None
+                posted = self._post(org, build)
+                marker = self._repo.item(org_id, f"IDEM#{cause}") if posted is None or posted.replay else None
+            fee = int(marker["fee_minor"]) if marker else fee
         if posted is not None and not posted.replay and auto:
             self._run_auto_top_up(org, auto)
-        marker = marker or {}
         return {
             "bill_id": bill_id,
             "platform": platform,
             "amount_minor": amount_minor,
-            "fee_minor": int(marker.get("fee_minor", platform_fee(amount_minor, fee_bps))),
+            "fee_minor": fee,
             "replayed": posted is None or posted.replay,
         }
 

@@ -255,3 +255,51 @@ def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
     assert (stored.account.balance, stored.account.held, stored.settings["available"]) == (6_325, 0, 6_325)
     assert kit.repo.item(org_id, "HOLD#launch")["status"] == "posted"  # type: ignore[index]
     assert kit.repo.item(org_id, "HOLD#scale")["status"] == "voided"  # type: ignore[index]
+
+
+def test_a_bill_whose_hold_ends_while_it_is_written_still_debits_once(
+    kit: WalletKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending hold that is voided just after the bill read it
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    kit.wallet.hold(org_id=org_id, hold_id="h", project_id=project, platform="meta", amount_minor=4_000)
+    read = kit.repo.item
+    raced: list[str] = []
+
+    def item(org: str, sk: str) -> dict[str, Any] | None:
+        got = read(org, sk)
+        if sk == "HOLD#h" and not raced:
+            raced.append(sk)
+            kit.wallet.release_hold(org_id=org, hold_id="h")
+        return got
+
+    monkeypatch.setattr(kit.repo, "item", item)
+    result = kit.wallet.record_bill(
+        org_id=org_id,
+        platform="meta",
+        bill_id="m1",
+        project_id=project,
+        amount_minor=1_000,
+        currency="USD",
+        billed_on=date(2026, 11, 20),
+        hold_id="h",
+        actor="t",
+    )
+    monkeypatch.undo()
+
+    assert raced and (result["replayed"], result["fee_minor"]) == (False, 50)
+    stored = kit.repo.get(org_id)
+    assert stored is not None and (stored.account.balance, stored.account.held) == (8_950, 0)
+    assert kit.repo.item(org_id, "HOLD#h")["status"] == "voided"  # type: ignore[index]
+    assert [int(e["amount"]) for e in _entries(kit, org_id)] == [10_000, -1_000, -50]
+
+
+def test_a_replayed_bill_reports_the_fee_it_was_charged(kit: WalletKit) -> None:
+    org_id, project, owner = agency_org(kit, "pro")  # platform fee 500 bps
+    fund(kit, org_id, 100_000, new_user())
+    assert _bill(kit, org_id, project, 1_000, "b1")["fee_minor"] == 50
+    kit.orgs.change_plan(owner, org_id, plan_id="scale", enterprise_terms=None)
+    replay = _bill(kit, org_id, project, 1_000, "b1")
+    assert (replay["replayed"], replay["fee_minor"]) == (True, 50)
+    assert _bill(kit, org_id, project, 1_000, "b2")["fee_minor"] == 30  # scale: 300 bps
