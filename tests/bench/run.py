@@ -322,8 +322,9 @@ def bench_wallet(stack: Any, quick: bool) -> Group:
         notes.append(f"{what.split('/')[0]} failed: ours {bad}, raw {raw_bad}")
     g.notes.append(
         f"{seconds:g}s (debits {seconds * 3:g}s) each after a warm-up, in 4 alternating rounds; "
-        f"{'; '.join(notes)}. The raw side writes the same transaction shape with boto3 alone: a hold's two items; a debit's read, then six items "
-        "under the account's version, retried with the same backoff."
+        f"{'; '.join(notes)}. The raw side writes the same transaction shape with boto3 alone: "
+        "a hold's two items; a debit's read, then six items under the account's version, "
+        "retried with the same backoff."
     )
     return g
 
