@@ -226,9 +226,10 @@ class InvoiceService:
                 )
         reads += 1
         wallet_paid = deficit = 0
-        if org.billing_mode is BillingMode.AGENCY:
-            spend = self._wallet.period_spend(org.org_id, period.key)
-            reads += len(spend)
+        # Read in either mode: an org that left agency mode mid-period was still billed for its spend.
+        spend = self._wallet.period_spend(org.org_id, period.key)
+        reads += len(spend)
+        if spend or org.billing_mode is BillingMode.AGENCY:
             for row in sorted(spend, key=lambda r: (str(r["platform"]), str(r["project_id"]))):
                 project_id, platform = str(row["project_id"]), str(row["platform"])
                 if project_id not in names:

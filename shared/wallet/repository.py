@@ -54,8 +54,8 @@ class HoldRefused(Exception):
     pass
 
 
-class NotAgency(Exception):
-    """The org is not in agency mode (checked when the wallet is first written)."""
+class ModeChanged(Exception):
+    """The org's billing mode changed after it was read (checked when the wallet is first written)."""
 
 
 def account_key(org_id: str) -> dict[str, str]:
@@ -65,8 +65,8 @@ def account_key(org_id: str) -> dict[str, str]:
 def mode_sync(table_name: str, org_id: str, mode: str, *, wallet_exists: bool) -> dict[str, Any]:
     """The transaction item an org's billing-mode change carries, so the wallet's copy of the mode never
     disagrees with the org's: holds check the copy and need no third item. If the wallet did not exist
-    when read, the item asserts it still does not; the wallet's first write asserts agency mode on the
-    org. Either way one of two racing transactions fails and the loser reads again."""
+    when read, the item asserts it still does not; the wallet's first write copies the org's mode and
+    asserts it is still the org's mode. Of two racing transactions one fails, and it reads again."""
     if wallet_exists:
         return {
             "Update": {
@@ -160,6 +160,7 @@ class WalletRepository:
         *,
         entry_fields: dict[str, Any],
         now_iso: str,
+        mode: str,
         held_delta: int = 0,
         sets: dict[str, Any] | None = None,
         extra: list[dict[str, Any]] | None = None,
@@ -167,7 +168,7 @@ class WalletRepository:
     ) -> None:
         """Writes a balance change with its entries (and `extra` items) in one transaction.
         VersionConflict if another balance change came first; RecordConflict if an extra's condition failed;
-        NotAgency if this is the wallet's first write and the org has left agency mode."""
+        ModeChanged if this is the wallet's first write and the org's mode is no longer `mode`."""
         sets = dict(sets or {})
         values: dict[str, Any] = {
             ":balance": after.balance,
@@ -179,7 +180,7 @@ class WalletRepository:
         parts = ["balance = :balance", "#status = :status", "version = :v", "seq = :seq"]
         if stored.version == 0:
             base = {k: getattr(after, k) for k in ("currency", "pending", "floor", "low_threshold")}
-            sets |= base | {"billing_mode": "agency"}
+            sets |= base | {"billing_mode": mode}
             values |= {":held": held_delta, ":available": after.balance - held_delta - after.floor}
             parts += ["held = :held", "available = :available"]
             condition = "attribute_not_exists(PK)"
@@ -229,14 +230,14 @@ class WalletRepository:
             for i, m in enumerate(movements)
         ]
         items = [account_item, *entries, *(extra or [])]
-        if stored.version == 0:  # the wallet's copy of the billing mode starts in step with the org's
+        if stored.version == 0:  # the wallet's copy of the billing mode starts equal to the org's
             items.append(
                 {
                     "ConditionCheck": {
                         "TableName": self._name,
                         "Key": {"PK": _pk(org_id), "SK": "ORG"},
-                        "ConditionExpression": "billing_mode = :agency",
-                        "ExpressionAttributeValues": {":agency": "agency"},
+                        "ConditionExpression": "billing_mode = :mode",
+                        "ExpressionAttributeValues": {":mode": mode},
                     }
                 }
             )
@@ -247,7 +248,7 @@ class WalletRepository:
             if 0 in exc.indexes:
                 raise VersionConflict from exc
             if stored.version == 0 and len(items) - 1 in exc.indexes:
-                raise NotAgency from exc
+                raise ModeChanged from exc
             raise RecordConflict from exc
 
     # ------------------------------------------------------------------ holds (no money moves)

@@ -42,7 +42,7 @@ from shared.wallet.account import EntryKind, Signal, WalletAccount, WalletStatus
 from shared.wallet.platforms import platform_name
 from shared.wallet.repository import (
     HoldRefused,
-    NotAgency,
+    ModeChanged,
     RecordConflict,
     StoredWallet,
     VersionConflict,
@@ -114,6 +114,13 @@ class WalletService:
     def _org(self, org_id: str) -> Org:
         return self._agency(self._org_repo.require_org(org_id))
 
+    def _with_wallet(self, org: Org) -> Org:
+        """Agency orgs, and orgs that left agency mode with a wallet: its money still has to be settled
+        (late platform bills, pending top-ups, disputes, the support refund of what is left)."""
+        if org.billing_mode is not BillingMode.AGENCY and self._repo.get(org.org_id) is None:
+            self._agency(org)
+        return org
+
     def _load(self, org: Org) -> StoredWallet:
         stored = self._repo.get(org.org_id)
         if stored is None:
@@ -132,15 +139,21 @@ class WalletService:
             signals: list[Signal] = args.pop("signals", [])
             try:
                 self._repo.post(
-                    org.org_id, stored, after, args.pop("movements", []), now_iso=iso(self._clock.now()), **args
+                    org.org_id,
+                    stored,
+                    after,
+                    args.pop("movements", []),
+                    now_iso=iso(self._clock.now()),
+                    mode=org.billing_mode.value,
+                    **args,
                 )
             except VersionConflict:
                 time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 5))))  # noqa: S311 - jitter
                 continue
             except RecordConflict:
                 return Posted(stored, stored.account, [], replay=True)
-            except NotAgency:
-                org = self._org(org.org_id)  # left agency mode while this ran: 409 wallet_not_available
+            except ModeChanged:  # the wallet's first write: its copy of the mode must be the org's
+                org = self._org_repo.require_org(org.org_id)
                 continue
             self._emit(org, stored.account, after, signals)
             return Posted(stored, after, signals, replay=False)
@@ -171,7 +184,7 @@ class WalletService:
 
     # ------------------------------------------------------------------ reads and settings (people)
     def view(self, caller: Caller, org_id: str) -> WalletView:
-        org = self._agency(self._orgs.access(caller, org_id, READ, support=True).org)
+        org = self._with_wallet(self._orgs.access(caller, org_id, READ, support=True).org)
         stored = self._load(org)
         today = self._clock.now().date()
         days = [(today - timedelta(days=d)).isoformat() for d in range(7)]  # today and the 6 before
@@ -183,7 +196,7 @@ class WalletService:
     def transactions(
         self, caller: Caller, org_id: str, filters: dict[str, Any], cursor: str | None, limit: int
     ) -> Page[dict[str, Any]]:
-        self._agency(self._orgs.access(caller, org_id, READ, support=True).org)
+        self._with_wallet(self._orgs.access(caller, org_id, READ, support=True).org)
         return self._repo.entries(org_id, cursor, limit, filters)
 
     def configure(self, caller: Caller, org_id: str, settings: dict[str, Any]) -> WalletView:
@@ -311,7 +324,7 @@ class WalletService:
         self, *, org_id: str, topup_id: str, payment_intent_id: str, charge_id: str | None, amount_minor: int
     ) -> bool:
         """Credits a top-up once (Stripe's payment_intent.succeeded). False on a replay."""
-        org = self._org(org_id)
+        org = self._org_repo.require_org(org_id)
         topup = self._repo.item(org_id, f"TOPUP#{topup_id}") or {}
         method = topup.get("method", "card")
 
@@ -368,7 +381,7 @@ class WalletService:
 
     def topup_failed(self, *, org_id: str, topup_id: str, payment_intent_id: str) -> None:
         """A top-up's payment failed (card decline, ACH return before settlement). Once per intent."""
-        org = self._org(org_id)
+        org = self._org_repo.require_org(org_id)
         topup = self._repo.item(org_id, f"TOPUP#{topup_id}") or {}
         if topup.get("status") in ("failed", "succeeded"):
             return
@@ -388,7 +401,7 @@ class WalletService:
         link = self._repo._table.get_item(Key={"PK": f"CHARGE#{charge_id}", "SK": "LINK"}).get("Item")
         if not link:
             return False
-        org = self._org(str(link["org_id"]))
+        org = self._org_repo.require_org(str(link["org_id"]))
 
         def build(stored: StoredWallet) -> dict[str, Any]:
             after, movements, signals = stored.account.move((EntryKind.REVERSAL, -amount_minor))
@@ -449,7 +462,7 @@ class WalletService:
         return hold
 
     def release_hold(self, *, org_id: str, hold_id: str, expired: bool = False) -> dict[str, Any]:
-        self._org(org_id)
+        self._org_repo.require_org(org_id)
         hold = self._repo.item(org_id, f"HOLD#{hold_id}")
         if hold is None:
             raise NotFoundError(f"No hold {hold_id}.", code="hold_not_found")
@@ -484,7 +497,7 @@ class WalletService:
     ) -> dict[str, Any]:
         """Debits the exact spend and the plan's platform fee, once per (platform, bill id), even below
         zero. Settles the hold it names. May start one auto-top-up."""
-        org = self._org(org_id)
+        org = self._with_wallet(self._org_repo.require_org(org_id))
         platform_name(platform)
         if currency != org.currency:
             raise InvalidRequestError(
@@ -564,7 +577,8 @@ class WalletService:
         auto.clear()
         s = stored.settings
         if (
-            not s.get("auto_enabled")
+            org.billing_mode is not BillingMode.AGENCY  # the org pays the platforms itself now
+            or not s.get("auto_enabled")
             or s.get("auto_in_flight")
             or after.balance >= int(s.get("auto_threshold_minor", 0))
         ):
@@ -646,7 +660,7 @@ class WalletService:
         if not caller.is_support:
             self._orgs.access(caller, org_id, READ)
             raise ForbiddenError("Only Layers support can refund or withdraw wallet money.")
-        org = self._agency(self._orgs.access(caller, org_id, frozenset(), support=True).org)
+        org = self._with_wallet(self._orgs.access(caller, org_id, frozenset(), support=True).org)
         cause = f"wallet-refund:{idempotency_key}"
         plan_holder: dict[str, Any] = {}
         if self._repo.item(org_id, f"IDEM#{cause}") is None:

@@ -1,10 +1,11 @@
-"""The wallet keeps a copy of the org's billing mode, so a hold checks it without a third transaction item.
-These tests hold the copy to the org's mode: on every mode change, and when a change races the wallet's
-first write."""
+"""The wallet and the org's billing mode. The wallet keeps a copy of the mode, so a hold checks it without
+a third transaction item: the copy follows every mode change, also when one races the wallet's first
+write. An org that leaves agency mode gets no new agency spend, but what is already in motion (late
+bills, holds, top-ups on their way, the month's invoice) still settles."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -86,19 +87,104 @@ def test_a_mode_change_that_races_the_wallets_first_write_reads_again(
         _hold(kit, org_id, project, "h")
 
 
-def test_a_first_top_up_that_races_a_switch_to_byo_writes_no_wallet(
+def test_a_first_top_up_that_races_a_switch_to_byo_copies_the_new_mode(
     kit: WalletKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the org leaves agency mode after the top-up read it but before the wallet's first write
-    org_id, _, owner = agency_org(kit)
+    org_id, project, owner = agency_org(kit)
     load = kit.repo.get
+    loads: list[str] = []
 
     def get(org: str) -> Any:
         stored = load(org)
-        kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+        if not loads:
+            kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+        loads.append(org)
         return stored
 
     monkeypatch.setattr(kit.repo, "get", get)
+    fund(kit, org_id, 10_000, new_user())  # the money arrived: it is credited either way
+    monkeypatch.undo()
+
+    assert len(loads) == 2  # the first write failed on the mode and was read again
+    wallet = _wallet_item(kit, org_id)
+    assert (wallet["balance"], wallet["billing_mode"]) == (10_000, "byo")
     with pytest.raises(WalletNotAvailableError):
-        fund(kit, org_id, 10_000, new_user())
-    assert kit.repo.item(org_id, "WALLET") is None
+        _hold(kit, org_id, project, "h")
+
+
+def _bill(kit: WalletKit, org_id: str, project: str, bill_id: str) -> dict[str, Any]:
+    return kit.wallet.record_bill(
+        org_id=org_id,
+        platform="meta",
+        bill_id=bill_id,
+        project_id=project,
+        amount_minor=1_000,
+        currency="USD",
+        billed_on=NOW.date(),
+        hold_id=None,
+        actor="engine",
+    )
+
+
+def test_money_in_motion_settles_after_the_org_leaves_agency_mode(kit: WalletKit) -> None:
+    # Given an agency org with a funded wallet, a pending hold and an ACH top-up on its way
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 10_000, "first")
+    _hold(kit, org_id, project, "running")
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+
+    # No new agency spend, top-ups or settings...
+    with pytest.raises(WalletNotAvailableError):
+        _hold(kit, org_id, project, "new")
+    with pytest.raises(WalletNotAvailableError):
+        kit.wallet.top_up(owner, org_id, amount_minor=5_000, method="card", idempotency_key="k", return_url=None)
+    with pytest.raises(WalletNotAvailableError):
+        kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 0})
+    # ...but what was already spent or paid still settles: the late bill with its fee, the hold's
+    # release, the money that arrives, and the owner still sees the wallet
+    assert _bill(kit, org_id, project, "late")["fee_minor"] == 50
+    assert kit.wallet.release_hold(org_id=org_id, hold_id="running")["status"] == "voided"
+    assert kit.wallet.topup_succeeded(
+        org_id=org_id, topup_id="tu-ach", payment_intent_id="pi-ach", charge_id=None, amount_minor=2_000
+    )
+    view = kit.wallet.view(owner, org_id)
+    assert (view.account.balance, view.account.held) == (10_000 - 1_050 + 2_000, 0)
+
+
+def test_a_hold_that_expires_after_the_switch_is_released_by_the_sweeper(kit: WalletKit) -> None:
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    _hold(kit, org_id, project, "stale")
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    kit.clock.at = NOW + timedelta(hours=25)
+    kit.wallet.expire_holds()
+    assert kit.repo.item(org_id, "HOLD#stale")["status"] == "expired"  # type: ignore[index]
+    assert _wallet_item(kit, org_id)["held"] == 0
+
+
+def test_the_invoice_of_the_period_the_org_left_agency_mode_shows_its_spend(kit: WalletKit) -> None:
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    _bill(kit, org_id, project, "before-switch")
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+
+    org = kit.org_repo.require_org(org_id)
+    lines, totals, _, _ = services().invoices.assemble(org, period_containing(org, NOW))
+    assert [(line.section, line.amount_minor) for line in lines if line.paid_via == "wallet"] == [
+        ("ad_spend", 1_000),
+        ("ad_spend", 50),
+    ]
+    assert totals.paid_from_wallet_minor == 1_050
+
+
+def test_an_org_that_never_had_a_wallet_gets_409_in_byo_mode(kit: WalletKit) -> None:
+    org_id, project, owner = agency_org(kit)
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    with pytest.raises(WalletNotAvailableError):
+        _bill(kit, org_id, project, "b")
+    with pytest.raises(WalletNotAvailableError):
+        kit.wallet.view(owner, org_id)
