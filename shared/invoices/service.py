@@ -18,7 +18,7 @@ from shared.invoices.models import Invoice, InvoiceLine, Totals
 from shared.invoices.render import render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.notify import Notifier
-from shared.orgs.models import READ, BillingMode, Org
+from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.pagination import Page
@@ -225,32 +225,32 @@ class InvoiceService:
                     )
                 )
         reads += 1
-        wallet_paid = deficit = 0
-        # Read in either mode: an org that left agency mode mid-period was still billed for its spend.
+        wallet_paid = 0
+        # Read in either mode: an org that left agency mode is still billed for its agency spend, and
+        # owes what late bills took its wallet below zero.
         spend = self._wallet.period_spend(org.org_id, period.key)
         reads += len(spend)
-        if spend or org.billing_mode is BillingMode.AGENCY:
-            for row in sorted(spend, key=lambda r: (str(r["platform"]), str(r["project_id"]))):
-                project_id, platform = str(row["project_id"]), str(row["platform"])
-                if project_id not in names:
-                    project = self._org_repo.get_project(org.org_id, project_id)
-                    reads += 1
-                    names[project_id] = project.name if project else project_id
-                for kind, amount in (("Ad spend", int(row["ad_spend"])), ("Platform fee", int(row["fee"]))):
-                    lines.append(
-                        InvoiceLine(
-                            section="ad_spend",
-                            paid_via="wallet",
-                            amount_minor=amount,
-                            project_id=project_id,
-                            platform=platform,
-                            description=f"{kind}: {platform_name(platform)}, {names[project_id]}",
-                        )
+        for row in sorted(spend, key=lambda r: (str(r["platform"]), str(r["project_id"]))):
+            project_id, platform = str(row["project_id"]), str(row["platform"])
+            if project_id not in names:
+                project = self._org_repo.get_project(org.org_id, project_id)
+                reads += 1
+                names[project_id] = project.name if project else project_id
+            for kind, amount in (("Ad spend", int(row["ad_spend"])), ("Platform fee", int(row["fee"]))):
+                lines.append(
+                    InvoiceLine(
+                        section="ad_spend",
+                        paid_via="wallet",
+                        amount_minor=amount,
+                        project_id=project_id,
+                        platform=platform,
+                        description=f"{kind}: {platform_name(platform)}, {names[project_id]}",
                     )
-                    wallet_paid += amount
-            stored = self._wallet.get(org.org_id)
-            reads += 1
-            deficit = max(0, -stored.account.balance) if stored else 0
+                )
+                wallet_paid += amount
+        stored = self._wallet.get(org.org_id)
+        reads += 1
+        deficit = max(0, -stored.account.balance) if stored else 0
         totals = Totals(
             charged_through_stripe_minor=charged,
             stripe_unpaid_minor=unpaid,

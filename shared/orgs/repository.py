@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
@@ -38,6 +40,7 @@ def _dump(model: Org | Member | Project) -> dict[str, Any]:
     return data
 
 
+MODE_CHANGE_ATTEMPTS = 8
 _LIMIT_MESSAGE = "The plan's limit was reached by a concurrent change; nothing was changed."
 
 
@@ -152,8 +155,11 @@ class OrgRepository:
         }
         return {"Put": {"TableName": self._name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
 
-    def update_org(self, org_id: str, changes: dict[str, Any], *, expected: dict[str, Any]) -> Org:
-        """Sets `changes` if every `expected` attribute still holds; ConflictError otherwise."""
+    def update_org(
+        self, org_id: str, changes: dict[str, Any], *, expected: dict[str, Any], agency_fee_bps: int | None = None
+    ) -> Org:
+        """Sets `changes` if every `expected` attribute still holds; ConflictError otherwise.
+        `agency_fee_bps`: the fee rate the wallet keeps when the change leaves agency mode."""
         names = {f"#c{i}": k for i, k in enumerate(changes)} | {f"#e{i}": k for i, k in enumerate(expected)}
         values = {f":c{i}": v for i, v in enumerate(changes.values())} | {
             f":e{i}": v for i, v in enumerate(expected.values())
@@ -170,6 +176,7 @@ class OrgRepository:
                     "ExpressionAttributeValues": values,
                 },
                 changes.get("billing_mode"),
+                agency_fee_bps,
             )
         except TransactionConditionFailed as exc:
             raise ConflictError(
@@ -178,7 +185,9 @@ class OrgRepository:
             ) from exc
         return Org.model_validate(plain(item))
 
-    def _update_org(self, org_id: str, update: dict[str, Any], mode: str | None) -> dict[str, Any]:
+    def _update_org(
+        self, org_id: str, update: dict[str, Any], mode: str | None, agency_fee_bps: int | None = None
+    ) -> dict[str, Any]:
         """Updates the org item and returns it. A billing-mode change also sets the wallet's copy of the
         mode, in the same transaction (see `mode_sync`). TransactionConditionFailed if the org's own
         condition fails."""
@@ -186,10 +195,10 @@ class OrgRepository:
             with dynamo_errors():
                 resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update)
             return dict(resp["Attributes"])
-        for _ in range(3):
+        for attempt in range(MODE_CHANGE_ATTEMPTS):
             with dynamo_errors():
                 wallet = self._table.get_item(Key=account_key(org_id), ProjectionExpression="PK", ConsistentRead=True)
-            sync = mode_sync(self._name, org_id, mode, wallet_exists="Item" in wallet)
+            sync = mode_sync(self._name, org_id, mode, wallet_exists="Item" in wallet, agency_fee_bps=agency_fee_bps)
             try:
                 with dynamo_errors():
                     self._client.transact_write_items(
@@ -199,9 +208,12 @@ class OrgRepository:
                 if 0 in exc.indexes:
                     raise
                 continue  # the wallet was created in between: read again
+            except ConcurrentUpdateError:  # a wallet transaction in flight (holds, bills): back off
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - jitter
+                continue
             with dynamo_errors():
                 return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
-        raise ConcurrentUpdateError("The org's wallet changed while this request ran; nothing was changed. Retry.")
+        raise ConcurrentUpdateError("The org's wallet is busy; nothing was changed. Retry.")
 
     def change_plan(
         self,
@@ -455,7 +467,9 @@ class OrgRepository:
             item = self._table.get_item(Key={"PK": f"STRIPE_CUSTOMER#{customer_id}", "SK": "LINK"}).get("Item")
         return str(item["org_id"]) if item else None
 
-    def apply_subscription(self, org_id: str, changes: dict[str, Any], *, fetched_ms: int) -> Org | None:
+    def apply_subscription(
+        self, org_id: str, changes: dict[str, Any], *, fetched_ms: int, agency_fee_bps: int | None = None
+    ) -> Org | None:
         """Writes the subscription state fetched from Stripe at `fetched_ms` unless a later fetch was
         already written (out-of-order webhooks never roll state back). None when this one is stale."""
         names = {f"#c{i}": k for i, k in enumerate(changes)}
@@ -472,6 +486,7 @@ class OrgRepository:
                     "ExpressionAttributeValues": values,
                 },
                 changes.get("billing_mode"),
+                agency_fee_bps,
             )
         except TransactionConditionFailed:
             return None

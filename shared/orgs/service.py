@@ -164,7 +164,13 @@ class OrgService:
         changes["updated_at"] = self._clock.now()
         # The plan decides what billing mode is allowed: condition on it so a concurrent plan change
         # cannot slip agency mode past a plan that forbids it.
-        updated = self._repo.update_org(org_id, _stored(changes), expected={"plan_id": org.plan_id})
+        leaves_agency = org.billing_mode is BillingMode.AGENCY and "billing_mode" in changes
+        updated = self._repo.update_org(
+            org_id,
+            _stored(changes),
+            expected={"plan_id": org.plan_id},
+            agency_fee_bps=(plan.platform_fee_bps or 0) if leaves_agency else None,
+        )
         return OrgView(updated, self.plan_of(updated), access.role)
 
     def change_plan(

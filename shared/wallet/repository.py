@@ -62,19 +62,28 @@ def account_key(org_id: str) -> dict[str, str]:
     return {"PK": _pk(org_id), "SK": ACCOUNT_SK}
 
 
-def mode_sync(table_name: str, org_id: str, mode: str, *, wallet_exists: bool) -> dict[str, Any]:
+def mode_sync(
+    table_name: str, org_id: str, mode: str, *, wallet_exists: bool, agency_fee_bps: int | None = None
+) -> dict[str, Any]:
     """The transaction item an org's billing-mode change carries, so the wallet's copy of the mode never
     disagrees with the org's: holds check the copy and need no third item. If the wallet did not exist
     when read, the item asserts it still does not; the wallet's first write copies the org's mode and
-    asserts it is still the org's mode. Of two racing transactions one fails, and it reads again."""
+    asserts it is still the org's mode. Of two racing transactions one fails, and it reads again.
+    The change bumps the wallet's version, so a balance change that read the old mode retries. Leaving
+    agency mode keeps the fee rate it had, for the late bills of spend made in agency mode."""
     if wallet_exists:
+        values: dict[str, Any] = {":m": mode, ":one": 1}
+        update = "SET billing_mode = :m, version = version + :one"
+        if agency_fee_bps is not None:
+            update += ", agency_fee_bps = :fee"
+            values[":fee"] = agency_fee_bps
         return {
             "Update": {
                 "TableName": table_name,
                 "Key": account_key(org_id),
-                "UpdateExpression": "SET billing_mode = :m",
+                "UpdateExpression": update,
                 "ConditionExpression": "attribute_exists(PK)",
-                "ExpressionAttributeValues": {":m": mode},
+                "ExpressionAttributeValues": values,
             }
         }
     return {
@@ -294,6 +303,36 @@ class WalletRepository:
             if 1 in exc.indexes:
                 raise RecordConflict from exc
             raise HoldRefused from exc
+
+    def copy_mode(self, org_id: str, mode: str) -> bool:
+        """Gives a wallet written before it kept a copy of the org's billing mode that copy, if the org
+        still has the mode it was read with. False if there was nothing to do."""
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Update": {
+                                "TableName": self._name,
+                                "Key": account_key(org_id),
+                                "UpdateExpression": "SET billing_mode = :m",
+                                "ConditionExpression": "attribute_exists(PK) AND attribute_not_exists(billing_mode)",
+                                "ExpressionAttributeValues": {":m": mode},
+                            }
+                        },
+                        {
+                            "ConditionCheck": {
+                                "TableName": self._name,
+                                "Key": {"PK": _pk(org_id), "SK": "ORG"},
+                                "ConditionExpression": "billing_mode = :m",
+                                "ExpressionAttributeValues": {":m": mode},
+                            }
+                        },
+                    ]
+                )
+        except TransactionConditionFailed:
+            return False
+        return True
 
     def end_hold(self, org_id: str, hold_id: str, amount: int, status: str, fields: dict[str, Any]) -> None:
         """Voids or expires a pending hold (its amount is free again). RecordConflict if not pending."""

@@ -55,6 +55,11 @@ DEFAULT_LOW_THRESHOLD_MINOR = 10_000
 MAX_ATTEMPTS = 100
 
 
+def _wallet_mode(stored: StoredWallet, org: Org) -> BillingMode:
+    """The wallet's copy of the org's mode (the org's own for a wallet not written yet)."""
+    return BillingMode(stored.settings.get("billing_mode", org.billing_mode.value))
+
+
 class WalletNotAvailableError(ConflictError):
     code = "wallet_not_available"
 
@@ -127,9 +132,12 @@ class WalletService:
             return StoredWallet(WalletAccount(currency=org.currency, low_threshold=DEFAULT_LOW_THRESHOLD_MINOR), 0, 0)
         return stored
 
-    def _post(self, org: Org, build: Callable[[StoredWallet], dict[str, Any] | None]) -> Posted | None:
+    def _post(
+        self, org: Org, build: Callable[[StoredWallet], dict[str, Any] | None], *, agency_only: bool = False
+    ) -> Posted | None:
         """Runs a versioned balance change: `build` returns the `post` arguments for the current state
-        (or None to write nothing). None when the change's marker already exists (a replay)."""
+        (or None to write nothing). None when the change's marker already exists (a replay).
+        `agency_only`: refused (409) if the org turns out to have left agency mode meanwhile."""
         for attempt in range(MAX_ATTEMPTS):
             stored = self._load(org)
             args = build(stored)
@@ -147,19 +155,23 @@ class WalletService:
                     mode=org.billing_mode.value,
                     **args,
                 )
-            except VersionConflict:
+            except (VersionConflict, ConcurrentUpdateError):  # another change came first, or is in flight
                 time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 5))))  # noqa: S311 - jitter
                 continue
             except RecordConflict:
                 return Posted(stored, stored.account, [], replay=True)
             except ModeChanged:  # the wallet's first write: its copy of the mode must be the org's
                 org = self._org_repo.require_org(org.org_id)
+                if agency_only:
+                    self._agency(org)
                 continue
             self._emit(org, stored.account, after, signals)
             return Posted(stored, after, signals, replay=False)
         raise ConcurrentUpdateError("The wallet is busy; retry.")
 
     def _emit(self, org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> None:
+        if org.billing_mode is not BillingMode.AGENCY:
+            return  # low / paused / resumed are about agency spend, and there is none any more
         for signal in signals:
             detail = {
                 "org_id": org.org_id,
@@ -217,7 +229,7 @@ class WalletService:
                 auto["auto_failures"] = 0
             return {"after": after, "signals": signals, "sets": auto, "entry_fields": {}}
 
-        self._post(org, build)
+        self._post(org, build, agency_only=True)
         return self.view(caller, org_id)
 
     # ------------------------------------------------------------------ top-ups
@@ -234,7 +246,19 @@ class WalletService:
     ) -> dict[str, Any]:
         """Starts a top-up; the wallet is credited when Stripe says the money arrived (webhook).
         Card: the saved card off-session, else a Checkout URL. ACH / wire: pending until funds arrive."""
-        org = self._agency(self._orgs.access(caller, org_id, MANAGE_BILLING).org)
+        org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        if org.billing_mode is not BillingMode.AGENCY:
+            # Out of agency mode a wallet takes money only to settle what late bills left it owing.
+            stored = self._repo.get(org_id)
+            deficit = max(0, -stored.account.balance) if stored else 0
+            if not deficit:
+                self._agency(org)
+            if amount_minor > deficit:
+                raise InvalidRequestError(
+                    f"Out of agency mode, a top-up settles only what the wallet owes ({deficit}).",
+                    code="amount_exceeds_deficit",
+                    details={"deficit_minor": deficit, "requested_minor": amount_minor},
+                )
         topup_id = _topup_id(org_id, idempotency_key)
         existing = self._repo.item(org_id, f"TOPUP#{topup_id}")
         if existing and existing["status"] != "creating":
@@ -451,6 +475,12 @@ class WalletService:
         except HoldRefused:
             org = self._org(org_id)  # 404 for an unknown org, 409 wallet_not_available for BYO
             stored = self._load(org)
+            legacy = stored.version and "billing_mode" not in stored.settings
+            if legacy and self._repo.copy_mode(org_id, org.billing_mode.value):
+                # A wallet written before it kept a copy of the mode: copied now, so try again.
+                return self.hold(
+                    org_id=org_id, hold_id=hold_id, project_id=project_id, platform=platform, amount_minor=amount_minor
+                )
             if stored.account.status is WalletStatus.PAUSED:
                 raise InsufficientWalletFundsError(
                     "Agency spend is paused: the wallet is below its floor.", code="wallet_paused"
@@ -503,26 +533,27 @@ class WalletService:
             raise InvalidRequestError(
                 f"The wallet is in {org.currency}, the bill in {currency}.", code="currency_mismatch"
             )
-        plan = self._orgs.plan_of(org)
-        fee_bps = plan.platform_fee_bps or 0
+        live_fee_bps = self._orgs.plan_of(org).platform_fee_bps or 0
         hold = self._repo.item(org_id, f"HOLD#{hold_id}") if hold_id else None
         cause = f"bill:{platform}:{bill_id}"
         # The period of the bill's date (noon UTC), never before the org's first period began.
         first = org.subscription.billing_anchor if org.subscription else org.created_at
         period = period_containing(org, max(datetime.combine(billed_on, time_of_day(12), UTC), first))
         auto: dict[str, Any] = {}
+        charged: dict[str, int] = {}
 
         def build(stored: StoredWallet) -> dict[str, Any]:
+            # The plan's rate in agency mode; after leaving it, the rate the wallet kept (late bills of
+            # agency spend). The wallet's copy of the mode decides: it is versioned with the balance.
+            agency = _wallet_mode(stored, org) is BillingMode.AGENCY
+            fee_bps = live_fee_bps if agency else int(stored.settings.get("agency_fee_bps", 0))
+            charged["fee_minor"] = fee = platform_fee(amount_minor, fee_bps)
             after, movements, signals = stored.account.bill(amount_minor, fee_bps)
             held_delta = 0
             extra = [
-                self._repo.marker(
-                    org_id, cause, {"amount_minor": amount_minor, "fee_minor": platform_fee(amount_minor, fee_bps)}
-                ),
+                self._repo.marker(org_id, cause, {"amount_minor": amount_minor, "fee_minor": fee}),
                 self._repo.add_spend_day(org_id, billed_on.isoformat(), -sum(m.amount for m in movements)),
-                self._repo.add_period_spend(
-                    org_id, period.key, platform, project_id, amount_minor, platform_fee(amount_minor, fee_bps)
-                ),
+                self._repo.add_period_spend(org_id, period.key, platform, project_id, amount_minor, fee),
             ]
             if hold and hold["status"] == "pending":
                 held_delta = -int(hold["amount_minor"])
@@ -549,23 +580,24 @@ class WalletService:
             }
 
         posted = self._post(org, build)
-        fee = platform_fee(amount_minor, fee_bps)
+        recorded = {"amount_minor": amount_minor, **charged}
         if posted is None or posted.replay:
-            # A condition failed: either the bill was recorded before (its marker says with what fee)
+            # A condition failed: either the bill was recorded before (its marker says what was charged)
             # or the hold ended (voided / expired) while the bill was written, and the bill still counts.
             marker = self._repo.item(org_id, f"IDEM#{cause}")
             if marker is None and hold is not None:
                 hold = None
                 posted = self._post(org, build)
                 marker = self._repo.item(org_id, f"IDEM#{cause}") if posted is None or posted.replay else None
-            fee = int(marker["fee_minor"]) if marker else fee
+                recorded = {"amount_minor": amount_minor, **charged}
+            if marker:
+                recorded = {k: int(marker[k]) for k in ("amount_minor", "fee_minor")}
         if posted is not None and not posted.replay and auto:
             self._run_auto_top_up(org, auto)
         return {
             "bill_id": bill_id,
             "platform": platform,
-            "amount_minor": amount_minor,
-            "fee_minor": fee,
+            **recorded,
             "replayed": posted is None or posted.replay,
         }
 
@@ -577,7 +609,7 @@ class WalletService:
         auto.clear()
         s = stored.settings
         if (
-            org.billing_mode is not BillingMode.AGENCY  # the org pays the platforms itself now
+            _wallet_mode(stored, org) is not BillingMode.AGENCY  # the org pays the platforms itself now
             or not s.get("auto_enabled")
             or s.get("auto_in_flight")
             or after.balance >= int(s.get("auto_threshold_minor", 0))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.errors import InvalidRequestError
 from shared.orgs.models import BillingMode
 from shared.wallet.service import WalletNotAvailableError
 from tests.helpers import new_user
@@ -152,13 +153,14 @@ def test_money_in_motion_settles_after_the_org_leaves_agency_mode(kit: WalletKit
     assert (view.account.balance, view.account.held) == (10_000 - 1_050 + 2_000, 0)
 
 
-def test_a_hold_that_expires_after_the_switch_is_released_by_the_sweeper(kit: WalletKit) -> None:
+def test_a_hold_that_expires_after_the_switch_is_released(kit: WalletKit) -> None:
     org_id, project, owner = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
     _hold(kit, org_id, project, "stale")
     kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
     kit.clock.at = NOW + timedelta(hours=25)
-    kit.wallet.expire_holds()
+    # What the sweeper does for each hold due (expire_holds: the sweeper's scan is table-wide)
+    kit.wallet.release_hold(org_id=org_id, hold_id="stale", expired=True)
     assert kit.repo.item(org_id, "HOLD#stale")["status"] == "expired"  # type: ignore[index]
     assert _wallet_item(kit, org_id)["held"] == 0
 
@@ -188,3 +190,82 @@ def test_an_org_that_never_had_a_wallet_gets_409_in_byo_mode(kit: WalletKit) -> 
         _bill(kit, org_id, project, "b")
     with pytest.raises(WalletNotAvailableError):
         kit.wallet.view(owner, org_id)
+
+
+def test_late_bills_after_the_subscription_ended_keep_the_agency_plans_fee(kit: WalletKit) -> None:
+    from shared.billing.subscriptions import SubscriptionMirror
+    from shared.catalog import plan_catalog
+    from shared.stripe_gateway import Subscription
+
+    # Given a Pro agency org (500 bps) whose subscription ends: it moves to Free (no fee) and BYO
+    org_id, project, _ = agency_org(kit, "pro")
+    fund(kit, org_id, 10_000, new_user())
+    ended = Subscription(
+        subscription_id="sub_ended",
+        customer_id="cus_x",
+        status="canceled",
+        items=(),
+        current_period_start=int(NOW.timestamp()) - 86_400,
+        current_period_end=int(NOW.timestamp()),
+        billing_cycle_anchor=int(NOW.timestamp()) - 86_400,
+        cancel_at_period_end=False,
+        metadata={},
+        latest_invoice_id=None,
+    )
+    org = SubscriptionMirror(kit.org_repo, plan_catalog(), kit.clock).apply(org_id, ended, fetched_ms=1)
+    assert org is not None and (org.plan_id, org.billing_mode) == ("free", BillingMode.BYO)
+
+    # A bill for spend made while it was an agency org still carries the Pro fee
+    assert _bill(kit, org_id, project, "late")["fee_minor"] == 50
+    assert _wallet_item(kit, org_id)["balance"] == 10_000 - 1_050
+
+
+def test_a_wallet_that_late_bills_took_below_zero_can_be_settled_and_is_invoiced(kit: WalletKit) -> None:
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 500, new_user())
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    _bill(kit, org_id, project, "late")  # 1,050 from 500: owes 550
+    org = kit.org_repo.require_org(org_id)
+    _, totals, _, _ = services().invoices.assemble(org, period_containing(org, NOW + timedelta(days=40)))
+    assert (totals.wallet_deficit_minor, totals.amount_due_minor) == (550, 550)
+
+    # A top-up out of agency mode settles the deficit, and no more
+    with pytest.raises(InvalidRequestError) as too_much:
+        kit.wallet.top_up(owner, org_id, amount_minor=551, method="card", idempotency_key="k1", return_url=None)
+    assert too_much.value.code == "amount_exceeds_deficit"
+    started = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
+    assert started["amount_minor"] == 550
+
+
+def test_a_wallet_from_before_the_mode_copy_gets_it_on_its_first_hold(kit: WalletKit) -> None:
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    kit.repo._table.update_item(Key={"PK": f"ORG#{org_id}", "SK": "WALLET"}, UpdateExpression="REMOVE billing_mode")
+    assert _hold(kit, org_id, project, "h")["status"] == "pending"
+    assert _wallet_item(kit, org_id)["billing_mode"] == "agency"
+
+
+def test_a_mode_change_waits_out_a_wallet_transaction_in_flight(
+    kit: WalletKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.errors import ConcurrentUpdateError
+
+    org_id, _, owner = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    client = kit.org_repo._client
+    write = client.transact_write_items
+    conflicts: list[int] = []
+
+    def transact_write_items(**kwargs: Any) -> Any:
+        if len(conflicts) < 2:  # the first two attempts meet a hold's transaction on the wallet
+            conflicts.append(1)
+            raise ConcurrentUpdateError("in flight")
+        return write(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", transact_write_items)
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    monkeypatch.undo()
+    assert len(conflicts) == 2 and _wallet_item(kit, org_id)["billing_mode"] == "byo"
