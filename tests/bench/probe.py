@@ -1,7 +1,7 @@
 """Counts what the code under test asks of DynamoDB: calls, time spent in them, items written and the
 capacity DynamoDB reports (ReturnConsumedCapacity=TOTAL is injected into every data call).
 
-It patches botocore's client and endpoint classes, so it sees every boto3 session in the process
+It patches botocore's client class, so it sees every boto3 session in the process
 (the services build their own sessions, which the default session's event hooks would not reach)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import botocore.client
-import botocore.endpoint
 
 CAPACITY_OPS = {
     "GetItem",
@@ -81,28 +80,23 @@ class Probe:
         self._installed = True
         probe = self
         original_call = getattr(botocore.client.BaseClient, "_make_api_call")  # noqa: B009 - private, untyped
-        original_request = getattr(botocore.endpoint.Endpoint, "make_request")  # noqa: B009
 
         def _make_api_call(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+            """A DynamoDB call's time is the SDK call's, as the caller waits for it: the client's
+            validation, serialization and signing, the request, and parsing the response."""
             if client.meta.service_model.service_name != "dynamodb":
                 return original_call(client, operation_name, api_params)
             if operation_name in CAPACITY_OPS and "ReturnConsumedCapacity" not in api_params:
                 api_params = {**api_params, "ReturnConsumedCapacity": "TOTAL"}
-            response = original_call(client, operation_name, api_params)
+            started = time.perf_counter()
+            try:
+                response = original_call(client, operation_name, api_params)
+            finally:
+                probe._local.ddb = probe.ddb_seconds() + time.perf_counter() - started
             probe._record(operation_name, api_params, response)
             return response
 
-        def make_request(endpoint: Any, operation_model: Any, request_dict: Any) -> Any:
-            if operation_model.service_model.service_name != "dynamodb":
-                return original_request(endpoint, operation_model, request_dict)
-            started = time.perf_counter()
-            try:
-                return original_request(endpoint, operation_model, request_dict)
-            finally:
-                probe._local.ddb = probe.ddb_seconds() + time.perf_counter() - started
-
         setattr(botocore.client.BaseClient, "_make_api_call", _make_api_call)  # noqa: B010 - a class-wide patch
-        setattr(botocore.endpoint.Endpoint, "make_request", make_request)  # noqa: B010
 
     def _record(self, op: str, params: dict[str, Any], response: dict[str, Any]) -> None:
         writes = transact = 0

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.probe import PROBE, Tally
+from tests.local.samples import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results.json"
@@ -334,7 +335,9 @@ ROUTES = [
     ("ApiFunction", "list_plans"),
     ("ApiFunction", "create_org"),
     ("ApiFunction", "get_template"),
+    ("ApiFunction", "get_wallet"),
     ("InternalApiFunction", "sdk_events_batch"),
+    ("InternalApiFunction", "wallet_hold"),
 ]
 
 
@@ -349,13 +352,14 @@ def bench_handlers(stack: Any, quick: bool) -> Group:
     warm, n = (3, 20) if quick else (20, 200)
     for function, sample in ROUTES:
         handler = _handler(stack.functions[function].handler)
-        event = json.loads((ROOT / "events" / function / f"{sample}.json").read_text())
+        sample_text = json.dumps(sample_event(stack, ROOT / "events" / function / f"{sample}.json"))
         totals: list[float] = []
         ddb: list[float] = []
         for i in range(warm + n):
+            event = json.loads(sample_text.replace("hold_sample_0001", f"hold_bench_{i}"))  # a new hold each time
             PROBE.reset_thread()
             started = time.perf_counter()
-            reply = handler(json.loads(json.dumps(event)), _Context())
+            reply = handler(event, _Context())
             elapsed = time.perf_counter() - started
             if i == 0 and not (200 <= int(reply.get("statusCode", 0)) < 300):
                 g.notes.append(f"{function}/{sample} replied {reply.get('statusCode')}")
