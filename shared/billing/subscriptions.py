@@ -85,10 +85,10 @@ class SubscriptionMirror:
             )
             changes["enterprise_terms"] = None
         # Leaving agency mode: the wallet keeps the fee rate of the plan the agency spend was made on.
-        fee = current.effective_plan(self._plans.get(current.plan_id)).platform_fee_bps or 0
-        applied = self._repo.apply_subscription(
-            org_id, changes, fetched_ms=fetched_ms, agency_fee_bps=fee if "billing_mode" in changes else None
-        )
+        fee = None
+        if "billing_mode" in changes:
+            fee = current.effective_plan(self._plans.get(current.plan_id)).platform_fee_bps or 0
+        applied = self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms, agency_fee_bps=fee)
         if applied is not None and status not in _ENDED and sub.current_period_end:
             # The invoice run finds this period by the day it ends.
             self._repo.index_period(

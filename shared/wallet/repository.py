@@ -427,6 +427,21 @@ class WalletRepository:
             }
         }
 
+    def topups(self, org_id: str) -> list[dict[str, Any]]:
+        """Every top-up of the org, in any status."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(_pk(org_id)) & Key("SK").begins_with("TOPUP#"),
+            "ConsistentRead": True,
+        }
+        found: list[dict[str, Any]] = []
+        while True:
+            with dynamo_errors():
+                resp = self._table.query(**kwargs)
+            found += [plain(i) for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return found
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
     def period_spend(self, org_id: str, period_key: str) -> list[dict[str, Any]]:
         with dynamo_errors():
             resp = self._table.query(

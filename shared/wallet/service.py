@@ -55,6 +55,9 @@ DEFAULT_LOW_THRESHOLD_MINOR = 10_000
 MAX_ATTEMPTS = 100
 
 
+_OPEN_TOPUP = ("creating", "awaiting_checkout", "processing", "pending")
+
+
 def _wallet_mode(stored: StoredWallet, org: Org) -> BillingMode:
     """The wallet's copy of the org's mode (the org's own for a wallet not written yet)."""
     return BillingMode(stored.settings.get("billing_mode", org.billing_mode.value))
@@ -140,6 +143,8 @@ class WalletService:
         `agency_only`: refused (409) if the org turns out to have left agency mode meanwhile."""
         for attempt in range(MAX_ATTEMPTS):
             stored = self._load(org)
+            if agency_only and _wallet_mode(stored, org) is not BillingMode.AGENCY:
+                self._agency(self._org_repo.require_org(org.org_id))  # left agency mode meanwhile: 409
             args = build(stored)
             if args is None:
                 return None
@@ -165,13 +170,14 @@ class WalletService:
                 if agency_only:
                     self._agency(org)
                 continue
+            if _wallet_mode(stored, org) is not BillingMode.AGENCY:
+                # Low and paused are about agency spend, and there is none any more; resumed still tells.
+                signals = [signal for signal in signals if signal is Signal.RESUMED]
             self._emit(org, stored.account, after, signals)
             return Posted(stored, after, signals, replay=False)
         raise ConcurrentUpdateError("The wallet is busy; retry.")
 
     def _emit(self, org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> None:
-        if org.billing_mode is not BillingMode.AGENCY:
-            return  # low / paused / resumed are about agency spend, and there is none any more
         for signal in signals:
             detail = {
                 "org_id": org.org_id,
@@ -247,22 +253,12 @@ class WalletService:
         """Starts a top-up; the wallet is credited when Stripe says the money arrived (webhook).
         Card: the saved card off-session, else a Checkout URL. ACH / wire: pending until funds arrive."""
         org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
-        if org.billing_mode is not BillingMode.AGENCY:
-            # Out of agency mode a wallet takes money only to settle what late bills left it owing.
-            stored = self._repo.get(org_id)
-            deficit = max(0, -stored.account.balance) if stored else 0
-            if not deficit:
-                self._agency(org)
-            if amount_minor > deficit:
-                raise InvalidRequestError(
-                    f"Out of agency mode, a top-up settles only what the wallet owes ({deficit}).",
-                    code="amount_exceeds_deficit",
-                    details={"deficit_minor": deficit, "requested_minor": amount_minor},
-                )
         topup_id = _topup_id(org_id, idempotency_key)
         existing = self._repo.item(org_id, f"TOPUP#{topup_id}")
         if existing and existing["status"] != "creating":
             return existing
+        if existing is None and org.billing_mode is not BillingMode.AGENCY:
+            self._check_deficit_top_up(org, amount_minor)
         # A top-up still "creating" never reached Stripe's answer (an error or a crash): a retry carries
         # on with the same Stripe idempotency key, so Stripe acts at most once.
         customer = org.stripe_customer_id or self._repo_customer(org, caller)
@@ -327,6 +323,29 @@ class WalletService:
         return self._topup_update(
             org_id, topup_id, {"status": "pending", "payment_intent_id": intent, "instructions": instructions}
         )
+
+    def _check_deficit_top_up(self, org: Org, amount_minor: int) -> None:
+        """Out of agency mode a wallet takes money only to settle what late bills left it owing, less
+        what top-ups still on their way will bring."""
+        stored = self._repo.get(org.org_id)
+        deficit = max(0, -stored.account.balance) if stored else 0
+        if not deficit:
+            self._agency(org)
+        # A Checkout session expires after 24 hours: one older than that brings nothing.
+        stale = iso(self._clock.now() - timedelta(hours=24))
+        on_the_way = sum(
+            int(t["amount_minor"])
+            for t in self._repo.topups(org.org_id)
+            if t["status"] in _OPEN_TOPUP and not (t["status"] == "awaiting_checkout" and t["created_at"] < stale)
+        )
+        owed = max(0, deficit - on_the_way)
+        if amount_minor > owed:
+            raise InvalidRequestError(
+                f"Out of agency mode, a top-up settles only what the wallet owes ({owed} once the top-ups "
+                "on their way arrive).",
+                code="amount_exceeds_deficit",
+                details={"deficit_minor": deficit, "on_the_way_minor": on_the_way, "requested_minor": amount_minor},
+            )
 
     def _repo_customer(self, org: Org, caller: Caller) -> str:
         created = self._gateway.create_customer(org_id=org.org_id, name=org.name, email=caller.email)
@@ -453,7 +472,9 @@ class WalletService:
         return bool(posted and not posted.replay)
 
     # ------------------------------------------------------------------ holds (optimizer)
-    def hold(self, *, org_id: str, hold_id: str, project_id: str, platform: str, amount_minor: int) -> dict[str, Any]:
+    def hold(
+        self, *, org_id: str, hold_id: str, project_id: str, platform: str, amount_minor: int, retry: bool = True
+    ) -> dict[str, Any]:
         """Authorizes spend before an ad launches or scales. Idempotent by hold_id.
         InsufficientWalletFundsError (409) when `balance - held - floor` does not cover it."""
         platform_name(platform)
@@ -475,11 +496,19 @@ class WalletService:
         except HoldRefused:
             org = self._org(org_id)  # 404 for an unknown org, 409 wallet_not_available for BYO
             stored = self._load(org)
-            legacy = stored.version and "billing_mode" not in stored.settings
-            if legacy and self._repo.copy_mode(org_id, org.billing_mode.value):
-                # A wallet written before it kept a copy of the mode: copied now, so try again.
+            if stored.version and "billing_mode" not in stored.settings:
+                # A wallet written before it kept a copy of the mode: copy it (or a racing hold did).
+                self._repo.copy_mode(org_id, org.billing_mode.value)
+                stored = self._load(org)
+            if retry and _wallet_mode(stored, org) is BillingMode.AGENCY and stored.account.can_hold(amount_minor):
+                # What refused it has changed since (the mode copied, a hold released): once more.
                 return self.hold(
-                    org_id=org_id, hold_id=hold_id, project_id=project_id, platform=platform, amount_minor=amount_minor
+                    org_id=org_id,
+                    hold_id=hold_id,
+                    project_id=project_id,
+                    platform=platform,
+                    amount_minor=amount_minor,
+                    retry=False,
                 )
             if stored.account.status is WalletStatus.PAUSED:
                 raise InsufficientWalletFundsError(
@@ -546,7 +575,7 @@ class WalletService:
             # The plan's rate in agency mode; after leaving it, the rate the wallet kept (late bills of
             # agency spend). The wallet's copy of the mode decides: it is versioned with the balance.
             agency = _wallet_mode(stored, org) is BillingMode.AGENCY
-            fee_bps = live_fee_bps if agency else int(stored.settings.get("agency_fee_bps", 0))
+            fee_bps = live_fee_bps if agency else int(stored.settings.get("agency_fee_bps", live_fee_bps))
             charged["fee_minor"] = fee = platform_fee(amount_minor, fee_bps)
             after, movements, signals = stored.account.bill(amount_minor, fee_bps)
             held_delta = 0
@@ -759,13 +788,8 @@ class WalletService:
         }
 
     def _refundable_topups(self, org_id: str) -> list[dict[str, Any]]:
-        from boto3.dynamodb.conditions import Key
-
-        resp = self._repo._table.query(
-            KeyConditionExpression=Key("PK").eq(f"ORG#{org_id}") & Key("SK").begins_with("TOPUP#"), ConsistentRead=True
-        )
         rows = []
-        for t in resp["Items"]:
+        for t in self._repo.topups(org_id):
             if (
                 t.get("status") == "succeeded"
                 and t.get("charge_id")

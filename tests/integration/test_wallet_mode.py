@@ -238,6 +238,47 @@ def test_a_wallet_that_late_bills_took_below_zero_can_be_settled_and_is_invoiced
     assert too_much.value.code == "amount_exceeds_deficit"
     started = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
     assert started["amount_minor"] == 550
+    # ...counting the top-ups on their way; a retry of one returns it
+    with pytest.raises(InvalidRequestError):
+        kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k3", return_url=None)
+    again = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
+    assert again["topup_id"] == started["topup_id"]
+    # Once it is paid, a retry still returns it, though nothing is owed any more
+    kit.wallet.topup_succeeded(
+        org_id=org_id, topup_id=started["topup_id"], payment_intent_id="pi_k2", charge_id=None, amount_minor=550
+    )
+    assert _wallet_item(kit, org_id)["balance"] == 0
+    paid = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
+    assert (paid["topup_id"], paid["status"]) == (started["topup_id"], "succeeded")
+    with pytest.raises(WalletNotAvailableError):
+        kit.wallet.top_up(owner, org_id, amount_minor=1, method="card", idempotency_key="k4", return_url=None)
+
+
+def test_a_wallet_that_left_agency_mode_without_a_kept_rate_bills_the_plans_fee(kit: WalletKit) -> None:
+    org_id, project, owner = agency_org(kit, "pro")  # 500 bps
+    fund(kit, org_id, 10_000, new_user())
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    kit.repo._table.update_item(Key={"PK": f"ORG#{org_id}", "SK": "WALLET"}, UpdateExpression="REMOVE agency_fee_bps")
+    assert _bill(kit, org_id, project, "late")["fee_minor"] == 50
+
+
+def test_wallet_settings_racing_a_switch_to_byo_are_refused(kit: WalletKit, monkeypatch: pytest.MonkeyPatch) -> None:
+    org_id, _, owner = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    load = kit.repo.get
+    switched: list[str] = []
+
+    def get(org: str) -> Any:
+        if not switched:  # the org leaves agency mode after configure read it
+            switched.append(org)
+            kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+        return load(org)
+
+    monkeypatch.setattr(kit.repo, "get", get)
+    with pytest.raises(WalletNotAvailableError):
+        kit.wallet.configure(owner, org_id, {"low_threshold_minor": 20_000, "floor_minor": 0})
+    monkeypatch.undo()
+    assert _wallet_item(kit, org_id)["low_threshold"] != 20_000
 
 
 def test_a_wallet_from_before_the_mode_copy_gets_it_on_its_first_hold(kit: WalletKit) -> None:
@@ -246,6 +287,25 @@ def test_a_wallet_from_before_the_mode_copy_gets_it_on_its_first_hold(kit: Walle
     kit.repo._table.update_item(Key={"PK": f"ORG#{org_id}", "SK": "WALLET"}, UpdateExpression="REMOVE billing_mode")
     assert _hold(kit, org_id, project, "h")["status"] == "pending"
     assert _wallet_item(kit, org_id)["billing_mode"] == "agency"
+
+
+def test_holds_racing_on_a_wallet_from_before_the_mode_copy_all_pass(
+    kit: WalletKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a racing hold copies the mode between this hold's refusal and its own attempt to copy it
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    kit.repo._table.update_item(Key={"PK": f"ORG#{org_id}", "SK": "WALLET"}, UpdateExpression="REMOVE billing_mode")
+    copy = kit.repo.copy_mode
+    raced: list[bool] = []
+
+    def copy_mode(org: str, mode: str) -> bool:
+        raced.append(copy(org, mode))  # the other hold's copy
+        return copy(org, mode)  # this one's: nothing left to do
+
+    monkeypatch.setattr(kit.repo, "copy_mode", copy_mode)
+    assert _hold(kit, org_id, project, "h")["status"] == "pending"
+    assert raced == [True] and _wallet_item(kit, org_id)["held"] == 100
 
 
 def test_a_mode_change_waits_out_a_wallet_transaction_in_flight(
