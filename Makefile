@@ -71,7 +71,7 @@ lint: bootstrap $(SAM_VENV)/bin/sam
 # Lambda artifacts for `sam build` (BuildMethod: makefile): our two packages plus the locked runtime
 # dependencies as arm64 / Python 3.12 wheels (pip cross-installs them, so no container is needed).
 # Then bytecode for the runtime's Python: /var/task is read-only, so without it every cold start would
-# compile every module from source (about 3x the import time; see README, Performance). Hash-checked
+# compile every module from source (about 3.5x the import time; see README, Performance). Hash-checked
 # .pyc files stay valid whatever mtimes the zip gives the sources.
 LAMBDA_PYTHON ?= python3.12
 build-ApiFunction build-StripeWebhookFunction build-InternalApiFunction build-CreditSweeperFunction build-SpendIngestFunction build-InvoiceTaskFunction build-InvoiceDispatcherFunction: $(UV)

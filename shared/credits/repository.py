@@ -18,7 +18,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared.credits.account import CreditAccount, Entry
-from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
+from shared.dynamo import TransactionConditionFailed, close_indexed, dynamo_errors, plain
 from shared.pagination import Page, decode_cursor, encode_cursor
 
 
@@ -190,19 +190,8 @@ class CreditRepository:
         }
 
     def end_reservation(self, org_id: str, run_id: str, status: str, fields: dict[str, Any]) -> dict[str, Any]:
-        names = {"#s": "status", **{f"#f{i}": k for i, k in enumerate(fields)}}
-        values = {":new": status, ":reserved": "reserved", **{f":f{i}": v for i, v in enumerate(fields.values())}}
-        sets = ", ".join(["#s = :new", *(f"#f{i} = :f{i}" for i in range(len(fields)))])
-        return {
-            "Update": {
-                "TableName": self._name,
-                "Key": {"PK": _pk(org_id), "SK": f"RESV#{run_id}"},
-                "UpdateExpression": f"SET {sets} REMOVE GSI2PK, GSI2SK",
-                "ConditionExpression": "#s = :reserved",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            }
-        }
+        key = {"PK": _pk(org_id), "SK": f"RESV#{run_id}"}
+        return close_indexed(self._name, key, expected="reserved", status=status, fields=fields)
 
     def add_counters(
         self, org_id: str, sk: str, counters: dict[str, int], sets: dict[str, Any] | None = None

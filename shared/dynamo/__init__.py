@@ -58,3 +58,23 @@ def dynamo_errors() -> Iterator[None]:
 def plain(item: dict[str, Any]) -> dict[str, Any]:
     """DynamoDB numbers come back as Decimal; our stored numbers are all integers."""
     return {k: (int(v) if isinstance(v, Decimal) else v) for k, v in item.items()}
+
+
+def close_indexed(
+    table_name: str, key: dict[str, str], *, expected: str, status: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """The transaction item that moves a record out of its open state (`status` from `expected`, with
+    `fields`) and takes it off the sparse GSI2 list of open records; the condition fails otherwise."""
+    names = {"#s": "status", **{f"#f{i}": k for i, k in enumerate(fields)}}
+    values = {":new": status, ":expected": expected, **{f":f{i}": v for i, v in enumerate(fields.values())}}
+    sets = ", ".join(["#s = :new", *(f"#f{i} = :f{i}" for i in range(len(fields)))])
+    return {
+        "Update": {
+            "TableName": table_name,
+            "Key": key,
+            "UpdateExpression": f"SET {sets} REMOVE GSI2PK, GSI2SK",
+            "ConditionExpression": "#s = :expected",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+    }

@@ -21,7 +21,7 @@ from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 
-from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
+from shared.dynamo import TransactionConditionFailed, close_indexed, dynamo_errors, plain
 from shared.pagination import Page, decode_cursor, encode_cursor
 from shared.wallet.account import Movement, WalletAccount, WalletStatus
 
@@ -355,19 +355,8 @@ class WalletRepository:
             raise RecordConflict from exc
 
     def close_hold(self, org_id: str, hold_id: str, status: str, fields: dict[str, Any]) -> dict[str, Any]:
-        names = {"#s": "status", **{f"#f{i}": k for i, k in enumerate(fields)}}
-        values = {":new": status, ":pending": "pending", **{f":f{i}": v for i, v in enumerate(fields.values())}}
-        sets = ", ".join(["#s = :new", *(f"#f{i} = :f{i}" for i in range(len(fields)))])
-        return {
-            "Update": {
-                "TableName": self._name,
-                "Key": {"PK": _pk(org_id), "SK": f"HOLD#{hold_id}"},
-                "UpdateExpression": f"SET {sets} REMOVE GSI2PK, GSI2SK",
-                "ConditionExpression": "#s = :pending",
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-            }
-        }
+        key = {"PK": _pk(org_id), "SK": f"HOLD#{hold_id}"}
+        return close_indexed(self._name, key, expected="pending", status=status, fields=fields)
 
     # ------------------------------------------------------------------ transaction items
     def marker(self, org_id: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:

@@ -609,7 +609,7 @@ class WalletService:
             }
 
         posted = self._post(org, build)
-        recorded = {"amount_minor": amount_minor, **charged}
+        marker = None
         if posted is None or posted.replay:
             # A condition failed: either the bill was recorded before (its marker says what was charged)
             # or the hold ended (voided / expired) while the bill was written, and the bill still counts.
@@ -618,9 +618,11 @@ class WalletService:
                 hold = None
                 posted = self._post(org, build)
                 marker = self._repo.item(org_id, f"IDEM#{cause}") if posted is None or posted.replay else None
-                recorded = {"amount_minor": amount_minor, **charged}
-            if marker:
-                recorded = {k: int(marker[k]) for k in ("amount_minor", "fee_minor")}
+        recorded = (
+            {k: int(marker[k]) for k in ("amount_minor", "fee_minor")}
+            if marker
+            else {"amount_minor": amount_minor, **charged}
+        )
         if posted is not None and not posted.replay and auto:
             self._run_auto_top_up(org, auto)
         return {
