@@ -15,7 +15,9 @@ class ApiSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     table_name: str  # TABLE_NAME
-    stripe_secret_arn: str  # STRIPE_SECRET_ARN: JSON {"api_key", "webhook_secret"}
+    # STRIPE_SECRET_ARN: JSON {"api_key", "webhook_secret"}. Only the functions that call Stripe have it
+    # (and may read it); in the others the gateway refuses to connect.
+    stripe_secret_arn: str | None = None
     notifications_topic_arn: str  # NOTIFICATIONS_TOPIC_ARN
     event_bus_name: str  # EVENT_BUS_NAME: events out (Credits.UsageWarning, ...)
     documents_bucket: str  # DOCUMENTS_BUCKET: invoice PDFs and CSVs
@@ -37,6 +39,8 @@ class DispatcherSettings(ApiSettings):
     invoice_run_state_machine_arn: str  # INVOICE_RUN_STATE_MACHINE_ARN
 
 
-class StripeKeys(BaseModel):
+class StripeSecret(BaseModel):
+    """The Stripe secret's JSON, validated when it is first read."""
+
     api_key: str
     webhook_secret: str

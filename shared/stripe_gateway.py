@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from shared.errors import (
@@ -170,19 +172,84 @@ def _plain(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
-class StripeGateway:
-    def __init__(self, api_key: str, webhook_secret: str, api_base: str | None = None, max_retries: int = 3):
-        addresses: Any = {"api": api_base} if api_base else None
+# Time budget of one Stripe call. Stripe's SDK defaults (80 s per attempt, retried) cannot finish inside
+# a Lambda function; these do, and `worst_case_call_seconds` is what the template's timeouts are tested
+# against (tests/unit/test_template.py): a function that calls Stripe outlives its slowest call.
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 6.0
+NETWORK_RETRIES = 1  # the SDK's own retries of 409 / 5xx / network errors, with the same idempotency key
+SDK_RETRY_DELAY_S = 0.5  # the SDK sleeps at most this before its first retry (INITIAL_DELAY)
+CALL_BUDGET_S = 20.0  # a retry after a 429 starts only if a whole SDK call still fits in this
+RATE_LIMIT_BACKOFF_MAX_S = 1.0
+
+
+def sdk_call_seconds(network_retries: int = NETWORK_RETRIES) -> float:
+    """The longest one SDK request can take: every attempt timing out, with the SDK's sleeps between."""
+    sleeps = sum(min(SDK_RETRY_DELAY_S * 2.0 ** (n - 1), 5.0) for n in range(1, network_retries + 1))
+    return (1 + network_retries) * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + sleeps
+
+
+def worst_case_call_seconds() -> float:
+    """The longest one gateway call can take, rate-limit retries included (they never start past the budget)."""
+    return max(CALL_BUDGET_S, sdk_call_seconds())
+
+
+@dataclass(frozen=True)
+class StripeKeys:
+    api_key: str
+    webhook_secret: str
+
+
+class _Connection:
+    """The SDK module and client, made on first use (so a function that never calls Stripe never reads
+    its secret, and cold starts do not import the SDK)."""
+
+    def __init__(self, keys: StripeKeys, api_base: str | None, network_retries: int) -> None:
         import stripe  # imported on first use, not at cold import: it costs ~140 ms
 
         from shared.observability import trace_stripe_http
 
         trace_stripe_http()
-        self._stripe = stripe
-        self._client = stripe.StripeClient(api_key, base_addresses=addresses, max_network_retries=max_retries)
-        self._webhook_secret = webhook_secret
+        self.stripe = stripe
+        http = stripe.RequestsClient(timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        addresses: Any = {"api": api_base} if api_base else None
+        self.client = stripe.StripeClient(
+            keys.api_key, base_addresses=addresses, max_network_retries=network_retries, http_client=http
+        )
+        self.webhook_secret = keys.webhook_secret
+
+
+class StripeGateway:
+    def __init__(
+        self,
+        api_key: str,
+        webhook_secret: str,
+        api_base: str | None = None,
+        max_retries: int = NETWORK_RETRIES,
+    ):
+        self._keys: Callable[[], StripeKeys] = lambda: StripeKeys(api_key, webhook_secret)
+        self._api_base = api_base
         self._max_retries = max_retries
         self._prices: dict[str, str] = {}
+
+    @classmethod
+    def from_keys(cls, keys: Callable[[], StripeKeys], api_base: str | None = None) -> StripeGateway:
+        """A gateway whose keys are fetched (by `keys`) on its first Stripe call, not before."""
+        gateway = cls("", "", api_base=api_base)
+        gateway._keys = keys
+        return gateway
+
+    @cached_property
+    def _connection(self) -> _Connection:
+        return _Connection(self._keys(), self._api_base, self._max_retries)
+
+    @property
+    def _stripe(self) -> Any:
+        return self._connection.stripe
+
+    @property
+    def _client(self) -> Any:
+        return self._connection.client
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, fn: Any, *args: Any, params: dict[str, Any] | None = None, key: str | None = None) -> Any:
@@ -213,13 +280,16 @@ class StripeGateway:
 
     def _with_rate_limit_retries(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any], options: Any) -> Any:
         # The SDK retries 5xx, 409 and network errors itself (same idempotency key); 429s it leaves to us.
+        # A retry starts only if it can finish inside the call's budget.
+        deadline = time.monotonic() + CALL_BUDGET_S
         for attempt in range(self._max_retries + 1):
             try:
                 return fn(*args, params=params, options=options)
             except self._stripe.RateLimitError:
-                if attempt == self._max_retries:
+                pause = min(RATE_LIMIT_BACKOFF_MAX_S, 0.25 * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311
+                if attempt == self._max_retries or time.monotonic() + pause + sdk_call_seconds() > deadline:
                     raise
-                time.sleep(min(2.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ catalog
@@ -537,7 +607,7 @@ class StripeGateway:
     def parse_webhook(self, payload: str, signature: str | None) -> WebhookEvent:
         """Verifies Stripe's signature (and its 300 s tolerance) on the raw body."""
         try:
-            event = self._client.construct_event(payload, signature, self._webhook_secret)
+            event = self._client.construct_event(payload, signature, self._connection.webhook_secret)
         except (self._stripe.SignatureVerificationError, ValueError) as exc:
             raise WebhookSignatureError("The Stripe signature does not match this payload.") from exc
         data = _plain(event)

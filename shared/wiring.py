@@ -3,6 +3,7 @@ function's container, so functions stay thin and tests can build the same graph)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import boto3
@@ -23,8 +24,8 @@ from shared.invoices.service import InvoiceService
 from shared.notify import Notifier
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
-from shared.settings import ApiSettings, StripeKeys
-from shared.stripe_gateway import StripeGateway
+from shared.settings import ApiSettings, StripeSecret
+from shared.stripe_gateway import StripeGateway, StripeKeys
 from shared.usage.billing import OverageBilling
 from shared.usage.service import UsageService
 from shared.wallet.repository import WalletRepository
@@ -42,9 +43,21 @@ class Services:
     invoices: InvoiceService
 
 
+def stripe_keys(secret_arn: str | None) -> Callable[[], StripeKeys]:
+    """Reads the Stripe secret when the gateway first calls Stripe: functions that never do never read it
+    (and are not allowed to: template.yaml gives the secret only to the functions that call Stripe)."""
+
+    def fetch() -> StripeKeys:
+        if not secret_arn:
+            raise RuntimeError("This function has no Stripe access: STRIPE_SECRET_ARN is not set (template.yaml)")
+        secret = StripeSecret.model_validate(get_secret(secret_arn, transform="json", max_age=300))
+        return StripeKeys(secret.api_key, secret.webhook_secret)
+
+    return fetch
+
+
 def build_services(settings: ApiSettings) -> Services:
-    keys = StripeKeys.model_validate(get_secret(settings.stripe_secret_arn, transform="json", max_age=300))
-    gateway = StripeGateway(keys.api_key, keys.webhook_secret, api_base=settings.stripe_api_base)
+    gateway = StripeGateway.from_keys(stripe_keys(settings.stripe_secret_arn), api_base=settings.stripe_api_base)
     table = dynamodb_resource().Table(settings.table_name)
     repo = OrgRepository(table)
     plans, clock = plan_catalog(), SystemClock()

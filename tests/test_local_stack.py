@@ -91,6 +91,9 @@ def test_function_specs_from_the_template(stack: LocalStack) -> None:
     assert api.environment["POWERTOOLS_LOG_LEVEL"] == "INFO"  # !Ref LogLevel -> its Default
     assert Route("ANY", "/v1/{proxy+}", True) in api.routes
     assert Route("GET", "/v1/plans", False) in api.routes
+    layer = stack.resource_names["DependenciesLayer"]
+    assert layer == "arn:aws:lambda:us-east-1:123456789012:layer:layers-billing-local-dependencies:1"
+    assert all(spec.layers == (layer,) for spec in stack.functions.values())  # Globals: Layers
 
 
 def test_env_points_boto3_at_the_local_stack(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,17 +115,57 @@ def test_env_points_boto3_at_the_local_stack(stack: LocalStack, monkeypatch: pyt
     assert "TABLE_NAME" in stack.env
 
 
-def test_falls_back_to_moto_server_without_java(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dynamodb_local.shutil, "which", lambda _name: None)
-    with pytest.warns(RuntimeWarning, match="in-process moto is NOT used"):
-        endpoint, stop = dynamodb_local.start_dynamodb_local()
-    try:
-        client = boto3.client(
-            "dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-        )
-        assert client.list_tables()["TableNames"] is not None
-    finally:
-        stop()
+def _fake_java(path: Path, version: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho 'openjdk version \"{version}\" 2025-04-15' >&2\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_finds_an_apt_installed_java_the_path_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jvm = tmp_path / "jvm"
+    _fake_java(jvm / "java-11-openjdk-arm64" / "bin" / "java", "11.0.2")
+    java17 = _fake_java(jvm / "java-17-openjdk-arm64" / "bin" / "java", "17.0.15")
+    old = _fake_java(tmp_path / "path" / "java", "1.8.0_392")
+    monkeypatch.setattr(dynamodb_local, "JVM_DIRS", jvm)
+    monkeypatch.setenv("PATH", str(old.parent))  # only a Java 8 on the PATH
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    java, tried = dynamodb_local.find_java()
+    assert java == str(java17)
+    assert tried == [f"{old} (version 8)"]
+    home17 = _fake_java(tmp_path / "home" / "bin" / "java", "17.0.1")
+    monkeypatch.setenv("JAVA_HOME", str(home17.parents[1]))
+    assert dynamodb_local.find_java()[0] == str(home17)  # JAVA_HOME first
+
+
+def test_without_java_17_it_fails_saying_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No moto fallback for DynamoDB: moto's server is not exact under concurrent transactions."""
+    monkeypatch.setattr(dynamodb_local, "JVM_DIRS", tmp_path / "no-jvm")
+    monkeypatch.setenv("PATH", str(_fake_java(tmp_path / "path" / "java", "11.0.2").parent))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(RuntimeError, match="openjdk-17-jre-headless") as raised:
+        dynamodb_local.start_dynamodb_local()
+    assert "version 11" in str(raised.value) and "do not fall back to moto" in str(raised.value)
+    assert dynamodb_local.main(["--find-java"]) == 1
+
+
+def test_readiness_wait_names_what_it_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = f"http://127.0.0.1:{dynamodb_local.free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as raised:
+        dynamodb_local._wait_ready(endpoint, None, what="DynamoDB Local (test)", timeout_s=1.0)
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert endpoint in message and "DynamoDB Local (test)" in message and str(dynamodb_local.LOG_PATH) in message
+    assert "last error: EndpointConnectionError" in message and dynamodb_local.READY_TIMEOUT_ENV in message
+    monkeypatch.setenv(dynamodb_local.READY_TIMEOUT_ENV, "240")
+    assert dynamodb_local.ready_timeout_s() == 240.0
+    monkeypatch.delenv(dynamodb_local.READY_TIMEOUT_ENV)
+    assert dynamodb_local.ready_timeout_s() == dynamodb_local.DEFAULT_READY_TIMEOUT_S >= 120
+
+
+def test_readiness_wait_backs_off_until_the_engine_answers(stack: LocalStack) -> None:
+    assert dynamodb_local._wait_ready(stack.dynamodb_endpoint, None, timeout_s=30) < 5
 
 
 # ------------------------------------------------------------------------------------------ dev tokens

