@@ -1,5 +1,6 @@
-"""The benchmark code keeps working: a tiny run produces the table's JSON with all seven groups.
-No timing is asserted (timings belong to `make bench`, not to tests)."""
+"""The benchmark code keeps working: a tiny run produces the table's JSON with all eight groups.
+No timing is asserted (timings belong to `make bench`, not to tests). The build group runs at its tiny
+scale too (`--build make`: one function's make target, seconds), not the whole `sam build`."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
-def test_quick_bench_writes_all_seven_groups(tmp_path: Path) -> None:
+def test_quick_bench_writes_all_eight_groups(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "tests.bench.run", "--quick", "--output", str(out)],
+        [sys.executable, "-m", "tests.bench.run", "--quick", "--build", "make", "--output", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -29,9 +30,12 @@ def test_quick_bench_writes_all_seven_groups(tmp_path: Path) -> None:
     assert "group" in run.stdout and "met?" in run.stdout
     results = json.loads(out.read_text())
     groups = results["groups"]
-    assert [name.split()[0] for name in groups] == [str(i) for i in range(1, 8)]
+    assert [name.split()[0] for name in groups] == [str(i) for i in range(1, 9)]
     for name, group in groups.items():
         assert group["figures"], name
         for figure_name, figure in group["figures"].items():
             assert isinstance(figure["value"], int | float) and math.isfinite(figure["value"]), (name, figure_name)
             assert set(figure) >= {"value", "unit", "baseline", "baseline_unit", "ratio", "target", "met"}
+    build = groups["8 sam build"]["figures"]
+    artifacts = [figure for name, figure in build.items() if name.endswith("(unzipped)")]
+    assert artifacts and all(figure["met"] for figure in artifacts), build  # a function ships only our code

@@ -1,5 +1,7 @@
-"""`python -m tests.bench.run [--quick]`: starts the local stack once, runs the seven benchmark groups,
-prints one table and writes bench/results.json. `--quick` runs every group at a tiny scale (for tests).
+"""`python -m tests.bench.run [--quick] [--build sam|make|none]`: runs `sam build` (group 8), then starts
+the local stack once and runs the seven other benchmark groups, prints one table and writes
+bench/results.json. `--quick` runs every group at a tiny scale (for tests); its build group runs only
+one function's `make build-*` target (seconds), not the whole `sam build` with the dependencies layer.
 
 Every figure is a ratio against a baseline measured in the same run on the same engine (DynamoDB
 Local), so the ratios hold on a noisy shared machine even when the absolute numbers do not."""
@@ -12,9 +14,11 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -732,6 +736,97 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
     return g
 
 
+# ---------------------------------------------------------------------- 8. sam build
+SAM = ROOT / ".venv-sam" / "bin" / "sam"
+BUILD_DIR = ROOT / ".local" / "bench-build"
+BUILD_TARGET_S = 90.0
+LAMBDA_UNZIPPED_MB = 250.0  # a function's code and all its layers, unzipped
+MB = 2**20  # Lambda's "250 MB" is 262,144,000 bytes
+OUR_CODE = {"functions", "shared"}
+
+
+def _tree_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / MB
+
+
+def _ours_only(artifact: Path) -> bool:
+    """A function's artifact holds our two packages (bytecode next to the sources) and nothing else."""
+    return {p.name for p in artifact.iterdir()} <= OUR_CODE
+
+
+def _build_failed(g: Group, what: str, run: subprocess.CompletedProcess[str]) -> Group:
+    tail = " | ".join((run.stdout + run.stderr).strip().splitlines()[-8:])
+    g.notes.append(f"{what} failed ({run.returncode}): {tail}")
+    g.figures[f"{what} wall time"] = Figure(float("nan"), "s", target=f"<= {BUILD_TARGET_S:g} s", met=False)
+    return g
+
+
+def bench_build(mode: str) -> Group:
+    """`sam build` as a user runs it (samconfig.toml: in source), into .local/bench-build: wall time, the
+    number of layers, and every artifact's unzipped size. `mode="make"` (quick): one function's Makefile
+    target into a temporary directory, to keep this code working in seconds."""
+    from tests.local.cfn import load_template
+
+    g = Group("8 sam build")
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    if mode == "make":
+        template = load_template()
+        function = next(k for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function")
+        with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+            started = time.perf_counter()
+            run = subprocess.run(
+                ["make", "--no-print-directory", f"build-{function}", f"ARTIFACTS_DIR={tmp}"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            wall = time.perf_counter() - started
+            if run.returncode != 0:
+                return _build_failed(g, f"make build-{function}", run)
+            g.figures[f"make build-{function} wall time"] = Figure(wall, "s", target="- (quick: no sam build)")
+            f = Figure(_tree_mb(Path(tmp)), "MB", target="our code only")
+            f.met = _ours_only(Path(tmp))
+            g.figures[f"{function} (unzipped)"] = f
+        g.notes.append("quick: one function's make target only; `make bench` runs the whole `sam build` with the layer")
+        return g
+
+    shutil.rmtree(BUILD_DIR, ignore_errors=True)
+    started = time.perf_counter()
+    run = subprocess.run(
+        [str(SAM), "build", "--build-dir", str(BUILD_DIR)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        return _build_failed(g, "sam build", run)
+    built = load_template(BUILD_DIR / "template.yaml")["Resources"]
+    layers = sorted(k for k, v in built.items() if v["Type"] == "AWS::Serverless::LayerVersion")
+    functions = sorted(k for k, v in built.items() if v["Type"] == "AWS::Serverless::Function")
+    f = Figure(wall, "s", target=f"<= {BUILD_TARGET_S:g} s, one dependencies layer")
+    f.met = wall <= BUILD_TARGET_S and len(layers) == 1
+    g.figures["sam build wall time"] = f
+    layer_mb = 0.0
+    for layer in layers:
+        size = _tree_mb(BUILD_DIR / layer)
+        layer_mb += size
+        g.figures[f"{layer} (unzipped)"] = Figure(size, "MB", target="the locked runtime dependencies")
+    sizes: dict[str, float] = {}
+    for function in functions:
+        sizes[function] = _tree_mb(BUILD_DIR / function)
+        f = Figure(sizes[function], "MB", target="our code only")
+        f.met = _ours_only(BUILD_DIR / function)
+        g.figures[f"{function} (unzipped)"] = f
+    largest = max(sizes.values(), default=0.0) + layer_mb
+    f = Figure(largest, "MB", LAMBDA_UNZIPPED_MB, "MB Lambda limit", f"<= {LAMBDA_UNZIPPED_MB:g} MB")
+    f.met = largest <= LAMBDA_UNZIPPED_MB
+    g.figures["largest function + layers"] = f
+    g.notes.append(
+        f"`{SAM.relative_to(ROOT)} build` (samconfig.toml: build_in_source) into {BUILD_DIR.relative_to(ROOT)}; "
+        f"{len(functions)} functions, {len(layers)} layer(s); sizes unzipped, MB = 2^20 bytes"
+    )
+    return g
+
+
 # ---------------------------------------------------------------------- output
 def _fmt(x: float | None) -> str:
     if x is None:
@@ -806,11 +901,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny scale, seconds (for tests)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--budget", type=float, default=240.0, help="seconds allowed for the 1,000-org run")
+    parser.add_argument(
+        "--build",
+        choices=["sam", "make", "none"],
+        help="group 8: the real `sam build` (default), one function's make target (default with --quick), or none",
+    )
     args = parser.parse_args(argv)
+    build_mode = args.build or ("make" if args.quick else "sam")
 
     from tests.local.stack import start_local_stack
 
     started = time.perf_counter()
+    build_group: Group | None = None
+    if build_mode != "none":  # first, before the local stack's JVM competes for the cores
+        build_group = bench_build(build_mode)
+        build_group.seconds = time.perf_counter() - started
+        print(f"  {build_group.name}: {build_group.seconds:.1f}s", file=sys.stderr, flush=True)
     PROBE.install()
     stack = start_local_stack()
     groups: list[Group] = []
@@ -852,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
         timed(lambda: bench_cost(stack, quick, runs[0][0], runs[0][1], reads[0]))
     finally:
         stack.stop()
+    if build_group is not None:
+        groups.append(build_group)
     seconds = time.perf_counter() - started
     print(render(groups))
     print(f"total {seconds:.0f}s{' (quick)' if args.quick else ''}")

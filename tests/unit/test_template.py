@@ -92,3 +92,42 @@ def test_the_reserved_concurrency_budget_leaves_the_account_its_unreserved_100()
     # A Stripe outage fills the Stripe callers' budget only: credit reservations have their own.
     assert "InternalApiFunction" not in STRIPE_CALLERS
     assert reserved["InternalApiFunction"] >= max(reserved[n] for n in STRIPE_CALLERS)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "function"),
+    [
+        ("POST", "/v1/internal/wallet/bills", "WalletBillsFunction"),  # the one route that may call Stripe
+        ("GET", "/v1/internal/wallet/bills", "InternalApiFunction"),  # no such route there: its 404
+        ("POST", "/v1/internal/wallet/holds", "InternalApiFunction"),
+        ("POST", "/v1/internal/wallet/holds/h1/release", "InternalApiFunction"),
+        ("POST", "/v1/internal/credits/reservations", "InternalApiFunction"),
+        ("POST", "/webhooks/stripe", "StripeWebhookFunction"),
+        ("GET", "/v1/plans", "ApiFunction"),
+    ],
+)
+def test_routes_reach_the_function_api_gateway_would_pick(method: str, path: str, function: str) -> None:
+    from tests.local.api import LocalHttpApi
+    from tests.local.cfn import function_specs, local_resource_names
+
+    api = LocalHttpApi(function_specs(TEMPLATE, local_resource_names(TEMPLATE)))
+    found = api.match(method, path)
+    assert found is not None and found[0].spec.logical_id == function
+
+
+def test_cors_preflights_reach_api_gateway_without_a_token() -> None:
+    # A browser's OPTIONS carries no JWT: on the authorized ANY route it would get 401 and block the call.
+    api = RESOURCES["ApiFunction"]["Properties"]["Events"]
+    preflight = [e["Properties"] for e in api.values() if e["Properties"].get("Method") == "OPTIONS"]
+    assert preflight == [
+        {"ApiId": {"Ref": "HttpApi"}, "Path": "/v1/{proxy+}", "Method": "OPTIONS", "Auth": {"Authorizer": "NONE"}}
+    ]
+    assert "CorsConfiguration" in RESOURCES["HttpApi"]["Properties"]
+
+
+def test_the_invoice_bucket_refuses_deletes_of_documents_and_nothing_else() -> None:
+    # Denying bucket-level actions (e.g. s3:PutLifecycleConfiguration) to "*" would fail later deploys.
+    statements = RESOURCES["DocumentsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    kept = next(s for s in statements if s["Sid"] == "InvoicesAreKept")
+    assert kept["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+    assert kept["Resource"] == {"Fn::Sub": "${DocumentsBucket.Arn}/*"}
