@@ -670,10 +670,10 @@ class WalletService:
         """Charges the saved card, retrying a bounded number of times; then disables and notifies."""
         metadata = {"org_id": org.org_id, "kind": "wallet_topup", "topup_id": topup["topup_id"], "method": "auto_card"}
         for attempt in range(1, MAX_AUTO_ATTEMPTS + 1):
-            card = self._gateway.default_card(org.stripe_customer_id or "") if org.stripe_customer_id else None
-            if card is None:
-                break
-            try:
+            try:  # a Stripe failure finding the card is a failed attempt too: it never escapes with the claim held
+                card = self._gateway.default_card(org.stripe_customer_id or "") if org.stripe_customer_id else None
+                if card is None:
+                    break
                 intent = self._gateway.charge_card(
                     customer_id=org.stripe_customer_id or "",
                     payment_method=card,

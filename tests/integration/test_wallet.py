@@ -303,3 +303,33 @@ def test_a_replayed_bill_reports_the_fee_it_was_charged(kit: WalletKit) -> None:
     replay = _bill(kit, org_id, project, 1_000, "b1")
     assert (replay["replayed"], replay["fee_minor"]) == (True, 50)
     assert _bill(kit, org_id, project, 1_000, "b2")["fee_minor"] == 30  # scale: 300 bps
+
+
+def test_a_stripe_outage_during_an_auto_top_up_never_jams_it(
+    kit: WalletKit, stack: Any, table: Any, api: ApiClient
+) -> None:
+    # Given an agency org with auto-top-up and a saved card, and Stripe failing past the SDK's retries
+    from tests.integration.stripe_kit import StripeKit
+
+    owner = new_user()
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Outage", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
+    fund(kit, org_id, 50_000, new_user())
+    settings = {"low_threshold_minor": 0, "floor_minor": 0, "auto_enabled": True, "auto_threshold_minor": 40_000}
+    settings |= {"auto_amount_minor": 30_000, "auto_daily_cap_minor": 90_000}
+    kit.wallet.configure(Caller(owner, None, frozenset()), org_id, settings)
+    stack.stripe.fail_next(100, status=503)
+    try:
+        # When a bill takes the balance below the threshold, Then the bill is recorded all the same
+        recorded = _bill(kit, org_id, project, 20_000, "outage-1")
+    finally:
+        stack.stripe._server.faults.clear()  # type: ignore[union-attr]
+    assert recorded["amount_minor"] == 20_000 and not recorded["replayed"]
+    # And the claim is not left held: auto-top-up is switched off (the owner is told), not silently stuck
+    stored = kit.repo.get(org_id)
+    assert stored is not None
+    assert not stored.settings.get("auto_in_flight")
+    assert stored.settings.get("auto_enabled") is False
