@@ -134,7 +134,7 @@ def test_e9102_a_schedule_dlq_its_role_cannot_send_to(transformed: Template) -> 
         role = r["InvoiceDispatcherFunctionDailyRole"]["Properties"]
         role["Policies"] = [p for p in role["Policies"] if "sqs:SendMessage" not in json.dumps(p)]
 
-    _fires(_broken(transformed, change), "E9102", "InvoiceDispatcherFunctionDaily", "scheduler.amazonaws.com")
+    _fires(_broken(transformed, change), "E9102", "InvoiceDispatcherFunctionDaily", "role of the schedule")
 
 
 # ------------------------------------------------------------------------------------------ E9103
@@ -213,3 +213,25 @@ def test_e9106_schedules_with_names_or_without_retries_or_dlq(transformed: Templ
     _fires(_broken(transformed, named), "E9106", "CreditSweeperFunctionEveryFiveMinutes", "literal Name")
     _fires(_broken(transformed, no_retry), "E9106", "InvoiceDispatcherFunctionDaily", "RetryPolicy")
     _fires(_broken(transformed, no_dlq), "E9106", "InvoiceDispatcherFunctionDaily", "DeadLetterConfig")
+
+
+def test_e9103_an_alarm_topic_on_a_key_cloudwatch_may_not_use(transformed: Template) -> None:
+    # Our own key instead of alias/aws/sns only helps if its policy lets CloudWatch encrypt with it.
+    def change(r: dict[str, Any]) -> None:
+        policy = r["OperationsKey"]["Properties"]["KeyPolicy"]
+        policy["Statement"] = [s for s in policy["Statement"] if "cloudwatch" not in json.dumps(s)]
+
+    _fires(_broken(transformed, change), "E9103", "OperationsTopic", "cloudwatch.amazonaws.com")
+
+
+def test_e9102_a_queue_policy_for_another_rule_or_queue_does_not_count(transformed: Template) -> None:
+    def other_rule(r: dict[str, Any]) -> None:
+        doc = r["FailedInvocationsQueuePolicy"]["Properties"]["PolicyDocument"]
+        doc["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"] = {"Fn::GetAtt": ["SomeOtherRule", "Arn"]}
+
+    def other_queue(r: dict[str, Any]) -> None:
+        doc = r["FailedInvocationsQueuePolicy"]["Properties"]["PolicyDocument"]
+        doc["Statement"][0]["Resource"] = {"Fn::GetAtt": ["SomeOtherQueue", "Arn"]}
+
+    _fires(_broken(transformed, other_rule), "E9102", "SpendIngestFunctionBillRecorded")
+    _fires(_broken(transformed, other_queue), "E9102", "SpendIngestFunctionBillRecorded")

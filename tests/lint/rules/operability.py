@@ -7,6 +7,7 @@ cfn-lint loads this file with `--append-rules tests/lint/rules`; it imports noth
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,12 +69,11 @@ def _policy_documents(resource: dict[str, Any]) -> Iterator[tuple[list[str | int
 
 
 def _allows(statement: dict[str, Any], action: str) -> bool:
-    """Does an Allow statement grant `action` (exactly, by a service wildcard, or by "*")?"""
+    """Does an Allow statement grant `action` (exactly or by a wildcard pattern such as kms:GenerateDataKey*)?"""
     if statement.get("Effect") != "Allow":
         return False
-    service = action.split(":", 1)[0]
     granted = {a.lower() for a in _listify(statement.get("Action", [])) if isinstance(a, str)}
-    return bool(granted & {action.lower(), f"{service}:*", "*"})
+    return any(fnmatch.fnmatchcase(action.lower(), pattern) for pattern in granted)
 
 
 def _names(value: Any, logical_id: str) -> bool:
@@ -214,17 +214,18 @@ class DeadLetterQueueCanReceive(CloudFormationLintRule):
                 if queue is None:
                     continue
                 path = ["Resources", name, "Properties", *(["Targets", i] if rule else ["Target"]), "DeadLetterConfig"]
-                service = "events.amazonaws.com" if rule else "scheduler.amazonaws.com"
-                if self._queue_policy_allows(cfn, queue, service):
+                # A rule sends as events.amazonaws.com (a queue policy naming this queue and, if it tests
+                # aws:SourceArn, this rule); Scheduler sends with the schedule's execution role only.
+                if rule and self._queue_policy_allows(cfn, queue, name):
                     continue
                 if not rule and self._role_allows(cfn, _ref(target.get("RoleArn")), queue):
                     continue
-                sender = service if rule else f"{service} or the schedule's role"
+                sender = "events.amazonaws.com (for this rule)" if rule else "role of the schedule"
                 matches.append(RuleMatch(path, f"{queue}, dead-letter queue of {name}, lets no {sender} send to it"))
         return matches
 
     @staticmethod
-    def _queue_policy_allows(cfn: Any, queue: str, service: str) -> bool:
+    def _queue_policy_allows(cfn: Any, queue: str, rule: str) -> bool:
         for policy in _resources(cfn, "AWS::SQS::QueuePolicy").values():
             props = _props(policy)
             if not any(_ref(q) == queue for q in _listify(props.get("Queues", []))):
@@ -232,7 +233,13 @@ class DeadLetterQueueCanReceive(CloudFormationLintRule):
             for statement in _statements(props.get("PolicyDocument")):
                 principal = statement.get("Principal") or {}
                 services = _listify(principal.get("Service", [])) if isinstance(principal, dict) else []
-                if _allows(statement, "sqs:SendMessage") and service in services:
+                source = ((statement.get("Condition") or {}).get("ArnEquals") or {}).get("aws:SourceArn")
+                if (
+                    _allows(statement, "sqs:SendMessage")
+                    and "events.amazonaws.com" in services
+                    and _names(statement.get("Resource", "*"), queue)
+                    and (source is None or _names(source, rule))
+                ):
                     return True
         return False
 
@@ -278,7 +285,31 @@ class AlarmsReachSomeone(CloudFormationLintRule):
                             f"{name} publishes to {topic}, encrypted with alias/aws/sns, which CloudWatch cannot use",
                         )
                     )
+                elif _ref(key) is not None and not self._cloudwatch_may_use(cfn, _ref(key) or ""):
+                    matches.append(
+                        RuleMatch(
+                            [*path, "AlarmActions", i],
+                            f"{name} publishes to {topic}, whose key {_ref(key)} does not let cloudwatch.amazonaws.com "
+                            "use it (kms:GenerateDataKey*, kms:Decrypt)",
+                        )
+                    )
         return matches
+
+    @staticmethod
+    def _cloudwatch_may_use(cfn: Any, key: str) -> bool:
+        """Does the template's KMS key (or the key an alias of the template names) let CloudWatch encrypt?"""
+        resources = _resources(cfn)
+        resource = resources.get(key, {})
+        if resource.get("Type") == "AWS::KMS::Alias":
+            resource = resources.get(_ref(_props(resource).get("TargetKeyId")) or "", {})
+        if resource.get("Type") != "AWS::KMS::Key":
+            return True  # not ours to read: a key outside the template
+        for statement in _statements(_props(resource).get("KeyPolicy")):
+            principal = statement.get("Principal") or {}
+            services = _listify(principal.get("Service", [])) if isinstance(principal, dict) else []
+            if "cloudwatch.amazonaws.com" in services and _allows(statement, "kms:GenerateDataKey"):
+                return _allows(statement, "kms:Decrypt")
+        return False
 
 
 class DataIsProtected(CloudFormationLintRule):
