@@ -173,8 +173,10 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 # Time budget of one Stripe call. Stripe's SDK defaults (80 s per attempt, retried) cannot finish inside
-# a Lambda function; these do, and `worst_case_call_seconds` is what the template's timeouts are tested
-# against (tests/unit/test_template.py): a function that calls Stripe outlives its slowest call.
+# a Lambda function; these bound the attempts, and `worst_case_call_seconds` is what the template's
+# timeouts are tested against (tests/unit/test_template.py). Not yet bounded: a response trickled slower
+# than the read timeout (it applies per socket read) and requests that make several calls - a deadline
+# per request is open on issue 11.
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 6.0
 NETWORK_RETRIES = 1  # the SDK's own retries of 409 / 5xx / network errors, with the same idempotency key
@@ -279,7 +281,8 @@ class StripeGateway:
             raise UpstreamError("Stripe could not be reached; nothing was changed. Retry.") from exc
 
     def _with_rate_limit_retries(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any], options: Any) -> Any:
-        # The SDK retries 5xx, 409 and network errors itself (same idempotency key); 429s it leaves to us.
+        # The SDK retries 5xx, 409, network errors and 429s Stripe marks retryable (same idempotency key);
+        # other 429s are retried here.
         # A retry starts only if it can finish inside the call's budget.
         deadline = time.monotonic() + CALL_BUDGET_S
         for attempt in range(self._max_retries + 1):

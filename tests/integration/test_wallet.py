@@ -49,6 +49,23 @@ def _bill(kit: WalletKit, org_id: str, project: str, amount: int, bill_id: str, 
     )
 
 
+def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> tuple[str, str]:
+    """A subscribed agency org (saved card) with 50,000 in its wallet and auto-top-up of 30,000 below 40,000."""
+    from tests.integration.stripe_kit import StripeKit
+
+    owner = new_user()
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Auto", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
+    fund(kit, org_id, 50_000, new_user())
+    settings = {"low_threshold_minor": 0, "floor_minor": 0, "auto_enabled": True, "auto_threshold_minor": 40_000}
+    settings |= {"auto_amount_minor": 30_000, "auto_daily_cap_minor": 90_000}
+    kit.wallet.configure(Caller(owner, None, frozenset()), org_id, settings)
+    return org_id, project
+
+
 def test_1000_concurrent_holds_for_a_wallet_that_covers_500(kit: WalletKit, stack: Any) -> None:
     # Given a wallet of 60,000 with a floor of 10,000: room for exactly 500 holds of 100
     org_id, project, owner = agency_org(kit)
@@ -193,27 +210,7 @@ def test_a_top_up_that_failed_to_reach_stripe_is_retried_once(api: ApiClient, st
 
 
 def test_auto_top_up_never_runs_twice_at_once(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> None:
-    from tests.integration.stripe_kit import StripeKit
-
-    owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Auto", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
-    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
-    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
-    fund(kit, org_id, 50_000, new_user())
-    kit.wallet.configure(
-        Caller(owner, None, frozenset()),
-        org_id,
-        {
-            "low_threshold_minor": 0,
-            "floor_minor": 0,
-            "auto_enabled": True,
-            "auto_threshold_minor": 40_000,
-            "auto_amount_minor": 30_000,
-            "auto_daily_cap_minor": 90_000,
-        },
-    )
+    org_id, project = _auto_top_up_org(kit, stack, table, api)
     local = threading.local()
 
     def bill(i: int) -> None:
@@ -309,18 +306,7 @@ def test_a_stripe_outage_during_an_auto_top_up_never_jams_it(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
     # Given an agency org with auto-top-up and a saved card, and Stripe failing past the SDK's retries
-    from tests.integration.stripe_kit import StripeKit
-
-    owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Outage", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
-    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
-    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
-    fund(kit, org_id, 50_000, new_user())
-    settings = {"low_threshold_minor": 0, "floor_minor": 0, "auto_enabled": True, "auto_threshold_minor": 40_000}
-    settings |= {"auto_amount_minor": 30_000, "auto_daily_cap_minor": 90_000}
-    kit.wallet.configure(Caller(owner, None, frozenset()), org_id, settings)
+    org_id, project = _auto_top_up_org(kit, stack, table, api)
     stack.stripe.fail_next(100, status=503)
     try:
         # When a bill takes the balance below the threshold, Then the bill is recorded all the same
