@@ -70,6 +70,13 @@ class UpstreamError(DomainError):
     code = "stripe_unavailable"
 
 
+class StripeTimeoutError(UpstreamError):
+    """Stripe did not answer in the time the request had left (or too little was left to ask): whatever
+    was sent carried an idempotency key, so a retry is safe."""
+
+    code = "stripe_timeout"
+
+
 class WebhookSignatureError(DomainError):
     """A webhook's signature does not verify (tampered, wrong secret or too old)."""
 

@@ -14,8 +14,10 @@ from functools import cached_property
 from typing import Any
 
 from shared.errors import (
+    DomainError,
     InvalidRequestError,
     PaymentDeclinedError,
+    StripeTimeoutError,
     ThrottledError,
     UpstreamError,
     WebhookSignatureError,
@@ -172,28 +174,18 @@ def _plain(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
-# Time budget of one Stripe call. Stripe's SDK defaults (80 s per attempt, retried) cannot finish inside
-# a Lambda function; these bound the attempts, and `worst_case_call_seconds` is what the template's
-# timeouts are tested against (tests/unit/test_template.py). Not yet bounded: a response trickled slower
-# than the read timeout (it applies per socket read) and requests that make several calls - a deadline
-# per request is open on issue 11.
-CONNECT_TIMEOUT_S = 2.0
-READ_TIMEOUT_S = 6.0
-NETWORK_RETRIES = 1  # the SDK's own retries of 409 / 5xx / network errors, with the same idempotency key
-SDK_RETRY_DELAY_S = 0.5  # the SDK sleeps at most this before its first retry (INITIAL_DELAY)
-CALL_BUDGET_S = 20.0  # a retry after a 429 starts only if a whole SDK call still fits in this
+# Time budget of one Stripe call: its attempts (the SDK's retries of 409 / 5xx / network errors with the
+# same idempotency key, and ours of 429s) all end inside it, and inside the request's own deadline
+# (shared/stripe_http.py). Stripe's SDK defaults (80 s per attempt, retried) cannot finish inside a Lambda
+# function; the template's timeouts are tested against this (tests/unit/test_template.py).
+NETWORK_RETRIES = 1
+CALL_BUDGET_S = 20.0
 RATE_LIMIT_BACKOFF_MAX_S = 1.0
 
 
-def sdk_call_seconds(network_retries: int = NETWORK_RETRIES) -> float:
-    """The longest one SDK request can take: every attempt timing out, with the SDK's sleeps between."""
-    sleeps = sum(min(SDK_RETRY_DELAY_S * 2.0 ** (n - 1), 5.0) for n in range(1, network_retries + 1))
-    return (1 + network_retries) * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + sleeps
-
-
 def worst_case_call_seconds() -> float:
-    """The longest one gateway call can take, rate-limit retries included (they never start past the budget)."""
-    return max(CALL_BUDGET_S, sdk_call_seconds())
+    """The longest one gateway call can take, whatever Stripe does."""
+    return CALL_BUDGET_S
 
 
 @dataclass(frozen=True)
@@ -210,10 +202,11 @@ class _Connection:
         import stripe  # imported on first use, not at cold import: it costs ~140 ms
 
         from shared.observability import trace_stripe_http
+        from shared.stripe_http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, DeadlineSession
 
         trace_stripe_http()
         self.stripe = stripe
-        http = stripe.RequestsClient(timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        http = stripe.RequestsClient(timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), session=DeadlineSession())
         addresses: Any = {"api": api_base} if api_base else None
         self.client = stripe.StripeClient(
             keys.api_key, base_addresses=addresses, max_network_retries=network_retries, http_client=http
@@ -255,42 +248,46 @@ class StripeGateway:
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, fn: Any, *args: Any, params: dict[str, Any] | None = None, key: str | None = None) -> Any:
+        from shared.deadline import MIN_ATTEMPT_S, deadline_in, seconds_left
+
         options: Any = {"idempotency_key": key} if key else {}
-        try:
-            return self._with_rate_limit_retries(fn, args, params or {}, options)
-        except self._stripe.CardError as exc:
-            raise PaymentDeclinedError(
+        with deadline_in(CALL_BUDGET_S):
+            if (seconds_left() or 0.0) < MIN_ATTEMPT_S:
+                raise StripeTimeoutError("Too little time was left in this request to call Stripe. Retry.")
+            try:
+                return self._with_rate_limit_retries(fn, args, params or {}, options)
+            except self._stripe.StripeError as exc:
+                raise self._domain_error(exc) from exc
+
+    def _domain_error(self, exc: Any) -> DomainError:
+        from shared.stripe_http import DeadlinePassed
+
+        s = self._stripe
+        if isinstance(exc, s.CardError):
+            return PaymentDeclinedError(
                 exc.user_message or "The card was declined.",
                 details={"decline_code": getattr(exc.error, "decline_code", None)},
-            ) from exc
-        except self._stripe.RateLimitError as exc:
-            raise ThrottledError("Stripe is rate limiting; retry shortly.") from exc
-        except self._stripe.InvalidRequestError as exc:
-            raise InvalidRequestError(
-                exc.user_message or str(exc),
-                code=f"stripe_{exc.code or 'invalid_request'}",
-                details={"param": exc.param},
-            ) from exc
-        except (
-            self._stripe.APIConnectionError,
-            self._stripe.APIError,
-            self._stripe.AuthenticationError,
-            self._stripe.PermissionError,
-            self._stripe.IdempotencyError,
-        ) as exc:
-            raise UpstreamError("Stripe could not be reached; nothing was changed. Retry.") from exc
+            )
+        if isinstance(exc, s.RateLimitError):
+            return ThrottledError("Stripe is rate limiting; retry shortly.")
+        if isinstance(exc, s.InvalidRequestError):
+            code = f"stripe_{exc.code or 'invalid_request'}"
+            return InvalidRequestError(exc.user_message or str(exc), code=code, details={"param": exc.param})
+        if isinstance(exc, s.APIConnectionError) and isinstance(exc.__cause__, DeadlinePassed):
+            return StripeTimeoutError("Stripe did not answer in the time this request had. Retry: it is safe.")
+        return UpstreamError("Stripe could not be reached or failed. Retry: it is safe.")
 
     def _with_rate_limit_retries(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any], options: Any) -> Any:
         # The SDK retries 5xx, 409, network errors and 429s Stripe marks retryable (same idempotency key);
-        # other 429s are retried here.
-        # A retry starts only if it can finish inside the call's budget.
-        deadline = time.monotonic() + CALL_BUDGET_S
+        # other 429s are retried here, while an attempt still fits before the deadline.
+        from shared.deadline import MIN_ATTEMPT_S, seconds_left
+
         for attempt in range(self._max_retries + 1):
             try:
                 return fn(*args, params=params, options=options)
             except self._stripe.RateLimitError:
                 pause = min(RATE_LIMIT_BACKOFF_MAX_S, 0.25 * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311
-                if attempt == self._max_retries or time.monotonic() + pause + sdk_call_seconds() > deadline:
+                if attempt == self._max_retries or pause + MIN_ATTEMPT_S > (seconds_left() or 0.0):
                     raise
                 time.sleep(pause)
         raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.api.routes import catalog, credits, invoices, members, orgs, projects, subscription, wallet
 from functions.http import new_resolver
+from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 
 app = new_resolver()
@@ -39,6 +40,7 @@ def openapi_document() -> Response[Any]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@within_lambda_time
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
     return app.resolve(event, context)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.http import new_resolver, service_of
 from shared.credits.service import ReservationResult
+from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import ApiSettings
 from shared.usage.service import SdkEvent
@@ -286,6 +287,7 @@ def record_bill(body: BillRequest) -> BillOut:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@within_lambda_time
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="InternalRequests", unit=MetricUnit.Count, value=1)
     return app.resolve(event, context)

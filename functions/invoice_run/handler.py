@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import ApiSettings
 from shared.wiring import Services, build_services
@@ -31,6 +32,7 @@ def services() -> Services:
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@within_lambda_time
 @event_parser(model=StepInput)
 def lambda_handler(event: StepInput, context: LambdaContext) -> dict[str, Any]:
     invoices = services().invoices

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
+from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import ApiSettings
 from shared.wiring import Services, build_services
@@ -41,6 +42,7 @@ def services() -> Services:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@within_lambda_time
 @event_parser(model=BillRecordedEvent)
 def lambda_handler(event: BillRecordedEvent, context: LambdaContext) -> dict[str, Any]:
     bill = event.detail

@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.http import error_response, new_resolver
+from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import WebhookSettings
 from shared.stripe_gateway import StripeGateway, WebhookEvent
@@ -68,6 +69,7 @@ def receive() -> Any:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@within_lambda_time
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="WebhookRequests", unit=MetricUnit.Count, value=1)
     idempotency.register_lambda_context(context)

@@ -7,6 +7,7 @@
                             platform, ref, actor, idempotency_key, created_at
   SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE while pending)
   SK=TOPUP#<topup_id>       top-ups: method, amount, status, payment intent, charge, refunded
+                            (GSI2 AUTO#INFLIGHT while an auto-top-up has no payment intent yet)
   SK=WSPEND#<yyyy-mm-dd>    spend per day (runway)
   SK=IDEM#<key>             one per money movement's cause: written in the movement's transaction
 
@@ -27,6 +28,7 @@ from shared.wallet.account import Movement, WalletAccount, WalletStatus
 
 ACCOUNT_SK = "WALLET"
 ACTIVE_HOLDS = "HOLD#ACTIVE"
+AUTO_IN_FLIGHT = "AUTO#INFLIGHT"
 _ACCOUNT_FIELDS = ("currency", "balance", "held", "pending", "floor", "low_threshold", "status")
 
 
@@ -158,6 +160,31 @@ class WalletRepository:
                 KeyConditionExpression=Key("GSI2PK").eq(ACTIVE_HOLDS) & Key("GSI2SK").lte(now_iso),
             )
         return [plain(i) for i in resp["Items"]]
+
+    def stalled_auto_top_ups(self, started_before_iso: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Auto-top-ups claimed before then that still have no payment intent, oldest first."""
+        with dynamo_errors():
+            resp = self._table.query(
+                IndexName="GSI2",
+                Limit=limit,
+                KeyConditionExpression=Key("GSI2PK").eq(AUTO_IN_FLIGHT) & Key("GSI2SK").lte(started_before_iso),
+            )
+        return [plain(i) for i in resp["Items"]]
+
+    def settle_topup_record(self, org_id: str, topup_id: str, fields: dict[str, Any]) -> None:
+        """Sets `fields` on a top-up and takes it off the in-flight auto-top-up list."""
+        update: dict[str, Any] = {"UpdateExpression": "REMOVE GSI2PK, GSI2SK"}
+        if fields:
+            sets = ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
+            update = {
+                "UpdateExpression": f"SET {sets} REMOVE GSI2PK, GSI2SK",
+                "ExpressionAttributeNames": {f"#f{i}": k for i, k in enumerate(fields)},
+                "ExpressionAttributeValues": {f":f{i}": v for i, v in enumerate(fields.values())},
+            }
+        with dynamo_errors():
+            self._table.update_item(
+                Key={"PK": _pk(org_id), "SK": f"TOPUP#{topup_id}"}, ConditionExpression="attribute_exists(PK)", **update
+            )
 
     # ------------------------------------------------------------------ money movements
     def post(

@@ -21,14 +21,16 @@ from typing import Any
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
+from shared.deadline import seconds_left
 from shared.errors import (
     ConcurrentUpdateError,
     ConflictError,
-    DomainError,
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
     PaymentDeclinedError,
+    ThrottledError,
+    UpstreamError,
 )
 from shared.events import EventPublisher
 from shared.notify import Notifier
@@ -41,6 +43,7 @@ from shared.stripe_gateway import StripeGateway
 from shared.wallet.account import EntryKind, Signal, WalletAccount, WalletStatus, platform_fee
 from shared.wallet.platforms import platform_name
 from shared.wallet.repository import (
+    AUTO_IN_FLIGHT,
     HoldRefused,
     ModeChanged,
     RecordConflict,
@@ -51,6 +54,12 @@ from shared.wallet.repository import (
 
 HOLD_TTL = timedelta(hours=24)
 MAX_AUTO_ATTEMPTS = 3
+# An auto-top-up whose charge was interrupted (Stripe unreachable or slow, the function timed out) is
+# resumed by the sweeper once it is this old: well past the timeout of any function still running it.
+AUTO_RESUME_AFTER = timedelta(minutes=2)
+# Stripe keeps idempotency keys for 24 h: past that a resumed attempt could charge twice, so the claim ends.
+AUTO_GIVE_UP_AFTER = timedelta(hours=23)
+SWEEP_RESERVE_S = 6.0  # the sweeper resumes no more auto-top-ups with less time than this left
 DEFAULT_LOW_THRESHOLD_MINOR = 10_000
 MAX_ATTEMPTS = 100
 
@@ -589,8 +598,9 @@ class WalletService:
                 after = replace(after, held=after.held + held_delta)
                 extra.append(self._repo.close_hold(org_id, hold["hold_id"], "posted", {"bill": cause}))
             sets = self._maybe_start_auto(org, stored, after, auto)
-            if auto:
-                extra.append(self._repo.put(org_id, f"TOPUP#{auto['topup_id']}", auto))
+            if auto:  # listed (GSI2) until it has a payment intent: the sweeper resumes it if interrupted
+                listed = {**auto, "GSI2PK": AUTO_IN_FLIGHT, "GSI2SK": auto["created_at"]}
+                extra.append(self._repo.put(org_id, f"TOPUP#{auto['topup_id']}", listed))
             return {
                 "after": after,
                 "movements": movements,
@@ -667,29 +677,66 @@ class WalletService:
         return {"auto_in_flight": topup_id, "auto_day": today, "auto_day_total": spent_today + amount}
 
     def _run_auto_top_up(self, org: Org, topup: dict[str, Any]) -> None:
-        """Charges the saved card, retrying a bounded number of times; then disables and notifies."""
-        metadata = {"org_id": org.org_id, "kind": "wallet_topup", "topup_id": topup["topup_id"], "method": "auto_card"}
-        for attempt in range(1, MAX_AUTO_ATTEMPTS + 1):
-            try:  # a Stripe failure finding the card is a failed attempt too: it never escapes with the claim held
-                card = self._gateway.default_card(org.stripe_customer_id or "") if org.stripe_customer_id else None
-                if card is None:
-                    break
-                intent = self._gateway.charge_card(
-                    customer_id=org.stripe_customer_id or "",
-                    payment_method=card,
-                    amount_minor=topup["amount_minor"],
-                    currency=org.currency,
-                    metadata=metadata,
-                    key=f"wallet-topup:{topup['topup_id']}:{attempt}",
-                )
-            except PaymentDeclinedError:
-                continue
-            except DomainError:
-                logger.exception("auto-top-up charge failed", extra={"org_id": org.org_id})
-                continue
-            self._topup_update(org.org_id, topup["topup_id"], {"payment_intent_id": intent, "attempts": attempt})
+        """Charges the saved card. A declined card is tried up to MAX_AUTO_ATTEMPTS times, then auto-top-up
+        is turned off and the owner told. A Stripe outage or timeout leaves the claim to the sweeper, which
+        resumes it with the same keys: an attempt Stripe already made replays, none is charged twice."""
+        topup_id = topup["topup_id"]
+        try:
+            card = self._gateway.default_card(org.stripe_customer_id) if org.stripe_customer_id else None
+            for attempt in range(1, MAX_AUTO_ATTEMPTS + 1 if card else 1):
+                intent = self._auto_charge(org, topup, card or "", attempt)
+                if intent:
+                    self._repo.settle_topup_record(
+                        org.org_id, topup_id, {"payment_intent_id": intent, "attempts": attempt}
+                    )
+                    return
+        except (UpstreamError, ThrottledError):
+            logger.warning("auto-top-up interrupted; the sweeper resumes it", extra={"org_id": org.org_id})
             return
-        self._disable_auto(org, topup["topup_id"])
+        self._disable_auto(org, topup_id)
+
+    def _auto_charge(self, org: Org, topup: dict[str, Any], card: str, attempt: int) -> str | None:
+        """One attempt's payment intent; None when the card was declined or Stripe refused the charge."""
+        try:
+            return self._gateway.charge_card(
+                customer_id=org.stripe_customer_id or "",
+                payment_method=card,
+                amount_minor=topup["amount_minor"],
+                currency=org.currency,
+                metadata={
+                    "org_id": org.org_id,
+                    "kind": "wallet_topup",
+                    "topup_id": topup["topup_id"],
+                    "method": "auto_card",
+                },
+                key=f"wallet-topup:{topup['topup_id']}:{attempt}",
+            )
+        except PaymentDeclinedError:
+            return None
+        except InvalidRequestError:
+            logger.exception("auto-top-up charge refused by Stripe", extra={"org_id": org.org_id})
+            return None
+
+    def resume_stalled_auto_top_ups(self) -> int:
+        """The sweeper's part: auto-top-ups interrupted before they had a payment intent are charged
+        again (same keys), or ended once too old to resume safely. Returns how many were taken up."""
+        now = self._clock.now()
+        taken = 0
+        for record in self._repo.stalled_auto_top_ups(iso(now - AUTO_RESUME_AFTER)):
+            if (seconds_left() or SWEEP_RESERVE_S) < SWEEP_RESERVE_S:
+                break
+            org_id, topup_id = record["PK"].removeprefix("ORG#"), record["topup_id"]
+            stored = self._repo.get(org_id)
+            if stored is None or stored.settings.get("auto_in_flight") != topup_id:
+                self._repo.settle_topup_record(org_id, topup_id, {})  # credited or ended meanwhile
+                continue
+            org = self._with_wallet(self._org_repo.require_org(org_id))
+            if datetime.fromisoformat(record["created_at"]) < now - AUTO_GIVE_UP_AFTER:
+                self._disable_auto(org, topup_id)
+            else:
+                self._run_auto_top_up(org, record)
+            taken += 1
+        return taken
 
     def _disable_auto(self, org: Org, topup_id: str) -> None:
         def build(stored: StoredWallet) -> dict[str, Any] | None:
@@ -702,7 +749,7 @@ class WalletService:
             }
 
         self._post(org, build)
-        self._topup_update(org.org_id, topup_id, {"status": "failed"})
+        self._repo.settle_topup_record(org.org_id, topup_id, {"status": "failed"})
         detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": MAX_AUTO_ATTEMPTS}
         self._events.publish("Wallet.AutoTopUpDisabled", detail)
         self._notifier.notify(

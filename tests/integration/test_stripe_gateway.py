@@ -4,11 +4,13 @@ failures (with the same key, so nothing happens twice), Stripe errors as domain 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from shared.errors import InvalidRequestError, UpstreamError, WebhookSignatureError
+from shared.deadline import ANSWER_RESERVE_S, MIN_ATTEMPT_S, deadline_in, within_lambda_time
+from shared.errors import InvalidRequestError, StripeTimeoutError, UpstreamError, WebhookSignatureError
 from shared.stripe_gateway import StripeGateway
 from tests.helpers import new_user
 from tests.integration.test_stripe_webhooks import sign
@@ -84,3 +86,76 @@ def test_webhook_signatures_are_verified(gateway: StripeGateway) -> None:
     assert (event.event_id, event.type, event.object["id"]) == ("evt_1", "invoice.paid", "in_1")
     with pytest.raises(WebhookSignatureError):
         gateway.parse_webhook(payload.replace("in_1", "in_2"), sign(payload))
+
+
+# ---------------------------------------------------------------------------------------------- deadlines
+def _timed(call: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    try:
+        return call(), time.monotonic() - started
+    except Exception as exc:  # handed back to the test
+        return exc, time.monotonic() - started
+
+
+def test_a_reply_trickled_past_the_deadline_ends_the_call_at_the_deadline(gateway: StripeGateway, stack: Any) -> None:
+    # Given Stripe creates the customer, then sends its reply one byte per 0.2 s (a ~1 kB body: minutes;
+    # every read succeeds well inside the read timeout)
+    stack.stripe.trickle_next(5, seconds_per_byte=0.2)
+    org_id = new_user("org")
+    try:
+        # When the call has 4 s left
+        with deadline_in(4.0):
+            outcome, took = _timed(lambda: gateway.create_customer(org_id=org_id, name="T", email=None))
+    finally:
+        stack.stripe._server.trickles.clear()  # type: ignore[union-attr]
+    # Then it gives up at the deadline, saying so, with a retry the SDK never started
+    assert isinstance(outcome, StripeTimeoutError), outcome
+    assert outcome.code == "stripe_timeout"
+    assert took < 4.0 + 1.0
+    # And a retry (same key) finds the customer Stripe made: one customer
+    assert gateway.create_customer(org_id=org_id, name="T", email=None) == _customers_of(gateway, org_id)[0].id
+
+
+def test_without_a_request_deadline_a_call_still_ends_inside_its_budget(
+    gateway: StripeGateway, stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.stripe_gateway.CALL_BUDGET_S", 3.0)
+    stack.stripe.trickle_next(5, seconds_per_byte=0.2)
+    try:
+        outcome, took = _timed(lambda: gateway.create_customer(org_id=new_user("org"), name="U", email=None))
+    finally:
+        stack.stripe._server.trickles.clear()  # type: ignore[union-attr]
+    assert isinstance(outcome, StripeTimeoutError), outcome
+    assert took < 3.0 + 1.0
+
+
+def test_a_call_that_cannot_finish_is_never_sent(gateway: StripeGateway) -> None:
+    org_id = new_user("org")
+    with deadline_in(MIN_ATTEMPT_S - 0.2), pytest.raises(StripeTimeoutError):
+        gateway.create_customer(org_id=org_id, name="V", email=None)
+    assert _customers_of(gateway, org_id) == []
+
+
+class _Context:
+    def __init__(self, remaining_s: float) -> None:
+        self._ends = time.monotonic() + remaining_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._ends - time.monotonic()) * 1000)
+
+
+def test_a_handler_s_calls_share_the_lambda_s_remaining_time(gateway: StripeGateway) -> None:
+    # Given a request that makes one call, then waits, then makes another, in a Lambda with 5.5 s left
+    first, second = new_user("org"), new_user("org")
+    made: list[str] = []
+
+    @within_lambda_time
+    def handler(event: Any, context: Any) -> None:
+        made.append(gateway.create_customer(org_id=first, name="W", email=None))
+        time.sleep(5.5 - ANSWER_RESERVE_S - MIN_ATTEMPT_S + 0.2)  # less than MIN_ATTEMPT_S left
+        made.append(gateway.create_customer(org_id=second, name="W", email=None))
+
+    # When it runs, Then the second call is refused: it could not end before the function answers
+    with pytest.raises(StripeTimeoutError):
+        handler({}, _Context(5.5))
+    assert len(made) == 1 and _customers_of(gateway, second) == []

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 
 from shared.auth import Caller
+from shared.deadline import deadline_in
 from shared.wallet.service import InsufficientWalletFundsError, WalletNotAvailableError
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.test_stripe_webhooks import sign
@@ -302,7 +303,16 @@ def test_a_replayed_bill_reports_the_fee_it_was_charged(kit: WalletKit) -> None:
     assert _bill(kit, org_id, project, 1_000, "b2")["fee_minor"] == 30  # scale: 300 bps
 
 
-def test_a_stripe_outage_during_an_auto_top_up_never_jams_it(
+def _auto_top_ups(table: Any, org_id: str) -> list[dict[str, Any]]:
+    return [i for i in org_items(table, org_id) if i["SK"].startswith("TOPUP#") and i.get("method") == "auto_card"]
+
+
+def _sweep(kit: WalletKit, after: timedelta) -> int:
+    kit.clock.at += after
+    return kit.wallet.resume_stalled_auto_top_ups()
+
+
+def test_a_stripe_outage_during_an_auto_top_up_is_resumed_by_the_sweeper(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
     # Given an agency org with auto-top-up and a saved card, and Stripe failing past the SDK's retries
@@ -311,11 +321,87 @@ def test_a_stripe_outage_during_an_auto_top_up_never_jams_it(
     try:
         # When a bill takes the balance below the threshold, Then the bill is recorded all the same
         recorded = _bill(kit, org_id, project, 20_000, "outage-1")
+        # And a sweep while Stripe is still down (and the claim old enough) changes nothing
+        _sweep(kit, timedelta(minutes=3))
     finally:
         stack.stripe._server.faults.clear()  # type: ignore[union-attr]
     assert recorded["amount_minor"] == 20_000 and not recorded["replayed"]
-    # And the claim is not left held: auto-top-up is switched off (the owner is told), not silently stuck
     stored = kit.repo.get(org_id)
-    assert stored is not None
+    assert stored is not None and stored.settings.get("auto_enabled") is True  # an outage is not the card's fault
+    [topup] = _auto_top_ups(table, org_id)
+    assert stored.settings["auto_in_flight"] == topup["topup_id"] and "payment_intent_id" not in topup
+    # When Stripe is back and the sweeper runs, Then the top-up is charged and credited, once
+    assert _sweep(kit, timedelta(minutes=5)) >= 1
+    stack.stripe.wait_for_deliveries()
+    assert _sweep(kit, timedelta(minutes=5)) == 0 or not _auto_top_ups(table, org_id)[0].get("GSI2PK")
+    stored = kit.repo.get(org_id)
+    assert stored is not None and not stored.settings.get("auto_in_flight")
+    assert stored.account.balance == 50_000 - 21_000 + 30_000
+    [topup] = _auto_top_ups(table, org_id)
+    assert topup["status"] == "succeeded" and "GSI2PK" not in topup
+
+
+def test_an_auto_top_up_cut_off_after_stripe_charged_is_recorded_not_charged_again(
+    kit: WalletKit, stack: Any, table: Any, api: ApiClient
+) -> None:
+    # Given the charge's reply trickles in past the request's deadline, and Stripe's webhook is not delivered
+    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    customer = kit.org_repo.require_org(org_id).stripe_customer_id
+    webhooks = stack.stripe.engine.webhook_url
+    stack.stripe.set_webhook_endpoint(None)
+    try:
+        kit.gateway.default_card(customer or "")  # warm: the first call of the bill is not the slow one
+        stack.stripe._server.trickles.extend([0.0, 0.2])  # type: ignore[union-attr] # card lookup, then the charge
+        with deadline_in(5.0):
+            _bill(kit, org_id, project, 20_000, "cut-1")
+        stack.stripe._server.trickles.clear()  # type: ignore[union-attr]
+        [topup] = _auto_top_ups(table, org_id)
+        assert "payment_intent_id" not in topup  # the function "timed out" before writing it down
+        # When the sweeper resumes it, Then it finds the payment Stripe made (same key): one payment, recorded
+        assert _sweep(kit, timedelta(minutes=3)) == 1
+    finally:
+        stack.stripe._server.trickles.clear()  # type: ignore[union-attr]
+        stack.stripe.set_webhook_endpoint(webhooks)
+    intents = kit.gateway._client.v1.payment_intents.list(params={"customer": customer, "limit": 100}).data
+    made = [i.id for i in intents if i.metadata.to_dict().get("topup_id") == topup["topup_id"]]
+    [topup] = _auto_top_ups(table, org_id)
+    assert made == [topup["payment_intent_id"]] and "GSI2PK" not in topup
+
+
+def test_a_card_declined_on_every_attempt_turns_auto_top_up_off(
+    kit: WalletKit, stack: Any, table: Any, api: ApiClient
+) -> None:
+    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    customer = kit.org_repo.require_org(org_id).stripe_customer_id or ""
+    client = kit.gateway._client.v1
+    declining = client.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer}).id
+    client.customers.update(customer, params={"invoice_settings": {"default_payment_method": declining}})
+    queue = capture_events(stack, {"detail-type": ["Wallet.AutoTopUpDisabled"]})
+    _bill(kit, org_id, project, 20_000, "declined-1")
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.settings.get("auto_enabled") is False
     assert not stored.settings.get("auto_in_flight")
-    assert stored.settings.get("auto_enabled") is False
+    [topup] = _auto_top_ups(table, org_id)
+    assert topup["status"] == "failed" and "GSI2PK" not in topup
+    told = [e["detail"] for e in drain(stack, queue) if e["detail"].get("org_id") == org_id]
+    assert told == [{"org_id": org_id, "topup_id": topup["topup_id"], "attempts": 3}]
+
+
+def test_an_auto_top_up_interrupted_for_a_day_is_ended_not_resumed(
+    kit: WalletKit, stack: Any, table: Any, api: ApiClient
+) -> None:
+    # Given an auto-top-up interrupted by a Stripe outage
+    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    stack.stripe.fail_next(100, status=503)
+    try:
+        _bill(kit, org_id, project, 20_000, "day-1")
+    finally:
+        stack.stripe._server.faults.clear()  # type: ignore[union-attr]
+    # When the sweeper first sees it a day later (Stripe has forgotten the keys: a resumed attempt could
+    # charge twice), Then it is ended: auto-top-up off, the owner told, nothing charged
+    _sweep(kit, timedelta(hours=24))
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.settings.get("auto_enabled") is False
+    assert not stored.settings.get("auto_in_flight")
+    [topup] = _auto_top_ups(table, org_id)
+    assert topup["status"] == "failed" and "payment_intent_id" not in topup

@@ -381,7 +381,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             handler = api.handler_for(bound.spec)
             with INVOCATION_LOCK:
                 try:
-                    result = handler(event, LocalLambdaContext(bound.spec.logical_id))
+                    result = handler(event, LocalLambdaContext(bound.spec.logical_id, bound.spec.timeout_s))
                 finally:
                     reset_disabled_metrics()
             status, headers, payload = to_http_response(result)

@@ -216,6 +216,7 @@ class FunctionSpec:
     environment: dict[str, str]
     routes: tuple[Route, ...]
     layers: tuple[str, ...] = ()  # resolved ARNs: Globals' layers, then the function's own (as SAM merges)
+    timeout_s: int = 3  # Lambda's default when neither the function nor Globals set one
 
 
 def function_specs(template: dict[str, Any], resource_names: dict[str, str]) -> dict[str, FunctionSpec]:
@@ -244,7 +245,12 @@ def function_specs(template: dict[str, Any], resource_names: dict[str, str]) -> 
         handler = props.get("Handler", global_fn.get("Handler"))
         layers = [*global_fn.get("Layers", []), *props.get("Layers", [])]
         specs[logical_id] = FunctionSpec(
-            logical_id, handler, env, tuple(routes), tuple(resolve(layer, template, resource_names) for layer in layers)
+            logical_id,
+            handler,
+            env,
+            tuple(routes),
+            tuple(resolve(layer, template, resource_names) for layer in layers),
+            int(props.get("Timeout", global_fn.get("Timeout", 3))),
         )
     return specs
 

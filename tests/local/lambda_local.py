@@ -130,7 +130,7 @@ class LocalLambda:
     def invoke(self, name: str, event: Any) -> tuple[bytes, str | None]:
         """Run function `name` (a known logical id) on `event`: (response body, function error or None)."""
         spec = self.functions[name]
-        context = LocalLambdaContext(name)
+        context = LocalLambdaContext(name, spec.timeout_s)
         request_id = context.aws_request_id
         self.invocations.append((name, event))
         try:

@@ -64,6 +64,12 @@ class StripeEmulator:
         assert self._server is not None, "start() first"
         self._server.faults.extend([(status, after_execute)] * count)
 
+    def trickle_next(self, count: int = 1, *, seconds_per_byte: float = 0.5) -> None:
+        """The next `count` /v1 requests run, and their replies arrive one byte per `seconds_per_byte`:
+        every read succeeds in time, the response never quite does."""
+        assert self._server is not None, "start() first"
+        self._server.trickles.extend([seconds_per_byte] * count)
+
     def set_webhook_endpoint(self, url: str | None) -> None:
         """Where events created from now on are POSTed, signed with the webhook secret (None: not delivered)."""
         with self.engine.lock:

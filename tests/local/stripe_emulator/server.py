@@ -44,12 +44,16 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         # Injected faults for the next /v1 requests: (status, after_execute). after_execute=True runs the
         # request (and saves its idempotent response) but answers `status`, like a reply lost on the way.
         self.faults: list[tuple[int, bool]] = []
+        # Replies to the next /v1 requests sent one byte per this many seconds (the request runs first):
+        # a slow network that never trips a per-read timeout.
+        self.trickles: list[float] = []
 
 
 class RequestHandler(BaseHTTPRequestHandler):
     server: EmulatorHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "stripe-emulator"
+    _trickle = 0.0  # this request's reply: seconds per byte (0: at once)
 
     def setup(self) -> None:
         super().setup()
@@ -70,6 +74,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------
     def _handle(self, method: str) -> None:
+        self._trickle = 0.0
         request_id = "req_" + secrets.token_hex(7)
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -89,6 +94,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         engine = self.server.engine
         with engine.lock:
             fault = self.server.faults.pop(0) if self.server.faults and url.path.startswith("/v1/") else None
+            self._trickle = self.server.trickles.pop(0) if self.server.trickles and url.path.startswith("/v1/") else 0.0
             if fault is not None and not fault[1]:
                 self._send(fault[0], ApiError(fault[0], "Injected fault.", type="api_error").body(), request_id)
                 return
@@ -202,7 +208,18 @@ class RequestHandler(BaseHTTPRequestHandler):
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        trickle = self._trickle
+        if not trickle:
+            self.wfile.write(body)
+            return
+        self.wfile.flush()
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(trickle)
+        except OSError:
+            self.close_connection = True  # the client gave up
 
     def _send_page(self, path: str) -> None:
         """Hosted pages (checkout, portal, invoices) are placeholders: a browser only needs a 200."""
