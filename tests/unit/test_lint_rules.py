@@ -235,3 +235,111 @@ def test_e9102_a_queue_policy_for_another_rule_or_queue_does_not_count(transform
 
     _fires(_broken(transformed, other_rule), "E9102", "SpendIngestFunctionBillRecorded")
     _fires(_broken(transformed, other_queue), "E9102", "SpendIngestFunctionBillRecorded")
+
+
+# ------------------------------------------------------------------------------ gaps an outside review found
+
+
+def _tls_statement(r: dict[str, Any]) -> dict[str, Any]:
+    doc = r["DocumentsBucketPolicy"]["Properties"]["PolicyDocument"]
+    statement: dict[str, Any] = next(s for s in doc["Statement"] if s.get("Sid") == "TlsOnly")
+    return statement
+
+
+@pytest.mark.parametrize(
+    "weaken",
+    [
+        lambda s: s.update(Action="s3:GetObject"),  # plain HTTP still lets everything else through
+        lambda s: s.update(Principal={"AWS": {"Fn::Sub": "arn:aws:iam::${AWS::AccountId}:root"}}),  # not everyone
+        lambda s: s.update(Resource=[s["Resource"][0]]),  # the bucket only, not its objects
+        lambda s: s.update(Resource=[s["Resource"][1]]),  # the objects only, not the bucket
+    ],
+    ids=["one-action", "one-principal", "bucket-only", "objects-only"],
+)
+def test_e9104_a_tls_deny_that_does_not_cover_everything_does_not_count(
+    transformed: Template, weaken: Callable[[dict[str, Any]], None]
+) -> None:
+    _fires(_broken(transformed, lambda r: weaken(_tls_statement(r))), "E9104", "DocumentsBucket", "non-TLS")
+
+
+def test_e9104_takes_every_spelling_cloudformation_accepts(transformed: Template) -> None:
+    def spelled(r: dict[str, Any]) -> None:
+        statement = _tls_statement(r)
+        statement["Condition"] = {"Bool": {"aws:securetransport": ["false"]}}  # keys are case-insensitive
+        statement["Action"] = ["s3:*"]
+        statement["Principal"] = {"AWS": "*"}
+        r["BillingTable"]["Properties"]["DeletionProtectionEnabled"] = "true"
+        pitr = r["IdempotencyTable"]["Properties"]["PointInTimeRecoverySpecification"]
+        pitr["PointInTimeRecoveryEnabled"] = "True"
+        r["DocumentsBucket"]["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicAcls"] = "true"
+        r["InternalApiFunction"]["Properties"]["ReservedConcurrentExecutions"] = {"Ref": "AlarmEmail"}
+
+    assert _our_findings(_broken(transformed, spelled)) == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"Effect": "Allow", "NotAction": "s3:*", "Resource": "*"},  # everything but S3: logs:* included
+        {"Effect": "Allow", "Action": "lo*", "Resource": "*"},
+        {"Effect": "Allow", "Action": ["logs:CreateLogDelivery", "*"], "Resource": "*"},
+    ],
+    ids=["not-action", "wildcard", "star"],
+)
+def test_e9105_logs_star_in_any_spelling(transformed: Template, statement: dict[str, Any]) -> None:
+    def change(r: dict[str, Any]) -> None:
+        r["InvoiceRunStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"].append(statement)
+
+    _fires(_broken(transformed, change), "E9105", "InvoiceRunStateMachineRole", "logs:*")
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/CloudWatchLogsFullAccess"},
+        {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iam::aws:policy/AdministratorAccess"]]},
+        "arn:aws:iam::aws:policy/PowerUserAccess",
+    ],
+    ids=["sub", "join-admin", "power-user"],
+)
+def test_e9105_broad_managed_policies_by_any_arn(transformed: Template, arn: Any) -> None:
+    def change(r: dict[str, Any]) -> None:
+        r["InvoiceRunStateMachineRole"]["Properties"].setdefault("ManagedPolicyArns", []).append(arn)
+
+    _fires(_broken(transformed, change), "E9105", "InvoiceRunStateMachineRole", "attaches")
+
+
+def test_e9105_a_not_action_that_excludes_logs_is_not_broad(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        statements = r["InvoiceRunStateMachineRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        statements.append({"Effect": "Allow", "NotAction": ["logs:*", "iam:*", "s3:*"], "Resource": "*"})
+
+    assert [f for f in _our_findings(_broken(transformed, change)) if f[0] == "E9105"] == []
+
+
+def test_e9101_a_function_invoked_through_an_alias_or_sns_needs_a_dlq(transformed: Template) -> None:
+    def through_alias(r: dict[str, Any]) -> None:
+        del r["SpendIngestFunction"]["Properties"]["DeadLetterConfig"]
+        r["SpendIngestAlias"] = {
+            "Type": "AWS::Lambda::Alias",
+            "Properties": {
+                "FunctionName": {"Ref": "SpendIngestFunction"},
+                "FunctionVersion": "$LATEST",
+                "Name": "live",
+            },
+        }
+        rule = next(v for v in r.values() if v["Type"] == "AWS::Events::Rule")
+        rule["Properties"]["Targets"][0]["Arn"] = {"Ref": "SpendIngestAlias"}
+
+    def through_sns(r: dict[str, Any]) -> None:
+        r["SweeperSubscription"] = {
+            "Type": "AWS::SNS::Subscription",
+            "Properties": {
+                "Protocol": "lambda",
+                "TopicArn": {"Ref": "OperationsTopic"},
+                "Endpoint": {"Fn::GetAtt": ["ApiFunction", "Arn"]},
+            },
+        }
+
+    _fires(_broken(transformed, through_alias), "E9101", "SpendIngestFunction", "asynchronously")
+    _fires(_broken(transformed, through_sns), "E9101", "ApiFunction", "SweeperSubscription")

@@ -131,3 +131,46 @@ def test_the_invoice_bucket_refuses_deletes_of_documents_and_nothing_else() -> N
     kept = next(s for s in statements if s["Sid"] == "InvoicesAreKept")
     assert kept["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
     assert kept["Resource"] == {"Fn::Sub": "${DocumentsBucket.Arn}/*"}
+
+
+def _granted(props: dict[str, Any], on: str | None = None) -> set[str]:
+    """The actions a function's inline statements and managed policies (of this template) grant
+    (on resource `on` only, when given)."""
+    actions: set[str] = set()
+    for policy in props["Policies"]:
+        statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+        if isinstance(policy, dict) and "Ref" in policy:
+            statements = RESOURCES[policy["Ref"]]["Properties"]["PolicyDocument"]["Statement"]
+        for statement in statements:
+            if on is not None and on not in str(statement.get("Resource")):
+                continue
+            action = statement.get("Action", [])
+            actions |= set(action if isinstance(action, list) else [action])
+    return actions
+
+
+def test_only_member_removal_may_delete_from_the_billing_table_and_the_invoice_task_only_writes_documents() -> None:
+    functions = _of_type("AWS::Serverless::Function")
+    deleters = {
+        name for name, fn in functions.items() if "dynamodb:DeleteItem" in _granted(fn["Properties"], "'BillingTable'")
+    }
+    assert deleters == {"ApiFunction"}  # DELETE /v1/orgs/{org_id}/members/{user_id}; ledgers only append
+    s3 = {a for a in _granted(functions["InvoiceTaskFunction"]["Properties"]) if a.startswith("s3:")}
+    assert s3 == {"s3:PutObject"}
+
+
+def test_cloudwatch_may_use_the_operations_key_only_for_this_account() -> None:
+    statements = RESOURCES["OperationsKey"]["Properties"]["KeyPolicy"]["Statement"]
+    [cloudwatch] = [s for s in statements if s["Principal"].get("Service") == "cloudwatch.amazonaws.com"]
+    assert cloudwatch["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_every_new_dead_letter_notifies_even_while_others_wait() -> None:
+    alarms = _of_type("AWS::CloudWatch::Alarm")
+    on_queue = {
+        a["Properties"]["MetricName"]
+        for a in alarms.values()
+        if a["Properties"].get("Namespace") == "AWS/SQS"
+        and a["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedInvocationsQueue", "QueueName"]}
+    }
+    assert on_queue == {"ApproximateNumberOfMessagesVisible", "NumberOfMessagesSent"}

@@ -60,7 +60,7 @@ def _policy_documents(resource: dict[str, Any]) -> Iterator[tuple[list[str | int
     """(path, PolicyDocument) of every IAM policy document a role / policy / managed policy holds."""
     props = _props(resource)
     match resource.get("Type"):
-        case "AWS::IAM::Role":
+        case "AWS::IAM::Role" | "AWS::IAM::User" | "AWS::IAM::Group":
             for i, policy in enumerate(_listify(props.get("Policies", []))):
                 if isinstance(policy, dict):
                     yield ["Properties", "Policies", i, "PolicyDocument"], policy.get("PolicyDocument")
@@ -90,10 +90,70 @@ def _names(value: Any, logical_id: str) -> bool:
     return False
 
 
+def _true(value: Any) -> bool:
+    """CloudFormation takes true and "true" (any case) alike."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _any_action_of(patterns: Any, service: str) -> bool:
+    """Do these action patterns cover every action of `service` (logs:*, *, l*, ...)? Tested on a made-up name."""
+    made_up = f"{service}:zzzmadeupaction"
+    return any(isinstance(p, str) and fnmatch.fnmatchcase(made_up, p.lower()) for p in _listify(patterns))
+
+
+def _grants_all_of(statement: dict[str, Any], service: str) -> bool:
+    """Does an Allow statement grant every action of `service`, by Action or by NotAction?"""
+    if statement.get("Effect") != "Allow":
+        return False
+    if "NotAction" in statement:  # everything except what it names
+        return not _any_action_of(statement["NotAction"], service)
+    return _any_action_of(statement.get("Action", []), service)
+
+
 def _secure_transport(statement: dict[str, Any]) -> str:
-    """The aws:SecureTransport value a statement's Bool condition tests, lower-cased ("" if none)."""
-    condition = (statement.get("Condition") or {}).get("Bool") or {}
-    return str(condition.get("aws:SecureTransport", "")).lower()
+    """The aws:SecureTransport value a statement's Bool condition tests, lower-cased ("" if none).
+    Condition keys are case-insensitive; a value may be a list."""
+    condition = statement.get("Condition") or {}
+    for operator in ("Bool", "BoolIfExists"):
+        for key, value in (condition.get(operator) or {}).items():
+            if key.lower() == "aws:securetransport":
+                values = {str(v).lower() for v in _listify(value)}
+                return values.pop() if len(values) == 1 else ""
+    return ""
+
+
+def _everyone(principal: Any) -> bool:
+    return principal == "*" or (isinstance(principal, dict) and "*" in _listify(principal.get("AWS", [])))
+
+
+def _bucket_scopes(resources: Any, bucket: str) -> set[str]:
+    """Which of the bucket itself ("bucket") and its objects ("objects") a statement's Resource covers."""
+    scopes: set[str] = set()
+    for item in _listify(resources):
+        text = _arn_text(item)
+        if item == "*" or text in ("*", "arn:aws:s3:::*"):
+            scopes |= {"bucket", "objects"}
+        elif _ref(item) == bucket:
+            scopes.add("bucket")
+        elif text is not None and (f"${{{bucket}.Arn}}" in text or f"${{{bucket}}}" in text):
+            scopes.add("objects" if text.endswith("/*") else "bucket")
+    return scopes
+
+
+def _arn_text(value: Any) -> str | None:
+    """The text of a literal ARN, an Fn::Sub template or an Fn::Join of texts and references."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    ((fn, arg),) = value.items()
+    if fn == "Fn::Sub":
+        text = arg[0] if isinstance(arg, list) else arg
+        return text if isinstance(text, str) else None
+    if fn == "Fn::Join" and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[1], list):
+        parts = [p if isinstance(p, str) else "${" + (_ref(p) or "?") + ".Arn}" for p in arg[1]]
+        return str(arg[0]).join(parts)
+    return None
 
 
 def _alarm_metrics(props: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -114,15 +174,35 @@ def _dimension_refs(metric: dict[str, Any], name: str) -> set[str]:
     }
 
 
+def _function_of(cfn: Any, logical_id: str | None) -> str | None:
+    """The function a reference names: the function itself, or the function of an alias or version."""
+    resource = _resources(cfn).get(logical_id or "", {})
+    if resource.get("Type") in ("AWS::Lambda::Alias", "AWS::Lambda::Version"):
+        return _ref(_props(resource).get("FunctionName"))
+    return logical_id if resource.get("Type") == "AWS::Lambda::Function" else None
+
+
 def _async_targets(cfn: Any) -> dict[str, str]:
-    """Function logical id -> the rule or schedule that invokes it asynchronously."""
+    """Function logical id -> the rule, schedule or SNS subscription that invokes it asynchronously."""
     targets: dict[str, str] = {}
     for name, resource in _resources(cfn, ASYNC_INVOKERS).items():
         props = _props(resource)
         for target in [*_listify(props.get("Targets", [])), props.get("Target")]:
-            if isinstance(target, dict) and (fn := _ref(target.get("Arn"))):
+            if isinstance(target, dict) and (fn := _function_of(cfn, _ref(target.get("Arn")))):
                 targets.setdefault(fn, name)
+    for name, resource in _resources(cfn, "AWS::SNS::Subscription").items():
+        props = _props(resource)
+        fn = _function_of(cfn, _ref(props.get("Endpoint")))
+        if str(props.get("Protocol", "")).lower() == "lambda" and fn:
+            targets.setdefault(fn, name)
     return targets
+
+
+def _bounded(value: Any) -> bool:
+    """A ReservedConcurrentExecutions CloudFormation accepts: a number, a numeric string or a parameter."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.isdigit()) or _ref(value) is not None
 
 
 # ----------------------------------------------------------------------------------------------- rules
@@ -154,7 +234,7 @@ class FunctionOperability(CloudFormationLintRule):
             for fn in _dimension_refs(metric, "FunctionName")
         }
         on_failure = {
-            _ref(_props(config).get("FunctionName"))
+            _function_of(cfn, _ref(_props(config).get("FunctionName"))) or _props(config).get("FunctionName")
             for config in _resources(cfn, "AWS::Lambda::EventInvokeConfig").values()
             if ((_props(config).get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         }
@@ -172,7 +252,7 @@ class FunctionOperability(CloudFormationLintRule):
                     matches.append(RuleMatch(["Resources", group], f"{group} (logs of {name}) keeps logs forever"))
             if name not in alarmed:
                 matches.append(RuleMatch(path, f"{name} has no alarm on its AWS/Lambda Errors metric"))
-            if not isinstance(props.get("ReservedConcurrentExecutions"), int):
+            if not _bounded(props.get("ReservedConcurrentExecutions")):
                 matches.append(RuleMatch(path, f"{name} has no ReservedConcurrentExecutions"))
             dlq = (props.get("DeadLetterConfig") or {}).get("TargetArn")
             if name in async_targets and not dlq and name not in on_failure:
@@ -331,24 +411,40 @@ class DataIsProtected(CloudFormationLintRule):
         for name, table in _resources(cfn, "AWS::DynamoDB::Table").items():
             props = _props(table)
             path = ["Resources", name, "Properties"]
-            if (props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled") is not True:
+            if not _true((props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")):
                 matches.append(RuleMatch(path, f"{name} has no point-in-time recovery"))
-            if props.get("DeletionProtectionEnabled") is not True:
+            if not _true(props.get("DeletionProtectionEnabled")):
                 matches.append(RuleMatch(path, f"{name} has no deletion protection"))
-        tls_only = {
-            _ref(_props(policy).get("Bucket"))
-            for policy in _resources(cfn, "AWS::S3::BucketPolicy").values()
-            for statement in _statements(_props(policy).get("PolicyDocument"))
-            if statement.get("Effect") == "Deny" and _secure_transport(statement) == "false"
-        }
         for name, bucket in _resources(cfn, "AWS::S3::Bucket").items():
             block = _props(bucket).get("PublicAccessBlockConfiguration") or {}
-            open_flags = [flag for flag in self._BLOCKS if block.get(flag) is not True]
+            open_flags = [flag for flag in self._BLOCKS if not _true(block.get(flag))]
             if open_flags:
                 matches.append(RuleMatch(["Resources", name, "Properties"], f"{name} does not set {open_flags}"))
-            if name not in tls_only:
-                matches.append(RuleMatch(["Resources", name], f"{name} has no bucket policy denying non-TLS requests"))
+            if not self._tls_only(cfn, name):
+                matches.append(
+                    RuleMatch(
+                        ["Resources", name],
+                        f"{name} has no bucket policy denying everyone (Principal *) every s3 action (s3:*) on the "
+                        "bucket and its objects (/*) over non-TLS requests",
+                    )
+                )
         return matches
+
+    @staticmethod
+    def _tls_only(cfn: Any, bucket: str) -> bool:
+        covered: set[str] = set()
+        for policy in _resources(cfn, "AWS::S3::BucketPolicy").values():
+            if _ref(_props(policy).get("Bucket")) != bucket:
+                continue
+            for statement in _statements(_props(policy).get("PolicyDocument")):
+                if (
+                    statement.get("Effect") == "Deny"
+                    and _secure_transport(statement) == "false"
+                    and _everyone(statement.get("Principal"))
+                    and _any_action_of(statement.get("Action", []), "s3")
+                ):
+                    covered |= _bucket_scopes(statement.get("Resource"), bucket)
+        return covered == {"bucket", "objects"}
 
 
 class NoBroadLogsAccess(CloudFormationLintRule):
@@ -365,26 +461,27 @@ class NoBroadLogsAccess(CloudFormationLintRule):
 
     def match(self, cfn: Any) -> list[RuleMatch]:
         matches: list[RuleMatch] = []
-        iam = ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        iam = ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group")
         for name, resource in _resources(cfn, iam).items():
             for path, document in _policy_documents(resource):
                 for statement in _statements(document):
-                    if statement.get("Effect") == "Allow" and self._is_broad(statement):
-                        matches.append(RuleMatch(["Resources", name, *path], f"{name} grants logs:* (or *)"))
+                    if _grants_all_of(statement, "logs"):
+                        message = f"{name} grants logs:* (by *, a wildcard or NotAction)"
+                        matches.append(RuleMatch(["Resources", name, *path], message))
             for i, arn in enumerate(_listify(_props(resource).get("ManagedPolicyArns") or [])):
-                if isinstance(arn, str) and arn.endswith("/CloudWatchLogsFullAccess"):
+                text = _arn_text(arn) or ""
+                broad = next((p for p in self._BROAD_MANAGED if text.endswith(f"/{p}")), None)
+                if broad:
                     matches.append(
                         RuleMatch(
                             ["Resources", name, "Properties", "ManagedPolicyArns", i],
-                            f"{name} attaches CloudWatchLogsFullAccess",
+                            f"{name} attaches {broad}, which grants logs:*",
                         )
                     )
         return matches
 
-    @staticmethod
-    def _is_broad(statement: dict[str, Any]) -> bool:
-        actions = {a.lower() for a in _listify(statement.get("Action", [])) if isinstance(a, str)}
-        return bool(actions & {"logs:*", "*"})
+    # AWS managed policies that grant logs:* (directly or as all actions)
+    _BROAD_MANAGED = ("CloudWatchLogsFullAccess", "AdministratorAccess", "PowerUserAccess")
 
 
 class SchedulesAreSafe(CloudFormationLintRule):
