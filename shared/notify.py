@@ -11,14 +11,28 @@ class Notifier:
         self._sns = sns_client
         self._topic_arn = topic_arn
 
-    def notify(self, *, org_id: str, kind: str, subject: str, message: str, details: dict[str, Any]) -> None:
-        """Publishes one notification; `kind` (e.g. Payment.Failed) is a message attribute to filter on."""
+    def notify(
+        self,
+        *,
+        org_id: str,
+        kind: str,
+        subject: str,
+        message: str,
+        details: dict[str, Any],
+        event_id: str | None = None,
+    ) -> None:
+        """Publishes one notification; `kind` (e.g. Payment.Failed) is a message attribute to filter on,
+        `event_id` (the outbox message's id) the one to dedupe on."""
+        body = {"org_id": org_id, "kind": kind, "message": message, "details": details}
+        if event_id:
+            body["event_id"] = event_id
         self._sns.publish(
             TopicArn=self._topic_arn,
             Subject=subject[:100],
-            Message=json.dumps({"org_id": org_id, "kind": kind, "message": message, "details": details}),
+            Message=json.dumps(body),
             MessageAttributes={
                 "kind": {"DataType": "String", "StringValue": kind},
                 "org_id": {"DataType": "String", "StringValue": org_id},
+                **({"event_id": {"DataType": "String", "StringValue": event_id}} if event_id else {}),
             },
         )

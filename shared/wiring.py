@@ -18,12 +18,11 @@ from shared.clock import SystemClock
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.dynamo import dynamodb_resource
-from shared.events import EventPublisher
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.invoices.service import InvoiceService
-from shared.notify import Notifier
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.outbox import OutboxWriter
 from shared.settings import ApiSettings, StripeSecret
 from shared.stripe_gateway import StripeGateway, StripeKeys
 from shared.usage.billing import OverageBilling
@@ -65,15 +64,14 @@ def build_services(settings: ApiSettings) -> Services:
     mirror = SubscriptionMirror(repo, plans, clock)
     seats = SeatSync(repo, gateway, prices, plans, mirror)
     orgs = OrgService(repo, plans, clock, on_seats_changed=seats.seats_changed)
-    notifier = Notifier(boto3.client("sns"), settings.notifications_topic_arn)
+    outbox = OutboxWriter(table, clock)  # events and notifications leave through the outbox only
     refunds = DowngradeRefunds(RefundPlanRepository(table), gateway, clock)
     credit_repo = CreditRepository(table)
-    events = EventPublisher(boto3.client("events"), settings.event_bus_name)
-    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, events)
+    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock)
     usage = UsageService(orgs, repo, credit_repo, plans, clock)
     overage = OverageBilling(orgs, repo, credit_repo, usage, gateway)
     wallet_repo = WalletRepository(table)
-    wallet = WalletService(orgs, repo, wallet_repo, gateway, clock, events, notifier)
+    wallet = WalletService(orgs, repo, wallet_repo, gateway, clock)
     documents = DocumentStore(boto3.client("s3"), settings.documents_bucket)
     invoices = InvoiceService(
         orgs,
@@ -85,13 +83,11 @@ def build_services(settings: ApiSettings) -> Services:
         gateway,
         documents,
         clock,
-        events,
-        notifier,
     )
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
-        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, notifier, credits, overage, wallet),
+        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, outbox, credits, overage, wallet),
         credits=credits,
         usage=usage,
         wallet=wallet,

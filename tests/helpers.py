@@ -109,9 +109,11 @@ def capture_notifications(stack: Any) -> str:
 
 
 def drain(stack: Any, queue_url: str) -> list[dict[str, Any]]:
-    """Every JSON message waiting on the queue, oldest first (and removes them)."""
+    """Every JSON message waiting on the queue, oldest first (and removes them), once the outbox has sent
+    everything committed so far."""
     import json
 
+    stack.flush_outbox()
     sqs = stack.client("sqs")
     found: list[dict[str, Any]] = []
     while True:

@@ -10,9 +10,9 @@ from typing import Any
 from shared.billing.refunds import DowngradeRefunds
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror
 from shared.credits.service import CreditService
-from shared.notify import Notifier
 from shared.observability import logger
 from shared.orgs.repository import OrgRepository
+from shared.outbox import Notice, OutboxWriter
 from shared.stripe_gateway import StripeGateway, WebhookEvent
 from shared.usage.billing import OverageBilling
 from shared.wallet.service import WalletService
@@ -26,7 +26,7 @@ class StripeEventHandler:
         mirror: SubscriptionMirror,
         seats: SeatSync,
         refunds: DowngradeRefunds,
-        notifier: Notifier,
+        outbox: OutboxWriter,
         credits: CreditService,
         overage: OverageBilling,
         wallet: WalletService,
@@ -37,7 +37,7 @@ class StripeEventHandler:
         self._mirror = mirror
         self._seats = seats
         self._refunds = refunds
-        self._notifier = notifier
+        self._outbox = outbox
         self._credits = credits
         self._overage = overage
         self._wallet = wallet
@@ -137,19 +137,19 @@ class StripeEventHandler:
             return "unknown_org"
         if parsed.subscription_id:
             self._sync_subscription(parsed.subscription_id, org_id)
-        self._notifier.notify(
-            org_id=org_id,
-            kind="Payment.Failed",
-            subject="Layers: your subscription payment failed",
-            message=f"We could not charge {parsed.amount_due_minor} {parsed.currency} (minor units) for invoice "
+        notice = Notice(
+            "Payment.Failed",
+            "Layers: your subscription payment failed",
+            f"We could not charge {parsed.amount_due_minor} {parsed.currency} (minor units) for invoice "
             f"{parsed.number or parsed.invoice_id}. Update your card in the billing portal to keep your plan.",
-            details={
+            {
                 "invoice_id": parsed.invoice_id,
                 "amount_due_minor": parsed.amount_due_minor,
                 "currency": parsed.currency,
                 "attempt_count": invoice.get("attempt_count"),
             },
         )
+        self._outbox.send(org_id, f"invoice-failed:{parsed.invoice_id}:{invoice.get('attempt_count')}", [notice])
         return "past_due_notified"
 
     def _payment_intent(self, intent: dict[str, Any]) -> str:
@@ -186,11 +186,11 @@ class StripeEventHandler:
             return "wallet_reversed"
         org_id = self._org_for(dispute.get("customer")) if dispute.get("customer") else None
         if org_id:
-            self._notifier.notify(
-                org_id=org_id,
-                kind="Payment.Disputed",
-                subject="Layers: a payment was disputed",
-                message=f"A payment of {dispute.get('amount')} (minor units) was disputed.",
-                details={"charge_id": charge_id, "reason": dispute.get("reason")},
+            notice = Notice(
+                "Payment.Disputed",
+                "Layers: a payment was disputed",
+                f"A payment of {dispute.get('amount')} (minor units) was disputed.",
+                {"charge_id": charge_id, "reason": dispute.get("reason")},
             )
+            self._outbox.send(org_id, f"dispute:{dispute['id']}", [notice])
         return "dispute_noted"

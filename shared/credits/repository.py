@@ -12,13 +12,16 @@ is impossible), its entries, the reservation (conditional on its status) and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared.credits.account import CreditAccount, Entry
 from shared.dynamo import TransactionConditionFailed, close_indexed, dynamo_errors, plain
+from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 
 
@@ -173,6 +176,10 @@ class CreditRepository:
             raise RecordConflict from exc
 
     # ------------------------------------------------------------------ transaction items
+    def outbox(self, org_id: str, cause: str, messages: Sequence[Message], now: datetime) -> list[dict[str, Any]]:
+        """The outbox items of a change's messages, for the change's own transaction."""
+        return outbox_puts(self._name, org_id, cause, messages, now)
+
     def put_reservation(self, org_id: str, run_id: str, record: dict[str, Any]) -> dict[str, Any]:
         return {
             "Put": {

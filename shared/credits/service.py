@@ -20,10 +20,10 @@ from shared.credits.account import CreditAccount, Entry, EntryKind, Split
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository, RecordConflict, StoredAccount, VersionConflict
 from shared.errors import ConcurrentUpdateError, ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
-from shared.events import EventPublisher
 from shared.orgs.models import MANAGE_BILLING, READ, Org, ProjectStatus
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.outbox import Event, Message
 from shared.pagination import Page
 
 RESERVATION_TTL = timedelta(hours=2)
@@ -73,15 +73,14 @@ class CreditService:
         plans: PlanCatalog,
         templates: TemplateCatalog,
         clock: Clock,
-        events: EventPublisher,
     ):
+        """Events leave through the outbox, in the transaction of the settle that causes them."""
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
         self._plans = plans
         self._templates = templates
         self._clock = clock
-        self._events = events
 
     # ------------------------------------------------------------------ plumbing
     def _org(self, org_id: str) -> Org:
@@ -272,6 +271,8 @@ class CreditService:
                     ),
                     self._repo.add_counters(org_id, f"PERIOD#{record['period_key']}#PRJ#{project}", hold),
                 ]
+            warnings = self._warnings(org, stored.account, after)
+            extra += self._repo.outbox(org_id, f"credits:{org_id}:v{stored.version + 1}", warnings, now)
             try:
                 self._repo.commit(
                     org_id,
@@ -293,7 +294,6 @@ class CreditService:
         self._transact(org_id, attempt)
         if outcome.get("raced"):
             return self._terminal(self._reservation(org_id, workflow_run_id), "settled")
-        self._warn(org, outcome["before"], outcome["after"])
         return _result(
             {**record, **outcome["done"], "status": "settled"}, replayed=False, available=outcome["after"].available
         )
@@ -370,29 +370,28 @@ class CreditService:
         fields = {"ref": ref, "actor": actor, "idempotency_key": key}
         return {**fields, "project_id": project_id} if project_id else fields
 
-    def _warn(self, org: Org, before: CreditAccount, after: CreditAccount) -> None:
-        """Credits.UsageWarning at 80% and 100% of included credits, Credits.OverageStarted: each
-        fires from the one settle whose committed transaction crossed it."""
-        if after.included <= 0:
-            return
+    @staticmethod
+    def _warnings(org: Org, before: CreditAccount, after: CreditAccount) -> list[Message]:
+        """Credits.UsageWarning at 80% and 100% of included credits, Credits.OverageStarted: each sent
+        (through the outbox) with the one settle whose transaction crossed it."""
+        if after.included <= 0 or before.period_key != after.period_key:
+            return []
+        messages: list[Message] = []
         for pct in WARN_AT_PCT:
             line = after.included * pct // 100
-            if before.included_used < line <= after.included_used and before.period_key == after.period_key:
-                self._events.publish(
-                    "Credits.UsageWarning",
-                    {
-                        "org_id": org.org_id,
-                        "period_key": after.period_key,
-                        "threshold_pct": pct,
-                        "included": after.included,
-                        "used": after.included_used,
-                    },
-                )
-        if before.overage == 0 < after.overage and before.period_key == after.period_key:
-            self._events.publish(
-                "Credits.OverageStarted",
-                {"org_id": org.org_id, "period_key": after.period_key, "overage": after.overage},
-            )
+            if before.included_used < line <= after.included_used:
+                detail = {
+                    "org_id": org.org_id,
+                    "period_key": after.period_key,
+                    "threshold_pct": pct,
+                    "included": after.included,
+                    "used": after.included_used,
+                }
+                messages.append(Event("Credits.UsageWarning", detail))
+        if before.overage == 0 < after.overage:
+            detail = {"org_id": org.org_id, "period_key": after.period_key, "overage": after.overage}
+            messages.append(Event("Credits.OverageStarted", detail))
+        return messages
 
     # ------------------------------------------------------------------ support and packs
     def adjust(self, caller: Caller, org_id: str, *, credits: int, reason: str, idempotency_key: str) -> int:

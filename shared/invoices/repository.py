@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
 from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
 from shared.invoices.models import Invoice
+from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 
 
@@ -65,6 +68,23 @@ class InvoiceRepository:
                     ExpressionAttributeNames={"#s": "status"},
                     ExpressionAttributeValues={":s": expected_status},
                 )
+        except TransactionConditionFailed:
+            return False
+        return True
+
+    def issue(self, invoice: Invoice, messages: Sequence[Message], now: datetime) -> bool:
+        """Saves the issued invoice with its announcements (the outbox), if it was still rendered."""
+        put = {
+            "TableName": self._table.name,
+            "Item": self._item(invoice),
+            "ConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": "rendered"},
+        }
+        outbox = outbox_puts(self._table.name, invoice.org_id, f"invoice-issued:{invoice.invoice_id}", messages, now)
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=[{"Put": put}, *outbox])
         except TransactionConditionFailed:
             return False
         return True

@@ -13,14 +13,13 @@ from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
 from shared.errors import NotFoundError
-from shared.events import EventPublisher
 from shared.invoices.models import Invoice, InvoiceLine, Totals
 from shared.invoices.render import render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
-from shared.notify import Notifier
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
 from shared.stripe_gateway import StripeGateway
 from shared.usage.service import UsageService
@@ -44,8 +43,6 @@ class InvoiceService:
         gateway: StripeGateway,
         documents: DocumentStore,
         clock: Clock,
-        events: EventPublisher,
-        notifier: Notifier,
     ):
         self._orgs = orgs
         self._org_repo = org_repo
@@ -56,8 +53,6 @@ class InvoiceService:
         self._gateway = gateway
         self._documents = documents
         self._clock = clock
-        self._events = events
-        self._notifier = notifier
 
     def _org(self, org_id: str) -> Org:
         return self._org_repo.require_org(org_id)
@@ -127,25 +122,27 @@ class InvoiceService:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "rendered":
             issued = invoice.model_copy(update={"status": "issued", "issued_at": iso(self._clock.now())})
-            if self._repo.save(issued, expected_status="rendered"):  # only the run that moved it announces
-                totals = issued.totals
-                detail = {
-                    "org_id": org_id,
-                    "invoice_id": issued.invoice_id,
-                    "number": issued.number,
-                    "period_key": issued.period_key,
-                    "currency": issued.currency,
-                    "total_minor": totals.total_minor if totals else 0,
-                    "amount_due_minor": totals.amount_due_minor if totals else 0,
-                }
-                self._events.publish("Invoice.Issued", detail)
-                self._notifier.notify(
-                    org_id=org_id,
-                    kind="Invoice.Issued",
-                    subject=f"Layers invoice {issued.number}",
-                    message="Your monthly Layers invoice is ready (PDF and CSV in Billing).",
-                    details=detail,
-                )
+            totals = issued.totals
+            detail = {
+                "org_id": org_id,
+                "invoice_id": issued.invoice_id,
+                "number": issued.number,
+                "period_key": issued.period_key,
+                "currency": issued.currency,
+                "total_minor": totals.total_minor if totals else 0,
+                "amount_due_minor": totals.amount_due_minor if totals else 0,
+            }
+            announced: list[Message] = [
+                Event("Invoice.Issued", detail),
+                Notice(
+                    "Invoice.Issued",
+                    f"Layers invoice {issued.number}",
+                    "Your monthly Layers invoice is ready (PDF and CSV in Billing).",
+                    detail,
+                ),
+            ]
+            # Issued and announced in one transaction: only the run that moved it announces.
+            self._repo.issue(issued, announced, self._clock.now())
         return self._invoice(org_id, period_key).status
 
     def record_failure(self, org_id: str, period_key: str, error: str) -> None:

@@ -17,12 +17,15 @@ Holds do not move money: they change `held` / `available` arithmetically under t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared.dynamo import TransactionConditionFailed, close_indexed, dynamo_errors, plain
+from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 from shared.wallet.account import Movement, WalletAccount, WalletStatus
 
@@ -171,8 +174,21 @@ class WalletRepository:
             )
         return [plain(i) for i in resp["Items"]]
 
-    def settle_topup_record(self, org_id: str, topup_id: str, fields: dict[str, Any]) -> None:
-        """Sets `fields` on a top-up and takes it off the in-flight auto-top-up list."""
+    def settle_topup_record(
+        self, org_id: str, topup_id: str, fields: dict[str, Any], *, unless: str | None = None
+    ) -> None:
+        """Sets `fields` on a top-up and takes it off the in-flight auto-top-up list; with `unless`, the
+        fields are not set on a top-up in that status (a credit that landed first is never overwritten)."""
+        if unless is not None:
+            try:
+                self._set_topup(org_id, topup_id, fields, unless)
+            except TransactionConditionFailed:
+                fields = {}  # leave its status; still take it off the list
+            else:
+                return
+        self._set_topup(org_id, topup_id, fields, None)
+
+    def _set_topup(self, org_id: str, topup_id: str, fields: dict[str, Any], unless: str | None) -> None:
         update: dict[str, Any] = {"UpdateExpression": "REMOVE GSI2PK, GSI2SK"}
         if fields:
             sets = ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
@@ -181,9 +197,14 @@ class WalletRepository:
                 "ExpressionAttributeNames": {f"#f{i}": k for i, k in enumerate(fields)},
                 "ExpressionAttributeValues": {f":f{i}": v for i, v in enumerate(fields.values())},
             }
+        condition = "attribute_exists(PK)"
+        if unless is not None:
+            condition += " AND #status <> :unless"
+            update.setdefault("ExpressionAttributeNames", {})["#status"] = "status"
+            update.setdefault("ExpressionAttributeValues", {})[":unless"] = unless
         with dynamo_errors():
             self._table.update_item(
-                Key={"PK": _pk(org_id), "SK": f"TOPUP#{topup_id}"}, ConditionExpression="attribute_exists(PK)", **update
+                Key={"PK": _pk(org_id), "SK": f"TOPUP#{topup_id}"}, ConditionExpression=condition, **update
             )
 
     # ------------------------------------------------------------------ money movements
@@ -386,6 +407,10 @@ class WalletRepository:
         return close_indexed(self._name, key, expected="pending", status=status, fields=fields)
 
     # ------------------------------------------------------------------ transaction items
+    def outbox(self, org_id: str, cause: str, messages: Sequence[Message], now: datetime) -> list[dict[str, Any]]:
+        """The outbox items of a change's messages, for the change's own transaction."""
+        return outbox_puts(self._name, org_id, cause, messages, now)
+
     def marker(self, org_id: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
         return {
             "Put": {

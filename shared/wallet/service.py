@@ -25,6 +25,7 @@ from shared.deadline import seconds_left
 from shared.errors import (
     ConcurrentUpdateError,
     ConflictError,
+    DomainError,
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
@@ -32,12 +33,11 @@ from shared.errors import (
     ThrottledError,
     UpstreamError,
 )
-from shared.events import EventPublisher
-from shared.notify import Notifier
 from shared.observability import logger
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
 from shared.stripe_gateway import StripeGateway
 from shared.wallet.account import EntryKind, Signal, WalletAccount, WalletStatus, platform_fee
@@ -109,16 +109,13 @@ class WalletService:
         repo: WalletRepository,
         gateway: StripeGateway,
         clock: Clock,
-        events: EventPublisher,
-        notifier: Notifier,
     ):
+        """Events and notifications leave through the outbox, with the changes that cause them."""
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
         self._gateway = gateway
         self._clock = clock
-        self._events = events
-        self._notifier = notifier
 
     # ------------------------------------------------------------------ plumbing
     def _agency(self, org: Org) -> Org:
@@ -159,6 +156,14 @@ class WalletService:
                 return None
             after: WalletAccount = args.pop("after")
             signals: list[Signal] = args.pop("signals", [])
+            if _wallet_mode(stored, org) is not BillingMode.AGENCY:
+                # Low and paused are about agency spend, and there is none any more; resumed still tells.
+                signals = [signal for signal in signals if signal is Signal.RESUMED]
+            messages = [*self._signal_messages(org, stored.account, after, signals), *args.pop("messages", [])]
+            outbox = self._repo.outbox(
+                org.org_id, f"wallet:{org.org_id}:v{stored.version + 1}", messages, self._clock.now()
+            )
+            args["extra"] = [*args.get("extra", []), *outbox]
             try:
                 self._repo.post(
                     org.org_id,
@@ -179,14 +184,18 @@ class WalletService:
                 if agency_only:
                     self._agency(org)
                 continue
-            if _wallet_mode(stored, org) is not BillingMode.AGENCY:
-                # Low and paused are about agency spend, and there is none any more; resumed still tells.
-                signals = [signal for signal in signals if signal is Signal.RESUMED]
-            self._emit(org, stored.account, after, signals)
             return Posted(stored, after, signals, replay=False)
         raise ConcurrentUpdateError("The wallet is busy; retry.")
 
-    def _emit(self, org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> None:
+    @staticmethod
+    def _signal_messages(org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> list[Message]:
+        """The event and the notification of each status change, sent with the change (the outbox)."""
+        texts = {
+            Signal.LOW_BALANCE: "Your Layers ad wallet is running low. Top up to keep agency ads running.",
+            Signal.PAUSED: "Your Layers ad wallet is below its floor: agency ads are paused. Top up to resume.",
+            Signal.RESUMED: "Your Layers ad wallet was topped up: agency ads are running again.",
+        }
+        messages: list[Message] = []
         for signal in signals:
             detail = {
                 "org_id": org.org_id,
@@ -195,19 +204,9 @@ class WalletService:
                 "status": after.status.value,
                 "previous_status": before.status.value,
             }
-            self._events.publish(signal.value, detail)
-            messages = {
-                Signal.LOW_BALANCE: "Your Layers ad wallet is running low. Top up to keep agency ads running.",
-                Signal.PAUSED: "Your Layers ad wallet is below its floor: agency ads are paused. Top up to resume.",
-                Signal.RESUMED: "Your Layers ad wallet was topped up: agency ads are running again.",
-            }
-            self._notifier.notify(
-                org_id=org.org_id,
-                kind=signal.value,
-                subject=f"Layers: {signal.value}",
-                message=messages[signal],
-                details=detail,
-            )
+            messages.append(Event(signal.value, detail))
+            messages.append(Notice(signal.value, f"Layers: {signal.value}", texts[signal], detail))
+        return messages
 
     # ------------------------------------------------------------------ reads and settings (people)
     def view(self, caller: Caller, org_id: str) -> WalletView:
@@ -439,13 +438,17 @@ class WalletService:
             return
         if topup.get("method") in ("ach", "wire"):
             self._adjust_pending(org, -int(topup.get("amount_minor", 0)), marker=f"topup-failed:{payment_intent_id}")
-        self._topup_update(org_id, topup_id, {"status": "failed"})
-        self._notifier.notify(
-            org_id=org_id,
-            kind="Wallet.TopUpFailed",
-            subject="Layers: a wallet top-up failed",
-            message="A top-up of your ad wallet could not be collected.",
-            details={"topup_id": topup_id, "amount_minor": topup.get("amount_minor")},
+        notice = Notice(
+            "Wallet.TopUpFailed",
+            "Layers: a wallet top-up failed",
+            "A top-up of your ad wallet could not be collected.",
+            {"topup_id": topup_id, "amount_minor": topup.get("amount_minor")},
+        )
+        self._repo.write(
+            [
+                self._repo.set_fields(org_id, f"TOPUP#{topup_id}", {"status": "failed"}),
+                *self._repo.outbox(org_id, f"topup-failed:{payment_intent_id}", [notice], self._clock.now()),
+            ]
         )
 
     def dispute(self, *, charge_id: str, dispute_id: str, amount_minor: int) -> bool:
@@ -462,6 +465,14 @@ class WalletService:
                 "movements": movements,
                 "signals": signals,
                 "extra": [self._repo.marker(org.org_id, f"dispute:{dispute_id}", {})],
+                "messages": [
+                    Notice(
+                        "Wallet.TopUpDisputed",
+                        "Layers: a wallet top-up was disputed",
+                        "A disputed top-up was taken back from your ad wallet.",
+                        {"charge_id": charge_id, "amount_minor": amount_minor},
+                    )
+                ],
                 "entry_fields": {
                     "ref": f"dispute:{dispute_id}",
                     "actor": "stripe",
@@ -470,14 +481,6 @@ class WalletService:
             }
 
         posted = self._post(org, build)
-        if posted and not posted.replay:
-            self._notifier.notify(
-                org_id=org.org_id,
-                kind="Wallet.TopUpDisputed",
-                subject="Layers: a wallet top-up was disputed",
-                message="A disputed top-up was taken back from your ad wallet.",
-                details={"charge_id": charge_id, "amount_minor": amount_minor},
-            )
         return bool(posted and not posted.replay)
 
     # ------------------------------------------------------------------ holds (optimizer)
@@ -679,10 +682,11 @@ class WalletService:
     def _run_auto_top_up(self, org: Org, topup: dict[str, Any]) -> None:
         """Charges the saved card. A declined card is tried up to MAX_AUTO_ATTEMPTS times, then auto-top-up
         is turned off and the owner told. A Stripe outage or timeout leaves the claim to the sweeper, which
-        resumes it with the same keys: an attempt Stripe already made replays, none is charged twice."""
+        resumes it with the same keys and the same parameters (the card, amount and currency the claim
+        recorded): an attempt Stripe already made replays, none is charged twice."""
         topup_id = topup["topup_id"]
         try:
-            card = self._gateway.default_card(org.stripe_customer_id) if org.stripe_customer_id else None
+            card = self._claim_card(org, topup)
             for attempt in range(1, MAX_AUTO_ATTEMPTS + 1 if card else 1):
                 intent = self._auto_charge(org, topup, card or "", attempt)
                 if intent:
@@ -691,9 +695,27 @@ class WalletService:
                     )
                     return
         except (UpstreamError, ThrottledError):
-            logger.warning("auto-top-up interrupted; the sweeper resumes it", extra={"org_id": org.org_id})
+            logger.warning(
+                "auto-top-up interrupted; the sweeper resumes it", extra={"org_id": org.org_id}, exc_info=True
+            )
             return
         self._disable_auto(org, topup_id)
+
+    def _claim_card(self, org: Org, topup: dict[str, Any]) -> str | None:
+        """The card this claim charges: the one it recorded, else the customer's saved card (recorded now,
+        so a resumed attempt sends exactly what the first did). None when there is no card to charge."""
+        if topup.get("payment_method"):
+            return str(topup["payment_method"])
+        try:
+            card = self._gateway.default_card(org.stripe_customer_id) if org.stripe_customer_id else None
+        except InvalidRequestError:  # the customer is gone (deleted in Stripe)
+            logger.exception("auto-top-up: no Stripe customer to charge", extra={"org_id": org.org_id})
+            return None
+        if card:
+            self._repo.write(
+                [self._repo.set_fields(org.org_id, f"TOPUP#{topup['topup_id']}", {"payment_method": card})]
+            )
+        return card
 
     def _auto_charge(self, org: Org, topup: dict[str, Any], card: str, attempt: int) -> str | None:
         """One attempt's payment intent; None when the card was declined or Stripe refused the charge."""
@@ -701,8 +723,8 @@ class WalletService:
             return self._gateway.charge_card(
                 customer_id=org.stripe_customer_id or "",
                 payment_method=card,
-                amount_minor=topup["amount_minor"],
-                currency=org.currency,
+                amount_minor=int(topup["amount_minor"]),
+                currency=str(topup.get("currency") or org.currency),  # the wallet's, when the claim was made
                 metadata={
                     "org_id": org.org_id,
                     "kind": "wallet_topup",
@@ -719,47 +741,76 @@ class WalletService:
 
     def resume_stalled_auto_top_ups(self) -> int:
         """The sweeper's part: auto-top-ups interrupted before they had a payment intent are charged
-        again (same keys), or ended once too old to resume safely. Returns how many were taken up."""
+        again (same keys), or ended without a charge when no longer wanted or too old to resume safely.
+        One org's failure never stops the others. Returns how many were taken up."""
         now = self._clock.now()
         taken = 0
         for record in self._repo.stalled_auto_top_ups(iso(now - AUTO_RESUME_AFTER)):
-            if (seconds_left() or SWEEP_RESERVE_S) < SWEEP_RESERVE_S:
+            left = seconds_left()
+            if left is not None and left < SWEEP_RESERVE_S:
                 break
-            org_id, topup_id = record["PK"].removeprefix("ORG#"), record["topup_id"]
-            stored = self._repo.get(org_id)
-            if stored is None or stored.settings.get("auto_in_flight") != topup_id:
-                self._repo.settle_topup_record(org_id, topup_id, {})  # credited or ended meanwhile
-                continue
-            org = self._with_wallet(self._org_repo.require_org(org_id))
-            if datetime.fromisoformat(record["created_at"]) < now - AUTO_GIVE_UP_AFTER:
-                self._disable_auto(org, topup_id)
-            else:
-                self._run_auto_top_up(org, record)
-            taken += 1
+            try:
+                taken += self._resume(record, now)
+            except DomainError:
+                logger.exception("auto-top-up could not be resumed", extra={"topup_id": record.get("topup_id")})
         return taken
 
-    def _disable_auto(self, org: Org, topup_id: str) -> None:
+    def _resume(self, record: dict[str, Any], now: datetime) -> int:
+        org_id, topup_id = record["PK"].removeprefix("ORG#"), record["topup_id"]
+        stored = self._repo.get(org_id)
+        if stored is None or stored.settings.get("auto_in_flight") != topup_id:
+            self._repo.settle_topup_record(org_id, topup_id, {})  # credited or ended meanwhile
+            return 0
+        org = self._with_wallet(self._org_repo.require_org(org_id))
+        s = stored.settings
+        unwanted = (
+            not s.get("auto_enabled")  # turned off meanwhile
+            or _wallet_mode(stored, org) is not BillingMode.AGENCY  # left agency mode
+            or stored.account.balance >= int(s.get("auto_threshold_minor", 0))  # topped up meanwhile
+            or datetime.fromisoformat(record["created_at"]) < now - AUTO_GIVE_UP_AFTER  # Stripe forgot the keys
+        )
+        if unwanted:
+            # Ended without a charge. Had an interrupted attempt been charged after all, its
+            # payment_intent.succeeded still credits the wallet (topup_succeeded needs no claim).
+            self._end_claim(org, topup_id)
+        else:
+            self._run_auto_top_up(org, record)
+        return 1
+
+    def _end_claim(self, org: Org, topup_id: str) -> None:
         def build(stored: StoredWallet) -> dict[str, Any] | None:
             if stored.settings.get("auto_in_flight") != topup_id:
                 return None
+            return {"after": stored.account, "entry_fields": {}, "sets": {"auto_in_flight": ""}}
+
+        if self._post(org, build) is not None:
+            self._repo.settle_topup_record(org.org_id, topup_id, {"status": "canceled"}, unless="succeeded")
+
+    def _disable_auto(self, org: Org, topup_id: str) -> None:
+        detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": MAX_AUTO_ATTEMPTS}
+        told: list[Message] = [
+            Event("Wallet.AutoTopUpDisabled", detail),
+            Notice(
+                "Wallet.AutoTopUpDisabled",
+                "Layers: auto-top-up was turned off",
+                "We could not charge your saved card for the ad wallet; auto-top-up is off. "
+                "Update the card and top up to keep agency ads running.",
+                detail,
+            ),
+        ]
+
+        def build(stored: StoredWallet) -> dict[str, Any] | None:
+            if stored.settings.get("auto_in_flight") != topup_id:
+                return None  # ended already (credited, or turned off by another run): told then
             return {
                 "after": stored.account,
                 "entry_fields": {},
                 "sets": {"auto_in_flight": "", "auto_enabled": False, "auto_failures": MAX_AUTO_ATTEMPTS},
+                "messages": told,
             }
 
-        self._post(org, build)
-        self._repo.settle_topup_record(org.org_id, topup_id, {"status": "failed"})
-        detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": MAX_AUTO_ATTEMPTS}
-        self._events.publish("Wallet.AutoTopUpDisabled", detail)
-        self._notifier.notify(
-            org_id=org.org_id,
-            kind="Wallet.AutoTopUpDisabled",
-            subject="Layers: auto-top-up was turned off",
-            message="We could not charge your saved card for the ad wallet; auto-top-up is off. "
-            "Update the card and top up to keep agency ads running.",
-            details=detail,
-        )
+        if self._post(org, build) is not None:  # only the run that turned it off says so
+            self._repo.settle_topup_record(org.org_id, topup_id, {"status": "failed"}, unless="succeeded")
 
     # ------------------------------------------------------------------ refunds (support)
     def refund(

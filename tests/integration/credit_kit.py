@@ -11,7 +11,6 @@ import boto3
 from shared.catalog import plan_catalog, template_catalog
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
-from shared.events import EventPublisher
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.usage.service import UsageService
@@ -43,6 +42,5 @@ def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None 
     org_repo = OrgRepository(table)
     orgs = OrgService(org_repo, plan_catalog(), clock)
     repo = CreditRepository(table)
-    events = EventPublisher(session.client("events"), bus_name)
-    credits = CreditService(orgs, org_repo, repo, plan_catalog(), template_catalog(), clock, events)
+    credits = CreditService(orgs, org_repo, repo, plan_catalog(), template_catalog(), clock)
     return CreditKit(clock, orgs, org_repo, repo, credits, UsageService(orgs, org_repo, repo, plan_catalog(), clock))

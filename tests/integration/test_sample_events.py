@@ -49,5 +49,7 @@ def test_handler_accepts_its_sample_event(stack: Any, path: Path) -> None:
     if "requestContext" in event:  # an HTTP API event: an HTTP reply with a JSON body
         assert 200 <= reply["statusCode"] < 300, reply
         assert json.loads(reply["body"])
+    elif "Records" in event:  # a stream batch: every record handled
+        assert reply == {"batchItemFailures": []}
     else:  # a scheduled event: the handler's own result
         assert isinstance(reply, dict) and reply

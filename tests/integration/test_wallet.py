@@ -50,7 +50,7 @@ def _bill(kit: WalletKit, org_id: str, project: str, amount: int, bill_id: str, 
     )
 
 
-def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> tuple[str, str]:
+def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> tuple[str, str, str]:
     """A subscribed agency org (saved card) with 50,000 in its wallet and auto-top-up of 30,000 below 40,000."""
     from tests.integration.stripe_kit import StripeKit
 
@@ -64,7 +64,7 @@ def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> 
     settings = {"low_threshold_minor": 0, "floor_minor": 0, "auto_enabled": True, "auto_threshold_minor": 40_000}
     settings |= {"auto_amount_minor": 30_000, "auto_daily_cap_minor": 90_000}
     kit.wallet.configure(Caller(owner, None, frozenset()), org_id, settings)
-    return org_id, project
+    return org_id, project, owner
 
 
 def test_1000_concurrent_holds_for_a_wallet_that_covers_500(kit: WalletKit, stack: Any) -> None:
@@ -211,7 +211,7 @@ def test_a_top_up_that_failed_to_reach_stripe_is_retried_once(api: ApiClient, st
 
 
 def test_auto_top_up_never_runs_twice_at_once(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> None:
-    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     local = threading.local()
 
     def bill(i: int) -> None:
@@ -316,7 +316,7 @@ def test_a_stripe_outage_during_an_auto_top_up_is_resumed_by_the_sweeper(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
     # Given an agency org with auto-top-up and a saved card, and Stripe failing past the SDK's retries
-    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     stack.stripe.fail_next(100, status=503)
     try:
         # When a bill takes the balance below the threshold, Then the bill is recorded all the same
@@ -345,7 +345,7 @@ def test_an_auto_top_up_cut_off_after_stripe_charged_is_recorded_not_charged_aga
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
     # Given the charge's reply trickles in past the request's deadline, and Stripe's webhook is not delivered
-    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     customer = kit.org_repo.require_org(org_id).stripe_customer_id
     webhooks = stack.stripe.engine.webhook_url
     stack.stripe.set_webhook_endpoint(None)
@@ -371,7 +371,7 @@ def test_an_auto_top_up_cut_off_after_stripe_charged_is_recorded_not_charged_aga
 def test_a_card_declined_on_every_attempt_turns_auto_top_up_off(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
-    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     customer = kit.org_repo.require_org(org_id).stripe_customer_id or ""
     client = kit.gateway._client.v1
     declining = client.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer}).id
@@ -384,24 +384,30 @@ def test_a_card_declined_on_every_attempt_turns_auto_top_up_off(
     [topup] = _auto_top_ups(table, org_id)
     assert topup["status"] == "failed" and "GSI2PK" not in topup
     told = [e["detail"] for e in drain(stack, queue) if e["detail"].get("org_id") == org_id]
-    assert told == [{"org_id": org_id, "topup_id": topup["topup_id"], "attempts": 3}]
+    assert [{k: v for k, v in d.items() if k != "event_id"} for d in told] == [
+        {"org_id": org_id, "topup_id": topup["topup_id"], "attempts": 3}
+    ]
+    assert told[0]["event_id"]  # stable: consumers dedupe on it
 
 
 def test_an_auto_top_up_interrupted_for_a_day_is_ended_not_resumed(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
     # Given an auto-top-up interrupted by a Stripe outage
-    org_id, project = _auto_top_up_org(kit, stack, table, api)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     stack.stripe.fail_next(100, status=503)
     try:
         _bill(kit, org_id, project, 20_000, "day-1")
     finally:
         stack.stripe._server.faults.clear()  # type: ignore[union-attr]
     # When the sweeper first sees it a day later (Stripe has forgotten the keys: a resumed attempt could
-    # charge twice), Then it is ended: auto-top-up off, the owner told, nothing charged
+    # charge twice), Then it is ended, nothing charged; auto-top-up stays on (the card never failed), so
+    # the next bill below the threshold starts a fresh one
     _sweep(kit, timedelta(hours=24))
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.settings.get("auto_enabled") is False
+    assert stored is not None and stored.settings.get("auto_enabled") is True
     assert not stored.settings.get("auto_in_flight")
     [topup] = _auto_top_ups(table, org_id)
-    assert topup["status"] == "failed" and "payment_intent_id" not in topup
+    assert topup["status"] == "canceled" and "payment_intent_id" not in topup
+    _bill(kit, org_id, project, 1_000, "day-2")
+    assert len(_auto_top_ups(table, org_id)) == 2

@@ -10,8 +10,6 @@ import boto3
 
 from shared.auth import Caller
 from shared.catalog import plan_catalog
-from shared.events import EventPublisher
-from shared.notify import Notifier
 from shared.orgs.models import BillingMode
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -40,15 +38,7 @@ def wallet_kit(stack: Any, now: datetime) -> WalletKit:
     orgs = OrgService(org_repo, plan_catalog(), clock)
     repo = WalletRepository(table)
     gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
-    wallet = WalletService(
-        orgs,
-        org_repo,
-        repo,
-        gateway,
-        clock,
-        EventPublisher(session.client("events"), stack.env["EVENT_BUS_NAME"]),
-        Notifier(session.client("sns"), stack.env["NOTIFICATIONS_TOPIC_ARN"]),
-    )
+    wallet = WalletService(orgs, org_repo, repo, gateway, clock)
     return WalletKit(clock, orgs, org_repo, repo, wallet, gateway)
 
 

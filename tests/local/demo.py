@@ -584,6 +584,7 @@ class Watcher:
     """Subscribes a queue to the SNS topic and the event bus, to show what went out."""
 
     def __init__(self, stack: LocalStack):
+        self._stack = stack
         self._sqs = stack.client("sqs")
         self._url = self._sqs.create_queue(QueueName="demo-watch")["QueueUrl"]
         arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -604,6 +605,7 @@ class Watcher:
         )
 
     def received(self, org_id: str) -> list[tuple[str, str]]:
+        self._stack.flush_outbox()  # what the changes so far sent, through the outbox
         out: list[tuple[str, str]] = []
         while True:
             got = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=0)

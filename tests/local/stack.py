@@ -22,6 +22,7 @@ from tests.local import cfn, devtokens
 from tests.local.api import LocalHttpApi
 from tests.local.dynamodb_local import start_dynamodb_local, start_moto_server
 from tests.local.lambda_local import LocalLambda, route_moto_step_functions
+from tests.local.streams import StreamPump, stream_sources
 from tests.local.stripe_emulator import StripeEmulator
 
 REGION = cfn.REGION
@@ -42,7 +43,13 @@ class LocalStack:
     stripe: StripeEmulator
     lambda_endpoint: str  # the local Lambda Invoke API, serving the template's functions
     local_lambda: LocalLambda
+    streams: list[StreamPump] = field(default_factory=list)  # table streams -> their functions (the outbox)
     _stops: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def flush_outbox(self, timeout: float = 30.0) -> None:
+        """Waits until every stream record written so far reached its function (the outbox was sent)."""
+        for pump in self.streams:
+            pump.flush(timeout)
 
     def serve_api(self, host: str = "127.0.0.1", port: int = 0) -> tuple[LocalHttpApi, str]:
         """Starts the local HTTP API in front of the template's functions and points the Stripe
@@ -175,6 +182,8 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         stripe = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local")
         stripe_url = stripe.start()
         stops.append(stripe.stop)
+        pumps = _start_stream_pumps(ddb_endpoint, template, names, local_lambda)
+        stops += [pump.stop for pump in pumps]
     except BaseException:
         for stop in reversed(stops):
             stop()
@@ -209,5 +218,21 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         stripe=stripe,
         lambda_endpoint=lambda_endpoint,
         local_lambda=local_lambda,
+        streams=pumps,
         _stops=stops,
     )
+
+
+def _start_stream_pumps(
+    endpoint: str, template: dict[str, Any], names: dict[str, str], local_lambda: LocalLambda
+) -> list[StreamPump]:
+    """What Lambda's DynamoDB event source mappings do: each table stream drives its function."""
+    dynamodb, streams = _client("dynamodb", endpoint), _client("dynamodbstreams", endpoint)
+    pumps = []
+    for source in stream_sources(template):
+        table = names.get(source.table, source.table)
+        arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        pump = StreamPump(streams, arn, source, local_lambda.invoke, region=REGION)
+        pump.start()
+        pumps.append(pump)
+    return pumps

@@ -343,3 +343,61 @@ def test_e9101_a_function_invoked_through_an_alias_or_sns_needs_a_dlq(transforme
 
     _fires(_broken(transformed, through_alias), "E9101", "SpendIngestFunction", "asynchronously")
     _fires(_broken(transformed, through_sns), "E9101", "ApiFunction", "SweeperSubscription")
+
+
+def test_e9103_disabled_actions_and_the_aws_key_by_sub_or_parameter(transformed: Template) -> None:
+    def disabled(r: dict[str, Any]) -> None:
+        r["InvoiceRunOrgFailedAlarm"]["Properties"]["ActionsEnabled"] = False
+
+    def by_sub(r: dict[str, Any]) -> None:
+        r["OperationsTopic"]["Properties"]["KmsMasterKeyId"] = {
+            "Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:alias/aws/sns"
+        }
+
+    _fires(_broken(transformed, disabled), "E9103", "InvoiceRunOrgFailedAlarm", "disabled")
+    _fires(_broken(transformed, by_sub), "E9103", "OperationsTopic", "alias/aws/sns")
+    by_parameter = _broken(
+        transformed, lambda r: r["OperationsTopic"]["Properties"].update(KmsMasterKeyId={"Ref": "K"})
+    )
+    by_parameter.setdefault("Parameters", {})["K"] = {"Type": "String", "Default": "alias/aws/sns"}
+    _fires(by_parameter, "E9103", "OperationsTopic", "alias/aws/sns")
+
+
+def test_e9102_an_arn_like_condition_for_another_rule_does_not_count(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        statement = r["FailedInvocationsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        statement["Condition"] = {"ArnLike": {"aws:SourceArn": {"Fn::GetAtt": ["SomeOtherRule", "Arn"]}}}
+
+    _fires(_broken(transformed, change), "E9102", "SpendIngestFunctionBillRecorded")
+
+
+def test_e9104_a_tls_deny_narrowed_by_another_condition_does_not_count(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        _tls_statement(r)["Condition"]["StringEquals"] = {"aws:PrincipalAccount": "111122223333"}
+
+    _fires(_broken(transformed, change), "E9104", "DocumentsBucket", "non-TLS")
+
+
+@pytest.mark.parametrize("kind", ["AWS::IAM::RolePolicy", "AWS::IAM::UserPolicy", "AWS::IAM::GroupPolicy"])
+def test_e9105_inline_policy_resources(transformed: Template, kind: str) -> None:
+    def change(r: dict[str, Any]) -> None:
+        document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "logs:*", "Resource": "*"}]}
+        r["Extra"] = {"Type": kind, "Properties": {"PolicyName": "x", "PolicyDocument": document}}
+
+    _fires(_broken(transformed, change), "E9105", "Extra", "logs:*")
+
+
+@pytest.mark.parametrize("policy", ["CloudWatchFullAccess", "CloudWatchFullAccessV2"])
+def test_e9105_cloudwatch_full_access(transformed: Template, policy: str) -> None:
+    def change(r: dict[str, Any]) -> None:
+        arns = r["InvoiceRunStateMachineRole"]["Properties"].setdefault("ManagedPolicyArns", [])
+        arns.append(f"arn:aws:iam::aws:policy/{policy}")
+
+    _fires(_broken(transformed, change), "E9105", "InvoiceRunStateMachineRole", policy)
+
+
+def test_e9101_an_errors_alarm_naming_its_function_by_sub_counts(transformed: Template) -> None:
+    def change(r: dict[str, Any]) -> None:
+        r["ApiErrorsAlarm"]["Properties"]["Dimensions"][0]["Value"] = {"Fn::Sub": "${ApiFunction}"}
+
+    assert [f for f in _our_findings(_broken(transformed, change)) if f[0] == "E9101"] == []

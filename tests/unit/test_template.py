@@ -174,3 +174,25 @@ def test_every_new_dead_letter_notifies_even_while_others_wait() -> None:
         and a["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedInvocationsQueue", "QueueName"]}
     }
     assert on_queue == {"ApproximateNumberOfMessagesVisible", "NumberOfMessagesSent"}
+
+
+def test_the_outbox_publisher_reads_only_new_outbox_items_and_retries_until_sent() -> None:
+    from tests.local.streams import matches, stream_sources
+
+    [source] = stream_sources(TEMPLATE)
+    assert (source.function, source.table) == ("OutboxPublisherFunction", "BillingTable")
+    assert RESOURCES["BillingTable"]["Properties"]["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
+
+    def record(event: str, sk: str) -> dict[str, Any]:
+        return {"eventName": event, "dynamodb": {"NewImage": {"PK": {"S": "ORG#o"}, "SK": {"S": sk}}}}
+
+    def wanted(r: dict[str, Any]) -> bool:
+        return any(matches(p, r) for p in source.patterns)
+
+    assert wanted(record("INSERT", "OUTBOX#abc"))
+    assert not wanted(record("MODIFY", "OUTBOX#abc"))  # a re-put of the same message is not sent again
+    assert not wanted(record("INSERT", "WALLET"))
+    props = RESOURCES["OutboxPublisherFunction"]["Properties"]["Events"]["Outbox"]["Properties"]
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["MaximumRetryAttempts"] == -1 and props["MaximumRecordAgeInSeconds"] == 86400
+    assert props["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedInvocationsQueue", "Arn"]}

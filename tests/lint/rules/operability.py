@@ -64,7 +64,9 @@ def _policy_documents(resource: dict[str, Any]) -> Iterator[tuple[list[str | int
             for i, policy in enumerate(_listify(props.get("Policies", []))):
                 if isinstance(policy, dict):
                     yield ["Properties", "Policies", i, "PolicyDocument"], policy.get("PolicyDocument")
-        case "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy":
+        case "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" | "AWS::IAM::RolePolicy" | "AWS::IAM::UserPolicy":
+            yield ["Properties", "PolicyDocument"], props.get("PolicyDocument")
+        case "AWS::IAM::GroupPolicy":
             yield ["Properties", "PolicyDocument"], props.get("PolicyDocument")
 
 
@@ -167,11 +169,19 @@ def _alarm_metrics(props: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _dimension_refs(metric: dict[str, Any], name: str) -> set[str]:
-    return {
-        ref
-        for d in _listify(metric.get("Dimensions") or [])
-        if isinstance(d, dict) and d.get("Name") == name and (ref := _ref(d.get("Value")))
-    }
+    """The logical ids a metric's dimension `name` names: by Ref / GetAtt, or a whole "${X}" Fn::Sub."""
+    found = set()
+    for d in _listify(metric.get("Dimensions") or []):
+        if not isinstance(d, dict) or d.get("Name") != name:
+            continue
+        value = d.get("Value")
+        text = _arn_text(value) if isinstance(value, dict) and "Fn::Sub" in value else None
+        ref = _ref(value) or (
+            text[2:-1].split(".", 1)[0] if text and text.startswith("${") and text.endswith("}") else None
+        )
+        if ref:
+            found.add(ref)
+    return found
 
 
 def _function_of(cfn: Any, logical_id: str | None) -> str | None:
@@ -313,7 +323,9 @@ class DeadLetterQueueCanReceive(CloudFormationLintRule):
             for statement in _statements(props.get("PolicyDocument")):
                 principal = statement.get("Principal") or {}
                 services = _listify(principal.get("Service", [])) if isinstance(principal, dict) else []
-                source = ((statement.get("Condition") or {}).get("ArnEquals") or {}).get("aws:SourceArn")
+                condition = statement.get("Condition") or {}
+                sources = [(condition.get(op) or {}).get("aws:SourceArn") for op in ("ArnEquals", "ArnLike")]
+                source = next((s for s in sources if s is not None), None)
                 if (
                     _allows(statement, "sqs:SendMessage")
                     and "events.amazonaws.com" in services
@@ -353,11 +365,14 @@ class AlarmsReachSomeone(CloudFormationLintRule):
         for name, alarm in _resources(cfn, "AWS::CloudWatch::Alarm").items():
             actions = _listify(_props(alarm).get("AlarmActions") or [])
             path = ["Resources", name, "Properties"]
-            if not actions:
-                matches.append(RuleMatch(path, f"{name} has no AlarmActions: it would fire and tell nobody"))
+            enabled = _props(alarm).get("ActionsEnabled", True)
+            if not actions or enabled is False or str(enabled).lower() == "false":
+                matches.append(
+                    RuleMatch(path, f"{name} has no AlarmActions (or they are disabled): it would tell nobody")
+                )
             for i, action in enumerate(actions):
                 topic = _ref(action)
-                key = _props(topics[topic]).get("KmsMasterKeyId") if topic in topics else None
+                key = self._key_text(cfn, _props(topics[topic]).get("KmsMasterKeyId")) if topic in topics else None
                 if isinstance(key, str) and key.endswith("alias/aws/sns"):
                     matches.append(
                         RuleMatch(
@@ -374,6 +389,16 @@ class AlarmsReachSomeone(CloudFormationLintRule):
                         )
                     )
         return matches
+
+    @staticmethod
+    def _key_text(cfn: Any, key: Any) -> Any:
+        """A topic's key as written: a string, an Fn::Sub's text, or the Default of the parameter it Refs."""
+        parameters = cfn.template.get("Parameters", {})
+        if _ref(key) in parameters:
+            return parameters[_ref(key)].get("Default", key)
+        if isinstance(key, dict) and "Fn::Sub" in key:
+            return _arn_text(key)
+        return key
 
     @staticmethod
     def _cloudwatch_may_use(cfn: Any, key: str) -> bool:
@@ -440,6 +465,7 @@ class DataIsProtected(CloudFormationLintRule):
                 if (
                     statement.get("Effect") == "Deny"
                     and _secure_transport(statement) == "false"
+                    and len(statement.get("Condition") or {}) == 1  # no other condition narrows the deny
                     and _everyone(statement.get("Principal"))
                     and _any_action_of(statement.get("Action", []), "s3")
                 ):
@@ -461,7 +487,16 @@ class NoBroadLogsAccess(CloudFormationLintRule):
 
     def match(self, cfn: Any) -> list[RuleMatch]:
         matches: list[RuleMatch] = []
-        iam = ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group")
+        iam = (
+            "AWS::IAM::Role",
+            "AWS::IAM::Policy",
+            "AWS::IAM::ManagedPolicy",
+            "AWS::IAM::User",
+            "AWS::IAM::Group",
+            "AWS::IAM::RolePolicy",
+            "AWS::IAM::UserPolicy",
+            "AWS::IAM::GroupPolicy",
+        )
         for name, resource in _resources(cfn, iam).items():
             for path, document in _policy_documents(resource):
                 for statement in _statements(document):
@@ -481,7 +516,13 @@ class NoBroadLogsAccess(CloudFormationLintRule):
         return matches
 
     # AWS managed policies that grant logs:* (directly or as all actions)
-    _BROAD_MANAGED = ("CloudWatchLogsFullAccess", "AdministratorAccess", "PowerUserAccess")
+    _BROAD_MANAGED = (
+        "CloudWatchLogsFullAccess",
+        "CloudWatchFullAccess",
+        "CloudWatchFullAccessV2",
+        "AdministratorAccess",
+        "PowerUserAccess",
+    )
 
 
 class SchedulesAreSafe(CloudFormationLintRule):

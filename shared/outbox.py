@@ -1,0 +1,112 @@
+"""The transactional outbox: events (EventBridge) and notifications (SNS) are written as items in the
+same DynamoDB transaction as the change that causes them, so a change is never committed without its
+messages, nor a message sent for a change that was not committed.
+
+  PK=ORG#<org_id>  SK=OUTBOX#<message_id>   kind (event | notice), body (JSON), created_at,
+                                            expires_at (epoch seconds: the table's TTL removes it)
+
+The table's stream (NEW_IMAGE, filtered to inserted OUTBOX# items) triggers the outbox publisher
+(functions/outbox_publisher), which sends each message and retries until it is delivered. Every message
+carries its id (`event_id`), stable for the change that made it, so consumers dedupe deliveries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+OUTBOX_PREFIX = "OUTBOX#"
+KEEP_FOR = timedelta(days=14)  # delivered long before; kept to answer "was it sent?"
+
+
+@dataclass(frozen=True)
+class Event:
+    """An EventBridge event: detail-type `Resource.Verb`, source layers.billing."""
+
+    detail_type: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notification to the org's people (the notifications topic)."""
+
+    kind: str
+    subject: str
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+Message = Event | Notice
+
+
+def message_id(cause: str, index: int, message: Message) -> str:
+    """Stable for (the change, its n-th message): a retried transaction writes the same ids."""
+    name = message.detail_type if isinstance(message, Event) else f"notice:{message.kind}"
+    return hashlib.sha256(f"{cause}|{index}|{name}".encode()).hexdigest()[:32]
+
+
+def outbox_puts(
+    table_name: str, org_id: str, cause: str, messages: Sequence[Message], now: datetime
+) -> list[dict[str, Any]]:
+    """The transaction items that put `messages` in the outbox, for the change named by `cause`."""
+    items = []
+    for index, message in enumerate(messages):
+        mid = message_id(cause, index, message)
+        if isinstance(message, Event):
+            kind, body = "event", {"detail_type": message.detail_type, "detail": dict(message.detail)}
+        else:
+            kind = "notice"
+            body = {"kind": message.kind, "subject": message.subject, "message": message.message}
+            body["details"] = dict(message.details)
+        item = {
+            "PK": f"ORG#{org_id}",
+            "SK": f"{OUTBOX_PREFIX}{mid}",
+            "message_id": mid,
+            "org_id": org_id,
+            "kind": kind,
+            "body": json.dumps(body, default=str, sort_keys=True),
+            "created_at": now.isoformat(),
+            "expires_at": int((now + KEEP_FOR).timestamp()),
+        }
+        items.append({"Put": {"TableName": table_name, "Item": item}})
+    return items
+
+
+class OutboxPublisher:
+    """Sends one outbox item (its stream image) where it goes, with its id."""
+
+    def __init__(self, events: Any, notifier: Any) -> None:
+        self._events = events
+        self._notifier = notifier
+
+    def deliver(self, image: Mapping[str, Any]) -> None:
+        body = json.loads(str(image["body"]))
+        mid, org_id = str(image["message_id"]), str(image["org_id"])
+        if image["kind"] == "event":
+            self._events.publish(body["detail_type"], {**body["detail"], "event_id": mid})
+            return
+        self._notifier.notify(
+            org_id=org_id,
+            kind=body["kind"],
+            subject=body["subject"],
+            message=body["message"],
+            details=body["details"],
+            event_id=mid,
+        )
+
+
+class OutboxWriter:
+    """For messages no change of ours rides with (a Stripe event we only pass on): written on their own,
+    named by their cause, so a redelivered Stripe event writes the same ids and sends nothing twice."""
+
+    def __init__(self, table: Any, clock: Any) -> None:
+        self._table = table
+        self._clock = clock
+
+    def send(self, org_id: str, cause: str, messages: Sequence[Message]) -> None:
+        items = outbox_puts(self._table.name, org_id, cause, messages, self._clock.now())
+        self._table.meta.client.transact_write_items(TransactItems=items)
