@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.event_schemas import checked
+
 OUTBOX_PREFIX = "OUTBOX#"
 KEEP_FOR = timedelta(days=14)  # delivered long before; kept to answer "was it sent?"
 
@@ -57,7 +59,8 @@ def outbox_puts(
     for index, message in enumerate(messages):
         mid = message_id(cause, index, message)
         if isinstance(message, Event):
-            kind, body = "event", {"detail_type": message.detail_type, "detail": dict(message.detail)}
+            detail = checked(message.detail_type, dict(message.detail))  # the promised shape, or no commit
+            kind, body = "event", {"detail_type": message.detail_type, "detail": detail}
         else:
             kind = "notice"
             body = {"kind": message.kind, "subject": message.subject, "message": message.message}

@@ -1,0 +1,72 @@
+"""The events this system publishes (source `layers.billing`): one schema per detail-type, checked when
+an event is written to the outbox, so nothing leaves in a shape its consumers were not promised.
+Every event's detail also carries `event_id` (added on delivery): the same for every delivery of it.
+README "Events out" lists them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Detail(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    org_id: str
+
+
+class WalletStatusChanged(_Detail):
+    """Wallet.LowBalance, Wallet.AgencySpendPaused, Wallet.AgencySpendResumed."""
+
+    balance_minor: int
+    currency: str
+    status: str
+    previous_status: str
+
+
+class AutoTopUpDisabled(_Detail):
+    """Wallet.AutoTopUpDisabled: the saved card failed every attempt; auto-top-up is off."""
+
+    topup_id: str
+    attempts: int
+
+
+class CreditsUsageWarning(_Detail):
+    """Credits.UsageWarning: a settle crossed 80 % or 100 % of the period's included credits."""
+
+    period_key: str
+    threshold_pct: int
+    included: int
+    used: int
+
+
+class CreditsOverageStarted(_Detail):
+    """Credits.OverageStarted: the period's first credit beyond included and packs."""
+
+    period_key: str
+    overage: int
+
+
+class InvoiceIssued(_Detail):
+    """Invoice.Issued: the monthly consolidated invoice is issued (PDF and CSV ready)."""
+
+    invoice_id: str
+    number: str | None
+    period_key: str
+    currency: str
+    total_minor: int
+    amount_due_minor: int
+
+
+EVENTS: dict[str, type[_Detail]] = {
+    "Wallet.LowBalance": WalletStatusChanged,
+    "Wallet.AgencySpendPaused": WalletStatusChanged,
+    "Wallet.AgencySpendResumed": WalletStatusChanged,
+    "Wallet.AutoTopUpDisabled": AutoTopUpDisabled,
+    "Credits.UsageWarning": CreditsUsageWarning,
+    "Credits.OverageStarted": CreditsOverageStarted,
+    "Invoice.Issued": InvoiceIssued,
+}
+
+
+def checked(detail_type: str, detail: dict[str, object]) -> dict[str, object]:
+    """The detail, if it is exactly what `detail_type` promises; KeyError / ValidationError otherwise."""
+    return EVENTS[detail_type].model_validate(detail).model_dump()
