@@ -11,16 +11,21 @@ carries its id (`event_id`), stable for the change that made it, so consumers de
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from boto3.dynamodb.conditions import Key
 
 from shared.event_schemas import checked
 
 OUTBOX_PREFIX = "OUTBOX#"
+RESEND_AFTER = timedelta(hours=20)  # the stream keeps records 24 h; the publisher retries them until then
+UNSENT = "OUTBOX#UNSENT"
 KEEP_FOR = timedelta(days=14)  # delivered long before; kept to answer "was it sent?"
 
 
@@ -45,10 +50,11 @@ class Notice:
 Message = Event | Notice
 
 
-def message_id(cause: str, index: int, message: Message) -> str:
-    """Stable for (the change, its n-th message): a retried transaction writes the same ids."""
+def message_id(org_id: str, cause: str, index: int, message: Message) -> str:
+    """Stable for (the org, the change, its n-th message): a retried transaction writes the same ids, and
+    two orgs' changes never share one (their causes may: invoice ids are per org)."""
     name = message.detail_type if isinstance(message, Event) else f"notice:{message.kind}"
-    return hashlib.sha256(f"{cause}|{index}|{name}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{org_id}|{cause}|{index}|{name}".encode()).hexdigest()[:32]
 
 
 def outbox_puts(
@@ -57,7 +63,7 @@ def outbox_puts(
     """The transaction items that put `messages` in the outbox, for the change named by `cause`."""
     items = []
     for index, message in enumerate(messages):
-        mid = message_id(cause, index, message)
+        mid = message_id(org_id, cause, index, message)
         if isinstance(message, Event):
             detail = checked(message.detail_type, dict(message.detail))  # the promised shape, or no commit
             kind, body = "event", {"detail_type": message.detail_type, "detail": detail}
@@ -74,19 +80,46 @@ def outbox_puts(
             "body": json.dumps(body, default=str, sort_keys=True),
             "created_at": now.isoformat(),
             "expires_at": int((now + KEEP_FOR).timestamp()),
+            "GSI2PK": UNSENT,  # until sent: the sweeper re-sends what the stream could not (after 24 h)
+            "GSI2SK": f"{now.isoformat()}#{mid}",
         }
         items.append({"Put": {"TableName": table_name, "Item": item}})
     return items
 
 
 class OutboxPublisher:
-    """Sends one outbox item (its stream image) where it goes, with its id."""
+    """Sends one outbox item (its stream image) where it goes, with its id, then marks it sent."""
 
-    def __init__(self, events: Any, notifier: Any) -> None:
+    def __init__(self, events: Any, notifier: Any, table: Any | None = None) -> None:
         self._events = events
         self._notifier = notifier
+        self._table = table
 
     def deliver(self, image: Mapping[str, Any]) -> None:
+        self._send(image)
+        if self._table is not None:  # off the unsent list (an update: the stream filter ignores it)
+            gone = self._table.meta.client.exceptions.ConditionalCheckFailedException
+            with contextlib.suppress(gone):  # expired (TTL) meanwhile: never re-created
+                self._table.update_item(
+                    Key={"PK": image["PK"], "SK": image["SK"]},
+                    UpdateExpression="SET sent_at = :now REMOVE GSI2PK, GSI2SK",
+                    ConditionExpression="attribute_exists(PK)",
+                    ExpressionAttributeValues={":now": datetime.now(UTC).isoformat()},
+                )
+
+    def resend_unsent(self, created_before: datetime, limit: int = 100) -> int:
+        """What the stream never delivered (its records last 24 h): sent now, oldest first."""
+        assert self._table is not None, "resending needs the table"
+        found = self._table.query(
+            IndexName="GSI2",
+            Limit=limit,
+            KeyConditionExpression=Key("GSI2PK").eq(UNSENT) & Key("GSI2SK").lte(created_before.isoformat()),
+        )["Items"]
+        for image in found:
+            self.deliver(image)
+        return len(found)
+
+    def _send(self, image: Mapping[str, Any]) -> None:
         body = json.loads(str(image["body"]))
         mid, org_id = str(image["message_id"]), str(image["org_id"])
         if image["kind"] == "event":

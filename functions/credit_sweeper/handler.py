@@ -1,9 +1,11 @@
 """Scheduled (EventBridge Scheduler, every 5 minutes): releases credit reservations and wallet holds
 that were never settled or released before they expired, then resumes auto-top-ups whose charge was
-interrupted (the one part that calls Stripe, so it goes last: a Stripe outage never delays the rest)."""
+interrupted (the one part that calls Stripe), and sends outbox messages the stream never delivered
+(20 h old: its records last 24 h)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -12,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
+from shared.outbox import RESEND_AFTER, OutboxPublisher
 from shared.settings import ApiSettings
 from shared.wiring import Services, build_services
 
@@ -19,6 +22,12 @@ from shared.wiring import Services, build_services
 @cache
 def services() -> Services:
     return build_services(ApiSettings.from_env())
+
+
+def outbox_publisher() -> OutboxPublisher:
+    from functions.outbox_publisher.handler import publisher  # the same sender, the same clients
+
+    return publisher()
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -29,10 +38,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     released = services().credits.expire_due()
     holds = services().wallet.expire_holds()
     resumed = services().wallet.resume_stalled_auto_top_ups()
+    resent = outbox_publisher().resend_unsent(datetime.now(UTC) - RESEND_AFTER)
     metrics.add_metric(name="CreditReservationsExpired", unit=MetricUnit.Count, value=released)
     metrics.add_metric(name="WalletHoldsExpired", unit=MetricUnit.Count, value=holds)
     metrics.add_metric(name="AutoTopUpsResumed", unit=MetricUnit.Count, value=resumed)
+    metrics.add_metric(name="OutboxMessagesResent", unit=MetricUnit.Count, value=resent)
     logger.info(
         "expired holds released", extra={"reservations": released, "wallet_holds": holds, "auto_top_ups": resumed}
     )
-    return {"released": released, "wallet_holds_expired": holds, "auto_top_ups_resumed": resumed}
+    return {"released": released, "wallet_holds_expired": holds, "auto_top_ups_resumed": resumed, "resent": resent}

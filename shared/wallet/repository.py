@@ -175,20 +175,21 @@ class WalletRepository:
         return [plain(i) for i in resp["Items"]]
 
     def settle_topup_record(
-        self, org_id: str, topup_id: str, fields: dict[str, Any], *, unless: str | None = None
+        self, org_id: str, topup_id: str, fields: dict[str, Any], *, only_from: str | None = None
     ) -> None:
-        """Sets `fields` on a top-up and takes it off the in-flight auto-top-up list; with `unless`, the
-        fields are not set on a top-up in that status (a credit that landed first is never overwritten)."""
-        if unless is not None:
+        """Sets `fields` on a top-up and takes it off the in-flight auto-top-up list; with `only_from`, the
+        fields are set only on a top-up still in that status (a credit that landed first is never
+        overwritten), and it leaves the list either way."""
+        if only_from is not None:
             try:
-                self._set_topup(org_id, topup_id, fields, unless)
+                self._set_topup(org_id, topup_id, fields, only_from)
             except TransactionConditionFailed:
-                fields = {}  # leave its status; still take it off the list
+                fields = {}
             else:
                 return
         self._set_topup(org_id, topup_id, fields, None)
 
-    def _set_topup(self, org_id: str, topup_id: str, fields: dict[str, Any], unless: str | None) -> None:
+    def _set_topup(self, org_id: str, topup_id: str, fields: dict[str, Any], only_from: str | None) -> None:
         update: dict[str, Any] = {"UpdateExpression": "REMOVE GSI2PK, GSI2SK"}
         if fields:
             sets = ", ".join(f"#f{i} = :f{i}" for i in range(len(fields)))
@@ -198,10 +199,10 @@ class WalletRepository:
                 "ExpressionAttributeValues": {f":f{i}": v for i, v in enumerate(fields.values())},
             }
         condition = "attribute_exists(PK)"
-        if unless is not None:
-            condition += " AND #status <> :unless"
+        if only_from is not None:
+            condition += " AND #status = :from"
             update.setdefault("ExpressionAttributeNames", {})["#status"] = "status"
-            update.setdefault("ExpressionAttributeValues", {})[":unless"] = unless
+            update.setdefault("ExpressionAttributeValues", {})[":from"] = only_from
         with dynamo_errors():
             self._table.update_item(
                 Key={"PK": _pk(org_id), "SK": f"TOPUP#{topup_id}"}, ConditionExpression=condition, **update

@@ -444,12 +444,15 @@ class WalletService:
             "A top-up of your ad wallet could not be collected.",
             {"topup_id": topup_id, "amount_minor": topup.get("amount_minor")},
         )
-        self._repo.write(
-            [
-                self._repo.set_fields(org_id, f"TOPUP#{topup_id}", {"status": "failed"}),
-                *self._repo.outbox(org_id, f"topup-failed:{payment_intent_id}", [notice], self._clock.now()),
-            ]
-        )
+        with contextlib.suppress(RecordConflict):  # credited meanwhile: it did not fail after all
+            self._repo.write(
+                [
+                    self._repo.set_fields(  # never over a credit that landed meanwhile
+                        org_id, f"TOPUP#{topup_id}", {"status": "failed"}, condition=("status", topup.get("status"))
+                    ),
+                    *self._repo.outbox(org_id, f"topup-failed:{payment_intent_id}", [notice], self._clock.now()),
+                ]
+            )
 
     def dispute(self, *, charge_id: str, dispute_id: str, amount_minor: int) -> bool:
         """A disputed top-up: a compensating debit, once per dispute, and a notification."""
@@ -759,7 +762,9 @@ class WalletService:
         org_id, topup_id = record["PK"].removeprefix("ORG#"), record["topup_id"]
         stored = self._repo.get(org_id)
         if stored is None or stored.settings.get("auto_in_flight") != topup_id:
-            self._repo.settle_topup_record(org_id, topup_id, {})  # credited or ended meanwhile
+            # Credited or ended meanwhile. Ended but still "processing" (the run that ended it stopped
+            # before writing so): canceled now, so it never counts as money on its way.
+            self._repo.settle_topup_record(org_id, topup_id, {"status": "canceled"}, only_from="processing")
             return 0
         org = self._with_wallet(self._org_repo.require_org(org_id))
         s = stored.settings
@@ -772,19 +777,26 @@ class WalletService:
         if unwanted:
             # Ended without a charge. Had an interrupted attempt been charged after all, its
             # payment_intent.succeeded still credits the wallet (topup_succeeded needs no claim).
-            self._end_claim(org, topup_id)
+            self._end_claim(org, record)
         else:
             self._run_auto_top_up(org, record)
         return 1
 
-    def _end_claim(self, org: Org, topup_id: str) -> None:
-        def build(stored: StoredWallet) -> dict[str, Any] | None:
-            if stored.settings.get("auto_in_flight") != topup_id:
-                return None
-            return {"after": stored.account, "entry_fields": {}, "sets": {"auto_in_flight": ""}}
+    def _end_claim(self, org: Org, record: dict[str, Any]) -> None:
+        """Ends a claim without a charge; its amount no longer counts against the day's cap."""
+        topup_id, claimed_on = record["topup_id"], str(record["created_at"])[:10]
 
-        if self._post(org, build) is not None:
-            self._repo.settle_topup_record(org.org_id, topup_id, {"status": "canceled"}, unless="succeeded")
+        def build(stored: StoredWallet) -> dict[str, Any] | None:
+            s = stored.settings
+            if s.get("auto_in_flight") != topup_id:
+                return None
+            sets: dict[str, Any] = {"auto_in_flight": ""}
+            if s.get("auto_day") == claimed_on:
+                sets["auto_day_total"] = max(0, int(s.get("auto_day_total", 0)) - int(record["amount_minor"]))
+            return {"after": stored.account, "entry_fields": {}, "sets": sets}
+
+        self._post(org, build)
+        self._repo.settle_topup_record(org.org_id, topup_id, {"status": "canceled"}, only_from="processing")
 
     def _disable_auto(self, org: Org, topup_id: str) -> None:
         detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": MAX_AUTO_ATTEMPTS}
@@ -810,7 +822,7 @@ class WalletService:
             }
 
         if self._post(org, build) is not None:  # only the run that turned it off says so
-            self._repo.settle_topup_record(org.org_id, topup_id, {"status": "failed"}, unless="succeeded")
+            self._repo.settle_topup_record(org.org_id, topup_id, {"status": "failed"}, only_from="processing")
 
     # ------------------------------------------------------------------ refunds (support)
     def refund(

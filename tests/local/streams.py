@@ -75,6 +75,7 @@ class StreamPump:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"stream-{source.function}", daemon=True)
         self.failures = 0  # deliveries retried (for tests)
+        self.paused = threading.Event()  # set: nothing is delivered (a stream that lost its records)
 
     def start(self) -> None:
         self._thread.start()
@@ -83,11 +84,19 @@ class StreamPump:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def pause(self) -> None:
+        """From now on nothing is delivered (waits for a pass in progress) until `resume()`."""
+        with self._lock:
+            self.paused.set()
+
+    def resume(self) -> None:
+        self.paused.clear()
+
     def flush(self, timeout: float = 30.0) -> None:
         """Returns once every record in the stream so far was delivered; TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.pump_once() == 0:
+            if self.paused.is_set() or self.pump_once() == 0:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"{self._source.function}: stream records still undelivered after {timeout}s")
@@ -95,6 +104,8 @@ class StreamPump:
     def pump_once(self) -> int:
         """One pass over every shard. Returns how many matched records are still undelivered (0: caught up)."""
         with self._lock:
+            if self.paused.is_set():
+                return 0
             self._discover()
             left = 0
             for shard in self._shards.values():
@@ -105,6 +116,8 @@ class StreamPump:
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
+            if self.paused.is_set():
+                continue
             try:
                 self.pump_once()
             except Exception:
@@ -157,7 +170,7 @@ class StreamPump:
             failed = [f["itemIdentifier"] for f in (json.loads(body or b"{}") or {}).get("batchItemFailures", [])]
             if failed:
                 self.failures += 1
-                first = min(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed)
-                del shard.pending[:first]  # from the first failure on, again (as Lambda does)
-                return
+                known = [i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed]
+                del shard.pending[: min(known) if known else 0]  # from the first failure on, again (as
+                return  # Lambda does; an id it does not know fails the whole batch)
             del shard.pending[: len(batch)]

@@ -65,3 +65,15 @@ def test_the_readme_lists_every_event_with_its_fields() -> None:
         assert f"`{detail_type}`" in readme, detail_type
         for field in schema.model_fields:
             assert f"`{field}`" in readme, (detail_type, field)
+
+
+def test_two_orgs_never_share_a_message_id_even_for_the_same_cause() -> None:
+    # Invoice ids are per org (inv_<period>): two orgs with one anchor issue the same one.
+    issued = Event(
+        "Invoice.Issued",
+        {"org_id": "x", "invoice_id": "inv_1", "number": None, "period_key": "p", "currency": "USD"}
+        | {"total_minor": 0, "amount_due_minor": 0},
+    )
+    a = _items("invoice-issued:inv_20261101T000000Z", issued, org_id="org_a")
+    b = _items("invoice-issued:inv_20261101T000000Z", issued, org_id="org_b")
+    assert {i["message_id"] for i in a}.isdisjoint(i["message_id"] for i in b)
