@@ -14,11 +14,12 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONDONTWRITEBYTECODE := 1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help bootstrap poppler java demo serve test lint lint-transformed bench token clean
+.PHONY: help bootstrap poppler java demo serve test unit lint lint-transformed bench token clean
 
 help:
 	@echo "make demo   - run the billing walk-through against the local stack"
 	@echo "make test   - run every test (bootstraps venv and DynamoDB Local)"
+	@echo "make unit   - the pure tests only (tests/unit: no stack, network blocked), in seconds"
 	@echo "make serve  - local HTTP API on 127.0.0.1 with Swagger UI at /swagger"
 	@echo "make lint   - ruff, mypy, cfn-lint, the SAM transform + cfn-lint with our rules on its output"
 	@echo "make token  - print a dev JWT for make serve (USER_ID=..., GROUPS=support)"
@@ -61,6 +62,9 @@ token: bootstrap
 
 test: bootstrap poppler java $(SAM_VENV)/bin/sam
 	$(PY) -m pytest -q -n 2
+
+unit: bootstrap $(SAM_VENV)/bin/sam
+	$(PY) -m pytest -q tests/unit
 
 bench: bootstrap java $(SAM_VENV)/bin/sam
 	$(PY) -m tests.bench.run
