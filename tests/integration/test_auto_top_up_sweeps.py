@@ -11,7 +11,7 @@ import pytest
 
 from shared.auth import Caller
 from tests.helpers import ApiClient, new_user
-from tests.integration.test_wallet import NOW, _auto_top_up_org, _auto_top_ups, _bill, _sweep
+from tests.integration.test_wallet import NOW, _auto_top_up_org, _auto_top_ups, _bill, _intents, _stalled, _sweep
 from tests.integration.wallet_kit import WalletKit, wallet_kit
 
 pytestmark = pytest.mark.integration
@@ -20,23 +20,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def kit(stack: Any) -> WalletKit:
     return wallet_kit(stack, NOW)
-
-
-def _intents(kit: WalletKit, customer: str, topup_id: str) -> list[Any]:
-    found = kit.gateway._client.v1.payment_intents.list(params={"customer": customer, "limit": 100}).data
-    return [i for i in found if i.metadata.to_dict().get("topup_id") == topup_id]
-
-
-def _stalled(kit: WalletKit, stack: Any, org_id: str, project: str, bill_id: str) -> dict[str, Any]:
-    """A bill whose auto-top-up is cut off by a Stripe outage before any charge is sent."""
-    stack.stripe.fail_next(100, status=503)
-    try:
-        _bill(kit, org_id, project, 20_000, bill_id)
-    finally:
-        stack.stripe._server.faults.clear()  # type: ignore[union-attr]
-    [topup] = _auto_top_ups(kit.repo._table, org_id)
-    assert "payment_intent_id" not in topup and topup.get("GSI2PK") == "AUTO#INFLIGHT"
-    return topup
 
 
 def _customer(kit: WalletKit, org_id: str) -> str:
@@ -66,7 +49,7 @@ def test_a_claim_no_longer_wanted_is_ended_without_a_charge(
         )
     _sweep(kit, timedelta(minutes=3))
     # Then nothing is charged, and the claim is ended (not left to jam the next auto-top-up)
-    assert _intents(kit, _customer(kit, org_id), topup["topup_id"]) == []
+    assert _intents(kit, org_id, topup["topup_id"]) == []
     stored = kit.repo.get(org_id)
     assert stored is not None and not stored.settings.get("auto_in_flight")
     [ended] = _auto_top_ups(table, org_id)
@@ -82,7 +65,7 @@ def test_a_resumed_claim_charges_the_currency_it_was_made_in(
     # (changing the currency of an org with money is refused by a later issue; today it is allowed)
     assert api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"currency": "EUR"}).status == 200
     _sweep(kit, timedelta(minutes=3))
-    made = _intents(kit, _customer(kit, org_id), topup["topup_id"])
+    made = _intents(kit, org_id, topup["topup_id"])
     assert [(i.amount, i.currency) for i in made] == [(30_000, "usd")]
 
 

@@ -312,6 +312,25 @@ def _sweep(kit: WalletKit, after: timedelta) -> int:
     return kit.wallet.resume_stalled_auto_top_ups()
 
 
+def _intents(kit: WalletKit, org_id: str, topup_id: str) -> list[Any]:
+    """The PaymentIntents Stripe holds for one top-up."""
+    customer = kit.org_repo.require_org(org_id).stripe_customer_id
+    found = kit.gateway._client.v1.payment_intents.list(params={"customer": customer, "limit": 100}).data
+    return [i for i in found if i.metadata.to_dict().get("topup_id") == topup_id]
+
+
+def _stalled(kit: WalletKit, stack: Any, org_id: str, project: str, bill_id: str) -> dict[str, Any]:
+    """A bill whose auto-top-up is cut off by a Stripe outage before any charge is sent."""
+    stack.stripe.fail_next(100, status=503)
+    try:
+        _bill(kit, org_id, project, 20_000, bill_id)
+    finally:
+        stack.stripe._server.faults.clear()  # type: ignore[union-attr]
+    [topup] = _auto_top_ups(kit.repo._table, org_id)
+    assert "payment_intent_id" not in topup and topup.get("GSI2PK") == "AUTO#INFLIGHT"
+    return topup
+
+
 def test_a_stripe_outage_during_an_auto_top_up_is_resumed_by_the_sweeper(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
@@ -333,7 +352,8 @@ def test_a_stripe_outage_during_an_auto_top_up_is_resumed_by_the_sweeper(
     # When Stripe is back and the sweeper runs, Then the top-up is charged and credited, once
     assert _sweep(kit, timedelta(minutes=5)) >= 1
     stack.stripe.wait_for_deliveries()
-    assert _sweep(kit, timedelta(minutes=5)) == 0 or not _auto_top_ups(table, org_id)[0].get("GSI2PK")
+    _sweep(kit, timedelta(minutes=5))  # a later sweep finds nothing of it to charge again
+    assert len(_intents(kit, org_id, topup["topup_id"])) == 1
     stored = kit.repo.get(org_id)
     assert stored is not None and not stored.settings.get("auto_in_flight")
     assert stored.account.balance == 50_000 - 21_000 + 30_000
@@ -358,12 +378,11 @@ def test_an_auto_top_up_cut_off_after_stripe_charged_is_recorded_not_charged_aga
         [topup] = _auto_top_ups(table, org_id)
         assert "payment_intent_id" not in topup  # the function "timed out" before writing it down
         # When the sweeper resumes it, Then it finds the payment Stripe made (same key): one payment, recorded
-        assert _sweep(kit, timedelta(minutes=3)) == 1
+        assert _sweep(kit, timedelta(minutes=3)) >= 1
     finally:
         stack.stripe._server.trickles.clear()  # type: ignore[union-attr]
         stack.stripe.set_webhook_endpoint(webhooks)
-    intents = kit.gateway._client.v1.payment_intents.list(params={"customer": customer, "limit": 100}).data
-    made = [i.id for i in intents if i.metadata.to_dict().get("topup_id") == topup["topup_id"]]
+    made = [i.id for i in _intents(kit, org_id, topup["topup_id"])]
     [topup] = _auto_top_ups(table, org_id)
     assert made == [topup["payment_intent_id"]] and "GSI2PK" not in topup
 
@@ -395,11 +414,7 @@ def test_an_auto_top_up_interrupted_for_a_day_is_ended_not_resumed(
 ) -> None:
     # Given an auto-top-up interrupted by a Stripe outage
     org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
-    stack.stripe.fail_next(100, status=503)
-    try:
-        _bill(kit, org_id, project, 20_000, "day-1")
-    finally:
-        stack.stripe._server.faults.clear()  # type: ignore[union-attr]
+    _stalled(kit, stack, org_id, project, "day-1")
     # When the sweeper first sees it a day later (Stripe has forgotten the keys: a resumed attempt could
     # charge twice), Then it is ended, nothing charged; auto-top-up stays on (the card never failed), so
     # the next bill below the threshold starts a fresh one
