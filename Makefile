@@ -21,7 +21,7 @@ help:
 	@echo "make test   - run every test (bootstraps venv and DynamoDB Local)"
 	@echo "make unit   - the pure tests only (tests/unit: no stack, network blocked), in seconds"
 	@echo "make serve  - local HTTP API on 127.0.0.1 with Swagger UI at /swagger"
-	@echo "make lint   - ruff, mypy, cfn-lint, the SAM transform + cfn-lint with our rules on its output"
+	@echo "make lint   - ruff, function length, mypy, cfn-lint, the SAM transform + cfn-lint with our rules on its output"
 	@echo "make token  - print a dev JWT for make serve (USER_ID=..., GROUPS=support)"
 
 $(UV):
@@ -76,6 +76,7 @@ $(SAM_VENV)/bin/sam:
 lint: bootstrap $(SAM_VENV)/bin/sam
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m tests.lint.function_length shared functions
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 	$(MAKE) --no-print-directory lint-transformed

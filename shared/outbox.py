@@ -1,26 +1,29 @@
-"""The transactional outbox: events (EventBridge) and notifications (SNS) are written as items in the
-same DynamoDB transaction as the change that causes them, so a change is never committed without its
-messages, nor a message sent for a change that was not committed.
+"""The transactional outbox: events (EventBridge), notifications (SNS) and Stripe side effects (tasks:
+the seat quantity sync) are written as items in the same DynamoDB transaction as the change that causes
+them, so a change is never committed without its messages, nor a message sent for a change that was not
+committed.
 
-  PK=ORG#<org_id>  SK=OUTBOX#<message_id>   kind (event | notice), body (JSON), created_at,
+  PK=ORG#<org_id>  SK=OUTBOX#<message_id>   kind (event | notice | task), body (JSON), created_at,
                                             expires_at (epoch seconds: the table's TTL removes it)
 
 The table's stream (NEW_IMAGE, filtered to inserted OUTBOX# items) triggers the outbox publisher
-(functions/outbox_publisher), which sends each message and retries until it is delivered. Every message
-carries its id (`event_id`), stable for the change that made it, so consumers dedupe deliveries."""
+(functions/outbox_publisher), which sends each message (or performs each task) and retries until it is
+done. Every message carries its id (`event_id`), stable for the change that made it, so consumers dedupe
+deliveries; a task is idempotent itself (its Stripe request carries a key of the change)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from boto3.dynamodb.conditions import Key
 
+from shared.dynamo import Item, TxItem
 from shared.event_schemas import checked
 
 OUTBOX_PREFIX = "OUTBOX#"
@@ -47,30 +50,57 @@ class Notice:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-Message = Event | Notice
+@dataclass(frozen=True)
+class SeatSyncTask:
+    """A Stripe side effect of a seat change (the org is the outbox item's): bring the subscription's
+    extra-seat quantity to the org's members. `seat_revision` is the org's revision the change wrote; the
+    Stripe update is keyed by it, so a retried task changes the subscription once."""
+
+    seat_revision: int
+
+    name: ClassVar[str] = "task:seat_sync"
+
+
+Message = Event | Notice | SeatSyncTask
+
+
+class SeatSyncer(Protocol):
+    """What performs a SeatSyncTask (shared.billing.subscriptions.SeatSync)."""
+
+    def seats_changed(self, org_id: str, *, revision: int | None = None) -> None: ...
 
 
 def message_id(org_id: str, cause: str, index: int, message: Message) -> str:
     """Stable for (the org, the change, its n-th message): a retried transaction writes the same ids, and
     two orgs' changes never share one (their causes may: invoice ids are per org)."""
-    name = message.detail_type if isinstance(message, Event) else f"notice:{message.kind}"
+    match message:
+        case Event():
+            name = message.detail_type
+        case Notice():
+            name = f"notice:{message.kind}"
+        case SeatSyncTask():
+            name = message.name
     return hashlib.sha256(f"{org_id}|{cause}|{index}|{name}".encode()).hexdigest()[:32]
 
 
-def outbox_puts(
-    table_name: str, org_id: str, cause: str, messages: Sequence[Message], now: datetime
-) -> list[dict[str, Any]]:
+def _kind_and_body(message: Message) -> tuple[str, dict[str, object]]:
+    match message:
+        case Event():
+            detail = checked(message.detail_type, dict(message.detail))  # the promised shape, or no commit
+            return "event", {"detail_type": message.detail_type, "detail": detail}
+        case Notice():
+            body = {"kind": message.kind, "subject": message.subject, "message": message.message}
+            return "notice", {**body, "details": dict(message.details)}
+        case SeatSyncTask():
+            return "task", {"task": "seat_sync", "seat_revision": message.seat_revision}
+
+
+def outbox_puts(table_name: str, org_id: str, cause: str, messages: Sequence[Message], now: datetime) -> list[TxItem]:
     """The transaction items that put `messages` in the outbox, for the change named by `cause`."""
     items = []
     for index, message in enumerate(messages):
         mid = message_id(org_id, cause, index, message)
-        if isinstance(message, Event):
-            detail = checked(message.detail_type, dict(message.detail))  # the promised shape, or no commit
-            kind, body = "event", {"detail_type": message.detail_type, "detail": detail}
-        else:
-            kind = "notice"
-            body = {"kind": message.kind, "subject": message.subject, "message": message.message}
-            body["details"] = dict(message.details)
+        kind, body = _kind_and_body(message)
         item = {
             "PK": f"ORG#{org_id}",
             "SK": f"{OUTBOX_PREFIX}{mid}",
@@ -88,12 +118,20 @@ def outbox_puts(
 
 
 class OutboxPublisher:
-    """Sends one outbox item (its stream image) where it goes, with its id, then marks it sent."""
+    """Sends one outbox item (its stream image) where it goes, with its id, or performs its task, then
+    marks it sent. A send or task that fails raises: the item is retried (nothing is marked)."""
 
-    def __init__(self, events: Any, notifier: Any, table: Any | None = None) -> None:
+    def __init__(
+        self,
+        events: Any,
+        notifier: Any,
+        table: Any | None = None,
+        seats: Callable[[], SeatSyncer] | None = None,
+    ) -> None:
         self._events = events
         self._notifier = notifier
         self._table = table
+        self._seats = seats  # made on the first task only: events and notices need no Stripe
 
     def deliver(self, image: Mapping[str, Any]) -> None:
         self._send(image)
@@ -110,7 +148,7 @@ class OutboxPublisher:
     def resend_unsent(self, created_before: datetime, limit: int = 100) -> int:
         """What the stream never delivered (its records last 24 h): sent now, oldest first."""
         assert self._table is not None, "resending needs the table"
-        found = self._table.query(
+        found: list[Item] = self._table.query(
             IndexName="GSI2",
             Limit=limit,
             KeyConditionExpression=Key("GSI2PK").eq(UNSENT) & Key("GSI2SK").lte(created_before.isoformat()),
@@ -125,6 +163,9 @@ class OutboxPublisher:
         if image["kind"] == "event":
             self._events.publish(body["detail_type"], {**body["detail"], "event_id": mid})
             return
+        if image["kind"] == "task":
+            self._perform(org_id, body)
+            return
         self._notifier.notify(
             org_id=org_id,
             kind=body["kind"],
@@ -133,6 +174,13 @@ class OutboxPublisher:
             details=body["details"],
             event_id=mid,
         )
+
+    def _perform(self, org_id: str, body: Mapping[str, Any]) -> None:
+        if body["task"] != "seat_sync":
+            raise ValueError(f"unknown outbox task {body['task']!r}")  # retried: a newer publisher knows it
+        if self._seats is None:
+            raise RuntimeError("this publisher performs no seat syncs")
+        self._seats().seats_changed(org_id, revision=int(body["seat_revision"]))
 
 
 class OutboxWriter:

@@ -2,16 +2,18 @@
 
 Every write carries an idempotency key derived from our own ids (the SDK reuses it on its own
 retries of 429 / 5xx / network errors, with backoff). Stripe errors become domain errors. What
-comes back is plain data (our models), so services never see Stripe objects."""
+comes back is plain data (our models), so services never see Stripe objects. Requests are built as the
+SDK's own parameter types (`stripe.params`), so mypy checks them against Stripe's API; the SDK is
+imported for types only at module level (at run time on first use)."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, cast
 
 from shared.errors import (
     DomainError,
@@ -22,6 +24,37 @@ from shared.errors import (
     UpstreamError,
     WebhookSignatureError,
 )
+
+if TYPE_CHECKING:
+    from stripe import RequestOptions, StripeClient
+    from stripe.params import (
+        ChargeListParams,
+        CustomerBalanceTransactionCreateParams,
+        CustomerCreateParams,
+        CustomerRetrieveParams,
+        InvoiceCreatePreviewParams,
+        InvoiceCreatePreviewParamsSubscriptionDetailsItem,
+        InvoiceItemCreateParams,
+        InvoiceItemListParams,
+        InvoiceListParams,
+        PaymentIntentCreateParams,
+        PaymentMethodListParams,
+        PriceCreateParams,
+        PriceListParams,
+        ProductCreateParams,
+        RefundCreateParams,
+        SubscriptionUpdateParams,
+        SubscriptionUpdateParamsItem,
+    )
+    from stripe.params.billing_portal import SessionCreateParams as PortalSessionCreateParams
+    from stripe.params.checkout import SessionCreateParams as CheckoutSessionCreateParams
+
+T = TypeVar("T")
+
+# An object of Stripe's API as JSON: a webhook's `data.object` as Stripe sent it, or what the SDK's
+# `to_dict()` gives. Only the parsers below read one; they turn it into the dataclasses of this module.
+StripeJson: TypeAlias = dict[str, Any]
+ProrationBehavior: TypeAlias = Literal["always_invoice", "create_prorations", "none"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +109,7 @@ class Invoice:
     period_end: int
     lines: tuple[InvoiceLine, ...]
     metadata: dict[str, str]
+    attempt_count: int | None = None  # payment attempts so far (Stripe counts them on failure)
 
 
 @dataclass(frozen=True)
@@ -92,14 +126,116 @@ class Charge:
 
 
 @dataclass(frozen=True)
+class CheckoutSession:
+    session_id: str
+    mode: str | None
+    payment_status: str | None
+    client_reference_id: str | None
+    customer_id: str | None  # when Stripe sent the customer's id (not an expanded customer)
+    subscription_id: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """The object of a `customer.subscription.*` event: which subscription, and whose."""
+
+    subscription_id: str
+    customer_id: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    intent_id: str
+    status: str | None
+    amount_minor: int
+    amount_received_minor: int | None
+    latest_charge_id: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Dispute:
+    dispute_id: str
+    charge_id: str | None
+    amount_minor: int | None
+    customer_id: str | None
+    reason: str | None
+
+
+class BankPaymentShown(TypedDict, total=False):
+    """What the customer is shown to finish a bank payment: the intent's status and, for a wire, where
+    to send the money."""
+
+    status: str | None
+    reference: str | None
+    amount_remaining_minor: int | None
+    financial_addresses: list[dict[str, object]] | None
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
+    """A verified Stripe event. Its object stays as Stripe sent it (the webhook function passes it
+    through its idempotency layer as JSON); the methods below read it as what the event type says it is."""
+
     event_id: str
     type: str
     created: int
-    object: dict[str, Any]
+    object: StripeJson
+
+    def checkout_session(self) -> CheckoutSession:
+        obj = self.object
+        customer = obj.get("customer")
+        return CheckoutSession(
+            session_id=str(obj["id"]),
+            mode=obj.get("mode"),
+            payment_status=obj.get("payment_status"),
+            client_reference_id=obj.get("client_reference_id"),
+            customer_id=customer if isinstance(customer, str) else None,
+            subscription_id=_id_of(obj.get("subscription")),
+            metadata=_metadata(obj),
+        )
+
+    def subscription_change(self) -> SubscriptionChange:
+        obj = self.object
+        return SubscriptionChange(str(obj["id"]), _id_of(obj.get("customer")), _metadata(obj))
+
+    def invoice(self) -> Invoice:
+        return _invoice(self.object)
+
+    def payment_intent(self) -> PaymentIntent:
+        obj = self.object
+        return PaymentIntent(
+            intent_id=str(obj["id"]),
+            status=obj.get("status"),
+            amount_minor=int(obj["amount"]),
+            amount_received_minor=obj.get("amount_received"),
+            latest_charge_id=_id_of(obj.get("latest_charge")),
+            metadata=_metadata(obj),
+        )
+
+    def dispute(self) -> Dispute:
+        obj = self.object
+        return Dispute(
+            dispute_id=str(obj["id"]),
+            charge_id=_id_of(obj.get("charge")),
+            amount_minor=obj.get("amount"),
+            customer_id=_id_of(obj.get("customer")),
+            reason=obj.get("reason"),
+        )
 
 
-def _sub(obj: dict[str, Any]) -> Subscription:
+def _id_of(field: str | StripeJson | None) -> str | None:
+    """An expandable field's id: Stripe sends the id, or the object when expanded."""
+    return field if isinstance(field, str) else (field or {}).get("id")
+
+
+def _metadata(obj: StripeJson) -> dict[str, str]:
+    return dict(obj.get("metadata") or {})
+
+
+def _sub(obj: StripeJson) -> Subscription:
     items = tuple(
         SubscriptionItem(
             item_id=i["id"],
@@ -128,7 +264,7 @@ def _sub(obj: dict[str, Any]) -> Subscription:
     )
 
 
-def _invoice(obj: dict[str, Any]) -> Invoice:
+def _invoice(obj: StripeJson) -> Invoice:
     lines = []
     for line in obj["lines"]["data"]:
         pricing = line.get("pricing") or {}
@@ -167,10 +303,11 @@ def _invoice(obj: dict[str, Any]) -> Invoice:
         period_end=int(obj.get("period_end") or 0),
         lines=tuple(lines),
         metadata=dict(obj.get("metadata") or {}),
+        attempt_count=obj.get("attempt_count"),
     )
 
 
-def _plain(obj: Any) -> dict[str, Any]:
+def _plain(obj: Any) -> StripeJson:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
@@ -243,14 +380,17 @@ class StripeGateway:
         return self._connection.stripe
 
     @property
-    def _client(self) -> Any:
+    def _client(self) -> StripeClient:
         return self._connection.client
 
     # ------------------------------------------------------------------ plumbing
-    def _call(self, fn: Any, *args: Any, params: dict[str, Any] | None = None, key: str | None = None) -> Any:
+    def _call(
+        self, fn: Callable[..., T], *args: str, params: Mapping[str, object] | None = None, key: str | None = None
+    ) -> T:
+        """`fn` (a method of the SDK's client) with `params` (the SDK's parameter type for it)."""
         from shared.deadline import MIN_ATTEMPT_S, deadline_in, seconds_left
 
-        options: Any = {"idempotency_key": key} if key else {}
+        options: RequestOptions = {"idempotency_key": key} if key else {}
         with deadline_in(CALL_BUDGET_S):
             if (seconds_left() or 0.0) < MIN_ATTEMPT_S:
                 raise StripeTimeoutError("Too little time was left in this request to call Stripe. Retry.")
@@ -277,7 +417,9 @@ class StripeGateway:
             return StripeTimeoutError("Stripe did not answer in the time this request had. Retry: it is safe.")
         return UpstreamError("Stripe could not be reached or failed. Retry: it is safe.")
 
-    def _with_rate_limit_retries(self, fn: Any, args: tuple[Any, ...], params: dict[str, Any], options: Any) -> Any:
+    def _with_rate_limit_retries(
+        self, fn: Callable[..., T], args: tuple[str, ...], params: Mapping[str, object], options: RequestOptions
+    ) -> T:
         # The SDK retries 5xx, 409, network errors and 429s Stripe marks retryable (same idempotency key);
         # other 429s are retried here, while an attempt still fits before the deadline.
         from shared.deadline import MIN_ATTEMPT_S, seconds_left
@@ -299,27 +441,22 @@ class StripeGateway:
         """The monthly price with this lookup key, created once if Stripe does not have it yet."""
         if lookup_key in self._prices:
             return self._prices[lookup_key]
-        found = self._call(self._client.v1.prices.list, params={"lookup_keys": [lookup_key], "active": True})
+        listed: PriceListParams = {"lookup_keys": [lookup_key], "active": True}
+        found = self._call(self._client.v1.prices.list, params=listed)
         if found.data:
             price_id = str(found.data[0].id)
         else:
-            product = self._call(
-                self._client.v1.products.create,
-                params={"name": product_name, "metadata": metadata},
-                key=f"product:{lookup_key}",
-            )
-            price = self._call(
-                self._client.v1.prices.create,
-                params={
-                    "product": product.id,
-                    "unit_amount": unit_amount_minor,
-                    "currency": currency.lower(),
-                    "recurring": {"interval": "month"},
-                    "lookup_key": lookup_key,
-                    "metadata": metadata,
-                },
-                key=f"price:{lookup_key}",
-            )
+            product_params: ProductCreateParams = {"name": product_name, "metadata": metadata}
+            product = self._call(self._client.v1.products.create, params=product_params, key=f"product:{lookup_key}")
+            price_params: PriceCreateParams = {
+                "product": product.id,
+                "unit_amount": unit_amount_minor,
+                "currency": currency.lower(),
+                "recurring": {"interval": "month"},
+                "lookup_key": lookup_key,
+                "metadata": metadata,
+            }
+            price = self._call(self._client.v1.prices.create, params=price_params, key=f"price:{lookup_key}")
             price_id = str(price.id)
         self._prices[lookup_key] = price_id
         return price_id
@@ -327,7 +464,7 @@ class StripeGateway:
     # ------------------------------------------------------------------ customers and checkout
     def create_customer(self, *, org_id: str, name: str, email: str | None) -> str:
         """One Stripe customer per org (the key makes a retry return the same customer)."""
-        params: dict[str, Any] = {"name": name, "metadata": {"org_id": org_id}}
+        params: CustomerCreateParams = {"name": name, "metadata": {"org_id": org_id}}
         if email:
             params["email"] = email
         return str(self._call(self._client.v1.customers.create, params=params, key=f"customer:{org_id}").id)
@@ -338,9 +475,8 @@ class StripeGateway:
 
     def now_for(self, customer_id: str) -> int:
         """Stripe's "now" for a customer: its test clock's frozen time (Stripe test mode), else the time."""
-        customer = _plain(
-            self._call(self._client.v1.customers.retrieve, customer_id, params={"expand": ["test_clock"]})
-        )
+        expand: CustomerRetrieveParams = {"expand": ["test_clock"]}
+        customer = _plain(self._call(self._client.v1.customers.retrieve, customer_id, params=expand))
         clock = customer.get("test_clock")
         if isinstance(clock, dict) and clock.get("frozen_time"):
             return int(clock["frozen_time"])
@@ -358,20 +494,17 @@ class StripeGateway:
         key: str,
     ) -> tuple[str, str]:
         """A Checkout Session (mode subscription); returns (session id, url)."""
-        session = self._call(
-            self._client.v1.checkout.sessions.create,
-            params={
-                "mode": "subscription",
-                "customer": customer_id,
-                "client_reference_id": org_id,
-                "line_items": [{"price": p, "quantity": q} for p, q in items],
-                "success_url": success_url,
-                "cancel_url": cancel_url,
-                "metadata": {"org_id": org_id, "plan_id": plan_id},
-                "subscription_data": {"metadata": {"org_id": org_id, "plan_id": plan_id}},
-            },
-            key=key,
-        )
+        params: CheckoutSessionCreateParams = {
+            "mode": "subscription",
+            "customer": customer_id,
+            "client_reference_id": org_id,
+            "line_items": [{"price": p, "quantity": q} for p, q in items],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "metadata": {"org_id": org_id, "plan_id": plan_id},
+            "subscription_data": {"metadata": {"org_id": org_id, "plan_id": plan_id}},
+        }
+        session = self._call(self._client.v1.checkout.sessions.create, params=params, key=key)
         return str(session.id), str(session.url)
 
     def create_payment_checkout(
@@ -387,29 +520,26 @@ class StripeGateway:
         key: str,
     ) -> tuple[str, str]:
         """A Checkout Session (mode payment) for a one-off purchase; returns (session id, url)."""
-        session = self._call(
-            self._client.v1.checkout.sessions.create,
-            params={
-                "mode": "payment",
-                "customer": customer_id,
-                "client_reference_id": metadata.get("org_id", ""),
-                "line_items": [
-                    {
-                        "quantity": 1,
-                        "price_data": {
-                            "currency": currency.lower(),
-                            "unit_amount": amount_minor,
-                            "product_data": {"name": name},
-                        },
-                    }
-                ],
-                "success_url": success_url,
-                "cancel_url": cancel_url,
-                "metadata": metadata,
-                "payment_intent_data": {"metadata": metadata},
-            },
-            key=key,
-        )
+        params: CheckoutSessionCreateParams = {
+            "mode": "payment",
+            "customer": customer_id,
+            "client_reference_id": metadata.get("org_id", ""),
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount_minor,
+                        "product_data": {"name": name},
+                    },
+                }
+            ],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
+        }
+        session = self._call(self._client.v1.checkout.sessions.create, params=params, key=key)
         return str(session.id), str(session.url)
 
     def default_card(self, customer_id: str) -> str | None:
@@ -418,7 +548,8 @@ class StripeGateway:
         default = (customer.get("invoice_settings") or {}).get("default_payment_method")
         if default:
             return str(default if isinstance(default, str) else default["id"])
-        cards = self._call(self._client.v1.payment_methods.list, params={"customer": customer_id, "type": "card"})
+        cards_of: PaymentMethodListParams = {"customer": customer_id, "type": "card"}
+        cards = self._call(self._client.v1.payment_methods.list, params=cards_of)
         return str(cards.data[0].id) if cards.data else None
 
     def charge_card(
@@ -433,19 +564,16 @@ class StripeGateway:
     ) -> str:
         """An off-session charge of a saved card; PaymentDeclinedError when declined. Returns the intent id;
         the money counts only when `payment_intent.succeeded` arrives."""
-        intent = self._call(
-            self._client.v1.payment_intents.create,
-            key=key,
-            params={
-                "amount": amount_minor,
-                "currency": currency.lower(),
-                "customer": customer_id,
-                "payment_method": payment_method,
-                "off_session": True,
-                "confirm": True,
-                "metadata": metadata,
-            },
-        )
+        params: PaymentIntentCreateParams = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "customer": customer_id,
+            "payment_method": payment_method,
+            "off_session": True,
+            "confirm": True,
+            "metadata": metadata,
+        }
+        intent = self._call(self._client.v1.payment_intents.create, key=key, params=params)
         return str(intent.id)
 
     def start_bank_payment(
@@ -458,46 +586,36 @@ class StripeGateway:
         metadata: dict[str, str],
         key: str,
         payment_method: str | None = None,
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, BankPaymentShown]:
         """ACH debit (a saved us_bank_account, `processing` for days) or a wire (bank transfer to the
         customer balance, `requires_action` with instructions). Returns (intent id, what to show)."""
-        params: dict[str, Any] = {
+        params: PaymentIntentCreateParams = {
             "amount": amount_minor,
             "currency": currency.lower(),
             "customer": customer_id,
             "confirm": True,
             "metadata": metadata,
         }
+        # `payment_method_types` is what the local emulator reads; the SDK's types for this API version
+        # (2026-10-28.endive) call the parameter `allowed_payment_method_types`. Kept as sent until checked
+        # against Stripe: hence the two ignores.
         if method == "ach":
-            params |= {
-                "payment_method_types": ["us_bank_account"],
-                "payment_method": payment_method,
-                "mandate_data": {"customer_acceptance": {"type": "offline"}},
-            }
+            params["payment_method_types"] = ["us_bank_account"]  # type: ignore[typeddict-unknown-key]
+            if payment_method is not None:  # (the SDK leaves out a None parameter anyway)
+                params["payment_method"] = payment_method
+            params["mandate_data"] = {"customer_acceptance": {"type": "offline"}}
         else:
-            params |= {
-                "payment_method_types": ["customer_balance"],
-                "payment_method_data": {"type": "customer_balance"},
-                "payment_method_options": {
-                    "customer_balance": {"funding_type": "bank_transfer", "bank_transfer": {"type": "us_bank_transfer"}}
-                },
+            params["payment_method_types"] = ["customer_balance"]  # type: ignore[typeddict-unknown-key]
+            params["payment_method_data"] = {"type": "customer_balance"}
+            params["payment_method_options"] = {
+                "customer_balance": {"funding_type": "bank_transfer", "bank_transfer": {"type": "us_bank_transfer"}}
             }
         intent = _plain(self._call(self._client.v1.payment_intents.create, params=params, key=key))
-        action = intent.get("next_action") or {}
-        instructions = action.get("display_bank_transfer_instructions") or {}
-        shown = {"status": intent.get("status")}
-        if instructions:
-            shown |= {
-                "reference": instructions.get("reference"),
-                "amount_remaining_minor": instructions.get("amount_remaining"),
-                "financial_addresses": instructions.get("financial_addresses"),
-            }
-        return str(intent["id"]), shown
+        return str(intent["id"]), _bank_payment_shown(intent)
 
     def create_portal_session(self, *, customer_id: str, return_url: str) -> str:
-        session = self._call(
-            self._client.v1.billing_portal.sessions.create, params={"customer": customer_id, "return_url": return_url}
-        )
+        params: PortalSessionCreateParams = {"customer": customer_id, "return_url": return_url}
+        session = self._call(self._client.v1.billing_portal.sessions.create, params=params)
         return str(session.url)
 
     # ------------------------------------------------------------------ subscriptions
@@ -510,11 +628,15 @@ class StripeGateway:
         *,
         items: list[dict[str, Any]],
         metadata: dict[str, str],
-        proration_behavior: str,
+        proration_behavior: ProrationBehavior,
         proration_date: int | None,
         key: str,
     ) -> Subscription:
-        params: dict[str, Any] = {"items": items, "metadata": metadata, "proration_behavior": proration_behavior}
+        params: SubscriptionUpdateParams = {
+            "items": cast("list[SubscriptionUpdateParamsItem]", items),
+            "metadata": metadata,
+            "proration_behavior": proration_behavior,
+        }
         if proration_date is not None:
             params["proration_date"] = proration_date
         return _sub(_plain(self._call(self._client.v1.subscriptions.update, subscription_id, params=params, key=key)))
@@ -522,11 +644,11 @@ class StripeGateway:
     def preview_subscription_change(
         self, *, customer_id: str, subscription_id: str, items: list[dict[str, Any]], proration_date: int
     ) -> Invoice:
-        params = {
+        params: InvoiceCreatePreviewParams = {
             "customer": customer_id,
             "subscription": subscription_id,
             "subscription_details": {
-                "items": items,
+                "items": cast("list[InvoiceCreatePreviewParamsSubscriptionDetailsItem]", items),
                 "proration_date": proration_date,
                 "proration_behavior": "always_invoice",
             },
@@ -538,11 +660,13 @@ class StripeGateway:
         return _invoice(_plain(self._call(self._client.v1.invoices.retrieve, invoice_id)))
 
     def list_invoices(self, *, customer_id: str, limit: int = 100) -> list[Invoice]:
-        found = self._call(self._client.v1.invoices.list, params={"customer": customer_id, "limit": limit})
+        listed: InvoiceListParams = {"customer": customer_id, "limit": limit}
+        found = self._call(self._client.v1.invoices.list, params=listed)
         return [_invoice(_plain(i)) for i in found.data]
 
     def list_charges(self, *, customer_id: str) -> list[Charge]:
-        found = self._call(self._client.v1.charges.list, params={"customer": customer_id, "limit": 100})
+        listed: ChargeListParams = {"customer": customer_id, "limit": 100}
+        found = self._call(self._client.v1.charges.list, params=listed)
         return [
             Charge(str(c.id), int(c.amount), int(c.amount_refunded), str(c.currency).upper(), int(c.created))
             for c in found.data
@@ -550,23 +674,20 @@ class StripeGateway:
         ]
 
     def refund(self, *, charge_id: str, amount_minor: int, metadata: dict[str, str], key: str) -> str:
-        refund = self._call(
-            self._client.v1.refunds.create,
-            params={"charge": charge_id, "amount": amount_minor, "metadata": metadata},
-            key=key,
-        )
+        params: RefundCreateParams = {"charge": charge_id, "amount": amount_minor, "metadata": metadata}
+        refund = self._call(self._client.v1.refunds.create, params=params, key=key)
         return str(refund.id)
 
     def adjust_customer_balance(
         self, *, customer_id: str, amount_minor: int, currency: str, description: str, key: str
     ) -> int:
         """Adds to the customer's Stripe balance (positive = they owe more; negative = credit)."""
-        txn = self._call(
-            self._client.v1.customers.balance_transactions.create,
-            customer_id,
-            params={"amount": amount_minor, "currency": currency.lower(), "description": description},
-            key=key,
-        )
+        params: CustomerBalanceTransactionCreateParams = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "description": description,
+        }
+        txn = self._call(self._client.v1.customers.balance_transactions.create, customer_id, params=params, key=key)
         return int(txn.ending_balance)
 
     def add_invoice_item(
@@ -582,24 +703,22 @@ class StripeGateway:
         key: str,
     ) -> str:
         """A line on a draft invoice (our overage, in arrears)."""
-        item = self._call(
-            self._client.v1.invoice_items.create,
-            key=key,
-            params={
-                "customer": customer_id,
-                "invoice": invoice_id,
-                "amount": amount_minor,
-                "currency": currency.lower(),
-                "description": description,
-                "period": {"start": period[0], "end": period[1]},
-                "metadata": metadata,
-            },
-        )
+        params: InvoiceItemCreateParams = {
+            "customer": customer_id,
+            "invoice": invoice_id,
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "description": description,
+            "period": {"start": period[0], "end": period[1]},
+            "metadata": metadata,
+        }
+        item = self._call(self._client.v1.invoice_items.create, key=key, params=params)
         return str(item.id)
 
     def invoice_item_keys(self, invoice_id: str) -> set[str]:
         """The `billing_key` metadata of the invoice's items (what we already put on it)."""
-        found = self._call(self._client.v1.invoice_items.list, params={"invoice": invoice_id, "limit": 100})
+        listed: InvoiceItemListParams = {"invoice": invoice_id, "limit": 100}
+        found = self._call(self._client.v1.invoice_items.list, params=listed)
         metadata = [_plain(i).get("metadata") or {} for i in found.data]
         return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
 
@@ -613,10 +732,12 @@ class StripeGateway:
         data = _plain(event)
         return WebhookEvent(str(data["id"]), str(data["type"]), int(data["created"]), data["data"]["object"])
 
-    @staticmethod
-    def subscription_of(obj: dict[str, Any]) -> Subscription:
-        return _sub(obj)
 
-    @staticmethod
-    def invoice_of(obj: dict[str, Any]) -> Invoice:
-        return _invoice(obj)
+def _bank_payment_shown(intent: StripeJson) -> BankPaymentShown:
+    instructions = (intent.get("next_action") or {}).get("display_bank_transfer_instructions") or {}
+    shown: BankPaymentShown = {"status": intent.get("status")}
+    if instructions:
+        shown["reference"] = instructions.get("reference")
+        shown["amount_remaining_minor"] = instructions.get("amount_remaining")
+        shown["financial_addresses"] = instructions.get("financial_addresses")
+    return shown

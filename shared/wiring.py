@@ -63,7 +63,7 @@ def build_services(settings: ApiSettings) -> Services:
     prices = StripePrices(gateway, plans)
     mirror = SubscriptionMirror(repo, plans, clock)
     seats = SeatSync(repo, gateway, prices, plans, mirror)
-    orgs = OrgService(repo, plans, clock, on_seats_changed=seats.seats_changed)
+    orgs = OrgService(repo, plans, clock)
     outbox = OutboxWriter(table, clock)  # events and notifications leave through the outbox only
     refunds = DowngradeRefunds(RefundPlanRepository(table), gateway, clock)
     credit_repo = CreditRepository(table)

@@ -8,6 +8,7 @@ auto-top-up, with its own concurrency, so a Stripe outage cannot starve credit r
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime
 from functools import cache
 from typing import Annotated, Any
@@ -24,6 +25,8 @@ from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import ApiSettings
 from shared.usage.service import SdkEvent
+from shared.wallet.models import Hold
+from shared.wallet.service import Bill
 from shared.wiring import Services, build_services
 
 app = new_resolver()
@@ -229,13 +232,13 @@ class BillOut(BaseModel):
     replayed: bool
 
 
-def _hold_out(hold: dict[str, Any]) -> HoldOut:
+def _hold_out(hold: Hold) -> HoldOut:
     return HoldOut(
-        hold_id=hold["hold_id"],
-        status=hold["status"],
-        amount_minor=int(hold["amount_minor"]),
-        platform=hold["platform"],
-        project_id=hold["project_id"],
+        hold_id=hold.hold_id,
+        status=hold.status,
+        amount_minor=hold.amount_minor,
+        platform=hold.platform,
+        project_id=hold.project_id,
     )
 
 
@@ -271,17 +274,19 @@ def release_hold(hold_id: RunIdPath, body: ReleaseHoldRequest) -> HoldOut:
 )
 def record_bill(body: BillRequest) -> BillOut:
     result = services().wallet.record_bill(
-        org_id=body.org_id,
-        platform=body.platform,
-        bill_id=body.bill_id,
-        project_id=body.project_id,
-        amount_minor=body.amount_minor,
-        currency=body.currency,
-        billed_on=body.billed_on,
-        hold_id=body.hold_id,
-        actor=service_of(app),
+        Bill(
+            org_id=body.org_id,
+            platform=body.platform,
+            bill_id=body.bill_id,
+            project_id=body.project_id,
+            amount_minor=body.amount_minor,
+            currency=body.currency,
+            billed_on=body.billed_on,
+            hold_id=body.hold_id,
+            actor=service_of(app),
+        )
     )
-    return BillOut(**result)
+    return BillOut(**asdict(result))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)

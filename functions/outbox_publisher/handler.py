@@ -1,6 +1,7 @@
 """The outbox publisher (BillingTable's stream, filtered to new OUTBOX# items): sends each event and
-notification the committed changes wrote (shared/outbox.py). A message that cannot be sent is reported
-as a batch item failure, and so is every message after it in the batch, unsent: Lambda retries from the
+notification the committed changes wrote, and performs each task (the Stripe seat quantity sync; see
+shared/outbox.py). A message that cannot be sent (or a task Stripe fails) is reported as a batch item
+failure, and so is every message after it in the batch, unsent: Lambda retries from the
 failed one, in order, until it is delivered (or, after 24 h, hands it to the dead-letter queue), and
 nothing after a stuck message goes out twice. The same when the function's time runs low: what is not
 sent yet is reported, never half-sent by a timeout. Deliveries are at least once (a reply lost after a
@@ -18,11 +19,12 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from shared.deadline import within_lambda_time
 from shared.dynamo import dynamodb_resource
 from shared.events import EventPublisher
 from shared.notify import Notifier
 from shared.observability import logger, metrics, tracer
-from shared.outbox import OutboxPublisher
+from shared.outbox import OutboxPublisher, SeatSyncer
 from shared.settings import ApiSettings
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -40,7 +42,26 @@ def publisher() -> OutboxPublisher:
     settings = ApiSettings.from_env()
     events = EventPublisher(boto3.client("events", config=_CLIENT), settings.event_bus_name)
     notifier = Notifier(boto3.client("sns", config=_CLIENT), settings.notifications_topic_arn)
-    return OutboxPublisher(events, notifier, dynamodb_resource().Table(settings.table_name))
+    return OutboxPublisher(events, notifier, dynamodb_resource().Table(settings.table_name), seats=seat_sync)
+
+
+@cache
+def seat_sync() -> SeatSyncer:
+    """Made when the first task arrives: a batch of events and notices imports no Stripe code and never
+    reads the Stripe secret (the gateway reads it on its first call)."""
+    from shared.billing.prices import StripePrices
+    from shared.billing.subscriptions import SeatSync, SubscriptionMirror
+    from shared.catalog import plan_catalog
+    from shared.clock import SystemClock
+    from shared.orgs.repository import OrgRepository
+    from shared.stripe_gateway import StripeGateway
+    from shared.wiring import stripe_keys
+
+    settings = ApiSettings.from_env()
+    gateway = StripeGateway.from_keys(stripe_keys(settings.stripe_secret_arn), api_base=settings.stripe_api_base)
+    repo = OrgRepository(dynamodb_resource().Table(settings.table_name))
+    plans = plan_catalog()
+    return SeatSync(repo, gateway, StripePrices(gateway, plans), plans, SubscriptionMirror(repo, plans, SystemClock()))
 
 
 class _Batch:
@@ -68,6 +89,7 @@ class _Batch:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@within_lambda_time  # a task's Stripe calls end before the function would time out: a failed record, retried
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     batch = _Batch(context)
     return dict(

@@ -3,6 +3,7 @@ recorded once, exactly like the service route (`POST /v1/internal/wallet/bills`)
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 from functools import cache
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import ApiSettings
+from shared.wallet.service import Bill
 from shared.wiring import Services, build_services
 
 
@@ -47,15 +49,17 @@ def services() -> Services:
 def lambda_handler(event: BillRecordedEvent, context: LambdaContext) -> dict[str, Any]:
     bill = event.detail
     result = services().wallet.record_bill(
-        org_id=bill.org_id,
-        platform=bill.platform,
-        bill_id=bill.bill_id,
-        project_id=bill.project_id,
-        amount_minor=bill.amount_minor,
-        currency=bill.currency,
-        billed_on=bill.billed_on,
-        hold_id=bill.hold_id,
-        actor=f"eventbridge:{event.source}",
+        Bill(
+            org_id=bill.org_id,
+            platform=bill.platform,
+            bill_id=bill.bill_id,
+            project_id=bill.project_id,
+            amount_minor=bill.amount_minor,
+            currency=bill.currency,
+            billed_on=bill.billed_on,
+            hold_id=bill.hold_id,
+            actor=f"eventbridge:{event.source}",
+        )
     )
-    metrics.add_metric(name="PlatformBillsRecorded", unit=MetricUnit.Count, value=0 if result["replayed"] else 1)
-    return result
+    metrics.add_metric(name="PlatformBillsRecorded", unit=MetricUnit.Count, value=0 if result.replayed else 1)
+    return asdict(result)

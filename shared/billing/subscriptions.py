@@ -119,10 +119,14 @@ class SeatSync:
         self._plans = plans
         self._mirror = mirror
 
-    def seats_changed(self, org_id: str) -> None:
-        """Idempotent per seat revision: a retry after a crash re-sends the same Stripe request."""
+    def seats_changed(self, org_id: str, *, revision: int | None = None) -> None:
+        """Brings the Stripe quantity to the org's members now. Idempotent per seat revision: a retry after
+        a crash re-sends the same Stripe request. `revision`: the seat change this sync is for (an outbox
+        task); one older than the org's is skipped - the newer change wrote its own task, which syncs."""
         org = self._repo.get_org(org_id)
         if org is None or not org.has_live_subscription or org.subscription is None:
+            return
+        if revision is not None and revision < org.seat_revision:
             return
         plan = org.effective_plan(self._plans.get(org.plan_id))
         fetched = self._mirror.now_ms()

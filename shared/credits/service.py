@@ -1,30 +1,33 @@
 """Credit consumption for the workflow engine, reads for people, adjustments for support.
 
-Each call is one optimistic transaction on the org's credit account (retried on a version conflict)
-and is idempotent by its cause: reserve/settle/release by `workflow_run_id` (a replay returns the
-first result), grants by the support request's Idempotency-Key, packs by the Stripe session."""
+Each call is one versioned change of the org's credit account through the ledger engine (retried on a
+conflict, shared/retry.py) and is idempotent by its cause: reserve / settle / release by
+`workflow_run_id` (a replay returns the first result), grants by the support request's
+Idempotency-Key, packs by the Stripe session."""
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
+from shared import keys
 from shared.auth import Caller
 from shared.catalog import PlanCatalog, TemplateCatalog
 from shared.clock import Clock, iso
 from shared.credits.account import CreditAccount, Entry, EntryKind, Split
+from shared.credits.models import Counters, CreditChange, Reservation, ReservationEnd, ReservationPut, StoredAccount
 from shared.credits.periods import Period, period_containing
-from shared.credits.repository import CreditRepository, RecordConflict, StoredAccount, VersionConflict
+from shared.credits.repository import CreditRepository
+from shared.dynamo import Item
 from shared.errors import ConcurrentUpdateError, ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from shared.ledger import AlreadyApplied, Cause, ConditionFailed, EntryLine, LedgerConflict
 from shared.orgs.models import MANAGE_BILLING, READ, Org, ProjectStatus
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
 from shared.pagination import Page
+from shared.retry import until_done
 
 RESERVATION_TTL = timedelta(hours=2)
 MAX_ATTEMPTS = 200
@@ -47,21 +50,48 @@ class ReservationResult:
 class CreditSummary:
     period: Period
     account: CreditAccount
-    projects: list[dict[str, Any]]
+    projects: list[Item]
 
 
-def _result(record: dict[str, Any], *, replayed: bool, available: int | None = None) -> ReservationResult:
-    split = record.get("split")
+@dataclass(frozen=True)
+class Committed:
+    before: CreditAccount
+    after: CreditAccount
+
+
+@dataclass(frozen=True)
+class Request:
+    """A generation's reservation request from the workflow engine."""
+
+    org_id: str
+    project_id: str
+    template_id: str
+    generation_type: str
+    quantity: int
+    workflow_run_id: str
+    actor: str
+
+
+Build = Callable[[StoredAccount], CreditChange]
+
+
+def _result(record: Reservation, *, replayed: bool, available: int | None = None) -> ReservationResult:
+    split = Split(**record.split) if record.split else None
     return ReservationResult(
-        workflow_run_id=record["workflow_run_id"],
-        status=record["status"],
-        project_id=record["project_id"],
-        credits=int(record["credits"]),
-        settled_credits=record.get("settled_credits"),
-        split=Split(**{k: int(v) for k, v in split.items()}) if split else None,
-        available_after=available,
-        replayed=replayed,
+        record.workflow_run_id,
+        record.status,
+        record.project_id,
+        record.credits,
+        record.settled_credits,
+        split,
+        available,
+        replayed,
     )
+
+
+def _meta(project_id: str | None, ref: str, actor: str, key: str) -> dict[str, object]:
+    fields: dict[str, object] = {"ref": ref, "actor": actor, "idempotency_key": key}
+    return {**fields, "project_id": project_id} if project_id else fields
 
 
 class CreditService:
@@ -83,41 +113,49 @@ class CreditService:
         self._clock = clock
 
     # ------------------------------------------------------------------ plumbing
-    def _org(self, org_id: str) -> Org:
-        return self._org_repo.require_org(org_id)
-
     def _current(self, org: Org, stored: StoredAccount | None, period: Period) -> tuple[StoredAccount, list[Entry]]:
         """The account as of `period`: created or rolled over (included credits reset) if needed."""
         plan = self._orgs.plan_of(org)
         overage = plan.price_book(org.currency).credit_overage_unit_minor is not None
         if stored is None:
-            fresh = CreditAccount(
-                period_key="",
-                included=0,
-                included_used=0,
-                packs=0,
-                reserved=0,
-                overage=0,
-                overage_allowed=overage,
-                cap=None,
-            )
+            fresh = CreditAccount("", 0, 0, 0, 0, 0, overage_allowed=overage, cap=None)
             opened, entries = fresh.open_period(period.key, plan.included_credits)
-            return StoredAccount(opened, 0, 0), entries
+            return StoredAccount(opened), entries
         account = replace(stored.account, overage_allowed=overage)
         if account.period_key < period.key:
             account, entries = account.open_period(period.key, plan.included_credits)
             return replace(stored, account=account), entries
         return replace(stored, account=account), []
 
-    def _transact(self, org_id: str, attempt: Callable[[], bool]) -> None:
-        """Runs `attempt` until it commits (True) or decides nothing is to be written (False)."""
-        for n in range(MAX_ATTEMPTS):
+    def _commit(self, org: Org, period: Period, build: Build) -> Committed | None:
+        """Commits what `build` makes of the account as of `period` (opened if need be), retrying on
+        conflicts. None when a condition of the change failed: a replay (the cause, the reservation)."""
+        now = self._clock.now()
+
+        def attempt() -> Committed | None:
+            stored, opening = self._current(org, self._repo.account(org.org_id), period)
+            change = build(stored)
+            change = replace(change, entries=[*opening, *change.entries])
             try:
-                attempt()
-                return
-            except VersionConflict:
-                time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(n, 5))))  # noqa: S311 - jitter
-        raise ConcurrentUpdateError("The credit account is busy; retry.")
+                self._repo.commit(org.org_id, stored, change, now)
+            except (AlreadyApplied, ConditionFailed):
+                return None
+            return Committed(stored.account, change.after)
+
+        retry_on = (LedgerConflict, ConcurrentUpdateError)
+        return until_done(attempt, retry_on=retry_on, attempts=MAX_ATTEMPTS, busy="The credit account is busy; retry.")
+
+    def _reservation(self, org_id: str, run_id: str) -> Reservation:
+        record = self._repo.reservation(org_id, run_id)
+        if record is None:
+            raise NotFoundError(f"No reservation for workflow run {run_id}.", code="reservation_not_found")
+        return record
+
+    @staticmethod
+    def _terminal(record: Reservation, wanted: str) -> ReservationResult:
+        if record.status == wanted:
+            return _result(record, replayed=True)
+        raise ConflictError(f"The reservation is already {record.status}.", code=f"already_{record.status}")
 
     # ------------------------------------------------------------------ consumption (workflow engine)
     def reserve(
@@ -133,265 +171,156 @@ class CreditService:
     ) -> ReservationResult:
         """Holds the template's cost x quantity. Idempotent by workflow_run_id (a replay returns the first
         result). InsufficientCreditsError / CreditCapReachedError (409) when it does not fit."""
-        org = self._org(org_id)
-        existing = self._repo.reservation(org_id, workflow_run_id)
+        request = Request(org_id, project_id, template_id, generation_type, quantity, workflow_run_id, actor)
+        org = self._org_repo.require_org(request.org_id)
+        existing = self._repo.reservation(request.org_id, request.workflow_run_id)
         if existing:
             return _result(existing, replayed=True)
-        template = self._templates.get(template_id)
+        record = self._new_reservation(org, request)
+        committed = self._commit(org, period_containing(org, self._clock.now()), self._reserve_change(record, request))
+        if committed is None:  # a concurrent call with the same run id won
+            found = self._repo.reservation(request.org_id, request.workflow_run_id) or record
+            return _result(found, replayed=True)
+        return _result(record, replayed=False, available=committed.after.available)
+
+    def _new_reservation(self, org: Org, request: Request) -> Reservation:
+        template = self._templates.get(request.template_id)
         costs = self._templates.credit_costs(template)
-        if generation_type not in costs:
+        if request.generation_type not in costs:
             raise InvalidRequestError(
-                f"Template {template_id} has no generation type '{generation_type}' "
+                f"Template {request.template_id} has no generation type '{request.generation_type}' "
                 f"(it has: {', '.join(sorted(costs))}).",
                 code="unknown_generation_type",
             )
-        project = self._org_repo.get_project(org_id, project_id)
+        project = self._org_repo.get_project(org.org_id, request.project_id)
         if project is None:
-            raise NotFoundError(f"Project {project_id} was not found.", code="project_not_found")
+            raise NotFoundError(f"Project {request.project_id} was not found.", code="project_not_found")
         if project.status is not ProjectStatus.ACTIVE:
-            raise ConflictError(f"Project {project_id} is archived.", code="project_archived")
-        credits = costs[generation_type] * quantity
+            raise ConflictError(f"Project {request.project_id} is archived.", code="project_archived")
         now = self._clock.now()
-        period = period_containing(org, now)
-        record = {
-            "workflow_run_id": workflow_run_id,
-            "status": "reserved",
-            "project_id": project_id,
-            "template_id": template_id,
-            "generation_type": generation_type,
-            "quantity": quantity,
-            "credits": credits,
-            "created_at": iso(now),
-            "hold_expires_at": iso(now + RESERVATION_TTL),
-            "period_key": period.key,
-        }
-        outcome: dict[str, Any] = {}
+        return Reservation(
+            workflow_run_id=request.workflow_run_id,
+            status="reserved",
+            project_id=request.project_id,
+            template_id=request.template_id,
+            generation_type=request.generation_type,
+            quantity=request.quantity,
+            credits=costs[request.generation_type] * request.quantity,
+            created_at=iso(now),
+            hold_expires_at=iso(now + RESERVATION_TTL),
+            period_key=period_containing(org, now).key,
+        )
 
-        def attempt() -> bool:
-            stored, opening = self._current(org, self._repo.account(org_id), period)
-            after, entries = stored.account.reserve(credits)
-            try:
-                self._repo.commit(
-                    org_id,
-                    stored,
-                    after,
-                    opening + entries,
-                    now_iso=iso(now),
-                    entry_fields=self._entry_fields(project_id, f"run:{workflow_run_id}", actor, workflow_run_id),
-                    extra=[
-                        self._repo.put_reservation(org_id, workflow_run_id, record),
-                        self._repo.add_counters(
-                            org_id,
-                            f"PERIOD#{period.key}#PRJ#{project_id}",
-                            {"reserved": credits},
-                            {"project_id": project_id},
-                        ),
-                    ],
-                )
-            except RecordConflict:
-                outcome["replay"] = True  # a concurrent call with the same run id won
-                return False
-            outcome["available"] = after.available
-            return True
+    @staticmethod
+    def _reserve_change(record: Reservation, request: Request) -> Build:
+        def build(stored: StoredAccount) -> CreditChange:
+            after, entries = stored.account.reserve(record.credits)
+            project = keys.project_period_sk(record.period_key, record.project_id)
+            run = request.workflow_run_id
+            return CreditChange(
+                after,
+                entries,
+                entry=_meta(record.project_id, f"run:{run}", request.actor, run),
+                records=[
+                    ReservationPut(record),
+                    Counters(project, {"reserved": record.credits}, {"project_id": record.project_id}),
+                ],
+            )
 
-        self._transact(org_id, attempt)
-        if outcome.get("replay"):
-            return _result(self._repo.reservation(org_id, workflow_run_id) or record, replayed=True)
-        return _result(record, replayed=False, available=outcome["available"])
+        return build
 
     def settle(
         self, *, org_id: str, workflow_run_id: str, quantity: int | None, occurred_at: datetime | None, actor: str
     ) -> ReservationResult:
         """Ends the reservation with what the generation actually used (quantity x the reserved unit
         cost; None = as reserved). Counted in the period of `occurred_at` (default now). Idempotent."""
-        org = self._org(org_id)
+        org = self._org_repo.require_org(org_id)
         record = self._reservation(org_id, workflow_run_id)
-        if record["status"] != "reserved":
+        if record.status != "reserved":
             return self._terminal(record, "settled")
-        unit = int(record["credits"]) // max(int(record["quantity"]), 1)
-        actual = int(record["credits"]) if quantity is None else unit * quantity
+        unit = record.credits // max(record.quantity, 1)
+        actual = record.credits if quantity is None else unit * quantity
         now = self._clock.now()
-        at = occurred_at or now
-        usage_period = period_containing(org, at)
-        current = period_containing(org, now)
-        outcome: dict[str, Any] = {}
+        usage_period = period_containing(org, occurred_at or now)
+        done: dict[str, object] = {}
+        build = self._settle_change(org, record, actual, usage_period, actor, done)
+        committed = self._commit(org, period_containing(org, now), build)
+        if committed is None:
+            return self._terminal(self._reservation(org_id, workflow_run_id), "settled")
+        settled = replace(record, status="settled", **done)  # type: ignore[arg-type]
+        return _result(settled, replayed=False, available=committed.after.available)
 
-        def attempt() -> bool:
-            stored, opening = self._current(org, self._repo.account(org_id), current)
-            if usage_period.key < stored.account.period_key:
+    def _settle_change(
+        self, org: Org, record: Reservation, actual: int, usage: Period, actor: str, done: dict[str, object]
+    ) -> Build:
+        now = self._clock.now()
+
+        def build(stored: StoredAccount) -> CreditChange:
+            late = usage.key < stored.account.period_key
+            if late:
                 # A late event for a closed period: release the hold now; the usage lands in that period
                 # as late overage (its included credits are gone), billed with the next overage run.
-                after, entries = stored.account.release(int(record["credits"]), EntryKind.USAGE)
-                split = Split(0, 0, actual)
-                entries = [replace(entries[0], credits=actual)]
-                counters = {"credits_used": actual, "credits_late": actual, "workflow_runs": 1}
+                after, entries = stored.account.release(record.credits, EntryKind.USAGE)
+                split, entries = Split(0, 0, actual), [replace(entries[0], credits=actual)]
             else:
-                after, entries, split = stored.account.settle(int(record["credits"]), actual)
-                counters = {
-                    "credits_used": actual,
-                    "credits_included_used": split.included,
-                    "credits_packs_used": split.packs,
-                    "credits_overage": split.overage,
-                    "workflow_runs": 1,
-                }
-            done = {
-                "settled_credits": actual,
-                "split": {"included": split.included, "packs": split.packs, "overage": split.overage},
-                "settled_at": iso(now),
-                "usage_period_key": usage_period.key,
-            }
-            project = record["project_id"]
-            project_counters = {
-                "used": actual,
-                "included_used": split.included,
-                "packs_used": split.packs,
-                "overage": split.overage,
-                "generations": 1,
-            }
-            hold = {"reserved": -int(record["credits"])}  # the hold sits in the period it was made in
-            extra = [
-                self._repo.end_reservation(org_id, workflow_run_id, "settled", done),
-                self._repo.add_counters(
-                    org_id, f"PERIOD#{usage_period.key}", counters, {"period_end": iso(usage_period.end)}
-                ),
-            ]
-            if record["period_key"] == usage_period.key:
-                extra.append(
-                    self._repo.add_counters(
-                        org_id,
-                        f"PERIOD#{usage_period.key}#PRJ#{project}",
-                        project_counters | hold,
-                        {"project_id": project},
-                    )
-                )
-            else:
-                extra += [
-                    self._repo.add_counters(
-                        org_id, f"PERIOD#{usage_period.key}#PRJ#{project}", project_counters, {"project_id": project}
-                    ),
-                    self._repo.add_counters(org_id, f"PERIOD#{record['period_key']}#PRJ#{project}", hold),
-                ]
-            warnings = self._warnings(org, stored.account, after)
-            extra += self._repo.outbox(org_id, f"credits:{org_id}:v{stored.version + 1}", warnings, now)
-            try:
-                self._repo.commit(
-                    org_id,
-                    stored,
-                    after,
-                    opening + entries,
-                    now_iso=iso(now),
-                    extra=extra,
-                    entry_fields=self._entry_fields(
-                        record["project_id"], f"run:{workflow_run_id}", actor, f"settle:{workflow_run_id}"
-                    ),
-                )
-            except RecordConflict:
-                outcome["raced"] = True
-                return False
-            outcome.update(before=stored.account, after=after, split=split, done=done)
-            return True
+                after, entries, split = stored.account.settle(record.credits, actual)
+            done.clear()
+            done.update(
+                settled_credits=actual,
+                split={"included": split.included, "packs": split.packs, "overage": split.overage},
+                settled_at=iso(now),
+                usage_period_key=usage.key,
+            )
+            run = record.workflow_run_id
+            return CreditChange(
+                after,
+                entries,
+                entry=_meta(record.project_id, f"run:{run}", actor, f"settle:{run}"),
+                records=[
+                    ReservationEnd(run, "settled", dict(done)),
+                    *_settle_counters(record, actual, split, usage, late=late),
+                ],
+                messages=_warnings(org, stored.account, after),
+            )
 
-        self._transact(org_id, attempt)
-        if outcome.get("raced"):
-            return self._terminal(self._reservation(org_id, workflow_run_id), "settled")
-        return _result(
-            {**record, **outcome["done"], "status": "settled"}, replayed=False, available=outcome["after"].available
-        )
+        return build
 
     def release(self, *, org_id: str, workflow_run_id: str, actor: str, expired: bool = False) -> ReservationResult:
         """Gives the held credits back (failed generation, or expiry). Idempotent."""
-        org = self._org(org_id)
+        org = self._org_repo.require_org(org_id)
         record = self._reservation(org_id, workflow_run_id)
         status = "expired" if expired else "released"
-        if record["status"] != "reserved":
+        if record.status != "reserved":
             return self._terminal(record, status)
         now = self._clock.now()
-        outcome: dict[str, Any] = {}
 
-        def attempt() -> bool:
-            stored, opening = self._current(org, self._repo.account(org_id), period_containing(org, now))
-            after, entries = stored.account.release(int(record["credits"]))
-            extra = [
-                self._repo.end_reservation(org_id, workflow_run_id, status, {"ended_at": iso(now)}),
-                self._repo.add_counters(
-                    org_id,
-                    f"PERIOD#{record['period_key']}#PRJ#{record['project_id']}",
-                    {"reserved": -int(record["credits"])},
-                ),
-            ]
-            try:
-                self._repo.commit(
-                    org_id,
-                    stored,
-                    after,
-                    opening + entries,
-                    now_iso=iso(now),
-                    extra=extra,
-                    entry_fields=self._entry_fields(
-                        record["project_id"], f"run:{workflow_run_id}", actor, f"{status}:{workflow_run_id}"
-                    ),
-                )
-            except RecordConflict:
-                outcome["raced"] = True
-                return False
-            outcome["available"] = after.available
-            return True
+        def build(stored: StoredAccount) -> CreditChange:
+            after, entries = stored.account.release(record.credits)
+            project = keys.project_period_sk(record.period_key, record.project_id)
+            return CreditChange(
+                after,
+                entries,
+                entry=_meta(record.project_id, f"run:{workflow_run_id}", actor, f"{status}:{workflow_run_id}"),
+                records=[
+                    ReservationEnd(workflow_run_id, status, {"ended_at": iso(now)}),
+                    Counters(project, {"reserved": -record.credits}),
+                ],
+            )
 
-        self._transact(org_id, attempt)
-        if outcome.get("raced"):
+        committed = self._commit(org, period_containing(org, now), build)
+        if committed is None:
             return self._terminal(self._reservation(org_id, workflow_run_id), status)
-        return _result({**record, "status": status}, replayed=False, available=outcome["available"])
+        return _result(replace(record, status=status), replayed=False, available=committed.after.available)
 
     def expire_due(self) -> int:
         """Releases reservations past their expiry (the scheduled sweeper). Returns how many."""
         released = 0
-        for record in self._repo.expired_reservations(iso(self._clock.now())):
-            org_id = record["PK"].removeprefix("ORG#")
+        for org_id, record in self._repo.expired_reservations(iso(self._clock.now())):
             result = self.release(
-                org_id=org_id, workflow_run_id=record["workflow_run_id"], actor="system:sweeper", expired=True
+                org_id=org_id, workflow_run_id=record.workflow_run_id, actor="system:sweeper", expired=True
             )
             released += not result.replayed
         return released
-
-    def _reservation(self, org_id: str, run_id: str) -> dict[str, Any]:
-        record = self._repo.reservation(org_id, run_id)
-        if record is None:
-            raise NotFoundError(f"No reservation for workflow run {run_id}.", code="reservation_not_found")
-        return record
-
-    @staticmethod
-    def _terminal(record: dict[str, Any], wanted: str) -> ReservationResult:
-        if record["status"] == wanted:
-            return _result(record, replayed=True)
-        raise ConflictError(f"The reservation is already {record['status']}.", code=f"already_{record['status']}")
-
-    @staticmethod
-    def _entry_fields(project_id: str | None, ref: str, actor: str, key: str) -> dict[str, Any]:
-        fields = {"ref": ref, "actor": actor, "idempotency_key": key}
-        return {**fields, "project_id": project_id} if project_id else fields
-
-    @staticmethod
-    def _warnings(org: Org, before: CreditAccount, after: CreditAccount) -> list[Message]:
-        """Credits.UsageWarning at 80% and 100% of included credits, Credits.OverageStarted: each sent
-        (through the outbox) with the one settle whose transaction crossed it."""
-        if after.included <= 0 or before.period_key != after.period_key:
-            return []
-        messages: list[Message] = []
-        for pct in WARN_AT_PCT:
-            line = after.included * pct // 100
-            if before.included_used < line <= after.included_used:
-                detail = {
-                    "org_id": org.org_id,
-                    "period_key": after.period_key,
-                    "threshold_pct": pct,
-                    "included": after.included,
-                    "used": after.included_used,
-                }
-                messages.append(Event("Credits.UsageWarning", detail))
-        if before.overage == 0 < after.overage:
-            detail = {"org_id": org.org_id, "period_key": after.period_key, "overage": after.overage}
-            messages.append(Event("Credits.OverageStarted", detail))
-        return messages
 
     # ------------------------------------------------------------------ support and packs
     def adjust(self, caller: Caller, org_id: str, *, credits: int, reason: str, idempotency_key: str) -> int:
@@ -400,58 +329,28 @@ class CreditService:
             self._orgs.access(caller, org_id, READ)  # members get 403, strangers 404
             raise ForbiddenError("Only Layers support can grant or claw back credits.")
         org = self._orgs.access(caller, org_id, frozenset(), support=True).org
-        now = self._clock.now()
-        outcome: dict[str, int] = {}
 
-        def attempt() -> bool:
-            stored, opening = self._current(org, self._repo.account(org_id), period_containing(org, now))
+        def build(stored: StoredAccount) -> CreditChange:
             op = stored.account.grant if credits > 0 else stored.account.claw_back
             after, entries = op(abs(credits))
-            try:
-                self._repo.commit(
-                    org_id,
-                    stored,
-                    after,
-                    opening + entries,
-                    now_iso=iso(now),
-                    extra=[
-                        self._repo.marker(f"ORG#{org_id}", f"IDEM#adjust#{idempotency_key}", 0, {"credits": credits})
-                    ],
-                    entry_fields={
-                        **self._entry_fields(None, f"support:{reason}", caller.user_id, f"adjust:{idempotency_key}")
-                    },
-                )
-            except RecordConflict:
-                return False  # replay: this key already adjusted
-            outcome["available"] = after.available
-            return True
+            meta = _meta(None, f"support:{reason}", caller.user_id, f"adjust:{idempotency_key}")
+            return CreditChange(
+                after, entries, entry=meta, cause=Cause(f"adjust#{idempotency_key}", {"credits": credits})
+            )
 
-        self._transact(org_id, attempt)
-        return outcome.get("available", self.summary_account(org).available)
+        committed = self._commit(org, period_containing(org, self._clock.now()), build)
+        return committed.after.available if committed else self.summary_account(org).available
 
     def add_pack(self, org_id: str, *, credits: int, ref: str) -> None:
         """Purchased credits (a paid Stripe Checkout); once per `ref` (the session id)."""
-        org = self._org(org_id)
-        now = self._clock.now()
+        org = self._org_repo.require_org(org_id)
 
-        def attempt() -> bool:
-            stored, opening = self._current(org, self._repo.account(org_id), period_containing(org, now))
+        def build(stored: StoredAccount) -> CreditChange:
             after, entries = stored.account.add_packs(credits)
-            try:
-                self._repo.commit(
-                    org_id,
-                    stored,
-                    after,
-                    opening + entries,
-                    now_iso=iso(now),
-                    extra=[self._repo.marker(f"ORG#{org_id}", f"IDEM#pack#{ref}", 0, {"credits": credits})],
-                    entry_fields=self._entry_fields(None, ref, "stripe", f"pack:{ref}"),
-                )
-            except RecordConflict:
-                return False
-            return True
+            meta = _meta(None, ref, "stripe", f"pack:{ref}")
+            return CreditChange(after, entries, entry=meta, cause=Cause(f"pack#{ref}", {"credits": credits}))
 
-        self._transact(org_id, attempt)
+        self._commit(org, period_containing(org, self._clock.now()), build)
 
     # ------------------------------------------------------------------ reads and settings
     def summary_account(self, org: Org) -> CreditAccount:
@@ -464,30 +363,72 @@ class CreditService:
         account = self.summary_account(org)
         return CreditSummary(period, account, self._repo.project_periods(org_id, period.key))
 
-    def entries(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
+    def entries(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[EntryLine]:
         self._orgs.access(caller, org_id, READ, support=True)
-        return self._repo.entries(org_id, cursor, limit)
+        return self._repo.lines(org_id, cursor, limit)
 
     def set_cap(self, caller: Caller, org_id: str, cap: int | None) -> CreditAccount:
         """The org's monthly hard stop on credits (None removes it). Owner/admin/billing."""
         org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
-        now = self._clock.now()
-        outcome: dict[str, CreditAccount] = {}
+        committed = self._commit(
+            org,
+            period_containing(org, self._clock.now()),
+            lambda stored: CreditChange(replace(stored.account, cap=cap)),
+        )
+        assert committed is not None  # nothing it writes has a condition but the version
+        return committed.after
 
-        def attempt() -> bool:
-            stored, opening = self._current(org, self._repo.account(org_id), period_containing(org, now))
-            after = replace(stored.account, cap=cap)
-            self._repo.commit(
-                org_id,
-                stored,
-                after,
-                opening,
-                now_iso=iso(now),
-                extra=[],
-                entry_fields=self._entry_fields(None, "settings", caller.user_id, f"cap:{now}"),
-            )
-            outcome["account"] = after
-            return True
 
-        self._transact(org_id, attempt)
-        return outcome["account"]
+def _settle_counters(record: Reservation, actual: int, split: Split, usage: Period, *, late: bool) -> list[Counters]:
+    """The period's usage counters, the project's in the usage period, and its hold freed in the
+    period the reservation was made in (the same item when both periods are one). Late usage (for a
+    period already closed) is counted apart: its included credits are gone, it is billed as late overage."""
+    counters = {"credits_used": actual, "workflow_runs": 1}
+    if late:
+        counters["credits_late"] = actual
+    else:
+        counters |= {
+            "credits_included_used": split.included,
+            "credits_packs_used": split.packs,
+            "credits_overage": split.overage,
+        }
+    project_counters = {
+        "used": actual,
+        "included_used": split.included,
+        "packs_used": split.packs,
+        "overage": split.overage,
+        "generations": 1,
+    }
+    hold = {"reserved": -record.credits}
+    named = {"project_id": record.project_id}
+    found = [Counters(keys.period_sk(usage.key), counters, {"period_end": iso(usage.end)})]
+    if record.period_key == usage.key:
+        return [*found, Counters(keys.project_period_sk(usage.key, record.project_id), project_counters | hold, named)]
+    return [
+        *found,
+        Counters(keys.project_period_sk(usage.key, record.project_id), project_counters, named),
+        Counters(keys.project_period_sk(record.period_key, record.project_id), hold),
+    ]
+
+
+def _warnings(org: Org, before: CreditAccount, after: CreditAccount) -> list[Message]:
+    """Credits.UsageWarning at 80% and 100% of included credits, Credits.OverageStarted: each sent
+    (through the outbox) with the one settle whose transaction crossed it."""
+    if after.included <= 0 or before.period_key != after.period_key:
+        return []
+    messages: list[Message] = []
+    for pct in WARN_AT_PCT:
+        line = after.included * pct // 100
+        if before.included_used < line <= after.included_used:
+            detail = {
+                "org_id": org.org_id,
+                "period_key": after.period_key,
+                "threshold_pct": pct,
+                "included": after.included,
+                "used": after.included_used,
+            }
+            messages.append(Event("Credits.UsageWarning", detail))
+    if before.overage == 0 < after.overage:
+        detail = {"org_id": org.org_id, "period_key": after.period_key, "overage": after.overage}
+        messages.append(Event("Credits.OverageStarted", detail))
+    return messages

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import boto3
 from botocore.exceptions import ClientError
@@ -14,6 +14,10 @@ from botocore.exceptions import ClientError
 from shared.errors import ConcurrentUpdateError, ThrottledError
 
 _THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+
+
+Item: TypeAlias = dict[str, Any]  # a DynamoDB item as boto3's resource layer reads and writes it
+TxItem: TypeAlias = dict[str, Any]  # one element of TransactWriteItems (Put / Update / ConditionCheck)
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 Section = Literal["subscription", "credits", "ad_spend", "usage"]
 PaidVia = Literal["stripe", "wallet", "info"]
 Status = Literal["draft", "finalized", "rendered", "issued", "failed"]
+DocumentKind = Literal["pdf", "csv"]
 
 
 class InvoiceLine(BaseModel):
@@ -56,3 +58,11 @@ class Invoice(BaseModel):
     finalized_at: str | None = None
     issued_at: str | None = None
     reads: int = 0  # DynamoDB items read to assemble it (constant in ledger size)
+
+
+@dataclass(frozen=True)
+class DocumentUrl:
+    """A short-lived presigned URL to download one of an invoice's documents."""
+
+    url: str
+    expires_in: int  # seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.conditions import Key
 
@@ -13,6 +13,9 @@ from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
 from shared.invoices.models import Invoice
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import QueryInputTableQueryTypeDef, TableAttributeValueTypeDef
 
 
 class InvoiceConflict(Exception):
@@ -33,7 +36,7 @@ class InvoiceRepository:
         return Invoice.model_validate(plain(item)) if item else None
 
     def list(self, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:
-        kwargs: dict[str, Any] = {
+        kwargs: QueryInputTableQueryTypeDef = {
             "KeyConditionExpression": Key("PK").eq(f"ORG#{org_id}") & Key("SK").begins_with("INVOICE#"),
             "ScanIndexForward": False,
             "Limit": limit,
@@ -135,7 +138,7 @@ class InvoiceRepository:
                 continue  # another invoice took the number: read the counter again
 
     @staticmethod
-    def _item(invoice: Invoice) -> dict[str, Any]:
+    def _item(invoice: Invoice) -> dict[str, TableAttributeValueTypeDef]:
         return {
             "PK": f"ORG#{invoice.org_id}",
             "SK": f"INVOICE#{invoice.period_key}",

@@ -5,15 +5,15 @@ ledger entries, so its cost does not grow with the ledger."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
 from shared.errors import NotFoundError
-from shared.invoices.models import Invoice, InvoiceLine, Totals
+from shared.invoices.models import DocumentKind, DocumentUrl, Invoice, InvoiceLine, Totals
 from shared.invoices.render import render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.orgs.models import READ, Org
@@ -21,6 +21,7 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
+from shared.stripe_gateway import Invoice as StripeInvoice
 from shared.stripe_gateway import StripeGateway
 from shared.usage.service import UsageService
 from shared.wallet.platforms import platform_name
@@ -31,8 +32,76 @@ def _period(org: Org, period_key: str) -> Period:
     return period_containing(org, datetime.strptime(period_key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
 
 
+@dataclass(frozen=True)
+class _Section:
+    """The lines of one section of an invoice and the DynamoDB items read to make them."""
+
+    lines: list[InvoiceLine]
+    reads: int
+
+
+@dataclass(frozen=True)
+class _StripeCharges:
+    """What Stripe's invoices for the period charged, line by line, and what of it is still open."""
+
+    lines: list[InvoiceLine]
+    invoice_ids: list[str]
+    total_minor: int
+    unpaid_minor: int
+
+
+class _ProjectNames:
+    """Project names for an invoice's lines, each project read once (the reads are counted)."""
+
+    def __init__(self, org_repo: OrgRepository, org_id: str) -> None:
+        self._org_repo = org_repo
+        self._org_id = org_id
+        self._names: dict[str, str] = {}
+
+    @property
+    def reads(self) -> int:
+        return len(self._names)
+
+    def of(self, project_id: str) -> str:
+        """The project's name, or its id when it no longer exists."""
+        if project_id not in self._names:
+            project = self._org_repo.get_project(self._org_id, project_id)
+            self._names[project_id] = project.name if project else project_id
+        return self._names[project_id]
+
+
+def _bills_period(org: Org, period: Period, stripe_invoice: StripeInvoice) -> bool:
+    """Whether a Stripe invoice is part of this period's invoice. A renewal belongs to the period it
+    closes (its arrears; its advance is next month's charge, billed on this anniversary); every other
+    Stripe invoice to when it was made. Drafts, voided invoices and previews are never part of one."""
+    if stripe_invoice.status in ("draft", "void") or stripe_invoice.invoice_id is None:
+        return False
+    at = (
+        stripe_invoice.period_end - 1
+        if stripe_invoice.billing_reason == "subscription_cycle"
+        else stripe_invoice.period_start
+    )
+    return period_containing(org, datetime.fromtimestamp(at, UTC)).key == period.key
+
+
+def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
+    return [
+        InvoiceLine(
+            section="subscription",
+            description=line.description,
+            amount_minor=line.amount_minor,
+            paid_via="stripe",
+            quantity=line.quantity,
+            stripe_invoice_id=stripe_invoice.invoice_id,
+        )
+        for line in stripe_invoice.lines
+    ]
+
+
 class InvoiceService:
-    def __init__(
+    # Nine collaborators, passed positionally by shared/wiring.py: grouped when the wiring gets its seam
+    # (issue 12, item 6); until then exempt from max-args.
+    def __init__(  # noqa: PLR0913
         self,
         orgs: OrgService,
         org_repo: OrgRepository,
@@ -153,86 +222,95 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ assembly
     def assemble(self, org: Org, period: Period) -> tuple[list[InvoiceLine], Totals, list[str], int]:
-        """The invoice's lines and totals from running aggregates and Stripe's invoices for the period."""
-        lines: list[InvoiceLine] = []
-        reads = 0
-        charged = unpaid = 0
-        stripe_ids: list[str] = []
-        if org.stripe_customer_id:
+        """The invoice's lines and totals from running aggregates and Stripe's invoices for the period,
+        with the number of DynamoDB items read (constant in the ledger's size)."""
+        charged = self._stripe_charges(org, period)
+        names = _ProjectNames(self._org_repo, org.org_id)
+        credits = self._credit_lines(org, period, names)
+        usage = self._usage_lines(org, period)
+        # Read in either mode: an org that left agency mode is still billed for its agency spend, and
+        # owes what late bills took its wallet below zero.
+        spend = self._ad_spend_lines(org, period, names)
+        deficit = self._wallet_deficit(org)
+        wallet_paid = sum(line.amount_minor for line in spend.lines)
+        totals = Totals(
+            charged_through_stripe_minor=charged.total_minor,
+            stripe_unpaid_minor=charged.unpaid_minor,
+            paid_from_wallet_minor=wallet_paid,
+            total_minor=charged.total_minor + wallet_paid,
+            wallet_deficit_minor=deficit,
+            amount_due_minor=charged.unpaid_minor + deficit,
+        )
+        lines = charged.lines + credits.lines + usage.lines + spend.lines
+        reads = credits.reads + usage.reads + spend.reads + names.reads + 1  # + the wallet
+        return lines, totals, charged.invoice_ids, reads
+
+    def _stripe_charges(self, org: Org, period: Period) -> _StripeCharges:
+        """The lines and amounts of the period's Stripe invoices (none without a Stripe customer)."""
+        if not org.stripe_customer_id:
+            return _StripeCharges(lines=[], invoice_ids=[], total_minor=0, unpaid_minor=0)
+        ours = [
+            stripe_invoice
             for stripe_invoice in sorted(
                 self._gateway.list_invoices(customer_id=org.stripe_customer_id),
                 key=lambda i: (i.period_start, i.invoice_id or ""),
-            ):
-                if stripe_invoice.status in ("draft", "void") or stripe_invoice.invoice_id is None:
-                    continue
-                # A renewal belongs to the period it closes (its arrears; its advance is next month's
-                # charge, billed on this anniversary); every other Stripe invoice to when it was made.
-                at = (
-                    stripe_invoice.period_end - 1
-                    if stripe_invoice.billing_reason == "subscription_cycle"
-                    else stripe_invoice.period_start
-                )
-                if period_containing(org, datetime.fromtimestamp(at, UTC)).key != period.key:
-                    continue
-                stripe_ids.append(stripe_invoice.invoice_id)
-                charged += stripe_invoice.total_minor
-                if stripe_invoice.status == "open":
-                    unpaid += stripe_invoice.amount_due_minor - stripe_invoice.amount_paid_minor
-                lines += [
-                    InvoiceLine(
-                        section="subscription",
-                        description=line.description,
-                        amount_minor=line.amount_minor,
-                        paid_via="stripe",
-                        quantity=line.quantity,
-                        stripe_invoice_id=stripe_invoice.invoice_id,
-                    )
-                    for line in stripe_invoice.lines
-                ]
+            )
+            if _bills_period(org, period, stripe_invoice)
+        ]
+        return _StripeCharges(
+            lines=[line for stripe_invoice in ours for line in _subscription_lines(stripe_invoice)],
+            invoice_ids=[str(stripe_invoice.invoice_id) for stripe_invoice in ours],
+            total_minor=sum(stripe_invoice.total_minor for stripe_invoice in ours),
+            unpaid_minor=sum(
+                stripe_invoice.amount_due_minor - stripe_invoice.amount_paid_minor
+                for stripe_invoice in ours
+                if stripe_invoice.status == "open"
+            ),
+        )
+
+    def _credit_lines(self, org: Org, period: Period, names: _ProjectNames) -> _Section:
+        """One information line per project: the credits it consumed and where they came from."""
         projects = self._credits.project_periods(org.org_id, period.key)
-        reads += len(projects)
-        names: dict[str, str] = {}
+        lines = []
         for row in sorted(projects, key=lambda r: str(r["project_id"])):
             project_id = str(row["project_id"])
-            project = self._org_repo.get_project(org.org_id, project_id)
-            reads += 1
-            names[project_id] = project.name if project else project_id
+            used = int(row.get("used", 0))
             lines.append(
                 InvoiceLine(
                     section="credits",
                     paid_via="info",
                     amount_minor=0,
-                    quantity=int(row.get("used", 0)),
+                    quantity=used,
                     project_id=project_id,
-                    description=f"{names[project_id]}: {int(row.get('used', 0)):,} credits "
+                    description=f"{names.of(project_id)}: {used:,} credits "
                     f"({int(row.get('included_used', 0)):,} included, {int(row.get('packs_used', 0)):,} from packs, "
                     f"{int(row.get('overage', 0)):,} overage)",
                 )
             )
-        for allowance in self._usage.allowances_of(org, period):
-            if allowance.overage:
-                lines.append(
-                    InvoiceLine(
-                        section="usage",
-                        paid_via="info",
-                        amount_minor=0,
-                        quantity=allowance.overage,
-                        description=f"{allowance.metric.replace('_', ' ')}: {allowance.used:,} used, "
-                        f"{allowance.included:,} included, {allowance.overage:,} over (billed through Stripe)",
-                    )
-                )
-        reads += 1
-        wallet_paid = 0
-        # Read in either mode: an org that left agency mode is still billed for its agency spend, and
-        # owes what late bills took its wallet below zero.
+        return _Section(lines=lines, reads=len(projects))
+
+    def _usage_lines(self, org: Org, period: Period) -> _Section:
+        """One information line per usage allowance gone over (the overage itself is billed by Stripe)."""
+        lines = [
+            InvoiceLine(
+                section="usage",
+                paid_via="info",
+                amount_minor=0,
+                quantity=allowance.overage,
+                description=f"{allowance.metric.replace('_', ' ')}: {allowance.used:,} used, "
+                f"{allowance.included:,} included, {allowance.overage:,} over (billed through Stripe)",
+            )
+            for allowance in self._usage.allowances_of(org, period)
+            if allowance.overage
+        ]
+        return _Section(lines=lines, reads=1)
+
+    def _ad_spend_lines(self, org: Org, period: Period, names: _ProjectNames) -> _Section:
+        """Ad spend and platform fee per platform and project, both paid from the wallet."""
         spend = self._wallet.period_spend(org.org_id, period.key)
-        reads += len(spend)
+        lines = []
         for row in sorted(spend, key=lambda r: (str(r["platform"]), str(r["project_id"]))):
             project_id, platform = str(row["project_id"]), str(row["platform"])
-            if project_id not in names:
-                project = self._org_repo.get_project(org.org_id, project_id)
-                reads += 1
-                names[project_id] = project.name if project else project_id
             for kind, amount in (("Ad spend", int(row["ad_spend"])), ("Platform fee", int(row["fee"]))):
                 lines.append(
                     InvoiceLine(
@@ -241,22 +319,15 @@ class InvoiceService:
                         amount_minor=amount,
                         project_id=project_id,
                         platform=platform,
-                        description=f"{kind}: {platform_name(platform)}, {names[project_id]}",
+                        description=f"{kind}: {platform_name(platform)}, {names.of(project_id)}",
                     )
                 )
-                wallet_paid += amount
+        return _Section(lines=lines, reads=len(spend))
+
+    def _wallet_deficit(self, org: Org) -> int:
+        """What late bills took the wallet below zero (one read)."""
         stored = self._wallet.get(org.org_id)
-        reads += 1
-        deficit = max(0, -stored.account.balance) if stored else 0
-        totals = Totals(
-            charged_through_stripe_minor=charged,
-            stripe_unpaid_minor=unpaid,
-            paid_from_wallet_minor=wallet_paid,
-            total_minor=charged + wallet_paid,
-            wallet_deficit_minor=deficit,
-            amount_due_minor=unpaid + deficit,
-        )
-        return lines, totals, stripe_ids, reads
+        return max(0, -stored.account.balance) if stored else 0
 
     # ------------------------------------------------------------------ reads (people)
     def list(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:
@@ -270,9 +341,9 @@ class InvoiceService:
                 return invoice
         raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
 
-    def download(self, caller: Caller, org_id: str, invoice_id: str, kind: str) -> dict[str, Any]:
+    def download(self, caller: Caller, org_id: str, invoice_id: str, kind: DocumentKind) -> DocumentUrl:
         invoice = self.get(caller, org_id, invoice_id)
         key = invoice.pdf_key if kind == "pdf" else invoice.csv_key
         if key is None:
             raise NotFoundError("The invoice's documents are not rendered yet.", code="document_not_ready")
-        return {"url": self._documents.url(key, f"{invoice.number}.{kind}"), "expires_in": 900}
+        return DocumentUrl(url=self._documents.url(key, f"{invoice.number}.{kind}"), expires_in=900)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import random
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
 from shared.clock import iso
-from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
 from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
+from shared.outbox import SeatSyncTask, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.retry import backoff
 from shared.wallet.repository import account_key, mode_sync
 
 
@@ -32,7 +36,7 @@ def _org_key(org_id: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": "ORG"}
 
 
-def _dump(model: Org | Member | Project) -> dict[str, Any]:
+def _dump(model: Org | Member | Project) -> Item:
     data = model.model_dump(mode="json", exclude_none=True)
     for field in ("created_at", "updated_at", "added_at"):
         if field in data:
@@ -41,7 +45,88 @@ def _dump(model: Org | Member | Project) -> dict[str, Any]:
 
 
 MODE_CHANGE_ATTEMPTS = 8
+_MODE_BACKOFF_CAP_S = 0.002 * 2 ** (MODE_CHANGE_ATTEMPTS - 1)  # the window doubles on every attempt
+SEAT_CHANGE_ATTEMPTS = 8
 _LIMIT_MESSAGE = "The plan's limit was reached by a concurrent change; nothing was changed."
+
+
+@dataclass(frozen=True)
+class _OrgUpdate:
+    """One conditional update of the org item, as update_item (or a transaction's Update) takes it."""
+
+    expression: str
+    condition: str
+    names: Mapping[str, str]
+    values: Mapping[str, object]
+
+    @classmethod
+    def setting(
+        cls,
+        changes: Mapping[str, object],
+        condition: str,
+        names: Mapping[str, str] | None = None,
+        values: Mapping[str, object] | None = None,
+    ) -> _OrgUpdate:
+        """SET of every attribute in `changes` (as #c<i> = :c<i>) under `condition`, which may use `names`
+        and `values` of its own."""
+        sets = ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
+        return cls(
+            f"SET {sets}",
+            condition,
+            {**{f"#c{i}": k for i, k in enumerate(changes)}, **(names or {})},
+            {**{f":c{i}": v for i, v in enumerate(changes.values())}, **(values or {})},
+        )
+
+    def params(self) -> dict[str, object]:
+        return {
+            "UpdateExpression": self.expression,
+            "ConditionExpression": self.condition,
+            "ExpressionAttributeNames": dict(self.names),
+            "ExpressionAttributeValues": dict(self.values),
+        }
+
+
+@dataclass(frozen=True)
+class _SeatChange:
+    """A member added or removed: its member item (first in the transaction), the org's counters (second,
+    `counters` added under `condition`), and the org's seat revision moved on by one, with the outbox task
+    that syncs the Stripe seat quantity for the new revision (in the same transaction)."""
+
+    org_id: str
+    member: TxItem
+    counters: str
+    condition: str
+    values: Mapping[str, object]
+    at: datetime
+
+    def items(self, table_name: str, revision: int) -> list[TxItem]:
+        """The transaction at the org's seat `revision` (its condition fails once another change moved it)."""
+        held = "seat_revision = :rev" if revision else "(attribute_not_exists(seat_revision) OR seat_revision = :rev)"
+        org = {
+            "TableName": table_name,
+            "Key": _org_key(self.org_id),
+            "UpdateExpression": f"ADD {self.counters}, seat_revision :one",
+            "ConditionExpression": f"{self.condition} AND {held}",
+            "ExpressionAttributeValues": {**self.values, ":one": 1, ":rev": revision},
+        }
+        task = SeatSyncTask(revision + 1)
+        return [
+            self.member,
+            {"Update": org},
+            *outbox_puts(table_name, self.org_id, f"seats:{task.seat_revision}", [task], self.at),
+        ]
+
+
+def _org_mode(changes: Mapping[str, object]) -> str | None:
+    mode = changes.get("billing_mode")
+    return None if mode is None else str(mode)
+
+
+def _member_change_refused(exc: TransactionConditionFailed) -> ConflictError:
+    """A member change's transaction refused: the member item first, the org's owners second."""
+    if 0 in exc.indexes:
+        return ConflictError("The member changed while this request ran; retry.", code="concurrent_update")
+    return ConflictError("An org must keep at least one owner.", code="last_owner")
 
 
 class OrgRepository:
@@ -76,19 +161,21 @@ class OrgRepository:
             item = self._table.get_item(Key=_project_key(org_id, project_id), ConsistentRead=True).get("Item")
         return Project.model_validate(plain(item)) if item else None
 
-    def _query_org(self, org_id: str, prefix: str, cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(_org_pk(org_id)) & Key("SK").begins_with(prefix),
-            "Limit": limit,
-            "ConsistentRead": True,
-        }
-        start = decode_cursor(cursor, "PK", _org_pk(org_id))
-        if start:
-            if not str(start.get("SK", "")).startswith(prefix):
-                decode_cursor("!", "PK", "")  # raises invalid_cursor
-            kwargs["ExclusiveStartKey"] = start
+    def _query(self, start: Mapping[str, Any] | None, **query: object) -> Any:
+        """One page of `query`, from `start` (a LastEvaluatedKey) when given."""
         with dynamo_errors():
-            resp = self._table.query(**kwargs)
+            return self._table.query(**query, **({"ExclusiveStartKey": start} if start else {}))
+
+    def _query_org(self, org_id: str, prefix: str, cursor: str | None, limit: int) -> tuple[list[Item], str | None]:
+        start = decode_cursor(cursor, "PK", _org_pk(org_id))
+        if start and not str(start.get("SK", "")).startswith(prefix):
+            decode_cursor("!", "PK", "")  # raises invalid_cursor
+        resp = self._query(
+            start,
+            KeyConditionExpression=Key("PK").eq(_org_pk(org_id)) & Key("SK").begins_with(prefix),
+            Limit=limit,
+            ConsistentRead=True,
+        )
         return resp["Items"], encode_cursor(resp.get("LastEvaluatedKey"), "PK")
 
     def list_members(self, org_id: str, cursor: str | None, limit: int) -> Page[Member]:
@@ -100,18 +187,15 @@ class OrgRepository:
         return Page([Project.model_validate(plain(i)) for i in items], nxt)
 
     def list_memberships(self, user_id: str, cursor: str | None, limit: int) -> Page[Membership]:
-        kwargs: dict[str, Any] = {
-            "IndexName": "GSI1",
-            "KeyConditionExpression": Key("GSI1PK").eq(f"USER#{user_id}"),
-            "Limit": limit,
-        }
-        start = decode_cursor(cursor, "GSI1PK", f"USER#{user_id}")
-        if start:
-            kwargs["ExclusiveStartKey"] = start
+        resp = self._query(
+            decode_cursor(cursor, "GSI1PK", f"USER#{user_id}"),
+            IndexName="GSI1",
+            KeyConditionExpression=Key("GSI1PK").eq(f"USER#{user_id}"),
+            Limit=limit,
+        )
+        members = [Member.model_validate(plain(i)) for i in resp["Items"]]
+        names: dict[str, str] = {}
         with dynamo_errors():
-            resp = self._table.query(**kwargs)
-            members = [Member.model_validate(plain(i)) for i in resp["Items"]]
-            names: dict[str, str] = {}
             if members:
                 got = self._client.batch_get_item(
                     RequestItems={
@@ -145,7 +229,7 @@ class OrgRepository:
         except TransactionConditionFailed as exc:
             raise ConflictError("An org with this id already exists.", code="org_exists") from exc
 
-    def _put_member_item(self, member: Member) -> dict[str, Any]:
+    def _put_member_item(self, member: Member) -> TxItem:
         item = {
             **_member_key(member.org_id, member.user_id),
             "type": "member",
@@ -156,28 +240,24 @@ class OrgRepository:
         return {"Put": {"TableName": self._name, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
 
     def update_org(
-        self, org_id: str, changes: dict[str, Any], *, expected: dict[str, Any], agency_fee_bps: int | None = None
+        self,
+        org_id: str,
+        changes: Mapping[str, object],
+        *,
+        expected: Mapping[str, object],
+        agency_fee_bps: int | None = None,
     ) -> Org:
         """Sets `changes` if every `expected` attribute still holds; ConflictError otherwise.
         `agency_fee_bps`: the fee rate the wallet keeps when the change leaves agency mode."""
-        names = {f"#c{i}": k for i, k in enumerate(changes)} | {f"#e{i}": k for i, k in enumerate(expected)}
-        values = {f":c{i}": v for i, v in enumerate(changes.values())} | {
-            f":e{i}": v for i, v in enumerate(expected.values())
-        }
-        update = "SET " + ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
         condition = " AND ".join(["attribute_exists(PK)", *(f"#e{i} = :e{i}" for i in range(len(expected)))])
+        update = _OrgUpdate.setting(
+            changes,
+            condition,
+            names={f"#e{i}": k for i, k in enumerate(expected)},
+            values={f":e{i}": v for i, v in enumerate(expected.values())},
+        )
         try:
-            item = self._update_org(
-                org_id,
-                {
-                    "UpdateExpression": update,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                },
-                changes.get("billing_mode"),
-                agency_fee_bps,
-            )
+            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps)
         except TransactionConditionFailed as exc:
             raise ConflictError(
                 "The org changed while this request ran; nothing was changed. Retry.",
@@ -185,15 +265,13 @@ class OrgRepository:
             ) from exc
         return Org.model_validate(plain(item))
 
-    def _update_org(
-        self, org_id: str, update: dict[str, Any], mode: str | None, agency_fee_bps: int | None = None
-    ) -> dict[str, Any]:
+    def _update_org(self, org_id: str, update: _OrgUpdate, mode: str | None, agency_fee_bps: int | None = None) -> Item:
         """Updates the org item and returns it. A billing-mode change also sets the wallet's copy of the
         mode, in the same transaction (see `mode_sync`). TransactionConditionFailed if the org's own
         condition fails."""
         if mode is None:
             with dynamo_errors():
-                resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update)
+                resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update.params())
             return dict(resp["Attributes"])
         for attempt in range(MODE_CHANGE_ATTEMPTS):
             with dynamo_errors():
@@ -202,14 +280,17 @@ class OrgRepository:
             try:
                 with dynamo_errors():
                     self._client.transact_write_items(
-                        TransactItems=[{"Update": {"TableName": self._name, "Key": _org_key(org_id), **update}}, sync]
+                        TransactItems=[
+                            {"Update": {"TableName": self._name, "Key": _org_key(org_id), **update.params()}},
+                            sync,
+                        ]
                     )
             except TransactionConditionFailed as exc:
                 if 0 in exc.indexes:
                     raise
                 continue  # the wallet was created in between: read again
             except ConcurrentUpdateError:  # a wallet transaction in flight (holds, bills): back off
-                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - jitter
+                time.sleep(backoff(attempt, cap=_MODE_BACKOFF_CAP_S))
                 continue
             with dynamo_errors():
                 return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
@@ -218,7 +299,7 @@ class OrgRepository:
     def change_plan(
         self,
         org_id: str,
-        changes: dict[str, Any],
+        changes: Mapping[str, object],
         *,
         expected_plan_id: str,
         max_members: int | None,
@@ -227,7 +308,7 @@ class OrgRepository:
     ) -> Org:
         """Switches plan only if current usage fits the new plan's limits (checked in the write)."""
         conditions = ["attribute_exists(PK)", "plan_id = :expected_plan"]
-        values: dict[str, Any] = {":expected_plan": expected_plan_id}
+        values: dict[str, object] = {":expected_plan": expected_plan_id}
         if max_members is not None:
             conditions.append("member_count <= :max_members")
             values[":max_members"] = max_members
@@ -255,29 +336,25 @@ class OrgRepository:
             raise PlanLimitError(_LIMIT_MESSAGE) from exc
         return Org.model_validate(plain(resp["Attributes"]))
 
-    def add_member(self, member: Member, *, expected_plan_id: str, max_members: int | None) -> None:
-        """Adds a seat; refused if the member exists or the org is at its seat limit."""
+    def add_member(self, member: Member, *, expected_plan_id: str, max_members: int | None, seat_revision: int) -> None:
+        """Adds a seat, with the outbox task that syncs Stripe's seat quantity (see `_write_seat_change`);
+        refused if the member exists or the org is at its seat limit. `seat_revision`: the org's, as read."""
         condition = "attribute_exists(PK) AND plan_id = :plan"
-        values: dict[str, Any] = {":one": 1, ":plan": expected_plan_id}
+        values: dict[str, object] = {":plan": expected_plan_id}
         if max_members is not None:
             condition += " AND member_count < :max"
             values[":max"] = max_members
         owner_add = ", owner_count :one" if member.role is Role.OWNER else ""
-        items = [
+        change = _SeatChange(
+            member.org_id,
             self._put_member_item(member),
-            {
-                "Update": {
-                    "TableName": self._name,
-                    "Key": _org_key(member.org_id),
-                    "UpdateExpression": "ADD member_count :one, seat_revision :one" + owner_add,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeValues": values,
-                }
-            },
-        ]
+            "member_count :one" + owner_add,
+            condition,
+            values,
+            member.added_at,
+        )
         try:
-            with dynamo_errors():
-                self._client.transact_write_items(TransactItems=items)
+            self._write_seat_change(change, seat_revision)
         except TransactionConditionFailed as exc:
             if 0 in exc.indexes:
                 raise ConflictError(f"{member.user_id} is already a member.", code="member_exists") from exc
@@ -286,7 +363,7 @@ class OrgRepository:
     def change_role(self, org_id: str, user_id: str, old: Role, new: Role) -> Member:
         """Changes a role; demoting an owner is refused when they are the last one."""
         owner_delta = (new is Role.OWNER) - (old is Role.OWNER)
-        org_update: dict[str, Any] = {
+        org_update: TxItem = {
             "Update": {
                 "TableName": self._name,
                 "Key": _org_key(org_id),
@@ -308,48 +385,67 @@ class OrgRepository:
             },
             *([org_update] if owner_delta else []),
         ]
-        self._write_member_change(items)
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed as exc:
+            raise _member_change_refused(exc) from exc
         member = self.get_member(org_id, user_id)
         if member is None:
             raise NotFoundError(f"{user_id} is not a member of this org.", code="member_not_found")
         return member
 
-    def remove_member(self, org_id: str, user_id: str, role: Role) -> None:
-        """Removes a seat; refused when it is the last owner."""
+    def remove_member(self, org_id: str, user_id: str, role: Role, *, seat_revision: int, at: datetime) -> None:
+        """Removes a seat, with the outbox task that syncs Stripe's seat quantity; refused when it is the
+        last owner. `seat_revision`: the org's, as read; `at`: now (the task's time)."""
         is_owner = role is Role.OWNER
-        items = [
-            {
-                "Delete": {
-                    "TableName": self._name,
-                    "Key": _member_key(org_id, user_id),
-                    "ConditionExpression": "#r = :role",
-                    "ExpressionAttributeNames": {"#r": "role"},
-                    "ExpressionAttributeValues": {":role": role.value},
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self._name,
-                    "Key": _org_key(org_id),
-                    "UpdateExpression": "ADD member_count :minus, seat_revision :one"
-                    + (", owner_count :minus" if is_owner else ""),
-                    "ConditionExpression": "attribute_exists(PK)" + (" AND owner_count > :one" if is_owner else ""),
-                    "ExpressionAttributeValues": {":minus": -1, ":one": 1},
-                }
-            },
-        ]
-        self._write_member_change(items)
-
-    def _write_member_change(self, items: list[dict[str, Any]]) -> None:
+        delete: TxItem = {
+            "Delete": {
+                "TableName": self._name,
+                "Key": _member_key(org_id, user_id),
+                "ConditionExpression": "#r = :role",
+                "ExpressionAttributeNames": {"#r": "role"},
+                "ExpressionAttributeValues": {":role": role.value},
+            }
+        }
+        change = _SeatChange(
+            org_id,
+            delete,
+            "member_count :minus" + (", owner_count :minus" if is_owner else ""),
+            "attribute_exists(PK)" + (" AND owner_count > :one" if is_owner else ""),
+            {":minus": -1},
+            at,
+        )
         try:
-            with dynamo_errors():
-                self._client.transact_write_items(TransactItems=items)
+            self._write_seat_change(change, seat_revision)
         except TransactionConditionFailed as exc:
-            if 0 in exc.indexes:
-                raise ConflictError(
-                    "The member changed while this request ran; retry.", code="concurrent_update"
-                ) from exc
-            raise ConflictError("An org must keep at least one owner.", code="last_owner") from exc
+            raise _member_change_refused(exc) from exc
+
+    def _write_seat_change(self, change: _SeatChange, revision: int) -> None:
+        """Commits `change` at the org's seat `revision`, which it moves on by one: the outbox task it
+        writes is named by the new revision, so each seat change has one task (and one Stripe key). When a
+        concurrent seat change moved the revision first, reads it again and retries.
+        TransactionConditionFailed when any other condition fails."""
+        for attempt in range(SEAT_CHANGE_ATTEMPTS):
+            try:
+                with dynamo_errors():
+                    self._client.transact_write_items(TransactItems=change.items(self._name, revision))
+                return
+            except TransactionConditionFailed as exc:
+                current = None if 0 in exc.indexes else self._seat_revision(change.org_id)
+                if current is None or current == revision:
+                    raise
+                revision = current
+            time.sleep(backoff(attempt))
+        raise ConcurrentUpdateError("The org's seats are changing concurrently; nothing was changed. Retry.")
+
+    def _seat_revision(self, org_id: str) -> int | None:
+        """The org's seat revision now; None when there is no org."""
+        with dynamo_errors():
+            item = self._table.get_item(
+                Key=_org_key(org_id), ProjectionExpression="seat_revision, PK", ConsistentRead=True
+            ).get("Item")
+        return None if item is None else int(item.get("seat_revision", 0))
 
     def create_project(self, project: Project, *, expected_plan_id: str, max_projects: int | None) -> None:
         """Creates an active project; refused at the plan's project limit."""
@@ -393,9 +489,9 @@ class OrgRepository:
         ]
         self._write_project_change(items)
 
-    def _count_project(self, org_id: str, delta: int, plan_id: str, max_projects: int | None) -> dict[str, Any]:
+    def _count_project(self, org_id: str, delta: int, plan_id: str, max_projects: int | None) -> TxItem:
         condition = "attribute_exists(PK) AND plan_id = :plan"
-        values: dict[str, Any] = {":d": delta, ":plan": plan_id}
+        values: dict[str, object] = {":d": delta, ":plan": plan_id}
         if delta > 0 and max_projects is not None:
             condition += " AND active_project_count < :max"
             values[":max"] = max_projects
@@ -409,7 +505,7 @@ class OrgRepository:
             }
         }
 
-    def _write_project_change(self, items: list[dict[str, Any]]) -> None:
+    def _write_project_change(self, items: list[TxItem]) -> None:
         try:
             with dynamo_errors():
                 self._client.transact_write_items(TransactItems=items)
@@ -468,26 +564,18 @@ class OrgRepository:
         return str(item["org_id"]) if item else None
 
     def apply_subscription(
-        self, org_id: str, changes: dict[str, Any], *, fetched_ms: int, agency_fee_bps: int | None = None
+        self, org_id: str, changes: Mapping[str, object], *, fetched_ms: int, agency_fee_bps: int | None = None
     ) -> Org | None:
         """Writes the subscription state fetched from Stripe at `fetched_ms` unless a later fetch was
         already written (out-of-order webhooks never roll state back). None when this one is stale."""
-        names = {f"#c{i}": k for i, k in enumerate(changes)}
-        values = {f":c{i}": v for i, v in enumerate(changes.values())} | {":ms": fetched_ms}
-        sets = ", ".join(f"#c{i} = :c{i}" for i in range(len(changes)))
+        condition = (
+            "attribute_exists(PK) AND (attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)"
+        )
+        update = _OrgUpdate.setting(
+            {**changes, "subscription_synced_ms": fetched_ms}, condition, values={":ms": fetched_ms}
+        )
         try:
-            item = self._update_org(
-                org_id,
-                {
-                    "UpdateExpression": f"SET {sets}, subscription_synced_ms = :ms",
-                    "ConditionExpression": "attribute_exists(PK) AND "
-                    "(attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)",
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                },
-                changes.get("billing_mode"),
-                agency_fee_bps,
-            )
+            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps)
         except TransactionConditionFailed:
             return None
         return Org.model_validate(plain(item))
@@ -510,12 +598,11 @@ class OrgRepository:
             )
 
     def periods_ending(self, day: str) -> list[tuple[str, str]]:
-        kwargs: dict[str, Any] = {"IndexName": "GSI2", "KeyConditionExpression": Key("GSI2PK").eq(f"PERIODEND#{day}")}
         found: list[tuple[str, str]] = []
-        with dynamo_errors():
-            while True:
-                resp = self._table.query(**kwargs)
-                found += [(str(i["org_id"]), str(i["period_key"])) for i in resp["Items"]]
-                if "LastEvaluatedKey" not in resp:
-                    return found
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        start = None
+        while True:
+            resp = self._query(start, IndexName="GSI2", KeyConditionExpression=Key("GSI2PK").eq(f"PERIODEND#{day}"))
+            found += [(str(i["org_id"]), str(i["period_key"])) for i in resp["Items"]]
+            start = resp.get("LastEvaluatedKey")
+            if start is None:
+                return found

@@ -2,11 +2,12 @@
 
 Every method either completes its write or raises a DomainError having written nothing. Limits are
 checked twice: here against a fresh read (for a precise message) and again as a condition in the
-DynamoDB write (so concurrent requests can never exceed them)."""
+DynamoDB write (so concurrent requests can never exceed them). No method calls Stripe: a seat change
+writes the task that syncs the Stripe seat quantity in its own transaction (the outbox; see
+OrgRepository.add_member)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -51,18 +52,10 @@ class OrgView:
 
 
 class OrgService:
-    def __init__(
-        self,
-        repo: OrgRepository,
-        plans: PlanCatalog,
-        clock: Clock,
-        on_seats_changed: Callable[[str], None] | None = None,
-    ):
+    def __init__(self, repo: OrgRepository, plans: PlanCatalog, clock: Clock):
         self._repo = repo
         self._plans = plans
         self._clock = clock
-        # Called with the org id after a seat was added or removed (syncs the Stripe quantity).
-        self._on_seats_changed = on_seats_changed or (lambda _org_id: None)
 
     # ------------------------------------------------------------------ access
     def access(self, caller: Caller, org_id: str, allowed: frozenset[Role], *, support: bool = False) -> OrgAccess:
@@ -277,8 +270,9 @@ class OrgService:
             added_by=caller.user_id,
             added_at=self._clock.now(),
         )
-        self._repo.add_member(member, expected_plan_id=access.org.plan_id, max_members=limit)
-        self._on_seats_changed(org_id)
+        self._repo.add_member(
+            member, expected_plan_id=access.org.plan_id, max_members=limit, seat_revision=access.org.seat_revision
+        )
         return member
 
     def change_role(self, caller: Caller, org_id: str, user_id: str, role: Role) -> Member:
@@ -293,15 +287,13 @@ class OrgService:
 
     def remove_member(self, caller: Caller, org_id: str, user_id: str) -> None:
         """Removes a seat. Members may remove themselves; the last owner cannot be removed."""
-        if user_id == caller.user_id:
-            self.access(caller, org_id, READ)
-        else:
-            access = self.access(caller, org_id, MANAGE_MEMBERS)
+        access = self.access(caller, org_id, READ if user_id == caller.user_id else MANAGE_MEMBERS)
         current = self._member(org_id, user_id)
         if user_id != caller.user_id:
             _check_may_grant(access.role, current.role)
-        self._repo.remove_member(org_id, user_id, current.role)
-        self._on_seats_changed(org_id)
+        self._repo.remove_member(
+            org_id, user_id, current.role, seat_revision=access.org.seat_revision, at=self._clock.now()
+        )
 
     def _member(self, org_id: str, user_id: str) -> Member:
         member = self._repo.get_member(org_id, user_id)

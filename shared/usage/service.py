@@ -17,7 +17,8 @@ from shared.auth import Caller
 from shared.catalog import PlanCatalog
 from shared.clock import Clock
 from shared.credits.periods import Period, period_containing
-from shared.credits.repository import CreditRepository, RecordConflict
+from shared.credits.repository import CreditRepository
+from shared.ledger import AlreadyApplied
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -91,7 +92,7 @@ class UsageService:
             try:
                 self._repo.write(items)
                 writes += 1
-            except RecordConflict:
+            except AlreadyApplied:
                 duplicate = True  # this chunk was applied by an earlier delivery of the batch
         unknown = sorted(o for o, org in orgs.items() if org is None)
         return IngestResult(batch_id, sum(e.count for e in events), len(keys), writes, duplicate, unknown)

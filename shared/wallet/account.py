@@ -10,7 +10,9 @@ Low-balance states follow the balance: below `low_threshold` the wallet is `low`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from enum import StrEnum
 
 from shared.money import bps_of
@@ -58,7 +60,11 @@ class WalletAccount:
 
     @property
     def available(self) -> int:
-        return self.balance - self.held - self.floor
+        return available(self.balance, self.held, self.floor)
+
+    @property
+    def deficit(self) -> int:
+        return deficit(self.balance)
 
     def _status_for(self, balance: int) -> WalletStatus:
         if balance < self.floor:
@@ -74,22 +80,23 @@ class WalletAccount:
         for kind, amount in changes:
             balance += amount
             movements.append(Movement(kind, amount, balance))
-        status = self._status_for(balance)
-        after = replace(self, balance=balance, status=status)
-        signals: list[Signal] = []
-        if status is not self.status:
-            if status is WalletStatus.PAUSED:
-                signals.append(Signal.PAUSED)
-            elif self.status is WalletStatus.PAUSED:
-                signals.append(Signal.RESUMED)
-            elif status is WalletStatus.LOW:
-                signals.append(Signal.LOW_BALANCE)
-        return after, movements, signals
+        after = replace(self, balance=balance, status=self._status_for(balance))
+        return after, movements, after.status_signals(self)
+
+    def status_signals(self, before: WalletAccount) -> list[Signal]:
+        """What moving from `before` to this state means for people and the optimizer."""
+        if self.status is before.status:
+            return []
+        if self.status is WalletStatus.PAUSED:
+            return [Signal.PAUSED]
+        if before.status is WalletStatus.PAUSED:
+            return [Signal.RESUMED]
+        return [Signal.LOW_BALANCE] if self.status is WalletStatus.LOW else []
 
     def bill(self, amount: int, fee_bps: int) -> tuple[WalletAccount, list[Movement], list[Signal]]:
         """A platform bill: the exact spend, then the platform fee (half-even, per entry)."""
         changes = [(EntryKind.AD_SPEND, -amount)]
-        fee = bps_of(amount, fee_bps)
+        fee = platform_fee(amount, fee_bps)
         if fee:
             changes.append((EntryKind.PLATFORM_FEE, -fee))
         return self.move(*changes)
@@ -98,5 +105,51 @@ class WalletAccount:
         return self.status is not WalletStatus.PAUSED and self.available >= amount
 
 
+# ---------------------------------------------------------------------- the rules of wallet money
+def available(balance: int, held: int, floor: int) -> int:
+    """What a new hold may take: posted money less what holds reserve and the floor."""
+    return balance - held - floor
+
+
+def deficit(balance: int) -> int:
+    """What the wallet owes: late bills may take the balance below zero; a top-up settles it."""
+    return max(0, -balance)
+
+
 def platform_fee(amount: int, fee_bps: int) -> int:
+    """The platform fee of one bill: its basis points of the spend, half-even, per bill."""
     return bps_of(amount, fee_bps)
+
+
+def bill_fee_bps(*, agency: bool, plan_bps: int | None, kept_bps: int | None) -> int:
+    """The fee rate a bill is charged: the plan's in agency mode; after leaving it, the rate the wallet
+    kept when it left (late bills of spend made in agency mode), else the plan's."""
+    live = plan_bps or 0
+    return live if agency or kept_bps is None else kept_bps
+
+
+def kept_fee_bps(plan_bps: int | None) -> int:
+    """The rate a wallet keeps when its org leaves agency mode: its plan's rate at that moment."""
+    return plan_bps or 0
+
+
+RUNWAY_DAYS = 7  # the runway is the balance over the average daily spend of today and the 6 days before
+
+
+def add_spend(days: Mapping[str, int], day: date, amount: int, today: date) -> dict[str, int]:
+    """The spend per day the runway needs, with `amount` added on `day`; days that no longer count are
+    dropped (so the map on the account never grows past RUNWAY_DAYS entries and a little)."""
+    first = (today - timedelta(days=RUNWAY_DAYS - 1)).isoformat()
+    kept = {d: v for d, v in days.items() if d >= first}
+    if day.isoformat() >= first and amount:
+        kept[day.isoformat()] = kept.get(day.isoformat(), 0) + amount
+    return kept
+
+
+def runway(balance: int, days: Mapping[str, int], today: date) -> tuple[int | None, int]:
+    """(days of spend the balance covers, average daily spend) over the last RUNWAY_DAYS days;
+    None when nothing was spent."""
+    first = (today - timedelta(days=RUNWAY_DAYS - 1)).isoformat()
+    spent = sum(v for d, v in days.items() if first <= d <= today.isoformat())
+    avg = spent // RUNWAY_DAYS
+    return (max(balance, 0) // avg if avg > 0 else None), avg

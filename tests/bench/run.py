@@ -13,7 +13,6 @@ import importlib
 import json
 import math
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -191,9 +190,10 @@ def _raw_hold(client: Any, table: str, pk: str, hold_id: str) -> None:
 
 def _raw_debit(client: Any, table: str, pk: str, bill_id: str) -> None:
     """A debit's transaction shape, written with boto3 alone: read the account, then the versioned update,
-    the spend and fee entries, the bill's marker and the day and period aggregates; on a lost race, read
-    again after the same jittered backoff as the service."""
-    from shared.wallet.service import MAX_ATTEMPTS
+    the entry with its spend and fee lines, the bill's marker and the period aggregate; on a lost race,
+    read again after the same jittered backoff as the service."""
+    from shared.retry import backoff
+    from shared.wallet.poster import MAX_ATTEMPTS
 
     def put(sk: str, **fields: dict[str, str]) -> dict[str, Any]:
         item = {"PK": {"S": pk}, "SK": {"S": sk}, **fields}
@@ -214,12 +214,11 @@ def _raw_debit(client: Any, table: str, pk: str, bill_id: str) -> None:
         got = client.get_item(TableName=table, Key={"PK": {"S": pk}, "SK": {"S": "WALLET"}}, ConsistentRead=True)
         version, seq, balance = (int(got["Item"][k]["N"]) for k in ("version", "seq", "balance"))
         spend, fee = 100, 5
-        entries = [
-            put(f"WLEDGER#{seq + 1 + i:012d}", kind={"S": kind}, amount={"N": str(-a)}, balance_after={"N": str(b)})
-            for i, (kind, a, b) in enumerate(
-                (("ad_spend", spend, balance - spend), ("platform_fee", fee, balance - spend - fee))
-            )
+        lines = [
+            {"M": {"kind": {"S": kind}, "amount": {"N": str(-a)}, "balance_after": {"N": str(b)}}}
+            for kind, a, b in (("ad_spend", spend, balance - spend), ("platform_fee", fee, balance - spend - fee))
         ]
+        entries = [put(f"WLEDGER#{seq + 1:012d}", lines={"L": lines})]
         account = {
             "Update": {
                 "TableName": table,
@@ -236,21 +235,21 @@ def _raw_debit(client: Any, table: str, pk: str, bill_id: str) -> None:
             }
         }
         marker = put(f"IDEM#bill:meta:{bill_id}", amount_minor={"N": str(spend)}, fee_minor={"N": str(fee)})
-        day = add("WSPEND#2026-11-20", "ADD amount :a", {":a": {"N": str(spend + fee)}})
         period = add(
             "WPERIOD#bench#meta#p",
             "ADD ad_spend :s, fee :f, bills :one",
             {":s": {"N": "100"}, ":f": {"N": "5"}, ":one": {"N": "1"}},
         )
-        if _raw_transact(client, [account, *entries, marker, day, period]):
+        if _raw_transact(client, [account, *entries, marker, period]):
             return
-        time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(attempt, 5))))
+        time.sleep(backoff(attempt))
     raise RuntimeError("raw debit: too many conflicts")
 
 
 def bench_wallet(stack: Any, quick: bool) -> Group:
     import boto3
 
+    from shared.wallet.service import Bill
     from tests.integration.wallet_kit import agency_org, fund, wallet_kit
 
     g = Group("1 wallet throughput")
@@ -292,15 +291,17 @@ def bench_wallet(stack: Any, quick: bool) -> Group:
     def our_debit(i: int) -> Callable[[int], None]:
         return lambda n: (
             kits[i].wallet.record_bill(
-                org_id=org_id,
-                platform="meta",
-                bill_id=f"b{unique(i, n)}",
-                project_id=project_id,
-                amount_minor=100,
-                currency="USD",
-                billed_on=_now().date(),
-                hold_id=None,
-                actor="bench",
+                Bill(
+                    org_id=org_id,
+                    platform="meta",
+                    bill_id=f"b{unique(i, n)}",
+                    project_id=project_id,
+                    amount_minor=100,
+                    currency="USD",
+                    billed_on=_now().date(),
+                    hold_id=None,
+                    actor="bench",
+                )
             )
             and None
         )
@@ -625,6 +626,7 @@ def _per_op(t: Tally, ops: int) -> tuple[float, float]:
 def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_reads: int) -> Group:
     from shared.auth import Caller
     from shared.orgs.models import BillingMode
+    from shared.wallet.service import Bill
     from tests.integration.credit_kit import credit_kit
     from tests.integration.wallet_kit import agency_org, fund, wallet_kit
 
@@ -637,15 +639,17 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
         started = time.perf_counter()
         for _ in range(n):
             kit.wallet.record_bill(
-                org_id=org_id,
-                platform="meta",
-                bill_id=f"meta-{uuid.uuid4().hex}",
-                project_id=project_id,
-                amount_minor=100,
-                currency="USD",
-                billed_on=_now().date(),
-                hold_id=None,
-                actor="bench",
+                Bill(
+                    org_id=org_id,
+                    platform="meta",
+                    bill_id=f"meta-{uuid.uuid4().hex}",
+                    project_id=project_id,
+                    amount_minor=100,
+                    currency="USD",
+                    billed_on=_now().date(),
+                    hold_id=None,
+                    actor="bench",
+                )
             )
         debit_s = (time.perf_counter() - started) / n
     wcu, rcu = _per_op(tally[0], n)

@@ -19,6 +19,7 @@ DAY = 86_400
 
 class StripeKit:
     def __init__(self, stack: Any, table: Any):
+        self.stack = stack
         self.emulator = stack.stripe
         self.base_url = stack.env["STRIPE_API_BASE"]
         self.client = stripe.StripeClient(API_KEY, base_addresses={"api": self.base_url}, max_network_retries=0)
@@ -42,6 +43,12 @@ class StripeKit:
         )
         self.emulator.wait_for_deliveries()
         return resp
+
+    def synced(self) -> None:
+        """The outbox's tasks done (seat syncs: the publisher calls Stripe), then the webhooks they caused
+        delivered."""
+        self.stack.flush_outbox()
+        self.emulator.wait_for_deliveries()
 
     def advance(self, clock_id: str, frozen_time: int) -> None:
         self.client.v1.test_helpers.test_clocks.advance(clock_id, params={"frozen_time": frozen_time})

@@ -12,7 +12,7 @@ import pytest
 from shared.auth import Caller
 from tests.helpers import ApiClient, new_user
 from tests.integration.test_wallet import NOW, _auto_top_up_org, _auto_top_ups, _bill, _intents, _stalled, _sweep
-from tests.integration.wallet_kit import WalletKit, wallet_kit
+from tests.integration.wallet_kit import WalletKit, wallet_kit, wallet_settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_a_claim_no_longer_wanted_is_ended_without_a_charge(
     topup = _stalled(kit, stack, org_id, project, f"unwanted-{change}")
     # When, before the sweeper comes, the owner turns it off / the org leaves agency mode / money arrives
     if change == "auto_off":
-        off = {"low_threshold_minor": 0, "floor_minor": 0, "auto_enabled": False}
+        off = wallet_settings(low_threshold_minor=0, floor_minor=0, enabled=False)
         kit.wallet.configure(Caller(owner, None, frozenset()), org_id, off)
     elif change == "byo":
         assert api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "byo"}).status == 200
@@ -51,7 +51,7 @@ def test_a_claim_no_longer_wanted_is_ended_without_a_charge(
     # Then nothing is charged, and the claim is ended (not left to jam the next auto-top-up)
     assert _intents(kit, org_id, topup["topup_id"]) == []
     stored = kit.repo.get(org_id)
-    assert stored is not None and not stored.settings.get("auto_in_flight")
+    assert stored is not None and not stored.auto.in_flight
     [ended] = _auto_top_ups(table, org_id)
     assert ended["status"] == "canceled" and "GSI2PK" not in ended
 
@@ -91,7 +91,7 @@ def test_a_card_replaced_after_a_declined_attempt_does_not_jam_the_claim(
     [topup] = _auto_top_ups(table, org_id)
     assert topup["payment_method"] == declining and topup["status"] == "failed" and "GSI2PK" not in topup
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.settings.get("auto_enabled") is False
+    assert stored is not None and stored.auto.enabled is False
 
 
 def test_an_org_whose_stripe_customer_is_gone_neither_fails_its_bill_nor_the_sweep(
@@ -104,7 +104,7 @@ def test_an_org_whose_stripe_customer_is_gone_neither_fails_its_bill_nor_the_swe
         ExpressionAttributeValues={":c": f"cus_gone_{new_user()}"},
     )
     recorded = _bill(kit, org_id, project, 20_000, "gone-1")  # no error after the bill was committed
-    assert recorded["amount_minor"] == 20_000
+    assert recorded.amount_minor == 20_000
     [topup] = _auto_top_ups(table, org_id)
     assert topup["status"] == "failed"  # nothing to charge: auto-top-up is turned off and the owner told
     _sweep(kit, timedelta(minutes=3))  # and the sweep runs on
@@ -138,6 +138,6 @@ def test_ending_a_claim_never_overwrites_a_credit_that_landed_first(
     # Then the top-up stays credited (and refundable), auto-top-up stays on
     [after] = _auto_top_ups(table, org_id)
     assert raced and after["status"] == "succeeded" and after["charge_id"] == "ch_late"
-    assert any(t["topup_id"] == topup["topup_id"] for t in kit.wallet._refundable_topups(org_id))
+    assert any(t.topup_id == topup["topup_id"] for t in kit.wallet._refunds._refundable(org_id))
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.settings.get("auto_enabled") is True
+    assert stored is not None and stored.auto.enabled is True

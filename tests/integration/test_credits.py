@@ -15,6 +15,7 @@ from shared.credits.account import InsufficientCreditsError
 from shared.usage.service import SdkEvent
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
+from tests.integration.wallet_kit import ledger_lines
 from tests.local import devtokens
 
 pytestmark = pytest.mark.integration
@@ -159,9 +160,9 @@ def test_200_concurrent_reservations_with_room_for_100(kit: CreditKit, stack: An
     account = kit.repo.account(org_id)
     assert account is not None
     assert (account.account.reserved, account.account.available) == (100, 0)
-    entries = [i for i in org_items(kit.repo._table, org_id) if i["SK"].startswith("CLEDGER#")]
+    entries = ledger_lines(kit.repo._table, org_id, "CLEDGER#")
     assert len(entries) == 101  # the period's grant + 100 reservations
-    assert sum(int(e["delta"]) for e in entries) == account.account.available
+    assert sum(int(e["amount"]) for e in entries) == account.account.available
     held = [i for i in org_items(kit.repo._table, org_id) if i["SK"].startswith("RESV#")]
     assert len(held) == 100
 
@@ -223,10 +224,10 @@ def test_expired_reservations_are_released_by_the_sweeper(kit: CreditKit) -> Non
     )
     kit.clock.at = MARCH_15 + timedelta(hours=1)
     kit.credits.expire_due()
-    assert kit.repo.reservation(org_id, "stuck")["status"] == "reserved"  # type: ignore[index]
+    assert kit.repo.reservation(org_id, "stuck").status == "reserved"  # type: ignore[index]
     kit.clock.at = MARCH_15 + timedelta(hours=3)
     assert kit.credits.expire_due() >= 1
-    assert kit.repo.reservation(org_id, "stuck")["status"] == "expired"  # type: ignore[index]
+    assert kit.repo.reservation(org_id, "stuck").status == "expired"  # type: ignore[index]
     assert kit.credits.summary(owner, org_id).account.available == 100
 
 

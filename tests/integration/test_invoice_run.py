@@ -18,6 +18,7 @@ import pytest
 
 from shared.invoices.models import Invoice
 from shared.invoices.repository import InvoiceRepository
+from shared.wallet.service import Bill
 from tests.helpers import ApiClient, new_user
 from tests.integration.credit_kit import credit_kit
 from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
@@ -59,15 +60,17 @@ def _use_credits(stack: Any, org_id: str, project: str, images: int, run: str) -
 
 def _bill(stack: Any, org_id: str, project: str, platform: str, amount: int) -> None:
     wallet_kit(stack, SEPT_15).wallet.record_bill(
-        org_id=org_id,
-        platform=platform,
-        bill_id=f"{platform}-{new_user()}",
-        project_id=project,
-        amount_minor=amount,
-        currency="USD",
-        billed_on=date(2026, 9, 20),
-        hold_id=None,
-        actor="t",
+        Bill(
+            org_id=org_id,
+            platform=platform,
+            bill_id=f"{platform}-{new_user()}",
+            project_id=project,
+            amount_minor=amount,
+            currency="USD",
+            billed_on=date(2026, 9, 20),
+            hold_id=None,
+            actor="t",
+        )
     )
 
 

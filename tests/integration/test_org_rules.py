@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,6 +13,7 @@ from shared.auth import Caller
 from shared.catalog import plan_catalog
 from shared.clock import SystemClock
 from shared.errors import PlanLimitError
+from shared.orgs.models import Role
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from tests.helpers import ApiClient, new_user, org_items
@@ -77,6 +79,30 @@ def test_concurrent_project_creation_never_exceeds_the_limit(api: ApiClient, tab
     assert outcomes.count("plan_limit_reached") == 9
     assert _org_item(table, org_id)["active_project_count"] == 3
     assert len([i for i in org_items(table, org_id) if i["SK"].startswith("PROJECT#")]) == 3
+
+
+def test_concurrent_seat_changes_each_commit_with_their_own_seat_revision_and_task(api: ApiClient, table: Any) -> None:
+    # Eight Lambda instances add a member each to one Pro org (extra seats sold: no limit) at once.
+    owner = new_user()
+    org_id = _org(api, owner, plan_id="pro")
+    caller = Caller(user_id=owner, email=None, groups=frozenset())
+
+    def add(i: int) -> str:
+        service = OrgService(
+            OrgRepository(boto3.Session().resource("dynamodb").Table(table.name)), plan_catalog(), SystemClock()
+        )
+        service.add_member(caller, org_id, user_id=f"u{i}-{new_user()}", email=None, role=Role.MEMBER)
+        return "added"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(add, range(8)))
+    # Then every one commits (one that lost the race read the revision again), each moving the seat
+    # revision on once and writing the seat sync task for its own revision
+    assert outcomes == ["added"] * 8
+    item = _org_item(table, org_id)
+    assert (item["member_count"], item["seat_revision"]) == (9, 8)
+    tasks = [i for i in org_items(table, org_id) if str(i["SK"]).startswith("OUTBOX#") and i["kind"] == "task"]
+    assert sorted(json.loads(t["body"])["seat_revision"] for t in tasks) == list(range(1, 9))
 
 
 def test_seats_are_refused_past_the_plan_unless_extra_seats_are_sold(api: ApiClient, table: Any) -> None:

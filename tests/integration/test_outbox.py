@@ -1,5 +1,6 @@
 """The transactional outbox: a wallet change and its messages commit together, and the messages
-reach EventBridge and SNS through the table's stream, even when those services fail for a while."""
+reach EventBridge and SNS through the table's stream, even when those services fail for a while; a seat
+change and its Stripe seat sync likewise, even when Stripe fails for a while."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from tests.helpers import capture_events, capture_notifications, drain, new_user, org_items
+from tests.helpers import ApiClient, capture_events, capture_notifications, drain, new_user, org_items
+from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
 from tests.integration.test_wallet import NOW, _bill
-from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
+from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit, wallet_settings
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +39,7 @@ def test_a_pause_is_announced_once_eventbridge_and_sns_are_back(kit: WalletKit, 
     events_client, sns_client = publisher()._events._events, publisher()._notifier._sns
     org_id, project, owner = agency_org(kit)
     fund(kit, org_id, 1_000, new_user())
-    kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 0})
+    kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=0, floor_minor=0))
     events = capture_events(stack, {"detail-type": ["Wallet.AgencySpendPaused"]})
     notices = capture_notifications(stack)
     failures: list[str] = []
@@ -49,7 +51,7 @@ def test_a_pause_is_announced_once_eventbridge_and_sns_are_back(kit: WalletKit, 
     try:
         # When a bill pauses the wallet, Then the bill is recorded (nothing of the outage reaches it)
         recorded = _bill(kit, org_id, project, 5_000, "paused-in-outage")
-        assert not recorded["replayed"]
+        assert not recorded.replayed
         stored = kit.repo.get(org_id)
         assert stored is not None and stored.account.status.value == "paused"
         # and the publisher keeps failing, and retrying, while they are down
@@ -58,7 +60,7 @@ def test_a_pause_is_announced_once_eventbridge_and_sns_are_back(kit: WalletKit, 
                 pump.pump_once()
         assert "events.PutEvents" in failures
         # (a replay of the bill commits nothing, so it announces nothing)
-        assert _bill(kit, org_id, project, 5_000, "paused-in-outage")["replayed"]
+        assert _bill(kit, org_id, project, 5_000, "paused-in-outage").replayed
     finally:
         for client, operation, handler in down:
             client.meta.events.unregister(f"before-send.{operation}", handler)
@@ -78,7 +80,7 @@ def test_a_stuck_message_holds_back_the_ones_after_it_and_none_goes_out_twice(ki
     second, second_project, second_owner = agency_org(kit)
     for org_id, owner in ((first, first_owner), (second, second_owner)):
         fund(kit, org_id, 1_000, new_user())
-        kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 0})
+        kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=0, floor_minor=0))
     notices = capture_notifications(stack)
     stuck: list[str] = []
 
@@ -108,7 +110,7 @@ def test_what_the_stream_never_delivered_the_sweeper_sends(kit: WalletKit, stack
     # Given a pause whose messages the stream never delivers (its records are gone after 24 h)
     org_id, project, owner = agency_org(kit)
     fund(kit, org_id, 1_000, new_user())
-    kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 0})
+    kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=0, floor_minor=0))
     events = capture_events(stack, {"detail-type": ["Wallet.AgencySpendPaused"]})
     for pump in stack.streams:
         pump.flush()
@@ -134,3 +136,118 @@ def _received(stack: Any, queue_url: str) -> list[dict[str, Any]]:
     sqs = stack.client("sqs")
     got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     return [json.loads(m["Body"]) for m in got]
+
+
+# ------------------------------------------------------------------ the Stripe seat sync, through the outbox
+
+
+@pytest.fixture
+def stripe_kit(stack: Any, table: Any) -> StripeKit:
+    return StripeKit(stack, table)
+
+
+def _subscribed_org(api: ApiClient, kit: StripeKit, members: int) -> tuple[str, str, str, str]:
+    """A Pro org (3 seats included, extra seats 15.00/month) with `members` people, on day 10 of a 30-day
+    period, everything synced. Returns (org, owner, subscription, customer)."""
+    owner = new_user()
+    created = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Seats", "plan_id": "free"})
+    assert created.status == 201, created.body
+    org_id = str(created.body["org_id"])
+    clock, customer = kit.subscribe(api, owner, org_id, "pro")
+    kit.advance(clock, PERIOD_START + 10 * DAY)
+    for _ in range(members - 1):
+        assert _add(api, owner, org_id).status == 201
+    kit.synced()
+    org = kit.repo.get_org(org_id)
+    assert org is not None and org.subscription is not None
+    return org_id, owner, org.subscription.subscription_id, customer
+
+
+def _add(api: ApiClient, owner: str, org_id: str) -> Any:
+    return api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": new_user()})
+
+
+def _stripe_extra_seats(kit: StripeKit, subscription_id: str) -> int:
+    sub = kit.client.v1.subscriptions.retrieve(subscription_id)
+    return sum(i.quantity or 0 for i in sub["items"].data if str(i.price.lookup_key).endswith(":seat"))
+
+
+def _seat_updates(kit: StripeKit, org_id: str) -> list[str]:
+    """The idempotency keys of the subscription changes our seat syncs made (one per change)."""
+    keys = [e["request"]["idempotency_key"] for e in kit.emulator.events("customer.subscription.updated")]
+    return [k for k in keys if str(k).startswith(f"seats:{org_id}:")]
+
+
+def _seat_tasks(table: Any, org_id: str) -> list[dict[str, Any]]:
+    return [i for i in org_items(table, org_id) if str(i["SK"]).startswith("OUTBOX#") and i["kind"] == "task"]
+
+
+def test_a_seat_change_reaches_stripe_only_through_the_outbox(
+    api: ApiClient, stripe_kit: StripeKit, stack: Any, table: Any
+) -> None:
+    kit = stripe_kit
+    org_id, owner, sub_id, customer = _subscribed_org(api, kit, members=1)
+    stack.flush_outbox()
+    for pump in stack.streams:
+        pump.pause()
+    try:
+        # When the org grows to 4 members (one extra seat) while the outbox is not being sent
+        for _ in range(3):
+            assert _add(api, owner, org_id).status == 201
+        # Then the requests called no Stripe: the quantity is unchanged, and each seat change wrote its task
+        assert _stripe_extra_seats(kit, sub_id) == 0 and _seat_updates(kit, org_id) == []
+        tasks = _seat_tasks(table, org_id)
+        assert sorted(json.loads(t["body"])["seat_revision"] for t in tasks) == [1, 2, 3]
+        assert all(t["GSI2PK"] == "OUTBOX#UNSENT" for t in tasks)
+    finally:
+        for pump in stack.streams:
+            pump.resume()
+    # When the outbox is sent, Then Stripe bills one extra seat, prorated (1500 * 20/30), changed once, by
+    # the latest seat change (the two before it find the org past them and leave it to that one)
+    kit.synced()
+    assert _stripe_extra_seats(kit, sub_id) == 1
+    assert _seat_updates(kit, org_id) == [f"seats:{org_id}:{sub_id}:3"]
+    pending = kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
+    assert [i.amount for i in pending] == [1000]
+    sub = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
+    assert (sub["members"], sub["extra_seats_billed"]) == (4, 1)
+    assert all(t.get("sent_at") and "GSI2PK" not in t for t in _seat_tasks(table, org_id))
+
+
+def test_a_seat_sync_stripe_fails_is_retried_until_it_goes_and_changes_stripe_once(
+    api: ApiClient, stripe_kit: StripeKit, stack: Any, table: Any
+) -> None:
+    kit = stripe_kit
+    # Given a Pro org with its 3 included seats taken, and its webhooks delivered
+    org_id, owner, sub_id, customer = _subscribed_org(api, kit, members=3)
+    failures = sum(pump.failures for pump in stack.streams)
+    for pump in stack.streams:
+        pump.pause()
+    try:
+        # and Stripe failing: every request of the first sync attempt (its read, and the SDK's retry) is
+        # refused, then the update of the second is made but both its replies are lost (the SDK's retry
+        # sends the same idempotency key, so Stripe replays the change instead of making it again)
+        stack.stripe.fail_next(2, status=500)
+        stack.stripe.fail_next(2, status=500, after_execute=True, method="POST", path="/v1/subscriptions/")
+        # When a fourth member is added, Then the request succeeds (it does not call Stripe)
+        assert _add(api, owner, org_id).status == 201
+        latest = max(_seat_tasks(table, org_id), key=lambda t: int(json.loads(t["body"])["seat_revision"]))
+        assert json.loads(latest["body"])["seat_revision"] == 3 and latest["GSI2PK"] == "OUTBOX#UNSENT"
+        # and the publisher keeps failing, and retrying, the task until Stripe answers (the third attempt
+        # finds the change the second made, and makes none)
+        for pump in stack.streams:
+            pump.resume()
+        kit.synced()
+        assert sum(pump.failures for pump in stack.streams) >= failures + 2
+    finally:
+        for pump in stack.streams:
+            pump.resume()
+        stack.stripe.clear_faults()
+    # Then the quantity is synced, by one change to the subscription, under the seat revision's key
+    assert _stripe_extra_seats(kit, sub_id) == 1
+    assert _seat_updates(kit, org_id) == [f"seats:{org_id}:{sub_id}:3"]
+    pending = kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
+    assert [i.amount for i in pending] == [1000]
+    sub = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
+    assert (sub["members"], sub["extra_seats_billed"]) == (4, 1)
+    assert all(t.get("sent_at") for t in _seat_tasks(table, org_id))

@@ -209,9 +209,12 @@ def world(api: ApiClient) -> World:
 
 
 @pytest.fixture(scope="module")
-def refusal_world(api: ApiClient) -> World:
-    """One world for the refusal tests: each of them proves it changed nothing."""
-    return build_world(api)
+def refusal_world(api: ApiClient, stack: Any) -> World:
+    """One world for the refusal tests: each of them proves it changed nothing (so the outbox has done
+    the tasks its member changes wrote first: done, they are marked sent)."""
+    world = build_world(api)
+    stack.flush_outbox()
+    return world
 
 
 def _path(case: Case, world: World, org_id: str | None = None, *, invalid: bool = False) -> str:

@@ -80,9 +80,9 @@ def test_seats_change_the_stripe_quantity_with_proration(api: ApiClient, kit: St
     org_id = _org(api, owner)
     clock, customer = kit.subscribe(api, owner, org_id, "pro")
     kit.advance(clock, PERIOD_START + 10 * DAY)
-    # When the org grows to 4 members (one extra seat)
+    # When the org grows to 4 members (one extra seat), and the outbox's seat sync ran
     members = _add_members(api, owner, org_id, 3)
-    kit.emulator.wait_for_deliveries()
+    kit.synced()
     # Then Stripe bills one extra seat, prorated: 1500 * 20/30 = 1000
     sub = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
     assert (sub["members"], sub["extra_seats_billed"]) == (4, 1)
@@ -90,7 +90,7 @@ def test_seats_change_the_stripe_quantity_with_proration(api: ApiClient, kit: St
     assert sorted(i.amount for i in pending) == [1000]
     # When a member leaves on day 10 too, the seat is credited back the same way
     assert api.call("DELETE", f"/v1/orgs/{org_id}/members/{members[0]}", as_user=owner).status == 204
-    kit.emulator.wait_for_deliveries()
+    kit.synced()
     sub = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
     assert (sub["members"], sub["extra_seats_billed"]) == (3, 0)
     pending = kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data

@@ -14,10 +14,18 @@ import requests
 
 from shared.auth import Caller
 from shared.deadline import deadline_in
-from shared.wallet.service import InsufficientWalletFundsError, WalletNotAvailableError
+from shared.wallet.service import Bill, InsufficientWalletFundsError, WalletNotAvailableError
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.test_stripe_webhooks import sign
-from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
+from tests.integration.wallet_kit import (
+    WalletKit,
+    agency_org,
+    fund,
+    ledger_lines,
+    raw_item,
+    wallet_kit,
+    wallet_settings,
+)
 from tests.local import devtokens
 
 pytestmark = pytest.mark.integration
@@ -31,22 +39,22 @@ def kit(stack: Any) -> WalletKit:
 
 
 def _entries(kit: WalletKit, org_id: str) -> list[dict[str, Any]]:
-    return sorted(
-        (i for i in org_items(kit.repo._table, org_id) if i["SK"].startswith("WLEDGER#")), key=lambda i: i["SK"]
-    )
+    return ledger_lines(kit.repo._table, org_id)
 
 
 def _bill(kit: WalletKit, org_id: str, project: str, amount: int, bill_id: str, platform: str = "meta") -> Any:
     return kit.wallet.record_bill(
-        org_id=org_id,
-        platform=platform,
-        bill_id=bill_id,
-        project_id=project,
-        amount_minor=amount,
-        currency="USD",
-        billed_on=date(2026, 11, 20),
-        hold_id=None,
-        actor="test",
+        Bill(
+            org_id=org_id,
+            platform=platform,
+            bill_id=bill_id,
+            project_id=project,
+            amount_minor=amount,
+            currency="USD",
+            billed_on=date(2026, 11, 20),
+            hold_id=None,
+            actor="test",
+        )
     )
 
 
@@ -61,8 +69,7 @@ def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> 
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
     StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
     fund(kit, org_id, 50_000, new_user())
-    settings = {"low_threshold_minor": 0, "floor_minor": 0, "auto_enabled": True, "auto_threshold_minor": 40_000}
-    settings |= {"auto_amount_minor": 30_000, "auto_daily_cap_minor": 90_000}
+    settings = wallet_settings(enabled=True, threshold_minor=40_000, amount_minor=30_000, daily_cap_minor=90_000)
     kit.wallet.configure(Caller(owner, None, frozenset()), org_id, settings)
     return org_id, project, owner
 
@@ -71,7 +78,7 @@ def test_1000_concurrent_holds_for_a_wallet_that_covers_500(kit: WalletKit, stac
     # Given a wallet of 60,000 with a floor of 10,000: room for exactly 500 holds of 100
     org_id, project, owner = agency_org(kit)
     fund(kit, org_id, 60_000, new_user())
-    kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 10_000})
+    kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=0, floor_minor=10_000))
     local = threading.local()
 
     def hold(i: int) -> str:
@@ -88,7 +95,7 @@ def test_1000_concurrent_holds_for_a_wallet_that_covers_500(kit: WalletKit, stac
     assert outcomes.count("granted") == 500 and outcomes.count("refused") == 500
     stored = kit.repo.get(org_id)
     assert stored is not None
-    assert (stored.account.balance, stored.account.held, stored.settings["available"]) == (60_000, 50_000, 0)
+    assert (stored.account.balance, stored.account.held, stored.stored_available) == (60_000, 50_000, 0)
     assert stored.account.balance - stored.account.held >= stored.account.floor  # never below the floor
 
 
@@ -99,7 +106,7 @@ def test_bills_debit_spend_and_fee_once_with_half_even_rounding(kit: WalletKit) 
     for amount, fee, bill_id in ((12_345, 617, "b1"), (10, 0, "b2"), (30, 2, "b3"), (50, 2, "b4")):
         for _ in range(10):  # the same bill delivered ten times debits once
             result = _bill(kit, org_id, project, amount, bill_id)
-            assert (result["amount_minor"], result["fee_minor"]) == (amount, fee)
+            assert (result.amount_minor, result.fee_minor) == (amount, fee)
     entries = _entries(kit, org_id)
     assert [(e["kind"], int(e["amount"])) for e in entries] == [
         ("topup", 100_000),
@@ -121,7 +128,7 @@ def test_a_bill_is_recorded_below_zero_pauses_and_a_top_up_resumes(kit: WalletKi
     org_id, project, owner = agency_org(kit)
     queue = capture_events(stack, {"detail-type": [{"prefix": "Wallet."}]})
     fund(kit, org_id, 10_000, new_user())
-    kit.wallet.configure(owner, org_id, {"low_threshold_minor": 5_000, "floor_minor": 0})
+    kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=5_000, floor_minor=0))
     _bill(kit, org_id, project, 6_000, "low")  # 10,000 - 6,000 - 300 fee = 3,700: low
     _bill(kit, org_id, project, 5_000, "over")  # -1,550: recorded anyway, paused
     stored = kit.repo.get(org_id)
@@ -228,7 +235,7 @@ def test_auto_top_up_never_runs_twice_at_once(kit: WalletKit, stack: Any, table:
     assert stored is not None
     # 50,000 - 20 x (1,000 + 50 fee) + one auto top-up of 30,000
     assert stored.account.balance == 50_000 - 21_000 + 30_000
-    assert not stored.settings.get("auto_in_flight")
+    assert not stored.auto.in_flight
 
 
 def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
@@ -237,22 +244,24 @@ def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
     kit.wallet.hold(org_id=org_id, hold_id="launch", project_id=project, platform="google_ads", amount_minor=4_000)
     kit.wallet.hold(org_id=org_id, hold_id="scale", project_id=project, platform="google_ads", amount_minor=3_000)
     kit.wallet.record_bill(
-        org_id=org_id,
-        platform="google_ads",
-        bill_id="g1",
-        project_id=project,
-        amount_minor=3_500,
-        currency="USD",
-        billed_on=date(2026, 11, 20),
-        hold_id="launch",
-        actor="t",
+        Bill(
+            org_id=org_id,
+            platform="google_ads",
+            bill_id="g1",
+            project_id=project,
+            amount_minor=3_500,
+            currency="USD",
+            billed_on=date(2026, 11, 20),
+            hold_id="launch",
+            actor="t",
+        )
     )
     kit.wallet.release_hold(org_id=org_id, hold_id="scale")
     stored = kit.repo.get(org_id)
     assert stored is not None
-    assert (stored.account.balance, stored.account.held, stored.settings["available"]) == (6_325, 0, 6_325)
-    assert kit.repo.item(org_id, "HOLD#launch")["status"] == "posted"  # type: ignore[index]
-    assert kit.repo.item(org_id, "HOLD#scale")["status"] == "voided"  # type: ignore[index]
+    assert (stored.account.balance, stored.account.held, stored.stored_available) == (6_325, 0, 6_325)
+    assert raw_item(kit, org_id, "HOLD#launch")["status"] == "posted"  # type: ignore[index]
+    assert raw_item(kit, org_id, "HOLD#scale")["status"] == "voided"  # type: ignore[index]
 
 
 def test_a_bill_whose_hold_ends_while_it_is_written_still_debits_once(
@@ -262,45 +271,47 @@ def test_a_bill_whose_hold_ends_while_it_is_written_still_debits_once(
     org_id, project, _ = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
     kit.wallet.hold(org_id=org_id, hold_id="h", project_id=project, platform="meta", amount_minor=4_000)
-    read = kit.repo.item
+    read = kit.repo.hold
     raced: list[str] = []
 
-    def item(org: str, sk: str) -> dict[str, Any] | None:
-        got = read(org, sk)
-        if sk == "HOLD#h" and not raced:
-            raced.append(sk)
+    def hold(org: str, hold_id: str) -> Any:
+        got = read(org, hold_id)
+        if hold_id == "h" and not raced:
+            raced.append(hold_id)
             kit.wallet.release_hold(org_id=org, hold_id="h")
         return got
 
-    monkeypatch.setattr(kit.repo, "item", item)
+    monkeypatch.setattr(kit.repo, "hold", hold)
     result = kit.wallet.record_bill(
-        org_id=org_id,
-        platform="meta",
-        bill_id="m1",
-        project_id=project,
-        amount_minor=1_000,
-        currency="USD",
-        billed_on=date(2026, 11, 20),
-        hold_id="h",
-        actor="t",
+        Bill(
+            org_id=org_id,
+            platform="meta",
+            bill_id="m1",
+            project_id=project,
+            amount_minor=1_000,
+            currency="USD",
+            billed_on=date(2026, 11, 20),
+            hold_id="h",
+            actor="t",
+        )
     )
     monkeypatch.undo()
 
-    assert raced and (result["replayed"], result["fee_minor"]) == (False, 50)
+    assert raced and (result.replayed, result.fee_minor) == (False, 50)
     stored = kit.repo.get(org_id)
     assert stored is not None and (stored.account.balance, stored.account.held) == (8_950, 0)
-    assert kit.repo.item(org_id, "HOLD#h")["status"] == "voided"  # type: ignore[index]
+    assert raw_item(kit, org_id, "HOLD#h")["status"] == "voided"  # type: ignore[index]
     assert [int(e["amount"]) for e in _entries(kit, org_id)] == [10_000, -1_000, -50]
 
 
 def test_a_replayed_bill_reports_the_fee_it_was_charged(kit: WalletKit) -> None:
     org_id, project, owner = agency_org(kit, "pro")  # platform fee 500 bps
     fund(kit, org_id, 100_000, new_user())
-    assert _bill(kit, org_id, project, 1_000, "b1")["fee_minor"] == 50
+    assert _bill(kit, org_id, project, 1_000, "b1").fee_minor == 50
     kit.orgs.change_plan(owner, org_id, plan_id="scale", enterprise_terms=None)
     replay = _bill(kit, org_id, project, 1_000, "b1")
-    assert (replay["replayed"], replay["fee_minor"]) == (True, 50)
-    assert _bill(kit, org_id, project, 1_000, "b2")["fee_minor"] == 30  # scale: 300 bps
+    assert (replay.replayed, replay.fee_minor) == (True, 50)
+    assert _bill(kit, org_id, project, 1_000, "b2").fee_minor == 30  # scale: 300 bps
 
 
 def _auto_top_ups(table: Any, org_id: str) -> list[dict[str, Any]]:
@@ -344,18 +355,18 @@ def test_a_stripe_outage_during_an_auto_top_up_is_resumed_by_the_sweeper(
         _sweep(kit, timedelta(minutes=3))
     finally:
         stack.stripe._server.faults.clear()  # type: ignore[union-attr]
-    assert recorded["amount_minor"] == 20_000 and not recorded["replayed"]
+    assert recorded.amount_minor == 20_000 and not recorded.replayed
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.settings.get("auto_enabled") is True  # an outage is not the card's fault
+    assert stored is not None and stored.auto.enabled is True  # an outage is not the card's fault
     [topup] = _auto_top_ups(table, org_id)
-    assert stored.settings["auto_in_flight"] == topup["topup_id"] and "payment_intent_id" not in topup
+    assert stored.auto.in_flight == topup["topup_id"] and "payment_intent_id" not in topup
     # When Stripe is back and the sweeper runs, Then the top-up is charged and credited, once
     assert _sweep(kit, timedelta(minutes=5)) >= 1
     stack.stripe.wait_for_deliveries()
     _sweep(kit, timedelta(minutes=5))  # a later sweep finds nothing of it to charge again
     assert len(_intents(kit, org_id, topup["topup_id"])) == 1
     stored = kit.repo.get(org_id)
-    assert stored is not None and not stored.settings.get("auto_in_flight")
+    assert stored is not None and not stored.auto.in_flight
     assert stored.account.balance == 50_000 - 21_000 + 30_000
     [topup] = _auto_top_ups(table, org_id)
     assert topup["status"] == "succeeded" and "GSI2PK" not in topup
@@ -398,8 +409,8 @@ def test_a_card_declined_on_every_attempt_turns_auto_top_up_off(
     queue = capture_events(stack, {"detail-type": ["Wallet.AutoTopUpDisabled"]})
     _bill(kit, org_id, project, 20_000, "declined-1")
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.settings.get("auto_enabled") is False
-    assert not stored.settings.get("auto_in_flight")
+    assert stored is not None and stored.auto.enabled is False
+    assert not stored.auto.in_flight
     [topup] = _auto_top_ups(table, org_id)
     assert topup["status"] == "failed" and "GSI2PK" not in topup
     told = [e["detail"] for e in drain(stack, queue) if e["detail"].get("org_id") == org_id]
@@ -420,8 +431,8 @@ def test_an_auto_top_up_interrupted_for_a_day_is_ended_not_resumed(
     # the next bill below the threshold starts a fresh one
     _sweep(kit, timedelta(hours=24))
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.settings.get("auto_enabled") is True
-    assert not stored.settings.get("auto_in_flight")
+    assert stored is not None and stored.auto.enabled is True
+    assert not stored.auto.in_flight
     [topup] = _auto_top_ups(table, org_id)
     assert topup["status"] == "canceled" and "payment_intent_id" not in topup
     _bill(kit, org_id, project, 1_000, "day-2")

@@ -12,9 +12,9 @@ import pytest
 
 from shared.errors import InvalidRequestError
 from shared.orgs.models import BillingMode
-from shared.wallet.service import WalletNotAvailableError
+from shared.wallet.service import Bill, WalletNotAvailableError
 from tests.helpers import new_user
-from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
+from tests.integration.wallet_kit import WalletKit, agency_org, fund, raw_item, wallet_kit, wallet_settings
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -30,7 +30,7 @@ def _hold(kit: WalletKit, org_id: str, project: str, hold_id: str) -> dict[str, 
 
 
 def _wallet_item(kit: WalletKit, org_id: str) -> dict[str, Any]:
-    item = kit.repo.item(org_id, "WALLET")
+    item = raw_item(kit, org_id, "WALLET")
     assert item is not None
     return item
 
@@ -46,10 +46,10 @@ def test_a_funded_wallet_follows_the_org_out_of_agency_mode_and_back(kit: Wallet
     with pytest.raises(WalletNotAvailableError):
         _hold(kit, org_id, project, "while-byo")
     assert _wallet_item(kit, org_id)["held"] == held
-    assert kit.repo.item(org_id, "HOLD#while-byo") is None
+    assert raw_item(kit, org_id, "HOLD#while-byo") is None
 
     kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)
-    assert _hold(kit, org_id, project, "after")["status"] == "pending"
+    assert _hold(kit, org_id, project, "after").status == "pending"
     assert _wallet_item(kit, org_id)["held"] == held + 100
 
 
@@ -116,15 +116,17 @@ def test_a_first_top_up_that_races_a_switch_to_byo_copies_the_new_mode(
 
 def _bill(kit: WalletKit, org_id: str, project: str, bill_id: str) -> dict[str, Any]:
     return kit.wallet.record_bill(
-        org_id=org_id,
-        platform="meta",
-        bill_id=bill_id,
-        project_id=project,
-        amount_minor=1_000,
-        currency="USD",
-        billed_on=NOW.date(),
-        hold_id=None,
-        actor="engine",
+        Bill(
+            org_id=org_id,
+            platform="meta",
+            bill_id=bill_id,
+            project_id=project,
+            amount_minor=1_000,
+            currency="USD",
+            billed_on=NOW.date(),
+            hold_id=None,
+            actor="engine",
+        )
     )
 
 
@@ -141,11 +143,11 @@ def test_money_in_motion_settles_after_the_org_leaves_agency_mode(kit: WalletKit
     with pytest.raises(WalletNotAvailableError):
         kit.wallet.top_up(owner, org_id, amount_minor=5_000, method="card", idempotency_key="k", return_url=None)
     with pytest.raises(WalletNotAvailableError):
-        kit.wallet.configure(owner, org_id, {"low_threshold_minor": 0, "floor_minor": 0})
+        kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=0, floor_minor=0))
     # ...but what was already spent or paid still settles: the late bill with its fee, the hold's
     # release, the money that arrives, and the owner still sees the wallet
-    assert _bill(kit, org_id, project, "late")["fee_minor"] == 50
-    assert kit.wallet.release_hold(org_id=org_id, hold_id="running")["status"] == "voided"
+    assert _bill(kit, org_id, project, "late").fee_minor == 50
+    assert kit.wallet.release_hold(org_id=org_id, hold_id="running").status == "voided"
     assert kit.wallet.topup_succeeded(
         org_id=org_id, topup_id="tu-ach", payment_intent_id="pi-ach", charge_id=None, amount_minor=2_000
     )
@@ -161,7 +163,7 @@ def test_a_hold_that_expires_after_the_switch_is_released(kit: WalletKit) -> Non
     kit.clock.at = NOW + timedelta(hours=25)
     # What the sweeper does for each hold due (expire_holds: the sweeper's scan is table-wide)
     kit.wallet.release_hold(org_id=org_id, hold_id="stale", expired=True)
-    assert kit.repo.item(org_id, "HOLD#stale")["status"] == "expired"  # type: ignore[index]
+    assert raw_item(kit, org_id, "HOLD#stale")["status"] == "expired"  # type: ignore[index]
     assert _wallet_item(kit, org_id)["held"] == 0
 
 
@@ -216,7 +218,7 @@ def test_late_bills_after_the_subscription_ended_keep_the_agency_plans_fee(kit: 
     assert org is not None and (org.plan_id, org.billing_mode) == ("free", BillingMode.BYO)
 
     # A bill for spend made while it was an agency org still carries the Pro fee
-    assert _bill(kit, org_id, project, "late")["fee_minor"] == 50
+    assert _bill(kit, org_id, project, "late").fee_minor == 50
     assert _wallet_item(kit, org_id)["balance"] == 10_000 - 1_050
 
 
@@ -237,19 +239,19 @@ def test_a_wallet_that_late_bills_took_below_zero_can_be_settled_and_is_invoiced
         kit.wallet.top_up(owner, org_id, amount_minor=551, method="card", idempotency_key="k1", return_url=None)
     assert too_much.value.code == "amount_exceeds_deficit"
     started = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
-    assert started["amount_minor"] == 550
+    assert started.amount_minor == 550
     # ...counting the top-ups on their way; a retry of one returns it
     with pytest.raises(InvalidRequestError):
         kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k3", return_url=None)
     again = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
-    assert again["topup_id"] == started["topup_id"]
+    assert again.topup_id == started.topup_id
     # Once it is paid, a retry still returns it, though nothing is owed any more
     kit.wallet.topup_succeeded(
-        org_id=org_id, topup_id=started["topup_id"], payment_intent_id="pi_k2", charge_id=None, amount_minor=550
+        org_id=org_id, topup_id=started.topup_id, payment_intent_id="pi_k2", charge_id=None, amount_minor=550
     )
     assert _wallet_item(kit, org_id)["balance"] == 0
     paid = kit.wallet.top_up(owner, org_id, amount_minor=550, method="card", idempotency_key="k2", return_url=None)
-    assert (paid["topup_id"], paid["status"]) == (started["topup_id"], "succeeded")
+    assert (paid.topup_id, paid.status) == (started.topup_id, "succeeded")
     with pytest.raises(WalletNotAvailableError):
         kit.wallet.top_up(owner, org_id, amount_minor=1, method="card", idempotency_key="k4", return_url=None)
 
@@ -259,7 +261,7 @@ def test_a_wallet_that_left_agency_mode_without_a_kept_rate_bills_the_plans_fee(
     fund(kit, org_id, 10_000, new_user())
     kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
     kit.repo._table.update_item(Key={"PK": f"ORG#{org_id}", "SK": "WALLET"}, UpdateExpression="REMOVE agency_fee_bps")
-    assert _bill(kit, org_id, project, "late")["fee_minor"] == 50
+    assert _bill(kit, org_id, project, "late").fee_minor == 50
 
 
 def test_wallet_settings_racing_a_switch_to_byo_are_refused(kit: WalletKit, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,7 +278,7 @@ def test_wallet_settings_racing_a_switch_to_byo_are_refused(kit: WalletKit, monk
 
     monkeypatch.setattr(kit.repo, "get", get)
     with pytest.raises(WalletNotAvailableError):
-        kit.wallet.configure(owner, org_id, {"low_threshold_minor": 20_000, "floor_minor": 0})
+        kit.wallet.configure(owner, org_id, wallet_settings(low_threshold_minor=20_000, floor_minor=0))
     monkeypatch.undo()
     assert _wallet_item(kit, org_id)["low_threshold"] != 20_000
 
@@ -285,7 +287,7 @@ def test_a_wallet_from_before_the_mode_copy_gets_it_on_its_first_hold(kit: Walle
     org_id, project, _ = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
     kit.repo._table.update_item(Key={"PK": f"ORG#{org_id}", "SK": "WALLET"}, UpdateExpression="REMOVE billing_mode")
-    assert _hold(kit, org_id, project, "h")["status"] == "pending"
+    assert _hold(kit, org_id, project, "h").status == "pending"
     assert _wallet_item(kit, org_id)["billing_mode"] == "agency"
 
 
@@ -304,7 +306,7 @@ def test_holds_racing_on_a_wallet_from_before_the_mode_copy_all_pass(
         return copy(org, mode)  # this one's: nothing left to do
 
     monkeypatch.setattr(kit.repo, "copy_mode", copy_mode)
-    assert _hold(kit, org_id, project, "h")["status"] == "pending"
+    assert _hold(kit, org_id, project, "h").status == "pending"
     assert raced == [True] and _wallet_item(kit, org_id)["held"] == 100
 
 

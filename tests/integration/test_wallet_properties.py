@@ -14,9 +14,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from shared.auth import Caller
 from shared.errors import InvalidRequestError
-from shared.wallet.service import InsufficientWalletFundsError
-from tests.helpers import new_user, org_items
-from tests.integration.wallet_kit import WalletKit, agency_org, wallet_kit
+from shared.wallet.account import available
+from shared.wallet.service import Bill, InsufficientWalletFundsError
+from tests.helpers import new_user
+from tests.integration.wallet_kit import WalletKit, agency_org, ledger_lines, wallet_kit
 
 pytestmark = pytest.mark.integration
 SUPPORT = Caller("support_bot", None, frozenset({"support"}))
@@ -102,15 +103,17 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
             bill_id = self._next("bill")
             for _ in range(replays):  # a redelivered bill debits once
                 self.kit.wallet.record_bill(
-                    org_id=self.org_id,
-                    platform="tiktok",
-                    bill_id=bill_id,
-                    project_id=self.project,
-                    amount_minor=spent,
-                    currency="USD",
-                    billed_on=date(2026, 11, 20),
-                    hold_id=hold_id,
-                    actor="prop",
+                    Bill(
+                        org_id=self.org_id,
+                        platform="tiktok",
+                        bill_id=bill_id,
+                        project_id=self.project,
+                        amount_minor=spent,
+                        currency="USD",
+                        billed_on=date(2026, 11, 20),
+                        hold_id=hold_id,
+                        actor="prop",
+                    )
                 )
             del self.holds[hold_id]
             self.balance -= spent + _fee(spent)
@@ -127,15 +130,17 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
         @rule(spent=st.integers(0, 30_000))
         def bill_without_a_hold(self, spent: int) -> None:
             self.kit.wallet.record_bill(
-                org_id=self.org_id,
-                platform="apple_search_ads",
-                bill_id=self._next("b"),
-                project_id=self.project,
-                amount_minor=spent,
-                currency="USD",
-                billed_on=date(2026, 11, 20),
-                hold_id=None,
-                actor="prop",
+                Bill(
+                    org_id=self.org_id,
+                    platform="apple_search_ads",
+                    bill_id=self._next("b"),
+                    project_id=self.project,
+                    amount_minor=spent,
+                    currency="USD",
+                    billed_on=date(2026, 11, 20),
+                    hold_id=None,
+                    actor="prop",
+                )
             )
             self.balance -= spent + _fee(spent)
             self._moved()
@@ -161,9 +166,13 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
                 return
             stored = self.kit.repo.get(self.org_id)
             balance = stored.account.balance if stored else 0
-            entries = [i for i in org_items(self.kit.repo._table, self.org_id) if i["SK"].startswith("WLEDGER#")]
+            entries = ledger_lines(self.kit.repo._table, self.org_id)
             assert sum(int(e["amount"]) for e in entries) == balance == self.balance
             assert not stored or stored.account.held == sum(self.holds.values()) >= 0
+            # the copy holds keep arithmetically is always the rule: balance - held - floor
+            assert not stored or stored.stored_available == available(
+                stored.account.balance, stored.account.held, stored.account.floor
+            )
             assert not stored or (stored.account.status.value == "paused") == self.paused
             keys = [(e["idempotency_key"], e["kind"], e.get("ref")) for e in entries if e.get("idempotency_key")]
             assert len(keys) == len(set(keys)), "an entry was applied twice"

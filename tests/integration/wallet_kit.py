@@ -14,8 +14,9 @@ from shared.orgs.models import BillingMode
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.stripe_gateway import StripeGateway
+from shared.wallet.models import AutoTopUp
 from shared.wallet.repository import WalletRepository
-from shared.wallet.service import WalletService
+from shared.wallet.service import WalletService, WalletSettings
 from tests.helpers import new_user
 from tests.integration.credit_kit import ManualClock
 
@@ -54,3 +55,27 @@ def fund(kit: WalletKit, org_id: str, amount: int, ref: str) -> None:
     kit.wallet.topup_succeeded(
         org_id=org_id, topup_id=f"tu-{ref}", payment_intent_id=f"pi-{ref}", charge_id=None, amount_minor=amount
     )
+
+
+def raw_item(kit: WalletKit, org_id: str, sk: str) -> dict[str, Any] | None:
+    """A stored item as DynamoDB holds it (tests look at storage: GSI entries, markers)."""
+    got = kit.repo._table.get_item(Key={"PK": f"ORG#{org_id}", "SK": sk}, ConsistentRead=True).get("Item")
+    return dict(got) if got else None
+
+
+def ledger_lines(table: Any, org_id: str, prefix: str = "WLEDGER#") -> list[dict[str, Any]]:
+    """Every ledger line of the org, oldest first, read from storage: each entry item's lines with the
+    entry's own fields (ref, actor, idempotency key ...)."""
+    from tests.helpers import org_items
+
+    entries = sorted((i for i in org_items(table, org_id) if i["SK"].startswith(prefix)), key=lambda i: i["SK"])
+    lines = []
+    for entry in entries:
+        common = {k: v for k, v in entry.items() if k not in ("lines", "kinds")}
+        lines += [{**common, **line} for line in entry["lines"]]
+    return lines
+
+
+def wallet_settings(low_threshold_minor: int = 0, floor_minor: int = 0, **auto: Any) -> WalletSettings:
+    """Settings as the API sends them; auto-top-up fields by their AutoTopUp names (none: left as they are)."""
+    return WalletSettings(low_threshold_minor, floor_minor, AutoTopUp(**auto) if auto else None)

@@ -221,7 +221,7 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> Month:
     say("6. Day 5: Alice adds Eve - one more extra seat, prorated onto the next invoice")
     kit.advance(clock, start + 5 * DAY)
     web.call(alice, "POST", f"/v1/orgs/{org_id}/members", {"user_id": "eve", "role": "member"}, expect=201)
-    stack.stripe.wait_for_deliveries()
+    kit.synced()  # the seat sync goes to Stripe through the outbox
     pending = kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
     sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
     say(

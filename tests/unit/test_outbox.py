@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
+from shared.errors import UpstreamError
 from shared.event_schemas import EVENTS
-from shared.outbox import Event, Notice, OutboxPublisher, outbox_puts
+from shared.outbox import Event, Notice, OutboxPublisher, SeatSyncTask, outbox_puts
 
 NOW = datetime(2028, 2, 29, 23, 59, 30, tzinfo=UTC)
 PAUSED = {"org_id": "o1", "balance_minor": -1, "currency": "USD", "status": "paused", "previous_status": "low"}
 
 
-def _items(cause: str, *messages: Event | Notice, org_id: str = "o1") -> list[dict[str, object]]:
+def _items(cause: str, *messages: Event | Notice | SeatSyncTask, org_id: str = "o1") -> list[dict[str, object]]:
     return [i["Put"]["Item"] for i in outbox_puts("T", org_id, cause, list(messages), NOW)]
 
 
@@ -77,3 +80,62 @@ def test_two_orgs_never_share_a_message_id_even_for_the_same_cause() -> None:
     a = _items("invoice-issued:inv_20261101T000000Z", issued, org_id="org_a")
     b = _items("invoice-issued:inv_20261101T000000Z", issued, org_id="org_b")
     assert {i["message_id"] for i in a}.isdisjoint(i["message_id"] for i in b)
+
+
+# ------------------------------------------------------------------ tasks: the Stripe seat sync
+
+
+def test_a_seat_sync_task_is_named_by_the_seat_revision_it_follows() -> None:
+    [item] = _items("seats:6", SeatSyncTask(6))
+    assert (item["kind"], json.loads(str(item["body"]))) == ("task", {"task": "seat_sync", "seat_revision": 6})
+    assert item["GSI2PK"] == "OUTBOX#UNSENT"  # the sweeper performs it too, if the stream never delivers it
+    assert _items("seats:6", SeatSyncTask(6))[0]["SK"] == item["SK"]  # a retried transaction: the same item
+    assert _items("seats:7", SeatSyncTask(7))[0]["SK"] != item["SK"]  # the next seat change: its own task
+
+
+class _Seats:
+    def __init__(self, fail: bool = False) -> None:
+        self.synced: list[tuple[str, int | None]] = []
+        self.fail = fail
+
+    def seats_changed(self, org_id: str, *, revision: int | None = None) -> None:
+        if self.fail:
+            raise UpstreamError("Stripe could not be reached or failed. Retry: it is safe.")
+        self.synced.append((org_id, revision))
+
+
+class _Table:
+    """Records the publisher's `sent_at` marks."""
+
+    def __init__(self) -> None:
+        self.marked: list[object] = []
+        self.meta = SimpleNamespace(
+            client=SimpleNamespace(exceptions=SimpleNamespace(ConditionalCheckFailedException=KeyError))
+        )
+
+    def update_item(self, **params: object) -> None:
+        self.marked.append(params["Key"])
+
+
+def test_the_publisher_performs_a_seat_task_and_makes_the_seat_sync_only_for_one() -> None:
+    recorder, seats, table, made = _Recorder(), _Seats(), _Table(), []
+
+    def make() -> _Seats:
+        made.append(1)
+        return seats
+
+    publisher = OutboxPublisher(recorder, recorder, table, seats=make)
+    publisher.deliver(_items("wallet:o1:v7", Event("Wallet.AgencySpendPaused", PAUSED))[0])
+    assert made == []  # events need no Stripe: nothing of it is built
+    publisher.deliver(_items("seats:6", SeatSyncTask(6))[0])
+    assert seats.synced == [("o1", 6)] and len(table.marked) == 2
+
+
+def test_a_seat_task_stripe_fails_raises_and_stays_unsent() -> None:
+    recorder, table = _Recorder(), _Table()
+    publisher = OutboxPublisher(recorder, recorder, table, seats=lambda: _Seats(fail=True))
+    with pytest.raises(UpstreamError):
+        publisher.deliver(_items("seats:6", SeatSyncTask(6))[0])
+    assert table.marked == []  # retried from the stream (or by the sweeper), never marked sent
+    with pytest.raises(RuntimeError):  # a publisher without the seat sync never drops a task
+        OutboxPublisher(recorder, recorder, table).deliver(_items("seats:6", SeatSyncTask(6))[0])

@@ -52,6 +52,7 @@ def test_http_api_has_a_jwt_authorizer_by_default() -> None:
 # Who may read the Stripe secret: exactly the functions whose code calls Stripe.
 STRIPE_CALLERS = {"ApiFunction", "StripeWebhookFunction", "WalletBillsFunction", "SpendIngestFunction"}
 STRIPE_CALLERS |= {"InvoiceTaskFunction", "CreditSweeperFunction"}  # the sweeper resumes interrupted auto-top-ups
+STRIPE_CALLERS |= {"OutboxPublisherFunction"}  # the outbox's seat sync tasks
 API_GATEWAY_TIMEOUT_S = 30
 
 

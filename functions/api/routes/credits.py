@@ -143,16 +143,16 @@ def credit_events(org_id: OrgId, cursor: Cursor = None, limit: Limit = 50) -> Cr
     return CreditEntryPage(
         items=[
             CreditEntryOut(
-                seq=int(e["SK"].split("#")[1]),
-                kind=e["kind"],
-                credits=e["credits"],
-                delta=e["delta"],
-                balance_after=e["balance_after"],
-                project_id=e.get("project_id"),
-                ref=e["ref"],
-                actor=e["actor"],
-                period_key=e["period_key"],
-                created_at=e["created_at"],
+                seq=e.seq,
+                kind=e.kind,
+                credits=e.fields["credits"],
+                delta=e.amount,
+                balance_after=e.balance_after,
+                project_id=e.fields.get("project_id"),
+                ref=e.fields["ref"],
+                actor=e.fields["actor"],
+                period_key=e.fields["period_key"],
+                created_at=e.created_at,
             )
             for e in page.items
         ],

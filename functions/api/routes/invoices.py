@@ -39,9 +39,11 @@ def get_invoice(org_id: OrgId, invoice_id: InvoiceId) -> Invoice:
 
 @router.get("/v1/orgs/<org_id>/invoices/<invoice_id>/pdf", tags=["invoices"], summary="Download the PDF")
 def invoice_pdf(org_id: OrgId, invoice_id: InvoiceId) -> DocumentLink:
-    return DocumentLink(**services().invoices.download(caller_of(router), org_id, invoice_id, "pdf"))
+    link = services().invoices.download(caller_of(router), org_id, invoice_id, "pdf")
+    return DocumentLink(url=link.url, expires_in=link.expires_in)
 
 
 @router.get("/v1/orgs/<org_id>/invoices/<invoice_id>/csv", tags=["invoices"], summary="Download the CSV")
 def invoice_csv(org_id: OrgId, invoice_id: InvoiceId) -> DocumentLink:
-    return DocumentLink(**services().invoices.download(caller_of(router), org_id, invoice_id, "csv"))
+    link = services().invoices.download(caller_of(router), org_id, invoice_id, "csv")
+    return DocumentLink(url=link.url, expires_in=link.expires_in)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
 from functions.api.schemas import HttpUrl
+from shared.wallet.models import AutoTopUp
 from shared.wallet.platforms import PLATFORMS
+from shared.wallet.service import WalletSettings, WalletView
 
 router = Router()
 RequiredKey = Annotated[str, Header(alias="idempotency-key", min_length=1, max_length=255)]
@@ -92,27 +95,27 @@ class EntryPage(BaseModel):
     next_cursor: str | None
 
 
-def _wallet_out(view: Any) -> WalletOut:
-    a, s = view.account, view.settings
+def _wallet_out(view: WalletView) -> WalletOut:
+    a, auto = view.account, view.auto
     return WalletOut(
         org_id=view.org.org_id,
         currency=a.currency,
         balance_minor=a.balance,
         pending_minor=a.pending,
-        held_minor=int(s.get("held", a.held)),
+        held_minor=a.held,
         floor_minor=a.floor,
-        available_minor=int(s.get("available", a.available)),
+        available_minor=a.available,
         status=a.status.value,
         low_threshold_minor=a.low_threshold,
         runway_days=view.runway_days,
         avg_daily_spend_minor=view.avg_daily_spend_minor,
         auto_top_up=AutoTopUpOut(
-            enabled=bool(s.get("auto_enabled", False)),
-            threshold_minor=int(s.get("auto_threshold_minor", 0)),
-            amount_minor=int(s.get("auto_amount_minor", 0)),
-            daily_cap_minor=int(s.get("auto_daily_cap_minor", 0)),
-            in_flight=bool(s.get("auto_in_flight")),
-            failures=int(s.get("auto_failures", 0)),
+            enabled=auto.enabled,
+            threshold_minor=auto.threshold_minor,
+            amount_minor=auto.amount_minor,
+            daily_cap_minor=auto.daily_cap_minor,
+            in_flight=bool(auto.in_flight),
+            failures=auto.failures,
         ),
     )
 
@@ -144,16 +147,16 @@ def wallet_transactions(
     return EntryPage(
         items=[
             EntryOut(
-                seq=int(e["SK"].split("#")[1]),
-                kind=e["kind"],
-                amount_minor=e["amount"],
-                balance_after_minor=e["balance_after"],
-                currency=e["currency"],
-                project_id=e.get("project_id"),
-                platform=e.get("platform"),
-                ref=e.get("ref"),
-                actor=e.get("actor"),
-                created_at=e["created_at"],
+                seq=e.seq,
+                kind=e.kind,
+                amount_minor=e.amount,
+                balance_after_minor=e.balance_after,
+                currency=e.fields["currency"],
+                project_id=e.fields.get("project_id"),
+                platform=e.fields.get("platform"),
+                ref=e.fields.get("ref"),
+                actor=e.fields.get("actor"),
+                created_at=e.created_at,
             )
             for e in page.items
         ],
@@ -163,18 +166,14 @@ def wallet_transactions(
 
 @router.put("/v1/orgs/<org_id>/wallet/settings", tags=["wallet"], summary="Low-balance threshold, floor, auto-top-up")
 def wallet_settings(org_id: OrgId, body: WalletSettingsRequest) -> WalletOut:
-    view = services().wallet.configure(
-        caller_of(router),
-        org_id,
-        {
-            "low_threshold_minor": body.low_threshold_minor,
-            "floor_minor": body.floor_minor,
-            "auto_enabled": body.auto_top_up_enabled,
-            "auto_threshold_minor": body.auto_top_up_threshold_minor,
-            "auto_amount_minor": body.auto_top_up_amount_minor,
-            "auto_daily_cap_minor": body.auto_top_up_daily_cap_minor,
-        },
+    auto = AutoTopUp(
+        enabled=body.auto_top_up_enabled,
+        threshold_minor=body.auto_top_up_threshold_minor,
+        amount_minor=body.auto_top_up_amount_minor,
+        daily_cap_minor=body.auto_top_up_daily_cap_minor,
     )
+    settings = WalletSettings(body.low_threshold_minor, body.floor_minor, auto)
+    view = services().wallet.configure(caller_of(router), org_id, settings)
     return _wallet_out(view)
 
 
@@ -194,20 +193,9 @@ def top_up(org_id: OrgId, body: TopUpRequest, idempotency_key: RequiredKey) -> d
         return_url=body.return_url,
         payment_method=body.payment_method_id,
     )
-    return {
-        k: record.get(k)
-        for k in (
-            "topup_id",
-            "method",
-            "amount_minor",
-            "currency",
-            "status",
-            "checkout_url",
-            "payment_intent_id",
-            "instructions",
-        )
-        if record.get(k) is not None
-    }
+    shown = ("topup_id", "method", "amount_minor", "currency", "status", "checkout_url", "payment_intent_id")
+    out = {k: getattr(record, k) for k in shown if getattr(record, k) is not None}
+    return out | ({"instructions": dict(record.instructions)} if record.instructions else {})
 
 
 @router.post(
@@ -217,6 +205,7 @@ def top_up(org_id: OrgId, body: TopUpRequest, idempotency_key: RequiredKey) -> d
     summary="Support: refund wallet money to the original card payments",
 )
 def refund(org_id: OrgId, body: RefundRequest, idempotency_key: RequiredKey) -> dict[str, Any]:
-    return services().wallet.refund(
+    result = services().wallet.refund(
         caller_of(router), org_id, amount_minor=body.amount_minor, reason=body.reason, idempotency_key=idempotency_key
     )
+    return {"amount_minor": result.amount_minor, "allocations": [asdict(a) for a in result.allocations]}

@@ -58,11 +58,33 @@ class StripeEmulator:
             self._server = None
         self._sender.stop()
 
-    def fail_next(self, count: int = 1, *, status: int = 500, after_execute: bool = False) -> None:
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: int = 500,
+        after_execute: bool = False,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
         """The next `count` /v1 requests answer `status` (500, 429, ...). With after_execute the request
-        runs first and only its reply is lost - a retry with the same Idempotency-Key gets the saved one."""
+        runs first (or is replayed) and only its reply is lost - a retry with the same Idempotency-Key gets
+        the saved one.
+        With `method` and `path` (a prefix, e.g. "/v1/subscriptions/"): the next `count` such requests
+        only, after the untargeted faults."""
         assert self._server is not None, "start() first"
-        self._server.faults.extend([(status, after_execute)] * count)
+        if method is None and path is None:
+            self._server.faults.extend([(status, after_execute)] * count)
+            return
+        targeted = (method.upper() if method else None, path or "/v1/", status, after_execute)
+        self._server.targeted_faults.extend([targeted] * count)
+
+    def clear_faults(self) -> None:
+        """Injected faults not taken yet are dropped."""
+        assert self._server is not None, "start() first"
+        with self.engine.lock:
+            self._server.faults.clear()
+            self._server.targeted_faults.clear()
 
     def trickle_next(self, count: int = 1, *, seconds_per_byte: float = 0.5) -> None:
         """The next `count` /v1 requests run, and their replies arrive one byte per `seconds_per_byte`:

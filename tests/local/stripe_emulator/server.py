@@ -44,6 +44,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         # Injected faults for the next /v1 requests: (status, after_execute). after_execute=True runs the
         # request (and saves its idempotent response) but answers `status`, like a reply lost on the way.
         self.faults: list[tuple[int, bool]] = []
+        # Faults for the next requests of one kind only: (method or None for any, path prefix, status,
+        # after_execute), each taken by the first matching /v1 request that the queue above left alone.
+        self.targeted_faults: list[tuple[str | None, str, int, bool]] = []
         # Replies to the next /v1 requests sent one byte per this many seconds (the request runs first):
         # a slow network that never trips a per-read timeout.
         self.trickles: list[float] = []
@@ -94,12 +97,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         engine = self.server.engine
         with engine.lock:
             fault = self.server.faults.pop(0) if self.server.faults and url.path.startswith("/v1/") else None
+            fault = fault or self._targeted_fault(method, url.path)
             self._trickle = self.server.trickles.pop(0) if self.server.trickles and url.path.startswith("/v1/") else 0.0
             if fault is not None and not fault[1]:
                 self._send(fault[0], ApiError(fault[0], "Injected fault.", type="api_error").body(), request_id)
                 return
             if key is not None:
-                replay = self._replay(api_key, key, fingerprint, request_id)
+                replay = self._replay(api_key, key, fingerprint, request_id, lost=fault)
                 if replay:
                     return
             engine.request = RequestContext(request_id, key)
@@ -118,6 +122,14 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         self._send_raw(status, encoded, request_id, idempotency_key=key)
 
+    def _targeted_fault(self, method: str, path: str) -> tuple[int, bool] | None:
+        targeted = self.server.targeted_faults
+        for i, (wanted_method, prefix, status, after_execute) in enumerate(targeted):
+            if wanted_method in (None, method) and path.startswith(prefix):
+                del targeted[i]
+                return status, after_execute
+        return None
+
     def _api_key(self) -> str:
         header = self.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
@@ -130,7 +142,11 @@ class RequestHandler(BaseHTTPRequestHandler):
                 return ""
         return ""
 
-    def _replay(self, api_key: str, key: str, fingerprint: str, request_id: str) -> bool:
+    def _replay(
+        self, api_key: str, key: str, fingerprint: str, request_id: str, lost: tuple[int, bool] | None = None
+    ) -> bool:
+        """Answers a key seen before (its saved reply, or a mismatch error); `lost`: an after_execute fault,
+        whose status replaces the saved reply (a replayed reply can be lost too)."""
         store = self.server.idempotency
         now = time.time()
         for expired in [k for k, v in store.items() if now - v.stored_at > IDEMPOTENCY_TTL]:
@@ -146,6 +162,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 type="idempotency_error",
             )
             self._send(400, error.body(), request_id)
+            return True
+        if lost is not None:
+            self._send(lost[0], ApiError(lost[0], "Injected fault.", type="api_error").body(), request_id)
             return True
         self._send_raw(
             stored.status, stored.body, stored.request_id, idempotency_key=key, extra={"Idempotent-Replayed": "true"}

@@ -1,0 +1,84 @@
+"""Every storage key of the ledgers and the wallet: the one module that spells PK / SK / GSI strings
+(BillingTable is single-table; each org's money lives in its own partition ORG#<org_id>)."""
+
+from __future__ import annotations
+
+ORG_SK = "ORG"
+WALLET_SK = "WALLET"
+CREDITS_SK = "CREDITS"
+WALLET_ENTRY_PREFIX = "WLEDGER#"
+CREDIT_ENTRY_PREFIX = "CLEDGER#"
+CAUSE_PREFIX = "IDEM#"
+HOLD_PREFIX = "HOLD#"
+TOPUP_PREFIX = "TOPUP#"
+RESERVATION_PREFIX = "RESV#"
+PERIOD_PREFIX = "PERIOD#"
+WALLET_PERIOD_PREFIX = "WPERIOD#"
+
+# GSI2: sparse lists of open records, sorted by when they fall due
+ACTIVE_HOLDS = "HOLD#ACTIVE"
+ACTIVE_RESERVATIONS = "RESV#ACTIVE"
+AUTO_IN_FLIGHT = "AUTO#INFLIGHT"
+
+Key = dict[str, str]
+
+
+def org_pk(org_id: str) -> str:
+    return f"ORG#{org_id}"
+
+
+def org_id_of(pk: str) -> str:
+    return pk.removeprefix("ORG#")
+
+
+def key(org_id: str, sk: str) -> Key:
+    return {"PK": org_pk(org_id), "SK": sk}
+
+
+def org_key(org_id: str) -> Key:
+    return key(org_id, ORG_SK)
+
+
+def entry_sk(prefix: str, seq: int) -> str:
+    return f"{prefix}{seq:012d}"
+
+
+def cause_sk(cause: str) -> str:
+    return f"{CAUSE_PREFIX}{cause}"
+
+
+def hold_sk(hold_id: str) -> str:
+    return f"{HOLD_PREFIX}{hold_id}"
+
+
+def topup_sk(topup_id: str) -> str:
+    return f"{TOPUP_PREFIX}{topup_id}"
+
+
+def reservation_sk(run_id: str) -> str:
+    return f"{RESERVATION_PREFIX}{run_id}"
+
+
+def period_sk(period_key: str) -> str:
+    return f"{PERIOD_PREFIX}{period_key}"
+
+
+def project_period_prefix(period_key: str) -> str:
+    return f"{PERIOD_PREFIX}{period_key}#PRJ#"
+
+
+def project_period_sk(period_key: str, project_id: str) -> str:
+    return f"{project_period_prefix(period_key)}{project_id}"
+
+
+def wallet_period_prefix(period_key: str) -> str:
+    return f"{WALLET_PERIOD_PREFIX}{period_key}#"
+
+
+def wallet_period_sk(period_key: str, platform: str, project_id: str) -> str:
+    return f"{wallet_period_prefix(period_key)}{platform}#{project_id}"
+
+
+def charge_link_key(charge_id: str) -> Key:
+    """Which org and top-up a Stripe charge paid (disputes name only the charge)."""
+    return {"PK": f"CHARGE#{charge_id}", "SK": "LINK"}

@@ -1,0 +1,161 @@
+"""The wallet's domain values: what the service and the repository exchange (never raw items)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from shared.ledger import Cause, Head
+from shared.orgs.models import BillingMode
+from shared.outbox import Message
+from shared.wallet.account import Movement, WalletAccount
+
+
+def from_item(cls: Any, item: Mapping[str, Any]) -> Any:
+    """A record dataclass from a stored item: its own fields, the rest ignored."""
+    return cls(**{f.name: item[f.name] for f in fields(cls) if f.name in item})
+
+
+@dataclass(frozen=True)
+class AutoTopUp:
+    """Auto-top-up settings and the state of the org's one in-flight auto-top-up (on the account)."""
+
+    enabled: bool = False
+    threshold_minor: int = 0
+    amount_minor: int = 0
+    daily_cap_minor: int = 0
+    failures: int = 0
+    in_flight: str = ""  # the claimed top-up's id while one is being charged
+    day: str = ""  # the day `day_total` counts (the daily cap)
+    day_total: int = 0
+
+
+@dataclass(frozen=True)
+class StoredWallet:
+    account: WalletAccount
+    head: Head
+    auto: AutoTopUp = field(default_factory=AutoTopUp)
+    mode: BillingMode | None = None  # the wallet's copy of the org's mode (None: not written yet)
+    kept_fee_bps: int | None = None  # the fee rate kept when the org left agency mode
+    spend_days: Mapping[str, int] = field(default_factory=dict)  # spend per day (the runway)
+    stored_available: int | None = None  # the copy holds update arithmetically (= the rule, always)
+
+    @property
+    def version(self) -> int:
+        return self.head.version
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: str
+    project_id: str
+    platform: str
+    amount_minor: int
+    status: str  # pending -> posted | voided | expired
+    created_at: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class TopUp:
+    topup_id: str
+    method: str  # card | ach | wire | auto_card
+    amount_minor: int
+    currency: str = ""
+    status: str = "creating"  # creating | awaiting_checkout | processing | pending | succeeded | failed | canceled
+    created_at: str = ""
+    actor: str = ""
+    idempotency_key: str = ""
+    payment_intent_id: str | None = None
+    checkout_url: str | None = None
+    checkout_session_id: str | None = None
+    instructions: Mapping[str, Any] | None = None
+    charge_id: str | None = None
+    refunded_minor: int = 0
+    credited_at: str | None = None
+    payment_method: str | None = None  # the card an auto-top-up claim charges
+    attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The part of a refund that goes back to one card payment."""
+
+    topup_id: str
+    charge_id: str
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    amount_minor: int
+    allocations: Sequence[Allocation]
+
+
+@dataclass(frozen=True)
+class BillResult:
+    bill_id: str
+    platform: str
+    amount_minor: int
+    fee_minor: int
+    replayed: bool
+
+
+# ---------------------------------------------------------------------- records a change writes
+@dataclass(frozen=True)
+class HoldPosted:
+    """The pending hold a bill settles (its amount leaves `held`)."""
+
+    hold_id: str
+    bill: str
+
+
+@dataclass(frozen=True)
+class TopUpPut:
+    """A new top-up record (an auto-top-up claim is listed on GSI2 until it has a payment intent)."""
+
+    topup: TopUp
+    listed: bool = False
+
+
+@dataclass(frozen=True)
+class TopUpSet:
+    topup_id: str
+    values: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class ChargeLink:
+    charge_id: str
+    topup_id: str
+
+
+@dataclass(frozen=True)
+class PeriodSpend:
+    """Adds a bill to its period's aggregate per platform and project (what the invoice reads)."""
+
+    period_key: str
+    platform: str
+    project_id: str
+    spend: int
+    fee: int
+
+
+Record = HoldPosted | TopUpPut | TopUpSet | ChargeLink | PeriodSpend
+
+
+@dataclass(frozen=True)
+class WalletChange:
+    """What one versioned change does: the account after it, the ledger lines, the cause that makes it
+    happen once, the records written with it and the messages it sends."""
+
+    after: WalletAccount
+    movements: Sequence[Movement] = ()
+    entry: Mapping[str, object] = field(default_factory=dict)  # ref, actor, idempotency_key, project ...
+    line_refs: Sequence[str] = ()  # a ref per line (refunds: the charge each goes back to)
+    auto: AutoTopUp | None = None  # the new auto-top-up state, when it changes
+    spend_days: Mapping[str, int] | None = None
+    cause: Cause | None = None
+    records: Sequence[Record] = ()
+    messages: Sequence[Message] = ()

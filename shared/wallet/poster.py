@@ -1,0 +1,119 @@
+"""Runs one versioned wallet change: read, build, commit, retry on conflict (shared/retry.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from shared.clock import Clock
+from shared.errors import ConcurrentUpdateError, ConflictError
+from shared.ledger import AlreadyApplied, Head, LedgerConflict
+from shared.orgs.models import BillingMode, Org
+from shared.orgs.repository import OrgRepository
+from shared.outbox import Event, Message, Notice
+from shared.retry import until_done
+from shared.wallet.account import Signal, WalletAccount
+from shared.wallet.models import StoredWallet, WalletChange
+from shared.wallet.repository import ModeChanged, WalletRepository
+
+DEFAULT_LOW_THRESHOLD_MINOR = 10_000
+MAX_ATTEMPTS = 100
+
+_TEXTS = {
+    Signal.LOW_BALANCE: "Your Layers ad wallet is running low. Top up to keep agency ads running.",
+    Signal.PAUSED: "Your Layers ad wallet is below its floor: agency ads are paused. Top up to resume.",
+    Signal.RESUMED: "Your Layers ad wallet was topped up: agency ads are running again.",
+}
+
+
+class WalletNotAvailableError(ConflictError):
+    code = "wallet_not_available"
+
+
+@dataclass(frozen=True)
+class Posted:
+    before: StoredWallet
+    after: WalletAccount
+    replay: bool  # the change's cause was applied before: nothing was written now
+
+
+Build = Callable[[StoredWallet], WalletChange | None]
+
+
+def agency(org: Org) -> Org:
+    if org.billing_mode is not BillingMode.AGENCY:
+        raise WalletNotAvailableError(
+            "This org pays the ad platforms directly (BYO mode): there is no wallet and no platform fee."
+        )
+    return org
+
+
+def wallet_mode(stored: StoredWallet, org: Org) -> BillingMode:
+    """The wallet's copy of the org's mode (the org's own for a wallet not written yet)."""
+    return stored.mode or org.billing_mode
+
+
+class WalletPoster:
+    def __init__(self, org_repo: OrgRepository, repo: WalletRepository, clock: Clock):
+        self._org_repo = org_repo
+        self._repo = repo
+        self._clock = clock
+
+    def load(self, org: Org) -> StoredWallet:
+        stored = self._repo.get(org.org_id)
+        if stored is None:
+            return StoredWallet(WalletAccount(currency=org.currency, low_threshold=DEFAULT_LOW_THRESHOLD_MINOR), Head())
+        return stored
+
+    def post(self, org: Org, build: Build, *, agency_only: bool = False) -> Posted | None:
+        """Commits what `build` makes of the current state (None: nothing to write, and None is returned).
+        `agency_only`: refused (409) if the org turns out to have left agency mode meanwhile."""
+        state = {"org": org}
+
+        def attempt() -> Posted | None:
+            try:
+                return self._attempt(state["org"], build, agency_only)
+            except ModeChanged:  # the wallet's first write: its copy of the mode must be the org's
+                state["org"] = self._org_repo.require_org(org.org_id)
+                if agency_only:
+                    agency(state["org"])
+                raise
+
+        retry_on = (LedgerConflict, ConcurrentUpdateError, ModeChanged)
+        return until_done(attempt, retry_on=retry_on, attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry.")
+
+    def _attempt(self, org: Org, build: Build, agency_only: bool) -> Posted | None:
+        stored = self.load(org)
+        if agency_only and wallet_mode(stored, org) is not BillingMode.AGENCY:
+            agency(self._org_repo.require_org(org.org_id))  # left agency mode meanwhile: 409
+        change = build(stored)
+        if change is None:
+            return None
+        signals = change.after.status_signals(stored.account)
+        if wallet_mode(stored, org) is not BillingMode.AGENCY:
+            # Low and paused are about agency spend, and there is none any more; resumed still tells.
+            signals = [signal for signal in signals if signal is Signal.RESUMED]
+        told = [*signal_messages(org, stored.account, change.after, signals), *change.messages]
+        try:
+            self._repo.post(
+                org.org_id, stored, replace(change, messages=told), mode=org.billing_mode.value, now=self._clock.now()
+            )
+        except AlreadyApplied:
+            return Posted(stored, stored.account, replay=True)
+        return Posted(stored, change.after, replay=False)
+
+
+def signal_messages(org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> list[Message]:
+    """The event and the notification of each status change, sent with the change (the outbox)."""
+    messages: list[Message] = []
+    for signal in signals:
+        detail = {
+            "org_id": org.org_id,
+            "balance_minor": after.balance,
+            "currency": after.currency,
+            "status": after.status.value,
+            "previous_status": before.status.value,
+        }
+        messages.append(Event(signal.value, detail))
+        messages.append(Notice(signal.value, f"Layers: {signal.value}", _TEXTS[signal], detail))
+    return messages

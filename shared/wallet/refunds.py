@@ -1,0 +1,127 @@
+"""Money leaving the wallet other than by spend: support refunds to the card payments it came from, and
+disputed top-ups taken back."""
+
+from __future__ import annotations
+
+from shared.auth import Caller
+from shared.errors import ForbiddenError, InvalidRequestError
+from shared.ledger import Cause
+from shared.orgs.models import READ, BillingMode, Org
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from shared.outbox import Notice
+from shared.stripe_gateway import StripeGateway
+from shared.wallet.account import EntryKind
+from shared.wallet.models import Allocation, RefundResult, StoredWallet, TopUp, TopUpSet, WalletChange
+from shared.wallet.poster import WalletPoster, agency
+from shared.wallet.repository import WalletRepository
+
+_REFUNDABLE_METHODS = ("card", "auto_card", "ach")
+
+
+def allocate(amount_minor: int, topups: list[TopUp]) -> list[Allocation]:
+    """Which card payments a refund goes back to: newest first, each at most what is left of it."""
+    allocations, left = [], amount_minor
+    for t in topups:
+        take = min(left, t.amount_minor - t.refunded_minor)
+        if take > 0:
+            allocations.append(Allocation(t.topup_id, t.charge_id or "", take))
+            left -= take
+    return allocations
+
+
+class WalletRefunds:
+    def __init__(
+        self,
+        orgs: OrgService,
+        org_repo: OrgRepository,
+        repo: WalletRepository,
+        gateway: StripeGateway,
+        poster: WalletPoster,
+    ):
+        self._orgs = orgs
+        self._org_repo = org_repo
+        self._repo = repo
+        self._gateway = gateway
+        self._poster = poster
+
+    def refund(
+        self, caller: Caller, org_id: str, *, amount_minor: int, reason: str, idempotency_key: str
+    ) -> RefundResult:
+        """Refunds wallet money to the card payments it came from, newest first, never more than is
+        refundable or than the balance. Support only. Idempotent by the request's key."""
+        if not caller.is_support:
+            self._orgs.access(caller, org_id, READ)
+            raise ForbiddenError("Only Layers support can refund or withdraw wallet money.")
+        org = self._orgs.access(caller, org_id, frozenset(), support=True).org
+        if org.billing_mode is not BillingMode.AGENCY and self._repo.get(org_id) is None:
+            agency(org)
+        cause = f"wallet-refund:{idempotency_key}"
+        if self._repo.cause(org_id, cause) is None:
+            self._poster.post(org, lambda stored: self._refund_change(org, stored, amount_minor, reason, cause, caller))
+        recorded = self._repo.cause(org_id, cause) or {}
+        allocations = [Allocation(**a) for a in recorded.get("allocations", [])]
+        for a in allocations:  # after our ledger says so; keyed, so a retry never refunds twice
+            self._gateway.refund(
+                charge_id=a.charge_id,
+                amount_minor=a.amount_minor,
+                metadata={"org_id": org_id, "reason": "wallet_refund"},
+                key=f"{cause}:{a.charge_id}",
+            )
+        return RefundResult(sum(a.amount_minor for a in allocations), allocations)
+
+    def _refund_change(
+        self, org: Org, stored: StoredWallet, amount_minor: int, reason: str, cause: str, caller: Caller
+    ) -> WalletChange:
+        topups = self._refundable(org.org_id)
+        refundable = sum(t.amount_minor - t.refunded_minor for t in topups)
+        most = min(refundable, stored.account.balance)
+        if amount_minor > most:
+            raise InvalidRequestError(
+                f"At most {max(most, 0)} can be refunded "
+                f"(refundable card payments {refundable}, balance {stored.account.balance}).",
+                code="refund_exceeds_refundable",
+            )
+        allocations = allocate(amount_minor, topups)
+        refunded = {t.topup_id: t.refunded_minor for t in topups}
+        after, movements, _ = stored.account.move(*[(EntryKind.REFUND, -a.amount_minor) for a in allocations])
+        kept = [{"topup_id": a.topup_id, "charge_id": a.charge_id, "amount_minor": a.amount_minor} for a in allocations]
+        return WalletChange(
+            after,
+            movements,
+            entry={"actor": caller.user_id, "idempotency_key": cause, "reason": reason},
+            line_refs=[f"charge:{a.charge_id}" for a in allocations],
+            cause=Cause(cause, {"allocations": kept, "reason": reason}),
+            records=[
+                TopUpSet(a.topup_id, {"refunded_minor": refunded[a.topup_id] + a.amount_minor}) for a in allocations
+            ],
+        )
+
+    def _refundable(self, org_id: str) -> list[TopUp]:
+        found = [
+            t
+            for t in self._repo.topups(org_id)
+            if t.status == "succeeded" and t.charge_id and t.method in _REFUNDABLE_METHODS
+        ]
+        return sorted(found, key=lambda t: t.credited_at or "", reverse=True)
+
+    def dispute(self, *, charge_id: str, dispute_id: str, amount_minor: int) -> bool:
+        """A disputed top-up: a compensating debit, once per dispute, and a notification."""
+        link = self._repo.charge_link(charge_id)
+        if link is None:
+            return False
+        org = self._org_repo.require_org(link[0])
+        told = Notice(
+            "Wallet.TopUpDisputed",
+            "Layers: a wallet top-up was disputed",
+            "A disputed top-up was taken back from your ad wallet.",
+            {"charge_id": charge_id, "amount_minor": amount_minor},
+        )
+
+        def build(stored: StoredWallet) -> WalletChange:
+            after, movements, _ = stored.account.move((EntryKind.REVERSAL, -amount_minor))
+            meta = {"ref": f"dispute:{dispute_id}", "actor": "stripe", "idempotency_key": f"dispute:{dispute_id}"}
+            return WalletChange(after, movements, entry=meta, cause=Cause(f"dispute:{dispute_id}"), messages=[told])
+
+        posted = self._poster.post(org, build)
+        return bool(posted and not posted.replay)

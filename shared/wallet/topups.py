@@ -1,0 +1,249 @@
+"""Wallet top-ups by card (saved card off-session, else Checkout), ACH and wire: recorded before Stripe
+is called, credited once when Stripe says the money arrived (payment_intent.succeeded)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from shared.auth import Caller
+from shared.clock import Clock, iso
+from shared.errors import InvalidRequestError, PaymentDeclinedError
+from shared.ledger import Cause
+from shared.orgs.models import MANAGE_BILLING, BillingMode, Org
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import OrgService
+from shared.outbox import Notice
+from shared.stripe_gateway import StripeGateway
+from shared.wallet.account import EntryKind
+from shared.wallet.models import ChargeLink, StoredWallet, TopUp, TopUpSet, WalletChange
+from shared.wallet.poster import WalletPoster, agency
+from shared.wallet.repository import Duplicate, WalletRepository
+
+_OPEN_TOPUP = ("creating", "awaiting_checkout", "processing", "pending")
+CHECKOUT_LIFETIME = timedelta(hours=24)  # a Checkout session older than this brings nothing
+
+
+def _topup_id(org_id: str, key: str) -> str:
+    return "tu_" + hashlib.sha256(f"{org_id}:{key}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Credit:
+    """Stripe's word that a top-up's money arrived."""
+
+    org_id: str
+    topup_id: str
+    payment_intent_id: str
+    charge_id: str | None
+    amount_minor: int
+
+
+class TopUps:
+    def __init__(
+        self,
+        orgs: OrgService,
+        org_repo: OrgRepository,
+        repo: WalletRepository,
+        gateway: StripeGateway,
+        clock: Clock,
+        poster: WalletPoster,
+    ):
+        self._orgs = orgs
+        self._org_repo = org_repo
+        self._repo = repo
+        self._gateway = gateway
+        self._clock = clock
+        self._poster = poster
+
+    def top_up(
+        self,
+        caller: Caller,
+        org_id: str,
+        *,
+        amount_minor: int,
+        method: str,
+        idempotency_key: str,
+        return_url: str | None,
+        payment_method: str | None = None,
+    ) -> TopUp:
+        """Starts a top-up; the wallet is credited when Stripe says the money arrived (webhook).
+        Card: the saved card off-session, else a Checkout URL. ACH / wire: pending until funds arrive."""
+        org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        topup_id = _topup_id(org_id, idempotency_key)
+        existing = self._repo.topup(org_id, topup_id)
+        if existing and existing.status != "creating":
+            return existing
+        if existing is None and org.billing_mode is not BillingMode.AGENCY:
+            self._check_deficit_top_up(org, amount_minor)
+        # A top-up still "creating" never reached Stripe's answer (an error or a crash): a retry carries
+        # on with the same Stripe idempotency key, so Stripe acts at most once.
+        customer = org.stripe_customer_id or self._customer(org, caller)
+        topup = existing or TopUp(
+            topup_id, method, amount_minor, org.currency, "creating", iso(self._clock.now()), caller.user_id
+        )
+        if existing is None:
+            topup = replace(topup, idempotency_key=idempotency_key)
+            try:
+                self._repo.create_topup(org_id, topup)
+            except Duplicate:
+                return self._repo.topup(org_id, topup_id) or topup
+        if topup.method == "card":
+            return self._by_card(org, customer, topup, return_url)
+        return self._by_bank(org, customer, topup, payment_method)
+
+    def _by_card(self, org: Org, customer: str, topup: TopUp, return_url: str | None) -> TopUp:
+        key, metadata = f"wallet-topup:{topup.topup_id}", _metadata(org, topup)
+        card = self._gateway.default_card(customer)
+        if card is None:
+            session_id, url = self._gateway.create_payment_checkout(
+                customer_id=customer,
+                name="Layers ad wallet top-up",
+                amount_minor=topup.amount_minor,
+                currency=topup.currency,
+                metadata=metadata,
+                success_url=return_url or "https://app.layers.com",
+                cancel_url=return_url or "https://app.layers.com",
+                key=key,
+            )
+            values: dict[str, object] = {"status": "awaiting_checkout", "checkout_url": url}
+            return self._update(org, topup, values | {"checkout_session_id": session_id})
+        try:
+            intent = self._gateway.charge_card(
+                customer_id=customer,
+                payment_method=card,
+                amount_minor=topup.amount_minor,
+                currency=topup.currency,
+                metadata=metadata,
+                key=key,
+            )
+        except PaymentDeclinedError:
+            self._update(org, topup, {"status": "failed"})
+            raise
+        return self._update(org, topup, {"status": "processing", "payment_intent_id": intent})
+
+    def _by_bank(self, org: Org, customer: str, topup: TopUp, payment_method: str | None) -> TopUp:
+        intent, instructions = self._gateway.start_bank_payment(
+            customer_id=customer,
+            method=topup.method,
+            amount_minor=topup.amount_minor,
+            currency=topup.currency,
+            metadata=_metadata(org, topup),
+            key=f"wallet-topup:{topup.topup_id}",
+            payment_method=payment_method,
+        )
+        self._adjust_pending(org, topup.amount_minor, cause=f"topup-pending:{topup.topup_id}")
+        values: dict[str, object] = {"status": "pending", "payment_intent_id": intent, "instructions": instructions}
+        return self._update(org, topup, values)
+
+    def _check_deficit_top_up(self, org: Org, amount_minor: int) -> None:
+        """Out of agency mode a wallet takes money only to settle what late bills left it owing, less
+        what top-ups still on their way will bring."""
+        stored = self._repo.get(org.org_id)
+        deficit = stored.account.deficit if stored else 0
+        if not deficit:
+            agency(org)
+        stale = iso(self._clock.now() - CHECKOUT_LIFETIME)
+        on_the_way = sum(
+            t.amount_minor
+            for t in self._repo.topups(org.org_id)
+            if t.status in _OPEN_TOPUP and not (t.status == "awaiting_checkout" and t.created_at < stale)
+        )
+        owed = max(0, deficit - on_the_way)
+        if amount_minor > owed:
+            raise InvalidRequestError(
+                f"Out of agency mode, a top-up settles only what the wallet owes ({owed} once the top-ups "
+                "on their way arrive).",
+                code="amount_exceeds_deficit",
+                details={"deficit_minor": deficit, "on_the_way_minor": on_the_way, "requested_minor": amount_minor},
+            )
+
+    def _customer(self, org: Org, caller: Caller) -> str:
+        created = self._gateway.create_customer(org_id=org.org_id, name=org.name, email=caller.email)
+        return self._org_repo.link_stripe_customer(org.org_id, created)
+
+    def _update(self, org: Org, topup: TopUp, values: dict[str, object]) -> TopUp:
+        return self._repo.set_topup(org.org_id, topup.topup_id, values, unlist=False) or topup
+
+    def _adjust_pending(self, org: Org, delta: int, cause: str) -> None:
+        def build(stored: StoredWallet) -> WalletChange:
+            after = replace(stored.account, pending=max(0, stored.account.pending + delta))
+            return WalletChange(after, cause=Cause(cause))
+
+        self._poster.post(org, build)
+
+    # ------------------------------------------------------------------ Stripe's answers (webhooks)
+    def topup_succeeded(
+        self, *, org_id: str, topup_id: str, payment_intent_id: str, charge_id: str | None, amount_minor: int
+    ) -> bool:
+        """Credits a top-up once (Stripe's payment_intent.succeeded). False on a replay."""
+        credit = Credit(org_id, topup_id, payment_intent_id, charge_id, amount_minor)
+        org = self._org_repo.require_org(org_id)
+        topup = self._repo.topup(org_id, topup_id)
+        method = topup.method if topup else "card"
+        posted = self._poster.post(org, lambda stored: self._credit_change(stored, credit, method))
+        return posted is not None and not posted.replay
+
+    def _credit_change(self, stored: StoredWallet, credit: Credit, method: str) -> WalletChange:
+        account = stored.account
+        if method in ("ach", "wire"):
+            account = replace(account, pending=max(0, account.pending - credit.amount_minor))
+        after, movements, _ = account.move((EntryKind.TOPUP, credit.amount_minor))
+        auto = None
+        if stored.auto.in_flight == credit.topup_id:
+            auto = replace(stored.auto, in_flight="", failures=0)
+        credited: dict[str, object] = {
+            "status": "succeeded",
+            "charge_id": credit.charge_id or "",
+            "refunded_minor": 0,
+            "payment_intent_id": credit.payment_intent_id,
+            "credited_at": iso(self._clock.now()),
+            "method": method,
+            "amount_minor": credit.amount_minor,
+            "topup_id": credit.topup_id,
+        }
+        records: list[TopUpSet | ChargeLink] = [TopUpSet(credit.topup_id, credited)]
+        if credit.charge_id:
+            records.append(ChargeLink(credit.charge_id, credit.topup_id))
+        return WalletChange(
+            after,
+            movements,
+            entry={
+                "ref": f"payment_intent:{credit.payment_intent_id}",
+                "actor": "stripe",
+                "idempotency_key": f"topup:{credit.payment_intent_id}",
+                "method": method,
+            },
+            auto=auto,
+            cause=Cause(f"topup-credit:{credit.payment_intent_id}", {"topup_id": credit.topup_id}),
+            records=records,
+        )
+
+    def topup_failed(self, *, org_id: str, topup_id: str, payment_intent_id: str) -> None:
+        """A top-up's payment failed (card decline, ACH return before settlement). Once per intent."""
+        org = self._org_repo.require_org(org_id)
+        topup = self._repo.topup(org_id, topup_id)
+        if topup is None or topup.status in ("failed", "succeeded"):
+            return
+        if topup.method in ("ach", "wire"):
+            self._adjust_pending(org, -topup.amount_minor, cause=f"topup-failed:{payment_intent_id}")
+        notice = Notice(
+            "Wallet.TopUpFailed",
+            "Layers: a wallet top-up failed",
+            "A top-up of your ad wallet could not be collected.",
+            {"topup_id": topup_id, "amount_minor": topup.amount_minor},
+        )
+        # Never over a credit that landed meanwhile: it did not fail after all.
+        self._repo.fail_topup(
+            org_id,
+            topup_id,
+            from_status=topup.status,
+            cause=f"topup-failed:{payment_intent_id}",
+            told=[notice],
+            now=self._clock.now(),
+        )
+
+
+def _metadata(org: Org, topup: TopUp) -> dict[str, str]:
+    return {"org_id": org.org_id, "kind": "wallet_topup", "topup_id": topup.topup_id, "method": topup.method}
