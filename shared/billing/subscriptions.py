@@ -12,11 +12,13 @@ from shared.auth import Caller
 from shared.billing.prices import PriceRef, StripePrices
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock
+from shared.credits.periods import period_key
 from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org, SubscriptionState, SubscriptionStatus
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.stripe_gateway import Invoice, StripeGateway, Subscription
+from shared.wallet.account import kept_fee_bps
 
 _ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
 _NOT_YET = (SubscriptionStatus.INCOMPLETE,)
@@ -87,13 +89,13 @@ class SubscriptionMirror:
         # Leaving agency mode: the wallet keeps the fee rate of the plan the agency spend was made on.
         fee = None
         if "billing_mode" in changes:
-            fee = current.effective_plan(self._plans.get(current.plan_id)).platform_fee_bps or 0
+            fee = kept_fee_bps(current.effective_plan(self._plans.get(current.plan_id)).platform_fee_bps)
         applied = self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms, agency_fee_bps=fee)
         if applied is not None and status not in _ENDED and sub.current_period_end:
             # The invoice run finds this period by the day it ends.
             self._repo.index_period(
                 org_id,
-                state.current_period_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                period_key(state.current_period_start),
                 state.current_period_end.isoformat().replace("+00:00", "Z"),
             )
         return applied

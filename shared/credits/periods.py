@@ -14,6 +14,11 @@ from datetime import UTC, datetime
 from shared.orgs.models import Org
 
 
+def period_key(start: datetime) -> str:
+    """The key of the period that starts at `start`: its UTC start to the second (Stripe's periods)."""
+    return start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class Period:
     start: datetime
@@ -21,7 +26,7 @@ class Period:
 
     @property
     def key(self) -> str:
-        return self.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return period_key(self.start)
 
 
 def _add_months(anchor: datetime, months: int) -> datetime:

@@ -30,10 +30,9 @@ from shared.credits.models import (
     ReservationPut,
     StoredAccount,
 )
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, plain
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import CREDITS, AlreadyApplied, Change, EntryLine, Ledger, Line, Named
 from shared.pagination import Page
-from shared.wallet.models import from_item
 
 _ACCOUNT = tuple(CreditAccount.__dataclass_fields__)
 

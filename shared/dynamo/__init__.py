@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import fields
 from decimal import Decimal
 from functools import cache
 from typing import Any, TypeAlias
@@ -82,3 +83,8 @@ def close_indexed(
             "ExpressionAttributeValues": values,
         }
     }
+
+
+def from_item(cls: Any, item: Mapping[str, Any]) -> Any:
+    """A record dataclass from a stored item: its own fields, the rest ignored."""
+    return cls(**{f.name: item[f.name] for f in fields(cls) if f.name in item})

@@ -327,7 +327,7 @@ class InvoiceService:
     def _wallet_deficit(self, org: Org) -> int:
         """What late bills took the wallet below zero (one read)."""
         stored = self._wallet.get(org.org_id)
-        return max(0, -stored.account.balance) if stored else 0
+        return stored.account.deficit if stored else 0
 
     # ------------------------------------------------------------------ reads (people)
     def list(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:

@@ -34,6 +34,7 @@ from shared.orgs.models import (
 )
 from shared.orgs.repository import OrgRepository
 from shared.pagination import Page
+from shared.wallet.account import kept_fee_bps
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class OrgService:
             org_id,
             _stored(changes),
             expected={"plan_id": org.plan_id},
-            agency_fee_bps=(plan.platform_fee_bps or 0) if leaves_agency else None,
+            agency_fee_bps=kept_fee_bps(plan.platform_fee_bps) if leaves_agency else None,
         )
         return OrgView(updated, self.plan_of(updated), access.role)
 

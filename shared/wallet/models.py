@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.ledger import Cause, Head
 from shared.orgs.models import BillingMode
 from shared.outbox import Message
 from shared.wallet.account import Movement, WalletAccount
-
-
-def from_item(cls: Any, item: Mapping[str, Any]) -> Any:
-    """A record dataclass from a stored item: its own fields, the rest ignored."""
-    return cls(**{f.name: item[f.name] for f in fields(cls) if f.name in item})
 
 
 @dataclass(frozen=True)

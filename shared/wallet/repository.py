@@ -24,7 +24,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, plain
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import WALLET, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.orgs.models import BillingMode
 from shared.outbox import Message, outbox_puts
@@ -42,7 +42,6 @@ from shared.wallet.models import (
     TopUpPut,
     TopUpSet,
     WalletChange,
-    from_item,
 )
 
 _ACCOUNT = ("currency", "balance", "held", "pending", "floor", "low_threshold")

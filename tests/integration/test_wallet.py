@@ -437,3 +437,30 @@ def test_an_auto_top_up_interrupted_for_a_day_is_ended_not_resumed(
     assert topup["status"] == "canceled" and "payment_intent_id" not in topup
     _bill(kit, org_id, project, 1_000, "day-2")
     assert len(_auto_top_ups(table, org_id)) == 2
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_the_ledger_pages_through_every_line_once_even_inside_an_entry(
+    kit: WalletKit, api: ApiClient, limit: int
+) -> None:
+    # Given a top-up and bills whose spend and fee lines share one entry (and one bill with no fee)
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 50_000, new_user())
+    for amount, bill_id in ((1_000, "p1"), (10, "p2"), (3_000, "p3")):
+        _bill(kit, org_id, project, amount, bill_id)
+    # When the API lists them `limit` at a time, following the cursor
+    seen, cursor = [], None
+    for _ in range(20):
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        page = api.call("GET", f"/v1/orgs/{org_id}/wallet/transactions{query}", as_user=owner.user_id)
+        assert page.status == 200 and len(page.body["items"]) <= limit
+        seen += [(e["seq"], e["kind"], e["amount_minor"]) for e in page.body["items"]]
+        cursor = page.body["next_cursor"]
+        if cursor is None:
+            break
+    # Then every line comes once, newest first, exactly as stored
+    stored = [(i + 1, e["kind"], int(e["amount"])) for i, e in enumerate(_entries(kit, org_id))]
+    assert seen == stored[::-1] and len(stored) == 6  # topup, 2 x (spend, fee), spend (0 fee)
+    # And only fee lines when filtered by kind, however the entries split them
+    fees = api.call("GET", f"/v1/orgs/{org_id}/wallet/transactions?kind=platform_fee&limit=1", as_user=owner.user_id)
+    assert [e["amount_minor"] for e in fees.body["items"]] == [-150]
