@@ -54,6 +54,7 @@ def kit(stack: Any, table: Any) -> StripeKit:
 
 
 def _state(table: Any, kit: StripeKit, org_id: str, customer: str) -> dict[str, Any]:
+    kit.stack.flush_outbox()  # messages committed so far are sent (marked `sent_at`) before we look
     items = {i["SK"]: {k: v for k, v in i.items() if k != "subscription_synced_ms"} for i in org_items(table, org_id)}
     refunds = [r.id for r in kit.client.v1.refunds.list(params={"limit": 100}).data]
     balance = kit.client.v1.customers.retrieve(customer).balance

@@ -98,7 +98,12 @@ def test_checkout_subscription_complete(
         stripe.Webhook.construct_event(receiver.received[0].body, receiver.received[0].signature, "whsec_other")
 
 
-def test_webhooks_are_delivered_in_order(emulator: StripeEmulator, receiver: WebhookReceiver) -> None:
+def test_webhooks_are_delivered_in_order(
+    client: stripe.StripeClient, emulator: StripeEmulator, receiver: WebhookReceiver
+) -> None:
+    # (its own events: under xdist the module's other tests may run on another worker)
+    for n in range(3):
+        client.v1.customers.create(params={"email": f"order{n}@example.com"})
     emulator.wait_for_deliveries()
     received_ids = [json.loads(r.body)["id"] for r in receiver.received]
     created_ids = [e["id"] for e in emulator.events()]
