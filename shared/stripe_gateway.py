@@ -596,16 +596,14 @@ class StripeGateway:
             "confirm": True,
             "metadata": metadata,
         }
-        # `payment_method_types` is what the local emulator reads; the SDK's types for this API version
-        # (2026-10-28.endive) call the parameter `allowed_payment_method_types`. Kept as sent until checked
-        # against Stripe: hence the two ignores.
+        # This API version refuses `payment_method_types` (payment_method_types_no_longer_supported).
         if method == "ach":
-            params["payment_method_types"] = ["us_bank_account"]  # type: ignore[typeddict-unknown-key]
+            params["allowed_payment_method_types"] = ["us_bank_account"]
             if payment_method is not None:  # (the SDK leaves out a None parameter anyway)
                 params["payment_method"] = payment_method
             params["mandate_data"] = {"customer_acceptance": {"type": "offline"}}
         else:
-            params["payment_method_types"] = ["customer_balance"]  # type: ignore[typeddict-unknown-key]
+            params["allowed_payment_method_types"] = ["customer_balance"]
             params["payment_method_data"] = {"type": "customer_balance"}
             params["payment_method_options"] = {
                 "customer_balance": {"funding_type": "bank_transfer", "bank_transfer": {"type": "us_bank_transfer"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import get_secret
@@ -12,14 +13,14 @@ from aws_lambda_powertools.utilities.parameters import get_secret
 from shared.billing.prices import StripePrices
 from shared.billing.refunds import DowngradeRefunds, RefundPlanRepository
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror, SubscriptionService
-from shared.billing.webhooks import StripeEventHandler
+from shared.billing.webhooks import MoneySide, StripeEventHandler, SubscriptionSide
 from shared.catalog import plan_catalog, template_catalog
-from shared.clock import SystemClock
+from shared.clock import Clock, SystemClock
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.dynamo import dynamodb_resource
 from shared.invoices.repository import DocumentStore, InvoiceRepository
-from shared.invoices.service import InvoiceService
+from shared.invoices.service import InvoiceService, InvoiceSources
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import OutboxWriter
@@ -55,41 +56,45 @@ def stripe_keys(secret_arn: str | None) -> Callable[[], StripeKeys]:
     return fetch
 
 
-def build_services(settings: ApiSettings) -> Services:
-    gateway = StripeGateway.from_keys(stripe_keys(settings.stripe_secret_arn), api_base=settings.stripe_api_base)
-    table = dynamodb_resource().Table(settings.table_name)
-    repo = OrgRepository(table)
-    plans, clock = plan_catalog(), SystemClock()
+def build_services(
+    settings: ApiSettings,
+    *,
+    clock: Clock | None = None,
+    table: Any | None = None,
+    gateway: StripeGateway | None = None,
+    documents: DocumentStore | None = None,
+) -> Services:
+    """The service graph. In a function every collaborator comes from `settings`; tests pass their own
+    clock (periods, expiry), table, gateway or document store and get the same graph."""
+    if gateway is None:
+        gateway = StripeGateway.from_keys(stripe_keys(settings.stripe_secret_arn), api_base=settings.stripe_api_base)
+    if table is None:
+        table = dynamodb_resource().Table(settings.table_name)
+    clock = clock or SystemClock()
+    if documents is None:
+        documents = DocumentStore(boto3.client("s3"), settings.documents_bucket)
+    repo, plans = OrgRepository(table), plan_catalog()
     prices = StripePrices(gateway, plans)
     mirror = SubscriptionMirror(repo, plans, clock)
-    seats = SeatSync(repo, gateway, prices, plans, mirror)
     orgs = OrgService(repo, plans, clock)
-    outbox = OutboxWriter(table, clock)  # events and notifications leave through the outbox only
-    refunds = DowngradeRefunds(RefundPlanRepository(table), gateway, clock)
-    credit_repo = CreditRepository(table)
+    credit_repo, wallet_repo = CreditRepository(table), WalletRepository(table)
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock)
     usage = UsageService(orgs, repo, credit_repo, plans, clock)
-    overage = OverageBilling(orgs, repo, credit_repo, usage, gateway)
-    wallet_repo = WalletRepository(table)
     wallet = WalletService(orgs, repo, wallet_repo, gateway, clock)
-    documents = DocumentStore(boto3.client("s3"), settings.documents_bucket)
-    invoices = InvoiceService(
-        orgs,
-        repo,
-        InvoiceRepository(table),
-        credit_repo,
-        wallet_repo,
-        usage,
-        gateway,
-        documents,
-        clock,
+    subscription_side = SubscriptionSide(
+        mirror,
+        SeatSync(repo, gateway, prices, plans, mirror),
+        DowngradeRefunds(RefundPlanRepository(table), gateway, clock),
     )
+    money_side = MoneySide(credits, OverageBilling(orgs, repo, credit_repo, usage, gateway), wallet)
+    sources = InvoiceSources(credit_repo, wallet_repo, usage)
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
-        stripe_events=StripeEventHandler(repo, gateway, mirror, seats, refunds, outbox, credits, overage, wallet),
+        # events and notifications leave through the outbox only
+        stripe_events=StripeEventHandler(repo, gateway, subscription_side, money_side, OutboxWriter(table, clock)),
         credits=credits,
         usage=usage,
         wallet=wallet,
-        invoices=invoices,
+        invoices=InvoiceService(orgs, repo, InvoiceRepository(table), sources, gateway, documents, clock),
     )

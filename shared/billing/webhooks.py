@@ -5,6 +5,7 @@ subscription state is re-fetched from Stripe, refunds are planned once and keyed
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from shared.billing.refunds import DowngradeRefunds
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror
@@ -25,31 +26,43 @@ from shared.usage.billing import OverageBilling
 from shared.wallet.service import WalletService
 
 
+@dataclass(frozen=True)
+class SubscriptionSide:
+    """What the subscription events act on: the mirror of Stripe's subscription, seats, downgrade refunds."""
+
+    mirror: SubscriptionMirror
+    seats: SeatSync
+    refunds: DowngradeRefunds
+
+
+@dataclass(frozen=True)
+class MoneySide:
+    """What the payment events act on: credit packs, overage on renewals, the wallet."""
+
+    credits: CreditService
+    overage: OverageBilling
+    wallet: WalletService
+
+
 class StripeEventHandler:
-    # Nine collaborators, passed positionally by shared/wiring.py: grouped when the wiring gets its seam
-    # (issue 12, item 6); until then exempt from max-args.
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         repo: OrgRepository,
         gateway: StripeGateway,
-        mirror: SubscriptionMirror,
-        seats: SeatSync,
-        refunds: DowngradeRefunds,
+        subscriptions: SubscriptionSide,
+        money: MoneySide,
         outbox: OutboxWriter,
-        credits: CreditService,
-        overage: OverageBilling,
-        wallet: WalletService,
     ):
         self._repo = repo
         self._gateway = gateway
         self.gateway = gateway  # the webhook function verifies signatures with it
-        self._mirror = mirror
-        self._seats = seats
-        self._refunds = refunds
+        self._mirror = subscriptions.mirror
+        self._seats = subscriptions.seats
+        self._refunds = subscriptions.refunds
         self._outbox = outbox
-        self._credits = credits
-        self._overage = overage
-        self._wallet = wallet
+        self._credits = money.credits
+        self._overage = money.overage
+        self._wallet = money.wallet
         # Each event type: its object read as what it is, then what it does.
         self._handlers: dict[str, Callable[[WebhookEvent], str]] = {
             "checkout.session.completed": lambda e: self._checkout_completed(e.checkout_session()),

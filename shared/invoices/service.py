@@ -98,17 +98,22 @@ def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
     ]
 
 
+@dataclass(frozen=True)
+class InvoiceSources:
+    """Where an invoice's lines come from besides Stripe: the credit, wallet and usage books."""
+
+    credits: CreditRepository
+    wallet: WalletRepository
+    usage: UsageService
+
+
 class InvoiceService:
-    # Nine collaborators, passed positionally by shared/wiring.py: grouped when the wiring gets its seam
-    # (issue 12, item 6); until then exempt from max-args.
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         orgs: OrgService,
         org_repo: OrgRepository,
         repo: InvoiceRepository,
-        credits: CreditRepository,
-        wallet: WalletRepository,
-        usage: UsageService,
+        sources: InvoiceSources,
         gateway: StripeGateway,
         documents: DocumentStore,
         clock: Clock,
@@ -116,9 +121,9 @@ class InvoiceService:
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
-        self._credits = credits
-        self._wallet = wallet
-        self._usage = usage
+        self._credits = sources.credits
+        self._wallet = sources.wallet
+        self._usage = sources.usage
         self._gateway = gateway
         self._documents = documents
         self._clock = clock

@@ -29,6 +29,22 @@ def _topup_id(org_id: str, key: str) -> str:
     return "tu_" + hashlib.sha256(f"{org_id}:{key}".encode()).hexdigest()[:24]
 
 
+# The bank rails a wallet can be topped up on, per currency: ACH debits (us_bank_account) and wires to
+# the customer balance (us_bank_transfer) are US-dollar rails. EUR would take SEPA Direct Debit and an EU
+# bank transfer (eu_bank_transfer, which needs the customer's country); until those are offered, a
+# non-USD wallet tops up by card and a bank top-up is refused before anything is written.
+BANK_RAILS: dict[str, frozenset[str]] = {"USD": frozenset({"ach", "wire"})}
+
+
+def check_bank_rails(method: str, currency: str) -> None:
+    if method != "card" and method not in BANK_RAILS.get(currency.upper(), frozenset()):
+        raise InvalidRequestError(
+            f"{method.upper()} top-ups are not offered for {currency.upper()} wallets yet: top up by card.",
+            code="bank_method_unsupported_for_currency",
+            details={"method": method, "currency": currency.upper()},
+        )
+
+
 @dataclass(frozen=True)
 class Credit:
     """Stripe's word that a top-up's money arrived."""
@@ -71,6 +87,7 @@ class TopUps:
         """Starts a top-up; the wallet is credited when Stripe says the money arrived (webhook).
         Card: the saved card off-session, else a Checkout URL. ACH / wire: pending until funds arrive."""
         org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
+        check_bank_rails(method, org.currency)
         topup_id = _topup_id(org_id, idempotency_key)
         existing = self._repo.topup(org_id, topup_id)
         if existing and existing.status != "creating":

@@ -8,12 +8,13 @@ from typing import Any
 
 import boto3
 
-from shared.catalog import plan_catalog, template_catalog
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.settings import ApiSettings
 from shared.usage.service import UsageService
+from shared.wiring import build_services
 
 
 class ManualClock:
@@ -35,12 +36,15 @@ class CreditKit:
 
 
 def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None = None) -> CreditKit:
-    """Fresh services with their own boto3 session (safe to use one per thread)."""
+    """Fresh services with their own boto3 session (safe to use one per thread), built by the functions'
+    own wiring with a clock the test moves."""
     session = boto3.Session()
     table = table if table is not None else session.resource("dynamodb").Table(table_name)
     clock = ManualClock(now)
-    org_repo = OrgRepository(table)
-    orgs = OrgService(org_repo, plan_catalog(), clock)
-    repo = CreditRepository(table)
-    credits = CreditService(orgs, org_repo, repo, plan_catalog(), template_catalog(), clock)
-    return CreditKit(clock, orgs, org_repo, repo, credits, UsageService(orgs, org_repo, repo, plan_catalog(), clock))
+    settings = ApiSettings(
+        table_name=table_name, notifications_topic_arn="", event_bus_name=bus_name, documents_bucket=""
+    )
+    services = build_services(settings, clock=clock, table=table)
+    return CreditKit(
+        clock, services.orgs, OrgRepository(table), CreditRepository(table), services.credits, services.usage
+    )

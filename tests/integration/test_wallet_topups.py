@@ -9,7 +9,7 @@ import pytest
 import requests
 import stripe
 
-from tests.helpers import ApiClient, new_user
+from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.stripe_kit import API_KEY, StripeKit
 
 pytestmark = pytest.mark.integration
@@ -154,3 +154,24 @@ def test_support_refunds_go_back_to_the_card_and_never_exceed_what_is_refundable
     ]
     assert [r.amount for r in refunds] == [7_500]
     assert _wallet(api, owner, org_id)["balance_minor"] == 12_500
+
+
+@pytest.mark.parametrize("method", ["ach", "wire"])
+def test_a_bank_top_up_of_a_eur_wallet_is_refused_clearly_and_writes_nothing(
+    api: ApiClient, stack: Any, table: Any, method: str
+) -> None:
+    # Given a EUR agency org (US bank rails carry dollars only)
+    owner = new_user()
+    body = {"name": "Euro agency", "plan_id": "pro", "billing_mode": "agency", "currency": "EUR"}
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    before = org_items(table, org_id)
+    payment = {"amount_minor": 30_000, "method": method}
+    if method == "ach":
+        payment["payment_method_id"] = "pm_usBankAccount_success"
+    # When the owner asks for a bank top-up, Then it is refused with a code, before Stripe or the table
+    reply = api.call(
+        "POST", f"/v1/orgs/{org_id}/wallet/top-ups", as_user=owner, headers={"Idempotency-Key": "eur"}, json=payment
+    )
+    assert (reply.status, reply.code) == (422, "bank_method_unsupported_for_currency")
+    assert "card" in reply.body["error"]["message"]
+    assert org_items(table, org_id) == before

@@ -9,14 +9,15 @@ from typing import Any
 import boto3
 
 from shared.auth import Caller
-from shared.catalog import plan_catalog
 from shared.orgs.models import BillingMode
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.settings import ApiSettings
 from shared.stripe_gateway import StripeGateway
 from shared.wallet.models import AutoTopUp
 from shared.wallet.repository import WalletRepository
 from shared.wallet.service import WalletService, WalletSettings
+from shared.wiring import build_services
 from tests.helpers import new_user
 from tests.integration.credit_kit import ManualClock
 
@@ -32,15 +33,19 @@ class WalletKit:
 
 
 def wallet_kit(stack: Any, now: datetime) -> WalletKit:
+    """Wallet services built by the functions' own wiring, with a clock the test moves."""
     session = boto3.Session()
     table = session.resource("dynamodb").Table(stack.env["TABLE_NAME"])
     clock = ManualClock(now)
-    org_repo = OrgRepository(table)
-    orgs = OrgService(org_repo, plan_catalog(), clock)
-    repo = WalletRepository(table)
     gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
-    wallet = WalletService(orgs, org_repo, repo, gateway, clock)
-    return WalletKit(clock, orgs, org_repo, repo, wallet, gateway)
+    services = build_services(
+        ApiSettings.model_validate(_settings(stack.env)), clock=clock, table=table, gateway=gateway
+    )
+    return WalletKit(clock, services.orgs, OrgRepository(table), WalletRepository(table), services.wallet, gateway)
+
+
+def _settings(env: dict[str, str]) -> dict[str, str]:
+    return {name: env[name.upper()] for name in ApiSettings.model_fields if name.upper() in env}
 
 
 def agency_org(kit: WalletKit, plan_id: str = "pro") -> tuple[str, str, Caller]:

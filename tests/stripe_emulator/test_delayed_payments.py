@@ -22,7 +22,7 @@ def ach_params(customer: str, payment_method: str, amount: int = 5000, **extra: 
         "amount": amount,
         "currency": "usd",
         "customer": customer,
-        "payment_method_types": ["us_bank_account"],
+        "allowed_payment_method_types": ["us_bank_account"],
         "payment_method": payment_method,
         "confirm": True,
         "mandate_data": MANDATE,
@@ -36,7 +36,7 @@ def wire_params(customer: str, amount: int = 10_000, **extra: Any) -> dict[str, 
         "amount": amount,
         "currency": "usd",
         "customer": customer,
-        "payment_method_types": ["customer_balance"],
+        "allowed_payment_method_types": ["customer_balance"],
         "payment_method_data": {"type": "customer_balance"},
         "payment_method_options": {
             "customer_balance": {"funding_type": "bank_transfer", "bank_transfer": {"type": "us_bank_transfer"}},
@@ -201,9 +201,14 @@ def test_ach_validation(client: stripe.StripeClient) -> None:
     customer = client.v1.customers.create()
     with pytest.raises(stripe.InvalidRequestError) as err:  # the PM type must be allowed
         client.v1.payment_intents.create(
-            params={**ach_params(customer.id, "pm_usBankAccount_success"), "payment_method_types": ["card"]}
+            params={**ach_params(customer.id, "pm_usBankAccount_success"), "allowed_payment_method_types": ["card"]}
         )
     assert err.value.param == "payment_method"
+    with pytest.raises(stripe.InvalidRequestError) as err:  # the name this API version removed
+        legacy = dict(ach_params(customer.id, "pm_usBankAccount_success"))
+        del legacy["allowed_payment_method_types"]
+        client.v1.payment_intents.create(params={**legacy, "payment_method_types": ["us_bank_account"]})  # type: ignore[typeddict-unknown-key]
+    assert (err.value.code, err.value.param) == ("payment_method_types_no_longer_supported", "payment_method_types")
     with pytest.raises(stripe.InvalidRequestError) as err:
         client.v1.payment_intents.create(
             params={**ach_params(customer.id, "pm_usBankAccount_success"), "currency": "eur"}

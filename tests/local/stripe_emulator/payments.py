@@ -94,7 +94,7 @@ class Payments(Core):
         super().__init__(**kwargs)
         self.cards: dict[str, Card] = {}
         self.banks: dict[str, BankAccount] = {}
-        # PaymentIntents created with an explicit `payment_method_types` (the PM type is checked against it).
+        # PaymentIntents created with `allowed_payment_method_types` (the PM type is checked against it).
         self.explicit_pm_types: set[str] = set()
 
     # ============================================================ customers
@@ -741,7 +741,7 @@ class Payments(Core):
                 param="amount",
                 code="amount_too_small",
             )
-        types = [str(t) for t in get_list(params, "payment_method_types")]
+        types = self._allowed_types(params)
         pm = self._payment_method_param(params)
         if pm is not None:
             self.check_payment_method_type(pm, types, currency)
@@ -767,6 +767,19 @@ class Payments(Core):
             raise invalid("mandate_data can only be used with confirm=true.", param="mandate_data")
         return pi
 
+    @staticmethod
+    def _allowed_types(params: Obj) -> list[str]:
+        """`allowed_payment_method_types` (this API version); `payment_method_types` is refused as Stripe
+        refuses it since 2026-09-30.endive."""
+        if "payment_method_types" in params:
+            raise invalid(
+                "The `payment_method_types` parameter is no longer supported on this API version. Use "
+                "`allowed_payment_method_types`, `excluded_payment_method_types` or dynamic payment methods.",
+                param="payment_method_types",
+                code="payment_method_types_no_longer_supported",
+            )
+        return [str(t) for t in get_list(params, "allowed_payment_method_types")]
+
     def _payment_method_param(self, params: Obj) -> Obj | None:
         """`payment_method` (an id or a test token) or `payment_method_data` (a new PM), not both."""
         pm_id = get_str(params, "payment_method")
@@ -784,7 +797,7 @@ class Payments(Core):
             raise invalid(
                 f"The PaymentMethod provided ({pm['type']}) is not allowed for this PaymentIntent. Please attach a "
                 f"PaymentMethod of one of the following types: {', '.join(types)}. Alternatively, update the "
-                f'allowed payment_method_types for this PaymentIntent to include "{pm["type"]}".',
+                f'allowed_payment_method_types for this PaymentIntent to include "{pm["type"]}".',
                 param="payment_method",
                 code="payment_intent_invalid_parameter",
             )

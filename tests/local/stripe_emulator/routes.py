@@ -111,7 +111,8 @@ PAYMENT_INTENT = {
     "metadata": FREE,
     "description": ANY,
     "setup_future_usage": ANY,
-    "payment_method_types": [ANY],
+    "allowed_payment_method_types": [ANY],
+    "payment_method_types": [ANY],  # removed by this version: create refuses it with Stripe's own code
     "payment_method_data": {
         "type": ANY,
         "us_bank_account": US_BANK_ACCOUNT,
