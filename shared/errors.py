@@ -81,3 +81,9 @@ class WebhookSignatureError(DomainError):
     """A webhook's signature does not verify (tampered, wrong secret or too old)."""
 
     code = "invalid_signature"
+
+
+class MalformedWebhookError(WebhookSignatureError):
+    """A correctly signed webhook body that is not a Stripe event (no id, type or data.object)."""
+
+    code = "malformed_event"

@@ -8,6 +8,7 @@ imported for types only at module level (at run time on first use)."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, c
 from shared.errors import (
     DomainError,
     InvalidRequestError,
+    MalformedWebhookError,
     PaymentDeclinedError,
     StripeTimeoutError,
     ThrottledError,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
         PriceListParams,
         ProductCreateParams,
         RefundCreateParams,
+        RefundListParams,
         SubscriptionUpdateParams,
         SubscriptionUpdateParamsItem,
     )
@@ -153,14 +156,37 @@ class PaymentIntent:
     amount_received_minor: int | None
     latest_charge_id: str | None
     metadata: dict[str, str]
+    customer_id: str | None = None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    charge_id: str | None
+    amount_minor: int
+    currency: str
+    status: str | None  # pending | requires_action | succeeded | failed | canceled
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChargeRefunds:
+    """A charge as Stripe has it now, with every refund made on it (ours and the dashboard's)."""
+
+    charge_id: str
+    customer_id: str | None
+    currency: str
+    refunds: tuple[Refund, ...]
 
 
 @dataclass(frozen=True)
 class Dispute:
+    """A dispute has no customer: whose it is comes from its charge."""
+
     dispute_id: str
     charge_id: str | None
     amount_minor: int | None
-    customer_id: str | None
     reason: str | None
 
 
@@ -204,26 +230,51 @@ class WebhookEvent:
     def invoice(self) -> Invoice:
         return _invoice(self.object)
 
+    @property
+    def object_id(self) -> str:
+        return str(self.object["id"])
+
     def payment_intent(self) -> PaymentIntent:
-        obj = self.object
-        return PaymentIntent(
-            intent_id=str(obj["id"]),
-            status=obj.get("status"),
-            amount_minor=int(obj["amount"]),
-            amount_received_minor=obj.get("amount_received"),
-            latest_charge_id=_id_of(obj.get("latest_charge")),
-            metadata=_metadata(obj),
-        )
+        return _payment_intent(self.object)
+
+    def refund(self) -> Refund:
+        return _refund(self.object)
 
     def dispute(self) -> Dispute:
-        obj = self.object
-        return Dispute(
-            dispute_id=str(obj["id"]),
-            charge_id=_id_of(obj.get("charge")),
-            amount_minor=obj.get("amount"),
-            customer_id=_id_of(obj.get("customer")),
-            reason=obj.get("reason"),
-        )
+        return _dispute(self.object)
+
+
+def _payment_intent(obj: StripeJson) -> PaymentIntent:
+    return PaymentIntent(
+        intent_id=str(obj["id"]),
+        status=obj.get("status"),
+        amount_minor=int(obj["amount"]),
+        amount_received_minor=obj.get("amount_received"),
+        latest_charge_id=_id_of(obj.get("latest_charge")),
+        metadata=_metadata(obj),
+        customer_id=_id_of(obj.get("customer")),
+        currency=str(obj.get("currency") or "").upper(),
+    )
+
+
+def _refund(obj: StripeJson) -> Refund:
+    return Refund(
+        refund_id=str(obj["id"]),
+        charge_id=_id_of(obj.get("charge")),
+        amount_minor=int(obj["amount"]),
+        currency=str(obj.get("currency") or "").upper(),
+        status=obj.get("status"),
+        metadata=_metadata(obj),
+    )
+
+
+def _dispute(obj: StripeJson) -> Dispute:
+    return Dispute(
+        dispute_id=str(obj["id"]),
+        charge_id=_id_of(obj.get("charge")),
+        amount_minor=obj.get("amount"),
+        reason=obj.get("reason"),
+    )
 
 
 def _id_of(field: str | StripeJson | None) -> str | None:
@@ -720,15 +771,60 @@ class StripeGateway:
         metadata = [_plain(i).get("metadata") or {} for i in found.data]
         return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
 
+    # ------------------------------------------------------------------ objects re-read (webhooks act on these)
+    def get_payment_intent(self, intent_id: str) -> PaymentIntent:
+        return _payment_intent(_plain(self._call(self._client.v1.payment_intents.retrieve, intent_id)))
+
+    def get_refund(self, refund_id: str) -> Refund:
+        return _refund(_plain(self._call(self._client.v1.refunds.retrieve, refund_id)))
+
+    def get_dispute(self, dispute_id: str) -> Dispute:
+        return _dispute(_plain(self._call(self._client.v1.disputes.retrieve, dispute_id)))
+
+    def charge_refunds(self, charge_id: str) -> ChargeRefunds:
+        """The charge and all its refunds (every page)."""
+        charge = _plain(self._call(self._client.v1.charges.retrieve, charge_id))
+        refunds: list[Refund] = []
+        listed: RefundListParams = {"charge": charge_id, "limit": 100}
+        while True:
+            page = self._call(self._client.v1.refunds.list, params=listed)
+            refunds += [_refund(_plain(r)) for r in page.data]
+            if not page.has_more or not page.data:
+                break
+            listed["starting_after"] = str(page.data[-1].id)
+        return ChargeRefunds(
+            charge_id=str(charge["id"]),
+            customer_id=_id_of(charge.get("customer")),
+            currency=str(charge.get("currency") or "").upper(),
+            refunds=tuple(refunds),
+        )
+
     # ------------------------------------------------------------------ webhooks
     def parse_webhook(self, payload: str, signature: str | None) -> WebhookEvent:
-        """Verifies Stripe's signature (and its 300 s tolerance) on the raw body."""
+        """Verifies Stripe's signature (and its 300 s tolerance) on the raw body, then reads the event's
+        envelope. (Not `construct_event`: it builds typed objects of every resource and raises on some of
+        Stripe's own shapes, e.g. `balance_settings.updated`; we read only the envelope and the object.)"""
+        secret = self._connection.webhook_secret
         try:
-            event = self._client.construct_event(payload, signature, self._connection.webhook_secret)
+            self._stripe.WebhookSignature.verify_header(payload, signature or "", secret, WEBHOOK_TOLERANCE_S)
         except (self._stripe.SignatureVerificationError, ValueError) as exc:
             raise WebhookSignatureError("The Stripe signature does not match this payload.") from exc
-        data = _plain(event)
-        return WebhookEvent(str(data["id"]), str(data["type"]), int(data["created"]), data["data"]["object"])
+        return _webhook_event(payload)
+
+
+WEBHOOK_TOLERANCE_S = 300  # Stripe's default: a signature older than this is refused (replays)
+
+
+def _webhook_event(payload: str) -> WebhookEvent:
+    """The event's envelope; MalformedWebhookError when the signed body is not a Stripe event."""
+    try:
+        data = json.loads(payload)
+        obj = data["data"]["object"]
+        if not isinstance(obj, dict):
+            raise TypeError("data.object is not an object")
+        return WebhookEvent(str(data["id"]), str(data["type"]), int(data["created"]), obj)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MalformedWebhookError("The signed body is not a Stripe event (id, type, created, data.object).") from exc
 
 
 def _bank_payment_shown(intent: StripeJson) -> BankPaymentShown:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from shared.billing.refunds import DowngradeRefunds
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror
 from shared.credits.service import CreditService
+from shared.errors import InvalidRequestError, MalformedWebhookError
 from shared.observability import logger
 from shared.orgs.repository import OrgRepository
 from shared.outbox import Notice, OutboxWriter
@@ -17,6 +19,7 @@ from shared.stripe_gateway import (
     CheckoutSession,
     Dispute,
     PaymentIntent,
+    Refund,
     StripeGateway,
     SubscriptionChange,
     WebhookEvent,
@@ -64,27 +67,42 @@ class StripeEventHandler:
         self._overage = money.overage
         self._wallet = money.wallet
         # Each event type: its object read as what it is, then what it does.
-        self._handlers: dict[str, Callable[[WebhookEvent], str]] = {
-            "checkout.session.completed": lambda e: self._checkout_completed(e.checkout_session()),
-            "customer.subscription.created": lambda e: self._subscription_changed(e.subscription_change()),
-            "customer.subscription.updated": lambda e: self._subscription_changed(e.subscription_change()),
-            "customer.subscription.deleted": lambda e: self._subscription_changed(e.subscription_change()),
-            "invoice.created": lambda e: self._invoice_seen(e.invoice()),
-            "invoice.finalized": lambda e: self._invoice_seen(e.invoice()),
-            "invoice.paid": lambda e: self._invoice_paid(e.invoice()),
-            "invoice.payment_failed": lambda e: self._invoice_payment_failed(e.invoice()),
-            "payment_intent.succeeded": lambda e: self._payment_intent(e.payment_intent()),
-            "payment_intent.payment_failed": lambda e: self._payment_intent(e.payment_intent()),
-            "charge.refunded": lambda e: "noted",
-            "charge.dispute.created": lambda e: self._dispute_created(e.dispute()),
+        self._handlers: dict[str, Callable[[WebhookEvent], Callable[[], str]]] = {
+            "checkout.session.completed": lambda e: partial(self._checkout_completed, e.checkout_session()),
+            "customer.subscription.created": lambda e: partial(self._subscription_changed, e.subscription_change()),
+            "customer.subscription.updated": lambda e: partial(self._subscription_changed, e.subscription_change()),
+            "customer.subscription.deleted": lambda e: partial(self._subscription_changed, e.subscription_change()),
+            "invoice.created": lambda e: partial(self._invoice_seen, e.invoice()),
+            "invoice.finalized": lambda e: partial(self._invoice_seen, e.invoice()),
+            "invoice.paid": lambda e: partial(self._invoice_paid, e.invoice()),
+            "invoice.payment_failed": lambda e: partial(self._invoice_payment_failed, e.invoice()),
+            "payment_intent.succeeded": lambda e: partial(self._payment_intent, e.payment_intent()),
+            "payment_intent.payment_failed": lambda e: partial(self._payment_intent, e.payment_intent()),
+            "payment_intent.canceled": lambda e: partial(self._payment_intent, e.payment_intent()),
+            "charge.refunded": lambda e: partial(self._charge_refunds, e.object_id),
+            "refund.created": lambda e: partial(self._refund_changed, e.refund()),
+            "refund.updated": lambda e: partial(self._refund_changed, e.refund()),
+            "refund.failed": lambda e: partial(self._refund_changed, e.refund()),
+            "charge.dispute.created": lambda e: partial(self._dispute_created, e.dispute()),
         }
 
     def handle(self, event: WebhookEvent) -> str:
-        """The outcome, for the log and the reply. Unknown types are acknowledged and ignored."""
-        handler = self._handlers.get(event.type)
-        if handler is None:
+        """The outcome, for the log and the reply. Types we do not act on are acknowledged and ignored;
+        an object that is not what its type says is refused (MalformedWebhookError: 400), never a 500."""
+        read = self._handlers.get(event.type)
+        if read is None:
             return "ignored"
-        return handler(event)
+        try:
+            act = read(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedWebhookError(f"The object of this {event.type} event is not a Stripe {event.type}.") from exc
+        try:
+            return act()
+        except InvalidRequestError as exc:
+            if exc.code != "stripe_resource_missing":
+                raise
+            logger.warning("event about an object Stripe does not have", extra={"event_id": event.event_id})
+            return "object_missing"
 
     # ------------------------------------------------------------------ subscriptions
     def _org_for(self, customer_id: str | None, metadata: Mapping[str, str] | None = None) -> str | None:
@@ -167,34 +185,53 @@ class StripeEventHandler:
         self._outbox.send(org_id, f"invoice-failed:{invoice.invoice_id}:{invoice.attempt_count}", [notice])
         return "past_due_notified"
 
-    def _payment_intent(self, intent: PaymentIntent) -> str:
-        metadata = intent.metadata
-        if metadata.get("kind") != "wallet_topup" or not metadata.get("org_id"):
+    def _payment_intent(self, sent: PaymentIntent) -> str:
+        if sent.metadata.get("kind") != "wallet_topup":
             return "noted"  # credit packs are credited on checkout.session.completed
+        intent = self._gateway.get_payment_intent(sent.intent_id)  # Stripe's object now, never the payload
+        topup = self._wallet.topup_for(intent)
+        if topup is None:
+            logger.warning("a wallet payment we did not ask for", extra={"payment_intent_id": intent.intent_id})
+            return "not_ours"
+        org_id = intent.metadata["org_id"]
         if intent.status == "succeeded":
+            received = intent.amount_received_minor or 0
+            if received <= 0:
+                return "nothing_received"
             credited = self._wallet.topup_succeeded(
-                org_id=metadata["org_id"],
-                topup_id=metadata["topup_id"],
+                org_id=org_id,
+                topup_id=topup.topup_id,
                 payment_intent_id=intent.intent_id,
                 charge_id=intent.latest_charge_id,
-                amount_minor=int(intent.amount_received_minor or intent.amount_minor),
+                amount_minor=received,
             )
             return "wallet_credited" if credited else "wallet_already_credited"
-        if intent.status in ("requires_payment_method", "canceled") and metadata.get("method") != "auto_card":
-            # (auto-top-up charges are retried and reported by the wallet itself)
-            self._wallet.topup_failed(
-                org_id=metadata["org_id"], topup_id=metadata["topup_id"], payment_intent_id=intent.intent_id
-            )
-            return "wallet_topup_failed"
-        return "noted"
+        if intent.status not in ("requires_payment_method", "canceled"):
+            return "noted"
+        if topup.method == "auto_card":
+            counted = self._wallet.auto_top_up_failed(org_id, topup, intent.intent_id)
+            return "auto_top_up_attempt_failed" if counted else "noted"
+        self._wallet.topup_failed(org_id=org_id, topup_id=topup.topup_id, payment_intent_id=intent.intent_id)
+        return "wallet_topup_failed"
 
-    def _dispute_created(self, dispute: Dispute) -> str:
+    def _refund_changed(self, sent: Refund) -> str:
+        refund = self._gateway.get_refund(sent.refund_id)
+        return self._charge_refunds(refund.charge_id) if refund.charge_id else "noted"
+
+    def _charge_refunds(self, charge_id: str) -> str:
+        """Refunds of a top-up's charge made in Stripe (the dashboard) reach the wallet's ledger once."""
+        moved = self._wallet.refunds_in_stripe(self._gateway.charge_refunds(charge_id))
+        return f"wallet_refunds_reflected {moved}" if moved else "noted"
+
+    def _dispute_created(self, sent: Dispute) -> str:
+        dispute = self._gateway.get_dispute(sent.dispute_id)
         charge_id = dispute.charge_id
         if charge_id and self._wallet.dispute(
             charge_id=charge_id, dispute_id=dispute.dispute_id, amount_minor=int(dispute.amount_minor or 0)
         ):
             return "wallet_reversed"
-        org_id = self._org_for(dispute.customer_id) if dispute.customer_id else None
+        customer = self._gateway.charge_refunds(charge_id).customer_id if charge_id else None
+        org_id = self._org_for(customer) if customer else None
         if org_id:
             notice = Notice(
                 "Payment.Disputed",

@@ -1,6 +1,8 @@
 """Auto-top-up: below its threshold, a bill claims the org's one in-flight auto-top-up in its own
-transaction; the saved card is then charged (declines retried, then auto-top-up turned off and the
-owner told). An interrupted charge is resumed by the sweeper with the same keys and parameters."""
+transaction; the saved card is then charged. A declined attempt (at once, or later by Stripe's
+`payment_intent.payment_failed`) is tried again on a schedule by the sweeper, never in a loop against
+the same card; after the last one auto-top-up is turned off and the owner told. An interrupted attempt
+is resumed by the sweeper with the same key and parameters (Stripe replays it, never charges twice)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from shared.wallet.poster import WalletPoster, wallet_mode
 from shared.wallet.repository import WalletRepository
 
 MAX_AUTO_ATTEMPTS = 3
+# After a failed attempt n (1-based), the next is made this much later (by the sweeper): a card declined
+# now is rarely accepted a second later, and issuers treat rapid retries as suspicious.
+AUTO_RETRY_AFTER = (timedelta(hours=1), timedelta(hours=6))
 # An auto-top-up whose charge was interrupted (Stripe unreachable or slow, the function timed out) is
 # resumed by the sweeper once it is this old: well past the timeout of any function still running it.
 AUTO_RESUME_AFTER = timedelta(minutes=2)
@@ -68,24 +73,46 @@ class AutoTopUps:
         return replace(auto, in_flight=topup_id, day=today, day_total=spent_today + auto.amount_minor), claim
 
     def run(self, org: Org, topup: TopUp) -> None:
-        """Charges the saved card. A declined card is tried up to MAX_AUTO_ATTEMPTS times, then auto-top-up
-        is turned off and the owner told. A Stripe outage or timeout leaves the claim to the sweeper, which
-        resumes it with the same keys and the same parameters (the card, amount and currency the claim
-        recorded): an attempt Stripe already made replays, none is charged twice."""
+        """Makes the claim's next attempt (one): its payment intent is recorded, or a decline schedules the
+        next attempt (the last one turns auto-top-up off). A Stripe outage or timeout leaves the claim to
+        the sweeper, which makes the same attempt again with the same key and parameters (the card, amount
+        and currency the claim recorded): an attempt Stripe already made replays, none is charged twice."""
+        attempt = (topup.attempts or 0) + 1
         try:
             card = self._claim_card(org, topup)
-            for attempt in range(1, MAX_AUTO_ATTEMPTS + 1 if card else 1):
-                intent = self._charge(org, topup, card or "", attempt)
-                if intent:
-                    values: dict[str, object] = {"payment_intent_id": intent, "attempts": attempt}
-                    self._repo.set_topup(org.org_id, topup.topup_id, values)
-                    return
+            intent = self._charge(org, topup, card, attempt) if card else None
         except (UpstreamError, ThrottledError):
             logger.warning(
                 "auto-top-up interrupted; the sweeper resumes it", extra={"org_id": org.org_id}, exc_info=True
             )
             return
-        self._disable(org, topup.topup_id)
+        if intent:
+            self._repo.set_topup(org.org_id, topup.topup_id, {"payment_intent_id": intent, "attempts": attempt})
+            return
+        self._attempt_failed(org, topup.topup_id, attempt, last=card is None)
+
+    def payment_failed(self, org: Org, topup: TopUp, payment_intent_id: str) -> bool:
+        """Stripe says an attempt's payment failed after it was made (payment_intent.payment_failed): it
+        counts as a failed attempt, once. False when it is not the claim's current attempt (one that
+        failed at once and was counted then, or a claim that ended)."""
+        stored = self._repo.get(org.org_id)
+        if (
+            topup.payment_intent_id != payment_intent_id
+            or topup.status != "processing"
+            or stored is None
+            or stored.auto.in_flight != topup.topup_id
+        ):
+            return False
+        return self._attempt_failed(org, topup.topup_id, topup.attempts or 1, failed_intent=payment_intent_id)
+
+    def _attempt_failed(
+        self, org: Org, topup_id: str, attempt: int, *, last: bool = False, failed_intent: str | None = None
+    ) -> bool:
+        if last or attempt >= MAX_AUTO_ATTEMPTS:
+            return self._disable(org, topup_id, attempt)
+        retry_at = self._clock.now() + AUTO_RETRY_AFTER[attempt - 1]
+        logger.info("auto-top-up attempt failed; retried later", extra={"org_id": org.org_id, "attempt": attempt})
+        return self._repo.reschedule_auto_top_up(org.org_id, topup_id, attempt, iso(retry_at), failed_intent)
 
     def _claim_card(self, org: Org, topup: TopUp) -> str | None:
         """The card this claim charges: the one it recorded, else the customer's saved card (recorded now,
@@ -173,8 +200,8 @@ class AutoTopUps:
         self._poster.post(org, build)
         self._repo.set_topup(org.org_id, topup.topup_id, {"status": "canceled"}, only_from="processing")
 
-    def _disable(self, org: Org, topup_id: str) -> None:
-        detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": MAX_AUTO_ATTEMPTS}
+    def _disable(self, org: Org, topup_id: str, attempts: int) -> bool:
+        detail = {"org_id": org.org_id, "topup_id": topup_id, "attempts": attempts}
         told: list[Message] = [
             Event("Wallet.AutoTopUpDisabled", detail),
             Notice(
@@ -189,8 +216,10 @@ class AutoTopUps:
         def build(stored: StoredWallet) -> WalletChange | None:
             if stored.auto.in_flight != topup_id:
                 return None  # ended already (credited, or turned off by another run): told then
-            off = replace(stored.auto, in_flight="", enabled=False, failures=MAX_AUTO_ATTEMPTS)
+            off = replace(stored.auto, in_flight="", enabled=False, failures=attempts)
             return WalletChange(stored.account, auto=off, messages=told)
 
-        if self._poster.post(org, build) is not None:  # only the run that turned it off says so
-            self._repo.set_topup(org.org_id, topup_id, {"status": "failed"}, only_from="processing")
+        if self._poster.post(org, build) is None:  # only the run that turned it off says so
+            return False
+        self._repo.set_topup(org.org_id, topup_id, {"status": "failed", "attempts": attempts}, only_from="processing")
+        return True

@@ -1,5 +1,5 @@
-"""Money leaving the wallet other than by spend: support refunds to the card payments it came from, and
-disputed top-ups taken back."""
+"""Money leaving the wallet other than by spend: support refunds to the card payments it came from,
+refunds made in Stripe itself (the dashboard), and disputed top-ups taken back."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from shared.orgs.models import READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Notice
-from shared.stripe_gateway import StripeGateway
+from shared.stripe_gateway import ChargeRefunds, Refund, StripeGateway
 from shared.wallet.account import EntryKind
 from shared.wallet.models import Allocation, RefundResult, StoredWallet, TopUp, TopUpSet, WalletChange
 from shared.wallet.poster import WalletPoster, agency
 from shared.wallet.repository import WalletRepository
 
 _REFUNDABLE_METHODS = ("card", "auto_card", "ach")
+OUR_REFUND = "wallet_refund"  # metadata.reason of the refunds our support refund makes (in the ledger already)
+_TAKEN = ("pending", "requires_action", "succeeded")  # the money is on its way back to the customer
+_GIVEN_BACK = ("failed", "canceled")  # it came back to us
 
 
 def allocate(amount_minor: int, topups: list[TopUp]) -> list[Allocation]:
@@ -65,7 +68,7 @@ class WalletRefunds:
             self._gateway.refund(
                 charge_id=a.charge_id,
                 amount_minor=a.amount_minor,
-                metadata={"org_id": org_id, "reason": "wallet_refund"},
+                metadata={"org_id": org_id, "reason": OUR_REFUND},
                 key=f"{cause}:{a.charge_id}",
             )
         return RefundResult(sum(a.amount_minor for a in allocations), allocations)
@@ -125,3 +128,47 @@ class WalletRefunds:
 
         posted = self._poster.post(org, build)
         return bool(posted and not posted.replay)
+
+    def refunds_in_stripe(self, charge: ChargeRefunds) -> int:
+        """Refunds made outside our API (Stripe's dashboard) of a charge that paid a top-up, as Stripe has
+        them now: each is taken from the wallet once (a refund line, caused by the refund's id), and given
+        back once if it fails or is canceled later. Ours are in the ledger already. Returns the entries."""
+        link = self._repo.charge_link(charge.charge_id)
+        if link is None:
+            return 0
+        org = self._org_repo.require_org(link[0])
+        if charge.customer_id != org.stripe_customer_id:
+            return 0
+        moved = 0
+        for refund in charge.refunds:
+            if refund.metadata.get("reason") == OUR_REFUND or refund.currency != charge.currency:
+                continue
+            if refund.status in _TAKEN:
+                moved += self._reflect(org, link[1], refund, taken=True)
+            elif refund.status in _GIVEN_BACK and self._repo.cause(org.org_id, _refund_cause(refund, True)):
+                moved += self._reflect(org, link[1], refund, taken=False)
+        return moved
+
+    def _reflect(self, org: Org, topup_id: str, refund: Refund, *, taken: bool) -> int:
+        amount = -refund.amount_minor if taken else refund.amount_minor
+
+        def build(stored: StoredWallet) -> WalletChange:
+            topup = self._repo.topup(org.org_id, topup_id)
+            refunded = max(0, (topup.refunded_minor if topup else 0) - amount)
+            after, movements, _ = stored.account.move((EntryKind.REFUND, amount))
+            cause = _refund_cause(refund, taken)
+            return WalletChange(
+                after,
+                movements,
+                entry={"ref": f"refund:{refund.refund_id}", "actor": "stripe", "idempotency_key": cause},
+                line_refs=[f"charge:{refund.charge_id}"],
+                cause=Cause(cause, {"refund_id": refund.refund_id, "amount_minor": refund.amount_minor}),
+                records=[TopUpSet(topup_id, {"refunded_minor": refunded})],
+            )
+
+        posted = self._poster.post(org, build)
+        return int(bool(posted and not posted.replay))
+
+
+def _refund_cause(refund: Refund, taken: bool) -> str:
+    return f"stripe-refund:{refund.refund_id}" if taken else f"stripe-refund-given-back:{refund.refund_id}"

@@ -314,6 +314,32 @@ class WalletRepository:
         with dynamo_errors():
             self._table.update_item(Key=keys.key(org_id, keys.topup_sk(topup_id)), **update)
 
+    def reschedule_auto_top_up(
+        self, org_id: str, topup_id: str, attempts: int, at_iso: str, failed_intent: str | None
+    ) -> bool:
+        """After a failed attempt: `attempts` made so far, listed for the sweeper again from `at_iso`, no
+        payment intent and no card (the next attempt charges the card saved then: the owner may have
+        replaced the declined one). Only once per attempt, only while still processing, and (for a failure Stripe
+        reported later) only while `failed_intent` is the attempt's intent. False if any moved on."""
+        values: dict[str, object] = {":processing": "processing", ":n": attempts, ":listed": keys.AUTO_IN_FLIGHT}
+        if failed_intent is None:  # declined as it was made: this attempt is not counted yet
+            condition = "#status = :processing AND (attribute_not_exists(attempts) OR attempts < :n)"
+        else:  # counted when its intent was recorded; the intent goes with this update
+            condition = "#status = :processing AND payment_intent_id = :pi"
+            values[":pi"] = failed_intent
+        try:
+            with dynamo_errors():
+                self._table.update_item(
+                    Key=keys.key(org_id, keys.topup_sk(topup_id)),
+                    UpdateExpression="SET attempts = :n, GSI2PK = :listed, GSI2SK = :at REMOVE payment_intent_id, payment_method",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=values | {":at": at_iso},
+                )
+        except TransactionConditionFailed:
+            return False
+        return True
+
     def fail_topup(
         self, org_id: str, topup_id: str, *, from_status: str, cause: str, told: list[Message], now: datetime
     ) -> bool:

@@ -101,8 +101,14 @@ class WalletService:
         self.top_up = self._topups.top_up
         self.topup_succeeded = self._topups.topup_succeeded
         self.topup_failed = self._topups.topup_failed
+        self.topup_for = self._topups.topup_for
         self.resume_stalled_auto_top_ups = self._auto.resume_stalled
         self.dispute = self._refunds.dispute
+        self.refunds_in_stripe = self._refunds.refunds_in_stripe
+
+    def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
+        """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
+        return self._auto.payment_failed(self._org_repo.require_org(org_id), topup, payment_intent_id)
 
     def _with_wallet(self, org: Org) -> Org:
         """Agency orgs, and orgs that left agency mode with a wallet: its money still has to be settled

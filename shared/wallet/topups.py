@@ -15,7 +15,7 @@ from shared.orgs.models import MANAGE_BILLING, BillingMode, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Notice
-from shared.stripe_gateway import StripeGateway
+from shared.stripe_gateway import PaymentIntent, StripeGateway
 from shared.wallet.account import EntryKind
 from shared.wallet.models import ChargeLink, StoredWallet, TopUp, TopUpSet, WalletChange
 from shared.wallet.poster import WalletPoster, agency
@@ -191,6 +191,23 @@ class TopUps:
         self._poster.post(org, build)
 
     # ------------------------------------------------------------------ Stripe's answers (webhooks)
+    def topup_for(self, intent: PaymentIntent) -> TopUp | None:
+        """The top-up a PaymentIntent (as re-read from Stripe) pays, when our record and Stripe's object
+        agree: the org and top-up its metadata names exist, the intent is the org's customer's, in the
+        top-up's currency, and the intent our record holds (card, ACH, wire; an auto-top-up's attempts
+        each have their own). None otherwise: a payment we did not ask for moves nothing."""
+        org_id, topup_id = intent.metadata.get("org_id"), intent.metadata.get("topup_id")
+        org = self._org_repo.get_org(org_id) if org_id else None
+        topup = self._repo.topup(org_id, topup_id) if org is not None and org_id and topup_id else None
+        if org is None or topup is None:
+            return None
+        mismatch = (
+            intent.customer_id != org.stripe_customer_id
+            or intent.currency != (topup.currency or org.currency).upper()
+            or (topup.method != "auto_card" and topup.payment_intent_id not in (None, intent.intent_id))
+        )
+        return None if mismatch else topup
+
     def topup_succeeded(
         self, *, org_id: str, topup_id: str, payment_intent_id: str, charge_id: str | None, amount_minor: int
     ) -> bool:

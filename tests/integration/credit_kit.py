@@ -45,6 +45,6 @@ def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None 
         table_name=table_name, notifications_topic_arn="", event_bus_name=bus_name, documents_bucket=""
     )
     services = build_services(settings, clock=clock, table=table)
-    return CreditKit(
-        clock, services.orgs, OrgRepository(table), CreditRepository(table), services.credits, services.usage
-    )
+    # the services' own repositories: tests patch them to interleave a change
+    repos = services.credits._org_repo, services.credits._repo
+    return CreditKit(clock, services.orgs, *repos, services.credits, services.usage)

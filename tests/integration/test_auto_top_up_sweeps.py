@@ -4,7 +4,7 @@ landed first never overwritten."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -69,29 +69,33 @@ def test_a_resumed_claim_charges_the_currency_it_was_made_in(
     assert [(i.amount, i.currency) for i in made] == [(30_000, "usd")]
 
 
-def test_a_card_replaced_after_a_declined_attempt_does_not_jam_the_claim(
+def test_a_card_replaced_after_a_declined_attempt_is_charged_by_the_next_attempt(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
-    # Given a declining default card: the card lookup and attempt 1 reach Stripe, then Stripe goes down
+    # Given a declining default card: attempt 1 is declined
     org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     customer, client = _customer(kit, org_id), kit.gateway._client.v1
     good = client.customers.retrieve(customer).invoice_settings.default_payment_method
     declining = client.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer}).id
     client.customers.update(customer, params={"invoice_settings": {"default_payment_method": declining}})
-    stack.stripe._server.faults.extend([None, None] + [(503, False)] * 100)  # type: ignore[union-attr]
-    try:
-        _bill(kit, org_id, project, 20_000, "replaced-1")
-    finally:
-        stack.stripe._server.faults.clear()  # type: ignore[union-attr]
-    # When the owner puts the good card back and the sweeper resumes
-    client.customers.update(customer, params={"invoice_settings": {"default_payment_method": good}})
-    _sweep(kit, timedelta(minutes=3))
-    # Then the claim goes on with the card it started with (same keys, same parameters): attempts 2 and 3
-    # are declined too, and auto-top-up is turned off, once - not an idempotency error on every sweep
+    _bill(kit, org_id, project, 20_000, "replaced-1")
     [topup] = _auto_top_ups(table, org_id)
-    assert topup["payment_method"] == declining and topup["status"] == "failed" and "GSI2PK" not in topup
+    assert (topup["attempts"], "payment_method" not in topup) == (1, True)  # the next looks the card up again
+    # When the owner puts the good card back and the sweeper makes the next attempt an hour later
+    client.customers.update(customer, params={"invoice_settings": {"default_payment_method": good}})
+    assert _sweep(kit, timedelta(hours=1, minutes=3)) == 1
+    stack.stripe.wait_for_deliveries()
+    # Then the good card is charged (its own key), the wallet credited and auto-top-up stays on
+    [topup] = _auto_top_ups(table, org_id)
+    assert topup["payment_method"] == good and topup["attempts"] == 2 and "GSI2PK" not in topup
+    made = _intents(kit, org_id, topup["topup_id"])
+    assert sorted(i.status for i in made) == ["requires_payment_method", "succeeded"]
+    stack.flush_outbox()
+    [topup] = _auto_top_ups(table, org_id)
     stored = kit.repo.get(org_id)
-    assert stored is not None and stored.auto.enabled is False
+    assert topup["status"] == "succeeded" and stored is not None
+    assert stored.auto.enabled is True and not stored.auto.in_flight
+    assert stored.account.balance == 50_000 - 20_000 - 1_000 + 30_000
 
 
 def test_an_org_whose_stripe_customer_is_gone_neither_fails_its_bill_nor_the_sweep(
@@ -141,3 +145,60 @@ def test_ending_a_claim_never_overwrites_a_credit_that_landed_first(
     assert any(t.topup_id == topup["topup_id"] for t in kit.wallet._refunds._refundable(org_id))
     stored = kit.repo.get(org_id)
     assert stored is not None and stored.auto.enabled is True
+
+
+def test_an_attempt_that_fails_after_it_was_made_counts_once_and_the_last_frees_the_slot(
+    kit: WalletKit, stack: Any, table: Any, api: ApiClient
+) -> None:
+    import json
+
+    from tests.integration.test_stripe_webhooks import post, sign
+
+    # Given an auto-top-up org whose card payments are confirmed later by the network
+    kit.clock.at = datetime.now(UTC)  # (the webhook function runs on the real clock: so does this test)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
+    customer, client = _customer(kit, org_id), kit.gateway._client.v1
+    slow = client.payment_methods.attach("pm_card_processing", params={"customer": customer}).id
+    client.customers.update(customer, params={"invoice_settings": {"default_payment_method": slow}})
+    _bill(kit, org_id, project, 20_000, "async-1")
+    for attempt in (1, 2, 3):
+        [topup] = _auto_top_ups(table, org_id)
+        assert (topup["attempts"], "GSI2PK" in topup) == (attempt, False)  # made, and waiting for Stripe
+        # When Stripe later reports the payment failed (and the report arrives twice, as a new event too)
+        intent = client.payment_intents.retrieve(topup["payment_intent_id"])
+        assert intent.status == "processing"
+        requests_post = f"{stack.env['STRIPE_API_BASE']}/_emulator/payment_intents/{intent.id}/settle"
+        import requests
+
+        assert requests.post(requests_post, data={"outcome": "failed"}, timeout=30, headers=_auth()).status_code == 200
+        stack.stripe.wait_for_deliveries()
+        failed = next(
+            e
+            for e in reversed(stack.stripe.events())
+            if e["type"] == "payment_intent.payment_failed" and e["data"]["object"]["id"] == intent.id
+        )
+        again = json.dumps({**failed, "id": f"evt_again_{attempt}"})
+        assert post(api, again, sign(again)).json()["outcome"] == "noted"  # counted once
+        stored = kit.repo.get(org_id)
+        assert stored is not None
+        if attempt < 3:
+            # Then it counts as a failed attempt: the next is scheduled (no intent), not jammed
+            [topup] = _auto_top_ups(table, org_id)
+            assert (topup["attempts"], topup["GSI2PK"], "payment_intent_id" in topup) == (
+                attempt,
+                "AUTO#INFLIGHT",
+                False,
+            )
+            assert stored.auto.enabled and stored.auto.in_flight == topup["topup_id"]
+            assert _sweep(kit, timedelta(hours=1 if attempt == 1 else 6, minutes=3)) == 1
+    # And the last one frees the slot and turns auto-top-up off
+    stored = kit.repo.get(org_id)
+    assert stored is not None and not stored.auto.in_flight and stored.auto.enabled is False
+    [topup] = _auto_top_ups(table, org_id)
+    assert topup["status"] == "failed" and "GSI2PK" not in topup
+
+
+def _auth() -> dict[str, str]:
+    from tests.integration.stripe_kit import API_KEY
+
+    return {"Authorization": f"Bearer {API_KEY}"}

@@ -401,18 +401,36 @@ def test_an_auto_top_up_cut_off_after_stripe_charged_is_recorded_not_charged_aga
 def test_a_card_declined_on_every_attempt_turns_auto_top_up_off(
     kit: WalletKit, stack: Any, table: Any, api: ApiClient
 ) -> None:
+    # Given an auto-top-up org whose saved card declines
     org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     customer = kit.org_repo.require_org(org_id).stripe_customer_id or ""
     client = kit.gateway._client.v1
     declining = client.payment_methods.attach("pm_card_chargeDeclined", params={"customer": customer}).id
     client.customers.update(customer, params={"invoice_settings": {"default_payment_method": declining}})
     queue = capture_events(stack, {"detail-type": ["Wallet.AutoTopUpDisabled"]})
+    # When a bill takes the balance below the threshold, Then one attempt is made, and declined
     _bill(kit, org_id, project, 20_000, "declined-1")
+    [topup] = _auto_top_ups(table, org_id)
+    assert (topup["status"], topup["attempts"], topup["GSI2PK"]) == ("processing", 1, "AUTO#INFLIGHT")
+    assert len(_intents(kit, org_id, topup["topup_id"])) == 1
+    # And the next is not made before its time (no loop against the same card), but an hour later
+    assert _sweep(kit, timedelta(minutes=30)) == 0
+    assert len(_intents(kit, org_id, topup["topup_id"])) == 1
+    assert _sweep(kit, timedelta(minutes=33)) == 1
+    [topup] = _auto_top_ups(table, org_id)
+    assert (topup["attempts"], len(_intents(kit, org_id, topup["topup_id"]))) == (2, 2)
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.auto.enabled and stored.auto.in_flight == topup["topup_id"]
+    # And the third six hours after that, Then auto-top-up is turned off and the owner told, once
+    assert _sweep(kit, timedelta(hours=5)) == 0
+    assert _sweep(kit, timedelta(hours=1, minutes=3)) == 1
+    assert _sweep(kit, timedelta(hours=7)) == 0
     stored = kit.repo.get(org_id)
     assert stored is not None and stored.auto.enabled is False
     assert not stored.auto.in_flight
     [topup] = _auto_top_ups(table, org_id)
     assert topup["status"] == "failed" and "GSI2PK" not in topup
+    assert len(_intents(kit, org_id, topup["topup_id"])) == 3  # one PaymentIntent per attempt, own keys
     told = [e["detail"] for e in drain(stack, queue) if e["detail"].get("org_id") == org_id]
     assert [{k: v for k, v in d.items() if k != "event_id"} for d in told] == [
         {"org_id": org_id, "topup_id": topup["topup_id"], "attempts": 3}

@@ -41,7 +41,9 @@ def wallet_kit(stack: Any, now: datetime) -> WalletKit:
     services = build_services(
         ApiSettings.model_validate(_settings(stack.env)), clock=clock, table=table, gateway=gateway
     )
-    return WalletKit(clock, services.orgs, OrgRepository(table), WalletRepository(table), services.wallet, gateway)
+    # the services' own repositories: tests patch them to interleave a change
+    repos = services.wallet._org_repo, services.wallet._repo
+    return WalletKit(clock, services.orgs, *repos, services.wallet, gateway)
 
 
 def _settings(env: dict[str, str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from . import fixtures
 from .core import Obj
 from .errors import invalid, missing, param_missing
 from .params import get_dict, get_enum, get_str, req_int, req_str
-from .payments import BANK_FAILURE_MESSAGES, TEST_ROUTING_NUMBER, BankAccount, Payments
+from .payments import BANK_FAILURE_MESSAGES, TEST_ROUTING_NUMBER, BankAccount, Card, Payments
 
 # An ACH debit settles this long after confirmation on a test clock (Stripe: about 4 business days).
 ACH_SETTLEMENT = 4 * 86_400
@@ -172,16 +172,35 @@ class Delayed(Payments):
         self.emit("payment_intent.payment_failed", pi)
 
     def settle_payment_intent(self, params: Obj, pi_id: str) -> Obj:
-        """Test helper: a processing ACH debit settles now (`outcome` defaults to the test account's)."""
+        """Test helper: a processing ACH debit (or emulated delayed card payment) settles now (`outcome`
+        defaults to the test account's)."""
         pi = self.get("payment_intent", pi_id)
         pm = self.objects.get(pi["payment_method"] or "")
-        if pi["status"] != "processing" or pm is None or pm["type"] != "us_bank_account":
+        if pi["status"] != "processing" or pm is None or pm["type"] not in ("us_bank_account", "card"):
             raise invalid(
-                f"Only a processing us_bank_account PaymentIntent can be settled; {pi_id} is {pi['status']}.",
+                f"Only a processing us_bank_account or card PaymentIntent can be settled; {pi_id} is {pi['status']}.",
                 code="payment_intent_unexpected_state",
             )
-        self.settle_ach(pi, get_enum(params, "outcome", ("succeeded", "failed")))
+        outcome = get_enum(params, "outcome", ("succeeded", "failed"))
+        if pm["type"] == "card":
+            self._settle_card(pi, pm, outcome or "succeeded")
+        else:
+            self.settle_ach(pi, outcome)
         return pi
+
+    def _settle_card(self, pi: Obj, pm: Obj, outcome: str) -> None:
+        charge = self.objects[pi["latest_charge"]]
+        if outcome == "succeeded":
+            charge.update(status="succeeded", paid=True, captured=True, amount_captured=charge["amount"])
+            pi.update(status="succeeded", amount_received=pi["amount"])
+            self.emit("charge.succeeded", charge)
+            self.emit("payment_intent.succeeded", pi)
+            return
+        card = Card("visa", "1881", "generic_decline")
+        charge.update(status="failed", failure_code="card_declined", failure_message="Your card was declined.")
+        pi.update(status="requires_payment_method", last_payment_error=self.card_error(card, charge["id"], pm))
+        self.emit("charge.failed", charge)
+        self.emit("payment_intent.payment_failed", pi)
 
     # ====================================================== bank transfers
     def check_confirmable(self, pm: Obj, customer: str | None, options: Obj) -> None:

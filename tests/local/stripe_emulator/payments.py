@@ -30,6 +30,7 @@ class Card:
     brand: str
     last4: str
     decline_code: str | None = None  # None: every charge succeeds
+    settles: bool = True  # False: the charge stays `processing` until POST /_emulator/payment_intents/{id}/settle
 
 
 # Stripe's test PaymentMethod tokens. Each use of a token creates a fresh `pm_...` with that card.
@@ -40,6 +41,9 @@ TEST_CARDS: dict[str, Card] = {
     "pm_card_chargeDeclined": Card("visa", "0002", "generic_decline"),
     "pm_card_chargeDeclinedInsufficientFunds": Card("visa", "9995", "insufficient_funds"),
     "pm_card_chargeCustomerFail": Card("visa", "0341", "generic_decline"),
+    # Emulator-only: a card payment Stripe confirms later (it happens, e.g. on some networks): the
+    # intent is `processing`; the settle helper decides whether it succeeds or fails, asynchronously.
+    "pm_card_processing": Card("visa", "1881", settles=False),
 }
 
 
@@ -635,7 +639,12 @@ class Payments(Core):
         pi["payment_method"] = pm["id"]
         charge = self._new_charge(pi, pm, card)
         pi["latest_charge"] = charge["id"]
-        if card.decline_code is None:
+        if card.decline_code is None and not card.settles:
+            charge.update(status="pending", paid=False, captured=False)
+            pi.update(status="processing", last_payment_error=None)
+            self.emit("charge.pending", charge)
+            self.emit("payment_intent.processing", pi)
+        elif card.decline_code is None:
             pi.update(status="succeeded", amount_received=pi["amount"], last_payment_error=None)
             self.emit("charge.succeeded", charge)
             self.emit("payment_intent.succeeded", pi)
@@ -852,7 +861,7 @@ class Payments(Core):
             self.confirm_delayed(pi, pm, params)
             return
         charge = self.confirm(pi, pm, off_session=bool(get_bool(params, "off_session", False)))
-        if pi["status"] != "succeeded":
+        if pi["status"] not in ("succeeded", "processing"):
             self.raise_card_error(pi, dict(pi["last_payment_error"], charge=charge["id"]))
 
     def check_confirmable(self, pm: Obj, customer: str | None, options: Obj) -> None:
