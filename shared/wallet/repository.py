@@ -331,7 +331,9 @@ class WalletRepository:
             with dynamo_errors():
                 self._table.update_item(
                     Key=keys.key(org_id, keys.topup_sk(topup_id)),
-                    UpdateExpression="SET attempts = :n, GSI2PK = :listed, GSI2SK = :at REMOVE payment_intent_id, payment_method",
+                    UpdateExpression=(
+                        "SET attempts = :n, GSI2PK = :listed, GSI2SK = :at REMOVE payment_intent_id, payment_method"
+                    ),
                     ConditionExpression=condition,
                     ExpressionAttributeNames={"#status": "status"},
                     ExpressionAttributeValues=values | {":at": at_iso},
