@@ -544,7 +544,11 @@ class StripeGateway:
         cancel_url: str,
         key: str,
     ) -> tuple[str, str]:
-        """A Checkout Session (mode subscription); returns (session id, url)."""
+        """A Checkout Session (mode subscription); returns (session id, url).
+
+        The subscription is pinned to `classic` billing mode: since 2025-09-30.clover new subscriptions default
+        to `flexible`, which computes credit prorations from what was debited before. Our seat and plan
+        changes (and their previews) are written and tested against classic's prorations."""
         params: CheckoutSessionCreateParams = {
             "mode": "subscription",
             "customer": customer_id,
@@ -553,7 +557,10 @@ class StripeGateway:
             "success_url": success_url,
             "cancel_url": cancel_url,
             "metadata": {"org_id": org_id, "plan_id": plan_id},
-            "subscription_data": {"metadata": {"org_id": org_id, "plan_id": plan_id}},
+            "subscription_data": {
+                "metadata": {"org_id": org_id, "plan_id": plan_id},
+                "billing_mode": {"type": "classic"},
+            },
         }
         session = self._call(self._client.v1.checkout.sessions.create, params=params, key=key)
         return str(session.id), str(session.url)
@@ -743,7 +750,7 @@ class StripeGateway:
         self,
         *,
         customer_id: str,
-        invoice_id: str,
+        invoice_id: str | None,
         amount_minor: int,
         currency: str,
         description: str,
@@ -751,16 +758,18 @@ class StripeGateway:
         metadata: dict[str, str],
         key: str,
     ) -> str:
-        """A line on a draft invoice (our overage, in arrears)."""
+        """A line on a draft invoice (our overage, in arrears); with no invoice, a pending item Stripe puts
+        on the customer's next invoice."""
         params: InvoiceItemCreateParams = {
             "customer": customer_id,
-            "invoice": invoice_id,
             "amount": amount_minor,
             "currency": currency.lower(),
             "description": description,
             "period": {"start": period[0], "end": period[1]},
             "metadata": metadata,
         }
+        if invoice_id is not None:
+            params["invoice"] = invoice_id
         item = self._call(self._client.v1.invoice_items.create, key=key, params=params)
         return str(item.id)
 

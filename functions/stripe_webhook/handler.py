@@ -63,6 +63,8 @@ def receive() -> Any:
         # Another delivery of this event is being handled right now; Stripe will retry this one.
         return error_response(HTTPStatus.CONFLICT, "event_in_progress", "This event is being handled; retry later.")
     metrics.add_metric(name="StripeEventsHandled", unit=MetricUnit.Count, value=1)
+    if result["outcome"].startswith("overage_deferred"):  # a renewal finalized before we billed it: alarmed
+        metrics.add_metric(name="RenewalOverageDeferred", unit=MetricUnit.Count, value=1)
     return {"received": True, **result}
 
 

@@ -143,14 +143,15 @@ class StripeEventHandler:
 
     # ------------------------------------------------------------------ invoices and payments
     def _invoice_seen(self, invoice: StripeInvoice) -> str:
-        if invoice.billing_reason != "subscription_cycle" or invoice.status != "draft":
+        """A renewal's draft takes the closed period's overage. Re-read: it may have been finalized since
+        the event was sent (then the overage goes on the customer's next invoice: `overage_deferred`)."""
+        if invoice.billing_reason != "subscription_cycle" or invoice.invoice_id is None:
             return "noted"
         org_id = self._org_for(invoice.customer_id)
         if org_id is None:
             return "unknown_org"
-        # Re-read: the draft may have been finalized since the event was sent.
-        current = self._gateway.get_invoice(invoice.invoice_id) if invoice.invoice_id else invoice
-        return f"overage_billed {self._overage.bill_renewal(org_id, current)}"
+        billed = self._overage.bill_renewal(org_id, self._gateway.get_invoice(invoice.invoice_id))
+        return f"overage_{'deferred' if billed.deferred else 'billed'} {billed.added_minor}"
 
     def _invoice_paid(self, invoice: StripeInvoice) -> str:
         org_id = self._org_for(invoice.customer_id)

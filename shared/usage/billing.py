@@ -5,14 +5,21 @@ renews a subscription it creates the next invoice as a draft and sends `invoice.
 hour it can still take lines. For the period that just closed we add one line per metric over its
 allowance: generation credits, workflow runs, SDK events and media storage. Each line carries the
 idempotency key `overage:<org>:<period>:<metric>` and `billing_key` metadata. Before adding, we list
-what the invoice already has, so a retried webhook (or a retry after Stripe's 24 h key window) never
-bills twice. The period item records what was billed.
+what the invoice already has, and the period item records the key of each line made, so a retried
+webhook (or a retry after Stripe's 24 h key window) never bills twice.
+
+**A missed window.** If the renewal was finalized before we handled its `invoice.created` (our webhook
+was down for an hour, Stripe's delivery was late), the overage is not lost: it becomes pending invoice
+items of the customer, which Stripe puts on the customer's next invoice, with the same once-only keys
+(`...:next-invoice`), and the webhook function counts `RenewalOverageDeferred` (alarmed: someone should
+know the charge moved a month).
 
 Late usage (settled after its period closed) is counted in that period as `credits_late`. Late
 credits not billed yet go on the next renewal invoice as their own line."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -25,6 +32,34 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.stripe_gateway import Invoice, StripeGateway
 from shared.usage.service import UsageService
+
+
+@dataclass(frozen=True)
+class RenewalBilled:
+    added_minor: int
+    deferred: bool  # the renewal was no longer a draft: added to the customer's next invoice
+
+
+@dataclass(frozen=True)
+class _Line:
+    metric: str
+    quantity: int
+    amount: int
+    description: str
+    period: Period
+    key: str
+
+
+class _Target:
+    """Where this call's lines go: the renewal while it is a draft, else the customer's next invoice."""
+
+    def __init__(self, invoice: Invoice, on_invoice: set[str]):
+        self.customer_id = invoice.customer_id
+        self.invoice_id = invoice.invoice_id if invoice.status == "draft" else None
+        self._on_invoice = on_invoice
+
+    def has(self, key: str) -> bool:
+        return key in self._on_invoice
 
 
 class OverageBilling:
@@ -46,71 +81,66 @@ class OverageBilling:
         """The period a renewal invoice closes: the one ending when the invoice's usage period ends."""
         return period_containing(org, datetime.fromtimestamp(invoice.period_end, UTC) - timedelta(seconds=1))
 
-    def bill_renewal(self, org_id: str, invoice: Invoice) -> int:
-        """Adds the closed period's overage to its draft renewal invoice. Returns the minor units added
-        by this call (0 on a repeat). Safe to call any number of times."""
+    def bill_renewal(self, org_id: str, invoice: Invoice) -> RenewalBilled:
+        """Adds the closed period's overage to its renewal invoice while it is a draft, else (the window
+        was missed) to the customer's next invoice. Returns what this call added (0 on a repeat). Safe
+        to call any number of times, with the invoice in any status."""
         org = self._org_repo.get_org(org_id)
-        if org is None or invoice.invoice_id is None or invoice.status != "draft":
-            return 0
+        if org is None or invoice.invoice_id is None:
+            return RenewalBilled(0, deferred=False)
         period = self.closed_period(org, invoice)
         plan = self._orgs.plan_of(org)
-        already = self._gateway.invoice_item_keys(invoice.invoice_id)
+        target = _Target(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
+        done = self._repo.period(org_id, period.key)
         added, billed = 0, {}
         for metric, quantity, unit, description in self._lines(org, plan, period):
             key = f"overage:{org_id}:{period.key}:{metric}"
             billed[f"billed_{metric}"] = quantity
             amount = unit_price_total(quantity, unit)
-            if quantity <= 0 or amount == 0 or key in already:
+            if quantity <= 0 or amount == 0 or target.has(key) or done.get(f"billed_key_{metric}") == key:
                 continue
-            self._gateway.add_invoice_item(
-                customer_id=invoice.customer_id,
-                invoice_id=invoice.invoice_id,
-                amount_minor=amount,
-                currency=org.currency,
-                description=description,
-                period=(int(period.start.timestamp()), int(period.end.timestamp())),
-                metadata={
-                    "org_id": org_id,
-                    "period_key": period.key,
-                    "metric": metric,
-                    "quantity": str(quantity),
-                    "billing_key": key,
-                },
-                key=key,
-            )
+            line = _Line(metric, quantity, amount, description, period, key)
+            self._add(org, target, line)
+            self._repo.set_period_fields(org_id, period.key, {f"billed_key_{metric}": key})
             added += amount
         self._repo.set_period_fields(org_id, period.key, {**billed, "billed_invoice_id": invoice.invoice_id})
-        return added + self._bill_late_catch_up(org, plan, period, invoice, already)
+        added += self._bill_late_catch_up(org, plan, period, target)
+        return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 
-    def _bill_late_catch_up(self, org: Org, plan: Plan, closed: Period, invoice: Invoice, already: set[str]) -> int:
+    def _add(self, org: Org, target: _Target, line: _Line) -> None:
+        self._gateway.add_invoice_item(
+            customer_id=target.customer_id,
+            invoice_id=target.invoice_id,
+            amount_minor=line.amount,
+            currency=org.currency,
+            description=line.description,
+            period=(int(line.period.start.timestamp()), int(line.period.end.timestamp())),
+            metadata={
+                "org_id": org.org_id,
+                "period_key": line.period.key,
+                "metric": line.metric,
+                "quantity": str(line.quantity),
+                "billing_key": line.key,
+            },
+            key=line.key if target.invoice_id else f"{line.key}:next-invoice",
+        )
+
+    def _bill_late_catch_up(self, org: Org, plan: Plan, closed: Period, target: _Target) -> int:
         """Late credits that reached the period before `closed` after its invoice was built."""
         unit = plan.price_book(org.currency).credit_overage_unit_minor
         previous = period_containing(org, closed.start - timedelta(seconds=1))
         counters = self._repo.period(org.org_id, previous.key)
         late, billed = int(counters.get("credits_late", 0)), int(counters.get("billed_credits_late", 0))
-        if unit is None or late <= billed or invoice.invoice_id is None:
+        if unit is None or late <= billed:
             return 0
         key = f"overage:{org.org_id}:{previous.key}:credits_late:{late}"  # one key per late total
         amount = unit_price_total(late - billed, unit)
-        if key not in already and amount:
-            self._gateway.add_invoice_item(
-                customer_id=invoice.customer_id,
-                invoice_id=invoice.invoice_id,
-                amount_minor=amount,
-                currency=org.currency,
-                description=f"Late generation credits from the previous period: {late - billed:,}",
-                period=(int(previous.start.timestamp()), int(previous.end.timestamp())),
-                metadata={
-                    "org_id": org.org_id,
-                    "period_key": previous.key,
-                    "metric": "credits_late",
-                    "quantity": str(late - billed),
-                    "billing_key": key,
-                },
-                key=key,
-            )
+        description = f"Late generation credits from the previous period: {late - billed:,}"
+        fresh = not target.has(key)
+        if fresh and amount:
+            self._add(org, target, _Line("credits_late", late - billed, amount, description, previous, key))
         self._repo.set_period_fields(org.org_id, previous.key, {"billed_credits_late": late})
-        return amount if key not in already else 0
+        return amount if fresh else 0
 
     def _lines(self, org: Org, plan: Plan, period: Period) -> list[tuple[str, int, Decimal, str]]:
         book = plan.price_book(org.currency)

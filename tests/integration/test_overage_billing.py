@@ -52,7 +52,7 @@ def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, st
     # A retried billing step (in-process, and the webhook delivered again) adds nothing
     gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
     billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
-    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)) == 0
+    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0
     event = next(
         e
         for e in reversed(stack.stripe.events())
@@ -82,9 +82,68 @@ def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, st
     september = kit.repo.period(org_id, "2026-09-01T00:00:00Z")
     assert (september["credits_overage"], september["billed_credits"]) == (460, 460)
     assert september["billed_invoice_id"] == draft.id
-    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)) == 0  # paid: nothing more, ever
+    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0  # paid: nothing more, ever
 
 
 def _renewal(stripe_kit: StripeKit, customer: str) -> Any:
     invoices = stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
     return next(i for i in invoices if i.billing_reason == "subscription_cycle")
+
+
+def test_overage_of_a_renewal_finalized_before_its_webhook_goes_on_the_next_invoice_once(
+    api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.stripe_webhook import handler
+
+    counted: list[str] = []
+    add_metric = handler.metrics.add_metric
+    monkeypatch.setattr(handler.metrics, "add_metric", lambda **kw: (counted.append(kw["name"]), add_metric(**kw))[1])
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Late", "plan_id": "free"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+    # Given 460 credits over Pro's 3,000 in September
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, tzinfo=UTC))
+    kit.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="social-content",
+        generation_type="image",
+        quantity=346,
+        workflow_run_id="r",
+        actor="t",
+    )
+    kit.credits.settle(org_id=org_id, workflow_run_id="r", quantity=None, occurred_at=None, actor="t")
+    # And our webhook endpoint unreachable for the renewal's hour: Stripe finalizes and charges it bare
+    webhooks = stack.stripe.engine.webhook_url
+    stack.stripe.set_webhook_endpoint(None)
+    try:
+        stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
+        stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 3600 + 120)
+    finally:
+        stack.stripe.set_webhook_endpoint(webhooks)
+    renewal = _renewal(stripe_kit, customer)
+    assert (renewal.status, renewal.total) == ("paid", 4900)
+    # When its invoice.created (and finalized) arrive late, twice each
+    outcomes = []
+    for type_ in ("invoice.created", "invoice.finalized", "invoice.created", "invoice.finalized"):
+        event = next(e for e in stack.stripe.events() if e["type"] == type_ and e["data"]["object"]["id"] == renewal.id)
+        payload = json.dumps({**event, "id": f"evt_{new_user()}"})  # each a delivery of its own
+        reply = requests.post(
+            f"{api.base_url}/webhooks/stripe", data=payload, timeout=30, headers={"Stripe-Signature": sign(payload)}
+        )
+        outcomes.append(reply.json()["outcome"])
+    # Then the overage is billed once, as a pending item for the next invoice, and the alarm's metric counted
+    assert outcomes == ["overage_deferred 828", "overage_billed 0", "overage_billed 0", "overage_billed 0"]
+    assert counted.count("RenewalOverageDeferred") == 1
+    pending = stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data
+    assert [(i.amount, i.metadata.to_dict()["billing_key"]) for i in pending] == [
+        (828, f"overage:{org_id}:2026-09-01T00:00:00Z:credits")
+    ]
+    # And the next renewal charges it, once
+    stripe_kit.advance(clock_id, PERIOD_START + 61 * DAY + 3600 + 120)
+    invoices = stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+    november = next(i for i in invoices if i.billing_reason == "subscription_cycle" and i.id != renewal.id)
+    assert (november.status, november.total) == ("paid", 4900 + 828)
+    assert stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data == []
