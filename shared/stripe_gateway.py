@@ -87,7 +87,7 @@ class InvoiceLine:
     description: str
     amount_minor: int
     proration: bool
-    lookup_key: str | None
+    price_id: str | None  # None: a line of an amount (our overage), not of a price
     quantity: int | None
     period_start: int
     period_end: int
@@ -296,19 +296,17 @@ def _sub(obj: StripeJson) -> Subscription:
         )
         for i in obj["items"]["data"]
     )
+    # This API version keeps the billing period on each item (the subscription has none; its items share it).
     first = obj["items"]["data"][0] if obj["items"]["data"] else {}
-    # The current API keeps the period on each item; older versions on the subscription.
-    start = first.get("current_period_start") or obj.get("current_period_start")
-    end = first.get("current_period_end") or obj.get("current_period_end")
     latest = obj.get("latest_invoice")
     return Subscription(
         subscription_id=obj["id"],
         customer_id=obj["customer"] if isinstance(obj["customer"], str) else obj["customer"]["id"],
         status=obj["status"],
         items=items,
-        current_period_start=int(start or 0),
-        current_period_end=int(end or 0),
-        billing_cycle_anchor=int(obj.get("billing_cycle_anchor") or start or 0),
+        current_period_start=int(first.get("current_period_start") or 0),
+        current_period_end=int(first.get("current_period_end") or 0),
+        billing_cycle_anchor=int(obj["billing_cycle_anchor"]),
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         metadata=dict(obj.get("metadata") or {}),
         latest_invoice_id=latest if isinstance(latest, str) or latest is None else latest["id"],
@@ -318,28 +316,27 @@ def _sub(obj: StripeJson) -> Subscription:
 def _invoice(obj: StripeJson) -> Invoice:
     lines = []
     for line in obj["lines"]["data"]:
-        pricing = line.get("pricing") or {}
-        price = line.get("price") or {}
-        lookup = price.get("lookup_key") or (pricing.get("price_details") or {}).get("lookup_key")
+        # This API version: the price under `pricing.price_details`, proration under `parent.<kind>_details`.
+        price_details = (line.get("pricing") or {}).get("price_details") or {}
         parent = line.get("parent") or {}
         details = parent.get("subscription_item_details") or parent.get("invoice_item_details") or {}
         lines.append(
             InvoiceLine(
                 description=line.get("description") or "",
                 amount_minor=int(line["amount"]),
-                proration=bool(line.get("proration") or details.get("proration")),
-                lookup_key=lookup,
+                proration=bool(details.get("proration")),
+                price_id=_id_of(price_details.get("price")),
                 quantity=line.get("quantity"),
                 period_start=int(line["period"]["start"]),
                 period_end=int(line["period"]["end"]),
             )
         )
-    sub = obj.get("subscription") or ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    sub = ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")  # None: not a sub's
     customer = obj["customer"]
     return Invoice(
         invoice_id=obj.get("id"),
         customer_id=customer if isinstance(customer, str) else customer["id"],
-        subscription_id=sub if isinstance(sub, str) or sub is None else sub["id"],
+        subscription_id=_id_of(sub),
         status=obj.get("status"),
         billing_reason=obj.get("billing_reason"),
         currency=str(obj["currency"]).upper(),

@@ -37,6 +37,20 @@ def stack() -> Iterator[Any]:
         local.stop()
 
 
+@pytest.fixture(autouse=True)
+def _stripe_objects_within_the_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The local Stripe (strict) records every object it returned or sent outside the pinned API version's
+    contract (the request got a 500; an event made off a request, e.g. by a clock advance, only this record):
+    a test that made one fails."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    guard = request.getfixturevalue("stack").stripe.contract
+    seen = len(guard.violations)
+    yield
+    assert guard.violations[seen:] == [], "the Stripe emulator sent objects outside the API version's contract"
+
+
 @pytest.fixture(scope="session")
 def api(stack: Any) -> ApiClient:
     _, base_url = stack.serve_api()  # stopped with the stack; Stripe's webhooks go to it

@@ -165,8 +165,8 @@ class _Checker:
     def enum_problem(self, schema: Schema, value: Any) -> str | None:
         if "enum" not in schema or value in schema["enum"]:
             return None
-        if schema.get("x-sdk-open-enum") and not self.strict_enums:
-            return None
+        if schema.get("x-sdk-open-enum") and (not self.strict_enums or schema["enum"] == [""]):
+            return None  # `Literal['']|str` is no enum: a string that may be emptied
         return f"{_describe(value)} is not one of {_enum_text(schema['enum'])}"
 
     def branch_problems(self, schema: Schema, value: Any, path: str) -> list[str]:

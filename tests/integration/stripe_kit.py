@@ -10,6 +10,7 @@ import stripe
 
 from shared.orgs.repository import OrgRepository
 from tests.helpers import ApiClient
+from tests.stripe_clock import advance_clock
 
 API_KEY = "sk_test_local"
 # A 30-day billing period (September) starting at midnight: prorations are easy to compute by hand.
@@ -51,7 +52,9 @@ class StripeKit:
         self.emulator.wait_for_deliveries()
 
     def advance(self, clock_id: str, frozen_time: int) -> None:
-        self.client.v1.test_helpers.test_clocks.advance(clock_id, params={"frozen_time": frozen_time})
+        """As against Stripe: in steps within the clock's limit, each awaited until the clock is ready (an
+        advance answers `advancing` first); then the webhooks it caused delivered."""
+        advance_clock(self.client, clock_id, frozen_time)
         self.emulator.wait_for_deliveries()
 
     def subscribe(self, api: ApiClient, owner: str, org_id: str, plan_id: str = "pro") -> tuple[str, str]:

@@ -179,7 +179,7 @@ def start_local_stack(template: dict[str, Any] | None = None) -> LocalStack:
         local_lambda = LocalLambda(functions)
         lambda_endpoint = local_lambda.start()
         stops.append(local_lambda.stop)
-        stripe = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local")
+        stripe = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local", strict_contract=True)
         stripe_url = stripe.start()
         stops.append(stripe.stop)
         pumps = _start_stream_pumps(ddb_endpoint, template, names, local_lambda)

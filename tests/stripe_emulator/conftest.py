@@ -22,13 +22,26 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(scope="module")
 def emulator(receiver: WebhookReceiver) -> Iterator[StripeEmulator]:
-    emu = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local")
+    emu = StripeEmulator(api_key="sk_test_local", webhook_secret="whsec_local", strict_contract=True)
     emu.start(host="127.0.0.1", port=0)
     emu.set_webhook_endpoint(receiver.url)
     try:
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture(autouse=True)
+def _objects_within_the_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The emulator (strict) records objects it returned or sent outside the pinned API version's contract:
+    a test that made one fails, even when the object was an event sent off a request (a clock advance)."""
+    if "emulator" not in request.fixturenames:
+        yield
+        return
+    guard = request.getfixturevalue("emulator").contract
+    seen = len(guard.violations)
+    yield
+    assert guard.violations[seen:] == [], "the emulator sent objects outside the API version's contract"
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,10 @@ def test_checkout_subscription_complete(
     assert sub.customer.invoice_settings.default_payment_method == sub.default_payment_method
     assert sub.items.data[0].quantity == 2
     assert sub.items.data[0].price.id == price.id
-    assert sub.items.data[0].current_period_start == sub.current_period_start == sub.billing_cycle_anchor
+    assert sub.items.data[0].current_period_start == sub.billing_cycle_anchor
+    assert "current_period_start" not in sub  # the period is on the items
     invoice = sub.latest_invoice
+    assert invoice.parent.subscription_details.subscription == sub.id and "subscription" not in invoice
     assert invoice.billing_reason == "subscription_create"
     assert invoice.status == "paid"
     assert invoice.amount_paid == invoice.total == 4000

@@ -10,6 +10,7 @@ import pytest
 import stripe
 
 from tests.local.stripe_emulator import StripeEmulator
+from tests.stripe_clock import advance_clock
 from tests.stripe_emulator.helpers import WebhookReceiver, helper, ts
 
 DAY = 86_400
@@ -94,9 +95,9 @@ def test_ach_success_settles_when_the_clock_passes_four_days(
     pm = client.v1.payment_methods.retrieve(intent.payment_method)
     assert pm.type == "us_bank_account" and pm.us_bank_account.bank_name == "STRIPE TEST BANK"
 
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": T0 + 4 * DAY - 1})
+    advance_clock(client, clock.id, T0 + 4 * DAY - 1)
     assert client.v1.payment_intents.retrieve(intent.id).status == "processing"
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": T0 + 5 * DAY})
+    advance_clock(client, clock.id, T0 + 5 * DAY)
     settled = client.v1.payment_intents.retrieve(intent.id)
     assert (settled.status, settled.amount_received) == ("succeeded", 5000)
     charge = client.v1.charges.retrieve(intent.latest_charge)
@@ -156,7 +157,7 @@ def test_ach_failure_on_clock_then_retry_with_another_account(
     customer = client.v1.customers.create(params={"test_clock": clock.id})
     intent = client.v1.payment_intents.create(params=ach_params(customer.id, "pm_usBankAccount_accountClosed"))
     assert intent.status == "processing"  # failures only show at settlement
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": T0 + 4 * DAY})
+    advance_clock(client, clock.id, T0 + 4 * DAY)
     failed = client.v1.payment_intents.retrieve(intent.id)
     assert failed.status == "requires_payment_method"
     assert failed.payment_method is None
@@ -180,7 +181,7 @@ def test_ach_failure_on_clock_then_retry_with_another_account(
         intent.id, params={"payment_method": "pm_usBankAccount_success", "mandate_data": MANDATE}
     )
     assert retried.status == "processing" and retried.latest_charge != intent.latest_charge
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": T0 + 8 * DAY})
+    advance_clock(client, clock.id, T0 + 8 * DAY)
     assert client.v1.payment_intents.retrieve(intent.id).status == "succeeded"
 
 

@@ -16,6 +16,7 @@ import pytest
 import stripe
 
 from tests.local.stripe_emulator import StripeEmulator
+from tests.stripe_clock import advance_clock
 from tests.stripe_emulator.helpers import WebhookReceiver, clock_customer, monthly_price, ts
 
 APR_1, MAY_1 = ts(2025, 4, 1), ts(2025, 5, 1)
@@ -99,7 +100,7 @@ def test_item_added_by_the_invoice_created_handler_is_billed_with_the_renewal(
     emulator.set_webhook_endpoint(hooks.url)
     try:
         # One call crosses both the renewal (May 1 00:00) and its finalization (01:00).
-        ready = client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 2 * HOUR})
+        ready = advance_clock(client, clock.id, MAY_1 + 2 * HOUR)
         emulator.wait_for_deliveries()
     finally:
         emulator.set_webhook_endpoint(receiver.url)
@@ -162,7 +163,7 @@ def test_draft_hour_across_calls_pending_items_and_explicit_finalize(
     early = client.v1.invoice_items.create(
         params={"customer": customer.id, "subscription": sub.id, "amount": 300, "currency": "usd"}
     )
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 60})
+    advance_clock(client, clock.id, MAY_1 + 60)
     draft = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
     assert (draft.status, draft.auto_advance, draft.number) == ("draft", True, None)
     assert draft.automatically_finalizes_at == draft.next_payment_attempt == MAY_1 + HOUR
@@ -184,18 +185,18 @@ def test_draft_hour_across_calls_pending_items_and_explicit_finalize(
     finalized = client.v1.invoices.finalize_invoice(draft.id)
     assert finalized.status == "paid"
     assert (finalized.amount_paid, finalized.status_transitions.finalized_at) == (3534, MAY_1 + 60)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 2 * HOUR})
+    advance_clock(client, clock.id, MAY_1 + 2 * HOUR)
     assert [t for t, _ in _invoice_events(emulator, draft.id)].count("invoice.finalized") == 1
     assert client.v1.invoice_items.retrieve(later.id).invoice is None
 
 
 def test_draft_kept_with_auto_advance_false(client: stripe.StripeClient) -> None:
     clock, _customer, sub = _subscribe(client)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1})
+    advance_clock(client, clock.id, MAY_1)
     draft_id = client.v1.subscriptions.retrieve(sub.id).latest_invoice
     held = client.v1.invoices.update(draft_id, params={"auto_advance": False})
     assert held.automatically_finalizes_at is None
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 2 * HOUR})
+    advance_clock(client, clock.id, MAY_1 + 2 * HOUR)
     assert client.v1.invoices.retrieve(draft_id).status == "draft"
     assert client.v1.invoices.pay(draft_id).status == "paid"
 
@@ -205,7 +206,7 @@ def test_multi_period_advance_renews_each_period_once_in_order(
 ) -> None:
     clock, customer, sub = _subscribe(client)
     start = len(emulator.events())
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": ts(2025, 8, 15)})
+    advance_clock(client, clock.id, ts(2025, 8, 15))
     renewals = [ts(2025, 5, 1), ts(2025, 6, 1), ts(2025, 7, 1), ts(2025, 8, 1)]
     invoices = list(reversed(client.v1.invoices.list(params={"subscription": sub.id}).data))[1:]
     assert [(i.created, i.billing_reason, i.status) for i in invoices] == [
@@ -231,4 +232,4 @@ def test_multi_period_advance_renews_each_period_once_in_order(
             ("invoice.paid", t + HOUR),
         ]
     assert timeline == expected
-    assert client.v1.subscriptions.retrieve(sub.id).current_period_start == ts(2025, 8, 1)
+    assert client.v1.subscriptions.retrieve(sub.id).items.data[0].current_period_start == ts(2025, 8, 1)

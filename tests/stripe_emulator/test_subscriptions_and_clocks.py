@@ -14,6 +14,7 @@ import pytest
 import stripe
 
 from tests.local.stripe_emulator import StripeEmulator
+from tests.stripe_clock import advance_clock
 from tests.stripe_emulator.helpers import clock_customer, helper, monthly_price, ts
 
 APR_1, APR_11, MAY_1, JUN_1 = ts(2025, 4, 1), ts(2025, 4, 11), ts(2025, 5, 1), ts(2025, 6, 1)
@@ -22,8 +23,13 @@ APR_1, APR_11, MAY_1, JUN_1 = ts(2025, 4, 1), ts(2025, 4, 11), ts(2025, 5, 1), t
 def _subscribe(client: stripe.StripeClient, quantity: int, payment_method: str = "pm_card_visa") -> Any:
     clock, customer = clock_customer(client, APR_1, payment_method)
     price = monthly_price(client, "Pro", 2000)
+    # Classic billing mode, as production pins it (flexible, the default, prorates differently).
     sub = client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"price": price.id, "quantity": quantity}]}
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id, "quantity": quantity}],
+            "billing_mode": {"type": "classic"},
+        }
     )
     return clock, customer, price, sub
 
@@ -35,9 +41,13 @@ def _lines(invoice: Any) -> list[tuple[str, int]]:
 def test_subscription_create_bills_the_first_period(client: stripe.StripeClient) -> None:
     _, _customer, _, sub = _subscribe(client, 1)
     assert sub.status == "active"
-    assert (sub.current_period_start, sub.current_period_end) == (APR_1, MAY_1)
+    # The period is on the items only (this API version has none on the subscription)
+    assert "current_period_start" not in sub and "current_period_end" not in sub
     assert (sub.items.data[0].current_period_start, sub.items.data[0].current_period_end) == (APR_1, MAY_1)
     invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    assert "subscription" not in invoice  # it is under `parent`
+    assert invoice.parent.type == "subscription_details"
+    assert invoice.parent.subscription_details.subscription == sub.id
     assert invoice.status == "paid"
     assert invoice.amount_paid == 2000
     assert invoice.created == APR_1  # test-clock time, not wall time
@@ -47,7 +57,7 @@ def test_subscription_create_bills_the_first_period(client: stripe.StripeClient)
 
 def test_quantity_change_create_prorations_then_renewal(client: stripe.StripeClient) -> None:
     clock, customer, _price, sub = _subscribe(client, 1)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11})
+    advance_clock(client, clock.id, APR_11)
     item = sub.items.data[0]
     # 1 -> 3 seats on day 10 of 30:
     #   credit  -round(2000 x 1 x 20/30) = -round(1333.33) = -1333
@@ -74,10 +84,10 @@ def test_quantity_change_create_prorations_then_renewal(client: stripe.StripeCli
         ]
     )
 
-    renewed = client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
+    renewed = advance_clock(client, clock.id, MAY_1 + 3600)
     assert renewed.status == "ready"
     sub = client.v1.subscriptions.retrieve(sub.id)
-    assert (sub.current_period_start, sub.current_period_end) == (MAY_1, JUN_1)
+    assert (sub.items.data[0].current_period_start, sub.items.data[0].current_period_end) == (MAY_1, JUN_1)
     invoice = client.v1.invoices.retrieve(sub.latest_invoice)
     assert invoice.billing_reason == "subscription_cycle"
     assert invoice.status == "paid"
@@ -89,7 +99,7 @@ def test_quantity_change_create_prorations_then_renewal(client: stripe.StripeCli
 
 def test_always_invoice_preview_equals_the_update(client: stripe.StripeClient) -> None:
     clock, _customer, _price, sub = _subscribe(client, 1)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11 + 7200})
+    advance_clock(client, clock.id, APR_11 + 7200)
     item = sub.items.data[0]
     details: Any = {
         "items": [{"id": item.id, "quantity": 3}],
@@ -120,7 +130,7 @@ def test_always_invoice_preview_equals_the_update(client: stripe.StripeClient) -
 
 def test_downgrade_always_invoice_credits_the_customer_balance(client: stripe.StripeClient) -> None:
     clock, customer, _price, sub = _subscribe(client, 3)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11})
+    advance_clock(client, clock.id, APR_11)
     # 3 -> 1 seat on day 10 of 30: -round(2000 x 3 x 20/30) + round(2000 x 1 x 20/30) = -4000 + 1333 = -2667
     updated = client.v1.subscriptions.update(
         sub.id,
@@ -140,12 +150,12 @@ def test_downgrade_always_invoice_credits_the_customer_balance(client: stripe.St
     assert [(t.type, t.amount, t.invoice) for t in ledger.data] == [("applied_to_invoice", -2667, invoice.id)]
 
     # May renewal: 1 x 2000 = 2000, paid from the 2667 credit -> amount_due 0, 667 credit left.
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1})
+    advance_clock(client, clock.id, MAY_1)
     draft = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
     # A draft for an hour: the balance shows as starting_balance but is only applied at finalization.
     assert (draft.status, draft.starting_balance, draft.ending_balance) == ("draft", -2667, None)
     assert client.v1.customers.retrieve(customer.id).balance == -2667
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
+    advance_clock(client, clock.id, MAY_1 + 3600)
     renewal = client.v1.invoices.retrieve(draft.id)
     assert (renewal.total, renewal.starting_balance, renewal.ending_balance, renewal.amount_due) == (
         2000,
@@ -180,7 +190,7 @@ def test_declined_renewal_goes_past_due_then_recovers(client: stripe.StripeClien
     assert bad.card.last4 == "0002"
     client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": bad.id}})
 
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
+    advance_clock(client, clock.id, MAY_1 + 3600)
     sub = client.v1.subscriptions.retrieve(sub.id, params={"expand": ["latest_invoice"]})
     assert sub.status == "past_due"
     invoice = sub.latest_invoice
@@ -246,7 +256,7 @@ def test_metered_usage_is_billed_in_arrears(client: stripe.StripeClient) -> None
     )
     assert summary.data[0].aggregated_value == 1005
 
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": MAY_1 + 3600})
+    advance_clock(client, clock.id, MAY_1 + 3600)
     renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
     # April usage 1001 + 4 = 1005 calls x $0.005 = 502.5 cents -> half-even 502; May base 2000 in advance.
     usage_line = next(line for line in renewal.lines.data if line.pricing.price_details.price == usage_price.id)
@@ -261,26 +271,37 @@ def test_clock_advance_over_several_periods_and_cancel_at_period_end(
     client: stripe.StripeClient, emulator: StripeEmulator
 ) -> None:
     clock, _customer, _price, sub = _subscribe(client, 1)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": ts(2025, 7, 15)})
+    start = len(emulator.events())
+    # Apr 1 -> Jul 15 is more than two months: advance_clock goes in steps of 31 days (4 advances).
+    advance_clock(client, clock.id, ts(2025, 7, 15))
     invoices = client.v1.invoices.list(params={"subscription": sub.id})
     # Created Apr 1; renewed May 1, Jun 1, Jul 1.
     assert [i.created for i in invoices.data] == [ts(2025, 7, 1), JUN_1, MAY_1, APR_1]
     assert all(i.status == "paid" for i in invoices.data)
     client.v1.subscriptions.update(sub.id, params={"cancel_at_period_end": True})
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": ts(2025, 8, 2)})
+    advance_clock(client, clock.id, ts(2025, 8, 2))
     sub = client.v1.subscriptions.retrieve(sub.id)
     assert sub.status == "canceled"
     assert sub.ended_at == ts(2025, 8, 1)
     assert len(client.v1.invoices.list(params={"subscription": sub.id}).data) == 4
     deleted = [e for e in emulator.events("customer.subscription.deleted") if e["data"]["object"]["id"] == sub.id]
     assert len(deleted) == 1
-    ready = [e for e in emulator.events("test_helpers.test_clock.ready") if e["data"]["object"]["id"] == clock.id]
-    assert len(ready) == 2
+    steps = [
+        (e["type"], e["data"]["object"]["status_details"].get("advancing", {}).get("target_frozen_time"))
+        for e in emulator.events()[start:]
+        if e["type"].startswith("test_helpers.test_clock.") and e["data"]["object"]["id"] == clock.id
+    ]
+    targets = [ts(2025, 5, 2), ts(2025, 6, 2), ts(2025, 7, 3), ts(2025, 7, 15), ts(2025, 8, 2)]
+    assert steps == [
+        step
+        for t in targets
+        for step in (("test_helpers.test_clock.advancing", t), ("test_helpers.test_clock.ready", None))
+    ]
 
 
 def test_cancel_now_with_prorated_credit(client: stripe.StripeClient) -> None:
     clock, customer, _price, sub = _subscribe(client, 1)
-    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": APR_11})
+    advance_clock(client, clock.id, APR_11)
     canceled = client.v1.subscriptions.cancel(sub.id, params={"prorate": True, "invoice_now": True})
     assert canceled.status == "canceled"
     assert canceled.canceled_at == APR_11
@@ -290,12 +311,25 @@ def test_cancel_now_with_prorated_credit(client: stripe.StripeClient) -> None:
     assert len(client.v1.subscriptions.list(params={"customer": customer.id, "status": "all"}).data) == 1
 
 
-def test_legacy_upcoming_invoice_route(client: stripe.StripeClient) -> None:
-    _, _customer, _, sub = _subscribe(client, 2)
-    raw = client.raw_request("get", "/v1/invoices/upcoming", subscription=sub.id)
-    upcoming = client.deserialize(raw, api_mode="V1")
-    assert upcoming.total == 4000
-    assert upcoming.lines.data[0].period.start == MAY_1
+def test_routes_and_parameters_this_version_removed_are_refused(client: stripe.StripeClient) -> None:
+    _, customer, price, sub = _subscribe(client, 2)
+    # The upcoming invoice is `POST /v1/invoices/create_preview` now
+    with pytest.raises(stripe.InvalidRequestError) as upcoming:
+        client.raw_request("get", "/v1/invoices/upcoming", subscription=sub.id)
+    assert upcoming.value.http_status == 404
+    # Invoice items take `pricing[price]`, not `price`
+    with pytest.raises(stripe.InvalidRequestError) as priced:
+        client.v1.invoice_items.create(params={"customer": customer.id, "price": price.id})  # type: ignore[typeddict-unknown-key]
+    assert (priced.value.http_status, priced.value.code, priced.value.param) == (400, "parameter_unknown", "price")
+    # Lists without a `created` filter refuse one
+    with pytest.raises(stripe.InvalidRequestError) as created:
+        client.v1.subscription_items.list(params={"subscription": sub.id, "created": {"gte": APR_1}})  # type: ignore[typeddict-unknown-key]
+    assert (created.value.code, created.value.param) == ("parameter_unknown", "created")
+    assert client.v1.invoices.list(params={"customer": customer.id, "created": {"gte": APR_1}}).data  # it has one
+    # `pricing[price]` is how an invoice item names its (one-time) price now
+    setup_fee = client.v1.prices.create(params={"product": price.product, "currency": "usd", "unit_amount": 500})
+    item = client.v1.invoice_items.create(params={"customer": customer.id, "pricing": {"price": setup_fee.id}})
+    assert (item.amount, item.pricing.price_details.price) == (500, setup_fee.id)
 
 
 def test_manual_invoice_with_pending_items(client: stripe.StripeClient, emulator: StripeEmulator) -> None:

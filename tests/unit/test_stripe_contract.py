@@ -305,6 +305,11 @@ def test_empty_strings_only_where_the_sdk_allows_them() -> None:
     assert request_problems("POST", "/v1/customers", {"email": "", "metadata": {"k": ""}}) == [
         "email: empty string, but this parameter cannot be emptied"
     ]
+    # `Literal['']|str`: any string, or "" to unset (not an enum of one empty value)
+    named = {"amount": "100", "currency": "usd", "payment_method_data": {"type": "customer_balance"}}
+    for name in ("Jenny Rosen", ""):
+        named["payment_method_data"]["billing_details"] = {"name": name}  # type: ignore[index]
+        assert request_problems("POST", "/v1/payment_intents", named) == []
 
 
 def test_paths_are_matched_to_templates() -> None:

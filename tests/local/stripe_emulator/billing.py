@@ -15,8 +15,8 @@ from typing import Any
 from . import fixtures
 from .core import Obj
 from .delayed import Delayed
-from .errors import invalid, missing, param_missing
-from .money import add_interval, format_date, format_quantity, format_unit, prorate, usage_amount
+from .errors import ApiError, invalid, missing, param_missing
+from .money import add_interval, format_date, format_quantity, format_unit, minimum_charge, prorate, usage_amount
 from .params import (
     get_bool,
     get_dict,
@@ -34,6 +34,15 @@ TIMES = "\u00d7"  # Stripe writes "2 <multiplication sign> Pro"
 # Stripe leaves an automatic (renewal) invoice in draft about an hour before finalizing and charging it.
 DRAFT_WINDOW = 3600
 _LIVE_STATUSES = ("active", "past_due", "trialing", "incomplete", "unpaid")
+_CANCELED_ON_REQUEST = {"comment": None, "feedback": None, "feedback_option": None, "reason": "cancellation_requested"}
+BILLING_MODES = ("classic", "flexible")
+# Stripe prorates `flexible` subscriptions differently (credits from what was actually debited, split per earlier
+# debit); the emulator models `classic` only and says so rather than answering with classic's numbers.
+_FLEXIBLE_PRORATIONS = (
+    "Stripe emulator: this subscription has billing_mode.type=flexible (the default at this API version), whose "
+    "prorations the emulator does not model. Create it with billing_mode[type]=classic (Checkout: "
+    "subscription_data[billing_mode][type]=classic), or update with proration_behavior=none."
+)
 _NO_PAYMENT_METHOD = (
     "This customer has no attached payment source or default payment method. "
     "Please consider adding a default payment method."
@@ -182,6 +191,10 @@ class Billing(Delayed):
         specs: list[LineSpec] = []
         if remaining <= 0 or period <= 0:
             return specs
+        if sub.get("billing_mode", {}).get("type") == "flexible" and any(
+            p.changed and not _metered(p.old_price) and not _metered(p.new_price) for p in plans
+        ):
+            raise ApiError(400, _FLEXIBLE_PRORATIONS, code="emulator_flexible_prorations_unsupported")
         when = format_date(at)
         for plan in plans:
             if not plan.changed or _metered(plan.old_price) or _metered(plan.new_price):
@@ -304,9 +317,13 @@ class Billing(Delayed):
             pretax_credit_amounts=[],
             taxes=[],
             parent=parent,
-            pricing={
+            pricing={  # no price (an amount): no `price_details` (never null in this version)
                 "type": "price_details",
-                "price_details": {"price": spec.price["id"], "product": spec.price["product"]} if spec.price else None,
+                **(
+                    {"price_details": {"price": spec.price["id"], "product": spec.price["product"]}}
+                    if spec.price
+                    else {}
+                ),
                 "unit_amount_decimal": spec.price["unit_amount_decimal"] if spec.price else None,
             },
             subtotal=spec.amount,
@@ -470,7 +487,13 @@ class Billing(Delayed):
         invoice.update(automatically_finalizes_at=None, next_payment_attempt=None)
         starting = customer["balance"]
         self.apply_totals(invoice, self.invoice_lines[invoice["id"]], starting)
-        ending = min(invoice["total"] + starting, 0)
+        net = invoice["total"] + starting
+        ending = min(net, 0)
+        if self._below_minimum_charge(invoice, customer, net):
+            # Not charged: paid at once, and what it asked for becomes a debit on the customer balance that the
+            # next invoice collects (Stripe's docs: invoice balance; `amount_due` "may be 0").
+            ending = net
+            invoice.update(amount_due=0, amount_remaining=0)
         invoice["ending_balance"] = ending
         if ending != starting:
             self._balance_transaction(
@@ -500,6 +523,15 @@ class Billing(Delayed):
         self.emit("invoice.finalized", invoice)
         if invoice["amount_due"] == 0:
             self.mark_paid(invoice, 0)
+
+    def _below_minimum_charge(self, invoice: Obj, customer: Obj, net: int) -> bool:
+        """An automatically collected invoice asking for less than Stripe's minimum charge in its currency, of
+        a customer without a cash balance (Stripe's condition)."""
+        return (
+            invoice["collection_method"] == "charge_automatically"
+            and 0 < net < minimum_charge(invoice["currency"])
+            and customer["id"] not in self.cash
+        )
 
     def mark_paid(self, invoice: Obj, amount: int) -> None:
         now = self.now(invoice["customer"])
@@ -731,8 +763,8 @@ class Billing(Delayed):
     # ------------------------------------------------------ invoice items
     def create_invoice_item(self, params: Obj) -> Obj:
         customer = self.get("customer", req_str(params, "customer"), param="customer")
-        price_id = get_str(params, "price")
-        price = self.get("price", price_id, param="price") if price_id else None
+        price_id = get_str(get_dict(params, "pricing"), "price")  # `price` is gone from this version
+        price = self.get("price", price_id, param="pricing[price]") if price_id else None
         quantity = get_int(params, "quantity", 1) or 1
         amount = get_int(params, "amount")
         if price is not None:
@@ -813,15 +845,18 @@ class Billing(Delayed):
             quantity=int(quantity),
             quantity_decimal=format_quantity(Decimal(quantity)),
             test_clock=customer["test_clock"],
-            parent={
+            parent={  # `subscription_item` and `price_details` are left out (never null) when there is none
                 "type": "subscription_details",
-                "subscription_details": {"subscription": subscription, "subscription_item": subscription_item},
+                "subscription_details": {
+                    "subscription": subscription,
+                    **({"subscription_item": subscription_item} if subscription_item else {}),
+                },
             }
             if subscription
             else None,
             pricing={
                 "type": "price_details",
-                "price_details": {"price": price["id"], "product": price["product"]} if price else None,
+                **({"price_details": {"price": price["id"], "product": price["product"]}} if price else {}),
                 "unit_amount_decimal": price["unit_amount_decimal"] if price else str(amount),
             },
             net_amount=amount,
@@ -971,6 +1006,20 @@ class Billing(Delayed):
                 return str(recurring["interval"]), int(recurring["interval_count"])
         raise param_missing("items")
 
+    @staticmethod
+    def parse_billing_mode(params: Obj, label: str, now: int) -> Obj:
+        """The subscription's `billing_mode` from a `billing_mode[type]` parameter: `flexible` when not given
+        (the default since 2025-09-30.clover). Only classic prorations are modelled (see proration_specs)."""
+        given = get_dict(params, "billing_mode")
+        kind = get_enum(given, "type", BILLING_MODES, "flexible")
+        if given and kind is None:
+            raise param_missing(f"{label}[type]")
+        if kind == "classic":
+            return {"type": "classic", "flexible": None, "updated_at": now}
+        flexible = get_dict(given, "flexible")
+        discounts = get_enum(flexible, "proration_discounts", ("included", "itemized"), "included")
+        return {"type": "flexible", "flexible": {"proration_discounts": discounts}, "updated_at": now}
+
     def _set_period(self, sub: Obj, start: int, end: int) -> None:
         sub["current_period_start"], sub["current_period_end"] = start, end
         for item_id in self.subscription_items.get(sub["id"], []):
@@ -993,6 +1042,7 @@ class Billing(Delayed):
             metadata=merge_metadata({}, params.get("metadata")),
             payment_behavior=behavior or "allow_incomplete",
             collection_method=collection or "charge_automatically",
+            billing_mode=self.parse_billing_mode(params, "billing_mode", self.now(customer["id"])),
         )
 
     def start_subscription(
@@ -1003,6 +1053,7 @@ class Billing(Delayed):
         default_payment_method: str | None,
         metadata: dict[str, str],
         payment_behavior: str,
+        billing_mode: Obj,
         collection_method: str = "charge_automatically",
     ) -> Obj:
         now = self.now(customer["id"])
@@ -1054,7 +1105,7 @@ class Billing(Delayed):
             trial_start=None,
             cancel_at_period_end=False,
             billing_thresholds=None,
-            billing_mode={"type": "classic", "flexible": None},
+            billing_mode=billing_mode,
             managed_payments=None,
             billing_schedules=[],
             current_period_start=now,
@@ -1248,10 +1299,11 @@ class Billing(Delayed):
             sub["cancellation_details"] = {
                 "comment": details.get("comment"),
                 "feedback": details.get("feedback"),
+                "feedback_option": None,
                 "reason": "cancellation_requested",
             }
         else:
-            sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
+            sub["cancellation_details"] = dict(_CANCELED_ON_REQUEST)
         self.emit("customer.subscription.deleted", sub, self.diff(before, self.render(sub)))
         return sub
 
@@ -1348,18 +1400,6 @@ class Billing(Delayed):
             cancel_at_period_end=get_bool(details, "cancel_at_period_end"),
         )
 
-    def upcoming_invoice(self, params: Obj) -> Obj:
-        """Legacy `GET /v1/invoices/upcoming` (removed from recent API versions; kept for old callers)."""
-        return self._preview(
-            customer_id=get_str(params, "customer"),
-            sub_id=get_str(params, "subscription"),
-            items=get_list(params, "subscription_items"),
-            items_label="subscription_items",
-            proration_date=get_int(params, "subscription_proration_date"),
-            behavior=get_enum(params, "subscription_proration_behavior", PRORATION_BEHAVIORS, "create_prorations"),
-            cancel_at_period_end=get_bool(params, "subscription_cancel_at_period_end"),
-        )
-
     def _preview(
         self,
         *,
@@ -1443,24 +1483,57 @@ class Billing(Delayed):
 
     # ====================================================== test clocks
     def advance_clock(self, clock: Obj, frozen_time: int) -> None:
-        """Move a clock forward, processing in time order every renewal (at its period boundary, so objects and
-        events carry that time) and every renewal draft's finalization (DRAFT_WINDOW after its creation) of its
-        customers. Before a finalization, webhook handlers of the events so far run (lock released)."""
+        """Move a clock forward at once (start_advance + finish_advance; the HTTP route finishes it after
+        answering, as Stripe does asynchronously)."""
+        self.start_advance(clock, frozen_time)
+        self.finish_advance(clock, frozen_time)
+
+    def start_advance(self, clock: Obj, frozen_time: int) -> None:
+        """Checks the target (after the frozen time, within two intervals of the clock's shortest subscription,
+        or two years without one), then the clock is `advancing` (`test_helpers.test_clock.advancing`)."""
         if clock["status"] == "advancing":
             raise invalid("The test clock is already advancing; wait for it to be ready.", param="test_clock")
         if frozen_time <= clock["frozen_time"]:
             raise invalid("The frozen time must be after the test clock's current frozen time.", param="frozen_time")
-        clock["status"] = "advancing"
+        limit, shortest = self.advance_limit(clock)
+        if frozen_time > limit:
+            raise invalid(
+                f"Cannot advance the test clock to {frozen_time}: a test clock advances at most two intervals of "
+                f"the shortest subscription on it ({shortest}) at a time, so at most to {limit}. Advance in steps.",
+                param="frozen_time",
+            )
+        clock.update(status="advancing", status_details={"advancing": {"target_frozen_time": frozen_time}})
+        self.emit("test_helpers.test_clock.advancing", clock, at=clock["frozen_time"])
+
+    def advance_limit(self, clock: Obj) -> tuple[int, str]:
+        """The furthest one advance may go, and the interval that sets it ("2 x 1 month", or "2 years")."""
+        customers = {c["id"] for c in self.all("customer") if c["test_clock"] == clock["id"]}
+        frozen = clock["frozen_time"]
+        limits = []
+        for sub in self.all("subscription"):
+            if sub["customer"] in customers and sub["status"] not in ("canceled", "incomplete_expired"):
+                interval, count = self._interval(self.current_plans(sub))
+                limits.append((add_interval(frozen, interval, 2 * count), f"2 {TIMES} {count} {interval}"))
+        return min(limits, default=(add_interval(frozen, "year", 2), "no subscription: 2 years"))
+
+    def finish_advance(self, clock: Obj, frozen_time: int) -> None:
+        """Processes, in time order, every renewal (at its period boundary, so objects and events carry that
+        time) and every renewal draft's finalization (DRAFT_WINDOW after its creation) of the clock's customers;
+        before a finalization, webhook handlers of the events so far run (lock released). Then `ready`; an
+        emulator bug leaves it `internal_failure` (Stripe's status for a failed advance) and is raised."""
         customers = {c["id"] for c in self.all("customer") if c["test_clock"] == clock["id"]}
         request, self.request = self.request, None  # what the clock does is automatic: events have request null
         try:
             self._process_clock(clock, customers, frozen_time)
-            clock["frozen_time"] = frozen_time
-            clock["status"] = "ready"
+        except Exception:
+            clock.update(status="internal_failure", status_details={})
+            self.emit("test_helpers.test_clock.internal_failure", clock)
+            raise
+        else:
+            clock.update(frozen_time=frozen_time, status="ready", status_details={})
             self.emit("test_helpers.test_clock.ready", clock, at=frozen_time)
         finally:
             self.request = request
-            clock["status"] = "ready"  # also after an emulator bug (500): never leave the clock stuck
 
     def _process_clock(self, clock: Obj, customers: set[str], frozen_time: int) -> None:
         waited: set[str] = set()
@@ -1521,7 +1594,7 @@ class Billing(Delayed):
                 self._bill(sub, "subscription_cycle", usage, pending, closed, draft_window=True)
             before = self.render(sub)
             sub.update(status="canceled", ended_at=closed[1], cancel_at_period_end=False)
-            sub["cancellation_details"] = {"comment": None, "feedback": None, "reason": "cancellation_requested"}
+            sub["cancellation_details"] = dict(_CANCELED_ON_REQUEST)
             self.emit("customer.subscription.deleted", sub, self.diff(before, self.render(sub)))
             return
         before = self.render(sub)

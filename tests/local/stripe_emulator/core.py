@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import fixtures
+from .contract import ContractGuard
 from .errors import invalid, missing
 from .params import get_dict, get_int
 from .webhooks import WebhookSender
@@ -47,6 +48,15 @@ _NAMES = {
     "webhook_endpoint": "webhook endpoint",
 }
 
+# Fields the engine keeps on stored objects for its own bookkeeping that this API version's objects do not have
+# (a subscription's period is on its items; an invoice's subscription under `parent.subscription_details`).
+_INTERNAL: dict[str, tuple[str, ...]] = {
+    "subscription": ("current_period_start", "current_period_end"),
+    "invoice": ("subscription",),
+}
+# Optional fields the version leaves out instead of sending null (a metered item has no quantity).
+_ABSENT_WHEN_NULL: dict[str, tuple[str, ...]] = {"subscription_item": ("quantity",)}
+
 
 @dataclass(frozen=True)
 class RequestContext:
@@ -67,6 +77,8 @@ class Core:
         self.request: RequestContext | None = None
         # A computed field that appears only when asked for with expand[] (Stripe calls them "includable").
         self.includable: dict[tuple[str, str], Callable[[Obj], Any]] = {}
+        # Requests checked against the pinned API version; objects too when strict (contract.py).
+        self.contract = ContractGuard()
 
     @property
     def base_url(self) -> str:
@@ -126,6 +138,7 @@ class Core:
                 "idempotency_key": request.idempotency_key if request else None,
             },
         )
+        self.contract.check_event(event)
         self.add(event)
         self.event_ids.append(event["id"])
         if self.webhook_url:
@@ -162,9 +175,15 @@ class Core:
     def render(self, obj: Obj) -> Obj:
         """The object as the API returns it (a deep copy, with computed sub-lists filled in)."""
         out = copy.deepcopy(obj)
-        hook = getattr(self, f"_render_{obj['object'].replace('.', '_')}", None)
+        kind = obj["object"]
+        hook = getattr(self, f"_render_{kind.replace('.', '_')}", None)
         if hook is not None:
             hook(out)
+        for name in _INTERNAL.get(kind, ()):
+            out.pop(name, None)
+        for name in _ABSENT_WHEN_NULL.get(kind, ()):
+            if name in out and out[name] is None:
+                del out[name]
         return out
 
     def list_object(self, data: list[Obj], url: str, *, has_more: bool = False) -> Obj:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from typing import Any
 
 from . import fixtures
@@ -65,7 +66,7 @@ class Delayed(Payments):
                 "account_holder_type": pm["us_bank_account"]["account_holder_type"],
                 "account_type": pm["us_bank_account"]["account_type"],
                 "bank_name": pm["us_bank_account"]["bank_name"],
-                "expected_debit_date": None,
+                "expected_debit_date": time.strftime("%Y-%m-%d", time.gmtime(now)),
                 "fingerprint": pm["us_bank_account"]["fingerprint"],
                 "last4": bank.last4,
                 "mandate": mandate_id,
@@ -103,7 +104,7 @@ class Delayed(Payments):
             multi_use={} if multi else None,
             single_use=None if multi else {"amount": pi["amount"], "currency": pi["currency"]},
             payment_method=pm["id"],
-            payment_method_details={"type": "us_bank_account", "us_bank_account": {"collection_method": None}},
+            payment_method_details={"type": "us_bank_account", "us_bank_account": {}},  # no paper mandate
             status="active",
             type="multi_use" if multi else "single_use",
         )

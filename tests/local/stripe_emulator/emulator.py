@@ -6,6 +6,7 @@ import copy
 import threading
 from typing import Any
 
+from .contract import ContractGuard
 from .engine import Engine
 from .routes import build_routes
 from .server import EmulatorHTTPServer
@@ -28,6 +29,7 @@ class StripeEmulator:
         max_delivery_attempts: int = 5,
         api_version: str = DEFAULT_API_VERSION,
         draft_webhook_wait: float = 30.0,
+        strict_contract: bool = False,
     ) -> None:
         self.api_key = api_key
         self.webhook_secret = webhook_secret
@@ -35,6 +37,8 @@ class StripeEmulator:
         self._sender = WebhookSender(webhook_secret, base_delay=retry_base_delay, max_attempts=max_delivery_attempts)
         self.engine = Engine(webhooks=self._sender, api_version=api_version, base_url=lambda: self.base_url)
         self.engine.webhook_url = webhook_url
+        # Every /v1 request is checked against the pinned version; strict: every returned or sent object too.
+        self.engine.contract = ContractGuard(strict=strict_contract)
         # Longest a clock advance lets webhook handlers run before finalizing a renewal draft (README).
         self.engine.draft_webhook_timeout = draft_webhook_wait
         self._server: EmulatorHTTPServer | None = None
@@ -106,6 +110,12 @@ class StripeEmulator:
         with self.engine.lock:
             events = [self.engine.objects[i] for i in self.engine.event_ids]
             return [copy.deepcopy(e) for e in events if type is None or e["type"] == type]
+
+    @property
+    def contract(self) -> ContractGuard:
+        """What was checked against the API version's contract: `.requests` (each with its problems) and
+        `.violations` (objects returned or sent outside the contract, strict mode)."""
+        return self.engine.contract
 
     @property
     def deliveries(self) -> list[Delivery]:

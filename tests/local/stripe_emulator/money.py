@@ -36,6 +36,42 @@ def usage_amount(unit_amount: Decimal, usage: Decimal) -> int:
     return round_half_even(unit_amount * usage)
 
 
+# Stripe's minimum charge amounts (docs.stripe.com/currencies#minimum-and-maximum-charge-amounts), minor units.
+# An automatically collected invoice whose amount due is below it is not charged (see Billing.finalize).
+_MINIMUM_CHARGE = {
+    "usd": 50,
+    "aed": 200,
+    "aud": 50,
+    "bgn": 100,
+    "brl": 50,
+    "cad": 50,
+    "chf": 50,
+    "czk": 1500,
+    "dkk": 250,
+    "eur": 50,
+    "gbp": 30,
+    "hkd": 400,
+    "huf": 17500,
+    "inr": 50,
+    "jpy": 50,
+    "mxn": 1000,
+    "myr": 200,
+    "nok": 300,
+    "nzd": 50,
+    "pln": 200,
+    "ron": 200,
+    "sek": 300,
+    "sgd": 50,
+    "thb": 1000,
+}
+
+
+def minimum_charge(currency: str) -> int:
+    """Stripe's minimum charge for `currency` in minor units. Currencies outside Stripe's table have the
+    equivalent of USD 0.50 in the settlement currency; the emulator uses 50 minor units for them."""
+    return _MINIMUM_CHARGE.get(currency.lower(), 50)
+
+
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "cad": "CA$", "aud": "A$"}
 
 

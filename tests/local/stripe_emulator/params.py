@@ -1,8 +1,9 @@
-"""Request parameter schemas (so unknown parameters are refused, as Stripe does) and typed accessors.
+"""Typed accessors of request parameters, and the parameter schemas of the emulator-only routes.
 
-A schema is a dict of accepted names. A value of `ANY` accepts any scalar; `FREE` accepts a free-form map
-(metadata, payload); a nested dict is a sub-schema; a one-element list `[schema]` is a list of those.
-Every leaf arrives as a string from the form encoding, so the accessors below coerce and validate.
+Stripe's endpoints are checked against the pinned API version's contract (contract.py), not here. The
+`/_emulator/...` test helpers declare theirs: a schema is a dict of accepted names. A value of `ANY` accepts any
+scalar; a nested dict is a sub-schema; a one-element list `[schema]` is a list of those. Every leaf arrives as a
+string from the form encoding, so the accessors below coerce and validate.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from .errors import ApiError, invalid, param_missing, param_unknown
 
 Schema = dict[str, Any]
 ANY: Final = "any"
-FREE: Final = "free"
 
 # Accepted by every endpoint.
 _COMMON: Schema = {"expand": [ANY]}
@@ -25,7 +25,7 @@ def _path(prefix: str, name: str) -> str:
 
 
 def _check(value: Any, spec: Any, where: str) -> None:
-    if spec in (ANY, FREE):
+    if spec == ANY:
         return
     if isinstance(spec, list):
         if value == "":  # `items=` clears a list

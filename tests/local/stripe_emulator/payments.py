@@ -594,12 +594,14 @@ class Payments(Core):
         setup_future_usage: str | None = None,
         payment_method_types: list[str] | None = None,
         payment_method_options: Obj | None = None,
+        allowed_payment_method_types: list[str] | None = None,
     ) -> Obj:
         pi_id = fixtures.new_id("pi_")
         pi = fixtures.base(
             "payment_intent",
             id=pi_id,
             amount=amount,
+            allowed_payment_method_types=allowed_payment_method_types,
             amount_details={"tip": {}},
             automatic_payment_methods=None,
             canceled_at=None,
@@ -767,6 +769,7 @@ class Payments(Core):
             setup_future_usage=get_enum(params, "setup_future_usage", ("off_session", "on_session")),
             payment_method_types=types or ([pm["type"]] if pm else ["card"]),
             payment_method_options=options,
+            allowed_payment_method_types=types or None,
         )
         if types:
             self.explicit_pm_types.add(pi["id"])
@@ -778,15 +781,7 @@ class Payments(Core):
 
     @staticmethod
     def _allowed_types(params: Obj) -> list[str]:
-        """`allowed_payment_method_types` (this API version); `payment_method_types` is refused as Stripe
-        refuses it since 2026-09-30.endive."""
-        if "payment_method_types" in params:
-            raise invalid(
-                "The `payment_method_types` parameter is no longer supported on this API version. Use "
-                "`allowed_payment_method_types`, `excluded_payment_method_types` or dynamic payment methods.",
-                param="payment_method_types",
-                code="payment_method_types_no_longer_supported",
-            )
+        """`allowed_payment_method_types` (`payment_method_types` is refused with Stripe's own code: contract.py)."""
         return [str(t) for t in get_list(params, "allowed_payment_method_types")]
 
     def _payment_method_param(self, params: Obj) -> Obj | None:
