@@ -9,7 +9,12 @@ committed.
 The table's stream (NEW_IMAGE, filtered to inserted OUTBOX# items) triggers the outbox publisher
 (functions/outbox_publisher), which sends each message (or performs each task) and retries until it is
 done. Every message carries its id (`event_id`), stable for the change that made it, so consumers dedupe
-deliveries; a task is idempotent itself (its Stripe request carries a key of the change)."""
+deliveries; a task is idempotent itself (its Stripe request carries a key of the change).
+
+A task never holds back the messages behind it on the stream (a seat sync Stripe refuses must not delay
+another org's pause): a task that fails is listed for a retry (GSI2 `OUTBOX#RETRY`, due time as sort key)
+with backoff, which the sweeper performs; one Stripe refuses as invalid (4xx), or still failing after a
+day, ends as `failed` (logged, counted as `OutboxTaskFailed`, alarmed)."""
 
 from __future__ import annotations
 
@@ -24,11 +29,23 @@ from typing import Any, ClassVar, Protocol
 from boto3.dynamodb.conditions import Key
 
 from shared.dynamo import Item, TxItem
+from shared.errors import InvalidRequestError
 from shared.event_schemas import checked
+from shared.observability import logger
 
 OUTBOX_PREFIX = "OUTBOX#"
 RESEND_AFTER = timedelta(hours=20)  # the stream keeps records 24 h; the publisher retries them until then
 UNSENT = "OUTBOX#UNSENT"
+RETRY = "OUTBOX#RETRY"  # tasks to perform again, by due time
+TASK_GIVE_UP_AFTER = 12  # attempts: 1 + 2 + 4 ... minutes, capped at an hour: about a day
+
+
+class TaskDeferred(Exception):
+    """A task failed: it is listed for a retry (or ended as failed); the stream goes on without it."""
+
+    def __init__(self, message: str, *, ended: bool):
+        super().__init__(message)
+        self.ended = ended
 KEEP_FOR = timedelta(days=14)  # delivered long before; kept to answer "was it sent?"
 
 
@@ -134,28 +151,64 @@ class OutboxPublisher:
         self._seats = seats  # made on the first task only: events and notices need no Stripe
 
     def deliver(self, image: Mapping[str, Any]) -> None:
-        self._send(image)
-        if self._table is not None:  # off the unsent list (an update: the stream filter ignores it)
-            gone = self._table.meta.client.exceptions.ConditionalCheckFailedException
-            with contextlib.suppress(gone):  # expired (TTL) meanwhile: never re-created
-                self._table.update_item(
-                    Key={"PK": image["PK"], "SK": image["SK"]},
-                    UpdateExpression="SET sent_at = :now REMOVE GSI2PK, GSI2SK",
-                    ConditionExpression="attribute_exists(PK)",
-                    ExpressionAttributeValues={":now": datetime.now(UTC).isoformat()},
-                )
+        """Sends it (or performs it) and marks it sent. A failed event or notice raises as it is; a failed
+        task raises TaskDeferred once it is listed for its retry (or ended)."""
+        if image["kind"] == "task":
+            try:
+                self._send(image)
+            except Exception as exc:
+                raise TaskDeferred(str(exc), ended=self._retry_later(image, exc)) from exc
+        else:
+            self._send(image)
+        self._update(image, "SET sent_at = :now REMOVE GSI2PK, GSI2SK", {":now": datetime.now(UTC).isoformat()})
 
-    def resend_unsent(self, created_before: datetime, limit: int = 100) -> int:
-        """What the stream never delivered (its records last 24 h): sent now, oldest first."""
+    def _retry_later(self, image: Mapping[str, Any], exc: Exception) -> bool:
+        """Lists a failed task for its next attempt; True when it ends instead (refused, or too many)."""
+        attempts = int(image.get("attempts", 0)) + 1
+        if isinstance(exc, InvalidRequestError) or attempts >= TASK_GIVE_UP_AFTER:
+            logger.error("outbox task failed for good", extra={"message_id": image.get("message_id")}, exc_info=exc)
+            failed = {":now": datetime.now(UTC).isoformat(), ":why": str(exc)[:500], ":n": attempts}
+            self._update(image, "SET failed_at = :now, failure = :why, attempts = :n REMOVE GSI2PK, GSI2SK", failed)
+            return True
+        due = datetime.now(UTC) + min(timedelta(hours=1), timedelta(minutes=2 ** (attempts - 1)))
+        retry = {":n": attempts, ":pk": RETRY, ":due": due.isoformat()}
+        self._update(image, "SET attempts = :n, GSI2PK = :pk, GSI2SK = :due", retry)
+        return False
+
+    def _update(self, image: Mapping[str, Any], expression: str, values: dict[str, object]) -> None:
+        """An update of the item (the stream filter ignores updates); none once it expired (TTL)."""
+        if self._table is None:
+            return
+        gone = self._table.meta.client.exceptions.ConditionalCheckFailedException
+        with contextlib.suppress(gone):  # expired meanwhile: never re-created
+            self._table.update_item(
+                Key={"PK": image["PK"], "SK": image["SK"]},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues=values,
+            )
+
+    def resend_unsent(self, created_before: datetime, limit: int = 100, *, now: datetime | None = None) -> int:
+        """What the stream never delivered (its records last 24 h), oldest first, and the tasks due for
+        another attempt by `now`. One that fails again never stops the others. Returns how many were sent."""
+        sent = 0
+        for listed, until in ((UNSENT, created_before), (RETRY, now or datetime.now(UTC))):
+            for image in self._listed(listed, until, limit):
+                try:
+                    self.deliver(image)
+                    sent += 1
+                except Exception:  # retried later (tasks are listed again; events stay unsent)
+                    logger.warning("outbox message not sent", extra={"message_id": image.get("message_id")})
+        return sent
+
+    def _listed(self, listed: str, until: datetime, limit: int) -> list[Item]:
         assert self._table is not None, "resending needs the table"
         found: list[Item] = self._table.query(
             IndexName="GSI2",
             Limit=limit,
-            KeyConditionExpression=Key("GSI2PK").eq(UNSENT) & Key("GSI2SK").lte(created_before.isoformat()),
+            KeyConditionExpression=Key("GSI2PK").eq(listed) & Key("GSI2SK").lte(until.isoformat()),
         )["Items"]
-        for image in found:
-            self.deliver(image)
-        return len(found)
+        return found
 
     def _send(self, image: Mapping[str, Any]) -> None:
         body = json.loads(str(image["body"]))

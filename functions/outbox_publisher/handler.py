@@ -1,11 +1,12 @@
 """The outbox publisher (BillingTable's stream, filtered to new OUTBOX# items): sends each event and
 notification the committed changes wrote, and performs each task (the Stripe seat quantity sync; see
-shared/outbox.py). A message that cannot be sent (or a task Stripe fails) is reported as a batch item
-failure, and so is every message after it in the batch, unsent: Lambda retries from the
-failed one, in order, until it is delivered (or, after 24 h, hands it to the dead-letter queue), and
-nothing after a stuck message goes out twice. The same when the function's time runs low: what is not
-sent yet is reported, never half-sent by a timeout. Deliveries are at least once (a reply lost after a
-send): every message carries its `event_id` for consumers to dedupe."""
+shared/outbox.py: a task that fails is listed for the sweeper's retry and the stream goes on). An event
+or notification that cannot be sent is reported as a batch item failure, and so is every message after
+it in the batch, unsent: Lambda retries from the failed one, in order, until it is delivered (or, after
+24 h, hands it to the dead-letter queue), and nothing after a stuck message goes out twice. The same
+when the function's time runs low: what is not sent yet is reported, never half-sent by a timeout.
+Deliveries are at least once (a reply lost after a send): every message carries its `event_id` for
+consumers to dedupe."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from shared.dynamo import dynamodb_resource
 from shared.events import EventPublisher
 from shared.notify import Notifier
 from shared.observability import logger, metrics, tracer
-from shared.outbox import OutboxPublisher, SeatSyncer
+from shared.outbox import OutboxPublisher, SeatSyncer, TaskDeferred
 from shared.settings import ApiSettings
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
@@ -80,6 +81,10 @@ class _Batch:
             return
         try:
             publisher().deliver(image)
+        except TaskDeferred as deferred:  # a task never holds back what follows: the sweeper retries it
+            name = "OutboxTaskFailed" if deferred.ended else "OutboxTasksDeferred"  # the first is alarmed
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+            return
         except Exception:
             self._stopped = True
             raise

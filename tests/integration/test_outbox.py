@@ -5,7 +5,7 @@ change and its Stripe seat sync likewise, even when Stripe fails for a while."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -214,6 +214,10 @@ def test_a_seat_change_reaches_stripe_only_through_the_outbox(
     assert all(t.get("sent_at") and "GSI2PK" not in t for t in _seat_tasks(table, org_id))
 
 
+def _task(table: Any, org_id: str, sk: str) -> dict[str, Any]:
+    return dict(table.get_item(Key={"PK": f"ORG#{org_id}", "SK": sk}, ConsistentRead=True)["Item"])
+
+
 def test_a_seat_sync_stripe_fails_is_retried_until_it_goes_and_changes_stripe_once(
     api: ApiClient, stripe_kit: StripeKit, stack: Any, table: Any
 ) -> None:
@@ -233,12 +237,24 @@ def test_a_seat_sync_stripe_fails_is_retried_until_it_goes_and_changes_stripe_on
         assert _add(api, owner, org_id).status == 201
         latest = max(_seat_tasks(table, org_id), key=lambda t: int(json.loads(t["body"])["seat_revision"]))
         assert json.loads(latest["body"])["seat_revision"] == 3 and latest["GSI2PK"] == "OUTBOX#UNSENT"
-        # and the publisher keeps failing, and retrying, the task until Stripe answers (the third attempt
-        # finds the change the second made, and makes none)
+        # and the publisher's attempt fails: the task is listed for a retry (the stream goes on)
         for pump in stack.streams:
             pump.resume()
         kit.synced()
-        assert sum(pump.failures for pump in stack.streams) >= failures + 2
+        assert sum(pump.failures for pump in stack.streams) == failures  # nothing held back on the stream
+        latest = _task(table, org_id, latest["SK"])
+        assert (latest["GSI2PK"], latest["attempts"], "sent_at" in latest) == ("OUTBOX#RETRY", 1, False)
+        # and the sweeper's retries go on until Stripe answers (the third attempt finds the change the second
+        # made, and makes none); none is made before it is due
+        from functions.outbox_publisher.handler import publisher
+
+        now = datetime.now(UTC)
+        assert publisher().resend_unsent(now - timedelta(hours=20), now=now) == 0
+        assert _task(table, org_id, latest["SK"])["attempts"] == 1
+        assert publisher().resend_unsent(now - timedelta(hours=20), now=now + timedelta(minutes=2)) == 0
+        assert _task(table, org_id, latest["SK"])["attempts"] == 2
+        assert publisher().resend_unsent(now - timedelta(hours=20), now=now + timedelta(minutes=10)) == 1
+        kit.synced()
     finally:
         for pump in stack.streams:
             pump.resume()
@@ -251,3 +267,42 @@ def test_a_seat_sync_stripe_fails_is_retried_until_it_goes_and_changes_stripe_on
     sub = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
     assert (sub["members"], sub["extra_seats_billed"]) == (4, 1)
     assert all(t.get("sent_at") for t in _seat_tasks(table, org_id))
+
+
+def test_a_seat_sync_stripe_refuses_ends_failed_and_holds_back_no_other_orgs_pause(
+    api: ApiClient, stripe_kit: StripeKit, kit: WalletKit, stack: Any, table: Any
+) -> None:
+    from functions.outbox_publisher import handler
+
+    counted: list[str] = []
+    add_metric = handler.metrics.add_metric
+    handler.metrics.add_metric = lambda **kw: (counted.append(kw["name"]), add_metric(**kw))[1]  # type: ignore[method-assign]
+    try:
+        # Given an org whose subscription Stripe no longer has, and a funded agency wallet of another org
+        org_id, owner, _, _ = _subscribed_org(api, stripe_kit, members=3)
+        table.update_item(
+            Key={"PK": f"ORG#{org_id}", "SK": "ORG"},
+            UpdateExpression="SET subscription.subscription_id = :gone",
+            ExpressionAttributeValues={":gone": "sub_gone_from_stripe"},
+        )
+        other, project, other_owner = agency_org(kit)
+        fund(kit, other, 1_000, new_user())
+        kit.wallet.configure(other_owner, other, wallet_settings(low_threshold_minor=0, floor_minor=0))
+        events = capture_events(stack, {"detail-type": ["Wallet.AgencySpendPaused"]})
+        for pump in stack.streams:
+            pump.pause()
+        # When the first org's seat change (Stripe refuses its sync) is followed by the other's pause
+        assert _add(api, owner, org_id).status == 201
+        _bill(kit, other, project, 5_000, "behind-the-refused-task")
+        for pump in stack.streams:
+            pump.resume()
+        # Then the pause is announced, and the refused task ends failed (alarmed), not retried
+        paused = [e["detail"] for e in drain(stack, events) if e["detail"].get("org_id") == other]
+        assert len(paused) == 1
+        [task] = [t for t in _seat_tasks(table, org_id) if json.loads(t["body"])["seat_revision"] == 3]
+        assert task.get("failed_at") and "GSI2PK" not in task and "sent_at" not in task
+        assert "OutboxTaskFailed" in counted
+    finally:
+        handler.metrics.add_metric = add_metric  # type: ignore[method-assign]
+        for pump in stack.streams:
+            pump.resume()
