@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from shared.errors import UpstreamError
+from shared.errors import InvalidRequestError, UpstreamError
 from shared.event_schemas import EVENTS
-from shared.outbox import Event, Notice, OutboxPublisher, SeatSyncTask, outbox_puts
+from shared.outbox import TASK_GIVE_UP_AFTER, Event, Notice, OutboxPublisher, SeatSyncTask, TaskDeferred, outbox_puts
 
 NOW = datetime(2028, 2, 29, 23, 59, 30, tzinfo=UTC)
 PAUSED = {"org_id": "o1", "balance_minor": -1, "currency": "USD", "status": "paused", "previous_status": "low"}
@@ -94,11 +94,13 @@ def test_a_seat_sync_task_is_named_by_the_seat_revision_it_follows() -> None:
 
 
 class _Seats:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, refuse: bool = False) -> None:
         self.synced: list[tuple[str, int | None]] = []
-        self.fail = fail
+        self.fail, self.refuse = fail, refuse
 
     def seats_changed(self, org_id: str, *, revision: int | None = None) -> None:
+        if self.refuse:
+            raise InvalidRequestError("No such subscription", code="stripe_resource_missing")
         if self.fail:
             raise UpstreamError("Stripe could not be reached or failed. Retry: it is safe.")
         self.synced.append((org_id, revision))
@@ -109,12 +111,15 @@ class _Table:
 
     def __init__(self) -> None:
         self.marked: list[object] = []
+        self.updates: list[dict[str, object]] = []
         self.meta = SimpleNamespace(
             client=SimpleNamespace(exceptions=SimpleNamespace(ConditionalCheckFailedException=KeyError))
         )
 
     def update_item(self, **params: object) -> None:
-        self.marked.append(params["Key"])
+        self.updates.append(params)
+        if "sent_at" in str(params["UpdateExpression"]):
+            self.marked.append(params["Key"])
 
 
 def test_the_publisher_performs_a_seat_task_and_makes_the_seat_sync_only_for_one() -> None:
@@ -131,11 +136,27 @@ def test_the_publisher_performs_a_seat_task_and_makes_the_seat_sync_only_for_one
     assert seats.synced == [("o1", 6)] and len(table.marked) == 2
 
 
-def test_a_seat_task_stripe_fails_raises_and_stays_unsent() -> None:
+def test_a_seat_task_stripe_fails_is_listed_for_a_retry_never_marked_sent() -> None:
     recorder, table = _Recorder(), _Table()
     publisher = OutboxPublisher(recorder, recorder, table, seats=lambda: _Seats(fail=True))
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TaskDeferred) as deferred:
         publisher.deliver(_items("seats:6", SeatSyncTask(6))[0])
-    assert table.marked == []  # retried from the stream (or by the sweeper), never marked sent
-    with pytest.raises(RuntimeError):  # a publisher without the seat sync never drops a task
+    assert not deferred.value.ended and isinstance(deferred.value.__cause__, UpstreamError)
+    assert table.marked == []  # never marked sent
+    [retry] = table.updates
+    values = retry["ExpressionAttributeValues"]
+    assert isinstance(values, dict) and (values[":pk"], values[":n"]) == ("OUTBOX#RETRY", 1)
+    with pytest.raises(TaskDeferred):  # a publisher without the seat sync never drops a task
         OutboxPublisher(recorder, recorder, table).deliver(_items("seats:6", SeatSyncTask(6))[0])
+
+
+def test_a_seat_task_stripe_refuses_or_that_failed_all_day_ends_failed() -> None:
+    table = _Table()
+    refused = OutboxPublisher(_Recorder(), _Recorder(), table, seats=lambda: _Seats(fail=True, refuse=True))
+    with pytest.raises(TaskDeferred) as deferred:
+        refused.deliver(_items("seats:6", SeatSyncTask(6))[0])
+    assert deferred.value.ended and "failed_at" in str(table.updates[-1]["UpdateExpression"])
+    tired = OutboxPublisher(_Recorder(), _Recorder(), table, seats=lambda: _Seats(fail=True))
+    with pytest.raises(TaskDeferred) as deferred:
+        tired.deliver({**_items("seats:6", SeatSyncTask(6))[0], "attempts": TASK_GIVE_UP_AFTER - 1})
+    assert deferred.value.ended
