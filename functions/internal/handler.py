@@ -9,7 +9,7 @@ auto-top-up, with its own concurrency, so a Stripe outage cannot starve credit r
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.http import new_resolver, service_of
 from shared.credits.service import ReservationResult
@@ -33,6 +33,20 @@ app = new_resolver()
 RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$")]
 RunIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$")]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; usage from further ahead is a caller's bug
+
+
+def _happened(at: datetime) -> datetime:
+    """An instant with its offset (a naive time is ambiguous), in UTC, not ahead of now, after 2000."""
+    if at > datetime.now(UTC) + FUTURE_SKEW:
+        raise ValueError("must not be in the future")
+    if at.year < 2000:
+        raise ValueError("must be after 2000")
+    return at.astimezone(UTC)
+
+
+# When usage happened: ISO 8601 with an offset (Z or +hh:mm), not in the future.
+Instant = Annotated[AwareDatetime, AfterValidator(_happened)]
 
 
 @cache
@@ -56,7 +70,7 @@ class ReserveRequest(_Request):
 class SettleRequest(_Request):
     org_id: Id
     quantity: int | None = Field(default=None, ge=0, le=1000, description="Actual quantity; default as reserved")
-    occurred_at: datetime | None = Field(default=None, description="When the generation finished; default now")
+    occurred_at: Instant | None = Field(default=None, description="When the generation finished; default now")
 
 
 class ReleaseRequest(_Request):
@@ -96,7 +110,7 @@ class ReservationOut(BaseModel):
 
 class SdkEventIn(_Request):
     org_id: Id
-    occurred_at: datetime
+    occurred_at: Instant
     count: int = Field(default=1, ge=1, le=1_000_000)
 
 
@@ -116,7 +130,7 @@ class IngestOut(BaseModel):
 
 class StorageSnapshot(_Request):
     org_id: Id
-    taken_at: datetime
+    taken_at: Instant
     total_bytes: int = Field(ge=0)
 
 

@@ -37,7 +37,11 @@ def _add_months(anchor: datetime, months: int) -> datetime:
 
 
 def period_containing(org: Org, at: datetime) -> Period:
-    """The org's billing period that contains `at`."""
+    """The org's billing period that contains `at` (an instant with its offset: months are counted in UTC,
+    as Stripe's periods are)."""
+    if at.tzinfo is None:
+        raise ValueError("period_containing needs an aware datetime: a naive one is ambiguous")
+    at = at.astimezone(UTC)
     anchor = org.subscription.billing_anchor if org.subscription else org.created_at
     anchor = anchor.astimezone(UTC).replace(microsecond=0)  # periods start on whole seconds, as Stripe's do
     # Months between anchor and `at`, then correct by one either way for day/time within the month.

@@ -239,3 +239,32 @@ def test_sdk_events_of_unknown_orgs_are_reported_and_not_counted(api: ApiClient,
     reply = api.call("POST", "/v1/internal/usage/sdk-events", token=ENGINE, json=body)
     assert reply.status == 200
     assert (reply.body["unknown_orgs"], reply.body["events"], reply.body["groups"]) == (["org_doesnotexist"], 12, 1)
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["2026-12-06T16:00:00", "2999-01-01T00:00:00Z", "1970-01-01T00:00:00Z"],
+    ids=["naive", "far future", "before 2000"],
+)
+@pytest.mark.parametrize("route", ["settle", "sdk-events", "storage-snapshots"])
+def test_a_usage_instant_without_offset_or_ahead_of_now_is_422(
+    api: ApiClient, world: World, table: Any, when: str, route: str
+) -> None:
+    path, body = {
+        "settle": (
+            f"/v1/internal/credits/reservations/{world.run_id}/settle",
+            {"org_id": world.org_id, "occurred_at": when},
+        ),
+        "sdk-events": (
+            "/v1/internal/usage/sdk-events",
+            {"batch_id": f"b-{new_user()}", "events": [{"org_id": world.org_id, "occurred_at": when, "count": 1}]},
+        ),
+        "storage-snapshots": (
+            "/v1/internal/usage/storage-snapshots",
+            {"org_id": world.org_id, "taken_at": when, "total_bytes": 1},
+        ),
+    }[route]
+    before = org_items(table, world.org_id)
+    reply = api.call("POST", path, token=ENGINE, json=body)
+    assert (reply.status, reply.code) == (422, "validation_error"), reply.body
+    assert org_items(table, world.org_id) == before

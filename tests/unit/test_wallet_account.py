@@ -115,3 +115,47 @@ def test_the_period_key_is_the_utc_start_to_the_second(start: datetime) -> None:
     assert period_key(start.astimezone(timezone(timedelta(hours=-5)))) == key
     # keys sort as their periods do
     assert period_key(start) < period_key(start + timedelta(seconds=1))
+
+
+def test_the_period_of_an_instant_written_with_an_offset_is_its_utc_period() -> None:
+    from shared.credits.periods import period_containing
+    from tests.unit.test_seat_sync import _org
+
+    org = _org(0)
+    assert org.subscription is not None
+    anchor = datetime(2026, 1, 31, 23, 0, tzinfo=UTC)
+    org = org.model_copy(update={"subscription": org.subscription.model_copy(update={"billing_anchor": anchor})})
+    # 2026-05-01 00:30 at +02:00 is 30 April 22:30 UTC; the period anchored on the 31st at 23:00 UTC
+    # that follows March's starts 30 April 23:00 (clamped): 22:30 UTC is still in the one before it
+    at = datetime(2026, 5, 1, 0, 30, tzinfo=timezone(timedelta(hours=2)))
+    period = period_containing(org, at)
+    assert period.start <= at < period.end
+    assert (period.start, period.end) == (
+        datetime(2026, 3, 31, 23, 0, tzinfo=UTC),
+        datetime(2026, 4, 30, 23, 0, tzinfo=UTC),
+    )
+    assert period_containing(org, at.astimezone(UTC)) == period
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_an_instant_is_in_the_same_period_whatever_its_offset(at: datetime, minutes: int) -> None:
+    from shared.credits.periods import period_containing
+    from tests.unit.test_seat_sync import _org
+
+    org = _org(0)
+    shown = at.astimezone(timezone(timedelta(minutes=minutes)))
+    period = period_containing(org, shown)
+    assert period.start <= at < period.end and period == period_containing(org, at)
+
+
+def test_a_naive_instant_has_no_period() -> None:
+    import pytest
+
+    from shared.credits.periods import period_containing
+    from tests.unit.test_seat_sync import _org
+
+    with pytest.raises(ValueError, match="aware"):
+        period_containing(_org(0), datetime(2026, 5, 1, 0, 30))
