@@ -46,6 +46,8 @@ class TaskDeferred(Exception):
     def __init__(self, message: str, *, ended: bool):
         super().__init__(message)
         self.ended = ended
+
+
 KEEP_FOR = timedelta(days=14)  # delivered long before; kept to answer "was it sent?"
 
 

@@ -107,6 +107,15 @@ class EntryLine:
     position: int
 
 
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's TransactWriteItems limit (the local stack's engine enforces it too)
+
+
+class ChangeTooLarge(InvalidRequestError):
+    """A change with more items than one transaction takes: nothing was written (split it)."""
+
+    code = "change_too_large"
+
+
 class LedgerConflict(Exception):
     """Another change committed first: read the account again and retry."""
 
@@ -203,6 +212,8 @@ class Ledger:
         named += [(n.name, n.item) for n in change.items]
         cause = f"{self.book.name}:{change.org_id}:v{change.head.version + 1}"
         named += [("outbox", i) for i in outbox_puts(self._name, change.org_id, cause, change.messages, now)]
+        if len(named) > MAX_TRANSACTION_ITEMS:
+            raise ChangeTooLarge(f"A change of {len(named)} items is more than one transaction takes.")
         try:
             with dynamo_errors():
                 self._client.transact_write_items(TransactItems=[item for _, item in named])

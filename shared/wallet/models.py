@@ -71,6 +71,12 @@ class TopUp:
     credited_at: str | None = None
     payment_method: str | None = None  # the card an auto-top-up claim charges
     attempts: int | None = None
+    disputed_minor: int = 0  # taken back by a dispute: never refunded as well
+
+    @property
+    def refundable_minor(self) -> int:
+        """What may still go back to this payment's card: neither refunded nor disputed."""
+        return max(0, self.amount_minor - self.refunded_minor - self.disputed_minor)
 
 
 @dataclass(frozen=True)

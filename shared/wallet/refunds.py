@@ -6,6 +6,7 @@ from __future__ import annotations
 from shared.auth import Caller
 from shared.errors import ForbiddenError, InvalidRequestError
 from shared.ledger import Cause
+from shared.observability import logger
 from shared.orgs.models import READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -17,6 +18,7 @@ from shared.wallet.poster import WalletPoster, agency
 from shared.wallet.repository import WalletRepository
 
 _REFUNDABLE_METHODS = ("card", "auto_card", "ach")
+MAX_REFUND_PAYMENTS = 90  # allocations per refund: each is an item of its one transaction (limit 100)
 OUR_REFUND = "wallet_refund"  # metadata.reason of the refunds our support refund makes (in the ledger already)
 _TAKEN = ("pending", "requires_action", "succeeded")  # the money is on its way back to the customer
 _GIVEN_BACK = ("failed", "canceled")  # it came back to us
@@ -26,7 +28,7 @@ def allocate(amount_minor: int, topups: list[TopUp]) -> list[Allocation]:
     """Which card payments a refund goes back to: newest first, each at most what is left of it."""
     allocations, left = [], amount_minor
     for t in topups:
-        take = min(left, t.amount_minor - t.refunded_minor)
+        take = min(left, t.refundable_minor)
         if take > 0:
             allocations.append(Allocation(t.topup_id, t.charge_id or "", take))
             left -= take
@@ -64,28 +66,65 @@ class WalletRefunds:
             self._poster.post(org, lambda stored: self._refund_change(org, stored, amount_minor, reason, cause, caller))
         recorded = self._repo.cause(org_id, cause) or {}
         allocations = [Allocation(**a) for a in recorded.get("allocations", [])]
-        for a in allocations:  # after our ledger says so; keyed, so a retry never refunds twice
+        sent = [a for a in allocations if self._send(org, a, cause)]
+        return RefundResult(sum(a.amount_minor for a in sent), sent)
+
+    def _send(self, org: Org, allocation: Allocation, cause: str) -> bool:
+        """The Stripe refund of one allocation, after our ledger says so; keyed, so a retry never refunds
+        twice. One Stripe refuses (the charge was disputed meanwhile, or is too old) is given back to the
+        wallet, once: the ledger never says money left that did not."""
+        try:
             self._gateway.refund(
-                charge_id=a.charge_id,
-                amount_minor=a.amount_minor,
-                metadata={"org_id": org_id, "reason": OUR_REFUND},
-                key=f"{cause}:{a.charge_id}",
+                charge_id=allocation.charge_id,
+                amount_minor=allocation.amount_minor,
+                metadata={"org_id": org.org_id, "reason": OUR_REFUND},
+                key=f"{cause}:{allocation.charge_id}",
             )
-        return RefundResult(sum(a.amount_minor for a in allocations), allocations)
+        except InvalidRequestError:
+            logger.exception("Stripe refused a wallet refund", extra={"charge_id": allocation.charge_id})
+            self._give_back(org, allocation, f"{cause}:refused:{allocation.charge_id}")
+            return False
+        return True
+
+    def _give_back(self, org: Org, allocation: Allocation, cause: str) -> None:
+        def build(stored: StoredWallet) -> WalletChange:
+            topup = self._repo.topup(org.org_id, allocation.topup_id)
+            refunded = max(0, (topup.refunded_minor if topup else 0) - allocation.amount_minor)
+            after, movements, _ = stored.account.move((EntryKind.REFUND, allocation.amount_minor))
+            return WalletChange(
+                after,
+                movements,
+                entry={"ref": f"charge:{allocation.charge_id}", "actor": "stripe", "idempotency_key": cause},
+                line_refs=[f"charge:{allocation.charge_id}"],
+                cause=Cause(cause),
+                records=[TopUpSet(allocation.topup_id, {"refunded_minor": refunded})],
+            )
+
+        self._poster.post(org, build)
 
     def _refund_change(
         self, org: Org, stored: StoredWallet, amount_minor: int, reason: str, cause: str, caller: Caller
     ) -> WalletChange:
         topups = self._refundable(org.org_id)
-        refundable = sum(t.amount_minor - t.refunded_minor for t in topups)
-        most = min(refundable, stored.account.balance)
+        refundable = sum(t.refundable_minor for t in topups)
+        free = stored.account.balance - stored.account.held  # what running holds reserve stays
+        most = min(refundable, free)
         if amount_minor > most:
             raise InvalidRequestError(
                 f"At most {max(most, 0)} can be refunded "
-                f"(refundable card payments {refundable}, balance {stored.account.balance}).",
+                f"(refundable card payments {refundable}, balance {stored.account.balance} "
+                f"of which {stored.account.held} is held for running ads).",
                 code="refund_exceeds_refundable",
             )
         allocations = allocate(amount_minor, topups)
+        if len(allocations) > MAX_REFUND_PAYMENTS:  # one transaction: DynamoDB takes 100 items at most
+            at_once = sum(a.amount_minor for a in allocations[:MAX_REFUND_PAYMENTS])
+            raise InvalidRequestError(
+                f"This refund would go back to {len(allocations)} card payments; one request refunds to at "
+                f"most {MAX_REFUND_PAYMENTS} ({at_once} at most now). Refund in parts.",
+                code="refund_too_many_payments",
+                details={"max_amount_minor": at_once},
+            )
         refunded = {t.topup_id: t.refunded_minor for t in topups}
         after, movements, _ = stored.account.move(*[(EntryKind.REFUND, -a.amount_minor) for a in allocations])
         kept = [{"topup_id": a.topup_id, "charge_id": a.charge_id, "amount_minor": a.amount_minor} for a in allocations]
@@ -104,7 +143,7 @@ class WalletRefunds:
         found = [
             t
             for t in self._repo.topups(org_id)
-            if t.status == "succeeded" and t.charge_id and t.method in _REFUNDABLE_METHODS
+            if t.status == "succeeded" and t.charge_id and t.method in _REFUNDABLE_METHODS and t.refundable_minor
         ]
         return sorted(found, key=lambda t: t.credited_at or "", reverse=True)
 
@@ -122,9 +161,18 @@ class WalletRefunds:
         )
 
         def build(stored: StoredWallet) -> WalletChange:
+            topup = self._repo.topup(org.org_id, link[1])
+            disputed = {"disputed_minor": (topup.disputed_minor if topup else 0) + amount_minor}
             after, movements, _ = stored.account.move((EntryKind.REVERSAL, -amount_minor))
             meta = {"ref": f"dispute:{dispute_id}", "actor": "stripe", "idempotency_key": f"dispute:{dispute_id}"}
-            return WalletChange(after, movements, entry=meta, cause=Cause(f"dispute:{dispute_id}"), messages=[told])
+            return WalletChange(
+                after,
+                movements,
+                entry=meta,
+                cause=Cause(f"dispute:{dispute_id}"),
+                records=[TopUpSet(link[1], disputed)],
+                messages=[told],
+            )
 
         posted = self._poster.post(org, build)
         return bool(posted and not posted.replay)

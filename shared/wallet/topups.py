@@ -216,12 +216,14 @@ class TopUps:
         org = self._org_repo.require_org(org_id)
         topup = self._repo.topup(org_id, topup_id)
         method = topup.method if topup else "card"
-        posted = self._poster.post(org, lambda stored: self._credit_change(stored, credit, method))
+        # (a bank top-up reported failed first no longer counts as pending: its failure took it off)
+        on_the_way = topup is not None and topup.method in ("ach", "wire") and topup.status == "pending"
+        posted = self._poster.post(org, lambda stored: self._credit_change(stored, credit, method, on_the_way))
         return posted is not None and not posted.replay
 
-    def _credit_change(self, stored: StoredWallet, credit: Credit, method: str) -> WalletChange:
+    def _credit_change(self, stored: StoredWallet, credit: Credit, method: str, on_the_way: bool) -> WalletChange:
         account = stored.account
-        if method in ("ach", "wire"):
+        if on_the_way:
             account = replace(account, pending=max(0, account.pending - credit.amount_minor))
         after, movements, _ = account.move((EntryKind.TOPUP, credit.amount_minor))
         auto = None
