@@ -116,7 +116,7 @@ def test_overage_of_a_renewal_finalized_before_its_webhook_goes_on_the_next_invo
     )
     kit.credits.settle(org_id=org_id, workflow_run_id="r", quantity=None, occurred_at=None, actor="t")
     # And our webhook endpoint unreachable for the renewal's hour: Stripe finalizes and charges it bare
-    webhooks = stack.stripe.engine.webhook_url
+    webhooks = stack.stripe.webhook_url
     stack.stripe.set_webhook_endpoint(None)
     try:
         stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)

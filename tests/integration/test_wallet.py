@@ -378,7 +378,7 @@ def test_an_auto_top_up_cut_off_after_stripe_charged_is_recorded_not_charged_aga
     # Given the charge's reply trickles in past the request's deadline, and Stripe's webhook is not delivered
     org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
     customer = kit.org_repo.require_org(org_id).stripe_customer_id
-    webhooks = stack.stripe.engine.webhook_url
+    webhooks = stack.stripe.webhook_url
     stack.stripe.set_webhook_endpoint(None)
     try:
         kit.gateway.default_card(customer or "")  # warm: the first call of the bill is not the slow one

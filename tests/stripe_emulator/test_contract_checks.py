@@ -72,8 +72,8 @@ def test_a_response_outside_the_version_is_a_500_naming_the_problem(
     client: stripe.StripeClient, emulator: StripeEmulator, on_purpose: None
 ) -> None:
     product = client.v1.products.create(params={"name": "Drifted"})
-    with emulator.engine.lock:
-        emulator.engine.objects[product.id]["colour"] = "red"  # no such field
+    with emulator.store.lock:
+        emulator.store.objects[product.id]["colour"] = "red"  # no such field
     with pytest.raises(stripe.APIError) as failed:
         client.v1.products.retrieve(product.id)
     assert failed.value.http_status == 500
@@ -86,8 +86,8 @@ def test_an_event_outside_the_version_fails_its_request_and_is_recorded(
     client: stripe.StripeClient, emulator: StripeEmulator, on_purpose: None
 ) -> None:
     customer = client.v1.customers.create(params={"name": "Drifted"})
-    with emulator.engine.lock:
-        emulator.engine.objects[customer.id]["balance"] = "ten"  # an integer
+    with emulator.store.lock:
+        emulator.store.objects[customer.id]["balance"] = "ten"  # an integer
     with pytest.raises(stripe.APIError) as failed:
         client.v1.customers.update(customer.id, params={"name": "Renamed"})
     assert failed.value.http_status == 500

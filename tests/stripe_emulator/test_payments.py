@@ -1,4 +1,4 @@
-"""Payment intents (off-session), refunds, customer balance transactions, meter events, disputes."""
+"""Payment intents (off-session), refunds, customer balance transactions, disputes."""
 
 from __future__ import annotations
 
@@ -129,42 +129,6 @@ def test_customer_balance_transactions(client: stripe.StripeClient) -> None:
     listed = client.v1.customers.balance_transactions.list(customer.id)
     assert [t.id for t in listed.data] == [debit.id, credit.id]
     assert client.v1.customers.balance_transactions.retrieve(customer.id, credit.id).description == "Goodwill"
-
-
-def test_meter_event_identifier_is_deduplicated(client: stripe.StripeClient) -> None:
-    meter = client.v1.billing.meters.create(
-        params={
-            "display_name": "Generations",
-            "event_name": "generations_dedupe",
-            "default_aggregation": {"formula": "sum"},
-        }
-    )
-    assert meter.id.startswith("mtr_")
-    customer = client.v1.customers.create()
-    payload = {"stripe_customer_id": customer.id, "value": "3"}
-    event = client.v1.billing.meter_events.create(
-        params={
-            "event_name": "generations_dedupe",
-            "payload": payload,
-            "identifier": "gen-1",
-            "timestamp": 1_700_000_000,
-        }
-    )
-    assert (event.identifier, event.payload.to_dict()) == ("gen-1", payload)
-    with pytest.raises(stripe.InvalidRequestError) as dup:
-        client.v1.billing.meter_events.create(
-            params={
-                "event_name": "generations_dedupe",
-                "payload": payload,
-                "identifier": "gen-1",
-                "timestamp": 1_700_000_000,
-            }
-        )
-    assert dup.value.param == "identifier"
-    summary = client.v1.billing.meters.event_summaries.list(
-        meter.id, params={"customer": customer.id, "start_time": 1_699_999_000, "end_time": 1_700_001_000}
-    )
-    assert summary.data[0].aggregated_value == 3
 
 
 def test_dispute_helper(

@@ -216,55 +216,22 @@ def test_declined_renewal_goes_past_due_then_recovers(client: stripe.StripeClien
     assert [e["data"]["object"]["id"] for e in emulator.events("invoice.paid")].count(invoice.id) == 1
 
 
-def test_metered_usage_is_billed_in_arrears(client: stripe.StripeClient) -> None:
-    clock, customer = clock_customer(client, APR_1)
-    meter = client.v1.billing.meters.create(
-        params={
-            "display_name": "API calls",
-            "event_name": "api_calls_arrears",
-            "default_aggregation": {"formula": "sum"},
-            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
-            "value_settings": {"event_payload_key": "value"},
-        }
-    )
-    base = monthly_price(client, "Base", 2000)
-    product = client.v1.products.create(params={"name": "API calls"})
-    # Half a cent per call.
-    usage_price = client.v1.prices.create(
-        params={
-            "product": product.id,
-            "currency": "usd",
-            "unit_amount_decimal": "0.5",
-            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-        }
-    )
-    sub = client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"price": base.id, "quantity": 1}, {"price": usage_price.id}]}
-    )
-    first = client.v1.invoices.retrieve(sub.latest_invoice)
-    assert first.total == 2000  # usage is never billed in advance
-    for value, at in ((1001, ts(2025, 4, 5)), (4, ts(2025, 4, 20)), (999, ts(2025, 5, 2))):
-        client.v1.billing.meter_events.create(
+def test_metered_prices_are_refused(client: stripe.StripeClient) -> None:
+    """Production never bills through billing meters (usage becomes invoice items): not emulated, said so."""
+    product = client.v1.products.create(params={"name": "Usage"})
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.prices.create(
             params={
-                "event_name": "api_calls_arrears",
-                "payload": {"stripe_customer_id": customer.id, "value": str(value)},
-                "timestamp": at,
+                "product": product.id,
+                "currency": "usd",
+                "unit_amount": 1,
+                "recurring": {"interval": "month", "usage_type": "metered", "meter": "mtr_test_x"},
             }
         )
-    summary = client.v1.billing.meters.event_summaries.list(
-        meter.id, params={"customer": customer.id, "start_time": APR_1, "end_time": MAY_1}
-    )
-    assert summary.data[0].aggregated_value == 1005
-
-    advance_clock(client, clock.id, MAY_1 + 3600)
-    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
-    # April usage 1001 + 4 = 1005 calls x $0.005 = 502.5 cents -> half-even 502; May base 2000 in advance.
-    usage_line = next(line for line in renewal.lines.data if line.pricing.price_details.price == usage_price.id)
-    assert (usage_line.quantity, usage_line.amount) == (1005, 502)
-    assert (usage_line.period.start, usage_line.period.end) == (APR_1, MAY_1)
-    assert usage_line.description == "1005 × API calls (at $0.005 / month)"
-    assert renewal.total == 2502
-    assert renewal.status == "paid"
+    assert (refused.value.http_status, refused.value.param) == (400, "recurring[usage_type]")
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        client.v1.billing.meters.list()
+    assert gone.value.http_status == 404
 
 
 def test_clock_advance_over_several_periods_and_cancel_at_period_end(

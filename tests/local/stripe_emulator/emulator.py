@@ -8,7 +8,6 @@ from typing import Any
 
 from .contract import ContractGuard
 from .engine import Engine
-from .routes import build_routes
 from .server import EmulatorHTTPServer
 from .webhooks import Delivery, WebhookSender
 
@@ -35,18 +34,22 @@ class StripeEmulator:
         self.webhook_secret = webhook_secret
         self.base_url = ""
         self._sender = WebhookSender(webhook_secret, base_delay=retry_base_delay, max_attempts=max_delivery_attempts)
-        self.engine = Engine(webhooks=self._sender, api_version=api_version, base_url=lambda: self.base_url)
-        self.engine.webhook_url = webhook_url
         # Every /v1 request is checked against the pinned version; strict: every returned or sent object too.
-        self.engine.contract = ContractGuard(strict=strict_contract)
+        contract = ContractGuard(strict=strict_contract)
+        self.engine = Engine(
+            webhooks=self._sender, api_version=api_version, base_url=lambda: self.base_url, contract=contract
+        )
+        # The state every resource shares (objects, lock, events): tests may look inside, under its lock.
+        self.store = self.engine.store
+        self.store.webhook_url = webhook_url
         # Longest a clock advance lets webhook handlers run before finalizing a renewal draft (README).
-        self.engine.draft_webhook_timeout = draft_webhook_wait
+        self.engine.clocks.draft_webhook_timeout = draft_webhook_wait
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve in a daemon thread; returns the base URL ("http://127.0.0.1:NNNN")."""
-        server = EmulatorHTTPServer((host, port), self.engine, build_routes(self.engine), self.api_key)
+        server = EmulatorHTTPServer((host, port), self.store, self.engine.routes(), self.api_key)
         self._server = server
         self.base_url = f"http://{host}:{server.server_address[1]}"
         self._thread = threading.Thread(
@@ -86,7 +89,7 @@ class StripeEmulator:
     def clear_faults(self) -> None:
         """Injected faults not taken yet are dropped."""
         assert self._server is not None, "start() first"
-        with self.engine.lock:
+        with self.store.lock:
             self._server.faults.clear()
             self._server.targeted_faults.clear()
 
@@ -96,10 +99,15 @@ class StripeEmulator:
         assert self._server is not None, "start() first"
         self._server.trickles.extend([seconds_per_byte] * count)
 
+    @property
+    def webhook_url(self) -> str | None:
+        """Where events are POSTed now (see set_webhook_endpoint)."""
+        return self.store.webhook_url
+
     def set_webhook_endpoint(self, url: str | None) -> None:
         """Where events created from now on are POSTed, signed with the webhook secret (None: not delivered)."""
-        with self.engine.lock:
-            self.engine.webhook_url = url
+        with self.store.lock:
+            self.store.webhook_url = url
 
     def wait_for_deliveries(self, timeout: float = 10) -> None:
         """Block until every queued event was delivered (2xx) or gave up; TimeoutError otherwise."""
@@ -107,15 +115,15 @@ class StripeEmulator:
 
     def events(self, type: str | None = None) -> list[dict[str, Any]]:
         """Every event created so far, oldest first (optionally of one type)."""
-        with self.engine.lock:
-            events = [self.engine.objects[i] for i in self.engine.event_ids]
+        with self.store.lock:
+            events = [self.store.objects[i] for i in self.store.event_ids]
             return [copy.deepcopy(e) for e in events if type is None or e["type"] == type]
 
     @property
     def contract(self) -> ContractGuard:
         """What was checked against the API version's contract: `.requests` (each with its problems) and
         `.violations` (objects returned or sent outside the contract, strict mode)."""
-        return self.engine.contract
+        return self.store.contract
 
     @property
     def deliveries(self) -> list[Delivery]:
@@ -123,10 +131,10 @@ class StripeEmulator:
 
     def advance_clock(self, test_clock_id: str, frozen_time: int) -> dict[str, Any]:
         """Same as POST /v1/test_helpers/test_clocks/{id}/advance."""
-        with self.engine.lock:
-            clock = self.engine.get("test_helpers.test_clock", test_clock_id)
-            self.engine.advance_clock(clock, frozen_time)
-            return self.engine.render(clock)
+        with self.store.lock:
+            clock = self.store.get("test_helpers.test_clock", test_clock_id)
+            self.engine.clocks.advance_clock(clock, frozen_time)
+            return self.store.render(clock)
 
     def __enter__(self) -> StripeEmulator:
         if self._server is None:

@@ -54,9 +54,5 @@ def param_unknown(param: str) -> ApiError:
     )
 
 
-def param_invalid(param: str, message: str, code: str = "parameter_invalid_empty") -> ApiError:
-    return ApiError(400, message, code=code, param=param)
-
-
 def invalid(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, code=code, param=param)

@@ -13,12 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .core import RequestContext
-from .engine import Engine
 from .errors import ApiError
 from .forms import parse_form
 from .params import get_list, validate
 from .routes import Route
+from .store import RequestContext, Store
 
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -35,9 +34,9 @@ class StoredResponse:
 class EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], engine: Engine, routes: list[Route], api_key: str) -> None:
+    def __init__(self, address: tuple[str, int], store: Store, routes: list[Route], api_key: str) -> None:
         super().__init__(address, RequestHandler)
-        self.engine = engine
+        self.store = store
         self.routes = routes
         self.api_key = api_key
         self.idempotency: dict[tuple[str, str], StoredResponse] = {}
@@ -94,8 +93,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key") if method == "POST" else None
         params = parse_form(body if method == "POST" else url.query)
         fingerprint = json.dumps([method, url.path, params], sort_keys=True)
-        engine = self.server.engine
-        with engine.lock:
+        store = self.server.store
+        with store.lock:
             fault = self.server.faults.pop(0) if self.server.faults and url.path.startswith("/v1/") else None
             fault = fault or self._targeted_fault(method, url.path)
             self._trickle = self.server.trickles.pop(0) if self.server.trickles and url.path.startswith("/v1/") else 0.0
@@ -106,11 +105,11 @@ class RequestHandler(BaseHTTPRequestHandler):
                 replay = self._replay(api_key, key, fingerprint, request_id, lost=fault)
                 if replay:
                     return
-            engine.request = RequestContext(request_id, key)
+            store.request = RequestContext(request_id, key)
             try:
                 status, payload, executed = self._dispatch(method, url.path, params)
             finally:
-                engine.request = None
+                store.request = None
             encoded = json.dumps(payload, indent=2).encode()
             if key is not None and executed:
                 # Like Stripe: only requests that started executing are saved (not validation failures).
@@ -173,8 +172,8 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict[str, Any], bool]:
         """Returns (status, body, executed) where executed says the handler ran (for idempotency)."""
-        engine = self.server.engine
-        refused = engine.contract.refuse(method, path, params) if path.startswith("/v1/") else None
+        store = self.server.store
+        refused = store.contract.refuse(method, path, params) if path.startswith("/v1/") else None
         if refused is not None:
             return refused.status, refused.body(), False
         matched_path = False
@@ -193,10 +192,10 @@ class RequestHandler(BaseHTTPRequestHandler):
             try:
                 result = route.handler(params, *match.groups())
                 # Lists are rendered by paginate(); deletions are plain stubs; anything else is a stored object.
-                rendered = result if result.get("object") == "list" or result.get("deleted") else engine.render(result)
+                rendered = result if result.get("object") == "list" or result.get("deleted") else store.render(result)
                 expand = [str(p) for p in get_list(params, "expand")]
-                body = engine.expand(rendered, expand)
-                violation = engine.contract.response_error(method, path, body)
+                body = store.expand(rendered, expand)
+                violation = store.contract.response_error(method, path, body)
                 if violation is not None:
                     return violation.status, violation.body(), False
                 return 200, body, True
@@ -229,7 +228,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Request-Id", request_id)
-        self.send_header("Stripe-Version", self.headers.get("Stripe-Version") or self.server.engine.api_version)
+        self.send_header("Stripe-Version", self.headers.get("Stripe-Version") or self.server.store.api_version)
         if idempotency_key:
             self.send_header("Idempotency-Key", idempotency_key)
         for name, value in (extra or {}).items():

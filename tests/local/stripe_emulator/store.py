@@ -1,7 +1,9 @@
-"""Emulator state: object store, "now" (test clocks), events, rendering, `expand[]` and list pagination.
+"""The state every resource shares: objects by id, "now" (test clocks), events, rendering, `expand[]` and list
+pagination.
 
-Business logic lives in subclasses (payments.py -> delayed.py -> billing.py -> engine.py); one re-entrant lock
-around every API call keeps it simple and correct (the emulator is for tests, not throughput).
+Each Stripe resource is a class in `resources/` holding a reference to the one `Store` (and to the resources it
+works with); one re-entrant lock around every API call keeps it simple and correct (the emulator is for tests,
+not throughput).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ _NAMES = {
     "refund": "refund",
     "checkout.session": "checkout.session",
     "test_helpers.test_clock": "test_clock",
-    "billing.meter": "billing.meter",
     "event": "event",
     "setup_intent": "setupintent",
     "dispute": "dispute",
@@ -54,8 +55,6 @@ _INTERNAL: dict[str, tuple[str, ...]] = {
     "subscription": ("current_period_start", "current_period_end"),
     "invoice": ("subscription",),
 }
-# Optional fields the version leaves out instead of sending null (a metered item has no quantity).
-_ABSENT_WHEN_NULL: dict[str, tuple[str, ...]] = {"subscription_item": ("quantity",)}
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,10 @@ class RequestContext:
     idempotency_key: str | None
 
 
-class Core:
-    def __init__(self, *, webhooks: WebhookSender, api_version: str, base_url: Callable[[], str]) -> None:
+class Store:
+    def __init__(
+        self, *, webhooks: WebhookSender, api_version: str, base_url: Callable[[], str], contract: ContractGuard
+    ) -> None:
         self.lock = threading.RLock()
         self.webhooks = webhooks
         self.api_version = api_version
@@ -77,8 +78,10 @@ class Core:
         self.request: RequestContext | None = None
         # A computed field that appears only when asked for with expand[] (Stripe calls them "includable").
         self.includable: dict[tuple[str, str], Callable[[Obj], Any]] = {}
+        # What an object type adds to its rendered copy (computed sub-lists, hidden fields), per object type.
+        self.renderers: dict[str, Callable[[Obj], None]] = {}
         # Requests checked against the pinned API version; objects too when strict (contract.py).
-        self.contract = ContractGuard()
+        self.contract = contract
 
     @property
     def base_url(self) -> str:
@@ -176,14 +179,11 @@ class Core:
         """The object as the API returns it (a deep copy, with computed sub-lists filled in)."""
         out = copy.deepcopy(obj)
         kind = obj["object"]
-        hook = getattr(self, f"_render_{kind.replace('.', '_')}", None)
+        hook = self.renderers.get(kind)
         if hook is not None:
             hook(out)
         for name in _INTERNAL.get(kind, ()):
             out.pop(name, None)
-        for name in _ABSENT_WHEN_NULL.get(kind, ()):
-            if name in out and out[name] is None:
-                del out[name]
         return out
 
     def list_object(self, data: list[Obj], url: str, *, has_more: bool = False) -> Obj:
