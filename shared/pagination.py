@@ -30,8 +30,11 @@ def encode_cursor(last_key: dict[str, Any] | None, partition_attr: str) -> str |
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, partition_attr: str, partition_value: str) -> dict[str, Any] | None:
-    """The ExclusiveStartKey for `cursor`, scoped to `partition_value`. Raises InvalidRequestError."""
+def decode_cursor(
+    cursor: str | None, partition_attr: str, partition_value: str, *, fields: frozenset[str] = frozenset({"SK"})
+) -> dict[str, Any] | None:
+    """The ExclusiveStartKey for `cursor`, scoped to `partition_value`: exactly the key `fields` this list
+    returns (anything else never reaches DynamoDB). Raises InvalidRequestError."""
     if cursor is None:
         return None
     try:
@@ -39,6 +42,6 @@ def decode_cursor(cursor: str | None, partition_attr: str, partition_value: str)
         key = json.loads(raw)
     except (binascii.Error, ValueError):
         key = None
-    if not isinstance(key, dict) or not key or not all(isinstance(v, str) for v in key.values()):
+    if not isinstance(key, dict) or set(key) != fields or not all(isinstance(v, str) and v for v in key.values()):
         raise InvalidRequestError("The cursor is not one this API returned.", code="invalid_cursor")
     return {**key, partition_attr: partition_value}

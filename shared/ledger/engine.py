@@ -107,6 +107,7 @@ class EntryLine:
     position: int
 
 
+FILTERED_PAGE = 200  # entries read per query when a filter is applied (a 1 MB page is the other bound)
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's TransactWriteItems limit (the local stack's engine enforces it too)
 
 
@@ -174,8 +175,8 @@ class Ledger:
             where = Attr("kinds").contains(kind) if where is None else where & Attr("kinds").contains(kind)
         query: dict[str, Any] = {"KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & span}
         query |= {"ScanIndexForward": False, "Limit": limit + 1, "ConsistentRead": True}
-        if where is not None:
-            query["FilterExpression"] = where
+        if where is not None:  # a filter may match few entries: read pages of FILTERED_PAGE, not of limit + 1
+            query |= {"FilterExpression": where, "Limit": max(limit + 1, FILTERED_PAGE)}
         out: list[EntryLine] = []
         while True:
             with dynamo_errors():
@@ -193,11 +194,11 @@ class Ledger:
             query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def _start(self, org_id: str, cursor: str | None) -> tuple[str | None, int]:
-        start = decode_cursor(cursor, "PK", keys.org_pk(org_id))
+        start = decode_cursor(cursor, "PK", keys.org_pk(org_id), fields=frozenset({"SK", "seen"}))
         if start is None:
             return None, 0
-        sk, seen = start.get("SK", ""), start.get("seen", "")
-        if set(start) != {"PK", "SK", "seen"} or not sk.startswith(self.book.entry_prefix) or not seen.isdigit():
+        sk, seen = start["SK"], start["seen"]
+        if not sk.startswith(self.book.entry_prefix) or not (seen.isascii() and seen.isdigit() and len(seen) < 7):
             raise InvalidRequestError("The cursor is not one this API returned.", code="invalid_cursor")
         return sk, int(seen)
 

@@ -188,7 +188,7 @@ class OrgRepository:
 
     def list_memberships(self, user_id: str, cursor: str | None, limit: int) -> Page[Membership]:
         resp = self._query(
-            decode_cursor(cursor, "GSI1PK", f"USER#{user_id}"),
+            decode_cursor(cursor, "GSI1PK", f"USER#{user_id}", fields=frozenset({"GSI1SK", "PK", "SK"})),
             IndexName="GSI1",
             KeyConditionExpression=Key("GSI1PK").eq(f"USER#{user_id}"),
             Limit=limit,

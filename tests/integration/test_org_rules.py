@@ -251,3 +251,32 @@ def test_my_orgs_lists_every_org_the_caller_belongs_to(api: ApiClient) -> None:
     listed = api.call("GET", "/v1/orgs", as_user=owner).body["items"]
     assert {o["org_id"] for o in listed} == ids
     assert {o["role"] for o in listed} == {"owner"}
+
+
+def _crafted(key: dict[str, str]) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/v1/orgs/{org}/members", {"SK": "MEMBER#x", "extra": "y"}),
+        ("/v1/orgs/{org}/projects", {"SK": "PROJECT#x", "GSI1PK": "USER#x"}),
+        ("/v1/orgs/{org}/invoices", {"SK": "INVOICE#x", "foo": "bar"}),
+        ("/v1/orgs", {"foo": "bar"}),
+        ("/v1/orgs", {"GSI1SK": "ORG#x", "PK": "ORG#x", "SK": ""}),
+        ("/v1/orgs/{org}/credits/events", {"SK": "CLEDGER#000000000001", "seen": "\u00b2"}),
+        ("/v1/orgs/{org}/credits/events", {"SK": "CLEDGER#000000000001", "seen": "9" * 40}),
+        ("/v1/orgs/{org}/wallet/transactions", {"SK": "WALLET", "seen": "0"}),
+    ],
+)
+def test_a_crafted_cursor_is_422_on_every_list(api: ApiClient, path: str, key: dict[str, str]) -> None:
+    owner = new_user()
+    org_id = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "Cursors", "plan_id": "pro", "billing_mode": "agency"}
+    ).body["org_id"]
+    reply = api.call("GET", path.replace("{org}", org_id), as_user=owner, params={"cursor": _crafted(key)})
+    assert (reply.status, reply.code) == (422, "invalid_cursor"), reply.body

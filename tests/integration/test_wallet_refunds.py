@@ -125,3 +125,27 @@ def test_a_bank_top_up_reported_failed_then_paid_takes_nothing_else_off_pending(
     # Then the money is credited and the other top-up is still on its way
     stored = kit.repo.get(org_id)
     assert stored is not None and (stored.account.balance, stored.account.pending) == (5_000, 5_000)
+
+
+def test_a_ledger_filter_that_matches_nothing_reads_few_pages(kit: WalletKit) -> None:
+    # Given a wallet with 300 ledger entries, none of them an adjustment
+    org_id, _, owner = agency_org(kit)
+    for n in range(300):
+        kit.wallet.topup_succeeded(
+            org_id=org_id, topup_id=f"tu-{n}", payment_intent_id=f"pi-{n}", charge_id=None, amount_minor=100
+        )
+    queries: list[int] = []
+
+    def count(**_: Any) -> None:
+        queries.append(1)
+
+    client = kit.repo._table.meta.client
+    client.meta.events.register("before-send.dynamodb.Query", count)
+    try:
+        # When a member asks for one adjustment
+        page = kit.wallet.transactions(owner, org_id, {"kind": "adjustment"}, None, 1)
+    finally:
+        client.meta.events.unregister("before-send.dynamodb.Query", count)
+    # Then the answer is empty, read in pages of many entries, not two at a time
+    assert page.items == [] and page.next_cursor is None
+    assert len(queries) <= 3
