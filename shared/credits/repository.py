@@ -52,6 +52,10 @@ class CreditRepository:
         head, item = read
         return StoredAccount(CreditAccount(**{k: item[k] for k in _ACCOUNT if k in item}), head)
 
+    def cause(self, org_id: str, cause: str) -> Item | None:
+        """What the change with this cause recorded (an adjustment's credits and result), None if none."""
+        return self._ledger.cause(org_id, cause)
+
     def reservation(self, org_id: str, run_id: str) -> Reservation | None:
         with dynamo_errors():
             got = self._table.get_item(Key=keys.key(org_id, keys.reservation_sk(run_id)), ConsistentRead=True)

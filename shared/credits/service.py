@@ -330,16 +330,24 @@ class CreditService:
             raise ForbiddenError("Only Layers support can grant or claw back credits.")
         org = self._orgs.access(caller, org_id, frozenset(), support=True).org
 
+        cause = f"adjust#{idempotency_key}"
+
         def build(stored: StoredAccount) -> CreditChange:
             op = stored.account.grant if credits > 0 else stored.account.claw_back
             after, entries = op(abs(credits))
             meta = _meta(None, f"support:{reason}", caller.user_id, f"adjust:{idempotency_key}")
-            return CreditChange(
-                after, entries, entry=meta, cause=Cause(f"adjust#{idempotency_key}", {"credits": credits})
-            )
+            recorded = {"credits": credits, "available_after": after.available}
+            return CreditChange(after, entries, entry=meta, cause=Cause(cause, recorded))
 
         committed = self._commit(org, period_containing(org, self._clock.now()), build)
-        return committed.after.available if committed else self.summary_account(org).available
+        return committed.after.available if committed else self._replayed_adjustment(org_id, cause, credits)
+
+    def _replayed_adjustment(self, org_id: str, cause: str, credits: int) -> int:
+        """A retry gets the first answer; the same key with other credits is refused (409)."""
+        first = self._repo.cause(org_id, cause) or {}
+        if int(first.get("credits", credits)) != credits:
+            raise ConflictError("This Idempotency-Key was used for another adjustment.", code="idempotency_key_reused")
+        return int(first["available_after"]) if "available_after" in first else self.summary_account_of(org_id)
 
     def add_pack(self, org_id: str, *, credits: int, ref: str) -> None:
         """Purchased credits (a paid Stripe Checkout); once per `ref` (the session id)."""
@@ -353,6 +361,10 @@ class CreditService:
         self._commit(org, period_containing(org, self._clock.now()), build)
 
     # ------------------------------------------------------------------ reads and settings
+    def summary_account_of(self, org_id: str) -> int:
+        """(adjustments recorded before their result was kept: what is available now)"""
+        return self.summary_account(self._org_repo.require_org(org_id)).available
+
     def summary_account(self, org: Org) -> CreditAccount:
         stored, _ = self._current(org, self._repo.account(org.org_id), period_containing(org, self._clock.now()))
         return stored.account

@@ -313,3 +313,18 @@ def test_usage_warnings_go_out_at_80_and_100_percent(kit: CreditKit, stack: Any)
         if e["detail"].get("org_id") == org_id
     ]
     assert seen == [("Credits.UsageWarning", 80), ("Credits.UsageWarning", 100), ("Credits.OverageStarted", None)]
+
+
+def test_a_replayed_adjustment_answers_what_the_first_did_and_a_reused_key_is_refused(kit: CreditKit) -> None:
+    from shared.errors import ConflictError
+
+    org_id, project, _ = _org(kit)
+    support = Caller("agent", None, frozenset({"support"}))
+    first = kit.credits.adjust(support, org_id, credits=500, reason="goodwill", idempotency_key="adj-1")
+    # (credits move on after it)
+    kit.credits.reserve(**{**_reserve(org_id, project, "after-adj"), "actor": "t"})  # type: ignore[arg-type]
+    kit.credits.settle(org_id=org_id, workflow_run_id="after-adj", quantity=None, occurred_at=None, actor="t")
+    assert kit.credits.adjust(support, org_id, credits=500, reason="goodwill", idempotency_key="adj-1") == first
+    with pytest.raises(ConflictError) as reused:
+        kit.credits.adjust(support, org_id, credits=-500, reason="oops", idempotency_key="adj-1")
+    assert reused.value.code == "idempotency_key_reused"
