@@ -90,6 +90,20 @@ class Subscriptions:
             subscription_item=item,
         )
 
+    def _proration_item(self, sub: Obj, spec: LineSpec) -> None:
+        self.invoices.new_invoice_item(
+            sub["customer"],
+            amount=spec.amount,
+            currency=spec.currency,
+            description=spec.description,
+            period=(spec.period_start, spec.period_end),
+            quantity=spec.quantity,
+            price=spec.price,
+            subscription=sub["id"],
+            subscription_item=spec.subscription_item,
+            proration=True,
+        )
+
     def proration_specs(self, sub: Obj, plans: list[ItemPlan], at: int) -> list[LineSpec]:
         """Credit the old price and charge the new one for the rest of the period, per changed licensed item."""
         start, end = sub["current_period_start"], sub["current_period_end"]
@@ -450,18 +464,7 @@ class Subscriptions:
             # New items only get their id in apply_plans.
             if spec.plan is not None:
                 spec.subscription_item = spec.plan.item_id
-            self.invoices.new_invoice_item(
-                sub["customer"],
-                amount=spec.amount,
-                currency=spec.currency,
-                description=spec.description,
-                period=(spec.period_start, spec.period_end),
-                quantity=spec.quantity,
-                price=spec.price,
-                subscription=sub["id"],
-                subscription_item=spec.subscription_item,
-                proration=True,
-            )
+            self._proration_item(sub, spec)
         after = self.store.render(sub)
         previous = self.store.diff(before, after)
         if previous:
@@ -512,18 +515,7 @@ class Subscriptions:
         if get_bool(params, "prorate", False):
             gone = [ItemPlan(p.item_id, p.old_price, p.old_quantity, None, 0) for p in plans]
             for spec in self.proration_specs(sub, gone, now):
-                self.invoices.new_invoice_item(
-                    sub["customer"],
-                    amount=spec.amount,
-                    currency=spec.currency,
-                    description=spec.description,
-                    period=(spec.period_start, spec.period_end),
-                    quantity=spec.quantity,
-                    price=spec.price,
-                    subscription=sub["id"],
-                    subscription_item=spec.subscription_item,
-                    proration=True,
-                )
+                self._proration_item(sub, spec)
         if get_bool(params, "invoice_now", False):
             pending = self.invoices.pending_items(sub["customer"], sub_id, only_subscription=True)
             if pending:
