@@ -8,6 +8,7 @@ imported for types only at module level (at run time on first use)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         CustomerBalanceTransactionCreateParams,
         CustomerCreateParams,
         CustomerRetrieveParams,
+        InvoiceCreateParams,
         InvoiceCreatePreviewParams,
         InvoiceCreatePreviewParamsSubscriptionDetailsItem,
         InvoiceItemCreateParams,
@@ -188,6 +190,7 @@ class Dispute:
     charge_id: str | None
     amount_minor: int | None
     reason: str | None
+    status: str | None = None  # won | lost | needs_response | under_review | ...
 
 
 class BankPaymentShown(TypedDict, total=False):
@@ -274,6 +277,7 @@ def _dispute(obj: StripeJson) -> Dispute:
         charge_id=_id_of(obj.get("charge")),
         amount_minor=obj.get("amount"),
         reason=obj.get("reason"),
+        status=obj.get("status"),
     )
 
 
@@ -769,6 +773,27 @@ class StripeGateway:
             params["invoice"] = invoice_id
         item = self._call(self._client.v1.invoice_items.create, key=key, params=params)
         return str(item.id)
+
+    def invoice_pending_items(self, *, customer_id: str, key: str) -> str | None:
+        """Our pending invoice items of a customer (`billing_key` metadata) on an invoice of their own, now,
+        finalized and charged: for items whose next invoice will never come (the subscription ended).
+        Returns the invoice's id, None when there is nothing of ours pending."""
+        listed: InvoiceItemListParams = {"customer": customer_id, "pending": True, "limit": 100}
+        found = self._call(self._client.v1.invoice_items.list, params=listed)
+        ours = sorted(str(i.id) for i in found.data if (_plain(i).get("metadata") or {}).get("billing_key"))
+        if not ours:
+            return None
+        key = f"{key}:{hashlib.sha256(','.join(ours).encode()).hexdigest()[:16]}"  # one invoice per set of items
+        params: InvoiceCreateParams = {
+            "customer": customer_id,
+            "pending_invoice_items_behavior": "include",
+            "collection_method": "charge_automatically",
+            "auto_advance": True,
+        }
+        invoice = self._call(self._client.v1.invoices.create, params=params, key=key)
+        if invoice.status == "draft":
+            self._call(self._client.v1.invoices.finalize_invoice, str(invoice.id), key=f"{key}:finalize")
+        return str(invoice.id)
 
     def invoice_item_keys(self, invoice_id: str) -> set[str]:
         """The `billing_key` metadata of the invoice's items (what we already put on it)."""

@@ -20,7 +20,8 @@ from shared.orgs.service import OrgService
 from shared.stripe_gateway import Invoice, StripeGateway, Subscription
 from shared.wallet.account import kept_fee_bps
 
-_ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+_ENDED = ENDED
 _NOT_YET = (SubscriptionStatus.INCOMPLETE,)
 
 

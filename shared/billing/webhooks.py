@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from shared.billing.refunds import DowngradeRefunds
-from shared.billing.subscriptions import SeatSync, SubscriptionMirror
+from shared.billing.subscriptions import ENDED, SeatSync, SubscriptionMirror
 from shared.credits.service import CreditService
 from shared.errors import InvalidRequestError, MalformedWebhookError
 from shared.observability import logger
@@ -25,6 +25,7 @@ from shared.stripe_gateway import (
     WebhookEvent,
 )
 from shared.stripe_gateway import Invoice as StripeInvoice
+from shared.stripe_gateway import Subscription as StripeSubscription
 from shared.usage.billing import OverageBilling
 from shared.wallet.service import WalletService
 
@@ -84,6 +85,8 @@ class StripeEventHandler:
             "refund.updated": lambda e: partial(self._refund_changed, e.refund()),
             "refund.failed": lambda e: partial(self._refund_changed, e.refund()),
             "charge.dispute.created": lambda e: partial(self._dispute_created, e.dispute()),
+            "charge.dispute.closed": lambda e: partial(self._dispute_closed, e.dispute()),
+            "charge.dispute.funds_reinstated": lambda e: partial(self._dispute_closed, e.dispute()),
         }
 
     def handle(self, event: WebhookEvent) -> str:
@@ -118,11 +121,26 @@ class StripeEventHandler:
         if org_id is None:
             logger.warning("subscription for an unknown org", extra={"subscription_id": subscription_id})
             return "unknown_org"
+        if not self._is_the_orgs(org_id, sub):
+            logger.warning("a subscription that is not the org's", extra={"subscription_id": subscription_id})
+            return "not_ours"
         org = self._mirror.apply(org_id, sub, fetched)
         if org is None:
             return "stale"
         self._seats.seats_changed(org_id)
+        if sub.status in ENDED and self._overage.collect_deferred(org_id, sub.customer_id):
+            return f"subscription_{sub.status}, deferred overage invoiced"
         return f"subscription_{sub.status}"
+
+    def _is_the_orgs(self, org_id: str, sub: StripeSubscription) -> bool:
+        """Only the org's own customer's subscription is mirrored (metadata alone names no owner), and
+        while the org has another one live, that one stays the org's (a stray second Checkout's
+        subscription ending must not end the org's plan)."""
+        org = self._repo.get_org(org_id)
+        if org is None or (org.stripe_customer_id is not None and sub.customer_id != org.stripe_customer_id):
+            return False
+        mirrored = org.subscription
+        return mirrored is None or mirrored.subscription_id == sub.subscription_id or mirrored.status in ENDED
 
     def _checkout_completed(self, session: CheckoutSession) -> str:
         metadata = session.metadata
@@ -206,6 +224,8 @@ class StripeEventHandler:
                 charge_id=intent.latest_charge_id,
                 amount_minor=received,
             )
+            if intent.latest_charge_id:  # refunds Stripe reported before this credit (nothing to link then)
+                self._charge_refunds(intent.latest_charge_id)
             return "wallet_credited" if credited else "wallet_already_credited"
         if intent.status not in ("requires_payment_method", "canceled"):
             return "noted"
@@ -223,6 +243,14 @@ class StripeEventHandler:
         """Refunds of a top-up's charge made in Stripe (the dashboard) reach the wallet's ledger once."""
         moved = self._wallet.refunds_in_stripe(self._gateway.charge_refunds(charge_id))
         return f"wallet_refunds_reflected {moved}" if moved else "noted"
+
+    def _dispute_closed(self, sent: Dispute) -> str:
+        dispute = self._gateway.get_dispute(sent.dispute_id)
+        if dispute.status != "won" or not dispute.charge_id:
+            return "noted"
+        amount = int(dispute.amount_minor or 0)
+        won = self._wallet.dispute_won(charge_id=dispute.charge_id, dispute_id=dispute.dispute_id, amount_minor=amount)
+        return "wallet_reinstated" if won else "noted"
 
     def _dispute_created(self, sent: Dispute) -> str:
         dispute = self._gateway.get_dispute(sent.dispute_id)

@@ -107,6 +107,11 @@ class OverageBilling:
         added += self._bill_late_catch_up(org, plan, period, target)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 
+    def collect_deferred(self, org_id: str, customer_id: str) -> str | None:
+        """The subscription ended: overage waiting for the customer's next invoice (a missed renewal
+        window) would wait forever, so it is invoiced now, once. Returns the invoice id, if any."""
+        return self._gateway.invoice_pending_items(customer_id=customer_id, key=f"overage-final:{org_id}")
+
     def _add(self, org: Org, target: _Target, line: _Line) -> None:
         self._gateway.add_invoice_item(
             customer_id=target.customer_id,

@@ -87,9 +87,24 @@ class AutoTopUps:
             )
             return
         if intent:
-            self._repo.set_topup(org.org_id, topup.topup_id, {"payment_intent_id": intent, "attempts": attempt})
+            recorded = self._repo.set_topup(
+                org.org_id, topup.topup_id, {"payment_intent_id": intent, "attempts": attempt}
+            )
+            self._failed_meanwhile(org, recorded, intent)
             return
         self._attempt_failed(org, topup.topup_id, attempt, last=card is None)
+
+    def _failed_meanwhile(self, org: Org, recorded: TopUp | None, intent: str) -> None:
+        """An attempt Stripe failed before we recorded its intent (the reply was lost and replayed, and the
+        failure's webhook found no intent to match): counted now, from Stripe's object."""
+        if recorded is None or recorded.status != "processing":
+            return
+        try:
+            status = self._gateway.get_payment_intent(intent).status
+        except (UpstreamError, ThrottledError):
+            return  # (rare: a second outage at this very moment; the daily reconciliation is the backstop)
+        if status in ("requires_payment_method", "canceled"):
+            self.payment_failed(org, recorded, intent)
 
     def payment_failed(self, org: Org, topup: TopUp, payment_intent_id: str) -> bool:
         """Stripe says an attempt's payment failed after it was made (payment_intent.payment_failed): it

@@ -189,11 +189,12 @@ class WalletRefunds:
             return 0
         moved = 0
         for refund in charge.refunds:
-            if refund.metadata.get("reason") == OUR_REFUND or refund.currency != charge.currency:
+            if refund.currency != charge.currency:
                 continue
-            if refund.status in _TAKEN:
+            ours = refund.metadata.get("reason") == OUR_REFUND  # taken by our support refund's own entry
+            if refund.status in _TAKEN and not ours:
                 moved += self._reflect(org, link[1], refund, taken=True)
-            elif refund.status in _GIVEN_BACK and self._repo.cause(org.org_id, _refund_cause(refund, True)):
+            elif refund.status in _GIVEN_BACK and (ours or self._repo.cause(org.org_id, _refund_cause(refund, True))):
                 moved += self._reflect(org, link[1], refund, taken=False)
         return moved
 
@@ -216,6 +217,24 @@ class WalletRefunds:
 
         posted = self._poster.post(org, build)
         return int(bool(posted and not posted.replay))
+
+    def dispute_won(self, *, charge_id: str, dispute_id: str, amount_minor: int) -> bool:
+        """A dispute the org won (Stripe reinstated the funds): the reversal is given back, once."""
+        link = self._repo.charge_link(charge_id)
+        if link is None or self._repo.cause(link[0], f"dispute:{dispute_id}") is None:
+            return False  # never taken from this wallet
+        org = self._org_repo.require_org(link[0])
+
+        def build(stored: StoredWallet) -> WalletChange:
+            topup = self._repo.topup(org.org_id, link[1])
+            disputed = {"disputed_minor": max(0, (topup.disputed_minor if topup else 0) - amount_minor)}
+            after, movements, _ = stored.account.move((EntryKind.REVERSAL, amount_minor))
+            cause = f"dispute-won:{dispute_id}"
+            meta = {"ref": f"dispute:{dispute_id}", "actor": "stripe", "idempotency_key": cause}
+            return WalletChange(after, movements, entry=meta, cause=Cause(cause), records=[TopUpSet(link[1], disputed)])
+
+        posted = self._poster.post(org, build)
+        return bool(posted and not posted.replay)
 
 
 def _refund_cause(refund: Refund, taken: bool) -> str:

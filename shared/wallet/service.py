@@ -104,6 +104,7 @@ class WalletService:
         self.topup_for = self._topups.topup_for
         self.resume_stalled_auto_top_ups = self._auto.resume_stalled
         self.dispute = self._refunds.dispute
+        self.dispute_won = self._refunds.dispute_won
         self.refunds_in_stripe = self._refunds.refunds_in_stripe
 
     def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:

@@ -150,9 +150,26 @@ class TopUps:
             key=f"wallet-topup:{topup.topup_id}",
             payment_method=payment_method,
         )
-        self._adjust_pending(org, topup.amount_minor, cause=f"topup-pending:{topup.topup_id}")
         values: dict[str, object] = {"status": "pending", "payment_intent_id": intent, "instructions": instructions}
-        return self._update(org, topup, values)
+        self._pending(org, topup, values)
+        return self._repo.topup(org.org_id, topup.topup_id) or topup
+
+    def _pending(self, org: Org, topup: TopUp, values: dict[str, object]) -> None:
+        """The money counts as on its way, and the record says `pending`, in one wallet change, unless
+        Stripe's credit came first (a wire paid at once from the cash balance): a credit and this change
+        are both versioned wallet changes, so one always sees the other."""
+
+        def build(stored: StoredWallet) -> WalletChange | None:
+            now = self._repo.topup(org.org_id, topup.topup_id)
+            if now is None or now.status != "creating":
+                return None  # credited (or failed) meanwhile: nothing is on its way
+            after = replace(stored.account, pending=stored.account.pending + topup.amount_minor)
+            cause = Cause(f"topup-pending:{topup.topup_id}")
+            return WalletChange(after, cause=cause, records=[TopUpSet(topup.topup_id, values)])
+
+        if self._poster.post(org, build) is None:  # still record what to show the customer
+            shown = {k: v for k, v in values.items() if k != "status"}
+            self._repo.set_topup(org.org_id, topup.topup_id, shown, unlist=False)
 
     def _check_deficit_top_up(self, org: Org, amount_minor: int) -> None:
         """Out of agency mode a wallet takes money only to settle what late bills left it owing, less
@@ -181,7 +198,13 @@ class TopUps:
         return self._org_repo.link_stripe_customer(org.org_id, created)
 
     def _update(self, org: Org, topup: TopUp, values: dict[str, object]) -> TopUp:
-        return self._repo.set_topup(org.org_id, topup.topup_id, values, unlist=False) or topup
+        """Only from the status it was read in: a credit that landed meanwhile (the webhook was faster than
+        Stripe's reply to us) is never overwritten."""
+        updated = self._repo.set_topup(org.org_id, topup.topup_id, values, only_from=topup.status, unlist=False)
+        if updated is None:
+            shown = {k: v for k, v in values.items() if k != "status"}
+            updated = self._repo.set_topup(org.org_id, topup.topup_id, shown, unlist=False)
+        return updated or topup
 
     def _adjust_pending(self, org: Org, delta: int, cause: str) -> None:
         def build(stored: StoredWallet) -> WalletChange:
@@ -214,16 +237,16 @@ class TopUps:
         """Credits a top-up once (Stripe's payment_intent.succeeded). False on a replay."""
         credit = Credit(org_id, topup_id, payment_intent_id, charge_id, amount_minor)
         org = self._org_repo.require_org(org_id)
-        topup = self._repo.topup(org_id, topup_id)
-        method = topup.method if topup else "card"
-        # (a bank top-up reported failed first no longer counts as pending: its failure took it off)
-        on_the_way = topup is not None and topup.method in ("ach", "wire") and topup.status == "pending"
-        posted = self._poster.post(org, lambda stored: self._credit_change(stored, credit, method, on_the_way))
+        posted = self._poster.post(org, lambda stored: self._credit_change(stored, credit))
         return posted is not None and not posted.replay
 
-    def _credit_change(self, stored: StoredWallet, credit: Credit, method: str, on_the_way: bool) -> WalletChange:
+    def _credit_change(self, stored: StoredWallet, credit: Credit) -> WalletChange:
+        # Read in the change (retried with it): a bank top-up counts as on its way only while `pending`
+        # (one reported failed first was taken off then; one still `creating` was never put on).
+        topup = self._repo.topup(credit.org_id, credit.topup_id)
+        method = topup.method if topup else "card"
         account = stored.account
-        if on_the_way:
+        if topup is not None and topup.method in ("ach", "wire") and topup.status == "pending":
             account = replace(account, pending=max(0, account.pending - credit.amount_minor))
         after, movements, _ = account.move((EntryKind.TOPUP, credit.amount_minor))
         auto = None

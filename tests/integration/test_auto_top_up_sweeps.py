@@ -202,3 +202,35 @@ def _auth() -> dict[str, str]:
     from tests.integration.stripe_kit import API_KEY
 
     return {"Authorization": f"Bearer {API_KEY}"}
+
+
+def test_an_attempt_that_failed_before_its_lost_reply_was_replayed_is_counted(
+    kit: WalletKit, stack: Any, table: Any, api: ApiClient
+) -> None:
+    import requests
+
+    # Given card payments confirmed later, and Stripe's replies to the charge lost (the charge is made)
+    kit.clock.at = datetime.now(UTC)
+    org_id, project, _ = _auto_top_up_org(kit, stack, table, api)
+    customer, client = _customer(kit, org_id), kit.gateway._client.v1
+    slow = client.payment_methods.attach("pm_card_processing", params={"customer": customer}).id
+    client.customers.update(customer, params={"invoice_settings": {"default_payment_method": slow}})
+    stack.stripe.fail_next(20, status=503, after_execute=True, method="POST", path="/v1/payment_intents")
+    try:
+        _bill(kit, org_id, project, 20_000, "lost-reply")
+    finally:
+        stack.stripe.clear_faults()
+    [topup] = _auto_top_ups(table, org_id)
+    assert "payment_intent_id" not in topup  # interrupted: the sweeper resumes it
+    # When the payment fails (its webhook finds no intent of ours yet), then the sweeper replays the attempt
+    [intent] = _intents(kit, org_id, topup["topup_id"])
+    settle = f"{stack.env['STRIPE_API_BASE']}/_emulator/payment_intents/{intent.id}/settle"
+    assert requests.post(settle, data={"outcome": "failed"}, timeout=30, headers=_auth()).status_code == 200
+    stack.stripe.wait_for_deliveries()
+    assert _sweep(kit, timedelta(minutes=3)) == 1
+    # Then the failure counts: the next attempt is scheduled (not a claim jammed on a failed intent)
+    [topup] = _auto_top_ups(table, org_id)
+    assert (topup["attempts"], topup.get("GSI2PK"), "payment_intent_id" in topup) == (1, "AUTO#INFLIGHT", False)
+    assert _sweep(kit, timedelta(hours=1, minutes=3)) == 1
+    [topup] = _auto_top_ups(table, org_id)
+    assert topup["attempts"] == 2 and topup["payment_intent_id"] != intent.id

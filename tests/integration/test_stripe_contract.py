@@ -123,6 +123,19 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
         key=f"overage:{org}",
     )
     assert g.invoice_item_keys(str(draft.id)) == {f"overage:{org}"}
+    g.add_invoice_item(  # a pending one, for the customer's next invoice; then invoiced on its own
+        customer_id=customer,
+        invoice_id=None,
+        amount_minor=250,
+        currency="USD",
+        description="Usage overage, deferred",
+        period=(now - 3600, now),
+        metadata={"billing_key": f"overage:{org}:deferred"},
+        key=f"overage:{org}:deferred",
+    )
+    own = g.invoice_pending_items(customer_id=customer, key=f"final:{org}")
+    assert own is not None and g.get_invoice(own).total_minor == 250
+    assert g.invoice_pending_items(customer_id=customer, key=f"final:{org}") is None  # nothing left pending
     balance = g.adjust_customer_balance(
         customer_id=customer, amount_minor=-500, currency="USD", description="Credit", key=f"credit:{org}"
     )
@@ -158,7 +171,11 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
     assert g.create_portal_session(customer_id=customer, return_url=URLS["success_url"])
 
     # A webhook as the emulator sent it
-    paid = next(e for e in reversed(stack.stripe.events("invoice.paid")) if e["data"]["object"]["customer"] == customer)
+    paid = next(
+        e
+        for e in reversed(stack.stripe.events("invoice.paid"))
+        if e["data"]["object"]["customer"] == customer and e["data"]["object"]["parent"]
+    )
     payload = json.dumps(paid)
     assert g.parse_webhook(payload, sign(payload)).invoice().subscription_id == sub.subscription_id
 
