@@ -128,6 +128,22 @@ def test_always_invoice_preview_equals_the_update(client: stripe.StripeClient) -
     assert updated.items.data[0].quantity == 3
 
 
+def test_a_preview_that_adds_an_item_names_one_for_its_lines(client: stripe.StripeClient) -> None:
+    # (the contract: a line's subscription_item is never null, even for an item the change would add)
+    clock, _customer, _price, sub = _subscribe(client, 1)
+    advance_clock(client, clock.id, APR_11 + 7200)
+    seat = monthly_price(client, "Seat", 1500)
+    details: Any = {
+        "items": [{"id": sub.items.data[0].id, "quantity": 1}, {"price": seat.id, "quantity": 2}],
+        "proration_behavior": "always_invoice",
+        "proration_date": APR_11,
+    }
+    preview = client.v1.invoices.create_preview(params={"subscription": sub.id, "subscription_details": details})
+    items = [line.parent.subscription_item_details.subscription_item for line in preview.lines.data]
+    assert items and all(str(i).startswith("si_") for i in items)
+    assert any(line.amount > 0 and "Seat" in line.description for line in preview.lines.data)
+
+
 def test_downgrade_always_invoice_credits_the_customer_balance(client: stripe.StripeClient) -> None:
     clock, customer, _price, sub = _subscribe(client, 3)
     advance_clock(client, clock.id, APR_11)

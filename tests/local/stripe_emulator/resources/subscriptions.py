@@ -704,6 +704,9 @@ class Subscriptions:
         period: tuple[int, int],
     ) -> Obj:
         all_specs = [self.invoices.spec_from_invoiceitem(ii) for ii in pending] + specs
+        for spec in all_specs:  # an item the change would add has no id yet: the preview names one, as Stripe's does
+            if spec.subscription is not None and spec.subscription_item is None:
+                spec.subscription_item = fixtures.new_id("si_preview_")
         currency = all_specs[0].currency if all_specs else (customer["currency"] or "usd")
         invoice = self.invoices.shell(
             customer,
