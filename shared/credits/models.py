@@ -37,6 +37,7 @@ class Reservation:
     settled_at: str | None = None
     usage_period_key: str | None = None
     ended_at: str | None = None
+    available_after: int | None = None  # what its last change left available (a replay answers it)
 
 
 # ---------------------------------------------------------------------- records a change writes

@@ -84,7 +84,7 @@ def _result(record: Reservation, *, replayed: bool, available: int | None = None
         record.credits,
         record.settled_credits,
         split,
-        available,
+        record.available_after if available is None else available,
         replayed,
     )
 
@@ -222,7 +222,7 @@ class CreditService:
                 entries,
                 entry=_meta(record.project_id, f"run:{run}", request.actor, run),
                 records=[
-                    ReservationPut(record),
+                    ReservationPut(replace(record, available_after=after.available)),
                     Counters(project, {"reserved": record.credits}, {"project_id": record.project_id}),
                 ],
             )
@@ -270,6 +270,7 @@ class CreditService:
                 split={"included": split.included, "packs": split.packs, "overage": split.overage},
                 settled_at=iso(now),
                 usage_period_key=usage.key,
+                available_after=after.available,
             )
             run = record.workflow_run_id
             return CreditChange(
@@ -302,7 +303,7 @@ class CreditService:
                 entries,
                 entry=_meta(record.project_id, f"run:{workflow_run_id}", actor, f"{status}:{workflow_run_id}"),
                 records=[
-                    ReservationEnd(workflow_run_id, status, {"ended_at": iso(now)}),
+                    ReservationEnd(workflow_run_id, status, {"ended_at": iso(now), "available_after": after.available}),
                     Counters(project, {"reserved": -record.credits}),
                 ],
             )

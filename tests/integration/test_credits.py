@@ -328,3 +328,20 @@ def test_a_replayed_adjustment_answers_what_the_first_did_and_a_reused_key_is_re
     with pytest.raises(ConflictError) as reused:
         kit.credits.adjust(support, org_id, credits=-500, reason="oops", idempotency_key="adj-1")
     assert reused.value.code == "idempotency_key_reused"
+
+
+def test_replayed_reservations_and_settlements_answer_what_the_first_did(kit: CreditKit) -> None:
+    org_id, project, _ = _org(kit)
+    body = {**_reserve(org_id, project, "first-answer"), "actor": "t"}
+    reserved = kit.credits.reserve(**body)  # type: ignore[arg-type]
+    kit.credits.reserve(**{**_reserve(org_id, project, "meanwhile"), "actor": "t"})  # type: ignore[arg-type]
+    again = kit.credits.reserve(**body)  # type: ignore[arg-type]
+    assert again.replayed and again.available_after == reserved.available_after is not None
+    settled = kit.credits.settle(
+        org_id=org_id, workflow_run_id="first-answer", quantity=None, occurred_at=None, actor="t"
+    )
+    kit.credits.release(org_id=org_id, workflow_run_id="meanwhile", actor="t")
+    replay = kit.credits.settle(
+        org_id=org_id, workflow_run_id="first-answer", quantity=None, occurred_at=None, actor="t"
+    )
+    assert replay.replayed and replay.available_after == settled.available_after is not None
