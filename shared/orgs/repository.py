@@ -10,6 +10,7 @@ from typing import Any
 
 from boto3.dynamodb.conditions import Key
 
+from shared import keys
 from shared.clock import iso
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
 from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
@@ -517,6 +518,12 @@ class OrgRepository:
             raise PlanLimitError(_LIMIT_MESSAGE) from exc
 
     # ------------------------------------------------------------------ Stripe links
+    def has_wallet(self, org_id: str) -> bool:
+        """Whether the org's wallet account exists (any movement, even a bill, creates it)."""
+        with dynamo_errors():
+            found = self._table.get_item(Key=keys.key(org_id, keys.WALLET_SK), ProjectionExpression="PK")
+        return "Item" in found
+
     def get_org(self, org_id: str) -> Org | None:
         with dynamo_errors():
             item = self._table.get_item(Key=_org_key(org_id), ConsistentRead=True).get("Item")

@@ -126,6 +126,24 @@ class OrgService:
     def get_org(self, caller: Caller, org_id: str) -> OrgView:
         return self._view(self.access(caller, org_id, READ, support=True))
 
+    def _check_currency_unlocked(self, org: Org) -> None:
+        """Once money exists in the org's currency (a Stripe customer, which has one; a subscription; a
+        wallet), the currency stays: 409 currency_locked, nothing written."""
+        why = (
+            "its Stripe customer is billed in it"
+            if org.stripe_customer_id
+            else "it has a subscription"
+            if org.subscription
+            else "its wallet holds money in it"
+            if self._repo.has_wallet(org.org_id)
+            else None
+        )
+        if why:
+            raise ConflictError(
+                f"The currency stays {org.currency}: {why}. Wallets and subscriptions hold one currency.",
+                code="currency_locked",
+            )
+
     def update_org(
         self,
         caller: Caller,
@@ -152,6 +170,7 @@ class OrgService:
             changes["billing_mode"] = billing_mode.value
         if currency is not None and currency != org.currency:
             plan.price_book(currency)
+            self._check_currency_unlocked(org)
             changes["currency"] = currency
         if not changes:
             return self._view(access)

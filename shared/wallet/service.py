@@ -231,10 +231,6 @@ class WalletService:
         zero. Settles the hold it names. May start one auto-top-up."""
         org = self._with_wallet(self._org_repo.require_org(bill.org_id))
         platform_name(bill.platform)
-        if bill.currency != org.currency:
-            raise InvalidRequestError(
-                f"The wallet is in {org.currency}, the bill in {bill.currency}.", code="currency_mismatch"
-            )
         hold = self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
         pending = hold if hold is not None and hold.status == "pending" else None
         claims: list[TopUp] = []
@@ -264,6 +260,12 @@ class WalletService:
     def _bill_change(
         self, org: Org, bill: Bill, stored: StoredWallet, hold: Hold | None, claims: list[TopUp]
     ) -> WalletChange:
+        if bill.currency != stored.account.currency:  # the wallet's own currency, whatever the org's says
+            raise InvalidRequestError(
+                f"The wallet is in {stored.account.currency}, the bill in {bill.currency}: refused until wallets "
+                "hold several currencies. The platform account must bill in the wallet's currency.",
+                code="currency_mismatch",
+            )
         fee_bps = self._fee_bps(org, stored)
         fee = platform_fee(bill.amount_minor, fee_bps)
         after, movements, _ = stored.account.bill(bill.amount_minor, fee_bps)

@@ -280,3 +280,28 @@ def test_a_crafted_cursor_is_422_on_every_list(api: ApiClient, path: str, key: d
     ).body["org_id"]
     reply = api.call("GET", path.replace("{org}", org_id), as_user=owner, params={"cursor": _crafted(key)})
     assert (reply.status, reply.code) == (422, "invalid_cursor"), reply.body
+
+
+@pytest.mark.parametrize("money", ["none", "wallet", "stripe customer", "subscription"])
+def test_the_currency_is_locked_once_money_exists_in_it(api: ApiClient, stack: Any, table: Any, money: str) -> None:
+    from tests.integration.stripe_kit import StripeKit
+    from tests.integration.test_wallet import NOW
+    from tests.integration.wallet_kit import fund, wallet_kit
+
+    owner = new_user()
+    body = {"name": "Money", "plan_id": "pro", "billing_mode": "agency"}
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    if money == "wallet":
+        fund(wallet_kit(stack, NOW), org_id, 1_000, new_user())
+    elif money == "stripe customer":
+        StripeKit(stack, table).customer_on_clock(org_id)
+    elif money == "subscription":
+        StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
+    before = org_items(table, org_id)
+    reply = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"currency": "EUR"})
+    if money == "none":
+        assert (reply.status, reply.body["currency"]) == (200, "EUR")
+        return
+    assert (reply.status, reply.code) == (409, "currency_locked"), reply.body
+    assert "USD" in reply.body["error"]["message"]
+    assert org_items(table, org_id) == before

@@ -482,3 +482,27 @@ def test_the_ledger_pages_through_every_line_once_even_inside_an_entry(
     # And only fee lines when filtered by kind, however the entries split them
     fees = api.call("GET", f"/v1/orgs/{org_id}/wallet/transactions?kind=platform_fee&limit=1", as_user=owner.user_id)
     assert [e["amount_minor"] for e in fees.body["items"]] == [-150]
+
+
+def test_a_bill_is_checked_against_the_wallets_currency_not_the_orgs(kit: WalletKit, table: Any) -> None:
+    from dataclasses import replace
+
+    from shared.errors import InvalidRequestError
+
+    # Given a USD wallet whose org says EUR (written before currencies were locked)
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    table.update_item(
+        Key={"PK": f"ORG#{org_id}", "SK": "ORG"},
+        UpdateExpression="SET currency = :eur",
+        ExpressionAttributeValues={":eur": "EUR"},
+    )
+    euro = Bill(org_id, "meta", "eur-bill", project, 4_000, "EUR", date(2026, 11, 20), None, "t")
+    # When a EUR bill arrives, Then it is refused (never booked as dollars), and nothing moves
+    with pytest.raises(InvalidRequestError) as refused:
+        kit.wallet.record_bill(euro)
+    assert refused.value.code == "currency_mismatch" and "USD" in refused.value.message
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.account.balance == 10_000
+    # And a bill in the wallet's own currency is still recorded
+    assert not kit.wallet.record_bill(replace(euro, bill_id="usd-bill", currency="USD")).replayed
