@@ -27,7 +27,6 @@ from shared import keys
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import WALLET, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.orgs.models import BillingMode
-from shared.outbox import Message, outbox_puts
 from shared.pagination import Page
 from shared.wallet.account import WalletAccount, WalletStatus
 from shared.wallet.models import (
@@ -338,23 +337,6 @@ class WalletRepository:
                     ExpressionAttributeNames={"#status": "status"},
                     ExpressionAttributeValues=values | {":at": at_iso},
                 )
-        except TransactionConditionFailed:
-            return False
-        return True
-
-    def fail_topup(
-        self, org_id: str, topup_id: str, *, from_status: str, cause: str, told: list[Message], now: datetime
-    ) -> bool:
-        """Marks a top-up failed (only from the status it was read in) with its notice; False if it moved on."""
-        key = keys.key(org_id, keys.topup_sk(topup_id))
-        item = _set(self._name, key, {"status": "failed"})
-        item["Update"] |= {"ConditionExpression": "#c = :c"}
-        item["Update"]["ExpressionAttributeNames"]["#c"] = "status"
-        item["Update"]["ExpressionAttributeValues"][":c"] = from_status
-        try:
-            with dynamo_errors():
-                outbox = outbox_puts(self._name, org_id, cause, told, now)
-                self._client.transact_write_items(TransactItems=[item, *outbox])
         except TransactionConditionFailed:
             return False
         return True

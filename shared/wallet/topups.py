@@ -206,13 +206,6 @@ class TopUps:
             updated = self._repo.set_topup(org.org_id, topup.topup_id, shown, unlist=False)
         return updated or topup
 
-    def _adjust_pending(self, org: Org, delta: int, cause: str) -> None:
-        def build(stored: StoredWallet) -> WalletChange:
-            after = replace(stored.account, pending=max(0, stored.account.pending + delta))
-            return WalletChange(after, cause=Cause(cause))
-
-        self._poster.post(org, build)
-
     # ------------------------------------------------------------------ Stripe's answers (webhooks)
     def topup_for(self, intent: PaymentIntent) -> TopUp | None:
         """The top-up a PaymentIntent (as re-read from Stripe) pays, when our record and Stripe's object
@@ -280,28 +273,32 @@ class TopUps:
         )
 
     def topup_failed(self, *, org_id: str, topup_id: str, payment_intent_id: str) -> None:
-        """A top-up's payment failed (card decline, ACH return before settlement). Once per intent."""
+        """A top-up's payment failed (card decline, ACH return before settlement). Once per intent. The
+        record, what is on its way and the notice change together, in one wallet change: a credit that
+        landed meanwhile (it did not fail after all) is never overwritten, nor is pending lowered twice."""
         org = self._org_repo.require_org(org_id)
-        topup = self._repo.topup(org_id, topup_id)
-        if topup is None or topup.status in ("failed", "succeeded"):
-            return
-        if topup.method in ("ach", "wire"):
-            self._adjust_pending(org, -topup.amount_minor, cause=f"topup-failed:{payment_intent_id}")
         notice = Notice(
             "Wallet.TopUpFailed",
             "Layers: a wallet top-up failed",
             "A top-up of your ad wallet could not be collected.",
-            {"topup_id": topup_id, "amount_minor": topup.amount_minor},
+            {"topup_id": topup_id},
         )
-        # Never over a credit that landed meanwhile: it did not fail after all.
-        self._repo.fail_topup(
-            org_id,
-            topup_id,
-            from_status=topup.status,
-            cause=f"topup-failed:{payment_intent_id}",
-            told=[notice],
-            now=self._clock.now(),
-        )
+
+        def build(stored: StoredWallet) -> WalletChange | None:
+            topup = self._repo.topup(org_id, topup_id)
+            if topup is None or topup.status in ("failed", "succeeded"):
+                return None
+            on_the_way = topup.method in ("ach", "wire") and topup.status == "pending"
+            pending = max(0, stored.account.pending - topup.amount_minor) if on_the_way else stored.account.pending
+            told = replace(notice, details={**notice.details, "amount_minor": topup.amount_minor})
+            return WalletChange(
+                replace(stored.account, pending=pending),
+                cause=Cause(f"topup-failed:{payment_intent_id}"),
+                records=[TopUpSet(topup_id, {"status": "failed"})],
+                messages=[told],
+            )
+
+        self._poster.post(org, build)
 
 
 def _metadata(org: Org, topup: TopUp) -> dict[str, str]:

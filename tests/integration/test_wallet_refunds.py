@@ -149,3 +149,47 @@ def test_a_ledger_filter_that_matches_nothing_reads_few_pages(kit: WalletKit) ->
     # Then the answer is empty, read in pages of many entries, not two at a time
     assert page.items == [] and page.next_cursor is None
     assert len(queries) <= 3
+
+
+def test_a_failure_racing_the_credit_of_the_same_bank_top_up_takes_pending_down_once(
+    kit: WalletKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two ACH top-ups on their way
+    org_id, _, owner = agency_org(kit)
+    started = [
+        kit.wallet.top_up(
+            owner,
+            org_id,
+            amount_minor=5_000,
+            method="ach",
+            idempotency_key=new_user(),
+            return_url=None,
+            payment_method="pm_usBankAccount_processing",
+        )
+        for _ in range(2)
+    ]
+    first = started[0]
+    read, raced = kit.repo.topup, []
+
+    def topup(org: str, topup_id: str) -> Any:
+        found = read(org, topup_id)
+        if topup_id == first.topup_id and not raced:  # the credit lands while the failure is being written
+            raced.append(1)
+            kit.wallet.topup_succeeded(
+                org_id=org,
+                topup_id=topup_id,
+                payment_intent_id=str(first.payment_intent_id),
+                charge_id=None,
+                amount_minor=5_000,
+            )
+        return found
+
+    monkeypatch.setattr(kit.repo, "topup", topup)
+    # When Stripe's failure report of the first is handled while its credit lands
+    kit.wallet.topup_failed(org_id=org_id, topup_id=first.topup_id, payment_intent_id=str(first.payment_intent_id))
+    monkeypatch.undo()
+    # Then the credit stands, the other top-up is still on its way, and the first is not marked failed
+    stored = kit.repo.get(org_id)
+    assert raced and stored is not None and (stored.account.balance, stored.account.pending) == (5_000, 5_000)
+    record = kit.repo.topup(org_id, first.topup_id)
+    assert record is not None and record.status == "succeeded"
