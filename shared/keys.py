@@ -55,6 +55,13 @@ def topup_sk(topup_id: str) -> str:
     return f"{TOPUP_PREFIX}{topup_id}"
 
 
+REFUSED_BILL_PREFIX = "BILLREFUSED#"
+
+
+def refused_bill_sk(platform: str, bill_id: str) -> str:
+    return f"{REFUSED_BILL_PREFIX}{platform}#{bill_id}"
+
+
 def reservation_sk(run_id: str) -> str:
     return f"{RESERVATION_PREFIX}{run_id}"
 

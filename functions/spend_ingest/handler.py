@@ -15,9 +15,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from shared.deadline import within_lambda_time
+from shared.errors import InvalidRequestError, NotFoundError
 from shared.observability import logger, metrics, tracer
 from shared.settings import ApiSettings
-from shared.wallet.service import Bill
+from shared.wallet.service import Bill, WalletNotAvailableError
 from shared.wiring import Services, build_services
 
 
@@ -48,18 +49,27 @@ def services() -> Services:
 @event_parser(model=BillRecordedEvent)
 def lambda_handler(event: BillRecordedEvent, context: LambdaContext) -> dict[str, Any]:
     bill = event.detail
-    result = services().wallet.record_bill(
-        Bill(
-            org_id=bill.org_id,
-            platform=bill.platform,
-            bill_id=bill.bill_id,
-            project_id=bill.project_id,
-            amount_minor=bill.amount_minor,
-            currency=bill.currency,
-            billed_on=bill.billed_on,
-            hold_id=bill.hold_id,
-            actor=f"eventbridge:{event.source}",
+    try:
+        result = services().wallet.record_bill(
+            Bill(
+                org_id=bill.org_id,
+                platform=bill.platform,
+                bill_id=bill.bill_id,
+                project_id=bill.project_id,
+                amount_minor=bill.amount_minor,
+                currency=bill.currency,
+                billed_on=bill.billed_on,
+                hold_id=bill.hold_id,
+                actor=f"eventbridge:{event.source}",
+            )
         )
-    )
+    except (InvalidRequestError, NotFoundError, WalletNotAvailableError) as refused:  # (not a busy wallet: retried)
+        # A refusal is final (a retry would be refused again): the wallet kept the bill for support
+        # (BILLREFUSED# in the org's partition) and the alarm on PlatformBillsRefused tells someone.
+        logger.error(
+            "platform bill refused", extra={"code": refused.code, "bill_id": bill.bill_id, "org_id": bill.org_id}
+        )
+        metrics.add_metric(name="PlatformBillsRefused", unit=MetricUnit.Count, value=1)
+        return {"refused": refused.code, "bill_id": bill.bill_id, "message": refused.message}
     metrics.add_metric(name="PlatformBillsRecorded", unit=MetricUnit.Count, value=0 if result.replayed else 1)
     return asdict(result)

@@ -17,6 +17,7 @@ concurrent holds need no retries and can never pass the floor."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -124,6 +125,14 @@ class WalletRepository:
     def hold(self, org_id: str, hold_id: str) -> Hold | None:
         item = self._item(org_id, keys.hold_sk(hold_id))
         return from_item(Hold, item) if item else None
+
+    def record_refused_bill(self, org_id: str, bill: Mapping[str, object], code: str, reason: str, at: str) -> None:
+        """A platform bill the wallet could not take (e.g. another currency), kept for support: its money
+        was spent on the platform, so it must not vanish in a retry queue. One item per (platform, bill)."""
+        item = {**bill, **keys.key(org_id, keys.refused_bill_sk(str(bill["platform"]), str(bill["bill_id"])))}
+        item |= {"type": "refused_bill", "code": code, "reason": reason, "refused_at": at}
+        with dynamo_errors():
+            self._table.put_item(Item=item)
 
     def topup(self, org_id: str, topup_id: str) -> TopUp | None:
         item = self._item(org_id, keys.topup_sk(topup_id))

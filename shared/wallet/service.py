@@ -8,7 +8,7 @@ idempotency key derived from it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
 
@@ -239,6 +239,12 @@ class WalletService:
         except HoldEnded:  # voided or expired while the bill was written: the bill still counts
             claims.clear()
             posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, None, claims))
+        except InvalidRequestError as refused:  # spent on the platform all the same: kept for support
+            fields = {k: v for k, v in asdict(bill).items() if v is not None} | {
+                "billed_on": bill.billed_on.isoformat()
+            }
+            self._repo.record_refused_bill(bill.org_id, fields, refused.code, refused.message, iso(self._clock.now()))
+            raise
         assert posted is not None
         if posted.replay:
             charged = self._repo.cause(bill.org_id, bill.cause) or {}

@@ -53,3 +53,27 @@ def test_handler_accepts_its_sample_event(stack: Any, path: Path) -> None:
         assert reply == {"batchItemFailures": []}
     else:  # a scheduled event: the handler's own result
         assert isinstance(reply, dict) and reply
+
+
+def test_a_platform_bill_the_wallet_refuses_is_kept_for_support_and_not_retried(stack: Any, table: Any) -> None:
+    from tests.helpers import org_items
+
+    # Given the sample bill for a funded USD agency org, but billed in EUR
+    spec = FUNCTIONS["SpendIngestFunction"]
+    event = sample_event(stack, EVENTS / "SpendIngestFunction" / "bill_recorded.json")
+    event["detail"] |= {"currency": "EUR", "bill_id": "meta-eur-1"}
+    org_id = event["detail"]["org_id"]
+    before = [i for i in org_items(table, org_id) if i["SK"].startswith(("WALLET", "WLEDGER#"))]
+    # When the event is handled (twice: a redelivery), Then it is refused without an error (no retry, no DLQ)
+    for _ in range(2):
+        reply = _handler(spec.handler)(event, _Context())
+        assert reply["refused"] == "currency_mismatch" and "USD" in reply["message"]
+    # And the wallet is untouched, and the bill is kept for support with why
+    assert [i for i in org_items(table, org_id) if i["SK"].startswith(("WALLET", "WLEDGER#"))] == before
+    [kept] = [i for i in org_items(table, org_id) if i["SK"].startswith("BILLREFUSED#")]
+    assert (kept["SK"], kept["code"], kept["currency"], int(kept["amount_minor"])) == (
+        "BILLREFUSED#meta#meta-eur-1",
+        "currency_mismatch",
+        "EUR",
+        12345,
+    )
