@@ -287,19 +287,7 @@ def release_hold(hold_id: RunIdPath, body: ReleaseHoldRequest) -> HoldOut:
     summary="A platform bill: debit spend + platform fee, once per platform and bill id",
 )
 def record_bill(body: BillRequest) -> BillOut:
-    result = services().wallet.record_bill(
-        Bill(
-            org_id=body.org_id,
-            platform=body.platform,
-            bill_id=body.bill_id,
-            project_id=body.project_id,
-            amount_minor=body.amount_minor,
-            currency=body.currency,
-            billed_on=body.billed_on,
-            hold_id=body.hold_id,
-            actor=service_of(app),
-        )
-    )
+    result = services().wallet.record_bill(Bill(**body.model_dump(), actor=service_of(app)))
     return BillOut(**asdict(result))
 
 

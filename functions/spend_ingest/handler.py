@@ -50,19 +50,7 @@ def services() -> Services:
 def lambda_handler(event: BillRecordedEvent, context: LambdaContext) -> dict[str, Any]:
     bill = event.detail
     try:
-        result = services().wallet.record_bill(
-            Bill(
-                org_id=bill.org_id,
-                platform=bill.platform,
-                bill_id=bill.bill_id,
-                project_id=bill.project_id,
-                amount_minor=bill.amount_minor,
-                currency=bill.currency,
-                billed_on=bill.billed_on,
-                hold_id=bill.hold_id,
-                actor=f"eventbridge:{event.source}",
-            )
-        )
+        result = services().wallet.record_bill(Bill(**bill.model_dump(), actor=f"eventbridge:{event.source}"))
     except (InvalidRequestError, NotFoundError, WalletNotAvailableError) as refused:  # (not a busy wallet: retried)
         # A refusal is final (a retry would be refused again): the wallet kept the bill for support
         # (BILLREFUSED# in the org's partition) and the alarm on PlatformBillsRefused tells someone.
