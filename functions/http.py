@@ -23,6 +23,11 @@ from shared.errors import (
 )
 from shared.observability import logger
 
+# Bounds of every amount a request may carry: far past any real one, far inside DynamoDB's 38 digits (a
+# number past them is a 500 in the SDK, not a refusal). Integers are strict: JSON `true` is not 1.
+MAX_MINOR = 10**12  # 10,000,000,000.00 in a two-decimal currency
+MAX_CREDITS = 10**9
+
 # Most specific class first.
 _STATUS: list[tuple[type[DomainError], HTTPStatus]] = [
     (UnauthenticatedError, HTTPStatus.UNAUTHORIZED),

@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from functions.http import new_resolver, service_of
+from functions.http import MAX_MINOR, new_resolver, service_of
 from shared.credits.service import ReservationResult
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
@@ -63,13 +63,15 @@ class ReserveRequest(_Request):
     project_id: Id
     template_id: Id
     generation_type: Id
-    quantity: int = Field(ge=1, le=1000)
+    quantity: int = Field(strict=True, ge=1, le=1000)
     workflow_run_id: RunId
 
 
 class SettleRequest(_Request):
     org_id: Id
-    quantity: int | None = Field(default=None, ge=0, le=1000, description="Actual quantity; default as reserved")
+    quantity: int | None = Field(
+        default=None, strict=True, ge=0, le=1000, description="Actual quantity; default as reserved"
+    )
     occurred_at: Instant | None = Field(default=None, description="When the generation finished; default now")
 
 
@@ -111,7 +113,7 @@ class ReservationOut(BaseModel):
 class SdkEventIn(_Request):
     org_id: Id
     occurred_at: Instant
-    count: int = Field(default=1, ge=1, le=1_000_000)
+    count: int = Field(default=1, strict=True, ge=1, le=1_000_000)
 
 
 class SdkEventBatch(_Request):
@@ -131,7 +133,7 @@ class IngestOut(BaseModel):
 class StorageSnapshot(_Request):
     org_id: Id
     taken_at: Instant
-    total_bytes: int = Field(ge=0)
+    total_bytes: int = Field(strict=True, ge=0, le=10**18)  # an exabyte: past any storage, inside DynamoDB's 38 digits
 
 
 class StorageOut(BaseModel):
@@ -212,7 +214,7 @@ class HoldRequest(_Request):
     hold_id: RunId
     project_id: Id
     platform: Id
-    amount_minor: int = Field(gt=0)
+    amount_minor: int = Field(strict=True, gt=0, le=MAX_MINOR)
 
 
 class HoldOut(BaseModel):
@@ -232,7 +234,7 @@ class BillRequest(_Request):
     platform: Id
     bill_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     project_id: Id
-    amount_minor: int = Field(ge=0)
+    amount_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     billed_on: date
     hold_id: RunId | None = None

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
 from functions.api.schemas import CheckoutOut, HttpUrl
+from functions.http import MAX_CREDITS
 from shared.clock import iso
 
 router = Router()
@@ -67,12 +68,19 @@ class CreditEntryPage(BaseModel):
 
 class CapRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    monthly_cap: int | None = Field(ge=1, description="Hard stop on credits per period; null removes it")
+    monthly_cap: int | None = Field(
+        strict=True, ge=1, le=MAX_CREDITS, description="Hard stop on credits per period; null removes it"
+    )
 
 
 class AdjustmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    credits: int = Field(description="> 0 grants this period's credits, < 0 claws them back")
+    credits: int = Field(
+        strict=True,
+        ge=-MAX_CREDITS,
+        le=MAX_CREDITS,
+        description="> 0 grants this period's credits, < 0 claws them back",
+    )
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
 from functions.api.schemas import HttpUrl
+from functions.http import MAX_MINOR
 from shared.wallet.models import AutoTopUp
 from shared.wallet.platforms import PLATFORMS
 from shared.wallet.service import WalletSettings, WalletView
@@ -47,12 +48,12 @@ class WalletOut(BaseModel):
 
 class WalletSettingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    low_threshold_minor: int = Field(ge=0)
-    floor_minor: int = Field(default=0, ge=0)
+    low_threshold_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
+    floor_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
     auto_top_up_enabled: bool = False
-    auto_top_up_threshold_minor: int = Field(default=0, ge=0)
-    auto_top_up_amount_minor: int = Field(default=0, ge=0)
-    auto_top_up_daily_cap_minor: int = Field(default=0, ge=0)
+    auto_top_up_threshold_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
+    auto_top_up_amount_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
+    auto_top_up_daily_cap_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
 
     @model_validator(mode="after")
     def _auto(self) -> WalletSettingsRequest:
@@ -63,7 +64,7 @@ class WalletSettingsRequest(BaseModel):
 
 class TopUpRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_minor: int = Field(ge=100, le=100_000_000)
+    amount_minor: int = Field(strict=True, ge=100, le=100_000_000)
     method: Literal["card", "ach", "wire"]
     payment_method_id: Annotated[str, StringConstraints(max_length=255)] | None = Field(
         default=None, description="ACH: the saved bank account (us_bank_account payment method)"
@@ -73,7 +74,7 @@ class TopUpRequest(BaseModel):
 
 class RefundRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_minor: int = Field(gt=0)
+    amount_minor: int = Field(strict=True, gt=0, le=MAX_MINOR)
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
 
 
