@@ -69,6 +69,13 @@ def new_resolver() -> APIGatewayHttpResolver:
             HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", f"Invalid request: {summary}", problems
         )
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _undecodable(_: UnicodeDecodeError) -> Response[Any]:
+        # Powertools decodes the body as UTF-8 before anything else: UTF-16 or stray bytes end here
+        return error_response(
+            HTTPStatus.BAD_REQUEST, "invalid_body", "The request body is not UTF-8 text (JSON is sent as UTF-8)."
+        )
+
     @app.not_found
     def _no_route(_: Exception) -> Response[Any]:
         return error_response(HTTPStatus.NOT_FOUND, "route_not_found", "There is no such route.")

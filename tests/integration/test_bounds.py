@@ -69,3 +69,25 @@ def test_an_amount_that_is_not_a_bounded_integer_is_422_and_writes_nothing(
         reply = api.call(method, path, json=body, **options)
         assert (reply.status, reply.code) == (422, "validation_error"), (path, reply.body)
     assert org_items(table, org_id) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/webhooks/stripe", b"\xff\xfe"),
+        ("/webhooks/stripe", '{"id": "evt_1"}'.encode("utf-16")),
+        ("/v1/orgs", '{"name": "Utf16"}'.encode("utf-16")),
+    ],
+    ids=["webhook, 2 stray bytes", "webhook, UTF-16", "JSON route, UTF-16"],
+)
+def test_a_body_that_is_not_utf8_is_a_400_not_a_500(api: ApiClient, path: str, body: bytes) -> None:
+    import requests
+
+    from tests.local import devtokens
+
+    headers = {"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=00"}
+    if path.startswith("/v1/"):
+        headers["Authorization"] = f"Bearer {devtokens.mint(new_user())}"
+    reply = requests.post(f"{api.base_url}{path}", data=body, headers=headers, timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "invalid_body"
