@@ -92,18 +92,18 @@ class OverageBilling:
         plan = self._orgs.plan_of(org)
         target = _Target(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
         done = self._repo.period(org_id, period.key)
-        added, billed = 0, {}
+        added = 0
         for metric, quantity, unit, description in self._lines(org, plan, period):
             key = f"overage:{org_id}:{period.key}:{metric}"
-            billed[f"billed_{metric}"] = quantity
+            if done.get(f"billed_key_{metric}") == key:
+                continue  # billed before (what it billed stays recorded: a repeat never overwrites it)
             amount = unit_price_total(quantity, unit)
-            if quantity <= 0 or amount == 0 or target.has(key) or done.get(f"billed_key_{metric}") == key:
-                continue
-            line = _Line(metric, quantity, amount, description, period, key)
-            self._add(org, target, line)
-            self._repo.set_period_fields(org_id, period.key, {f"billed_key_{metric}": key})
-            added += amount
-        self._repo.set_period_fields(org_id, period.key, {**billed, "billed_invoice_id": invoice.invoice_id})
+            if quantity > 0 and amount and not target.has(key):  # (on the draft already: a crash before the record)
+                self._add(org, target, _Line(metric, quantity, amount, description, period, key))
+                added += amount
+            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key}
+            self._repo.set_period_fields(org_id, period.key, billed)
+        self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
         added += self._bill_late_catch_up(org, plan, period, target)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 

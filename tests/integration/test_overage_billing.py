@@ -147,3 +147,56 @@ def test_overage_of_a_renewal_finalized_before_its_webhook_goes_on_the_next_invo
     november = next(i for i in invoices if i.billing_reason == "subscription_cycle" and i.id != renewal.id)
     assert (november.status, november.total) == ("paid", 4900 + 828)
     assert stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data == []
+
+
+def test_late_credits_after_the_draft_was_billed_are_billed_once_on_the_next_renewal(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Late", "plan_id": "free"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, tzinfo=UTC))
+    runs = {"used": 300, "late-1": 10, "late-2": 10}  # 10 credits an image: 3,000 (all included), 100, 100
+    for run, images in runs.items():
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="social-content",
+            generation_type="image",
+            quantity=images,
+            workflow_run_id=run,
+            actor="t",
+        )
+    kit.credits.settle(org_id=org_id, workflow_run_id="used", quantity=None, occurred_at=None, actor="t")
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
+    september, ended = "2026-09-01T00:00:00Z", datetime(2026, 9, 30, 23, 0, tzinfo=UTC)
+    kit.clock.at = datetime(2026, 10, 1, 0, 30, tzinfo=UTC)
+    webhooks = stack.stripe.webhook_url
+    stack.stripe.set_webhook_endpoint(None)  # (we play the invoice.created handler ourselves)
+    try:
+        stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
+        draft = _renewal(stripe_kit, customer)
+        # Given a September generation settled late, before the draft was billed: 100 late credits on it
+        kit.credits.settle(org_id=org_id, workflow_run_id="late-1", quantity=None, occurred_at=ended, actor="t")
+        assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 180
+        # When another settles late after that, and the draft is seen again (a redelivery, its finalization)
+        kit.credits.settle(org_id=org_id, workflow_run_id="late-2", quantity=None, occurred_at=ended, actor="t")
+        assert kit.repo.period(org_id, september)["credits_late"] == 200
+        assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0
+    finally:
+        stack.stripe.set_webhook_endpoint(webhooks)
+    # Then what the draft billed stays recorded as billed: 100, not the late total
+    assert kit.repo.period(org_id, september)["billed_credits_late"] == 100
+    # And October's renewal bills the other 100 late credits, once (100 x 1.8 = 180)
+    stripe_kit.advance(clock_id, PERIOD_START + 61 * DAY + 60)
+    october = gateway.get_invoice(
+        next(
+            i.id
+            for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+            if i.billing_reason == "subscription_cycle" and i.id != draft.id
+        )
+    )
+    assert [line.amount_minor for line in october.lines if "Late generation credits" in line.description] == [180]
