@@ -13,6 +13,7 @@ from shared.billing.subscriptions import ENDED, SeatSync, SubscriptionMirror
 from shared.credits.service import CreditService
 from shared.errors import InvalidRequestError, MalformedWebhookError
 from shared.observability import logger
+from shared.orgs.models import SubscriptionStatus
 from shared.orgs.repository import OrgRepository
 from shared.outbox import Notice, OutboxWriter
 from shared.stripe_gateway import (
@@ -135,12 +136,14 @@ class StripeEventHandler:
     def _is_the_orgs(self, org_id: str, sub: StripeSubscription) -> bool:
         """Only the org's own customer's subscription is mirrored (metadata alone names no owner), and
         while the org has another one live, that one stays the org's (a stray second Checkout's
-        subscription ending must not end the org's plan)."""
+        subscription ending must not end the org's plan). One never paid (`incomplete`) may be replaced."""
         org = self._repo.get_org(org_id)
         if org is None or (org.stripe_customer_id is not None and sub.customer_id != org.stripe_customer_id):
             return False
         mirrored = org.subscription
-        return mirrored is None or mirrored.subscription_id == sub.subscription_id or mirrored.status in ENDED
+        if mirrored is None or mirrored.subscription_id == sub.subscription_id:
+            return True
+        return mirrored.status in ENDED or mirrored.status is SubscriptionStatus.INCOMPLETE
 
     def _checkout_completed(self, session: CheckoutSession) -> str:
         metadata = session.metadata

@@ -229,3 +229,24 @@ def test_overage_waiting_for_a_next_invoice_is_invoiced_when_the_subscription_en
     own = [i for i in invoices if i.billing_reason == "manual"]
     assert [(i.total, i.status) for i in own] == [(828, "paid")]
     assert stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "pending": True}).data == []
+
+
+def test_a_subscription_never_paid_is_replaced_by_the_one_the_customer_paid(
+    api: ApiClient, kit: StripeKit, table: Any
+) -> None:
+    # Given an org whose mirrored subscription is one it never paid (incomplete), and a paid one of its customer
+    owner, org_id, customer, _ = _funded(api, kit)
+    paid = kit.client.v1.subscriptions.list(params={"customer": customer}).data[0]
+    table.update_item(
+        Key={"PK": f"ORG#{org_id}", "SK": "ORG"},
+        UpdateExpression="SET subscription.subscription_id = :old, subscription.#s = :incomplete",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":old": "sub_never_paid", ":incomplete": "incomplete"},
+    )
+    # When the paid one changes, Then it becomes the org's
+    kit.client.v1.subscriptions.update(paid.id, params={"metadata": {"org_id": org_id, "note": "touched"}})
+    kit.emulator.wait_for_deliveries()
+    shown = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
+    assert shown["status"] == "active"
+    stored = kit.repo.get_org(org_id)
+    assert stored is not None and stored.subscription is not None and stored.subscription.subscription_id == paid.id
