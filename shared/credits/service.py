@@ -348,7 +348,7 @@ class CreditService:
         first = self._repo.cause(org_id, cause) or {}
         if int(first.get("credits", credits)) != credits:
             raise ConflictError("This Idempotency-Key was used for another adjustment.", code="idempotency_key_reused")
-        return int(first["available_after"]) if "available_after" in first else self.summary_account_of(org_id)
+        return int(first["available_after"]) if "available_after" in first else self._available_now(org_id)
 
     def add_pack(self, org_id: str, *, credits: int, ref: str) -> None:
         """Purchased credits (a paid Stripe Checkout); once per `ref` (the session id)."""
@@ -362,8 +362,8 @@ class CreditService:
         self._commit(org, period_containing(org, self._clock.now()), build)
 
     # ------------------------------------------------------------------ reads and settings
-    def summary_account_of(self, org_id: str) -> int:
-        """(adjustments recorded before their result was kept: what is available now)"""
+    def _available_now(self, org_id: str) -> int:
+        """What is available now (the answer to a replay of an adjustment made before results were kept)."""
         return self.summary_account(self._org_repo.require_org(org_id)).available
 
     def summary_account(self, org: Org) -> CreditAccount:

@@ -85,6 +85,28 @@ def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, st
     assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0  # paid: nothing more, ever
 
 
+def september_overage(api: ApiClient, stack: Any, table: Any) -> tuple[StripeKit, str, str, str]:
+    """A Pro org subscribed on a test clock at PERIOD_START that used 3,460 credits in September (460 over
+    its 3,000 included: 828 of overage). Returns (kit, org, clock, customer)."""
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Over", "plan_id": "free"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, tzinfo=UTC))
+    kit.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="social-content",
+        generation_type="image",
+        quantity=346,
+        workflow_run_id="r",
+        actor="t",
+    )
+    kit.credits.settle(org_id=org_id, workflow_run_id="r", quantity=None, occurred_at=None, actor="t")
+    return stripe_kit, org_id, clock_id, customer
+
+
 def _renewal(stripe_kit: StripeKit, customer: str) -> Any:
     invoices = stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
     return next(i for i in invoices if i.billing_reason == "subscription_cycle")
@@ -98,23 +120,8 @@ def test_overage_of_a_renewal_finalized_before_its_webhook_goes_on_the_next_invo
     counted: list[str] = []
     add_metric = handler.metrics.add_metric
     monkeypatch.setattr(handler.metrics, "add_metric", lambda **kw: (counted.append(kw["name"]), add_metric(**kw))[1])
-    stripe_kit = StripeKit(stack, table)
-    owner = new_user()
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Late", "plan_id": "free"}).body["org_id"]
-    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
-    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
     # Given 460 credits over Pro's 3,000 in September
-    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, tzinfo=UTC))
-    kit.credits.reserve(
-        org_id=org_id,
-        project_id=project,
-        template_id="social-content",
-        generation_type="image",
-        quantity=346,
-        workflow_run_id="r",
-        actor="t",
-    )
-    kit.credits.settle(org_id=org_id, workflow_run_id="r", quantity=None, occurred_at=None, actor="t")
+    stripe_kit, org_id, clock_id, customer = september_overage(api, stack, table)
     # And our webhook endpoint unreachable for the renewal's hour: Stripe finalizes and charges it bare
     webhooks = stack.stripe.webhook_url
     stack.stripe.set_webhook_endpoint(None)

@@ -187,29 +187,11 @@ def test_a_wire_paid_at_once_from_the_cash_balance_leaves_nothing_pending(stack:
 def test_overage_waiting_for_a_next_invoice_is_invoiced_when_the_subscription_ends(
     api: ApiClient, stack: Any, table: Any
 ) -> None:
-    from datetime import UTC, datetime
-
-    from tests.integration.credit_kit import credit_kit
     from tests.integration.stripe_kit import DAY, PERIOD_START
-    from tests.integration.test_overage_billing import _renewal
+    from tests.integration.test_overage_billing import _renewal, september_overage
     from tests.integration.test_stripe_webhooks import post, sign
 
-    stripe_kit = StripeKit(stack, table)
-    owner = new_user()
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Ends", "plan_id": "free"}).body["org_id"]
-    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
-    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
-    credits = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, tzinfo=UTC))
-    credits.credits.reserve(
-        org_id=org_id,
-        project_id=project,
-        template_id="social-content",
-        generation_type="image",
-        quantity=346,
-        workflow_run_id="r",
-        actor="t",
-    )
-    credits.credits.settle(org_id=org_id, workflow_run_id="r", quantity=None, occurred_at=None, actor="t")
+    stripe_kit, _, clock_id, customer = september_overage(api, stack, table)
     # Given September's overage deferred to the next invoice (the renewal finalized before our webhook)
     with _held(stripe_kit):
         stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)

@@ -95,10 +95,9 @@ def test_a_refund_to_more_payments_than_one_transaction_takes_is_refused_clearly
     assert ledger_lines(table, org_id) == before
 
 
-def test_a_bank_top_up_reported_failed_then_paid_takes_nothing_else_off_pending(kit: WalletKit, stack: Any) -> None:
-    # Given two ACH top-ups on their way
-    org_id, _, owner = agency_org(kit)
-    started = [
+def _two_ach_top_ups(kit: WalletKit, org_id: str, owner: Caller) -> list[Any]:
+    """Two ACH top-ups of 5,000 on their way (the debits stay `processing`)."""
+    return [
         kit.wallet.top_up(
             owner,
             org_id,
@@ -110,6 +109,12 @@ def test_a_bank_top_up_reported_failed_then_paid_takes_nothing_else_off_pending(
         )
         for _ in range(2)
     ]
+
+
+def test_a_bank_top_up_reported_failed_then_paid_takes_nothing_else_off_pending(kit: WalletKit, stack: Any) -> None:
+    # Given two ACH top-ups on their way
+    org_id, _, owner = agency_org(kit)
+    started = _two_ach_top_ups(kit, org_id, owner)
     stored = kit.repo.get(org_id)
     assert stored is not None and stored.account.pending == 10_000
     # When Stripe reports the first failed, and then (a late correction) paid after all
@@ -156,18 +161,7 @@ def test_a_failure_racing_the_credit_of_the_same_bank_top_up_takes_pending_down_
 ) -> None:
     # Given two ACH top-ups on their way
     org_id, _, owner = agency_org(kit)
-    started = [
-        kit.wallet.top_up(
-            owner,
-            org_id,
-            amount_minor=5_000,
-            method="ach",
-            idempotency_key=new_user(),
-            return_url=None,
-            payment_method="pm_usBankAccount_processing",
-        )
-        for _ in range(2)
-    ]
+    started = _two_ach_top_ups(kit, org_id, owner)
     first = started[0]
     read, raced = kit.repo.topup, []
 
