@@ -56,6 +56,19 @@ class InvoiceIssued(_Detail):
     amount_due_minor: int
 
 
+class SubscriptionStanding(_Detail):
+    """Subscription.GraceStarted, Subscription.Suspended, Subscription.Restored, Subscription.Ended: what
+    the org may use changed with its subscription (README "Entitlements and dunning")."""
+
+    subscription_id: str
+    status: str
+    standing: str
+    previous_standing: str
+    plan_id: str
+    grace_ends_at: str | None
+    agency_spend: str  # "allowed" or "stopped"
+
+
 EVENTS: dict[str, type[_Detail]] = {
     "Wallet.LowBalance": WalletStatusChanged,
     "Wallet.AgencySpendPaused": WalletStatusChanged,
@@ -64,6 +77,10 @@ EVENTS: dict[str, type[_Detail]] = {
     "Credits.UsageWarning": CreditsUsageWarning,
     "Credits.OverageStarted": CreditsOverageStarted,
     "Invoice.Issued": InvoiceIssued,
+    "Subscription.GraceStarted": SubscriptionStanding,
+    "Subscription.Suspended": SubscriptionStanding,
+    "Subscription.Restored": SubscriptionStanding,
+    "Subscription.Ended": SubscriptionStanding,
 }
 
 

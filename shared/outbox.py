@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 
 from boto3.dynamodb.conditions import Key
 
-from shared.dynamo import Item, TxItem
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors
 from shared.errors import InvalidRequestError
 from shared.event_schemas import checked
 from shared.observability import logger
@@ -249,3 +249,15 @@ class OutboxWriter:
     def send(self, org_id: str, cause: str, messages: Sequence[Message]) -> None:
         items = outbox_puts(self._table.name, org_id, cause, messages, self._clock.now())
         self._table.meta.client.transact_write_items(TransactItems=items)
+
+    def send_once(self, org_id: str, cause: str, messages: Sequence[Message]) -> bool:
+        """As `send`, unless these messages were written before (delivered or not): False then."""
+        items = outbox_puts(self._table.name, org_id, cause, messages, self._clock.now())
+        for item in items:
+            item["Put"]["ConditionExpression"] = "attribute_not_exists(PK)"
+        try:
+            with dynamo_errors():
+                self._table.meta.client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed:
+            return False
+        return True

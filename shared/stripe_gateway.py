@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         ProductCreateParams,
         RefundCreateParams,
         RefundListParams,
+        SubscriptionCreateParams,
         SubscriptionUpdateParams,
         SubscriptionUpdateParamsItem,
     )
@@ -696,6 +697,34 @@ class StripeGateway:
         }
         if proration_date is not None:
             params["proration_date"] = proration_date
+        return _sub(_plain(self._call(self._client.v1.subscriptions.update, subscription_id, params=params, key=key)))
+
+    def create_contract_subscription(
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        collection: Literal["send_invoice", "charge_automatically"],
+        days_until_due: int,
+        metadata: dict[str, str],
+        key: str,
+    ) -> Subscription:
+        """A support-made subscription (an Enterprise contract): invoiced and sent to the customer, due
+        `days_until_due` after issue, or charged to its card. Classic billing mode, as for Checkout."""
+        params: SubscriptionCreateParams = {
+            "customer": customer_id,
+            "items": [{"price": price_id, "quantity": 1}],
+            "collection_method": collection,
+            "metadata": metadata,
+            "billing_mode": {"type": "classic"},
+        }
+        if collection == "send_invoice":
+            params["days_until_due"] = days_until_due
+        return _sub(_plain(self._call(self._client.v1.subscriptions.create, params=params, key=key)))
+
+    def cancel_at_period_end(self, subscription_id: str, *, key: str) -> Subscription:
+        """Ends the subscription when its paid period ends (a downgrade to Free)."""
+        params: SubscriptionUpdateParams = {"cancel_at_period_end": True}
         return _sub(_plain(self._call(self._client.v1.subscriptions.update, subscription_id, params=params, key=key)))
 
     def preview_subscription_change(

@@ -10,6 +10,8 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.parameters import get_secret
 
+from shared.billing.contracts import Contracts, PlanRequests
+from shared.billing.dunning import DunningNotices
 from shared.billing.prices import StripePrices
 from shared.billing.refunds import DowngradeRefunds, RefundPlanRepository
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror, SubscriptionService
@@ -36,6 +38,8 @@ from shared.wallet.service import WalletService
 class Services:
     orgs: OrgService
     subscriptions: SubscriptionService
+    plan_requests: PlanRequests
+    dunning: DunningNotices
     stripe_events: StripeEventHandler
     credits: CreditService
     usage: UsageService
@@ -75,7 +79,9 @@ def build_services(
         documents = DocumentStore(boto3.client("s3"), settings.documents_bucket)
     repo, plans = OrgRepository(table), plan_catalog()
     prices = StripePrices(gateway, plans)
-    mirror = SubscriptionMirror(repo, plans, clock)
+    outbox = OutboxWriter(table, clock)
+    dunning = DunningNotices(repo, outbox, plans, clock)
+    mirror = SubscriptionMirror(repo, plans, clock, dunning)
     orgs = OrgService(repo, plans, clock)
     credit_repo, wallet_repo = CreditRepository(table), WalletRepository(table)
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock)
@@ -91,8 +97,10 @@ def build_services(
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
+        plan_requests=PlanRequests(orgs, Contracts(orgs, repo, gateway, plans, mirror), gateway, plans, mirror),
+        dunning=dunning,
         # events and notifications leave through the outbox only
-        stripe_events=StripeEventHandler(repo, gateway, subscription_side, money_side, OutboxWriter(table, clock)),
+        stripe_events=StripeEventHandler(repo, gateway, subscription_side, money_side, outbox),
         credits=credits,
         usage=usage,
         wallet=wallet,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from shared.billing.contracts import PlanRequests
 from shared.billing.subscriptions import SubscriptionService
 from shared.orgs.service import OrgService
 from shared.settings import ApiSettings
@@ -22,3 +23,7 @@ def org_service() -> OrgService:
 
 def subscription_service() -> SubscriptionService:
     return services().subscriptions
+
+
+def plan_requests() -> PlanRequests:
+    return services().plan_requests

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from shared.billing.subscriptions import ChangePreview
 from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
 from shared.clock import iso
+from shared.orgs.entitlement import Entitlement, Standing
 from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Org, Project, ProjectStatus, Role
 from shared.orgs.service import OrgView
 
@@ -157,6 +158,8 @@ class OrgOut(Reply):
     seats: SeatsOut
     projects: ProjectsOut
     platform_fee_bps: int | None = Field(description="Applied to ad spend in agency mode only")
+    standing: Standing = Field(description="paid, grace (payment failed, plan kept), suspended (Free limits), free")
+    grace_ends_at: str | None = Field(description="While in grace: when the Free limits start unless paid")
     created_at: str
     updated_at: str
 
@@ -179,6 +182,8 @@ class OrgOut(Reply):
             ),
             projects=ProjectsOut(active=org.active_project_count, limit=plan.max_active_projects),
             platform_fee_bps=plan.platform_fee_bps if org.billing_mode is BillingMode.AGENCY else None,
+            standing=view.entitlement.standing,
+            grace_ends_at=iso(view.entitlement.grace_ends) if view.entitlement.grace_ends else None,
             created_at=iso(org.created_at),
             updated_at=iso(org.updated_at),
         )
@@ -300,10 +305,13 @@ class SubscriptionOut(Reply):
     billing_anniversary_day: int | None = Field(description="Day of month the period renews (UTC)")
     cancel_at_period_end: bool
     has_billing_account: bool
+    standing: Standing = Field(description="paid, grace (payment failed, plan kept), suspended (Free limits), free")
+    grace_ends_at: str | None = Field(description="While in grace: when the Free limits start unless paid")
+    limits_plan_id: str = Field(description="The plan whose limits apply now (Free unless paid or in grace)")
 
     @classmethod
-    def of(cls, org: Org, plan: Plan) -> SubscriptionOut:
-        sub = org.subscription
+    def of(cls, org: Org, granted: Entitlement) -> SubscriptionOut:
+        sub, plan = org.subscription, granted.subscribed
         return cls(
             org_id=org.org_id,
             status=sub.status.value if sub else "none",
@@ -316,6 +324,9 @@ class SubscriptionOut(Reply):
             billing_anniversary_day=sub.billing_anchor.day if sub else None,
             cancel_at_period_end=sub.cancel_at_period_end if sub else False,
             has_billing_account=org.stripe_customer_id is not None,
+            standing=granted.standing,
+            grace_ends_at=iso(granted.grace_ends) if granted.grace_ends else None,
+            limits_plan_id=granted.plan.plan_id,
         )
 
 

@@ -50,19 +50,23 @@ def publisher() -> OutboxPublisher:
 def seat_sync() -> SeatSyncer:
     """Made when the first task arrives: a batch of events and notices imports no Stripe code and never
     reads the Stripe secret (the gateway reads it on its first call)."""
+    from shared.billing.dunning import DunningNotices
     from shared.billing.prices import StripePrices
     from shared.billing.subscriptions import SeatSync, SubscriptionMirror
     from shared.catalog import plan_catalog
     from shared.clock import SystemClock
     from shared.orgs.repository import OrgRepository
+    from shared.outbox import OutboxWriter
     from shared.stripe_gateway import StripeGateway
     from shared.wiring import stripe_keys
 
     settings = ApiSettings.from_env()
     gateway = StripeGateway.from_keys(stripe_keys(settings.stripe_secret_arn), api_base=settings.stripe_api_base)
-    repo = OrgRepository(dynamodb_resource().Table(settings.table_name))
-    plans = plan_catalog()
-    return SeatSync(repo, gateway, StripePrices(gateway, plans), plans, SubscriptionMirror(repo, plans, SystemClock()))
+    table = dynamodb_resource().Table(settings.table_name)
+    repo = OrgRepository(table)
+    plans, clock = plan_catalog(), SystemClock()
+    dunning = DunningNotices(repo, OutboxWriter(table, clock), plans, clock)
+    return SeatSync(repo, gateway, StripePrices(gateway, plans), plans, SubscriptionMirror(repo, plans, clock, dunning))
 
 
 class _Batch:

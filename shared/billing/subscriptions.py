@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.auth import Caller
+from shared.billing.dunning import DunningNotices, agency_until
 from shared.billing.prices import PriceRef, StripePrices
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock
 from shared.credits.periods import period_key
 from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from shared.orgs.entitlement import in_dunning
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org, SubscriptionState, SubscriptionStatus
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -49,50 +51,36 @@ class ChangePreview:
 class SubscriptionMirror:
     """Writes Stripe's view of a subscription onto the org, guarded against stale snapshots."""
 
-    def __init__(self, repo: OrgRepository, plans: PlanCatalog, clock: Clock):
+    def __init__(self, repo: OrgRepository, plans: PlanCatalog, clock: Clock, dunning: DunningNotices):
         self._repo = repo
         self._plans = plans
         self._clock = clock
+        self._dunning = dunning
 
     def apply(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
         """None if the org is unknown or a later snapshot was already applied."""
-        base = next((r for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "base"), None)
-        extra = sum(i.quantity for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "seat")
-        status = SubscriptionStatus(sub.status)
         current = self._repo.get_org(org_id)
         if current is None:
             return None
-        plan_id = base.plan_id if base else current.plan_id
-        state = SubscriptionState(
-            subscription_id=sub.subscription_id,
-            status=status,
-            plan_id=plan_id,
-            extra_seats=extra,
-            current_period_start=_ts(sub.current_period_start),
-            current_period_end=_ts(sub.current_period_end),
-            billing_anchor=_ts(sub.billing_cycle_anchor),
-            cancel_at_period_end=sub.cancel_at_period_end,
-        )
-        changes: dict[str, Any] = {"subscription": state.model_dump(mode="json")}
-        if status in _ENDED:
-            # The subscription is gone: paid features end. Agency mode needs a paid plan.
-            free = self._plans.get("free")
-            changes["plan_id"] = free.plan_id
-            if current.billing_mode is BillingMode.AGENCY and not free.agency_mode_allowed:
-                changes["billing_mode"] = BillingMode.BYO.value
-        elif status not in _NOT_YET:
-            changes["plan_id"] = plan_id
-        if changes.get("plan_id", current.plan_id) != current.plan_id:
-            changes["catalog_version"] = (
-                base.catalog_version if base and status not in _ENDED else (self._plans.catalog_version)
-            )
-            changes["enterprise_terms"] = None
+        at = datetime.fromtimestamp(fetched_ms / 1000, UTC)
+        state = _state(current, sub, at)
+        changes = self._plan_changes(current, state)
         # Leaving agency mode: the wallet keeps the fee rate of the plan the agency spend was made on.
         fee = None
         if "billing_mode" in changes:
             fee = kept_fee_bps(current.effective_plan(self._plans.get(current.plan_id)).platform_fee_bps)
+        candidate = current.model_copy(
+            update={**changes, "subscription": state, "enterprise_terms": _terms(current, changes)}
+        )
+        until = agency_until(self._dunning.standing(candidate, at))
+        if until != current.agency_until:
+            changes["agency_until"] = until
+        changes["subscription"] = state.model_dump(mode="json")
         applied = self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms, agency_fee_bps=fee)
-        if applied is not None and status not in _ENDED and sub.current_period_end:
+        if applied is None:
+            return None
+        self._dunning.changed(current, applied, at)
+        if state.status not in _ENDED and sub.current_period_end:
             # The invoice run finds this period by the day it ends.
             self._repo.index_period(
                 org_id,
@@ -101,8 +89,53 @@ class SubscriptionMirror:
             )
         return applied
 
+    def _plan_changes(self, current: Org, state: SubscriptionState) -> dict[str, Any]:
+        """The org's plan is the subscription's (Free once it ended; unchanged while it was never paid)."""
+        changes: dict[str, Any] = {}
+        if state.status in _ENDED:
+            # The subscription is gone: paid features end. Agency mode needs a paid plan.
+            free = self._plans.free
+            changes["plan_id"] = free.plan_id
+            if current.billing_mode is BillingMode.AGENCY and not free.agency_mode_allowed:
+                changes["billing_mode"] = BillingMode.BYO.value
+        elif state.status not in _NOT_YET:
+            changes["plan_id"] = state.plan_id
+        if changes.get("plan_id", current.plan_id) != current.plan_id:
+            changes["catalog_version"] = state.catalog_version or self._plans.catalog_version
+            if not self._plans.get(changes["plan_id"]).custom:
+                changes["enterprise_terms"] = None  # a contract's terms end with it
+        return changes
+
     def now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)
+
+
+def _terms(current: Org, changes: dict[str, Any]) -> Any:
+    return None if "enterprise_terms" in changes else current.enterprise_terms
+
+
+def _state(current: Org, sub: Subscription, at: datetime) -> SubscriptionState:
+    """Stripe's subscription as the org keeps it; a dunning episode starts at the first failure we see."""
+    base = next((r for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "base"), None)
+    extra = sum(i.quantity for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "seat")
+    status = SubscriptionStatus(sub.status)
+    before = current.subscription
+    since = None
+    if in_dunning(status):
+        same = before is not None and before.subscription_id == sub.subscription_id
+        since = before.dunning_since if same and before is not None and before.dunning_since else at
+    return SubscriptionState(
+        subscription_id=sub.subscription_id,
+        status=status,
+        plan_id=base.plan_id if base else current.plan_id,
+        catalog_version=base.catalog_version if base else None,
+        extra_seats=extra,
+        current_period_start=_ts(sub.current_period_start),
+        current_period_end=_ts(sub.current_period_end),
+        billing_anchor=_ts(sub.billing_cycle_anchor),
+        cancel_at_period_end=sub.cancel_at_period_end,
+        dunning_since=since,
+    )
 
 
 class SeatSync:

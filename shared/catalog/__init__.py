@@ -70,11 +70,25 @@ class CreditPack(_Frozen):
     prices: dict[str, int]  # minor units per currency
 
 
+class Dunning(_Frozen):
+    """What happens when a subscription payment fails. Stripe retries the payment (its retry schedule,
+    set in the dashboard) while the subscription is `past_due`; the org keeps its paid plan for
+    `grace_days` from the first failure, then the Free limits apply until it pays."""
+
+    grace_days: int = Field(ge=0, le=60)
+
+
 class PlanCatalog(_Frozen):
     catalog_version: str
     notes: str = ""
+    dunning: Dunning = Dunning(grace_days=7)
     plans: tuple[Plan, ...]
     credit_packs: tuple[CreditPack, ...] = ()
+
+    @property
+    def free(self) -> Plan:
+        """The plan every org has without a paying subscription."""
+        return self.get("free")
 
     def pack(self, pack_id: str) -> CreditPack:
         for pack in self.credit_packs:

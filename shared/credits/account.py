@@ -59,10 +59,14 @@ class CreditAccount:
     overage_allowed: bool
     cap: int | None  # monthly hard stop on credits used + reserved, or None
     packs_used: int = 0  # pack credits used this period (the pack balance itself carries over)
+    # While paid features are paused (an unpaid subscription): the included credits usable this period,
+    # the Free plan's; None while the subscription pays. Packs stay usable: they were paid for.
+    included_ceiling: int | None = None
 
     @property
     def included_remaining(self) -> int:
-        return max(0, self.included - self.included_used)
+        included = self.included if self.included_ceiling is None else min(self.included, self.included_ceiling)
+        return max(0, included - self.included_used)
 
     @property
     def available(self) -> int:
@@ -79,6 +83,15 @@ class CreditAccount:
         before = self.available
         opened = replace(self, period_key=period_key, included=included, included_used=0, overage=0, packs_used=0)
         return opened, [Entry(EntryKind.GRANT, opened.available - before, opened.available, included)]
+
+    def limit_included(self, ceiling: int | None) -> tuple[CreditAccount, list[Entry]]:
+        """Paid features paused (`ceiling`: the included credits the Free limits allow) or restored (None).
+        What this changes of `available` is an entry, like any other change."""
+        after = replace(self, included_ceiling=ceiling)
+        delta = after.available - self.available
+        if ceiling == self.included_ceiling or delta == 0:
+            return after, []
+        return after, [Entry(EntryKind.ADJUSTMENT, delta, after.available, abs(delta))]
 
     def reserve(self, credits: int) -> tuple[CreditAccount, list[Entry]]:
         """Holds credits for a generation. InsufficientCreditsError past what is available and the

@@ -114,18 +114,23 @@ class CreditService:
 
     # ------------------------------------------------------------------ plumbing
     def _current(self, org: Org, stored: StoredAccount | None, period: Period) -> tuple[StoredAccount, list[Entry]]:
-        """The account as of `period`: created or rolled over (included credits reset) if needed."""
-        plan = self._orgs.plan_of(org)
-        overage = plan.price_book(org.currency).credit_overage_unit_minor is not None
+        """The account as of `period`: created or rolled over (included credits reset) if needed, with the
+        limits of the org's standing now (an unpaid subscription: the Free plan's included credits, no
+        overage; paying restores the plan's)."""
+        granted = self._orgs.entitlement_of(org)
+        overage = granted.plan.price_book(org.currency).credit_overage_unit_minor is not None
+        ceiling = None if granted.paid_features else granted.plan.included_credits
+        entries: list[Entry] = []
         if stored is None:
             fresh = CreditAccount("", 0, 0, 0, 0, 0, overage_allowed=overage, cap=None)
-            opened, entries = fresh.open_period(period.key, plan.included_credits)
-            return StoredAccount(opened), entries
+            account, entries = fresh.open_period(period.key, granted.subscribed.included_credits)
+            stored = StoredAccount(account)
         account = replace(stored.account, overage_allowed=overage)
         if account.period_key < period.key:
-            account, entries = account.open_period(period.key, plan.included_credits)
-            return replace(stored, account=account), entries
-        return replace(stored, account=account), []
+            account, opened = account.open_period(period.key, granted.subscribed.included_credits)
+            entries += opened
+        account, limited = account.limit_included(ceiling)
+        return replace(stored, account=account), entries + limited
 
     def _commit(self, org: Org, period: Period, build: Build) -> Committed | None:
         """Commits what `build` makes of the account as of `period` (opened if need be), retrying on

@@ -142,7 +142,7 @@ class InvoiceService:
         """Freezes the period: its invoice exists from now on, as a draft."""
         org = self._org(org_id)
         period = _period(org, period_key)
-        plan = self._orgs.plan_of(org)
+        plan = self._orgs.subscribed_plan(org)
         draft = Invoice(
             invoice_id="inv_" + period.key.replace("-", "").replace(":", ""),
             org_id=org_id,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.catalog import Plan
+from shared.clock import iso
 
 
 class Role(StrEnum):
@@ -39,14 +42,36 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class EnterpriseTerms(_Model):
-    """Per-org terms that replace the Enterprise catalog defaults (set by Layers sales/support)."""
+OverageUnit = Annotated[Decimal, Field(ge=0, le=1_000_000, decimal_places=6)]
 
-    base_minor: int = Field(ge=0)
-    included_seats: int | None = Field(default=None, ge=1)
-    max_active_projects: int | None = Field(default=None, ge=1)
-    included_credits: int = Field(ge=0)
+
+class EnterpriseTerms(_Model):
+    """An org's contract (set by Layers sales through support): replaces the Enterprise catalog defaults.
+    The base fee becomes the org's own Stripe price; invoices are sent (`send_invoice`, due
+    `days_until_due` after issue: net 30 by default) or charged to a card (`charge_automatically`).
+    Overage unit prices (minor units, decimals allowed) left out are the catalog's Enterprise prices."""
+
+    base_minor: int = Field(ge=0, le=10**10)
+    included_seats: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_active_projects: int | None = Field(default=None, ge=1, le=1_000_000)
+    included_credits: int = Field(ge=0, le=10**9)
     platform_fee_bps: int = Field(ge=0, le=10_000)
+    credit_overage_unit_minor: OverageUnit | None = None
+    workflow_run_overage_unit_minor: OverageUnit | None = None
+    sdk_event_overage_unit_minor: OverageUnit | None = None
+    media_storage_gb_overage_unit_minor: OverageUnit | None = None
+    collection: Literal["send_invoice", "charge_automatically"] = "send_invoice"
+    days_until_due: int = Field(default=30, ge=1, le=365)
+
+    def overage_prices(self) -> dict[str, Decimal]:
+        """The unit prices these terms set (the rest stay the catalog's)."""
+        fields = (
+            "credit_overage_unit_minor",
+            "workflow_run_overage_unit_minor",
+            "sdk_event_overage_unit_minor",
+            "media_storage_gb_overage_unit_minor",
+        )
+        return {name: value for name in fields if (value := getattr(self, name)) is not None}
 
 
 class SubscriptionStatus(StrEnum):
@@ -68,11 +93,15 @@ class SubscriptionState(_Model):
     subscription_id: str
     status: SubscriptionStatus
     plan_id: str
+    catalog_version: str | None = None  # of the subscription's base price (a contract's own for Enterprise)
     extra_seats: int
     current_period_start: datetime
     current_period_end: datetime
     billing_anchor: datetime
     cancel_at_period_end: bool
+    # When we first saw this subscription not paying (past_due, unpaid, paused), until it pays again:
+    # the grace period runs from here (shared/orgs/entitlement.py).
+    dunning_since: datetime | None = None
 
 
 class Org(_Model):
@@ -95,6 +124,12 @@ class Org(_Model):
     subscription_synced_ms: int = 0
     # Bumped by every seat change: the idempotency key of the matching Stripe quantity update.
     seat_revision: int = 0
+    # Agency spend (holds, top-ups) is allowed until this instant (ISO, UTC); None = no limit. Written
+    # with the subscription's state and copied to the wallet, whose holds check it in their write.
+    agency_until: str | None = None
+
+    def agency_spend_open(self, now: datetime) -> bool:
+        return self.agency_until is None or self.agency_until > iso(now)
 
     @property
     def has_live_subscription(self) -> bool:
@@ -104,11 +139,13 @@ class Org(_Model):
         )
 
     def effective_plan(self, plan: Plan) -> Plan:
-        """The catalog plan with this org's enterprise terms applied (if any)."""
+        """The catalog plan with this org's contract applied, if the plan is the custom one its terms are for."""
         terms = self.enterprise_terms
-        if terms is None:
+        if terms is None or not plan.custom:
             return plan
-        book = plan.price_book(self.currency).model_copy(update={"base_minor": terms.base_minor})
+        book = plan.price_book(self.currency).model_copy(
+            update={"base_minor": terms.base_minor, **terms.overage_prices()}
+        )
         return plan.model_copy(
             update={
                 "included_seats": terms.included_seats,

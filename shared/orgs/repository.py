@@ -18,7 +18,7 @@ from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, 
 from shared.outbox import SeatSyncTask, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 from shared.retry import backoff
-from shared.wallet.repository import account_key, mode_sync
+from shared.wallet.repository import KEEP, account_key, mode_sync
 
 
 def _org_pk(org_id: str) -> str:
@@ -35,6 +35,13 @@ def _project_key(org_id: str, project_id: str) -> dict[str, str]:
 
 def _org_key(org_id: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": "ORG"}
+
+
+def _org_pk_sk(org_id: str, sk: str) -> dict[str, str]:
+    return {"PK": _org_pk(org_id), "SK": sk}
+
+
+GRACE_INDEX = "GRACE#END"
 
 
 def _dump(model: Org | Member | Project) -> Item:
@@ -266,18 +273,32 @@ class OrgRepository:
             ) from exc
         return Org.model_validate(plain(item))
 
-    def _update_org(self, org_id: str, update: _OrgUpdate, mode: str | None, agency_fee_bps: int | None = None) -> Item:
-        """Updates the org item and returns it. A billing-mode change also sets the wallet's copy of the
-        mode, in the same transaction (see `mode_sync`). TransactionConditionFailed if the org's own
-        condition fails."""
-        if mode is None:
+    def _update_org(
+        self,
+        org_id: str,
+        update: _OrgUpdate,
+        mode: str | None,
+        agency_fee_bps: int | None = None,
+        agency_until: object = KEEP,
+    ) -> Item:
+        """Updates the org item and returns it. A billing-mode or agency_until change also sets the
+        wallet's copy, in the same transaction (see `mode_sync`). TransactionConditionFailed if the
+        org's own condition fails."""
+        if mode is None and agency_until is KEEP:
             with dynamo_errors():
                 resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update.params())
             return dict(resp["Attributes"])
         for attempt in range(MODE_CHANGE_ATTEMPTS):
             with dynamo_errors():
                 wallet = self._table.get_item(Key=account_key(org_id), ProjectionExpression="PK", ConsistentRead=True)
-            sync = mode_sync(self._name, org_id, mode, wallet_exists="Item" in wallet, agency_fee_bps=agency_fee_bps)
+            sync = mode_sync(
+                self._name,
+                org_id,
+                mode,
+                wallet_exists="Item" in wallet,
+                agency_fee_bps=agency_fee_bps,
+                agency_until=agency_until,
+            )
             try:
                 with dynamo_errors():
                     self._client.transact_write_items(
@@ -296,46 +317,6 @@ class OrgRepository:
             with dynamo_errors():
                 return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
         raise ConcurrentUpdateError("The org's wallet is busy; nothing was changed. Retry.")
-
-    def change_plan(
-        self,
-        org_id: str,
-        changes: Mapping[str, object],
-        *,
-        expected_plan_id: str,
-        max_members: int | None,
-        max_projects: int | None,
-        require_byo: bool,
-    ) -> Org:
-        """Switches plan only if current usage fits the new plan's limits (checked in the write)."""
-        conditions = ["attribute_exists(PK)", "plan_id = :expected_plan"]
-        values: dict[str, object] = {":expected_plan": expected_plan_id}
-        if max_members is not None:
-            conditions.append("member_count <= :max_members")
-            values[":max_members"] = max_members
-        if max_projects is not None:
-            conditions.append("active_project_count <= :max_projects")
-            values[":max_projects"] = max_projects
-        if require_byo:
-            conditions.append("billing_mode = :byo")
-            values[":byo"] = "byo"
-        names = {f"#c{i}": k for i, k in enumerate(changes)}
-        values |= {f":c{i}": v for i, v in enumerate(changes.values())}
-        sets = [f"#c{i} = :c{i}" for i in range(len(changes))]
-        remove = "" if "enterprise_terms" in changes else " REMOVE enterprise_terms"
-        try:
-            with dynamo_errors():
-                resp = self._table.update_item(
-                    Key=_org_key(org_id),
-                    UpdateExpression="SET " + ", ".join(sets) + remove,
-                    ConditionExpression=" AND ".join(conditions),
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
-        except TransactionConditionFailed as exc:
-            raise PlanLimitError(_LIMIT_MESSAGE) from exc
-        return Org.model_validate(plain(resp["Attributes"]))
 
     def add_member(self, member: Member, *, expected_plan_id: str, max_members: int | None, seat_revision: int) -> None:
         """Adds a seat, with the outbox task that syncs Stripe's seat quantity (see `_write_seat_change`);
@@ -581,11 +562,38 @@ class OrgRepository:
         update = _OrgUpdate.setting(
             {**changes, "subscription_synced_ms": fetched_ms}, condition, values={":ms": fetched_ms}
         )
+        until = changes.get("agency_until", KEEP)
         try:
-            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps)
+            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps, until)
         except TransactionConditionFailed:
             return None
         return Org.model_validate(plain(item))
+
+    # ------------------------------------------------------------------ grace periods (dunning sweep)
+    def track_grace(self, org_id: str, grace_ends_iso: str) -> None:
+        """Lists the org until its grace period ends (GSI2 GRACE#END, by end): the sweeper tells it then.
+        Written only when a payment fails, so a single index key stays far below a partition's limits."""
+        item = {
+            **_org_pk_sk(org_id, "DUNNING"),
+            "type": "grace",
+            "org_id": org_id,
+            "grace_ends": grace_ends_iso,
+            "GSI2PK": GRACE_INDEX,
+            "GSI2SK": f"{grace_ends_iso}#{org_id}",
+        }
+        with dynamo_errors():
+            self._table.put_item(Item=item)
+
+    def untrack_grace(self, org_id: str) -> None:
+        with dynamo_errors():
+            self._table.delete_item(Key=_org_pk_sk(org_id, "DUNNING"))
+
+    def graces_ended(self, now_iso: str, limit: int) -> list[str]:
+        """Orgs whose grace period ended by `now_iso`, oldest first."""
+        key = Key("GSI2PK").eq(GRACE_INDEX) & Key("GSI2SK").lte(f"{now_iso}#~")
+        with dynamo_errors():
+            resp = self._table.query(IndexName="GSI2", KeyConditionExpression=key, Limit=limit)
+        return [str(item["org_id"]) for item in resp["Items"]]
 
     # ------------------------------------------------------------------ period-end index (invoice run)
     def index_period(self, org_id: str, period_key: str, period_end_iso: str) -> None:

@@ -15,8 +15,9 @@ from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
-from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError, PlanLimitError
+from shared.errors import ConflictError, ForbiddenError, NotFoundError, PlanLimitError
 from shared.ids import new_id
+from shared.orgs.entitlement import Entitlement, entitlement
 from shared.orgs.models import (
     MANAGE_BILLING,
     MANAGE_MEMBERS,
@@ -24,7 +25,6 @@ from shared.orgs.models import (
     MANAGE_PROJECTS,
     READ,
     BillingMode,
-    EnterpriseTerms,
     Member,
     Membership,
     Org,
@@ -48,8 +48,9 @@ class OrgAccess:
 @dataclass(frozen=True)
 class OrgView:
     org: Org
-    plan: Plan
+    plan: Plan  # the limits that apply now (the entitlement's)
     role: Role | None
+    entitlement: Entitlement
 
 
 class OrgService:
@@ -74,32 +75,49 @@ class OrgService:
             raise ForbiddenError(f"This needs one of the roles: {roles}. You are {member.role.value}.")
         return OrgAccess(org, member.role)
 
+    def entitlement_of(self, org: Org) -> Entitlement:
+        return entitlement(org, self._plans, self._clock.now())
+
     def plan_of(self, org: Org) -> Plan:
-        return org.effective_plan(self._plans.get(org.plan_id))
+        """The plan whose limits apply now: the subscription's while it pays (or is in grace), else Free."""
+        return self.entitlement_of(org).plan
+
+    def subscribed_plan(self, org: Org) -> Plan:
+        """The plan the org is billed for (its subscription's), whatever its standing: prices and fees
+        of what it used under that subscription."""
+        return self.entitlement_of(org).subscribed
+
+    def view(self, org: Org, role: Role | None) -> OrgView:
+        granted = self.entitlement_of(org)
+        return OrgView(org, granted.plan, role, granted)
 
     def _view(self, access: OrgAccess) -> OrgView:
-        return OrgView(access.org, self.plan_of(access.org), access.role)
+        return self.view(access.org, access.role)
 
     # ------------------------------------------------------------------ orgs
     def create_org(
         self, caller: Caller, *, name: str, billing_mode: BillingMode, currency: str, plan_id: str
     ) -> OrgView:
-        """Creates an org with the caller as its owner (one seat)."""
-        plan = self._plans.get(plan_id)
-        if plan.custom:
-            raise InvalidRequestError(
-                f"The {plan.name} plan is set up by Layers sales; start on another plan.",
-                code="plan_requires_sales",
+        """Creates an org on Free with the caller as its owner (one seat). A paid plan is only ever the
+        Stripe subscription's: 409 subscription_required, to subscribe through Checkout once created."""
+        free = self._plans.free
+        if plan_id != free.plan_id:
+            self._plans.get(plan_id)  # 422 unknown_plan first
+            raise ConflictError(
+                f"Orgs start on {free.name}. Create the org, then subscribe to {plan_id} with "
+                "POST /v1/orgs/{org_id}/subscription/checkout: the plan starts when Stripe says it is paid.",
+                code="subscription_required",
+                details={"plan_id": plan_id},
             )
-        plan.price_book(currency)
-        _check_agency(plan, billing_mode)
+        free.price_book(currency)
+        _check_agency(free, billing_mode)
         now = self._clock.now()
         org = Org(
             org_id=new_id("org"),
             name=name,
             billing_mode=billing_mode,
             currency=currency,
-            plan_id=plan.plan_id,
+            plan_id=free.plan_id,
             catalog_version=self._plans.catalog_version,
             member_count=1,
             owner_count=1,
@@ -118,7 +136,7 @@ class OrgService:
         )
         self._repo.create_org(org, owner)
         self.index_period_of(org, now)
-        return OrgView(org, plan, Role.OWNER)
+        return self.view(org, Role.OWNER)
 
     def list_my_orgs(self, caller: Caller, cursor: str | None, limit: int) -> Page[Membership]:
         return self._repo.list_memberships(caller.user_id, cursor, limit)
@@ -184,55 +202,7 @@ class OrgService:
             expected={"plan_id": org.plan_id},
             agency_fee_bps=kept_fee_bps(plan.platform_fee_bps) if leaves_agency else None,
         )
-        return OrgView(updated, self.plan_of(updated), access.role)
-
-    def change_plan(
-        self, caller: Caller, org_id: str, *, plan_id: str, enterprise_terms: EnterpriseTerms | None
-    ) -> OrgView:
-        """Moves the org to another plan if its current seats, projects and billing mode fit.
-        Enterprise (custom terms) is set by Layers support only."""
-        new_plan = self._plans.get(plan_id)
-        if new_plan.custom or enterprise_terms is not None:
-            if not caller.is_support:
-                # Members get 403 for a sales-only plan; non-members still get 404 from access().
-                self.access(caller, org_id, MANAGE_BILLING)
-                raise ForbiddenError(
-                    f"The {new_plan.name} plan and custom terms are set by Layers sales.",
-                    code="plan_requires_sales",
-                )
-            if not new_plan.custom:
-                raise InvalidRequestError("Custom terms apply only to a custom plan.", code="terms_not_allowed")
-            if enterprise_terms is None:
-                raise InvalidRequestError(f"The {new_plan.name} plan needs its terms.", code="terms_required")
-            access = self.access(caller, org_id, frozenset(), support=True)
-        else:
-            access = self.access(caller, org_id, MANAGE_BILLING)
-        org = access.org
-        if org.has_live_subscription:
-            raise ConflictError(
-                "The org pays through a Stripe subscription: change its plan through the subscription.",
-                code="use_subscription",
-            )
-        org_with_terms = org.model_copy(update={"plan_id": plan_id, "enterprise_terms": enterprise_terms})
-        effective = org_with_terms.effective_plan(new_plan)
-        effective.price_book(org.currency)
-        self.check_fits(org, effective)
-        changes: dict[str, object] = {
-            "plan_id": plan_id,
-            "catalog_version": self._plans.catalog_version,
-            "updated_at": self._clock.now(),
-        }
-        if enterprise_terms is not None:
-            changes["enterprise_terms"] = enterprise_terms.model_dump()
-        updated = self._repo.change_plan(
-            org_id,
-            _stored(changes),
-            expected_plan_id=org.plan_id,
-            max_members=effective.seat_limit(),
-            max_projects=effective.max_active_projects,
-            require_byo=not effective.agency_mode_allowed,
-        )
-        return OrgView(updated, effective, access.role)
+        return self.view(updated, access.role)
 
     def check_fits(self, org: Org, plan: Plan) -> None:
         """PlanLimitError naming what to archive or remove when the org does not fit `plan`."""

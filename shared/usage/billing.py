@@ -89,7 +89,7 @@ class OverageBilling:
         if org is None or invoice.invoice_id is None:
             return RenewalBilled(0, deferred=False)
         period = self.closed_period(org, invoice)
-        plan = self._orgs.plan_of(org)
+        plan = self._orgs.subscribed_plan(org)
         target = _Target(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
         done = self._repo.period(org_id, period.key)
         added = 0

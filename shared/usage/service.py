@@ -110,7 +110,7 @@ class UsageService:
         return period, self.allowances_of(org, period)
 
     def allowances_of(self, org: Org, period: Period) -> list[Allowance]:
-        plan = self._orgs.plan_of(org)
+        plan = self._orgs.subscribed_plan(org)  # billed with the subscription, for the period it paid
         book = plan.price_book(org.currency)
         counters: dict[str, Any] = self._repo.period(org.org_id, period.key)
         measured = {

@@ -55,6 +55,7 @@ class AutoTopUps:
         auto = stored.auto
         if (
             wallet_mode(stored, org) is not BillingMode.AGENCY  # the org pays the platforms itself now
+            or not org.agency_spend_open(self._clock.now())  # its subscription is unpaid
             or not auto.enabled
             or auto.in_flight
             or after.balance >= auto.threshold_minor

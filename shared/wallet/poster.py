@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from shared.clock import Clock
 from shared.errors import ConcurrentUpdateError, ConflictError
@@ -46,6 +47,19 @@ def agency(org: Org) -> Org:
             "This org pays the ad platforms directly (BYO mode): there is no wallet and no platform fee."
         )
     return org
+
+
+def agency_spend_open(org: Org, now: datetime) -> bool:
+    """Agency mode, with a subscription that pays (or is in grace): new holds and top-ups are allowed."""
+    return org.billing_mode is BillingMode.AGENCY and org.agency_spend_open(now)
+
+
+def spend_stopped() -> ConflictError:
+    return ConflictError(
+        "Agency spend is stopped: the subscription is unpaid. Pay the open invoice in the billing portal to "
+        "resume; spend already committed still settles.",
+        code="subscription_unpaid",
+    )
 
 
 def wallet_mode(stored: StoredWallet, org: Org) -> BillingMode:
@@ -96,7 +110,12 @@ class WalletPoster:
         told = [*signal_messages(org, stored.account, change.after, signals), *change.messages]
         try:
             self._repo.post(
-                org.org_id, stored, replace(change, messages=told), mode=org.billing_mode.value, now=self._clock.now()
+                org.org_id,
+                stored,
+                replace(change, messages=told),
+                mode=org.billing_mode.value,
+                agency_until=org.agency_until,
+                now=self._clock.now(),
             )
         except AlreadyApplied:
             return Posted(stored, stored.account, replay=True)

@@ -68,28 +68,47 @@ def account_key(org_id: str) -> keys.Key:
     return keys.key(org_id, keys.WALLET_SK)
 
 
+KEEP = object()  # mode_sync: leave the wallet's copy of agency_until as it is
+
+
 def mode_sync(
-    table_name: str, org_id: str, mode: str, *, wallet_exists: bool, agency_fee_bps: int | None = None
+    table_name: str,
+    org_id: str,
+    mode: str | None,
+    *,
+    wallet_exists: bool,
+    agency_fee_bps: int | None = None,
+    agency_until: object = KEEP,
 ) -> TxItem:
     """The transaction item an org's billing-mode change carries, so the wallet's copy of the mode never
     disagrees with the org's: holds check the copy and need no third item. If the wallet did not exist
     when read, the item asserts it still does not; the wallet's first write copies the org's mode and
     asserts it is still the org's mode. Of two racing transactions one fails, and it reads again.
     The change bumps the wallet's version, so a balance change that read the old mode retries. Leaving
-    agency mode keeps the fee rate it had (shared/wallet/account.kept_fee_bps)."""
+    agency mode keeps the fee rate it had (shared/wallet/account.kept_fee_bps). `agency_until` (an ISO
+    instant, or None for no limit) is copied the same way: holds are refused from that instant on."""
     if not wallet_exists:
         condition = {"Key": account_key(org_id), "ConditionExpression": "attribute_not_exists(PK)"}
         return {"ConditionCheck": {"TableName": table_name, **condition}}
-    values: dict[str, object] = {":m": mode, ":one": 1}
-    update = "SET billing_mode = :m, version = version + :one"
+    values: dict[str, object] = {":one": 1}
+    sets = ["version = version + :one"]
+    if mode is not None:
+        sets.append("billing_mode = :m")
+        values[":m"] = mode
     if agency_fee_bps is not None:
-        update += ", agency_fee_bps = :fee"
+        sets.append("agency_fee_bps = :fee")
         values[":fee"] = agency_fee_bps
+    remove = ""
+    if isinstance(agency_until, str):
+        sets.append("agency_until = :until")
+        values[":until"] = agency_until
+    elif agency_until is None:
+        remove = " REMOVE agency_until"
     return {
         "Update": {
             "TableName": table_name,
             "Key": account_key(org_id),
-            "UpdateExpression": update,
+            "UpdateExpression": "SET " + ", ".join(sets) + remove,
             "ConditionExpression": "attribute_exists(PK)",
             "ExpressionAttributeValues": values,
         }
@@ -202,7 +221,16 @@ class WalletRepository:
         return (str(got["org_id"]), str(got["topup_id"])) if got else None
 
     # ------------------------------------------------------------------ money movements
-    def post(self, org_id: str, stored: StoredWallet, change: WalletChange, *, mode: str, now: datetime) -> None:
+    def post(
+        self,
+        org_id: str,
+        stored: StoredWallet,
+        change: WalletChange,
+        *,
+        mode: str,
+        agency_until: str | None = None,
+        now: datetime,
+    ) -> None:
         """Commits a versioned change through the ledger engine. LedgerConflict if another change came
         first; AlreadyApplied if its cause was applied before; HoldEnded if the hold it posts is no longer
         pending; ModeChanged if this is the wallet's first write and the org's mode is no longer `mode`."""
@@ -214,9 +242,11 @@ class WalletRepository:
         if change.spend_days is not None:
             sets["spend_days"] = dict(change.spend_days)
         items = [Named(_name(r), self._record_item(org_id, r)) for r in change.records]
-        if stored.head.new:  # the wallet's copy of the billing mode starts equal to the org's
+        if stored.head.new:  # the wallet's copies of the billing mode and agency_until start equal to the org's
             sets["billing_mode"] = mode
-            items.append(Named("org_mode", _org_mode_is(self._name, org_id, mode)))
+            if agency_until is not None:
+                sets["agency_until"] = agency_until
+            items.append(Named("org_mode", _org_mode_is(self._name, org_id, mode, agency_until)))
         try:
             self._ledger.commit(
                 Change(
@@ -361,9 +391,15 @@ class WalletRepository:
             "TableName": self._name,
             "Key": account_key(org_id),
             "UpdateExpression": "SET held = held + :a, available = available - :a",
-            "ConditionExpression": "available >= :a AND #s <> :paused AND billing_mode = :agency",
+            "ConditionExpression": "available >= :a AND #s <> :paused AND billing_mode = :agency"
+            " AND (attribute_not_exists(agency_until) OR agency_until > :now)",
             "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {":a": hold.amount_minor, ":paused": "paused", ":agency": "agency"},
+            "ExpressionAttributeValues": {
+                ":a": hold.amount_minor,
+                ":paused": "paused",
+                ":agency": "agency",
+                ":now": hold.created_at,
+            },
         }
         created = {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": put}
         try:
@@ -425,13 +461,20 @@ def _name(record: Record) -> str:
     ]
 
 
-def _org_mode_is(table_name: str, org_id: str, mode: str) -> TxItem:
+def _org_mode_is(table_name: str, org_id: str, mode: str, agency_until: object = KEEP) -> TxItem:
+    condition, values = "billing_mode = :mode", {":mode": mode}
+    if isinstance(agency_until, str):
+        condition += " AND agency_until = :until"
+        values[":until"] = agency_until
+    elif agency_until is None:
+        condition += " AND (attribute_not_exists(agency_until) OR attribute_type(agency_until, :null))"
+        values[":null"] = "NULL"
     return {
         "ConditionCheck": {
             "TableName": table_name,
             "Key": keys.org_key(org_id),
-            "ConditionExpression": "billing_mode = :mode",
-            "ExpressionAttributeValues": {":mode": mode},
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
         }
     }
 

@@ -37,7 +37,7 @@ from shared.wallet.models import (
     WalletChange,
 )
 from shared.wallet.platforms import platform_name
-from shared.wallet.poster import WalletNotAvailableError, WalletPoster, agency, wallet_mode
+from shared.wallet.poster import WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
 from shared.wallet.refunds import WalletRefunds
 from shared.wallet.repository import Duplicate, HoldEnded, HoldRefused, WalletRepository
 from shared.wallet.topups import TopUps
@@ -195,10 +195,14 @@ class WalletService:
             # A wallet written before it kept a copy of the mode: copy it (or a racing hold did).
             self._repo.copy_mode(org_id, org.billing_mode.value)
             stored = self._poster.load(org)
-        return wallet_mode(stored, org) is BillingMode.AGENCY and stored.account.can_hold(amount_minor)
+        open_ = org.agency_spend_open(self._clock.now())
+        return wallet_mode(stored, org) is BillingMode.AGENCY and open_ and stored.account.can_hold(amount_minor)
 
-    def _refusal(self, org_id: str, amount_minor: int) -> InsufficientWalletFundsError:
-        account = self._poster.load(agency(self._org_repo.require_org(org_id))).account
+    def _refusal(self, org_id: str, amount_minor: int) -> ConflictError:
+        org = agency(self._org_repo.require_org(org_id))
+        if not org.agency_spend_open(self._clock.now()):
+            return spend_stopped()
+        account = self._poster.load(org).account
         if account.status is WalletStatus.PAUSED:
             return InsufficientWalletFundsError(
                 "Agency spend is paused: the wallet is below its floor.", code="wallet_paused"
@@ -256,7 +260,7 @@ class WalletService:
 
     def _fee_bps(self, org: Org, stored: StoredWallet) -> int:
         # The wallet's copy of the mode decides: it is versioned with the balance.
-        plan_bps = self._orgs.plan_of(org).platform_fee_bps
+        plan_bps = self._orgs.subscribed_plan(org).platform_fee_bps  # the fee of the plan the spend was made on
         is_agency = wallet_mode(stored, org) is BillingMode.AGENCY
         return bill_fee_bps(agency=is_agency, plan_bps=plan_bps, kept_bps=stored.kept_fee_bps)
 

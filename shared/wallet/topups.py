@@ -11,14 +11,14 @@ from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.errors import InvalidRequestError, PaymentDeclinedError
 from shared.ledger import Cause
-from shared.orgs.models import MANAGE_BILLING, BillingMode, Org
+from shared.orgs.models import MANAGE_BILLING, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Notice
 from shared.stripe_gateway import PaymentIntent, StripeGateway
 from shared.wallet.account import EntryKind
 from shared.wallet.models import ChargeLink, StoredWallet, TopUp, TopUpSet, WalletChange
-from shared.wallet.poster import WalletPoster, agency
+from shared.wallet.poster import WalletPoster, agency, agency_spend_open, spend_stopped
 from shared.wallet.repository import Duplicate, WalletRepository
 
 _OPEN_TOPUP = ("creating", "awaiting_checkout", "processing", "pending")
@@ -92,7 +92,7 @@ class TopUps:
         existing = self._repo.topup(org_id, topup_id)
         if existing and existing.status != "creating":
             return existing
-        if existing is None and org.billing_mode is not BillingMode.AGENCY:
+        if existing is None and not agency_spend_open(org, self._clock.now()):
             self._check_deficit_top_up(org, amount_minor)
         # A top-up still "creating" never reached Stripe's answer (an error or a crash): a retry carries
         # on with the same Stripe idempotency key, so Stripe acts at most once.
@@ -178,6 +178,7 @@ class TopUps:
         deficit = stored.account.deficit if stored else 0
         if not deficit:
             agency(org)
+            raise spend_stopped()
         stale = iso(self._clock.now() - CHECKOUT_LIFETIME)
         on_the_way = sum(
             t.amount_minor
@@ -187,7 +188,7 @@ class TopUps:
         owed = max(0, deficit - on_the_way)
         if amount_minor > owed:
             raise InvalidRequestError(
-                f"Out of agency mode, a top-up settles only what the wallet owes ({owed} once the top-ups "
+                f"Without agency spend, a top-up settles only what the wallet owes ({owed} once the top-ups "
                 "on their way arrive).",
                 code="amount_exceeds_deficit",
                 details={"deficit_minor": deficit, "on_the_way_minor": on_the_way, "requested_minor": amount_minor},

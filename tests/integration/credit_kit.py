@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 
+from shared.billing.subscriptions import SubscriptionMirror
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.orgs.repository import OrgRepository
@@ -33,6 +34,7 @@ class CreditKit:
     repo: CreditRepository
     credits: CreditService
     usage: UsageService
+    mirror: SubscriptionMirror
 
 
 def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None = None) -> CreditKit:
@@ -47,4 +49,4 @@ def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None 
     services = build_services(settings, clock=clock, table=table)
     # the services' own repositories: tests patch them to interleave a change
     repos = services.credits._org_repo, services.credits._repo
-    return CreditKit(clock, services.orgs, *repos, services.credits, services.usage)
+    return CreditKit(clock, services.orgs, *repos, services.credits, services.usage, services.subscriptions._mirror)

@@ -17,6 +17,7 @@ from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.integration.wallet_kit import ledger_lines
 from tests.local import devtokens
+from tests.paid import mirror_subscription, paid_org_over_http
 
 pytestmark = pytest.mark.integration
 ENGINE = devtokens.service_token("workflow-engine")
@@ -30,7 +31,9 @@ def kit(stack: Any) -> CreditKit:
 
 def _org(kit: CreditKit, plan_id: str = "free") -> tuple[str, str, Caller]:
     owner = Caller(new_user(), None, frozenset())
-    view = kit.orgs.create_org(owner, name="Credits Co", billing_mode="byo", currency="USD", plan_id=plan_id)  # type: ignore[arg-type]
+    view = kit.orgs.create_org(owner, name="Credits Co", billing_mode="byo", currency="USD", plan_id="free")  # type: ignore[arg-type]
+    if plan_id != "free":
+        mirror_subscription(kit.mirror, view.org.org_id, plan_id, start=kit.clock.now())
     project = kit.orgs.create_project(owner, view.org.org_id, name="Main")
     return view.org.org_id, project.project_id, owner
 
@@ -53,9 +56,12 @@ def _reserve(
     }
 
 
-def _api_org(api: ApiClient, plan_id: str = "free") -> tuple[str, str, str]:
+def _api_org(api: ApiClient, plan_id: str = "free", stack: Any = None, table: Any = None) -> tuple[str, str, str]:
     owner = new_user()
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Gen", "plan_id": plan_id}).body["org_id"]
+    if plan_id == "free":
+        org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Gen"}).body["org_id"]
+    else:
+        org_id = paid_org_over_http(api, stack, table, owner, name="Gen", plan_id=plan_id, billing_mode="byo")
     projects = [api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "A"}).body["project_id"]]
     return owner, org_id, projects[0]
 
@@ -91,8 +97,8 @@ def test_the_workflow_engine_reserves_settles_and_releases(api: ApiClient) -> No
     assert sum(e["delta"] for e in ledger) == credits["available"]
 
 
-def test_template_overrides_set_the_cost(api: ApiClient) -> None:
-    _, org_id, project = _api_org(api, "starter")
+def test_template_overrides_set_the_cost(api: ApiClient, stack: Any, table: Any) -> None:
+    _, org_id, project = _api_org(api, "starter", stack, table)
     reply = api.call(
         "POST",
         "/v1/internal/credits/reservations",
@@ -109,8 +115,8 @@ def test_template_overrides_set_the_cost(api: ApiClient) -> None:
     assert (unknown.status, unknown.code) == (422, "unknown_generation_type")
 
 
-def test_replaying_any_consumption_call_ten_times_changes_nothing(api: ApiClient, table: Any) -> None:
-    _, org_id, project = _api_org(api, "starter")
+def test_replaying_any_consumption_call_ten_times_changes_nothing(api: ApiClient, table: Any, stack: Any) -> None:
+    _, org_id, project = _api_org(api, "starter", stack, table)
     calls = [
         ("/v1/internal/credits/reservations", _reserve(org_id, project, "a")),
         ("/v1/internal/credits/reservations/a/settle", {"org_id": org_id, "quantity": 1}),

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import ApiClient, new_user, org_items, user_org_count
-from tests.integration.stripe_kit import StripeKit
 from tests.integration.world import World, build_world
 from tests.local import devtokens
 
@@ -41,6 +40,7 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)  # sent on every call of the case
     needs_wallet_money: bool = False  # success needs a card top-up credited to the wallet
     needs_invoice: bool = False  # success needs the org's invoice for its current period, issued
+    on_free_org: bool = False  # success needs an org without a subscription: org B, as its owner
 
 
 CASES: list[Case] = [
@@ -54,7 +54,7 @@ CASES: list[Case] = [
     Case(
         "PUT",
         "/v1/orgs/{org_id}/plan",
-        ok_body={"plan_id": "scale"},
+        ok_body={"plan_id": "free"},
         bad_body={"plan": "scale"},
         forbidden_role="member",
     ),
@@ -110,6 +110,7 @@ CASES: list[Case] = [
         ok_body={"plan_id": "scale", **URLS},
         bad_body={"plan_id": "scale", "success_url": "not a url"},
         forbidden_role="member",
+        on_free_org=True,
     ),
     Case(
         "POST",
@@ -203,16 +204,18 @@ IDS = [f"{c.method} {c.path}" for c in CASES]
 
 
 @pytest.fixture
-def world(api: ApiClient) -> World:
+def world(api: ApiClient, stack: Any, table: Any) -> World:
     """A fresh world for tests that change it."""
-    return build_world(api)
+    return build_world(api, stack, table)
 
 
 @pytest.fixture(scope="module")
-def refusal_world(api: ApiClient, stack: Any) -> World:
+def refusal_world(api: ApiClient, stack: Any, table: Any) -> World:
     """One world for the refusal tests: each of them proves it changed nothing (so the outbox has done
     the tasks its member changes wrote first: done, they are marked sent)."""
-    world = build_world(api)
+    world = build_world(api, stack, table)
+    stack.flush_outbox()  # the seat syncs done (Stripe updated), then the webhooks they caused delivered
+    stack.stripe.wait_for_deliveries()
     stack.flush_outbox()
     return world
 
@@ -239,8 +242,6 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
-    if case.needs_subscription or case.needs_wallet_money:
-        StripeKit(stack, table).subscribe(api, world.user("owner"), world.org_id, "pro")  # a saved card
     if case.needs_invoice:
         world.invoice_id = _issue_current_invoice(world.org_id)
     if case.needs_wallet_money:
@@ -254,8 +255,11 @@ def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: An
         assert topup.status == 202, topup.body
         stack.stripe.wait_for_deliveries()
     user, groups = (new_user("staff"), ("support",)) if case.ok_as == "support" else (world.user(case.ok_as), ())
+    org_id = None
+    if case.on_free_org:
+        user, org_id = world.user("stranger"), world.other_org_id
     reply = api.call(
-        case.method, _path(case, world), as_user=user, groups=groups, json=case.ok_body, headers=case.headers
+        case.method, _path(case, world, org_id), as_user=user, groups=groups, json=case.ok_body, headers=case.headers
     )
     assert reply.status == case.ok_status, reply.body
 

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 
 from shared.auth import Caller
+from shared.billing.subscriptions import SubscriptionMirror
 from shared.orgs.models import BillingMode
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -17,9 +18,10 @@ from shared.stripe_gateway import StripeGateway
 from shared.wallet.models import AutoTopUp
 from shared.wallet.repository import WalletRepository
 from shared.wallet.service import WalletService, WalletSettings
-from shared.wiring import build_services
+from shared.wiring import Services, build_services
 from tests.helpers import new_user
 from tests.integration.credit_kit import ManualClock
+from tests.paid import mirror_subscription
 
 
 @dataclass
@@ -30,6 +32,8 @@ class WalletKit:
     repo: WalletRepository
     wallet: WalletService
     gateway: StripeGateway
+    mirror: SubscriptionMirror
+    services: Services
 
 
 def wallet_kit(stack: Any, now: datetime) -> WalletKit:
@@ -43,7 +47,7 @@ def wallet_kit(stack: Any, now: datetime) -> WalletKit:
     )
     # the services' own repositories: tests patch them to interleave a change
     repos = services.wallet._org_repo, services.wallet._repo
-    return WalletKit(clock, services.orgs, *repos, services.wallet, gateway)
+    return WalletKit(clock, services.orgs, *repos, services.wallet, gateway, services.subscriptions._mirror, services)
 
 
 def _settings(env: dict[str, str]) -> dict[str, str]:
@@ -51,10 +55,14 @@ def _settings(env: dict[str, str]) -> dict[str, str]:
 
 
 def agency_org(kit: WalletKit, plan_id: str = "pro") -> tuple[str, str, Caller]:
+    """An org on Free, subscribed to `plan_id` (as the webhook mirrors it), in agency mode, with a project."""
     owner = Caller(new_user(), f"{new_user()}@example.com", frozenset())
-    view = kit.orgs.create_org(owner, name="Agency", billing_mode=BillingMode.AGENCY, currency="USD", plan_id=plan_id)
-    project = kit.orgs.create_project(owner, view.org.org_id, name="Launch")
-    return view.org.org_id, project.project_id, owner
+    view = kit.orgs.create_org(owner, name="Agency", billing_mode=BillingMode.BYO, currency="USD", plan_id="free")
+    org_id = view.org.org_id
+    mirror_subscription(kit.mirror, org_id, plan_id, start=kit.clock.now())
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)
+    project = kit.orgs.create_project(owner, org_id, name="Launch")
+    return org_id, project.project_id, owner
 
 
 def fund(kit: WalletKit, org_id: str, amount: int, ref: str) -> None:

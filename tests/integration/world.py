@@ -1,11 +1,14 @@
-"""A small world for API tests: org A (Pro, agency) with one person per role and two projects,
-and org B owned by a stranger. Built through the public API, like the web app would."""
+"""A small world for API tests: org A (Pro through a Stripe Checkout, agency) with one person per role
+and two projects, and org B (Free) owned by a stranger. Built through the public API, like the web app
+would: create on Free, subscribe, then grow."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tests.helpers import ApiClient, new_user
+from tests.paid import paid_org_over_http
 
 
 @dataclass
@@ -21,16 +24,9 @@ class World:
         return self.people[role]
 
 
-def build_world(api: ApiClient) -> World:
+def build_world(api: ApiClient, stack: Any, table: Any) -> World:
     people = {r: new_user(r) for r in ("owner", "admin", "billing", "member", "spare", "stranger")}
-    created = api.call(
-        "POST",
-        "/v1/orgs",
-        as_user=people["owner"],
-        json={"name": "Acme Growth", "billing_mode": "agency", "plan_id": "pro"},
-    )
-    assert created.status == 201, created.body
-    org_id = created.body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, people["owner"], name="Acme Growth", plan_id="pro")
     for role, user in people.items():
         if role in ("owner", "stranger"):
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
-from functions.api.container import org_service
+from functions.api.container import org_service, plan_requests
 from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
 from functions.api.schemas import (
     ChangePlanRequest,
@@ -49,9 +49,11 @@ def update_org(org_id: OrgId, body: UpdateOrgRequest) -> OrgOut:
     return OrgOut.of(view)
 
 
-@router.put("/v1/orgs/<org_id>/plan", tags=["orgs"], summary="Move the org to another plan")
+@router.put(
+    "/v1/orgs/<org_id>/plan",
+    tags=["orgs"],
+    summary="Free (cancel at period end), or an Enterprise contract (support); paid plans start at Checkout",
+)
 def change_plan(org_id: OrgId, body: ChangePlanRequest) -> OrgOut:
-    view = org_service().change_plan(
-        caller_of(router), org_id, plan_id=body.plan_id, enterprise_terms=body.enterprise_terms
-    )
+    view = plan_requests().set_plan(caller_of(router), org_id, plan_id=body.plan_id, terms=body.enterprise_terms)
     return OrgOut.of(view)

@@ -29,7 +29,7 @@ IdempotencyKey = Annotated[
 @router.get("/v1/orgs/<org_id>/subscription", tags=["subscription"], summary="Plan, status, seats, period")
 def get_subscription(org_id: OrgId) -> SubscriptionOut:
     org = subscription_service().get(caller_of(router), org_id)
-    return SubscriptionOut.of(org, org_service().plan_of(org))
+    return SubscriptionOut.of(org, org_service().entitlement_of(org))
 
 
 @router.post(
@@ -71,7 +71,8 @@ def change_plan(org_id: OrgId, body: PlanChangeRequest) -> PlanChangeOut:
         caller_of(router), org_id, plan_id=body.plan_id, proration_date=body.proration_date
     )
     return PlanChangeOut(
-        subscription=SubscriptionOut.of(org, org_service().plan_of(org)), proration=PlanChangePreviewOut.of(preview)
+        subscription=SubscriptionOut.of(org, org_service().entitlement_of(org)),
+        proration=PlanChangePreviewOut.of(preview),
     )
 
 

@@ -326,12 +326,18 @@ class Invoices:
         )
         invoice["status_transitions"]["finalized_at"] = now
         if invoice["collection_method"] == "send_invoice":
-            invoice["due_date"] = now + 30 * 86_400
+            invoice["due_date"] = now + self._days_until_due(invoice) * 86_400
         elif invoice["amount_due"] > 0:
             invoice["next_payment_attempt"] = now
         self.store.emit("invoice.finalized", invoice)
         if invoice["amount_due"] == 0:
             self.mark_paid(invoice, 0)
+
+    def _days_until_due(self, invoice: Obj) -> int:
+        """The subscription's payment terms for its invoices (30 days for one-off invoices here)."""
+        details = (invoice.get("parent") or {}).get("subscription_details") or {}
+        sub = self.store.objects.get(details.get("subscription") or "")
+        return int(sub.get("days_until_due") or 30) if sub else 30
 
     def _below_minimum_charge(self, invoice: Obj, customer: Obj, net: int) -> bool:
         """An automatically collected invoice asking for less than Stripe's minimum charge in its currency, of

@@ -293,7 +293,14 @@ class Subscriptions:
         collection = get_enum(
             params, "collection_method", ("charge_automatically", "send_invoice"), "charge_automatically"
         )
-        return self.start_subscription(
+        days_until_due = get_int(params, "days_until_due")
+        if collection == "send_invoice" and days_until_due is None:
+            raise param_missing("days_until_due")
+        if collection != "send_invoice" and days_until_due is not None:
+            raise invalid(
+                "You can only set `days_until_due` if `collection_method` is `send_invoice`.", param="days_until_due"
+            )
+        sub = self.start_subscription(
             customer,
             items,
             default_payment_method=dpm,
@@ -301,7 +308,9 @@ class Subscriptions:
             payment_behavior=behavior or "allow_incomplete",
             collection_method=collection or "charge_automatically",
             billing_mode=self.parse_billing_mode(params, "billing_mode", self.store.now(customer["id"])),
+            days_until_due=days_until_due,
         )
+        return sub
 
     def start_subscription(
         self,
@@ -313,6 +322,7 @@ class Subscriptions:
         payment_behavior: str,
         billing_mode: Obj,
         collection_method: str = "charge_automatically",
+        days_until_due: int | None = None,
     ) -> Obj:
         now = self.store.now(customer["id"])
         shell: Obj = {"id": "", "customer": customer["id"], "current_period_start": now, "current_period_end": now}
@@ -366,6 +376,7 @@ class Subscriptions:
             billing_schedules=[],
             current_period_start=now,
             current_period_end=end,
+            days_until_due=days_until_due,
         )
         if default_payment_method:
             sub["default_payment_method"] = self.payment_methods.resolve(

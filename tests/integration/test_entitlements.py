@@ -1,0 +1,194 @@
+"""Paid features only while paid (issue 14): the plan is what Stripe says, a dunning policy with a grace
+period, and nothing recorded lost. Service-level where time must move (grace expiry: a clock the test
+moves), HTTP where a request is the subject (creation, plan changes)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.catalog import plan_catalog
+from shared.credits.account import InsufficientCreditsError
+from shared.errors import ConflictError, InvalidRequestError, PlanLimitError
+from shared.orgs.entitlement import Standing
+from shared.orgs.models import BillingMode, Role
+from tests.helpers import ApiClient, new_user, org_items, user_org_count
+from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
+from tests.paid import set_status
+
+pytestmark = pytest.mark.integration
+GRACE = timedelta(days=plan_catalog().dunning.grace_days)
+# A renewal at an odd time of day, in a leap year's February.
+RENEWAL = datetime(2028, 2, 29, 14, 37, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def kit(stack: Any) -> WalletKit:
+    return wallet_kit(stack, RENEWAL)
+
+
+def _notices(table: Any, org_id: str) -> list[str]:
+    """The kinds of the notifications written to the org's outbox, oldest first."""
+    items = sorted(
+        (i for i in org_items(table, org_id) if i["SK"].startswith("OUTBOX#") and i["kind"] == "notice"),
+        key=lambda i: i["created_at"],
+    )
+    return [json.loads(i["body"])["kind"] for i in items]
+
+
+def _reserve(kit: WalletKit, org_id: str, project_id: str, run: str, quantity: int = 1) -> int:
+    return kit.services.credits.reserve(
+        org_id=org_id,
+        project_id=project_id,
+        template_id="social-content",
+        generation_type="slideshow",
+        quantity=quantity,
+        workflow_run_id=run,
+        actor="engine",
+    ).credits
+
+
+def _hold(kit: WalletKit, org_id: str, project_id: str, hold_id: str, amount: int = 1_000) -> None:
+    kit.wallet.hold(org_id=org_id, hold_id=hold_id, project_id=project_id, platform="meta", amount_minor=amount)
+
+
+# ---------------------------------------------------------------------- requests that used to grant a plan
+def test_an_org_cannot_be_created_on_a_paid_plan_or_in_agency_mode(api: ApiClient, table: Any) -> None:
+    owner = new_user()
+    for body, code in (
+        ({"plan_id": "scale"}, "subscription_required"),
+        ({"plan_id": "pro", "billing_mode": "agency"}, "subscription_required"),
+        ({"billing_mode": "agency"}, "agency_mode_not_allowed"),
+    ):
+        reply = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Sneaky", **body})
+        assert (reply.status, reply.code) == (409, code), reply.body
+        assert reply.body["error"]["message"]
+    assert user_org_count(table, owner) == 0
+    created = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Honest"})
+    assert (created.status, created.body["plan"]["plan_id"], created.body["standing"]) == (201, "free", "free")
+
+
+def test_a_paid_plan_without_a_subscription_is_409_and_writes_nothing(api: ApiClient, table: Any) -> None:
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Free Co"}).body["org_id"]
+    before = org_items(table, org_id)
+    for plan_id in ("starter", "pro", "scale"):
+        reply = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": plan_id})
+        assert (reply.status, reply.code) == (409, "subscription_required"), reply.body
+        assert "subscription/checkout" in reply.body["error"]["message"]
+    # Custom terms are Layers sales' (support): a member is refused, whatever the plan named.
+    terms = {"base_minor": 1, "included_credits": 10**6, "platform_fee_bps": 0}
+    sneaky = api.call(
+        "PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "enterprise", "enterprise_terms": terms}
+    )
+    assert (sneaky.status, sneaky.code) == (403, "plan_requires_sales")
+    # Free on Free: nothing to do, and nothing is written.
+    assert api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "free"}).status == 200
+    assert org_items(table, org_id) == before
+    assert api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body["plan"]["plan_id"] == "free"
+
+
+# ---------------------------------------------------------------------- dunning
+def test_past_due_keeps_the_plan_for_the_grace_period_then_free_limits_apply(kit: WalletKit, table: Any) -> None:
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 50_000, "grace")
+    org = kit.org_repo.require_org(org_id)
+    # The renewal's payment fails: Stripe says past_due.
+    kit.clock.at = RENEWAL + timedelta(hours=1)
+    org = set_status(kit.mirror, org, "past_due")
+    view = kit.orgs.view(org, None)
+    assert view.entitlement.standing is Standing.GRACE and view.plan.plan_id == "pro"
+    assert view.entitlement.grace_ends == RENEWAL + timedelta(hours=1) + GRACE
+    # Within grace: paid limits, holds, credits.
+    kit.orgs.create_project(owner, org_id, name="Second")
+    _hold(kit, org_id, project, "h-grace")
+    assert _reserve(kit, org_id, project, "r-grace", quantity=40) == 2_000  # past Free's 100
+    # A redelivered past_due changes nothing (the grace runs from the first failure).
+    kit.clock.at += timedelta(days=2)
+    org = set_status(kit.mirror, kit.org_repo.require_org(org_id), "past_due")
+    assert kit.orgs.entitlement_of(org).grace_ends == view.entitlement.grace_ends
+    # One second past grace: the Free limits, with Stripe still retrying (no webhook).
+    kit.clock.at = view.entitlement.grace_ends + timedelta(seconds=1)  # type: ignore[operator]
+    with pytest.raises(PlanLimitError) as refused:
+        kit.orgs.create_project(owner, org_id, name="Third")
+    assert "Free plan allows 1" in refused.value.message
+    with pytest.raises(ConflictError) as stopped:
+        _hold(kit, org_id, project, "h-after")
+    assert stopped.value.code == "subscription_unpaid"
+    with pytest.raises(InsufficientCreditsError):
+        _reserve(kit, org_id, project, "r-after")  # 2,000 used: past Free's 100 included, no overage
+    # The sweeper tells the org once, however often it runs.
+    assert kit.services.dunning.sweep() >= 1
+    kit.services.dunning.sweep()
+    assert _notices(table, org_id) == ["Subscription.GraceStarted", "Subscription.Suspended"]
+    # Nothing recorded is lost: the hold placed in grace still settles with its bill.
+    assert kit.wallet.release_hold(org_id=org_id, hold_id="h-grace").status == "voided"
+    assert kit.org_repo.require_org(org_id).active_project_count == 2  # kept: only new ones are refused
+
+
+@pytest.mark.parametrize("status", ["unpaid", "paused", "incomplete_expired", "canceled"])
+def test_unpaid_paused_or_ended_stops_paid_features_at_once(kit: WalletKit, status: str) -> None:
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 20_000, f"stop-{status}")
+    org = set_status(kit.mirror, kit.org_repo.require_org(org_id), status)
+    granted = kit.orgs.entitlement_of(org)
+    assert granted.plan.plan_id == "free" and not granted.paid_features
+    with pytest.raises(ConflictError) as stopped:
+        _hold(kit, org_id, project, f"h-{status}")
+    assert stopped.value.code in ("subscription_unpaid", "wallet_not_available")
+    with pytest.raises(PlanLimitError):
+        kit.orgs.create_project(owner, org_id, name="More")
+    with pytest.raises(PlanLimitError) as seats:
+        kit.orgs.add_member(owner, org_id, user_id=new_user(), email=None, role=Role.MEMBER)
+    assert seats.value.code == "seat_limit_reached"
+    # Leaving agency mode is allowed; coming back needs a paying plan.
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    with pytest.raises(PlanLimitError):
+        kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)
+
+
+def test_paying_restores_everything_and_says_so(kit: WalletKit, table: Any) -> None:
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 30_000, "restore")
+    org = set_status(kit.mirror, kit.org_repo.require_org(org_id), "unpaid")
+    with pytest.raises(ConflictError):
+        _hold(kit, org_id, project, "h-unpaid")
+    kit.clock.at += timedelta(days=3)
+    org = set_status(kit.mirror, org, "active")
+    assert kit.orgs.entitlement_of(org).standing is Standing.PAID
+    _hold(kit, org_id, project, "h-paid")
+    assert _reserve(kit, org_id, project, "r-paid", quantity=10) == 500
+    kit.orgs.create_project(owner, org_id, name="Back")
+    assert _notices(table, org_id) == ["Subscription.Suspended", "Subscription.Restored"]
+    # A redelivered `active` tells nothing again.
+    set_status(kit.mirror, kit.org_repo.require_org(org_id), "active")
+    assert _notices(table, org_id) == ["Subscription.Suspended", "Subscription.Restored"]
+
+
+def test_a_suspended_agency_wallet_takes_only_what_it_owes(kit: WalletKit) -> None:
+    from shared.wallet.service import Bill
+
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 1_000, "owes")
+    set_status(kit.mirror, kit.org_repo.require_org(org_id), "unpaid")
+    # Spend already committed on the platform still settles (the wallet may go below zero).
+    kit.wallet.record_bill(
+        Bill(
+            org_id=org_id,
+            platform="meta",
+            bill_id="b-late",
+            project_id=project,
+            amount_minor=3_000,
+            currency="USD",
+            billed_on=RENEWAL.date(),
+            hold_id=None,
+            actor="meta",
+        )
+    )
+    with pytest.raises(InvalidRequestError) as too_much:
+        kit.wallet.top_up(owner, org_id, amount_minor=50_000, method="card", idempotency_key="k1", return_url=None)
+    assert too_much.value.code == "amount_exceeds_deficit"
+    assert too_much.value.details["deficit_minor"] == 3_000 + 150 - 1_000  # the spend and its 5 % fee
