@@ -192,3 +192,25 @@ def test_a_suspended_agency_wallet_takes_only_what_it_owes(kit: WalletKit) -> No
         kit.wallet.top_up(owner, org_id, amount_minor=50_000, method="card", idempotency_key="k1", return_url=None)
     assert too_much.value.code == "amount_exceeds_deficit"
     assert too_much.value.details["deficit_minor"] == 3_000 + 150 - 1_000  # the spend and its 5 % fee
+
+
+def test_free_is_a_cancellation_at_the_end_of_the_paid_period(api: ApiClient, stack: Any, table: Any) -> None:
+    from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
+
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Leaving"}).body["org_id"]
+    clock, _ = stripe_kit.subscribe(api, owner, org_id, "pro")
+    assert api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"}).status == 200
+    # Asking for Free keeps what was paid for until the period ends.
+    reply = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "free"})
+    assert (reply.status, reply.body["plan"]["plan_id"], reply.body["standing"]) == (200, "pro", "paid")
+    sub = api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body
+    assert (sub["status"], sub["cancel_at_period_end"]) == ("active", True)
+    again = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "free"})
+    assert again.status == 200  # asked twice: one cancellation
+    # The period ends: Stripe ends the subscription, and the org is on Free (agency spend ended with it).
+    stripe_kit.advance(clock, PERIOD_START + 30 * DAY + 60)
+    org = api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body
+    assert (org["plan"]["plan_id"], org["billing_mode"], org["standing"]) == ("free", "byo", "free")
+    assert api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body["status"] == "canceled"

@@ -1,0 +1,134 @@
+"""Enterprise contracts are billed (issue 14): support sets the terms; that creates the org's own Stripe
+price and a subscription invoiced to the customer (net 30 by default); the monthly invoice shows the base
+fee like any subscription line; overage prices and the platform fee follow the terms."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.helpers import ApiClient, new_user
+from tests.integration.stripe_kit import StripeKit
+from tests.local import devtokens
+
+pytestmark = pytest.mark.integration
+OPTIMIZER = devtokens.service_token("ad-optimizer")
+TERMS = {
+    "base_minor": 250_000,
+    "included_credits": 60_000,
+    "platform_fee_bps": 150,
+    "credit_overage_unit_minor": "0.9",
+    "collection": "send_invoice",
+    "days_until_due": 45,
+}
+
+
+def _contract(api: ApiClient, org_id: str, terms: dict[str, Any]) -> Any:
+    return api.call(
+        "PUT",
+        f"/v1/orgs/{org_id}/plan",
+        as_user=new_user("staff"),
+        groups=("support",),
+        json={"plan_id": "enterprise", "enterprise_terms": terms},
+    )
+
+
+def test_a_contract_creates_a_sent_invoice_subscription_billed_on_the_monthly_invoice(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Globex"}).body["org_id"]
+    # Support sets the terms: the plan is Enterprise once Stripe has the subscription.
+    reply = _contract(api, org_id, TERMS)
+    assert reply.status == 200, reply.body
+    assert (reply.body["plan"]["plan_id"], reply.body["standing"]) == ("enterprise", "paid")
+    kit.emulator.wait_for_deliveries()
+    org = kit.repo.get_org(org_id)
+    assert org is not None and org.subscription is not None and org.stripe_customer_id
+    sub = kit.client.v1.subscriptions.retrieve(org.subscription.subscription_id)
+    assert (sub.collection_method, sub.days_until_due, sub.status) == ("send_invoice", 45, "active")
+    # Stripe sent the first invoice for the base fee, due in 45 days, not charged.
+    (invoice,) = kit.client.v1.invoices.list(params={"customer": org.stripe_customer_id}).data
+    assert (invoice.total, invoice.status, invoice.collection_method) == (250_000, "open", "send_invoice")
+    assert invoice.due_date is not None and invoice.due_date - invoice.status_transitions.finalized_at == 45 * 86_400
+    # A retried request (same terms) creates nothing more.
+    assert _contract(api, org_id, TERMS).status == 200
+    assert len(kit.client.v1.subscriptions.list(params={"customer": org.stripe_customer_id}).data) == 1
+    # The terms' limits, fee and overage price apply.
+    services = _services()
+    granted = services.orgs.entitlement_of(services.orgs._repo.require_org(org_id))
+    assert granted.plan.included_credits == 60_000 and granted.plan.platform_fee_bps == 150
+    assert granted.plan.price_book("USD").credit_overage_unit_minor == Decimal("0.9")
+    assert granted.plan.price_book("USD").workflow_run_overage_unit_minor == Decimal("0.4")  # the catalog's
+    # The monthly invoice shows the base fee as a subscription line, unpaid until the wire arrives.
+    issued = _issue_current_invoice(org_id)
+    lines = [line for line in issued.lines if line.paid_via == "stripe"]
+    assert [line.amount_minor for line in lines] == [250_000]
+    assert issued.totals.stripe_unpaid_minor == 250_000
+
+
+def test_the_fee_on_agency_spend_follows_the_terms(api: ApiClient, stack: Any, table: Any) -> None:
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Initech"}).body["org_id"]
+    assert _contract(api, org_id, TERMS).status == 200
+    switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert (switched.status, switched.body["platform_fee_bps"]) == (200, 150)
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "Launch"}).body
+    bill = {
+        "org_id": org_id,
+        "platform": "tiktok",
+        "bill_id": "g-1",
+        "project_id": project["project_id"],
+        "amount_minor": 10_000,
+        "currency": "USD",
+        "billed_on": date.today().isoformat(),
+    }
+    reply = api.call("POST", "/v1/internal/wallet/bills", token=OPTIMIZER, json=bill)
+    assert (reply.status, reply.body["fee_minor"]) == (200, 150), reply.body
+
+
+def test_changed_terms_switch_the_price_and_members_cannot_set_terms(api: ApiClient, stack: Any, table: Any) -> None:
+    kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Umbrella"}).body["org_id"]
+    refused = api.call(
+        "PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "enterprise", "enterprise_terms": TERMS}
+    )
+    assert (refused.status, refused.code) == (403, "plan_requires_sales")
+    assert _contract(api, org_id, TERMS).status == 200
+    first = kit.repo.get_org(org_id)
+    assert first is not None and first.subscription is not None
+    raised = _contract(api, org_id, {**TERMS, "base_minor": 300_000})
+    assert raised.status == 200, raised.body
+    kit.emulator.wait_for_deliveries()
+    sub = kit.client.v1.subscriptions.retrieve(first.subscription.subscription_id)
+    assert [item.price.unit_amount for item in sub["items"].data] == [300_000]
+    # A subscription to a catalog plan must end before a contract starts.
+    other = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Paying"}).body["org_id"]
+    kit.subscribe(api, owner, other, "pro")
+    clash = _contract(api, other, TERMS)
+    assert (clash.status, clash.code) == (409, "subscription_exists")
+
+
+def _services() -> Any:
+    from functions.api.container import services
+
+    return services()
+
+
+def _issue_current_invoice(org_id: str) -> Any:
+    from shared.credits.periods import period_containing
+
+    services = _services()
+    invoices = services.invoices
+    org = services.orgs._repo.require_org(org_id)
+    period_key = period_containing(org, datetime.now(UTC)).key
+    for step in (invoices.close, invoices.collect, invoices.finalize, invoices.render, invoices.issue):
+        step(org_id, period_key)
+    invoice = invoices._repo.get(org_id, period_key)
+    assert invoice is not None and invoice.status == "issued"
+    return invoice
