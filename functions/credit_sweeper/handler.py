@@ -37,13 +37,21 @@ def outbox_publisher() -> OutboxPublisher:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     released = services().credits.expire_due()
     holds = services().wallet.expire_holds()
+    graces = services().dunning.sweep()  # grace periods that ended while Stripe still retries
     resumed = services().wallet.resume_stalled_auto_top_ups()
     resent = outbox_publisher().resend_unsent(datetime.now(UTC) - RESEND_AFTER)
     metrics.add_metric(name="CreditReservationsExpired", unit=MetricUnit.Count, value=released)
     metrics.add_metric(name="WalletHoldsExpired", unit=MetricUnit.Count, value=holds)
     metrics.add_metric(name="AutoTopUpsResumed", unit=MetricUnit.Count, value=resumed)
+    metrics.add_metric(name="GracePeriodsEnded", unit=MetricUnit.Count, value=graces)
     metrics.add_metric(name="OutboxMessagesResent", unit=MetricUnit.Count, value=resent)
     logger.info(
         "expired holds released", extra={"reservations": released, "wallet_holds": holds, "auto_top_ups": resumed}
     )
-    return {"released": released, "wallet_holds_expired": holds, "auto_top_ups_resumed": resumed, "resent": resent}
+    return {
+        "released": released,
+        "wallet_holds_expired": holds,
+        "grace_periods_ended": graces,
+        "auto_top_ups_resumed": resumed,
+        "resent": resent,
+    }

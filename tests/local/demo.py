@@ -111,35 +111,37 @@ def run(web: WebApp, stack: LocalStack) -> None:
         )
 
     say()
-    say("2. Alice creates an agency-mode org")
+    say("2. Alice creates an org: a paid plan is what Stripe bills, so orgs start on Free")
     refused = web.call(
         alice,
         "POST",
         "/v1/orgs",
-        {"name": "Northwind", "billing_mode": "agency", "plan_id": "starter"},
+        {"name": "Northwind", "billing_mode": "agency", "plan_id": "pro"},
         expect=409,
     )
-    say(f"   on Starter -> refused: {refused['error']['code']}: {refused['error']['message']}")
-    org = web.call(
-        alice,
-        "POST",
-        "/v1/orgs",
-        {"name": "Northwind Growth", "billing_mode": "agency", "plan_id": "pro"},
-        expect=201,
-    )
+    say(f"   on Pro, in agency mode -> refused: {refused['error']['code']}")
+    say(f'     "{refused["error"]["message"]}"')
+    org = web.call(alice, "POST", "/v1/orgs", {"name": "Northwind Growth"}, expect=201)
     org_id = org["org_id"]
-    say(f"   picks Pro -> created {org_id} ({org['billing_mode']} mode, platform fee {org['platform_fee_bps']} bps)")
+    say(f"   created {org_id} on {org['plan']['name']} ({org['billing_mode']} mode, standing {org['standing']})")
+
+    month = subscribe(web, stack, org_id)
+    switched = web.call(alice, "PATCH", f"/v1/orgs/{org_id}", {"billing_mode": "agency"}, expect=200)
+    say(f"   Pro is paid: agency mode on (platform fee {switched['platform_fee_bps']} bps)")
 
     say()
-    say("3. Alice adds her team (each active member is a seat)")
+    say("4. Alice adds her team (each active member is a seat)")
     for user, role in ((bob, "admin"), (carol, "billing"), (dan, "member")):
         web.call(alice, "POST", f"/v1/orgs/{org_id}/members", {"user_id": user, "role": role}, expect=201)
         say(f"   + {user} as {role}")
     forbidden = web.call(dan, "POST", f"/v1/orgs/{org_id}/members", {"user_id": "eve"}, expect=403)
     say(f"   dan (member) tries to add eve -> {forbidden['error']['code']}: {forbidden['error']['message']}")
+    month.kit.synced()  # the seat syncs go to Stripe through the outbox
+    sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
+    say(f"   {sub['members']} members: {sub['extra_seats_billed']} extra seat billed by Stripe (3 included)")
 
     say()
-    say("4. Bob (admin) creates projects up to the plan's limit")
+    say("5. Bob (admin) creates projects up to the plan's limit")
     for name in ("Spring launch", "Always-on UGC", "Retargeting"):
         project = web.call(bob, "POST", f"/v1/orgs/{org_id}/projects", {"name": name}, expect=201)
         say(f"   + {project['name']} ({project['project_id']})")
@@ -147,10 +149,11 @@ def run(web: WebApp, stack: LocalStack) -> None:
     say(f"   + Black Friday -> refused: {limit['error']['code']}")
     say(f'     "{limit["error"]["message"]}"')
 
-    month = subscription_month(web, stack, org_id)
+    plan_changes(web, stack, org_id, month)
     credits_month(web, stack, org_id, month)
     wallet_month(web, stack, org_id, month)
     invoice_month(web, stack, org_id, month)
+    dunning(web, stack, month)
 
     summary = web.call(alice, "GET", f"/v1/orgs/{org_id}", expect=200)
     seats = summary["seats"]
@@ -180,10 +183,10 @@ class Month:
     days: int
 
 
-def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> Month:
-    """Issue 3: checkout, a seat, an upgrade and a mid-cycle downgrade with its prorated refund.
-    The month runs on a Stripe test clock from the 1st of this month, so every figure is exact."""
-    alice, carol = "alice", "carol"
+def subscribe(web: WebApp, stack: LocalStack, org_id: str) -> Month:
+    """Checkout: the plan starts when Stripe says it is paid. The month runs on a Stripe test clock from
+    the 1st of this month, so every figure is exact."""
+    alice = "alice"
     kit = StripeKit(stack, boto3.resource("dynamodb").Table(stack.env["TABLE_NAME"]))
     today = datetime.now(UTC)
     first = datetime(today.year, today.month, 1, tzinfo=UTC)
@@ -192,9 +195,11 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> Month:
     clock, customer = kit.customer_on_clock(org_id, start)
 
     say()
-    say(f"5. Carol (billing) subscribes to Pro through Stripe Checkout (Stripe test clock: {first:%d %b %Y})")
+    say(f"3. Alice subscribes to Pro through Stripe Checkout (Stripe test clock: {first:%d %b %Y})")
+    wish = web.call(alice, "PUT", f"/v1/orgs/{org_id}/plan", {"plan_id": "pro"}, expect=409)
+    say(f"   PUT /plan pro without paying -> {wish['error']['code']}")
     session = web.call(
-        carol,
+        alice,
         "POST",
         f"/v1/orgs/{org_id}/subscription/checkout",
         {
@@ -206,17 +211,22 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> Month:
     )
     say(f"   checkout url {session['url'][:72]}...")
     kit.complete_checkout(session["checkout_session_id"])
-    sub = web.call(carol, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
+    sub = web.call(alice, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
     first_invoice = kit.client.v1.invoices.list(params={"customer": customer}).data[0]
     say(
-        f"   paid on Stripe -> webhooks -> status {sub['status']}, plan {sub['plan']['name']}, "
-        f"{sub['members']} members ({sub['extra_seats_billed']} extra seat)"
+        f"   paid on Stripe -> webhooks -> status {sub['status']}, plan {sub['plan']['name']} ({sub['standing']})"
     )
     say(
         f"   period {sub['current_period_start'][:10]} .. {sub['current_period_end'][:10]}, "
         f"anniversary day {sub['billing_anniversary_day']}, first invoice {money(first_invoice.amount_paid)}"
     )
+    return Month(kit, clock, customer, start, days)
 
+
+def plan_changes(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> None:
+    """A seat mid-month, an upgrade and a mid-cycle downgrade with its prorated refund."""
+    alice, carol = "alice", "carol"
+    kit, clock, customer, start, days = month.kit, month.clock, month.customer, month.start, month.days
     say()
     say("6. Day 5: Alice adds Eve - one more extra seat, prorated onto the next invoice")
     kit.advance(clock, start + 5 * DAY)
@@ -250,7 +260,6 @@ def subscription_month(web: WebApp, stack: LocalStack, org_id: str) -> Month:
         f"   Stripe refunds: {', '.join(money(r.amount) for r in refunds)} to the card; "
         f"customer credit left {money(-balance)}"
     )
-    return Month(kit, clock, customer, start, days)
 
 
 def credits_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> None:
@@ -495,21 +504,31 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
     kit.advance(clock, month.start + month.days * DAY + 3600 + 60)
     say("   Brightside: Starter through Checkout, 12 slideshows (600 credits), renewed by Stripe")
 
-    globex = web.call(
-        "gus",
-        "POST",
-        "/v1/orgs",
-        {"name": "Globex Enterprise", "plan_id": "scale", "billing_mode": "agency"},
-        expect=201,
-    )["org_id"]
-    terms = {"base_minor": 250_000, "included_credits": 40_000, "platform_fee_bps": 150}
-    web.call(
+    globex = web.call("gus", "POST", "/v1/orgs", {"name": "Globex Enterprise"}, expect=201)["org_id"]
+    terms = {
+        "base_minor": 250_000,
+        "included_credits": 40_000,
+        "platform_fee_bps": 150,
+        "credit_overage_unit_minor": "0.9",
+        "collection": "send_invoice",
+        "days_until_due": 30,
+    }
+    contracted = web.call(
         "support-sam",
         "PUT",
         f"/v1/orgs/{globex}/plan",
         {"plan_id": "enterprise", "enterprise_terms": terms},
         expect=200,
         groups="support",
+    )
+    web.call("gus", "PATCH", f"/v1/orgs/{globex}", {"billing_mode": "agency"}, expect=200)
+    stack.stripe.wait_for_deliveries()
+    globex_customer = str(kit.repo.require_org(globex).stripe_customer_id)
+    (sent,) = kit.client.v1.invoices.list(params={"customer": globex_customer}).data
+    due = datetime.fromtimestamp(sent.due_date or 0, UTC)
+    say(
+        f"   Globex: support sets an Enterprise contract -> plan {contracted['plan']['name']}; Stripe sends invoice "
+        f"{sent.number} for {money(sent.total)} ({sent.collection_method}, due {due:%d %b %Y}: net 30)"
     )
     projects = [
         web.call("gus", "POST", f"/v1/orgs/{globex}/projects", {"name": n}, expect=201)["project_id"]
@@ -546,7 +565,9 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
             },
             expect=200,
         )
-    say("   Globex: Enterprise terms set by support (1.5% fee), a 20,000.00 wire top-up, spend on three platforms")
+    kit.client.v1.invoices.pay(sent.id, params={"paid_out_of_band": True})  # the contract fee arrived by wire
+    stack.stripe.wait_for_deliveries()
+    say("   Globex: the base fee paid by wire (marked paid in Stripe), a 20,000.00 wire top-up, spend at the 1.5% fee")
 
     say()
     say("16. The invoice run: the real state machine (Step Functions, in moto), one Map branch per org")
@@ -580,13 +601,69 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
     say(f"   PDF and CSV of each invoice written to {out.resolve()}/")
 
 
+def dunning(web: WebApp, stack: LocalStack, month: Month) -> None:
+    """Issue 14: a failed renewal - the plan kept for the grace period while Stripe retries, then paid."""
+    ivy, optimizer = "ivy", devtokens.service_token("ad-optimizer")
+    kit = month.kit
+    say()
+    say("17. Dunning: Initech's renewal payment fails - paid features stay for the grace period")
+    org_id = web.call(ivy, "POST", "/v1/orgs", {"name": "Initech Media"}, expect=201)["org_id"]
+    clock, customer = kit.customer_on_clock(org_id, month.start)
+    session = web.call(
+        ivy,
+        "POST",
+        f"/v1/orgs/{org_id}/subscription/checkout",
+        {"plan_id": "pro", "success_url": "https://app.layers.com/ok", "cancel_url": "https://app.layers.com/no"},
+        expect=201,
+    )
+    kit.complete_checkout(session["checkout_session_id"])
+    web.call(ivy, "PATCH", f"/v1/orgs/{org_id}", {"billing_mode": "agency"}, expect=200)
+    project = web.call(ivy, "POST", f"/v1/orgs/{org_id}/projects", {"name": "Launch"}, expect=201)["project_id"]
+    web.call(
+        ivy,
+        "POST",
+        f"/v1/orgs/{org_id}/wallet/top-ups",
+        {"amount_minor": 50_000, "method": "card"},
+        expect=202,
+        headers={"Idempotency-Key": "initech-1"},
+    )
+    stack.stripe.wait_for_deliveries()
+    watch = Watcher(stack, "demo-dunning", "Subscription.")
+    bad = kit.client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
+    kit.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": bad.id}})
+    sub_id = kit.repo.require_org(org_id).subscription.subscription_id  # type: ignore[union-attr]
+    kit.client.v1.subscriptions.update(sub_id, params={"default_payment_method": bad.id})
+    kit.advance(clock, month.start + month.days * DAY + 3600)
+    org = web.call(ivy, "GET", f"/v1/orgs/{org_id}", expect=200)
+    sub = web.call(ivy, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
+    say(
+        f"   renewal declined -> Stripe: {sub['status']}; standing {org['standing']} until {org['grace_ends_at']} "
+        f"(plan {org['plan']['name']}, {org['projects']['limit']} projects)"
+    )
+    hold = {"org_id": org_id, "hold_id": "initech-1", "project_id": project, "platform": "meta", "amount_minor": 10_000}
+    web.post_as_service(optimizer, "/v1/internal/wallet/holds", hold, expect=201)
+    say("   within grace the optimizer may still hold 100.00 for Meta")
+    say(
+        "   (past the grace period, or once Stripe marks it unpaid or paused: the Free limits apply to new "
+        "projects, seats and credits, and agency holds and top-ups stop - README, Entitlements and dunning)"
+    )
+    good = kit.client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer})
+    open_invoice = kit.client.v1.invoices.list(params={"customer": customer, "status": "open"}).data[0]
+    kit.client.v1.invoices.pay(open_invoice.id, params={"payment_method": good.id})
+    stack.stripe.wait_for_deliveries()
+    org = web.call(ivy, "GET", f"/v1/orgs/{org_id}", expect=200)
+    say(f"   Ivy pays {money(open_invoice.amount_due)} with a working card -> standing {org['standing']}")
+    for kind, text in watch.received(org_id):
+        say(f"     {kind:<36} {text}")
+
+
 class Watcher:
     """Subscribes a queue to the SNS topic and the event bus, to show what went out."""
 
-    def __init__(self, stack: LocalStack):
+    def __init__(self, stack: LocalStack, name: str = "demo-watch", prefix: str = "Wallet."):
         self._stack = stack
         self._sqs = stack.client("sqs")
-        self._url = self._sqs.create_queue(QueueName="demo-watch")["QueueUrl"]
+        self._url = self._sqs.create_queue(QueueName=name)["QueueUrl"]
         arn = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         stack.client("sns").subscribe(
             TopicArn=stack.env["NOTIFICATIONS_TOPIC_ARN"],
@@ -596,13 +673,11 @@ class Watcher:
         )
         events = stack.client("events")
         events.put_rule(
-            Name="demo-watch",
+            Name=name,
             EventBusName=stack.env["EVENT_BUS_NAME"],
-            EventPattern=json.dumps({"source": ["layers.billing"], "detail-type": [{"prefix": "Wallet."}]}),
+            EventPattern=json.dumps({"source": ["layers.billing"], "detail-type": [{"prefix": prefix}]}),
         )
-        events.put_targets(
-            Rule="demo-watch", EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}]
-        )
+        events.put_targets(Rule=name, EventBusName=stack.env["EVENT_BUS_NAME"], Targets=[{"Id": "q", "Arn": arn}])
 
     def received(self, org_id: str) -> list[tuple[str, str]]:
         self._stack.flush_outbox()  # what the changes so far sent, through the outbox
