@@ -213,9 +213,7 @@ def subscribe(web: WebApp, stack: LocalStack, org_id: str) -> Month:
     kit.complete_checkout(session["checkout_session_id"])
     sub = web.call(alice, "GET", f"/v1/orgs/{org_id}/subscription", expect=200)
     first_invoice = kit.client.v1.invoices.list(params={"customer": customer}).data[0]
-    say(
-        f"   paid on Stripe -> webhooks -> status {sub['status']}, plan {sub['plan']['name']} ({sub['standing']})"
-    )
+    say(f"   paid on Stripe -> webhooks -> status {sub['status']}, plan {sub['plan']['name']} ({sub['standing']})")
     say(
         f"   period {sub['current_period_start'][:10]} .. {sub['current_period_end'][:10]}, "
         f"anniversary day {sub['billing_anniversary_day']}, first invoice {money(first_invoice.amount_paid)}"
