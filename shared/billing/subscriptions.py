@@ -101,7 +101,8 @@ class SubscriptionMirror:
         elif state.status not in _NOT_YET:
             changes["plan_id"] = state.plan_id
         if changes.get("plan_id", current.plan_id) != current.plan_id:
-            changes["catalog_version"] = state.catalog_version or self._plans.catalog_version
+            ended = state.status in _ENDED
+            changes["catalog_version"] = (not ended and state.catalog_version) or self._plans.catalog_version
             if not self._plans.get(changes["plan_id"]).custom:
                 changes["enterprise_terms"] = None  # a contract's terms end with it
         return changes
