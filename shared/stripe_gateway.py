@@ -689,7 +689,10 @@ class StripeGateway:
         proration_behavior: ProrationBehavior,
         proration_date: int | None,
         key: str,
+        error_if_unpaid: bool = False,
     ) -> Subscription:
+        """`error_if_unpaid`: a change whose invoice cannot be paid now is refused (402), nothing changed:
+        an upgrade is only had by paying for it (never through the grace of a failed payment)."""
         params: SubscriptionUpdateParams = {
             "items": cast("list[SubscriptionUpdateParamsItem]", items),
             "metadata": metadata,
@@ -697,6 +700,8 @@ class StripeGateway:
         }
         if proration_date is not None:
             params["proration_date"] = proration_date
+        if error_if_unpaid:
+            params["payment_behavior"] = "error_if_incomplete"
         return _sub(_plain(self._call(self._client.v1.subscriptions.update, subscription_id, params=params, key=key)))
 
     def create_contract_subscription(

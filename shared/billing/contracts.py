@@ -16,7 +16,7 @@ from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, No
 from shared.orgs.models import MANAGE_BILLING, EnterpriseTerms, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService, OrgView
-from shared.stripe_gateway import StripeGateway, Subscription
+from shared.stripe_gateway import StripeGateway
 
 
 def contract_ref(org: Org, plan: Plan, terms: EnterpriseTerms) -> PriceRef:
@@ -66,25 +66,38 @@ class Contracts:
         effective = contracted.effective_plan(plan)
         effective.price_book(org.currency)
         self._orgs.check_fits(org, effective)
-        self._repo.update_org(org_id, {"enterprise_terms": terms.model_dump(mode="json")}, expected={})
         ref = contract_ref(org, plan, terms)
-        price = self._gateway.price_id(
-            ref.lookup_key,
-            product_name=f"Layers {plan.name} ({org.name})",
-            unit_amount_minor=terms.base_minor,
-            currency=org.currency,
-            metadata={"plan_id": plan.plan_id, "kind": "base", "org_id": org_id},
-        )
+        self._store_terms(org_id, terms)
+        try:
+            price = self._gateway.price_id(
+                ref.lookup_key,
+                product_name=f"Layers {plan.name} ({org.name})",
+                unit_amount_minor=terms.base_minor,
+                currency=org.currency,
+                metadata={"plan_id": plan.plan_id, "kind": "base", "org_id": org_id},
+            )
+            sub_id = (
+                self._start(org, terms, price, ref) if live is None else self._switch(org, live.subscription_id, price)
+            )
+        except Exception:
+            self._store_terms(org_id, org.enterprise_terms)  # refused: the terms stay what they were
+            raise
         fetched = self._mirror.now_ms()
-        sub = (
-            self._start(org, terms, price, ref) if live is None else self._switch(org, live.subscription_id, price, ref)
-        )
-        mirrored = self._mirror.apply(org_id, sub, fetched) or self._repo.get_org(org_id)
+        # Mirrored from a fresh read: an update replayed by its idempotency key returns its old response.
+        mirrored = self._mirror.apply(org_id, self._gateway.get_subscription(sub_id), fetched)
+        mirrored = mirrored or self._repo.get_org(org_id)
         if mirrored is None:
             raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
         return self._orgs.view(mirrored, None)
 
-    def _start(self, org: Org, terms: EnterpriseTerms, price: str, ref: PriceRef) -> Subscription:
+    def _store_terms(self, org_id: str, terms: EnterpriseTerms | None) -> None:
+        self._repo.update_org(
+            org_id, {"enterprise_terms": terms.model_dump(mode="json") if terms else None}, expected={}
+        )
+
+    def _start(self, org: Org, terms: EnterpriseTerms, price: str, ref: PriceRef) -> str:
+        """A new subscription. Its key names the org's last mirrored state: a retry of this request gets
+        Stripe's first answer; a contract signed again after one ended makes a new subscription."""
         customer = org.stripe_customer_id or self._repo.link_stripe_customer(
             org.org_id, self._gateway.create_customer(org_id=org.org_id, name=org.name, email=None)
         )
@@ -94,20 +107,24 @@ class Contracts:
             collection=terms.collection,
             days_until_due=terms.days_until_due,
             metadata={"org_id": org.org_id, "plan_id": ref.plan_id},
-            key=f"contract:{org.org_id}:{ref.catalog_version}",
-        )
+            key=f"contract:{org.org_id}:{ref.catalog_version}:{org.subscription_synced_ms}",
+        ).subscription_id
 
-    def _switch(self, org: Org, subscription_id: str, price: str, ref: PriceRef) -> Subscription:
+    def _switch(self, org: Org, subscription_id: str, price: str) -> str:
+        """The contract's price on its subscription, prorated; nothing to do when it is already the price."""
         sub = self._gateway.get_subscription(subscription_id)
         base = next(i for i in sub.items if (r := PriceRef.parse(i.lookup_key)) and r.kind == "base")
-        return self._gateway.update_subscription(
+        if base.price_id == price:
+            return subscription_id
+        self._gateway.update_subscription(
             subscription_id,
             items=[{"id": base.item_id, "price": price}],
-            metadata={"org_id": org.org_id, "plan_id": ref.plan_id},
+            metadata={"org_id": org.org_id, "plan_id": "enterprise"},
             proration_behavior="create_prorations",
             proration_date=None,
-            key=f"contract:{org.org_id}:{subscription_id}:{ref.catalog_version}",
+            key=f"contract:{org.org_id}:{subscription_id}:{price}:{org.subscription_synced_ms}",
         )
+        return subscription_id
 
 
 class PlanRequests:
@@ -153,8 +170,8 @@ class PlanRequests:
         sub = org.subscription
         if not org.has_live_subscription or sub is None or sub.cancel_at_period_end:
             return org
+        # Keyed by the state it changes (a customer who un-cancels in the portal may cancel again).
+        key = f"cancel:{org.org_id}:{sub.subscription_id}:{org.subscription_synced_ms}"
+        self._gateway.cancel_at_period_end(sub.subscription_id, key=key)
         fetched = self._mirror.now_ms()
-        updated = self._gateway.cancel_at_period_end(
-            sub.subscription_id, key=f"cancel:{org.org_id}:{sub.subscription_id}"
-        )
-        return self._mirror.apply(org.org_id, updated, fetched) or org
+        return self._mirror.apply(org.org_id, self._gateway.get_subscription(sub.subscription_id), fetched) or org

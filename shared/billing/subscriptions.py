@@ -14,7 +14,7 @@ from shared.billing.prices import PriceRef, StripePrices
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock
 from shared.credits.periods import period_key
-from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from shared.errors import ConcurrentUpdateError, ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.orgs.entitlement import in_dunning
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org, SubscriptionState, SubscriptionStatus
 from shared.orgs.repository import OrgRepository
@@ -25,6 +25,7 @@ from shared.wallet.account import kept_fee_bps
 ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
 _ENDED = ENDED
 _NOT_YET = (SubscriptionStatus.INCOMPLETE,)
+_APPLY_ATTEMPTS = 4
 
 
 def _ts(epoch: int) -> datetime:
@@ -58,7 +59,17 @@ class SubscriptionMirror:
         self._dunning = dunning
 
     def apply(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
-        """None if the org is unknown or a later snapshot was already applied."""
+        """None if the org is unknown or a later snapshot was already applied. Made again from a fresh
+        read when the org's billing mode changed meanwhile (a Free org must never stay in agency mode)."""
+        for attempt in range(_APPLY_ATTEMPTS):
+            try:
+                return self._apply_once(org_id, sub, fetched_ms)
+            except ConcurrentUpdateError:
+                if attempt == _APPLY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
         current = self._repo.get_org(org_id)
         if current is None:
             return None
@@ -76,7 +87,9 @@ class SubscriptionMirror:
         if until != current.agency_until:
             changes["agency_until"] = until
         changes["subscription"] = state.model_dump(mode="json")
-        applied = self._repo.apply_subscription(org_id, changes, fetched_ms=fetched_ms, agency_fee_bps=fee)
+        applied = self._repo.apply_subscription(
+            org_id, changes, fetched_ms=fetched_ms, read=current, agency_fee_bps=fee
+        )
         if applied is None:
             return None
         self._dunning.changed(current, applied, at)
@@ -325,6 +338,7 @@ class SubscriptionService:
             proration_behavior="always_invoice",
             proration_date=when,
             key=f"plan:{org_id}:{sub.subscription_id}:{plan.plan_id}:{when}",
+            error_if_unpaid=True,
         )
         mirrored = self._mirror.apply(org_id, updated, fetched) or self._repo.get_org(org_id)
         invoice = self._gateway.get_invoice(updated.latest_invoice_id) if updated.latest_invoice_id else None
@@ -337,6 +351,10 @@ class SubscriptionService:
         org = self._orgs.access(caller, org_id, MANAGE_BILLING).org
         if not org.has_live_subscription or org.subscription is None:
             raise ConflictError("The org has no subscription; start one with checkout.", code="no_subscription")
+        if self._plans.get(org.subscription.plan_id).custom:
+            raise ConflictError(
+                "The org's plan is a contract: Layers support changes or ends it.", code="contract_managed"
+            )
         plan = self._paid_plan(plan_id)
         if plan.plan_id == org.plan_id:
             raise ConflictError(f"The org is already on {plan.name}.", code="same_plan")

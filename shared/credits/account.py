@@ -123,7 +123,10 @@ class CreditAccount:
         if actual < 0:
             raise ValueError("actual must be >= 0")
         freed = replace(self, reserved=self.reserved - reserved)
-        from_included = min(actual, freed.included_remaining)
+        # What was reserved was within the limits then: it may use the period's included credits even if
+        # paid features were paused since (included_ceiling); only more than reserved meets the ceiling.
+        uncapped = max(0, freed.included - freed.included_used)
+        from_included = min(actual, max(freed.included_remaining, min(reserved, uncapped)))
         from_packs = min(actual - from_included, freed.packs)
         overage = actual - from_included - from_packs
         after = replace(

@@ -51,7 +51,7 @@ class EnterpriseTerms(_Model):
     `days_until_due` after issue: net 30 by default) or charged to a card (`charge_automatically`).
     Overage unit prices (minor units, decimals allowed) left out are the catalog's Enterprise prices."""
 
-    base_minor: int = Field(ge=0, le=10**10)
+    base_minor: int = Field(ge=0, le=99_999_999)  # Stripe's largest unit_amount
     included_seats: int | None = Field(default=None, ge=1, le=1_000_000)
     max_active_projects: int | None = Field(default=None, ge=1, le=1_000_000)
     included_credits: int = Field(ge=0, le=10**9)

@@ -42,6 +42,7 @@ def _org_pk_sk(org_id: str, sk: str) -> dict[str, str]:
 
 
 GRACE_INDEX = "GRACE#END"
+_MONEY_EXISTS = ("stripe_customer_id", "subscription")  # with a wallet: the org's currency is locked
 
 
 def _dump(model: Org | Member | Project) -> Item:
@@ -257,21 +258,43 @@ class OrgRepository:
     ) -> Org:
         """Sets `changes` if every `expected` attribute still holds; ConflictError otherwise.
         `agency_fee_bps`: the fee rate the wallet keeps when the change leaves agency mode."""
-        condition = " AND ".join(["attribute_exists(PK)", *(f"#e{i} = :e{i}" for i in range(len(expected)))])
+        conditions = ["attribute_exists(PK)", *(f"#e{i} = :e{i}" for i in range(len(expected)))]
+        values: dict[str, object] = {f":e{i}": v for i, v in enumerate(expected.values())}
+        if "currency" in changes:  # checked in the write too: no money may exist in the old currency
+            conditions += [f"(attribute_not_exists({a}) OR attribute_type({a}, :null))" for a in _MONEY_EXISTS]
+            values[":null"] = "NULL"
         update = _OrgUpdate.setting(
-            changes,
-            condition,
-            names={f"#e{i}": k for i, k in enumerate(expected)},
-            values={f":e{i}": v for i, v in enumerate(expected.values())},
+            changes, " AND ".join(conditions), names={f"#e{i}": k for i, k in enumerate(expected)}, values=values
         )
         try:
-            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps)
+            if "currency" in changes:
+                item = self._update_without_wallet(org_id, update)
+            else:
+                item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps)
         except TransactionConditionFailed as exc:
             raise ConflictError(
-                "The org changed while this request ran; nothing was changed. Retry.",
-                code="concurrent_update",
+                "The org changed while this request ran (its currency is locked once money exists); nothing was "
+                "changed.",
+                code="currency_locked" if "currency" in changes else "concurrent_update",
             ) from exc
         return Org.model_validate(plain(item))
+
+    def _update_without_wallet(self, org_id: str, update: _OrgUpdate) -> Item:
+        """The org's update, on condition that it has no wallet (a currency change: the wallet's first write
+        copies the currency it is made in)."""
+        no_wallet = {
+            "TableName": self._name,
+            "Key": account_key(org_id),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+        with dynamo_errors():
+            self._client.transact_write_items(
+                TransactItems=[
+                    {"Update": {"TableName": self._name, "Key": _org_key(org_id), **update.params()}},
+                    {"ConditionCheck": no_wallet},
+                ]
+            )
+            return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
 
     def _update_org(
         self,
@@ -552,21 +575,35 @@ class OrgRepository:
         return str(item["org_id"]) if item else None
 
     def apply_subscription(
-        self, org_id: str, changes: Mapping[str, object], *, fetched_ms: int, agency_fee_bps: int | None = None
+        self,
+        org_id: str,
+        changes: Mapping[str, object],
+        *,
+        fetched_ms: int,
+        read: Org,
+        agency_fee_bps: int | None = None,
     ) -> Org | None:
         """Writes the subscription state fetched from Stripe at `fetched_ms` unless a later fetch was
-        already written (out-of-order webhooks never roll state back). None when this one is stale."""
+        already written (out-of-order webhooks never roll state back): None when this one is stale.
+        `changes` were made from `read`: if its billing mode or agency_until moved since, nothing is
+        written and ConcurrentUpdateError says to make them again."""
         condition = (
             "attribute_exists(PK) AND (attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)"
+            " AND billing_mode = :read_mode"
         )
         update = _OrgUpdate.setting(
-            {**changes, "subscription_synced_ms": fetched_ms}, condition, values={":ms": fetched_ms}
+            {**changes, "subscription_synced_ms": fetched_ms},
+            condition,
+            values={":ms": fetched_ms, ":read_mode": read.billing_mode.value},
         )
         until = changes.get("agency_until", KEEP)
         try:
             item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps, until)
         except TransactionConditionFailed:
-            return None
+            now = self.get_org(org_id)
+            if now is None or now.subscription_synced_ms > fetched_ms:
+                return None
+            raise ConcurrentUpdateError("The org changed while its subscription was written; read again.") from None
         return Org.model_validate(plain(item))
 
     # ------------------------------------------------------------------ grace periods (dunning sweep)

@@ -246,7 +246,7 @@ class WalletRepository:
             sets["billing_mode"] = mode
             if agency_until is not None:
                 sets["agency_until"] = agency_until
-            items.append(Named("org_mode", _org_mode_is(self._name, org_id, mode, agency_until)))
+            items.append(Named("org_mode", _org_mode_is(self._name, org_id, mode, agency_until, after.currency)))
         try:
             self._ledger.commit(
                 Change(
@@ -461,8 +461,14 @@ def _name(record: Record) -> str:
     ]
 
 
-def _org_mode_is(table_name: str, org_id: str, mode: str, agency_until: object = KEEP) -> TxItem:
+def _org_mode_is(
+    table_name: str, org_id: str, mode: str, agency_until: object = KEEP, currency: str | None = None
+) -> TxItem:
+    """The org still has the mode (and agency_until, and currency) the wallet's first write copies."""
     condition, values = "billing_mode = :mode", {":mode": mode}
+    if currency is not None:
+        condition += " AND currency = :currency"
+        values[":currency"] = currency
     if isinstance(agency_until, str):
         condition += " AND agency_until = :until"
         values[":until"] = agency_until

@@ -132,3 +132,57 @@ def _issue_current_invoice(org_id: str) -> Any:
     invoice = invoices._repo.get(org_id, period_key)
     assert invoice is not None and invoice.status == "issued"
     return invoice
+
+
+def test_a_contract_signed_again_after_it_ended_is_a_new_paying_subscription(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    kit = StripeKit(stack, table)
+    org_id = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Again"}).body["org_id"]
+    assert _contract(api, org_id, TERMS).status == 200
+    first = kit.repo.require_org(org_id).subscription
+    assert first is not None
+    kit.client.v1.subscriptions.cancel(first.subscription_id)
+    kit.emulator.wait_for_deliveries()
+    assert kit.repo.require_org(org_id).plan_id == "free"
+    # The same terms again: a new subscription that bills, never the old one's replayed answer.
+    again = _contract(api, org_id, TERMS)
+    assert (again.status, again.body["plan"]["plan_id"]) == (200, "enterprise")
+    second = kit.repo.require_org(org_id).subscription
+    assert second is not None and second.subscription_id != first.subscription_id
+    assert kit.client.v1.subscriptions.retrieve(second.subscription_id).status == "active"
+
+
+def test_terms_changed_back_and_forth_always_bill_what_the_terms_say(api: ApiClient, stack: Any, table: Any) -> None:
+    kit = StripeKit(stack, table)
+    org_id = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Flip"}).body["org_id"]
+    low = {**TERMS, "base_minor": 100_000}
+    for terms in (TERMS, low, TERMS, low):
+        assert _contract(api, org_id, terms).status == 200
+        org = kit.repo.require_org(org_id)
+        assert org.subscription is not None and org.enterprise_terms is not None
+        sub = kit.client.v1.subscriptions.retrieve(org.subscription.subscription_id)
+        assert [item.price.unit_amount for item in sub["items"].data] == [terms["base_minor"]]
+        assert org.enterprise_terms.base_minor == terms["base_minor"]
+
+
+def test_a_contract_org_cannot_move_itself_to_a_catalog_plan(api: ApiClient, stack: Any, table: Any) -> None:
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Locked"}).body["org_id"]
+    assert _contract(api, org_id, TERMS).status == 200
+    for path in ("subscription", "subscription/preview"):
+        method = "PUT" if path == "subscription" else "POST"
+        reply = api.call(method, f"/v1/orgs/{org_id}/{path}", as_user=owner, json={"plan_id": "scale"})
+        assert (reply.status, reply.code) == (409, "contract_managed"), reply.body
+    assert StripeKit(stack, table).repo.require_org(org_id).plan_id == "enterprise"
+
+
+def test_a_contract_stripe_refuses_leaves_the_terms_as_they_were(api: ApiClient, stack: Any, table: Any) -> None:
+    kit = StripeKit(stack, table)
+    org_id = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "No card"}).body["org_id"]
+    refused = _contract(api, org_id, {**TERMS, "collection": "charge_automatically"})  # no card on file
+    assert refused.status >= 400, refused.body
+    org = kit.repo.require_org(org_id)
+    assert (org.enterprise_terms, org.plan_id, org.subscription) == (None, "free", None)
+    too_big = _contract(api, org_id, {**TERMS, "base_minor": 100_000_000})  # past Stripe's largest unit_amount
+    assert too_big.status == 422

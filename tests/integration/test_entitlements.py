@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.auth import Caller
 from shared.catalog import plan_catalog
 from shared.credits.account import InsufficientCreditsError
 from shared.errors import ConflictError, InvalidRequestError, PlanLimitError
@@ -214,3 +215,82 @@ def test_free_is_a_cancellation_at_the_end_of_the_paid_period(api: ApiClient, st
     org = api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body
     assert (org["plan"]["plan_id"], org["billing_mode"], org["standing"]) == ("free", "byo", "free")
     assert api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body["status"] == "canceled"
+
+
+def test_credits_reserved_while_paid_settle_against_included_after_a_suspension(kit: WalletKit) -> None:
+    org_id, project, _ = agency_org(kit)
+    assert _reserve(kit, org_id, project, "r-before", quantity=40) == 2_000  # of Pro's 3,000
+    org = set_status(kit.mirror, kit.org_repo.require_org(org_id), "unpaid")
+    settled = kit.services.credits.settle(
+        org_id=org_id, workflow_run_id="r-before", quantity=None, occurred_at=None, actor="engine"
+    )
+    assert (settled.split.included, settled.split.overage) == (2_000, 0)
+    set_status(kit.mirror, org, "active")
+    account = kit.services.credits.summary_account(kit.org_repo.require_org(org_id))
+    assert (account.included_used, account.overage, account.included_remaining) == (2_000, 0, 1_000)
+
+
+def test_a_subscription_written_from_a_stale_read_never_leaves_free_in_agency_mode(kit: WalletKit) -> None:
+    from tests.paid import stripe_subscription
+
+    org_id, _, owner = agency_org(kit)
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
+    stale = kit.org_repo.require_org(org_id)  # read by the mirror (BYO) ...
+    kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)  # ... then this
+    reads = iter([stale])
+    real_get = kit.mirror._repo.get_org
+    kit.mirror._repo.get_org = lambda oid: next(reads, None) or real_get(oid)  # type: ignore[method-assign]
+    try:
+        sub = stripe_subscription(
+            org_id, "pro", start=RENEWAL, status="canceled", subscription_id=stale.subscription.subscription_id
+        )  # type: ignore[union-attr]
+        applied = kit.mirror.apply(org_id, sub, kit.mirror.now_ms())
+    finally:
+        kit.mirror._repo.get_org = real_get  # type: ignore[method-assign]
+    assert applied is not None and (applied.plan_id, applied.billing_mode) == ("free", BillingMode.BYO)
+
+
+def test_the_currency_is_locked_in_the_write_too(kit: WalletKit) -> None:
+    owner = Caller(new_user(), None, frozenset())
+    org_id = kit.orgs.create_org(
+        owner, name="Race", billing_mode=BillingMode.BYO, currency="USD", plan_id="free"
+    ).org.org_id
+    kit.org_repo.link_stripe_customer(org_id, "cus_race")  # a Checkout linked a customer after the check
+    with pytest.raises(ConflictError) as locked:
+        kit.org_repo.update_org(org_id, {"currency": "EUR"}, expected={})
+    assert locked.value.code == "currency_locked"
+    assert kit.org_repo.require_org(org_id).currency == "USD"
+
+
+def test_an_upgrade_is_had_only_by_paying_for_it(api: ApiClient, stack: Any, table: Any) -> None:
+    from tests.integration.stripe_kit import StripeKit
+
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Upgrader"}).body["org_id"]
+    _, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+    bad = stripe_kit.client.v1.payment_methods.attach("pm_card_chargeCustomerFail", params={"customer": customer})
+    stripe_kit.client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": bad.id}})
+    sub_id = stripe_kit.repo.require_org(org_id).subscription.subscription_id  # type: ignore[union-attr]
+    stripe_kit.client.v1.subscriptions.update(sub_id, params={"default_payment_method": bad.id})
+    refused = api.call("PUT", f"/v1/orgs/{org_id}/subscription", as_user=owner, json={"plan_id": "scale"})
+    assert refused.status == 402, refused.body
+    stripe_kit.emulator.wait_for_deliveries()
+    org = api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body
+    assert (org["plan"]["plan_id"], org["standing"]) == ("pro", "paid")
+    assert stripe_kit.client.v1.subscriptions.retrieve(sub_id).status == "active"
+
+
+def test_free_again_after_the_customer_undid_the_cancellation(api: ApiClient, stack: Any, table: Any) -> None:
+    from tests.integration.stripe_kit import StripeKit
+
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Undo"}).body["org_id"]
+    stripe_kit.subscribe(api, owner, org_id, "pro")
+    assert api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "free"}).status == 200
+    sub_id = stripe_kit.repo.require_org(org_id).subscription.subscription_id  # type: ignore[union-attr]
+    stripe_kit.client.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": False})  # the portal
+    stripe_kit.emulator.wait_for_deliveries()
+    assert api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "free"}).status == 200
+    assert stripe_kit.client.v1.subscriptions.retrieve(sub_id).cancel_at_period_end is True
