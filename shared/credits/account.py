@@ -62,11 +62,18 @@ class CreditAccount:
     # While paid features are paused (an unpaid subscription): the included credits usable this period,
     # the Free plan's; None while the subscription pays. Packs stay usable: they were paid for.
     included_ceiling: int | None = None
+    plan_included: int = 0  # the plan's part of `included` (the rest: support grants, never capped)
 
     @property
     def included_remaining(self) -> int:
-        included = self.included if self.included_ceiling is None else min(self.included, self.included_ceiling)
-        return max(0, included - self.included_used)
+        return max(0, self._included_usable - self.included_used)
+
+    @property
+    def _included_usable(self) -> int:
+        """The period's included credits that may be used: the plan's part capped while paused."""
+        if self.included_ceiling is None:
+            return self.included
+        return self.included - self.plan_included + min(self.plan_included, self.included_ceiling)
 
     @property
     def available(self) -> int:
@@ -81,7 +88,15 @@ class CreditAccount:
         """A new Stripe period: included credits reset (unused ones do not carry over); reservations
         and packs carry on. Returns the grant entry (delta = change of available)."""
         before = self.available
-        opened = replace(self, period_key=period_key, included=included, included_used=0, overage=0, packs_used=0)
+        opened = replace(
+            self,
+            period_key=period_key,
+            included=included,
+            plan_included=included,
+            included_used=0,
+            overage=0,
+            packs_used=0,
+        )
         return opened, [Entry(EntryKind.GRANT, opened.available - before, opened.available, included)]
 
     def limit_included(self, ceiling: int | None) -> tuple[CreditAccount, list[Entry]]:

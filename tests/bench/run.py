@@ -629,6 +629,7 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
     from shared.wallet.service import Bill
     from tests.integration.credit_kit import credit_kit
     from tests.integration.wallet_kit import agency_org, fund, wallet_kit
+    from tests.paid import mirror_subscription
 
     g = Group("7 cost (USD)")
     n = 10 if quick else 200
@@ -662,7 +663,10 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
 
     ck = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], _now())
     owner = Caller(f"bench_{uuid.uuid4().hex[:8]}", None, frozenset())
-    org = ck.orgs.create_org(owner, name="Credits", billing_mode=BillingMode.AGENCY, currency="USD", plan_id="pro")
+    # A Pro agency org as production makes one: on Free, subscribed (the webhook's mirror), then agency mode
+    org = ck.orgs.create_org(owner, name="Credits", billing_mode=BillingMode.BYO, currency="USD", plan_id="free")
+    mirror_subscription(ck.mirror, org.org.org_id, "pro", start=ck.clock.now())
+    ck.orgs.update_org(owner, org.org.org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)
     project = ck.orgs.create_project(owner, org.org.org_id, name="P")
     try:
         with PROBE.measuring() as tally:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import ApiClient, new_user, org_items
 from tests.local import devtokens
+from tests.paid import paid_org_over_http
 
 pytestmark = pytest.mark.integration
 
@@ -16,11 +17,14 @@ ENGINE = devtokens.service_token("bounds-test")
 HUGE = 10**39
 
 
-def _org(api: ApiClient) -> tuple[str, str, str]:
+def _org(api: ApiClient, stack: Any, table: Any) -> tuple[str, str, str]:
     owner = new_user()
-    body = {"name": "Bounds", "plan_id": "pro", "billing_mode": "agency"}
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, owner, name="Bounds", plan_id="pro", billing_mode="agency")
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    # what the subscription caused is done before the test compares stored state
+    stack.flush_outbox()
+    stack.stripe.wait_for_deliveries()
+    stack.flush_outbox()
     return owner, org_id, project
 
 
@@ -61,9 +65,9 @@ def _requests(
 
 @pytest.mark.parametrize("value", [True, HUGE, -(10**39)], ids=["true", "10**39", "-10**39"])
 def test_an_amount_that_is_not_a_bounded_integer_is_422_and_writes_nothing(
-    api: ApiClient, table: Any, value: Any
+    api: ApiClient, stack: Any, table: Any, value: Any
 ) -> None:
-    owner, org_id, project = _org(api)
+    owner, org_id, project = _org(api, stack, table)
     before = org_items(table, org_id)
     for method, path, body, options in _requests(owner, org_id, project, value):
         reply = api.call(method, path, json=body, **options)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import ApiClient, new_user, org_items
 from tests.local import devtokens
+from tests.paid import paid_org_over_http
 
 pytestmark = pytest.mark.integration
 ENGINE = devtokens.service_token("workflow-engine")
@@ -28,11 +29,9 @@ class World:
     hold_id: str = ""  # an open wallet hold (agency orgs)
 
 
-def _world(api: ApiClient) -> World:
+def _world(api: ApiClient, stack: Any, table: Any) -> World:
     owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Int", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, owner, name="Int", plan_id="pro", billing_mode="agency")
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
     run_id = f"run-{new_user()}"
     reply = api.call("POST", "/v1/internal/credits/reservations", token=ENGINE, json=_reserve(org_id, project, run_id))
@@ -47,6 +46,10 @@ def _world(api: ApiClient) -> World:
         json={"org_id": org_id, "hold_id": hold_id, "project_id": project, "platform": "meta", "amount_minor": 500},
     )
     assert hold.status == 201, hold.body
+    # What the subscription and the changes above caused is done before a test compares stored state.
+    stack.flush_outbox()
+    stack.stripe.wait_for_deliveries()
+    stack.flush_outbox()
     return World(org_id, project, owner, run_id, hold_id)
 
 
@@ -175,8 +178,8 @@ IDS = [c.path for c in CASES]
 
 
 @pytest.fixture
-def world(api: ApiClient) -> World:
-    return _world(api)
+def world(api: ApiClient, stack: Any, table: Any) -> World:
+    return _world(api, stack, table)
 
 
 def test_every_internal_route_is_covered(stack: Any) -> None:

@@ -29,19 +29,22 @@ SEPTEMBER = "2026-09-01T00:00:00Z"
 SEPT_15 = datetime(2026, 9, 15, tzinfo=UTC)
 
 
-def _org(api: ApiClient, owner: str, plan: str, mode: str) -> tuple[str, list[str]]:
-    org_id = api.call(
-        "POST",
-        "/v1/orgs",
-        as_user=owner,
-        json={"name": f"{mode.upper()} {plan} Co", "plan_id": plan, "billing_mode": mode},
-    ).body["org_id"]
+def _org(api: ApiClient, kit: StripeKit, owner: str, plan: str, mode: str) -> tuple[str, list[str], tuple[str, str]]:
+    """Created on Free, subscribed to `plan` on a test clock (Checkout), then in `mode`, then its projects.
+    Returns (org, projects, (clock, customer))."""
+    created = api.call("POST", "/v1/orgs", as_user=owner, json={"name": f"{mode.upper()} {plan} Co"})
+    assert created.status == 201, created.body
+    org_id = created.body["org_id"]
+    clock = kit.subscribe(api, owner, org_id, plan)
+    if mode != "byo":
+        switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": mode})
+        assert switched.status == 200, switched.body
     projects = []
     for name in ("Launch", "Always-on")[: (2 if plan != "starter" else 1)]:
         projects.append(
             api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": name}).body["project_id"]
         )
-    return org_id, projects
+    return org_id, projects, clock
 
 
 def _use_credits(stack: Any, org_id: str, project: str, images: int, run: str) -> None:
@@ -86,13 +89,10 @@ def _run(stack: Any, orgs: list[dict[str, str]], name: str) -> dict[str, Any]:
 def month(api: ApiClient, stack: Any, table: Any) -> dict[str, Any]:
     kit = StripeKit(stack, table)
     owners = {k: new_user(k) for k in ("agency", "byo", "failing")}
-    agency, agency_projects = _org(api, owners["agency"], "pro", "agency")
-    byo, byo_projects = _org(api, owners["byo"], "starter", "byo")
-    failing, failing_projects = _org(api, owners["failing"], "pro", "agency")
-    clocks = {
-        o: kit.subscribe(api, owners[k], o, plan)
-        for k, o, plan in (("agency", agency, "pro"), ("byo", byo, "starter"), ("failing", failing, "pro"))
-    }
+    agency, agency_projects, agency_clock = _org(api, kit, owners["agency"], "pro", "agency")
+    byo, byo_projects, byo_clock = _org(api, kit, owners["byo"], "starter", "byo")
+    failing, failing_projects, failing_clock = _org(api, kit, owners["failing"], "pro", "agency")
+    clocks = {agency: agency_clock, byo: byo_clock, failing: failing_clock}
     # September usage. Agency: 3,460 credits (460 over 3,000 -> 460 x 1.8 = 828)
     _use_credits(stack, agency, agency_projects[0], 300, "a1")
     _use_credits(stack, agency, agency_projects[1], 46, "a2")

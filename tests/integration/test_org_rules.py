@@ -16,25 +16,39 @@ from shared.errors import PlanLimitError
 from shared.orgs.models import Role
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
-from tests.helpers import ApiClient, new_user, org_items
+from tests.helpers import ApiClient, new_user, org_items, user_org_count
+from tests.paid import mirror_subscription, paid_org_over_http
 
 pytestmark = pytest.mark.integration
 
 
-def _org(api: ApiClient, owner: str, **body: Any) -> str:
-    reply = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Acme", **body})
+def _org(api: ApiClient, owner: str) -> str:
+    """An org on Free (BYO), as every org starts."""
+    reply = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Acme"})
     assert reply.status == 201, reply.body
     return str(reply.body["org_id"])
+
+
+def _paid_org(api: ApiClient, stack: Any, table: Any, owner: str, plan_id: str, billing_mode: str = "byo") -> str:
+    """An org on `plan_id` the way production makes one: created on Free, subscribed through Checkout; then
+    what the subscription caused (outbox, webhooks) done, so a test sees stored state settle."""
+    org_id = paid_org_over_http(api, stack, table, owner, plan_id=plan_id, billing_mode=billing_mode)
+    stack.flush_outbox()
+    stack.stripe.wait_for_deliveries()
+    stack.flush_outbox()
+    return org_id
 
 
 def _org_item(table: Any, org_id: str) -> dict[str, Any]:
     return next(i for i in org_items(table, org_id) if i["SK"] == "ORG")
 
 
-def test_project_limit_is_refused_with_a_clear_code_and_archive_frees_a_slot(api: ApiClient, table: Any) -> None:
+def test_project_limit_is_refused_with_a_clear_code_and_archive_frees_a_slot(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
     # Given a Pro org (3 active projects) with 3 projects
     owner = new_user()
-    org_id = _org(api, owner, plan_id="pro")
+    org_id = _paid_org(api, stack, table, owner, "pro")
     ids = [
         api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": f"P{i}"}).body["project_id"]
         for i in range(3)
@@ -57,10 +71,10 @@ def test_project_limit_is_refused_with_a_clear_code_and_archive_frees_a_slot(api
     assert sorted(p["status"] for p in listed) == ["active", "active", "active", "archived"]
 
 
-def test_concurrent_project_creation_never_exceeds_the_limit(api: ApiClient, table: Any) -> None:
+def test_concurrent_project_creation_never_exceeds_the_limit(api: ApiClient, stack: Any, table: Any) -> None:
     # Twelve Lambda instances at once (each its own service and boto3 session) against one Pro org.
     owner = new_user()
-    org_id = _org(api, owner, plan_id="pro")
+    org_id = _paid_org(api, stack, table, owner, "pro")
     caller = Caller(user_id=owner, email=None, groups=frozenset())
 
     def create(i: int) -> str:
@@ -81,10 +95,12 @@ def test_concurrent_project_creation_never_exceeds_the_limit(api: ApiClient, tab
     assert len([i for i in org_items(table, org_id) if i["SK"].startswith("PROJECT#")]) == 3
 
 
-def test_concurrent_seat_changes_each_commit_with_their_own_seat_revision_and_task(api: ApiClient, table: Any) -> None:
+def test_concurrent_seat_changes_each_commit_with_their_own_seat_revision_and_task(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
     # Eight Lambda instances add a member each to one Pro org (extra seats sold: no limit) at once.
     owner = new_user()
-    org_id = _org(api, owner, plan_id="pro")
+    org_id = _paid_org(api, stack, table, owner, "pro")
     caller = Caller(user_id=owner, email=None, groups=frozenset())
 
     def add(i: int) -> str:
@@ -105,24 +121,24 @@ def test_concurrent_seat_changes_each_commit_with_their_own_seat_revision_and_ta
     assert sorted(json.loads(t["body"])["seat_revision"] for t in tasks) == list(range(1, 9))
 
 
-def test_seats_are_refused_past_the_plan_unless_extra_seats_are_sold(api: ApiClient, table: Any) -> None:
+def test_seats_are_refused_past_the_plan_unless_extra_seats_are_sold(api: ApiClient, stack: Any, table: Any) -> None:
     owner = new_user()
-    starter = _org(api, owner, plan_id="starter")
+    starter = _paid_org(api, stack, table, owner, "starter")
     refused = api.call("POST", f"/v1/orgs/{starter}/members", as_user=owner, json={"user_id": new_user()})
     assert (refused.status, refused.code) == (409, "seat_limit_reached")
     assert "Starter plan includes 1 seat(s)" in refused.body["error"]["message"]
     assert _org_item(table, starter)["member_count"] == 1
 
-    pro = _org(api, owner, plan_id="pro")  # 3 included, extra seats sold
+    pro = _paid_org(api, stack, table, owner, "pro")  # 3 included, extra seats sold
     for _ in range(4):
         assert api.call("POST", f"/v1/orgs/{pro}/members", as_user=owner, json={"user_id": new_user()}).status == 201
     org = api.call("GET", f"/v1/orgs/{pro}", as_user=owner).body
     assert org["seats"] == {"used": 5, "included": 3, "limit": None, "extra_seat_minor": 1500}
 
 
-def test_the_last_owner_cannot_be_removed_or_demoted(api: ApiClient, table: Any) -> None:
+def test_the_last_owner_cannot_be_removed_or_demoted(api: ApiClient, stack: Any, table: Any) -> None:
     owner, second = new_user(), new_user()
-    org_id = _org(api, owner, plan_id="pro")
+    org_id = _paid_org(api, stack, table, owner, "pro")
     for method, path, body in (
         ("DELETE", f"/v1/orgs/{org_id}/members/{owner}", None),
         ("PATCH", f"/v1/orgs/{org_id}/members/{owner}", {"role": "admin"}),
@@ -140,9 +156,9 @@ def test_the_last_owner_cannot_be_removed_or_demoted(api: ApiClient, table: Any)
     assert api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).status == 404
 
 
-def test_only_owners_grant_the_owner_role(api: ApiClient) -> None:
+def test_only_owners_grant_the_owner_role(api: ApiClient, stack: Any, table: Any) -> None:
     owner, admin = new_user(), new_user()
-    org_id = _org(api, owner, plan_id="pro")
+    org_id = _paid_org(api, stack, table, owner, "pro")
     api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": admin, "role": "admin"})
     reply = api.call("POST", f"/v1/orgs/{org_id}/members", as_user=admin, json={"user_id": new_user(), "role": "owner"})
     assert (reply.status, reply.code) == (403, "forbidden")
@@ -150,44 +166,56 @@ def test_only_owners_grant_the_owner_role(api: ApiClient) -> None:
     assert reply.status == 403
 
 
-def test_agency_mode_needs_a_plan_that_allows_it(api: ApiClient, table: Any) -> None:
+def test_agency_mode_needs_a_plan_that_allows_it(api: ApiClient, stack: Any, table: Any) -> None:
     owner = new_user()
-    refused = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "A", "billing_mode": "agency", "plan_id": "starter"}
-    )
+    # Orgs start on Free, which has no agency mode; nor can one start on a paid plan (Checkout first)
+    refused = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "A", "billing_mode": "agency"})
     assert (refused.status, refused.code) == (409, "agency_mode_not_allowed")
     assert "Pro plan or above" in refused.body["error"]["message"]
+    paid = api.call(
+        "POST", "/v1/orgs", as_user=owner, json={"name": "A", "billing_mode": "agency", "plan_id": "starter"}
+    )
+    assert (paid.status, paid.code) == (409, "subscription_required")
+    assert user_org_count(table, owner) == 0  # nothing created
 
-    org_id = _org(api, owner, plan_id="starter")
+    org_id = _paid_org(api, stack, table, owner, "starter")
     before = _org_item(table, org_id)
     switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
     assert (switched.status, switched.code) == (409, "agency_mode_not_allowed")
+    assert "Pro plan or above" in switched.body["error"]["message"]
     assert _org_item(table, org_id) == before
 
-    assert api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "pro"}).status == 200
+    # The plan is the subscription's: an upgrade goes through it (PUT /plan points there)
+    via_plan = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "pro"})
+    assert (via_plan.status, via_plan.code) == (409, "use_subscription")
+    upgraded = api.call("PUT", f"/v1/orgs/{org_id}/subscription", as_user=owner, json={"plan_id": "pro"})
+    assert upgraded.status == 200, upgraded.body
     agency = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
-    assert agency.status == 200
+    assert agency.status == 200, agency.body
     assert (agency.body["billing_mode"], agency.body["platform_fee_bps"]) == ("agency", 500)
     # Downgrading an agency org to a plan without agency mode is refused too.
-    down = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "starter"})
+    down = api.call("PUT", f"/v1/orgs/{org_id}/subscription", as_user=owner, json={"plan_id": "starter"})
     assert (down.status, down.code) == (409, "agency_mode_not_allowed")
 
 
-def test_downgrade_is_refused_while_the_org_uses_more_than_the_new_plan_allows(api: ApiClient, table: Any) -> None:
+def test_downgrade_is_refused_while_the_org_uses_more_than_the_new_plan_allows(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
     owner = new_user()
-    org_id = _org(api, owner, plan_id="pro")
+    org_id = _paid_org(api, stack, table, owner, "pro")
     for i in range(2):
         api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": f"P{i}"})
     before = _org_item(table, org_id)
-    reply = api.call("PUT", f"/v1/orgs/{org_id}/plan", as_user=owner, json={"plan_id": "starter"})
+    reply = api.call("PUT", f"/v1/orgs/{org_id}/subscription", as_user=owner, json={"plan_id": "starter"})
     assert (reply.status, reply.code) == (409, "plan_limit_reached")
     assert reply.body["error"]["details"] == {"limit": "projects", "max": 1, "current": 2}
     assert _org_item(table, org_id) == before
 
 
 def test_enterprise_terms_are_set_by_support_only(api: ApiClient) -> None:
+    # (a contract starts its own Stripe subscription: the org has none yet)
     owner = new_user()
-    org_id = _org(api, owner, plan_id="scale")
+    org_id = _org(api, owner)
     terms = {"base_minor": 250_000, "included_credits": 80_000, "platform_fee_bps": 150}
     refused = api.call(
         "PUT",
@@ -214,9 +242,9 @@ def test_unsupported_currency_is_refused(api: ApiClient) -> None:
     assert (reply.status, reply.code) == (422, "unsupported_currency")
 
 
-def test_lists_paginate_with_an_opaque_cursor(api: ApiClient) -> None:
+def test_lists_paginate_with_an_opaque_cursor(api: ApiClient, stack: Any, table: Any) -> None:
     owner = new_user()
-    org_id = _org(api, owner, plan_id="scale")
+    org_id = _paid_org(api, stack, table, owner, "scale")
     added = {new_user() for _ in range(4)}
     for user in added:
         api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": user})
@@ -273,11 +301,11 @@ def _crafted(key: dict[str, str]) -> str:
         ("/v1/orgs/{org}/wallet/transactions", {"SK": "WALLET", "seen": "0"}),
     ],
 )
-def test_a_crafted_cursor_is_422_on_every_list(api: ApiClient, path: str, key: dict[str, str]) -> None:
+def test_a_crafted_cursor_is_422_on_every_list(
+    api: ApiClient, stack: Any, table: Any, path: str, key: dict[str, str]
+) -> None:
     owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Cursors", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, owner, name="Cursors", plan_id="pro", billing_mode="agency")
     reply = api.call("GET", path.replace("{org}", org_id), as_user=owner, params={"cursor": _crafted(key)})
     assert (reply.status, reply.code) == (422, "invalid_cursor"), reply.body
 
@@ -289,14 +317,22 @@ def test_the_currency_is_locked_once_money_exists_in_it(api: ApiClient, stack: A
     from tests.integration.wallet_kit import fund, wallet_kit
 
     owner = new_user()
-    body = {"name": "Money", "plan_id": "pro", "billing_mode": "agency"}
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Money"}).body["org_id"]
     if money == "wallet":
-        fund(wallet_kit(stack, NOW), org_id, 1_000, new_user())
+        # A wallet is an agency org's, and agency mode needs a paid plan: a subscription as the webhook
+        # mirrors it (no Stripe customer), agency mode, then money in the wallet.
+        kit = wallet_kit(stack, NOW)
+        mirror_subscription(kit.mirror, org_id, "pro", start=NOW)
+        switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+        assert switched.status == 200, switched.body
+        fund(kit, org_id, 1_000, new_user())
     elif money == "stripe customer":
         StripeKit(stack, table).customer_on_clock(org_id)
     elif money == "subscription":
         StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
+    stack.flush_outbox()
+    stack.stripe.wait_for_deliveries()
+    stack.flush_outbox()
     before = org_items(table, org_id)
     reply = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"currency": "EUR"})
     if money == "none":

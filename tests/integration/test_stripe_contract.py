@@ -179,6 +179,32 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
     payload = json.dumps(paid)
     assert g.parse_webhook(payload, sign(payload)).invoice().subscription_id == sub.subscription_id
 
+    # Enterprise contracts (support-made subscriptions): invoiced with net terms, or charged to the card
+    contracted = g.create_customer(org_id=f"{org}-contract", name="Contract Co Enterprise", email=None)
+    invoiced = g.create_contract_subscription(
+        customer_id=contracted,
+        price_id=price,
+        collection="send_invoice",
+        days_until_due=30,
+        metadata={"org_id": f"{org}-contract", "plan_id": "enterprise"},
+        key=f"contract:{org}:invoiced",
+    )
+    assert (invoiced.customer_id, invoiced.status) == (contracted, "active")
+    assert invoiced.metadata["plan_id"] == "enterprise"
+    charged = g.create_contract_subscription(
+        customer_id=customer,
+        price_id=price,
+        collection="charge_automatically",
+        days_until_due=30,  # not sent: net terms are for invoices only
+        metadata={"org_id": org, "plan_id": "enterprise"},
+        key=f"contract:{org}:charged",
+    )
+    assert (charged.customer_id, charged.status) == (customer, "active")
+    # A downgrade to Free: the subscription ends when its paid period does
+    ending = g.cancel_at_period_end(charged.subscription_id, key=f"cancel:{org}")
+    assert ending.subscription_id == charged.subscription_id and ending.cancel_at_period_end is True
+    assert ending.status == "active"  # paid until the period ends
+
     # Every public method was called; each that talks to Stripe sent requests, all within the contract
     assert _public_methods() - set(calls) == set(), "public gateway methods this test does not drive"
     silent = sorted(name for name, made in calls.items() if not made and name not in NO_STRIPE_CALL)

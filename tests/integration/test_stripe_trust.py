@@ -24,9 +24,12 @@ def kit(stack: Any, table: Any) -> StripeKit:
 def _funded(api: ApiClient, kit: StripeKit, amount: int = 20_000) -> tuple[str, str, str, dict[str, Any]]:
     """An agency org with a saved card and one card top-up credited: (owner, org, customer, top-up)."""
     owner = new_user()
-    body = {"name": "Trust", "plan_id": "pro", "billing_mode": "agency"}
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    created = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Trust"})  # on Free
+    assert created.status == 201, created.body
+    org_id = created.body["org_id"]
     _, customer = kit.subscribe(api, owner, org_id, "pro")
+    switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert switched.status == 200, switched.body
     reply = api.call(
         "POST",
         f"/v1/orgs/{org_id}/wallet/top-ups",

@@ -188,8 +188,12 @@ def test_failed_renewal_marks_past_due_and_notifies_then_recovery_clears_it(
 
     assert api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body["status"] == "past_due"
     notes = [n for n in drain(stack, queue) if n["org_id"] == org_id]
-    assert [n["kind"] for n in notes] == ["Payment.Failed"]
-    assert notes[0]["details"]["amount_due_minor"] == 4900
+    # the failed payment, and that the grace period started (the plan stays while Stripe retries): once each
+    assert sorted(n["kind"] for n in notes) == ["Payment.Failed", "Subscription.GraceStarted"]
+    told = {n["kind"]: n["details"] for n in notes}
+    assert told["Payment.Failed"]["amount_due_minor"] == 4900
+    grace = told["Subscription.GraceStarted"]
+    assert (grace["standing"], grace["plan_id"], grace["agency_spend"]) == ("grace", "pro", "allowed")
 
     # Recovery: a good card pays the open invoice.
     good = kit.client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer})

@@ -27,6 +27,7 @@ from tests.integration.wallet_kit import (
     wallet_settings,
 )
 from tests.local import devtokens
+from tests.paid import paid_org_over_http, stripe_subscription
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -58,16 +59,25 @@ def _bill(kit: WalletKit, org_id: str, project: str, amount: int, bill_id: str, 
     )
 
 
-def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> tuple[str, str, str]:
-    """A subscribed agency org (saved card) with 50,000 in its wallet and auto-top-up of 30,000 below 40,000."""
+def _card_agency_org(api: ApiClient, stack: Any, table: Any, owner: str, name: str) -> str:
+    """An org created on Free, subscribed to Pro through Checkout on a test clock (a saved card), then
+    switched to agency mode."""
     from tests.integration.stripe_kit import StripeKit
 
+    created = api.call("POST", "/v1/orgs", as_user=owner, json={"name": name})
+    assert created.status == 201, created.body
+    org_id = str(created.body["org_id"])
+    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")  # a saved card
+    switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert switched.status == 200, switched.body
+    return org_id
+
+
+def _auto_top_up_org(kit: WalletKit, stack: Any, table: Any, api: ApiClient) -> tuple[str, str, str]:
+    """A subscribed agency org (saved card) with 50,000 in its wallet and auto-top-up of 30,000 below 40,000."""
     owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Auto", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
+    org_id = _card_agency_org(api, stack, table, owner, "Auto")
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
-    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")
     fund(kit, org_id, 50_000, new_user())
     settings = wallet_settings(enabled=True, threshold_minor=40_000, amount_minor=30_000, daily_cap_minor=90_000)
     kit.wallet.configure(Caller(owner, None, frozenset()), org_id, settings)
@@ -142,9 +152,9 @@ def test_a_bill_is_recorded_below_zero_pauses_and_a_top_up_resumes(kit: WalletKi
     assert kinds == ["Wallet.LowBalance", "Wallet.AgencySpendPaused", "Wallet.AgencySpendResumed"]
 
 
-def test_byo_orgs_have_no_wallet(kit: WalletKit, api: ApiClient) -> None:
+def test_byo_orgs_have_no_wallet(kit: WalletKit, api: ApiClient, stack: Any, table: Any) -> None:
     owner = new_user()
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "BYO", "plan_id": "pro"}).body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, owner, name="BYO", plan_id="pro", billing_mode="byo")
     reply = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner)
     assert (reply.status, reply.code) == (409, "wallet_not_available")
     with pytest.raises(WalletNotAvailableError):
@@ -152,13 +162,8 @@ def test_byo_orgs_have_no_wallet(kit: WalletKit, api: ApiClient) -> None:
 
 
 def test_the_same_payment_webhook_ten_times_credits_once(api: ApiClient, stack: Any, table: Any) -> None:
-    from tests.integration.stripe_kit import StripeKit
-
     owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Cards", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
-    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")  # a saved card
+    org_id = _card_agency_org(api, stack, table, owner, "Cards")
     reply = api.call(
         "POST",
         f"/v1/orgs/{org_id}/wallet/top-ups",
@@ -196,13 +201,8 @@ def test_the_same_payment_webhook_ten_times_credits_once(api: ApiClient, stack: 
 
 
 def test_a_top_up_that_failed_to_reach_stripe_is_retried_once(api: ApiClient, stack: Any, table: Any) -> None:
-    from tests.integration.stripe_kit import StripeKit
-
     owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Retry", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
-    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")  # a saved card
+    org_id = _card_agency_org(api, stack, table, owner, "Retry")
     body, key = {"amount_minor": 12_000, "method": "card"}, {"Idempotency-Key": "flaky"}
     stack.stripe.fail_next(100, status=503)  # past the SDK's own retries (and whatever else runs meanwhile)
     try:
@@ -305,13 +305,23 @@ def test_a_bill_whose_hold_ends_while_it_is_written_still_debits_once(
 
 
 def test_a_replayed_bill_reports_the_fee_it_was_charged(kit: WalletKit) -> None:
-    org_id, project, owner = agency_org(kit, "pro")  # platform fee 500 bps
+    org_id, project, _ = agency_org(kit, "pro")  # platform fee 500 bps
     fund(kit, org_id, 100_000, new_user())
     assert _bill(kit, org_id, project, 1_000, "b1").fee_minor == 50
-    kit.orgs.change_plan(owner, org_id, plan_id="scale", enterprise_terms=None)
+    _switch_plan(kit, org_id, "scale")
     replay = _bill(kit, org_id, project, 1_000, "b1")
     assert (replay.replayed, replay.fee_minor) == (True, 50)
     assert _bill(kit, org_id, project, 1_000, "b2").fee_minor == 30  # scale: 300 bps
+
+
+def _switch_plan(kit: WalletKit, org_id: str, plan_id: str) -> None:
+    """The org's subscription changed to `plan_id` in Stripe (same subscription, new base price), as the
+    webhook mirrors it."""
+    sub = kit.org_repo.require_org(org_id).subscription
+    assert sub is not None
+    changed = stripe_subscription(org_id, plan_id, start=sub.current_period_start, subscription_id=sub.subscription_id)
+    applied = kit.mirror.apply(org_id, changed, kit.mirror.now_ms())
+    assert applied is not None and applied.plan_id == plan_id, applied
 
 
 def _auto_top_ups(table: Any, org_id: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from shared.orgs.models import BillingMode
 from shared.wallet.service import Bill, WalletNotAvailableError
 from tests.helpers import new_user
 from tests.integration.wallet_kit import WalletKit, agency_org, fund, raw_item, wallet_kit, wallet_settings
+from tests.paid import set_status
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -56,7 +57,11 @@ def test_a_funded_wallet_follows_the_org_out_of_agency_mode_and_back(kit: Wallet
 def test_an_ended_subscription_that_drops_agency_mode_closes_the_wallet_to_holds(kit: WalletKit) -> None:
     org_id, project, _ = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
-    kit.org_repo.apply_subscription(org_id, {"plan_id": "free", "billing_mode": "byo"}, fetched_ms=1)
+    read = kit.org_repo.require_org(org_id)
+    ended = kit.org_repo.apply_subscription(
+        org_id, {"plan_id": "free", "billing_mode": "byo"}, fetched_ms=kit.mirror.now_ms(), read=read
+    )
+    assert ended is not None and ended.billing_mode is BillingMode.BYO
     assert _wallet_item(kit, org_id)["billing_mode"] == "byo"
     with pytest.raises(WalletNotAvailableError):
         _hold(kit, org_id, project, "h")
@@ -195,27 +200,11 @@ def test_an_org_that_never_had_a_wallet_gets_409_in_byo_mode(kit: WalletKit) -> 
 
 
 def test_late_bills_after_the_subscription_ended_keep_the_agency_plans_fee(kit: WalletKit) -> None:
-    from shared.billing.subscriptions import SubscriptionMirror
-    from shared.catalog import plan_catalog
-    from shared.stripe_gateway import Subscription
-
     # Given a Pro agency org (500 bps) whose subscription ends: it moves to Free (no fee) and BYO
     org_id, project, _ = agency_org(kit, "pro")
     fund(kit, org_id, 10_000, new_user())
-    ended = Subscription(
-        subscription_id="sub_ended",
-        customer_id="cus_x",
-        status="canceled",
-        items=(),
-        current_period_start=int(NOW.timestamp()) - 86_400,
-        current_period_end=int(NOW.timestamp()),
-        billing_cycle_anchor=int(NOW.timestamp()) - 86_400,
-        cancel_at_period_end=False,
-        metadata={},
-        latest_invoice_id=None,
-    )
-    org = SubscriptionMirror(kit.org_repo, plan_catalog(), kit.clock).apply(org_id, ended, fetched_ms=1)
-    assert org is not None and (org.plan_id, org.billing_mode) == ("free", BillingMode.BYO)
+    org = set_status(kit.mirror, kit.org_repo.require_org(org_id), "canceled")  # as the webhook mirrors it
+    assert (org.plan_id, org.billing_mode) == ("free", BillingMode.BYO)
 
     # A bill for spend made while it was an agency org still carries the Pro fee
     assert _bill(kit, org_id, project, "late").fee_minor == 50

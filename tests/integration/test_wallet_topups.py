@@ -10,16 +10,19 @@ import requests
 import stripe
 
 from tests.helpers import ApiClient, new_user, org_items
-from tests.integration.stripe_kit import API_KEY, StripeKit
+from tests.integration.stripe_kit import API_KEY
+from tests.paid import paid_org_over_http
 
 pytestmark = pytest.mark.integration
 
 
-def _agency(api: ApiClient) -> tuple[str, str]:
+def _agency(api: ApiClient, stack: Any, table: Any, currency: str = "USD") -> tuple[str, str]:
+    """A Pro agency org, subscribed through Checkout (a saved card); what that caused is done."""
     owner = new_user()
-    org_id = api.call(
-        "POST", "/v1/orgs", as_user=owner, json={"name": "Agency", "plan_id": "pro", "billing_mode": "agency"}
-    ).body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, owner, name="Agency", plan_id="pro", currency=currency)
+    stack.flush_outbox()
+    stack.stripe.wait_for_deliveries()
+    stack.flush_outbox()
     return owner, org_id
 
 
@@ -39,8 +42,8 @@ def _helper(stack: Any, path: str, **data: str) -> None:
     stack.stripe.wait_for_deliveries()
 
 
-def test_ach_is_pending_until_it_settles_and_a_dispute_takes_it_back(api: ApiClient, stack: Any) -> None:
-    owner, org_id = _agency(api)
+def test_ach_is_pending_until_it_settles_and_a_dispute_takes_it_back(api: ApiClient, stack: Any, table: Any) -> None:
+    owner, org_id = _agency(api, stack, table)
     reply = api.call(
         "POST",
         f"/v1/orgs/{org_id}/wallet/top-ups",
@@ -65,8 +68,8 @@ def test_ach_is_pending_until_it_settles_and_a_dispute_takes_it_back(api: ApiCli
     assert kinds == ["reversal", "topup"]
 
 
-def test_a_failed_ach_debit_never_credits(api: ApiClient, stack: Any) -> None:
-    owner, org_id = _agency(api)
+def test_a_failed_ach_debit_never_credits(api: ApiClient, stack: Any, table: Any) -> None:
+    owner, org_id = _agency(api, stack, table)
     reply = api.call(
         "POST",
         f"/v1/orgs/{org_id}/wallet/top-ups",
@@ -80,8 +83,8 @@ def test_a_failed_ach_debit_never_credits(api: ApiClient, stack: Any) -> None:
     assert (wallet["balance_minor"], wallet["pending_minor"]) == (0, 0)
 
 
-def test_a_wire_shows_instructions_and_credits_when_funded(api: ApiClient, stack: Any) -> None:
-    owner, org_id = _agency(api)
+def test_a_wire_shows_instructions_and_credits_when_funded(api: ApiClient, stack: Any, table: Any) -> None:
+    owner, org_id = _agency(api, stack, table)
     reply = api.call(
         "POST",
         f"/v1/orgs/{org_id}/wallet/top-ups",
@@ -108,8 +111,7 @@ def test_a_wire_shows_instructions_and_credits_when_funded(api: ApiClient, stack
 def test_support_refunds_go_back_to_the_card_and_never_exceed_what_is_refundable(
     api: ApiClient, stack: Any, table: Any
 ) -> None:
-    owner, org_id = _agency(api)
-    StripeKit(stack, table).subscribe(api, owner, org_id, "pro")  # a saved card
+    owner, org_id = _agency(api, stack, table)  # subscribed through Checkout: a saved card
     api.call(
         "POST",
         f"/v1/orgs/{org_id}/wallet/top-ups",
@@ -161,9 +163,7 @@ def test_a_bank_top_up_of_a_eur_wallet_is_refused_clearly_and_writes_nothing(
     api: ApiClient, stack: Any, table: Any, method: str
 ) -> None:
     # Given a EUR agency org (US bank rails carry dollars only)
-    owner = new_user()
-    body = {"name": "Euro agency", "plan_id": "pro", "billing_mode": "agency", "currency": "EUR"}
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    owner, org_id = _agency(api, stack, table, currency="EUR")
     before = org_items(table, org_id)
     payment = {"amount_minor": 30_000, "method": method}
     if method == "ach":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +11,22 @@ SAMPLE_OWNER = "user_sample_owner"  # the JWT subject of the samples
 
 
 def _agency_org_with_project(stack: Any) -> tuple[str, str]:
-    import boto3
-
+    """A Pro agency org made as production makes one: created on Free, subscribed to Pro (the webhook's
+    mirror of the subscription Stripe would send), switched to agency mode; then a project."""
+    from functions.api.container import services
     from shared.auth import Caller
-    from shared.catalog import plan_catalog
-    from shared.clock import SystemClock
     from shared.orgs.models import BillingMode
-    from shared.orgs.repository import OrgRepository
-    from shared.orgs.service import OrgService
+    from tests.paid import mirror_subscription
 
-    orgs = OrgService(
-        OrgRepository(boto3.resource("dynamodb").Table(stack.env["TABLE_NAME"])), plan_catalog(), SystemClock()
-    )
+    built = services()
+    orgs, mirror = built.orgs, built.subscriptions._mirror
     owner = Caller(SAMPLE_OWNER, None, frozenset())
-    org = orgs.create_org(owner, name="Sample agency", billing_mode=BillingMode.AGENCY, currency="USD", plan_id="pro")
-    project = orgs.create_project(owner, org.org.org_id, name="Sample")
-    return org.org.org_id, project.project_id
+    org = orgs.create_org(owner, name="Sample agency", billing_mode=BillingMode.BYO, currency="USD", plan_id="free")
+    org_id = org.org.org_id
+    mirror_subscription(mirror, org_id, "pro", start=datetime.now(UTC))
+    orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)
+    project = orgs.create_project(owner, org_id, name="Sample")
+    return org_id, project.project_id
 
 
 def sample_event(stack: Any, path: Path) -> dict[str, Any]:

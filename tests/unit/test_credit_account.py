@@ -34,6 +34,8 @@ ops = st.lists(
         st.tuples(st.just("claw_back"), st.integers(1, 300)),
         st.tuples(st.just("pack"), st.integers(1, 1000)),
         st.tuples(st.just("new_period"), st.integers(0, 3000)),
+        st.tuples(st.just("suspend"), st.integers(0, 200)),  # paid features paused: the plan's part capped
+        st.tuples(st.just("restore"), st.just(0)),
     ),
     max_size=60,
 )
@@ -71,6 +73,10 @@ def test_no_sequence_breaks_the_books(
             elif op == "pack":
                 account, entries = account.add_packs(n)
                 packs_bought += n
+            elif op == "suspend":
+                account, entries = account.limit_included(n)
+            elif op == "restore":
+                account, entries = account.limit_included(None)
             elif op == "new_period":
                 period += 1
                 # Holds carry into the new period, which may not cover them: settled there, they are
@@ -83,6 +89,9 @@ def test_no_sequence_breaks_the_books(
                 continue
         except (InsufficientCreditsError, CreditCapReachedError):
             assert account == before  # a refusal changes nothing
+            continue
+        if not entries:  # a ceiling that changed nothing usable: nothing to record
+            assert account.available == before.available
             continue
         # Every entry says what it did to `available`, and the last one where it ended.
         for entry in entries:
@@ -133,3 +142,20 @@ def test_a_new_period_resets_included_and_keeps_packs_and_holds() -> None:
     account, entries = account.open_period("P1", 100)
     assert (account.included_used, account.overage, account.packs, account.reserved) == (0, 0, 40, 20)
     assert entries[0].kind is EntryKind.GRANT and entries[0].balance_after == 100 + 40 - 20
+
+
+def test_a_pause_caps_the_plans_included_credits_never_support_grants() -> None:
+    account, _ = fresh(3000, overage_allowed=True).grant(250)
+    paused, entries = account.limit_included(100)  # Free's included, while unpaid
+    assert paused.available == 100 + 250 and entries[0].delta == -2900
+    assert paused.grant(50)[0].available == 400  # a grant while paused is usable
+    restored, entries = paused.limit_included(None)
+    assert restored.available == 3250 and entries[0].delta == 2900
+
+
+def test_what_was_reserved_before_a_pause_settles_against_included() -> None:
+    account, _ = fresh(3000, overage_allowed=True).reserve(2000)
+    paused, _ = account.limit_included(100)
+    settled, _, split = paused.settle(2000, 2100)  # 100 more than reserved: within the paused cap
+    assert (split.included, split.packs, split.overage) == (2000, 0, 100)
+    assert settled.available == 0
