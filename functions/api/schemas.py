@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from functions.limits import (
+    MAX_CREDITS,
+    MAX_MINOR,
+    PRORATION_DATE_MAX,
+    PRORATION_DATE_MIN,
+    CurrencyCode,
+    Email,
+    HttpUrl,
+    Id,
+    Name,
+    UserId,
+)
 from shared.billing.subscriptions import ChangePreview
 from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
 from shared.clock import iso
 from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Org, Project, ProjectStatus, Role
 from shared.orgs.service import OrgView
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]  # ISO-4217
-UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:@.\-|]{1,128}$")]
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+__all__ = ["HttpUrl"]  # routes take it from here too
 
 
 class Request(BaseModel):
@@ -109,7 +118,7 @@ class CreateOrgRequest(Request):
     name: Name
     billing_mode: BillingMode = BillingMode.BYO
     currency: CurrencyCode = "USD"
-    plan_id: str = "free"
+    plan_id: Id = "free"
 
 
 class UpdateOrgRequest(Request):
@@ -124,9 +133,22 @@ class UpdateOrgRequest(Request):
         return self
 
 
+class EnterpriseTermsIn(Request):
+    """Terms Layers support sets for a custom plan (bounded like every amount a request carries)."""
+
+    base_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
+    included_seats: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
+    max_active_projects: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
+    included_credits: int = Field(strict=True, ge=0, le=MAX_CREDITS)
+    platform_fee_bps: int = Field(strict=True, ge=0, le=10_000)
+
+    def terms(self) -> EnterpriseTerms:
+        return EnterpriseTerms(**self.model_dump())
+
+
 class ChangePlanRequest(Request):
-    plan_id: str
-    enterprise_terms: EnterpriseTerms | None = Field(default=None, description="Support only, custom plans")
+    plan_id: Id
+    enterprise_terms: EnterpriseTermsIn | None = Field(default=None, description="Support only, custom plans")
 
 
 class SeatsOut(Reply):
@@ -255,22 +277,9 @@ class ProjectPage(Reply):
     next_cursor: str | None
 
 
-class ErrorBody(Reply):
-    code: str
-    message: str
-    details: dict[str, object] | list[object] | None = None
-
-
-class ErrorReply(Reply):
-    error: ErrorBody
-
-
 # ---------------------------------------------------------------- subscription
-HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
-
-
 class CheckoutRequest(Request):
-    plan_id: str
+    plan_id: Id
     success_url: HttpUrl
     cancel_url: HttpUrl
 
@@ -319,9 +328,20 @@ class SubscriptionOut(Reply):
         )
 
 
+class PlanPreviewRequest(Request):
+    plan_id: Id
+
+
 class PlanChangeRequest(Request):
-    plan_id: str
-    proration_date: int | None = Field(default=None, description="From the preview, to get exactly its amounts")
+    plan_id: Id
+    proration_date: int | None = Field(
+        default=None,
+        strict=True,
+        ge=PRORATION_DATE_MIN,
+        le=PRORATION_DATE_MAX,
+        description="From the preview, to get exactly its amounts (Unix seconds, between the period's start and "
+        "now: else 422 invalid_proration_date); none = now",
+    )
 
 
 class ProrationLineOut(Reply):

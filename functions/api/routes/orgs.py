@@ -52,6 +52,9 @@ def update_org(org_id: OrgId, body: UpdateOrgRequest) -> OrgOut:
 @router.put("/v1/orgs/<org_id>/plan", tags=["orgs"], summary="Move the org to another plan")
 def change_plan(org_id: OrgId, body: ChangePlanRequest) -> OrgOut:
     view = org_service().change_plan(
-        caller_of(router), org_id, plan_id=body.plan_id, enterprise_terms=body.enterprise_terms
+        caller_of(router),
+        org_id,
+        plan_id=body.plan_id,
+        enterprise_terms=body.enterprise_terms.terms() if body.enterprise_terms else None,
     )
     return OrgOut.of(view)
