@@ -188,8 +188,12 @@ class OrgRepository:
         return Page([Project.model_validate(plain(i)) for i in items], nxt)
 
     def list_memberships(self, user_id: str, cursor: str | None, limit: int) -> Page[Membership]:
+        start = decode_cursor(cursor, "GSI1PK", f"USER#{user_id}", fields=frozenset({"GSI1SK", "PK", "SK"}))
+        ours = start and start["PK"].startswith("ORG#") and start["GSI1SK"] == start["PK"]
+        if start and not (ours and start["SK"] == f"MEMBER#{user_id}"):
+            decode_cursor("!", "PK", "")  # not the key of one of this user's memberships: invalid_cursor
         resp = self._query(
-            decode_cursor(cursor, "GSI1PK", f"USER#{user_id}", fields=frozenset({"GSI1SK", "PK", "SK"})),
+            start,
             IndexName="GSI1",
             KeyConditionExpression=Key("GSI1PK").eq(f"USER#{user_id}"),
             Limit=limit,
