@@ -18,6 +18,9 @@ from pydantic import AfterValidator, AwareDatetime, StringConstraints
 MAX_MINOR = 10**12
 MAX_CREDITS = 10**9  # credits in one request (an adjustment, a cap)
 MAX_STORAGE_BYTES = 10**18  # an exabyte
+TOP_UP_MIN_MINOR, TOP_UP_MAX_MINOR = 100, 100_000_000  # one top-up: 1.00 to 1,000,000.00
+MAX_QUANTITY = 1000  # generations in one reservation
+MAX_BATCH_EVENTS, MAX_EVENT_COUNT = 20_000, 1_000_000  # SDK events: entries per batch, count per entry
 PAST_WINDOW = timedelta(days=400)  # usage and bills older than this are a caller's bug, not late data
 FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; usage from further ahead is a caller's bug
 BILL_DATE_AHEAD = timedelta(days=1)  # a platform's billing day may be ahead of UTC
@@ -89,7 +92,8 @@ def _n(value: int) -> str:
 LIMITS: tuple[Limit, ...] = (
     Limit(
         "money (minor units)",
-        f"strict integer, 0 to {_n(MAX_MINOR)} (refunds and holds from 1; top-ups 100 to 100,000,000)",
+        f"strict integer, 0 to {_n(MAX_MINOR)} (refunds and holds from 1; "
+        f"a top-up {_n(TOP_UP_MIN_MINOR)} to {_n(TOP_UP_MAX_MINOR)})",
         "wallet settings, top-ups, refunds, holds, bills, Enterprise terms",
     ),
     Limit(
@@ -97,8 +101,12 @@ LIMITS: tuple[Limit, ...] = (
         f"strict integer, -{_n(MAX_CREDITS)} to {_n(MAX_CREDITS)}; an adjustment of 0 is refused; a cap from 1",
         "credit adjustments, the monthly cap, Enterprise terms",
     ),
-    Limit("generation quantity", "strict integer, 1 to 1,000 (a settle from 0)", "credit reservations"),
-    Limit("SDK events", "1 to 20,000 per batch, each count 1 to 1,000,000", "SDK event batches"),
+    Limit("generation quantity", f"strict integer, 1 to {_n(MAX_QUANTITY)} (a settle from 0)", "credit reservations"),
+    Limit(
+        "SDK events",
+        f"1 to {_n(MAX_BATCH_EVENTS)} per batch, each count 1 to {_n(MAX_EVENT_COUNT)}",
+        "SDK event batches",
+    ),
     Limit("storage", f"strict integer, 0 to {_n(MAX_STORAGE_BYTES)} bytes", "storage snapshots"),
     Limit(
         "event times",

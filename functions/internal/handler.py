@@ -19,7 +19,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.http import new_resolver, service_of
-from functions.limits import MAX_MINOR, MAX_STORAGE_BYTES, BillDate, Id, Instant, Key
+from functions.limits import (
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_COUNT,
+    MAX_MINOR,
+    MAX_QUANTITY,
+    MAX_STORAGE_BYTES,
+    BillDate,
+    Id,
+    Instant,
+    Key,
+)
 from shared.credits.service import ReservationResult
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
@@ -48,14 +58,14 @@ class ReserveRequest(_Request):
     project_id: Id
     template_id: Id
     generation_type: Id
-    quantity: int = Field(strict=True, ge=1, le=1000)
+    quantity: int = Field(strict=True, ge=1, le=MAX_QUANTITY)
     workflow_run_id: RunId
 
 
 class SettleRequest(_Request):
     org_id: Id
     quantity: int | None = Field(
-        default=None, strict=True, ge=0, le=1000, description="Actual quantity; default as reserved"
+        default=None, strict=True, ge=0, le=MAX_QUANTITY, description="Actual quantity; default as reserved"
     )
     occurred_at: Instant | None = Field(default=None, description="When the generation finished; default now")
 
@@ -98,12 +108,12 @@ class ReservationOut(BaseModel):
 class SdkEventIn(_Request):
     org_id: Id
     occurred_at: Instant
-    count: int = Field(default=1, strict=True, ge=1, le=1_000_000)
+    count: int = Field(default=1, strict=True, ge=1, le=MAX_EVENT_COUNT)
 
 
 class SdkEventBatch(_Request):
     batch_id: RunId
-    events: list[SdkEventIn] = Field(min_length=1, max_length=20_000)
+    events: list[SdkEventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
 class IngestOut(BaseModel):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, RequiredKey, caller_of
 from functions.api.schemas import HttpUrl
-from functions.limits import ID_PATTERN, MAX_MINOR, Reason, StripeId
+from functions.limits import ID_PATTERN, MAX_MINOR, TOP_UP_MAX_MINOR, TOP_UP_MIN_MINOR, Reason, StripeId
 from shared.wallet.models import AutoTopUp
 from shared.wallet.platforms import PLATFORMS
 from shared.wallet.service import WalletSettings, WalletView
@@ -63,7 +63,7 @@ class WalletSettingsRequest(BaseModel):
 
 class TopUpRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_minor: int = Field(strict=True, ge=100, le=100_000_000)
+    amount_minor: int = Field(strict=True, ge=TOP_UP_MIN_MINOR, le=TOP_UP_MAX_MINOR)
     method: Literal["card", "ach", "wire"]
     payment_method_id: StripeId | None = Field(
         default=None, description="ACH: the saved bank account (us_bank_account payment method)"
