@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
+from aws_lambda_powertools.event_handler.openapi.models import OpenAPI, PathItem
 
 from functions.limits import MAX_CREDITS, MAX_MINOR
 from functions.openapi import complete_document
@@ -102,7 +102,9 @@ class ApiResolver(APIGatewayHttpResolver):
     def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
         document = super().get_openapi_schema(**kwargs).model_dump(by_alias=True, exclude_none=True, mode="json")
         complete_document(document, public=self.public_operations, stripe=self.stripe_operations)
-        return OpenAPI.model_validate(document)
+        completed = OpenAPI.model_validate(document)
+        completed.paths = {path: PathItem.model_validate(item) for path, item in document["paths"].items()}
+        return completed
 
 
 def new_resolver() -> ApiResolver:
