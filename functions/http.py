@@ -1,5 +1,10 @@
 """The HTTP layer every function shares: a Powertools resolver whose domain errors map to HTTP
-status codes in this one place, with one error body: {"error": {"code", "message", "details"}}."""
+status codes in this one place, with one error body: {"error": {"code", "message", "details"}}.
+
+One body decoder for every route that takes a body (and the webhook): it runs before any handler code.
+A body sent as anything but `application/json` (or with no content type) is a 415
+`unsupported_media_type`, one that is not UTF-8 a 400 `invalid_body`, one that is not JSON a 422
+`validation_error`. Routes that take no body never read one. Every code is in functions/error_codes.py."""
 
 from __future__ import annotations
 
@@ -7,8 +12,16 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.models import OpenAPI, PathItem
 
+from functions.limits import MAX_CREDITS, MAX_MINOR
+from functions.openapi import complete_document
 from shared.errors import (
     ConflictError,
     DomainError,
@@ -23,10 +36,7 @@ from shared.errors import (
 )
 from shared.observability import logger
 
-# Bounds of every amount a request may carry: far past any real one, far inside DynamoDB's 38 digits (a
-# number past them is a 500 in the SDK, not a refusal). Integers are strict: JSON `true` is not 1.
-MAX_MINOR = 10**12  # 10,000,000,000.00 in a two-decimal currency
-MAX_CREDITS = 10**9
+__all__ = ["MAX_CREDITS", "MAX_MINOR", "error_response", "json_only", "new_resolver", "service_of"]
 
 # Most specific class first.
 _STATUS: list[tuple[type[DomainError], HTTPStatus]] = [
@@ -42,6 +52,10 @@ _STATUS: list[tuple[type[DomainError], HTTPStatus]] = [
 ]
 
 
+def status_of(exc: DomainError) -> HTTPStatus:
+    return next((s for cls, s in _STATUS if isinstance(exc, cls)), HTTPStatus.BAD_REQUEST)
+
+
 def error_response(status: HTTPStatus, code: str, message: str, details: Any = None) -> Response[Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
@@ -49,12 +63,56 @@ def error_response(status: HTTPStatus, code: str, message: str, details: Any = N
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": body})
 
 
-def new_resolver() -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(enable_validation=True)
+def check_media_type(headers: dict[str, str]) -> None:
+    """RequestUnsupportedContentType (415) unless the body is sent as JSON in UTF-8 (or untyped)."""
+    media = (headers.get("content-type") or "").strip()
+    mime, _, rest = media.partition(";")
+    params = dict(p.strip().lower().split("=", 1) for p in rest.split(";") if "=" in p)
+    charset = params.get("charset", "utf-8").strip('"')
+    if mime.strip().lower() not in ("", content_types.APPLICATION_JSON) or charset not in ("utf-8", "utf8"):
+        problem = {"type": "unsupported_content_type", "loc": ("body",), "msg": f"not JSON in UTF-8: {media}"}
+        raise RequestUnsupportedContentType("Unsupported content type", errors=[problem])
+
+
+class _JsonBodies(OpenAPIRequestValidationMiddleware):
+    """Powertools' request validation with one body decoder: JSON only (it would parse forms and
+    multipart bodies too, and answer other types in its own shape)."""
+
+    def _get_body(self, app: Any) -> Any:
+        check_media_type(app.current_event.headers)
+        return self._parse_json_data(app)  # UnicodeDecodeError (400) or json_invalid (422)
+
+
+def json_only(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
+    """Route middleware for a route that reads its raw body itself (the webhook): the same checks first."""
+    check_media_type(app.current_event.headers)
+    _ = app.current_event.decoded_body  # UnicodeDecodeError -> 400 invalid_body
+    return next_middleware(app)
+
+
+class ApiResolver(APIGatewayHttpResolver):
+    """The resolver with JSON bodies only, and an OpenAPI document that declares every error."""
+
+    def __init__(self) -> None:
+        super().__init__(enable_validation=True)
+        self._request_validation_middleware = _JsonBodies()
+        self.public_operations: set[tuple[str, str]] = set()  # (METHOD, path): no authorizer
+        self.stripe_operations: set[tuple[str, str]] = set()  # may answer 402 / 503 from Stripe
+
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
+        document = super().get_openapi_schema(**kwargs).model_dump(by_alias=True, exclude_none=True, mode="json")
+        complete_document(document, public=self.public_operations, stripe=self.stripe_operations)
+        completed = OpenAPI.model_validate(document)
+        completed.paths = {path: PathItem.model_validate(item) for path, item in document["paths"].items()}
+        return completed
+
+
+def new_resolver() -> ApiResolver:
+    app = ApiResolver()
 
     @app.exception_handler(DomainError)
     def _domain_error(exc: DomainError) -> Response[Any]:
-        status = next((s for cls, s in _STATUS if isinstance(exc, cls)), HTTPStatus.BAD_REQUEST)
+        status = status_of(exc)
         logger.info("request refused", extra={"code": exc.code, "status": int(status)})
         return error_response(status, exc.code, exc.message, exc.details)
 
@@ -67,6 +125,14 @@ def new_resolver() -> APIGatewayHttpResolver:
         summary = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
         return error_response(
             HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", f"Invalid request: {summary}", problems
+        )
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _wrong_media_type(_: RequestUnsupportedContentType) -> Response[Any]:
+        return error_response(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON in UTF-8 (Content-Type: application/json).",
         )
 
     @app.exception_handler(UnicodeDecodeError)

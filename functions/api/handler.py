@@ -21,6 +21,18 @@ from shared.observability import logger, metrics, tracer
 app = new_resolver()
 for module in (catalog, orgs, members, projects, subscription, credits, wallet, invoices):
     app.include_router(module.router)
+# What the document cannot see in the routes: no authorizer (template.yaml), and Stripe calls (402 / 503).
+app.public_operations = {("GET", "/v1/plans")}
+app.stripe_operations = {
+    ("PUT", "/v1/orgs/{org_id}/plan"),  # Free: a cancellation at period end; Enterprise: the contract's subscription
+    ("POST", "/v1/orgs/{org_id}/subscription/checkout"),
+    ("POST", "/v1/orgs/{org_id}/subscription/preview"),
+    ("PUT", "/v1/orgs/{org_id}/subscription"),
+    ("POST", "/v1/orgs/{org_id}/billing-portal"),
+    ("POST", "/v1/orgs/{org_id}/credits/packs/checkout"),
+    ("POST", "/v1/orgs/{org_id}/wallet/top-ups"),
+    ("POST", "/v1/orgs/{org_id}/wallet/refunds"),
+}
 
 _TITLE, _VERSION = "Layers Billing API", "1.0.0"
 _SECURITY: dict[str, SecurityScheme] = {"bearer": HTTPBearer(bearerFormat="JWT")}

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from functions.limits import (
+    MAX_CONTRACT_BASE_MINOR,
+    MAX_CREDITS,
+    PRORATION_DATE_MAX,
+    PRORATION_DATE_MIN,
+    CurrencyCode,
+    Email,
+    HttpUrl,
+    Id,
+    Name,
+    UnitPrice,
+    UserId,
+)
 from shared.billing.subscriptions import ChangePreview
 from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
 from shared.clock import iso
@@ -14,10 +27,7 @@ from shared.orgs.entitlement import Entitlement, Standing
 from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Org, Project, ProjectStatus, Role
 from shared.orgs.service import OrgView
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]  # ISO-4217
-UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:@.\-|]{1,128}$")]
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+__all__ = ["HttpUrl"]  # routes take it from here too
 
 
 class Request(BaseModel):
@@ -110,7 +120,7 @@ class CreateOrgRequest(Request):
     name: Name
     billing_mode: BillingMode = BillingMode.BYO
     currency: CurrencyCode = "USD"
-    plan_id: str = "free"
+    plan_id: Id = "free"
 
 
 class UpdateOrgRequest(Request):
@@ -125,9 +135,30 @@ class UpdateOrgRequest(Request):
         return self
 
 
+class EnterpriseTermsIn(Request):
+    """Terms Layers support sets for a custom plan (bounded like every amount a request carries)."""
+
+    base_minor: int = Field(strict=True, ge=0, le=MAX_CONTRACT_BASE_MINOR, description="Monthly base fee")
+    included_seats: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
+    max_active_projects: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
+    included_credits: int = Field(strict=True, ge=0, le=MAX_CREDITS)
+    platform_fee_bps: int = Field(strict=True, ge=0, le=10_000)
+    credit_overage_unit_minor: UnitPrice | None = None
+    workflow_run_overage_unit_minor: UnitPrice | None = None
+    sdk_event_overage_unit_minor: UnitPrice | None = None
+    media_storage_gb_overage_unit_minor: UnitPrice | None = None
+    collection: Literal["send_invoice", "charge_automatically"] = Field(
+        default="send_invoice", description="send_invoice: Stripe sends the invoice, due after days_until_due"
+    )
+    days_until_due: int = Field(default=30, strict=True, ge=1, le=365)
+
+    def terms(self) -> EnterpriseTerms:
+        return EnterpriseTerms.model_validate(self.model_dump())
+
+
 class ChangePlanRequest(Request):
-    plan_id: str
-    enterprise_terms: EnterpriseTerms | None = Field(default=None, description="Support only, custom plans")
+    plan_id: Id
+    enterprise_terms: EnterpriseTermsIn | None = Field(default=None, description="Support only, custom plans")
 
 
 class SeatsOut(Reply):
@@ -260,22 +291,9 @@ class ProjectPage(Reply):
     next_cursor: str | None
 
 
-class ErrorBody(Reply):
-    code: str
-    message: str
-    details: dict[str, object] | list[object] | None = None
-
-
-class ErrorReply(Reply):
-    error: ErrorBody
-
-
 # ---------------------------------------------------------------- subscription
-HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
-
-
 class CheckoutRequest(Request):
-    plan_id: str
+    plan_id: Id
     success_url: HttpUrl
     cancel_url: HttpUrl
 
@@ -330,9 +348,20 @@ class SubscriptionOut(Reply):
         )
 
 
+class PlanPreviewRequest(Request):
+    plan_id: Id
+
+
 class PlanChangeRequest(Request):
-    plan_id: str
-    proration_date: int | None = Field(default=None, description="From the preview, to get exactly its amounts")
+    plan_id: Id
+    proration_date: int | None = Field(
+        default=None,
+        strict=True,
+        ge=PRORATION_DATE_MIN,
+        le=PRORATION_DATE_MAX,
+        description="From the preview, to get exactly its amounts (Unix seconds, between the period's start and "
+        "now: else 422 invalid_proration_date); none = now",
+    )
 
 
 class ProrationLineOut(Reply):

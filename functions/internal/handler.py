@@ -9,7 +9,6 @@ auto-top-up, with its own concurrency, so a Stripe outage cannot starve credit r
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
 
@@ -17,9 +16,20 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from functions.http import MAX_MINOR, new_resolver, service_of
+from functions.http import new_resolver, service_of
+from functions.limits import (
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_COUNT,
+    MAX_MINOR,
+    MAX_QUANTITY,
+    MAX_STORAGE_BYTES,
+    BillDate,
+    Id,
+    Instant,
+    Key,
+)
 from shared.credits.service import ReservationResult
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
@@ -32,21 +42,6 @@ from shared.wiring import Services, build_services
 app = new_resolver()
 RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$")]
 RunIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$")]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; usage from further ahead is a caller's bug
-
-
-def _happened(at: datetime) -> datetime:
-    """An instant with its offset (a naive time is ambiguous), in UTC, not ahead of now, after 2000."""
-    if at > datetime.now(UTC) + FUTURE_SKEW:
-        raise ValueError("must not be in the future")
-    if at.year < 2000:
-        raise ValueError("must be after 2000")
-    return at.astimezone(UTC)
-
-
-# When usage happened: ISO 8601 with an offset (Z or +hh:mm), not in the future.
-Instant = Annotated[AwareDatetime, AfterValidator(_happened)]
 
 
 @cache
@@ -63,14 +58,14 @@ class ReserveRequest(_Request):
     project_id: Id
     template_id: Id
     generation_type: Id
-    quantity: int = Field(strict=True, ge=1, le=1000)
+    quantity: int = Field(strict=True, ge=1, le=MAX_QUANTITY)
     workflow_run_id: RunId
 
 
 class SettleRequest(_Request):
     org_id: Id
     quantity: int | None = Field(
-        default=None, strict=True, ge=0, le=1000, description="Actual quantity; default as reserved"
+        default=None, strict=True, ge=0, le=MAX_QUANTITY, description="Actual quantity; default as reserved"
     )
     occurred_at: Instant | None = Field(default=None, description="When the generation finished; default now")
 
@@ -113,12 +108,12 @@ class ReservationOut(BaseModel):
 class SdkEventIn(_Request):
     org_id: Id
     occurred_at: Instant
-    count: int = Field(default=1, strict=True, ge=1, le=1_000_000)
+    count: int = Field(default=1, strict=True, ge=1, le=MAX_EVENT_COUNT)
 
 
 class SdkEventBatch(_Request):
     batch_id: RunId
-    events: list[SdkEventIn] = Field(min_length=1, max_length=20_000)
+    events: list[SdkEventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
 class IngestOut(BaseModel):
@@ -133,7 +128,7 @@ class IngestOut(BaseModel):
 class StorageSnapshot(_Request):
     org_id: Id
     taken_at: Instant
-    total_bytes: int = Field(strict=True, ge=0, le=10**18)  # an exabyte: past any storage, inside DynamoDB's 38 digits
+    total_bytes: int = Field(strict=True, ge=0, le=MAX_STORAGE_BYTES)
 
 
 class StorageOut(BaseModel):
@@ -232,11 +227,11 @@ class ReleaseHoldRequest(_Request):
 class BillRequest(_Request):
     org_id: Id
     platform: Id
-    bill_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    bill_id: Key
     project_id: Id
     amount_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    billed_on: date
+    billed_on: BillDate
     hold_id: RunId | None = None
 
 

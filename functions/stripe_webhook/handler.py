@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.http import error_response, new_resolver
+from functions.http import error_response, json_only, new_resolver
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.settings import WebhookSettings
@@ -49,7 +49,7 @@ def act_once(event: dict[str, Any]) -> dict[str, str]:
     return {"event_id": parsed.event_id, "outcome": outcome}
 
 
-@app.post("/webhooks/stripe", include_in_schema=False)
+@app.post("/webhooks/stripe", include_in_schema=False, middlewares=[json_only])
 def receive() -> Any:
     gateway: StripeGateway = services().stripe_events.gateway
     event = gateway.parse_webhook(

@@ -196,8 +196,12 @@ class OrgRepository:
         return Page([Project.model_validate(plain(i)) for i in items], nxt)
 
     def list_memberships(self, user_id: str, cursor: str | None, limit: int) -> Page[Membership]:
+        start = decode_cursor(cursor, "GSI1PK", f"USER#{user_id}", fields=frozenset({"GSI1SK", "PK", "SK"}))
+        ours = start and start["PK"].startswith("ORG#") and start["GSI1SK"] == start["PK"]
+        if start and not (ours and start["SK"] == f"MEMBER#{user_id}"):
+            decode_cursor("!", "PK", "")  # not the key of one of this user's memberships: invalid_cursor
         resp = self._query(
-            decode_cursor(cursor, "GSI1PK", f"USER#{user_id}", fields=frozenset({"GSI1SK", "PK", "SK"})),
+            start,
             IndexName="GSI1",
             KeyConditionExpression=Key("GSI1PK").eq(f"USER#{user_id}"),
             Limit=limit,
@@ -272,10 +276,13 @@ class OrgRepository:
             else:
                 item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps)
         except TransactionConditionFailed as exc:
+            if "currency" in changes:
+                raise ConflictError(
+                    "The currency is locked: money exists in it (a Stripe customer, a subscription or a wallet).",
+                    code="currency_locked",
+                ) from exc
             raise ConflictError(
-                "The org changed while this request ran (its currency is locked once money exists); nothing was "
-                "changed.",
-                code="currency_locked" if "currency" in changes else "concurrent_update",
+                "The org changed while this request ran; nothing was changed. Retry.", code="concurrent_update"
             ) from exc
         return Org.model_validate(plain(item))
 

@@ -392,3 +392,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(status, [*headers, ("apigw-requestid", request_id)], payload)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method reaches the router: one no route takes (TRACE, QUERY, ...) is API Gateway's 404,
+        # never the 501 http.server answers for a method it has no do_ for.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from functions.api.routes.common import caller_of
+from functions.api.routes.common import PathId, caller_of
 from functions.api.schemas import PlanList, PlanOut, TemplateList, TemplateOut
 from shared.catalog import plan_catalog, template_catalog
 
@@ -35,7 +35,7 @@ def list_templates() -> TemplateList:
 
 
 @router.get("/v1/templates/<template_id>", tags=["catalog"], summary="One layer template")
-def get_template(template_id: Annotated[str, Path(max_length=64)]) -> TemplateOut:
+def get_template(template_id: PathId) -> TemplateOut:
     caller_of(router)
     catalog = template_catalog()
     return TemplateOut.of(catalog, catalog.get(template_id))

@@ -3,21 +3,18 @@ for Layers support, credit packs through Stripe Checkout."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.api.container import services
-from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
+from functions.api.routes.common import Cursor, Limit, OptionalKey, OrgId, RequiredKey, caller_of
 from functions.api.schemas import CheckoutOut, HttpUrl
-from functions.http import MAX_CREDITS
+from functions.limits import MAX_CREDITS, Id, Reason
 from shared.clock import iso
 
 router = Router()
-RequiredKey = Annotated[str, Header(alias="idempotency-key", min_length=1, max_length=255)]
-OptionalKey = Annotated[str | None, Header(alias="idempotency-key", max_length=255)]
 
 
 class ProjectCreditsOut(BaseModel):
@@ -55,8 +52,8 @@ class CreditEntryOut(BaseModel):
     delta: int = Field(description="Change to `available`")
     balance_after: int = Field(description="`available` after this entry")
     project_id: str | None
-    ref: str
-    actor: str
+    ref: str | None = Field(description="What caused it (a workflow run, a pack payment, a support key)")
+    actor: str | None
     period_key: str
     created_at: str
 
@@ -79,9 +76,16 @@ class AdjustmentRequest(BaseModel):
         strict=True,
         ge=-MAX_CREDITS,
         le=MAX_CREDITS,
-        description="> 0 grants this period's credits, < 0 claws them back",
+        description="> 0 grants this period's credits, < 0 claws them back; 0 is refused",
     )
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    reason: Reason
+
+    @field_validator("credits")
+    @classmethod
+    def _not_zero(cls, credits: int) -> int:
+        if credits == 0:
+            raise ValueError("an adjustment of 0 credits changes nothing: give a grant (> 0) or a claw-back (< 0)")
+        return credits
 
 
 class AdjustmentOut(BaseModel):
@@ -91,7 +95,7 @@ class AdjustmentOut(BaseModel):
 
 class PackCheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pack_id: str
+    pack_id: Id
     success_url: HttpUrl
     cancel_url: HttpUrl
 
@@ -157,8 +161,8 @@ def credit_events(org_id: OrgId, cursor: Cursor = None, limit: Limit = 50) -> Cr
                 delta=e.amount,
                 balance_after=e.balance_after,
                 project_id=e.fields.get("project_id"),
-                ref=e.fields["ref"],
-                actor=e.fields["actor"],
+                ref=e.fields.get("ref"),
+                actor=e.fields.get("actor"),
                 period_key=e.fields["period_key"],
                 created_at=e.created_at,
             )

@@ -10,9 +10,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from functions.api.container import org_service
 from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
 from functions.api.schemas import AddMemberRequest, ChangeRoleRequest, MemberOut, MemberPage
+from functions.limits import USER_ID_PATTERN
 
 router = Router()
-UserIdPath = Annotated[str, Path(max_length=128)]
+UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN)]
 
 
 @router.get("/v1/orgs/<org_id>/members", tags=["members"], summary="Members (seats)")

@@ -55,5 +55,6 @@ def update_org(org_id: OrgId, body: UpdateOrgRequest) -> OrgOut:
     summary="Free (cancel at period end), or an Enterprise contract (support); paid plans start at Checkout",
 )
 def change_plan(org_id: OrgId, body: ChangePlanRequest) -> OrgOut:
-    view = plan_requests().set_plan(caller_of(router), org_id, plan_id=body.plan_id, terms=body.enterprise_terms)
+    terms = body.enterprise_terms.terms() if body.enterprise_terms else None
+    view = plan_requests().set_plan(caller_of(router), org_id, plan_id=body.plan_id, terms=terms)
     return OrgOut.of(view)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Path
 
 from functions.api.container import org_service
-from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
+from functions.api.routes.common import Cursor, Limit, OrgId, PathId, caller_of
 from functions.api.schemas import CreateProjectRequest, ProjectOut, ProjectPage
 from shared.orgs.models import ProjectStatus
 
 router = Router()
-ProjectId = Annotated[str, Path(max_length=64)]
+ProjectId = PathId
 
 
 @router.get("/v1/orgs/<org_id>/projects", tags=["projects"], summary="Projects, active and archived")

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header
 
 from functions.api.container import org_service, subscription_service
-from functions.api.routes.common import OrgId, caller_of
+from functions.api.routes.common import OptionalKey, OrgId, caller_of
 from functions.api.schemas import (
     CheckoutOut,
     CheckoutRequest,
     PlanChangeOut,
     PlanChangePreviewOut,
     PlanChangeRequest,
+    PlanPreviewRequest,
     PortalOut,
     PortalRequest,
     SubscriptionOut,
 )
 
 router = Router()
-IdempotencyKey = Annotated[
-    str | None, Header(alias="idempotency-key", max_length=255, description="Client key; a retry returns the same")
-]
 
 
 @router.get("/v1/orgs/<org_id>/subscription", tags=["subscription"], summary="Plan, status, seats, period")
@@ -38,7 +33,7 @@ def get_subscription(org_id: OrgId) -> SubscriptionOut:
     status_code=201,
     summary="Start a subscription: a Stripe Checkout Session URL",
 )
-def start_checkout(org_id: OrgId, body: CheckoutRequest, idempotency_key: IdempotencyKey = None) -> CheckoutOut:
+def start_checkout(org_id: OrgId, body: CheckoutRequest, idempotency_key: OptionalKey = None) -> CheckoutOut:
     attempt = idempotency_key or str(router.current_event.raw_event["requestContext"]["requestId"])
     session_id, url = subscription_service().start_checkout(
         caller_of(router),
@@ -56,7 +51,7 @@ def start_checkout(org_id: OrgId, body: CheckoutRequest, idempotency_key: Idempo
     tags=["subscription"],
     summary="Preview a plan change: prorated charge now or refund",
 )
-def preview_change(org_id: OrgId, body: PlanChangeRequest) -> PlanChangePreviewOut:
+def preview_change(org_id: OrgId, body: PlanPreviewRequest) -> PlanChangePreviewOut:
     preview = subscription_service().preview_change(caller_of(router), org_id, plan_id=body.plan_id)
     return PlanChangePreviewOut.of(preview)
 

@@ -7,19 +7,18 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Header, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.api.container import services
-from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
+from functions.api.routes.common import Cursor, Limit, OrgId, RequiredKey, caller_of
 from functions.api.schemas import HttpUrl
-from functions.http import MAX_MINOR
+from functions.limits import ID_PATTERN, MAX_MINOR, TOP_UP_MAX_MINOR, TOP_UP_MIN_MINOR, Reason, StripeId
 from shared.wallet.models import AutoTopUp
 from shared.wallet.platforms import PLATFORMS
 from shared.wallet.service import WalletSettings, WalletView
 
 router = Router()
-RequiredKey = Annotated[str, Header(alias="idempotency-key", min_length=1, max_length=255)]
 
 
 class AutoTopUpOut(BaseModel):
@@ -64,9 +63,9 @@ class WalletSettingsRequest(BaseModel):
 
 class TopUpRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_minor: int = Field(strict=True, ge=100, le=100_000_000)
+    amount_minor: int = Field(strict=True, ge=TOP_UP_MIN_MINOR, le=TOP_UP_MAX_MINOR)
     method: Literal["card", "ach", "wire"]
-    payment_method_id: Annotated[str, StringConstraints(max_length=255)] | None = Field(
+    payment_method_id: StripeId | None = Field(
         default=None, description="ACH: the saved bank account (us_bank_account payment method)"
     )
     return_url: HttpUrl | None = None
@@ -75,7 +74,7 @@ class TopUpRequest(BaseModel):
 class RefundRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount_minor: int = Field(strict=True, gt=0, le=MAX_MINOR)
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    reason: Reason
 
 
 class EntryOut(BaseModel):
@@ -132,7 +131,7 @@ def wallet_transactions(
     cursor: Cursor = None,
     limit: Limit = 50,
     kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
-    project_id: Annotated[str | None, Query(max_length=64)] = None,
+    project_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     platform: Annotated[str | None, Query(pattern="^(" + "|".join(PLATFORMS) + ")$")] = None,
     date_from: Annotated[date | None, Query(alias="from")] = None,
     date_to: Annotated[date | None, Query(alias="to", description="exclusive")] = None,
