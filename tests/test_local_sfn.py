@@ -15,8 +15,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.local import cfn, sfn_echo_handler, sfn_quotas
 from tests.helpers import start_invoice_run
+from tests.local import cfn, sfn_echo_handler, sfn_quotas
 from tests.local.lambda_local import function_arn, parse_function_name
 from tests.local.stack import LocalStack, start_local_stack
 
@@ -144,7 +144,10 @@ def _template() -> dict[str, Any]:
                     "ItemsPath": "$.customers",
                     "ItemProcessor": {
                         "StartAt": "T",
-                        "States": {"T": _invoke_task("${OversizedArn}", Catch=_catch_all(), End=True), "Recover": _done()},
+                        "States": {
+                            "T": _invoke_task("${OversizedArn}", Catch=_catch_all(), End=True),
+                            "Recover": _done(),
+                        },
                     },
                     "End": True,
                 }

@@ -292,8 +292,14 @@ def test_the_dispatcher_finds_closed_periods_by_index_and_starts_once(month: dic
     assert second["started"] is False or second["execution_arn"] == first["execution_arn"]
     assert stack.wait_for_execution(first["execution_arn"], timeout=180)["status"] == "SUCCEEDED"
     # The input carries only where the due list is (it never grows with the orgs); the list is in S3.
-    run_input = json.loads(stack.client("stepfunctions").describe_execution(executionArn=first["execution_arn"])["input"])
-    assert run_input == {"bucket": stack.resource_names["InvoiceRunsBucket"], "key": "due/2026-10-02.json", "orgs": len(due)}
+    run_input = json.loads(
+        stack.client("stepfunctions").describe_execution(executionArn=first["execution_arn"])["input"]
+    )
+    assert run_input == {
+        "bucket": stack.resource_names["InvoiceRunsBucket"],
+        "key": "due/2026-10-02.json",
+        "orgs": len(due),
+    }
     body = stack.client("s3").get_object(Bucket=run_input["bucket"], Key=run_input["key"])["Body"].read()
     assert {"org_id": month["agency"], "period_key": SEPTEMBER} in json.loads(body)
     third = lambda_handler(event, Context())  # and after it finished

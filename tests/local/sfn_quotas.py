@@ -112,7 +112,7 @@ def _patch_history() -> None:
         owner = getattr(self, "quota_owner", None)
         if owner is not None and event_type not in final and len(self._history_event_list) >= HISTORY_QUOTA - 1:
             _fail_for_history(owner)
-        return original_add(self, context, event_type, *args, **kwargs)  # type: ignore[no-any-return]
+        return original_add(self, context, event_type, *args, **kwargs)
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
@@ -144,9 +144,8 @@ def _patch_catch_all() -> None:
     original_eval = decl._eval_body
 
     def eval_body(self: Any, env: Any) -> None:
-        error_name = env.stack[-1] if env.stack else None
-        named = {e.error_name for e in self.error_names}
-        if getattr(error_name, "error_name", None) in terminal and error_name.error_name not in named:
+        name = getattr(env.stack[-1], "error_name", None) if env.stack else None
+        if name in terminal and name not in {e.error_name for e in self.error_names}:
             env.stack.pop()
             env.stack.append(False)
             return
@@ -200,6 +199,7 @@ def _patch_distributed_map() -> None:
 def _check_tolerated(env: Any, eval_input: Any, jobs: list[Any], outputs: list[Any], *, batched: bool) -> None:
     """AWS fails the Map run when failed items exceed ToleratedFailureCount / ToleratedFailurePercentage
     (default 0); every item of a failed child counts as failed. moto reports a failed child as null."""
+    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
         FailureEvent,
         FailureEventException,
@@ -209,7 +209,6 @@ def _check_tolerated(env: Any, eval_input: Any, jobs: list[Any], outputs: list[A
         StatesErrorNameType,
     )
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
-    from moto.stepfunctions.parser.api import ExecutionFailedEventDetails, HistoryEventType
 
     total = sum(len(j["Items"]) for j in jobs) if batched else len(jobs)
     failed = sum((len(j["Items"]) if batched else 1) for j, out in zip(jobs, outputs, strict=False) if out is None)
@@ -224,7 +223,7 @@ def _check_tolerated(env: Any, eval_input: Any, jobs: list[Any], outputs: list[A
             env=env,
             error_name=StatesErrorName(typ=typ),
             event_type=HistoryEventType.MapRunFailed,
-            event_details=EventDetails(
+            event_details=EventDetails(  # type: ignore[typeddict-item]  # moto's TypedDict is total
                 executionFailedEventDetails=ExecutionFailedEventDetails(error=typ.to_name(), cause=cause)
             ),
         )
