@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 ORG_SK = "ORG"
 WALLET_SK = "WALLET"
 CREDITS_SK = "CREDITS"
@@ -15,10 +17,26 @@ RESERVATION_PREFIX = "RESV#"
 PERIOD_PREFIX = "PERIOD#"
 WALLET_PERIOD_PREFIX = "WPERIOD#"
 
-# GSI2: sparse lists of open records, sorted by when they fall due
+# GSI2: sparse lists of open records, sorted by when they fall due. Each list is sharded: an entry's
+# partition is `<list>#<shard>`, the shard from its id, so no list is one hot index partition (1,000
+# WCU/s each; an entry is written twice: listed, then unlisted). The sweeper queries every shard.
 ACTIVE_HOLDS = "HOLD#ACTIVE"
 ACTIVE_RESERVATIONS = "RESV#ACTIVE"
 AUTO_IN_FLIGHT = "AUTO#INFLIGHT"
+OUTBOX_UNSENT = "OUTBOX#UNSENT"
+OUTBOX_RETRY = "OUTBOX#RETRY"  # tasks to perform again, by due time
+INDEX_SHARDS = 16
+
+
+def listed_pk(listed: str, entry_id: str) -> str:
+    """The GSI2 partition of an entry of `listed`: a stable shard from its id (CRC-32, not Python's hash)."""
+    return f"{listed}#{zlib.crc32(entry_id.encode()) % INDEX_SHARDS:02d}"
+
+
+def listed_pks(listed: str) -> list[str]:
+    """Every partition of `listed`, and the unsharded key entries written before sharding still hold."""
+    return [listed, *(f"{listed}#{shard:02d}" for shard in range(INDEX_SHARDS))]
+
 
 Key = dict[str, str]
 

@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
-from boto3.dynamodb.conditions import Key
-
+from shared import keys
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors
 from shared.errors import InvalidRequestError
 from shared.event_schemas import checked
 from shared.observability import logger
+from shared.sweep import due_entries, sweep
 
 OUTBOX_PREFIX = "OUTBOX#"
 RESEND_AFTER = timedelta(hours=20)  # the stream keeps records 24 h; the publisher retries them until then
-UNSENT = "OUTBOX#UNSENT"
-RETRY = "OUTBOX#RETRY"  # tasks to perform again, by due time
+UNSENT = keys.OUTBOX_UNSENT  # GSI2, sharded by message id (shared/keys.py)
+RETRY = keys.OUTBOX_RETRY  # tasks to perform again, by due time
 TASK_GIVE_UP_AFTER = 12  # attempts: 1 + 2 + 4 ... minutes, capped at an hour: about a day
 
 
@@ -129,7 +129,9 @@ def outbox_puts(table_name: str, org_id: str, cause: str, messages: Sequence[Mes
             "body": json.dumps(body, default=str, sort_keys=True),
             "created_at": now.isoformat(),
             "expires_at": int((now + KEEP_FOR).timestamp()),
-            "GSI2PK": UNSENT,  # until sent: the sweeper re-sends what the stream could not (after 24 h)
+            "GSI2PK": keys.listed_pk(
+                UNSENT, mid
+            ),  # until sent: the sweeper re-sends what the stream could not (after 24 h)
             "GSI2SK": f"{now.isoformat()}#{mid}",
         }
         items.append({"Put": {"TableName": table_name, "Item": item}})
@@ -173,7 +175,7 @@ class OutboxPublisher:
             self._update(image, "SET failed_at = :now, failure = :why, attempts = :n REMOVE GSI2PK, GSI2SK", failed)
             return True
         due = datetime.now(UTC) + min(timedelta(hours=1), timedelta(minutes=2 ** (attempts - 1)))
-        retry = {":n": attempts, ":pk": RETRY, ":due": due.isoformat()}
+        retry = {":n": attempts, ":pk": keys.listed_pk(RETRY, str(image["message_id"])), ":due": due.isoformat()}
         self._update(image, "SET attempts = :n, GSI2PK = :pk, GSI2SK = :due", retry)
         return False
 
@@ -190,27 +192,20 @@ class OutboxPublisher:
                 ExpressionAttributeValues=values,
             )
 
-    def resend_unsent(self, created_before: datetime, limit: int = 100, *, now: datetime | None = None) -> int:
-        """What the stream never delivered (its records last 24 h), oldest first, and the tasks due for
-        another attempt by `now`. One that fails again never stops the others. Returns how many were sent."""
+    def resend_unsent(self, created_before: datetime, *, now: datetime | None = None) -> int:
+        """What the stream never delivered (its records last 24 h), oldest first per shard, and the tasks
+        due for another attempt by `now`, within the Lambda's time budget. One that fails again never stops
+        the others (it stays listed). Returns how many were sent."""
+        assert self._table is not None, "resending needs the table"
         sent = 0
         for listed, until in ((UNSENT, created_before), (RETRY, now or datetime.now(UTC))):
-            for image in self._listed(listed, until, limit):
-                try:
-                    self.deliver(image)
-                    sent += 1
-                except Exception:  # retried later (tasks are listed again; events stay unsent)
-                    logger.warning("outbox message not sent", extra={"message_id": image.get("message_id")})
+            entries = due_entries(self._table, listed, until.isoformat())
+            sent += sweep(f"outbox {listed}", entries, self._resend).done
         return sent
 
-    def _listed(self, listed: str, until: datetime, limit: int) -> list[Item]:
-        assert self._table is not None, "resending needs the table"
-        found: list[Item] = self._table.query(
-            IndexName="GSI2",
-            Limit=limit,
-            KeyConditionExpression=Key("GSI2PK").eq(listed) & Key("GSI2SK").lte(until.isoformat()),
-        )["Items"]
-        return found
+    def _resend(self, image: Item) -> bool:
+        self.deliver(image)
+        return True
 
     def _send(self, image: Mapping[str, Any]) -> None:
         body = json.loads(str(image["body"]))

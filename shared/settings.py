@@ -37,6 +37,7 @@ class WebhookSettings(ApiSettings):
 
 class DispatcherSettings(ApiSettings):
     invoice_run_state_machine_arn: str  # INVOICE_RUN_STATE_MACHINE_ARN
+    invoice_runs_bucket: str  # INVOICE_RUNS_BUCKET: the day's due list the run's Distributed Map reads
 
 
 class StripeSecret(BaseModel):

@@ -123,3 +123,18 @@ def drain(stack: Any, queue_url: str) -> list[dict[str, Any]]:
         found += [json.loads(m["Body"]) for m in got["Messages"]]
         for m in got["Messages"]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def start_invoice_run(stack: Any, orgs: list[dict[str, str]], name: str) -> str:
+    """Starts the real invoice run as the dispatcher does: the due list in the runs bucket, its location as
+    the execution's input. Returns the execution ARN."""
+    import json
+
+    bucket, key = stack.resource_names["InvoiceRunsBucket"], f"due/{name}.json"
+    stack.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(orgs).encode())
+    started = stack.client("stepfunctions").start_execution(
+        stateMachineArn=stack.resource_names["InvoiceRunStateMachine"],
+        name=name,
+        input=json.dumps({"bucket": bucket, "key": key, "orgs": len(orgs)}),
+    )
+    return str(started["executionArn"])

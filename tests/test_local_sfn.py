@@ -15,7 +15,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.local import cfn, sfn_echo_handler
+from tests.helpers import start_invoice_run
+from tests.local import cfn, sfn_echo_handler, sfn_quotas
 from tests.local.lambda_local import function_arn, parse_function_name
 from tests.local.stack import LocalStack, start_local_stack
 
@@ -41,12 +42,66 @@ def _invoke_task(function: str, **extra: Any) -> dict[str, Any]:
     return {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "Parameters": params, **extra}
 
 
+def _catch_all() -> list[dict[str, Any]]:
+    return [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Recover"}]
+
+
+def _done() -> dict[str, Any]:
+    return {"Type": "Pass", "Result": "recovered", "End": True}
+
+
+LOOP_END = 10_000
+
+
+def _loop_states() -> dict[str, Any]:
+    """Counts $.i up to LOOP_END: 4 history events per turn (a Pass and a Choice, entered + exited each)."""
+    more = {"Type": "Choice", "Choices": [{"Variable": "$.i", "NumericLessThan": LOOP_END, "Next": "Turn"}]}
+    return {
+        "Turn": {"Type": "Pass", "Parameters": {"i.$": "States.MathAdd($.i, 1)"}, "Next": "More"},
+        "More": {**more, "Default": "Done"},
+        "Done": {"Type": "Succeed"},
+    }
+
+
+def _loop() -> dict[str, Any]:
+    return {"StartAt": "Turn", "States": _loop_states()}
+
+
+def _batched_loops() -> dict[str, Any]:
+    """A Distributed Map (S3 ItemReader, ItemBatcher of 2): each child loops from its first item's i."""
+    first = {"Type": "Pass", "Parameters": {"item.$": "States.ArrayGetItem($.Items, 0)"}, "OutputPath": "$.item"}
+    child = {"First": {**first, "Next": "Turn"}, **_loop_states()}
+    reader = {
+        "Resource": "arn:aws:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket.$": "$.bucket", "Key.$": "$.key"},
+    }
+    return {
+        "StartAt": "Batches",
+        "States": {
+            "Batches": {
+                "Type": "Map",
+                "ItemReader": reader,
+                "ItemBatcher": {"MaxItemsPerBatch": 2},
+                "ToleratedFailurePercentage": 40,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "First",
+                    "States": child,
+                },
+                "End": True,
+            }
+        },
+    }
+
+
 def _template() -> dict[str, Any]:
     """The real template plus test-only functions and state machines."""
     template = copy.deepcopy(cfn.load_template())
     resources = template["Resources"]
     resources["SfnDoubleFunction"] = _fn("double", {"TEST_STATE_MACHINE_ARN": {"Ref": "SfnMapMachine"}})
     resources["SfnFailFunction"] = _fn("fail")
+    resources["SfnOversizedFunction"] = _fn("oversized")
     resources["SfnMapMachine"] = {
         "Type": "AWS::Serverless::StateMachine",
         "Properties": {
@@ -79,6 +134,28 @@ def _template() -> dict[str, Any]:
     resources["SfnUnknownResourceMachine"] = _machine(
         {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "${Missing}", "End": True}}}, {"Missing": MISSING}
     )
+    resources["SfnLoopMachine"] = _machine(_loop(), {})
+    resources["SfnOversizedMachine"] = _machine(
+        {
+            "StartAt": "EachCustomer",
+            "States": {
+                "EachCustomer": {
+                    "Type": "Map",
+                    "ItemsPath": "$.customers",
+                    "ItemProcessor": {
+                        "StartAt": "T",
+                        "States": {
+                            "T": _invoke_task("${OversizedArn}", Catch=_catch_all(), End=True),
+                            "Recover": _done(),
+                        },
+                    },
+                    "End": True,
+                }
+            },
+        },
+        {"OversizedArn": {"Fn::GetAtt": ["SfnOversizedFunction", "Arn"]}},
+    )
+    resources["SfnBatchMachine"] = _machine(_batched_loops(), {})
     resources["SfnWaitMachine"] = _machine(
         {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 1, "End": True}}}, {}
     )
@@ -149,7 +226,7 @@ def test_every_template_state_machine_calls_only_template_functions(stack: Local
     sfn = stack.client("stepfunctions")
     for logical_id, spec in specs.items():
         described = sfn.describe_state_machine(stateMachineArn=stack.resource_names[logical_id])
-        assert described["definition"] == spec.definition
+        assert described["definition"] == sfn_quotas.localize(spec.name, spec.definition)
         for target in _lambda_targets(json.loads(spec.definition)):
             parsed = parse_function_name(target)
             assert parsed is not None and parsed[0] in stack.functions, f"{logical_id}: {target}"
@@ -251,6 +328,64 @@ def test_reusing_an_execution_name_is_rejected(stack: LocalStack) -> None:
 
 def test_the_real_invoice_run_executes(stack: LocalStack) -> None:
     assert "InvoiceRunStateMachine" in cfn.load_template()["Resources"]
-    execution = _run(stack, "InvoiceRunStateMachine", {"orgs": []})
+    arn = start_invoice_run(stack, [], f"empty-{time.time_ns()}")
+    execution = stack.wait_for_execution(arn, timeout=30)
     assert execution["status"] == "SUCCEEDED", execution
-    assert json.loads(execution["output"]) == []
+    assert set(json.loads(execution["output"])) == {"MapRunArn", "ResultWriterDetails"}
+
+
+# ------------------------------------------------------------------------------------ AWS's quotas
+
+
+def _history(stack: LocalStack, arn: str) -> list[dict[str, Any]]:
+    pages = stack.client("stepfunctions").get_paginator("get_execution_history")
+    return [e for page in pages.paginate(executionArn=arn) for e in page["events"]]
+
+
+def test_history_quota_fails_the_execution_at_25000_events(stack: LocalStack) -> None:
+    # 6,300 turns are 25,206 events: moto alone runs them to SUCCEEDED; AWS fails at event 25,000.
+    execution = _run(stack, "SfnLoopMachine", {"i": LOOP_END - 6_300})
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "States.Runtime"
+    assert "maximum number of history events (25,000)" in execution["cause"]
+    events = _history(stack, execution["executionArn"])
+    assert len(events) == sfn_quotas.HISTORY_QUOTA
+    assert events[-1]["type"] == "ExecutionFailed"
+
+
+def test_each_child_execution_has_its_own_history(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sfn_quotas, "HISTORY_QUOTA", 200)  # a small quota, the same rule
+    key, bucket = f"loops-{time.time_ns()}.json", stack.resource_names["InvoiceRunsBucket"]
+
+    def run(turns: list[int]) -> dict[str, Any]:
+        items = [{"i": LOOP_END - n} for n in turns]
+        stack.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(items).encode())
+        return _run(stack, "SfnBatchMachine", {"bucket": bucket, "key": key})
+
+    # Five children (batches of 2) of 40 turns: 160+ events each, 800+ in all, yet each is under 200.
+    fine = run([40] * 10)
+    assert fine["status"] == "SUCCEEDED", fine
+    assert len(_history(stack, fine["executionArn"])) < 20  # the parent's history holds none of it
+    # One child of five over its quota: 20 % of the items failed, within the 40 % tolerated.
+    assert run([60, 60] + [10] * 8)["status"] == "SUCCEEDED"
+    # Three of five: 60 % failed, over the threshold.
+    failed = run([60] * 6 + [10] * 4)
+    assert failed["status"] == "FAILED", failed
+    assert failed["error"] == "States.ExceedToleratedFailureThreshold"
+
+
+def test_item_batcher_groups_items_as_aws_does() -> None:
+    items = [{"org_id": f"o{i}"} for i in range(7)]
+    assert [len(b["Items"]) for b in sfn_quotas.batches(items, {"MaxItemsPerBatch": 3})] == [3, 3, 1]
+    by_bytes = sfn_quotas.batches(items, {"MaxItemsPerBatch": 100, "MaxInputBytesPerBatch": 50})
+    assert all(len(json.dumps(b, separators=(",", ":"))) <= 50 for b in by_bytes)
+    assert [i for b in by_bytes for i in b["Items"]] == items
+
+
+def test_payload_quota_is_terminal_as_in_aws(stack: LocalStack) -> None:
+    # The task's 256 KB result fails it with States.DataLimitExceeded, which States.ALL does not catch
+    # (moto's Catch would take it to "Recover").
+    execution = _run(stack, "SfnOversizedMachine", {"customers": [{"customer": "cus_big"}]})
+    assert execution["status"] == "FAILED", execution
+    assert execution["error"] == "States.DataLimitExceeded"
+    assert [n for n, _ in sfn_echo_handler.invocations] == ["oversized"]

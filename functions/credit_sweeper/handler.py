@@ -5,6 +5,7 @@ interrupted (the one part that calls Stripe), and sends outbox messages the stre
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -16,6 +17,7 @@ from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 from shared.outbox import RESEND_AFTER, OutboxPublisher
 from shared.settings import ApiSettings
+from shared.sweep import SweepReport
 from shared.wiring import Services, build_services
 
 
@@ -30,27 +32,36 @@ def outbox_publisher() -> OutboxPublisher:
     return publisher()
 
 
+def _report(sweeps: list[SweepReport]) -> None:
+    """Metrics and a log line for each sweep: what it did, what failed, whether it left work behind."""
+    for report, metric in zip(sweeps, ("CreditReservationsExpired", "WalletHoldsExpired"), strict=True):
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=report.done)
+        metrics.add_metric(name=f"{metric}Failed", unit=MetricUnit.Count, value=report.failed)
+        metrics.add_metric(name=f"{metric}LeftBehind", unit=MetricUnit.Count, value=int(report.left_behind))
+        if report.left_behind or report.failed:  # the next run (5 minutes) starts with what is left
+            logger.warning("sweep left entries for the next run", extra=asdict(report))
+
+
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 @within_lambda_time
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    released = services().credits.expire_due()
+    reservations = services().credits.expire_due()
     holds = services().wallet.expire_holds()
     graces = services().dunning.sweep()  # grace periods that ended while Stripe still retries
     resumed = services().wallet.resume_stalled_auto_top_ups()
     resent = outbox_publisher().resend_unsent(datetime.now(UTC) - RESEND_AFTER)
-    metrics.add_metric(name="CreditReservationsExpired", unit=MetricUnit.Count, value=released)
-    metrics.add_metric(name="WalletHoldsExpired", unit=MetricUnit.Count, value=holds)
+    _report([reservations, holds])
     metrics.add_metric(name="AutoTopUpsResumed", unit=MetricUnit.Count, value=resumed)
     metrics.add_metric(name="GracePeriodsEnded", unit=MetricUnit.Count, value=graces)
     metrics.add_metric(name="OutboxMessagesResent", unit=MetricUnit.Count, value=resent)
-    logger.info(
-        "expired holds released", extra={"reservations": released, "wallet_holds": holds, "auto_top_ups": resumed}
-    )
+    logger.info("expired holds released", extra={"reservations": reservations.done, "wallet_holds": holds.done})
     return {
-        "released": released,
-        "wallet_holds_expired": holds,
+        "released": reservations.done,
+        "wallet_holds_expired": holds.done,
+        "failed": reservations.failed + holds.failed,
+        "left_behind": reservations.left_behind or holds.left_behind,
         "grace_periods_ended": graces,
         "auto_top_ups_resumed": resumed,
         "resent": resent,

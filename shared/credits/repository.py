@@ -5,7 +5,7 @@
                                   available, balance_after = available after it, credits)
   SK=IDEM#<cause>                 the cause of a support adjustment or a credit pack (once each)
   SK=RESV#<workflow_run_id>       a reservation (status reserved|settled|released|expired); while
-                                  reserved it carries GSI2 (RESV#ACTIVE, expires_at) for the sweeper
+                                  reserved it carries GSI2 (RESV#ACTIVE#<shard>, expires_at) for the sweeper
   SK=PERIOD#<period_key>          period counters: credits_*, workflow_runs, sdk_events, storage
   SK=PERIOD#<period_key>#PRJ#<id> per-project credit counters of the period
 
@@ -14,6 +14,7 @@ Every change is one transaction through the ledger engine (shared/ledger): the a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from shared.credits.models import (
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import CREDITS, AlreadyApplied, Change, EntryLine, Ledger, Line, Named
 from shared.pagination import Page
+from shared.sweep import due_entries
 
 _ACCOUNT = tuple(CreditAccount.__dataclass_fields__)
 
@@ -85,14 +87,13 @@ class CreditRepository:
         """The credit ledger, newest first."""
         return self._ledger.lines(org_id, cursor, limit)
 
-    def expired_reservations(self, now_iso: str, limit: int = 100) -> list[tuple[str, Reservation]]:
-        with dynamo_errors():
-            resp = self._table.query(
-                IndexName="GSI2",
-                KeyConditionExpression=Key("GSI2PK").eq(keys.ACTIVE_RESERVATIONS) & Key("GSI2SK").lte(now_iso),
-                Limit=limit,
-            )
-        return [(keys.org_id_of(i["PK"]), _reservation(plain(i))) for i in resp["Items"]]
+    def expired_reservations(self, now_iso: str) -> Iterator[Item]:
+        """Listed reservations past their expiry, every shard, paginated (read them with `listed_reservation`)."""
+        return due_entries(self._table, keys.ACTIVE_RESERVATIONS, now_iso)
+
+    @staticmethod
+    def listed_reservation(item: Item) -> tuple[str, Reservation]:
+        return keys.org_id_of(item["PK"]), _reservation(item)
 
     # ------------------------------------------------------------------ the one write
     def commit(self, org_id: str, stored: StoredAccount, change: CreditChange, now: datetime) -> None:
@@ -120,7 +121,7 @@ class CreditRepository:
             r = record.reservation
             item: Item = {k: v for k, v in asdict(r).items() if v is not None}
             item |= {**keys.key(org_id, keys.reservation_sk(r.workflow_run_id)), "type": "credit_reservation"}
-            item |= {"GSI2PK": keys.ACTIVE_RESERVATIONS, "GSI2SK": r.hold_expires_at}
+            item |= {"GSI2PK": keys.listed_pk(keys.ACTIVE_RESERVATIONS, r.workflow_run_id), "GSI2SK": r.hold_expires_at}
             return {"Put": {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": item}}
         if isinstance(record, ReservationEnd):
             key = keys.key(org_id, keys.reservation_sk(record.run_id))

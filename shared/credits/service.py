@@ -28,6 +28,7 @@ from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
 from shared.pagination import Page
 from shared.retry import until_done
+from shared.sweep import SweepReport, sweep
 
 RESERVATION_TTL = timedelta(hours=2)
 MAX_ATTEMPTS = 200
@@ -318,15 +319,18 @@ class CreditService:
             return self._terminal(self._reservation(org_id, workflow_run_id), status)
         return _result(replace(record, status=status), replayed=False, available=committed.after.available)
 
-    def expire_due(self) -> int:
-        """Releases reservations past their expiry (the scheduled sweeper). Returns how many."""
-        released = 0
-        for org_id, record in self._repo.expired_reservations(iso(self._clock.now())):
+    def expire_due(self) -> SweepReport:
+        """Releases reservations past their expiry (the scheduled sweeper), every shard, within the Lambda's
+        time budget; one that fails never stops the others (shared/sweep.py)."""
+
+        def expire(item: Item) -> bool:
+            org_id, record = self._repo.listed_reservation(item)
             result = self.release(
                 org_id=org_id, workflow_run_id=record.workflow_run_id, actor="system:sweeper", expired=True
             )
-            released += not result.replayed
-        return released
+            return not result.replayed
+
+        return sweep("reservations", self._repo.expired_reservations(iso(self._clock.now())), expire)
 
     # ------------------------------------------------------------------ support and packs
     def adjust(self, caller: Caller, org_id: str, *, credits: int, reason: str, idempotency_key: str) -> int:

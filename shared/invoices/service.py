@@ -12,7 +12,7 @@ from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
-from shared.errors import NotFoundError
+from shared.errors import ConcurrentUpdateError, NotFoundError
 from shared.invoices.models import DocumentKind, DocumentUrl, Invoice, InvoiceLine, Totals
 from shared.invoices.render import render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
@@ -21,11 +21,14 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
+from shared.retry import until_done
 from shared.stripe_gateway import Invoice as StripeInvoice
 from shared.stripe_gateway import StripeGateway
 from shared.usage.service import UsageService
 from shared.wallet.platforms import platform_name
 from shared.wallet.repository import WalletRepository
+
+FINALIZE_ATTEMPTS = 8  # about 4 s of jittered backoff (base 20 ms, cap 1 s) before the task fails and the run retries
 
 
 def _period(org: Org, period_key: str) -> Period:
@@ -177,7 +180,16 @@ class InvoiceService:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft":
             stamped = invoice.model_copy(update={"finalized_at": iso(self._clock.now())})
-            self._repo.finalize(stamped, year=int(invoice.period_end[:4]))
+            # The year's number counter is one item every finalize writes: under a scaled-out run its
+            # transactions conflict (TransactionConflict), so they are retried here with backoff.
+            until_done(
+                lambda: self._repo.finalize(stamped, year=int(invoice.period_end[:4])),
+                retry_on=(ConcurrentUpdateError,),
+                attempts=FINALIZE_ATTEMPTS,
+                busy="The invoice number counter stayed busy; the run retries this org.",
+                base=0.02,
+                cap=1.0,
+            )
         return self._invoice(org_id, period_key).status
 
     def render(self, org_id: str, period_key: str) -> str:

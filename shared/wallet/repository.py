@@ -7,8 +7,8 @@
   SK=WLEDGER#<seq:012d>     entries, append-only: the lines of one change (kind, amount, balance_after),
                             currency, project, platform, ref, actor, idempotency_key, created_at
   SK=IDEM#<cause>           one per money movement's cause, written in the movement's transaction
-  SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE while pending)
-  SK=TOPUP#<topup_id>       top-ups (GSI2 AUTO#INFLIGHT while an auto-top-up has no payment intent yet)
+  SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE#<shard> while pending)
+  SK=TOPUP#<topup_id>       top-ups (GSI2 AUTO#INFLIGHT#<shard> while an auto-top-up has no payment intent yet)
   SK=WPERIOD#<period>#<platform>#<project>  spend and fee per period: what the invoice reads
 
 Balance changes go through the ledger engine (shared/ledger), versioned. Holds do not move money: they
@@ -17,7 +17,7 @@ concurrent holds need no retries and can never pass the floor."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexe
 from shared.ledger import WALLET, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.orgs.models import BillingMode
 from shared.pagination import Page
+from shared.sweep import due_entries
 from shared.wallet.account import WalletAccount, WalletStatus
 from shared.wallet.models import (
     AutoTopUp,
@@ -173,22 +174,18 @@ class WalletRepository:
             where = part if where is None else where & part
         return self._ledger.lines(org_id, cursor, limit, where=where, kind=filters.get("kind"))
 
-    def expired_holds(self, now_iso: str, limit: int = 100) -> list[tuple[str, Hold]]:
-        return [(keys.org_id_of(i["PK"]), from_item(Hold, i)) for i in self._due(keys.ACTIVE_HOLDS, now_iso, limit)]
+    def expired_holds(self, now_iso: str) -> Iterator[Item]:
+        """Listed holds past their expiry, every shard, paginated (read them with `listed_hold`)."""
+        return due_entries(self._table, keys.ACTIVE_HOLDS, now_iso)
 
-    def stalled_auto_top_ups(self, started_before_iso: str, limit: int = 50) -> list[tuple[str, TopUp]]:
-        """Auto-top-ups claimed before then that still have no payment intent, oldest first."""
-        due = self._due(keys.AUTO_IN_FLIGHT, started_before_iso, limit)
-        return [(keys.org_id_of(i["PK"]), from_item(TopUp, i)) for i in due]
+    @staticmethod
+    def listed_hold(item: Item) -> tuple[str, Hold]:
+        return keys.org_id_of(item["PK"]), from_item(Hold, item)
 
-    def _due(self, listed: str, until_iso: str, limit: int) -> list[Item]:
-        with dynamo_errors():
-            resp = self._table.query(
-                IndexName="GSI2",
-                Limit=limit,
-                KeyConditionExpression=Key("GSI2PK").eq(listed) & Key("GSI2SK").lte(until_iso),
-            )
-        return [plain(i) for i in resp["Items"]]
+    def stalled_auto_top_ups(self, started_before_iso: str) -> Iterator[tuple[str, TopUp]]:
+        """Auto-top-ups claimed before then that still have no payment intent, oldest first per shard."""
+        for item in due_entries(self._table, keys.AUTO_IN_FLIGHT, started_before_iso):
+            yield keys.org_id_of(item["PK"]), from_item(TopUp, item)
 
     def topups(self, org_id: str) -> list[TopUp]:
         """Every top-up of the org, in any status."""
@@ -286,7 +283,7 @@ class WalletRepository:
         item: Item = {k: v for k, v in asdict(topup).items() if v is not None}
         item |= {**keys.key(org_id, keys.topup_sk(topup.topup_id)), "type": "wallet_topup"}
         if listed:  # until it has a payment intent: the sweeper resumes it if interrupted
-            item |= {"GSI2PK": keys.AUTO_IN_FLIGHT, "GSI2SK": topup.created_at}
+            item |= {"GSI2PK": keys.listed_pk(keys.AUTO_IN_FLIGHT, topup.topup_id), "GSI2SK": topup.created_at}
         return {"Put": {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": item}}
 
     def _add_period_spend(self, org_id: str, spend: PeriodSpend) -> TxItem:
@@ -359,7 +356,8 @@ class WalletRepository:
         payment intent and no card (the next attempt charges the card saved then: the owner may have
         replaced the declined one). Only once per attempt, only while still processing, and (for a failure Stripe
         reported later) only while `failed_intent` is the attempt's intent. False if any moved on."""
-        values: dict[str, object] = {":processing": "processing", ":n": attempts, ":listed": keys.AUTO_IN_FLIGHT}
+        listed = keys.listed_pk(keys.AUTO_IN_FLIGHT, topup_id)
+        values: dict[str, object] = {":processing": "processing", ":n": attempts, ":listed": listed}
         if failed_intent is None:  # declined as it was made: this attempt is not counted yet
             condition = "#status = :processing AND (attribute_not_exists(attempts) OR attempts < :n)"
         else:  # counted when its intent was recorded; the intent goes with this update
@@ -386,7 +384,7 @@ class WalletRepository:
         org's mode), cover the amount and not be paused. HoldRefused otherwise; Duplicate if the hold id
         exists (a replay)."""
         put: Item = {**asdict(hold), **keys.key(org_id, keys.hold_sk(hold.hold_id)), "type": "wallet_hold"}
-        put |= {"GSI2PK": keys.ACTIVE_HOLDS, "GSI2SK": hold.expires_at}
+        put |= {"GSI2PK": keys.listed_pk(keys.ACTIVE_HOLDS, hold.hold_id), "GSI2SK": hold.expires_at}
         reserve = {
             "TableName": self._name,
             "Key": account_key(org_id),

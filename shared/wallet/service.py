@@ -15,6 +15,7 @@ from datetime import time as time_of_day
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
+from shared.dynamo import Item
 from shared.errors import ConflictError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
@@ -22,6 +23,7 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.pagination import Page
 from shared.stripe_gateway import StripeGateway
+from shared.sweep import SweepReport, sweep
 from shared.wallet.account import WalletAccount, WalletStatus, add_spend, bill_fee_bps, platform_fee, runway
 from shared.wallet.auto import AutoTopUps
 from shared.wallet.models import (
@@ -222,12 +224,16 @@ class WalletService:
             self._repo.end_hold(org_id, hold, "expired" if expired else "voided", iso(self._clock.now()))
         return self._repo.hold(org_id, hold_id) or hold
 
-    def expire_holds(self) -> int:
-        count = 0
-        for org_id, hold in self._repo.expired_holds(iso(self._clock.now())):
+    def expire_holds(self) -> SweepReport:
+        """Expires holds past their expiry (the scheduled sweeper), every shard, within the Lambda's time
+        budget; one that fails never stops the others (shared/sweep.py)."""
+
+        def expire(item: Item) -> bool:
+            org_id, hold = self._repo.listed_hold(item)
             self.release_hold(org_id=org_id, hold_id=hold.hold_id, expired=True)
-            count += 1
-        return count
+            return True
+
+        return sweep("wallet holds", self._repo.expired_holds(iso(self._clock.now())), expire)
 
     # ------------------------------------------------------------------ platform bills
     def record_bill(self, bill: Bill) -> BillResult:

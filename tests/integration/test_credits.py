@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from shared.auth import Caller
@@ -217,6 +218,42 @@ def test_usage_lands_in_the_period_of_its_timestamp(kit: CreditKit) -> None:
     assert (summary.account.used, summary.account.reserved, summary.account.available) == (4, 0, 96)
 
 
+def test_the_sweeper_drains_every_shard_past_a_poisoned_entry_within_its_budget(kit: CreditKit, stack: Any) -> None:
+    from shared import keys
+    from shared.deadline import deadline_in
+    from shared.sweep import SWEEP_RESERVE_S
+
+    org_id, project, owner = _org(kit, "scale")
+    runs = [f"sweep-{new_user()}" for _ in range(40)]
+    for run in runs:
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="social-content",
+            generation_type="image",
+            quantity=1,
+            workflow_run_id=run,
+            actor="t",
+        )
+    shards = {keys.listed_pk(keys.ACTIVE_RESERVATIONS, run) for run in runs}
+    assert len(shards) > 8  # spread over the index's partitions, none of them a constant key
+    # A stale index entry whose reservation is unreadable (no org, no fields), due before all of them
+    table = boto3.resource("dynamodb", endpoint_url=stack.dynamodb_endpoint).Table(stack.env["TABLE_NAME"])
+    poison = {"PK": f"ORG#gone-{new_user()}", "SK": "RESV#ghost", "GSI2PK": min(shards), "GSI2SK": "2000-01-01"}
+    table.put_item(Item=poison)
+    try:
+        kit.clock.at = MARCH_15 + timedelta(hours=3)
+        with deadline_in(SWEEP_RESERVE_S - 1):  # no time left: nothing is started, and it says so
+            starved = kit.credits.expire_due()
+        assert (starved.done, starved.left_behind) == (0, True)
+        report = kit.credits.expire_due()
+        assert report.failed >= 1 and not report.left_behind
+        assert {kit.repo.reservation(org_id, run).status for run in runs} == {"expired"}  # type: ignore[union-attr]
+        assert kit.credits.summary(owner, org_id).account.reserved == 0
+    finally:
+        table.delete_item(Key={"PK": poison["PK"], "SK": poison["SK"]})
+
+
 def test_expired_reservations_are_released_by_the_sweeper(kit: CreditKit) -> None:
     org_id, project, owner = _org(kit, "free")
     kit.credits.reserve(
@@ -232,7 +269,7 @@ def test_expired_reservations_are_released_by_the_sweeper(kit: CreditKit) -> Non
     kit.credits.expire_due()
     assert kit.repo.reservation(org_id, "stuck").status == "reserved"  # type: ignore[index]
     kit.clock.at = MARCH_15 + timedelta(hours=3)
-    assert kit.credits.expire_due() >= 1
+    assert kit.credits.expire_due().done >= 1
     assert kit.repo.reservation(org_id, "stuck").status == "expired"  # type: ignore[index]
     assert kit.credits.summary(owner, org_id).account.available == 100
 

@@ -19,7 +19,7 @@ import pytest
 from shared.invoices.models import Invoice
 from shared.invoices.repository import InvoiceRepository
 from shared.wallet.service import Bill
-from tests.helpers import ApiClient, new_user
+from tests.helpers import ApiClient, new_user, start_invoice_run
 from tests.integration.credit_kit import credit_kit
 from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
 from tests.integration.wallet_kit import fund, ledger_lines, wallet_kit
@@ -78,11 +78,7 @@ def _bill(stack: Any, org_id: str, project: str, platform: str, amount: int) -> 
 
 
 def _run(stack: Any, orgs: list[dict[str, str]], name: str) -> dict[str, Any]:
-    sfn = stack.client("stepfunctions")
-    started = sfn.start_execution(
-        stateMachineArn=stack.resource_names["InvoiceRunStateMachine"], name=name, input=json.dumps({"orgs": orgs})
-    )
-    return dict(stack.wait_for_execution(started["executionArn"], timeout=120))
+    return dict(stack.wait_for_execution(start_invoice_run(stack, orgs, name), timeout=120))
 
 
 @pytest.fixture(scope="module")
@@ -280,9 +276,10 @@ def _org_items(table: Any, org_id: str) -> list[dict[str, Any]]:
 
 def test_the_dispatcher_finds_closed_periods_by_index_and_starts_once(month: dict[str, Any], stack: Any) -> None:
     from functions.invoice_dispatcher.handler import due_orgs, lambda_handler
+    from shared.invoice_run import DuePeriod
 
     due = due_orgs(date(2026, 10, 2))
-    assert {"org_id": month["agency"], "period_key": SEPTEMBER} in due
+    assert DuePeriod(month["agency"], SEPTEMBER) in due
     event = {"time": "2026-10-02T03:00:00Z", "detail-type": "Scheduled Event", "source": "aws.scheduler"}
 
     class Context:
@@ -294,6 +291,17 @@ def test_the_dispatcher_finds_closed_periods_by_index_and_starts_once(month: dic
     assert first["started"] is True
     assert second["started"] is False or second["execution_arn"] == first["execution_arn"]
     assert stack.wait_for_execution(first["execution_arn"], timeout=180)["status"] == "SUCCEEDED"
+    # The input carries only where the due list is (it never grows with the orgs); the list is in S3.
+    run_input = json.loads(
+        stack.client("stepfunctions").describe_execution(executionArn=first["execution_arn"])["input"]
+    )
+    assert run_input == {
+        "bucket": stack.resource_names["InvoiceRunsBucket"],
+        "key": "due/2026-10-02.json",
+        "orgs": len(due),
+    }
+    body = stack.client("s3").get_object(Bucket=run_input["bucket"], Key=run_input["key"])["Body"].read()
+    assert {"org_id": month["agency"], "period_key": SEPTEMBER} in json.loads(body)
     third = lambda_handler(event, Context())  # and after it finished
     assert third["started"] is False
     runs = stack.client("stepfunctions").list_executions(stateMachineArn=stack.resource_names["InvoiceRunStateMachine"])

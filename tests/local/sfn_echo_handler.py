@@ -36,3 +36,9 @@ def double(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def fail(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _record("fail", event)
     raise InvoiceTaskError(f"cannot invoice {event.get('customer', '?')}")
+
+
+def oversized(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A result over Step Functions' 256 KB payload quota."""
+    _record("oversized", event)
+    return {"customer": event.get("customer"), "blob": "x" * (256 * 1024)}

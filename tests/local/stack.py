@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from tests.local import cfn, devtokens
+from tests.local import cfn, devtokens, sfn_quotas
 from tests.local.api import LocalHttpApi
 from tests.local.dynamodb_local import start_dynamodb_local, start_moto_server
 from tests.local.lambda_local import LocalLambda, route_moto_step_functions
@@ -151,13 +151,15 @@ def _create_state_machines(endpoint: str, template: dict[str, Any], names: dict[
     backends are shared): an existing state machine gets this template's definition.
     """
     sfn = _client("stepfunctions", endpoint)
+    sfn_quotas.install()  # the quotas and Distributed Map parts moto ignores
     for logical_id, spec in cfn.state_machine_specs(template, names).items():
         role = f"arn:aws:iam::{cfn.ACCOUNT}:role/{cfn.STACK_NAME}-{logical_id}Role"
-        arn = sfn.create_state_machine(name=spec.name, definition=spec.definition, roleArn=role, type=spec.type)[
+        definition = sfn_quotas.localize(spec.name, spec.definition)
+        arn = sfn.create_state_machine(name=spec.name, definition=definition, roleArn=role, type=spec.type)[
             "stateMachineArn"
         ]
-        if sfn.describe_state_machine(stateMachineArn=arn)["definition"] != spec.definition:
-            sfn.update_state_machine(stateMachineArn=arn, definition=spec.definition, roleArn=role)
+        if sfn.describe_state_machine(stateMachineArn=arn)["definition"] != definition:
+            sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role)
         names[logical_id] = names[f"{logical_id}.Arn"] = arn
 
 

@@ -88,7 +88,7 @@ def test_two_orgs_never_share_a_message_id_even_for_the_same_cause() -> None:
 def test_a_seat_sync_task_is_named_by_the_seat_revision_it_follows() -> None:
     [item] = _items("seats:6", SeatSyncTask(6))
     assert (item["kind"], json.loads(str(item["body"]))) == ("task", {"task": "seat_sync", "seat_revision": 6})
-    assert item["GSI2PK"] == "OUTBOX#UNSENT"  # the sweeper performs it too, if the stream never delivers it
+    assert item["GSI2PK"].startswith("OUTBOX#UNSENT#")  # the sweeper performs it too, if the stream never delivers it
     assert _items("seats:6", SeatSyncTask(6))[0]["SK"] == item["SK"]  # a retried transaction: the same item
     assert _items("seats:7", SeatSyncTask(7))[0]["SK"] != item["SK"]  # the next seat change: its own task
 
@@ -145,7 +145,7 @@ def test_a_seat_task_stripe_fails_is_listed_for_a_retry_never_marked_sent() -> N
     assert table.marked == []  # never marked sent
     [retry] = table.updates
     values = retry["ExpressionAttributeValues"]
-    assert isinstance(values, dict) and (values[":pk"], values[":n"]) == ("OUTBOX#RETRY", 1)
+    assert isinstance(values, dict) and (str(values[":pk"]).rsplit("#", 1)[0], values[":n"]) == ("OUTBOX#RETRY", 1)
     with pytest.raises(TaskDeferred):  # a publisher without the seat sync never drops a task
         OutboxPublisher(recorder, recorder, table).deliver(_items("seats:6", SeatSyncTask(6))[0])
 

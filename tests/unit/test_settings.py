@@ -15,6 +15,7 @@ ENV = {
     "EVENT_BUS_NAME": "bus",
     "DOCUMENTS_BUCKET": "docs",
     "INVOICE_RUN_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:1:stateMachine:run",
+    "INVOICE_RUNS_BUCKET": "runs",
 }
 
 

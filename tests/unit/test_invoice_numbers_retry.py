@@ -1,0 +1,59 @@
+"""Finalize retries the invoice-number counter's transaction conflicts with backoff (one counter item per
+year is written by every finalize, so a scaled-out run conflicts on it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from shared.errors import ConcurrentUpdateError
+from shared.invoices import service as invoice_service
+from shared.invoices.service import InvoiceService
+from tests.integration.credit_kit import ManualClock
+
+
+class _Repo:
+    def __init__(self, conflicts: int, draft: Any):
+        self.conflicts, self.calls, self.invoice = conflicts, 0, draft
+
+    def get(self, org_id: str, period_key: str) -> Any:
+        return self.invoice
+
+    def finalize(self, invoice: Any, year: int) -> bool:
+        self.calls += 1
+        if self.calls <= self.conflicts:
+            raise ConcurrentUpdateError("TransactionConflict")
+        self.invoice = invoice.model_copy(update={"status": "finalized"})
+        return True
+
+
+class _Draft:
+    status, period_end = "draft", "2026-10-01T00:00:00+00:00"
+
+    def __init__(self, status: str = "draft"):
+        self.status = status
+
+    def model_copy(self, update: dict[str, Any]) -> _Draft:
+        return _Draft(update.get("status", self.status))
+
+
+def _service(repo: _Repo) -> InvoiceService:
+    service = object.__new__(InvoiceService)
+    service._repo = cast(Any, repo)
+    service._clock = ManualClock(datetime(2026, 10, 2, tzinfo=UTC))
+    return service
+
+
+def test_finalize_retries_counter_conflicts() -> None:
+    repo = _Repo(conflicts=5, draft=_Draft())
+    assert _service(repo).finalize("org_1", "2026-09-01T00:00:00Z") == "finalized"
+    assert repo.calls == 6
+
+
+def test_finalize_gives_up_after_its_attempts() -> None:
+    repo = _Repo(conflicts=100, draft=_Draft())
+    with pytest.raises(ConcurrentUpdateError):
+        _service(repo).finalize("org_1", "2026-09-01T00:00:00Z")
+    assert repo.calls == invoice_service.FINALIZE_ATTEMPTS
