@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         InvoiceCreatePreviewParamsSubscriptionDetailsItem,
         InvoiceItemCreateParams,
         InvoiceItemListParams,
+        InvoiceLineItemListParams,
         InvoiceListParams,
         PaymentIntentCreateParams,
         PaymentMethodListParams,
@@ -748,12 +749,34 @@ class StripeGateway:
 
     # ------------------------------------------------------------------ invoices, refunds, balance
     def get_invoice(self, invoice_id: str) -> Invoice:
-        return _invoice(_plain(self._call(self._client.v1.invoices.retrieve, invoice_id)))
+        return _invoice(self._whole(_plain(self._call(self._client.v1.invoices.retrieve, invoice_id))))
 
     def list_invoices(self, *, customer_id: str, limit: int = 100) -> list[Invoice]:
-        listed: InvoiceListParams = {"customer": customer_id, "limit": limit}
-        found = self._call(self._client.v1.invoices.list, params=listed)
-        return [_invoice(_plain(i)) for i in found.data]
+        """Every invoice of the customer (paged through), each with every line."""
+        invoices: list[Invoice] = []
+        after: str | None = None
+        while True:
+            listed: InvoiceListParams = {"customer": customer_id, "limit": limit}
+            if after:
+                listed["starting_after"] = after
+            found = self._call(self._client.v1.invoices.list, params=listed)
+            invoices += [_invoice(self._whole(_plain(i))) for i in found.data]
+            if not found.has_more or not found.data:
+                return invoices
+            after = str(found.data[-1].id)
+
+    def _whole(self, obj: StripeJson) -> StripeJson:
+        """The invoice with all its lines: Stripe embeds the first 10 (`lines.has_more` says there are more)."""
+        lines = obj.get("lines") or {}
+        if not lines.get("has_more") or not obj.get("id"):
+            return obj
+        data = list(lines["data"])
+        while True:
+            params: InvoiceLineItemListParams = {"limit": 100, "starting_after": str(data[-1]["id"])}
+            page = self._call(self._client.v1.invoices.line_items.list, str(obj["id"]), params=params)
+            data += [_plain(line) for line in page.data]
+            if not page.has_more or not page.data:
+                return {**obj, "lines": {**lines, "data": data, "has_more": False}}
 
     def list_charges(self, *, customer_id: str) -> list[Charge]:
         listed: ChargeListParams = {"customer": customer_id, "limit": 100}

@@ -1,0 +1,43 @@
+"""Every Stripe line (issue 15): Stripe embeds an invoice's first 10 lines; the gateway pages through the
+rest, so the monthly invoice's Stripe lines always sum to what Stripe charged."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.credits.periods import period_containing
+from tests.helpers import ApiClient, new_user
+from tests.integration.stripe_kit import StripeKit
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("count", [11, 10, 23, 101])
+def test_an_invoice_of_many_lines_is_read_whole(api: ApiClient, stack: Any, table: Any, count: int) -> None:
+    from functions.api.container import services
+
+    kit = StripeKit(stack, table)
+    org_id = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Many lines"}).body["org_id"]
+    now = int(datetime.now(UTC).timestamp())
+    _, customer = kit.customer_on_clock(org_id, now)
+    for i in range(count):
+        kit.client.v1.invoice_items.create(
+            params={"customer": customer, "amount": 100 + i, "currency": "usd", "description": f"Line {i + 1}"}
+        )
+    draft = kit.client.v1.invoices.create(
+        params={"customer": customer, "pending_invoice_items_behavior": "include", "auto_advance": False}
+    )
+    invoice = kit.client.v1.invoices.finalize_invoice(draft.id)
+    assert invoice.lines.has_more is (count > 10)  # what Stripe embeds
+
+    read = services().invoices._gateway.get_invoice(invoice.id)
+    assert len(read.lines) == count and len({line.description for line in read.lines}) == count
+    assert sum(line.amount_minor for line in read.lines) == invoice.total
+    org = kit.repo.require_org(org_id)
+    lines, totals, _, _ = services().invoices.assemble(org, period_containing(org, datetime.now(UTC)))
+    stripe_lines = [line for line in lines if line.paid_via == "stripe"]
+    assert len(stripe_lines) == count
+    assert sum(line.amount_minor for line in stripe_lines) == totals.charged_through_stripe_minor == invoice.total
