@@ -5,6 +5,7 @@ ledger entries, so its cost does not grow with the ledger."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +30,22 @@ from shared.wallet.platforms import platform_name
 from shared.wallet.repository import WalletRepository
 
 FINALIZE_ATTEMPTS = 8  # about 4 s of jittered backoff (base 20 ms, cap 1 s) before the task fails and the run retries
+
+
+_INVOICE_ID = re.compile(r"^inv_(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")
+
+
+def invoice_id_of(period: Period) -> str:
+    return "inv_" + period.key.replace("-", "").replace(":", "")
+
+
+def period_key_of(invoice_id: str) -> str | None:
+    """The period key an invoice id names (None if it names none)."""
+    match = _INVOICE_ID.match(invoice_id)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = match.groups()
+    return f"{year}-{month}-{day}T{hour}:{minute}:{second}Z"
 
 
 def _period(org: Org, period_key: str) -> Period:
@@ -147,7 +164,7 @@ class InvoiceService:
         period = _period(org, period_key)
         plan = self._orgs.subscribed_plan(org)
         draft = Invoice(
-            invoice_id="inv_" + period.key.replace("-", "").replace(":", ""),
+            invoice_id=invoice_id_of(period),
             org_id=org_id,
             period_key=period.key,
             period_start=iso(period.start),
@@ -352,11 +369,13 @@ class InvoiceService:
         return self._repo.list(org_id, cursor, limit)
 
     def get(self, caller: Caller, org_id: str, invoice_id: str) -> Invoice:
+        """One read by key: the id names its period (`inv_<period start, compact>`), however old it is."""
         self._orgs.access(caller, org_id, READ, support=True)
-        for invoice in self._repo.list(org_id, None, 100).items:
-            if invoice.invoice_id == invoice_id:
-                return invoice
-        raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
+        period_key = period_key_of(invoice_id)
+        invoice = self._repo.get(org_id, period_key) if period_key else None
+        if invoice is None or invoice.invoice_id != invoice_id:
+            raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
+        return invoice
 
     def download(self, caller: Caller, org_id: str, invoice_id: str, kind: DocumentKind) -> DocumentUrl:
         invoice = self.get(caller, org_id, invoice_id)

@@ -41,3 +41,35 @@ def test_an_invoice_of_many_lines_is_read_whole(api: ApiClient, stack: Any, tabl
     stripe_lines = [line for line in lines if line.paid_via == "stripe"]
     assert len(stripe_lines) == count
     assert sum(line.amount_minor for line in stripe_lines) == totals.charged_through_stripe_minor == invoice.total
+
+
+def test_any_invoice_is_found_by_its_id_however_many_there_are(api: ApiClient, table: Any) -> None:
+    from shared.invoices.models import Invoice
+    from shared.invoices.repository import InvoiceRepository
+
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Old customer"}).body["org_id"]
+    repo = InvoiceRepository(table)
+    keys = [f"{2010 + i // 12}-{i % 12 + 1:02d}-14T09:41:07Z" for i in range(120)]  # ten years of months
+    for key in keys:
+        repo.create_draft(
+            Invoice(
+                invoice_id="inv_" + key.replace("-", "").replace(":", ""),
+                org_id=org_id,
+                period_key=key,
+                period_start=key,
+                period_end=key,
+                status="draft",
+                currency="USD",
+                bill_to_name="Old customer",
+                billing_mode="byo",
+                plan_name="Free",
+                created_at=key,
+            )
+        )
+    oldest = "inv_20100114T094107Z"  # past the newest 100
+    got = api.call("GET", f"/v1/orgs/{org_id}/invoices/{oldest}", as_user=owner)
+    assert (got.status, got.body["period_key"]) == (200, keys[0]), got.body
+    for missing in ("inv_20100114T094108Z", "inv_2010", "inv_20101314T094107Z"):
+        reply = api.call("GET", f"/v1/orgs/{org_id}/invoices/{missing}", as_user=owner)
+        assert (reply.status, reply.code) == (404, "invoice_not_found"), reply.body
