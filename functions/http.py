@@ -74,13 +74,25 @@ def check_media_type(headers: dict[str, str]) -> None:
         raise RequestUnsupportedContentType("Unsupported content type", errors=[problem])
 
 
+MAX_PROBLEMS = 20  # validation problems named in one answer
+
+
 class _JsonBodies(OpenAPIRequestValidationMiddleware):
     """Powertools' request validation with one body decoder: JSON only (it would parse forms and
     multipart bodies too, and answer other types in its own shape)."""
 
     def _get_body(self, app: Any) -> Any:
         check_media_type(app.current_event.headers)
-        return self._parse_json_data(app)  # UnicodeDecodeError (400) or json_invalid (422)
+        try:
+            return self._parse_json_data(app)  # UnicodeDecodeError (400) or json_invalid (422)
+        except (RecursionError, ValueError) as exc:  # nested past the parser's depth; an int of 4,300+ digits
+            if isinstance(exc, UnicodeDecodeError):
+                raise
+            raise UnreadableBody from exc
+
+
+class UnreadableBody(Exception):
+    """JSON that Python's parser refuses past its own limits (depth, digits of one integer)."""
 
 
 def json_only(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
@@ -118,11 +130,14 @@ def new_resolver() -> ApiResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(exc: RequestValidationError) -> Response[Any]:
+        errors = exc.errors()
         problems = [
             {"loc": [str(p) for p in err.get("loc", ())], "type": err.get("type"), "msg": err.get("msg")}
-            for err in exc.errors()
+            for err in errors[:MAX_PROBLEMS]  # an answer never outgrows its request (Lambda returns 6 MB at most)
         ]
-        summary = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+        summary = "; ".join(f"{'.'.join(p['loc'])[:200]}: {p['msg']}" for p in problems)
+        if len(errors) > MAX_PROBLEMS:
+            summary += f"; and {len(errors) - MAX_PROBLEMS} more"
         return error_response(
             HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", f"Invalid request: {summary}", problems
         )
@@ -133,6 +148,14 @@ def new_resolver() -> ApiResolver:
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Send the body as JSON in UTF-8 (Content-Type: application/json).",
+        )
+
+    @app.exception_handler(UnreadableBody)
+    def _unreadable(_: UnreadableBody) -> Response[Any]:
+        return error_response(
+            HTTPStatus.BAD_REQUEST,
+            "invalid_body",
+            "The body is JSON nested too deep or with a number too long.",
         )
 
     @app.exception_handler(UnicodeDecodeError)

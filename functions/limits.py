@@ -7,6 +7,7 @@ is a 422 `validation_error` naming the field, and nothing is written."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
@@ -31,7 +32,7 @@ PRORATION_DATE_MIN, PRORATION_DATE_MAX = 946_684_800, 4_102_444_800  # 2000-01-0
 # No control characters (C0, DEL, C1): they reach names on invoices, CSV cells and logs.
 _PRINTABLE = r"[^\x00-\x1f\x7f-\x9f]"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
-USER_ID_PATTERN = r"^[A-Za-z0-9_:@.\-|]{1,128}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_:@\-|][A-Za-z0-9_:@.\-|]{0,127}$"  # not "." or "..": paths normalise them
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII: idempotency keys, bill ids
 STRIPE_ID_PATTERN = r"^[A-Za-z0-9_]{1,255}$"  # pm_..., as Stripe names its objects
 CURSOR_PATTERN = r"^[A-Za-z0-9_\-]{1,512}$"  # base64url, unpadded
@@ -46,16 +47,26 @@ def text(max_length: int, min_length: int = 1) -> object:
     )
 
 
-Name = Annotated[str, text(100)]
-Reason = Annotated[str, text(200, min_length=3)]
+def _visible(value: str) -> str:
+    """No invisible format characters (zero-width, bidi overrides, BOM: Unicode category Cf), and at least
+    one character that shows: a name must read the same on an invoice as in the app."""
+    if any(unicodedata.category(ch) == "Cf" for ch in value):
+        raise ValueError("must not contain invisible or text-direction characters")
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in value):
+        raise ValueError("must contain a visible character")
+    return value
+
+
+Name = Annotated[str, text(100), AfterValidator(_visible)]
+Reason = Annotated[str, text(200, min_length=3), AfterValidator(_visible)]
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
 StripeId = Annotated[str, StringConstraints(pattern=STRIPE_ID_PATTERN)]
 HttpUrl = Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=2000)]
-Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
+Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254), AfterValidator(_visible)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]  # ISO-4217
-UNIT_PRICE_PATTERN = r"^[0-9]{1,7}(\.[0-9]{1,6})?$"
+UNIT_PRICE_PATTERN = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"  # below 1,000,000 minor units (EnterpriseTerms' bound)
 # An overage unit price in minor units, as a decimal string (never a float): "0.9" is 0.9 cents.
 UnitPrice = Annotated[str, StringConstraints(pattern=UNIT_PRICE_PATTERN)]
 
@@ -130,8 +141,12 @@ LIMITS: tuple[Limit, ...] = (
         "Unix seconds from the preview, between the period's start and now (else 422 `invalid_proration_date`)",
         "plan changes",
     ),
-    Limit("names", "1 to 100 characters after trimming, no control characters", "orgs, projects"),
-    Limit("reasons", "3 to 200 characters, no control characters", "credit adjustments, refunds"),
+    Limit(
+        "names",
+        "1 to 100 characters after trimming, no control or invisible format characters, one visible at least",
+        "orgs, projects",
+    ),
+    Limit("reasons", "3 to 200 characters, the same characters as names", "credit adjustments, refunds"),
     Limit("ids", f"`{ID_PATTERN}`", "org, project, plan, pack, template, platform ids"),
     Limit("user ids", f"`{USER_ID_PATTERN}`", "members"),
     Limit("idempotency keys, bill ids", f"`{KEY_PATTERN}`", "`Idempotency-Key` header, platform bills"),

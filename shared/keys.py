@@ -107,3 +107,9 @@ def wallet_period_sk(period_key: str, platform: str, project_id: str) -> str:
 def charge_link_key(charge_id: str) -> Key:
     """Which org and top-up a Stripe charge paid (disputes name only the charge)."""
     return {"PK": f"CHARGE#{charge_id}", "SK": "LINK"}
+
+
+def period_index_key(org_id: str, period_key: str) -> Key:
+    """The item that lists a billing period for the invoice run (GSI2 PERIODEND#<day>) until its invoice
+    is issued."""
+    return {"PK": f"ORG#{org_id}", "SK": f"PERIODIDX#{period_key}"}

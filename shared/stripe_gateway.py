@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, cast
 
 from shared.errors import (
+    ConflictError,
     DomainError,
     InvalidRequestError,
     MalformedWebhookError,
@@ -464,6 +465,11 @@ class StripeGateway:
             )
         if isinstance(exc, s.RateLimitError):
             return ThrottledError("Stripe is rate limiting; retry shortly.")
+        if isinstance(exc, s.IdempotencyError):  # our key again with other parameters: never retry it as is
+            return ConflictError(
+                "This request's Idempotency-Key was used for a different request; use a new key.",
+                code="idempotency_key_reused",
+            )
         if isinstance(exc, s.InvalidRequestError):
             code = f"stripe_{exc.code or 'invalid_request'}"
             return InvalidRequestError(exc.user_message or str(exc), code=code, details={"param": exc.param})
@@ -895,7 +901,8 @@ class StripeGateway:
         secret = self._connection.webhook_secret
         try:
             self._stripe.WebhookSignature.verify_header(payload, signature or "", secret, WEBHOOK_TOLERANCE_S)
-        except (self._stripe.SignatureVerificationError, ValueError) as exc:
+        except (self._stripe.SignatureVerificationError, ValueError, TypeError) as exc:
+            # TypeError: a signature that is not ASCII (hmac.compare_digest refuses to compare it)
             raise WebhookSignatureError("The Stripe signature does not match this payload.") from exc
         return _webhook_event(payload)
 

@@ -31,6 +31,7 @@ app.stripe_operations = {
     ("POST", "/v1/orgs/{org_id}/billing-portal"),
     ("POST", "/v1/orgs/{org_id}/credits/packs/checkout"),
     ("POST", "/v1/orgs/{org_id}/wallet/top-ups"),
+    ("PUT", "/v1/orgs/{org_id}/wallet/settings"),  # auto-top-up looks up the saved card
     ("POST", "/v1/orgs/{org_id}/wallet/refunds"),
 }
 

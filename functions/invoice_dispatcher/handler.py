@@ -5,7 +5,7 @@ execution's name is derived from the date, so a second start the same day is a n
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -41,12 +41,13 @@ def starter() -> InvoiceRunStarter:
     )
 
 
-def due_orgs(run_on: date) -> list[DuePeriod]:
-    """(org, period) pairs whose period ended in the lookback window, each once."""
+def due_orgs(now: datetime) -> list[DuePeriod]:
+    """(org, period) pairs whose period ended in the lookback window, at least the settle window ago, and
+    is not invoiced yet (issued periods leave the index), each once."""
     found: dict[tuple[str, str], None] = {}
     for back in range(LOOKBACK_DAYS + 1):
-        day = run_on - timedelta(days=back)
-        for org_id, period_key in services().orgs.periods_ending(day):
+        day = now.date() - timedelta(days=back)
+        for org_id, period_key in services().orgs.periods_due(day, now):
             found[(org_id, period_key)] = None
     return [DuePeriod(o, p) for o, p in sorted(found)]
 
@@ -56,7 +57,7 @@ def due_orgs(run_on: date) -> list[DuePeriod]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_on = datetime.fromisoformat(str(event.get("time") or datetime.now(UTC).isoformat()).replace("Z", "+00:00"))
-    result = starter().start(run_on.date(), due_orgs(run_on.date()))
+    result = starter().start(run_on.date(), due_orgs(run_on))
     if not result.started:
         logger.info("invoice run already started today", extra={"execution": result.execution})
     return {k: v for k, v in asdict(result).items() if v is not None}

@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 Section = Literal["subscription", "credits", "ad_spend", "usage"]
 PaidVia = Literal["stripe", "wallet", "info"]
-Status = Literal["draft", "finalized", "rendered", "issued", "failed"]
+# empty: the period was closed with nothing to bill (no Stripe invoice, no wallet movement, nothing due):
+# recorded, never numbered, rendered or shown.
+Status = Literal["draft", "finalized", "rendered", "issued", "failed", "empty"]
 DocumentKind = Literal["pdf", "csv"]
 
 

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import Attr, Key
 
 from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
 from shared.invoices.models import Invoice
+from shared.keys import period_index_key
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 
@@ -38,6 +39,7 @@ class InvoiceRepository:
     def list(self, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:
         kwargs: QueryInputTableQueryTypeDef = {
             "KeyConditionExpression": Key("PK").eq(f"ORG#{org_id}") & Key("SK").begins_with("INVOICE#"),
+            "FilterExpression": Attr("status").ne("empty"),  # a period with nothing to bill has no invoice
             "ScanIndexForward": False,
             "Limit": limit,
             "ConsistentRead": True,
@@ -85,9 +87,32 @@ class InvoiceRepository:
             "ExpressionAttributeValues": {":s": "rendered"},
         }
         outbox = outbox_puts(self._table.name, invoice.org_id, f"invoice-issued:{invoice.invoice_id}", messages, now)
+        unlisted = {
+            "Delete": {"TableName": self._table.name, "Key": period_index_key(invoice.org_id, invoice.period_key)}
+        }
         try:
             with dynamo_errors():
-                self._client.transact_write_items(TransactItems=[{"Put": put}, *outbox])
+                self._client.transact_write_items(TransactItems=[{"Put": put}, unlisted, *outbox])
+        except TransactionConditionFailed:
+            return False
+        return True
+
+    def close_empty(self, invoice: Invoice) -> bool:
+        """A draft with nothing to bill: recorded as `empty` (no number, no documents, no notice) and its
+        period taken off the index. False if it was not a draft."""
+        put = {
+            "TableName": self._table.name,
+            "Item": self._item(invoice.model_copy(update={"status": "empty"})),
+            "ConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": "draft"},
+        }
+        index = period_index_key(invoice.org_id, invoice.period_key)
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(
+                    TransactItems=[{"Put": put}, {"Delete": {"TableName": self._table.name, "Key": index}}]
+                )
         except TransactionConditionFailed:
             return False
         return True

@@ -104,6 +104,16 @@ def _bills_period(org: Org, period: Period, stripe_invoice: StripeInvoice) -> bo
     return period_containing(org, datetime.fromtimestamp(at, UTC)).key == period.key
 
 
+def _nothing_to_bill(invoice: Invoice) -> bool:
+    """No Stripe invoice, no money line, nothing due: only information (e.g. credits used on Free)."""
+    totals = invoice.totals
+    return (
+        not invoice.stripe_invoice_ids
+        and all(line.amount_minor == 0 for line in invoice.lines)
+        and (totals is None or (totals.total_minor == 0 and totals.amount_due_minor == 0))
+    )
+
+
 def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
     return [
         InvoiceLine(
@@ -194,8 +204,12 @@ class InvoiceService:
         return self._invoice(org_id, period_key).status
 
     def finalize(self, org_id: str, period_key: str) -> str:
+        """Numbers the invoice (gapless, per year) - unless there is nothing to bill: then the period is
+        recorded as `empty` and no invoice is issued (no 0.00 invoice and notification every month)."""
         invoice = self._invoice(org_id, period_key)
-        if invoice.status == "draft":
+        if invoice.status == "draft" and _nothing_to_bill(invoice):
+            self._repo.close_empty(invoice)
+        elif invoice.status == "draft":
             stamped = invoice.model_copy(update={"finalized_at": iso(self._clock.now())})
             # The year's number counter is one item every finalize writes: under a scaled-out run its
             # transactions conflict (TransactionConflict), so they are retried here with backoff.
@@ -373,7 +387,7 @@ class InvoiceService:
         self._orgs.access(caller, org_id, READ, support=True)
         period_key = period_key_of(invoice_id)
         invoice = self._repo.get(org_id, period_key) if period_key else None
-        if invoice is None or invoice.invoice_id != invoice_id:
+        if invoice is None or invoice.invoice_id != invoice_id or invoice.status == "empty":
             raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
         return invoice
 

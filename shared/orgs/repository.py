@@ -14,6 +14,7 @@ from shared import keys
 from shared.clock import iso
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
 from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
+from shared.keys import period_index_key
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
 from shared.outbox import SeatSyncTask, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
@@ -645,8 +646,7 @@ class OrgRepository:
         with dynamo_errors():
             self._table.put_item(
                 Item={
-                    "PK": _org_pk(org_id),
-                    "SK": f"PERIODIDX#{period_key}",
+                    **period_index_key(org_id, period_key),
                     "type": "period_index",
                     "GSI2PK": f"PERIODEND#{period_end_iso[:10]}",
                     "GSI2SK": f"{org_id}#{period_key}",
@@ -656,12 +656,18 @@ class OrgRepository:
                 }
             )
 
-    def periods_ending(self, day: str) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
+    def unindex_period(self, org_id: str, period_key: str) -> None:
+        with dynamo_errors():
+            self._table.delete_item(Key=period_index_key(org_id, period_key))
+
+    def periods_ending(self, day: str) -> list[tuple[str, str, str]]:
+        """(org, period key, period end) of the periods ending on `day` not invoiced yet (an issued
+        invoice takes its period off the index)."""
+        found: list[tuple[str, str, str]] = []
         start = None
         while True:
             resp = self._query(start, IndexName="GSI2", KeyConditionExpression=Key("GSI2PK").eq(f"PERIODEND#{day}"))
-            found += [(str(i["org_id"]), str(i["period_key"])) for i in resp["Items"]]
+            found += [(str(i["org_id"]), str(i["period_key"]), str(i["period_end"])) for i in resp["Items"]]
             start = resp.get("LastEvaluatedKey")
             if start is None:
                 return found

@@ -9,7 +9,7 @@ OrgRepository.add_member)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
@@ -35,6 +35,12 @@ from shared.orgs.models import (
 from shared.orgs.repository import OrgRepository
 from shared.pagination import Page
 from shared.wallet.account import kept_fee_bps
+
+# How long after a period ends its invoice may be made: Stripe drafts the renewal at the period's end and
+# finalizes it about an hour later (our invoice.created handler adds the overage meanwhile); the rest is
+# margin for the webhooks and a late spend report of the period's last hours. An invoice made earlier
+# would miss the renewal (next month's fee and this month's overage) for good.
+SETTLE_WINDOW = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -226,9 +232,15 @@ class OrgService:
         if org.billing_mode is BillingMode.AGENCY:
             _check_agency(plan, BillingMode.AGENCY)
 
-    def periods_ending(self, day: date) -> list[tuple[str, str]]:
-        """(org, period_key) of the billing periods that end on `day` (UTC)."""
-        return self._repo.periods_ending(day.isoformat())
+    def periods_due(self, day: date, now: datetime) -> list[tuple[str, str]]:
+        """(org, period_key) of the billing periods ending on `day` (UTC) that may be invoiced at `now`:
+        ended at least SETTLE_WINDOW ago, and not invoiced yet."""
+        settled = now - SETTLE_WINDOW
+        return [
+            (org, key)
+            for org, key, end in self._repo.periods_ending(day.isoformat())
+            if datetime.fromisoformat(end.replace("Z", "+00:00")) <= settled
+        ]
 
     def index_period_of(self, org: Org, at: datetime) -> None:
         """Registers the org's period containing `at` for the invoice run."""

@@ -4,7 +4,7 @@ refunds made in Stripe itself (the dashboard), and disputed top-ups taken back."
 from __future__ import annotations
 
 from shared.auth import Caller
-from shared.errors import ForbiddenError, InvalidRequestError
+from shared.errors import ConflictError, ForbiddenError, InvalidRequestError
 from shared.ledger import Cause
 from shared.observability import logger
 from shared.orgs.models import READ, BillingMode, Org
@@ -65,6 +65,11 @@ class WalletRefunds:
         if self._repo.cause(org_id, cause) is None:
             self._poster.post(org, lambda stored: self._refund_change(org, stored, amount_minor, reason, cause, caller))
         recorded = self._repo.cause(org_id, cause) or {}
+        if sum(int(a["amount_minor"]) for a in recorded.get("allocations", [])) != amount_minor:
+            raise ConflictError(
+                "This Idempotency-Key was used for a refund of another amount; use a new key for a new refund.",
+                code="idempotency_key_reused",
+            )
         allocations = [Allocation(**a) for a in recorded.get("allocations", [])]
         sent = [a for a in allocations if self._send(org, a, cause)]
         return RefundResult(sum(a.amount_minor for a in sent), sent)

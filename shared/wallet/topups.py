@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
-from shared.errors import InvalidRequestError, PaymentDeclinedError
+from shared.errors import ConflictError, InvalidRequestError, PaymentDeclinedError
 from shared.ledger import Cause
 from shared.orgs.models import MANAGE_BILLING, Org
 from shared.orgs.repository import OrgRepository
@@ -90,6 +90,11 @@ class TopUps:
         check_bank_rails(method, org.currency)
         topup_id = _topup_id(org_id, idempotency_key)
         existing = self._repo.topup(org_id, topup_id)
+        if existing and (existing.amount_minor, existing.method) != (amount_minor, method):
+            raise ConflictError(
+                "This Idempotency-Key started a top-up of another amount or method; use a new key for a new one.",
+                code="idempotency_key_reused",
+            )
         if existing and existing.status != "creating":
             return existing
         if existing is None and not agency_spend_open(org, self._clock.now()):

@@ -624,6 +624,7 @@ def bench_sweeper(stack: Any, quick: bool) -> Group:
     from shared.auth import Caller
     from shared.orgs.models import BillingMode
     from tests.integration.credit_kit import credit_kit
+    from tests.paid import mirror_subscription
 
     g = Group("9 sweeper")
     kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], _now() - timedelta(days=400))
@@ -632,8 +633,9 @@ def bench_sweeper(stack: Any, quick: bool) -> Group:
     made = []
     for i in range(orgs):
         org = kit.orgs.create_org(
-            owner, name=f"Sweep {i}", billing_mode=BillingMode.BYO, currency="USD", plan_id="scale"
+            owner, name=f"Sweep {i}", billing_mode=BillingMode.BYO, currency="USD", plan_id="free"
         )
+        mirror_subscription(kit.mirror, org.org.org_id, "scale", start=kit.clock.now())  # as the webhook does
         made.append((org.org.org_id, kit.orgs.create_project(owner, org.org.org_id, name="Main").project_id))
     started = time.perf_counter()
     for org_id, project in made:

@@ -20,6 +20,7 @@ import requests
 
 from tests.helpers import ApiClient, new_user, org_items, user_org_count
 from tests.local import devtokens
+from tests.paid import paid_org_over_http
 
 pytestmark = pytest.mark.integration
 
@@ -231,10 +232,9 @@ def _with(body: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def org(api: ApiClient, stack: Any) -> Org:
+def org(api: ApiClient, stack: Any, table: Any) -> Org:
     owner = new_user("owner")
-    body = {"name": "Hostile", "plan_id": "pro", "billing_mode": "agency"}
-    org_id = api.call("POST", "/v1/orgs", as_user=owner, json=body).body["org_id"]
+    org_id = paid_org_over_http(api, stack, table, owner, name="Hostile", plan_id="pro", billing_mode="agency")
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
     member = new_user("member")
     assert api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": member}).status == 201
@@ -245,6 +245,8 @@ def org(api: ApiClient, stack: Any) -> Org:
     )
     assert reply.status == 201, reply.body
     stack.flush_outbox()  # what the setup wrote is sent (marked) before any before/after comparison
+    stack.stripe.wait_for_deliveries()  # the seat sync's webhooks
+    stack.flush_outbox()
     return Org(org_id, owner, project, member, run_id, new_user("hold"))
 
 

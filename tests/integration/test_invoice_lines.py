@@ -73,3 +73,30 @@ def test_any_invoice_is_found_by_its_id_however_many_there_are(api: ApiClient, t
     for missing in ("inv_20100114T094108Z", "inv_2010", "inv_20101314T094107Z"):
         reply = api.call("GET", f"/v1/orgs/{org_id}/invoices/{missing}", as_user=owner)
         assert (reply.status, reply.code) == (404, "invoice_not_found"), reply.body
+
+
+def test_a_period_with_nothing_to_bill_is_closed_without_an_invoice(api: ApiClient, table: Any) -> None:
+    from functions.api.container import services
+    from shared.keys import period_index_key
+
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Quiet"}).body["org_id"]
+    invoices = services().invoices
+    org = services().orgs._repo.require_org(org_id)
+    period = period_containing(org, datetime.now(UTC))
+    for step in (invoices.close, invoices.collect, invoices.finalize, invoices.render, invoices.issue):
+        assert step(org_id, period.key) in ("draft", "empty")
+    stored = invoices._repo.get(org_id, period.key)
+    assert stored is not None and (stored.status, stored.number) == ("empty", None)  # recorded, never numbered
+    assert api.call("GET", f"/v1/orgs/{org_id}/invoices", as_user=owner).body["items"] == []
+    got = api.call("GET", f"/v1/orgs/{org_id}/invoices/{stored.invoice_id}", as_user=owner)
+    assert (got.status, got.code) == (404, "invoice_not_found")
+    assert "Item" not in table.get_item(Key=period_index_key(org_id, period.key))  # never sent to a run again
+    outbox = [
+        i
+        for i in table.query(KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": f"ORG#{org_id}"})[
+            "Items"
+        ]
+        if str(i["SK"]).startswith("OUTBOX#")
+    ]
+    assert outbox == []  # no Invoice.Issued, no notification

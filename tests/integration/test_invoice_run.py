@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from shared.invoices.models import Invoice
@@ -277,8 +278,17 @@ def _org_items(table: Any, org_id: str) -> list[dict[str, Any]]:
 def test_the_dispatcher_finds_closed_periods_by_index_and_starts_once(month: dict[str, Any], stack: Any) -> None:
     from functions.invoice_dispatcher.handler import due_orgs, lambda_handler
     from shared.invoice_run import DuePeriod
+    from shared.orgs.repository import OrgRepository
 
-    due = due_orgs(date(2026, 10, 2))
+    at = datetime(2026, 10, 2, 3, 0, tzinfo=UTC)
+    # September was issued by the tests before: an issued period left the index, and is not sent again.
+    assert DuePeriod(month["agency"], SEPTEMBER) not in due_orgs(at)
+    # Listed again (as if its run had failed): due once it ended and settled, never before.
+    OrgRepository(boto3.resource("dynamodb").Table(stack.env["TABLE_NAME"])).index_period(
+        month["agency"], SEPTEMBER, "2026-10-01T00:00:00Z"
+    )
+    assert DuePeriod(month["agency"], SEPTEMBER) not in due_orgs(datetime(2026, 10, 1, 2, 59, tzinfo=UTC))
+    due = due_orgs(at)
     assert DuePeriod(month["agency"], SEPTEMBER) in due
     event = {"time": "2026-10-02T03:00:00Z", "detail-type": "Scheduled Event", "source": "aws.scheduler"}
 

@@ -1,0 +1,55 @@
+"""Only ended periods are invoiced (issue 15): Stripe periods end at the time of day of the checkout; the
+daily run takes a period once it ended at least the settle window ago, never before, and never again once
+its invoice is issued."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.orgs.repository import OrgRepository
+from shared.orgs.service import SETTLE_WINDOW
+from tests.helpers import new_user
+
+pytestmark = pytest.mark.integration
+DAY = datetime(2028, 2, 29, tzinfo=UTC)  # a leap day
+
+
+@pytest.mark.parametrize(
+    "ends_at",
+    [
+        timedelta(0),
+        timedelta(hours=2, minutes=59),
+        timedelta(hours=3, minutes=1),
+        timedelta(hours=14, minutes=37),
+        timedelta(hours=23, minutes=59, seconds=59),
+    ],
+    ids=["00:00", "02:59", "03:01", "14:37", "23:59:59"],
+)
+@pytest.mark.parametrize("run_hour", [0, 3, 12, 23], ids=lambda h: f"run {h:02d}:00")
+def test_a_period_is_due_only_once_it_ended_and_settled(table: Any, ends_at: timedelta, run_hour: int) -> None:
+    from functions.invoice_dispatcher.handler import services
+
+    repo, orgs = OrgRepository(table), services().orgs
+    org_id = f"org_due_{new_user()}"
+    end = DAY + ends_at
+    key = (end - timedelta(days=29)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    repo.index_period(org_id, key, end.isoformat().replace("+00:00", "Z"))
+    for days_later in range(0, 3):
+        now = DAY + timedelta(days=days_later, hours=run_hour)
+        due = (org_id, key) in orgs.periods_due(end.date(), now)
+        assert due is (now >= end + SETTLE_WINDOW), (now, end)
+
+
+def test_an_issued_period_leaves_the_index(table: Any) -> None:
+    from functions.invoice_dispatcher.handler import services
+
+    repo = OrgRepository(table)
+    org_id = f"org_due_{new_user()}"
+    repo.index_period(org_id, "2028-01-29T14:37:00Z", "2028-02-29T14:37:00Z")
+    later = datetime(2028, 3, 1, 3, tzinfo=UTC)
+    assert (org_id, "2028-01-29T14:37:00Z") in services().orgs.periods_due(DAY.date(), later)
+    repo.unindex_period(org_id, "2028-01-29T14:37:00Z")
+    assert (org_id, "2028-01-29T14:37:00Z") not in services().orgs.periods_due(DAY.date(), later)
