@@ -94,12 +94,10 @@ class SubscriptionMirror:
             return None
         self._dunning.changed(current, applied, at)
         if state.status not in _ENDED and sub.current_period_end:
-            # The invoice run finds this period by the day it ends.
-            self._repo.index_period(
-                org_id,
-                period_key(state.current_period_start),
-                state.current_period_end.isoformat().replace("+00:00", "Z"),
-            )
+            # The invoice run finds this period by the day it ends. The org's first subscription re-anchors
+            # its periods: the one it was created in (on Free) is no longer invoiced where they overlap.
+            index = self._repo.reanchor_periods if current.subscription is None else self._repo.index_period
+            index(org_id, period_key(state.current_period_start), _iso_seconds(state.current_period_end))
         return applied
 
     def _plan_changes(self, current: Org, state: SubscriptionState) -> dict[str, Any]:
@@ -122,6 +120,10 @@ class SubscriptionMirror:
 
     def now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)
+
+
+def _iso_seconds(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")  # Stripe's instants are whole seconds
 
 
 def _terms(current: Org, changes: dict[str, Any]) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,7 @@ from boto3.dynamodb.conditions import Key
 from shared import keys
 from shared.clock import iso
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
-from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
+from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError, ThrottledError
 from shared.keys import period_index_key
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
 from shared.outbox import SeatSyncTask, outbox_puts
@@ -38,6 +38,10 @@ def _org_key(org_id: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": "ORG"}
 
 
+def _instant(iso_text: str) -> datetime:
+    return datetime.fromisoformat(iso_text.replace("Z", "+00:00"))
+
+
 def _org_pk_sk(org_id: str, sk: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": sk}
 
@@ -54,6 +58,8 @@ def _dump(model: Org | Member | Project) -> Item:
     return data
 
 
+BATCH_GET_MAX = 100  # keys per BatchGetItem (DynamoDB's limit)
+BATCH_GET_ATTEMPTS = 8
 MODE_CHANGE_ATTEMPTS = 8
 _MODE_BACKOFF_CAP_S = 0.002 * 2 ** (MODE_CHANGE_ATTEMPTS - 1)  # the window doubles on every attempt
 SEAT_CHANGE_ATTEMPTS = 8
@@ -541,6 +547,31 @@ class OrgRepository:
             item = self._table.get_item(Key=_org_key(org_id), ConsistentRead=True).get("Item")
         return Org.model_validate(plain(item)) if item else None
 
+    def get_orgs(self, org_ids: Iterable[str]) -> dict[str, Org | None]:
+        """Many orgs by key in batches of 100 (BatchGetItem), what DynamoDB leaves unprocessed asked again
+        with backoff: one round trip per 100 orgs, not one per org. None for an org that does not exist."""
+        wanted = sorted(set(org_ids))
+        found: dict[str, Org | None] = dict.fromkeys(wanted)
+        for start in range(0, len(wanted), BATCH_GET_MAX):
+            keys = [_org_key(org_id) for org_id in wanted[start : start + BATCH_GET_MAX]]
+            for item in self._batch_get(keys):
+                org = Org.model_validate(plain(item))
+                found[org.org_id] = org
+        return found
+
+    def _batch_get(self, keys: list[dict[str, str]]) -> list[Item]:
+        items: list[Item] = []
+        request = {self._name: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            with dynamo_errors():
+                resp = self._table.meta.client.batch_get_item(RequestItems=request)
+            items += resp.get("Responses", {}).get(self._name, [])
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            time.sleep(backoff(attempt, cap=1.0))
+        raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
+
     def require_org(self, org_id: str) -> Org:
         """The org; NotFoundError (404, `org_not_found`) when there is none."""
         org = self.get_org(org_id)
@@ -655,6 +686,25 @@ class OrgRepository:
                     "period_end": period_end_iso,
                 }
             )
+
+    def reanchor_periods(self, org_id: str, period_key: str, period_end_iso: str) -> None:
+        """Indexes the subscription's period and takes off the index every other period of the org that
+        overlaps it and has no invoice yet (the one anchored on the org's creation, before it subscribed):
+        one period per stretch of time, never a stray draft dated before the subscription."""
+        self.index_period(org_id, period_key, period_end_iso)
+        with dynamo_errors():
+            listed = self._table.query(
+                KeyConditionExpression=Key("PK").eq(_org_pk(org_id)) & Key("SK").begins_with("PERIODIDX#"),
+                ConsistentRead=True,
+            )["Items"]
+        for item in listed:
+            other, other_end = str(item["period_key"]), str(item["period_end"])
+            if other == period_key or _instant(other_end) <= _instant(period_key):
+                continue  # the period itself, or one that ended before it began (still to invoice)
+            with dynamo_errors():
+                invoiced = self._table.get_item(Key=_org_pk_sk(org_id, f"INVOICE#{other}"), ProjectionExpression="PK")
+            if "Item" not in invoiced:
+                self.unindex_period(org_id, other)
 
     def unindex_period(self, org_id: str, period_key: str) -> None:
         with dynamo_errors():

@@ -70,11 +70,9 @@ class UsageService:
 
     def ingest_sdk_events(self, batch_id: str, events: list[SdkEvent]) -> IngestResult:
         """Counts a batch once per batch_id; events of unknown orgs are reported, not counted."""
-        orgs: dict[str, Org | None] = {}
+        orgs = self._org_repo.get_orgs(e.org_id for e in events)  # batched: a batch may name thousands
         groups: dict[tuple[str, str], int] = defaultdict(int)  # (org, period) -> events
         for event in events:
-            if event.org_id not in orgs:
-                orgs[event.org_id] = self._org_repo.get_org(event.org_id)
             org = orgs[event.org_id]
             if org is None:
                 continue

@@ -53,3 +53,25 @@ def test_an_issued_period_leaves_the_index(table: Any) -> None:
     assert (org_id, "2028-01-29T14:37:00Z") in services().orgs.periods_due(DAY.date(), later)
     repo.unindex_period(org_id, "2028-01-29T14:37:00Z")
     assert (org_id, "2028-01-29T14:37:00Z") not in services().orgs.periods_due(DAY.date(), later)
+
+
+def test_an_org_created_then_subscribed_minutes_later_has_one_period_to_invoice(table: Any) -> None:
+    from shared.auth import Caller
+    from shared.orgs.models import BillingMode
+    from tests.integration.credit_kit import credit_kit
+    from tests.paid import mirror_subscription
+
+    created = datetime(2028, 1, 31, 23, 52, 41, tzinfo=UTC)  # a month end, an odd time of day
+    kit = credit_kit(table.name, "", created, table=table)
+    owner = Caller(new_user(), None, frozenset())
+    org_id = kit.orgs.create_org(
+        owner, name="Late", billing_mode=BillingMode.BYO, currency="USD", plan_id="free"
+    ).org.org_id
+    kit.clock.at = created + timedelta(minutes=7)
+    mirror_subscription(kit.mirror, org_id, "pro", start=kit.clock.at)
+    listed = table.query(
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
+        ExpressionAttributeValues={":pk": f"ORG#{org_id}", ":p": "PERIODIDX#"},
+    )["Items"]
+    assert [i["period_key"] for i in listed] == ["2028-01-31T23:59:41Z"]  # the subscription's period only
+    assert listed[0]["period_end"] == "2028-02-29T23:59:41Z"  # Stripe clamps to the month's last day
