@@ -20,6 +20,7 @@ import boto3
 import requests
 
 from shared.money import format_minor
+from tests.helpers import start_invoice_run
 from tests.integration.stripe_kit import DAY, StripeKit
 from tests.local import devtokens
 from tests.local.stack import LocalStack, start_local_stack
@@ -568,18 +569,14 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
     say("   Globex: the base fee paid by wire (marked paid in Stripe), a 20,000.00 wire top-up, spend at the 1.5% fee")
 
     say()
-    say("16. The invoice run: the real state machine (Step Functions, in moto), one Map branch per org")
+    say("16. The invoice run: the real state machine (Step Functions, in moto): a Distributed Map over the due list")
     periods = {
         org: web.call(owner, "GET", f"/v1/orgs/{org}/credits", expect=200)["period_key"]
         for org, owner in ((northwind, "alice"), (bright, "bea"), (globex, "gus"))
     }
-    sfn = stack.client("stepfunctions")
-    started = sfn.start_execution(
-        stateMachineArn=stack.resource_names["InvoiceRunStateMachine"],
-        name=f"invoice-run-demo-{datetime.now(UTC):%Y%m%d%H%M%S}",
-        input=json.dumps({"orgs": [{"org_id": o, "period_key": p} for o, p in periods.items()]}),
-    )
-    execution = stack.wait_for_execution(started["executionArn"], timeout=180)
+    due_list = [{"org_id": o, "period_key": p} for o, p in periods.items()]
+    started = start_invoice_run(stack, due_list, f"invoice-run-demo-{datetime.now(UTC):%Y%m%d%H%M%S}")
+    execution = stack.wait_for_execution(started, timeout=180)
     say(f"   execution {execution['status']}")
     out = Path(".local/invoices")
     out.mkdir(parents=True, exist_ok=True)
