@@ -62,6 +62,14 @@ class Contracts:
                 "contract starts.",
                 code="subscription_exists",
             )
+        if terms.collection == "charge_automatically" and not (
+            org.stripe_customer_id and self._gateway.default_card(org.stripe_customer_id)
+        ):
+            raise ConflictError(
+                "Charging a contract automatically needs a saved card: the customer adds one first (or the "
+                "contract is invoiced: collection send_invoice).",
+                code="no_saved_card",
+            )
         contracted = org.model_copy(update={"plan_id": plan.plan_id, "enterprise_terms": terms})
         effective = contracted.effective_plan(plan)
         effective.price_book(org.currency)
@@ -91,9 +99,7 @@ class Contracts:
         return self._orgs.view(mirrored, None)
 
     def _store_terms(self, org_id: str, terms: EnterpriseTerms | None) -> None:
-        self._repo.update_org(
-            org_id, {"enterprise_terms": terms.model_dump(mode="json") if terms else None}, expected={}
-        )
+        self._repo.set_enterprise_terms(org_id, terms.model_dump(mode="json") if terms else None)
 
     def _start(self, org: Org, terms: EnterpriseTerms, price: str, ref: PriceRef) -> str:
         """A new subscription. Its key names the org's last mirrored state: a retry of this request gets

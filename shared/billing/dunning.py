@@ -88,13 +88,13 @@ class DunningNotices:
         limits themselves follow from the time: shared.orgs.entitlement). Returns how many were ended."""
         now = self._clock.now()
         ended = 0
-        for org_id in self._repo.graces_ended(iso(now), limit):
+        for org_id, grace_ends in self._repo.graces_ended(iso(now), limit):
             org = self._repo.get_org(org_id)
             if org is not None and (granted := self.standing(org, now)).standing is Standing.SUSPENDED:
                 grace = Entitlement(Standing.GRACE, granted.subscribed, granted.subscribed, granted.grace_ends)
                 self._tell(org, grace, granted, episode=_episode(org, org))
                 ended += 1
-            self._repo.untrack_grace(org_id)
+            self._repo.untrack_grace(org_id, grace_ends)  # unless a new episode was tracked meanwhile
         return ended
 
     def _tell(self, org: Org, was: Entitlement, now: Entitlement, *, episode: str) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.clock import iso
@@ -660,16 +660,32 @@ class OrgRepository:
         with dynamo_errors():
             self._table.put_item(Item=item)
 
-    def untrack_grace(self, org_id: str) -> None:
-        with dynamo_errors():
-            self._table.delete_item(Key=_org_pk_sk(org_id, "DUNNING"))
+    def untrack_grace(self, org_id: str, grace_ends_iso: str | None = None) -> None:
+        """Takes the org off the grace list; with `grace_ends_iso`, only if it still lists that grace (a new
+        episode tracked meanwhile stays listed)."""
+        condition = {} if grace_ends_iso is None else {"ConditionExpression": Attr("grace_ends").eq(grace_ends_iso)}
+        try:
+            with dynamo_errors():
+                self._table.delete_item(Key=_org_pk_sk(org_id, "DUNNING"), **condition)
+        except TransactionConditionFailed:
+            return
 
-    def graces_ended(self, now_iso: str, limit: int) -> list[str]:
-        """Orgs whose grace period ended by `now_iso`, oldest first."""
+    def graces_ended(self, now_iso: str, limit: int) -> list[tuple[str, str]]:
+        """(org, grace end) of the grace periods that ended by `now_iso`, oldest first."""
         key = Key("GSI2PK").eq(GRACE_INDEX) & Key("GSI2SK").lte(f"{now_iso}#~")
         with dynamo_errors():
             resp = self._table.query(IndexName="GSI2", KeyConditionExpression=key, Limit=limit)
-        return [str(item["org_id"]) for item in resp["Items"]]
+        return [(str(item["org_id"]), str(item["grace_ends"])) for item in resp["Items"]]
+
+    def set_enterprise_terms(self, org_id: str, terms: Mapping[str, object] | None) -> None:
+        """The org's contract terms (None: none, the attribute removed as if never set)."""
+        update = (
+            {"UpdateExpression": "SET enterprise_terms = :t", "ExpressionAttributeValues": {":t": dict(terms)}}
+            if terms is not None
+            else {"UpdateExpression": "REMOVE enterprise_terms"}
+        )
+        with dynamo_errors():
+            self._table.update_item(Key=_org_key(org_id), ConditionExpression="attribute_exists(PK)", **update)
 
     # ------------------------------------------------------------------ period-end index (invoice run)
     def index_period(self, org_id: str, period_key: str, period_end_iso: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient, new_user
+from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.stripe_kit import StripeKit
 from tests.local import devtokens
 
@@ -180,9 +180,35 @@ def test_a_contract_org_cannot_move_itself_to_a_catalog_plan(api: ApiClient, sta
 def test_a_contract_stripe_refuses_leaves_the_terms_as_they_were(api: ApiClient, stack: Any, table: Any) -> None:
     kit = StripeKit(stack, table)
     org_id = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "No card"}).body["org_id"]
+    before = org_items(table, org_id)
     refused = _contract(api, org_id, {**TERMS, "collection": "charge_automatically"})  # no card on file
-    assert refused.status >= 400, refused.body
+    assert (refused.status, refused.code) == (409, "no_saved_card"), refused.body
+    assert org_items(table, org_id) == before  # no terms, no customer: nothing written
     org = kit.repo.require_org(org_id)
     assert (org.enterprise_terms, org.plan_id, org.subscription) == (None, "free", None)
     too_big = _contract(api, org_id, {**TERMS, "base_minor": 100_000_000})  # past Stripe's largest unit_amount
     assert too_big.status == 422
+
+
+def test_a_contract_whose_subscription_stripe_refuses_writes_nothing(api: ApiClient, stack: Any, table: Any) -> None:
+    kit = StripeKit(stack, table)
+    org_id = api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Refused"}).body["org_id"]
+    kit.customer_on_clock(org_id, int(datetime.now(UTC).timestamp()))  # a customer already, as after a Checkout
+    before = org_items(table, org_id)
+    stack.stripe.fail_next(1, status=400, method="POST", path="/v1/subscriptions")
+    refused = _contract(api, org_id, TERMS)
+    assert 400 <= refused.status < 500, refused.body
+    assert org_items(table, org_id) == before  # the terms stored first were taken back: nothing written
+
+
+def test_a_new_grace_episode_stays_listed_when_the_sweep_untracks_the_old_one(table: Any) -> None:
+    from shared.orgs.repository import OrgRepository
+
+    repo = OrgRepository(table)
+    org_id = f"org_grace_{new_user()}"
+    repo.track_grace(org_id, "2028-02-29T14:37:00.000Z")
+    repo.track_grace(org_id, "2028-03-31T23:59:59.000Z")  # paid, then failed again, while the sweep ran
+    repo.untrack_grace(org_id, "2028-02-29T14:37:00.000Z")  # the sweep's read: the old episode
+    assert (org_id, "2028-03-31T23:59:59.000Z") in repo.graces_ended("2028-04-01T00:00:00.000Z", 1000)
+    repo.untrack_grace(org_id, "2028-03-31T23:59:59.000Z")
+    assert all(o != org_id for o, _ in repo.graces_ended("2028-04-01T00:00:00.000Z", 1000))
