@@ -11,7 +11,6 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
 from shared.invoices.models import Invoice
-from shared.keys import period_index_key
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 
@@ -87,19 +86,16 @@ class InvoiceRepository:
             "ExpressionAttributeValues": {":s": "rendered"},
         }
         outbox = outbox_puts(self._table.name, invoice.org_id, f"invoice-issued:{invoice.invoice_id}", messages, now)
-        unlisted = {
-            "Delete": {"TableName": self._table.name, "Key": period_index_key(invoice.org_id, invoice.period_key)}
-        }
         try:
             with dynamo_errors():
-                self._client.transact_write_items(TransactItems=[{"Put": put}, unlisted, *outbox])
+                self._client.transact_write_items(TransactItems=[{"Put": put}, *outbox])
         except TransactionConditionFailed:
             return False
         return True
 
     def close_empty(self, invoice: Invoice) -> bool:
-        """A draft with nothing to bill: recorded as `empty` (no number, no documents, no notice) and its
-        period taken off the index. False if it was not a draft."""
+        """A draft with nothing to bill: recorded as `empty` (no number, no documents, no notice). False if
+        it was not a draft."""
         put = {
             "TableName": self._table.name,
             "Item": self._item(invoice.model_copy(update={"status": "empty"})),
@@ -107,12 +103,9 @@ class InvoiceRepository:
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {":s": "draft"},
         }
-        index = period_index_key(invoice.org_id, invoice.period_key)
         try:
             with dynamo_errors():
-                self._client.transact_write_items(
-                    TransactItems=[{"Put": put}, {"Delete": {"TableName": self._table.name, "Key": index}}]
-                )
+                self._client.put_item(**put)
         except TransactionConditionFailed:
             return False
         return True

@@ -209,6 +209,7 @@ class InvoiceService:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft" and _nothing_to_bill(invoice):
             self._repo.close_empty(invoice)
+            self._org_repo.unindex_period(org_id, period_key)  # done: no run sends it again
         elif invoice.status == "draft":
             stamped = invoice.model_copy(update={"finalized_at": iso(self._clock.now())})
             # The year's number counter is one item every finalize writes: under a scaled-out run its
@@ -260,7 +261,11 @@ class InvoiceService:
             ]
             # Issued and announced in one transaction: only the run that moved it announces.
             self._repo.issue(issued, announced, self._clock.now())
-        return self._invoice(org_id, period_key).status
+        status = self._invoice(org_id, period_key).status
+        if status == "issued":
+            # Off the run's index (after the issue: should this be lost, a rerun finds it issued, a no-op).
+            self._org_repo.unindex_period(org_id, period_key)
+        return status
 
     def record_failure(self, org_id: str, period_key: str, error: str) -> None:
         """A failed org: recorded for the alarm and for a rerun; the others go on."""

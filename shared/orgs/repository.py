@@ -661,12 +661,20 @@ class OrgRepository:
             self._table.put_item(Item=item)
 
     def untrack_grace(self, org_id: str, grace_ends_iso: str | None = None) -> None:
-        """Takes the org off the grace list; with `grace_ends_iso`, only if it still lists that grace (a new
-        episode tracked meanwhile stays listed)."""
-        condition = {} if grace_ends_iso is None else {"ConditionExpression": Attr("grace_ends").eq(grace_ends_iso)}
+        """Takes the org off the grace list (its item stays, unlisted: the table allows no deletes but a
+        member's); with `grace_ends_iso`, only if it still lists that grace (a new episode stays listed)."""
+        exists = Attr("PK").exists()
+        condition = exists if grace_ends_iso is None else exists & Attr("grace_ends").eq(grace_ends_iso)
+        self._unlist(_org_pk_sk(org_id, "DUNNING"), condition)
+
+    def _unlist(self, key: dict[str, str], condition: Any) -> None:
+        """Removes an item's GSI2 keys (off its sparse list); nothing if the condition (existence first)
+        does not hold."""
         try:
             with dynamo_errors():
-                self._table.delete_item(Key=_org_pk_sk(org_id, "DUNNING"), **condition)
+                self._table.update_item(
+                    Key=key, UpdateExpression="REMOVE GSI2PK, GSI2SK", ConditionExpression=condition
+                )
         except TransactionConditionFailed:
             return
 
@@ -715,7 +723,7 @@ class OrgRepository:
             )["Items"]
         for item in listed:
             other, other_end = str(item["period_key"]), str(item["period_end"])
-            if other == period_key or _instant(other_end) <= _instant(period_key):
+            if "GSI2PK" not in item or other == period_key or _instant(other_end) <= _instant(period_key):
                 continue  # the period itself, or one that ended before it began (still to invoice)
             with dynamo_errors():
                 invoiced = self._table.get_item(Key=_org_pk_sk(org_id, f"INVOICE#{other}"), ProjectionExpression="PK")
@@ -723,8 +731,8 @@ class OrgRepository:
                 self.unindex_period(org_id, other)
 
     def unindex_period(self, org_id: str, period_key: str) -> None:
-        with dynamo_errors():
-            self._table.delete_item(Key=period_index_key(org_id, period_key))
+        """The period off the invoice run's index (invoiced, or re-anchored away); its item stays, unlisted."""
+        self._unlist(period_index_key(org_id, period_key), Attr("PK").exists())
 
     def periods_ending(self, day: str) -> list[tuple[str, str, str]]:
         """(org, period key, period end) of the periods ending on `day` not invoiced yet (an issued
