@@ -100,8 +100,20 @@ def wallet_period_prefix(period_key: str) -> str:
     return f"{WALLET_PERIOD_PREFIX}{period_key}#"
 
 
-def wallet_period_sk(period_key: str, platform: str, project_id: str) -> str:
-    return f"{wallet_period_prefix(period_key)}{platform}#{project_id}"
+def wallet_period_sk(period_key: str, platform: str, project_id: str, late_for: str | None = None) -> str:
+    """A period's spend per platform and project; `late_for`: the spend of an earlier period whose invoice
+    was issued before it was recorded (carried to this period's invoice, apart)."""
+    late = f"LATE#{late_for}#" if late_for else ""
+    return f"{wallet_period_prefix(period_key)}{late}{platform}#{project_id}"
+
+
+def wallet_statement_key(org_id: str, period_key: str) -> Key:
+    """The wallet's movements by kind that a period's invoice covers (its statement)."""
+    return key(org_id, f"WSTMT#{period_key}")
+
+
+def invoice_key(org_id: str, period_key: str) -> Key:
+    return key(org_id, f"INVOICE#{period_key}")
 
 
 def charge_link_key(charge_id: str) -> Key:

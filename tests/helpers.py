@@ -138,3 +138,28 @@ def start_invoice_run(stack: Any, orgs: list[dict[str, str]], name: str) -> str:
         input=json.dumps({"bucket": bucket, "key": key, "orgs": len(orgs)}),
     )
     return str(started["executionArn"])
+
+
+def invoice_steps(org_id: str, period_key: str, *, after: Any = None) -> list[str]:
+    """Runs the invoice run's five steps for one org and period in this process, as the state machine's
+    tasks would, at a time the period may be invoiced: `after` (a timedelta) past its settle time
+    (default one minute). The whole process travels there (time-machine) for the steps only."""
+    from datetime import timedelta
+
+    import time_machine
+
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+    from shared.invoices.service import _period
+    from shared.orgs.service import SETTLE_WINDOW
+
+    invoices = services().invoices
+    org = services().orgs._repo.require_org(org_id)
+    period = _period(org, period_key)
+    assert period_containing(org, period.start).key == period_key
+    at = period.end + SETTLE_WINDOW + (after if after is not None else timedelta(minutes=1))
+    with time_machine.travel(at, tick=True):
+        return [
+            step(org_id, period_key)
+            for step in (invoices.close, invoices.collect, invoices.finalize, invoices.render, invoices.issue)
+        ]

@@ -6,6 +6,7 @@ ledger entries, so its cost does not grow with the ledger."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,22 +14,26 @@ from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
-from shared.errors import ConcurrentUpdateError, NotFoundError
-from shared.invoices.models import DocumentKind, DocumentUrl, Invoice, InvoiceLine, Totals
+from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError
+from shared.invoices.models import DocumentKind, DocumentUrl, Invoice, InvoiceLine, Totals, WalletStatement
 from shared.invoices.render import render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
-from shared.orgs.service import OrgService
+from shared.orgs.service import SETTLE_WINDOW, OrgService, period_settled
 from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
 from shared.retry import until_done
 from shared.stripe_gateway import Invoice as StripeInvoice
 from shared.stripe_gateway import StripeGateway
 from shared.usage.service import UsageService
+from shared.wallet.account import deficit as wallet_deficit
 from shared.wallet.platforms import platform_name
 from shared.wallet.repository import WalletRepository
 
+# The wallet statement reads the statements of the periods after the invoiced one (to take their movements
+# off the balance): one per month since, in one TransactGetItems (at most 100 items).
+MAX_LATER_PERIODS = 60
 FINALIZE_ATTEMPTS = 8  # about 4 s of jittered backoff (base 20 ms, cap 1 s) before the task fails and the run retries
 
 
@@ -107,11 +112,68 @@ def _bills_period(org: Org, period: Period, stripe_invoice: StripeInvoice) -> bo
 def _nothing_to_bill(invoice: Invoice) -> bool:
     """No Stripe invoice, no money line, nothing due: only information (e.g. credits used on Free)."""
     totals = invoice.totals
+    statement = invoice.wallet_statement
     return (
         not invoice.stripe_invoice_ids
         and all(line.amount_minor == 0 for line in invoice.lines)
         and (totals is None or (totals.total_minor == 0 and totals.amount_due_minor == 0))
+        and (statement is None or _unmoved(statement))
     )
+
+
+def _unmoved(statement: WalletStatement) -> bool:
+    """No movement in the period (the balance only carried over)."""
+    moved = (statement.topups_minor, statement.spend_minor, statement.fees_minor, statement.refunds_minor)
+    return not any(moved) and not statement.reversals_minor and not statement.adjustments_minor
+
+
+_SPEND_KINDS = (
+    ("Ad spend", "ad_spend"),
+    ("Platform fee", "fee"),
+    ("Reversed or credited ad spend", "credited_spend"),
+    ("Platform fee given back", "credited_fee"),
+)
+
+
+def _spend_row_lines(row: Mapping[str, object], names: _ProjectNames) -> list[InvoiceLine]:
+    """The lines of one platform and project's spend aggregate (kinds with nothing are left out, but
+    a row's spend and fee always show)."""
+    project_id, platform = str(row["project_id"]), str(row["platform"])
+    late_for = str(row["late_for"]) if row.get("late_for") else None
+    late = f" (late, for the period from {late_for[:10]})" if late_for else ""
+    return [
+        InvoiceLine(
+            section="ad_spend",
+            paid_via="wallet",
+            amount_minor=int(str(row.get(field, 0))),
+            project_id=project_id,
+            platform=platform,
+            late_for=late_for,
+            description=f"{kind}: {platform_name(platform)}, {names.of(project_id)}{late}",
+        )
+        for kind, field in _SPEND_KINDS
+        if field in row
+    ]
+
+
+def statement_of(moved: Mapping[str, int], closing: int) -> WalletStatement:
+    """The wallet statement from the period's movements by kind (signed) and its closing balance: the
+    opening is what the closing was before them."""
+    kinds = ("topups", "spend", "fees", "refunds", "reversals", "adjustments")
+    figures = {f"{kind}_minor": moved.get(kind, 0) for kind in kinds}
+    return WalletStatement(opening_minor=closing - sum(figures.values()), closing_minor=closing, **figures)
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """An invoice's content: lines, totals, the Stripe invoices it cites, the wallet statement, and the
+    DynamoDB items read to make it (constant in the ledgers' size)."""
+
+    lines: list[InvoiceLine]
+    totals: Totals
+    stripe_invoice_ids: list[str]
+    wallet_statement: WalletStatement | None
+    reads: int
 
 
 def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
@@ -172,6 +234,12 @@ class InvoiceService:
         """Freezes the period: its invoice exists from now on, as a draft."""
         org = self._org(org_id)
         period = _period(org, period_key)
+        if not period_settled(period.end, self._clock.now()):
+            raise ConflictError(
+                f"The period {period.key} ends at {iso(period.end)}: its invoice is made once it has ended and "
+                f"settled ({SETTLE_WINDOW} later), so it holds the renewal and the period's last spend.",
+                code="period_not_ended",
+            )
         plan = self._orgs.subscribed_plan(org)
         draft = Invoice(
             invoice_id=invoice_id_of(period),
@@ -194,13 +262,15 @@ class InvoiceService:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft":
             org = self._org(org_id)
-            lines, totals, stripe_ids, reads = self.assemble(org, _period(org, period_key))
-            self._repo.save(
-                invoice.model_copy(
-                    update={"lines": lines, "totals": totals, "stripe_invoice_ids": stripe_ids, "reads": reads}
-                ),
-                expected_status="draft",
-            )
+            made = self.assemble(org, _period(org, period_key))
+            content = {
+                "lines": made.lines,
+                "totals": made.totals,
+                "stripe_invoice_ids": made.stripe_invoice_ids,
+                "wallet_statement": made.wallet_statement,
+                "reads": made.reads,
+            }
+            self._repo.save(invoice.model_copy(update=content), expected_status="draft")
         return self._invoice(org_id, period_key).status
 
     def finalize(self, org_id: str, period_key: str) -> str:
@@ -274,7 +344,7 @@ class InvoiceService:
         )
 
     # ------------------------------------------------------------------ assembly
-    def assemble(self, org: Org, period: Period) -> tuple[list[InvoiceLine], Totals, list[str], int]:
+    def assemble(self, org: Org, period: Period) -> Assembled:
         """The invoice's lines and totals from running aggregates and Stripe's invoices for the period,
         with the number of DynamoDB items read (constant in the ledger's size)."""
         charged = self._stripe_charges(org, period)
@@ -284,7 +354,8 @@ class InvoiceService:
         # Read in either mode: an org that left agency mode is still billed for its agency spend, and
         # owes what late bills took its wallet below zero.
         spend = self._ad_spend_lines(org, period, names)
-        deficit = self._wallet_deficit(org)
+        statement = self._wallet_statement(org, period)
+        deficit = wallet_deficit(statement.closing_minor) if statement else 0
         wallet_paid = sum(line.amount_minor for line in spend.lines)
         totals = Totals(
             charged_through_stripe_minor=charged.total_minor,
@@ -295,8 +366,8 @@ class InvoiceService:
             amount_due_minor=charged.unpaid_minor + deficit,
         )
         lines = charged.lines + credits.lines + usage.lines + spend.lines
-        reads = credits.reads + usage.reads + spend.reads + names.reads + 1  # + the wallet
-        return lines, totals, charged.invoice_ids, reads
+        reads = credits.reads + usage.reads + spend.reads + names.reads + 1  # + the statement
+        return Assembled(lines, totals, charged.invoice_ids, statement, reads)
 
     def _stripe_charges(self, org: Org, period: Period) -> _StripeCharges:
         """The lines and amounts of the period's Stripe invoices (none without a Stripe customer)."""
@@ -359,28 +430,25 @@ class InvoiceService:
         return _Section(lines=lines, reads=1)
 
     def _ad_spend_lines(self, org: Org, period: Period, names: _ProjectNames) -> _Section:
-        """Ad spend and platform fee per platform and project, both paid from the wallet."""
+        """Ad spend and platform fee per platform and project, both paid from the wallet: the period's own,
+        then what was recorded for earlier periods after their invoices were made (`late_for`), with the
+        reversals and platform credits of each as their own lines."""
         spend = self._wallet.period_spend(org.org_id, period.key)
-        lines = []
-        for row in sorted(spend, key=lambda r: (str(r["platform"]), str(r["project_id"]))):
-            project_id, platform = str(row["project_id"]), str(row["platform"])
-            for kind, amount in (("Ad spend", int(row["ad_spend"])), ("Platform fee", int(row["fee"]))):
-                lines.append(
-                    InvoiceLine(
-                        section="ad_spend",
-                        paid_via="wallet",
-                        amount_minor=amount,
-                        project_id=project_id,
-                        platform=platform,
-                        description=f"{kind}: {platform_name(platform)}, {names.of(project_id)}",
-                    )
-                )
+        order = sorted(spend, key=lambda r: (str(r.get("late_for", "")), str(r["platform"]), str(r["project_id"])))
+        lines = [line for row in order for line in _spend_row_lines(row, names)]
         return _Section(lines=lines, reads=len(spend))
 
-    def _wallet_deficit(self, org: Org) -> int:
-        """What late bills took the wallet below zero (one read)."""
-        stored = self._wallet.get(org.org_id)
-        return stored.account.deficit if stored else 0
+    def _wallet_statement(self, org: Org, period: Period) -> WalletStatement | None:
+        """The wallet over the period: the movements attributed to it by kind, and its closing balance
+        (the balance now less the movements attributed to later periods: one snapshot read of the wallet
+        and the statements). None for an org without a wallet."""
+        later: list[str] = []
+        at = period.end
+        while at <= self._clock.now() and len(later) < MAX_LATER_PERIODS:
+            later.append(period_containing(org, at).key)
+            at = period_containing(org, at).end
+        read = self._wallet.statement(org.org_id, period.key, later)
+        return None if read is None else statement_of(read.moved, read.closing)
 
     # ------------------------------------------------------------------ reads (people)
     def list(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:

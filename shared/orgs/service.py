@@ -43,6 +43,12 @@ from shared.wallet.account import kept_fee_bps
 SETTLE_WINDOW = timedelta(hours=3)
 
 
+def period_settled(period_end: datetime, now: datetime) -> bool:
+    """Whether a period that ends at `period_end` may be invoiced at `now` (the one rule: the dispatcher
+    lists only such periods, and closing any other is refused)."""
+    return period_end + SETTLE_WINDOW <= now
+
+
 @dataclass(frozen=True)
 class OrgAccess:
     """An org as seen by a caller allowed to see it: `role` is None for support staff."""
@@ -235,11 +241,10 @@ class OrgService:
     def periods_due(self, day: date, now: datetime) -> list[tuple[str, str]]:
         """(org, period_key) of the billing periods ending on `day` (UTC) that may be invoiced at `now`:
         ended at least SETTLE_WINDOW ago, and not invoiced yet."""
-        settled = now - SETTLE_WINDOW
         return [
             (org, key)
             for org, key, end in self._repo.periods_ending(day.isoformat())
-            if datetime.fromisoformat(end.replace("Z", "+00:00")) <= settled
+            if period_settled(datetime.fromisoformat(end.replace("Z", "+00:00")), now)
         ]
 
     def index_period_of(self, org: Org, at: datetime) -> None:

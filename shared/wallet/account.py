@@ -30,7 +30,22 @@ class EntryKind(StrEnum):
     PLATFORM_FEE = "platform_fee"
     REFUND = "refund"  # back to the card (support)
     REVERSAL = "reversal"  # a top-up taken back (dispute, late payment failure)
-    ADJUSTMENT = "adjustment"
+    ADJUSTMENT = "adjustment"  # support's corrections, credit notes re-credited to the wallet
+    SPEND_CORRECTION = "spend_correction"  # a bill reversed, a platform credit (money back to the wallet)
+    FEE_CORRECTION = "fee_correction"  # the platform fee of a reversed or credited spend, given back
+
+
+# The wallet statement's figure each kind of entry counts in (shared/invoices/models.py WalletStatement).
+STATEMENT_FIELD = {
+    EntryKind.TOPUP: "topups",
+    EntryKind.AD_SPEND: "spend",
+    EntryKind.SPEND_CORRECTION: "spend",
+    EntryKind.PLATFORM_FEE: "fees",
+    EntryKind.FEE_CORRECTION: "fees",
+    EntryKind.REFUND: "refunds",
+    EntryKind.REVERSAL: "reversals",
+    EntryKind.ADJUSTMENT: "adjustments",
+}
 
 
 class Signal(StrEnum):
@@ -99,6 +114,13 @@ class WalletAccount:
         fee = platform_fee(amount, fee_bps)
         if fee:
             changes.append((EntryKind.PLATFORM_FEE, -fee))
+        return self.move(*changes)
+
+    def correct(self, spend: int, fee: int) -> tuple[WalletAccount, list[Movement], list[Signal]]:
+        """A bill reversed or a platform credit: the spend and its fee come back (positive amounts)."""
+        changes = [(EntryKind.SPEND_CORRECTION, spend)]
+        if fee:
+            changes.append((EntryKind.FEE_CORRECTION, fee))
         return self.move(*changes)
 
     def can_hold(self, amount: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shared.ledger import Cause, Head
@@ -134,13 +135,31 @@ class ChargeLink:
 
 @dataclass(frozen=True)
 class PeriodSpend:
-    """Adds a bill to its period's aggregate per platform and project (what the invoice reads)."""
+    """Adds a bill (or, `correction`, a reversal or platform credit: negative amounts) to the aggregate
+    per platform and project of the period its change is attributed to (what the invoice reads)."""
 
-    period_key: str
     platform: str
     project_id: str
     spend: int
     fee: int
+    correction: bool = False
+
+
+@dataclass(frozen=True)
+class PeriodMovements:
+    """A period's wallet movements by statement figure (signed) and the balance at its close."""
+
+    moved: Mapping[str, int]
+    closing: int
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """The period whose invoice covers a change: the period of its date, or - when that period's invoice
+    was made already - the current one, the change carried there as late for its own (`late_for`)."""
+
+    period_key: str
+    late_for: str | None = None
 
 
 Record = HoldPosted | TopUpPut | TopUpSet | ChargeLink | PeriodSpend
@@ -160,3 +179,4 @@ class WalletChange:
     cause: Cause | None = None
     records: Sequence[Record] = ()
     messages: Sequence[Message] = ()
+    dated: datetime | None = None  # when it happened, for the invoice (a bill's date); None: now

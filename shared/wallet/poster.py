@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.clock import Clock
+from shared.credits.periods import period_containing
 from shared.errors import ConcurrentUpdateError, ConflictError
 from shared.ledger import AlreadyApplied, Head, LedgerConflict
 from shared.orgs.models import BillingMode, Org
@@ -14,8 +15,8 @@ from shared.orgs.repository import OrgRepository
 from shared.outbox import Event, Message, Notice
 from shared.retry import until_done
 from shared.wallet.account import Signal, WalletAccount
-from shared.wallet.models import StoredWallet, WalletChange
-from shared.wallet.repository import ModeChanged, WalletRepository
+from shared.wallet.models import Attribution, StoredWallet, WalletChange
+from shared.wallet.repository import ModeChanged, PeriodClosed, WalletRepository
 
 DEFAULT_LOW_THRESHOLD_MINOR = 10_000
 MAX_ATTEMPTS = 100
@@ -93,8 +94,19 @@ class WalletPoster:
                     agency(state["org"])
                 raise
 
-        retry_on = (LedgerConflict, ConcurrentUpdateError, ModeChanged)
+        retry_on = (LedgerConflict, ConcurrentUpdateError, ModeChanged, PeriodClosed)
         return until_done(attempt, retry_on=retry_on, attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry.")
+
+    def attribution(self, org: Org, dated: datetime | None) -> Attribution:
+        """The period whose invoice covers a change dated `dated` (None: now): its own period while that
+        period's invoice is not made; else the current period, as late for its own. (The current period's
+        invoice cannot be made yet: an invoice is made only after its period ends.)"""
+        now = self._clock.now()
+        current = period_containing(org, now)
+        own = period_containing(org, dated) if dated is not None else current
+        if own.start >= current.start or not self._repo.invoice_made(org.org_id, own.key):
+            return Attribution(own.key)
+        return Attribution(current.key, late_for=own.key)
 
     def _attempt(self, org: Org, build: Build, agency_only: bool) -> Posted | None:
         stored = self.load(org)
@@ -114,6 +126,7 @@ class WalletPoster:
                 stored,
                 replace(change, messages=told),
                 mode=org.billing_mode.value,
+                attribution=self.attribution(org, change.dated),
                 agency_until=org.agency_until,
                 now=self._clock.now(),
             )

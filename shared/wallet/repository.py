@@ -9,7 +9,15 @@
   SK=IDEM#<cause>           one per money movement's cause, written in the movement's transaction
   SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE#<shard> while pending)
   SK=TOPUP#<topup_id>       top-ups (GSI2 AUTO#INFLIGHT#<shard> while an auto-top-up has no payment intent yet)
-  SK=WPERIOD#<period>#<platform>#<project>  spend and fee per period: what the invoice reads
+  SK=WPERIOD#<period>#[LATE#<earlier period>#]<platform>#<project>  spend and fee per period and
+                            platform and project: what the invoice reads (LATE#: recorded after the earlier
+                            period's invoice was made, carried to this one)
+  SK=WSTMT#<period>         the movements by kind (topups, spend, fees, refunds, reversals, adjustments)
+                            the period's invoice covers: its wallet statement
+
+Every change is attributed to one period (shared/wallet/poster.py) and written under the condition
+that the period's invoice (SK=INVOICE#<period>) does not exist yet, so every movement is on exactly one
+invoice: the invoice's close and a movement of its period cannot both win.
 
 Balance changes go through the ledger engine (shared/ledger), versioned. Holds do not move money: they
 change `held` / `available` arithmetically under the condition `available >= :amount`, so 1,000
@@ -17,7 +25,7 @@ concurrent holds need no retries and can never pass the floor."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -30,12 +38,14 @@ from shared.ledger import WALLET, Change, ConditionFailed, EntryLine, Head, Ledg
 from shared.orgs.models import BillingMode
 from shared.pagination import Page
 from shared.sweep import due_entries
-from shared.wallet.account import WalletAccount, WalletStatus
+from shared.wallet.account import STATEMENT_FIELD, WalletAccount, WalletStatus
 from shared.wallet.models import (
+    Attribution,
     AutoTopUp,
     ChargeLink,
     Hold,
     HoldPosted,
+    PeriodMovements,
     PeriodSpend,
     Record,
     StoredWallet,
@@ -59,6 +69,10 @@ class HoldEnded(Exception):
 
 class ModeChanged(Exception):
     """The org's billing mode changed after it was read (checked when the wallet is first written)."""
+
+
+class PeriodClosed(Exception):
+    """The invoice of the period a change was attributed to was made meanwhile: attribute it again."""
 
 
 class Duplicate(Exception):
@@ -141,6 +155,14 @@ class WalletRepository:
         with dynamo_errors():
             got = self._table.get_item(Key=keys.key(org_id, sk), ConsistentRead=True).get("Item")
         return plain(got) if got else None
+
+    def invoice_made(self, org_id: str, period_key: str) -> bool:
+        """Whether the period's invoice exists (its close made it): its movements are final."""
+        with dynamo_errors():
+            got = self._table.get_item(
+                Key=keys.invoice_key(org_id, period_key), ConsistentRead=True, ProjectionExpression="PK"
+            ).get("Item")
+        return got is not None
 
     def hold(self, org_id: str, hold_id: str) -> Hold | None:
         item = self._item(org_id, keys.hold_sk(hold_id))
@@ -225,6 +247,7 @@ class WalletRepository:
         change: WalletChange,
         *,
         mode: str,
+        attribution: Attribution,
         agency_until: str | None = None,
         now: datetime,
     ) -> None:
@@ -238,7 +261,8 @@ class WalletRepository:
             sets |= {attr: getattr(change.auto, name) for attr, name in _AUTO.items()}
         if change.spend_days is not None:
             sets["spend_days"] = dict(change.spend_days)
-        items = [Named(_name(r), self._record_item(org_id, r)) for r in change.records]
+        items = [Named(_name(r), self._record_item(org_id, r, attribution)) for r in change.records]
+        items += self._statement_items(org_id, change, attribution)
         if stored.head.new:  # the wallet's copies of the billing mode and agency_until start equal to the org's
             sets["billing_mode"] = mode
             if agency_until is not None:
@@ -264,9 +288,54 @@ class WalletRepository:
                 raise ModeChanged from exc
             if "hold" in exc.names:
                 raise HoldEnded from exc
+            if "period_open" in exc.names:
+                raise PeriodClosed from exc
             raise
 
-    def _record_item(self, org_id: str, record: Record) -> TxItem:
+    def _statement_items(self, org_id: str, change: WalletChange, attribution: Attribution) -> list[Named]:
+        """The period's invoice is not made yet, and the change's movements are added to its statement."""
+        open_check: TxItem = {
+            "ConditionCheck": {
+                "TableName": self._name,
+                "Key": keys.invoice_key(org_id, attribution.period_key),
+                "ConditionExpression": "attribute_not_exists(PK)",
+            }
+        }
+        sums: dict[str, int] = {}
+        for movement in change.movements:
+            field_name = STATEMENT_FIELD[movement.kind]
+            sums[field_name] = sums.get(field_name, 0) + movement.amount
+        if not sums:
+            return [Named("period_open", open_check)]
+        statement: TxItem = {
+            "Update": {
+                "TableName": self._name,
+                "Key": keys.wallet_statement_key(org_id, attribution.period_key),
+                "UpdateExpression": "ADD " + ", ".join(f"#k{i} :v{i}" for i in range(len(sums))),
+                "ExpressionAttributeNames": {f"#k{i}": k for i, k in enumerate(sums)},
+                "ExpressionAttributeValues": {f":v{i}": v for i, v in enumerate(sums.values())},
+            }
+        }
+        return [Named("period_open", open_check), Named("statement", statement)]
+
+    def statement(self, org_id: str, period_key: str, later: Sequence[str]) -> PeriodMovements | None:
+        """A period's movements by kind and the balance at its close: the balance now less what the
+        movements of the `later` periods added - read in one snapshot (TransactGetItems), so no change
+        falls between the reads. None if the org has no wallet."""
+        wanted = [account_key(org_id)] + [keys.wallet_statement_key(org_id, k) for k in (period_key, *later)]
+        with dynamo_errors():
+            got = self._client.transact_get_items(
+                TransactItems=[{"Get": {"TableName": self._name, "Key": k}} for k in wanted]
+            )["Responses"]
+        wallet, own, *after = [plain(r.get("Item") or {}) for r in got]
+        if not wallet:
+            return None
+        figures = set(STATEMENT_FIELD.values())
+        later_sum = sum(int(v) for item in after for k, v in item.items() if k in figures)
+        moved = {k: int(v) for k, v in own.items() if k in figures}
+        return PeriodMovements(moved, closing=int(wallet["balance"]) - later_sum)
+
+    def _record_item(self, org_id: str, record: Record, attribution: Attribution) -> TxItem:
         if isinstance(record, HoldPosted):
             key = keys.key(org_id, keys.hold_sk(record.hold_id))
             return close_indexed(self._name, key, expected="pending", status="posted", fields={"bill": record.bill})
@@ -277,7 +346,7 @@ class WalletRepository:
         if isinstance(record, ChargeLink):
             item = {**keys.charge_link_key(record.charge_id), "org_id": org_id, "topup_id": record.topup_id}
             return {"Put": {"TableName": self._name, "Item": item}}
-        return self._add_period_spend(org_id, record)
+        return self._add_period_spend(org_id, record, attribution)
 
     def _put_topup(self, org_id: str, topup: TopUp, *, listed: bool = False) -> TxItem:
         item: Item = {k: v for k, v in asdict(topup).items() if v is not None}
@@ -286,19 +355,24 @@ class WalletRepository:
             item |= {"GSI2PK": keys.listed_pk(keys.AUTO_IN_FLIGHT, topup.topup_id), "GSI2SK": topup.created_at}
         return {"Put": {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": item}}
 
-    def _add_period_spend(self, org_id: str, spend: PeriodSpend) -> TxItem:
+    def _add_period_spend(self, org_id: str, spend: PeriodSpend, attribution: Attribution) -> TxItem:
+        sk = keys.wallet_period_sk(attribution.period_key, spend.platform, spend.project_id, attribution.late_for)
+        adds = (
+            "credited_spend :s, credited_fee :f, corrections :one"
+            if spend.correction
+            else "ad_spend :s, fee :f, bills :one"
+        )
+        values: dict[str, object] = {":p": spend.platform, ":j": spend.project_id, ":s": spend.spend, ":f": spend.fee}
+        sets = "SET platform = :p, project_id = :j"
+        if attribution.late_for:
+            sets += ", late_for = :late"
+            values[":late"] = attribution.late_for
         return {
             "Update": {
                 "TableName": self._name,
-                "Key": keys.key(org_id, keys.wallet_period_sk(spend.period_key, spend.platform, spend.project_id)),
-                "UpdateExpression": "SET platform = :p, project_id = :j ADD ad_spend :s, fee :f, bills :one",
-                "ExpressionAttributeValues": {
-                    ":p": spend.platform,
-                    ":j": spend.project_id,
-                    ":s": spend.spend,
-                    ":f": spend.fee,
-                    ":one": 1,
-                },
+                "Key": keys.key(org_id, sk),
+                "UpdateExpression": f"{sets} ADD {adds}",
+                "ExpressionAttributeValues": values | {":one": 1},
             }
         }
 

@@ -14,7 +14,6 @@ from datetime import time as time_of_day
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
-from shared.credits.periods import period_containing
 from shared.dynamo import Item
 from shared.errors import ConflictError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
@@ -286,7 +285,7 @@ class WalletService:
         fee = platform_fee(bill.amount_minor, fee_bps)
         after, movements, _ = stored.account.bill(bill.amount_minor, fee_bps)
         records: list[HoldPosted | PeriodSpend | TopUpPut] = [
-            PeriodSpend(self._period_of(org, bill.billed_on), bill.platform, bill.project_id, bill.amount_minor, fee)
+            PeriodSpend(bill.platform, bill.project_id, bill.amount_minor, fee)
         ]
         if hold is not None:
             after = replace(after, held=after.held - hold.amount_minor)
@@ -312,13 +311,15 @@ class WalletService:
             spend_days=add_spend(stored.spend_days, bill.billed_on, bill.amount_minor + fee, today),
             cause=Cause(bill.cause, {"amount_minor": bill.amount_minor, "fee_minor": fee}),
             records=records,
+            dated=self._dated(org, bill.billed_on),
         )
 
     @staticmethod
-    def _period_of(org: Org, billed_on: date) -> str:
-        """The period of the bill's date (noon UTC), never before the org's first period began."""
+    def _dated(org: Org, billed_on: date) -> datetime:
+        """When a bill's spend happened, for its invoice: noon UTC of its date, never before the org's
+        first period began."""
         first = org.subscription.billing_anchor if org.subscription else org.created_at
-        return period_containing(org, max(datetime.combine(billed_on, time_of_day(12), UTC), first)).key
+        return max(datetime.combine(billed_on, time_of_day(12), UTC), first)
 
     # ------------------------------------------------------------------ refunds (support)
     def refund(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient, new_user, org_items
+from tests.helpers import ApiClient, invoice_steps, new_user, org_items
 from tests.integration.stripe_kit import StripeKit
 from tests.local import devtokens
 
@@ -127,8 +127,7 @@ def _issue_current_invoice(org_id: str) -> Any:
     invoices = services.invoices
     org = services.orgs._repo.require_org(org_id)
     period_key = period_containing(org, datetime.now(UTC)).key
-    for step in (invoices.close, invoices.collect, invoices.finalize, invoices.render, invoices.issue):
-        step(org_id, period_key)
+    invoice_steps(org_id, period_key)
     invoice = invoices._repo.get(org_id, period_key)
     assert invoice is not None and invoice.status == "issued"
     return invoice

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ApiClient, new_user, org_items, user_org_count
+from tests.helpers import ApiClient, invoice_steps, new_user, org_items, user_org_count
 from tests.integration.world import World, build_world
 from tests.local import devtokens
 
@@ -351,8 +351,7 @@ def _issue_current_invoice(org_id: str) -> str:
     org = services().orgs._repo.get_org(org_id)
     assert org is not None
     period_key = period_containing(org, datetime.now(UTC)).key
-    for step in (invoices.close, invoices.collect, invoices.finalize, invoices.render, invoices.issue):
-        step(org_id, period_key)
+    invoice_steps(org_id, period_key)
     invoice = invoices._repo.get(org_id, period_key)
     assert invoice is not None and invoice.status == "issued"
     return invoice.invoice_id

@@ -182,7 +182,8 @@ def test_the_invoice_of_the_period_the_org_left_agency_mode_shows_its_spend(kit:
     kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
 
     org = kit.org_repo.require_org(org_id)
-    lines, totals, _, _ = services().invoices.assemble(org, period_containing(org, NOW))
+    made = services().invoices.assemble(org, period_containing(org, NOW))
+    lines, totals = made.lines, made.totals
     assert [(line.section, line.amount_minor) for line in lines if line.paid_via == "wallet"] == [
         ("ad_spend", 1_000),
         ("ad_spend", 50),
@@ -220,7 +221,7 @@ def test_a_wallet_that_late_bills_took_below_zero_can_be_settled_and_is_invoiced
     kit.orgs.update_org(owner, org_id, name=None, billing_mode=BillingMode.BYO, currency=None)
     _bill(kit, org_id, project, "late")  # 1,050 from 500: owes 550
     org = kit.org_repo.require_org(org_id)
-    _, totals, _, _ = services().invoices.assemble(org, period_containing(org, NOW + timedelta(days=40)))
+    totals = services().invoices.assemble(org, period_containing(org, NOW + timedelta(days=40))).totals
     assert (totals.wallet_deficit_minor, totals.amount_due_minor) == (550, 550)
 
     # A top-up out of agency mode settles the deficit, and no more

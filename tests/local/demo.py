@@ -12,12 +12,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import requests
+import time_machine
 
 from shared.money import format_minor
 from tests.helpers import start_invoice_run
@@ -571,18 +572,30 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
     say()
     say("16. The invoice run: the real state machine (Step Functions, in moto): a Distributed Map over the due list")
     periods = {
-        org: web.call(owner, "GET", f"/v1/orgs/{org}/credits", expect=200)["period_key"]
+        org: web.call(owner, "GET", f"/v1/orgs/{org}/credits", expect=200)
         for org, owner in ((northwind, "alice"), (bright, "bea"), (globex, "gus"))
     }
-    due_list = [{"org_id": o, "period_key": p} for o, p in periods.items()]
+    # An invoice is made only once its period has ended and settled (3 h): the demo travels there.
+    ends = max(datetime.fromisoformat(p["period_end"].replace("Z", "+00:00")) for p in periods.values())
+    with time_machine.travel(ends + timedelta(hours=3, minutes=7), tick=True):
+        say(f"   (time travels to {datetime.now(UTC):%d %b %Y %H:%M} UTC: every period ended and settled)")
+        run_invoices(web, stack, [{"org_id": o, "period_key": p["period_key"]} for o, p in periods.items()])
+        orgs = ((northwind, "alice"), (bright, "bea"), (globex, "gus"))
+        show_invoices(web, orgs)
+
+
+def run_invoices(web: WebApp, stack: LocalStack, due_list: list[dict[str, str]]) -> None:
     started = start_invoice_run(stack, due_list, f"invoice-run-demo-{datetime.now(UTC):%Y%m%d%H%M%S}")
     execution = stack.wait_for_execution(started, timeout=180)
     say(f"   execution {execution['status']}")
+
+
+def show_invoices(web: WebApp, orgs: tuple[tuple[str, str], ...]) -> None:
     out = Path(".local/invoices")
     out.mkdir(parents=True, exist_ok=True)
     say()
     say(f"   {'org':<20}{'number':<16}{'via Stripe':>14}{'from wallet':>16}{'total':>16}{'due':>13}")
-    for org, owner in ((northwind, "alice"), (bright, "bea"), (globex, "gus")):
+    for org, owner in orgs:
         invoice = web.call(owner, "GET", f"/v1/orgs/{org}/invoices", expect=200)["items"][0]
         for kind in ("pdf", "csv"):
             link = web.call(owner, "GET", f"/v1/orgs/{org}/invoices/{invoice['invoice_id']}/{kind}", expect=200)

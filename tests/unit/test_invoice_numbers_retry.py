@@ -32,6 +32,7 @@ class _Repo:
 class _Draft:
     status, period_end = "draft", "2026-10-01T00:00:00+00:00"
     stripe_invoice_ids, lines, totals = ["in_1"], [], None  # something to bill: it is numbered
+    wallet_statement = None
 
     def __init__(self, status: str = "draft"):
         self.status = status
