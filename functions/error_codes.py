@@ -56,6 +56,8 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("project_not_found", "no such project", _404),
     _e("template_not_found", "no such layer template", _404),
     _e("invoice_not_found", "no such invoice", _404),
+    _e("bill_not_found", "no platform bill with this platform and id was recorded for the org", _404),
+    _e("credit_with_hold", "a platform credit (negative amount) names no hold", _422),
     _e("period_not_ended", "the period has not ended and settled: its invoice cannot be made yet", _409),
     _e("document_not_ready", "the invoice's PDF or CSV is not rendered yet", _404),
     _e("reservation_not_found", "no reservation for this workflow run", _404),

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.http import new_resolver, service_of
 from functions.limits import (
+    ID_PATTERN,
+    KEY_PATTERN,
     MAX_BATCH_EVENTS,
     MAX_EVENT_COUNT,
     MAX_MINOR,
@@ -29,6 +31,7 @@ from functions.limits import (
     Id,
     Instant,
     Key,
+    Reason,
 )
 from shared.credits.service import ReservationResult
 from shared.deadline import within_lambda_time
@@ -229,7 +232,8 @@ class BillRequest(_Request):
     platform: Id
     bill_id: Key
     project_id: Id
-    amount_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
+    # negative: a platform credit (money the platform gives back, e.g. for invalid traffic)
+    amount_minor: int = Field(strict=True, ge=-MAX_MINOR, le=MAX_MINOR)
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     billed_on: BillDate
     hold_id: RunId | None = None
@@ -285,6 +289,28 @@ def release_hold(hold_id: RunIdPath, body: ReleaseHoldRequest) -> HoldOut:
 )
 def record_bill(body: BillRequest) -> BillOut:
     result = services().wallet.record_bill(Bill(**body.model_dump(), actor=service_of(app)))
+    return BillOut(**asdict(result))
+
+
+class ReversalRequest(_Request):
+    org_id: Id
+    reason: Reason
+
+
+BillPath = Annotated[str, Path(pattern=KEY_PATTERN)]
+PlatformPath = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+@app.post(
+    "/v1/internal/wallet/bills/<platform>/<bill_id>/reversal",
+    tags=["internal"],
+    summary="The spend feed's correction: take back a recorded bill (spend + its fee), once per bill",
+)
+def reverse_bill(platform: PlatformPath, bill_id: BillPath, body: ReversalRequest) -> BillOut:
+    actor = service_of(app)
+    result = services().wallet.reverse_bill(
+        org_id=body.org_id, platform=platform, bill_id=bill_id, reason=body.reason, actor=actor
+    )
     return BillOut(**asdict(result))
 
 

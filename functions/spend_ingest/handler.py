@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from shared.deadline import within_lambda_time
 from shared.errors import InvalidRequestError, NotFoundError
@@ -27,7 +27,7 @@ class PlatformBill(BaseModel):
     platform: str
     bill_id: str
     project_id: str
-    amount_minor: int = Field(ge=0)
+    amount_minor: int  # negative: a platform credit
     currency: str
     billed_on: date
     hold_id: str | None = None

@@ -15,7 +15,7 @@ from datetime import time as time_of_day
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.dynamo import Item
-from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
@@ -38,7 +38,7 @@ from shared.wallet.models import (
     WalletChange,
 )
 from shared.wallet.platforms import platform_name
-from shared.wallet.poster import WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
+from shared.wallet.poster import Posted, WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
 from shared.wallet.refunds import WalletRefunds
 from shared.wallet.repository import Duplicate, HoldEnded, HoldRefused, WalletRepository
 from shared.wallet.topups import TopUps
@@ -237,7 +237,10 @@ class WalletService:
     # ------------------------------------------------------------------ platform bills
     def record_bill(self, bill: Bill) -> BillResult:
         """Debits the exact spend and the plan's platform fee, once per (platform, bill id), even below
-        zero. Settles the hold it names. May start one auto-top-up."""
+        zero. Settles the hold it names. May start one auto-top-up. A negative amount is a platform credit
+        (e.g. for invalid traffic): see `record_platform_credit`."""
+        if bill.amount_minor < 0:
+            return self.record_platform_credit(bill)
         org = self._with_wallet(self._org_repo.require_org(bill.org_id))
         platform_name(bill.platform)
         hold = self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
@@ -263,6 +266,81 @@ class WalletService:
             self._auto.run(org, claims[-1])
         return BillResult(bill.bill_id, bill.platform, bill.amount_minor, self._fee_of(org, bill, posted.before), False)
 
+    def record_platform_credit(self, credit: Bill) -> BillResult:
+        """Money a platform gives back (a negative bill): the spend and the platform fee on it return to
+        the wallet, once per (platform, bill id), dated like a bill (a credit for a period already
+        invoiced is carried to the next invoice). Names no hold."""
+        if credit.hold_id is not None:
+            raise InvalidRequestError(
+                "A platform credit settles no hold: send it without hold_id.", code="credit_with_hold"
+            )
+        org = self._with_wallet(self._org_repo.require_org(credit.org_id))
+        platform_name(credit.platform)
+        amount = -credit.amount_minor
+
+        def build(stored: StoredWallet) -> WalletChange:
+            _same_currency(stored, credit.currency)
+            fee = platform_fee(amount, self._fee_bps(org, stored))
+            return self._correction(stored, credit.cause, amount, fee, credit, self._dated(org, credit.billed_on))
+
+        return self._correction_result(credit, credit.cause, self._poster.post(org, build))
+
+    def reverse_bill_for(self, caller: Caller, org_id: str, platform: str, bill_id: str, reason: str) -> BillResult:
+        """Support's reversal of a bill (404 for an org the caller cannot see, 403 for anyone else)."""
+        if not caller.is_support:
+            self._orgs.access(caller, org_id, READ)  # 404 for an org the caller is not in
+            raise ForbiddenError("Only Layers support can reverse a platform bill.")
+        self._orgs.access(caller, org_id, frozenset(), support=True)
+        actor = f"support:{caller.user_id}"
+        return self.reverse_bill(org_id=org_id, platform=platform, bill_id=bill_id, reason=reason, actor=actor)
+
+    def reverse_bill(self, *, org_id: str, platform: str, bill_id: str, reason: str, actor: str) -> BillResult:
+        """Takes back a recorded bill (support, or the spend feed's correction): its spend and the fee it
+        was charged return to the wallet as new entries (the bill's stay), once per bill. On the next
+        invoice. 404 for a bill never recorded."""
+        org = self._org_repo.require_org(org_id)
+        original = Bill(org_id, platform, bill_id, "", 0, "", self._clock.now().date(), None, actor)
+        charged = self._repo.cause(org_id, original.cause)
+        if charged is None:
+            raise NotFoundError(f"No {platform} bill {bill_id} was recorded for this org.", code="bill_not_found")
+        amount, fee = int(charged.get("amount_minor", 0)), int(charged.get("fee_minor", 0))
+        project = str(charged.get("project_id", ""))
+        reversal = replace(original, bill_id=f"{bill_id}:reversal", project_id=project, amount_minor=-amount)
+        cause = f"reversal:{original.cause}"
+
+        def build(stored: StoredWallet) -> WalletChange:
+            return self._correction(stored, cause, amount, fee, reversal, None, reason=reason)
+
+        return self._correction_result(reversal, cause, self._poster.post(org, build))
+
+    def _correction(
+        self,
+        stored: StoredWallet,
+        cause: str,
+        amount: int,
+        fee: int,
+        bill: Bill,
+        dated: datetime | None,
+        reason: str | None = None,
+    ) -> WalletChange:
+        after, movements, _ = stored.account.correct(amount, fee)
+        entry = {"project_id": bill.project_id, "platform": bill.platform, "ref": cause, "actor": bill.actor}
+        return WalletChange(
+            after,
+            movements,
+            entry=entry | {"idempotency_key": cause} | ({"reason": reason} if reason else {}),
+            cause=Cause(cause, {"amount_minor": -amount, "fee_minor": -fee, "project_id": bill.project_id}),
+            records=[PeriodSpend(bill.platform, bill.project_id, -amount, -fee, correction=True)],
+            dated=dated,
+        )
+
+    def _correction_result(self, bill: Bill, cause: str, posted: Posted | None) -> BillResult:
+        """What the correction recorded (the first time: a replay answers the same)."""
+        assert posted is not None
+        done = self._repo.cause(bill.org_id, cause) or {}
+        amount, fee = int(done.get("amount_minor", 0)), int(done.get("fee_minor", 0))
+        return BillResult(bill.bill_id, bill.platform, amount, fee, replayed=posted.replay)
+
     def _fee_bps(self, org: Org, stored: StoredWallet) -> int:
         # The wallet's copy of the mode decides: it is versioned with the balance.
         plan_bps = self._orgs.subscribed_plan(org).platform_fee_bps  # the fee of the plan the spend was made on
@@ -275,12 +353,7 @@ class WalletService:
     def _bill_change(
         self, org: Org, bill: Bill, stored: StoredWallet, hold: Hold | None, claims: list[TopUp]
     ) -> WalletChange:
-        if bill.currency != stored.account.currency:  # the wallet's own currency, whatever the org's says
-            raise InvalidRequestError(
-                f"The wallet is in {stored.account.currency}, the bill in {bill.currency}: refused until wallets "
-                "hold several currencies. The platform account must bill in the wallet's currency.",
-                code="currency_mismatch",
-            )
+        _same_currency(stored, bill.currency)
         fee_bps = self._fee_bps(org, stored)
         fee = platform_fee(bill.amount_minor, fee_bps)
         after, movements, _ = stored.account.bill(bill.amount_minor, fee_bps)
@@ -327,4 +400,14 @@ class WalletService:
     ) -> RefundResult:
         return self._refunds.refund(
             caller, org_id, amount_minor=amount_minor, reason=reason, idempotency_key=idempotency_key
+        )
+
+
+def _same_currency(stored: StoredWallet, currency: str) -> None:
+    """Bills and credits are in the wallet's own currency, whatever the org's says."""
+    if currency != stored.account.currency:
+        raise InvalidRequestError(
+            f"The wallet is in {stored.account.currency}, the bill in {currency}: refused until wallets "
+            "hold several currencies. The platform account must bill in the wallet's currency.",
+            code="currency_mismatch",
         )

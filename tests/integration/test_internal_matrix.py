@@ -27,6 +27,7 @@ class World:
     owner: str
     run_id: str  # a run with an open reservation
     hold_id: str = ""  # an open wallet hold (agency orgs)
+    bill_id: str = ""  # a recorded Meta bill
 
 
 def _world(api: ApiClient, stack: Any, table: Any) -> World:
@@ -46,11 +47,22 @@ def _world(api: ApiClient, stack: Any, table: Any) -> World:
         json={"org_id": org_id, "hold_id": hold_id, "project_id": project, "platform": "meta", "amount_minor": 500},
     )
     assert hold.status == 201, hold.body
+    bill_id = f"bill-{new_user()}"
+    bill = {
+        "org_id": org_id,
+        "platform": "meta",
+        "bill_id": bill_id,
+        "project_id": project,
+        "amount_minor": 2_000,
+        "currency": "USD",
+        "billed_on": "2026-11-24",
+    }
+    assert api.call("POST", "/v1/internal/wallet/bills", token=ENGINE, json=bill).status == 200
     # What the subscription and the changes above caused is done before a test compares stored state.
     stack.flush_outbox()
     stack.stripe.wait_for_deliveries()
     stack.flush_outbox()
-    return World(org_id, project, owner, run_id, hold_id)
+    return World(org_id, project, owner, run_id, hold_id, bill_id)
 
 
 def _fund(org_id: str) -> None:
@@ -82,7 +94,8 @@ class Case:
 
 
 def _path(case: Case, world: World) -> str:
-    return case.path.replace("{workflow_run_id}", world.run_id).replace("{hold_id}", world.hold_id)
+    path = case.path.replace("{workflow_run_id}", world.run_id).replace("{hold_id}", world.hold_id)
+    return path.replace("{platform}", "meta").replace("{bill_id}", world.bill_id)
 
 
 CASES = [
@@ -142,10 +155,17 @@ CASES = [
             "platform": "meta",
             "bill_id": "x",
             "project_id": w.project_id,
-            "amount_minor": -5,
+            "amount_minor": -1_000_000_000_000,
             "currency": "usd",
             "billed_on": "someday",
         },
+    ),
+    Case(
+        "POST",
+        "/v1/internal/wallet/bills/{platform}/{bill_id}/reversal",
+        200,
+        lambda w: {"org_id": w.org_id, "reason": "the platform corrected its report"},
+        lambda w: {"org_id": w.org_id, "reason": ""},
     ),
     Case(
         "POST",

@@ -175,3 +175,40 @@ def test_no_invoice_before_its_period_has_ended_and_settled(kit: WalletKit, time
     invoice = kit.services.invoices._repo.get(org_id, period.key)
     assert invoice is not None and _wallet_lines_total(invoice) == 735  # 700 + the 5 % fee
     assert following.start == period.end
+
+
+def test_a_reversal_and_a_platform_credit_are_new_entries_on_the_next_invoice(kit: WalletKit) -> None:
+    from shared.auth import Caller
+
+    # Given a bill on an issued invoice
+    kit.clock.at = datetime(2027, 3, 31, 23, 59, 59, tzinfo=UTC)
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 100_000, f"fund-{org_id}")
+    period, following = _periods(kit, org_id, 2)
+    _bill(kit, org_id, project, _Arrival(kit.clock.at, "twice", kit.clock.at.date(), 10_000))
+    kit.clock.at = period.end + SETTLE_WINDOW
+    assert _run(kit, org_id, period) == "issued"
+    # When support reverses it (a replay changes nothing) and the platform credits invalid traffic for the
+    # same, invoiced period
+    support = Caller("staff-1", None, frozenset({"support"}))
+    reversed_once = kit.wallet.reverse_bill_for(support, org_id, "meta", "twice", "billed twice")
+    again = kit.wallet.reverse_bill_for(support, org_id, "meta", "twice", "billed twice")
+    assert (reversed_once.amount_minor, reversed_once.fee_minor, again.replayed) == (-10_000, -500, True)
+    credit = _Arrival(kit.clock.at, "ivt-credit", period.start.date(), -2_000)
+    _bill(kit, org_id, project, credit)
+    assert kit.repo.get(org_id).account.balance == 100_000 - 10_500 + 10_500 + 2_100  # type: ignore[union-attr]
+    # Then the issued invoice is unchanged, and the next one shows both as their own lines
+    first = kit.services.invoices._repo.get(org_id, period.key)
+    assert first is not None and _wallet_lines_total(first) == 10_500
+    kit.clock.at = following.end + SETTLE_WINDOW
+    assert _run(kit, org_id, following) == "issued"
+    second = kit.services.invoices._repo.get(org_id, following.key)
+    assert second is not None
+    corrections = {(line.description.split(":")[0], line.late_for, line.amount_minor) for line in second.lines}
+    assert ("Reversed or credited ad spend", None, -10_000) in corrections
+    assert ("Platform fee given back", None, -500) in corrections
+    assert ("Reversed or credited ad spend", period.key, -2_000) in corrections  # the credit: late for its period
+    assert _wallet_lines_total(second) == -12_600
+    statement = second.wallet_statement
+    assert statement is not None and statement.opening_minor == first.wallet_statement.closing_minor  # type: ignore[union-attr]
+    assert statement.closing_minor == 100_000 + 2_100

@@ -41,6 +41,7 @@ class Case:
     needs_wallet_money: bool = False  # success needs a card top-up credited to the wallet
     needs_invoice: bool = False  # success needs the org's invoice for its current period, issued
     on_free_org: bool = False  # success needs an org without a subscription: org B, as its owner
+    needs_bill: bool = False  # success needs a recorded platform bill ({platform}/{bill_id}: meta/matrix-bill)
 
 
 CASES: list[Case] = [
@@ -193,6 +194,15 @@ CASES: list[Case] = [
         headers={"Idempotency-Key": "matrix-refund"},
         needs_wallet_money=True,
     ),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/wallet/bills/{platform}/{bill_id}/reversal",
+        ok_body={"reason": "billed twice by the platform"},
+        bad_body={"reason": ""},
+        forbidden_role="owner",
+        ok_as="support",
+        needs_bill=True,
+    ),
     Case("GET", "/v1/orgs/{org_id}/invoices", bad_params={"limit": 500}),
     Case(
         "GET", "/v1/orgs/{org_id}/invoices/{invoice_id}", bad_path={"invoice_id": "not-an-invoice"}, needs_invoice=True
@@ -228,6 +238,8 @@ def _path(case: Case, world: World, org_id: str | None = None, *, invalid: bool 
         "project_id": project,
         "template_id": "social-content",
         "invoice_id": world.invoice_id or "inv_20261101T000000Z",
+        "platform": "meta",
+        "bill_id": "matrix-bill",
     }
     return case.path.format(**(values | case.bad_path if invalid else values))
 
@@ -244,6 +256,8 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
     if case.needs_invoice:
         world.invoice_id = _issue_current_invoice(world.org_id)
+    if case.needs_bill:
+        _record_bill(world)
     if case.needs_wallet_money:
         topup = api.call(
             "POST",
@@ -339,6 +353,17 @@ def test_insufficient_role_is_403_and_writes_nothing(
     assert reply.status == 403, reply.body
     assert reply.code == "forbidden"
     assert _snapshot(table, refusal_world) == before
+
+
+def _record_bill(world: World) -> None:
+    from datetime import UTC, datetime
+
+    from functions.internal.handler import services
+    from shared.wallet.service import Bill
+
+    today = datetime.now(UTC).date()
+    bill = Bill(world.org_id, "meta", "matrix-bill", world.project_id, 1_000, "USD", today, None, "test")
+    services().wallet.record_bill(bill)
 
 
 def _issue_current_invoice(org_id: str) -> str:

@@ -7,18 +7,28 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, RequiredKey, caller_of
 from functions.api.schemas import HttpUrl
-from functions.limits import ID_PATTERN, MAX_MINOR, TOP_UP_MAX_MINOR, TOP_UP_MIN_MINOR, Reason, StripeId
+from functions.limits import (
+    ID_PATTERN,
+    KEY_PATTERN,
+    MAX_MINOR,
+    TOP_UP_MAX_MINOR,
+    TOP_UP_MIN_MINOR,
+    Reason,
+    StripeId,
+)
 from shared.wallet.models import AutoTopUp
 from shared.wallet.platforms import PLATFORMS
 from shared.wallet.service import WalletSettings, WalletView
 
 router = Router()
+PlatformPath = Annotated[str, Path(pattern=ID_PATTERN)]
+BillPath = Annotated[str, Path(pattern=KEY_PATTERN)]
 
 
 class AutoTopUpOut(BaseModel):
@@ -209,3 +219,28 @@ def refund(org_id: OrgId, body: RefundRequest, idempotency_key: RequiredKey) -> 
         caller_of(router), org_id, amount_minor=body.amount_minor, reason=body.reason, idempotency_key=idempotency_key
     )
     return {"amount_minor": result.amount_minor, "allocations": [asdict(a) for a in result.allocations]}
+
+
+class BillReversalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason
+
+
+class BillReversalOut(BaseModel):
+    bill_id: str
+    platform: str
+    amount_minor: int  # what came back to the wallet, negative
+    fee_minor: int
+    replayed: bool
+
+
+@router.post(
+    "/v1/orgs/<org_id>/wallet/bills/<platform>/<bill_id>/reversal",
+    tags=["wallet"],
+    summary="Support: take back a recorded platform bill (its spend and fee return to the wallet), once",
+)
+def reverse_bill(
+    org_id: OrgId, platform: PlatformPath, bill_id: BillPath, body: BillReversalRequest
+) -> BillReversalOut:
+    result = services().wallet.reverse_bill_for(caller_of(router), org_id, platform, bill_id, body.reason)
+    return BillReversalOut(**asdict(result))
