@@ -21,6 +21,7 @@ from shared.clock import Clock, SystemClock
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.dynamo import dynamodb_resource
+from shared.invoices.credit_notes import CreditNoteDeps, CreditNoteRepository, CreditNoteService
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.invoices.service import InvoiceService, InvoiceSources
 from shared.orgs.repository import OrgRepository
@@ -45,6 +46,7 @@ class Services:
     usage: UsageService
     wallet: WalletService
     invoices: InvoiceService
+    credit_notes: CreditNoteService
 
 
 def stripe_keys(secret_arn: str | None) -> Callable[[], StripeKeys]:
@@ -94,6 +96,7 @@ def build_services(
     )
     money_side = MoneySide(credits, OverageBilling(orgs, repo, credit_repo, usage, gateway), wallet)
     sources = InvoiceSources(credit_repo, wallet_repo, usage)
+    invoices = InvoiceService(orgs, repo, InvoiceRepository(table), sources, gateway, documents, clock)
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
@@ -104,5 +107,8 @@ def build_services(
         credits=credits,
         usage=usage,
         wallet=wallet,
-        invoices=InvoiceService(orgs, repo, InvoiceRepository(table), sources, gateway, documents, clock),
+        invoices=invoices,
+        credit_notes=CreditNoteService(
+            orgs, repo, CreditNoteDeps(CreditNoteRepository(table), invoices, wallet, gateway, documents), clock
+        ),
     )

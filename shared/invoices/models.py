@@ -101,6 +101,7 @@ class CreditNote(BaseModel):
     org_id: str
     invoice_id: str  # the invoice it corrects
     invoice_number: str
+    invoice_period_key: str
     number: str
     status: CreditNoteStatus = "issued"
     currency: str

@@ -23,7 +23,15 @@ from shared.orgs.service import OrgService
 from shared.pagination import Page
 from shared.stripe_gateway import StripeGateway
 from shared.sweep import SweepReport, sweep
-from shared.wallet.account import WalletAccount, WalletStatus, add_spend, bill_fee_bps, platform_fee, runway
+from shared.wallet.account import (
+    EntryKind,
+    WalletAccount,
+    WalletStatus,
+    add_spend,
+    bill_fee_bps,
+    platform_fee,
+    runway,
+)
 from shared.wallet.auto import AutoTopUps
 from shared.wallet.models import (
     AutoTopUp,
@@ -284,6 +292,18 @@ class WalletService:
             return self._correction(stored, credit.cause, amount, fee, credit, self._dated(org, credit.billed_on))
 
         return self._correction_result(credit, credit.cause, self._poster.post(org, build))
+
+    def credit_adjustment(self, *, org_id: str, amount_minor: int, cause: str, ref: str, actor: str) -> None:
+        """Money a credit note re-credits to the wallet (an `adjustment` entry), once per cause. In any
+        mode: the wallet that paid gets it back."""
+        org = self._org_repo.require_org(org_id)
+
+        def build(stored: StoredWallet) -> WalletChange:
+            after, movements, _ = stored.account.move((EntryKind.ADJUSTMENT, amount_minor))
+            entry = {"ref": ref, "actor": actor, "idempotency_key": cause}
+            return WalletChange(after, movements, entry=entry, cause=Cause(cause, {"amount_minor": amount_minor}))
+
+        self._poster.post(org, build)
 
     def reverse_bill_for(self, caller: Caller, org_id: str, platform: str, bill_id: str, reason: str) -> BillResult:
         """Support's reversal of a bill (404 for an org the caller cannot see, 403 for anyone else)."""
