@@ -94,13 +94,10 @@ def test_a_credit_note_returns_wallet_money_once_with_documents_and_gapless_numb
     with time_machine.travel(issued["after"], tick=True):
         before = _wallet_balance(api, org_id, owner)
         # A member cannot issue one; an org the caller is not in is 404
-        denied = api.call(
-            "POST", url, as_user=owner, json={"reason": "Wrong bill", "amount_minor": 1}, headers={"Idempotency-Key": "k0"}
-        )
+        attempt = {"reason": "Wrong bill", "amount_minor": 1}
+        denied = api.call("POST", url, as_user=owner, json=attempt, headers={"Idempotency-Key": "k0"})
         assert (denied.status, denied.code) == (403, "forbidden")
-        stranger = api.call(
-            "POST", url, as_user=new_user(), json={"reason": "Wrong bill", "amount_minor": 1}, headers={"Idempotency-Key": "k0"}
-        )
+        stranger = api.call("POST", url, as_user=new_user(), json=attempt, headers={"Idempotency-Key": "k0"})
         assert stranger.status == 404
         # Support credits the whole platform fee line (600)
         body = {"reason": "Fee waived: onboarding", "lines": [{"line": fee_line}]}
