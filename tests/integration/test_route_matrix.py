@@ -41,6 +41,7 @@ class Case:
     needs_wallet_money: bool = False  # success needs a card top-up credited to the wallet
     needs_invoice: bool = False  # success needs the org's invoice for its current period, issued
     on_free_org: bool = False  # success needs an org without a subscription: org B, as its owner
+    needs_credit_note: bool = False  # success needs a credit note against the org's issued invoice
     needs_bill: bool = False  # success needs a recorded platform bill ({platform}/{bill_id}: meta/matrix-bill)
 
 
@@ -209,6 +210,30 @@ CASES: list[Case] = [
     ),
     Case("GET", "/v1/orgs/{org_id}/invoices/{invoice_id}/pdf", bad_path={"invoice_id": "x"}, needs_invoice=True),
     Case("GET", "/v1/orgs/{org_id}/invoices/{invoice_id}/csv", bad_path={"invoice_id": "x"}, needs_invoice=True),
+    Case(
+        "POST",
+        "/v1/orgs/{org_id}/invoices/{invoice_id}/credit-notes",
+        201,
+        ok_body={"reason": "Goodwill credit", "amount_minor": 100},
+        bad_body={"reason": "Goodwill credit", "amount_minor": 100, "lines": [{"line": 0}]},
+        forbidden_role="owner",
+        ok_as="support",
+        headers={"Idempotency-Key": "matrix-credit-note"},
+        needs_invoice=True,
+    ),
+    Case("GET", "/v1/orgs/{org_id}/credit-notes", bad_params={"limit": 0}),
+    Case(
+        "GET",
+        "/v1/orgs/{org_id}/credit-notes/{credit_note_id}/pdf",
+        bad_path={"credit_note_id": "cn_x"},
+        needs_credit_note=True,
+    ),
+    Case(
+        "GET",
+        "/v1/orgs/{org_id}/credit-notes/{credit_note_id}/csv",
+        bad_path={"credit_note_id": "cn_x"},
+        needs_credit_note=True,
+    ),
 ]
 IDS = [f"{c.method} {c.path}" for c in CASES]
 
@@ -238,6 +263,7 @@ def _path(case: Case, world: World, org_id: str | None = None, *, invalid: bool 
         "project_id": project,
         "template_id": "social-content",
         "invoice_id": world.invoice_id or "inv_20261101T000000Z",
+        "credit_note_id": world.credit_note_id or f"cn_{'0' * 24}",
         "platform": "meta",
         "bill_id": "matrix-bill",
     }
@@ -254,8 +280,10 @@ def _snapshot(table: Any, world: World) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_success(api: ApiClient, world: World, case: Case, stack: Any, table: Any) -> None:
-    if case.needs_invoice:
+    if case.needs_invoice or case.needs_credit_note:
         world.invoice_id = _issue_current_invoice(world.org_id)
+    if case.needs_credit_note:
+        world.credit_note_id = _credit_note(world)
     if case.needs_bill:
         _record_bill(world)
     if case.needs_wallet_money:
@@ -353,6 +381,17 @@ def test_insufficient_role_is_403_and_writes_nothing(
     assert reply.status == 403, reply.body
     assert reply.code == "forbidden"
     assert _snapshot(table, refusal_world) == before
+
+
+def _credit_note(world: World) -> str:
+    from functions.api.container import services
+    from shared.auth import Caller
+    from shared.invoices.credit_notes import CreditNoteRequest
+
+    support = Caller("matrix-staff", None, frozenset({"support"}))
+    request = CreditNoteRequest(reason="Matrix credit", amount_minor=50)
+    note, _ = services().credit_notes.issue(support, world.org_id, world.invoice_id, request, "matrix-note")
+    return note.credit_note_id
 
 
 def _record_bill(world: World) -> None:

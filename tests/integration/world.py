@@ -19,6 +19,7 @@ class World:
     project_id: str
     archived_project_id: str
     invoice_id: str = ""
+    credit_note_id: str = ""
 
     def user(self, role: str) -> str:
         return self.people[role]
