@@ -582,6 +582,63 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
         run_invoices(web, stack, [{"org_id": o, "period_key": p["period_key"]} for o, p in periods.items()])
         orgs = ((northwind, "alice"), (bright, "bea"), (globex, "gus"))
         show_invoices(web, orgs)
+        late_bill_and_credit_note(web, northwind, globex, periods[northwind]["period_end"])
+        following = web.call("alice", "GET", f"/v1/orgs/{northwind}/credits", expect=200)  # its period now
+    with time_machine.travel(ends + timedelta(days=40), tick=True):  # the next run: a month and more later
+        next_invoice(web, stack, northwind, following["period_key"])
+
+
+def late_bill_and_credit_note(web: WebApp, northwind: str, globex: str, period_end: str) -> None:
+    """Issue 15: a bill of the invoiced period arrives late; support credits a charge with a credit note."""
+    spend = devtokens.service_token("spend-ingestion")
+    say()
+    say("16b. Corrections: nothing issued is ever edited")
+    last_day = (datetime.fromisoformat(period_end.replace("Z", "+00:00")) - timedelta(days=1)).date()
+    project = web.call("alice", "GET", f"/v1/orgs/{northwind}/projects", expect=200)["items"][0]["project_id"]
+    bill = {
+        "org_id": northwind,
+        "platform": "meta",
+        "bill_id": "northwind-late-1",
+        "project_id": project,
+        "amount_minor": 31_500,
+        "currency": "USD",
+        "billed_on": last_day.isoformat(),
+    }
+    web.post_as_service(spend, "/v1/internal/wallet/bills", bill, expect=200)
+    say(f"   Meta reports Northwind's spend of {last_day:%d %b} a day late: 315.00 (+ fee), after the invoice")
+    say("   -> carried to the next invoice as a late line (the issued one stays as it was)")
+    invoice = web.call("gus", "GET", f"/v1/orgs/{globex}/invoices", expect=200)["items"][0]
+    tiktok = next(i for i, line in enumerate(invoice["lines"]) if line["description"].startswith("Ad spend: TikTok"))
+    note = web.call(
+        "support-sam",
+        "POST",
+        f"/v1/orgs/{globex}/invoices/{invoice['invoice_id']}/credit-notes",
+        {"reason": "TikTok charged a paused campaign", "lines": [{"line": tiktok, "amount_minor": 18_040}]},
+        expect=201,
+        headers={"Idempotency-Key": "globex-credit-1"},
+        groups="support",
+    )
+    say(
+        f"   support credits Globex's invoice {note['invoice_number']}: credit note {note['number']} for "
+        f"{money(note['amount_minor'])}, re-credited to the wallet ({money(note['to_wallet_minor'])})"
+    )
+
+
+def next_invoice(web: WebApp, stack: LocalStack, northwind: str, period_key: str) -> None:
+    say(f"   (time travels to {datetime.now(UTC):%d %b %Y %H:%M} UTC: Northwind's next period ended)")
+    run_invoices(web, stack, [{"org_id": northwind, "period_key": period_key}])
+    invoice = web.call("alice", "GET", f"/v1/orgs/{northwind}/invoices", expect=200)["items"][0]
+    say(f"   Northwind's next invoice {invoice['number']}:")
+    for line in invoice["lines"]:
+        if line.get("late_for"):
+            say(f"     {line['description']:<72}{money(line['amount_minor']):>14}")
+    statement = invoice.get("wallet_statement") or {}
+    if statement:
+        say(
+            f"     wallet statement: opening {money(statement['opening_minor'])}, top-ups "
+            f"{money(statement['topups_minor'])}, spend {money(statement['spend_minor'])}, fees "
+            f"{money(statement['fees_minor'])}, closing {money(statement['closing_minor'])}"
+        )
 
 
 def run_invoices(web: WebApp, stack: LocalStack, due_list: list[dict[str, str]]) -> None:
