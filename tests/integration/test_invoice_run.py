@@ -147,10 +147,13 @@ def test_agency_invoice_lines_and_totals(month: dict[str, Any]) -> None:
     (overage,) = [line for line in invoice.lines if line.unit == "credits" and line.section == "subscription"]
     assert (overage.quantity, overage.unit_price_minor, overage.amount_minor) == (460, Decimal("1.8"), 828)
     assert overage.description == "Generation credits over the 3,000 included"
-    assert (overage.service_start, overage.service_end) == (SEPTEMBER, "2026-10-01T00:00:00Z")
+    assert overage.service_start and overage.service_end
+    assert (overage.service_start[:19], overage.service_end[:19]) == ("2026-09-01T00:00:00", "2026-10-01T00:00:00")
     # The two "1 x Pro" lines are told apart by their service periods: September, then October in advance
-    base = sorted((line.service_start, line.stripe_invoice_number) for line in invoice.lines if line.unit == "month")
-    assert [start for start, _ in base] == [SEPTEMBER, "2026-10-01T00:00:00Z"]
+    base = sorted(
+        (line.service_start or "", line.stripe_invoice_number) for line in invoice.lines if line.unit == "month"
+    )
+    assert [start[:10] for start, _ in base] == ["2026-09-01", "2026-10-01"]
     assert all(number for _, number in base)  # Stripe's own invoice numbers are cited
     credits = [line for line in invoice.lines if line.section == "credits"]
     assert {(line.description.split(":")[0], line.quantity, line.unit) for line in credits} == {
@@ -342,3 +345,29 @@ def test_the_dispatcher_finds_closed_periods_by_index_and_starts_once(month: dic
     assert third["started"] is False
     runs = stack.client("stepfunctions").list_executions(stateMachineArn=stack.resource_names["InvoiceRunStateMachine"])
     assert [e["name"] for e in runs["executions"]].count("invoice-run-2026-10-02") == 1
+
+
+def test_the_api_answers_the_invoice_as_documented_not_as_stored(month: dict[str, Any], api: ApiClient) -> None:
+    invoice: Invoice = month["invoices"][month["agency"]]
+    owner = month["owners"]["agency"]
+    got = api.call("GET", f"/v1/orgs/{month['agency']}/invoices/{invoice.invoice_id}", as_user=owner)
+    assert got.status == 200, got.body
+    body = got.body
+    for internal in ("reads", "pdf_key", "csv_key", "period_key", "created_at"):
+        assert internal not in body  # storage shapes never reach the HTTP edge
+    assert (body["number"], body["period_last_day"], body["documents_ready"]) == (invoice.number, "2026-09-30", True)
+    assert body["totals"]["subtotal_minor"] == body["totals"]["total_minor"] == 30_940
+    assert body["totals"]["tax_minor"] == 0 and body["totals"]["amount_paid_minor"] == 4_900 + 5_728 + 20_312
+    overage = next(line for line in body["lines"] if line["unit"] == "credits" and line["section"] == "subscription")
+    assert (overage["quantity"], overage["unit_price_minor"], overage["amount_minor"]) == (460, "1.8", 828)
+    assert (overage["service_period_start"], overage["service_period_end"]) == ("2026-09-01", "2026-09-30")
+    listed = api.call("GET", f"/v1/orgs/{month['agency']}/invoices", as_user=owner).body["items"]
+    assert [i["invoice_id"] for i in listed] == [invoice.invoice_id] and "reads" not in listed[0]
+    byo = api.call(
+        "GET",
+        f"/v1/orgs/{month['byo']}/invoices/{month['invoices'][month['byo']].invoice_id}",
+        as_user=month["owners"]["byo"],
+    ).body
+    assert byo["wallet_statement"] is None  # BYO: no wallet block at all
+    stranger = api.call("GET", f"/v1/orgs/{month['agency']}/invoices/{invoice.invoice_id}", as_user=new_user())
+    assert (stranger.status, stranger.code) == (404, "org_not_found")
