@@ -132,7 +132,7 @@ class Invoice:
     attempt_count: int | None = None  # payment attempts so far (Stripe counts them on failure)
     collection_method: str | None = None  # charge_automatically | send_invoice
     paid_at: int | None = None
-    paid_out_of_band: bool = False  # paid outside Stripe (a wire support recorded)
+    paid_off_stripe_minor: int = 0  # paid outside Stripe, marked paid out of band (a wire support recorded)
     due_date: int | None = None  # send_invoice: when it is due
 
 
@@ -379,7 +379,7 @@ def _invoice(obj: StripeJson) -> Invoice:
         attempt_count=obj.get("attempt_count"),
         collection_method=obj.get("collection_method"),
         paid_at=(obj.get("status_transitions") or {}).get("paid_at"),
-        paid_out_of_band=bool(obj.get("paid_out_of_band")),
+        paid_off_stripe_minor=int(obj.get("amount_paid_off_stripe") or 0),
         due_date=obj.get("due_date"),
     )
 

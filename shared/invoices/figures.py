@@ -49,8 +49,8 @@ def stripe_payment(invoice: StripeInvoice) -> Payment | None:
     on, number = day_of(invoice.paid_at), invoice.number
     if invoice.total_minor < 0:
         return Payment(method="refund", amount_minor=-invoice.total_minor, on=on, reference=number)
-    if invoice.paid_out_of_band:
-        return Payment(method="wire", amount_minor=invoice.amount_due_minor, on=on, reference=number)
+    if invoice.paid_off_stripe_minor:  # marked paid out of band: this version's `amount_paid_off_stripe`
+        return Payment(method="wire", amount_minor=invoice.paid_off_stripe_minor, on=on, reference=number)
     if invoice.amount_paid_minor == 0:  # the customer's credit balance covered it
         return Payment(method="balance", amount_minor=invoice.total_minor, on=on, reference=number)
     return Payment(method="card", amount_minor=invoice.amount_paid_minor, on=on, reference=number)

@@ -379,3 +379,17 @@ def test_an_invoice_item_of_quantity_and_unit_amount_decimal(client: stripe.Stri
     with pytest.raises(stripe.InvalidRequestError) as no_currency:
         client.v1.invoice_items.create(params={"customer": customer.id, "quantity": 3, "unit_amount_decimal": "2"})
     assert (no_currency.value.code, no_currency.value.param) == ("parameter_missing", "currency")
+
+
+def test_an_invoice_paid_out_of_band_records_what_was_paid_off_stripe(client: stripe.StripeClient) -> None:
+    _clock, customer = clock_customer(client, APR_1)
+    sent = client.v1.invoices.create(
+        params={"customer": customer.id, "collection_method": "send_invoice", "days_until_due": 30}
+    )
+    client.v1.invoice_items.create(
+        params={"customer": customer.id, "invoice": sent.id, "amount": 250_000, "currency": "usd"}
+    )
+    client.v1.invoices.finalize_invoice(sent.id)
+    assert client.v1.invoices.retrieve(sent.id).amount_paid_off_stripe == 0
+    paid = client.v1.invoices.pay(sent.id, params={"paid_out_of_band": True})  # the wire arrived
+    assert (paid.status, paid.amount_paid_off_stripe, paid.status_transitions.paid_at) == ("paid", 250_000, APR_1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared.invoices.figures import inclusive_end, net_paid_minor, wallet_paid_minor
+from shared.invoices.figures import inclusive_end, net_paid_minor, stripe_payment, wallet_paid_minor
 from shared.invoices.models import Invoice, Payment
 from shared.invoices.render import (
     CSV_COLUMNS,
@@ -31,6 +31,7 @@ from shared.invoices.render import (
     unit_price_text,
 )
 from shared.invoices.typeset import missing_glyphs, wrap
+from shared.stripe_gateway import Invoice as StripeInvoice
 from tests import invoice_samples as samples
 
 HEADINGS = ("Description", "Service period", "Qty", "Unit", "Unit price", "Amount (USD)")
@@ -255,3 +256,45 @@ def test_the_readme_page_is_the_agency_invoice(tmp_path: Path) -> None:
     with Image.open(png) as image:
         assert image.size[0] > 600 and image.size[1] > 900  # A4 at 80 dpi
     assert (Path(__file__).parents[2] / "docs" / "invoice-page1.png").exists()
+
+
+def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> StripeInvoice:
+    return StripeInvoice(
+        invoice_id="in_1",
+        customer_id="cus_1",
+        subscription_id="sub_1",
+        status=status,
+        billing_reason="subscription_cycle",
+        currency="USD",
+        number="ABCD-0042",
+        subtotal_minor=total,
+        total_minor=total,
+        amount_due_minor=max(total, 0),
+        amount_paid_minor=paid,
+        starting_balance_minor=0,
+        ending_balance_minor=0,
+        period_start=1_789_000_000,
+        period_end=1_789_000_000,
+        lines=(),
+        metadata={},
+        paid_at=1_790_123_456,  # 2026-09-23 (UTC)
+        paid_off_stripe_minor=off_stripe,
+    )
+
+
+def test_what_a_stripe_invoice_says_was_paid_and_how() -> None:
+    on = "2026-09-23"
+    assert stripe_payment(_stripe_invoice("paid", 5_728, 5_728)) == Payment(
+        method="card", amount_minor=5_728, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("paid", 250_000, 0, off_stripe=250_000)) == Payment(
+        method="wire", amount_minor=250_000, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("paid", 30, 0)) == Payment(  # the customer's credit balance covered it
+        method="balance", amount_minor=30, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("paid", -8_412, 0)) == Payment(  # a downgrade's credit, refunded
+        method="refund", amount_minor=8_412, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("open", 4_900, 0)) is None  # a failed card is not a payment
+    assert stripe_payment(_stripe_invoice("paid", 0, 0)) is None

@@ -160,6 +160,7 @@ class Invoices:
             account_name="Layers Billing (Stripe emulator)",
             amount_overpaid=0,
             amount_paid=0,
+            amount_paid_off_stripe=0,
             attempt_count=0,
             attempted=False,
             auto_advance=auto_advance,
@@ -539,6 +540,7 @@ class Invoices:
         if get_bool(params, "paid_out_of_band", False):
             if invoice["status"] != "open":
                 raise invalid(f"Invoice is {invoice['status']}.")
+            invoice["amount_paid_off_stripe"] = invoice["amount_remaining"]  # a wire the integrator recorded
             self.mark_paid(invoice, 0)
             return invoice
         self.collect(invoice, payment_method=get_str(params, "payment_method"), raise_on_decline=True)
