@@ -123,12 +123,11 @@ def agency() -> Invoice:
     by their service period), overage as quantity x unit price, a downgrade refund, spend on three platforms
     with the fee's rate and base, a late line, the wallet statement."""
     lines = [
-        _sub("1 × Layers Pro (at $49.00 / month)", 4900, quantity=1, unit="month", unit_price_minor=Decimal(4900)),  # noqa: RUF001
+        _sub("1 × Layers Pro (at $49.00 / month)", 4900, quantity=1, unit_price_minor=Decimal(4900)),  # noqa: RUF001
         _sub(
             "1 × Layers Pro (at $49.00 / month)",  # noqa: RUF001
             4900,
             quantity=1,
-            unit="month",
             unit_price_minor=Decimal(4900),
             service_start=END,
             service_end=NEXT_END,
@@ -195,7 +194,7 @@ def agency() -> Invoice:
 def byo() -> Invoice:
     """Starter, BYO: no wallet statement at all (not even one of zeros)."""
     lines = [
-        _sub("1 × Layers Starter (at $19.00 / month)", 1900, quantity=1, unit="month", unit_price_minor=Decimal(1900)),  # noqa: RUF001
+        _sub("1 × Layers Starter (at $19.00 / month)", 1900, quantity=1, unit_price_minor=Decimal(1900)),  # noqa: RUF001
         _credits("prj_main", "Main site", 640),
     ]
     payments = [Payment(method="card", amount_minor=1900, on="2026-09-14", reference="B7C8-0001")]
@@ -221,7 +220,6 @@ def enterprise_wire() -> Invoice:
             "1 × Layers Enterprise (at $2,500.00 / month)",  # noqa: RUF001
             250_000,
             quantity=1,
-            unit="month",
             unit_price_minor=Decimal(250_000),
         ),
         _sub(
@@ -246,7 +244,7 @@ def enterprise_wire() -> Invoice:
 def failed_card() -> Invoice:
     """The renewal's card failed and late bills took the wallet below zero: both due, with how to pay."""
     lines = [
-        _sub("1 × Layers Pro (at $49.00 / month)", 4900, quantity=1, unit="month", unit_price_minor=Decimal(4900)),  # noqa: RUF001
+        _sub("1 × Layers Pro (at $49.00 / month)", 4900, quantity=1, unit_price_minor=Decimal(4900)),  # noqa: RUF001
         *_spend("meta", "Meta Ads, Always-on", "prj_always", 8_000, 400),
     ]
     statement = WalletStatement(
@@ -271,7 +269,6 @@ def long_invoice(projects: int = 10) -> Invoice:
             "1 × Layers Scale (at $199.00 / month)",  # noqa: RUF001
             19_900,
             quantity=1,
-            unit="month",
             unit_price_minor=Decimal(19_900),
         )
     ]
@@ -288,7 +285,7 @@ CJK_NAME = "東京広告代理店株式会社 · 서울 마케팅 · カタカ�
 
 def cjk() -> Invoice:
     lines = [
-        _sub("1 × Layers Pro (at ¥7,500 / month)", 4900, quantity=1, unit="month", unit_price_minor=Decimal(4900)),  # noqa: RUF001
+        _sub("1 × Layers Pro (at ¥7,500 / month)", 4900, quantity=1, unit_price_minor=Decimal(4900)),  # noqa: RUF001
         _credits("prj_tokyo", "春のキャンペーン 東京", 1200),
         *_spend("meta", "Meta Ads, 春のキャンペーン 東京", "prj_tokyo", 20_000, 1_000),
     ]

@@ -153,11 +153,11 @@ def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
 
 
 def _stripe_unit(line: StripeLine) -> str | None:
+    """What the quantity of a Stripe line counts: our overage's metric, a proration; a subscription
+    price's quantity (the plan, seats) is shown bare, with its unit price per month."""
     if line.metric is not None:
         return metric_unit(line.metric)
-    if line.proration:
-        return "prorated"
-    return "month" if line.price_id else None
+    return "prorated" if line.proration else None
 
 
 @dataclass(frozen=True)

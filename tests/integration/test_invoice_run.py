@@ -151,7 +151,9 @@ def test_agency_invoice_lines_and_totals(month: dict[str, Any]) -> None:
     assert (overage.service_start[:19], overage.service_end[:19]) == ("2026-09-01T00:00:00", "2026-10-01T00:00:00")
     # The two "1 x Pro" lines are told apart by their service periods: September, then October in advance
     base = sorted(
-        (line.service_start or "", line.stripe_invoice_number) for line in invoice.lines if line.unit == "month"
+        (line.service_start or "", line.stripe_invoice_number)
+        for line in invoice.lines
+        if line.unit_price_minor == 4_900
     )
     assert [start[:10] for start, _ in base] == ["2026-09-01", "2026-10-01"]
     assert all(number for _, number in base)  # Stripe's own invoice numbers are cited

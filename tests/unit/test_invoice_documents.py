@@ -212,7 +212,7 @@ def test_the_csv_opens_as_it_should_and_sums_to_the_total(kind: str) -> None:
     for row, line in zip(rows, invoice.lines, strict=True):
         assert row["description"] in (line.description, f"'{line.description}")
         if line.unit_price_minor is not None and line.quantity is not None:
-            assert row["unit"] == line.unit and Decimal(row["unit_price_minor"]) == line.unit_price_minor
+            assert row["unit"] == (line.unit or "") and Decimal(row["unit_price_minor"]) == line.unit_price_minor
             assert round(line.quantity * Decimal(row["unit_price_minor"])) == int(row["amount_minor"])
 
 

@@ -23,7 +23,7 @@ class InvoiceLineOut(BaseModel):
     service_period_start: str | None = Field(description="First day served (ISO date)")
     service_period_end: str | None = Field(description="Last day served, inclusive (ISO date)")
     quantity: int | None
-    unit: str | None = Field(description="What the quantity counts: credits, runs, events, GB, month, prorated")
+    unit: str | None = Field(description="credits, runs, events, GB, prorated; none for a plan or seats")
     unit_price_minor: str | None = Field(description="Decimal minor units per unit, e.g. '1.8' (1.8 cents)")
     rate_bps: int | None = Field(description="Fee lines: the platform fee rate")
     base_minor: int | None = Field(description="Fee lines: the ad spend the rate applies to")
