@@ -354,7 +354,7 @@ class InvoiceService:
                 for stripe_invoice in ours
                 if stripe_invoice.status == "open"
             ),
-            payments=[paid for paid in map(stripe_payment, ours) if paid is not None],
+            payments=sorted(filter(None, map(stripe_payment, ours)), key=lambda paid: paid.on or ""),
             due_on=min((day_of(i.due_date) or "" for i in ours if i.status == "open" and i.due_date), default=None),
         )
 
