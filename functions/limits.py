@@ -58,6 +58,9 @@ def _visible(value: str) -> str:
 
 
 Name = Annotated[str, text(100), AfterValidator(_visible)]
+MAX_ADDRESS_LINES = 6
+AddressLine = Annotated[str, text(100), AfterValidator(_visible)]  # one line of a postal address
+TaxId = Annotated[str, text(40), AfterValidator(_visible)]  # VAT / GST / EIN as the authority writes it
 Reason = Annotated[str, text(200, min_length=3), AfterValidator(_visible)]
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
@@ -147,6 +150,12 @@ LIMITS: tuple[Limit, ...] = (
         "orgs, projects",
     ),
     Limit("reasons", "3 to 200 characters, the same characters as names", "credit adjustments, refunds"),
+    Limit(
+        "billing details",
+        f"address: 1 to {MAX_ADDRESS_LINES} lines of 1 to 100 characters (as names); tax id 1 to 40; "
+        "an e-mail as members' (`null` removes the details)",
+        "`PATCH /v1/orgs/{org_id}` `billing_details`",
+    ),
     Limit("ids", f"`{ID_PATTERN}`", "org, project, plan, pack, template, platform ids"),
     Limit("user ids", f"`{USER_ID_PATTERN}`", "members"),
     Limit("idempotency keys, bill ids", f"`{KEY_PATTERN}`", "`Idempotency-Key` header, platform bills"),

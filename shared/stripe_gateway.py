@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, cast
 
@@ -96,6 +97,17 @@ class InvoiceLine:
     quantity: int | None
     period_start: int
     period_end: int
+    unit_amount_decimal: Decimal | None = None  # the unit price in minor units (a price's, or an item's own)
+    metric: str | None = None  # our overage items' `metric` metadata
+
+
+@dataclass(frozen=True)
+class PricedQuantity:
+    """An invoice item's quantity at a unit price in decimal minor units (1.8 = 1.8 cents)."""
+
+    quantity: int
+    unit_minor: Decimal
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,10 @@ class Invoice:
     lines: tuple[InvoiceLine, ...]
     metadata: dict[str, str]
     attempt_count: int | None = None  # payment attempts so far (Stripe counts them on failure)
+    collection_method: str | None = None  # charge_automatically | send_invoice
+    paid_at: int | None = None
+    paid_off_stripe_minor: int = 0  # paid outside Stripe, marked paid out of band (a wire support recorded)
+    due_date: int | None = None  # send_invoice: when it is due
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,8 @@ def _invoice(obj: StripeJson) -> Invoice:
                 quantity=line.get("quantity"),
                 period_start=int(line["period"]["start"]),
                 period_end=int(line["period"]["end"]),
+                unit_amount_decimal=_decimal_or_none((line.get("pricing") or {}).get("unit_amount_decimal")),
+                metric=(line.get("metadata") or {}).get("metric"),
             )
         )
     sub = ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")  # None: not a sub's
@@ -359,7 +377,15 @@ def _invoice(obj: StripeJson) -> Invoice:
         lines=tuple(lines),
         metadata=dict(obj.get("metadata") or {}),
         attempt_count=obj.get("attempt_count"),
+        collection_method=obj.get("collection_method"),
+        paid_at=(obj.get("status_transitions") or {}).get("paid_at"),
+        paid_off_stripe_minor=int(obj.get("amount_paid_off_stripe") or 0),
+        due_date=obj.get("due_date"),
     )
+
+
+def _decimal_or_none(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
 
 
 def _plain(obj: Any) -> StripeJson:
@@ -815,19 +841,20 @@ class StripeGateway:
         *,
         customer_id: str,
         invoice_id: str | None,
-        amount_minor: int,
-        currency: str,
+        priced: PricedQuantity,
         description: str,
         period: tuple[int, int],
         metadata: dict[str, str],
         key: str,
     ) -> str:
         """A line on a draft invoice (our overage, in arrears); with no invoice, a pending item Stripe puts
-        on the customer's next invoice."""
+        on the customer's next invoice. Quantity x unit price (decimal minor units, e.g. 1.8 for 1.8 cents):
+        Stripe's invoice shows both, and its amount is their product rounded half-even to the minor unit."""
         params: InvoiceItemCreateParams = {
             "customer": customer_id,
-            "amount": amount_minor,
-            "currency": currency.lower(),
+            "quantity": priced.quantity,
+            "unit_amount_decimal": priced.unit_minor,
+            "currency": priced.currency.lower(),
             "description": description,
             "period": {"start": period[0], "end": period[1]},
             "metadata": metadata,

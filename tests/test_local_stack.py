@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -262,22 +262,24 @@ def test_bare_token_and_bodies(base_url: str) -> None:
     assert binary.json()["isBase64Encoded"] is True and binary.json()["body"] == "/wA="
 
 
+# Tokens are made when the test runs, not at collection: a full run outlasts the "future" token's 10 minutes.
 @pytest.mark.parametrize(
     "authorization",
     [
-        None,
-        "Bearer not-a-jwt",
-        f"Bearer {token(key=devtokens.generate_key())}",  # signed by another key
-        f"Bearer {token(issuer='https://evil.example/')}",
-        f"Bearer {token(audience='someone-else')}",
-        f"Bearer {token(now=int(time.time()) - 7200, ttl_seconds=3600)}",  # expired
-        f"Bearer {token(now=int(time.time()) + 600)}",  # not yet valid
+        lambda: None,
+        lambda: "Bearer not-a-jwt",
+        lambda: f"Bearer {token(key=devtokens.generate_key())}",  # signed by another key
+        lambda: f"Bearer {token(issuer='https://evil.example/')}",
+        lambda: f"Bearer {token(audience='someone-else')}",
+        lambda: f"Bearer {token(now=int(time.time()) - 7200, ttl_seconds=3600)}",  # expired
+        lambda: f"Bearer {token(now=int(time.time()) + 600)}",  # not yet valid
     ],
     ids=["missing", "garbage", "wrong-key", "wrong-issuer", "wrong-audience", "expired", "future"],
 )
-def test_rejected_tokens_never_reach_the_handler(base_url: str, authorization: str | None) -> None:
+def test_rejected_tokens_never_reach_the_handler(base_url: str, authorization: Callable[[], str | None]) -> None:
     calls = len(echo_handler.invocations)
-    headers = {"Authorization": authorization} if authorization else {}
+    header = authorization()
+    headers = {"Authorization": header} if header else {}
     response = requests.get(f"{base_url}/v1/orgs", headers=headers, timeout=5)
     assert response.status_code == 401
     assert response.json() == {"message": "Unauthorized"}

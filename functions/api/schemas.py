@@ -8,15 +8,18 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.limits import (
+    MAX_ADDRESS_LINES,
     MAX_CONTRACT_BASE_MINOR,
     MAX_CREDITS,
     PRORATION_DATE_MAX,
     PRORATION_DATE_MIN,
+    AddressLine,
     CurrencyCode,
     Email,
     HttpUrl,
     Id,
     Name,
+    TaxId,
     UnitPrice,
     UserId,
 )
@@ -24,7 +27,17 @@ from shared.billing.subscriptions import ChangePreview
 from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
 from shared.clock import iso
 from shared.orgs.entitlement import Entitlement, Standing
-from shared.orgs.models import BillingMode, EnterpriseTerms, Member, Membership, Org, Project, ProjectStatus, Role
+from shared.orgs.models import (
+    BillingDetails,
+    BillingMode,
+    EnterpriseTerms,
+    Member,
+    Membership,
+    Org,
+    Project,
+    ProjectStatus,
+    Role,
+)
 from shared.orgs.service import OrgView
 
 __all__ = ["HttpUrl"]  # routes take it from here too
@@ -123,16 +136,43 @@ class CreateOrgRequest(Request):
     plan_id: Id = "free"
 
 
+class BillingDetailsIn(Request):
+    """What the org's invoices print under its name. Every field is replaced: send them all."""
+
+    address_lines: list[AddressLine] = Field(default=[], max_length=MAX_ADDRESS_LINES, description="Postal address")
+    email: Email | None = Field(default=None, description="Where invoices go (accounts payable)")
+    tax_id: TaxId | None = Field(default=None, description="VAT / GST / EIN, as the tax authority writes it")
+
+    def details(self) -> BillingDetails:
+        return BillingDetails(address_lines=self.address_lines, email=self.email, tax_id=self.tax_id)
+
+
+class BillingDetailsOut(Reply):
+    address_lines: list[str]
+    email: str | None
+    tax_id: str | None
+
+
 class UpdateOrgRequest(Request):
     name: Name | None = None
     billing_mode: BillingMode | None = None
     currency: CurrencyCode | None = None
+    billing_details: BillingDetailsIn | None = Field(
+        default=None, description="Printed on invoices (bill to); `null` removes them (owner/admin/billing)"
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if self.name is None and self.billing_mode is None and self.currency is None:
-            raise ValueError("give at least one of name, billing_mode, currency")
+        nothing = self.name is None and self.billing_mode is None and self.currency is None
+        if nothing and "billing_details" not in self.model_fields_set:
+            raise ValueError("give at least one of name, billing_mode, currency, billing_details")
         return self
+
+    def billing_details_change(self) -> BillingDetails | None:
+        """The details to store (empty ones remove them); None: no change asked."""
+        if "billing_details" not in self.model_fields_set:
+            return None
+        return self.billing_details.details() if self.billing_details else BillingDetails()
 
 
 class EnterpriseTermsIn(Request):
@@ -189,6 +229,7 @@ class OrgOut(Reply):
     seats: SeatsOut
     projects: ProjectsOut
     platform_fee_bps: int | None = Field(description="Applied to ad spend in agency mode only")
+    billing_details: BillingDetailsOut = Field(description="Printed on invoices under the org's name")
     standing: Standing = Field(description="paid, grace (payment failed, plan kept), suspended (Free limits), free")
     grace_ends_at: str | None = Field(description="While in grace: when the Free limits start unless paid")
     created_at: str
@@ -213,6 +254,7 @@ class OrgOut(Reply):
             ),
             projects=ProjectsOut(active=org.active_project_count, limit=plan.max_active_projects),
             platform_fee_bps=plan.platform_fee_bps if org.billing_mode is BillingMode.AGENCY else None,
+            billing_details=BillingDetailsOut.model_validate((org.billing_details or BillingDetails()).model_dump()),
             standing=view.entitlement.standing,
             grace_ends_at=iso(view.entitlement.grace_ends) if view.entitlement.grace_ends else None,
             created_at=iso(org.created_at),

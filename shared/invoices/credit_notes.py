@@ -25,8 +25,8 @@ from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
 from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
-from shared.invoices.credit_note_render import render_credit_note_csv, render_credit_note_pdf
 from shared.invoices.models import CreditNote, DocumentKind, DocumentUrl, Invoice, InvoiceLine
+from shared.invoices.render import CSV_CONTENT_TYPE, render_credit_note_csv, render_credit_note_pdf
 from shared.invoices.repository import DocumentStore
 from shared.invoices.service import InvoiceService
 from shared.orgs.models import READ
@@ -317,7 +317,7 @@ class CreditNoteService:
         if note.pdf_key is None:
             base = f"credit-notes/{note.org_id}/{note.number}"
             self._documents.put(f"{base}.pdf", render_credit_note_pdf(note), "application/pdf")
-            self._documents.put(f"{base}.csv", render_credit_note_csv(note), "text/csv; charset=utf-8")
+            self._documents.put(f"{base}.csv", render_credit_note_csv(note), CSV_CONTENT_TYPE)
             self._repo.set_documents(note, f"{base}.pdf", f"{base}.csv")
             note = note.model_copy(update={"pdf_key": f"{base}.pdf", "csv_key": f"{base}.csv"})
         return note

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -27,6 +28,14 @@ class InvoiceLine(BaseModel):
     platform: str | None = None
     stripe_invoice_id: str | None = None
     late_for: str | None = None  # the period key of an earlier, issued period this line was recorded late for
+    unit: str | None = None  # what `quantity` counts: "credits", "runs", "events", "GB", "seats", "plan"
+    # Stripe-style decimal minor units per unit (1.8 = 1.8 cents); amount = unit_price_total(quantity, it)
+    unit_price_minor: Decimal | None = None
+    service_start: str | None = None  # ISO instant, inclusive
+    service_end: str | None = None  # ISO instant, exclusive (documents print the day before, inclusive)
+    stripe_invoice_number: str | None = None  # Stripe's own number of the invoice that charged the line
+    rate_bps: int | None = None  # fee lines: the platform fee rate...
+    base_minor: int | None = None  # ...and the spend it applies to (the fee is rounded per bill)
 
 
 class WalletStatement(BaseModel):
@@ -46,6 +55,32 @@ class WalletStatement(BaseModel):
     closing_minor: int
 
 
+PaymentMethod = Literal["card", "wire", "wallet", "balance", "refund"]
+
+
+class Payment(BaseModel):
+    """Money received (or, for `refund`, sent back) for the invoice, per source: what, how, when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: PaymentMethod  # card: through Stripe; wire: recorded out of band; wallet: the prepaid ad wallet;
+    # balance: the Stripe customer balance (credit) covered it; refund: a credit refunded to the card
+    amount_minor: int
+    on: str | None = None  # ISO date
+    reference: str | None = None  # Stripe's invoice number, for card, wire, balance and refund
+
+
+class BillTo(BaseModel):
+    """Whom the invoice is for: the org's name and the billing details it gave (a snapshot at close)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    address_lines: list[str] = []
+    email: str | None = None
+    tax_id: str | None = None
+
+
 class Totals(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -55,6 +90,9 @@ class Totals(BaseModel):
     total_minor: int
     wallet_deficit_minor: int  # the wallet's balance below zero at close
     amount_due_minor: int  # unpaid Stripe charges + wallet deficit
+    tax_minor: int = 0  # no taxes are charged yet: documents print a 0.00 tax line, labelled so
+    payments: list[Payment] = []  # what was paid, per source (method and date)
+    due_on: str | None = None  # ISO date: when an unpaid Stripe charge is due (send_invoice terms)
 
 
 class Invoice(BaseModel):
@@ -67,6 +105,7 @@ class Invoice(BaseModel):
     number: str | None = None
     currency: str
     bill_to_name: str
+    bill_to: BillTo | None = None  # the org's billing details at close (None on invoices closed before them)
     billing_mode: str
     plan_name: str
     lines: list[InvoiceLine] = []

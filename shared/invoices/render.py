@@ -1,29 +1,41 @@
-"""Invoice documents: a PDF an accountant accepts (reportlab, byte-stable with `invariant=1`) and a
-CSV with one row per line. CSV columns (documented in the README):
+"""Invoice and credit-note documents: a PDF a customer and an accountant accept (reportlab, byte-stable
+with `invariant=1`, embedded Unicode fonts: shared/invoices/typeset.py) and a CSV with one row per line.
 
-invoice_number, org_id, period_start, period_end, issued_on (ISO dates), section, description,
-project_id, platform, quantity, paid_via (stripe | wallet | info), amount_minor, amount (decimal),
-currency, stripe_invoice_id. The rows' amount_minor sums to the invoice total."""
+The PDF: the seller (shared/invoices/seller.json) and the bill-to block (the org's billing details),
+number, issue date, service period (inclusive end date), due date or paid status; sections with column
+headings (description, service period, quantity, unit, unit price, amount), late charges under their
+period; subtotal, tax, total, what was paid (method, date, Stripe's number), amount due and how to pay;
+the wallet statement of agency orgs; the header and "Page N of M" on every page.
+
+The CSV (`CSV_COLUMNS`, documented in the README): UTF-8 with a byte-order mark (Excel on Windows reads
+UTF-8 only with it), CRLF line endings (RFC 4180), text cells that a spreadsheet would take for a
+formula (`=`, `+`, `-`, `@`, tab, CR first: OWASP's CSV injection guidance) prefixed with `'`. Numeric
+columns are ours and stay numbers: `amount_minor` sums to the invoice total."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from functools import cache
+from pathlib import Path
 
-from shared.invoices.models import Invoice, InvoiceLine, Totals
+from pydantic import BaseModel, ConfigDict
+
+from shared.invoices.figures import inclusive_end, net_paid_minor, subtotal_minor, wallet_statement_of
+from shared.invoices.models import CreditNote, Invoice, InvoiceLine, Payment, Totals, WalletStatement
+from shared.invoices.typeset import LEADING, MARGIN, Pages, Running, wrap
 from shared.money import CURRENCY_EXPONENTS, format_minor
 
-if TYPE_CHECKING:
-    from reportlab.pdfgen.canvas import Canvas
-
-ISSUER = ("Layers, Inc.", "548 Market St, San Francisco, CA 94104, USA", "billing@layers.com")
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
+DASH, TIMES = "\u2013", "\u00d7"  # en dash, multiplication sign
 SECTIONS = {
     "subscription": "Layers subscription (charged through Stripe)",
-    "credits": "Generation credits consumed, per project",
-    "ad_spend": "Ad spend and platform fee (paid from the wallet)",
-    "usage": "Layers usage over allowance",
+    "credits": "Generation credits consumed, per project (information: overage is charged on a Stripe line)",
+    "usage": "Usage over allowance (information: charged on a Stripe line)",
+    "ad_spend": "Ad spend and platform fee (paid from the ad wallet)",
 }
 CSV_COLUMNS = [
     "invoice_number",
@@ -35,154 +47,457 @@ CSV_COLUMNS = [
     "description",
     "project_id",
     "platform",
+    "service_period_start",
+    "service_period_end",
     "quantity",
+    "unit",
+    "unit_price_minor",
     "paid_via",
     "amount_minor",
     "amount",
     "currency",
     "stripe_invoice_id",
+    "stripe_invoice_number",
+    "late_for",
 ]
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PAYMENT_LABELS = {
+    "card": "Paid by card through Stripe",
+    "wire": "Paid by wire transfer (recorded by Layers)",
+    "wallet": "Paid from the prepaid ad wallet",
+    "balance": "Paid from your Stripe credit balance",
+    "refund": "Refunded to your card (downgrade credit)",
+}
 
 
-def _decimal(amount_minor: int, currency: str) -> str:
+class Seller(BaseModel):
+    """Who issues the invoices: configuration (`seller.json`), not code."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    address_lines: list[str]
+    email: str
+    tax_id: str
+    payment_instructions: str  # how to pay an amount due
+
+
+@cache
+def seller() -> Seller:
+    return Seller.model_validate_json((Path(__file__).parent / "seller.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- formats
+def decimal_amount(amount_minor: int, currency: str) -> str:
     exp = CURRENCY_EXPONENTS.get(currency, 2)
     return f"{Decimal(amount_minor).scaleb(-exp):.{exp}f}"
 
 
-def render_csv(invoice: Invoice) -> bytes:
+def amount_text(amount_minor: int, currency: str) -> str:
+    """1234567 -> '12,345.67' (the currency is in the column heading)."""
+    return format_minor(amount_minor, currency).rsplit(" ", 1)[0]
+
+
+def unit_price_text(unit_minor: Decimal, currency: str) -> str:
+    """A unit price in major units with as many decimals as it has: 1.8 cents -> '0.018', 4900 -> '49.00'."""
+    exp = CURRENCY_EXPONENTS.get(currency, 2)
+    major = (unit_minor.scaleb(-exp)).normalize()
+    places = max(exp, -int(major.as_tuple().exponent))
+    return f"{major:,.{places}f}"
+
+
+def rate_text(bps: int) -> str:
+    return f"{Decimal(bps) / 100:.2f} %"
+
+
+def day(iso_instant: str | None) -> str:
+    return (iso_instant or "")[:10]
+
+
+def service_period(line: InvoiceLine) -> str:
+    if not line.service_start or not line.service_end:
+        return ""
+    start, end = day(line.service_start), inclusive_end(line.service_end)
+    return start if start >= end else f"{start} {DASH} {end}"
+
+
+def neutralised(value: str) -> str:
+    """A text cell a spreadsheet will not run: one starting like a formula gets a leading quote."""
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+
+
+# ---------------------------------------------------------------------------------------------- CSV
+@dataclass(frozen=True)
+class _CsvHead:
+    number: str
+    org_id: str
+    period_start: str
+    period_end: str
+    issued_on: str
+    currency: str
+
+
+def _csv(head: _CsvHead, lines: Iterable[InvoiceLine]) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    for line in invoice.lines:
-        writer.writerow(
-            [
-                invoice.number,
-                invoice.org_id,
-                invoice.period_start[:10],
-                invoice.period_end[:10],
-                (invoice.finalized_at or "")[:10],
-                line.section,
-                line.description,
-                line.project_id or "",
-                line.platform or "",
-                "" if line.quantity is None else line.quantity,
-                line.paid_via,
-                line.amount_minor,
-                _decimal(line.amount_minor, invoice.currency),
-                invoice.currency,
-                line.stripe_invoice_id or "",
-            ]
-        )
-    return out.getvalue().encode()
+    for line in lines:
+        writer.writerow(_csv_row(head, line))
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
-class _Page:
-    """A cursor down the invoice's pages: text at the current line, a new page when the bottom is near."""
+def _csv_row(head: _CsvHead, line: InvoiceLine) -> list[object]:
+    text = [head.number, head.org_id, line.section, line.description, line.project_id or "", line.platform or ""]
+    number, org_id, section, description, project_id, platform = (neutralised(t) for t in text)
+    return [
+        number,
+        org_id,
+        head.period_start,
+        head.period_end,
+        head.issued_on,
+        section,
+        description,
+        project_id,
+        platform,
+        day(line.service_start),
+        inclusive_end(line.service_end) if line.service_end else "",
+        "" if line.quantity is None else line.quantity,
+        neutralised(line.unit or ""),
+        "" if line.unit_price_minor is None else str(line.unit_price_minor),
+        line.paid_via,
+        line.amount_minor,
+        decimal_amount(line.amount_minor, head.currency),
+        head.currency,
+        neutralised(line.stripe_invoice_id or ""),
+        neutralised(line.stripe_invoice_number or ""),
+        day(line.late_for),
+    ]
 
-    def __init__(self, pdf: Canvas, width: float, height: float) -> None:
-        self._pdf = pdf
-        self.width = width
-        self._height = height
-        self._y = height - 50
 
-    def text(self, x: float, value: str, size: int = 9, bold: bool = False) -> None:
-        self._pdf.setFont("Helvetica-Bold" if bold else "Helvetica", size)
-        self._pdf.drawString(x, self._y, value)
-
-    def right(self, x: float, value: str, size: int = 9, bold: bool = False) -> None:
-        """Right-aligned at `x`."""
-        self._pdf.setFont("Helvetica-Bold" if bold else "Helvetica", size)
-        self._pdf.drawRightString(x, self._y, value)
-
-    def down(self, step: float = 13) -> None:
-        self._y -= step
-        if self._y < 60:
-            self._pdf.showPage()
-            self._y = self._height - 50
+def render_csv(invoice: Invoice) -> bytes:
+    """One row per line (`CSV_COLUMNS`); the period end is the last day served (inclusive)."""
+    head = _CsvHead(
+        invoice.number or "",
+        invoice.org_id,
+        day(invoice.period_start),
+        inclusive_end(invoice.period_end),
+        day(invoice.finalized_at),
+        invoice.currency,
+    )
+    return _csv(head, invoice.lines)
 
 
-def render_pdf(invoice: Invoice) -> bytes:
+def render_credit_note_csv(note: CreditNote) -> bytes:
+    """The credit note's lines in the invoice CSV's columns: `invoice_number` is the credit note's number,
+    amounts are what is credited (positive); the period columns are empty."""
+    head = _CsvHead(note.number, note.org_id, "", "", day(note.created_at), note.currency)
+    return _csv(head, note.lines)
+
+
+# ---------------------------------------------------------------------------------------------- PDF
+_COLUMNS = (  # heading, x, right-aligned
+    ("Description", MARGIN, False),
+    ("Service period", 243.0, False),
+    ("Qty", 388.0, True),
+    ("Unit", 393.0, False),
+    ("Unit price", 490.0, True),
+)
+_DESCRIPTION_WIDTH = 196.0
+
+
+def _new_pdf(title: str) -> tuple[io.BytesIO, Pages, str]:
     from reportlab.lib.pagesizes import A4  # imported here: only the render step pays for it
     from reportlab.pdfgen.canvas import Canvas
 
+    from shared.invoices.typeset import REGULAR, fonts
+
+    fonts()
     buffer = io.BytesIO()
-    pdf = Canvas(buffer, pagesize=A4, invariant=1)
-    pdf.setTitle(f"Invoice {invoice.number}")
-    page = _Page(pdf, *A4)
-    _draw_header(page, invoice)
-    _draw_sections(page, invoice)
+    pdf = Canvas(buffer, pagesize=A4, invariant=1, initialFontName=REGULAR, lang="en")
+    pdf.setTitle(title)
+    pdf.setAuthor(seller().name)
+    return buffer, Pages(pdf, A4, Running(title, "")), title
+
+
+def render_pdf(invoice: Invoice) -> bytes:
+    """The invoice as a PDF (every page headed and numbered)."""
+    title = f"Invoice {invoice.number} · {invoice.bill_to_name}"
+    buffer, page, _ = _new_pdf(title)
+    page.running = Running(title, f"{seller().name} · Invoice {invoice.number} · {invoice.currency}")
+    _draw_parties(page, invoice.bill_to_name, invoice, "INVOICE", _invoice_facts(invoice))
+    for heading, lines in _groups(invoice.lines):
+        _draw_table(page, heading, lines, invoice.currency)
     if invoice.totals is not None:
         _draw_totals(page, invoice.totals, invoice.currency)
-    pdf.showPage()
-    pdf.save()
+        _draw_payments(page, invoice.totals, invoice.currency)
+        _draw_how_to_pay(page, invoice)
+    statement = wallet_statement_of(invoice)
+    if statement is not None:
+        _draw_wallet(page, statement, invoice.currency)
+    page.finish()
     return buffer.getvalue()
 
 
-def _draw_header(page: _Page, invoice: Invoice) -> None:
-    """Issuer, number, dates and whom the invoice is for."""
-    edge = page.width - 40
-    page.text(40, ISSUER[0], 16, bold=True)
-    page.right(edge, "INVOICE", 16, bold=True)
-    page.down(16)
-    page.text(40, ISSUER[1])
-    page.right(edge, f"Number {invoice.number}", bold=True)
-    page.down()
-    page.text(40, ISSUER[2])
-    page.right(edge, f"Issued {(invoice.finalized_at or '')[:10]}")
-    page.down()
-    page.right(edge, f"Period {invoice.period_start[:10]} to {invoice.period_end[:10]}")
-    page.down(22)
-    page.text(40, "Bill to", bold=True)
-    page.down()
-    page.text(40, f"{invoice.bill_to_name} ({invoice.org_id})")
-    page.down()
-    page.text(40, f"Plan {invoice.plan_name}, {invoice.billing_mode} billing, currency {invoice.currency}")
-    page.down(22)
+def _invoice_facts(invoice: Invoice) -> list[tuple[str, str]]:
+    facts = [
+        ("Invoice number", invoice.number or "(draft)"),
+        ("Issue date", day(invoice.finalized_at)),
+        ("Service period", f"{day(invoice.period_start)} {DASH} {inclusive_end(invoice.period_end)}"),
+        ("Plan", f"{invoice.plan_name} ({invoice.billing_mode} billing)"),
+        ("Currency", invoice.currency),
+    ]
+    totals = invoice.totals
+    if totals is not None and totals.amount_due_minor > 0:
+        facts.append(("Amount due", format_minor(totals.amount_due_minor, invoice.currency)))
+        facts.append(("Due date", totals.due_on or f"{day(invoice.finalized_at)} (on receipt)"))
+    elif totals is not None:
+        facts.append(("Status", "Paid in full, nothing due"))
+    return facts
 
 
-def _draw_sections(page: _Page, invoice: Invoice) -> None:
-    """Each section that has lines, in the order of SECTIONS, under its title."""
-    for section, title in SECTIONS.items():
-        lines = [line for line in invoice.lines if line.section == section]
-        if not lines:
-            continue
-        page.text(40, title, 10, bold=True)
+def _draw_parties(page: Pages, name: str, doc: Invoice | CreditNote, kind: str, facts: list[tuple[str, str]]) -> None:
+    """Seller (left) and the document's facts (right), then whom it is for."""
+    issuer = seller()
+    top = page.y
+    page.text(MARGIN, issuer.name, 15, bold=True)
+    page.text(page.right, kind, 15, bold=True, align="right")
+    page.down(18)
+    for line in [*issuer.address_lines, issuer.email, f"Tax ID {issuer.tax_id}"]:
+        page.text(MARGIN, line)
         page.down()
-        for line in lines:
-            _draw_line(page, line, invoice.currency)
-        page.down(6)
-
-
-def _draw_line(page: _Page, line: InvoiceLine, currency: str) -> None:
-    qty = "" if line.quantity is None else f"{line.quantity:,}"
-    page.text(50, line.description[:78])
-    page.right(430, qty)
-    page.right(page.width - 40, "-" if line.paid_via == "info" else format_minor(line.amount_minor, currency))
-    page.down()
-
-
-def _draw_totals(page: _Page, totals: Totals, currency: str) -> None:
-    """The totals block, then how the invoice was paid."""
-    page.down(6)
-    for label, amount, bold in (
-        ("Charged through Stripe", totals.charged_through_stripe_minor, False),
-        ("Paid from the ad wallet", totals.paid_from_wallet_minor, False),
-        ("Total", totals.total_minor, True),
-        ("Wallet deficit", totals.wallet_deficit_minor, False),
-        ("Amount due", totals.amount_due_minor, True),
-    ):
-        page.text(300, label, 10, bold=bold)
-        page.right(page.width - 40, format_minor(amount, currency), 10, bold=bold)
+    left_bottom = page.y
+    page.y = top - 18
+    for label, value in facts:
+        page.text(330, label, bold=True)
+        page.text(page.right, value, align="right")
         page.down()
-    page.down(10)
-    page.text(40, _how_paid(totals, currency), 8)
+    page.y = min(left_bottom, page.y) - 10
+    _draw_bill_to(page, name, doc)
 
 
-def _how_paid(totals: Totals, currency: str) -> str:
-    unpaid = (
-        f"; {format_minor(totals.stripe_unpaid_minor, currency)} failed and is due"
-        if totals.stripe_unpaid_minor
-        else ""
+def _draw_bill_to(page: Pages, name: str, doc: Invoice | CreditNote) -> None:
+    """The org's name and the billing details it gave (address, e-mail, tax id)."""
+    page.text(MARGIN, "Bill to", 9, bold=True)
+    page.down()
+    for piece in wrap(name, 10, 330, bold=True):
+        page.text(MARGIN, piece, 10, bold=True)
+        page.down()
+    details = doc.bill_to if isinstance(doc, Invoice) else None
+    extra = (
+        [*details.address_lines, details.email or "", f"Tax ID {details.tax_id}" if details.tax_id else ""]
+        if details
+        else []
     )
-    wallet = "; ad spend and fees from the prepaid ad wallet" if totals.paid_from_wallet_minor else ""
-    return f"Paid: subscription charges by card through Stripe{unpaid}{wallet}."
+    for line in (e for e in extra if e):
+        for piece in wrap(line, 8.5, 330):
+            page.text(MARGIN, piece)
+            page.down()
+    page.text(MARGIN, f"Account {doc.org_id}", 7.5)
+    page.down(20)
+
+
+def _groups(lines: Sequence[InvoiceLine]) -> list[tuple[str, list[InvoiceLine]]]:
+    """Each section that has lines, in the order of SECTIONS, then late charges per earlier period."""
+    groups = [
+        (title, [line for line in lines if line.section == section and line.late_for is None])
+        for section, title in SECTIONS.items()
+    ]
+    late_periods = sorted({line.late_for for line in lines if line.late_for is not None})
+    groups += [
+        (
+            f"Late charges for the period from {day(period)} (recorded after that invoice was issued)",
+            [line for line in lines if line.late_for == period],
+        )
+        for period in late_periods
+    ]
+    return [(title, group) for title, group in groups if group]
+
+
+def _draw_headings(page: Pages, currency: str) -> None:
+    for heading, x, right in _COLUMNS:
+        page.text(x, heading, 7.5, bold=True, align="right" if right else "left")
+    page.text(page.right, f"Amount ({currency})", 7.5, bold=True, align="right")
+    page.down(4)
+    page.rule()
+    page.down(10)
+
+
+def _draw_table(page: Pages, heading: str, lines: list[InvoiceLine], currency: str) -> None:
+    """A section: its title, the column headings (again on every page it continues on), its lines."""
+    page.need(60)
+    for piece in wrap(heading, 9.5, page.right - MARGIN, bold=True):
+        page.text(MARGIN, piece, 9.5, bold=True)
+        page.down()
+    page.down(2)
+    _draw_headings(page, currency)
+    page.on_new_page = lambda: _draw_headings(page, currency)
+    for line in lines:
+        _draw_line(page, line, currency)
+    page.on_new_page = None
+    page.down(8)
+
+
+def _line_notes(line: InvoiceLine, currency: str) -> list[str]:
+    """The small print under a line: the rate and base of a fee, the Stripe invoice that charged it."""
+    notes = []
+    if line.rate_bps is not None and line.base_minor is not None:
+        notes.append(
+            f"{rate_text(line.rate_bps)} of {format_minor(line.base_minor, currency)} ad spend; the fee is "
+            f"rounded per platform bill, so it may differ from rate {TIMES} spend by a cent per bill"
+        )
+    if line.stripe_invoice_number or line.stripe_invoice_id:
+        notes.append(f"Stripe invoice {line.stripe_invoice_number or line.stripe_invoice_id}")
+    if line.paid_via == "info":
+        notes.append("information only: any charge for it is on a Stripe line above")
+    return notes
+
+
+def _draw_line(page: Pages, line: InvoiceLine, currency: str) -> None:
+    description = wrap(line.description, 8.5, _DESCRIPTION_WIDTH)
+    notes = [piece for note in _line_notes(line, currency) for piece in wrap(note, 7, _DESCRIPTION_WIDTH + 140)]
+    page.need(LEADING * len(description) + 9 * len(notes) + 4)
+    cells = [
+        service_period(line),
+        "" if line.quantity is None else f"{line.quantity:,}",
+        line.unit or "",
+        _unit_price_cell(line, currency),
+    ]
+    for (_, x, right), value in zip(_COLUMNS[1:], cells, strict=True):
+        page.text(x, value, 8, align="right" if right else "left")
+    amount = DASH if line.paid_via == "info" else amount_text(line.amount_minor, currency)
+    page.text(page.right, amount, align="right")
+    for piece in description:
+        page.text(MARGIN, piece)
+        page.down()
+    for piece in notes:
+        page.text(MARGIN + 8, piece, 7)
+        page.down(9)
+    page.down(3)
+
+
+def _unit_price_cell(line: InvoiceLine, currency: str) -> str:
+    if line.rate_bps is not None:
+        return rate_text(line.rate_bps)
+    return "" if line.unit_price_minor is None else unit_price_text(line.unit_price_minor, currency)
+
+
+def _money_row(page: Pages, label: str, amount_minor: int, currency: str, bold: bool = False) -> None:
+    page.need(LEADING)
+    page.text(250, label, 9, bold=bold)
+    page.text(page.right, format_minor(amount_minor, currency), 9, bold=bold, align="right")
+    page.down()
+
+
+def _draw_totals(page: Pages, totals: Totals, currency: str) -> None:
+    """Subtotal, tax, total (and of it: through Stripe, from the wallet), paid, due."""
+    page.need(LEADING * 9)
+    page.down(4)
+    _money_row(page, "Subtotal", subtotal_minor(totals.total_minor, totals.tax_minor), currency)
+    _money_row(page, "Tax (none charged: prices exclude tax)", totals.tax_minor, currency)
+    _money_row(page, "Total", totals.total_minor, currency, bold=True)
+    _money_row(page, "   of which charged through Stripe", totals.charged_through_stripe_minor, currency)
+    if totals.paid_from_wallet_minor:
+        _money_row(page, "   of which ad spend and fees (wallet)", totals.paid_from_wallet_minor, currency)
+    _money_row(page, "Amount paid (net of refunds)", net_paid_minor(totals.payments), currency)
+    if totals.stripe_unpaid_minor:
+        _money_row(page, "Unpaid Stripe charges (card failed, open)", totals.stripe_unpaid_minor, currency)
+    if totals.wallet_deficit_minor:
+        _money_row(page, "Wallet deficit (spend past the balance)", totals.wallet_deficit_minor, currency)
+    _money_row(page, "Amount due", totals.amount_due_minor, currency, bold=True)
+    page.down(8)
+
+
+def _draw_payments(page: Pages, totals: Totals, currency: str) -> None:
+    """Every payment and refund: source, date, amount, Stripe's number."""
+    if not totals.payments:
+        return
+    page.need(LEADING * (len(totals.payments) + 2))
+    page.text(MARGIN, "Payments and refunds", 9.5, bold=True)
+    page.down()
+    for payment in totals.payments:
+        page.need(LEADING)
+        page.text(MARGIN, _payment_text(payment))
+        page.text(page.right, format_minor(payment.amount_minor, currency), align="right")
+        page.down()
+    page.down(8)
+
+
+def _payment_text(payment: Payment) -> str:
+    when = f" on {payment.on}" if payment.on else ""
+    reference = f" (Stripe invoice {payment.reference})" if payment.reference else ""
+    return f"{_PAYMENT_LABELS[payment.method]}{when}{reference}"
+
+
+def _draw_how_to_pay(page: Pages, invoice: Invoice) -> None:
+    totals = invoice.totals
+    if totals is None or totals.amount_due_minor <= 0:
+        return
+    due = format_minor(totals.amount_due_minor, invoice.currency)
+    when = totals.due_on or "on receipt"
+    text = [f"Amount due: {due}, due {when}. Terms: {'net, as agreed' if totals.due_on else 'due on receipt'}."]
+    if totals.stripe_unpaid_minor:
+        text.append(
+            "Unpaid Stripe charges: pay the open Stripe invoice from the link in its e-mail, or update the card "
+            "in Layers Billing (Stripe retries the saved card)."
+        )
+    if totals.wallet_deficit_minor:
+        text.append("Wallet deficit: top up the ad wallet in Layers Billing (card, ACH or wire); it is taken first.")
+    text.append(seller().payment_instructions)
+    page.text(MARGIN, "How to pay", 9.5, bold=True)
+    page.down()
+    for paragraph in text:
+        for piece in wrap(paragraph, 8, page.right - MARGIN):
+            page.need(LEADING)
+            page.text(MARGIN, piece, 8)
+            page.down(11)
+    page.down(8)
+
+
+def _draw_wallet(page: Pages, statement: WalletStatement, currency: str) -> None:
+    rows = (
+        ("Opening balance", statement.opening_minor, True),
+        ("Top-ups", statement.topups_minor, False),
+        ("Ad spend", statement.spend_minor, False),
+        ("Platform fees", statement.fees_minor, False),
+        ("Refunds to card", statement.refunds_minor, False),
+        ("Reversals (disputes, failed payments, platform credits)", statement.reversals_minor, False),
+        ("Adjustments (support, credit notes)", statement.adjustments_minor, False),
+        ("Closing balance", statement.closing_minor, True),
+    )
+    page.need(LEADING * (len(rows) + 3))
+    page.text(MARGIN, "Ad wallet statement for the period", 9.5, bold=True)
+    page.down()
+    page.rule()
+    page.down(11)
+    for label, amount, bold in rows:
+        page.text(MARGIN, label, 8.5, bold=bold)
+        page.text(420, format_minor(amount, currency), 8.5, bold=bold, align="right")
+        page.down()
+    page.down(8)
+
+
+def render_credit_note_pdf(note: CreditNote) -> bytes:
+    """A credit note: which invoice it corrects and why, the lines credited, where the money went."""
+    title = f"Credit note {note.number} · {note.bill_to_name}"
+    buffer, page, _ = _new_pdf(title)
+    page.running = Running(title, f"{seller().name} · Credit note {note.number} · {note.currency}")
+    facts = [
+        ("Credit note number", note.number),
+        ("Issue date", day(note.created_at)),
+        ("Corrects invoice", note.invoice_number),
+        ("Currency", note.currency),
+    ]
+    _draw_parties(page, note.bill_to_name, note, "CREDIT NOTE", facts)
+    for piece in wrap(f"Reason: {note.reason}", 9, page.right - MARGIN):
+        page.text(MARGIN, piece, 9)
+        page.down()
+    page.down(6)
+    _draw_table(page, "Credited lines", list(note.lines), note.currency)
+    _money_row(page, "Total credited", note.amount_minor, note.currency, bold=True)
+    _money_row(page, "   re-credited to the ad wallet", note.to_wallet_minor, note.currency)
+    _money_row(page, "   credited through Stripe (to the card or balance)", note.to_stripe_minor, note.currency)
+    if note.stripe_credit_note_ids:
+        page.text(MARGIN, f"Stripe credit notes: {', '.join(note.stripe_credit_note_ids)}", 7.5)
+        page.down()
+    page.finish()
+    return buffer.getvalue()

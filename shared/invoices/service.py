@@ -8,15 +8,32 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
 from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError
-from shared.invoices.models import DocumentKind, DocumentUrl, Invoice, InvoiceLine, Totals, WalletStatement
-from shared.invoices.render import render_csv, render_pdf
+from shared.invoices.figures import (
+    day_of,
+    metric_label,
+    metric_unit,
+    stripe_payment,
+    unit_price_of,
+    wallet_paid_minor,
+)
+from shared.invoices.models import (
+    BillTo,
+    DocumentKind,
+    DocumentUrl,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    Totals,
+    WalletStatement,
+)
+from shared.invoices.render import CSV_CONTENT_TYPE, render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
@@ -25,6 +42,7 @@ from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
 from shared.retry import until_done
 from shared.stripe_gateway import Invoice as StripeInvoice
+from shared.stripe_gateway import InvoiceLine as StripeLine
 from shared.stripe_gateway import StripeGateway
 from shared.usage.service import UsageService
 from shared.wallet.account import deficit as wallet_deficit
@@ -73,6 +91,8 @@ class _StripeCharges:
     invoice_ids: list[str]
     total_minor: int
     unpaid_minor: int
+    payments: list[Payment]
+    due_on: str | None  # the earliest due date of what is still open
 
 
 class _ProjectNames:
@@ -109,6 +129,13 @@ def _bills_period(org: Org, period: Period, stripe_invoice: StripeInvoice) -> bo
     return period_containing(org, datetime.fromtimestamp(at, UTC)).key == period.key
 
 
+def _wallet_payment(paid_from_wallet: int, deficit: int, period: Period) -> list[Payment]:
+    """The wallet's payment, dated the period's last day (it paid each bill as it came)."""
+    paid = wallet_paid_minor(paid_from_wallet, deficit)
+    on = (period.end - timedelta(seconds=1)).date().isoformat()
+    return [Payment(method="wallet", amount_minor=paid, on=on)] if paid else []
+
+
 def _nothing_to_bill(invoice: Invoice) -> bool:
     """No Stripe invoice, no money line, nothing due: only information (e.g. credits used on Free)."""
     totals = invoice.totals
@@ -135,25 +162,34 @@ _SPEND_KINDS = (
 )
 
 
-def _spend_row_lines(row: Mapping[str, object], names: _ProjectNames) -> list[InvoiceLine]:
-    """The lines of one platform and project's spend aggregate (kinds with nothing are left out, but
-    a row's spend and fee always show)."""
+def _spend_row_lines(row: Mapping[str, object], names: _ProjectNames, period: Period, rate: int) -> list[InvoiceLine]:
+    """The lines of one platform and project's spend aggregate (kinds with nothing are left out). Fee
+    lines show the rate and the spend they apply to; late lines name the period they were spent in."""
     project_id, platform = str(row["project_id"]), str(row["platform"])
     late_for = str(row["late_for"]) if row.get("late_for") else None
     late = f" (late, for the period from {late_for[:10]})" if late_for else ""
-    return [
-        InvoiceLine(
-            section="ad_spend",
-            paid_via="wallet",
-            amount_minor=int(str(row.get(field, 0))),
-            project_id=project_id,
-            platform=platform,
-            late_for=late_for,
-            description=f"{kind}: {platform_name(platform)}, {names.of(project_id)}{late}",
+    where = f"{platform_name(platform)}, {names.of(project_id)}{late}"
+    base_of = {"fee": "ad_spend", "credited_fee": "credited_spend"}  # a fee line's base: the spend it is on
+    lines = []
+    for kind, field in _SPEND_KINDS:
+        if field not in row:
+            continue
+        fee = {"rate_bps": rate, "base_minor": int(str(row.get(base_of[field], 0)))} if field in base_of else {}
+        lines.append(
+            InvoiceLine(
+                section="ad_spend",
+                paid_via="wallet",
+                amount_minor=int(str(row[field])),
+                project_id=project_id,
+                platform=platform,
+                late_for=late_for,
+                service_start=late_for or iso(period.start),
+                service_end=None if late_for else iso(period.end),
+                description=f"{kind}: {where}" + (" (rounded per bill)" if fee else ""),
+                **fee,
+            )
         )
-        for kind, field in _SPEND_KINDS
-        if field in row
-    ]
+    return lines
 
 
 def statement_of(moved: Mapping[str, int], closing: int) -> WalletStatement:
@@ -177,6 +213,7 @@ class Assembled:
 
 
 def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
+    """Stripe's lines as Stripe shows them: quantity x unit price, the service period, Stripe's number."""
     return [
         InvoiceLine(
             section="subscription",
@@ -184,10 +221,23 @@ def _subscription_lines(stripe_invoice: StripeInvoice) -> list[InvoiceLine]:
             amount_minor=line.amount_minor,
             paid_via="stripe",
             quantity=line.quantity,
+            unit=_stripe_unit(line),
+            unit_price_minor=unit_price_of(line),
+            service_start=iso(datetime.fromtimestamp(line.period_start, UTC)),
+            service_end=iso(datetime.fromtimestamp(line.period_end, UTC)),
             stripe_invoice_id=stripe_invoice.invoice_id,
+            stripe_invoice_number=stripe_invoice.number,
         )
         for line in stripe_invoice.lines
     ]
+
+
+def _stripe_unit(line: StripeLine) -> str | None:
+    """What the quantity of a Stripe line counts: our overage's metric, a proration; a subscription
+    price's quantity (the plan, seats) is shown bare, with its unit price per month."""
+    if line.metric is not None:
+        return metric_unit(line.metric)
+    return "prorated" if line.proration else None
 
 
 @dataclass(frozen=True)
@@ -250,6 +300,7 @@ class InvoiceService:
             status="draft",
             currency=org.currency,
             bill_to_name=org.name,
+            bill_to=BillTo(name=org.name, **(org.billing_details.model_dump() if org.billing_details else {})),
             billing_mode=org.billing_mode.value,
             plan_name=plan.name,
             created_at=iso(self._clock.now()),
@@ -299,7 +350,7 @@ class InvoiceService:
         if invoice.status == "finalized":
             base = f"invoices/{org_id}/{invoice.period_key[:10]}/{invoice.number}"
             self._documents.put(f"{base}.pdf", render_pdf(invoice), "application/pdf")
-            self._documents.put(f"{base}.csv", render_csv(invoice), "text/csv")
+            self._documents.put(f"{base}.csv", render_csv(invoice), CSV_CONTENT_TYPE)
             self._repo.save(
                 invoice.model_copy(update={"status": "rendered", "pdf_key": f"{base}.pdf", "csv_key": f"{base}.csv"}),
                 expected_status="finalized",
@@ -364,6 +415,8 @@ class InvoiceService:
             total_minor=charged.total_minor + wallet_paid,
             wallet_deficit_minor=deficit,
             amount_due_minor=charged.unpaid_minor + deficit,
+            payments=charged.payments + _wallet_payment(wallet_paid, deficit, period),
+            due_on=charged.due_on,
         )
         lines = charged.lines + credits.lines + usage.lines + spend.lines
         reads = credits.reads + usage.reads + spend.reads + names.reads + 1  # + the statement
@@ -372,7 +425,7 @@ class InvoiceService:
     def _stripe_charges(self, org: Org, period: Period) -> _StripeCharges:
         """The lines and amounts of the period's Stripe invoices (none without a Stripe customer)."""
         if not org.stripe_customer_id:
-            return _StripeCharges(lines=[], invoice_ids=[], total_minor=0, unpaid_minor=0)
+            return _StripeCharges(lines=[], invoice_ids=[], total_minor=0, unpaid_minor=0, payments=[], due_on=None)
         ours = [
             stripe_invoice
             for stripe_invoice in sorted(
@@ -390,6 +443,8 @@ class InvoiceService:
                 for stripe_invoice in ours
                 if stripe_invoice.status == "open"
             ),
+            payments=sorted(filter(None, map(stripe_payment, ours)), key=lambda paid: paid.on or ""),
+            due_on=min((day_of(i.due_date) or "" for i in ours if i.status == "open" and i.due_date), default=None),
         )
 
     def _credit_lines(self, org: Org, period: Period, names: _ProjectNames) -> _Section:
@@ -405,10 +460,12 @@ class InvoiceService:
                     paid_via="info",
                     amount_minor=0,
                     quantity=used,
+                    unit="credits",
+                    service_start=iso(period.start),
+                    service_end=iso(period.end),
                     project_id=project_id,
-                    description=f"{names.of(project_id)}: {used:,} credits "
-                    f"({int(row.get('included_used', 0)):,} included, {int(row.get('packs_used', 0)):,} from packs, "
-                    f"{int(row.get('overage', 0)):,} overage)",
+                    description=f"{names.of(project_id)}: {int(row.get('included_used', 0)):,} included, "
+                    f"{int(row.get('packs_used', 0)):,} from packs, {int(row.get('overage', 0)):,} overage",
                 )
             )
         return _Section(lines=lines, reads=len(projects))
@@ -421,8 +478,11 @@ class InvoiceService:
                 paid_via="info",
                 amount_minor=0,
                 quantity=allowance.overage,
-                description=f"{allowance.metric.replace('_', ' ')}: {allowance.used:,} used, "
-                f"{allowance.included:,} included, {allowance.overage:,} over (billed through Stripe)",
+                unit=metric_unit(allowance.metric),
+                service_start=iso(period.start),
+                service_end=iso(period.end),
+                description=f"{metric_label(allowance.metric)} over allowance: {allowance.used:,} used, "
+                f"{allowance.included:,} included (billed through Stripe)",
             )
             for allowance in self._usage.allowances_of(org, period)
             if allowance.overage
@@ -434,8 +494,9 @@ class InvoiceService:
         then what was recorded for earlier periods after their invoices were made (`late_for`), with the
         reversals and platform credits of each as their own lines."""
         spend = self._wallet.period_spend(org.org_id, period.key)
+        rate = self._orgs.subscribed_plan(org).platform_fee_bps or 0
         order = sorted(spend, key=lambda r: (str(r.get("late_for", "")), str(r["platform"]), str(r["project_id"])))
-        lines = [line for row in order for line in _spend_row_lines(row, names)]
+        lines = [line for row in order for line in _spend_row_lines(row, names, period, rate)]
         return _Section(lines=lines, reads=len(spend))
 
     def _wallet_statement(self, org: Org, period: Period) -> WalletStatement | None:

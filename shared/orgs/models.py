@@ -104,6 +104,14 @@ class SubscriptionState(_Model):
     dunning_since: datetime | None = None
 
 
+class BillingDetails(_Model):
+    """What the org wants on its invoices under its name (the "bill to" block)."""
+
+    address_lines: list[str] = []
+    email: str | None = None
+    tax_id: str | None = None
+
+
 class Org(_Model):
     org_id: str
     name: str
@@ -127,6 +135,7 @@ class Org(_Model):
     # Agency spend (holds, top-ups) is allowed until this instant (ISO, UTC); None = no limit. Written
     # with the subscription's state and copied to the wallet, whose holds check it in their write.
     agency_until: str | None = None
+    billing_details: BillingDetails | None = None  # printed on invoices (bill to)
 
     def agency_spend_open(self, now: datetime) -> bool:
         return self.agency_until is None or self.agency_until > iso(now)

@@ -24,6 +24,7 @@ from shared.orgs.models import (
     MANAGE_ORG,
     MANAGE_PROJECTS,
     READ,
+    BillingDetails,
     BillingMode,
     Member,
     Membership,
@@ -182,9 +183,11 @@ class OrgService:
         name: str | None,
         billing_mode: BillingMode | None,
         currency: str | None,
+        billing_details: BillingDetails | None = None,
     ) -> OrgView:
-        """Renames (owner/admin) or changes billing mode / currency (owner/admin/billing)."""
-        billing_change = billing_mode is not None or currency is not None
+        """Renames (owner/admin) or changes billing mode / currency / billing details (owner/admin/billing).
+        Empty billing details remove them."""
+        billing_change = billing_mode is not None or currency is not None or billing_details is not None
         allowed = (
             MANAGE_ORG & MANAGE_BILLING
             if name is not None and billing_change
@@ -202,6 +205,8 @@ class OrgService:
             plan.price_book(currency)
             self._check_currency_unlocked(org)
             changes["currency"] = currency
+        if billing_details is not None and billing_details != org.billing_details:
+            changes["billing_details"] = billing_details.model_dump(exclude_none=True)
         if not changes:
             return self._view(access)
         changes["updated_at"] = self._clock.now()

@@ -26,11 +26,12 @@ from decimal import Decimal
 from shared.catalog import Plan
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
+from shared.invoices.figures import metric_label
 from shared.money import unit_price_total
 from shared.orgs.models import Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
-from shared.stripe_gateway import Invoice, StripeGateway
+from shared.stripe_gateway import Invoice, PricedQuantity, StripeGateway
 from shared.usage.service import UsageService
 
 
@@ -44,7 +45,7 @@ class RenewalBilled:
 class _Line:
     metric: str
     quantity: int
-    amount: int
+    unit_minor: Decimal  # Stripe computes the amount: unit_price_total(quantity, unit_minor)
     description: str
     period: Period
     key: str
@@ -99,7 +100,7 @@ class OverageBilling:
                 continue  # billed before (what it billed stays recorded: a repeat never overwrites it)
             amount = unit_price_total(quantity, unit)
             if quantity > 0 and amount and not target.has(key):  # (on the draft already: a crash before the record)
-                self._add(org, target, _Line(metric, quantity, amount, description, period, key))
+                self._add(org, target, _Line(metric, quantity, unit, description, period, key))
                 added += amount
             billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key}
             self._repo.set_period_fields(org_id, period.key, billed)
@@ -116,8 +117,7 @@ class OverageBilling:
         self._gateway.add_invoice_item(
             customer_id=target.customer_id,
             invoice_id=target.invoice_id,
-            amount_minor=line.amount,
-            currency=org.currency,
+            priced=PricedQuantity(line.quantity, line.unit_minor, org.currency),
             description=line.description,
             period=(int(line.period.start.timestamp()), int(line.period.end.timestamp())),
             metadata={
@@ -140,10 +140,10 @@ class OverageBilling:
             return 0
         key = f"overage:{org.org_id}:{previous.key}:credits_late:{late}"  # one key per late total
         amount = unit_price_total(late - billed, unit)
-        description = f"Late generation credits from the previous period: {late - billed:,}"
+        description = "Late generation credits from the previous period"
         fresh = not target.has(key)
         if fresh and amount:
-            self._add(org, target, _Line("credits_late", late - billed, amount, description, previous, key))
+            self._add(org, target, _Line("credits_late", late - billed, unit, description, previous, key))
         self._repo.set_period_fields(org.org_id, previous.key, {"billed_credits_late": late})
         return amount if fresh else 0
 
@@ -158,7 +158,7 @@ class OverageBilling:
                     "credits",
                     overage,
                     book.credit_overage_unit_minor,
-                    f"Generation credits over the {plan.included_credits:,} included: {overage:,}",
+                    f"Generation credits over the {plan.included_credits:,} included",
                 )
             )
             late = int(counters.get("credits_late", 0))
@@ -167,7 +167,7 @@ class OverageBilling:
                     "credits_late",
                     late,
                     book.credit_overage_unit_minor,
-                    f"Generation credits used late in the period: {late:,}",
+                    "Generation credits used late in the period",
                 )
             )
         prices = {
@@ -183,8 +183,7 @@ class OverageBilling:
                         allowance.metric,
                         allowance.overage,
                         unit,
-                        f"{allowance.metric.replace('_', ' ')} over the {allowance.included:,} included: "
-                        f"{allowance.overage:,}",
+                        f"{metric_label(allowance.metric)} over the {allowance.included:,} included",
                     )
                 )
         return lines

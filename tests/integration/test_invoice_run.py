@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -142,21 +143,38 @@ def test_agency_invoice_lines_and_totals(month: dict[str, Any]) -> None:
     subscription = [amount for _, amount in _lines(invoice, "subscription")]
     # Checkout (September in advance) 4,900; renewal: October in advance 4,900 + September overage 828
     assert sorted(subscription) == [828, 4_900, 4_900]
-    assert any("over the 3,000 included: 460" in d for d, _ in _lines(invoice, "subscription"))
-    credits = _lines(invoice, "credits")
-    assert {d.split(":")[0] for d, _ in credits} == {"Launch", "Always-on"}
-    assert {d.split(": ")[1].split(" credits")[0] for d, _ in credits} == {"3,000", "460"}
+    # Overage as Stripe charged it: quantity x unit price (460 credits x 1.8 cents), over September
+    (overage,) = [line for line in invoice.lines if line.unit == "credits" and line.section == "subscription"]
+    assert (overage.quantity, overage.unit_price_minor, overage.amount_minor) == (460, Decimal("1.8"), 828)
+    assert overage.description == "Generation credits over the 3,000 included"
+    assert overage.service_start and overage.service_end
+    assert (overage.service_start[:19], overage.service_end[:19]) == ("2026-09-01T00:00:00", "2026-10-01T00:00:00")
+    # The two "1 x Pro" lines are told apart by their service periods: September, then October in advance
+    base = sorted(
+        (line.service_start or "", line.stripe_invoice_number)
+        for line in invoice.lines
+        if line.unit_price_minor == 4_900
+    )
+    assert [start[:10] for start, _ in base] == ["2026-09-01", "2026-10-01"]
+    assert all(number for _, number in base)  # Stripe's own invoice numbers are cited
+    credits = [line for line in invoice.lines if line.section == "credits"]
+    assert {(line.description.split(":")[0], line.quantity, line.unit) for line in credits} == {
+        ("Launch", 3_000, "credits"),
+        ("Always-on", 460, "credits"),
+    }
     spend = sorted(_lines(invoice, "ad_spend"))
     assert spend == sorted(
         [
             ("Ad spend: Meta, Launch", 12_345),
-            ("Platform fee: Meta, Launch", 617),
+            ("Platform fee: Meta, Launch (rounded per bill)", 617),
             ("Ad spend: TikTok, Always-on", 5_000),
-            ("Platform fee: TikTok, Always-on", 250),
+            ("Platform fee: TikTok, Always-on (rounded per bill)", 250),
             ("Ad spend: Google Ads, Launch", 2_000),
-            ("Platform fee: Google Ads, Launch", 100),
+            ("Platform fee: Google Ads, Launch (rounded per bill)", 100),
         ]
     )
+    fees = {(line.rate_bps, line.base_minor, line.amount_minor) for line in invoice.lines if line.rate_bps}
+    assert fees == {(500, 12_345, 617), (500, 5_000, 250), (500, 2_000, 100)}
     totals = invoice.totals
     assert totals is not None
     assert (totals.charged_through_stripe_minor, totals.paid_from_wallet_minor, totals.total_minor) == (
@@ -165,6 +183,10 @@ def test_agency_invoice_lines_and_totals(month: dict[str, Any]) -> None:
         30_940,
     )
     assert (totals.stripe_unpaid_minor, totals.wallet_deficit_minor, totals.amount_due_minor) == (0, 0, 0)
+    # Paid by card through Stripe (each Stripe invoice, dated, with its number) and from the wallet
+    assert sorted(p.amount_minor for p in totals.payments if p.method == "card") == [4_900, 5_728]
+    assert [p.amount_minor for p in totals.payments if p.method == "wallet"] == [20_312]
+    assert all(p.on and p.on.startswith("2026-") for p in totals.payments)
 
 
 def test_byo_invoice_has_no_wallet_or_fee_lines(month: dict[str, Any]) -> None:
@@ -184,6 +206,8 @@ def test_a_failed_stripe_charge_and_a_wallet_deficit_are_due(month: dict[str, An
         3_400,
         8_300,
     )
+    # The wallet paid what it had, not the deficit; the failed card is not "paid"
+    assert {p.method: p.amount_minor for p in totals.payments} == {"card": 4_900, "wallet": 5_000}
 
 
 def test_stripe_reconciles_with_the_invoice(month: dict[str, Any], stack: Any) -> None:
@@ -218,7 +242,10 @@ def test_documents_pdf_and_csv(month: dict[str, Any], api: ApiClient, tmp_path: 
     import requests
 
     pdf = requests.get(pdf_link["url"], timeout=30).content
-    rows = list(csv.DictReader(io.StringIO(requests.get(csv_link["url"], timeout=30).text)))
+    csv_reply = requests.get(csv_link["url"], timeout=30)
+    assert csv_reply.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert csv_reply.content.startswith(b"\xef\xbb\xbf")  # the BOM
+    rows = list(csv.DictReader(io.StringIO(csv_reply.content.decode("utf-8-sig"), newline="")))
     assert pdf.startswith(b"%PDF")
     assert invoice.totals is not None
     assert sum(int(r["amount_minor"]) for r in rows) == invoice.totals.total_minor
@@ -232,10 +259,14 @@ def test_documents_pdf_and_csv(month: dict[str, Any], api: ApiClient, tmp_path: 
         ["pdftotext", "-layout", str(tmp_path / "invoice.pdf"), "-"], check=True, capture_output=True, text=True
     ).stdout
     assert invoice.number and invoice.number in text
+    words = set(text.split())
     for line in invoice.lines:
-        assert line.description[:40] in text
+        assert set(line.description.split()) <= words  # every word, wrapped or not
     for amount in ("106.28 USD", "203.12 USD", "309.40 USD"):  # charged via Stripe, from the wallet, total
         assert amount in text
+    for fact in ("Description", "Service period", "Unit price", "Subtotal", "Tax", "Page 1 of", "Paid in full"):
+        assert fact in text
+    assert "460 credits 0.018 8.28" in " ".join(text.split())
 
 
 def test_assembly_reads_are_constant_in_ledger_size(month: dict[str, Any], stack: Any, table: Any) -> None:
@@ -316,3 +347,29 @@ def test_the_dispatcher_finds_closed_periods_by_index_and_starts_once(month: dic
     assert third["started"] is False
     runs = stack.client("stepfunctions").list_executions(stateMachineArn=stack.resource_names["InvoiceRunStateMachine"])
     assert [e["name"] for e in runs["executions"]].count("invoice-run-2026-10-02") == 1
+
+
+def test_the_api_answers_the_invoice_as_documented_not_as_stored(month: dict[str, Any], api: ApiClient) -> None:
+    invoice: Invoice = month["invoices"][month["agency"]]
+    owner = month["owners"]["agency"]
+    got = api.call("GET", f"/v1/orgs/{month['agency']}/invoices/{invoice.invoice_id}", as_user=owner)
+    assert got.status == 200, got.body
+    body = got.body
+    for internal in ("reads", "pdf_key", "csv_key", "period_key", "created_at"):
+        assert internal not in body  # storage shapes never reach the HTTP edge
+    assert (body["number"], body["period_last_day"], body["documents_ready"]) == (invoice.number, "2026-09-30", True)
+    assert body["totals"]["subtotal_minor"] == body["totals"]["total_minor"] == 30_940
+    assert body["totals"]["tax_minor"] == 0 and body["totals"]["amount_paid_minor"] == 4_900 + 5_728 + 20_312
+    overage = next(line for line in body["lines"] if line["unit"] == "credits" and line["section"] == "subscription")
+    assert (overage["quantity"], overage["unit_price_minor"], overage["amount_minor"]) == (460, "1.8", 828)
+    assert (overage["service_period_start"], overage["service_period_end"]) == ("2026-09-01", "2026-09-30")
+    listed = api.call("GET", f"/v1/orgs/{month['agency']}/invoices", as_user=owner).body["items"]
+    assert [i["invoice_id"] for i in listed] == [invoice.invoice_id] and "reads" not in listed[0]
+    byo = api.call(
+        "GET",
+        f"/v1/orgs/{month['byo']}/invoices/{month['invoices'][month['byo']].invoice_id}",
+        as_user=month["owners"]["byo"],
+    ).body
+    assert byo["wallet_statement"] is None  # BYO: no wallet block at all
+    stranger = api.call("GET", f"/v1/orgs/{month['agency']}/invoices/{invoice.invoice_id}", as_user=new_user())
+    assert (stranger.status, stranger.code) == (404, "org_not_found")

@@ -341,3 +341,63 @@ def test_the_currency_is_locked_once_money_exists_in_it(api: ApiClient, stack: A
     assert (reply.status, reply.code) == (409, "currency_locked"), reply.body
     assert "USD" in reply.body["error"]["message"]
     assert org_items(table, org_id) == before
+
+
+def test_billing_details_are_set_by_billing_roles_and_go_on_the_next_invoice(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+
+    owner, billing, member, stranger = (new_user(r) for r in ("owner", "billing", "member", "stranger"))
+    org_id = _paid_org(api, stack, table, owner, "pro")
+    for user, role in ((billing, "billing"), (member, "member")):
+        added = api.call("POST", f"/v1/orgs/{org_id}/members", as_user=owner, json={"user_id": user, "role": role})
+        assert added.status == 201, added.body
+    details = {
+        "address_lines": ["Kurfürstendamm 21", "10719 Berlin", "東京都渋谷区神宮前1-2-3"],
+        "email": "ap+invoices@northwind.example",
+        "tax_id": "DE 123 456 789",
+    }
+    # Given a billing member, when they set the details, then the org shows them
+    reply = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=billing, json={"billing_details": details})
+    assert reply.status == 200, reply.body
+    assert reply.body["billing_details"] == details
+    assert api.call("GET", f"/v1/orgs/{org_id}", as_user=member).body["billing_details"] == details
+    # A plain member may not; a stranger and an unknown org are 404
+    refused = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=member, json={"billing_details": details})
+    assert (refused.status, refused.code) == (403, "forbidden")
+    for who, org in ((stranger, org_id), (owner, "org_doesnotexist")):
+        missing = api.call("PATCH", f"/v1/orgs/{org}", as_user=who, json={"billing_details": details})
+        assert (missing.status, missing.code) == (404, "org_not_found")
+    # Bad input is a 422 naming the field, and nothing changes
+    for bad in (
+        {"address_lines": ["line"] * 7},
+        {"address_lines": ["=cmd|' /C calc'!A0\x07"]},
+        {"tax_id": "x" * 41},
+        {"email": "not-an-email"},
+        {"address_lines": ["\u202eevil"]},
+        {"vat": "DE1"},
+    ):
+        bad_reply = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_details": bad})
+        assert (bad_reply.status, bad_reply.code) == (422, "validation_error"), (bad, bad_reply.body)
+    assert api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body["billing_details"] == details
+    # The next invoice snapshots them under the org's name
+    invoices = services().invoices
+    org = services().orgs._repo.require_org(org_id)
+    period = period_containing(org, org.subscription.billing_anchor if org.subscription else org.created_at)
+    invoices.close(org_id, period.key)
+    draft = invoices._repo.get(org_id, period.key)
+    assert draft is not None and draft.bill_to is not None
+    assert (draft.bill_to.name, draft.bill_to.address_lines, draft.bill_to.tax_id) == (
+        "Acme",
+        details["address_lines"],
+        "DE 123 456 789",
+    )
+    # null removes them
+    cleared = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_details": None})
+    assert cleared.status == 200 and cleared.body["billing_details"] == {
+        "address_lines": [],
+        "email": None,
+        "tax_id": None,
+    }

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from types import FunctionType
 from typing import Any
 
 import pytest
 import stripe
 
-from shared.stripe_gateway import StripeGateway, StripeKeys
+from shared.stripe_gateway import PricedQuantity, StripeGateway, StripeKeys
 from tests.helpers import new_user
 from tests.integration.test_stripe_webhooks import sign
 from tests.local.stripe_emulator.contract import CheckedRequest, ContractGuard
@@ -115,19 +116,19 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
     g.add_invoice_item(
         customer_id=customer,
         invoice_id=draft.id,
-        amount_minor=150,
-        currency="USD",
+        priced=PricedQuantity(150, Decimal("1.8"), "USD"),  # 150 credits x 1.8 cents = 270 cents
         description="Usage overage",
         period=(now - 3600, now),
         metadata={"billing_key": f"overage:{org}"},
         key=f"overage:{org}",
     )
     assert g.invoice_item_keys(str(draft.id)) == {f"overage:{org}"}
+    (line,) = g.get_invoice(str(draft.id)).lines  # quantity x unit price, Stripe's amount half-even
+    assert (line.quantity, line.unit_amount_decimal, line.amount_minor) == (150, Decimal("1.8"), 270)
     g.add_invoice_item(  # a pending one, for the customer's next invoice; then invoiced on its own
         customer_id=customer,
         invoice_id=None,
-        amount_minor=250,
-        currency="USD",
+        priced=PricedQuantity(250, Decimal("1"), "USD"),
         description="Usage overage, deferred",
         period=(now - 3600, now),
         metadata={"billing_key": f"overage:{org}:deferred"},

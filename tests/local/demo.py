@@ -130,6 +130,9 @@ def run(web: WebApp, stack: LocalStack) -> None:
     month = subscribe(web, stack, org_id)
     switched = web.call(alice, "PATCH", f"/v1/orgs/{org_id}", {"billing_mode": "agency"}, expect=200)
     say(f"   Pro is paid: agency mode on (platform fee {switched['platform_fee_bps']} bps)")
+    details = {"address_lines": ["Kurfürstendamm 21", "10719 Berlin", "Germany"], "tax_id": "DE 123 456 789"}
+    web.call(alice, "PATCH", f"/v1/orgs/{org_id}", {"billing_details": details}, expect=200)
+    say("   billing details for its invoices: address and VAT id")
 
     say()
     say("4. Alice adds her team (each active member is a seat)")
@@ -659,7 +662,7 @@ def show_invoices(web: WebApp, orgs: tuple[tuple[str, str], ...]) -> None:
             (out / f"{invoice['number']}.{kind}").write_bytes(web.http.get(link["url"], timeout=30).content)
         t = invoice["totals"]
         say(
-            f"   {invoice['bill_to_name'][:19]:<20}{invoice['number']:<16}"
+            f"   {invoice['bill_to']['name'][:19]:<20}{invoice['number']:<16}"
             f"{money(t['charged_through_stripe_minor']):>14}{money(t['paid_from_wallet_minor']):>16}"
             f"{money(t['total_minor']):>16}{money(t['amount_due_minor']):>13}"
         )

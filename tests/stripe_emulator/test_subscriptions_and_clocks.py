@@ -8,6 +8,7 @@ Every scenario starts a $20.00/month subscription on 2025-04-01 00:00 UTC, so th
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -340,3 +341,55 @@ def test_manual_invoice_with_pending_items(client: stripe.StripeClient, emulator
     client.v1.invoices.finalize_invoice(other.id)
     assert client.v1.invoices.void_invoice(other.id).status == "void"
     assert helper is not None
+
+
+def test_an_invoice_item_of_quantity_and_unit_amount_decimal(client: stripe.StripeClient) -> None:
+    """Our overage: quantity x a fractional unit price (1.8 cents). Stripe computes the amount, rounded
+    half-even; its line shows the quantity and the unit price. It refuses an amount with a unit price, and
+    a unit price of more than 12 decimal places."""
+    _clock, customer = clock_customer(client, APR_1)
+    draft = client.v1.invoices.create(params={"customer": customer.id, "auto_advance": False})
+    for quantity, unit, amount in ((150, "1.8", 270), (5, "0.5", 2), (7, "0.5", 4), (2_750_000, "0.0005", 1375)):
+        item = client.v1.invoice_items.create(
+            params={
+                "customer": customer.id,
+                "invoice": draft.id,
+                "quantity": quantity,
+                "unit_amount_decimal": unit,
+                "currency": "usd",
+                "description": "Generation credits over the 3,000 included",
+            }
+        )
+        assert (item.amount, item.quantity, item.pricing.unit_amount_decimal) == (amount, quantity, Decimal(unit))
+    lines = client.v1.invoices.retrieve(draft.id).lines.data
+    assert [(li.quantity, li.pricing.unit_amount_decimal, li.amount) for li in lines] == [
+        (150, Decimal("1.8"), 270),
+        (5, Decimal("0.5"), 2),  # 2.5 -> 2 (half-even)
+        (7, Decimal("0.5"), 4),  # 3.5 -> 4
+        (2_750_000, Decimal("0.0005"), 1375),
+    ]
+    both = {"customer": customer.id, "amount": 270, "unit_amount_decimal": "1.8", "currency": "usd"}
+    with pytest.raises(stripe.InvalidRequestError) as exclusive:
+        client.v1.invoice_items.create(params=both)  # type: ignore[arg-type]
+    assert (exclusive.value.http_status, exclusive.value.code) == (400, "parameters_exclusive")
+    fine = {"customer": customer.id, "quantity": 1, "unit_amount_decimal": "0.1234567890123", "currency": "usd"}
+    with pytest.raises(stripe.InvalidRequestError) as places:
+        client.v1.invoice_items.create(params=fine)  # type: ignore[arg-type]
+    assert (places.value.code, places.value.param) == ("parameter_invalid_decimal", "unit_amount_decimal")
+    with pytest.raises(stripe.InvalidRequestError) as no_currency:
+        client.v1.invoice_items.create(params={"customer": customer.id, "quantity": 3, "unit_amount_decimal": "2"})
+    assert (no_currency.value.code, no_currency.value.param) == ("parameter_missing", "currency")
+
+
+def test_an_invoice_paid_out_of_band_records_what_was_paid_off_stripe(client: stripe.StripeClient) -> None:
+    _clock, customer = clock_customer(client, APR_1)
+    sent = client.v1.invoices.create(
+        params={"customer": customer.id, "collection_method": "send_invoice", "days_until_due": 30}
+    )
+    client.v1.invoice_items.create(
+        params={"customer": customer.id, "invoice": sent.id, "amount": 250_000, "currency": "usd"}
+    )
+    client.v1.invoices.finalize_invoice(sent.id)
+    assert client.v1.invoices.retrieve(sent.id).amount_paid_off_stripe == 0
+    paid = client.v1.invoices.pay(sent.id, params={"paid_out_of_band": True})  # the wire arrived
+    assert (paid.status, paid.amount_paid_off_stripe, paid.status_transitions.paid_at) == ("paid", 250_000, APR_1)

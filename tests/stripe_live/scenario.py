@@ -24,7 +24,7 @@ import pytest
 import stripe
 
 from shared.errors import InvalidRequestError
-from shared.stripe_gateway import StripeGateway
+from shared.stripe_gateway import PricedQuantity, StripeGateway
 from shared.stripe_http import DeadlineSession
 from tests.contract.validate import object_problems, request_problems
 from tests.local.stripe_emulator.forms import parse_form
@@ -230,8 +230,7 @@ def balance_and_minimum_charge(t: Target, s: Setup) -> None:
     g.add_invoice_item(
         customer_id=customer_id,
         invoice_id=str(draft.id),
-        amount_minor=TINY,
-        currency="USD",
+        priced=PricedQuantity(TINY, Decimal("1"), "USD"),
         description="Tiny overage",
         period=(now - DAY, now),
         metadata={"billing_key": f"live:{t.run}"},

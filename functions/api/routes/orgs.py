@@ -41,10 +41,19 @@ def get_org(org_id: OrgId) -> OrgOut:
     return OrgOut.of(org_service().get_org(caller_of(router), org_id))
 
 
-@router.patch("/v1/orgs/<org_id>", tags=["orgs"], summary="Rename, switch billing mode or currency")
+@router.patch(
+    "/v1/orgs/<org_id>",
+    tags=["orgs"],
+    summary="Rename; billing mode, currency, billing details",
+)
 def update_org(org_id: OrgId, body: UpdateOrgRequest) -> OrgOut:
     view = org_service().update_org(
-        caller_of(router), org_id, name=body.name, billing_mode=body.billing_mode, currency=body.currency
+        caller_of(router),
+        org_id,
+        name=body.name,
+        billing_mode=body.billing_mode,
+        currency=body.currency,
+        billing_details=body.billing_details_change(),
     )
     return OrgOut.of(view)
 

@@ -11,6 +11,7 @@ from ..errors import invalid, param_missing
 from ..money import format_quantity, minimum_charge, usage_amount
 from ..params import (
     get_bool,
+    get_decimal,
     get_dict,
     get_enum,
     get_int,
@@ -84,6 +85,7 @@ class Invoices:
             subscription_item=details.get("subscription_item"),
             invoice_item=ii["id"],
             metadata=dict(ii["metadata"]),
+            unit_amount_decimal=None if price_id else ii["pricing"]["unit_amount_decimal"],
         )
 
     def line_from_spec(self, spec: LineSpec, invoice_id: str | None, line_id: str) -> Obj:
@@ -134,7 +136,7 @@ class Invoices:
                     if spec.price
                     else {}
                 ),
-                "unit_amount_decimal": spec.price["unit_amount_decimal"] if spec.price else None,
+                "unit_amount_decimal": spec.price["unit_amount_decimal"] if spec.price else spec.unit_amount_decimal,
             },
             subtotal=spec.amount,
         )
@@ -158,6 +160,7 @@ class Invoices:
             account_name="Layers Billing (Stripe emulator)",
             amount_overpaid=0,
             amount_paid=0,
+            amount_paid_off_stripe=0,
             attempt_count=0,
             attempted=False,
             auto_advance=auto_advance,
@@ -537,6 +540,7 @@ class Invoices:
         if get_bool(params, "paid_out_of_band", False):
             if invoice["status"] != "open":
                 raise invalid(f"Invoice is {invoice['status']}.")
+            invoice["amount_paid_off_stripe"] = invoice["amount_remaining"]  # a wire the integrator recorded
             self.mark_paid(invoice, 0)
             return invoice
         self.collect(invoice, payment_method=get_str(params, "payment_method"), raise_on_decline=True)
@@ -588,14 +592,8 @@ class Invoices:
         price_id = get_str(get_dict(params, "pricing"), "price")  # `price` is gone from this version
         price = self.store.get("price", price_id, param="pricing[price]") if price_id else None
         quantity = get_int(params, "quantity", 1) or 1
-        amount = get_int(params, "amount")
-        if price is not None:
-            amount = usage_amount(unit_decimal(price), Decimal(quantity))
-            currency = price["currency"]
-        else:
-            if amount is None:
-                raise param_missing("amount")
-            currency = req_str(params, "currency").lower()
+        amount, unit = _item_amount(params, price, quantity)
+        currency = price["currency"] if price is not None else req_str(params, "currency").lower()
         sub_id = get_str(params, "subscription")
         if sub_id:
             self.store.get("subscription", sub_id, param="subscription")
@@ -623,6 +621,7 @@ class Invoices:
             period=(get_int(period, "start", now) or now, get_int(period, "end", now) or now),
             quantity=quantity,
             price=price,
+            unit_amount_decimal=unit,
             subscription=sub_id,
             metadata=merge_metadata({}, params.get("metadata")),
         )
@@ -652,6 +651,7 @@ class Invoices:
         subscription_item: str | None = None,
         proration: bool = False,
         metadata: dict[str, str] | None = None,
+        unit_amount_decimal: Decimal | None = None,
     ) -> Obj:
         customer = self.store.objects[customer_id]
         ii = fixtures.base(
@@ -681,7 +681,9 @@ class Invoices:
             pricing={
                 "type": "price_details",
                 **({"price_details": {"price": price["id"], "product": price["product"]}} if price else {}),
-                "unit_amount_decimal": price["unit_amount_decimal"] if price else str(amount),
+                "unit_amount_decimal": price["unit_amount_decimal"]
+                if price
+                else format_quantity(unit_amount_decimal if unit_amount_decimal is not None else Decimal(amount)),
             },
             net_amount=amount,
         )
@@ -742,3 +744,36 @@ class Invoices:
             stripe("GET", f"/v1/invoiceitems/{ID}", lambda p, i: self.store.get("invoiceitem", i)),
             stripe("DELETE", f"/v1/invoiceitems/{ID}", self.delete_invoice_item),
         ]
+
+
+_UNIT_PLACES = 12  # Stripe: "a decimal value in cents with at most 12 decimal places"
+
+
+def _item_amount(params: Obj, price: Obj | None, quantity: int) -> tuple[int, Decimal | None]:
+    """An invoice item's amount and its own unit price: a price's unit x quantity, an item's
+    `unit_amount_decimal` x quantity (rounded half-even, as Stripe rounds), or a lump `amount` (quantity 1).
+    Refused as Stripe refuses: both an amount and a unit price, none, a unit price with over 12 places."""
+    amount = get_int(params, "amount")
+    unit = get_decimal(params, "unit_amount_decimal")
+    if price is not None:
+        if amount is not None or unit is not None:
+            raise invalid(
+                "You may only specify one of these parameters: amount, pricing[price], unit_amount_decimal.",
+                code="parameters_exclusive",
+            )
+        return usage_amount(unit_decimal(price), Decimal(quantity)), None
+    if amount is not None and unit is not None:
+        raise invalid(
+            "You may only specify one of these parameters: amount, unit_amount_decimal.", code="parameters_exclusive"
+        )
+    if unit is not None:
+        if not unit.is_finite() or -int(unit.as_tuple().exponent) > _UNIT_PLACES:
+            raise invalid(
+                f"Invalid decimal: {unit} (at most {_UNIT_PLACES} decimal places)",
+                param="unit_amount_decimal",
+                code="parameter_invalid_decimal",
+            )
+        return usage_amount(unit, Decimal(quantity)), unit
+    if amount is None:
+        raise param_missing("amount")
+    return amount, None

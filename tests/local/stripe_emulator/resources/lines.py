@@ -47,6 +47,7 @@ class LineSpec:
     invoice_item: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     plan: ItemPlan | None = None  # the item change a proration line comes from
+    unit_amount_decimal: str | None = None  # an item's own unit price (no price): quantity x it = amount
 
 
 def unit_decimal(price: Obj) -> Decimal:

@@ -1,0 +1,92 @@
+"""The invoice document's money rules, each in one function: what a Stripe invoice says was paid (how,
+when), what the wallet really paid, a line's unit price, the tax, the subtotal. Pure: no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from shared.invoices.models import Invoice, Payment, WalletStatement
+from shared.stripe_gateway import Invoice as StripeInvoice
+from shared.stripe_gateway import InvoiceLine as StripeLine
+
+# What an allowance's quantity counts, and its name on documents (never the metric's identifier).
+METRICS: dict[str, tuple[str, str]] = {
+    "credits": ("Generation credits", "credits"),
+    "credits_late": ("Generation credits used late", "credits"),
+    "workflow_runs": ("Workflow runs", "runs"),
+    "sdk_events": ("SDK events", "events"),
+    "media_storage_gb": ("Media storage", "GB"),
+}
+
+
+def metric_label(metric: str) -> str:
+    return METRICS.get(metric, (metric.replace("_", " ").capitalize(), ""))[0]
+
+
+def metric_unit(metric: str) -> str | None:
+    return METRICS.get(metric, ("", None))[1] or None
+
+
+def day_of(timestamp: int | None) -> str | None:
+    """The ISO date of a Unix time (UTC)."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).date().isoformat()
+
+
+def inclusive_end(end_iso: str) -> str:
+    """The last day of a period that ends (exclusively) at `end_iso`: a period ending at 2026-10-01T00:00Z,
+    or at 14:30 that day, was served through 2026-09-30 (ending at 14:30: through 2026-10-01)."""
+    end = datetime.fromisoformat(end_iso.replace("Z", "+00:00"))
+    return (end - timedelta(microseconds=1)).date().isoformat()
+
+
+def stripe_payment(invoice: StripeInvoice) -> Payment | None:
+    """What a paid Stripe invoice received and how: a wire support recorded (out of band), the card,
+    or the customer's Stripe credit balance; a negative invoice (a downgrade's credit) is refunded to the
+    card when it is paid (README, Plan changes). None while unpaid, and for an invoice of 0."""
+    if invoice.status != "paid" or invoice.total_minor == 0:
+        return None
+    on, number = day_of(invoice.paid_at), invoice.number
+    if invoice.total_minor < 0:
+        return Payment(method="refund", amount_minor=-invoice.total_minor, on=on, reference=number)
+    if invoice.paid_off_stripe_minor:  # marked paid out of band: this version's `amount_paid_off_stripe`
+        return Payment(method="wire", amount_minor=invoice.paid_off_stripe_minor, on=on, reference=number)
+    if invoice.amount_paid_minor == 0:  # the customer's credit balance covered it
+        return Payment(method="balance", amount_minor=invoice.total_minor, on=on, reference=number)
+    return Payment(method="card", amount_minor=invoice.amount_paid_minor, on=on, reference=number)
+
+
+def net_paid_minor(payments: list[Payment]) -> int:
+    """What was paid for the invoice, net of what was refunded (a downgrade's credit back to the card)."""
+    return sum(-p.amount_minor if p.method == "refund" else p.amount_minor for p in payments)
+
+
+def wallet_paid_minor(paid_from_wallet_minor: int, deficit_minor: int) -> int:
+    """What the prepaid wallet really paid of the period's spend and fees: not the part it went below
+    zero for (the deficit is due, not paid)."""
+    return max(paid_from_wallet_minor - deficit_minor, 0)
+
+
+def unit_price_of(line: StripeLine) -> Decimal | None:
+    """A Stripe line's unit price in minor units, when quantity x it is the line's amount (a proration's
+    price is the full month's, not what the line charges: none is shown)."""
+    if line.proration or line.unit_amount_decimal is None or line.quantity is None:
+        return None
+    return line.unit_amount_decimal
+
+
+def subtotal_minor(total_minor: int, tax_minor: int) -> int:
+    """Before tax (no taxes are charged yet: the tax is 0 and the subtotal the total)."""
+    return total_minor - tax_minor
+
+
+def wallet_statement_of(invoice: Invoice) -> WalletStatement | None:
+    """The wallet statement a document shows: agency orgs', and an org's that left agency mode but whose
+    wallet moved; never a BYO invoice's idle wallet (no block of zeros)."""
+    statement = invoice.wallet_statement
+    if statement is None:
+        return None
+    moved = statement.closing_minor != statement.opening_minor or any(
+        line.section == "ad_spend" for line in invoice.lines
+    )
+    return statement if invoice.billing_mode == "agency" or moved else None

@@ -1,0 +1,300 @@
+"""The invoice documents, looked at and not only parsed: each kind of invoice (tests/invoice_samples.py)
+is rendered, turned into PNG pages by `pdftoppm` and read back with `pdftotext` (text and word boxes),
+and checked for what a customer and an accountant look for. The CSV is read as a spreadsheet reads it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shared.invoices.figures import inclusive_end, net_paid_minor, stripe_payment, wallet_paid_minor
+from shared.invoices.models import Invoice, Payment
+from shared.invoices.render import (
+    CSV_COLUMNS,
+    DASH,
+    neutralised,
+    render_credit_note_csv,
+    render_credit_note_pdf,
+    render_csv,
+    render_pdf,
+    seller,
+    unit_price_text,
+)
+from shared.invoices.typeset import missing_glyphs, wrap
+from shared.stripe_gateway import Invoice as StripeInvoice
+from tests import invoice_samples as samples
+
+HEADINGS = ("Description", "Service period", "Qty", "Unit", "Unit price", "Amount (USD)")
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    page: int
+    x_min: float
+    x_max: float
+    y_min: float
+
+
+@dataclass(frozen=True)
+class Rendered:
+    pdf: Path
+    pages: list[str]  # text per page (-layout)
+    words: list[Word]
+    pngs: list[Path]
+
+
+def _look(pdf_bytes: bytes, tmp: Path) -> Rendered:
+    assert shutil.which("pdftoppm") and shutil.which("pdftotext"), "make test installs poppler-utils"
+    pdf = tmp / "doc.pdf"
+    pdf.write_bytes(pdf_bytes)
+    subprocess.run(["pdftoppm", "-png", "-r", "40", str(pdf), str(tmp / "page")], check=True)
+    pngs = sorted(tmp.glob("page*.png"))
+    pages = [
+        subprocess.run(
+            ["pdftotext", "-layout", "-f", str(n), "-l", str(n), str(pdf), "-"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for n in range(1, len(pngs) + 1)
+    ]
+    boxes = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+    return Rendered(pdf, pages, _words(boxes), pngs)
+
+
+def _words(html: str) -> list[Word]:
+    words, page = [], 0
+    for line in html.splitlines():
+        if "<page " in line:
+            page += 1
+        found = re.search(r'xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">(.*)</word>', line)
+        if found:
+            x_min, y_min, x_max, text = found.groups()
+            words.append(Word(text, page, float(x_min), float(x_max), float(y_min)))
+    return words
+
+
+@pytest.fixture(scope="module", params=sorted(samples.KINDS))
+def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Invoice, Rendered]:
+    invoice = samples.KINDS[request.param]()
+    return invoice, _look(render_pdf(invoice), tmp_path_factory.mktemp(request.param))
+
+
+def test_every_page_has_the_header_its_number_and_an_image(rendered: tuple[Invoice, Rendered]) -> None:
+    invoice, doc = rendered
+    total = len(doc.pngs)
+    assert total == len(doc.pages) >= 1
+    for number, text in enumerate(doc.pages, start=1):
+        assert f"Page {number} of {total}" in text
+        assert f"Invoice {invoice.number}" in text  # the running header (page 1: the title block, footer)
+        with Image.open(doc.pngs[number - 1]) as image:
+            gray = image.convert("L")
+            assert gray.getextrema()[0] < 100, "the page has ink"
+    footer_words = [w for w in doc.words if w.text == "Page"]
+    assert len(footer_words) == total and all(w.y_min > 800 for w in footer_words)  # at the foot of each page
+
+
+def test_the_first_page_names_seller_customer_dates_and_status(rendered: tuple[Invoice, Rendered]) -> None:
+    invoice, doc = rendered
+    first = doc.pages[0]
+    issuer = seller()
+    for fact in (issuer.name, issuer.email, issuer.tax_id, "Bill to", "Invoice number", "Issue date"):
+        assert fact in first
+    assert f"{invoice.period_start[:10]} {DASH} {inclusive_end(invoice.period_end)}" in first  # inclusive end
+    assert invoice.totals is not None
+    assert ("Due date" in first) == (invoice.totals.amount_due_minor > 0)
+    assert ("Paid in full" in first) == (invoice.totals.amount_due_minor == 0)
+    name_start = invoice.bill_to_name.split()[0]
+    assert name_start in first
+
+
+def test_sections_have_column_headings_and_amounts_line_up(rendered: tuple[Invoice, Rendered]) -> None:
+    _, doc = rendered
+    text = "\n".join(doc.pages)
+    for heading in HEADINGS:
+        assert heading in text
+    # Every table page repeats the headings; every amount ends at the right margin.
+    for number, page in enumerate(doc.pages, start=1):
+        if "Ad spend:" in page or "credits" in page.split("Subtotal")[0]:
+            assert "Service period" in page, f"page {number} continues a table without its headings"
+    figures = [w for w in doc.words if w.x_max > 545 and re.fullmatch(r"-?[\d,]+(\.\d+)?|USD", w.text)]
+    assert figures and {round(w.x_max) for w in figures} == {555}  # amounts, totals, page numbers: one edge
+    assert any(re.fullmatch(r"-?[\d,]+\.\d\d", w.text) for w in figures)
+
+
+def test_totals_tax_paid_and_due_are_stated(rendered: tuple[Invoice, Rendered]) -> None:
+    invoice, doc = rendered
+    text = " ".join(" ".join(doc.pages).split())
+    assert invoice.totals is not None
+    for label in ("Subtotal", "Tax (none charged: prices exclude tax) 0.00 USD", "Total", "Amount due"):
+        assert label in text
+    if invoice.totals.amount_due_minor:
+        assert "How to pay" in text
+    for payment in invoice.totals.payments:
+        assert payment.on is not None and payment.on in text
+        if payment.reference:
+            assert payment.reference in text
+
+
+def test_the_names_have_every_glyph_in_the_embedded_fonts(rendered: tuple[Invoice, Rendered]) -> None:
+    invoice, doc = rendered
+    names = [invoice.bill_to_name, *(line.description for line in invoice.lines)]
+    assert missing_glyphs("".join(names)) == set()
+    fonts = subprocess.run(["pdffonts", str(doc.pdf)], check=True, capture_output=True, text=True).stdout
+    rows = fonts.splitlines()[2:]
+    assert rows and all(" yes yes yes " in row for row in rows), fonts  # embedded, subset, with a Unicode map
+    assert "Helvetica" not in fonts
+
+
+def test_the_kinds_show_what_they_are_about(tmp_path: Path) -> None:
+    def text_of(make: Callable[[], Invoice]) -> str:
+        return " ".join(" ".join(_look(render_pdf(make()), tmp_path / make.__name__).pages).split())
+
+    for directory in ("agency", "byo", "enterprise_wire", "failed_card", "long_invoice", "cjk"):
+        (tmp_path / directory).mkdir()
+    agency = text_of(samples.agency)
+    assert "Ad wallet statement" in agency and "Opening balance 200.00 USD" in agency
+    assert "150 credits 0.018 2.70" in agency  # overage as quantity x unit price
+    assert "5.00 % of 312.50 USD ad spend" in agency and "rounded per platform bill" in agency
+    assert "Late charges for the period from 2026-08-14" in agency
+    assert "Refunded to your card" in agency and "84.12" in agency
+    assert f"2026-09-14 {DASH} 2026-10-14" in agency and f"2026-10-14 {DASH} 2026-11-14" in agency  # two Pro lines
+    assert "Stripe invoice A1B2C3D4-0002" in agency
+    assert "Wallet" not in text_of(samples.byo) and "wallet" not in text_of(samples.byo)
+    wire = text_of(samples.enterprise_wire)
+    assert "Paid by wire transfer" in wire and "2,750,000 events 0.000005 13.75" in wire
+    failed = text_of(samples.failed_card)
+    assert "Unpaid Stripe charges" in failed and "Wallet deficit" in failed and "Due date 2026-10-21" in failed
+    assert "Paid from the prepaid ad wallet on 2026-10-14" in failed and "50.00 USD" in failed  # not the deficit
+    assert "Paid: subscription charges by card" not in failed
+    assert len(_look(render_pdf(samples.long_invoice()), tmp_path / "long_invoice").pngs) >= 3
+    assert "서울" in text_of(samples.cjk) and "東京広告代理店株式会社" in text_of(samples.cjk)
+
+
+def test_a_credit_note_renders_as_pdf_and_csv(tmp_path: Path) -> None:
+    note = samples.credit_note()
+    text = " ".join(" ".join(_look(render_credit_note_pdf(note), tmp_path).pages).split())
+    for fact in ("CREDIT NOTE", note.number, f"Corrects invoice {note.invoice_number}", "Total credited 15.63 USD"):
+        assert fact in text
+    assert "re-credited to the ad wallet 15.63 USD" in text and "Page 1 of 1" in text
+    rows = _rows(render_credit_note_csv(note))
+    assert [r["invoice_number"] for r in rows] == [note.number]
+    assert sum(int(r["amount_minor"]) for r in rows) == note.amount_minor
+
+
+def _rows(body: bytes) -> list[dict[str, str]]:
+    assert body.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel on Windows reads UTF-8 only with it
+    text = body.decode("utf-8-sig")
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")  # CRLF only
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+@pytest.mark.parametrize("kind", sorted(samples.KINDS))
+def test_the_csv_opens_as_it_should_and_sums_to_the_total(kind: str) -> None:
+    invoice = samples.KINDS[kind]()
+    rows = _rows(render_csv(invoice))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert invoice.totals is not None
+    assert sum(int(r["amount_minor"]) for r in rows) == invoice.totals.total_minor
+    assert sum(Decimal(r["amount"]) for r in rows) == Decimal(invoice.totals.total_minor) / 100
+    assert {r["period_end"] for r in rows} == {inclusive_end(invoice.period_end)}
+    for row, line in zip(rows, invoice.lines, strict=True):
+        assert row["description"] in (line.description, f"'{line.description}")
+        if line.unit_price_minor is not None and line.quantity is not None:
+            assert row["unit"] == (line.unit or "") and Decimal(row["unit_price_minor"]) == line.unit_price_minor
+            assert round(line.quantity * Decimal(row["unit_price_minor"])) == int(row["amount_minor"])
+
+
+def test_hostile_names_are_inert_in_the_csv() -> None:
+    rows = _rows(render_csv(samples.agency()))
+    hostile = [r for r in rows if "HYPERLINK" in r["description"]]
+    assert hostile and all(r["description"].startswith("'=") or not r["description"].startswith("=") for r in rows)
+    for row in rows:
+        for column in ("description", "project_id", "platform", "unit", "stripe_invoice_number"):
+            assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert "1 × Layers Pro (at $49.00 / month)" in {r["description"] for r in rows}  # noqa: RUF001 - not mojibake
+    for value in ("=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x"):
+        assert neutralised(value) == f"'{value}"
+    assert neutralised("Ünïcode = fine") == "Ünïcode = fine"
+
+
+def test_wrapping_keeps_every_character_and_the_width() -> None:
+    long = "Spring launch — " + "Überraschungsangriff" * 6 + " 東京の春キャンペーン" * 5
+    lines = wrap(long, 8.5, 150)
+    assert "".join(lines).replace(" ", "") == long.replace(" ", "")
+    assert len(lines) > 3
+    from shared.invoices.typeset import width
+
+    assert all(width(line, 8.5) <= 150 for line in lines)
+
+
+def test_money_figures_of_the_documents() -> None:
+    assert wallet_paid_minor(8_400, 3_400) == 5_000  # the deficit part was not paid by the wallet
+    assert wallet_paid_minor(1_000, 5_000) == 0
+    payments = [Payment(method="card", amount_minor=10_070), Payment(method="refund", amount_minor=8_412)]
+    assert net_paid_minor(payments) == 1_658
+    assert inclusive_end("2026-10-01T00:00:00Z") == "2026-09-30"
+    assert inclusive_end("2026-10-14T17:23:41Z") == "2026-10-14"
+    assert unit_price_text(Decimal("1.8"), "USD") == "0.018"
+    assert unit_price_text(Decimal(4900), "USD") == "49.00"
+    assert unit_price_text(Decimal("0.0005"), "USD") == "0.000005"
+
+
+def test_the_readme_page_is_the_agency_invoice(tmp_path: Path) -> None:
+    png = samples.write_readme_page(tmp_path)
+    with Image.open(png) as image:
+        assert image.size[0] > 600 and image.size[1] > 900  # A4 at 80 dpi
+    assert (Path(__file__).parents[2] / "docs" / "invoice-page1.png").exists()
+
+
+def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> StripeInvoice:
+    return StripeInvoice(
+        invoice_id="in_1",
+        customer_id="cus_1",
+        subscription_id="sub_1",
+        status=status,
+        billing_reason="subscription_cycle",
+        currency="USD",
+        number="ABCD-0042",
+        subtotal_minor=total,
+        total_minor=total,
+        amount_due_minor=max(total, 0),
+        amount_paid_minor=paid,
+        starting_balance_minor=0,
+        ending_balance_minor=0,
+        period_start=1_789_000_000,
+        period_end=1_789_000_000,
+        lines=(),
+        metadata={},
+        paid_at=1_790_123_456,  # 2026-09-23 (UTC)
+        paid_off_stripe_minor=off_stripe,
+    )
+
+
+def test_what_a_stripe_invoice_says_was_paid_and_how() -> None:
+    on = "2026-09-23"
+    assert stripe_payment(_stripe_invoice("paid", 5_728, 5_728)) == Payment(
+        method="card", amount_minor=5_728, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("paid", 250_000, 0, off_stripe=250_000)) == Payment(
+        method="wire", amount_minor=250_000, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("paid", 30, 0)) == Payment(  # the customer's credit balance covered it
+        method="balance", amount_minor=30, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("paid", -8_412, 0)) == Payment(  # a downgrade's credit, refunded
+        method="refund", amount_minor=8_412, on=on, reference="ABCD-0042"
+    )
+    assert stripe_payment(_stripe_invoice("open", 4_900, 0)) is None  # a failed card is not a payment
+    assert stripe_payment(_stripe_invoice("paid", 0, 0)) is None
