@@ -311,6 +311,7 @@ def credit_note() -> CreditNote:
         org_id="org_7f3kq2",
         invoice_id="inv_20260914T172341Z",
         invoice_number="LB-2026-000042",
+        invoice_period_key="2026-09-14T17:23:41Z",
         number="LBCN-2026-000003",
         currency="USD",
         bill_to_name="Northwind Growth Agency GmbH",
