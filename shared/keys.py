@@ -104,6 +104,24 @@ def wallet_period_sk(period_key: str, platform: str, project_id: str) -> str:
     return f"{wallet_period_prefix(period_key)}{platform}#{project_id}"
 
 
+def invoice_sk(period_key: str) -> str:
+    return f"INVOICE#{period_key}"
+
+
+def invoice_lines_prefix(period_key: str, digest: str) -> str:
+    """The chunks of one stored set of an invoice's lines (`digest`: their sha256), in order."""
+    return f"INVLINES#{period_key}#{digest}#"
+
+
+def invoice_lines_sk(period_key: str, digest: str, seq: int) -> str:
+    return f"{invoice_lines_prefix(period_key, digest)}{seq:05d}"
+
+
+def invoice_lines_marker_sk(period_key: str, digest: str) -> str:
+    """Written after every chunk of the set: its presence means the set is complete."""
+    return f"INVLINES#{period_key}#{digest}"
+
+
 def charge_link_key(charge_id: str) -> Key:
     """Which org and top-up a Stripe charge paid (disputes name only the charge)."""
     return {"PK": f"CHARGE#{charge_id}", "SK": "LINK"}
