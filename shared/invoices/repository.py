@@ -54,6 +54,14 @@ def _lines_json(lines: Sequence[InvoiceLine]) -> bytes:
     return json.dumps(dumped, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
+def _unpacked(packed: bytes) -> bytes:
+    """The chunks' bytes decompressed; empty when they are not what was stored (the digest then refuses them)."""
+    try:
+        return zlib.decompress(packed)
+    except zlib.error:
+        return b""
+
+
 class _LineStore:
     """An invoice's large line lists as content-addressed chunk items in its org's partition."""
 
@@ -92,7 +100,7 @@ class _LineStore:
                 if "LastEvaluatedKey" not in resp:
                     break
                 query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        raw = zlib.decompress(b"".join(parts)) if len(parts) == chunks else b""
+        raw = _unpacked(b"".join(parts)) if len(parts) == chunks else b""
         if hashlib.sha256(raw).hexdigest() != digest:
             raise InvoiceLinesCorrupt(f"The lines of {org_id} {period_key} do not match their digest {digest}.")
         return [InvoiceLine.model_validate(line) for line in json.loads(raw)]

@@ -166,3 +166,43 @@ def test_a_rerun_changes_nothing(big: dict[str, Any], stack: Any, table: Any) ->
     arn = start_invoice_run(stack, [{"org_id": org_id, "period_key": SEPTEMBER}], f"invoice-run-big-{new_user()}")
     assert stack.wait_for_execution(arn, timeout=300)["status"] == "SUCCEEDED"
     assert InvoiceRepository(table).get(org_id, SEPTEMBER) == big["invoice"]
+
+
+def test_lines_past_the_inline_size_round_trip_and_a_tampered_set_is_refused(table: Any) -> None:
+    from shared.invoices.models import InvoiceLine
+    from shared.invoices.repository import InvoiceLinesCorrupt
+
+    org_id, key = f"org_{new_user()}", "2026-09-01T00:00:00Z"
+    lines = [
+        InvoiceLine(section="credits", description=f"Project {i:04d}: {'x' * 120}", amount_minor=0, paid_via="info")
+        for i in range(600)
+    ]
+    assert len(_lines_json(lines)) > INLINE_LINES_BYTES
+    draft = Invoice(
+        invoice_id="inv_20260901T000000Z",
+        org_id=org_id,
+        period_key=key,
+        period_start=key,
+        period_end="2026-10-01T00:00:00Z",
+        status="draft",
+        currency="USD",
+        bill_to_name="Many lines",
+        billing_mode="byo",
+        plan_name="Scale",
+        created_at=key,
+    )
+    repo = InvoiceRepository(table)
+    assert repo.create_draft(draft)
+    assert repo.save(draft.model_copy(update={"lines": lines}), expected_status="draft")
+    assert repo.save(draft.model_copy(update={"lines": lines[:1]}), expected_status="finalized") is False
+    assert repo.get(org_id, key) == draft.model_copy(update={"lines": lines})
+    item = table.get_item(Key=keys.key(org_id, keys.invoice_sk(key)), ConsistentRead=True)["Item"]
+    chunk = keys.key(org_id, keys.invoice_lines_sk(key, item["lines_digest"], 0))
+    table.update_item(
+        Key=chunk,
+        UpdateExpression="SET #d = :d",
+        ExpressionAttributeNames={"#d": "data"},
+        ExpressionAttributeValues={":d": b"tampered"},
+    )
+    with pytest.raises(InvoiceLinesCorrupt):
+        repo.get(org_id, key)
