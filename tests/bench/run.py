@@ -935,7 +935,7 @@ def bench_cost(stack: Any, quick: bool, run: RunStats, run_orgs: int, assembly_r
     else:
         g.notes.append("capacity from DynamoDB Local's ConsumedCapacity (ReturnConsumedCapacity=TOTAL injected)")
     g.notes.append(
-        "Lambda GB-s from in-process wall time at 512 MB; invoices: BYO free-plan orgs of group 6; S3 PUTs "
+        "Lambda GB-s from in-process wall time at 512 MB; invoices: the billed agency orgs of group 6; S3 PUTs "
         "(PDF, CSV), EventBridge and SNS not priced; 'target' column shows capacity units per operation"
     )
     return g
