@@ -116,6 +116,24 @@ def invoice_key(org_id: str, period_key: str) -> Key:
     return key(org_id, f"INVOICE#{period_key}")
 
 
+def invoice_sk(period_key: str) -> str:
+    return f"INVOICE#{period_key}"
+
+
+def invoice_lines_prefix(period_key: str, digest: str) -> str:
+    """The chunks of one stored set of an invoice's lines (`digest`: their sha256), in order."""
+    return f"INVLINES#{period_key}#{digest}#"
+
+
+def invoice_lines_sk(period_key: str, digest: str, seq: int) -> str:
+    return f"{invoice_lines_prefix(period_key, digest)}{seq:05d}"
+
+
+def invoice_lines_marker_sk(period_key: str, digest: str) -> str:
+    """Written after every chunk of the set: its presence means the set is complete."""
+    return f"INVLINES#{period_key}#{digest}"
+
+
 def charge_link_key(charge_id: str) -> Key:
     """Which org and top-up a Stripe charge paid (disputes name only the charge)."""
     return {"PK": f"CHARGE#{charge_id}", "SK": "LINK"}

@@ -200,7 +200,7 @@ class OutboxPublisher:
         sent = 0
         for listed, until in ((UNSENT, created_before), (RETRY, now or datetime.now(UTC))):
             entries = due_entries(self._table, listed, until.isoformat())
-            sent += sweep(f"outbox {listed}", entries, self._resend).done
+            sent += sweep(f"outbox {listed}", entries, self._resend, workers=1).done  # in order, one at a time
         return sent
 
     def _resend(self, image: Item) -> bool:

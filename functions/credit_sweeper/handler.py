@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.deadline import within_lambda_time
+from shared.dynamo import PerThreadTable
 from shared.observability import logger, metrics, tracer
 from shared.outbox import RESEND_AFTER, OutboxPublisher
 from shared.settings import ApiSettings
@@ -23,7 +24,8 @@ from shared.wiring import Services, build_services
 
 @cache
 def services() -> Services:
-    return build_services(ApiSettings.from_env())
+    settings = ApiSettings.from_env()  # expiries run on SWEEP_WORKERS threads: a table resource per thread
+    return build_services(settings, table=PerThreadTable(settings.table_name))
 
 
 def outbox_publisher() -> OutboxPublisher:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
@@ -25,6 +26,25 @@ TxItem: TypeAlias = dict[str, Any]  # one element of TransactWriteItems (Put / U
 def dynamodb_resource() -> Any:
     """One resource per process (cold start); endpoint from AWS_ENDPOINT_URL_DYNAMODB when set."""
     return boto3.resource("dynamodb")
+
+
+class PerThreadTable:
+    """A DynamoDB Table whose resource is made per thread, for services whose work is spread over threads
+    (the sweeper's workers): boto3 clients are thread-safe, resources are not. Everything a repository
+    asks of a Table (`get_item`, `query`, `meta.client`, `name`...) is answered by the calling thread's own."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._local = threading.local()
+
+    def _table(self) -> Any:
+        table = getattr(self._local, "table", None)
+        if table is None:
+            table = self._local.table = boto3.session.Session().resource("dynamodb").Table(self.name)
+        return table
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._table(), attribute)
 
 
 class TransactionConditionFailed(Exception):

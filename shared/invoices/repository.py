@@ -1,16 +1,33 @@
 """Invoices in BillingTable (org partition, SK=INVOICE#<period_key>) and the gapless number counter
-(PK=INVOICE_NUMBERS, SK=YEAR#<yyyy>), plus the documents bucket."""
+(PK=INVOICE_NUMBERS, SK=YEAR#<yyyy>), plus the documents bucket.
+
+Invoices of any size: an invoice's lines stay on its item while they are small (up to
+INLINE_LINES_BYTES of JSON, every invoice but the largest). Larger line lists (an org with thousands of
+projects x platforms) are stored beside it in the org's partition, content-addressed and immutable:
+their canonical JSON, zlib-compressed, cut into chunk items of at most CHUNK_BYTES
+(`SK=INVLINES#<period>#<sha256>#<nnnnn>`, well under DynamoDB's 400 KB item limit), then a marker
+(`INVLINES#<period>#<sha256>`) once every chunk is written. The invoice item names the set by its
+sha256 (`lines_digest`), so no item grows with the lines, the status machine stays one conditional
+write on one small item (chunks are written before it, never inside its transaction: no 100-item /
+4 MB transaction bound), a rerun writes nothing new (the marker says the set is there), and a read
+checks the digest. Chunks are never deleted (the table allows no deletes); a set no invoice names is
+only left by a collect retried with other content. `get`, `save` and `list` take and return the whole
+`Invoice`, lines included."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.conditions import Attr, Key
 
-from shared.dynamo import TransactionConditionFailed, dynamo_errors, plain
-from shared.invoices.models import Invoice
+from shared import keys
+from shared.dynamo import Item, TransactionConditionFailed, dynamo_errors, plain
+from shared.invoices.models import Invoice, InvoiceLine
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 
@@ -18,8 +35,75 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import QueryInputTableQueryTypeDef, TableAttributeValueTypeDef
 
 
+INLINE_LINES_BYTES = 64 * 1024  # lines up to this much JSON stay on the invoice item
+CHUNK_BYTES = 256 * 1024  # compressed bytes per chunk item (DynamoDB's item limit is 400 KB)
+
+
 class InvoiceConflict(Exception):
     pass
+
+
+class InvoiceLinesCorrupt(Exception):
+    """A stored line set is incomplete or does not match its digest (never expected: chunks are immutable
+    and the invoice names its set only once every chunk is written)."""
+
+
+def _lines_json(lines: Sequence[InvoiceLine]) -> bytes:
+    """The lines' canonical JSON: the same lines give the same bytes, hence the same digest."""
+    dumped = [line.model_dump(mode="json", exclude_none=True) for line in lines]
+    return json.dumps(dumped, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def _unpacked(packed: bytes) -> bytes:
+    """The chunks' bytes decompressed; empty when they are not what was stored (the digest then refuses them)."""
+    try:
+        return zlib.decompress(packed)
+    except zlib.error:
+        return b""
+
+
+class _LineStore:
+    """An invoice's large line lists as content-addressed chunk items in its org's partition."""
+
+    def __init__(self, table: Any):
+        self._table = table
+
+    def store(self, org_id: str, period_key: str, raw: bytes) -> tuple[str, int]:
+        """Stores the line set (once: a repeat finds its marker), returns (digest, chunks)."""
+        digest = hashlib.sha256(raw).hexdigest()
+        marker = {"PK": keys.org_pk(org_id), "SK": keys.invoice_lines_marker_sk(period_key, digest)}
+        with dynamo_errors():
+            stored = self._table.get_item(Key=marker, ConsistentRead=True).get("Item")
+        if stored:
+            return digest, int(stored["chunks"])
+        packed = zlib.compress(raw, 6)
+        chunks = [packed[i : i + CHUNK_BYTES] for i in range(0, len(packed), CHUNK_BYTES)] or [b""]
+        with dynamo_errors():
+            for seq, data in enumerate(chunks):
+                sk = keys.invoice_lines_sk(period_key, digest, seq)
+                self._table.put_item(Item={"PK": marker["PK"], "SK": sk, "type": "invoice_lines", "data": data})
+            self._table.put_item(Item={**marker, "type": "invoice_lines_set", "chunks": len(chunks), "bytes": len(raw)})
+        return digest, len(chunks)
+
+    def load(self, org_id: str, period_key: str, digest: str, chunks: int) -> list[InvoiceLine]:
+        """The line set named by `digest`, checked against it. Raises InvoiceLinesCorrupt."""
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id))
+            & Key("SK").begins_with(keys.invoice_lines_prefix(period_key, digest)),
+            "ConsistentRead": True,
+        }
+        parts: list[bytes] = []
+        with dynamo_errors():
+            while True:
+                resp = self._table.query(**query)
+                parts += [bytes(item["data"].value) for item in resp["Items"]]
+                if "LastEvaluatedKey" not in resp:
+                    break
+                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        raw = _unpacked(b"".join(parts)) if len(parts) == chunks else b""
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise InvoiceLinesCorrupt(f"The lines of {org_id} {period_key} do not match their digest {digest}.")
+        return [InvoiceLine.model_validate(line) for line in json.loads(raw)]
 
 
 class InvoiceRepository:
@@ -27,13 +111,23 @@ class InvoiceRepository:
         self._table = table
         self._client = table.meta.client
         self._name = table.name
+        self._lines = _LineStore(table)
 
     def get(self, org_id: str, period_key: str) -> Invoice | None:
         with dynamo_errors():
             item = self._table.get_item(
-                Key={"PK": f"ORG#{org_id}", "SK": f"INVOICE#{period_key}"}, ConsistentRead=True
+                Key={"PK": keys.org_pk(org_id), "SK": keys.invoice_sk(period_key)}, ConsistentRead=True
             ).get("Item")
-        return Invoice.model_validate(plain(item)) if item else None
+        return self._invoice(plain(item)) if item else None
+
+    def _invoice(self, item: Item) -> Invoice:
+        """The invoice of a stored item, with its lines (read from their chunks when stored beside it)."""
+        if "lines_digest" not in item:
+            return Invoice.model_validate(item)
+        lines = self._lines.load(
+            str(item["org_id"]), str(item["period_key"]), str(item["lines_digest"]), int(item["lines_chunks"])
+        )
+        return Invoice.model_validate(item).model_copy(update={"lines": lines})
 
     def list(self, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:
         kwargs: QueryInputTableQueryTypeDef = {
@@ -50,9 +144,7 @@ class InvoiceRepository:
             kwargs["ExclusiveStartKey"] = start
         with dynamo_errors():
             resp = self._table.query(**kwargs)
-        return Page(
-            [Invoice.model_validate(plain(i)) for i in resp["Items"]], encode_cursor(resp.get("LastEvaluatedKey"), "PK")
-        )
+        return Page([self._invoice(plain(i)) for i in resp["Items"]], encode_cursor(resp.get("LastEvaluatedKey"), "PK"))
 
     def create_draft(self, invoice: Invoice) -> bool:
         """False when the period already has its invoice (a rerun)."""
@@ -155,14 +247,21 @@ class InvoiceRepository:
                     return False  # already finalized by an earlier run
                 continue  # another invoice took the number: read the counter again
 
-    @staticmethod
-    def _item(invoice: Invoice) -> dict[str, TableAttributeValueTypeDef]:
-        return {
-            "PK": f"ORG#{invoice.org_id}",
-            "SK": f"INVOICE#{invoice.period_key}",
+    def _item(self, invoice: Invoice) -> dict[str, TableAttributeValueTypeDef]:
+        """The invoice's item. Lines past INLINE_LINES_BYTES are stored first, beside it (idempotent), and
+        the item names them by digest instead of holding them."""
+        item: dict[str, TableAttributeValueTypeDef] = {
+            "PK": keys.org_pk(invoice.org_id),
+            "SK": keys.invoice_sk(invoice.period_key),
             "type": "invoice",
             **invoice.model_dump(mode="json", exclude_none=True),
         }
+        raw = _lines_json(invoice.lines)
+        if len(raw) > INLINE_LINES_BYTES:
+            digest, chunks = self._lines.store(invoice.org_id, invoice.period_key, raw)
+            del item["lines"]
+            item.update(lines_digest=digest, lines_chunks=chunks, lines_count=len(invoice.lines))
+        return item
 
 
 class DocumentStore:

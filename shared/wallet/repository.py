@@ -225,13 +225,21 @@ class WalletRepository:
             query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def period_spend(self, org_id: str, period_key: str) -> list[Item]:
+        """Every (platform, project) spend aggregate of the period, page after page (a query answers at
+        most 1 MB: an org with thousands of projects x platforms needs several)."""
         prefix = keys.wallet_period_prefix(period_key)
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
+            "ConsistentRead": True,
+        }
+        items: list[Item] = []
         with dynamo_errors():
-            resp = self._table.query(
-                KeyConditionExpression=Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
-                ConsistentRead=True,
-            )
-        return [plain(i) for i in resp["Items"]]
+            while True:
+                resp = self._table.query(**query)
+                items += [plain(i) for i in resp["Items"]]
+                if "LastEvaluatedKey" not in resp:
+                    return items
+                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def charge_link(self, charge_id: str) -> tuple[str, str] | None:
         """(org id, top-up id) of the top-up a Stripe charge paid."""

@@ -36,10 +36,11 @@ class WalletKit:
     services: Services
 
 
-def wallet_kit(stack: Any, now: datetime) -> WalletKit:
-    """Wallet services built by the functions' own wiring, with a clock the test moves."""
+def wallet_kit(stack: Any, now: datetime, table: Any | None = None) -> WalletKit:
+    """Wallet services built by the functions' own wiring, with a clock the test moves (on `table`, e.g. a
+    PerThreadTable as the sweeper's, or their own session's)."""
     session = boto3.Session()
-    table = session.resource("dynamodb").Table(stack.env["TABLE_NAME"])
+    table = table if table is not None else session.resource("dynamodb").Table(stack.env["TABLE_NAME"])
     clock = ManualClock(now)
     gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
     services = build_services(
