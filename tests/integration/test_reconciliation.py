@@ -1,0 +1,196 @@
+"""Daily reconciliation, kind by kind: a clean month reconciles with nothing found; each disagreement,
+injected into an otherwise clean month the way it happens in the world (a dashboard refund whose webhook
+never came, a payment made in Stripe with no top-up of ours, a credit ahead of its money, a bill missing
+from an issued invoice, overage never put on a Stripe invoice, spend a platform reported but never billed,
+a balance edited behind the ledger's back) is found, kept as a discrepancy and closed when its cause is
+fixed - or, where the rule is unambiguous, corrected by the run itself. Re-running changes nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.reconcile.models import DiscrepancyKind as K
+from shared.reconcile.models import SpendReport
+from tests.helpers import ApiClient, new_user, org_items
+from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kit(stack: Any, table: Any) -> ReconcileKit:
+    return reconcile_kit(stack, table)
+
+
+def _report(kit: ReconcileKit, org_id: str, project_id: str, day: str, amount: int) -> None:
+    at = kit.clock.now().isoformat()
+    report = SpendReport(org_id, "meta", project_id, day, amount, "USD", new_user("rpt"), at)
+    assert kit.recon.reconciler.report_spend(report)
+
+
+def _settled(stack: Any, table: Any, org_id: str) -> list[dict[str, Any]]:
+    """The org's items once every message written so far was sent (the publisher marks them sent)."""
+    stack.flush_outbox()
+    return org_items(table, org_id)
+
+
+def _clean_month(kit: ReconcileKit, api: ApiClient, stack: Any, table: Any) -> tuple[str, str, str]:
+    """A top-up, three days of spend each billed as the platform reported it."""
+    owner, org_id, project = agency_with_top_up(api, stack, table)
+    today = kit.clock.now().date()
+    for back, amount in ((5, 4_000), (4, 2_500), (3, 1_000)):
+        day = today - timedelta(days=back)
+        kit.bill(org_id, project, amount, day)
+        _report(kit, org_id, project, day.isoformat(), amount)
+    return owner, org_id, project
+
+
+def test_a_clean_month_reconciles_with_nothing_found_and_a_rerun_changes_nothing(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    report = kit.reconcile(org_id)
+    assert report.findings == () and (report.opened, report.resolved, report.corrected) == (0, 0, 0)
+    assert any(scope.startswith("payment:") for scope in report.scopes)  # Stripe was looked at
+    before = _settled(stack, table, org_id)
+    again = kit.reconcile(org_id)
+    assert again.findings == () and _settled(stack, table, org_id) == before
+    assert kit.all(org_id) == []
+
+
+def test_a_dashboard_refund_whose_webhook_was_lost_is_found_and_taken_from_the_wallet_once(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    balance = kit.balance(org_id)
+    (paid,) = kit.recon.repo.topups(org_id)
+    # Given a refund made in Stripe's dashboard, its webhook never delivered
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": str(paid.payment_intent_id), "amount": 5_000})
+    assert kit.balance(org_id) == balance
+    # When the run reconciles the org
+    report = kit.reconcile(org_id)
+    # Then it was found, and corrected the way the webhook would have: the refund taken once
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.REFUND_NOT_REFLECTED, 0, 5_000)
+    assert (found.status, found.resolution) == ("resolved", "auto_corrected")
+    assert report.corrected == 1 and kit.balance(org_id) == balance - 5_000
+    before = _settled(stack, table, org_id)
+    assert kit.reconcile(org_id).findings == () and _settled(stack, table, org_id) == before
+
+
+def test_a_payment_in_stripe_with_no_top_up_of_ours_stays_open_until_it_is_refunded(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    customer = kit.recon.services.orgs._repo.require_org(org_id).stripe_customer_id
+    assert customer
+    # Given a charge made in Stripe for the wallet that no top-up of ours asked for
+    with stack.stripe.webhooks_lost():
+        intent = kit.stripe.v1.payment_intents.create(
+            params={
+                "amount": 7_700,
+                "currency": "usd",
+                "customer": customer,
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+                "metadata": {"org_id": org_id, "kind": "wallet_topup", "topup_id": "not-ours"},
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            }
+        )
+    assert intent.status == "succeeded"
+    balance = kit.balance(org_id)
+    # Then it is found and left for a person: no record of ours says whose money it is
+    report = kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.scope, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, f"payment:{intent.id}", 7_700)
+    assert report.opened == 1 and kit.balance(org_id) == balance
+    assert kit.reconcile(org_id).opened == 0  # found again: the same discrepancy, nothing new
+    # When support refunds it in Stripe, it closes
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": intent.id})
+    assert kit.reconcile(org_id).resolved == 1
+    (closed,) = kit.all(org_id)
+    assert (closed.status, closed.resolution) == ("resolved", "agrees")
+
+
+def test_a_top_up_whose_success_webhook_was_lost_is_credited_by_the_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    balance = kit.balance(org_id)
+    with stack.stripe.webhooks_lost():
+        top_up(api, stack, owner, org_id, 12_000)
+    assert kit.balance(org_id) == balance
+    report = kit.reconcile(org_id)
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.status, found.resolution) == (K.PAYMENT_NOT_CREDITED, "resolved", "auto_corrected")
+    assert report.corrected == 1 and kit.balance(org_id) == balance + 12_000
+    assert kit.reconcile(org_id).findings == () and kit.balance(org_id) == balance + 12_000
+
+
+def test_a_credit_ahead_of_its_money_is_found_and_closes_when_the_wire_arrives(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    wire = top_up(api, stack, owner, org_id, 30_000, method="wire")
+    # Given the wallet credited a wire Stripe has not received (a credit with no charge)
+    kit.recon.services.wallet.topup_succeeded(
+        org_id=org_id,
+        topup_id=wire["topup_id"],
+        payment_intent_id=wire["payment_intent_id"],
+        charge_id=None,
+        amount_minor=30_000,
+    )
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.CREDIT_WITHOUT_PAYMENT, 30_000, 0)
+    # When the money arrives, it closes
+    intent = kit.stripe.v1.payment_intents.retrieve(wire["payment_intent_id"])
+    kit.stripe.v1.test_helpers.customers.fund_cash_balance(
+        str(intent.customer),
+        params={"amount": 30_000, "currency": "usd", "reference": wire["instructions"]["reference"]},
+    )
+    stack.stripe.wait_for_deliveries()
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+
+
+def test_a_balance_edited_behind_the_ledgers_back_is_found_and_closes_when_restored(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    key = {"PK": f"ORG#{org_id}", "SK": "WALLET"}
+    table.update_item(Key=key, UpdateExpression="ADD balance :x", ExpressionAttributeValues={":x": 100_000})
+    kit.reconcile(org_id)
+    kinds = {d.kind: d for d in kit.open(org_id)}
+    assert set(kinds) == {K.BALANCE_NOT_ENTRIES, K.AVAILABLE_NOT_RULE}
+    assert kinds[K.BALANCE_NOT_ENTRIES].ours_minor - kinds[K.BALANCE_NOT_ENTRIES].theirs_minor == 100_000
+    table.update_item(Key=key, UpdateExpression="ADD balance :x", ExpressionAttributeValues={":x": -100_000})
+    assert kit.reconcile(org_id).resolved == 2 and kit.open(org_id) == []
+
+
+def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the_late_bill_arrives(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    day = kit.clock.now().date() - timedelta(days=6)
+    _report(kit, org_id, project, day.isoformat(), 3_300)
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.SPEND_NOT_BILLED, 0, 3_300)
+    assert kit.recon.reconciler.unbilled_spend(org_id, kit.clock.now().date()) == 3_300
+    kit.bill(org_id, project, 3_300, day)
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+    assert kit.recon.reconciler.unbilled_spend(org_id, kit.clock.now().date()) == 0
+
+
+def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    _report(kit, org_id, project, (kit.clock.now().date() - timedelta(days=1)).isoformat(), 900)
+    assert kit.reconcile(org_id).findings == ()
+    assert kit.recon.reconciler.unbilled_spend(org_id, kit.clock.now().date()) == 900
