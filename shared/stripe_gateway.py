@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from stripe import RequestOptions, StripeClient
     from stripe.params import (
         ChargeListParams,
-        DisputeListParams,
         CustomerBalanceTransactionCreateParams,
         CustomerCreateParams,
         CustomerRetrieveParams,
+        DisputeListParams,
         InvoiceCreateParams,
         InvoiceCreatePreviewParams,
         InvoiceCreatePreviewParamsSubscriptionDetailsItem,

@@ -13,13 +13,23 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.api.routes import catalog, credits, invoices, members, orgs, projects, subscription, wallet
+from functions.api.routes import (
+    catalog,
+    credits,
+    invoices,
+    members,
+    orgs,
+    projects,
+    reconciliation,
+    subscription,
+    wallet,
+)
 from functions.http import new_resolver
 from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 
 app = new_resolver()
-for module in (catalog, orgs, members, projects, subscription, credits, wallet, invoices):
+for module in (catalog, orgs, members, projects, subscription, credits, wallet, invoices, reconciliation):
     app.include_router(module.router)
 # What the document cannot see in the routes: no authorizer (template.yaml), and Stripe calls (402 / 503).
 app.public_operations = {("GET", "/v1/plans")}

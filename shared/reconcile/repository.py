@@ -196,9 +196,15 @@ class ReconcileRepository:
             self._table.put_item(Item={**state, "PK": keys.recon_run_pk(run_id), "SK": "STATE"})
 
     def queue_orgs(self, run_id: str, org_ids: set[str]) -> None:
-        with self._table.batch_writer(overwrite_by_pkeys=["PK", "SK"]) as batch:
-            for org_id in sorted(org_ids):
-                batch.put_item(Item={"PK": keys.recon_run_pk(run_id), "SK": f"ORG#{org_id}", "org_id": org_id})
+        for org_id in sorted(org_ids):  # (not BatchWriteItem: the functions' policies grant item writes only)
+            try:
+                with dynamo_errors():
+                    self._table.put_item(
+                        Item={"PK": keys.recon_run_pk(run_id), "SK": f"ORG#{org_id}", "org_id": org_id},
+                        ConditionExpression="attribute_not_exists(PK)",  # queued once: `done` is kept
+                    )
+            except TransactionConditionFailed:
+                continue
 
     def queued_orgs(self, run_id: str) -> list[tuple[str, bool]]:
         items = self._query(Key("PK").eq(keys.recon_run_pk(run_id)) & Key("SK").begins_with("ORG#"))

@@ -15,19 +15,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
-from shared.errors import ForbiddenError
 from shared.invoices.models import Invoice
 from shared.invoices.repository import InvoiceRepository
-from shared.orgs.models import READ, Org
+from shared.orgs.models import Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event
-from shared.pagination import Page
 from shared.reconcile import checks
-from shared.reconcile.models import AUTO_CORRECTED, Discrepancy, DiscrepancyKind, Finding, OrgReport, SpendReport
+from shared.reconcile.models import AUTO_CORRECTED, Discrepancy, DiscrepancyKind, Finding, OrgReport
 from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.stripe_reads import Checkpoint, MemoryCheckpoint, StripeReads
 from shared.usage.billing import OverageBilling
@@ -340,30 +337,6 @@ class Reconciler:
             record, was="open", messages=[_event("Reconciliation.DiscrepancyResolved", record)], now=now
         )
         return int(saved)
-
-    # ------------------------------------------------------------------ people and feeds
-    def discrepancies(
-        self, caller: Caller, org_id: str, status: str | None, cursor: str | None, limit: int
-    ) -> Page[Discrepancy]:
-        """The org's discrepancies, for Layers support only (404 for strangers, 403 for members)."""
-        if not caller.is_support:
-            self._orgs.access(caller, org_id, READ)
-            raise ForbiddenError("Only Layers support can read reconciliation discrepancies.")
-        self._orgs.access(caller, org_id, frozenset(), support=True)
-        return self._repo.of_org(org_id, cursor, limit, status)
-
-    def report_spend(self, report: SpendReport) -> bool:
-        """A platform's spend report (the latest per day, platform and project is kept). The org must exist."""
-        self._books.orgs.require_org(report.org_id)
-        return self._repo.put_report(report)
-
-    def unbilled_spend(self, org_id: str, today: date) -> int:
-        """Spend reported over the recheck window that no bill covers yet."""
-        first = (today - timedelta(days=SPEND_RECHECK_DAYS)).isoformat()
-        reports = self._repo.reports(org_id, first, (today + timedelta(days=1)).isoformat())
-        if not reports:
-            return 0
-        return checks.unbilled_spend(reports, billed_by_day(self._repo.entry_lines(org_id)))
 
 
 def billed_by_day(lines: Iterable[Any]) -> dict[tuple[str, str, str], int]:

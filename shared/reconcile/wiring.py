@@ -14,6 +14,7 @@ from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.run import ReconcileRun
 from shared.reconcile.service import Books, Reconciler
 from shared.reconcile.stripe_reads import DEFAULT_READS_PER_S, RateLimiter, StripeReads
+from shared.reconcile.support import ReconcileDesk
 from shared.settings import ApiSettings
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
@@ -27,6 +28,7 @@ class Reconciliation:
     run: ReconcileRun
     repo: ReconcileRepository
     services: Services
+    desk: ReconcileDesk
 
 
 def build_reconciliation(
@@ -52,4 +54,4 @@ def build_reconciliation(
     books = Books(orgs, wallet, InvoiceRepository(table), repo)
     reconciler = Reconciler(services.orgs, books, services.wallet, overage, reads, clock)
     run = ReconcileRun(reconciler, repo, wallet, reads, due_orgs or (lambda day: []))
-    return Reconciliation(reconciler, run, repo, services)
+    return Reconciliation(reconciler, run, repo, services, ReconcileDesk(services.orgs, orgs, repo))

@@ -28,7 +28,7 @@ def kit(stack: Any, table: Any) -> ReconcileKit:
 def _report(kit: ReconcileKit, org_id: str, project_id: str, day: str, amount: int) -> None:
     at = kit.clock.now().isoformat()
     report = SpendReport(org_id, "meta", project_id, day, amount, "USD", new_user("rpt"), at)
-    assert kit.recon.reconciler.report_spend(report)
+    assert kit.recon.desk.report_spend(report)
 
 
 def _settled(stack: Any, table: Any, org_id: str) -> list[dict[str, Any]]:
@@ -181,10 +181,10 @@ def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the
     kit.reconcile(org_id)
     (found,) = kit.open(org_id)
     assert (found.kind, found.ours_minor, found.theirs_minor) == (K.SPEND_NOT_BILLED, 0, 3_300)
-    assert kit.recon.reconciler.unbilled_spend(org_id, kit.clock.now().date()) == 3_300
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 3_300
     kit.bill(org_id, project, 3_300, day)
     assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
-    assert kit.recon.reconciler.unbilled_spend(org_id, kit.clock.now().date()) == 0
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 0
 
 
 def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
@@ -193,4 +193,4 @@ def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
     _, org_id, project = _clean_month(kit, api, stack, table)
     _report(kit, org_id, project, (kit.clock.now().date() - timedelta(days=1)).isoformat(), 900)
     assert kit.reconcile(org_id).findings == ()
-    assert kit.recon.reconciler.unbilled_spend(org_id, kit.clock.now().date()) == 900
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 900
