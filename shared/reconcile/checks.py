@@ -139,16 +139,25 @@ def overage(
     return found
 
 
-def invoice_wallet(
-    org_id: str, period_key: str, invoice_id: str, lines_minor: int, aggregate_minor: int, *, carried_later: bool
-) -> list[Finding]:
-    """An issued invoice's wallet lines (with lines recorded late for its period on later invoices) equal
-    the period's wallet aggregates. Less is fine while the next invoice, which carries late bills, is
-    not issued yet."""
-    if lines_minor == aggregate_minor or (lines_minor < aggregate_minor and not carried_later):
+@dataclass(frozen=True)
+class InvoiceWallet:
+    """An issued invoice's wallet side: its lines, the period's aggregates and the bills before it."""
+
+    lines_minor: int  # its wallet lines, with lines recorded late for its period on later invoices
+    aggregate_minor: int  # the period's wallet aggregates (spend + fee), late bills included
+    recorded_before_minor: int  # the period's bills recorded before the invoice was drafted
+    carried_later: bool  # a later invoice (which carries late bills) is issued
+
+
+def invoice_wallet(org_id: str, period_key: str, invoice_id: str, side: InvoiceWallet) -> list[Finding]:
+    """An issued invoice's wallet lines hold every bill of its period recorded before it was drafted, never
+    more than the period's aggregates, and (with the late lines a later issued invoice carries) all of them."""
+    lines, aggregate = side.lines_minor, side.aggregate_minor
+    short = lines < side.recorded_before_minor or (side.carried_later and lines < aggregate)
+    if not short and lines <= aggregate:
         return []
     scope = f"invoice:{period_key}:wallet"
-    return [Finding(K.INVOICE_WALLET_LINES, org_id, scope, lines_minor, aggregate_minor, (invoice_id,))]
+    return [Finding(K.INVOICE_WALLET_LINES, org_id, scope, lines, aggregate, (invoice_id,))]
 
 
 def invoice_stripe(org_id: str, period_key: str, invoice_id: str, recorded: int, stripe_total: int) -> list[Finding]:

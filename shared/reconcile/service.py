@@ -30,7 +30,7 @@ from shared.reconcile.stripe_reads import Checkpoint, MemoryCheckpoint, StripeRe
 from shared.usage.billing import OverageBilling
 from shared.wallet.models import TopUp
 from shared.wallet.repository import WalletRepository
-from shared.wallet.service import WalletService
+from shared.wallet.service import WalletService, bill_period_key
 
 SPEND_RECHECK_DAYS = 7  # reports of the days before the range are looked at again (late bills close them)
 
@@ -87,7 +87,7 @@ class Reconciler:
         for found, checked in (
             self._wallet_books(org, lines),
             self._overage_checks(org, span),
-            self._invoice_checks(org, span),
+            self._invoice_checks(org, span, lines),
             self._spend_checks(org, day_from, day_to, lines),
         ):
             findings += found
@@ -216,8 +216,8 @@ class Reconciler:
         found: list[Finding] = []
         for period in periods:
             billed: dict[str, list[int]] = {}
-            for item in items:
-                _, _, key, metric = [*item.metadata["billing_key"].split(":"), "", ""][:4]
+            for item in items:  # billing_key: overage:<org>:<period key>:<metric>
+                key, _, metric = item.metadata["billing_key"].removeprefix(f"overage:{org.org_id}:").rpartition(":")
                 if key == period.key and metric != "credits_late":
                     billed.setdefault(metric, []).append(item.amount_minor)
             found += checks.overage(org.org_id, period.key, self._overage.owed(org, period), billed)
@@ -234,35 +234,32 @@ class Reconciler:
                 return found
             cursor = page.next_cursor
 
-    def _invoice_checks(self, org: Org, span: tuple[datetime, datetime]) -> tuple[list[Finding], set[str]]:
+    def _invoice_checks(
+        self, org: Org, span: tuple[datetime, datetime], lines: list[Any]
+    ) -> tuple[list[Finding], set[str]]:
         invoices = [i for i in self._invoices(org.org_id) if i.status == "issued"]
         found: list[Finding] = []
         scopes: set[str] = set()
         for invoice in invoices:
             if not span[0].isoformat() <= (invoice.issued_at or "") < span[1].isoformat():
                 continue
-            found += self._invoice(org, invoice, invoices)
+            found += self._invoice(org, invoice, invoices, lines)
             scopes |= {f"invoice:{invoice.period_key}:wallet", f"invoice:{invoice.period_key}:stripe"}
         return found, scopes
 
-    def _invoice(self, org: Org, invoice: Invoice, issued: list[Invoice]) -> list[Finding]:
-        def wallet_minor(inv: Invoice, late_for: str | None) -> int:
-            return sum(
-                line.amount_minor for line in inv.lines if line.paid_via == "wallet" and line.late_for == late_for
-            )
-
-        lines = wallet_minor(invoice, None) + sum(
-            wallet_minor(i, invoice.period_key) for i in issued if i is not invoice
+    def _invoice(self, org: Org, invoice: Invoice, issued: list[Invoice], lines: list[Any]) -> list[Finding]:
+        key = invoice.period_key
+        rows = self._books.wallet.period_spend(org.org_id, key)
+        side = checks.InvoiceWallet(
+            lines_minor=_wallet_lines(invoice, None) + sum(_wallet_lines(i, key) for i in issued if i is not invoice),
+            aggregate_minor=sum(int(r.get("ad_spend", 0)) + int(r.get("fee", 0)) for r in rows),
+            recorded_before_minor=_billed_before(org, key, invoice.created_at, lines),
+            carried_later=any(i.period_start >= invoice.period_end for i in issued),
         )
-        rows = self._books.wallet.period_spend(org.org_id, invoice.period_key)
-        aggregate = sum(int(r.get("ad_spend", 0)) + int(r.get("fee", 0)) for r in rows)
-        later = any(i.period_start >= invoice.period_end for i in issued)
-        found = checks.invoice_wallet(
-            org.org_id, invoice.period_key, invoice.invoice_id, lines, aggregate, carried_later=later
-        )
+        found = checks.invoice_wallet(org.org_id, key, invoice.invoice_id, side)
         recorded = invoice.totals.charged_through_stripe_minor if invoice.totals else 0
         stripe_total = sum(self._reads.invoice_total(i) for i in invoice.stripe_invoice_ids)
-        return found + checks.invoice_stripe(org.org_id, invoice.period_key, invoice.invoice_id, recorded, stripe_total)
+        return found + checks.invoice_stripe(org.org_id, key, invoice.invoice_id, recorded, stripe_total)
 
     # ------------------------------------------------------------------ platform bills <-> reports
     def _spend_checks(self, org: Org, day_from: date, day_to: date, lines: list[Any]) -> tuple[list[Finding], set[str]]:
@@ -347,6 +344,23 @@ def billed_by_day(lines: Iterable[Any]) -> dict[tuple[str, str, str], int]:
             key = (str(line.fields["billed_on"]), str(line.fields.get("platform")), str(line.fields.get("project_id")))
             billed[key] = billed.get(key, 0) - line.amount
     return billed
+
+
+def _wallet_lines(invoice: Invoice, late_for: str | None) -> int:
+    """What an invoice's wallet lines add up to: its own period's (None), or those recorded late for one."""
+    return sum(line.amount_minor for line in invoice.lines if line.paid_via == "wallet" and line.late_for == late_for)
+
+
+def _billed_before(org: Org, period_key: str, before: str, lines: Iterable[Any]) -> int:
+    """Spend and fees of the period's bills recorded before `before` (from the ledger's bill entries)."""
+    total = 0
+    for line in lines:
+        billed_on = line.fields.get("billed_on")
+        if line.kind not in ("ad_spend", "platform_fee") or not billed_on or line.created_at >= before:
+            continue
+        if bill_period_key(org, date.fromisoformat(str(billed_on))) == period_key:
+            total -= line.amount
+    return total
 
 
 def _covered(scope: str, scopes: set[str]) -> bool:

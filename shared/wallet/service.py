@@ -86,6 +86,12 @@ class Bill:
         return f"bill:{self.platform}:{self.bill_id}"
 
 
+def bill_period_key(org: Org, billed_on: date) -> str:
+    """The period a bill of that date counts in (noon UTC), never before the org's first period began."""
+    first = org.subscription.billing_anchor if org.subscription else org.created_at
+    return period_containing(org, max(datetime.combine(billed_on, time_of_day(12), UTC), first)).key
+
+
 class WalletService:
     def __init__(
         self, orgs: OrgService, org_repo: OrgRepository, repo: WalletRepository, gateway: StripeGateway, clock: Clock
@@ -316,9 +322,7 @@ class WalletService:
 
     @staticmethod
     def _period_of(org: Org, billed_on: date) -> str:
-        """The period of the bill's date (noon UTC), never before the org's first period began."""
-        first = org.subscription.billing_anchor if org.subscription else org.created_at
-        return period_containing(org, max(datetime.combine(billed_on, time_of_day(12), UTC), first)).key
+        return bill_period_key(org, billed_on)
 
     # ------------------------------------------------------------------ refunds (support)
     def refund(

@@ -7,15 +7,25 @@ fixed - or, where the rule is unambiguous, corrected by the run itself. Re-runni
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from shared.credits.periods import period_containing
+from shared.credits.repository import CreditRepository
+from shared.invoices.models import Invoice, InvoiceLine, Totals
+from shared.invoices.repository import InvoiceRepository
+from shared.invoices.service import invoice_id_of
+from shared.orgs.repository import OrgRepository
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import SpendReport
+from shared.stripe_gateway import StripeGateway
+from shared.usage.billing import OverageBilling
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
+from tests.integration.stripe_kit import API_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +204,116 @@ def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
     _report(kit, org_id, project, (kit.clock.now().date() - timedelta(days=1)).isoformat(), 900)
     assert kit.reconcile(org_id).findings == ()
     assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 900
+
+
+# ---------------------------------------------------------------------- invoices <-> sources
+def _issue_invoice(kit: ReconcileKit, org_id: str) -> Invoice:
+    """The org's invoice of its current period as the invoice run stores it when issued: the Stripe
+    invoice that charged the period and the wallet lines of its aggregates."""
+    kit.clock.at += timedelta(minutes=5)  # the run drafts it after the bills
+    org = kit.recon.services.orgs._repo.require_org(org_id)
+    period = period_containing(org, kit.clock.now())
+    rows = kit.recon.services.wallet._repo.period_spend(org_id, period.key)
+    lines = [
+        InvoiceLine(
+            section="ad_spend",
+            paid_via="wallet",
+            amount_minor=int(row[field]),
+            platform=str(row["platform"]),
+            project_id=str(row["project_id"]),
+            description=f"{field} {row['platform']}",
+        )
+        for row in rows
+        for field in ("ad_spend", "fee")
+    ]
+    stripe_invoices = kit.stripe.v1.invoices.list(params={"customer": str(org.stripe_customer_id)}).data
+    charged = sum(int(i.total) for i in stripe_invoices)
+    now = kit.clock.now().isoformat()
+    invoice = Invoice(
+        invoice_id=invoice_id_of(period),
+        org_id=org_id,
+        period_key=period.key,
+        period_start=period.start.isoformat(),
+        period_end=period.end.isoformat(),
+        status="draft",
+        currency="USD",
+        bill_to_name=org.name,
+        billing_mode="agency",
+        plan_name="Pro",
+        lines=lines,
+        stripe_invoice_ids=[str(i.id) for i in stripe_invoices],
+        totals=Totals(
+            charged_through_stripe_minor=charged,
+            stripe_unpaid_minor=0,
+            paid_from_wallet_minor=sum(line.amount_minor for line in lines),
+            total_minor=charged + sum(line.amount_minor for line in lines),
+            wallet_deficit_minor=0,
+            amount_due_minor=0,
+        ),
+        created_at=now,
+    )
+    repo = InvoiceRepository(kit.table)
+    assert repo.create_draft(invoice)
+    issued = invoice.model_copy(update={"status": "issued", "number": f"LB-TEST-{new_user()}", "issued_at": now})
+    assert repo.save(issued, expected_status="draft")
+    return issued
+
+
+def test_a_bill_missing_from_an_issued_invoice_is_found_and_closes_when_the_invoice_is_corrected(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    assert kit.reconcile(org_id).findings == ()
+    # Given the stored invoice lost a bill's line (the bill was recorded before the invoice was drafted)
+    repo = InvoiceRepository(table)
+    dropped = invoice.model_copy(update={"lines": invoice.lines[1:]})
+    assert repo.save(dropped, expected_status="issued")
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert found.kind == K.INVOICE_WALLET_LINES
+    assert found.theirs_minor - found.ours_minor == invoice.lines[0].amount_minor
+    assert found.causes == (invoice.invoice_id,)
+    # When the invoice is corrected, it closes
+    assert repo.save(invoice, expected_status="issued")
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+
+
+def test_an_invoice_whose_stripe_total_is_not_stripes_is_found(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    assert invoice.totals is not None
+    wrong = invoice.totals.model_copy(
+        update={"charged_through_stripe_minor": invoice.totals.charged_through_stripe_minor + 1}
+    )
+    assert InvoiceRepository(table).save(invoice.model_copy(update={"totals": wrong}), expected_status="issued")
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.ours_minor - found.theirs_minor) == (K.INVOICE_STRIPE_TOTAL, 1)
+
+
+# ---------------------------------------------------------------------- credits and usage <-> Stripe
+def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    services = kit.recon.services
+    org = services.orgs._repo.require_org(org_id)
+    period = period_containing(org, kit.clock.now())
+    # Given 60 GB of media stored in the period (10 over Pro's 50), and the renewal that closed it gone
+    # by with no overage on it (its invoice.created was never handled)
+    services.usage.record_storage(org_id, kit.clock.now(), 60 * 10**9)
+    kit.clock.at = period.end + timedelta(days=1)
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.scope) == (K.OVERAGE_NOT_BILLED, f"overage:{period.key}:media_storage_gb")
+    assert found.ours_minor > 0 and found.theirs_minor == 0
+    # When the overage is billed (the deferred path: a pending item for the customer's next invoice), it closes
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    overage = OverageBilling(services.orgs, OrgRepository(table), CreditRepository(table), services.usage, gateway)
+    first = gateway.list_invoices(customer_id=str(org.stripe_customer_id))[0]
+    renewal = replace(first, status="open", period_end=int(period.end.timestamp()))
+    assert overage.bill_renewal(org_id, renewal).added_minor == found.ours_minor
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
