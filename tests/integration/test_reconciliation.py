@@ -7,8 +7,9 @@ fixed - or, where the rule is unambiguous, corrected by the run itself. Re-runni
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from shared.invoices.service import invoice_id_of
 from shared.orgs.repository import OrgRepository
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import SpendReport
+from shared.reconcile.service import day_start
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from tests.helpers import ApiClient, new_user, org_items
@@ -317,3 +319,45 @@ def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
     renewal = replace(first, status="open", period_end=int(period.end.timestamp()))
     assert overage.bill_renewal(org_id, renewal).added_minor == found.ours_minor
     assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+
+
+# ---------------------------------------------------------------------- the daily run
+def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_and_runs_once(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Given an org with a card payment made for its wallet on a day of its own (a test clock), which no
+    # top-up of ours asked for
+    day = date(2025, 1, 1) + timedelta(days=random.randrange(3000))  # a day no other test uses
+    clock = kit.stripe.v1.test_helpers.test_clocks.create(
+        params={"frozen_time": int(day_start(day).timestamp()) + 3600}
+    )
+    owner = new_user()
+    org_id = str(api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Clocked"}).body["org_id"])
+    customer = kit.stripe.v1.customers.create(params={"name": org_id, "test_clock": clock.id})
+    assert OrgRepository(table).link_stripe_customer(org_id, customer.id) == customer.id
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.payment_intents.create(
+            params={
+                "amount": 4_200,
+                "currency": "usd",
+                "customer": customer.id,
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+                "metadata": {"org_id": org_id, "kind": "wallet_topup", "topup_id": "not-ours"},
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            }
+        )
+    run = kit.recon.run
+    # When the first invocation has no time left, it found its orgs and stops
+    stopped = run.run(day, day + timedelta(days=1), lambda: 1.0)
+    assert not stopped.done and stopped.orgs == 0
+    # Then the next resumes and reconciles them
+    summary = run.run(day, day + timedelta(days=1), lambda: 900.0)
+    assert summary.done and summary.orgs >= 1 and summary.stripe_reads > 0
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, 4_200)
+    # And a finished day is not done again
+    before = _settled(stack, table, org_id)
+    again = run.run(day, day + timedelta(days=1), lambda: 900.0)
+    assert again.done and (again.opened, again.stripe_reads) == (0, 0)
+    assert _settled(stack, table, org_id) == before
