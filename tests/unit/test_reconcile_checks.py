@@ -14,7 +14,6 @@ from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import Finding, SpendReport
 from shared.reconcile.stripe_reads import RateLimiter
 
-
 Sides = dict[str, tuple[int, str | None]]
 
 
