@@ -171,6 +171,24 @@ class ReconcileRepository:
         for item in self._query(condition):
             yield from reversed(_lines_of(item))
 
+    def entry_lines_since(self, org_id: str, since_iso: str) -> list[Any]:
+        """The wallet ledger lines of entries written at `since_iso` or later (newest entries read first,
+        the read stops at the first older one: the cost is the recent entries only)."""
+        condition = Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.WALLET_ENTRY_PREFIX)
+        query: dict[str, Any] = {"KeyConditionExpression": condition, "ConsistentRead": True, "ScanIndexForward": False}
+        query["Limit"] = 100
+        found: list[Any] = []
+        while True:
+            with dynamo_errors():
+                resp = self._table.query(**query)
+            for item in resp["Items"]:
+                if str(item["created_at"]) < since_iso:
+                    return found
+                found += _lines_of(plain(item))
+            if "LastEvaluatedKey" not in resp:
+                return found
+            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
     def pending_holds(self, org_id: str) -> list[Hold]:
         condition = Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.HOLD_PREFIX)
         return [from_item(Hold, i) for i in self._query(condition) if i.get("status") == "pending"]

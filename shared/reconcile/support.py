@@ -49,4 +49,4 @@ class ReconcileDesk:
         reports = self._repo.reports(org_id, first, (today + timedelta(days=1)).isoformat())
         if not reports:
             return 0
-        return checks.unbilled_spend(reports, billed_by_day(self._repo.entry_lines(org_id)))
+        return checks.unbilled_spend(reports, billed_by_day(self._repo.entry_lines_since(org_id, first)))

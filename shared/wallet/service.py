@@ -8,6 +8,7 @@ idempotency key derived from it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
@@ -60,6 +61,7 @@ class WalletView:
     auto: AutoTopUp
     runway_days: int | None
     avg_daily_spend_minor: int
+    unbilled_spend_minor: int = 0  # reported by the platforms, not billed yet (in the runway)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class WalletService:
         self.dispute = self._refunds.dispute
         self.dispute_won = self._refunds.dispute_won
         self.refunds_in_stripe = self._refunds.refunds_in_stripe
+        # Spend the platforms reported that no bill covers yet (shared/reconcile), set by the wiring.
+        self.unbilled_spend: Callable[[str, date], int] | None = None
 
     def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
         """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
@@ -130,8 +134,10 @@ class WalletService:
     def view(self, caller: Caller, org_id: str) -> WalletView:
         org = self._with_wallet(self._orgs.access(caller, org_id, READ, support=True).org)
         stored = self._poster.load(org)
-        days, avg = runway(stored.account.balance, stored.spend_days, self._clock.now().date())
-        return WalletView(org, stored.account, stored.auto, days, avg)
+        today = self._clock.now().date()
+        unbilled = self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
+        days, avg = runway(stored.account.balance - unbilled, stored.spend_days, today)
+        return WalletView(org, stored.account, stored.auto, days, avg, unbilled)
 
     def transactions(
         self, caller: Caller, org_id: str, filters: dict[str, str | None], cursor: str | None, limit: int

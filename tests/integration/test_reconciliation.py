@@ -202,10 +202,15 @@ def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the
 def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
-    _, org_id, project = _clean_month(kit, api, stack, table)
-    _report(kit, org_id, project, (kit.clock.now().date() - timedelta(days=1)).isoformat(), 900)
+    owner, org_id, project = _clean_month(kit, api, stack, table)
+    before = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
+    _report(kit, org_id, project, (kit.clock.now().date() - timedelta(days=1)).isoformat(), 90_000)
     assert kit.reconcile(org_id).findings == ()
-    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 900
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 90_000
+    # The wallet shows it, and the runway counts it: the balance will pay for it
+    wallet = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
+    assert (before["unbilled_spend_minor"], wallet["unbilled_spend_minor"]) == (0, 90_000)
+    assert wallet["balance_minor"] == before["balance_minor"] and wallet["runway_days"] < before["runway_days"]
 
 
 # ---------------------------------------------------------------------- invoices <-> sources
