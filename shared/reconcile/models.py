@@ -84,6 +84,7 @@ class OrgReport:
     opened: int = 0
     resolved: int = 0
     corrected: int = 0
+    fixed: tuple[Finding, ...] = ()  # what the run corrected itself (found, and resolved at once)
 
 
 @dataclass(frozen=True)

@@ -108,11 +108,12 @@ class ReconcileRun:
                 break
             report = self._reconciler.reconcile_org(org_id, day_from, day_to)
             self._repo.org_done(run_id, org_id)
-            for name, value in (("orgs", 1), ("findings", len(report.findings)), ("opened", report.opened)):
+            found = (*report.findings, *report.fixed)
+            for name, value in (("orgs", 1), ("findings", len(found)), ("opened", report.opened)):
                 totals[name] += value
             totals["resolved"] += report.resolved
             totals["corrected"] += report.corrected
-            for finding in report.findings:
+            for finding in found:
                 by_kind[finding.kind.value] = by_kind.get(finding.kind.value, 0) + 1
         return RunSummary(
             day_from.isoformat(),

@@ -94,7 +94,7 @@ class Reconciler:
             scopes |= checked
         findings, corrected = self._corrected(org, findings)
         opened, resolved = self._record(org, findings, scopes, open_now, corrected)
-        return OrgReport(org_id, frozenset(scopes), tuple(findings), opened, resolved, len(corrected))
+        return OrgReport(org_id, frozenset(scopes), tuple(findings), opened, resolved, len(corrected), tuple(corrected))
 
     # ------------------------------------------------------------------ wallet <-> Stripe
     def _payments(

@@ -180,7 +180,7 @@ def reconciliation(web: WebApp, stack: LocalStack, org_id: str, month: Month) ->
     """Issue 18: the daily reconciliation over the demo's days, after a refund made in Stripe's dashboard
     whose webhook never arrived."""
     say()
-    say("17. Reconciliation: every org that moved, checked against Stripe, the platforms and its own books")
+    say("18. Reconciliation: every org that moved, checked against Stripe, the platforms and its own books")
     client = month.kit.client
     intents = client.v1.payment_intents.list(params={"customer": month.customer, "limit": 100}).data
     paid = next(
