@@ -29,6 +29,7 @@ class RunCheckpoint:
     run_id: str
     state: dict[str, object]
     found: set[str] = field(default_factory=set)
+    queued: set[str] = field(default_factory=set)
 
     def cursor(self, name: str) -> str | None:
         cursors = self.state.get("cursors") or {}
@@ -37,7 +38,8 @@ class RunCheckpoint:
         return str(value) if value else None
 
     def save(self, name: str, after: str | None, seen: list[str]) -> None:
-        self.repo.queue_orgs(self.run_id, self.found)
+        self.repo.queue_orgs(self.run_id, self.found - self.queued - {""})
+        self.queued |= self.found
         cursors = dict(self.state.get("cursors") or {})  # type: ignore[call-overload]
         cursors[name] = after or ""
         self.state["cursors"] = cursors
@@ -91,7 +93,7 @@ class ReconcileRun:
             day += timedelta(days=1)
         checkpoint.found |= self._repo.orgs_with_open()
         checkpoint.found.discard("")
-        self._repo.queue_orgs(run_id, checkpoint.found)
+        self._repo.queue_orgs(run_id, checkpoint.found - checkpoint.queued)
         self._repo.save_run_state(run_id, {**state, "phase": "orgs"})
 
     def _reconcile_queued(

@@ -17,6 +17,7 @@ T = TypeVar("T")
 # Stripe allows 100 read requests/s live and 25 in test mode, shared with every other function: the run
 # takes a share under the test-mode limit, so the same setting is safe in both (template.yaml).
 DEFAULT_READS_PER_S = 20.0
+REMEMBER_S = 600.0  # a range's refunds and disputes, read once for every org of a run
 
 
 class RateLimiter:
@@ -70,9 +71,11 @@ class MemoryCheckpoint:
 
 
 class StripeReads:
-    def __init__(self, gateway: StripeGateway, limiter: RateLimiter):
+    def __init__(self, gateway: StripeGateway, limiter: RateLimiter, now: Callable[[], float] = time.monotonic):
         self._gateway = gateway
         self._limiter = limiter
+        self._now = now
+        self._memo: dict[tuple[object, ...], tuple[float, list[Any]]] = {}
 
     @property
     def requests(self) -> int:
@@ -104,10 +107,19 @@ class StripeReads:
             checkpoint.save(name, page.last_id if page.has_more else None, [])
 
     def refunds_in(self, created: tuple[int, int]) -> list[Refund]:
-        return self._all(lambda after: self._gateway.refunds_page(created=created, after=after))
+        """Every refund created in the range (read once per range for REMEMBER_S: a run's orgs share it)."""
+        return self._remembered(("refunds", *created), lambda a: self._gateway.refunds_page(created=created, after=a))
 
     def disputes_in(self, created: tuple[int, int]) -> list[Dispute]:
-        return self._all(lambda after: self._gateway.disputes_page(created=created, after=after))
+        return self._remembered(("disputes", *created), lambda a: self._gateway.disputes_page(created=created, after=a))
+
+    def _remembered(self, key: tuple[object, ...], fetch: Callable[[str | None], ListPage[T]]) -> list[T]:
+        now = self._now()
+        kept = self._memo.get(key)
+        if kept is None or now - kept[0] > REMEMBER_S:
+            kept = (now, self._all(fetch))
+            self._memo[key] = kept
+        return list(kept[1])
 
     def payment(self, intent_id: str) -> tuple[PaymentIntent, StripePayment] | None:
         """The intent with every refund and dispute of it (3 requests and their pages); None if Stripe
