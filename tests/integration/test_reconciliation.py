@@ -173,13 +173,19 @@ def test_a_credit_ahead_of_its_money_is_found_and_closes_when_the_wire_arrives(
 def test_a_balance_edited_behind_the_ledgers_back_is_found_and_closes_when_restored(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
-    _, org_id, _ = _clean_month(kit, api, stack, table)
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
     key = {"PK": f"ORG#{org_id}", "SK": "WALLET"}
     table.update_item(Key=key, UpdateExpression="ADD balance :x", ExpressionAttributeValues={":x": 100_000})
     kit.reconcile(org_id)
     kinds = {d.kind: d for d in kit.open(org_id)}
     assert set(kinds) == {K.BALANCE_NOT_ENTRIES, K.AVAILABLE_NOT_RULE}
     assert kinds[K.BALANCE_NOT_ENTRIES].ours_minor - kinds[K.BALANCE_NOT_ENTRIES].theirs_minor == 100_000
+    # Support reads them over the API; the org's own owner may not
+    path = f"/v1/orgs/{org_id}/discrepancies"
+    seen = api.call("GET", path, as_user=new_user("staff"), groups=("support",), params={"status": "open"})
+    assert seen.status == 200 and {d["kind"] for d in seen.body["items"]} == {k.value for k in kinds}
+    assert api.call("GET", path, as_user=owner).status == 403
+    assert api.call("GET", "/v1/orgs/org_unknown/discrepancies", as_user=new_user(), groups=("support",)).status == 404
     table.update_item(Key=key, UpdateExpression="ADD balance :x", ExpressionAttributeValues={":x": -100_000})
     assert kit.reconcile(org_id).resolved == 2 and kit.open(org_id) == []
 
