@@ -69,6 +69,19 @@ class SubscriptionStanding(_Detail):
     agency_spend: str  # "allowed" or "stopped"
 
 
+class DiscrepancyChanged(_Detail):
+    """Reconciliation.DiscrepancyFound, Reconciliation.DiscrepancyResolved: the daily reconciliation found
+    our books disagreeing with Stripe, the ad platforms or themselves, or found them agreeing again
+    (README "Reconciliation"). `org_id` is empty for an invoice number series."""
+
+    kind: str
+    scope: str
+    ours_minor: int
+    theirs_minor: int
+    currency: str
+    status: str
+
+
 EVENTS: dict[str, type[_Detail]] = {
     "Wallet.LowBalance": WalletStatusChanged,
     "Wallet.AgencySpendPaused": WalletStatusChanged,
@@ -81,6 +94,8 @@ EVENTS: dict[str, type[_Detail]] = {
     "Subscription.Suspended": SubscriptionStanding,
     "Subscription.Restored": SubscriptionStanding,
     "Subscription.Ended": SubscriptionStanding,
+    "Reconciliation.DiscrepancyFound": DiscrepancyChanged,
+    "Reconciliation.DiscrepancyResolved": DiscrepancyChanged,
 }
 
 

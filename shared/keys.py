@@ -143,3 +143,28 @@ def period_index_key(org_id: str, period_key: str) -> Key:
     """The item that lists a billing period for the invoice run (GSI2 PERIODEND#<day>) until its invoice
     is issued."""
     return {"PK": f"ORG#{org_id}", "SK": f"PERIODIDX#{period_key}"}
+
+
+# ---------------------------------------------------------------------- reconciliation (shared/reconcile)
+DISCREPANCY_PREFIX = "DISCREP#"
+SPEND_REPORT_PREFIX = "SPENDRPT#"
+OPEN_DISCREPANCIES = "RECON#OPEN"  # GSI2: the orgs with open discrepancies, while open
+GLOBAL_RECON_PK = "RECON#GLOBAL"  # discrepancies of no one org (invoice number series)
+
+
+def discrepancy_key(org_id: str, kind: str, scope: str) -> Key:
+    pk = org_pk(org_id) if org_id else GLOBAL_RECON_PK
+    return {"PK": pk, "SK": f"{DISCREPANCY_PREFIX}{kind}#{scope}"}
+
+
+def spend_report_sk(day: str, platform: str, project_id: str) -> str:
+    return f"{SPEND_REPORT_PREFIX}{day}#{platform}#{project_id}"
+
+
+def reports_of_day(day: str) -> str:
+    """GSI2 list of the orgs a platform reported spend for on `day` (the daily run's orgs)."""
+    return f"SPENDRPT#DAY#{day}"
+
+
+def recon_run_pk(run_id: str) -> str:
+    return f"RECONRUN#{run_id}"

@@ -40,6 +40,12 @@ class DispatcherSettings(ApiSettings):
     invoice_runs_bucket: str  # INVOICE_RUNS_BUCKET: the day's due list the run's Distributed Map reads
 
 
+class ReconcilerSettings(ApiSettings):
+    invoice_runs_bucket: str  # INVOICE_RUNS_BUCKET: the invoice run's due lists (the orgs it took each day)
+    # RECONCILE_STRIPE_READS_PER_S: the run's share of Stripe's read limit (100/s live, 25/s test mode)
+    reconcile_stripe_reads_per_s: float
+
+
 class StripeSecret(BaseModel):
     """The Stripe secret's JSON, validated when it is first read."""
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypedDict, TypeVar, cast
 
 from shared.errors import (
     ConflictError,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         CustomerBalanceTransactionCreateParams,
         CustomerCreateParams,
         CustomerRetrieveParams,
+        DisputeListParams,
         InvoiceCreateParams,
         InvoiceCreatePreviewParams,
         InvoiceCreatePreviewParamsSubscriptionDetailsItem,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         InvoiceLineItemListParams,
         InvoiceListParams,
         PaymentIntentCreateParams,
+        PaymentIntentListParams,
         PaymentMethodListParams,
         PriceCreateParams,
         PriceListParams,
@@ -189,6 +191,8 @@ class Refund:
     currency: str
     status: str | None  # pending | requires_action | succeeded | failed | canceled
     metadata: dict[str, str]
+    payment_intent_id: str | None = None
+    created: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,31 @@ class Dispute:
     amount_minor: int | None
     reason: str | None
     status: str | None = None  # won | lost | needs_response | under_review | ...
+    payment_intent_id: str | None = None
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class InvoiceItem:
+    """An invoice item of ours (`billing_key` metadata): on an invoice, or pending for the next one."""
+
+    item_id: str
+    invoice_id: str | None
+    amount_minor: int
+    currency: str
+    metadata: dict[str, str]
+
+
+ListedT = TypeVar("ListedT")
+
+
+@dataclass(frozen=True)
+class ListPage(Generic[ListedT]):
+    """One page of a Stripe list (newest first): resume after `last_id` while `has_more`."""
+
+    items: tuple[ListedT, ...]
+    has_more: bool
+    last_id: str | None
 
 
 class BankPaymentShown(TypedDict, total=False):
@@ -287,6 +316,8 @@ def _refund(obj: StripeJson) -> Refund:
         currency=str(obj.get("currency") or "").upper(),
         status=obj.get("status"),
         metadata=_metadata(obj),
+        payment_intent_id=_id_of(obj.get("payment_intent")),
+        created=int(obj.get("created") or 0),
     )
 
 
@@ -297,7 +328,17 @@ def _dispute(obj: StripeJson) -> Dispute:
         amount_minor=obj.get("amount"),
         reason=obj.get("reason"),
         status=obj.get("status"),
+        payment_intent_id=_id_of(obj.get("payment_intent")),
+        created=int(obj.get("created") or 0),
     )
+
+
+def _page(items: list[ListedT], has_more: bool) -> ListPage[ListedT]:
+    last = getattr(items[-1], _ID_FIELDS[type(items[-1]).__name__]) if items else None
+    return ListPage(tuple(items), has_more and bool(items), last)
+
+
+_ID_FIELDS = {"PaymentIntent": "intent_id", "Refund": "refund_id", "Dispute": "dispute_id", "InvoiceItem": "item_id"}
 
 
 def _id_of(field: str | StripeJson | None) -> str | None:
@@ -918,6 +959,70 @@ class StripeGateway:
             customer_id=_id_of(charge.get("customer")),
             currency=str(charge.get("currency") or "").upper(),
             refunds=tuple(refunds),
+        )
+
+    # ------------------------------------------------------------------ lists (reconciliation reads)
+    def payment_intents_page(
+        self, *, created: tuple[int, int] | None = None, customer_id: str | None = None, after: str | None = None
+    ) -> ListPage[PaymentIntent]:
+        """One page of 100 payment intents, newest first: created in [start, end) and / or the customer's."""
+        params: PaymentIntentListParams = {"limit": 100}
+        if created:
+            params["created"] = {"gte": created[0], "lt": created[1]}
+        if customer_id:
+            params["customer"] = customer_id
+        if after:
+            params["starting_after"] = after
+        found = self._call(self._client.v1.payment_intents.list, params=params)
+        return _page([_payment_intent(_plain(p)) for p in found.data], bool(found.has_more))
+
+    def refunds_page(
+        self, *, created: tuple[int, int] | None = None, payment_intent_id: str | None = None, after: str | None = None
+    ) -> ListPage[Refund]:
+        """One page of 100 refunds, newest first: created in [start, end) and / or of one payment intent."""
+        params: RefundListParams = {"limit": 100}
+        if created:
+            params["created"] = {"gte": created[0], "lt": created[1]}
+        if payment_intent_id:
+            params["payment_intent"] = payment_intent_id
+        if after:
+            params["starting_after"] = after
+        found = self._call(self._client.v1.refunds.list, params=params)
+        return _page([_refund(_plain(r)) for r in found.data], bool(found.has_more))
+
+    def disputes_page(
+        self, *, created: tuple[int, int] | None = None, payment_intent_id: str | None = None, after: str | None = None
+    ) -> ListPage[Dispute]:
+        """One page of 100 disputes, newest first: created in [start, end) and / or of one payment intent."""
+        params: DisputeListParams = {"limit": 100}
+        if created:
+            params["created"] = {"gte": created[0], "lt": created[1]}
+        if payment_intent_id:
+            params["payment_intent"] = payment_intent_id
+        if after:
+            params["starting_after"] = after
+        found = self._call(self._client.v1.disputes.list, params=params)
+        return _page([_dispute(_plain(d)) for d in found.data], bool(found.has_more))
+
+    def invoice_items_page(self, *, customer_id: str, after: str | None = None) -> ListPage[InvoiceItem]:
+        """One page of 100 of the customer's invoice items (on invoices and pending), newest first."""
+        params: InvoiceItemListParams = {"customer": customer_id, "limit": 100}
+        if after:
+            params["starting_after"] = after
+        found = self._call(self._client.v1.invoice_items.list, params=params)
+        items = [_plain(i) for i in found.data]
+        return _page(
+            [
+                InvoiceItem(
+                    item_id=str(i["id"]),
+                    invoice_id=_id_of(i.get("invoice")),
+                    amount_minor=int(i["amount"]),
+                    currency=str(i.get("currency") or "").upper(),
+                    metadata=_metadata(i),
+                )
+                for i in items
+            ],
+            bool(found.has_more),
         )
 
     # ------------------------------------------------------------------ webhooks

@@ -27,6 +27,8 @@ from shared.invoices.service import InvoiceService, InvoiceSources
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import OutboxWriter
+from shared.reconcile.repository import ReconcileRepository
+from shared.reconcile.support import ReconcileDesk
 from shared.settings import ApiSettings, StripeSecret
 from shared.stripe_gateway import StripeGateway, StripeKeys
 from shared.usage.billing import OverageBilling
@@ -89,6 +91,7 @@ def build_services(
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock)
     usage = UsageService(orgs, repo, credit_repo, plans, clock)
     wallet = WalletService(orgs, repo, wallet_repo, gateway, clock)
+    wallet.unbilled_spend = ReconcileDesk(orgs, repo, ReconcileRepository(table)).unbilled_spend
     subscription_side = SubscriptionSide(
         mirror,
         SeatSync(repo, gateway, prices, plans, mirror),

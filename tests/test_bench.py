@@ -1,4 +1,4 @@
-"""The benchmark code keeps working: a tiny run produces the table's JSON with all nine groups.
+"""The benchmark code keeps working: a tiny run produces the table's JSON with all ten groups.
 No timing is asserted (timings belong to `make bench`, not to tests). The build group runs at its tiny
 scale too (`--build make`: one function's make target, seconds), not the whole `sam build`."""
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
-def test_quick_bench_writes_all_nine_groups(tmp_path: Path) -> None:
+def test_quick_bench_writes_all_ten_groups(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     run = subprocess.run(
         [sys.executable, "-m", "tests.bench.run", "--quick", "--build", "make", "--output", str(out)],
@@ -30,7 +30,7 @@ def test_quick_bench_writes_all_nine_groups(tmp_path: Path) -> None:
     assert "group" in run.stdout and "met?" in run.stdout
     results = json.loads(out.read_text())
     groups = results["groups"]
-    assert sorted(int(name.split()[0]) for name in groups) == list(range(1, 10))
+    assert sorted(int(name.split()[0]) for name in groups) == list(range(1, 11))
     for name, group in groups.items():
         assert group["figures"], name
         for figure_name, figure in group["figures"].items():

@@ -21,6 +21,7 @@ from functions.api.routes import (
     members,
     orgs,
     projects,
+    reconciliation,
     subscription,
     wallet,
 )
@@ -29,7 +30,18 @@ from shared.deadline import within_lambda_time
 from shared.observability import logger, metrics, tracer
 
 app = new_resolver()
-for module in (catalog, orgs, members, projects, subscription, credits, wallet, invoices, credit_notes):
+for module in (
+    catalog,
+    orgs,
+    members,
+    projects,
+    subscription,
+    credits,
+    wallet,
+    invoices,
+    credit_notes,
+    reconciliation,
+):
     app.include_router(module.router)
 # What the document cannot see in the routes: no authorizer (template.yaml), and Stripe calls (402 / 503).
 app.public_operations = {("GET", "/v1/plans")}

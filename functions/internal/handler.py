@@ -9,6 +9,7 @@ auto-top-up, with its own concurrency, so a Stripe outage cannot starve credit r
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any
 
@@ -35,7 +36,12 @@ from functions.limits import (
 )
 from shared.credits.service import ReservationResult
 from shared.deadline import within_lambda_time
+from shared.dynamo import dynamodb_resource
 from shared.observability import logger, metrics, tracer
+from shared.orgs.repository import OrgRepository
+from shared.reconcile.models import SpendReport
+from shared.reconcile.repository import ReconcileRepository
+from shared.reconcile.support import ReconcileDesk
 from shared.settings import ApiSettings
 from shared.usage.service import SdkEvent
 from shared.wallet.models import Hold
@@ -312,6 +318,49 @@ def reverse_bill(platform: PlatformPath, bill_id: BillPath, body: ReversalReques
         org_id=body.org_id, platform=platform, bill_id=bill_id, reason=body.reason, actor=actor
     )
     return BillOut(**asdict(result))
+
+
+class SpendReportRequest(_Request):
+    org_id: Id
+    platform: Id
+    project_id: Id
+    day: BillDate
+    amount_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    report_id: Key
+
+
+class SpendReportOut(BaseModel):
+    report_id: str
+    kept: bool  # False: a later report of the same day, platform and project is kept already
+
+
+@app.post(
+    "/v1/internal/wallet/spend-reports",
+    tags=["internal"],
+    summary="A platform's spend report (per platform, project and day): reconciled against its bills",
+)
+def spend_report(body: SpendReportRequest) -> SpendReportOut:
+    actor = service_of(app)
+    report = SpendReport(
+        org_id=body.org_id,
+        platform=body.platform,
+        project_id=body.project_id,
+        day=body.day.isoformat(),
+        amount_minor=body.amount_minor,
+        currency=body.currency,
+        report_id=body.report_id,
+        reported_at=datetime.now(UTC).isoformat(),
+    )
+    kept = reconcile_desk().report_spend(report)
+    logger.info("spend report", extra={"report_id": body.report_id, "actor": actor, "kept": kept})
+    return SpendReportOut(report_id=body.report_id, kept=kept)
+
+
+@cache
+def reconcile_desk() -> ReconcileDesk:
+    table = dynamodb_resource().Table(ApiSettings.from_env().table_name)
+    return ReconcileDesk(services().orgs, OrgRepository(table), ReconcileRepository(table))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)

@@ -108,6 +108,16 @@ class OverageBilling:
         added += self._bill_late_catch_up(org, plan, period, target)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 
+    def owed(self, org: Org, period: Period) -> dict[str, int]:
+        """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
+        billed on a later renewal with their own keys, are not in it). For reconciliation."""
+        plan = self._orgs.subscribed_plan(org)
+        return {
+            metric: unit_price_total(quantity, unit)
+            for metric, quantity, unit, _ in self._lines(org, plan, period)
+            if metric != "credits_late" and quantity > 0
+        }
+
     def collect_deferred(self, org_id: str, customer_id: str) -> str | None:
         """The subscription ended: overage waiting for the customer's next invoice (a missed renewal
         window) would wait forever, so it is invoiced now, once. Returns the invoice id, if any."""

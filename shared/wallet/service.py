@@ -8,6 +8,7 @@ idempotency key derived from it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
@@ -67,6 +68,7 @@ class WalletView:
     auto: AutoTopUp
     runway_days: int | None
     avg_daily_spend_minor: int
+    unbilled_spend_minor: int = 0  # reported by the platforms, not billed yet (in the runway)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,18 @@ class Bill:
         return f"bill:{self.platform}:{self.bill_id}"
 
 
+def bill_dated(org: Org, billed_on: date) -> datetime:
+    """When a bill's spend happened, for its invoice: noon UTC of its date, never before the org's first
+    period began."""
+    first = org.subscription.billing_anchor if org.subscription else org.created_at
+    return max(datetime.combine(billed_on, time_of_day(12), UTC), first)
+
+
+def bill_period_key(org: Org, billed_on: date) -> str:
+    """The period a bill of that date is dated in (its own: a late one is carried to a later invoice)."""
+    return period_containing(org, bill_dated(org, billed_on)).key
+
+
 class WalletService:
     def __init__(
         self, orgs: OrgService, org_repo: OrgRepository, repo: WalletRepository, gateway: StripeGateway, clock: Clock
@@ -115,6 +129,8 @@ class WalletService:
         self.dispute = self._refunds.dispute
         self.dispute_won = self._refunds.dispute_won
         self.refunds_in_stripe = self._refunds.refunds_in_stripe
+        # Spend the platforms reported that no bill covers yet (shared/reconcile), set by the wiring.
+        self.unbilled_spend: Callable[[str, date], int] | None = None
 
     def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
         """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
@@ -131,8 +147,10 @@ class WalletService:
     def view(self, caller: Caller, org_id: str) -> WalletView:
         org = self._with_wallet(self._orgs.access(caller, org_id, READ, support=True).org)
         stored = self._poster.load(org)
-        days, avg = runway(stored.account.balance, stored.spend_days, self._clock.now().date())
-        return WalletView(org, stored.account, stored.auto, days, avg)
+        today = self._clock.now().date()
+        unbilled = self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
+        days, avg = runway(stored.account.balance - unbilled, stored.spend_days, today)
+        return WalletView(org, stored.account, stored.auto, days, avg, unbilled)
 
     def transactions(
         self, caller: Caller, org_id: str, filters: dict[str, str | None], cursor: str | None, limit: int
@@ -289,7 +307,7 @@ class WalletService:
         def build(stored: StoredWallet) -> WalletChange:
             _same_currency(stored, credit.currency)
             fee = platform_fee(amount, self._fee_bps(org, stored))
-            return self._correction(stored, credit.cause, amount, fee, credit, self._dated(org, credit.billed_on))
+            return self._correction(stored, credit.cause, amount, fee, credit, bill_dated(org, credit.billed_on))
 
         return self._correction_result(credit, credit.cause, self._poster.post(org, build))
 
@@ -404,15 +422,8 @@ class WalletService:
             spend_days=add_spend(stored.spend_days, bill.billed_on, bill.amount_minor + fee, today),
             cause=Cause(bill.cause, {"amount_minor": bill.amount_minor, "fee_minor": fee}),
             records=records,
-            dated=self._dated(org, bill.billed_on),
+            dated=bill_dated(org, bill.billed_on),
         )
-
-    @staticmethod
-    def _dated(org: Org, billed_on: date) -> datetime:
-        """When a bill's spend happened, for its invoice: noon UTC of its date, never before the org's
-        first period began."""
-        first = org.subscription.billing_anchor if org.subscription else org.created_at
-        return max(datetime.combine(billed_on, time_of_day(12), UTC), first)
 
     # ------------------------------------------------------------------ refunds (support)
     def refund(

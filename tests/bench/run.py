@@ -810,6 +810,103 @@ def bench_sweeper(stack: Any, quick: bool) -> Group:
     return g
 
 
+# ---------------------------------------------------------------------- 10. reconciliation
+RECONCILE_READS_PER_S = 20.0  # the function's share of Stripe's read limit (template.yaml)
+
+
+def _reconcile_orgs(stack: Any, n: int, bills: int) -> tuple[Any, list[str]]:
+    """Agency orgs with a month of bills, each billed as the platform reported it (a clean month)."""
+    from datetime import timedelta
+
+    from shared.reconcile.models import SpendReport
+    from shared.reconcile.wiring import build_reconciliation
+    from shared.settings import ApiSettings
+    from shared.stripe_gateway import StripeGateway
+    from shared.wallet.service import Bill
+    from tests.integration.wallet_kit import _settings, agency_org, wallet_kit
+
+    kit = wallet_kit(stack, _now())
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    settings = ApiSettings.model_validate(_settings(stack.env))
+    recon = build_reconciliation(settings, clock=kit.clock, table=kit.repo._table, gateway=gateway, reads_per_s=1e6)
+    import stripe
+
+    client = stripe.StripeClient("sk_test_local", base_addresses={"api": stack.env["STRIPE_API_BASE"]})
+    orgs = []
+    for _ in range(n):
+        org_id, project, _ = agency_org(kit)
+        _paid_top_up(kit, client, org_id)
+        for i in range(bills):
+            day = (_now() - timedelta(days=2 + i % 20)).date()
+            bill = Bill(org_id, "meta", f"b-{uuid.uuid4().hex}", project, 1_000 + i, "USD", day, None, "bench")
+            kit.wallet.record_bill(bill)
+            report = SpendReport(org_id, "meta", project, day.isoformat(), 1_000 + i, "USD", bill.bill_id, "t")
+            recon.desk.report_spend(report)  # one bill a day per project: the report equals the bill
+        orgs.append(org_id)
+    return recon, orgs
+
+
+def _paid_top_up(kit: Any, client: Any, org_id: str) -> None:
+    """A card payment in Stripe for the org's wallet (its own customer), credited as the webhook does."""
+    customer = client.v1.customers.create(params={"name": org_id, "metadata": {"org_id": org_id}})
+    kit.org_repo.link_stripe_customer(org_id, customer.id)
+    topup_id = f"tu-{uuid.uuid4().hex[:12]}"
+    intent = client.v1.payment_intents.create(
+        params={
+            "amount": 100_000,
+            "currency": "usd",
+            "customer": customer.id,
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "metadata": {"org_id": org_id, "kind": "wallet_topup", "topup_id": topup_id},
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        }
+    )
+    kit.wallet.topup_succeeded(
+        org_id=org_id,
+        topup_id=topup_id,
+        payment_intent_id=intent.id,
+        charge_id=intent.latest_charge,
+        amount_minor=100_000,
+    )
+
+
+def bench_reconcile(stack: Any, quick: bool) -> Group:
+    """The daily reconciliation's cost per org (DynamoDB, Stripe reads, Lambda time) on a clean month, and
+    a re-run of the same day (it must write nothing)."""
+    from datetime import timedelta
+
+    g = Group("10 reconciliation")
+    n, bills = (3, 5) if quick else (40, 20)
+    recon, orgs = _reconcile_orgs(stack, n, bills)
+    day_from, day_to = (_now() - timedelta(days=30)).date(), (_now() + timedelta(days=1)).date()
+    with PROBE.measuring() as tally:
+        reads_before = recon.reconciler.stripe_reads
+        started = time.perf_counter()
+        found = sum(len(recon.reconciler.reconcile_org(o, day_from, day_to).findings) for o in orgs)
+        per_org_s = (time.perf_counter() - started) / n
+        stripe_reads = (recon.reconciler.stripe_reads - reads_before) / n
+    with PROBE.measuring() as again:
+        refound = sum(len(recon.reconciler.reconcile_org(o, day_from, day_to).findings) for o in orgs)
+    wcu, rcu = _per_op(tally[0], n)
+    cost = (wcu * PRICE_WRU + rcu * PRICE_RRU + per_org_s * 1.0 * PRICE_GB_S) * 10_000  # 1,024 MB function
+    g.figures["per org, clean month"] = Figure(per_org_s * 1000, "ms", target=f"{bills} bills, {found} found")
+    g.figures["DynamoDB per org"] = Figure(rcu, "RRU", target=f"{wcu:.1f} WRU")
+    g.figures["Stripe reads per org (one top-up)"] = Figure(stripe_reads, "requests", target="-")
+    g.figures["10,000 orgs a day"] = Figure(cost, "USD", target="DynamoDB + Lambda")
+    stripe_hours = 10_000 * stripe_reads / RECONCILE_READS_PER_S / 3600
+    g.figures["10,000 orgs, Stripe-bound"] = Figure(stripe_hours, "h", target=f"at {RECONCILE_READS_PER_S:.0f} reads/s")
+    f = Figure(_billed_wcu(again[0]), "WRU", 0.0, "WRU", "0 (idempotent)")
+    f.met = again[0].write_items == 0 and refound == 0
+    g.figures["re-run of the same day: writes"] = f
+    g.notes.append(
+        "each org: a month of bills with matching platform reports and one card top-up in Stripe (its own "
+        "customer); Stripe reads: the customer's intents of the range, then the intent, its refunds and disputes; "
+        "the range's refund and dispute lists once a run. The run resumes across 15-minute invocations"
+    )
+    return g
+
+
 # ---------------------------------------------------------------------- 7. cost
 def _billed_wcu(t: Tally) -> float:
     """AWS bills 2 WRU per transactional item (up to 1 KB); DynamoDB Local reports less."""
@@ -1172,6 +1269,7 @@ def main(argv: list[str] | None = None) -> int:
         timed(invoice_run, 6)
         timed(lambda: bench_cost(stack, quick, runs[0][0], runs[0][1], reads[0]), 7)
         timed(lambda: bench_sweeper(stack, quick), 9)
+        timed(lambda: bench_reconcile(stack, quick), 10)
     finally:
         stack.stop()
     if build_group is not None:

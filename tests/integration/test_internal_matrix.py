@@ -169,6 +169,29 @@ CASES = [
     ),
     Case(
         "POST",
+        "/v1/internal/wallet/spend-reports",
+        200,
+        lambda w: {
+            "org_id": w.org_id,
+            "platform": "meta",
+            "project_id": w.project_id,
+            "day": "2026-11-24",
+            "amount_minor": 1234,
+            "currency": "USD",
+            "report_id": f"rpt-{new_user()}",
+        },
+        lambda w: {
+            "org_id": w.org_id,
+            "platform": "meta",
+            "project_id": w.project_id,
+            "day": "someday",
+            "amount_minor": -1,
+            "currency": "usd",
+            "report_id": "r",
+        },
+    ),
+    Case(
+        "POST",
         "/v1/internal/wallet/holds",
         201,
         lambda w: {

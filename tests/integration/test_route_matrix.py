@@ -206,6 +206,13 @@ CASES: list[Case] = [
     ),
     Case("GET", "/v1/orgs/{org_id}/invoices", bad_params={"limit": 500}),
     Case(
+        "GET",
+        "/v1/orgs/{org_id}/discrepancies",
+        bad_params={"status": "closed"},
+        forbidden_role="owner",
+        ok_as="support",
+    ),
+    Case(
         "GET", "/v1/orgs/{org_id}/invoices/{invoice_id}", bad_path={"invoice_id": "not-an-invoice"}, needs_invoice=True
     ),
     Case("GET", "/v1/orgs/{org_id}/invoices/{invoice_id}/pdf", bad_path={"invoice_id": "x"}, needs_invoice=True),

@@ -162,6 +162,18 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
     )
     assert g.get_dispute(dispute.id).charge_id == charge.charge_id
 
+    # Reconciliation's lists: created ranges, one customer's or one intent's, page by page
+    span = (now - 86_400, now + 86_400)
+    intents = g.payment_intents_page(created=span, customer_id=customer)
+    assert intent_id in {i.intent_id for i in intents.items}
+    assert g.payment_intents_page(created=span, after=intents.items[0].intent_id).items is not None
+    assert [r.refund_id for r in g.refunds_page(created=span, payment_intent_id=intent_id).items] == [refund_id]
+    assert [d.dispute_id for d in g.disputes_page(payment_intent_id=intent_id).items] == [dispute.id]
+    assert g.disputes_page(created=span).items
+    assert {f"overage:{org}:deferred"} <= {
+        i.metadata.get("billing_key", "") for i in g.invoice_items_page(customer_id=customer).items
+    }
+
     # Bank top-ups (ACH debit, wire), a one-off Checkout payment, the billing portal
     bank = {"customer_id": customer, "amount_minor": 5000, "currency": "USD", "metadata": {"org_id": org}}
     _, ach = g.start_bank_payment(method="ach", payment_method="pm_usBankAccount_success", key=f"ach:{org}", **bank)

@@ -175,8 +175,46 @@ def run(web: WebApp, stack: LocalStack) -> None:
     )
     say(f"   projects    {summary['projects']['active']} active of {summary['projects']['limit']}")
     say(f"   agency fee  {summary['platform_fee_bps']} bps of ad spend")
+    reconciliation(web, stack, org_id, month)
     say()
     say("Demo finished.")
+
+
+def reconciliation(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> None:
+    """Issue 18: the daily reconciliation over the demo's days, after a refund made in Stripe's dashboard
+    whose webhook never arrived."""
+    say()
+    say("18. Reconciliation: every org that moved, checked against Stripe, the platforms and its own books")
+    client = month.kit.client
+    intents = client.v1.payment_intents.list(params={"customer": month.customer, "limit": 100}).data
+    paid = next(
+        i
+        for i in intents
+        if i.status == "succeeded" and (i.metadata.to_dict() if i.metadata else {}).get("kind") == "wallet_topup"
+    )
+    with stack.stripe.webhooks_lost():
+        client.v1.refunds.create(params={"payment_intent": paid.id, "amount": 1_000})
+    say(f"   a refund of {money(1_000)} made in Stripe's dashboard on {paid.id}; its webhook never arrived")
+    frozen = client.v1.test_helpers.test_clocks.retrieve(month.clock).frozen_time
+    first = datetime.fromtimestamp(min(month.start, time.time()), UTC).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(max(frozen, time.time()), UTC).date() + timedelta(days=2)
+    event = {"from": first.isoformat(), "to": last.isoformat()}
+    body, error = stack.local_lambda.invoke("ReconcilerFunction", event)
+    assert error is None, body
+    ran = json.loads(body)
+    say(f"   ReconcilerFunction {event}: {ran['orgs']} orgs, {ran['stripe_reads']} Stripe reads (rate-limited)")
+    counts = f"found {ran['findings']}, auto-corrected {ran['corrected']}, resolved {ran['resolved']}"
+    say(f"   {counts}, open {ran['open_total']}")
+    for kind, count in sorted(ran["by_kind"].items()):
+        say(f"     {count} x {kind}")
+    found = web.call("sam", "GET", f"/v1/orgs/{org_id}/discrepancies", groups="support", expect=200)["items"]
+    for d in found:
+        say(
+            f"   support sees: {d['kind']} on {d['scope']}: ours {money(d['ours_minor'])}, "
+            f"Stripe {money(d['theirs_minor'])} -> {d['status']} ({d['resolution']})"
+        )
+    again, error = stack.local_lambda.invoke("ReconcilerFunction", event)
+    say(f"   the same days again: {json.loads(again)['findings']} found (a finished day is done once)")
 
 
 @dataclass

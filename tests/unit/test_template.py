@@ -53,6 +53,7 @@ def test_http_api_has_a_jwt_authorizer_by_default() -> None:
 STRIPE_CALLERS = {"ApiFunction", "StripeWebhookFunction", "WalletBillsFunction", "SpendIngestFunction"}
 STRIPE_CALLERS |= {"InvoiceTaskFunction", "CreditSweeperFunction"}  # the sweeper resumes interrupted auto-top-ups
 STRIPE_CALLERS |= {"OutboxPublisherFunction"}  # the outbox's seat sync tasks
+STRIPE_CALLERS |= {"ReconcilerFunction"}  # the daily reconciliation reads Stripe (and replays lost webhooks)
 API_GATEWAY_TIMEOUT_S = 30
 
 

@@ -50,7 +50,12 @@ class WalletOut(BaseModel):
     available_minor: int = Field(description="balance - held - floor: what new holds may take")
     status: str = Field(description="active | low | paused")
     low_threshold_minor: int
-    runway_days: int | None = Field(description="Days left at the last 7 days' average spend")
+    runway_days: int | None = Field(
+        description="Days left at the last 7 days' average spend, of the balance less the unbilled spend"
+    )
+    unbilled_spend_minor: int = Field(
+        description="Spend the ad platforms reported over the last 7 days that no bill covers yet"
+    )
     avg_daily_spend_minor: int
     auto_top_up: AutoTopUpOut
 
@@ -118,6 +123,7 @@ def _wallet_out(view: WalletView) -> WalletOut:
         status=a.status.value,
         low_threshold_minor=a.low_threshold,
         runway_days=view.runway_days,
+        unbilled_spend_minor=view.unbilled_spend_minor,
         avg_daily_spend_minor=view.avg_daily_spend_minor,
         auto_top_up=AutoTopUpOut(
             enabled=auto.enabled,

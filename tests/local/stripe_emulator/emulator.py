@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .contract import ContractGuard
@@ -108,6 +110,18 @@ class StripeEmulator:
         """Where events created from now on are POSTed, signed with the webhook secret (None: not delivered)."""
         with self.store.lock:
             self.store.webhook_url = url
+
+    @contextlib.contextmanager
+    def webhooks_lost(self) -> Iterator[None]:
+        """Events created inside are never delivered (an endpoint down past Stripe's retries, a dashboard
+        action whose webhook went nowhere): what only a reconciliation can find."""
+        url = self.webhook_url
+        self.wait_for_deliveries()
+        self.set_webhook_endpoint(None)
+        try:
+            yield
+        finally:
+            self.set_webhook_endpoint(url)
 
     def wait_for_deliveries(self, timeout: float = 10) -> None:
         """Block until every queued event was delivered (2xx) or gave up; TimeoutError otherwise."""

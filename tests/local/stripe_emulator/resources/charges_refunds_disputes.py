@@ -204,6 +204,14 @@ class Charges:
                 items = [r for r in items if r[field] == value]
         return self.store.paginate(items, "/v1/refunds", params)
 
+    def list_disputes(self, params: Obj) -> Obj:
+        items = self.store.all("dispute")
+        for field in ("charge", "payment_intent"):
+            value = get_str(params, field)
+            if value:
+                items = [d for d in items if d[field] == value]
+        return self.store.paginate(items, "/v1/disputes", params)
+
     def create_dispute(self, params: Obj, charge_id: str) -> Obj:
         """Test helper: the cardholder (or the bank account's owner) disputes a settled charge."""
         charge = self.store.get("charge", charge_id)
@@ -240,6 +248,7 @@ class Charges:
             stripe("POST", "/v1/refunds", self.create_refund),
             stripe("GET", "/v1/refunds", self.list_refunds),
             stripe("GET", f"/v1/refunds/{ID}", lambda p, i: self.store.get("refund", i)),
+            stripe("GET", "/v1/disputes", self.list_disputes),
             stripe("GET", f"/v1/disputes/{ID}", lambda p, i: self.store.get("dispute", i)),
             helper("POST", f"/_emulator/charges/{ID}/dispute", {"amount": ANY, "reason": ANY}, self.create_dispute),
         ]

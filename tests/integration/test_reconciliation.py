@@ -1,0 +1,374 @@
+"""Daily reconciliation, kind by kind: a clean month reconciles with nothing found; each disagreement,
+injected into an otherwise clean month the way it happens in the world (a dashboard refund whose webhook
+never came, a payment made in Stripe with no top-up of ours, a credit ahead of its money, a bill missing
+from an issued invoice, overage never put on a Stripe invoice, spend a platform reported but never billed,
+a balance edited behind the ledger's back) is found, kept as a discrepancy and closed when its cause is
+fixed - or, where the rule is unambiguous, corrected by the run itself. Re-running changes nothing."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from shared.credits.periods import period_containing
+from shared.credits.repository import CreditRepository
+from shared.invoices.models import Invoice, InvoiceLine, Totals
+from shared.invoices.repository import InvoiceRepository
+from shared.invoices.service import invoice_id_of
+from shared.orgs.repository import OrgRepository
+from shared.reconcile.models import DiscrepancyKind as K
+from shared.reconcile.models import SpendReport
+from shared.reconcile.service import day_start
+from shared.stripe_gateway import StripeGateway
+from shared.usage.billing import OverageBilling
+from tests.helpers import ApiClient, new_user, org_items
+from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
+from tests.integration.stripe_kit import API_KEY
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def kit(stack: Any, table: Any) -> ReconcileKit:
+    return reconcile_kit(stack, table)
+
+
+def _report(kit: ReconcileKit, org_id: str, project_id: str, day: str, amount: int) -> None:
+    at = kit.clock.now().isoformat()
+    report = SpendReport(org_id, "meta", project_id, day, amount, "USD", new_user("rpt"), at)
+    assert kit.recon.desk.report_spend(report)
+
+
+def _settled(stack: Any, table: Any, org_id: str) -> list[dict[str, Any]]:
+    """The org's items once every message written so far was sent (the publisher marks them sent)."""
+    stack.flush_outbox()
+    return org_items(table, org_id)
+
+
+def _clean_month(kit: ReconcileKit, api: ApiClient, stack: Any, table: Any) -> tuple[str, str, str]:
+    """A top-up, three days of spend each billed as the platform reported it."""
+    owner, org_id, project = agency_with_top_up(api, stack, table)
+    today = kit.clock.now().date()
+    for back, amount in ((5, 4_000), (4, 2_500), (3, 1_000)):
+        day = today - timedelta(days=back)
+        kit.bill(org_id, project, amount, day)
+        _report(kit, org_id, project, day.isoformat(), amount)
+    return owner, org_id, project
+
+
+def test_a_clean_month_reconciles_with_nothing_found_and_a_rerun_changes_nothing(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    report = kit.reconcile(org_id)
+    assert report.findings == () and (report.opened, report.resolved, report.corrected) == (0, 0, 0)
+    assert any(scope.startswith("payment:") for scope in report.scopes)  # Stripe was looked at
+    before = _settled(stack, table, org_id)
+    again = kit.reconcile(org_id)
+    assert again.findings == () and _settled(stack, table, org_id) == before
+    assert kit.all(org_id) == []
+
+
+def test_a_dashboard_refund_whose_webhook_was_lost_is_found_and_taken_from_the_wallet_once(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    balance = kit.balance(org_id)
+    (paid,) = kit.recon.repo.topups(org_id)
+    # Given a refund made in Stripe's dashboard, its webhook never delivered
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": str(paid.payment_intent_id), "amount": 5_000})
+    assert kit.balance(org_id) == balance
+    # When the run reconciles the org
+    report = kit.reconcile(org_id)
+    # Then it was found, and corrected the way the webhook would have: the refund taken once
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.REFUND_NOT_REFLECTED, 0, 5_000)
+    assert (found.status, found.resolution) == ("resolved", "auto_corrected")
+    assert report.corrected == 1 and kit.balance(org_id) == balance - 5_000
+    before = _settled(stack, table, org_id)
+    assert kit.reconcile(org_id).findings == () and _settled(stack, table, org_id) == before
+
+
+def test_a_payment_in_stripe_with_no_top_up_of_ours_stays_open_until_it_is_refunded(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    customer = kit.recon.services.orgs._repo.require_org(org_id).stripe_customer_id
+    assert customer
+    # Given a charge made in Stripe for the wallet that no top-up of ours asked for
+    with stack.stripe.webhooks_lost():
+        intent = kit.stripe.v1.payment_intents.create(
+            params={
+                "amount": 7_700,
+                "currency": "usd",
+                "customer": customer,
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+                "metadata": {"org_id": org_id, "kind": "wallet_topup", "topup_id": "not-ours"},
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            }
+        )
+    assert intent.status == "succeeded"
+    balance = kit.balance(org_id)
+    # Then it is found and left for a person: no record of ours says whose money it is
+    report = kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.scope, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, f"payment:{intent.id}", 7_700)
+    assert report.opened == 1 and kit.balance(org_id) == balance
+    assert kit.reconcile(org_id).opened == 0  # found again: the same discrepancy, nothing new
+    # When support refunds it in Stripe, it closes
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": intent.id})
+    assert kit.reconcile(org_id).resolved == 1
+    (closed,) = kit.all(org_id)
+    assert (closed.status, closed.resolution) == ("resolved", "agrees")
+
+
+def test_a_top_up_whose_success_webhook_was_lost_is_credited_by_the_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    balance = kit.balance(org_id)
+    with stack.stripe.webhooks_lost():
+        top_up(api, stack, owner, org_id, 12_000)
+    assert kit.balance(org_id) == balance
+    report = kit.reconcile(org_id)
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.status, found.resolution) == (K.PAYMENT_NOT_CREDITED, "resolved", "auto_corrected")
+    assert report.corrected == 1 and kit.balance(org_id) == balance + 12_000
+    assert kit.reconcile(org_id).findings == () and kit.balance(org_id) == balance + 12_000
+
+
+def test_a_credit_ahead_of_its_money_is_found_and_closes_when_the_wire_arrives(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    wire = top_up(api, stack, owner, org_id, 30_000, method="wire")
+    # Given the wallet credited a wire Stripe has not received (a credit with no charge)
+    kit.recon.services.wallet.topup_succeeded(
+        org_id=org_id,
+        topup_id=wire["topup_id"],
+        payment_intent_id=wire["payment_intent_id"],
+        charge_id=None,
+        amount_minor=30_000,
+    )
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.CREDIT_WITHOUT_PAYMENT, 30_000, 0)
+    # When the money arrives, it closes
+    intent = kit.stripe.v1.payment_intents.retrieve(wire["payment_intent_id"])
+    kit.stripe.v1.test_helpers.customers.fund_cash_balance(
+        str(intent.customer),
+        params={"amount": 30_000, "currency": "usd", "reference": wire["instructions"]["reference"]},
+    )
+    stack.stripe.wait_for_deliveries()
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+
+
+def test_a_balance_edited_behind_the_ledgers_back_is_found_and_closes_when_restored(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    key = {"PK": f"ORG#{org_id}", "SK": "WALLET"}
+    table.update_item(Key=key, UpdateExpression="ADD balance :x", ExpressionAttributeValues={":x": 100_000})
+    kit.reconcile(org_id)
+    kinds = {d.kind: d for d in kit.open(org_id)}
+    assert set(kinds) == {K.BALANCE_NOT_ENTRIES, K.AVAILABLE_NOT_RULE}
+    assert kinds[K.BALANCE_NOT_ENTRIES].ours_minor - kinds[K.BALANCE_NOT_ENTRIES].theirs_minor == 100_000
+    # Support reads them over the API; the org's own owner may not
+    path = f"/v1/orgs/{org_id}/discrepancies"
+    seen = api.call("GET", path, as_user=new_user("staff"), groups=("support",), params={"status": "open"})
+    assert seen.status == 200 and {d["kind"] for d in seen.body["items"]} == {k.value for k in kinds}
+    assert api.call("GET", path, as_user=owner).status == 403
+    assert api.call("GET", "/v1/orgs/org_unknown/discrepancies", as_user=new_user(), groups=("support",)).status == 404
+    table.update_item(Key=key, UpdateExpression="ADD balance :x", ExpressionAttributeValues={":x": -100_000})
+    assert kit.reconcile(org_id).resolved == 2 and kit.open(org_id) == []
+
+
+def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the_late_bill_arrives(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    day = kit.clock.now().date() - timedelta(days=6)
+    _report(kit, org_id, project, day.isoformat(), 3_300)
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.SPEND_NOT_BILLED, 0, 3_300)
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 3_300
+    kit.bill(org_id, project, 3_300, day)
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 0
+
+
+def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, project = _clean_month(kit, api, stack, table)
+    before = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
+    _report(kit, org_id, project, (kit.clock.now().date() - timedelta(days=1)).isoformat(), 90_000)
+    assert kit.reconcile(org_id).findings == ()
+    assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 90_000
+    # The wallet shows it, and the runway counts it: the balance will pay for it
+    wallet = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
+    assert (before["unbilled_spend_minor"], wallet["unbilled_spend_minor"]) == (0, 90_000)
+    assert wallet["balance_minor"] == before["balance_minor"] and wallet["runway_days"] < before["runway_days"]
+
+
+# ---------------------------------------------------------------------- invoices <-> sources
+def _issue_invoice(kit: ReconcileKit, org_id: str) -> Invoice:
+    """The org's invoice of its current period as the invoice run stores it when issued: the Stripe
+    invoice that charged the period and the wallet lines of its aggregates."""
+    kit.clock.at += timedelta(minutes=5)  # the run drafts it after the bills
+    org = kit.recon.services.orgs._repo.require_org(org_id)
+    period = period_containing(org, kit.clock.now())
+    rows = kit.recon.services.wallet._repo.period_spend(org_id, period.key)
+    lines = [
+        InvoiceLine(
+            section="ad_spend",
+            paid_via="wallet",
+            amount_minor=int(row[field]),
+            platform=str(row["platform"]),
+            project_id=str(row["project_id"]),
+            description=f"{field} {row['platform']}",
+        )
+        for row in rows
+        for field in ("ad_spend", "fee")
+    ]
+    stripe_invoices = kit.stripe.v1.invoices.list(params={"customer": str(org.stripe_customer_id)}).data
+    charged = sum(int(i.total) for i in stripe_invoices)
+    now = kit.clock.now().isoformat()
+    invoice = Invoice(
+        invoice_id=invoice_id_of(period),
+        org_id=org_id,
+        period_key=period.key,
+        period_start=period.start.isoformat(),
+        period_end=period.end.isoformat(),
+        status="draft",
+        currency="USD",
+        bill_to_name=org.name,
+        billing_mode="agency",
+        plan_name="Pro",
+        lines=lines,
+        stripe_invoice_ids=[str(i.id) for i in stripe_invoices],
+        totals=Totals(
+            charged_through_stripe_minor=charged,
+            stripe_unpaid_minor=0,
+            paid_from_wallet_minor=sum(line.amount_minor for line in lines),
+            total_minor=charged + sum(line.amount_minor for line in lines),
+            wallet_deficit_minor=0,
+            amount_due_minor=0,
+        ),
+        created_at=now,
+    )
+    repo = InvoiceRepository(kit.table)
+    assert repo.create_draft(invoice)
+    issued = invoice.model_copy(update={"status": "issued", "number": f"LB-TEST-{new_user()}", "issued_at": now})
+    assert repo.save(issued, expected_status="draft")
+    return issued
+
+
+def test_a_bill_missing_from_an_issued_invoice_is_found_and_closes_when_the_invoice_is_corrected(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    assert kit.reconcile(org_id).findings == ()
+    # Given the stored invoice lost a bill's line (the bill was recorded before the invoice was drafted)
+    repo = InvoiceRepository(table)
+    dropped = invoice.model_copy(update={"lines": invoice.lines[1:]})
+    assert repo.save(dropped, expected_status="issued")
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert found.kind == K.INVOICE_WALLET_LINES
+    assert found.theirs_minor - found.ours_minor == invoice.lines[0].amount_minor
+    assert found.causes == (invoice.invoice_id,)
+    # When the invoice is corrected, it closes
+    assert repo.save(invoice, expected_status="issued")
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+
+
+def test_an_invoice_whose_stripe_total_is_not_stripes_is_found(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    assert invoice.totals is not None
+    wrong = invoice.totals.model_copy(
+        update={"charged_through_stripe_minor": invoice.totals.charged_through_stripe_minor + 1}
+    )
+    assert InvoiceRepository(table).save(invoice.model_copy(update={"totals": wrong}), expected_status="issued")
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.ours_minor - found.theirs_minor) == (K.INVOICE_STRIPE_TOTAL, 1)
+
+
+# ---------------------------------------------------------------------- credits and usage <-> Stripe
+def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    services = kit.recon.services
+    org = services.orgs._repo.require_org(org_id)
+    period = period_containing(org, kit.clock.now())
+    # Given 60 GB of media stored in the period (10 over Pro's 50), and the renewal that closed it gone
+    # by with no overage on it (its invoice.created was never handled)
+    services.usage.record_storage(org_id, kit.clock.now(), 60 * 10**9)
+    kit.clock.at = period.end + timedelta(days=1)
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.scope) == (K.OVERAGE_NOT_BILLED, f"overage:{period.key}:media_storage_gb")
+    assert found.ours_minor > 0 and found.theirs_minor == 0
+    # When the overage is billed (the deferred path: a pending item for the customer's next invoice), it closes
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    overage = OverageBilling(services.orgs, OrgRepository(table), CreditRepository(table), services.usage, gateway)
+    first = gateway.list_invoices(customer_id=str(org.stripe_customer_id))[0]
+    renewal = replace(first, status="open", period_end=int(period.end.timestamp()))
+    assert overage.bill_renewal(org_id, renewal).added_minor == found.ours_minor
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+
+
+# ---------------------------------------------------------------------- the daily run
+def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_and_runs_once(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Given an org with a card payment made for its wallet on a day of its own (a test clock), which no
+    # top-up of ours asked for
+    day = date(2025, 1, 1) + timedelta(days=random.randrange(3000))  # a day no other test uses
+    clock = kit.stripe.v1.test_helpers.test_clocks.create(
+        params={"frozen_time": int(day_start(day).timestamp()) + 3600}
+    )
+    owner = new_user()
+    org_id = str(api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Clocked"}).body["org_id"])
+    customer = kit.stripe.v1.customers.create(params={"name": org_id, "test_clock": clock.id})
+    assert OrgRepository(table).link_stripe_customer(org_id, customer.id) == customer.id
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.payment_intents.create(
+            params={
+                "amount": 4_200,
+                "currency": "usd",
+                "customer": customer.id,
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+                "metadata": {"org_id": org_id, "kind": "wallet_topup", "topup_id": "not-ours"},
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            }
+        )
+    run = kit.recon.run
+    # When the first invocation has no time left, it found its orgs and stops
+    stopped = run.run(day, day + timedelta(days=1), lambda: 1.0)
+    assert not stopped.done and stopped.orgs == 0
+    # Then the next resumes and reconciles them
+    summary = run.run(day, day + timedelta(days=1), lambda: 900.0)
+    assert summary.done and summary.orgs >= 1 and summary.stripe_reads > 0
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, 4_200)
+    # And a finished day is not done again
+    before = _settled(stack, table, org_id)
+    again = run.run(day, day + timedelta(days=1), lambda: 900.0)
+    assert again.done and (again.opened, again.stripe_reads) == (0, 0)
+    assert _settled(stack, table, org_id) == before

@@ -1,0 +1,131 @@
+"""The reconciliation's rules, pure: when a payment, a wallet, a period's overage, an invoice, a number
+series and a platform's report agree with the other side; and the Stripe read limiter's rate."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.reconcile import checks
+from shared.reconcile.checks import InvoiceWallet, StripePayment, WalletBooks, WalletPayment
+from shared.reconcile.models import DiscrepancyKind as K
+from shared.reconcile.models import Finding, SpendReport
+from shared.reconcile.stripe_reads import RateLimiter
+
+Sides = dict[str, tuple[int, str | None]]
+
+
+def _stripe(
+    status: str = "succeeded", amount: int = 10_000, refunds: Sides | None = None, disputes: Sides | None = None
+) -> StripePayment:
+    return StripePayment("pi_1", status, amount, "USD", refunds or {}, disputes or {})
+
+
+def _kinds(found: list[Finding]) -> list[K]:
+    return [f.kind for f in found]
+
+
+def test_a_payment_agrees_when_credited_refunded_and_disputed_alike() -> None:
+    stripe = _stripe(
+        refunds={"re_1": (2_000, "succeeded"), "re_2": (500, "failed")}, disputes={"dp_1": (1_000, "lost")}
+    )
+    assert checks.payment("o", "pi_1", stripe, WalletPayment("t", 10_000, 2_000, 1_000)) == []
+
+
+def test_a_payment_kept_by_stripe_and_never_credited_is_found_until_refunded() -> None:
+    assert _kinds(checks.payment("o", "pi_1", _stripe(), None)) == [K.PAYMENT_NOT_CREDITED]
+    refunded = _stripe(refunds={"re_1": (10_000, "succeeded")})
+    assert checks.payment("o", "pi_1", refunded, None) == []
+    assert checks.payment("o", "pi_1", _stripe(status="processing"), None) == []
+
+
+def test_a_credit_stripe_does_not_show_or_of_another_amount_is_found() -> None:
+    ours = WalletPayment("t", 10_000, 0, 0)
+    assert _kinds(checks.payment("o", "pi_1", None, ours)) == [K.CREDIT_WITHOUT_PAYMENT]
+    assert _kinds(checks.payment("o", "pi_1", _stripe(status="requires_action"), ours)) == [K.CREDIT_WITHOUT_PAYMENT]
+    assert _kinds(checks.payment("o", "pi_1", _stripe(amount=9_999), ours)) == [K.CREDIT_AMOUNT_MISMATCH]
+
+
+def test_refunds_and_disputes_stripe_shows_that_the_wallet_did_not_take_are_found() -> None:
+    stripe = _stripe(refunds={"re_1": (3_000, "pending")}, disputes={"dp_1": (10_000, "needs_response")})
+    found = checks.payment("o", "pi_1", stripe, WalletPayment("t", 10_000, 0, 0))
+    assert _kinds(found) == [K.REFUND_NOT_REFLECTED, K.DISPUTE_NOT_REFLECTED]
+    assert (found[0].ours_minor, found[0].theirs_minor) == (0, 3_000)
+    won = _stripe(disputes={"dp_1": (10_000, "won")})
+    assert checks.payment("o", "pi_1", won, WalletPayment("t", 10_000, 0, 0)) == []
+
+
+def test_a_wallet_agrees_with_itself_or_says_where_not() -> None:
+    books = WalletBooks(10_000, 10_000, 3_000, 500, 6_500, {"h1": (3_000, "2026-12-06T10:00:00+00:00")})
+    assert checks.wallet("o", books, "2026-12-06T09:00:00", "2026-12-06T08:00:00") == []
+    edited = WalletBooks(11_000, 10_000, 3_000, 500, 6_500, {"h1": (3_000, "2026-12-06T10:00:00+00:00")})
+    assert _kinds(checks.wallet("o", edited, "x", "2026-12-06T08:00:00")) == [
+        K.BALANCE_NOT_ENTRIES,
+        K.AVAILABLE_NOT_RULE,
+    ]
+    lost_hold = WalletBooks(10_000, 10_000, 3_000, 500, 6_500, {})
+    assert _kinds(checks.wallet("o", lost_hold, "x", "2026-12-06T08:00:00")) == [K.HELD_NOT_HOLDS]
+    assert _kinds(checks.wallet("o", books, "x", "2026-12-06T11:00:00")) == [K.HOLD_PAST_EXPIRY]
+
+
+def test_each_metrics_overage_is_on_exactly_one_stripe_item_of_its_amount() -> None:
+    owed = {"credits": 900, "sdk_events": 15}
+    assert checks.overage("o", "p", owed, {"credits": [900], "sdk_events": [15]}) == []
+    assert _kinds(checks.overage("o", "p", owed, {"credits": [900]})) == [K.OVERAGE_NOT_BILLED]
+    assert _kinds(checks.overage("o", "p", owed, {"credits": [900, 900], "sdk_events": [15]})) == [
+        K.OVERAGE_AMOUNT_MISMATCH
+    ]
+    assert _kinds(checks.overage("o", "p", {}, {"workflow_runs": [80]})) == [K.OVERAGE_AMOUNT_MISMATCH]
+
+
+def test_an_invoices_wallet_lines_hold_every_bill_recorded_before_it_and_never_more() -> None:
+    def found(lines: int, aggregate: int, before: int, later: bool) -> list[K]:
+        return _kinds(checks.invoice_wallet("o", "p", "inv", InvoiceWallet(lines, aggregate, before, later)))
+
+    assert found(1_000, 1_000, 1_000, later=False) == []
+    assert found(1_000, 1_300, 1_000, later=False) == []  # a late bill, carried by the next invoice
+    assert found(1_000, 1_300, 1_000, later=True) == [K.INVOICE_WALLET_LINES]  # ... which did not carry it
+    assert found(700, 1_000, 1_000, later=False) == [K.INVOICE_WALLET_LINES]  # a bill fell off
+    assert found(1_200, 1_000, 1_000, later=False) == [K.INVOICE_WALLET_LINES]  # a line of nothing
+
+
+def test_number_series_are_gapless_and_each_number_used_once() -> None:
+    assert checks.number_gaps(["LB-2026-000001", "LB-2026-000002"], {"LB-2026": 2}) == []
+    assert checks.number_gaps([], {}) == []  # no credit notes yet: nothing to check
+    (gap,) = checks.number_gaps(["LB-2026-000001", "LB-2026-000003"], {"LB-2026": 3})
+    assert (gap.kind, gap.scope, "missing [2]" in gap.note) == (K.INVOICE_NUMBER_GAP, "numbers:LB-2026", True)
+    (twice,) = checks.number_gaps(["LBCN-2026-000001", "LBCN-2026-000001"], {})
+    assert "used twice [1]" in twice.note
+
+
+def test_spend_reported_is_billed_alike_and_unbilled_is_late_only_after_the_platforms_delay() -> None:
+    def report(day: str, amount: int) -> SpendReport:
+        return SpendReport("o", "meta", "p", day, amount, "USD", f"r-{day}", "t")
+
+    today = date(2026, 12, 6)
+    reports = [report("2026-12-01", 500), report("2026-12-02", 700), report("2026-12-05", 300)]
+    billed = {("2026-12-01", "meta", "p"): 500, ("2026-12-02", "meta", "p"): 650}
+    assert _kinds(checks.spend("o", reports, billed, today)) == [K.SPEND_BILL_MISMATCH]
+    assert _kinds(checks.spend("o", [report("2026-12-02", 100)], {}, today)) == [K.SPEND_NOT_BILLED]
+    assert checks.unbilled_spend(reports, billed) == 50 + 300
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=200))
+def test_the_limiter_never_lets_more_than_its_rate_through(gaps: list[float]) -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(20, burst=5, clock=lambda: now[0], sleep=sleep)
+    sent = []
+    for gap in gaps:
+        now[0] += gap
+        limiter.take()
+        sent.append(now[0])
+    # any window of one second holds at most rate + burst requests
+    for i, t in enumerate(sent):
+        assert sum(1 for u in sent[i:] if u < t + 1.0) <= 20 + 5
+    assert limiter.requests == len(gaps)
