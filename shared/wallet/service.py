@@ -15,6 +15,7 @@ from datetime import time as time_of_day
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
+from shared.credits.periods import period_containing
 from shared.dynamo import Item
 from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
