@@ -60,6 +60,8 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("invoice_not_issued", "only an issued invoice can be credited", _409),
     _e("exceeds_creditable", "more than is left to credit on the invoice or line", _409),
     _e("line_not_creditable", "the line is not a charge of the invoice (or is named twice)", _422),
+    _e("not_a_bill", "a platform credit is not a bill: it cannot be reversed", _409),
+    _e("invoice_in_progress", "the invoice this bill is on is being made: retry once it is issued", _409),
     _e("bill_not_found", "no platform bill with this platform and id was recorded for the org", _404),
     _e("credit_with_hold", "a platform credit (negative amount) names no hold", _422),
     _e("period_not_ended", "the period has not ended and settled: its invoice cannot be made yet", _409),

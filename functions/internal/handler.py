@@ -314,9 +314,7 @@ PlatformPath = Annotated[str, Path(pattern=ID_PATTERN)]
 )
 def reverse_bill(platform: PlatformPath, bill_id: BillPath, body: ReversalRequest) -> BillOut:
     actor = service_of(app)
-    result = services().wallet.reverse_bill(
-        org_id=body.org_id, platform=platform, bill_id=bill_id, reason=body.reason, actor=actor
-    )
+    result = services().credit_notes.reverse_bill(body.org_id, platform, bill_id, body.reason, actor)
     return BillOut(**asdict(result))
 
 

@@ -34,6 +34,7 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.pagination import Page, decode_cursor, encode_cursor
 from shared.stripe_gateway import StripeGateway
+from shared.wallet.models import BillResult
 from shared.wallet.service import WalletService
 
 SERIES = "CREDIT_NOTE_NUMBERS"
@@ -53,8 +54,10 @@ class CreditNoteRequest:
     amount_minor: int | None = None  # an amount, taken from the invoice's lines in order
     lines: Sequence[LineCredit] = ()
 
-    def digest(self) -> str:
+    def digest(self, invoice_id: str) -> str:
+        """The request's fingerprint (a key is for one request, against one invoice)."""
         body = {
+            "invoice": invoice_id,
             "reason": self.reason,
             "amount": self.amount_minor,
             "lines": [(c.line, c.amount_minor) for c in self.lines],
@@ -67,33 +70,70 @@ def creditable(line: InvoiceLine) -> bool:
     return line.paid_via in ("stripe", "wallet") and line.amount_minor > 0
 
 
+def _source(line: InvoiceLine) -> tuple[str, ...]:
+    """Lines that net against each other: one Stripe invoice's lines (a proration's credit), one
+    platform and project's wallet lines of one period (a bill and its reversal or platform credit)."""
+    if line.paid_via == "stripe":
+        return ("stripe", line.stripe_invoice_id or "")
+    return ("wallet", line.platform or "", line.project_id or "", line.late_for or "")
+
+
+def _left_per_line(lines: Sequence[InvoiceLine], credited: Mapping[int, int]) -> dict[int, int]:
+    """What each creditable line may still be credited: its amount less earlier credits, and never more
+    than its source's net charge less what was credited against that source."""
+    net: dict[tuple[str, ...], int] = {}
+    for i, line in enumerate(lines):
+        if line.paid_via != "info":
+            net[_source(line)] = net.get(_source(line), 0) + line.amount_minor - credited.get(i, 0)
+    return {
+        i: max(0, min(line.amount_minor - credited.get(i, 0), net[_source(line)]))
+        for i, line in enumerate(lines)
+        if creditable(line)
+    }
+
+
 def allocate_credit(
     lines: Sequence[InvoiceLine], credited: Mapping[int, int], request: CreditNoteRequest
 ) -> dict[int, int]:
     """The one rule of what a credit note may credit: per line, never more than the line's amount less
-    what earlier notes credited. Explicit lines are credited as asked (all that is left when no amount);
-    an amount is taken from the creditable lines in the invoice's order. 409 past what is left."""
-    left = {i: line.amount_minor - credited.get(i, 0) for i, line in enumerate(lines) if creditable(line)}
+    what earlier notes credited, and per source never more than what it charged net (a reversal or a
+    proration on the same invoice counts). Explicit lines are credited as asked (all that is left when no
+    amount); an amount is taken from the creditable lines in the invoice's order. 409 past what is left."""
+    left = _left_per_line(lines, credited)
+    sources: dict[tuple[str, ...], int] = {}
+    for i, line in enumerate(lines):
+        if line.paid_via != "info":
+            sources[_source(line)] = sources.get(_source(line), 0) + line.amount_minor - credited.get(i, 0)
     taken: dict[int, int] = {}
     if request.lines:
+        _check_named(left, request.lines)
         for ask in request.lines:
-            if ask.line not in left or ask.line in taken:
-                raise InvalidRequestError(
-                    f"Line {ask.line} cannot be credited: it is not a charge of this invoice (or named twice).",
-                    code="line_not_creditable",
-                )
-            taken[ask.line] = left[ask.line] if ask.amount_minor is None else ask.amount_minor
-            if not 0 < taken[ask.line] <= left[ask.line]:
-                raise _exceeds(left[ask.line], f"line {ask.line}")
+            room = min(left[ask.line], sources[_source(lines[ask.line])])
+            take = room if ask.amount_minor is None else ask.amount_minor
+            if not 0 < take <= room:
+                raise _exceeds(room, f"line {ask.line}")
+            taken[ask.line] = take
+            sources[_source(lines[ask.line])] -= take
         return taken
     wanted = request.amount_minor or 0
-    if wanted > sum(left.values()):
-        raise _exceeds(sum(left.values()), "the invoice")
-    for index, available in left.items():
-        take = min(available, wanted - sum(taken.values()))
+    for index in left:
+        take = min(left[index], sources[_source(lines[index])], wanted - sum(taken.values()))
         if take > 0:
             taken[index] = take
+            sources[_source(lines[index])] -= take
+    if sum(taken.values()) < wanted:
+        raise _exceeds(sum(taken.values()), "the invoice")
     return taken
+
+
+def _check_named(left: Mapping[int, int], asked: Sequence[LineCredit]) -> None:
+    named = [ask.line for ask in asked]
+    for line in named:
+        if line not in left or named.count(line) > 1:
+            raise InvalidRequestError(
+                f"Line {line} cannot be credited: it is not a charge of this invoice (or named twice).",
+                code="line_not_creditable",
+            )
 
 
 def _exceeds(left: int, what: str) -> ConflictError:
@@ -102,6 +142,19 @@ def _exceeds(left: int, what: str) -> ConflictError:
         code="exceeds_creditable",
         details={"creditable_minor": left},
     )
+
+
+def _bill_lines(lines: Sequence[InvoiceLine], platform: str, record: Mapping[str, object]) -> list[LineCredit]:
+    """The invoice lines a bill is in (its platform, project and late-for period): its spend and its fee."""
+    project, late_for = str(record.get("project_id", "")), str(record.get("late_for", "")) or None
+    wanted = {"Ad spend": int(str(record.get("amount_minor", 0))), "Platform fee": int(str(record.get("fee_minor", 0)))}
+    found = []
+    for i, line in enumerate(lines):
+        kind = line.description.split(":")[0]
+        same = (line.platform, line.project_id, line.late_for) == (platform, project, late_for)
+        if same and wanted.get(kind, 0) > 0:
+            found.append(LineCredit(i, wanted[kind]))
+    return found
 
 
 class CreditNoteRepository:
@@ -119,11 +172,28 @@ class CreditNoteRepository:
         return (CreditNote.model_validate(plain(item)), str(item["request_digest"])) if item else None
 
     def credited(self, org_id: str, period_key: str) -> tuple[int, dict[int, int]]:
-        """(version, credited minor units per line index) of an invoice."""
+        """(version, credited minor units per line index) of an invoice: by credit notes and reversals."""
+        version, lines, _ = self.credited_with_reversals(org_id, period_key)
+        return version, lines
+
+    def credited_with_reversals(self, org_id: str, period_key: str) -> tuple[int, dict[int, int], list[str]]:
+        """(version, credited per line, the causes of the bills reversed against the invoice)."""
         with dynamo_errors():
             item = self._table.get_item(Key=_credited_key(org_id, period_key), ConsistentRead=True).get("Item") or {}
         lines = {int(k): int(v) for k, v in (item.get("lines") or {}).items()}
-        return int(item.get("version", 0)), lines
+        return int(item.get("version", 0)), lines, [str(c) for c in item.get("reversals") or []]
+
+    def count_reversal(
+        self, org_id: str, period_key: str, credited: tuple[int, dict[int, int]], reversals: list[str]
+    ) -> bool:
+        """Counts a bill's reversal against its invoice's lines. False if they changed meanwhile."""
+        update = _credited_put(self._name, org_id, period_key, *credited, reversals=reversals)
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=[update])
+        except TransactionConditionFailed:
+            return False
+        return True
 
     def list(self, org_id: str, cursor: str | None, limit: int) -> Page[CreditNote]:
         query: dict[str, Any] = {
@@ -155,7 +225,7 @@ class CreditNoteRepository:
                         TransactItems=[
                             _counter_put(self._name, year, last),
                             _note_put(self._name, numbered, digest),
-                            _credited_put(self._name, note, version, lines),
+                            _credited_put(self._name, note.org_id, note.invoice_period_key, version, lines),
                         ]
                     )
                 return numbered
@@ -202,16 +272,26 @@ def _note_put(table: str, note: CreditNote, digest: str) -> dict[str, Any]:
     return {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
 
 
-def _credited_put(table: str, note: CreditNote, version: int, lines: dict[int, int]) -> dict[str, Any]:
-    period_key = note.invoice_period_key
-    item = {
-        **_credited_key(note.org_id, period_key),
-        "version": version + 1,
-        "lines": {str(k): v for k, v in lines.items()},
+def _credited_put(
+    table: str, org_id: str, period_key: str, version: int, lines: dict[int, int], reversals: list[str] | None = None
+) -> dict[str, Any]:
+    """The invoice's credited amounts, version `version` + 1 (an update: what it does not set stays)."""
+    sets = "SET version = :next, #lines = :lines" + (", reversals = :reversals" if reversals is not None else "")
+    values: dict[str, Any] = {":next": version + 1, ":lines": {str(k): v for k, v in lines.items()}}
+    if reversals is not None:
+        values[":reversals"] = reversals
+    condition = "attribute_not_exists(version)" if version == 0 else "version = :v"
+    if version:
+        values[":v"] = version
+    update = {
+        "TableName": table,
+        "Key": _credited_key(org_id, period_key),
+        "UpdateExpression": sets,
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": {"#lines": "lines"},
+        "ExpressionAttributeValues": values,
     }
-    condition = "attribute_not_exists(PK)" if version == 0 else "version = :v"
-    values = {} if version == 0 else {"ExpressionAttributeValues": {":v": version}}
-    return {"Put": {"TableName": table, "Item": item, "ConditionExpression": condition, **values}}
+    return {"Update": update}
 
 
 @dataclass(frozen=True)
@@ -243,7 +323,7 @@ class CreditNoteService:
             raise ForbiddenError("Only Layers support can issue a credit note.")
         invoice = self._invoices.get(caller, org_id, invoice_id)
         note_id = "cn_" + hashlib.sha256(f"{org_id}:{idempotency_key}".encode()).hexdigest()[:24]
-        digest = request.digest()
+        digest = request.digest(invoice_id)
         found = self._repo.get(org_id, note_id)
         if found is None:
             note = self._create(caller, invoice, note_id, request, idempotency_key)
@@ -290,7 +370,9 @@ class CreditNoteService:
                 idempotency_key=key,
                 created_at=iso(self._clock.now()),
             )
-            made = self._repo.create(note, request.digest(), (credited[0], now_credited), self._clock.now().year)
+            made = self._repo.create(
+                note, request.digest(invoice.invoice_id), (credited[0], now_credited), self._clock.now().year
+            )
             if made is not None:
                 return made
             replay = self._repo.get(invoice.org_id, note_id)
@@ -321,6 +403,42 @@ class CreditNoteService:
             self._repo.set_documents(note, f"{base}.pdf", f"{base}.csv")
             note = note.model_copy(update={"pdf_key": f"{base}.pdf", "csv_key": f"{base}.csv"})
         return note
+
+    # ------------------------------------------------------------------ bill reversals
+    def reverse_bill_for(self, caller: Caller, org_id: str, platform: str, bill_id: str, reason: str) -> BillResult:
+        """Support's reversal of a bill (404 for an org the caller cannot see, 403 for anyone else)."""
+        if not caller.is_support:
+            self._orgs.access(caller, org_id, READ)  # 404 for an org the caller is not in
+            raise ForbiddenError("Only Layers support can reverse a platform bill.")
+        self._orgs.access(caller, org_id, frozenset(), support=True)
+        return self.reverse_bill(org_id, platform, bill_id, reason, f"support:{caller.user_id}")
+
+    def reverse_bill(self, org_id: str, platform: str, bill_id: str, reason: str, actor: str) -> BillResult:
+        """A bill's money returns once, by a reversal or by credit notes, never both: a bill on an issued
+        invoice is reversed only if its lines there are still creditable, and the reversal is counted
+        against them (so a credit note cannot return it again)."""
+        record = self._wallet.bill_record(org_id, platform, bill_id)
+        if record is not None and int(str(record.get("amount_minor", 0))) > 0 and record.get("period_key"):
+            self._count_reversal(org_id, platform, bill_id, record)
+        return self._wallet.reverse_bill(org_id=org_id, platform=platform, bill_id=bill_id, reason=reason, actor=actor)
+
+    def _count_reversal(self, org_id: str, platform: str, bill_id: str, record: Mapping[str, object]) -> None:
+        period_key = str(record["period_key"])
+        invoice = self._invoices.stored(org_id, period_key)
+        if invoice is None or invoice.status == "empty":
+            return  # not invoiced yet: the reversal nets against the bill on the same invoice
+        if invoice.status != "issued":
+            raise ConflictError("The invoice this bill is on is being made: retry shortly.", code="invoice_in_progress")
+        cause = f"bill:{platform}:{bill_id}"
+        while True:
+            version, credited, reversed_ = self._repo.credited_with_reversals(org_id, period_key)
+            if cause in reversed_:
+                return
+            asked = _bill_lines(invoice.lines, platform, record)
+            taken = allocate_credit(invoice.lines, credited, CreditNoteRequest(reason="reversal", lines=asked))
+            now = dict(credited) | {i: credited.get(i, 0) + a for i, a in taken.items()}
+            if self._repo.count_reversal(org_id, period_key, (version, now), [*reversed_, cause]):
+                return
 
     def list(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[CreditNote]:
         self._orgs.access(caller, org_id, READ, support=True)

@@ -140,10 +140,12 @@ def _nothing_to_bill(invoice: Invoice) -> bool:
     """No Stripe invoice, no money line, nothing due: only information (e.g. credits used on Free)."""
     totals = invoice.totals
     statement = invoice.wallet_statement
+    # A deficit only carried over (the wallet did not move) was due on an earlier invoice already.
+    carried = totals.wallet_deficit_minor if totals and statement is not None and _unmoved(statement) else 0
     return (
         not invoice.stripe_invoice_ids
         and all(line.amount_minor == 0 for line in invoice.lines)
-        and (totals is None or (totals.total_minor == 0 and totals.amount_due_minor == 0))
+        and (totals is None or (totals.total_minor == 0 and totals.amount_due_minor == carried))
         and (statement is None or _unmoved(statement))
     )
 
@@ -510,6 +512,10 @@ class InvoiceService:
             at = period_containing(org, at).end
         read = self._wallet.statement(org.org_id, period.key, later)
         return None if read is None else statement_of(read.moved, read.closing)
+
+    def stored(self, org_id: str, period_key: str) -> Invoice | None:
+        """The period's invoice as stored, any status (None: its period is not closed)."""
+        return self._repo.get(org_id, period_key)
 
     # ------------------------------------------------------------------ reads (people)
     def list(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:

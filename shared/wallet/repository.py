@@ -34,7 +34,7 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
-from shared.ledger import WALLET, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
+from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.orgs.models import BillingMode
 from shared.pagination import Page
 from shared.sweep import due_entries
@@ -276,6 +276,10 @@ class WalletRepository:
             if agency_until is not None:
                 sets["agency_until"] = agency_until
             items.append(Named("org_mode", _org_mode_is(self._name, org_id, mode, agency_until, after.currency)))
+        cause = change.cause
+        if cause is not None:  # where the movement went: which invoice covers it
+            where = {"period_key": attribution.period_key, "late_for": attribution.late_for or ""}
+            cause = Cause(cause.key, {**cause.record, **where})
         try:
             self._ledger.commit(
                 Change(
@@ -285,7 +289,7 @@ class WalletRepository:
                     adds={"held": after.held - before.held, "available": after.available - before.available},
                     lines=_lines(change),
                     entry={"currency": after.currency, **change.entry},
-                    cause=change.cause,
+                    cause=cause,
                     items=items,
                     messages=change.messages,
                 ),

@@ -8,7 +8,7 @@ idempotency key derived from it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
@@ -17,7 +17,7 @@ from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
 from shared.dynamo import Item
-from shared.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
+from shared.errors import ConflictError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
@@ -324,14 +324,10 @@ class WalletService:
 
         self._poster.post(org, build)
 
-    def reverse_bill_for(self, caller: Caller, org_id: str, platform: str, bill_id: str, reason: str) -> BillResult:
-        """Support's reversal of a bill (404 for an org the caller cannot see, 403 for anyone else)."""
-        if not caller.is_support:
-            self._orgs.access(caller, org_id, READ)  # 404 for an org the caller is not in
-            raise ForbiddenError("Only Layers support can reverse a platform bill.")
-        self._orgs.access(caller, org_id, frozenset(), support=True)
-        actor = f"support:{caller.user_id}"
-        return self.reverse_bill(org_id=org_id, platform=platform, bill_id=bill_id, reason=reason, actor=actor)
+    def bill_record(self, org_id: str, platform: str, bill_id: str) -> Mapping[str, object] | None:
+        """What recording a bill wrote (amount, fee, project, and the period its invoice is, `period_key`
+        and `late_for`), None if it never was."""
+        return self._repo.cause(org_id, f"bill:{platform}:{bill_id}")
 
     def reverse_bill(self, *, org_id: str, platform: str, bill_id: str, reason: str, actor: str) -> BillResult:
         """Takes back a recorded bill (support, or the spend feed's correction): its spend and the fee it
@@ -343,6 +339,11 @@ class WalletService:
         if charged is None:
             raise NotFoundError(f"No {platform} bill {bill_id} was recorded for this org.", code="bill_not_found")
         amount, fee = int(charged.get("amount_minor", 0)), int(charged.get("fee_minor", 0))
+        if amount <= 0:
+            raise ConflictError(
+                "That is a platform credit, not a bill: a credit is not reversed (the platform sends a bill).",
+                code="not_a_bill",
+            )
         project = str(charged.get("project_id", ""))
         reversal = replace(original, bill_id=f"{bill_id}:reversal", project_id=project, amount_minor=-amount)
         cause = f"reversal:{original.cause}"
@@ -421,7 +422,9 @@ class WalletService:
             },
             auto=auto,
             spend_days=add_spend(stored.spend_days, bill.billed_on, bill.amount_minor + fee, today),
-            cause=Cause(bill.cause, {"amount_minor": bill.amount_minor, "fee_minor": fee}),
+            cause=Cause(
+                bill.cause, {"amount_minor": bill.amount_minor, "fee_minor": fee, "project_id": bill.project_id}
+            ),
             records=records,
             dated=bill_dated(org, bill.billed_on),
         )

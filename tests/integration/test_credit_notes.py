@@ -64,6 +64,10 @@ def _download(api: ApiClient, path: str, user: str, groups: tuple[str, ...] = ()
 
 @pytest.fixture
 def issued(api: ApiClient, stack: Any, table: Any) -> dict[str, Any]:
+    return issued_invoice(api, stack, table)
+
+
+def issued_invoice(api: ApiClient, stack: Any, table: Any) -> dict[str, Any]:
     """An agency org whose first invoice is issued: 12,000 of Meta spend (+ 5 % fee) and Stripe's Pro fee."""
     owner = new_user()
     org_id = paid_org_over_http(api, stack, table, owner, name="Corrected Co")

@@ -191,8 +191,8 @@ def test_a_reversal_and_a_platform_credit_are_new_entries_on_the_next_invoice(ki
     # When support reverses it (a replay changes nothing) and the platform credits invalid traffic for the
     # same, invoiced period
     support = Caller("staff-1", None, frozenset({"support"}))
-    reversed_once = kit.wallet.reverse_bill_for(support, org_id, "meta", "twice", "billed twice")
-    again = kit.wallet.reverse_bill_for(support, org_id, "meta", "twice", "billed twice")
+    reversed_once = kit.services.credit_notes.reverse_bill_for(support, org_id, "meta", "twice", "billed twice")
+    again = kit.services.credit_notes.reverse_bill_for(support, org_id, "meta", "twice", "billed twice")
     assert (reversed_once.amount_minor, reversed_once.fee_minor, again.replayed) == (-10_000, -500, True)
     credit = _Arrival(kit.clock.at, "ivt-credit", period.start.date(), -2_000)
     _bill(kit, org_id, project, credit)

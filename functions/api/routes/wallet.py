@@ -248,5 +248,5 @@ class BillReversalOut(BaseModel):
 def reverse_bill(
     org_id: OrgId, platform: PlatformPath, bill_id: BillPath, body: BillReversalRequest
 ) -> BillReversalOut:
-    result = services().wallet.reverse_bill_for(caller_of(router), org_id, platform, bill_id, body.reason)
+    result = services().credit_notes.reverse_bill_for(caller_of(router), org_id, platform, bill_id, body.reason)
     return BillReversalOut(**asdict(result))
