@@ -94,10 +94,15 @@ class SubscriptionMirror:
             return None
         self._dunning.changed(current, applied, at)
         if state.status not in _ENDED and sub.current_period_end:
-            # The invoice run finds this period by the day it ends. The org's first subscription re-anchors
-            # its periods: the one it was created in (on Free) is no longer invoiced where they overlap.
-            index = self._repo.reanchor_periods if current.subscription is None else self._repo.index_period
-            index(org_id, period_key(state.current_period_start), _iso_seconds(state.current_period_end))
+            # The invoice run finds this period by the day it ends. A new subscription re-anchors the org's
+            # periods: the one it was created in (on Free) is no longer invoiced where they overlap; an
+            # earlier subscription's period ends where the new one begins.
+            key, end = period_key(state.current_period_start), _iso_seconds(state.current_period_end)
+            previous = current.subscription
+            if previous is None or previous.subscription_id != state.subscription_id:
+                self._repo.reanchor_periods(org_id, key, end, truncate=previous is not None)
+            else:
+                self._repo.index_period(org_id, key, end)
         return applied
 
     def _plan_changes(self, current: Org, state: SubscriptionState) -> dict[str, Any]:

@@ -115,7 +115,7 @@ class _ProjectNames:
         return self._names[project_id]
 
 
-def _bills_period(org: Org, period: Period, stripe_invoice: StripeInvoice) -> bool:
+def _bills_period(period: Period, stripe_invoice: StripeInvoice) -> bool:
     """Whether a Stripe invoice is part of this period's invoice. A renewal belongs to the period it
     closes (its arrears; its advance is next month's charge, billed on this anniversary); every other
     Stripe invoice to when it was made. Drafts, voided invoices and previews are never part of one."""
@@ -126,7 +126,7 @@ def _bills_period(org: Org, period: Period, stripe_invoice: StripeInvoice) -> bo
         if stripe_invoice.billing_reason == "subscription_cycle"
         else stripe_invoice.period_start
     )
-    return period_containing(org, datetime.fromtimestamp(at, UTC)).key == period.key
+    return period.start <= datetime.fromtimestamp(at, UTC) < period.end
 
 
 def _wallet_payment(paid_from_wallet: int, deficit: int, period: Period) -> list[Payment]:
@@ -275,6 +275,15 @@ class InvoiceService:
     def _org(self, org_id: str) -> Org:
         return self._org_repo.require_org(org_id)
 
+    def _period(self, org: Org, period_key: str) -> Period:
+        """The period a key names: from the org's anchor, unless a new subscription cut it short."""
+        period = _period(org, period_key)
+        cut = self._org_repo.truncated_end(org.org_id, period_key)
+        if cut is None:
+            return period
+        start = datetime.strptime(period_key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return Period(start=start, end=datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+
     def _invoice(self, org_id: str, period_key: str) -> Invoice:
         invoice = self._repo.get(org_id, period_key)
         if invoice is None:
@@ -285,7 +294,7 @@ class InvoiceService:
     def close(self, org_id: str, period_key: str) -> str:
         """Freezes the period: its invoice exists from now on, as a draft."""
         org = self._org(org_id)
-        period = _period(org, period_key)
+        period = self._period(org, period_key)
         if not period_settled(period.end, self._clock.now()):
             raise ConflictError(
                 f"The period {period.key} ends at {iso(period.end)}: its invoice is made once it has ended and "
@@ -315,7 +324,7 @@ class InvoiceService:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft":
             org = self._org(org_id)
-            made = self.assemble(org, _period(org, period_key))
+            made = self.assemble(org, self._period(org, period_key))
             content = {
                 "lines": made.lines,
                 "totals": made.totals,
@@ -434,7 +443,7 @@ class InvoiceService:
                 self._gateway.list_invoices(customer_id=org.stripe_customer_id),
                 key=lambda i: (i.period_start, i.invoice_id or ""),
             )
-            if _bills_period(org, period, stripe_invoice)
+            if _bills_period(period, stripe_invoice)
         ]
         return _StripeCharges(
             lines=[line for stripe_invoice in ours for line in _subscription_lines(stripe_invoice)],

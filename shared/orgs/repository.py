@@ -696,25 +696,26 @@ class OrgRepository:
             self._table.update_item(Key=_org_key(org_id), ConditionExpression="attribute_exists(PK)", **update)
 
     # ------------------------------------------------------------------ period-end index (invoice run)
-    def index_period(self, org_id: str, period_key: str, period_end_iso: str) -> None:
+    def index_period(self, org_id: str, period_key: str, period_end_iso: str, *, truncated: bool = False) -> None:
         """Makes the period findable by the day it ends (GSI2 PERIODEND#<date>). Idempotent."""
+        item = {
+            **period_index_key(org_id, period_key),
+            "type": "period_index",
+            "GSI2PK": f"PERIODEND#{period_end_iso[:10]}",
+            "GSI2SK": f"{org_id}#{period_key}",
+            "org_id": org_id,
+            "period_key": period_key,
+            "period_end": period_end_iso,
+        }
         with dynamo_errors():
-            self._table.put_item(
-                Item={
-                    **period_index_key(org_id, period_key),
-                    "type": "period_index",
-                    "GSI2PK": f"PERIODEND#{period_end_iso[:10]}",
-                    "GSI2SK": f"{org_id}#{period_key}",
-                    "org_id": org_id,
-                    "period_key": period_key,
-                    "period_end": period_end_iso,
-                }
-            )
+            self._table.put_item(Item=item | ({"truncated": True} if truncated else {}))
 
-    def reanchor_periods(self, org_id: str, period_key: str, period_end_iso: str) -> None:
-        """Indexes the subscription's period and takes off the index every other period of the org that
-        overlaps it and has no invoice yet (the one anchored on the org's creation, before it subscribed):
-        one period per stretch of time, never a stray draft dated before the subscription."""
+    def reanchor_periods(self, org_id: str, period_key: str, period_end_iso: str, *, truncate: bool = False) -> None:
+        """Indexes the subscription's period and deals with every other period of the org that overlaps
+        it and has no invoice yet: one period per stretch of time, never a stray draft. The one anchored
+        on the org's creation (before its first subscription) is taken off the index; with `truncate`
+        (a later subscription, on a new anchor) the old subscription's period ends where the new one
+        begins and is invoiced on its own, with what was recorded in it."""
         self.index_period(org_id, period_key, period_end_iso)
         with dynamo_errors():
             listed = self._table.query(
@@ -727,8 +728,18 @@ class OrgRepository:
                 continue  # the period itself, or one that ended before it began (still to invoice)
             with dynamo_errors():
                 invoiced = self._table.get_item(Key=_org_pk_sk(org_id, f"INVOICE#{other}"), ProjectionExpression="PK")
-            if "Item" not in invoiced:
+            if "Item" in invoiced:
+                continue
+            if truncate and other < period_key:
+                self.index_period(org_id, other, period_key, truncated=True)
+            else:
                 self.unindex_period(org_id, other)
+
+    def truncated_end(self, org_id: str, period_key: str) -> str | None:
+        """Where a period cut short by a new subscription's anchor ends (None: it was not)."""
+        with dynamo_errors():
+            item = self._table.get_item(Key=period_index_key(org_id, period_key), ConsistentRead=True).get("Item")
+        return str(item["period_end"]) if item and item.get("truncated") else None
 
     def unindex_period(self, org_id: str, period_key: str) -> None:
         """The period off the invoice run's index (invoiced, or re-anchored away); its item stays, unlisted."""
