@@ -136,6 +136,12 @@ def _check_named(left: Mapping[int, int], asked: Sequence[LineCredit]) -> None:
             )
 
 
+def _key_reused() -> ConflictError:
+    return ConflictError(
+        "This Idempotency-Key was used for another credit note request.", code="idempotency_key_reused"
+    )
+
+
 def _exceeds(left: int, what: str) -> ConflictError:
     return ConflictError(
         f"That is more than is left to credit on {what}: {left} (minor units), after earlier credit notes.",
@@ -326,20 +332,18 @@ class CreditNoteService:
         digest = request.digest(invoice_id)
         found = self._repo.get(org_id, note_id)
         if found is None:
-            note = self._create(caller, invoice, note_id, request, idempotency_key)
-            replayed = False
+            note, replayed = self._create(caller, invoice, note_id, request, idempotency_key)
         else:
             note, made_by = found
             if made_by != digest:
-                raise ConflictError(
-                    "This Idempotency-Key was used for another credit note request.", code="idempotency_key_reused"
-                )
+                raise _key_reused()
             replayed = True
         return self._finish(note), replayed
 
     def _create(
         self, caller: Caller, invoice: Invoice, note_id: str, request: CreditNoteRequest, key: str
-    ) -> CreditNote:
+    ) -> tuple[CreditNote, bool]:
+        """The new note, or (replayed) the one a concurrent request with the same key made."""
         if invoice.status != "issued" or invoice.number is None:
             raise ConflictError("Only an issued invoice can be credited.", code="invoice_not_issued")
         while True:
@@ -374,10 +378,12 @@ class CreditNoteService:
                 note, request.digest(invoice.invoice_id), (credited[0], now_credited), self._clock.now().year
             )
             if made is not None:
-                return made
+                return made, False
             replay = self._repo.get(invoice.org_id, note_id)
-            if replay is not None:  # the same request, concurrently: its note
-                return replay[0]
+            if replay is not None:  # a request with this key, concurrently: its note
+                if replay[1] != request.digest(invoice.invoice_id):
+                    raise _key_reused()
+                return replay[0], True
 
     def _finish(self, note: CreditNote) -> CreditNote:
         """Sends the money back and renders the documents: each step once, whatever ran before."""
