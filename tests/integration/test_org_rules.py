@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
+import time_machine
 
 from shared.auth import Caller
 from shared.catalog import plan_catalog
@@ -15,7 +17,7 @@ from shared.clock import SystemClock
 from shared.errors import PlanLimitError
 from shared.orgs.models import Role
 from shared.orgs.repository import OrgRepository
-from shared.orgs.service import OrgService
+from shared.orgs.service import SETTLE_WINDOW, OrgService
 from tests.helpers import ApiClient, new_user, org_items, user_org_count
 from tests.paid import mirror_subscription, paid_org_over_http
 
@@ -386,7 +388,8 @@ def test_billing_details_are_set_by_billing_roles_and_go_on_the_next_invoice(
     invoices = services().invoices
     org = services().orgs._repo.require_org(org_id)
     period = period_containing(org, org.subscription.billing_anchor if org.subscription else org.created_at)
-    invoices.close(org_id, period.key)
+    with time_machine.travel(period.end + SETTLE_WINDOW + timedelta(minutes=1), tick=True):
+        invoices.close(org_id, period.key)
     draft = invoices._repo.get(org_id, period.key)
     assert draft is not None and draft.bill_to is not None
     assert (draft.bill_to.name, draft.bill_to.address_lines, draft.bill_to.tax_id) == (
