@@ -157,7 +157,7 @@ def run(web: WebApp, stack: LocalStack) -> None:
     plan_changes(web, stack, org_id, month)
     credits_month(web, stack, org_id, month)
     wallet_month(web, stack, org_id, month)
-    invoice_month(web, stack, org_id, month)
+    last_run = invoice_month(web, stack, org_id, month)
     dunning(web, stack, month)
 
     summary = web.call(alice, "GET", f"/v1/orgs/{org_id}", expect=200)
@@ -175,7 +175,9 @@ def run(web: WebApp, stack: LocalStack) -> None:
     )
     say(f"   projects    {summary['projects']['active']} active of {summary['projects']['limit']}")
     say(f"   agency fee  {summary['platform_fee_bps']} bps of ad spend")
-    reconciliation(web, stack, org_id, month)
+    # After the last invoice run (time travelled there): Northwind's periods before it are invoiced.
+    with time_machine.travel(last_run + timedelta(hours=1), tick=True):
+        reconciliation(web, stack, org_id, month)
     say()
     say("Demo finished.")
 
@@ -511,7 +513,7 @@ def wallet_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> N
         say(f"   {e['kind']:<14}{money(e['amount_minor']):>14}{money(e['balance_after_minor']):>16}  {where}")
 
 
-def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) -> None:
+def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) -> datetime:
     """Issue 6: two more orgs live the same month, then the real invoice state machine bills all three."""
     engine = devtokens.service_token("workflow-engine")
     spend = devtokens.service_token("spend-ingestion")
@@ -627,6 +629,7 @@ def invoice_month(web: WebApp, stack: LocalStack, northwind: str, month: Month) 
         following = web.call("alice", "GET", f"/v1/orgs/{northwind}/credits", expect=200)  # its period now
     with time_machine.travel(ends + timedelta(days=40), tick=True):  # the next run: a month and more later
         next_invoice(web, stack, northwind, following["period_key"])
+    return ends + timedelta(days=40)
 
 
 def late_bill_and_credit_note(web: WebApp, northwind: str, globex: str, period_end: str) -> None:
