@@ -19,7 +19,8 @@ from shared.invoices.figures import (
     day_of,
     metric_label,
     metric_unit,
-    stripe_payment,
+    stripe_payments,
+    stripe_unpaid_minor,
     unit_price_of,
     wallet_paid_minor,
 )
@@ -449,13 +450,9 @@ class InvoiceService:
             lines=[line for stripe_invoice in ours for line in _subscription_lines(stripe_invoice)],
             invoice_ids=[str(stripe_invoice.invoice_id) for stripe_invoice in ours],
             total_minor=sum(stripe_invoice.total_minor for stripe_invoice in ours),
-            unpaid_minor=sum(
-                stripe_invoice.amount_due_minor - stripe_invoice.amount_paid_minor
-                for stripe_invoice in ours
-                if stripe_invoice.status == "open"
-            ),
-            payments=sorted(filter(None, map(stripe_payment, ours)), key=lambda paid: paid.on or ""),
-            due_on=min((day_of(i.due_date) or "" for i in ours if i.status == "open" and i.due_date), default=None),
+            unpaid_minor=sum(map(stripe_unpaid_minor, ours)),
+            payments=sorted((paid for i in ours for paid in stripe_payments(i)), key=lambda paid: paid.on or ""),
+            due_on=min((day_of(i.due_date) or "" for i in ours if stripe_unpaid_minor(i) and i.due_date), default=None),
         )
 
     def _credit_lines(self, org: Org, period: Period, names: _ProjectNames) -> _Section:

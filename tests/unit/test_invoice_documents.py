@@ -5,6 +5,7 @@ and checked for what a customer and an accountant look for. The CSV is read as a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 import shutil
@@ -17,7 +18,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared.invoices.figures import inclusive_end, net_paid_minor, stripe_payment, wallet_paid_minor
+from shared.invoices.figures import (
+    inclusive_end,
+    net_paid_minor,
+    stripe_payments,
+    stripe_unpaid_minor,
+    wallet_paid_minor,
+)
 from shared.invoices.models import Invoice, Payment
 from shared.invoices.render import (
     CSV_COLUMNS,
@@ -258,7 +265,9 @@ def test_the_readme_page_is_the_agency_invoice(tmp_path: Path) -> None:
     assert (Path(__file__).parents[2] / "docs" / "invoice-page1.png").exists()
 
 
-def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> StripeInvoice:
+def _stripe_invoice(
+    status: str, total: int, paid: int, off_stripe: int = 0, due: int | None = None, balance: int = 0
+) -> StripeInvoice:
     return StripeInvoice(
         invoice_id="in_1",
         customer_id="cus_1",
@@ -269,9 +278,9 @@ def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> 
         number="ABCD-0042",
         subtotal_minor=total,
         total_minor=total,
-        amount_due_minor=max(total, 0),
+        amount_due_minor=max(total, 0) if due is None else due,
         amount_paid_minor=paid,
-        starting_balance_minor=0,
+        starting_balance_minor=-balance,
         ending_balance_minor=0,
         period_start=1_789_000_000,
         period_end=1_789_000_000,
@@ -284,17 +293,59 @@ def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> 
 
 def test_what_a_stripe_invoice_says_was_paid_and_how() -> None:
     on = "2026-09-23"
-    assert stripe_payment(_stripe_invoice("paid", 5_728, 5_728)) == Payment(
-        method="card", amount_minor=5_728, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("paid", 250_000, 0, off_stripe=250_000)) == Payment(
-        method="wire", amount_minor=250_000, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("paid", 30, 0)) == Payment(  # the customer's credit balance covered it
-        method="balance", amount_minor=30, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("paid", -8_412, 0)) == Payment(  # a downgrade's credit, refunded
-        method="refund", amount_minor=8_412, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("open", 4_900, 0)) is None  # a failed card is not a payment
-    assert stripe_payment(_stripe_invoice("paid", 0, 0)) is None
+    assert stripe_payments(_stripe_invoice("paid", 5_728, 5_728)) == [
+        Payment(method="card", amount_minor=5_728, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("paid", 250_000, 0, off_stripe=250_000)) == [
+        Payment(method="wire", amount_minor=250_000, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("paid", 30, 0, due=0, balance=30)) == [  # the credit balance covered it
+        Payment(method="balance", amount_minor=30, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("paid", -8_412, 0)) == [  # a downgrade's credit, refunded
+        Payment(method="refund", amount_minor=8_412, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("open", 4_900, 0)) == []  # a failed card is not a payment
+    assert stripe_payments(_stripe_invoice("paid", 0, 0)) == []
+    assert stripe_payments(_stripe_invoice("void", 4_900, 0)) == []
+
+
+def test_a_credit_balance_that_covers_part_of_a_stripe_invoice_is_a_payment_of_its_own() -> None:
+    """Total 49.00, 10.00 of Stripe credit balance, 39.00 charged: two payments, nothing lost."""
+    paid = _stripe_invoice("paid", 4_900, 3_900, due=3_900, balance=1_000)
+    assert stripe_payments(paid) == [
+        Payment(method="balance", amount_minor=1_000, on="2026-09-23", reference="ABCD-0042"),
+        Payment(method="card", amount_minor=3_900, on="2026-09-23", reference="ABCD-0042"),
+    ]
+    assert stripe_unpaid_minor(paid) == 0
+    wired = _stripe_invoice("paid", 4_900, 0, off_stripe=3_900, due=3_900, balance=1_000)
+    assert [(p.method, p.amount_minor) for p in stripe_payments(wired)] == [("balance", 1_000), ("wire", 3_900)]
+    unpaid = dataclasses.replace(_stripe_invoice("open", 4_900, 0, due=3_900, balance=1_000), paid_at=None)
+    assert stripe_payments(unpaid) == [Payment(method="balance", amount_minor=1_000, reference="ABCD-0042")]
+    assert stripe_unpaid_minor(unpaid) == 3_900
+
+
+@pytest.mark.parametrize(
+    ("status", "total", "paid", "due", "balance"),
+    [
+        ("paid", 4_900, 3_900, 3_900, 1_000),
+        ("paid", 4_900, 4_900, 4_900, 0),
+        ("paid", 4_900, 0, 0, 6_000),  # a balance larger than the invoice
+        ("open", 4_900, 0, 3_900, 1_000),
+        ("open", 4_900, 1_500, 4_900, 0),  # partly paid
+        ("uncollectible", 4_900, 0, 4_900, 0),
+        ("uncollectible", 4_900, 0, 3_900, 1_000),
+    ],
+)
+def test_a_stripe_invoice_total_is_what_was_paid_and_what_is_due(
+    status: str, total: int, paid: int, due: int, balance: int
+) -> None:
+    invoice = _stripe_invoice(status, total, paid, due=due, balance=balance)
+    assert net_paid_minor(stripe_payments(invoice)) + stripe_unpaid_minor(invoice) == total
+
+
+def test_an_uncollectible_stripe_invoice_is_still_due() -> None:
+    """Stripe stopped collecting it; the customer still owes it (and can pay it): due, never "Paid in full"."""
+    invoice = _stripe_invoice("uncollectible", 4_900, 0)
+    assert stripe_payments(invoice) == []
+    assert stripe_unpaid_minor(invoice) == 4_900
