@@ -25,6 +25,7 @@ from shared.invoices.figures import (
     wallet_paid_minor,
 )
 from shared.invoices.models import (
+    CUSTOMER_STATUSES,
     BillTo,
     DocumentKind,
     DocumentUrl,
@@ -533,7 +534,7 @@ class InvoiceService:
         self._orgs.access(caller, org_id, READ, support=True)
         period_key = period_key_of(invoice_id)
         invoice = self._repo.get(org_id, period_key) if period_key else None
-        if invoice is None or invoice.invoice_id != invoice_id or invoice.status == "empty":
+        if invoice is None or invoice.invoice_id != invoice_id or invoice.status not in CUSTOMER_STATUSES:
             raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
         return invoice
 
