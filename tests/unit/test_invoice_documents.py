@@ -25,7 +25,7 @@ from shared.invoices.figures import (
     stripe_unpaid_minor,
     wallet_paid_minor,
 )
-from shared.invoices.models import Invoice, Payment
+from shared.invoices.models import BillTo, Invoice, InvoiceLine, Payment
 from shared.invoices.render import (
     CSV_COLUMNS,
     DASH,
@@ -349,3 +349,74 @@ def test_an_uncollectible_stripe_invoice_is_still_due() -> None:
     invoice = _stripe_invoice("uncollectible", 4_900, 0)
     assert stripe_payments(invoice) == []
     assert stripe_unpaid_minor(invoice) == 4_900
+
+
+# ---------------------------------------------------------------------------------------------- layout edges
+A4_WIDTH, A4_HEIGHT = 595.27, 841.89
+
+
+def _off_the_page(doc: Rendered) -> list[Word]:
+    """Words past the margins (40 pt, some slack) or below the footer."""
+    return [w for w in doc.words if w.x_min < 30 or w.x_max > A4_WIDTH - 30 or not 0 < w.y_min < A4_HEIGHT - 20]
+
+
+def test_a_long_org_name_is_cut_with_an_ellipsis_in_the_running_header(tmp_path: Path) -> None:
+    name = "Wunderwerk Marketing & Wachstums Agentur GmbH — Niederlassung Mönchengladbach West WW"
+    invoice = samples.long_invoice(40).model_copy(update={"bill_to_name": name, "bill_to": BillTo(name=name)})
+    doc = _look(render_pdf(invoice), tmp_path)
+    assert len(doc.pages) > 1 and not _off_the_page(doc)
+    header = doc.pages[1].splitlines()[0]
+    assert header.startswith(f"Invoice {invoice.number}") and header.rstrip().endswith("…")
+
+
+def test_a_large_quantity_does_not_run_into_the_service_period(tmp_path: Path) -> None:
+    line = InvoiceLine(
+        section="usage",
+        description="SDK events over allowance",
+        amount_minor=0,
+        paid_via="info",
+        quantity=123_456_789_012,
+        unit="events",
+        service_start=samples.START,
+        service_end=samples.END,
+    )
+    base = samples.byo()
+    doc = _look(render_pdf(base.model_copy(update={"lines": [*base.lines, line]})), tmp_path)
+    quantity = next(w for w in doc.words if w.text == "123,456,789,012")
+    period = [w for w in doc.words if w.page == quantity.page and abs(w.y_min - quantity.y_min) < 2 and w.x_min > 236]
+    period = [w for w in period if w.x_max < quantity.x_min + 1]
+    assert period, "the period's first row is beside the quantity"
+    assert max(w.x_max for w in period) + 2 < quantity.x_min
+    below = [w for w in doc.words if w.page == quantity.page and 0 < w.y_min - quantity.y_min < 14 and w.x_min > 236]
+    assert [w.text for w in below if re.fullmatch(r"\d{4}-\d\d-\d\d", w.text)], "the period's end on the next row"
+
+
+def test_many_stripe_credit_notes_wrap_on_a_credit_note(tmp_path: Path) -> None:
+    ids = [f"cn_1Q{n:02d}abcdefghijklmnopqrst" for n in range(8)]
+    note = samples.credit_note().model_copy(update={"stripe_credit_note_ids": ids})
+    doc = _look(render_credit_note_pdf(note), tmp_path)
+    text = "".join(doc.pages)
+    assert all(i in text for i in ids) and not _off_the_page(doc)
+
+
+def test_a_description_longer_than_a_page_continues_on_the_next_pages(tmp_path: Path) -> None:
+    base = samples.byo()
+    long = InvoiceLine(section="subscription", description="x" * 10_000, amount_minor=100, paid_via="stripe")
+    doc = _look(render_pdf(base.model_copy(update={"lines": [*base.lines, long]})), tmp_path)
+    assert sum(w.text.count("x") for w in doc.words if set(w.text) == {"x"}) == 10_000
+    assert not _off_the_page(doc)
+    for number, page in enumerate(doc.pages[1:-1], start=2):
+        assert "Service period" in page, f"page {number} continues the table without its headings"
+
+
+@pytest.mark.parametrize("extra", range(1, 40))
+def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) -> None:
+    invoice = samples.failed_card()
+    lines = [
+        InvoiceLine(section="credits", description=f"Project {n}", amount_minor=0, paid_via="info", quantity=n)
+        for n in range(extra)
+    ]
+    doc = _look(render_pdf(invoice.model_copy(update={"lines": [*invoice.lines, *lines]})), tmp_path)
+    (heading,) = [w for w in doc.words if w.text == "How" and w.x_min < 45]
+    after = [w for w in doc.words if w.page == heading.page and heading.y_min < w.y_min < A4_HEIGHT - 45]
+    assert any(w.text == "Amount" and w.x_min < 45 for w in after), f"'How to pay' alone on page {heading.page}"
