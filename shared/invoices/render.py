@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.invoices.figures import inclusive_end, net_paid_minor, subtotal_minor, wallet_statement_of
 from shared.invoices.models import CreditNote, Invoice, InvoiceLine, Payment, Totals, WalletStatement
-from shared.invoices.typeset import LEADING, MARGIN, Pages, Running, draw, width, wrap
+from shared.invoices.typeset import LEADING, MARGIN, Pages, Running, draw, missing_glyphs, width, wrap
 from shared.money import CURRENCY_EXPONENTS, format_minor
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
@@ -292,7 +292,8 @@ def _draw_bill_to(page: Pages, name: str, doc: Invoice | CreditNote) -> None:
         for piece in wrap(line, 8.5, 330):
             page.text(MARGIN, piece)
             page.down()
-    page.text(MARGIN, f"Account {doc.org_id}", 7.5)
+    unprintable = " (the name has characters these documents cannot print: the account id identifies it)"
+    page.text(MARGIN, f"Account {doc.org_id}" + (unprintable if missing_glyphs(name) else ""), 7.5)
     page.down(20)
 
 

@@ -420,3 +420,18 @@ def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) 
     (heading,) = [w for w in doc.words if w.text == "How" and w.x_min < 45]
     after = [w for w in doc.words if w.page == heading.page and heading.y_min < w.y_min < A4_HEIGHT - 45]
     assert any(w.text == "Amount" and w.x_min < 45 for w in after), f"'How to pay' alone on page {heading.page}"
+
+
+@pytest.mark.parametrize(
+    ("name", "printable"),
+    [("नमस्ते मार्केटिंग", False), ("บริษัท สวัสดี", False), ("தமிழ் விளம்பரம்", False), ("Ελληνική Διαφήμιση", True)],
+)
+def test_a_name_the_fonts_cannot_draw_is_said_so_beside_the_account_id(
+    name: str, printable: bool, tmp_path: Path
+) -> None:
+    """No fonts for Indic scripts, Thai, emoji (README, Fonts): the org id identifies the customer."""
+    invoice = samples.byo().model_copy(update={"bill_to_name": name, "bill_to": BillTo(name=name)})
+    text = " ".join(_look(render_pdf(invoice), tmp_path).pages[0].split())
+    assert f"Account {invoice.org_id}" in text
+    assert ("these documents cannot print" in text) is not printable
+    assert (missing_glyphs(name) == set()) is printable
