@@ -9,8 +9,9 @@ the wallet statement of agency orgs; the header and "Page N of M" on every page.
 
 The CSV (`CSV_COLUMNS`, documented in the README): UTF-8 with a byte-order mark (Excel on Windows reads
 UTF-8 only with it), CRLF line endings (RFC 4180), text cells that a spreadsheet would take for a
-formula (`=`, `+`, `-`, `@`, tab, CR first: OWASP's CSV injection guidance) prefixed with `'`. Numeric
-columns are ours and stay numbers: `amount_minor` sums to the invoice total."""
+formula (`=`, `+`, `-`, `@`, tab, CR first, their full-width forms, or any after spaces: OWASP's CSV
+injection guidance) prefixed with `'`. Numeric columns are ours and stay numbers: `amount_minor` sums
+to the invoice total."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ CSV_COLUMNS = [
     "stripe_invoice_number",
     "late_for",
 ]
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # and full-width forms
 _PAYMENT_LABELS = {
     "card": "Paid by card through Stripe",
     "wire": "Paid by wire transfer (recorded by Layers)",
@@ -122,8 +123,9 @@ def service_period(line: InvoiceLine) -> str:
 
 
 def neutralised(value: str) -> str:
-    """A text cell a spreadsheet will not run: one starting like a formula gets a leading quote."""
-    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+    """A text cell a spreadsheet will not run: one starting like a formula (after any spaces, which some
+    spreadsheets skip) gets a leading quote."""
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) or value.lstrip().startswith(_FORMULA_STARTS) else value
 
 
 # ---------------------------------------------------------------------------------------------- CSV

@@ -231,7 +231,7 @@ def test_hostile_names_are_inert_in_the_csv() -> None:
         for column in ("description", "project_id", "platform", "unit", "stripe_invoice_number"):
             assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r"))
     assert "1 × Layers Pro (at $49.00 / month)" in {r["description"] for r in rows}  # noqa: RUF001 - not mojibake
-    for value in ("=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x"):
+    for value in ("=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x", " =1+1", "\u3000=1+1", "\uff1d1+1", " \uff20x"):
         assert neutralised(value) == f"'{value}"
     assert neutralised("Ünïcode = fine") == "Ünïcode = fine"
 
