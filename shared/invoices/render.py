@@ -294,8 +294,8 @@ def _draw_bill_to(page: Pages, name: str, doc: Invoice | CreditNote) -> None:
         for piece in wrap(line, 8.5, 330):
             page.text(MARGIN, piece)
             page.down()
-    unprintable = " (the name has characters these documents cannot print: the account id identifies it)"
-    page.text(MARGIN, f"Account {doc.org_id}" + (unprintable if missing_glyphs(name) else ""), 7.5)
+    unprintable = " (some characters above cannot be printed in these documents: the account id identifies it)"
+    page.text(MARGIN, f"Account {doc.org_id}" + (unprintable if missing_glyphs(name + "".join(extra)) else ""), 7.5)
     page.down(20)
 
 

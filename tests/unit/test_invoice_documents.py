@@ -433,5 +433,10 @@ def test_a_name_the_fonts_cannot_draw_is_said_so_beside_the_account_id(
     invoice = samples.byo().model_copy(update={"bill_to_name": name, "bill_to": BillTo(name=name)})
     text = " ".join(_look(render_pdf(invoice), tmp_path).pages[0].split())
     assert f"Account {invoice.org_id}" in text
-    assert ("these documents cannot print" in text) is not printable
+    assert ("cannot be printed in these documents" in text) is not printable
     assert (missing_glyphs(name) == set()) is printable
+    if printable:  # billing details the fonts cannot draw are said so too
+        thai = BillTo(name=name, address_lines=["ถนนสุขุมวิท 1"])
+        (tmp_path / "details").mkdir()
+        details = _look(render_pdf(invoice.model_copy(update={"bill_to": thai})), tmp_path / "details").pages[0]
+        assert "cannot be printed in these documents" in " ".join(details.split())
