@@ -40,20 +40,37 @@ def inclusive_end(end_iso: str) -> str:
     return (end - timedelta(microseconds=1)).date().isoformat()
 
 
-def stripe_payment(invoice: StripeInvoice) -> Payment | None:
-    """What a paid Stripe invoice received and how: a wire support recorded (out of band), the card,
-    or the customer's Stripe credit balance; a negative invoice (a downgrade's credit) is refunded to the
-    card when it is paid (README, Plan changes). None while unpaid, and for an invoice of 0."""
-    if invoice.status != "paid" or invoice.total_minor == 0:
-        return None
+def stripe_payments(invoice: StripeInvoice) -> list[Payment]:
+    """What a Stripe invoice received and how: the part the customer's Stripe credit balance covered
+    (Stripe takes it off before asking for the rest: total - amount_due), then the rest, by a wire support
+    recorded (out of band) or the card. A negative invoice (a downgrade's credit) is refunded to the card
+    when it is paid (README, Plan changes). An open or uncollectible invoice has received only the balance
+    part (and any partial payment); none for a draft, a void invoice or an invoice of 0."""
+    if invoice.status not in ("paid", "open", "uncollectible") or invoice.total_minor == 0:
+        return []
     on, number = day_of(invoice.paid_at), invoice.number
     if invoice.total_minor < 0:
-        return Payment(method="refund", amount_minor=-invoice.total_minor, on=on, reference=number)
-    if invoice.paid_off_stripe_minor:  # marked paid out of band: this version's `amount_paid_off_stripe`
-        return Payment(method="wire", amount_minor=invoice.paid_off_stripe_minor, on=on, reference=number)
-    if invoice.amount_paid_minor == 0:  # the customer's credit balance covered it
-        return Payment(method="balance", amount_minor=invoice.total_minor, on=on, reference=number)
-    return Payment(method="card", amount_minor=invoice.amount_paid_minor, on=on, reference=number)
+        refund = Payment(method="refund", amount_minor=-invoice.total_minor, on=on, reference=number)
+        return [refund] if invoice.status == "paid" else []
+    balance = min(max(invoice.total_minor - invoice.amount_due_minor, 0), invoice.total_minor)
+    rest = invoice.total_minor - balance
+    if invoice.status != "paid":
+        paid = [("balance", balance), ("card", invoice.amount_paid_minor)]
+    elif invoice.paid_off_stripe_minor:  # marked paid out of band: this version's `amount_paid_off_stripe`
+        paid = [("balance", balance), ("wire", invoice.paid_off_stripe_minor)]
+    elif invoice.amount_paid_minor:
+        paid = [("balance", balance), ("card", invoice.amount_paid_minor)]
+    else:  # paid with nothing charged: the credit balance covered all of it
+        paid = [("balance", balance + rest)]
+    return [Payment(method=method, amount_minor=amount, on=on, reference=number) for method, amount in paid if amount]
+
+
+def stripe_unpaid_minor(invoice: StripeInvoice) -> int:
+    """What is still owed on a Stripe invoice: an open one's and an uncollectible one's amount due less
+    what was paid of it (Stripe gave up collecting the latter; the customer still owes it and can pay it)."""
+    if invoice.status not in ("open", "uncollectible"):
+        return 0
+    return invoice.amount_due_minor - invoice.amount_paid_minor
 
 
 def net_paid_minor(payments: list[Payment]) -> int:

@@ -13,6 +13,10 @@ PaidVia = Literal["stripe", "wallet", "info"]
 # empty: the period was closed with nothing to bill (no Stripe invoice, no wallet movement, nothing due):
 # recorded, never numbered, rendered or shown.
 Status = Literal["draft", "finalized", "rendered", "issued", "failed", "empty"]
+# What a customer sees of an invoice: numbered (finalized), its documents made (rendered), sent (issued).
+# A draft is the run's work in progress; an empty period has no invoice.
+CustomerStatus = Literal["finalized", "rendered", "issued"]
+CUSTOMER_STATUSES: tuple[CustomerStatus, ...] = ("finalized", "rendered", "issued")
 DocumentKind = Literal["pdf", "csv"]
 
 

@@ -9,8 +9,9 @@ the wallet statement of agency orgs; the header and "Page N of M" on every page.
 
 The CSV (`CSV_COLUMNS`, documented in the README): UTF-8 with a byte-order mark (Excel on Windows reads
 UTF-8 only with it), CRLF line endings (RFC 4180), text cells that a spreadsheet would take for a
-formula (`=`, `+`, `-`, `@`, tab, CR first: OWASP's CSV injection guidance) prefixed with `'`. Numeric
-columns are ours and stay numbers: `amount_minor` sums to the invoice total."""
+formula (`=`, `+`, `-`, `@`, tab, CR first, their full-width forms, or any after spaces: OWASP's CSV
+injection guidance) prefixed with `'`. Numeric columns are ours and stay numbers: `amount_minor` sums
+to the invoice total."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.invoices.figures import inclusive_end, net_paid_minor, subtotal_minor, wallet_statement_of
 from shared.invoices.models import CreditNote, Invoice, InvoiceLine, Payment, Totals, WalletStatement
-from shared.invoices.typeset import LEADING, MARGIN, Pages, Running, wrap
+from shared.invoices.typeset import LEADING, MARGIN, Pages, Running, draw, missing_glyphs, width, wrap
 from shared.money import CURRENCY_EXPONENTS, format_minor
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
@@ -60,7 +61,7 @@ CSV_COLUMNS = [
     "stripe_invoice_number",
     "late_for",
 ]
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # and full-width forms
 _PAYMENT_LABELS = {
     "card": "Paid by card through Stripe",
     "wire": "Paid by wire transfer (recorded by Layers)",
@@ -122,8 +123,9 @@ def service_period(line: InvoiceLine) -> str:
 
 
 def neutralised(value: str) -> str:
-    """A text cell a spreadsheet will not run: one starting like a formula gets a leading quote."""
-    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+    """A text cell a spreadsheet will not run: one starting like a formula (after any spaces, which some
+    spreadsheets skip) gets a leading quote."""
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) or value.lstrip().startswith(_FORMULA_STARTS) else value
 
 
 # ---------------------------------------------------------------------------------------------- CSV
@@ -292,7 +294,8 @@ def _draw_bill_to(page: Pages, name: str, doc: Invoice | CreditNote) -> None:
         for piece in wrap(line, 8.5, 330):
             page.text(MARGIN, piece)
             page.down()
-    page.text(MARGIN, f"Account {doc.org_id}", 7.5)
+    unprintable = " (some characters above cannot be printed in these documents: the account id identifies it)"
+    page.text(MARGIN, f"Account {doc.org_id}" + (unprintable if missing_glyphs(name + "".join(extra)) else ""), 7.5)
     page.down(20)
 
 
@@ -353,26 +356,42 @@ def _line_notes(line: InvoiceLine, currency: str) -> list[str]:
 
 
 def _draw_line(page: Pages, line: InvoiceLine, currency: str) -> None:
+    """One line: its cells on the first row, the description (and small print) below, continued on the
+    next pages when it is longer than what is left of one (the column headings repeated)."""
     description = wrap(line.description, 8.5, _DESCRIPTION_WIDTH)
     notes = [piece for note in _line_notes(line, currency) for piece in wrap(note, 7, _DESCRIPTION_WIDTH + 140)]
-    page.need(LEADING * len(description) + 9 * len(notes) + 4)
-    cells = [
-        service_period(line),
-        "" if line.quantity is None else f"{line.quantity:,}",
-        line.unit or "",
-        _unit_price_cell(line, currency),
-    ]
-    for (_, x, right), value in zip(_COLUMNS[1:], cells, strict=True):
+    quantity = "" if line.quantity is None else f"{line.quantity:,}"
+    period = _period_cell(line, quantity)
+    block = LEADING * max(len(description), len(period)) + 9 * len(notes) + 4
+    page.need(block if block < page.height / 2 else LEADING * len(period))  # kept together unless it is long
+    for row, piece in enumerate(period):
+        draw(page.pdf, _COLUMNS[1][1], page.y - LEADING * row, piece, 8)
+    cells = [quantity, line.unit or "", _unit_price_cell(line, currency)]
+    for (_, x, right), value in zip(_COLUMNS[2:], cells, strict=True):
         page.text(x, value, 8, align="right" if right else "left")
     amount = DASH if line.paid_via == "info" else amount_text(line.amount_minor, currency)
     page.text(page.right, amount, align="right")
-    for piece in description:
+    for n, piece in enumerate(description):
+        if n:
+            page.need(LEADING)
         page.text(MARGIN, piece)
         page.down()
+    page.down(LEADING * max(len(period) - len(description), 0))
     for piece in notes:
+        page.need(9)
         page.text(MARGIN + 8, piece, 7)
         page.down(9)
     page.down(3)
+
+
+def _period_cell(line: InvoiceLine, quantity: str) -> list[str]:
+    """The service period's rows: one, or two (start, end) when a wide quantity needs the room."""
+    period = service_period(line)
+    room = _COLUMNS[2][1] - _COLUMNS[1][1] - 6  # from the period's left edge to the quantity's right edge
+    if DASH not in period or width(period, 8) + width(quantity, 8) <= room:
+        return [period]
+    start, end = period.split(f" {DASH} ")
+    return [f"{start} {DASH}", end]
 
 
 def _unit_price_cell(line: InvoiceLine, currency: str) -> str:
@@ -400,7 +419,7 @@ def _draw_totals(page: Pages, totals: Totals, currency: str) -> None:
         _money_row(page, "   of which ad spend and fees (wallet)", totals.paid_from_wallet_minor, currency)
     _money_row(page, "Amount paid (net of refunds)", net_paid_minor(totals.payments), currency)
     if totals.stripe_unpaid_minor:
-        _money_row(page, "Unpaid Stripe charges (card failed, open)", totals.stripe_unpaid_minor, currency)
+        _money_row(page, "Unpaid Stripe charges (open or uncollectible)", totals.stripe_unpaid_minor, currency)
     if totals.wallet_deficit_minor:
         _money_row(page, "Wallet deficit (spend past the balance)", totals.wallet_deficit_minor, currency)
     _money_row(page, "Amount due", totals.amount_due_minor, currency, bold=True)
@@ -443,6 +462,7 @@ def _draw_how_to_pay(page: Pages, invoice: Invoice) -> None:
     if totals.wallet_deficit_minor:
         text.append("Wallet deficit: top up the ad wallet in Layers Billing (card, ACH or wire); it is taken first.")
     text.append(seller().payment_instructions)
+    page.need(LEADING + 11 * len(wrap(text[0], 8, page.right - MARGIN)))  # the heading stays with its text
     page.text(MARGIN, "How to pay", 9.5, bold=True)
     page.down()
     for paragraph in text:
@@ -497,7 +517,9 @@ def render_credit_note_pdf(note: CreditNote) -> bytes:
     _money_row(page, "   re-credited to the ad wallet", note.to_wallet_minor, note.currency)
     _money_row(page, "   credited through Stripe (to the card or balance)", note.to_stripe_minor, note.currency)
     if note.stripe_credit_note_ids:
-        page.text(MARGIN, f"Stripe credit notes: {', '.join(note.stripe_credit_note_ids)}", 7.5)
-        page.down()
+        for piece in wrap(f"Stripe credit notes: {', '.join(note.stripe_credit_note_ids)}", 7.5, page.right - MARGIN):
+            page.need(LEADING)
+            page.text(MARGIN, piece, 7.5)
+            page.down()
     page.finish()
     return buffer.getvalue()

@@ -27,7 +27,7 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.dynamo import Item, TransactionConditionFailed, dynamo_errors, plain
-from shared.invoices.models import Invoice, InvoiceLine
+from shared.invoices.models import CUSTOMER_STATUSES, Invoice, InvoiceLine
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 INLINE_LINES_BYTES = 64 * 1024  # lines up to this much JSON stay on the invoice item
 CHUNK_BYTES = 256 * 1024  # compressed bytes per chunk item (DynamoDB's item limit is 400 KB)
+# A page of invoices reads past the periods with nothing to bill (filtered out after DynamoDB's Limit): at
+# least this many items per query, at most this many queries per page (about 40 years of monthly periods).
+LIST_READ_AHEAD = 25
+LIST_MAX_QUERIES = 20
 
 
 class InvoiceConflict(Exception):
@@ -130,21 +134,36 @@ class InvoiceRepository:
         return Invoice.model_validate(item).model_copy(update={"lines": lines})
 
     def list(self, org_id: str, cursor: str | None, limit: int) -> Page[Invoice]:
+        """Newest first. Queries until the page is full or the invoices run out (bounded), so a page is
+        never empty while older invoices exist behind periods that had nothing to bill. Only what a customer
+        sees (CUSTOMER_STATUSES): no draft, no empty period."""
+        start = decode_cursor(cursor, "PK", f"ORG#{org_id}")
+        if start and not str(start.get("SK", "")).startswith("INVOICE#"):
+            decode_cursor("!", "PK", "")
+        items: list[dict[str, Any]] = []
+        for _ in range(LIST_MAX_QUERIES):
+            resp = self._list_query(org_id, start, max(limit - len(items), LIST_READ_AHEAD))
+            items.extend(plain(i) for i in resp["Items"])
+            start = resp.get("LastEvaluatedKey")
+            if len(items) >= limit or not start:
+                break
+        if len(items) > limit:  # read ahead past the page: the cursor is the page's last invoice
+            items, start = items[:limit], {"PK": f"ORG#{org_id}", "SK": items[limit - 1]["SK"]}
+        return Page([self._invoice(i) for i in items], encode_cursor(start, "PK"))
+
+    def _list_query(self, org_id: str, start: dict[str, Any] | None, limit: int) -> Any:
         kwargs: QueryInputTableQueryTypeDef = {
             "KeyConditionExpression": Key("PK").eq(f"ORG#{org_id}") & Key("SK").begins_with("INVOICE#"),
-            "FilterExpression": Attr("status").ne("empty"),  # a period with nothing to bill has no invoice
+            # never a period with nothing to bill (no invoice) nor a draft the run is still making
+            "FilterExpression": Attr("status").is_in(list(CUSTOMER_STATUSES)),
             "ScanIndexForward": False,
             "Limit": limit,
             "ConsistentRead": True,
         }
-        start = decode_cursor(cursor, "PK", f"ORG#{org_id}")
         if start:
-            if not str(start.get("SK", "")).startswith("INVOICE#"):
-                decode_cursor("!", "PK", "")
             kwargs["ExclusiveStartKey"] = start
         with dynamo_errors():
-            resp = self._table.query(**kwargs)
-        return Page([self._invoice(plain(i)) for i in resp["Items"]], encode_cursor(resp.get("LastEvaluatedKey"), "PK"))
+            return self._table.query(**kwargs)
 
     def create_draft(self, invoice: Invoice) -> bool:
         """False when the period already has its invoice (a rerun)."""

@@ -19,11 +19,13 @@ from shared.invoices.figures import (
     day_of,
     metric_label,
     metric_unit,
-    stripe_payment,
+    stripe_payments,
+    stripe_unpaid_minor,
     unit_price_of,
     wallet_paid_minor,
 )
 from shared.invoices.models import (
+    CUSTOMER_STATUSES,
     BillTo,
     DocumentKind,
     DocumentUrl,
@@ -449,13 +451,9 @@ class InvoiceService:
             lines=[line for stripe_invoice in ours for line in _subscription_lines(stripe_invoice)],
             invoice_ids=[str(stripe_invoice.invoice_id) for stripe_invoice in ours],
             total_minor=sum(stripe_invoice.total_minor for stripe_invoice in ours),
-            unpaid_minor=sum(
-                stripe_invoice.amount_due_minor - stripe_invoice.amount_paid_minor
-                for stripe_invoice in ours
-                if stripe_invoice.status == "open"
-            ),
-            payments=sorted(filter(None, map(stripe_payment, ours)), key=lambda paid: paid.on or ""),
-            due_on=min((day_of(i.due_date) or "" for i in ours if i.status == "open" and i.due_date), default=None),
+            unpaid_minor=sum(map(stripe_unpaid_minor, ours)),
+            payments=sorted((paid for i in ours for paid in stripe_payments(i)), key=lambda paid: paid.on or ""),
+            due_on=min((day_of(i.due_date) or "" for i in ours if stripe_unpaid_minor(i) and i.due_date), default=None),
         )
 
     def _credit_lines(self, org: Org, period: Period, names: _ProjectNames) -> _Section:
@@ -536,7 +534,7 @@ class InvoiceService:
         self._orgs.access(caller, org_id, READ, support=True)
         period_key = period_key_of(invoice_id)
         invoice = self._repo.get(org_id, period_key) if period_key else None
-        if invoice is None or invoice.invoice_id != invoice_id or invoice.status == "empty":
+        if invoice is None or invoice.invoice_id != invoice_id or invoice.status not in CUSTOMER_STATUSES:
             raise NotFoundError(f"Invoice {invoice_id} was not found.", code="invoice_not_found")
         return invoice
 

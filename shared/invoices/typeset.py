@@ -94,6 +94,13 @@ def wrap(text: str, size: float, max_width: float, bold: bool = False) -> list[s
     return lines
 
 
+def ellipsized(text: str, size: float, max_width: float, bold: bool = False) -> str:
+    """`text`, or as much of it as fits in `max_width` with "…" after it (a one-line header)."""
+    if width(text, size, bold) <= max_width:
+        return text
+    return text[: _fit(text, size, max_width - width("\u2026", size, bold), bold)].rstrip() + "\u2026"
+
+
 def _fit(text: str, size: float, max_width: float, bold: bool) -> int:
     """How many leading characters of `text` fit in `max_width` (at least one)."""
     cut = 1
@@ -150,7 +157,7 @@ class Pages:
     def break_page(self) -> None:
         self._end_page()
         self.y = self.height - TOP
-        draw(self.pdf, MARGIN, self.y, self.running.title, 9, bold=True)
+        draw(self.pdf, MARGIN, self.y, ellipsized(self.running.title, 9, self.right - MARGIN, bold=True), 9, bold=True)
         self.down(8)
         self.rule()
         self.down(14)

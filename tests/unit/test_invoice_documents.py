@@ -5,6 +5,7 @@ and checked for what a customer and an accountant look for. The CSV is read as a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 import shutil
@@ -17,8 +18,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared.invoices.figures import inclusive_end, net_paid_minor, stripe_payment, wallet_paid_minor
-from shared.invoices.models import Invoice, Payment
+from shared.invoices.figures import (
+    inclusive_end,
+    net_paid_minor,
+    stripe_payments,
+    stripe_unpaid_minor,
+    wallet_paid_minor,
+)
+from shared.invoices.models import BillTo, Invoice, InvoiceLine, Payment
 from shared.invoices.render import (
     CSV_COLUMNS,
     DASH,
@@ -224,7 +231,7 @@ def test_hostile_names_are_inert_in_the_csv() -> None:
         for column in ("description", "project_id", "platform", "unit", "stripe_invoice_number"):
             assert not row[column].startswith(("=", "+", "-", "@", "\t", "\r"))
     assert "1 × Layers Pro (at $49.00 / month)" in {r["description"] for r in rows}  # noqa: RUF001 - not mojibake
-    for value in ("=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x"):
+    for value in ("=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x", " =1+1", "\u3000=1+1", "\uff1d1+1", " \uff20x"):
         assert neutralised(value) == f"'{value}"
     assert neutralised("Ünïcode = fine") == "Ünïcode = fine"
 
@@ -258,7 +265,9 @@ def test_the_readme_page_is_the_agency_invoice(tmp_path: Path) -> None:
     assert (Path(__file__).parents[2] / "docs" / "invoice-page1.png").exists()
 
 
-def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> StripeInvoice:
+def _stripe_invoice(
+    status: str, total: int, paid: int, off_stripe: int = 0, due: int | None = None, balance: int = 0
+) -> StripeInvoice:
     return StripeInvoice(
         invoice_id="in_1",
         customer_id="cus_1",
@@ -269,9 +278,9 @@ def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> 
         number="ABCD-0042",
         subtotal_minor=total,
         total_minor=total,
-        amount_due_minor=max(total, 0),
+        amount_due_minor=max(total, 0) if due is None else due,
         amount_paid_minor=paid,
-        starting_balance_minor=0,
+        starting_balance_minor=-balance,
         ending_balance_minor=0,
         period_start=1_789_000_000,
         period_end=1_789_000_000,
@@ -284,17 +293,150 @@ def _stripe_invoice(status: str, total: int, paid: int, off_stripe: int = 0) -> 
 
 def test_what_a_stripe_invoice_says_was_paid_and_how() -> None:
     on = "2026-09-23"
-    assert stripe_payment(_stripe_invoice("paid", 5_728, 5_728)) == Payment(
-        method="card", amount_minor=5_728, on=on, reference="ABCD-0042"
+    assert stripe_payments(_stripe_invoice("paid", 5_728, 5_728)) == [
+        Payment(method="card", amount_minor=5_728, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("paid", 250_000, 0, off_stripe=250_000)) == [
+        Payment(method="wire", amount_minor=250_000, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("paid", 30, 0, due=0, balance=30)) == [  # the credit balance covered it
+        Payment(method="balance", amount_minor=30, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("paid", -8_412, 0)) == [  # a downgrade's credit, refunded
+        Payment(method="refund", amount_minor=8_412, on=on, reference="ABCD-0042")
+    ]
+    assert stripe_payments(_stripe_invoice("open", 4_900, 0)) == []  # a failed card is not a payment
+    assert stripe_payments(_stripe_invoice("paid", 0, 0)) == []
+    assert stripe_payments(_stripe_invoice("void", 4_900, 0)) == []
+
+
+def test_a_credit_balance_that_covers_part_of_a_stripe_invoice_is_a_payment_of_its_own() -> None:
+    """Total 49.00, 10.00 of Stripe credit balance, 39.00 charged: two payments, nothing lost."""
+    paid = _stripe_invoice("paid", 4_900, 3_900, due=3_900, balance=1_000)
+    assert stripe_payments(paid) == [
+        Payment(method="balance", amount_minor=1_000, on="2026-09-23", reference="ABCD-0042"),
+        Payment(method="card", amount_minor=3_900, on="2026-09-23", reference="ABCD-0042"),
+    ]
+    assert stripe_unpaid_minor(paid) == 0
+    wired = _stripe_invoice("paid", 4_900, 0, off_stripe=3_900, due=3_900, balance=1_000)
+    assert [(p.method, p.amount_minor) for p in stripe_payments(wired)] == [("balance", 1_000), ("wire", 3_900)]
+    unpaid = dataclasses.replace(_stripe_invoice("open", 4_900, 0, due=3_900, balance=1_000), paid_at=None)
+    assert stripe_payments(unpaid) == [Payment(method="balance", amount_minor=1_000, reference="ABCD-0042")]
+    assert stripe_unpaid_minor(unpaid) == 3_900
+
+
+@pytest.mark.parametrize(
+    ("status", "total", "paid", "due", "balance"),
+    [
+        ("paid", 4_900, 3_900, 3_900, 1_000),
+        ("paid", 4_900, 4_900, 4_900, 0),
+        ("paid", 4_900, 0, 0, 6_000),  # a balance larger than the invoice
+        ("open", 4_900, 0, 3_900, 1_000),
+        ("open", 4_900, 1_500, 4_900, 0),  # partly paid
+        ("uncollectible", 4_900, 0, 4_900, 0),
+        ("uncollectible", 4_900, 0, 3_900, 1_000),
+    ],
+)
+def test_a_stripe_invoice_total_is_what_was_paid_and_what_is_due(
+    status: str, total: int, paid: int, due: int, balance: int
+) -> None:
+    invoice = _stripe_invoice(status, total, paid, due=due, balance=balance)
+    assert net_paid_minor(stripe_payments(invoice)) + stripe_unpaid_minor(invoice) == total
+
+
+def test_an_uncollectible_stripe_invoice_is_still_due() -> None:
+    """Stripe stopped collecting it; the customer still owes it (and can pay it): due, never "Paid in full"."""
+    invoice = _stripe_invoice("uncollectible", 4_900, 0)
+    assert stripe_payments(invoice) == []
+    assert stripe_unpaid_minor(invoice) == 4_900
+
+
+# ---------------------------------------------------------------------------------------------- layout edges
+A4_WIDTH, A4_HEIGHT = 595.27, 841.89
+
+
+def _off_the_page(doc: Rendered) -> list[Word]:
+    """Words past the margins (40 pt, some slack) or below the footer."""
+    return [w for w in doc.words if w.x_min < 30 or w.x_max > A4_WIDTH - 30 or not 0 < w.y_min < A4_HEIGHT - 20]
+
+
+def test_a_long_org_name_is_cut_with_an_ellipsis_in_the_running_header(tmp_path: Path) -> None:
+    name = "Wunderwerk Marketing & Wachstums Agentur GmbH — Niederlassung Mönchengladbach West WW"
+    invoice = samples.long_invoice(40).model_copy(update={"bill_to_name": name, "bill_to": BillTo(name=name)})
+    doc = _look(render_pdf(invoice), tmp_path)
+    assert len(doc.pages) > 1 and not _off_the_page(doc)
+    header = doc.pages[1].splitlines()[0]
+    assert header.startswith(f"Invoice {invoice.number}") and header.rstrip().endswith("…")
+
+
+def test_a_large_quantity_does_not_run_into_the_service_period(tmp_path: Path) -> None:
+    line = InvoiceLine(
+        section="usage",
+        description="SDK events over allowance",
+        amount_minor=0,
+        paid_via="info",
+        quantity=123_456_789_012,
+        unit="events",
+        service_start=samples.START,
+        service_end=samples.END,
     )
-    assert stripe_payment(_stripe_invoice("paid", 250_000, 0, off_stripe=250_000)) == Payment(
-        method="wire", amount_minor=250_000, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("paid", 30, 0)) == Payment(  # the customer's credit balance covered it
-        method="balance", amount_minor=30, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("paid", -8_412, 0)) == Payment(  # a downgrade's credit, refunded
-        method="refund", amount_minor=8_412, on=on, reference="ABCD-0042"
-    )
-    assert stripe_payment(_stripe_invoice("open", 4_900, 0)) is None  # a failed card is not a payment
-    assert stripe_payment(_stripe_invoice("paid", 0, 0)) is None
+    base = samples.byo()
+    doc = _look(render_pdf(base.model_copy(update={"lines": [*base.lines, line]})), tmp_path)
+    quantity = next(w for w in doc.words if w.text == "123,456,789,012")
+    period = [w for w in doc.words if w.page == quantity.page and abs(w.y_min - quantity.y_min) < 2 and w.x_min > 236]
+    period = [w for w in period if w.x_max < quantity.x_min + 1]
+    assert period, "the period's first row is beside the quantity"
+    assert max(w.x_max for w in period) + 2 < quantity.x_min
+    below = [w for w in doc.words if w.page == quantity.page and 0 < w.y_min - quantity.y_min < 14 and w.x_min > 236]
+    assert [w.text for w in below if re.fullmatch(r"\d{4}-\d\d-\d\d", w.text)], "the period's end on the next row"
+
+
+def test_many_stripe_credit_notes_wrap_on_a_credit_note(tmp_path: Path) -> None:
+    ids = [f"cn_1Q{n:02d}abcdefghijklmnopqrst" for n in range(8)]
+    note = samples.credit_note().model_copy(update={"stripe_credit_note_ids": ids})
+    doc = _look(render_credit_note_pdf(note), tmp_path)
+    text = "".join(doc.pages)
+    assert all(i in text for i in ids) and not _off_the_page(doc)
+
+
+def test_a_description_longer_than_a_page_continues_on_the_next_pages(tmp_path: Path) -> None:
+    base = samples.byo()
+    long = InvoiceLine(section="subscription", description="x" * 10_000, amount_minor=100, paid_via="stripe")
+    doc = _look(render_pdf(base.model_copy(update={"lines": [*base.lines, long]})), tmp_path)
+    assert sum(w.text.count("x") for w in doc.words if set(w.text) == {"x"}) == 10_000
+    assert not _off_the_page(doc)
+    for number, page in enumerate(doc.pages[1:-1], start=2):
+        assert "Service period" in page, f"page {number} continues the table without its headings"
+
+
+@pytest.mark.parametrize("extra", range(1, 40))
+def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) -> None:
+    invoice = samples.failed_card()
+    lines = [
+        InvoiceLine(section="credits", description=f"Project {n}", amount_minor=0, paid_via="info", quantity=n)
+        for n in range(extra)
+    ]
+    doc = _look(render_pdf(invoice.model_copy(update={"lines": [*invoice.lines, *lines]})), tmp_path)
+    (heading,) = [w for w in doc.words if w.text == "How" and w.x_min < 45]
+    after = [w for w in doc.words if w.page == heading.page and heading.y_min < w.y_min < A4_HEIGHT - 45]
+    assert any(w.text == "Amount" and w.x_min < 45 for w in after), f"'How to pay' alone on page {heading.page}"
+
+
+@pytest.mark.parametrize(
+    ("name", "printable"),
+    [("नमस्ते मार्केटिंग", False), ("บริษัท สวัสดี", False), ("தமிழ் விளம்பரம்", False), ("Ελληνική Διαφήμιση", True)],
+)
+def test_a_name_the_fonts_cannot_draw_is_said_so_beside_the_account_id(
+    name: str, printable: bool, tmp_path: Path
+) -> None:
+    """No fonts for Indic scripts, Thai, emoji (README, Fonts): the org id identifies the customer."""
+    invoice = samples.byo().model_copy(update={"bill_to_name": name, "bill_to": BillTo(name=name)})
+    text = " ".join(_look(render_pdf(invoice), tmp_path).pages[0].split())
+    assert f"Account {invoice.org_id}" in text
+    assert ("cannot be printed in these documents" in text) is not printable
+    assert (missing_glyphs(name) == set()) is printable
+    if printable:  # billing details the fonts cannot draw are said so too
+        thai = BillTo(name=name, address_lines=["ถนนสุขุมวิท 1"])
+        (tmp_path / "details").mkdir()
+        details = _look(render_pdf(invoice.model_copy(update={"bill_to": thai})), tmp_path / "details").pages[0]
+        assert "cannot be printed in these documents" in " ".join(details.split())

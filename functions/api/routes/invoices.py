@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path
@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, caller_of
 from shared.invoices.figures import inclusive_end, net_paid_minor, subtotal_minor, wallet_statement_of
-from shared.invoices.models import Invoice, InvoiceLine, PaidVia, PaymentMethod, Section, Totals
+from shared.invoices.models import CustomerStatus, Invoice, InvoiceLine, PaidVia, PaymentMethod, Section, Totals
 
 router = Router()
 InvoiceId = Annotated[str, Path(pattern=r"^inv_[0-9TZ]{1,40}$")]
@@ -119,7 +119,7 @@ class InvoiceOut(BaseModel):
     invoice_id: str
     number: str | None
     org_id: str
-    status: str
+    status: CustomerStatus = Field(description="finalized (numbered), rendered (documents ready), issued (sent)")
     period_start: str = Field(description="ISO instant the period starts")
     period_end: str = Field(description="ISO instant the period ends (exclusive)")
     period_last_day: str = Field(description="The last day served (inclusive ISO date), as documents print it")
@@ -142,7 +142,7 @@ class InvoiceOut(BaseModel):
             invoice_id=invoice.invoice_id,
             number=invoice.number,
             org_id=invoice.org_id,
-            status=invoice.status,
+            status=cast(CustomerStatus, invoice.status),  # list and get return only these
             period_start=invoice.period_start,
             period_end=invoice.period_end,
             period_last_day=inclusive_end(invoice.period_end),
