@@ -86,9 +86,9 @@ class Reconciler:
         findings, scopes = self._payments(org, span, open_now, checkpoint or MemoryCheckpoint({}))
         for found, checked in (
             self._wallet_books(org, lines),
-            self._overage_checks(org, span),
-            self._invoice_checks(org, span, lines),
-            self._spend_checks(org, day_from, day_to, lines),
+            self._overage_checks(org, span, open_now),
+            self._invoice_checks(org, span, lines, open_now),
+            self._spend_checks(org, day_from, day_to, lines, open_now),
         ):
             findings += found
             scopes |= checked
@@ -195,8 +195,9 @@ class Reconciler:
         return found, scopes | {"hold:*"}
 
     # ------------------------------------------------------------------ credits and usage <-> Stripe
-    def _closed_periods(self, org: Org, span: tuple[datetime, datetime]) -> list[Period]:
-        """The org's periods that ended in the range (and before now)."""
+    def _closed_periods(self, org: Org, span: tuple[datetime, datetime], open_now: list[Discrepancy]) -> list[Period]:
+        """The org's periods that ended in the range (and before now), and those of its open overage
+        discrepancies whatever the range (a fixed cause closes on the next daily run)."""
         if org.subscription is None:
             return []
         found: dict[str, Period] = {}
@@ -206,10 +207,16 @@ class Reconciler:
             if span[0] <= period.end <= min(span[1], self._clock.now()):
                 found[period.key] = period
             at = period.end
+        for key in _open_keys(open_now, "overage"):
+            period = period_containing(org, datetime.strptime(key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+            if period.key == key and period.end <= self._clock.now():
+                found[key] = period
         return list(found.values())
 
-    def _overage_checks(self, org: Org, span: tuple[datetime, datetime]) -> tuple[list[Finding], set[str]]:
-        periods = self._closed_periods(org, span)
+    def _overage_checks(
+        self, org: Org, span: tuple[datetime, datetime], open_now: list[Discrepancy]
+    ) -> tuple[list[Finding], set[str]]:
+        periods = self._closed_periods(org, span, open_now)
         if not periods or not org.stripe_customer_id:
             return [], set()
         items = self._reads.overage_items(org.stripe_customer_id, org.org_id)
@@ -235,13 +242,16 @@ class Reconciler:
             cursor = page.next_cursor
 
     def _invoice_checks(
-        self, org: Org, span: tuple[datetime, datetime], lines: list[Any]
+        self, org: Org, span: tuple[datetime, datetime], lines: list[Any], open_now: list[Discrepancy]
     ) -> tuple[list[Finding], set[str]]:
+        """Invoices issued in the range, and those of the open invoice discrepancies whatever the range."""
         invoices = [i for i in self._invoices(org.org_id) if i.status == "issued"]
+        reopen = set(_open_keys(open_now, "invoice"))
         found: list[Finding] = []
         scopes: set[str] = set()
         for invoice in invoices:
-            if not span[0].isoformat() <= (invoice.issued_at or "") < span[1].isoformat():
+            issued_in = span[0].isoformat() <= (invoice.issued_at or "") < span[1].isoformat()
+            if not issued_in and invoice.period_key not in reopen:
                 continue
             found += self._invoice(org, invoice, invoices, lines)
             scopes |= {f"invoice:{invoice.period_key}:wallet", f"invoice:{invoice.period_key}:stripe"}
@@ -262,10 +272,12 @@ class Reconciler:
         return found + checks.invoice_stripe(org.org_id, key, invoice.invoice_id, recorded, stripe_total)
 
     # ------------------------------------------------------------------ platform bills <-> reports
-    def _spend_checks(self, org: Org, day_from: date, day_to: date, lines: list[Any]) -> tuple[list[Finding], set[str]]:
-        reports = self._repo.reports(
-            org.org_id, (day_from - timedelta(days=SPEND_RECHECK_DAYS)).isoformat(), day_to.isoformat()
-        )
+    def _spend_checks(
+        self, org: Org, day_from: date, day_to: date, lines: list[Any], open_now: list[Discrepancy]
+    ) -> tuple[list[Finding], set[str]]:
+        """The reports of the range and the days before it, back to the oldest open spend discrepancy's day."""
+        first = min([(day_from - timedelta(days=SPEND_RECHECK_DAYS)).isoformat(), *_open_keys(open_now, "spend")])
+        reports = self._repo.reports(org.org_id, first, day_to.isoformat())
         if not reports:
             return [], set()
         billed = billed_by_day(lines)
@@ -361,6 +373,22 @@ def _billed_before(org: Org, period_key: str, before: str, lines: Iterable[Any])
         if bill_period_key(org, date.fromisoformat(str(billed_on))) == period_key:
             total -= line.amount
     return total
+
+
+def _open_keys(open_now: Iterable[Discrepancy], family: str) -> list[str]:
+    """The period keys (overage, invoice) or days (spend) the open discrepancies of a family are about:
+    the second part of their scope (`overage:<period key>:<metric>`, `spend:<day>:...`)."""
+    prefix = f"{family}:"
+    return [
+        d.scope.removeprefix(prefix).split(":")[0] if family == "spend" else _period_of(d.scope, prefix)
+        for d in open_now
+        if d.scope.startswith(prefix)
+    ]
+
+
+def _period_of(scope: str, prefix: str) -> str:
+    """`<family>:<period key>:<what>`; the period key holds colons itself (a UTC time to the second)."""
+    return scope.removeprefix(prefix).rpartition(":")[0]
 
 
 def _covered(scope: str, scopes: set[str]) -> bool:

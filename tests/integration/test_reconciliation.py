@@ -333,6 +333,65 @@ def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
 
 
 # ---------------------------------------------------------------------- the daily run
+def _daily(kit: ReconcileKit, org_id: str) -> None:
+    """What the daily run does for the org: yesterday's range only."""
+    today = kit.clock.now().date()
+    kit.recon.reconciler.reconcile_org(org_id, today - timedelta(days=1), today)
+
+
+def test_the_daily_run_closes_an_overage_discrepancy_of_an_older_period_once_it_is_billed(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    services = kit.recon.services
+    org = services.orgs._repo.require_org(org_id)
+    period = period_containing(org, kit.clock.now())
+    services.usage.record_storage(org_id, kit.clock.now(), 60 * 10**9)
+    kit.clock.at = period.end + timedelta(days=1, hours=4)
+    # the run of the day the period closed
+    kit.recon.reconciler.reconcile_org(org_id, period.end.date(), period.end.date() + timedelta(days=1))
+    (found,) = kit.open(org_id)
+    assert found.kind == K.OVERAGE_NOT_BILLED
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    overage = OverageBilling(services.orgs, OrgRepository(table), CreditRepository(table), services.usage, gateway)
+    first = gateway.list_invoices(customer_id=str(org.stripe_customer_id))[0]
+    assert overage.bill_renewal(org_id, replace(first, status="open", period_end=int(period.end.timestamp())))
+    kit.clock.at += timedelta(days=3)  # billed days later: the period is long out of the daily range
+    _daily(kit, org_id)
+    assert kit.open(org_id) == []
+    assert kit.recon.repo.discrepancy(org_id, found.kind.value, found.scope).resolution == "agrees"  # type: ignore[union-attr]
+
+
+def test_the_daily_run_closes_an_invoice_discrepancy_once_the_invoice_is_corrected_days_later(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    repo = InvoiceRepository(table)
+    assert repo.save(invoice.model_copy(update={"lines": invoice.lines[1:]}), expected_status="issued")
+    kit.clock.at += timedelta(days=1)
+    _daily(kit, org_id)  # the run of the day it was issued
+    assert [d.kind for d in kit.open(org_id)] == [K.INVOICE_WALLET_LINES]
+    assert repo.save(invoice, expected_status="issued")
+    kit.clock.at += timedelta(days=2)
+    _daily(kit, org_id)
+    assert kit.open(org_id) == []
+
+
+def test_the_daily_run_closes_spend_not_billed_when_the_bill_arrives_after_the_recheck_week(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    day = kit.clock.now().date() - timedelta(days=6)
+    _report(kit, org_id, project, day.isoformat(), 3_300)
+    _daily(kit, org_id)
+    assert [d.kind for d in kit.open(org_id)] == [K.SPEND_NOT_BILLED]
+    kit.clock.at += timedelta(days=10)  # billed 16 days after the spend
+    kit.bill(org_id, project, 3_300, day)
+    _daily(kit, org_id)
+    assert kit.open(org_id) == []
+
+
 def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_and_runs_once(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
