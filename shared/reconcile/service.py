@@ -28,10 +28,11 @@ from shared.reconcile.models import AUTO_CORRECTED, Discrepancy, DiscrepancyKind
 from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.stripe_reads import Checkpoint, MemoryCheckpoint, StripeReads
 from shared.usage.billing import OverageBilling
-from shared.wallet.models import TopUp
+from shared.wallet.models import Hold, StoredWallet, TopUp
 from shared.wallet.repository import WalletRepository
 from shared.wallet.service import WalletService, bill_period_key
 
+SNAPSHOT_TRIES = 3  # reads of the wallet and its holds before the last one is taken as it is
 SPEND_RECHECK_DAYS = 7  # reports of the days before the range are looked at again (late bills close them)
 
 
@@ -82,10 +83,10 @@ class Reconciler:
             return OrgReport(org_id, frozenset(), ())
         span = (day_start(day_from), day_start(day_to))
         open_now = self._repo.all_of_org(org_id, status="open")
-        lines = list(self._books.repo.entry_lines(org_id))
+        stored, lines, holds = self._wallet_snapshot(org_id)
         findings, scopes = self._payments(org, span, open_now, checkpoint or MemoryCheckpoint({}))
         for found, checked in (
-            self._wallet_books(org, lines),
+            self._wallet_books(org, stored, lines, holds),
             self._overage_checks(org, span, open_now),
             self._invoice_checks(org, span, lines, open_now),
             self._spend_checks(org, day_from, day_to, lines, open_now),
@@ -176,11 +177,25 @@ class Reconciler:
                 self._wallet.dispute_won(charge_id=charge_id, dispute_id=dispute_id, amount_minor=amount)
 
     # ------------------------------------------------------------------ wallet <-> itself
-    def _wallet_books(self, org: Org, lines: list[Any]) -> tuple[list[Finding], set[str]]:
-        stored = self._books.wallet.get(org.org_id)
+    def _wallet_snapshot(self, org_id: str) -> tuple[StoredWallet | None, list[Any], list[Hold]]:
+        """The wallet, its ledger lines and pending holds as one consistent state while the wallet stays
+        live: the wallet is read first and only the lines up to its `seq` are kept (a bill recorded
+        meanwhile is in neither); the holds are read again if `held` changed while they were read."""
+        for _ in range(SNAPSHOT_TRIES):
+            stored = self._books.wallet.get(org_id)
+            seq = stored.head.seq if stored else 0
+            lines = [line for line in self._books.repo.entry_lines(org_id) if line.seq <= seq]
+            holds = self._books.repo.pending_holds(org_id)
+            again = self._books.wallet.get(org_id)
+            if stored is None or again is None or again.account.held == stored.account.held:
+                break
+        return stored, lines, holds
+
+    def _wallet_books(
+        self, org: Org, stored: StoredWallet | None, lines: list[Any], holds: list[Hold]
+    ) -> tuple[list[Finding], set[str]]:
         if stored is None:
             return [], set()
-        holds = self._books.repo.pending_holds(org.org_id)
         books = checks.WalletBooks(
             balance=stored.account.balance,
             entries_sum=sum(line.amount for line in lines),

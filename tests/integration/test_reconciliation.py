@@ -190,6 +190,24 @@ def test_a_balance_edited_behind_the_ledgers_back_is_found_and_closes_when_resto
     assert kit.reconcile(org_id).resolved == 2 and kit.open(org_id) == []
 
 
+def test_a_bill_recorded_while_the_org_is_reconciled_is_not_an_edit_behind_the_ledgers_back(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    assert kit.reconcile(org_id).findings == ()
+    real = kit.recon.repo.entry_lines
+
+    def lines_then_a_bill(oid: str) -> Any:
+        lines = list(real(oid))
+        kit.bill(org_id, project, 777, kit.clock.now().date())  # the platform's bill lands mid-run
+        return iter(lines)
+
+    monkeypatch.setattr(kit.recon.repo, "entry_lines", lines_then_a_bill)
+    before = kit.balance(org_id)
+    assert kit.reconcile(org_id).findings == ()
+    assert kit.open(org_id) == [] and kit.balance(org_id) < before  # the bills did land
+
+
 def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the_late_bill_arrives(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
