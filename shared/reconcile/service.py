@@ -32,6 +32,7 @@ from shared.wallet.models import Hold, StoredWallet, TopUp
 from shared.wallet.repository import WalletRepository
 from shared.wallet.service import WalletService, bill_period_key
 
+RUN_SCOPE = "run:reconcile"  # the scope of a reconcile_failed discrepancy
 SNAPSHOT_TRIES = 3  # reads of the wallet and its holds before the last one is taken as it is
 SPEND_RECHECK_DAYS = 7  # reports of the days before the range are looked at again (late bills close them)
 
@@ -93,6 +94,7 @@ class Reconciler:
         ):
             findings += found
             scopes |= checked
+        scopes.add(RUN_SCOPE)  # a run that got this far closes an earlier run's failure
         findings, corrected = self._corrected(org, findings)
         opened, resolved = self._record(org, findings, scopes, open_now, corrected)
         return OrgReport(org_id, frozenset(scopes), tuple(findings), opened, resolved, len(corrected), tuple(corrected))
@@ -316,6 +318,13 @@ class Reconciler:
             if stored is not None and stored.status == "open":
                 resolved += self._resolve(stored, "auto_corrected", now)
         return opened, resolved
+
+    def record_failure(self, org_id: str, error: BaseException) -> int:
+        """Keeps an org's reconciliation that raised as a `reconcile_failed` discrepancy (the org is queued
+        again while it is open; its next whole run resolves it). 1 if it was not open before."""
+        note = f"{type(error).__name__}: {error}"[:500]
+        finding = Finding(DiscrepancyKind.RECONCILE_FAILED, org_id, RUN_SCOPE, 0, 0, (type(error).__name__,), note)
+        return self._open("", finding, self._clock.now())
 
     def record_global(self, findings: list[Finding]) -> tuple[int, int]:
         """Findings of no one org (invoice number series): opened, and the open ones not found resolved."""

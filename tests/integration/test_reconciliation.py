@@ -21,10 +21,12 @@ from shared.invoices.repository import InvoiceRepository
 from shared.invoices.service import invoice_id_of
 from shared.orgs.repository import OrgRepository
 from shared.reconcile.models import DiscrepancyKind as K
-from shared.reconcile.models import SpendReport
+from shared.reconcile.models import OrgReport, SpendReport
+from shared.reconcile.run import ReconcileRun
 from shared.reconcile.service import day_start
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
+from shared.wallet.repository import WalletRepository
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
@@ -325,6 +327,18 @@ def test_an_invoice_whose_stripe_total_is_not_stripes_is_found(
     assert (found.kind, found.ours_minor - found.theirs_minor) == (K.INVOICE_STRIPE_TOTAL, 1)
 
 
+def test_an_invoice_naming_a_stripe_invoice_stripe_does_not_have_is_a_discrepancy_not_a_crash(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    gone = invoice.model_copy(update={"stripe_invoice_ids": ["in_vanished00000"]})
+    assert InvoiceRepository(table).save(gone, expected_status="issued")
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.theirs_minor) == (K.INVOICE_STRIPE_TOTAL, 0)
+
+
 # ---------------------------------------------------------------------- credits and usage <-> Stripe
 def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
@@ -408,6 +422,36 @@ def test_the_daily_run_closes_spend_not_billed_when_the_bill_arrives_after_the_r
     kit.bill(org_id, project, 3_300, day)
     _daily(kit, org_id)
     assert kit.open(org_id) == []
+
+
+def test_an_org_whose_reconciliation_raises_is_kept_as_failed_and_the_run_goes_on_to_the_others(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, poisoned, _ = _clean_month(kit, api, stack, table)
+    seen: list[str] = []
+    real = kit.recon.reconciler
+
+    class OneOrgRaises:
+        """The real reconciler's records; its per-org work faked (one org raises, the others pass)."""
+
+        def reconcile_org(self, org_id: str, day_from: date, day_to: date) -> OrgReport:
+            if org_id == poisoned:
+                raise RuntimeError("Stripe said 404")
+            seen.append(org_id)
+            return OrgReport(org_id, frozenset(), ())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    day = date(2040, 1, 1) + timedelta(days=random.randrange(3000))
+    orgs = [poisoned, new_user("org_other")]
+    run = ReconcileRun(OneOrgRaises(), kit.recon.repo, WalletRepository(table), kit.recon.run._reads, lambda d: orgs)  # type: ignore[arg-type]
+    summary = run.run(day, day + timedelta(days=1), lambda: 900.0)
+    assert summary.done and summary.failed == 1 and orgs[1] in seen
+    (failed,) = kit.open(poisoned)
+    assert (failed.kind, failed.note) == (K.RECONCILE_FAILED, "RuntimeError: Stripe said 404")
+    # a later whole run of the org resolves it
+    assert kit.reconcile(poisoned).resolved == 1 and kit.open(poisoned) == []
 
 
 def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_and_runs_once(
