@@ -132,7 +132,9 @@ class Reconciler:
         stripe = read[1] if read else None
         ours = None
         if topup is not None and credited:
-            ours = checks.WalletPayment(topup.topup_id, topup.amount_minor, topup.refunded_minor, topup.disputed_minor)
+            ours = checks.WalletPayment(
+                topup.topup_id, topup.amount_minor, topup.refunded_minor, topup.disputed_minor, topup.currency
+            )
         return checks.payment(org.org_id, intent_id, stripe, ours)
 
     def _corrected(self, org: Org, findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
@@ -298,7 +300,7 @@ class Reconciler:
         if not reports:
             return [], set()
         billed = billed_by_day(lines)
-        found = checks.spend(org.org_id, reports, billed, self._clock.now().date())
+        found = checks.spend(org.org_id, reports, billed, self._clock.now().date(), org.currency)
         return found, {f"spend:{r.day}:{r.platform}:{r.project_id}" for r in reports}
 
     # ------------------------------------------------------------------ keeping what was found

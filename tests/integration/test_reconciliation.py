@@ -30,6 +30,7 @@ from shared.wallet.repository import WalletRepository
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
+from tests.local import devtokens
 
 pytestmark = pytest.mark.integration
 
@@ -223,6 +224,22 @@ def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the
     kit.bill(org_id, project, 3_300, day)
     assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
     assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 0
+
+
+def test_a_spend_report_in_another_currency_or_for_a_project_the_org_does_not_have_is_refused(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    engine = devtokens.service_token("workflow-engine")
+    day = (kit.clock.now().date() - timedelta(days=5)).isoformat()  # billed 4_000 USD that day
+    body = {"org_id": org_id, "platform": "meta", "project_id": project, "day": day, "amount_minor": 4_000}
+    path = "/v1/internal/wallet/spend-reports"
+    eur = api.call("POST", path, token=engine, json={**body, "currency": "EUR", "report_id": new_user("rpt")})
+    assert (eur.status, eur.body["error"]["code"]) == (422, "currency_mismatch")
+    stranger = {**body, "currency": "USD", "project_id": "prj_not_of_this_org", "report_id": new_user("rpt")}
+    refused = api.call("POST", path, token=engine, json=stranger)
+    assert (refused.status, refused.body["error"]["code"]) == (404, "project_not_found")
+    assert kit.reconcile(org_id).findings == ()  # neither was kept: the USD report of that day still agrees
 
 
 def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(

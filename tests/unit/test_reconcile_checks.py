@@ -112,6 +112,20 @@ def test_spend_reported_is_billed_alike_and_unbilled_is_late_only_after_the_plat
     assert checks.unbilled_spend(reports, billed) == 50 + 300
 
 
+def test_a_report_or_a_payment_in_another_currency_never_agrees_by_amount_alone() -> None:
+    eur = SpendReport("o", "meta", "p", "2026-11-01", 4_000, "EUR", "r", "t")
+    usd = SpendReport("o", "meta", "p", "2026-11-01", 4_000, "USD", "r", "t")
+    billed = {("2026-11-01", "meta", "p"): 4_000}
+    (found,) = checks.spend("o", [eur], billed, date(2026, 12, 1), "USD")
+    assert (found.kind, found.note) == (K.SPEND_BILL_MISMATCH, "reported in EUR, billed in USD")
+    assert checks.spend("o", [usd], billed, date(2026, 12, 1), "usd") == []
+    eur_payment = StripePayment("pi_1", "succeeded", 5_000, "eur", {}, {})
+    (paid,) = checks.payment("o", "pi_1", eur_payment, WalletPayment("t", 5_000, 0, 0, "USD"))
+    assert (paid.kind, paid.note) == (K.CREDIT_AMOUNT_MISMATCH, "Stripe collected EUR, the wallet credited USD")
+    usd_payment = StripePayment("pi_1", "succeeded", 5_000, "usd", {}, {})
+    assert checks.payment("o", "pi_1", usd_payment, WalletPayment("t", 5_000, 0, 0, "USD")) == []
+
+
 @given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=200))
 def test_the_limiter_never_lets_more_than_its_rate_through(gaps: list[float]) -> None:
     now = [0.0]
