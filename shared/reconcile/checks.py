@@ -10,9 +10,10 @@ from datetime import date, timedelta
 
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import Finding, SpendReport
+from shared.stripe_gateway import DISPUTE_INQUIRIES
 
 _TAKEN = ("pending", "requires_action", "succeeded")  # a refund's money is on its way back (as the wallet's rule)
-_DISPUTE_KEPT = ("won", "warning_closed")  # the money stayed with us
+_DISPUTE_KEPT = ("won", *DISPUTE_INQUIRIES)  # the money stayed with us (an inquiry never took it)
 SPEND_BILL_GRACE_DAYS = 3  # platforms bill a day or more after the spend: unbilled before this is not late
 HOLD_EXPIRY_GRACE = timedelta(hours=1)  # the sweeper expires holds every few minutes
 

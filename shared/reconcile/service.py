@@ -27,6 +27,7 @@ from shared.reconcile import checks
 from shared.reconcile.models import AUTO_CORRECTED, Discrepancy, DiscrepancyKind, Finding, OrgReport
 from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.stripe_reads import Checkpoint, MemoryCheckpoint, StripeReads
+from shared.stripe_gateway import DISPUTE_INQUIRIES
 from shared.usage.billing import OverageBilling
 from shared.wallet.models import Hold, StoredWallet, TopUp
 from shared.wallet.repository import WalletRepository
@@ -176,8 +177,10 @@ class Reconciler:
 
     def _disputes(self, charge_id: str, disputes: Mapping[str, tuple[int, str | None]]) -> None:
         for dispute_id, (amount, status) in disputes.items():
+            if status in DISPUTE_INQUIRIES:
+                continue  # an inquiry took no money: nothing to take back
             self._wallet.dispute(charge_id=charge_id, dispute_id=dispute_id, amount_minor=amount)
-            if status in ("won", "warning_closed"):
+            if status == "won":
                 self._wallet.dispute_won(charge_id=charge_id, dispute_id=dispute_id, amount_minor=amount)
 
     # ------------------------------------------------------------------ wallet <-> itself

@@ -143,3 +143,16 @@ def test_the_limiter_never_lets_more_than_its_rate_through(gaps: list[float]) ->
     for i, t in enumerate(sent):
         assert sum(1 for u in sent[i:] if u < t + 1.0) <= 20 + 5
     assert limiter.requests == len(gaps)
+
+
+def test_a_dispute_inquiry_took_no_money_so_the_wallet_keeps_it() -> None:
+    inquiries: Sides = {
+        "dp_1": (5_000, "warning_needs_response"),
+        "dp_2": (5_000, "warning_under_review"),
+        "dp_3": (5_000, "warning_closed"),
+    }
+    stripe = _stripe(disputes=inquiries)
+    assert stripe.disputed_minor == 0
+    assert checks.payment("o", "pi_1", stripe, WalletPayment("t", 10_000, 0, 0)) == []
+    escalated = _stripe(disputes={**inquiries, "dp_1": (5_000, "needs_response")})
+    assert _kinds(checks.payment("o", "pi_1", escalated, WalletPayment("t", 10_000, 0, 0))) == [K.DISPUTE_NOT_REFLECTED]
