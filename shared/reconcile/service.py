@@ -167,9 +167,12 @@ class Reconciler:
                 charge_id=intent.latest_charge_id,
                 amount_minor=stripe.kept_minor,
             )
-        elif finding.kind is DiscrepancyKind.REFUND_NOT_REFLECTED and intent.latest_charge_id:
+        # a payment credited now takes its refunds and disputes in the same pass (their webhooks came
+        # before the credit, or were lost with it)
+        credit = finding.kind is DiscrepancyKind.PAYMENT_NOT_CREDITED
+        if intent.latest_charge_id and (credit or finding.kind is DiscrepancyKind.REFUND_NOT_REFLECTED):
             self._wallet.refunds_in_stripe(self._reads.charge_refunds(intent.latest_charge_id))
-        elif finding.kind is DiscrepancyKind.DISPUTE_NOT_REFLECTED and intent.latest_charge_id:
+        if intent.latest_charge_id and (credit or finding.kind is DiscrepancyKind.DISPUTE_NOT_REFLECTED):
             self._disputes(intent.latest_charge_id, stripe.disputes)
         topup = next((t for t in self._books.repo.topups(org.org_id) if t.payment_intent_id == intent_id), None)
         credited = intent_id in self._books.repo.credited(org.org_id)

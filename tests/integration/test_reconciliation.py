@@ -147,6 +147,22 @@ def test_a_top_up_whose_success_webhook_was_lost_is_credited_by_the_run(
     assert kit.reconcile(org_id).findings == () and kit.balance(org_id) == balance + 12_000
 
 
+def test_a_top_up_whose_success_webhook_was_lost_then_partly_refunded_is_credited_net_in_one_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    balance = kit.balance(org_id)
+    with stack.stripe.webhooks_lost():  # the success webhook, and the dashboard refund's
+        paid = top_up(api, stack, owner, org_id, 12_000)
+        kit.stripe.v1.refunds.create(params={"payment_intent": paid["payment_intent_id"], "amount": 4_000})
+    report = kit.reconcile(org_id)
+    assert kit.balance(org_id) == balance + 8_000  # what Stripe kept
+    assert report.corrected == 1 and kit.open(org_id) == []
+    (credited,) = kit.all(org_id)
+    assert (credited.kind, credited.resolution) == (K.PAYMENT_NOT_CREDITED, "auto_corrected")
+    assert kit.reconcile(org_id).findings == () and kit.balance(org_id) == balance + 8_000
+
+
 def test_a_credit_ahead_of_its_money_is_found_and_closes_when_the_wire_arrives(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
