@@ -164,6 +164,10 @@ class ReconcileRepository:
     def orgs_reported(self, day: str) -> set[str]:
         return {str(i["org_id"]) for i in due_entries(self._table, keys.reports_of_day(day), "~")}
 
+    def orgs_with_wallet_activity(self, day: str) -> set[str]:
+        """The orgs whose wallet ledger moved on `day` (bills, top-ups, refunds: the day's markers)."""
+        return {str(i["org_id"]) for i in due_entries(self._table, keys.wallet_activity_of_day(day), "~")}
+
     # ------------------------------------------------------------------ the wallet's records, as stored
     def entry_lines(self, org_id: str) -> Iterator[Any]:
         """Every wallet ledger line, oldest entry first."""

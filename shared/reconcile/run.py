@@ -90,7 +90,8 @@ class ReconcileRun:
         day = day_from - timedelta(days=SPEND_RECHECK_DAYS)
         while day < day_to:
             checkpoint.found |= self._repo.orgs_reported(day.isoformat())
-            checkpoint.found |= set(self._due_orgs(day)) if day >= day_from else set()
+            if day >= day_from:  # the invoice run's orgs, and those whose wallet moved (a bill only)
+                checkpoint.found |= set(self._due_orgs(day)) | self._repo.orgs_with_wallet_activity(day.isoformat())
             day += timedelta(days=1)
         checkpoint.found |= self._repo.orgs_with_open()
         checkpoint.found.discard("")

@@ -487,6 +487,25 @@ def test_an_org_whose_reconciliation_raises_is_kept_as_failed_and_the_run_goes_o
     assert kit.reconcile(poisoned).resolved == 1 and kit.open(poisoned) == []
 
 
+def test_the_daily_run_queues_an_org_whose_only_movement_of_the_day_was_a_bill(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = agency_with_top_up(api, stack, table)
+    # a day of its own, with no Stripe movement and no spend report: only the platform's bill
+    kit.clock.at = day_start(date(2045, 1, 1) + timedelta(days=random.randrange(3000))) + timedelta(hours=9)
+    day = kit.clock.now().date()
+    kit.bill(org_id, project, 4_000, day)
+    stopped = kit.recon.run.run(day, day + timedelta(days=1), lambda: 1.0)  # finds its orgs, no time for them
+    assert not stopped.done
+    assert (org_id, False) in kit.recon.repo.queued_orgs(f"{day.isoformat()}_{(day + timedelta(days=1)).isoformat()}")
+    quiet = day + timedelta(days=1)  # a day it did not move: not queued for it
+    kit.recon.run.run(quiet, quiet + timedelta(days=1), lambda: 1.0)
+    queued = {
+        o for o, _ in kit.recon.repo.queued_orgs(f"{quiet.isoformat()}_{(quiet + timedelta(days=1)).isoformat()}")
+    }
+    assert org_id not in queued
+
+
 def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_and_runs_once(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
