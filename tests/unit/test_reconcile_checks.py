@@ -4,6 +4,7 @@ series and a platform's report agree with the other side; and the Stripe read li
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from shared.reconcile import checks
 from shared.reconcile.checks import InvoiceWallet, StripePayment, WalletBooks, WalletPayment
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import Finding, SpendReport
+from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.stripe_reads import RateLimiter
 
 Sides = dict[str, tuple[int, str | None]]
@@ -156,3 +158,27 @@ def test_a_dispute_inquiry_took_no_money_so_the_wallet_keeps_it() -> None:
     assert checks.payment("o", "pi_1", stripe, WalletPayment("t", 10_000, 0, 0)) == []
     escalated = _stripe(disputes={**inquiries, "dp_1": (5_000, "needs_response")})
     assert _kinds(checks.payment("o", "pi_1", escalated, WalletPayment("t", 10_000, 0, 0))) == [K.DISPUTE_NOT_REFLECTED]
+
+
+class _NumbersTable:
+    """A table whose scan holds both series' counters at 3 and numbers 1 and 2 of each (3 taken, never used)."""
+
+    name = "t"
+    meta = type("Meta", (), {"client": None})()
+
+    def scan(self, **_: Any) -> dict[str, Any]:
+        items = [{"PK": "INVOICE_NUMBERS", "SK": "YEAR#2026", "last": 3}]
+        items += [{"PK": "CREDIT_NOTE_NUMBERS", "SK": "YEAR#2026", "last": 3}]
+        items += [{"PK": "ORG#a", "SK": f"INVOICE#{n}", "number": f"LB-2026-00000{n}"} for n in (1, 2)]
+        items += [{"PK": "ORG#a", "SK": f"CREDITNOTE#{n}", "number": f"LBCN-2026-00000{n}"} for n in (1, 2)]
+        return {"Items": items}
+
+
+def test_both_series_counters_are_read_so_a_trailing_gap_shows_in_either() -> None:
+    numbers, counters = ReconcileRepository(_NumbersTable()).invoice_numbers()
+    assert counters == {"LB-2026": 3, "LBCN-2026": 3}
+    found = checks.number_gaps(numbers, counters)
+    assert [(f.scope, "missing [3]" in f.note) for f in found] == [
+        ("numbers:LB-2026", True),
+        ("numbers:LBCN-2026", True),
+    ]
