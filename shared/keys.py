@@ -166,5 +166,18 @@ def reports_of_day(day: str) -> str:
     return f"SPENDRPT#DAY#{day}"
 
 
+WALLET_ACTIVITY_PREFIX = "WACTIVITY#"
+
+
+def wallet_activity_sk(day: str) -> str:
+    """The org's marker of a day its wallet ledger moved (one item a day, overwritten by each movement)."""
+    return f"{WALLET_ACTIVITY_PREFIX}{day}"
+
+
+def wallet_activity_of_day(day: str) -> str:
+    """GSI2 list of the orgs whose wallet ledger moved on `day` (the daily run's orgs that only spent)."""
+    return f"WACTIVITY#DAY#{day}"
+
+
 def recon_run_pk(run_id: str) -> str:
     return f"RECONRUN#{run_id}"

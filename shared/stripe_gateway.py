@@ -205,6 +205,12 @@ class ChargeRefunds:
     refunds: tuple[Refund, ...]
 
 
+# Stripe's inquiries (statuses of a dispute that withdrew no funds): not money taken; one that escalates
+# to a chargeback takes the funds then (the daily reconciliation takes it from the wallet if the
+# webhook is lost).
+DISPUTE_INQUIRIES = frozenset({"warning_needs_response", "warning_under_review", "warning_closed"})
+
+
 @dataclass(frozen=True)
 class Dispute:
     """A dispute has no customer: whose it is comes from its charge."""

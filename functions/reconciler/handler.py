@@ -57,6 +57,7 @@ def _metrics(summary: RunSummary) -> None:
     metrics.add_metric(name="DiscrepanciesAutoCorrected", unit=MetricUnit.Count, value=summary.corrected)
     metrics.add_metric(name="DiscrepanciesOpen", unit=MetricUnit.Count, value=summary.open_total)
     metrics.add_metric(name="ReconciledOrgs", unit=MetricUnit.Count, value=summary.orgs)
+    metrics.add_metric(name="ReconciliationFailedOrgs", unit=MetricUnit.Count, value=summary.failed)
     metrics.add_metric(name="ReconciliationStripeReads", unit=MetricUnit.Count, value=summary.stripe_reads)
     metrics.add_metric(name="ReconciliationLeftBehind", unit=MetricUnit.Count, value=int(not summary.done))
 

@@ -17,6 +17,7 @@ from shared.orgs.models import SubscriptionStatus
 from shared.orgs.repository import OrgRepository
 from shared.outbox import Notice, OutboxWriter
 from shared.stripe_gateway import (
+    DISPUTE_INQUIRIES,
     CheckoutSession,
     Dispute,
     PaymentIntent,
@@ -258,8 +259,13 @@ class StripeEventHandler:
     def _dispute_created(self, sent: Dispute) -> str:
         dispute = self._gateway.get_dispute(sent.dispute_id)
         charge_id = dispute.charge_id
-        if charge_id and self._wallet.dispute(
-            charge_id=charge_id, dispute_id=dispute.dispute_id, amount_minor=int(dispute.amount_minor or 0)
+        inquiry = dispute.status in DISPUTE_INQUIRIES  # no funds withdrawn: the wallet keeps its money
+        if (
+            charge_id
+            and not inquiry
+            and self._wallet.dispute(
+                charge_id=charge_id, dispute_id=dispute.dispute_id, amount_minor=int(dispute.amount_minor or 0)
+            )
         ):
             return "wallet_reversed"
         customer = self._gateway.charge_refunds(charge_id).customer_id if charge_id else None

@@ -10,9 +10,10 @@ from datetime import date, timedelta
 
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import Finding, SpendReport
+from shared.stripe_gateway import DISPUTE_INQUIRIES
 
 _TAKEN = ("pending", "requires_action", "succeeded")  # a refund's money is on its way back (as the wallet's rule)
-_DISPUTE_KEPT = ("won", "warning_closed")  # the money stayed with us
+_DISPUTE_KEPT = ("won", *DISPUTE_INQUIRIES)  # the money stayed with us (an inquiry never took it)
 SPEND_BILL_GRACE_DAYS = 3  # platforms bill a day or more after the spend: unbilled before this is not late
 HOLD_EXPIRY_GRACE = timedelta(hours=1)  # the sweeper expires holds every few minutes
 
@@ -50,6 +51,7 @@ class WalletPayment:
     credited_minor: int
     refunded_minor: int
     disputed_minor: int
+    currency: str = ""  # the top-up's (ISO, any case); "" when not recorded: not compared
 
 
 def payment(org_id: str, intent_id: str, stripe: StripePayment | None, ours: WalletPayment | None) -> list[Finding]:
@@ -63,8 +65,13 @@ def payment(org_id: str, intent_id: str, stripe: StripePayment | None, ours: Wal
         return [Finding(K.PAYMENT_NOT_CREDITED, org_id, scope, 0, held, (intent_id,))] if held > 0 else []
     if not kept:
         return [Finding(K.CREDIT_WITHOUT_PAYMENT, org_id, scope, credited, 0, (intent_id,))]
-    if credited != kept:
-        return [Finding(K.CREDIT_AMOUNT_MISMATCH, org_id, scope, credited, kept, (intent_id,))]
+    if credited != kept or (stripe and ours and not _same_currency(stripe.currency, ours.currency)):
+        note = (
+            f"Stripe collected {stripe.currency.upper()}, the wallet credited {ours.currency}"
+            if stripe and ours
+            else ""
+        )
+        return [Finding(K.CREDIT_AMOUNT_MISMATCH, org_id, scope, credited, kept, (intent_id,), note)]
     refunded_stripe = stripe.refunded_minor if stripe else 0
     if not credited or stripe is None or ours is None:
         return []
@@ -191,21 +198,34 @@ def number_gaps(numbers: Iterable[str], last_by_series: Mapping[str, int]) -> li
 
 
 def spend(
-    org_id: str, reports: Iterable[SpendReport], billed: Mapping[tuple[str, str, str], int], today: date
+    org_id: str,
+    reports: Iterable[SpendReport],
+    billed: Mapping[tuple[str, str, str], int],
+    today: date,
+    currency: str = "",
 ) -> list[Finding]:
-    """Each platform report (day, platform, project) is covered by bills of that amount; spend not billed
-    is a discrepancy only once it is older than the platforms' billing delay."""
+    """Each platform report (day, platform, project) is covered by bills of that amount, in the wallet's
+    `currency` ("": not compared); spend not billed is a discrepancy only once it is older than the
+    platforms' billing delay."""
     found = []
     late = (today - timedelta(days=SPEND_BILL_GRACE_DAYS)).isoformat()
     for report in reports:
         got = billed.get((report.day, report.platform, report.project_id), 0)
         scope = f"spend:{report.day}:{report.platform}:{report.project_id}"
         causes = (report.report_id,)
-        if got == 0 and report.amount_minor and report.day < late:
+        if not _same_currency(report.currency, currency):
+            note = f"reported in {report.currency}, billed in {currency}"
+            found.append(Finding(K.SPEND_BILL_MISMATCH, org_id, scope, got, report.amount_minor, causes, note))
+        elif got == 0 and report.amount_minor and report.day < late:
             found.append(Finding(K.SPEND_NOT_BILLED, org_id, scope, 0, report.amount_minor, causes))
         elif got and got != report.amount_minor:
             found.append(Finding(K.SPEND_BILL_MISMATCH, org_id, scope, got, report.amount_minor, causes))
     return found
+
+
+def _same_currency(theirs: str, ours: str) -> bool:
+    """Two ISO currency codes agree whatever their case (Stripe's are lower case); "" is not compared."""
+    return not theirs or not ours or theirs.upper() == ours.upper()
 
 
 def unbilled_spend(reports: Iterable[SpendReport], billed: Mapping[tuple[str, str, str], int]) -> int:

@@ -28,6 +28,8 @@ class DiscrepancyKind(StrEnum):
     # platform bills <-> platform reports
     SPEND_NOT_BILLED = "spend_not_billed"  # a platform reported spend no bill covered in time
     SPEND_BILL_MISMATCH = "spend_bill_mismatch"  # billed another amount than reported
+    # the run itself
+    RECONCILE_FAILED = "reconcile_failed"  # the org's reconciliation raised: nothing of it was checked
 
 
 # What the run corrects itself, because the rule is the one a lost Stripe webhook would have applied,
@@ -96,6 +98,7 @@ class RunSummary:
     opened: int = 0
     resolved: int = 0
     corrected: int = 0
+    failed: int = 0  # orgs whose reconciliation raised (each kept as a reconcile_failed discrepancy)
     open_total: int = 0
     stripe_reads: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)

@@ -29,6 +29,8 @@ from shared.reconcile.models import Discrepancy, DiscrepancyKind, SpendReport
 from shared.sweep import due_entries
 from shared.wallet.models import Hold, TopUp
 
+_SERIES = {"INVOICE_NUMBERS": "LB", "CREDIT_NOTE_NUMBERS": "LBCN"}  # counter partition -> number prefix
+
 
 def _discrepancy(item: Item) -> Discrepancy:
     found: Discrepancy = from_item(Discrepancy, item)
@@ -115,21 +117,22 @@ class ReconcileRepository:
 
     def invoice_numbers(self) -> tuple[list[str], dict[str, int]]:
         """Every number given to an invoice or credit note (any item with a `number` of a series), and the
-        counters of the invoice series (`LB-<year>` -> last). A scan (no index has every number): once a
-        run, with a projection; a number index would make it a query (README "Reconciliation")."""
+        counters of the invoice and credit-note series (`LB-<year>`, `LBCN-<year>` -> last). A scan (no index
+        has every number): once a run, with a projection; a number index would make it a query (README
+        "Reconciliation")."""
         numbers: list[str] = []
         counters: dict[str, int] = {}
         scan: dict[str, Any] = {
             "ProjectionExpression": "PK, SK, #n, #l",
-            "FilterExpression": Attr("number").exists() | Attr("PK").eq("INVOICE_NUMBERS"),
+            "FilterExpression": Attr("number").exists() | Attr("PK").is_in(list(_SERIES)),
             "ExpressionAttributeNames": {"#n": "number", "#l": "last"},
         }
         while True:
             with dynamo_errors():
                 resp = self._table.scan(**scan)
             for item in resp["Items"]:
-                if item["PK"] == "INVOICE_NUMBERS" and "last" in item:
-                    counters[f"LB-{str(item['SK']).removeprefix('YEAR#')}"] = int(item["last"])
+                if item["PK"] in _SERIES and "last" in item:
+                    counters[f"{_SERIES[item['PK']]}-{str(item['SK']).removeprefix('YEAR#')}"] = int(item["last"])
                 elif isinstance(item.get("number"), str) and not str(item["SK"]).startswith("DISCREP#"):
                     numbers.append(str(item["number"]))
             if "LastEvaluatedKey" not in resp:
@@ -163,6 +166,10 @@ class ReconcileRepository:
 
     def orgs_reported(self, day: str) -> set[str]:
         return {str(i["org_id"]) for i in due_entries(self._table, keys.reports_of_day(day), "~")}
+
+    def orgs_with_wallet_activity(self, day: str) -> set[str]:
+        """The orgs whose wallet ledger moved on `day` (bills, top-ups, refunds: the day's markers)."""
+        return {str(i["org_id"]) for i in due_entries(self._table, keys.wallet_activity_of_day(day), "~")}
 
     # ------------------------------------------------------------------ the wallet's records, as stored
     def entry_lines(self, org_id: str) -> Iterator[Any]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from shared.observability import logger
 from shared.reconcile import checks
 from shared.reconcile.models import RunSummary
 from shared.reconcile.repository import ReconcileRepository
@@ -89,7 +90,8 @@ class ReconcileRun:
         day = day_from - timedelta(days=SPEND_RECHECK_DAYS)
         while day < day_to:
             checkpoint.found |= self._repo.orgs_reported(day.isoformat())
-            checkpoint.found |= set(self._due_orgs(day)) if day >= day_from else set()
+            if day >= day_from:  # the invoice run's orgs, and those whose wallet moved (a bill only)
+                checkpoint.found |= set(self._due_orgs(day)) | self._repo.orgs_with_wallet_activity(day.isoformat())
             day += timedelta(days=1)
         checkpoint.found |= self._repo.orgs_with_open()
         checkpoint.found.discard("")
@@ -99,7 +101,7 @@ class ReconcileRun:
     def _reconcile_queued(
         self, run_id: str, day_from: date, day_to: date, seconds_left: Callable[[], float]
     ) -> RunSummary:
-        totals = {"orgs": 0, "findings": 0, "opened": 0, "resolved": 0, "corrected": 0}
+        totals = {"orgs": 0, "findings": 0, "opened": 0, "resolved": 0, "corrected": 0, "failed": 0}
         by_kind: dict[str, int] = {}
         done = True
         for org_id, finished in self._repo.queued_orgs(run_id):
@@ -108,7 +110,14 @@ class ReconcileRun:
             if seconds_left() < RESERVE_S:
                 done = False
                 break
-            report = self._reconciler.reconcile_org(org_id, day_from, day_to)
+            try:
+                report = self._reconciler.reconcile_org(org_id, day_from, day_to)
+            except Exception as error:  # one org's failure is kept, the run goes on
+                logger.exception("reconciliation of an org failed", extra={"org_id": org_id, "run_id": run_id})
+                totals["opened"] += self._reconciler.record_failure(org_id, error)
+                totals["failed"] += 1
+                self._repo.org_done(run_id, org_id)
+                continue
             self._repo.org_done(run_id, org_id)
             found = (*report.findings, *report.fixed)
             for name, value in (("orgs", 1), ("findings", len(found)), ("opened", report.opened)):
@@ -143,6 +152,7 @@ class ReconcileRun:
             opened=summary.opened + opened,
             resolved=summary.resolved + resolved,
             corrected=summary.corrected,
+            failed=summary.failed,
             open_total=open_total,
             stripe_reads=summary.stripe_reads,
             by_kind=by_kind,

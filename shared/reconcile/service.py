@@ -27,11 +27,14 @@ from shared.reconcile import checks
 from shared.reconcile.models import AUTO_CORRECTED, Discrepancy, DiscrepancyKind, Finding, OrgReport
 from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.stripe_reads import Checkpoint, MemoryCheckpoint, StripeReads
+from shared.stripe_gateway import DISPUTE_INQUIRIES
 from shared.usage.billing import OverageBilling
-from shared.wallet.models import TopUp
+from shared.wallet.models import Hold, StoredWallet, TopUp
 from shared.wallet.repository import WalletRepository
 from shared.wallet.service import WalletService, bill_period_key
 
+RUN_SCOPE = "run:reconcile"  # the scope of a reconcile_failed discrepancy
+SNAPSHOT_TRIES = 3  # reads of the wallet and its holds before the last one is taken as it is
 SPEND_RECHECK_DAYS = 7  # reports of the days before the range are looked at again (late bills close them)
 
 
@@ -82,16 +85,17 @@ class Reconciler:
             return OrgReport(org_id, frozenset(), ())
         span = (day_start(day_from), day_start(day_to))
         open_now = self._repo.all_of_org(org_id, status="open")
-        lines = list(self._books.repo.entry_lines(org_id))
+        stored, lines, holds = self._wallet_snapshot(org_id)
         findings, scopes = self._payments(org, span, open_now, checkpoint or MemoryCheckpoint({}))
         for found, checked in (
-            self._wallet_books(org, lines),
-            self._overage_checks(org, span),
-            self._invoice_checks(org, span, lines),
-            self._spend_checks(org, day_from, day_to, lines),
+            self._wallet_books(org, stored, lines, holds),
+            self._overage_checks(org, span, open_now),
+            self._invoice_checks(org, span, lines, open_now),
+            self._spend_checks(org, day_from, day_to, lines, open_now),
         ):
             findings += found
             scopes |= checked
+        scopes.add(RUN_SCOPE)  # a run that got this far closes an earlier run's failure
         findings, corrected = self._corrected(org, findings)
         opened, resolved = self._record(org, findings, scopes, open_now, corrected)
         return OrgReport(org_id, frozenset(scopes), tuple(findings), opened, resolved, len(corrected), tuple(corrected))
@@ -129,7 +133,9 @@ class Reconciler:
         stripe = read[1] if read else None
         ours = None
         if topup is not None and credited:
-            ours = checks.WalletPayment(topup.topup_id, topup.amount_minor, topup.refunded_minor, topup.disputed_minor)
+            ours = checks.WalletPayment(
+                topup.topup_id, topup.amount_minor, topup.refunded_minor, topup.disputed_minor, topup.currency
+            )
         return checks.payment(org.org_id, intent_id, stripe, ours)
 
     def _corrected(self, org: Org, findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
@@ -161,9 +167,12 @@ class Reconciler:
                 charge_id=intent.latest_charge_id,
                 amount_minor=stripe.kept_minor,
             )
-        elif finding.kind is DiscrepancyKind.REFUND_NOT_REFLECTED and intent.latest_charge_id:
+        # a payment credited now takes its refunds and disputes in the same pass (their webhooks came
+        # before the credit, or were lost with it)
+        credit = finding.kind is DiscrepancyKind.PAYMENT_NOT_CREDITED
+        if intent.latest_charge_id and (credit or finding.kind is DiscrepancyKind.REFUND_NOT_REFLECTED):
             self._wallet.refunds_in_stripe(self._reads.charge_refunds(intent.latest_charge_id))
-        elif finding.kind is DiscrepancyKind.DISPUTE_NOT_REFLECTED and intent.latest_charge_id:
+        if intent.latest_charge_id and (credit or finding.kind is DiscrepancyKind.DISPUTE_NOT_REFLECTED):
             self._disputes(intent.latest_charge_id, stripe.disputes)
         topup = next((t for t in self._books.repo.topups(org.org_id) if t.payment_intent_id == intent_id), None)
         credited = intent_id in self._books.repo.credited(org.org_id)
@@ -171,16 +180,32 @@ class Reconciler:
 
     def _disputes(self, charge_id: str, disputes: Mapping[str, tuple[int, str | None]]) -> None:
         for dispute_id, (amount, status) in disputes.items():
+            if status in DISPUTE_INQUIRIES:
+                continue  # an inquiry took no money: nothing to take back
             self._wallet.dispute(charge_id=charge_id, dispute_id=dispute_id, amount_minor=amount)
-            if status in ("won", "warning_closed"):
+            if status == "won":
                 self._wallet.dispute_won(charge_id=charge_id, dispute_id=dispute_id, amount_minor=amount)
 
     # ------------------------------------------------------------------ wallet <-> itself
-    def _wallet_books(self, org: Org, lines: list[Any]) -> tuple[list[Finding], set[str]]:
-        stored = self._books.wallet.get(org.org_id)
+    def _wallet_snapshot(self, org_id: str) -> tuple[StoredWallet | None, list[Any], list[Hold]]:
+        """The wallet, its ledger lines and pending holds as one consistent state while the wallet stays
+        live: the wallet is read first and only the lines up to its `seq` are kept (a bill recorded
+        meanwhile is in neither); the holds are read again if `held` changed while they were read."""
+        for _ in range(SNAPSHOT_TRIES):
+            stored = self._books.wallet.get(org_id)
+            seq = stored.head.seq if stored else 0
+            lines = [line for line in self._books.repo.entry_lines(org_id) if line.seq <= seq]
+            holds = self._books.repo.pending_holds(org_id)
+            again = self._books.wallet.get(org_id)
+            if stored is None or again is None or again.account.held == stored.account.held:
+                break
+        return stored, lines, holds
+
+    def _wallet_books(
+        self, org: Org, stored: StoredWallet | None, lines: list[Any], holds: list[Hold]
+    ) -> tuple[list[Finding], set[str]]:
         if stored is None:
             return [], set()
-        holds = self._books.repo.pending_holds(org.org_id)
         books = checks.WalletBooks(
             balance=stored.account.balance,
             entries_sum=sum(line.amount for line in lines),
@@ -195,8 +220,9 @@ class Reconciler:
         return found, scopes | {"hold:*"}
 
     # ------------------------------------------------------------------ credits and usage <-> Stripe
-    def _closed_periods(self, org: Org, span: tuple[datetime, datetime]) -> list[Period]:
-        """The org's periods that ended in the range (and before now)."""
+    def _closed_periods(self, org: Org, span: tuple[datetime, datetime], open_now: list[Discrepancy]) -> list[Period]:
+        """The org's periods that ended in the range (and before now), and those of its open overage
+        discrepancies whatever the range (a fixed cause closes on the next daily run)."""
         if org.subscription is None:
             return []
         found: dict[str, Period] = {}
@@ -206,10 +232,16 @@ class Reconciler:
             if span[0] <= period.end <= min(span[1], self._clock.now()):
                 found[period.key] = period
             at = period.end
+        for key in _open_keys(open_now, "overage"):
+            period = period_containing(org, datetime.strptime(key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+            if period.key == key and period.end <= self._clock.now():
+                found[key] = period
         return list(found.values())
 
-    def _overage_checks(self, org: Org, span: tuple[datetime, datetime]) -> tuple[list[Finding], set[str]]:
-        periods = self._closed_periods(org, span)
+    def _overage_checks(
+        self, org: Org, span: tuple[datetime, datetime], open_now: list[Discrepancy]
+    ) -> tuple[list[Finding], set[str]]:
+        periods = self._closed_periods(org, span, open_now)
         if not periods or not org.stripe_customer_id:
             return [], set()
         items = self._reads.overage_items(org.stripe_customer_id, org.org_id)
@@ -235,13 +267,16 @@ class Reconciler:
             cursor = page.next_cursor
 
     def _invoice_checks(
-        self, org: Org, span: tuple[datetime, datetime], lines: list[Any]
+        self, org: Org, span: tuple[datetime, datetime], lines: list[Any], open_now: list[Discrepancy]
     ) -> tuple[list[Finding], set[str]]:
+        """Invoices issued in the range, and those of the open invoice discrepancies whatever the range."""
         invoices = [i for i in self._invoices(org.org_id) if i.status == "issued"]
+        reopen = set(_open_keys(open_now, "invoice"))
         found: list[Finding] = []
         scopes: set[str] = set()
         for invoice in invoices:
-            if not span[0].isoformat() <= (invoice.issued_at or "") < span[1].isoformat():
+            issued_in = span[0].isoformat() <= (invoice.issued_at or "") < span[1].isoformat()
+            if not issued_in and invoice.period_key not in reopen:
                 continue
             found += self._invoice(org, invoice, invoices, lines)
             scopes |= {f"invoice:{invoice.period_key}:wallet", f"invoice:{invoice.period_key}:stripe"}
@@ -262,14 +297,16 @@ class Reconciler:
         return found + checks.invoice_stripe(org.org_id, key, invoice.invoice_id, recorded, stripe_total)
 
     # ------------------------------------------------------------------ platform bills <-> reports
-    def _spend_checks(self, org: Org, day_from: date, day_to: date, lines: list[Any]) -> tuple[list[Finding], set[str]]:
-        reports = self._repo.reports(
-            org.org_id, (day_from - timedelta(days=SPEND_RECHECK_DAYS)).isoformat(), day_to.isoformat()
-        )
+    def _spend_checks(
+        self, org: Org, day_from: date, day_to: date, lines: list[Any], open_now: list[Discrepancy]
+    ) -> tuple[list[Finding], set[str]]:
+        """The reports of the range and the days before it, back to the oldest open spend discrepancy's day."""
+        first = min([(day_from - timedelta(days=SPEND_RECHECK_DAYS)).isoformat(), *_open_keys(open_now, "spend")])
+        reports = self._repo.reports(org.org_id, first, day_to.isoformat())
         if not reports:
             return [], set()
         billed = billed_by_day(lines)
-        found = checks.spend(org.org_id, reports, billed, self._clock.now().date())
+        found = checks.spend(org.org_id, reports, billed, self._clock.now().date(), org.currency)
         return found, {f"spend:{r.day}:{r.platform}:{r.project_id}" for r in reports}
 
     # ------------------------------------------------------------------ keeping what was found
@@ -289,6 +326,13 @@ class Reconciler:
             if stored is not None and stored.status == "open":
                 resolved += self._resolve(stored, "auto_corrected", now)
         return opened, resolved
+
+    def record_failure(self, org_id: str, error: BaseException) -> int:
+        """Keeps an org's reconciliation that raised as a `reconcile_failed` discrepancy (the org is queued
+        again while it is open; its next whole run resolves it). 1 if it was not open before."""
+        note = f"{type(error).__name__}: {error}"[:500]
+        finding = Finding(DiscrepancyKind.RECONCILE_FAILED, org_id, RUN_SCOPE, 0, 0, (type(error).__name__,), note)
+        return self._open("", finding, self._clock.now())
 
     def record_global(self, findings: list[Finding]) -> tuple[int, int]:
         """Findings of no one org (invoice number series): opened, and the open ones not found resolved."""
@@ -361,6 +405,22 @@ def _billed_before(org: Org, period_key: str, before: str, lines: Iterable[Any])
         if bill_period_key(org, date.fromisoformat(str(billed_on))) == period_key:
             total -= line.amount
     return total
+
+
+def _open_keys(open_now: Iterable[Discrepancy], family: str) -> list[str]:
+    """The period keys (overage, invoice) or days (spend) the open discrepancies of a family are about:
+    the second part of their scope (`overage:<period key>:<metric>`, `spend:<day>:...`)."""
+    prefix = f"{family}:"
+    return [
+        d.scope.removeprefix(prefix).split(":")[0] if family == "spend" else _period_of(d.scope, prefix)
+        for d in open_now
+        if d.scope.startswith(prefix)
+    ]
+
+
+def _period_of(scope: str, prefix: str) -> str:
+    """`<family>:<period key>:<what>`; the period key holds colons itself (a UTC time to the second)."""
+    return scope.removeprefix(prefix).rpartition(":")[0]
 
 
 def _covered(scope: str, scopes: set[str]) -> bool:

@@ -154,5 +154,12 @@ class StripeReads:
         return self._gateway.charge_refunds(charge_id)
 
     def invoice_total(self, invoice_id: str) -> int:
+        """The Stripe invoice's total; 0 if Stripe has no such invoice (what our invoice says was charged
+        through it then disagrees: invoice_stripe_total, not a crash)."""
+        from shared.errors import InvalidRequestError
+
         self._limiter.take()
-        return self._gateway.get_invoice(invoice_id).total_minor
+        try:
+            return self._gateway.get_invoice(invoice_id).total_minor
+        except InvalidRequestError:
+            return 0

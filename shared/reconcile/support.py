@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from shared.auth import Caller
-from shared.errors import ForbiddenError
+from shared.errors import ForbiddenError, InvalidRequestError, NotFoundError
 from shared.orgs.models import READ
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
@@ -38,9 +38,18 @@ class ReconcileDesk:
     def report_spend(self, report: SpendReport) -> bool:
         """Keeps a platform's spend report (the latest per day, platform and project); False if a later
         one is kept already. NotFoundError if the org does not exist; InvalidRequestError (unknown_platform)
-        for a platform not in the registry."""
+        for a platform not in the registry; NotFoundError (project_not_found) for a project the org does not
+        have; InvalidRequestError (currency_mismatch) for a report not in the org's currency."""
         platform_name(report.platform)
-        self._org_repo.require_org(report.org_id)
+        org = self._org_repo.require_org(report.org_id)
+        if self._org_repo.get_project(report.org_id, report.project_id) is None:
+            raise NotFoundError(f"Project {report.project_id} was not found.", code="project_not_found")
+        if report.currency.upper() != org.currency.upper():
+            raise InvalidRequestError(
+                f"The org is billed in {org.currency}, the report is in {report.currency}: a report is "
+                "compared with bills in the org's own currency.",
+                code="currency_mismatch",
+            )
         return self._repo.put_report(report)
 
     def unbilled_spend(self, org_id: str, today: date) -> int:

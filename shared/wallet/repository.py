@@ -12,6 +12,8 @@
   SK=WPERIOD#<period>#[LATE#<earlier period>#]<platform>#<project>  spend and fee per period and
                             platform and project: what the invoice reads (LATE#: recorded after the earlier
                             period's invoice was made, carried to this one)
+  SK=WACTIVITY#<day>        a marker of a day the ledger moved (GSI2 WACTIVITY#DAY#<day>: the daily
+                            reconciliation's orgs), put with each movement (overwritten, never deleted)
   SK=WSTMT#<period>         the movements by kind (topups, spend, fees, refunds, reversals, adjustments)
                             the period's invoice covers: its wallet statement
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -270,7 +272,7 @@ class WalletRepository:
         if change.spend_days is not None:
             sets["spend_days"] = dict(change.spend_days)
         items = [Named(_name(r), self._record_item(org_id, r, attribution)) for r in change.records]
-        items += self._statement_items(org_id, change, attribution)
+        items += self._statement_items(org_id, change, attribution) + self._activity(org_id, change, now)
         if stored.head.new:  # the wallet's copies of the billing mode and agency_until start equal to the org's
             sets["billing_mode"] = mode
             if agency_until is not None:
@@ -359,6 +361,16 @@ class WalletRepository:
             item = {**keys.charge_link_key(record.charge_id), "org_id": org_id, "topup_id": record.topup_id}
             return {"Put": {"TableName": self._name, "Item": item}}
         return self._add_period_spend(org_id, record, attribution)
+
+    def _activity(self, org_id: str, change: WalletChange, now: datetime) -> list[Named]:
+        """The day's marker, with a change that moves money: the daily reconciliation finds an org that only
+        spent (no Stripe movement, no report) by it."""
+        if not change.movements:
+            return []
+        day = now.astimezone(UTC).date().isoformat()
+        item: Item = {**keys.key(org_id, keys.wallet_activity_sk(day)), "type": "wallet_activity", "org_id": org_id}
+        item |= {"GSI2PK": keys.listed_pk(keys.wallet_activity_of_day(day), org_id), "GSI2SK": org_id}
+        return [Named("activity", {"Put": {"TableName": self._name, "Item": item}})]
 
     def _put_topup(self, org_id: str, topup: TopUp, *, listed: bool = False) -> TxItem:
         item: Item = {k: v for k, v in asdict(topup).items() if v is not None}

@@ -21,13 +21,16 @@ from shared.invoices.repository import InvoiceRepository
 from shared.invoices.service import invoice_id_of
 from shared.orgs.repository import OrgRepository
 from shared.reconcile.models import DiscrepancyKind as K
-from shared.reconcile.models import SpendReport
+from shared.reconcile.models import OrgReport, SpendReport
+from shared.reconcile.run import ReconcileRun
 from shared.reconcile.service import day_start
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
+from shared.wallet.repository import WalletRepository
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
+from tests.local import devtokens
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +147,22 @@ def test_a_top_up_whose_success_webhook_was_lost_is_credited_by_the_run(
     assert kit.reconcile(org_id).findings == () and kit.balance(org_id) == balance + 12_000
 
 
+def test_a_top_up_whose_success_webhook_was_lost_then_partly_refunded_is_credited_net_in_one_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, _ = _clean_month(kit, api, stack, table)
+    balance = kit.balance(org_id)
+    with stack.stripe.webhooks_lost():  # the success webhook, and the dashboard refund's
+        paid = top_up(api, stack, owner, org_id, 12_000)
+        kit.stripe.v1.refunds.create(params={"payment_intent": paid["payment_intent_id"], "amount": 4_000})
+    report = kit.reconcile(org_id)
+    assert kit.balance(org_id) == balance + 8_000  # what Stripe kept
+    assert report.corrected == 1 and kit.open(org_id) == []
+    (credited,) = kit.all(org_id)
+    assert (credited.kind, credited.resolution) == (K.PAYMENT_NOT_CREDITED, "auto_corrected")
+    assert kit.reconcile(org_id).findings == () and kit.balance(org_id) == balance + 8_000
+
+
 def test_a_credit_ahead_of_its_money_is_found_and_closes_when_the_wire_arrives(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
@@ -190,6 +209,24 @@ def test_a_balance_edited_behind_the_ledgers_back_is_found_and_closes_when_resto
     assert kit.reconcile(org_id).resolved == 2 and kit.open(org_id) == []
 
 
+def test_a_bill_recorded_while_the_org_is_reconciled_is_not_an_edit_behind_the_ledgers_back(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    assert kit.reconcile(org_id).findings == ()
+    real = kit.recon.repo.entry_lines
+
+    def lines_then_a_bill(oid: str) -> Any:
+        lines = list(real(oid))
+        kit.bill(org_id, project, 777, kit.clock.now().date())  # the platform's bill lands mid-run
+        return iter(lines)
+
+    monkeypatch.setattr(kit.recon.repo, "entry_lines", lines_then_a_bill)
+    before = kit.balance(org_id)
+    assert kit.reconcile(org_id).findings == ()
+    assert kit.open(org_id) == [] and kit.balance(org_id) < before  # the bills did land
+
+
 def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the_late_bill_arrives(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:
@@ -203,6 +240,22 @@ def test_spend_a_platform_reported_but_never_billed_is_found_and_closes_when_the
     kit.bill(org_id, project, 3_300, day)
     assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
     assert kit.recon.desk.unbilled_spend(org_id, kit.clock.now().date()) == 0
+
+
+def test_a_spend_report_in_another_currency_or_for_a_project_the_org_does_not_have_is_refused(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    engine = devtokens.service_token("workflow-engine")
+    day = (kit.clock.now().date() - timedelta(days=5)).isoformat()  # billed 4_000 USD that day
+    body = {"org_id": org_id, "platform": "meta", "project_id": project, "day": day, "amount_minor": 4_000}
+    path = "/v1/internal/wallet/spend-reports"
+    eur = api.call("POST", path, token=engine, json={**body, "currency": "EUR", "report_id": new_user("rpt")})
+    assert (eur.status, eur.body["error"]["code"]) == (422, "currency_mismatch")
+    stranger = {**body, "currency": "USD", "project_id": "prj_not_of_this_org", "report_id": new_user("rpt")}
+    refused = api.call("POST", path, token=engine, json=stranger)
+    assert (refused.status, refused.body["error"]["code"]) == (404, "project_not_found")
+    assert kit.reconcile(org_id).findings == ()  # neither was kept: the USD report of that day still agrees
 
 
 def test_spend_reported_yesterday_is_unbilled_not_a_discrepancy(
@@ -307,6 +360,18 @@ def test_an_invoice_whose_stripe_total_is_not_stripes_is_found(
     assert (found.kind, found.ours_minor - found.theirs_minor) == (K.INVOICE_STRIPE_TOTAL, 1)
 
 
+def test_an_invoice_naming_a_stripe_invoice_stripe_does_not_have_is_a_discrepancy_not_a_crash(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    gone = invoice.model_copy(update={"stripe_invoice_ids": ["in_vanished00000"]})
+    assert InvoiceRepository(table).save(gone, expected_status="issued")
+    kit.reconcile(org_id)
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.theirs_minor) == (K.INVOICE_STRIPE_TOTAL, 0)
+
+
 # ---------------------------------------------------------------------- credits and usage <-> Stripe
 def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
@@ -333,6 +398,114 @@ def test_overage_never_put_on_a_stripe_invoice_is_found_and_closes_when_billed(
 
 
 # ---------------------------------------------------------------------- the daily run
+def _daily(kit: ReconcileKit, org_id: str) -> None:
+    """What the daily run does for the org: yesterday's range only."""
+    today = kit.clock.now().date()
+    kit.recon.reconciler.reconcile_org(org_id, today - timedelta(days=1), today)
+
+
+def test_the_daily_run_closes_an_overage_discrepancy_of_an_older_period_once_it_is_billed(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    services = kit.recon.services
+    org = services.orgs._repo.require_org(org_id)
+    period = period_containing(org, kit.clock.now())
+    services.usage.record_storage(org_id, kit.clock.now(), 60 * 10**9)
+    kit.clock.at = period.end + timedelta(days=1, hours=4)
+    # the run of the day the period closed
+    kit.recon.reconciler.reconcile_org(org_id, period.end.date(), period.end.date() + timedelta(days=1))
+    (found,) = kit.open(org_id)
+    assert found.kind == K.OVERAGE_NOT_BILLED
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    overage = OverageBilling(services.orgs, OrgRepository(table), CreditRepository(table), services.usage, gateway)
+    first = gateway.list_invoices(customer_id=str(org.stripe_customer_id))[0]
+    assert overage.bill_renewal(org_id, replace(first, status="open", period_end=int(period.end.timestamp())))
+    kit.clock.at += timedelta(days=3)  # billed days later: the period is long out of the daily range
+    _daily(kit, org_id)
+    assert kit.open(org_id) == []
+    assert kit.recon.repo.discrepancy(org_id, found.kind.value, found.scope).resolution == "agrees"  # type: ignore[union-attr]
+
+
+def test_the_daily_run_closes_an_invoice_discrepancy_once_the_invoice_is_corrected_days_later(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    invoice = _issue_invoice(kit, org_id)
+    repo = InvoiceRepository(table)
+    assert repo.save(invoice.model_copy(update={"lines": invoice.lines[1:]}), expected_status="issued")
+    kit.clock.at += timedelta(days=1)
+    _daily(kit, org_id)  # the run of the day it was issued
+    assert [d.kind for d in kit.open(org_id)] == [K.INVOICE_WALLET_LINES]
+    assert repo.save(invoice, expected_status="issued")
+    kit.clock.at += timedelta(days=2)
+    _daily(kit, org_id)
+    assert kit.open(org_id) == []
+
+
+def test_the_daily_run_closes_spend_not_billed_when_the_bill_arrives_after_the_recheck_week(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    day = kit.clock.now().date() - timedelta(days=6)
+    _report(kit, org_id, project, day.isoformat(), 3_300)
+    _daily(kit, org_id)
+    assert [d.kind for d in kit.open(org_id)] == [K.SPEND_NOT_BILLED]
+    kit.clock.at += timedelta(days=10)  # billed 16 days after the spend
+    kit.bill(org_id, project, 3_300, day)
+    _daily(kit, org_id)
+    assert kit.open(org_id) == []
+
+
+def test_an_org_whose_reconciliation_raises_is_kept_as_failed_and_the_run_goes_on_to_the_others(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, poisoned, _ = _clean_month(kit, api, stack, table)
+    seen: list[str] = []
+    real = kit.recon.reconciler
+
+    class OneOrgRaises:
+        """The real reconciler's records; its per-org work faked (one org raises, the others pass)."""
+
+        def reconcile_org(self, org_id: str, day_from: date, day_to: date) -> OrgReport:
+            if org_id == poisoned:
+                raise RuntimeError("Stripe said 404")
+            seen.append(org_id)
+            return OrgReport(org_id, frozenset(), ())
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    day = date(2040, 1, 1) + timedelta(days=random.randrange(3000))
+    orgs = [poisoned, new_user("org_other")]
+    run = ReconcileRun(OneOrgRaises(), kit.recon.repo, WalletRepository(table), kit.recon.run._reads, lambda d: orgs)  # type: ignore[arg-type]
+    summary = run.run(day, day + timedelta(days=1), lambda: 900.0)
+    assert summary.done and summary.failed == 1 and orgs[1] in seen
+    (failed,) = kit.open(poisoned)
+    assert (failed.kind, failed.note) == (K.RECONCILE_FAILED, "RuntimeError: Stripe said 404")
+    # a later whole run of the org resolves it
+    assert kit.reconcile(poisoned).resolved == 1 and kit.open(poisoned) == []
+
+
+def test_the_daily_run_queues_an_org_whose_only_movement_of_the_day_was_a_bill(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = agency_with_top_up(api, stack, table)
+    # a day of its own, with no Stripe movement and no spend report: only the platform's bill
+    kit.clock.at = day_start(date(2045, 1, 1) + timedelta(days=random.randrange(3000))) + timedelta(hours=9)
+    day = kit.clock.now().date()
+    kit.bill(org_id, project, 4_000, day)
+    stopped = kit.recon.run.run(day, day + timedelta(days=1), lambda: 1.0)  # finds its orgs, no time for them
+    assert not stopped.done
+    assert (org_id, False) in kit.recon.repo.queued_orgs(f"{day.isoformat()}_{(day + timedelta(days=1)).isoformat()}")
+    quiet = day + timedelta(days=1)  # a day it did not move: not queued for it
+    kit.recon.run.run(quiet, quiet + timedelta(days=1), lambda: 1.0)
+    queued = {
+        o for o, _ in kit.recon.repo.queued_orgs(f"{quiet.isoformat()}_{(quiet + timedelta(days=1)).isoformat()}")
+    }
+    assert org_id not in queued
+
+
 def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_and_runs_once(
     kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
 ) -> None:

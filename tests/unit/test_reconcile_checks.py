@@ -4,6 +4,7 @@ series and a platform's report agree with the other side; and the Stripe read li
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from shared.reconcile import checks
 from shared.reconcile.checks import InvoiceWallet, StripePayment, WalletBooks, WalletPayment
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import Finding, SpendReport
+from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.stripe_reads import RateLimiter
 
 Sides = dict[str, tuple[int, str | None]]
@@ -112,6 +114,20 @@ def test_spend_reported_is_billed_alike_and_unbilled_is_late_only_after_the_plat
     assert checks.unbilled_spend(reports, billed) == 50 + 300
 
 
+def test_a_report_or_a_payment_in_another_currency_never_agrees_by_amount_alone() -> None:
+    eur = SpendReport("o", "meta", "p", "2026-11-01", 4_000, "EUR", "r", "t")
+    usd = SpendReport("o", "meta", "p", "2026-11-01", 4_000, "USD", "r", "t")
+    billed = {("2026-11-01", "meta", "p"): 4_000}
+    (found,) = checks.spend("o", [eur], billed, date(2026, 12, 1), "USD")
+    assert (found.kind, found.note) == (K.SPEND_BILL_MISMATCH, "reported in EUR, billed in USD")
+    assert checks.spend("o", [usd], billed, date(2026, 12, 1), "usd") == []
+    eur_payment = StripePayment("pi_1", "succeeded", 5_000, "eur", {}, {})
+    (paid,) = checks.payment("o", "pi_1", eur_payment, WalletPayment("t", 5_000, 0, 0, "USD"))
+    assert (paid.kind, paid.note) == (K.CREDIT_AMOUNT_MISMATCH, "Stripe collected EUR, the wallet credited USD")
+    usd_payment = StripePayment("pi_1", "succeeded", 5_000, "usd", {}, {})
+    assert checks.payment("o", "pi_1", usd_payment, WalletPayment("t", 5_000, 0, 0, "USD")) == []
+
+
 @given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=200))
 def test_the_limiter_never_lets_more_than_its_rate_through(gaps: list[float]) -> None:
     now = [0.0]
@@ -129,3 +145,40 @@ def test_the_limiter_never_lets_more_than_its_rate_through(gaps: list[float]) ->
     for i, t in enumerate(sent):
         assert sum(1 for u in sent[i:] if u < t + 1.0) <= 20 + 5
     assert limiter.requests == len(gaps)
+
+
+def test_a_dispute_inquiry_took_no_money_so_the_wallet_keeps_it() -> None:
+    inquiries: Sides = {
+        "dp_1": (5_000, "warning_needs_response"),
+        "dp_2": (5_000, "warning_under_review"),
+        "dp_3": (5_000, "warning_closed"),
+    }
+    stripe = _stripe(disputes=inquiries)
+    assert stripe.disputed_minor == 0
+    assert checks.payment("o", "pi_1", stripe, WalletPayment("t", 10_000, 0, 0)) == []
+    escalated = _stripe(disputes={**inquiries, "dp_1": (5_000, "needs_response")})
+    assert _kinds(checks.payment("o", "pi_1", escalated, WalletPayment("t", 10_000, 0, 0))) == [K.DISPUTE_NOT_REFLECTED]
+
+
+class _NumbersTable:
+    """A table whose scan holds both series' counters at 3 and numbers 1 and 2 of each (3 taken, never used)."""
+
+    name = "t"
+    meta = type("Meta", (), {"client": None})()
+
+    def scan(self, **_: Any) -> dict[str, Any]:
+        items = [{"PK": "INVOICE_NUMBERS", "SK": "YEAR#2026", "last": 3}]
+        items += [{"PK": "CREDIT_NOTE_NUMBERS", "SK": "YEAR#2026", "last": 3}]
+        items += [{"PK": "ORG#a", "SK": f"INVOICE#{n}", "number": f"LB-2026-00000{n}"} for n in (1, 2)]
+        items += [{"PK": "ORG#a", "SK": f"CREDITNOTE#{n}", "number": f"LBCN-2026-00000{n}"} for n in (1, 2)]
+        return {"Items": items}
+
+
+def test_both_series_counters_are_read_so_a_trailing_gap_shows_in_either() -> None:
+    numbers, counters = ReconcileRepository(_NumbersTable()).invoice_numbers()
+    assert counters == {"LB-2026": 3, "LBCN-2026": 3}
+    found = checks.number_gaps(numbers, counters)
+    assert [(f.scope, "missing [3]" in f.note) for f in found] == [
+        ("numbers:LB-2026", True),
+        ("numbers:LBCN-2026", True),
+    ]
