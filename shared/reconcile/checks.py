@@ -150,9 +150,10 @@ def overage(
 class InvoiceWallet:
     """An issued invoice's wallet side: its lines, the period's aggregates and the bills before it."""
 
-    lines_minor: int  # its wallet lines, with lines recorded late for its period on later invoices
-    aggregate_minor: int  # the period's wallet aggregates (spend + fee), late bills included
+    lines_minor: int  # its wallet lines, with lines recorded late for its period on later invoices (net)
+    aggregate_minor: int  # the period's wallet aggregates (spend + fee, net of corrections), late ones included
     recorded_before_minor: int  # the period's bills recorded before the invoice was drafted
+    billed_lines_minor: int  # of its lines (and the late ones), the bills' spend and fees (no corrections)
     carried_later: bool  # a later invoice (which carries late bills) is issued
 
 
@@ -160,7 +161,7 @@ def invoice_wallet(org_id: str, period_key: str, invoice_id: str, side: InvoiceW
     """An issued invoice's wallet lines hold every bill of its period recorded before it was drafted, never
     more than the period's aggregates, and (with the late lines a later issued invoice carries) all of them."""
     lines, aggregate = side.lines_minor, side.aggregate_minor
-    short = lines < side.recorded_before_minor or (side.carried_later and lines < aggregate)
+    short = side.billed_lines_minor < side.recorded_before_minor or (side.carried_later and lines < aggregate)
     if not short and lines <= aggregate:
         return []
     scope = f"invoice:{period_key}:wallet"

@@ -284,17 +284,28 @@ class Reconciler:
 
     def _invoice(self, org: Org, invoice: Invoice, issued: list[Invoice], lines: list[Any]) -> list[Finding]:
         key = invoice.period_key
-        rows = self._books.wallet.period_spend(org.org_id, key)
+        later = [i for i in issued if i is not invoice and i.period_key > key]
         side = checks.InvoiceWallet(
-            lines_minor=_wallet_lines(invoice, None) + sum(_wallet_lines(i, key) for i in issued if i is not invoice),
-            aggregate_minor=sum(int(r.get("ad_spend", 0)) + int(r.get("fee", 0)) for r in rows),
+            lines_minor=_wallet_lines(invoice, None) + sum(_wallet_lines(i, key) for i in later),
+            aggregate_minor=self._period_aggregate(org.org_id, key, later),
             recorded_before_minor=_billed_before(org, key, invoice.created_at, lines),
+            billed_lines_minor=_wallet_lines(invoice, None, bills=True)
+            + sum(_wallet_lines(i, key, True) for i in later),
             carried_later=any(i.period_start >= invoice.period_end for i in issued),
         )
         found = checks.invoice_wallet(org.org_id, key, invoice.invoice_id, side)
         recorded = invoice.totals.charged_through_stripe_minor if invoice.totals else 0
         stripe_total = sum(self._reads.invoice_total(i) for i in invoice.stripe_invoice_ids)
         return found + checks.invoice_stripe(org.org_id, key, invoice.invoice_id, recorded, stripe_total)
+
+    def _period_aggregate(self, org_id: str, key: str, later: list[Invoice]) -> int:
+        """A period's wallet aggregates, net: its own rows, and the rows recorded late for it (kept under the
+        later periods whose invoices carried them)."""
+        rows = [r for r in self._books.wallet.period_spend(org_id, key) if not r.get("late_for")]
+        for other in later:
+            rows += [r for r in self._books.wallet.period_spend(org_id, other.period_key) if r.get("late_for") == key]
+        kinds = ("ad_spend", "fee", "credited_spend", "credited_fee")
+        return sum(int(r.get(kind, 0)) for r in rows for kind in kinds)
 
     # ------------------------------------------------------------------ platform bills <-> reports
     def _spend_checks(
@@ -390,9 +401,14 @@ def billed_by_day(lines: Iterable[Any]) -> dict[tuple[str, str, str], int]:
     return billed
 
 
-def _wallet_lines(invoice: Invoice, late_for: str | None) -> int:
-    """What an invoice's wallet lines add up to: its own period's (None), or those recorded late for one."""
-    return sum(line.amount_minor for line in invoice.lines if line.paid_via == "wallet" and line.late_for == late_for)
+def _wallet_lines(invoice: Invoice, late_for: str | None, bills: bool = False) -> int:
+    """What an invoice's wallet lines add up to: its own period's (None), or those recorded late for one;
+    `bills`: only the bills' spend and fees (corrections, reversals and platform credits, are negative)."""
+    return sum(
+        line.amount_minor
+        for line in invoice.lines
+        if line.paid_via == "wallet" and line.late_for == late_for and (line.amount_minor >= 0 or not bills)
+    )
 
 
 def _billed_before(org: Org, period_key: str, before: str, lines: Iterable[Any]) -> int:

@@ -84,9 +84,12 @@ def test_each_metrics_overage_is_on_exactly_one_stripe_item_of_its_amount() -> N
 
 def test_an_invoices_wallet_lines_hold_every_bill_recorded_before_it_and_never_more() -> None:
     def found(lines: int, aggregate: int, before: int, later: bool) -> list[K]:
-        return _kinds(checks.invoice_wallet("o", "p", "inv", InvoiceWallet(lines, aggregate, before, later)))
+        return _kinds(checks.invoice_wallet("o", "p", "inv", InvoiceWallet(lines, aggregate, before, lines, later)))
 
     assert found(1_000, 1_000, 1_000, later=False) == []
+    # A bill reversed on the same invoice: its lines net to 0, its bill's line still shows the bill
+    reversed_ = InvoiceWallet(0, 0, 12_600, 12_600, True)
+    assert _kinds(checks.invoice_wallet("o", "p", "inv", reversed_)) == []
     assert found(1_000, 1_300, 1_000, later=False) == []  # a late bill, carried by the next invoice
     assert found(1_000, 1_300, 1_000, later=True) == [K.INVOICE_WALLET_LINES]  # ... which did not carry it
     assert found(700, 1_000, 1_000, later=False) == [K.INVOICE_WALLET_LINES]  # a bill fell off
