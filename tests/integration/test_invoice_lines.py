@@ -60,7 +60,8 @@ def test_any_invoice_is_found_by_its_id_however_many_there_are(api: ApiClient, t
                 period_key=key,
                 period_start=key,
                 period_end=key,
-                status="draft",
+                status="issued",  # a customer sees issued invoices (never a draft)
+                number=f"LB-{key[:4]}-{keys.index(key) + 1:06d}",
                 currency="USD",
                 bill_to_name="Old customer",
                 billing_mode="byo",
