@@ -57,9 +57,11 @@ class StripeKit:
         advance_clock(self.client, clock_id, frozen_time)
         self.emulator.wait_for_deliveries()
 
-    def subscribe(self, api: ApiClient, owner: str, org_id: str, plan_id: str = "pro") -> tuple[str, str]:
-        """Checkout on a test clock at PERIOD_START, completed with a good card. Returns (clock, customer)."""
-        clock_id, customer_id = self.customer_on_clock(org_id)
+    def subscribe(
+        self, api: ApiClient, owner: str, org_id: str, plan_id: str = "pro", start: int = PERIOD_START
+    ) -> tuple[str, str]:
+        """Checkout on a test clock at `start`, completed with a good card. Returns (clock, customer)."""
+        clock_id, customer_id = self.customer_on_clock(org_id, start)
         reply = api.call(
             "POST",
             f"/v1/orgs/{org_id}/subscription/checkout",

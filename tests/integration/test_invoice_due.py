@@ -76,3 +76,34 @@ def test_an_org_created_then_subscribed_minutes_later_has_one_period_to_invoice(
     listed = [i for i in listed if "GSI2PK" in i]  # on the run's index (the other stays, unlisted)
     assert [i["period_key"] for i in listed] == ["2028-01-31T23:59:41Z"]  # the subscription's period only
     assert listed[0]["period_end"] == "2028-02-29T23:59:41Z"  # Stripe clamps to the month's last day
+
+
+@pytest.mark.parametrize("time_of_day", ["02:59:59", "14:37:21", "23:59:59"])
+def test_each_invoice_holds_its_period_renewal_whatever_the_time_of_day(
+    api: Any, stack: Any, table: Any, time_of_day: str
+) -> None:
+    from shared.credits.periods import period_containing
+    from shared.invoices.repository import InvoiceRepository
+    from tests.helpers import invoice_steps
+    from tests.integration.stripe_kit import StripeKit
+
+    # Given an org created on Free, subscribed through Checkout at this time of day (a Stripe test clock)
+    hour, minute, second = (int(x) for x in time_of_day.split(":"))
+    start = datetime(2026, 9, 14, hour, minute, second, tzinfo=UTC)
+    kit, owner = StripeKit(stack, table), new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Any hour"}).body["org_id"]
+    clock, customer = kit.subscribe(api, owner, org_id, "pro", start=int(start.timestamp()))
+    period = period_containing(kit.repo.require_org(org_id), start)
+    assert (period.start, period.end.time()) == (start, start.time())
+    # When Stripe renews at the period's end (drafted, finalized and charged an hour later)
+    kit.advance(clock, int(period.end.timestamp()) + 3600 + 60)
+    # Then the run after the settle window issues the invoice, and it holds the renewal
+    assert invoice_steps(org_id, period.key)[-1] == "issued"
+    invoice = InvoiceRepository(table).get(org_id, period.key)
+    renewals = [
+        i.id
+        for i in kit.client.v1.invoices.list(params={"customer": customer}).data
+        if i.billing_reason == "subscription_cycle"
+    ]
+    assert invoice is not None and renewals and set(renewals) <= set(invoice.stripe_invoice_ids)
+    assert invoice.totals is not None and invoice.totals.charged_through_stripe_minor == 4_900 * 2
