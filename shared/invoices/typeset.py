@@ -124,7 +124,6 @@ def _faces(text: str, bold: bool) -> list[str]:
     """The face of each character: the one of the character before it for what attaches to it (when that
     face has it or it is invisible), the emoji face for a character asked to look like an emoji (followed
     by U+FE0F or a keycap), else the first face that has it; the main face if none has it."""
-    order = (*SCRIPT_FACES, Face(BOLD if bold else REGULAR, ""), *_LAST)
     out: list[str] = []
     for index, ch in enumerate(text):
         before = out[-1] if out else None
@@ -133,9 +132,15 @@ def _faces(text: str, bold: bool) -> list[str]:
         elif text[index + 1 : index + 2] in ("\ufe0f", "\u20e3") and has_glyph(EMOJI, ch):
             out.append(EMOJI)
         else:
-            found = next((face.name for face in order if face.may_draw(ch) and has_glyph(face.name, ch)), None)
-            out.append(found or before or order[len(SCRIPT_FACES)].name)
+            out.append(_first_face(ch, bold) or before or (BOLD if bold else REGULAR))
     return out
+
+
+@lru_cache(maxsize=8192)
+def _first_face(ch: str, bold: bool) -> str | None:
+    """The first face that draws `ch`: a script's, the main one, CJK, emoji (None: no face has it)."""
+    order = (*SCRIPT_FACES, Face(BOLD if bold else REGULAR, ""), *_LAST)
+    return next((face.name for face in order if face.may_draw(ch) and has_glyph(face.name, ch)), None)
 
 
 def runs(text: str, bold: bool = False) -> list[tuple[str, str]]:
@@ -271,10 +276,8 @@ def _piece(item: _Item) -> _Piece:
     if item.face not in _UNSHAPED or rtl or any(unicodedata.category(ch).startswith("M") for ch in item.text):
         glyphs, advance = _shaped(item.face, item.text, rtl)
         return _Piece(item.face, glyphs, advance, item.text[::-1] if rtl else item.text)
-    from reportlab.pdfbase.pdfmetrics import stringWidth
-
     text = "".join(ch for ch in item.text if not _ignorable(ch) or has_glyph(item.face, ch))  # no box for a ZWJ
-    return _Piece(item.face, text, float(stringWidth(text, item.face, 1000)))
+    return _Piece(item.face, text, float(font(item.face).stringWidth(text, 1000)))
 
 
 @lru_cache(maxsize=2048)
@@ -311,9 +314,7 @@ def as_drawn(text: str) -> str:
 
 def width(text: str, size: float, bold: bool = False) -> float:
     if _plain(text):  # the long texts (a 10,000-character description) are measured often while wrapped
-        from reportlab.pdfbase.pdfmetrics import stringWidth
-
-        return float(stringWidth(text, BOLD if bold else REGULAR, size))
+        return float(font(BOLD if bold else REGULAR).stringWidth(text, size))
     return layout(text, bold).advance * size / 1000
 
 
@@ -372,8 +373,7 @@ def wrap(text: str, size: float, max_width: float, bold: bool = False, ltr: bool
         if current.strip():
             lines.append(current.rstrip())
         current = token.lstrip()
-        while width(current, size, bold) > max_width and len(current) > 1:
-            cut = _fit(current, size, max_width, bold)
+        while (cut := _fit(current, size, max_width, bold)) < len(current):  # measures a line's worth, not all
             lines.append(current[:cut])
             current = current[cut:]
     if current.strip() or not lines:
