@@ -168,14 +168,37 @@ def missing_glyphs(text: str) -> set[str]:
 def _levels(text: str, ltr: bool) -> list[int]:
     """Each character's embedding level (Unicode bidi rules P2-P3, X1-X10, W, N and I, python-bidi): even
     is left to right. The paragraph's direction is that of its first strong character (left to right when
-    it has none), or left to right (`ltr`: our own sentences, which quote names)."""
+    it has none); `ltr`: a sentence of ours, left to right, whose right-to-left stretches are quoted."""
     if not any(unicodedata.bidirectional(ch) in _RTL_CLASSES for ch in text):
         return [0] * len(text)
+    return _quoted(text) if ltr else _paragraph(text)
+
+
+def _quoted(text: str) -> list[int]:
+    """A left-to-right sentence quoting names: each stretch from a right-to-left letter to the last one
+    before the next left-to-right letter is ordered as a paragraph of its own, as if isolated (HTML's
+    <bdi>), so the sentence's own numbers and punctuation stay in its order ("وكالة: 600 included", not
+    "600 :وكالة included" as the plain rules put a number after an Arabic word)."""
+    levels = [0] * len(text)
+    start = last = None
+    for index, ch in enumerate([*text, "a"]):  # a last strong L closes the last stretch
+        kind = unicodedata.bidirectional(ch)
+        if kind in _RTL_CLASSES:
+            start, last = index if start is None else start, index
+        elif kind == "NSM" and last == index - 1:
+            last = index  # a mark on the stretch's last letter
+        elif kind == "L" and start is not None and last is not None:
+            levels[start : last + 1] = [level or 1 for level in _paragraph(text[start : last + 1])]
+            start = last = None
+    return levels
+
+
+def _paragraph(text: str) -> list[int]:
     from bidi import algorithm as uba
 
     text = text.translate(_ISOLATES)
     storage = uba.get_empty_storage()
-    storage["base_level"] = 0 if ltr else uba.get_base_level(text)
+    storage["base_level"] = uba.get_base_level(text)
     storage["base_dir"] = "LR"[storage["base_level"]]
     uba.get_embedding_levels(text, storage)
     for index, char in enumerate(storage["chars"]):
