@@ -196,7 +196,9 @@ def _quoted(text: str) -> list[int]:
 def _paragraph(text: str) -> list[int]:
     from bidi import algorithm as uba
 
-    text = text.translate(_ISOLATES)
+    text = "".join(
+        ch if unicodedata.bidirectional(ch) else "\ufffd" for ch in text.translate(_ISOLATES)
+    )  # unassigned: ON
     storage = uba.get_empty_storage()
     storage["base_level"] = uba.get_base_level(text)
     storage["base_dir"] = "LR"[storage["base_level"]]

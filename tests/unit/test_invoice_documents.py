@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from shared.invoices.figures import (
@@ -38,7 +40,7 @@ from shared.invoices.render import (
     seller,
     unit_price_text,
 )
-from shared.invoices.typeset import as_drawn, has_glyph, layout, missing_glyphs, runs, width, wrap
+from shared.invoices.typeset import as_drawn, draw, has_glyph, layout, missing_glyphs, runs, width, wrap
 from shared.stripe_gateway import Invoice as StripeInvoice
 from tests import invoice_samples as samples
 
@@ -546,3 +548,28 @@ def test_what_is_drawn_of_a_name() -> None:
     assert as_drawn("a" + "\u0301" * 40 + "b") == "a" + "\u0301" * 4 + "b"  # no tower of marks off the page
     assert as_drawn("x\u202ey\u202dz\n\tq\ue000\ud800") == "xyz  q\ufffd\ufffd"
     assert as_drawn("क्षत्रिय שָׁלוֹם") == "क्षत्रिय שָׁלוֹם"  # real text is untouched
+
+
+_HOSTILE_CHARACTERS = st.one_of(
+    st.characters(),  # any code point but a surrogate: unassigned, private use, controls included
+    st.sampled_from(
+        list("क्षत्रियविज्ञापनوكالةالإعلاناتโฆษณาไทยשָׁלוֹם👨👩🏽🇫🇷⃣ 0123456789()<>:,.-")
+        + list("\u200d\u200c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufe0f\u0301\u094d")
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(_HOSTILE_CHARACTERS, max_size=80), st.sampled_from([40.0, 196.0, 330.0]), st.booleans(), st.booleans())
+def test_any_text_wraps_in_its_column_and_draws(text: str, column: float, bold: bool, ltr: bool) -> None:
+    """Whatever a name holds, it is laid out, wrapped without losing a character, within the column (but a
+    single cluster wider than it), and drawn."""
+    from reportlab.pdfgen.canvas import Canvas
+
+    lines = wrap(text, 8.5, column, bold=bold, ltr=ltr)
+    assert _ink("".join(lines)) == _ink(text)
+    pdf = Canvas(io.BytesIO(), invariant=1)
+    for line in lines:
+        assert width(line, 8.5, bold) <= column or len(wrap(line, 8.5, 0.1, bold=bold, ltr=True)) == 1, line
+        draw(pdf, 40, 400, line, 8.5, bold, ltr=ltr)
+    pdf.save()
