@@ -101,7 +101,7 @@ lint-transformed: $(SAM_VENV)/bin/sam
 # copies nothing and these recipes run in the repository). One layer holds the locked runtime
 # dependencies as arm64 / Python 3.12 wheels (pip cross-installs them, so no container is needed);
 # each function ships only our code: functions/ and shared/ (with its catalog JSON, the invoice seller and
-# the invoice fonts with their licences, shared/invoices/fonts, about 5 MB). Both are compiled
+# the invoice fonts with their licences, shared/invoices/fonts, about 8.5 MB). Both are compiled
 # to bytecode for the runtime's Python: /var/task and /opt are read-only, so without it every cold
 # start would compile every module from source (about 3.5x the import time; see README, Performance).
 # Hash-checked .pyc files stay valid whatever mtimes the zip gives the sources.

@@ -293,6 +293,37 @@ def cjk() -> Invoice:
     return _invoice(CJK_NAME, "agency", "Pro", lines, _totals(lines), bill_to=bill_to)
 
 
+WORLD_NAME = "क्षत्रिय विज्ञापन एजेंसी · وكالة الإعلانات"
+WORLD_PROJECTS = {  # project id: name, in the scripts the fonts shape (README, Fonts)
+    "prj_hindi": "क्षत्रिय विज्ञापन अभियान",
+    "prj_thai": "โฆษณาไทย",
+    "prj_arabic": "وكالة الإعلانات",
+    "prj_hebrew": "סוכנות פרסום",
+    "prj_emoji": "🚀 Launch 👩🏽‍💻",
+    "prj_tamil": "தமிழ் விளம்பரம்",
+    "prj_bengali": "বাংলা প্রচার",
+    "prj_mixed": "Spring 2026: حملة الربيع 12% · אביב · 春",
+}
+
+
+def world() -> Invoice:
+    """Pro, agency mode, an org whose name, projects and billing details are in the scripts that need
+    shaping (Devanagari conjuncts, Arabic joining, Thai marks, emoji sequences) and right to left."""
+    lines = [
+        _sub("1 × Layers Pro (at $49.00 / month)", 4900, quantity=1, unit_price_minor=Decimal(4900)),  # noqa: RUF001
+        *(_credits(project, name, 400 + 100 * n) for n, (project, name) in enumerate(WORLD_PROJECTS.items())),
+        *_spend("meta", f"Meta Ads, {WORLD_PROJECTS['prj_arabic']}", "prj_arabic", 12_000, 600),
+        *_spend("google", f"Google Ads, {WORLD_PROJECTS['prj_hebrew']}", "prj_hebrew", 8_000, 400),
+    ]
+    bill_to = BillTo(
+        name=WORLD_NAME,
+        address_lines=["शॉप नं. 12, मरीन ड्राइव, मुंबई 400002", "شارع التحرير 12، القاهرة", "רחוב הרצל 5, תל אביב"],
+        email="billing@kshatriya.example",
+        tax_id="27AAPFU0939F1ZV",
+    )
+    return _invoice(WORLD_NAME, "agency", "Pro", lines, _totals(lines), bill_to=bill_to)
+
+
 def credit_note() -> CreditNote:
     lines = [
         InvoiceLine(
@@ -333,6 +364,7 @@ KINDS = {
     "failed_card": failed_card,
     "long": long_invoice,
     "cjk": cjk,
+    "world": world,
 }
 
 

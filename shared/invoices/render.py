@@ -211,12 +211,12 @@ def _new_pdf(title: str) -> tuple[io.BytesIO, Pages, str]:
     from reportlab.lib.pagesizes import A4  # imported here: only the render step pays for it
     from reportlab.pdfgen.canvas import Canvas
 
-    from shared.invoices.typeset import REGULAR, fonts
+    from shared.invoices.typeset import REGULAR, as_drawn, fonts
 
     fonts()
     buffer = io.BytesIO()
     pdf = Canvas(buffer, pagesize=A4, invariant=1, initialFontName=REGULAR, lang="en")
-    pdf.setTitle(title)
+    pdf.setTitle(as_drawn(title))  # the document's metadata: no control character, nothing unencodable
     pdf.setAuthor(seller().name)
     return buffer, Pages(pdf, A4, Running(title, "")), title
 
@@ -358,7 +358,7 @@ def _line_notes(line: InvoiceLine, currency: str) -> list[str]:
 def _draw_line(page: Pages, line: InvoiceLine, currency: str) -> None:
     """One line: its cells on the first row, the description (and small print) below, continued on the
     next pages when it is longer than what is left of one (the column headings repeated)."""
-    description = wrap(line.description, 8.5, _DESCRIPTION_WIDTH)
+    description = wrap(line.description, 8.5, _DESCRIPTION_WIDTH, ltr=True)  # our sentence, quoting names
     notes = [piece for note in _line_notes(line, currency) for piece in wrap(note, 7, _DESCRIPTION_WIDTH + 140)]
     quantity = "" if line.quantity is None else f"{line.quantity:,}"
     period = _period_cell(line, quantity)
@@ -374,7 +374,7 @@ def _draw_line(page: Pages, line: InvoiceLine, currency: str) -> None:
     for n, piece in enumerate(description):
         if n:
             page.need(LEADING)
-        page.text(MARGIN, piece)
+        page.text(MARGIN, piece, ltr=True)
         page.down()
     page.down(LEADING * max(len(period) - len(description), 0))
     for piece in notes:

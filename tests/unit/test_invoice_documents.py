@@ -10,12 +10,15 @@ import io
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from shared.invoices.figures import (
@@ -37,7 +40,7 @@ from shared.invoices.render import (
     seller,
     unit_price_text,
 )
-from shared.invoices.typeset import missing_glyphs, wrap
+from shared.invoices.typeset import as_drawn, draw, has_glyph, layout, missing_glyphs, runs, width, wrap
 from shared.stripe_gateway import Invoice as StripeInvoice
 from tests import invoice_samples as samples
 
@@ -76,8 +79,9 @@ def _look(pdf_bytes: bytes, tmp: Path) -> Rendered:
         ).stdout
         for n in range(1, len(pngs) + 1)
     ]
-    boxes = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
-    return Rendered(pdf, pages, _words(boxes), pngs)
+    boxes = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True).stdout
+    boxes_text = boxes.decode("utf-8", "replace")  # poppler writes an emoji of the <title> as two bad halves
+    return Rendered(pdf, pages, _words(boxes_text), pngs)
 
 
 def _words(html: str) -> list[Word]:
@@ -424,19 +428,148 @@ def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) 
 
 @pytest.mark.parametrize(
     ("name", "printable"),
-    [("नमस्ते मार्केटिंग", False), ("บริษัท สวัสดี", False), ("தமிழ் விளம்பரம்", False), ("Ελληνική Διαφήμιση", True)],
+    [
+        ("नमस्ते मार्केटिंग", True),
+        ("บริษัท สวัสดี", True),
+        ("தமிழ் விளம்பரம்", True),
+        ("Ελληνική Διαφήμιση", True),
+        ("وكالة الإعلانات", True),
+        ("🚀 Launch", True),
+        ("བོད་ཡིག Media", False),  # Tibetan
+        ("ܣܘܪܝܝܐ", False),  # Syriac
+    ],
 )
 def test_a_name_the_fonts_cannot_draw_is_said_so_beside_the_account_id(
     name: str, printable: bool, tmp_path: Path
 ) -> None:
-    """No fonts for Indic scripts, Thai, emoji (README, Fonts): the org id identifies the customer."""
+    """No fonts for Tibetan, Syriac, Mongolian, ... (README, Fonts): the org id identifies the customer."""
     invoice = samples.byo().model_copy(update={"bill_to_name": name, "bill_to": BillTo(name=name)})
     text = " ".join(_look(render_pdf(invoice), tmp_path).pages[0].split())
     assert f"Account {invoice.org_id}" in text
     assert ("cannot be printed in these documents" in text) is not printable
     assert (missing_glyphs(name) == set()) is printable
     if printable:  # billing details the fonts cannot draw are said so too
-        thai = BillTo(name=name, address_lines=["ถนนสุขุมวิท 1"])
+        tibetan = BillTo(name=name, address_lines=["ལྷ་ས་ 1"])
         (tmp_path / "details").mkdir()
-        details = _look(render_pdf(invoice.model_copy(update={"bill_to": thai})), tmp_path / "details").pages[0]
+        details = _look(render_pdf(invoice.model_copy(update={"bill_to": tibetan})), tmp_path / "details").pages[0]
         assert "cannot be printed in these documents" in " ".join(details.split())
+
+
+def _each_character_has_its_glyph(text: str, bold: bool = False) -> None:
+    """Every character of `text` is drawn by a face that has it (invisible joiners and marks aside)."""
+    for face, piece in runs(text, bold):
+        for ch in piece:
+            assert has_glyph(face, ch) or unicodedata.category(ch) == "Cf", (text, face, ch)
+
+
+def test_names_in_scripts_that_need_shaping_render_with_their_fonts_and_read_back(tmp_path: Path) -> None:
+    invoice = samples.world()
+    doc = _look(render_pdf(invoice), tmp_path)
+    fonts = subprocess.run(["pdffonts", str(doc.pdf)], check=True, capture_output=True, text=True).stdout
+    for face in ("Devanagari", "Thai", "Tamil", "Bengali", "Arabic", "Hebrew"):
+        assert re.search(rf"\+NotoSans{face}-Regular +TrueType +\S+ +yes yes yes", fonts), fonts
+    assert re.search(r"\+NotoEmoji-Regular +TrueType +\S+ +yes yes yes", fonts), fonts
+    names = [invoice.bill_to_name, *invoice.bill_to.address_lines, *samples.WORLD_PROJECTS.values()]
+    for name in names:
+        _each_character_has_its_glyph(name)
+        _each_character_has_its_glyph(name, bold=True)
+    text = " ".join(" ".join(doc.pages).split())
+    for project in ("prj_hindi", "prj_thai", "prj_tamil", "prj_bengali", "prj_emoji"):  # left to right: as written
+        assert f"{samples.WORLD_PROJECTS[project]}: " in text
+    assert "क्षत्रिय विज्ञापन एजेंसी" in text and "शॉप नं. 12, मरीन ड्राइव, मुंबई 400002" in text
+    for rtl in ("prj_arabic", "prj_hebrew"):  # poppler puts right-to-left words in its own order: each word reads
+        for word in samples.WORLD_PROJECTS[rtl].split():
+            assert word in text
+    assert "cannot be printed" not in text and not _off_the_page(doc)
+
+
+def _visual(text: str, ltr: bool = False) -> list[tuple[str, str]]:
+    """The pieces of a line left to right: (face, the characters a text extractor reads there)."""
+    return [(piece.face, piece.actual or piece.glyphs) for piece in layout(text, ltr=ltr).pieces]
+
+
+def test_conjuncts_join_and_right_to_left_runs_are_in_visual_order() -> None:
+    (devanagari,) = layout("क्षत्रिय").pieces  # KSSA and TRA are conjuncts; the I sign goes before TRA
+    assert devanagari.face == "LayersNotoDevanagari" and len(devanagari.glyphs) < len("क्षत्रिय")
+    assert devanagari.actual == "क्षत्रिय"
+    (arabic,) = layout("وكالة").pieces
+    assert arabic.glyphs[0] == "\ufe94"  # leftmost: TEH MARBUTA's final (joined) form, the last letter
+    assert _visual("abc שלום def") == [("LayersSans", "abc "), ("LayersNotoHebrew", "םולש"), ("LayersSans", " def")]
+    assert [text for _, text in _visual("abc שלום 123")] == ["abc ", "123", " ", "םולש"]  # a number after it joins it
+    assert [face for face, _ in _visual("שלום עולם")] == ["LayersNotoHebrew", "LayersSans", "LayersNotoHebrew"]
+    assert _visual("שלום עולם")[0][1] == "םלוע"  # a right-to-left paragraph: its last word is leftmost
+    brackets = layout("(مصر)").pieces  # the closing bracket is leftmost, mirrored by the shaper: it reads "("
+    assert (str(brackets[0].glyphs), brackets[0].actual, str(brackets[-1].glyphs)) == ("(", ")", ")")
+    assert _visual("סוכנות: 700 included")[0][1] == "included"  # a name: its own direction (right to left)
+    quoted = [text for _, text in _visual("סוכנות: 700 included", ltr=True)]  # our sentence quoting a name
+    assert quoted == ["תונכוס", ": 700 included"]  # its number stays in the sentence, as HTML's <bdi> would have it
+    (family,) = layout("👨\u200d👩\u200d👧\u200d👦").pieces  # a ZWJ sequence is one glyph
+    assert family.face == "LayersEmoji" and len(family.glyphs) == 1
+    assert next(face for face, _ in _visual("1\ufe0f\u20e3 ❤\ufe0f ✈\ufe0e")) == "LayersEmoji"  # a keycap
+
+
+HOSTILE_NAMES = {
+    "combining marks": "Z\u0351\u0300\u0301\u0302\u0303\u0304\u0305\u0306a\u0310l\u0312go " * 4 + "क" + "\u0901" * 40,
+    "zwj sequences": "👨\u200d👩\u200d👧\u200d👦 Family 👩🏽\u200d💻 🏳\ufe0f\u200d🌈 🇯🇵🇫🇷 1\ufe0f\u20e3 ❤\ufe0f",
+    "300 characters": ("क्षत्रिय विज्ञापन وكالة الإعلانات โฆษณาไทย 🚀 " * 8)[:300],
+    "thai without spaces": "โฆษณาไทย" * 40,
+    "right to left with digits": 'شركة 123 للإعلان 45.6% (مصر) 2026-10-14 ש"ח 1,234',
+    "all right to left": "وكالة الإعلانات العربية المتحدة للتسويق الرقمي " * 6,
+    "controls": "Evil\u202eexe.pdf\u202c and \u2067ريال\u2069 \x00\x07\n\ttab \ue000 \u2029 end",  # noqa: RUF001
+}
+
+
+def _ink(text: str) -> str:
+    """`text` without its spaces and the direction marks a wrapped right-to-left paragraph's lines start with."""
+    return "".join(ch for ch in text if not ch.isspace() and ch not in "\u200e\u200f")
+
+
+@pytest.mark.parametrize("key", sorted(HOSTILE_NAMES))
+def test_odd_names_render_on_the_page_and_wrap_in_their_column(key: str, tmp_path: Path) -> None:
+    name = HOSTILE_NAMES[key]
+    line = InvoiceLine(section="credits", description=name, amount_minor=0, paid_via="info", quantity=1)
+    base = samples.byo()
+    invoice = base.model_copy(
+        update={"bill_to_name": name, "bill_to": BillTo(name=name, address_lines=[name]), "lines": [*base.lines, line]}
+    )
+    doc = _look(render_pdf(invoice), tmp_path)
+    assert not _off_the_page(doc)
+    assert f"Account {invoice.org_id}" in doc.pages[0]
+    for column in (330, 196):
+        lines = wrap(name, 10, column, bold=True)
+        assert all(width(piece, 10, bold=True) <= column for piece in lines)
+        assert _ink("".join(lines)) == _ink(name)  # every character is on a line
+    if key == "controls":  # an override does not turn "exe.pdf" into "fdp.exe"
+        text = "".join(doc.pages)
+        assert "exe.pdf" in text and "fdp.exe" not in text
+
+
+def test_what_is_drawn_of_a_name() -> None:
+    assert as_drawn("a" + "\u0301" * 40 + "b") == "a" + "\u0301" * 4 + "b"  # no tower of marks off the page
+    assert as_drawn("x\u202ey\u202dz\n\tq\ue000\ud800") == "xyz  q\ufffd\ufffd"
+    assert as_drawn("क्षत्रिय שָׁלוֹם") == "क्षत्रिय שָׁלוֹם"  # real text is untouched
+
+
+_HOSTILE_CHARACTERS = st.one_of(
+    st.characters(),  # any code point but a surrogate: unassigned, private use, controls included
+    st.sampled_from(
+        list("क्षत्रियविज्ञापनوكالةالإعلاناتโฆษณาไทยשָׁלוֹם👨👩🏽🇫🇷⃣ 0123456789()<>:,.-")
+        + list("\u200d\u200c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufe0f\u0301\u094d")
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(_HOSTILE_CHARACTERS, max_size=80), st.sampled_from([40.0, 196.0, 330.0]), st.booleans(), st.booleans())
+def test_any_text_wraps_in_its_column_and_draws(text: str, column: float, bold: bool, ltr: bool) -> None:
+    """Whatever a name holds, it is laid out, wrapped without losing a character, within the column (but a
+    single cluster wider than it), and drawn."""
+    from reportlab.pdfgen.canvas import Canvas
+
+    lines = wrap(text, 8.5, column, bold=bold, ltr=ltr)
+    assert _ink("".join(lines)) == _ink(text)
+    pdf = Canvas(io.BytesIO(), invariant=1)
+    for line in lines:
+        assert width(line, 8.5, bold) <= column or len(wrap(line, 8.5, 0.1, bold=bold, ltr=True)) == 1, line
+        draw(pdf, 40, 400, line, 8.5, bold, ltr=ltr)
+    pdf.save()
