@@ -115,18 +115,30 @@ class Reconciler:
             for pi, t in topups.items()
             if t.credited_at and span[0].isoformat() <= t.credited_at < span[1].isoformat()
         }
-        intents |= self._refunded_or_disputed_in(created, set(topups))
+        intents |= self._moved_in(org, created, set(topups))
         intents |= {d.scope.removeprefix("payment:") for d in open_now if d.scope.startswith("payment:")}
         findings: list[Finding] = []
         for intent_id in sorted(intents):
             findings += self._payment(org, intent_id, topups.get(intent_id), intent_id in credited)
         return findings, {f"payment:{i}" for i in intents}
 
-    def _refunded_or_disputed_in(self, created: tuple[int, int], ours: set[str]) -> set[str]:
-        """Our intents with a refund or dispute made in the range (a dashboard refund of an old top-up)."""
+    def _moved_in(self, org: Org, created: tuple[int, int], ours: set[str]) -> set[str]:
+        """Our intents with a refund or dispute made or closed in the range (a dashboard refund of an old
+        top-up, a dispute won), and the org's top-up intents that succeeded in it, whatever day they were
+        created (a card confirmed after midnight, a bank transfer funded in its last part days later)."""
+        moved = self._reads.payments_moved_in(created)
         touched = {r.payment_intent_id for r in self._reads.refunds_in(created)}
         touched |= {d.payment_intent_id for d in self._reads.disputes_in(created)}
-        return {i for i in touched if i in ours}
+        touched |= {m.payment_intent_id for m in moved if m.type != "payment_intent.succeeded"}
+        found = {i for i in touched if i in ours}
+        return found | {
+            m.payment_intent_id
+            for m in moved
+            if m.type == "payment_intent.succeeded"
+            and m.payment_intent_id
+            and m.metadata.get("kind") == "wallet_topup"
+            and m.customer_id == org.stripe_customer_id
+        }
 
     def _payment(self, org: Org, intent_id: str, topup: TopUp | None, credited: bool) -> list[Finding]:
         read = self._reads.payment(intent_id)

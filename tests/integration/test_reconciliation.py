@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +31,7 @@ from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
 from tests.local import devtokens
+from tests.stripe_clock import advance_clock
 
 pytestmark = pytest.mark.integration
 
@@ -545,3 +546,99 @@ def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_
     again = run.run(day, day + timedelta(days=1), lambda: 900.0)
     assert again.done and (again.opened, again.stripe_reads) == (0, 0)
     assert _settled(stack, table, org_id) == before
+
+
+# ---------------------------------------------------------------------- outside re-check (issue 18)
+def _clocked_org(kit: ReconcileKit, api: ApiClient, at: int) -> tuple[str, str, str]:
+    """An org whose Stripe customer lives on a test clock frozen at `at` (a day no other test uses).
+    Returns (org id, customer id, clock id)."""
+    clock = kit.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": at})
+    org_id = str(api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Clocked"}).body["org_id"])
+    customer = kit.stripe.v1.customers.create(params={"name": org_id, "test_clock": clock.id})
+    assert OrgRepository(kit.table).link_stripe_customer(org_id, customer.id) == customer.id
+    return org_id, customer.id, clock.id
+
+
+def test_a_wire_funded_in_two_parts_across_midnight_is_checked_the_day_it_succeeds_not_the_day_it_was_made(
+    kit: ReconcileKit, api: ApiClient, stack: Any
+) -> None:
+    # Given a wire top-up payment made at 23:59:59 and funded in part that second, its webhooks lost (no
+    # top-up of ours names it: the run cannot credit it, a person must)
+    day = date(2060, 1, 1) + timedelta(days=random.randrange(3000))
+    org_id, customer, clock = _clocked_org(kit, api, int(day_start(day).timestamp()) + 86_399)
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    with stack.stripe.webhooks_lost():
+        intent_id, shown = gateway.start_bank_payment(
+            customer_id=customer,
+            method="wire",
+            amount_minor=30_000,
+            currency="USD",
+            metadata={"org_id": org_id, "kind": "wallet_topup", "topup_id": "not-ours"},
+            key=new_user("wire"),
+        )
+        funding = {"currency": "usd", "reference": shown["reference"]}
+        kit.stripe.v1.test_helpers.customers.fund_cash_balance(customer, params={**funding, "amount": 10_000})
+    # Then the run of that day finds nothing: Stripe kept nothing yet
+    run, paid_on = kit.recon.run, day + timedelta(days=3)
+    assert run.run(day, day + timedelta(days=1), lambda: 900.0).done and kit.open(org_id) == []
+    # When the rest arrives three days later, just after midnight
+    with stack.stripe.webhooks_lost():
+        advance_clock(kit.stripe, clock, int(day_start(paid_on).timestamp()) + 30)
+        kit.stripe.v1.test_helpers.customers.fund_cash_balance(customer, params={**funding, "amount": 20_000})
+    assert kit.stripe.v1.payment_intents.retrieve(intent_id).status == "succeeded"
+    # Then the run of the day it succeeded queues the org (from Stripe's events: the payment was not made
+    # that day) and finds the money Stripe kept that the wallet never credited
+    summary = run.run(paid_on, paid_on + timedelta(days=1), lambda: 900.0)
+    assert summary.done and summary.orgs >= 1
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.scope, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, f"payment:{intent_id}", 30_000)
+
+
+def _days_ago(kit: ReconcileKit, stack: Any, org_id: str, intent_id: str, days: int) -> None:
+    """The top-up, its Stripe payment and what was made on it, moved `days` back (made and credited then)."""
+    store, back = stack.stripe.store, days * 86_400
+    with store.lock:
+        for obj in list(store.objects.values()):
+            if obj["id"] == intent_id or obj.get("payment_intent") == intent_id:
+                obj["created"] -= back
+    (topup,) = [t for t in kit.recon.repo.topups(org_id) if t.payment_intent_id == intent_id]
+    earlier = (datetime.fromisoformat(str(topup.credited_at)) - timedelta(days=days)).isoformat()
+    kit.table.update_item(
+        Key={"PK": f"ORG#{org_id}", "SK": f"TOPUP#{topup.topup_id}"},
+        UpdateExpression="SET credited_at = :at",
+        ExpressionAttributeValues={":at": earlier},
+    )
+
+
+def test_a_dispute_made_days_ago_and_won_today_with_its_webhook_lost_is_given_back_by_todays_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    (paid,) = kit.recon.repo.topups(org_id)
+    intent_id = str(paid.payment_intent_id)
+    balance = kit.balance(org_id)
+    # Given a dispute of the top-up, taken from the wallet by its webhook, both five days ago
+    charge = str(kit.stripe.v1.payment_intents.retrieve(intent_id).latest_charge)
+    kit.stripe.raw_request("post", f"/_emulator/charges/{charge}/dispute", amount=20_000)
+    stack.stripe.wait_for_deliveries()
+    assert kit.balance(org_id) == balance - 20_000
+    _days_ago(kit, stack, org_id, intent_id, 5)
+    assert kit.reconcile(org_id).findings == ()
+    # When the org wins it today, and the webhook is lost
+    store = stack.stripe.store
+    with stack.stripe.webhooks_lost(), store.lock:
+        dispute = next(o for o in store.objects.values() if o["object"] == "dispute" and o["charge"] == charge)
+        dispute["status"] = "won"
+        store.emit("charge.dispute.closed", dispute)
+    # Then today's run (the payment and the dispute were made days before) gives the money back, once
+    _daily_of_today(kit, org_id)
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.DISPUTE_NOT_REFLECTED, 20_000, 0)
+    assert found.resolution == "auto_corrected" and kit.balance(org_id) == balance
+    _daily_of_today(kit, org_id)
+    assert kit.balance(org_id) == balance and kit.open(org_id) == []
+
+
+def _daily_of_today(kit: ReconcileKit, org_id: str) -> OrgReport:
+    today = kit.clock.now().date()
+    return kit.recon.reconciler.reconcile_org(org_id, today, today + timedelta(days=1))
