@@ -27,6 +27,7 @@ from shared.reconcile.service import day_start
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from shared.wallet.repository import WalletRepository
+from shared.wallet.service import Bill
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
@@ -642,3 +643,43 @@ def test_a_dispute_made_days_ago_and_won_today_with_its_webhook_lost_is_given_ba
 def _daily_of_today(kit: ReconcileKit, org_id: str) -> OrgReport:
     today = kit.clock.now().date()
     return kit.recon.reconciler.reconcile_org(org_id, today, today + timedelta(days=1))
+
+
+def test_holds_placed_and_settled_while_the_org_is_reconciled_open_nothing(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    wallet, repo = kit.recon.services.wallet, kit.recon.repo
+    settled = new_user("hold")
+    wallet.hold(org_id=org_id, hold_id=settled, project_id=project, platform="meta", amount_minor=2_000)
+    assert kit.reconcile(org_id).findings == ()
+    real_lines, real_holds = repo.entry_lines, repo.pending_holds
+    placed = new_user("hold")
+    writes = iter(
+        [
+            # between the wallet's read and its holds': a hold the wallet read has not got, the holds will
+            lambda: wallet.hold(org_id=org_id, hold_id=placed, project_id=project, platform="meta", amount_minor=3_000),
+            # once the holds were read: the bill that settles one of them (held moves, a hold read is gone)
+            lambda: wallet.record_bill(
+                Bill(org_id, "meta", new_user("bill"), project, 1_500, "USD", kit.clock.now().date(), settled, "t")
+            ),
+        ]
+    )
+
+    def lines_then_a_write(oid: str) -> Any:
+        lines = list(real_lines(oid))
+        next(writes, lambda: None)()
+        return iter(lines)
+
+    def holds_then_a_write(oid: str) -> Any:
+        holds = real_holds(oid)
+        next(writes, lambda: None)()
+        return holds
+
+    monkeypatch.setattr(repo, "entry_lines", lines_then_a_write)
+    monkeypatch.setattr(repo, "pending_holds", holds_then_a_write)
+    report = kit.reconcile(org_id)
+    assert report.findings == () and kit.open(org_id) == []
+    assert {h.hold_id for h in real_holds(org_id)} == {placed}  # both writes landed mid-run
+    monkeypatch.undo()
+    assert kit.reconcile(org_id).findings == ()
