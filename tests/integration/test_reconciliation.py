@@ -32,6 +32,7 @@ from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
 from tests.local import devtokens
+from tests.paid import paid_org_over_http
 from tests.stripe_clock import advance_clock
 
 pytestmark = pytest.mark.integration
@@ -682,4 +683,52 @@ def test_holds_placed_and_settled_while_the_org_is_reconciled_open_nothing(
     assert report.findings == () and kit.open(org_id) == []
     assert {h.hold_id for h in real_holds(org_id)} == {placed}  # both writes landed mid-run
     monkeypatch.undo()
+    assert kit.reconcile(org_id).findings == ()
+
+
+def test_an_org_switched_from_byo_to_agency_mid_month_reconciles_with_nothing_found(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Given a Pro org on its own ad accounts (BYO) whose platforms report its spend (billed to the customer)
+    owner = new_user()
+    org_id = paid_org_over_http(api, stack, table, owner, name="Switcher", plan_id="pro", billing_mode="byo")
+    project = str(api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "L"}).body["project_id"])
+    today = kit.clock.now().date()
+    for back in (12, 11, 10):
+        _report(kit, org_id, project, (today - timedelta(days=back)).isoformat(), 5_000 + back)
+    assert kit.reconcile(org_id).findings == () and kit.recon.desk.unbilled_spend(org_id, today) == 0
+    # When it switches to agency mode mid-month, tops up, and its spend is billed as reported
+    switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert switched.status == 200, switched.body
+    top_up(api, stack, owner, org_id, 50_000)
+    for back, amount in ((4, 4_000), (3, 2_500)):
+        day = today - timedelta(days=back)
+        kit.bill(org_id, project, amount, day)
+        _report(kit, org_id, project, day.isoformat(), amount)
+    # Then the month reconciles with nothing found, and only agency spend would count as unbilled
+    assert kit.reconcile(org_id).findings == () and kit.all(org_id) == []
+    _report(kit, org_id, project, (today - timedelta(days=5)).isoformat(), 3_000)  # agency, never billed
+    (found,) = kit.reconcile(org_id).findings
+    assert (found.kind, found.theirs_minor) == (K.SPEND_NOT_BILLED, 3_000)
+
+
+def test_a_report_resent_after_the_platform_restated_it_does_not_take_the_restatement_back(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    day = (kit.clock.now().date() - timedelta(days=4)).isoformat()  # billed 2_500 that day, reported so
+    desk = kit.recon.desk
+
+    def sent(amount: int, report_id: str) -> bool:
+        kit.clock.at += timedelta(seconds=1)
+        return desk.report_spend(
+            SpendReport(org_id, "meta", project, day, amount, "USD", report_id, kit.clock.now().isoformat())
+        )
+
+    # Given the platform's first report of the day, then its restatement (what it billed), each sent twice
+    first, restated = new_user("rpt"), new_user("rpt")
+    assert sent(2_400, first) and sent(2_400, first)  # a duplicate of the latest: kept, the same
+    assert sent(2_500, restated) and sent(2_500, restated)
+    # When the first is resent late (a retry after a timeout), it is not kept: the restatement stands
+    assert not sent(2_400, first)
     assert kit.reconcile(org_id).findings == ()
