@@ -96,8 +96,9 @@ class Reconciler:
             findings += found
             scopes |= checked
         scopes.add(RUN_SCOPE)  # a run that got this far closes an earlier run's failure
-        findings, corrected = self._corrected(org, findings)
+        findings, corrected, kept = self._corrected(org, findings)
         opened, resolved = self._record(org, findings, scopes, open_now, corrected)
+        opened += kept
         return OrgReport(org_id, frozenset(scopes), tuple(findings), opened, resolved, len(corrected), tuple(corrected))
 
     # ------------------------------------------------------------------ wallet <-> Stripe
@@ -150,15 +151,20 @@ class Reconciler:
             )
         return checks.payment(org.org_id, intent_id, stripe, ours)
 
-    def _corrected(self, org: Org, findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
-        """Applies the unambiguous corrections; returns the findings that remain and those corrected."""
-        remaining, corrected = [], []
+    def _corrected(self, org: Org, findings: list[Finding]) -> tuple[list[Finding], list[Finding], int]:
+        """Applies the unambiguous corrections; returns the findings that remain, those corrected, and how
+        many of the remaining were opened here. Each is kept open before it is corrected, so a run that dies
+        after the correction leaves it found (its next run resolves it)."""
+        remaining, corrected, opened = [], [], 0
         for finding in findings:
-            if finding.kind in AUTO_CORRECTED and self._correct(org, finding):
+            auto = finding.kind in AUTO_CORRECTED
+            fresh = self._open(org.currency, finding, self._clock.now()) if auto else 0
+            if auto and self._correct(org, finding):
                 corrected.append(finding)
             else:
                 remaining.append(finding)
-        return remaining, corrected
+                opened += fresh
+        return remaining, corrected, opened
 
     def _correct(self, org: Org, finding: Finding) -> bool:
         """What the lost webhook would have done, through the same idempotent service call; True when the

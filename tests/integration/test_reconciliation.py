@@ -732,3 +732,28 @@ def test_a_report_resent_after_the_platform_restated_it_does_not_take_the_restat
     # When the first is resent late (a retry after a timeout), it is not kept: the restatement stands
     assert not sent(2_400, first)
     assert kit.reconcile(org_id).findings == ()
+
+
+def test_a_run_that_dies_after_correcting_a_payment_leaves_it_found_and_its_rerun_resolves_it(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    (paid,) = kit.recon.repo.topups(org_id)
+    balance = kit.balance(org_id)
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": str(paid.payment_intent_id), "amount": 3_000})
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("the invocation ran out of time")
+
+    # Given a run that took the dashboard refund from the wallet, then died before it kept what it did
+    monkeypatch.setattr(kit.recon.reconciler, "_record", dies)
+    with pytest.raises(TimeoutError):
+        kit.reconcile(org_id)
+    monkeypatch.undo()
+    assert kit.balance(org_id) == balance - 3_000
+    (found,) = kit.open(org_id)  # what it corrected is on the books, not lost with the run
+    assert (found.kind, found.theirs_minor) == (K.REFUND_NOT_REFLECTED, 3_000)
+    # When it is re-run, it resolves it and takes nothing twice
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+    assert kit.balance(org_id) == balance - 3_000
