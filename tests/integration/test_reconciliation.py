@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -594,17 +594,20 @@ def test_a_wire_funded_in_two_parts_across_midnight_is_checked_the_day_it_succee
     assert summary.done and summary.orgs >= 1
     (found,) = kit.open(org_id)
     assert (found.kind, found.scope, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, f"payment:{intent_id}", 30_000)
+    # And a range overlapping both runs finds the same, and keeps it as it was (no second event)
+    assert run.run(day - timedelta(days=1), paid_on + timedelta(days=2), lambda: 900.0).done
+    assert kit.all(org_id) == [found]
 
 
-def _days_ago(kit: ReconcileKit, stack: Any, org_id: str, intent_id: str, days: int) -> None:
+def _days_ago(kit: ReconcileKit, stack: Any, org_id: str, intent_id: str, days: float) -> None:
     """The top-up, its Stripe payment and what was made on it, moved `days` back (made and credited then)."""
-    store, back = stack.stripe.store, days * 86_400
+    store, back = stack.stripe.store, round(days * 86_400)
     with store.lock:
         for obj in list(store.objects.values()):
             if obj["id"] == intent_id or obj.get("payment_intent") == intent_id:
                 obj["created"] -= back
     (topup,) = [t for t in kit.recon.repo.topups(org_id) if t.payment_intent_id == intent_id]
-    earlier = (datetime.fromisoformat(str(topup.credited_at)) - timedelta(days=days)).isoformat()
+    earlier = (datetime.fromisoformat(str(topup.credited_at)) - timedelta(seconds=back)).isoformat()
     kit.table.update_item(
         Key={"PK": f"ORG#{org_id}", "SK": f"TOPUP#{topup.topup_id}"},
         UpdateExpression="SET credited_at = :at",
@@ -757,3 +760,27 @@ def test_a_run_that_dies_after_correcting_a_payment_leaves_it_found_and_its_reru
     # When it is re-run, it resolves it and takes nothing twice
     assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
     assert kit.balance(org_id) == balance - 3_000
+
+
+def test_a_dashboard_refund_today_of_a_top_up_made_at_235959_yesterday_is_taken_once_by_either_days_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    (paid,) = kit.recon.repo.topups(org_id)
+    intent_id, today = str(paid.payment_intent_id), kit.clock.now().date()
+    # Given the top-up made and credited at 23:59:59 yesterday (as Stripe and the wallet have it)
+    made = datetime.fromtimestamp(kit.stripe.v1.payment_intents.retrieve(intent_id).created, UTC)
+    _days_ago(
+        kit, stack, org_id, intent_id, (made - (day_start(today) - timedelta(seconds=1))).total_seconds() / 86_400
+    )
+    assert datetime.fromtimestamp(kit.stripe.v1.payment_intents.retrieve(intent_id).created, UTC).second == 59
+    balance = kit.balance(org_id)
+    # When it is partly refunded in the dashboard today, the webhook lost
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": intent_id, "amount": 2_000})
+    # Then yesterday's run (run late) and today's each see it; it is taken once
+    yesterday = kit.recon.reconciler.reconcile_org(org_id, today - timedelta(days=1), today)
+    assert yesterday.corrected == 1 and kit.balance(org_id) == balance - 2_000
+    assert _daily_of_today(kit, org_id).findings == () and kit.balance(org_id) == balance - 2_000
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.resolution) == (K.REFUND_NOT_REFLECTED, "auto_corrected")
