@@ -20,10 +20,13 @@ from shared.invoices.models import Invoice, InvoiceLine, Totals
 from shared.invoices.repository import InvoiceRepository
 from shared.invoices.service import invoice_id_of
 from shared.orgs.repository import OrgRepository
+from shared.orgs.service import SETTLE_WINDOW
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import OrgReport, SpendReport
 from shared.reconcile.run import ReconcileRun
 from shared.reconcile.service import day_start
+from shared.reconcile.wiring import build_reconciliation
+from shared.settings import ApiSettings
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from shared.wallet.repository import WalletRepository
@@ -31,6 +34,7 @@ from shared.wallet.service import Bill
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
+from tests.integration.wallet_kit import _settings, agency_org, fund, wallet_kit
 from tests.local import devtokens
 from tests.paid import paid_org_over_http
 from tests.stripe_clock import advance_clock
@@ -784,3 +788,52 @@ def test_a_dashboard_refund_today_of_a_top_up_made_at_235959_yesterday_is_taken_
     assert _daily_of_today(kit, org_id).findings == () and kit.balance(org_id) == balance - 2_000
     (found,) = kit.all(org_id)
     assert (found.kind, found.resolution) == (K.REFUND_NOT_REFLECTED, "auto_corrected")
+
+
+def test_spend_a_platform_reported_but_the_invoice_missed_closes_when_the_late_bill_lands_on_the_next_invoice(
+    stack: Any,
+) -> None:
+    # Given an agency org whose first period's invoice was issued by the real invoice steps
+    wallets = wallet_kit(stack, datetime(2027, 3, 30, 14, 37, 12, tzinfo=UTC) + timedelta(days=random.randrange(900)))
+    settings = ApiSettings.model_validate(_settings(stack.env))
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    recon = build_reconciliation(settings, clock=wallets.clock, table=wallets.repo._table, gateway=gateway)
+    org_id, project, _ = agency_org(wallets)
+    fund(wallets, org_id, 1_000_000, f"fund-{org_id}")
+    org = wallets.org_repo.require_org(org_id)
+    first = period_containing(org, wallets.clock.now())
+    second = period_containing(org, first.end)
+    spent_on, missed_on = first.start.date() + timedelta(days=2), first.start.date() + timedelta(days=5)
+
+    def report(day: date, amount: int) -> None:
+        at = wallets.clock.now().isoformat()
+        assert recon.desk.report_spend(SpendReport(org_id, "meta", project, day.isoformat(), amount, "USD", at, at))
+
+    def bill(day: date, amount: int) -> None:
+        wallets.wallet.record_bill(Bill(org_id, "meta", new_user("b"), project, amount, "USD", day, None, "feed"))
+
+    def reconcile() -> OrgReport:
+        today = wallets.clock.now().date()
+        return recon.reconciler.reconcile_org(org_id, first.start.date(), today + timedelta(days=1))
+
+    def invoice(period: Any) -> None:
+        wallets.clock.at = period.end + SETTLE_WINDOW + timedelta(minutes=1)
+        steps = wallets.services.invoices
+        for step in (steps.close, steps.collect, steps.finalize, steps.render, steps.issue):
+            step(org_id, period.key)
+
+    wallets.clock.at = datetime.combine(spent_on, datetime.min.time(), UTC) + timedelta(hours=20)
+    bill(spent_on, 4_000)
+    report(spent_on, 4_000)
+    report(missed_on, 2_500)  # the platform spent this day; its bill is late
+    invoice(first)
+    found = {f.kind for f in reconcile().findings}
+    assert found == {K.SPEND_NOT_BILLED}  # the report with no bill; the invoice holds every bill it had
+    # When the late bill arrives in the next period, it closes (the issued invoice is not edited)
+    wallets.clock.at += timedelta(days=2)
+    bill(missed_on, 2_500)
+    report_now = reconcile()
+    assert report_now.findings == () and report_now.resolved == 1
+    # And the next invoice, which carries it as late for the first period, reconciles clean
+    invoice(second)
+    assert reconcile().findings == () and recon.repo.all_of_org(org_id, status="open") == []
