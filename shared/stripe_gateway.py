@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         CustomerCreateParams,
         CustomerRetrieveParams,
         DisputeListParams,
+        EventListParams,
         InvoiceCreateParams,
         InvoiceCreatePreviewParams,
         InvoiceCreatePreviewParamsSubscriptionDetailsItem,
@@ -225,6 +226,31 @@ class Dispute:
 
 
 @dataclass(frozen=True)
+class PaymentMoved:
+    """An event of a payment that moved money after the day it was created: the intent succeeded (a card
+    confirmed after midnight, a bank transfer funded days later), a dispute closed, a refund failed."""
+
+    event_id: str
+    type: str
+    payment_intent_id: str | None
+    charge_id: str | None
+    metadata: dict[str, str]  # the intent's (a dispute's or refund's own are not the top-up's)
+    customer_id: str | None = None
+
+
+# The events of PaymentMoved: listed by the day they happened, whatever day their payment was created.
+PAYMENT_MOVED_EVENTS = (
+    "payment_intent.succeeded",
+    "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.funds_withdrawn",
+    "refund.updated",
+    "refund.failed",
+    "charge.refund.updated",
+)
+
+
+@dataclass(frozen=True)
 class InvoiceItem:
     """An invoice item of ours (`billing_key` metadata): on an invoice, or pending for the next one."""
 
@@ -344,7 +370,26 @@ def _page(items: list[ListedT], has_more: bool) -> ListPage[ListedT]:
     return ListPage(tuple(items), has_more and bool(items), last)
 
 
-_ID_FIELDS = {"PaymentIntent": "intent_id", "Refund": "refund_id", "Dispute": "dispute_id", "InvoiceItem": "item_id"}
+_ID_FIELDS = {
+    "PaymentMoved": "event_id",
+    "PaymentIntent": "intent_id",
+    "Refund": "refund_id",
+    "Dispute": "dispute_id",
+    "InvoiceItem": "item_id",
+}
+
+
+def _payment_moved(event: StripeJson) -> PaymentMoved:
+    obj = dict((event.get("data") or {}).get("object") or {})
+    intent = obj if obj.get("object") == "payment_intent" else {}
+    return PaymentMoved(
+        event_id=str(event["id"]),
+        type=str(event.get("type") or ""),
+        payment_intent_id=str(obj["id"]) if intent else _id_of(obj.get("payment_intent")),
+        charge_id=_id_of(intent.get("latest_charge")) if intent else _id_of(obj.get("charge")),
+        metadata=_metadata(intent),
+        customer_id=_id_of(intent.get("customer")) if intent else None,
+    )
 
 
 def _id_of(field: str | StripeJson | None) -> str | None:
@@ -1009,6 +1054,16 @@ class StripeGateway:
             params["starting_after"] = after
         found = self._call(self._client.v1.disputes.list, params=params)
         return _page([_dispute(_plain(d)) for d in found.data], bool(found.has_more))
+
+    def payments_moved_page(self, *, created: tuple[int, int], after: str | None = None) -> ListPage[PaymentMoved]:
+        """One page of 100 events of PAYMENT_MOVED_EVENTS created in [start, end), newest first (Stripe keeps
+        events 30 days)."""
+        params: EventListParams = {"limit": 100, "types": list(PAYMENT_MOVED_EVENTS)}
+        params["created"] = {"gte": created[0], "lt": created[1]}
+        if after:
+            params["starting_after"] = after
+        found = self._call(self._client.v1.events.list, params=params)
+        return _page([_payment_moved(_plain(e)) for e in found.data], bool(found.has_more))
 
     def invoice_items_page(self, *, customer_id: str, after: str | None = None) -> ListPage[InvoiceItem]:
         """One page of 100 of the customer's invoice items (on invoices and pending), newest first."""

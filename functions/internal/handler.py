@@ -330,7 +330,7 @@ class SpendReportRequest(_Request):
 
 class SpendReportOut(BaseModel):
     report_id: str
-    kept: bool  # False: a later report of the same day, platform and project is kept already
+    kept: bool  # False: a later report of the same day, platform and project is kept already, or this one replaced
 
 
 @app.post(

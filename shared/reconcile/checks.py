@@ -212,6 +212,8 @@ def spend(
     late = (today - timedelta(days=SPEND_BILL_GRACE_DAYS)).isoformat()
     for report in reports:
         got = billed.get((report.day, report.platform, report.project_id), 0)
+        if not report.agency and not got:
+            continue  # a BYO org's spend: its platform billed the customer's own account
         scope = f"spend:{report.day}:{report.platform}:{report.project_id}"
         causes = (report.report_id,)
         if not _same_currency(report.currency, currency):
@@ -231,4 +233,4 @@ def _same_currency(theirs: str, ours: str) -> bool:
 
 def unbilled_spend(reports: Iterable[SpendReport], billed: Mapping[tuple[str, str, str], int]) -> int:
     """Spend the platforms reported that no bill covers yet (what the wallet will still be charged)."""
-    return sum(max(0, r.amount_minor - billed.get((r.day, r.platform, r.project_id), 0)) for r in reports)
+    return sum(max(0, r.amount_minor - billed.get((r.day, r.platform, r.project_id), 0)) for r in reports if r.agency)

@@ -117,3 +117,6 @@ class SpendReport:
     currency: str
     report_id: str
     reported_at: str
+    # The org was in agency mode when the report came: its spend is billed to the wallet. A BYO org's
+    # platform bills the customer's own ad account, so its reports are kept but never expected as bills.
+    agency: bool = True

@@ -141,18 +141,22 @@ class ReconcileRepository:
 
     # ------------------------------------------------------------------ spend reports
     def put_report(self, report: SpendReport) -> bool:
-        """Keeps the platform's latest report of (day, platform, project). False if a later one is kept."""
-        item: Item = asdict(report) | keys.key(
-            report.org_id, keys.spend_report_sk(report.day, report.platform, report.project_id)
-        )
-        item |= {"type": "spend_report", "GSI2PK": keys.listed_pk(keys.reports_of_day(report.day), report.org_id)}
-        item["GSI2SK"] = report.org_id
+        """Keeps the platform's latest report of (day, platform, project). False if a later one is kept, or
+        if this report was replaced already (a resent report never takes back the restatement after it)."""
+        fields: Item = asdict(report) | {"type": "spend_report"}
+        fields["GSI2PK"] = keys.listed_pk(keys.reports_of_day(report.day), report.org_id)
+        fields["GSI2SK"] = report.org_id
+        names = {f"#{k}": k for k in fields}
+        values: Item = {f":{k}": v for k, v in fields.items()} | {":ids": {report.report_id}}
         try:
             with dynamo_errors():
-                self._table.put_item(
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(PK) OR reported_at <= :at",
-                    ExpressionAttributeValues={":at": report.reported_at},
+                self._table.update_item(
+                    Key=keys.key(report.org_id, keys.spend_report_sk(report.day, report.platform, report.project_id)),
+                    UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields) + " ADD report_ids :ids",
+                    ConditionExpression="attribute_not_exists(PK) OR #report_id = :report_id OR "
+                    "(#reported_at <= :reported_at AND NOT contains(report_ids, :report_id))",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
                 )
         except TransactionConditionFailed:
             return False

@@ -81,8 +81,11 @@ class ReconcileRun:
         created = (int(day_start(day_from).timestamp()), int(day_start(day_to).timestamp()))
         for intent in self._reads.wallet_intents_in(created, checkpoint):
             checkpoint.found.add(intent.metadata.get("org_id", ""))
+        moved = self._reads.payments_moved_in(created)
+        checkpoint.found |= {m.metadata.get("org_id", "") for m in moved if m.metadata.get("kind") == "wallet_topup"}
         charges = [r.charge_id for r in self._reads.refunds_in(created)]
         charges += [d.charge_id for d in self._reads.disputes_in(created)]
+        charges += [m.charge_id for m in moved if m.type != "payment_intent.succeeded"]
         for charge_id in filter(None, charges):
             link = self._wallet.charge_link(charge_id)
             if link:

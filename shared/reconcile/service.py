@@ -96,8 +96,9 @@ class Reconciler:
             findings += found
             scopes |= checked
         scopes.add(RUN_SCOPE)  # a run that got this far closes an earlier run's failure
-        findings, corrected = self._corrected(org, findings)
+        findings, corrected, kept = self._corrected(org, findings)
         opened, resolved = self._record(org, findings, scopes, open_now, corrected)
+        opened += kept
         return OrgReport(org_id, frozenset(scopes), tuple(findings), opened, resolved, len(corrected), tuple(corrected))
 
     # ------------------------------------------------------------------ wallet <-> Stripe
@@ -115,18 +116,30 @@ class Reconciler:
             for pi, t in topups.items()
             if t.credited_at and span[0].isoformat() <= t.credited_at < span[1].isoformat()
         }
-        intents |= self._refunded_or_disputed_in(created, set(topups))
+        intents |= self._moved_in(org, created, set(topups))
         intents |= {d.scope.removeprefix("payment:") for d in open_now if d.scope.startswith("payment:")}
         findings: list[Finding] = []
         for intent_id in sorted(intents):
             findings += self._payment(org, intent_id, topups.get(intent_id), intent_id in credited)
         return findings, {f"payment:{i}" for i in intents}
 
-    def _refunded_or_disputed_in(self, created: tuple[int, int], ours: set[str]) -> set[str]:
-        """Our intents with a refund or dispute made in the range (a dashboard refund of an old top-up)."""
+    def _moved_in(self, org: Org, created: tuple[int, int], ours: set[str]) -> set[str]:
+        """Our intents with a refund or dispute made or closed in the range (a dashboard refund of an old
+        top-up, a dispute won), and the org's top-up intents that succeeded in it, whatever day they were
+        created (a card confirmed after midnight, a bank transfer funded in its last part days later)."""
+        moved = self._reads.payments_moved_in(created)
         touched = {r.payment_intent_id for r in self._reads.refunds_in(created)}
         touched |= {d.payment_intent_id for d in self._reads.disputes_in(created)}
-        return {i for i in touched if i in ours}
+        touched |= {m.payment_intent_id for m in moved if m.type != "payment_intent.succeeded"}
+        found = {i for i in touched if i in ours}
+        return found | {
+            m.payment_intent_id
+            for m in moved
+            if m.type == "payment_intent.succeeded"
+            and m.payment_intent_id
+            and m.metadata.get("kind") == "wallet_topup"
+            and m.customer_id == org.stripe_customer_id
+        }
 
     def _payment(self, org: Org, intent_id: str, topup: TopUp | None, credited: bool) -> list[Finding]:
         read = self._reads.payment(intent_id)
@@ -138,15 +151,20 @@ class Reconciler:
             )
         return checks.payment(org.org_id, intent_id, stripe, ours)
 
-    def _corrected(self, org: Org, findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
-        """Applies the unambiguous corrections; returns the findings that remain and those corrected."""
-        remaining, corrected = [], []
+    def _corrected(self, org: Org, findings: list[Finding]) -> tuple[list[Finding], list[Finding], int]:
+        """Applies the unambiguous corrections; returns the findings that remain, those corrected, and how
+        many of the remaining were opened here. Each is kept open before it is corrected, so a run that dies
+        after the correction leaves it found (its next run resolves it)."""
+        remaining, corrected, opened = [], [], 0
         for finding in findings:
-            if finding.kind in AUTO_CORRECTED and self._correct(org, finding):
+            auto = finding.kind in AUTO_CORRECTED
+            fresh = self._open(org.currency, finding, self._clock.now()) if auto else 0
+            if auto and self._correct(org, finding):
                 corrected.append(finding)
             else:
                 remaining.append(finding)
-        return remaining, corrected
+                opened += fresh
+        return remaining, corrected, opened
 
     def _correct(self, org: Org, finding: Finding) -> bool:
         """What the lost webhook would have done, through the same idempotent service call; True when the

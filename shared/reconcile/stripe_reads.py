@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from shared.reconcile.checks import StripePayment
-from shared.stripe_gateway import ChargeRefunds, Dispute, ListPage, PaymentIntent, Refund, StripeGateway
+from shared.stripe_gateway import ChargeRefunds, Dispute, ListPage, PaymentIntent, PaymentMoved, Refund, StripeGateway
 
 T = TypeVar("T")
 # Stripe allows 100 read requests/s live and 25 in test mode, shared with every other function: the run
@@ -112,6 +112,13 @@ class StripeReads:
 
     def disputes_in(self, created: tuple[int, int]) -> list[Dispute]:
         return self._remembered(("disputes", *created), lambda a: self._gateway.disputes_page(created=created, after=a))
+
+    def payments_moved_in(self, created: tuple[int, int]) -> list[PaymentMoved]:
+        """Payments that moved in the range whatever day they were created (an intent that succeeded after
+        midnight, a bank transfer funded later, a dispute closed, a refund failed): from Stripe's events."""
+        return self._remembered(
+            ("moved", *created), lambda a: self._gateway.payments_moved_page(created=created, after=a)
+        )
 
     def _remembered(self, key: tuple[object, ...], fetch: Callable[[str | None], ListPage[T]]) -> list[T]:
         now = self._now()

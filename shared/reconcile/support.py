@@ -3,11 +3,12 @@ discrepancies, the platforms' spend reports, and the spend they reported that no
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 from shared.auth import Caller
 from shared.errors import ForbiddenError, InvalidRequestError, NotFoundError
-from shared.orgs.models import READ
+from shared.orgs.models import READ, BillingMode
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.pagination import Page
@@ -50,7 +51,7 @@ class ReconcileDesk:
                 "compared with bills in the org's own currency.",
                 code="currency_mismatch",
             )
-        return self._repo.put_report(report)
+        return self._repo.put_report(replace(report, agency=org.billing_mode is BillingMode.AGENCY))
 
     def unbilled_spend(self, org_id: str, today: date) -> int:
         """Spend the platforms reported over the last days that no bill covers yet (in the runway)."""

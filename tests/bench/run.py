@@ -902,7 +902,8 @@ def bench_reconcile(stack: Any, quick: bool) -> Group:
     g.notes.append(
         "each org: a month of bills with matching platform reports and one card top-up in Stripe (its own "
         "customer); Stripe reads: the customer's intents of the range, then the intent, its refunds and disputes; "
-        "the range's refund and dispute lists once a run. The run resumes across 15-minute invocations"
+        "the range's refund, dispute and payment-event lists once a run. The run resumes across 15-minute "
+        "invocations"
     )
     return g
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,17 +20,24 @@ from shared.invoices.models import Invoice, InvoiceLine, Totals
 from shared.invoices.repository import InvoiceRepository
 from shared.invoices.service import invoice_id_of
 from shared.orgs.repository import OrgRepository
+from shared.orgs.service import SETTLE_WINDOW
 from shared.reconcile.models import DiscrepancyKind as K
 from shared.reconcile.models import OrgReport, SpendReport
 from shared.reconcile.run import ReconcileRun
 from shared.reconcile.service import day_start
+from shared.reconcile.wiring import build_reconciliation
+from shared.settings import ApiSettings
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from shared.wallet.repository import WalletRepository
+from shared.wallet.service import Bill
 from tests.helpers import ApiClient, new_user, org_items
 from tests.integration.reconcile_kit import ReconcileKit, agency_with_top_up, reconcile_kit, top_up
 from tests.integration.stripe_kit import API_KEY
+from tests.integration.wallet_kit import _settings, agency_org, fund, wallet_kit
 from tests.local import devtokens
+from tests.paid import paid_org_over_http
+from tests.stripe_clock import advance_clock
 
 pytestmark = pytest.mark.integration
 
@@ -545,3 +552,288 @@ def test_the_daily_run_finds_its_orgs_in_stripes_lists_resumes_where_it_stopped_
     again = run.run(day, day + timedelta(days=1), lambda: 900.0)
     assert again.done and (again.opened, again.stripe_reads) == (0, 0)
     assert _settled(stack, table, org_id) == before
+
+
+# ---------------------------------------------------------------------- outside re-check (issue 18)
+def _clocked_org(kit: ReconcileKit, api: ApiClient, at: int) -> tuple[str, str, str]:
+    """An org whose Stripe customer lives on a test clock frozen at `at` (a day no other test uses).
+    Returns (org id, customer id, clock id)."""
+    clock = kit.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": at})
+    org_id = str(api.call("POST", "/v1/orgs", as_user=new_user(), json={"name": "Clocked"}).body["org_id"])
+    customer = kit.stripe.v1.customers.create(params={"name": org_id, "test_clock": clock.id})
+    assert OrgRepository(kit.table).link_stripe_customer(org_id, customer.id) == customer.id
+    return org_id, customer.id, clock.id
+
+
+def test_a_wire_funded_in_two_parts_across_midnight_is_checked_the_day_it_succeeds_not_the_day_it_was_made(
+    kit: ReconcileKit, api: ApiClient, stack: Any
+) -> None:
+    # Given a wire top-up payment made at 23:59:59 and funded in part that second, its webhooks lost (no
+    # top-up of ours names it: the run cannot credit it, a person must)
+    day = date(2060, 1, 1) + timedelta(days=random.randrange(3000))
+    org_id, customer, clock = _clocked_org(kit, api, int(day_start(day).timestamp()) + 86_399)
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    with stack.stripe.webhooks_lost():
+        intent_id, shown = gateway.start_bank_payment(
+            customer_id=customer,
+            method="wire",
+            amount_minor=30_000,
+            currency="USD",
+            metadata={"org_id": org_id, "kind": "wallet_topup", "topup_id": "not-ours"},
+            key=new_user("wire"),
+        )
+        funding = {"currency": "usd", "reference": shown["reference"]}
+        kit.stripe.v1.test_helpers.customers.fund_cash_balance(customer, params={**funding, "amount": 10_000})
+    # Then the run of that day finds nothing: Stripe kept nothing yet
+    run, paid_on = kit.recon.run, day + timedelta(days=3)
+    assert run.run(day, day + timedelta(days=1), lambda: 900.0).done and kit.open(org_id) == []
+    # When the rest arrives three days later, just after midnight
+    with stack.stripe.webhooks_lost():
+        advance_clock(kit.stripe, clock, int(day_start(paid_on).timestamp()) + 30)
+        kit.stripe.v1.test_helpers.customers.fund_cash_balance(customer, params={**funding, "amount": 20_000})
+    assert kit.stripe.v1.payment_intents.retrieve(intent_id).status == "succeeded"
+    # Then the run of the day it succeeded queues the org (from Stripe's events: the payment was not made
+    # that day) and finds the money Stripe kept that the wallet never credited
+    summary = run.run(paid_on, paid_on + timedelta(days=1), lambda: 900.0)
+    assert summary.done and summary.orgs >= 1
+    (found,) = kit.open(org_id)
+    assert (found.kind, found.scope, found.theirs_minor) == (K.PAYMENT_NOT_CREDITED, f"payment:{intent_id}", 30_000)
+    # And a range overlapping both runs finds the same, and keeps it as it was (no second event)
+    assert run.run(day - timedelta(days=1), paid_on + timedelta(days=2), lambda: 900.0).done
+    assert kit.all(org_id) == [found]
+
+
+def _days_ago(kit: ReconcileKit, stack: Any, org_id: str, intent_id: str, days: float) -> None:
+    """The top-up, its Stripe payment and what was made on it, moved `days` back (made and credited then)."""
+    store, back = stack.stripe.store, round(days * 86_400)
+    with store.lock:
+        for obj in list(store.objects.values()):
+            if obj["id"] == intent_id or obj.get("payment_intent") == intent_id:
+                obj["created"] -= back
+    (topup,) = [t for t in kit.recon.repo.topups(org_id) if t.payment_intent_id == intent_id]
+    earlier = (datetime.fromisoformat(str(topup.credited_at)) - timedelta(seconds=back)).isoformat()
+    kit.table.update_item(
+        Key={"PK": f"ORG#{org_id}", "SK": f"TOPUP#{topup.topup_id}"},
+        UpdateExpression="SET credited_at = :at",
+        ExpressionAttributeValues={":at": earlier},
+    )
+
+
+def test_a_dispute_made_days_ago_and_won_today_with_its_webhook_lost_is_given_back_by_todays_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    (paid,) = kit.recon.repo.topups(org_id)
+    intent_id = str(paid.payment_intent_id)
+    balance = kit.balance(org_id)
+    # Given a dispute of the top-up, taken from the wallet by its webhook, both five days ago
+    charge = str(kit.stripe.v1.payment_intents.retrieve(intent_id).latest_charge)
+    kit.stripe.raw_request("post", f"/_emulator/charges/{charge}/dispute", amount=20_000)
+    stack.stripe.wait_for_deliveries()
+    assert kit.balance(org_id) == balance - 20_000
+    _days_ago(kit, stack, org_id, intent_id, 5)
+    assert kit.reconcile(org_id).findings == ()
+    # When the org wins it today, and the webhook is lost
+    store = stack.stripe.store
+    with stack.stripe.webhooks_lost(), store.lock:
+        dispute = next(o for o in store.objects.values() if o["object"] == "dispute" and o["charge"] == charge)
+        dispute["status"] = "won"
+        store.emit("charge.dispute.closed", dispute)
+    # Then today's run (the payment and the dispute were made days before) gives the money back, once
+    _daily_of_today(kit, org_id)
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.ours_minor, found.theirs_minor) == (K.DISPUTE_NOT_REFLECTED, 20_000, 0)
+    assert found.resolution == "auto_corrected" and kit.balance(org_id) == balance
+    _daily_of_today(kit, org_id)
+    assert kit.balance(org_id) == balance and kit.open(org_id) == []
+
+
+def _daily_of_today(kit: ReconcileKit, org_id: str) -> OrgReport:
+    today = kit.clock.now().date()
+    return kit.recon.reconciler.reconcile_org(org_id, today, today + timedelta(days=1))
+
+
+def test_holds_placed_and_settled_while_the_org_is_reconciled_open_nothing(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    wallet, repo = kit.recon.services.wallet, kit.recon.repo
+    settled = new_user("hold")
+    wallet.hold(org_id=org_id, hold_id=settled, project_id=project, platform="meta", amount_minor=2_000)
+    assert kit.reconcile(org_id).findings == ()
+    real_lines, real_holds = repo.entry_lines, repo.pending_holds
+    placed = new_user("hold")
+    writes = iter(
+        [
+            # between the wallet's read and its holds': a hold the wallet read has not got, the holds will
+            lambda: wallet.hold(org_id=org_id, hold_id=placed, project_id=project, platform="meta", amount_minor=3_000),
+            # once the holds were read: the bill that settles one of them (held moves, a hold read is gone)
+            lambda: wallet.record_bill(
+                Bill(org_id, "meta", new_user("bill"), project, 1_500, "USD", kit.clock.now().date(), settled, "t")
+            ),
+        ]
+    )
+
+    def lines_then_a_write(oid: str) -> Any:
+        lines = list(real_lines(oid))
+        next(writes, lambda: None)()
+        return iter(lines)
+
+    def holds_then_a_write(oid: str) -> Any:
+        holds = real_holds(oid)
+        next(writes, lambda: None)()
+        return holds
+
+    monkeypatch.setattr(repo, "entry_lines", lines_then_a_write)
+    monkeypatch.setattr(repo, "pending_holds", holds_then_a_write)
+    report = kit.reconcile(org_id)
+    assert report.findings == () and kit.open(org_id) == []
+    assert {h.hold_id for h in real_holds(org_id)} == {placed}  # both writes landed mid-run
+    monkeypatch.undo()
+    assert kit.reconcile(org_id).findings == ()
+
+
+def test_an_org_switched_from_byo_to_agency_mid_month_reconciles_with_nothing_found(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Given a Pro org on its own ad accounts (BYO) whose platforms report its spend (billed to the customer)
+    owner = new_user()
+    org_id = paid_org_over_http(api, stack, table, owner, name="Switcher", plan_id="pro", billing_mode="byo")
+    project = str(api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "L"}).body["project_id"])
+    today = kit.clock.now().date()
+    for back in (12, 11, 10):
+        _report(kit, org_id, project, (today - timedelta(days=back)).isoformat(), 5_000 + back)
+    assert kit.reconcile(org_id).findings == () and kit.recon.desk.unbilled_spend(org_id, today) == 0
+    # When it switches to agency mode mid-month, tops up, and its spend is billed as reported
+    switched = api.call("PATCH", f"/v1/orgs/{org_id}", as_user=owner, json={"billing_mode": "agency"})
+    assert switched.status == 200, switched.body
+    top_up(api, stack, owner, org_id, 50_000)
+    for back, amount in ((4, 4_000), (3, 2_500)):
+        day = today - timedelta(days=back)
+        kit.bill(org_id, project, amount, day)
+        _report(kit, org_id, project, day.isoformat(), amount)
+    # Then the month reconciles with nothing found, and only agency spend would count as unbilled
+    assert kit.reconcile(org_id).findings == () and kit.all(org_id) == []
+    _report(kit, org_id, project, (today - timedelta(days=5)).isoformat(), 3_000)  # agency, never billed
+    (found,) = kit.reconcile(org_id).findings
+    assert (found.kind, found.theirs_minor) == (K.SPEND_NOT_BILLED, 3_000)
+
+
+def test_a_report_resent_after_the_platform_restated_it_does_not_take_the_restatement_back(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, project = _clean_month(kit, api, stack, table)
+    day = (kit.clock.now().date() - timedelta(days=4)).isoformat()  # billed 2_500 that day, reported so
+    desk = kit.recon.desk
+
+    def sent(amount: int, report_id: str) -> bool:
+        kit.clock.at += timedelta(seconds=1)
+        return desk.report_spend(
+            SpendReport(org_id, "meta", project, day, amount, "USD", report_id, kit.clock.now().isoformat())
+        )
+
+    # Given the platform's first report of the day, then its restatement (what it billed), each sent twice
+    first, restated = new_user("rpt"), new_user("rpt")
+    assert sent(2_400, first) and sent(2_400, first)  # a duplicate of the latest: kept, the same
+    assert sent(2_500, restated) and sent(2_500, restated)
+    # When the first is resent late (a retry after a timeout), it is not kept: the restatement stands
+    assert not sent(2_400, first)
+    assert kit.reconcile(org_id).findings == ()
+
+
+def test_a_run_that_dies_after_correcting_a_payment_leaves_it_found_and_its_rerun_resolves_it(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    (paid,) = kit.recon.repo.topups(org_id)
+    balance = kit.balance(org_id)
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": str(paid.payment_intent_id), "amount": 3_000})
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise TimeoutError("the invocation ran out of time")
+
+    # Given a run that took the dashboard refund from the wallet, then died before it kept what it did
+    monkeypatch.setattr(kit.recon.reconciler, "_record", dies)
+    with pytest.raises(TimeoutError):
+        kit.reconcile(org_id)
+    monkeypatch.undo()
+    assert kit.balance(org_id) == balance - 3_000
+    (found,) = kit.open(org_id)  # what it corrected is on the books, not lost with the run
+    assert (found.kind, found.theirs_minor) == (K.REFUND_NOT_REFLECTED, 3_000)
+    # When it is re-run, it resolves it and takes nothing twice
+    assert kit.reconcile(org_id).resolved == 1 and kit.open(org_id) == []
+    assert kit.balance(org_id) == balance - 3_000
+
+
+def test_a_dashboard_refund_today_of_a_top_up_made_at_235959_yesterday_is_taken_once_by_either_days_run(
+    kit: ReconcileKit, api: ApiClient, stack: Any, table: Any
+) -> None:
+    _, org_id, _ = _clean_month(kit, api, stack, table)
+    (paid,) = kit.recon.repo.topups(org_id)
+    intent_id, today = str(paid.payment_intent_id), kit.clock.now().date()
+    # Given the top-up made and credited at 23:59:59 yesterday (as Stripe and the wallet have it)
+    made = datetime.fromtimestamp(kit.stripe.v1.payment_intents.retrieve(intent_id).created, UTC)
+    _days_ago(
+        kit, stack, org_id, intent_id, (made - (day_start(today) - timedelta(seconds=1))).total_seconds() / 86_400
+    )
+    assert datetime.fromtimestamp(kit.stripe.v1.payment_intents.retrieve(intent_id).created, UTC).second == 59
+    balance = kit.balance(org_id)
+    # When it is partly refunded in the dashboard today, the webhook lost
+    with stack.stripe.webhooks_lost():
+        kit.stripe.v1.refunds.create(params={"payment_intent": intent_id, "amount": 2_000})
+    # Then yesterday's run (run late) and today's each see it; it is taken once
+    yesterday = kit.recon.reconciler.reconcile_org(org_id, today - timedelta(days=1), today)
+    assert yesterday.corrected == 1 and kit.balance(org_id) == balance - 2_000
+    assert _daily_of_today(kit, org_id).findings == () and kit.balance(org_id) == balance - 2_000
+    (found,) = kit.all(org_id)
+    assert (found.kind, found.resolution) == (K.REFUND_NOT_REFLECTED, "auto_corrected")
+
+
+def test_spend_a_platform_reported_but_the_invoice_missed_closes_when_the_late_bill_lands_on_the_next_invoice(
+    stack: Any,
+) -> None:
+    # Given an agency org whose first period's invoice was issued by the real invoice steps
+    wallets = wallet_kit(stack, datetime(2027, 3, 30, 14, 37, 12, tzinfo=UTC) + timedelta(days=random.randrange(900)))
+    settings = ApiSettings.model_validate(_settings(stack.env))
+    gateway = StripeGateway(API_KEY, "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    recon = build_reconciliation(settings, clock=wallets.clock, table=wallets.repo._table, gateway=gateway)
+    org_id, project, _ = agency_org(wallets)
+    fund(wallets, org_id, 1_000_000, f"fund-{org_id}")
+    org = wallets.org_repo.require_org(org_id)
+    first = period_containing(org, wallets.clock.now())
+    second = period_containing(org, first.end)
+    spent_on, missed_on = first.start.date() + timedelta(days=2), first.start.date() + timedelta(days=5)
+
+    def report(day: date, amount: int) -> None:
+        at = wallets.clock.now().isoformat()
+        assert recon.desk.report_spend(SpendReport(org_id, "meta", project, day.isoformat(), amount, "USD", at, at))
+
+    def bill(day: date, amount: int) -> None:
+        wallets.wallet.record_bill(Bill(org_id, "meta", new_user("b"), project, amount, "USD", day, None, "feed"))
+
+    def reconcile() -> OrgReport:
+        today = wallets.clock.now().date()
+        return recon.reconciler.reconcile_org(org_id, first.start.date(), today + timedelta(days=1))
+
+    def invoice(period: Any) -> None:
+        wallets.clock.at = period.end + SETTLE_WINDOW + timedelta(minutes=1)
+        steps = wallets.services.invoices
+        for step in (steps.close, steps.collect, steps.finalize, steps.render, steps.issue):
+            step(org_id, period.key)
+
+    wallets.clock.at = datetime.combine(spent_on, datetime.min.time(), UTC) + timedelta(hours=20)
+    bill(spent_on, 4_000)
+    report(spent_on, 4_000)
+    report(missed_on, 2_500)  # the platform spent this day; its bill is late
+    invoice(first)
+    found = {f.kind for f in reconcile().findings}
+    assert found == {K.SPEND_NOT_BILLED}  # the report with no bill; the invoice holds every bill it had
+    # When the late bill arrives in the next period, it closes (the issued invoice is not edited)
+    wallets.clock.at += timedelta(days=2)
+    bill(missed_on, 2_500)
+    report_now = reconcile()
+    assert report_now.findings == () and report_now.resolved == 1
+    # And the next invoice, which carries it as late for the first period, reconciles clean
+    invoice(second)
+    assert reconcile().findings == () and recon.repo.all_of_org(org_id, status="open") == []

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import stripe
 
-from shared.stripe_gateway import PricedQuantity, StripeGateway, StripeKeys
+from shared.stripe_gateway import PAYMENT_MOVED_EVENTS, PricedQuantity, StripeGateway, StripeKeys
 from tests.helpers import new_user
 from tests.integration.test_stripe_webhooks import sign
 from tests.local.stripe_emulator.contract import CheckedRequest, ContractGuard
@@ -170,6 +170,15 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
     assert [r.refund_id for r in g.refunds_page(created=span, payment_intent_id=intent_id).items] == [refund_id]
     assert [d.dispute_id for d in g.disputes_page(payment_intent_id=intent_id).items] == [dispute.id]
     assert g.disputes_page(created=span).items
+    moved, after, pages = set(), None, 0
+    while intent_id not in moved and pages < 50:  # the range's events of payments that moved, newest first
+        page = g.payments_moved_page(created=(now - 60, now + 86_400), after=after)
+        assert {m.type for m in page.items} <= set(PAYMENT_MOVED_EVENTS)
+        moved |= {m.payment_intent_id for m in page.items if m.type == "payment_intent.succeeded"}
+        after, pages = page.last_id, pages + 1
+        if not page.has_more:
+            break
+    assert intent_id in moved
     assert {f"overage:{org}:deferred"} <= {
         i.metadata.get("billing_key", "") for i in g.invoice_items_page(customer_id=customer).items
     }

@@ -21,6 +21,7 @@ import requests
 import time_machine
 
 from shared.money import format_minor
+from shared.wallet.service import HOLD_TTL
 from tests.helpers import start_invoice_run
 from tests.integration.stripe_kit import DAY, StripeKit
 from tests.local import devtokens
@@ -204,11 +205,6 @@ def reconciliation(web: WebApp, stack: LocalStack, org_id: str, month: Month) ->
     body, error = stack.local_lambda.invoke("ReconcilerFunction", event)
     assert error is None, body
     ran = json.loads(body)
-    say(f"   ReconcilerFunction {event}: {ran['orgs']} orgs, {ran['stripe_reads']} Stripe reads (rate-limited)")
-    counts = f"found {ran['findings']}, auto-corrected {ran['corrected']}, resolved {ran['resolved']}"
-    say(f"   {counts}, open {ran['open_total']}")
-    for kind, count in sorted(ran["by_kind"].items()):
-        say(f"     {count} x {kind}")
     found = web.call("sam", "GET", f"/v1/orgs/{org_id}/discrepancies", groups="support", expect=200)["items"]
     for d in found:
         say(
@@ -216,7 +212,17 @@ def reconciliation(web: WebApp, stack: LocalStack, org_id: str, month: Month) ->
             f"Stripe {money(d['theirs_minor'])} -> {d['status']} ({d['resolution']})"
         )
     again, error = stack.local_lambda.invoke("ReconcilerFunction", event)
+    assert error is None, again
     say(f"   the same days again: {json.loads(again)['findings']} found (a finished day is done once)")
+    say()
+    say(f"Reconciliation summary ({event['from']} to {event['to']}, ReconcilerFunction)")
+    say(f"   orgs checked {ran['orgs']}, Stripe reads {ran['stripe_reads']} (rate-limited)")
+    say(
+        f"   found {ran['findings']}: auto-corrected {ran['corrected']}, resolved {ran['resolved']}, "
+        f"still open {ran['open_total']}"
+    )
+    for kind, count in sorted(ran["by_kind"].items()):
+        say(f"     {count} x {kind}")
 
 
 @dataclass
@@ -764,6 +770,21 @@ def dunning(web: WebApp, stack: LocalStack, month: Month) -> None:
     say(f"   Ivy pays {money(open_invoice.amount_due)} with a working card -> standing {org['standing']}")
     for kind, text in watch.received(org_id):
         say(f"     {kind:<36} {text}")
+    sweep_after_hold(web, stack, org_id)
+
+
+def sweep_after_hold(web: WebApp, stack: LocalStack, org_id: str) -> None:
+    """The optimizer never used Initech's hold: the scheduled sweeper (every 5 minutes) releases it once it
+    expires. The demo travels there and runs the sweeper's own function, as the schedule would."""
+    with time_machine.travel(datetime.now(UTC) + HOLD_TTL + timedelta(minutes=5), tick=True):
+        body, error = stack.local_lambda.invoke("CreditSweeperFunction", {})
+        assert error is None, body
+        swept = json.loads(body)
+        wallet = web.call("ivy", "GET", f"/v1/orgs/{org_id}/wallet", expect=200)
+        say(
+            f"   (time travels to {datetime.now(UTC):%d %b %Y %H:%M} UTC) the scheduled sweeper: "
+            f"{swept['wallet_holds_expired']} expired hold released -> held {money(wallet['held_minor'])}"
+        )
 
 
 class Watcher:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.reconcile import checks
@@ -185,3 +185,59 @@ def test_both_series_counters_are_read_so_a_trailing_gap_shows_in_either() -> No
         ("numbers:LB-2026", True),
         ("numbers:LBCN-2026", True),
     ]
+
+
+_REFUND_STATUSES = ("pending", "requires_action", "succeeded", "failed", "canceled")
+_DISPUTE_STATUSES = ("needs_response", "under_review", "won", "lost", "warning_needs_response", "warning_closed")
+
+
+@st.composite
+def _clean_org(draw: st.DrawFn) -> list[Finding]:
+    """One org with nothing wrong, drawn at random: its payments (partly refunded, disputed, inquiries),
+    its wallet, its closed period's overage and its platforms' reports each agreeing with the other side;
+    returns what every check finds of it."""
+    found: list[Finding] = []
+    for n in range(draw(st.integers(0, 3))):
+        amount = draw(st.integers(1, 10**7))
+        refunds = {f"re_{i}": (draw(st.integers(1, amount)), draw(st.sampled_from(_REFUND_STATUSES))) for i in range(3)}
+        disputes = {
+            f"dp_{i}": (draw(st.integers(1, amount)), draw(st.sampled_from(_DISPUTE_STATUSES))) for i in range(2)
+        }
+        stripe = StripePayment(f"pi_{n}", "succeeded", amount, draw(st.sampled_from(("usd", "USD"))), refunds, disputes)
+        ours = WalletPayment(f"t{n}", amount, stripe.refunded_minor, stripe.disputed_minor, "USD")
+        found += checks.payment("o", f"pi_{n}", stripe, ours)
+    entries = draw(st.lists(st.integers(-(10**6), 10**6), max_size=8))
+    holds = {
+        f"h{i}": (a, "2026-12-06T10:00:00.000Z")
+        for i, a in enumerate(draw(st.lists(st.integers(1, 10**5), max_size=4)))
+    }
+    held, floor = sum(a for a, _ in holds.values()), draw(st.integers(-(10**5), 0))
+    stored = draw(st.sampled_from((None, checks_available(sum(entries), held, floor))))
+    books = WalletBooks(sum(entries), sum(entries), held, floor, stored, holds)
+    found += checks.wallet("o", books, "2026-12-06T09:00:00.000Z", "2026-12-06T08:00:00.000Z")
+    owed = draw(st.dictionaries(st.sampled_from(("credits", "workflow_runs", "sdk_events")), st.integers(0, 10**6)))
+    found += checks.overage("o", "p", owed, {m: [a] for m, a in owed.items() if a})
+    days = draw(st.lists(st.dates(date(2026, 1, 1), date(2026, 12, 5)), unique=True, max_size=6))
+    reports = [
+        SpendReport("o", "meta", "p", d.isoformat(), a, "USD", f"r{d}", "t", agency)
+        for d in days
+        for a, agency in [(draw(st.integers(0, 10**6)), draw(st.booleans()))]
+    ]
+    billed = {(r.day, r.platform, r.project_id): r.amount_minor for r in reports if r.agency and r.amount_minor}
+    found += checks.spend("o", reports, billed, date(2026, 12, 6), draw(st.sampled_from(("usd", "USD"))))
+    assert checks.unbilled_spend(reports, billed) == 0
+    last = draw(st.integers(0, 50))
+    numbers = [f"LB-2026-{i:06d}" for i in range(1, last + 1)]
+    return found + checks.number_gaps(numbers, {"LB-2026": last} if last else {})
+
+
+def checks_available(balance: int, held: int, floor: int) -> int:
+    from shared.wallet.account import available
+
+    return available(balance, held, floor)
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(_clean_org())
+def test_a_thousand_orgs_with_nothing_wrong_are_found_with_nothing(found: list[Finding]) -> None:
+    assert found == []
