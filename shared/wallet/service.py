@@ -17,7 +17,7 @@ from shared.auth import Caller
 from shared.budgets.models import BudgetTouch
 from shared.budgets.repository import BudgetChanged, BudgetRefused
 from shared.budgets.rules import spend_budgets
-from shared.budgets.service import BudgetService, BudgetState, crossing_messages
+from shared.budgets.service import BudgetService, BudgetState, ProjectBudgetExceededError, crossing_messages
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
 from shared.dynamo import Item
@@ -234,16 +234,16 @@ class WalletService:
         # No other reads: the transaction itself checks the mode (the wallet's copy), the funds, the budget
         # and a replayed hold id.
         for _ in range(MAX_BUDGET_READS):
-            checked = self._budgets.check(org_id, project_id, period, spend_budgets(platform), amount_minor)
-            touch = BudgetTouch(project_id, period, platform, held=amount_minor, guard=checked.guard)
             try:
+                checked = self._budgets.check(org_id, project_id, period, spend_budgets(platform), amount_minor)
+                touch = BudgetTouch(project_id, period, platform, held=amount_minor, guard=checked.guard)
                 self._repo.place_hold(org_id, hold, touch)
             except Duplicate:
                 return self._repo.hold(org_id, hold_id) or hold
             except BudgetChanged:
                 continue  # the limits changed since read: read them again
-            except BudgetRefused:
-                raise self._budgets.refusal(org_id, project_id, period, spend_budgets(platform), amount_minor) from None
+            except (BudgetRefused, ProjectBudgetExceededError):
+                return self._replay_or(org_id, hold, period)
             except HoldRefused:
                 if retry and self._refusal_passed(org_id, amount_minor):
                     # What refused it has changed since (the mode copied, a hold released): once more.
@@ -259,6 +259,15 @@ class WalletService:
                 raise self._refusal(org_id, amount_minor) from None
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
+
+    def _replay_or(self, org_id: str, hold: Hold, period: str) -> Hold:
+        """A hold the budget refuses: the one made before with its id if this is a replay (the budget may
+        have been lowered since), else ProjectBudgetExceededError naming the budget and what is left."""
+        made = self._repo.hold(org_id, hold.hold_id)
+        if made is not None:
+            return made
+        names = spend_budgets(hold.platform)
+        raise self._budgets.refusal(org_id, hold.project_id, period, names, hold.amount_minor)
 
     def open_held_minor(self, org_id: str) -> int:
         """What the org's open holds still reserve (the wallet's `held`: the sum of their remainders), for

@@ -199,6 +199,9 @@ def test_a_budget_lowered_below_its_spend_refuses_holds_and_records_bills(kit: W
     with pytest.raises(ProjectBudgetExceededError) as refused:
         kit.wallet.hold(org_id=org_id, hold_id="new", project_id=project, platform="meta", amount_minor=1)
     assert (refused.value.details["left"], refused.value.details["committed"]) == (0, 10_000)
+    # a replay of the hold granted before answers it (counted once)
+    again = kit.wallet.hold(org_id=org_id, hold_id="open", project_id=project, platform="meta", amount_minor=2_000)
+    assert (again.status, again.remaining_minor, _usage(kit, org_id, project).held) == ("pending", 2_000, 2_000)
     # and bills are recorded all the same
     result = _bill(kit, org_id, project, 3_000, "b2", date(2026, 11, 21), hold_id="open")
     assert (result.amount_minor, result.replayed) == (3_000, False)
@@ -313,3 +316,40 @@ def test_the_wallet_refuses_before_the_budget_when_it_cannot_cover(kit: WalletKi
     with pytest.raises(InsufficientWalletFundsError):
         kit.wallet.hold(org_id=org_id, hold_id="big", project_id=project, platform="meta", amount_minor=5_000)
     assert _usage(kit, org_id, project).held == 0  # nothing written to the budget either
+
+
+def test_settled_credits_cross_the_credit_budget_once(stack: Any) -> None:
+    queue = capture_events(stack, {"detail-type": [{"prefix": "Project."}]})
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2028, 2, 29, 23, 30, tzinfo=UTC))
+    owner = Caller(new_user(), None, frozenset())
+    org_id = kit.orgs.create_org(owner, name="Agency", billing_mode="byo", currency="USD", plan_id="free").org.org_id  # type: ignore[arg-type]
+    project = kit.orgs.create_project(owner, org_id, name="Client").project_id
+    kit.budgets.put(owner, org_id, project, BudgetLimits(credits=10))
+    for run, quantity in (("a", 7), ("b", 1), ("c", 2)):  # 70 %, 80 %, 100 %
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="ad-copy",
+            generation_type="caption_copy",
+            quantity=quantity,
+            workflow_run_id=run,
+            actor="t",
+        )
+        for _ in range(2):  # a retried settle settles once
+            kit.credits.settle(org_id=org_id, workflow_run_id=run, quantity=None, occurred_at=None, actor="t")
+    events = [e["detail"] for e in drain(stack, queue) if e["detail"]["org_id"] == org_id]
+    assert [(e["budget"], e["threshold_pct"], e["used"], e["project_id"]) for e in events] == [
+        ("credits", 80, 8, project),
+        ("credits", 100, 10, project),
+    ]
+    with pytest.raises(ProjectBudgetExceededError) as refused:
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="ad-copy",
+            generation_type="caption_copy",
+            quantity=1,
+            workflow_run_id="d",
+            actor="t",
+        )
+    assert (refused.value.details["budget"], refused.value.details["left"]) == ("credits", 0)
