@@ -7,7 +7,8 @@
   SK=WLEDGER#<seq:012d>     entries, append-only: the lines of one change (kind, amount, balance_after),
                             currency, project, platform, ref, actor, idempotency_key, created_at
   SK=IDEM#<cause>           one per money movement's cause, written in the movement's transaction
-  SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE#<shard> while pending)
+  SK=HOLD#<hold_id>         holds: pending -> exhausted | voided | expired (GSI2 HOLD#ACTIVE#<shard> while
+                            pending), remaining_minor drawn down by each bill that names it (legacy: posted)
   SK=TOPUP#<topup_id>       top-ups (GSI2 AUTO#INFLIGHT#<shard> while an auto-top-up has no payment intent yet)
   SK=WPERIOD#<period>#[LATE#<earlier period>#]<platform>#<project>  spend and fee per period and
                             platform and project: what the invoice reads (LATE#: recorded after the earlier
@@ -23,7 +24,8 @@ invoice: the invoice's close and a movement of its period cannot both win.
 
 Balance changes go through the ledger engine (shared/ledger), versioned. Holds do not move money: they
 change `held` / `available` arithmetically under the condition `available >= :amount`, so 1,000
-concurrent holds need no retries and can never pass the floor."""
+concurrent holds need no retries and can never pass the floor; the project's budget counters
+(shared/budgets) are checked and updated in the same transaction."""
 
 from __future__ import annotations
 
