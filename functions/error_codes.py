@@ -86,6 +86,7 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("refund_exceeds_refundable", "more than the card payments left to refund", _422),
     _e("refund_too_many_payments", "the refund would span too many payments", _422),
     _e("change_too_large", "more items than one transaction takes", _422),
+    _e("hold_expiry_past", "a hold's expires_at is not after now", _422),
     # conflicts with the current state
     _e("conflict", "the request conflicts with the current state", _409),
     _e("concurrent_update", "another change won the race: retry", _409),
@@ -111,6 +112,7 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("credit_cap_reached", "the monthly credit cap is reached", _409),
     _e("insufficient_wallet_funds", "not enough available in the wallet", _409),
     _e("wallet_paused", "the wallet is paused (below its floor)", _409),
+    _e("project_budget_exceeded", "the project's budget this period has not enough left (details: which, left)", _409),
     _e("wallet_not_available", "the org has no wallet (agency mode only)", _409),
     _e("already_settled", "the reservation is settled already", _409),
     _e("already_released", "the reservation is released already", _409),

@@ -45,6 +45,19 @@ class CreditsOverageStarted(_Detail):
     overage: int
 
 
+class ProjectBudgetCrossed(_Detail):
+    """Project.BudgetWarning (80 %) / Project.BudgetReached (100 %): a bill's spend or a settle's credits
+    crossed that share of a project's budget this period (`budget`: ad_spend, ad_spend:<platform>, credits;
+    `limit` and `used` in minor units, or credits). The optimizer pauses that project's ads only."""
+
+    project_id: str
+    period_key: str
+    budget: str
+    threshold_pct: int
+    limit: int
+    used: int
+
+
 class InvoiceIssued(_Detail):
     """Invoice.Issued: the monthly consolidated invoice is issued (PDF and CSV ready)."""
 
@@ -89,6 +102,8 @@ EVENTS: dict[str, type[_Detail]] = {
     "Wallet.AutoTopUpDisabled": AutoTopUpDisabled,
     "Credits.UsageWarning": CreditsUsageWarning,
     "Credits.OverageStarted": CreditsOverageStarted,
+    "Project.BudgetWarning": ProjectBudgetCrossed,
+    "Project.BudgetReached": ProjectBudgetCrossed,
     "Invoice.Issued": InvoiceIssued,
     "Subscription.GraceStarted": SubscriptionStanding,
     "Subscription.Suspended": SubscriptionStanding,

@@ -181,3 +181,22 @@ def wallet_activity_of_day(day: str) -> str:
 
 def recon_run_pk(run_id: str) -> str:
     return f"RECONRUN#{run_id}"
+
+
+# ---------------------------------------------------------------------- project budgets (shared/budgets)
+BUDGET_PREFIX = "BUDGET#"
+BUDGET_PERIOD_PREFIX = "BUDGETP#"
+
+
+def budget_sk(project_id: str) -> str:
+    """A project's budget settings (its limits; `rev` bumped by every change)."""
+    return f"{BUDGET_PREFIX}{project_id}"
+
+
+def budget_period_prefix(period_key: str) -> str:
+    return f"{BUDGET_PERIOD_PREFIX}{period_key}#"
+
+
+def budget_period_sk(period_key: str, project_id: str) -> str:
+    """What a project committed in a period against its budget: spent, held, credits used and reserved."""
+    return f"{budget_period_prefix(period_key)}{project_id}"

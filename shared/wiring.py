@@ -16,6 +16,8 @@ from shared.billing.prices import StripePrices
 from shared.billing.refunds import DowngradeRefunds, RefundPlanRepository
 from shared.billing.subscriptions import SeatSync, SubscriptionMirror, SubscriptionService
 from shared.billing.webhooks import MoneySide, StripeEventHandler, SubscriptionSide
+from shared.budgets.repository import BudgetRepository
+from shared.budgets.service import BudgetService
 from shared.catalog import plan_catalog, template_catalog
 from shared.clock import Clock, SystemClock
 from shared.credits.repository import CreditRepository
@@ -45,6 +47,7 @@ class Services:
     dunning: DunningNotices
     stripe_events: StripeEventHandler
     credits: CreditService
+    budgets: BudgetService
     usage: UsageService
     wallet: WalletService
     invoices: InvoiceService
@@ -88,9 +91,10 @@ def build_services(
     mirror = SubscriptionMirror(repo, plans, clock, dunning)
     orgs = OrgService(repo, plans, clock)
     credit_repo, wallet_repo = CreditRepository(table), WalletRepository(table)
-    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock)
+    budgets = BudgetService(orgs, repo, BudgetRepository(table), clock)
+    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, budgets)
     usage = UsageService(orgs, repo, credit_repo, plans, clock)
-    wallet = WalletService(orgs, repo, wallet_repo, gateway, clock)
+    wallet = WalletService(orgs, repo, wallet_repo, gateway, clock, budgets)
     wallet.unbilled_spend = ReconcileDesk(orgs, repo, ReconcileRepository(table)).unbilled_spend
     subscription_side = SubscriptionSide(
         mirror,
@@ -108,6 +112,7 @@ def build_services(
         # events and notifications leave through the outbox only
         stripe_events=StripeEventHandler(repo, gateway, subscription_side, money_side, outbox),
         credits=credits,
+        budgets=budgets,
         usage=usage,
         wallet=wallet,
         invoices=invoices,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -11,6 +11,7 @@ from functions.limits import (
     MAX_ADDRESS_LINES,
     MAX_CONTRACT_BASE_MINOR,
     MAX_CREDITS,
+    MAX_MINOR,
     PRORATION_DATE_MAX,
     PRORATION_DATE_MIN,
     AddressLine,
@@ -24,6 +25,8 @@ from functions.limits import (
     UserId,
 )
 from shared.billing.subscriptions import ChangePreview
+from shared.budgets.rules import AD_SPEND, CREDITS, left, platform_budget
+from shared.budgets.service import BudgetState
 from shared.catalog import LayerTemplate, Plan, PriceBook, TemplateCatalog
 from shared.clock import iso
 from shared.orgs.entitlement import Entitlement, Standing
@@ -310,21 +313,84 @@ class CreateProjectRequest(Request):
     name: Name
 
 
+class BudgetLineOut(Reply):
+    budget: str = Field(description="ad_spend | ad_spend:<platform> | credits")
+    limit: int | None = Field(description="Per period: minor units of the wallet's currency, or credits; null: none")
+    used: int = Field(description="Spent by bills (ad spend, without the platform fee) or used by settles (credits)")
+    held: int = Field(description="Held by open wallet holds, or reserved by open credit reservations")
+    committed: int = Field(description="used + held: what counts against the limit")
+    left: int | None = Field(description="limit - committed, never below 0: what new holds / reservations may take")
+
+
+class BudgetOut(Reply):
+    project_id: str
+    period_key: str
+    period_start: str
+    period_end: str
+    ad_spend_minor: int | None = Field(description="The monthly ad-spend limit; null: none")
+    platforms_minor: dict[str, int] = Field(description="Monthly ad-spend limits per platform")
+    credits: int | None = Field(description="The monthly generation-credit limit; null: none")
+    lines: list[BudgetLineOut] = Field(description="ad_spend, each platform with spend or a limit, credits")
+    updated_at: str | None
+    updated_by: str | None
+
+    @classmethod
+    def of(cls, state: BudgetState) -> BudgetOut:
+        b, u = state.budget, state.usage
+        limits = b.limits()
+        platforms = sorted({platform_budget(p) for p in (*b.platforms_minor, *u.platform_spent, *u.platform_held)})
+        names = [AD_SPEND, *platforms]
+        lines = []
+        for name in [*names, CREDITS]:
+            limit, committed = limits.get(name), u.committed(name)
+            held = committed - u.used(name)
+            free = None if limit is None else left(limit, committed)
+            lines.append(
+                BudgetLineOut(budget=name, limit=limit, used=u.used(name), held=held, committed=committed, left=free)
+            )
+        return cls(
+            project_id=state.project_id,
+            period_key=state.period.key,
+            period_start=iso(state.period.start),
+            period_end=iso(state.period.end),
+            ad_spend_minor=b.ad_spend_minor,
+            platforms_minor=dict(b.platforms_minor),
+            credits=b.credits,
+            lines=lines,
+            updated_at=b.updated_at or None,
+            updated_by=b.updated_by or None,
+        )
+
+
+class BudgetRequest(Request):
+    ad_spend_minor: int | None = Field(
+        default=None, strict=True, ge=0, le=MAX_MINOR, description="Monthly ad-spend limit; null or absent: none"
+    )
+    platforms_minor: dict[Id, Annotated[int, Field(strict=True, ge=0, le=MAX_MINOR)]] = Field(
+        default_factory=dict, max_length=20, description="Monthly ad-spend limits per platform (meta, tiktok ...)"
+    )
+    credits: int | None = Field(
+        default=None, strict=True, ge=0, le=MAX_CREDITS, description="Monthly credit limit; null or absent: none"
+    )
+
+
 class ProjectOut(Reply):
     project_id: str
     name: str
     status: ProjectStatus
     created_at: str
     updated_at: str
+    budget: BudgetOut | None = Field(default=None, description="The project's budget this period")
 
     @classmethod
-    def of(cls, p: Project) -> ProjectOut:
+    def of(cls, p: Project, budget: BudgetState | None = None) -> ProjectOut:
         return cls(
             project_id=p.project_id,
             name=p.name,
             status=p.status,
             created_at=iso(p.created_at),
             updated_at=iso(p.updated_at),
+            budget=BudgetOut.of(budget) if budget else None,
         )
 
 

@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from functions.http import new_resolver, service_of
 from functions.limits import (
@@ -219,14 +219,22 @@ class HoldRequest(_Request):
     project_id: Id
     platform: Id
     amount_minor: int = Field(strict=True, gt=0, le=MAX_MINOR)
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the hold ends unless released or drawn to 0 (e.g. the campaign's end), with an offset; "
+        "at most 31 days ahead (a later instant is brought in to that); default 24 hours",
+    )
 
 
 class HoldOut(BaseModel):
     hold_id: str
-    status: str
-    amount_minor: int
+    status: str = Field(description="pending | exhausted | voided | expired")
+    amount_minor: int = Field(description="Authorized when made")
     platform: str
     project_id: str
+    remaining_minor: int = Field(default=0, description="Still held: the amount less what bills drew on it")
+    drawn_minor: int = Field(default=0, description="Taken by the bills that named it")
+    expires_at: str = ""
 
 
 class ReleaseHoldRequest(_Request):
@@ -260,6 +268,9 @@ def _hold_out(hold: Hold) -> HoldOut:
         amount_minor=hold.amount_minor,
         platform=hold.platform,
         project_id=hold.project_id,
+        remaining_minor=hold.open_minor if hold.remaining_minor is None else hold.remaining_minor,
+        drawn_minor=hold.drawn_minor,
+        expires_at=hold.expires_at,
     )
 
 
@@ -278,6 +289,7 @@ def place_hold(body: HoldRequest) -> HoldOut:
             project_id=body.project_id,
             platform=body.platform,
             amount_minor=body.amount_minor,
+            expires_at=body.expires_at,
         )
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from shared.budgets.models import BudgetTouch
 from shared.credits.account import CreditAccount, Entry
 from shared.ledger import Cause, Head
 from shared.outbox import Message
@@ -38,6 +39,7 @@ class Reservation:
     usage_period_key: str | None = None
     ended_at: str | None = None
     available_after: int | None = None  # what its last change left available (a replay answers it)
+    budgeted: bool = False  # counted in its project's budget (reservations made before budgets are not)
 
 
 # ---------------------------------------------------------------------- records a change writes
@@ -75,3 +77,4 @@ class CreditChange:
     cause: Cause | None = None
     records: Sequence[Record] = ()
     messages: Sequence[Message] = ()
+    budgets: Sequence[BudgetTouch] = ()  # what it does to project budgets (shared/budgets), in its transaction

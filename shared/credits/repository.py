@@ -22,6 +22,8 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
+from shared.budgets.models import merged
+from shared.budgets.repository import BudgetRepository, budget_failure
 from shared.credits.account import CreditAccount
 from shared.credits.models import (
     CreditChange,
@@ -32,7 +34,7 @@ from shared.credits.models import (
     StoredAccount,
 )
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
-from shared.ledger import CREDITS, AlreadyApplied, Change, EntryLine, Ledger, Line, Named
+from shared.ledger import CREDITS, AlreadyApplied, Change, ConditionFailed, EntryLine, Ledger, Line, Named
 from shared.pagination import Page
 from shared.sweep import due_entries
 
@@ -45,6 +47,7 @@ class CreditRepository:
         self._client = table.meta.client
         self._name: str = table.name
         self._ledger = Ledger(table, CREDITS)
+        self._budgets = BudgetRepository(table)
 
     # ------------------------------------------------------------------ reads
     def account(self, org_id: str) -> StoredAccount | None:
@@ -99,22 +102,30 @@ class CreditRepository:
     def commit(self, org_id: str, stored: StoredAccount, change: CreditChange, now: datetime) -> None:
         """Commits the change through the ledger engine: LedgerConflict if the account moved on,
         AlreadyApplied if its cause was applied before, ConditionFailed({"reservation"}) if the
-        reservation was not in the state the change expects."""
+        reservation was not in the state the change expects, BudgetRefused / BudgetChanged if the project's
+        budget has no room or changed since read (shared/budgets)."""
         after = change.after
         lines = [Line(e.kind.value, e.delta, e.balance_after, {"credits": e.credits}) for e in change.entries]
-        self._ledger.commit(
-            Change(
-                org_id,
-                stored.head,
-                sets=asdict(after),
-                lines=lines,
-                entry={"period_key": after.period_key, **change.entry},
-                cause=change.cause,
-                items=[Named(_name(r), self._record_item(org_id, r)) for r in change.records],
-                messages=change.messages,
-            ),
-            now,
-        )
+        budgets = [item for touch in merged(change.budgets) for item in self._budgets.touch_items(org_id, touch)]
+        try:
+            self._ledger.commit(
+                Change(
+                    org_id,
+                    stored.head,
+                    sets=asdict(after),
+                    lines=lines,
+                    entry={"period_key": after.period_key, **change.entry},
+                    cause=change.cause,
+                    items=[Named(_name(r), self._record_item(org_id, r)) for r in change.records] + budgets,
+                    messages=change.messages,
+                ),
+                now,
+            )
+        except ConditionFailed as exc:
+            failure = budget_failure(exc.names)
+            if failure is None:
+                raise
+            raise failure from exc
 
     def _record_item(self, org_id: str, record: Record) -> TxItem:
         if isinstance(record, ReservationPut):

@@ -8,11 +8,15 @@ Idempotency-Key, packs by the Stripe session."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared import keys
 from shared.auth import Caller
+from shared.budgets.models import BudgetTouch
+from shared.budgets.repository import BudgetChanged, BudgetRefused
+from shared.budgets.rules import CREDITS
+from shared.budgets.service import BudgetService, BudgetState, crossing_messages
 from shared.catalog import PlanCatalog, TemplateCatalog
 from shared.clock import Clock, iso
 from shared.credits.account import CreditAccount, Entry, EntryKind, Split
@@ -31,6 +35,7 @@ from shared.retry import until_done
 from shared.sweep import SweepReport, sweep
 
 RESERVATION_TTL = timedelta(hours=2)
+MAX_BUDGET_READS = 20  # a reservation reads its project's limits again when they changed meanwhile
 MAX_ATTEMPTS = 200
 WARN_AT_PCT = (80, 100)
 
@@ -52,6 +57,7 @@ class CreditSummary:
     period: Period
     account: CreditAccount
     projects: list[Item]
+    budgets: list[BudgetState] = field(default_factory=list)  # the projects' budgets this period
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,10 @@ class CreditService:
         plans: PlanCatalog,
         templates: TemplateCatalog,
         clock: Clock,
+        budgets: BudgetService,
     ):
         """Events leave through the outbox, in the transaction of the settle that causes them."""
+        self._budgets = budgets
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
@@ -182,8 +190,8 @@ class CreditService:
         existing = self._repo.reservation(request.org_id, request.workflow_run_id)
         if existing:
             return _result(existing, replayed=True)
-        record = self._new_reservation(org, request)
-        committed = self._commit(org, period_containing(org, self._clock.now()), self._reserve_change(record, request))
+        record = replace(self._new_reservation(org, request), budgeted=True)
+        committed = self._reserve_within_budget(org, record, request)
         if committed is None:  # a concurrent call with the same run id won
             found = self._repo.reservation(request.org_id, request.workflow_run_id) or record
             return _result(found, replayed=True)
@@ -217,8 +225,24 @@ class CreditService:
             period_key=period_containing(org, now).key,
         )
 
+    def _reserve_within_budget(self, org: Org, record: Reservation, request: Request) -> Committed | None:
+        """Commits the reservation with its project's credit budget checked in the same transaction (the
+        limits read again if they changed meanwhile). ProjectBudgetExceededError (409) if it does not fit."""
+        period, credits = record.period_key, record.credits
+        for _ in range(MAX_BUDGET_READS):
+            checked = self._budgets.check(org.org_id, record.project_id, period, (CREDITS,), credits)
+            touch = BudgetTouch(record.project_id, period, credits_reserved=credits, guard=checked.guard)
+            build = self._reserve_change(record, request, touch)
+            try:
+                return self._commit(org, period_containing(org, self._clock.now()), build)
+            except BudgetChanged:
+                continue
+            except BudgetRefused:
+                raise self._budgets.refusal(org.org_id, record.project_id, period, (CREDITS,), credits) from None
+        raise ConcurrentUpdateError("The project's budget is changing; retry.")
+
     @staticmethod
-    def _reserve_change(record: Reservation, request: Request) -> Build:
+    def _reserve_change(record: Reservation, request: Request, touch: BudgetTouch) -> Build:
         def build(stored: StoredAccount) -> CreditChange:
             after, entries = stored.account.reserve(record.credits)
             project = keys.project_period_sk(record.period_key, record.project_id)
@@ -231,6 +255,7 @@ class CreditService:
                     ReservationPut(replace(record, available_after=after.available)),
                     Counters(project, {"reserved": record.credits}, {"project_id": record.project_id}),
                 ],
+                budgets=[touch],
             )
 
         return build
@@ -279,6 +304,7 @@ class CreditService:
                 available_after=after.available,
             )
             run = record.workflow_run_id
+            touch = _budget_end(record, used=actual)
             return CreditChange(
                 after,
                 entries,
@@ -287,10 +313,22 @@ class CreditService:
                     ReservationEnd(run, "settled", dict(done)),
                     *_settle_counters(record, actual, split, usage, late=late),
                 ],
-                messages=_warnings(org, stored.account, after),
+                messages=[*_warnings(org, stored.account, after), *self._crossed(org.org_id, touch)],
+                budgets=[touch] if touch else [],
             )
 
         return build
+
+    def _crossed(self, org_id: str, touch: BudgetTouch | None) -> list[Message]:
+        """The credit budget lines a settle's use crosses (settles, the only writers of credits used, are
+        serialized by the credit account's version: what is read is what the settle adds to)."""
+        if touch is None or touch.credits_used <= 0:
+            return []
+        budget = self._budgets.budget(org_id, touch.project_id)
+        if budget.credits is None:
+            return []
+        before = self._budgets.usage(org_id, touch.project_id, touch.period_key)
+        return crossing_messages(org_id, touch, budget, before, (CREDITS,))
 
     def release(self, *, org_id: str, workflow_run_id: str, actor: str, expired: bool = False) -> ReservationResult:
         """Gives the held credits back (failed generation, or expiry). Idempotent."""
@@ -312,6 +350,7 @@ class CreditService:
                     ReservationEnd(workflow_run_id, status, {"ended_at": iso(now), "available_after": after.available}),
                     Counters(project, {"reserved": -record.credits}),
                 ],
+                budgets=[touch] if (touch := _budget_end(record, used=0)) else [],
             )
 
         committed = self._commit(org, period_containing(org, now), build)
@@ -383,7 +422,8 @@ class CreditService:
         org = self._orgs.access(caller, org_id, READ, support=True).org
         period = period_containing(org, self._clock.now())
         account = self.summary_account(org)
-        return CreditSummary(period, account, self._repo.project_periods(org_id, period.key))
+        budgets = self._budgets.states(org)
+        return CreditSummary(period, account, self._repo.project_periods(org_id, period.key), budgets)
 
     def entries(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[EntryLine]:
         self._orgs.access(caller, org_id, READ, support=True)
@@ -431,6 +471,14 @@ def _settle_counters(record: Reservation, actual: int, split: Split, usage: Peri
         Counters(keys.project_period_sk(usage.key, record.project_id), project_counters, named),
         Counters(keys.project_period_sk(record.period_key, record.project_id), hold),
     ]
+
+
+def _budget_end(record: Reservation, *, used: int) -> BudgetTouch | None:
+    """A reservation's end in its project's budget (of the period it was made in): what it reserved is
+    no longer reserved, what was used counts as used. None for a reservation made before budgets."""
+    if not record.budgeted:
+        return None
+    return BudgetTouch(record.project_id, record.period_key, credits_used=used, credits_reserved=-record.credits)
 
 
 def _warnings(org: Org, before: CreditAccount, after: CreditAccount) -> list[Message]:

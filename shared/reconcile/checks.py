@@ -104,11 +104,12 @@ class WalletBooks:
     held: int
     floor: int
     stored_available: int | None
-    pending_holds: Mapping[str, tuple[int, str]]  # hold id -> (amount, expires_at ISO)
+    pending_holds: Mapping[str, tuple[int, str]]  # hold id -> (what it still holds, expires_at ISO)
 
 
 def wallet(org_id: str, books: WalletBooks, now_iso: str, expiry_cutoff_iso: str) -> list[Finding]:
-    """`sum(entries) == balance`, `available == balance - held - floor`, `held ==` the pending holds,
+    """`sum(entries) == balance`, `available == balance - held - floor`, `held ==` what the pending holds
+    still hold (each its amount less the bills that drew on it),
     and no pending hold past its expiry (beyond the sweeper's grace, `expiry_cutoff_iso`)."""
     from shared.wallet.account import available
 

@@ -230,7 +230,7 @@ class Reconciler:
             held=stored.account.held,
             floor=stored.account.floor,
             stored_available=stored.stored_available,
-            pending_holds={h.hold_id: (h.amount_minor, h.expires_at) for h in holds},
+            pending_holds={h.hold_id: (h.open_minor, h.expires_at) for h in holds},
         )
         now = self._clock.now()
         found = checks.wallet(org.org_id, books, iso(now), iso(now - checks.HOLD_EXPIRY_GRACE))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from shared.errors import InvalidRequestError
 from shared.money import bps_of
 
 
@@ -153,6 +154,30 @@ def bill_fee_bps(*, agency: bool, plan_bps: int | None, kept_bps: int | None) ->
 def kept_fee_bps(plan_bps: int | None) -> int:
     """The rate a wallet keeps when its org leaves agency mode: its plan's rate at that moment."""
     return plan_bps or 0
+
+
+HOLD_DEFAULT_LIFETIME = timedelta(hours=24)
+HOLD_MAX_LIFETIME = timedelta(days=31)  # a month-long campaign; longer ones hold again
+
+
+def hold_expiry(now: datetime, wanted: datetime | None) -> datetime:
+    """When a hold made `now` expires: the caller's choice (e.g. the campaign's end), at most
+    HOLD_MAX_LIFETIME away (a later one is brought in to it); HOLD_DEFAULT_LIFETIME without one.
+    InvalidRequestError (`hold_expiry_past`) for an instant not after now."""
+    if wanted is None:
+        return now + HOLD_DEFAULT_LIFETIME
+    if wanted <= now:
+        raise InvalidRequestError(
+            f"A hold's expires_at ({wanted.isoformat()}) must be after now ({now.isoformat()}).",
+            code="hold_expiry_past",
+        )
+    return min(wanted, now + HOLD_MAX_LIFETIME)
+
+
+def hold_draw(bill_amount: int, hold_open: int) -> int:
+    """What a bill takes from the hold it names: its amount, at most what the hold still holds (the rest
+    of the bill is spend all the same); a platform credit takes nothing."""
+    return max(0, min(bill_amount, hold_open))
 
 
 RUNWAY_DAYS = 7  # the runway is the balance over the average daily spend of today and the 6 days before

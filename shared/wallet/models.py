@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.budgets.models import BudgetTouch
 from shared.ledger import Cause, Head
 from shared.orgs.models import BillingMode
 from shared.outbox import Message
@@ -44,13 +45,27 @@ class StoredWallet:
 
 @dataclass(frozen=True)
 class Hold:
+    """Spend the optimizer authorized for a campaign: drawn down by each bill that names it, open
+    (`pending`) until released (`voided`), drawn to 0 (`exhausted`) or past `expires_at` (`expired`).
+    Holds made before draw-downs were `posted` by their one bill."""
+
     hold_id: str
     project_id: str
     platform: str
-    amount_minor: int
-    status: str  # pending -> posted | voided | expired
+    amount_minor: int  # authorized when made
+    status: str  # pending -> exhausted | voided | expired (legacy: posted)
     created_at: str
     expires_at: str
+    remaining_minor: int | None = None  # still held (None: a hold made before draw-downs, nothing drawn)
+    drawn_minor: int = 0  # taken by bills so far
+    budget_period: str | None = None  # the period whose project budget counts it (None: made before budgets)
+
+    @property
+    def open_minor(self) -> int:
+        """What the hold still reserves: its remainder while pending, else nothing."""
+        if self.status != "pending":
+            return 0
+        return self.amount_minor if self.remaining_minor is None else self.remaining_minor
 
 
 @dataclass(frozen=True)
@@ -106,11 +121,14 @@ class BillResult:
 
 # ---------------------------------------------------------------------- records a change writes
 @dataclass(frozen=True)
-class HoldPosted:
-    """The pending hold a bill settles (its amount leaves `held`)."""
+class HoldDrawn:
+    """A bill's draw on the pending hold it names: `taken` leaves the hold (and `held`); the hold must
+    still hold `before` (a draw or release since is a conflict); at 0 it is exhausted."""
 
     hold_id: str
     bill: str
+    taken: int
+    before: int
 
 
 @dataclass(frozen=True)
@@ -162,7 +180,7 @@ class Attribution:
     late_for: str | None = None
 
 
-Record = HoldPosted | TopUpPut | TopUpSet | ChargeLink | PeriodSpend
+Record = HoldDrawn | TopUpPut | TopUpSet | ChargeLink | PeriodSpend
 
 
 @dataclass(frozen=True)
@@ -180,3 +198,4 @@ class WalletChange:
     records: Sequence[Record] = ()
     messages: Sequence[Message] = ()
     dated: datetime | None = None  # when it happened, for the invoice (a bill's date); None: now
+    budgets: Sequence[BudgetTouch] = ()  # what it does to project budgets (shared/budgets), in its transaction

@@ -7,7 +7,8 @@
   SK=WLEDGER#<seq:012d>     entries, append-only: the lines of one change (kind, amount, balance_after),
                             currency, project, platform, ref, actor, idempotency_key, created_at
   SK=IDEM#<cause>           one per money movement's cause, written in the movement's transaction
-  SK=HOLD#<hold_id>         holds: pending -> posted | voided | expired (GSI2 HOLD#ACTIVE#<shard> while pending)
+  SK=HOLD#<hold_id>         holds: pending -> exhausted | voided | expired (GSI2 HOLD#ACTIVE#<shard> while
+                            pending), remaining_minor drawn down by each bill that names it (legacy: posted)
   SK=TOPUP#<topup_id>       top-ups (GSI2 AUTO#INFLIGHT#<shard> while an auto-top-up has no payment intent yet)
   SK=WPERIOD#<period>#[LATE#<earlier period>#]<platform>#<project>  spend and fee per period and
                             platform and project: what the invoice reads (LATE#: recorded after the earlier
@@ -23,7 +24,8 @@ invoice: the invoice's close and a movement of its period cannot both win.
 
 Balance changes go through the ledger engine (shared/ledger), versioned. Holds do not move money: they
 change `held` / `available` arithmetically under the condition `available >= :amount`, so 1,000
-concurrent holds need no retries and can never pass the floor."""
+concurrent holds need no retries and can never pass the floor; the project's budget counters
+(shared/budgets) are checked and updated in the same transaction."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
+from shared.budgets.models import BudgetTouch, merged
+from shared.budgets.repository import BUDGET_RULE, BudgetChanged, BudgetRefused, BudgetRepository
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.orgs.models import BillingMode
@@ -46,7 +50,7 @@ from shared.wallet.models import (
     AutoTopUp,
     ChargeLink,
     Hold,
-    HoldPosted,
+    HoldDrawn,
     PeriodMovements,
     PeriodSpend,
     Record,
@@ -147,6 +151,7 @@ class WalletRepository:
         self._client = table.meta.client
         self._name: str = table.name
         self._ledger = Ledger(table, WALLET)
+        self._budgets = BudgetRepository(table)
 
     # ------------------------------------------------------------------ reads
     def get(self, org_id: str) -> StoredWallet | None:
@@ -273,6 +278,7 @@ class WalletRepository:
             sets["spend_days"] = dict(change.spend_days)
         items = [Named(_name(r), self._record_item(org_id, r, attribution)) for r in change.records]
         items += self._statement_items(org_id, change, attribution) + self._activity(org_id, change, now)
+        items += [item for touch in merged(change.budgets) for item in self._budgets.touch_items(org_id, touch)]
         if stored.head.new:  # the wallet's copies of the billing mode and agency_until start equal to the org's
             sets["billing_mode"] = mode
             if agency_until is not None:
@@ -350,9 +356,8 @@ class WalletRepository:
         return PeriodMovements(moved, closing=int(wallet["balance"]) - later_sum)
 
     def _record_item(self, org_id: str, record: Record, attribution: Attribution) -> TxItem:
-        if isinstance(record, HoldPosted):
-            key = keys.key(org_id, keys.hold_sk(record.hold_id))
-            return close_indexed(self._name, key, expected="pending", status="posted", fields={"bill": record.bill})
+        if isinstance(record, HoldDrawn):
+            return self._draw_item(org_id, record)
         if isinstance(record, TopUpPut):
             return self._put_topup(org_id, record.topup, listed=record.listed)
         if isinstance(record, TopUpSet):
@@ -477,11 +482,13 @@ class WalletRepository:
         return True
 
     # ------------------------------------------------------------------ holds (no money moves)
-    def place_hold(self, org_id: str, hold: Hold) -> None:
-        """One transaction of two items, no reads: the wallet must be in agency mode (its copy of the
-        org's mode), cover the amount and not be paused. HoldRefused otherwise; Duplicate if the hold id
-        exists (a replay)."""
+    def place_hold(self, org_id: str, hold: Hold, budget: BudgetTouch | None = None) -> None:
+        """One transaction, no reads: the wallet must be in agency mode (its copy of the org's mode), cover
+        the amount and not be paused; the project's budget (`budget`, a guarded touch) must have room and be
+        the one read. HoldRefused, BudgetRefused or BudgetChanged otherwise; Duplicate if the hold id exists
+        (a replay)."""
         put: Item = {**asdict(hold), **keys.key(org_id, keys.hold_sk(hold.hold_id)), "type": "wallet_hold"}
+        put = {k: v for k, v in put.items() if v is not None}
         put |= {"GSI2PK": keys.listed_pk(keys.ACTIVE_HOLDS, hold.hold_id), "GSI2SK": hold.expires_at}
         reserve = {
             "TableName": self._name,
@@ -498,30 +505,82 @@ class WalletRepository:
             },
         }
         created = {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": put}
+        named = [Named("wallet", {"Update": reserve}), Named("hold", {"Put": created})]
+        named += self._budgets.touch_items(org_id, budget) if budget is not None else []
         try:
             with dynamo_errors():
-                self._client.transact_write_items(TransactItems=[{"Update": reserve}, {"Put": created}])
+                self._client.transact_write_items(TransactItems=[n.item for n in named])
         except TransactionConditionFailed as exc:
-            if 1 in exc.indexes:
+            failed = {named[i].name for i in exc.indexes}
+            if "hold" in failed:
                 raise Duplicate from exc
-            raise HoldRefused from exc
+            if BUDGET_RULE in failed:
+                raise BudgetChanged from exc
+            if "wallet" in failed:
+                raise HoldRefused from exc
+            raise BudgetRefused from exc
 
     def end_hold(self, org_id: str, hold: Hold, status: str, ended_at: str) -> bool:
-        """Voids or expires a pending hold (its amount is free again). False if it was not pending."""
+        """Voids or expires a pending hold as read: what it still holds is free again (in the wallet and in
+        its project's budget). False if it is no longer pending or a bill drew on it since (read again)."""
         free = {
             "TableName": self._name,
             "Key": account_key(org_id),
             "UpdateExpression": "SET held = held - :a, available = available + :a",
-            "ExpressionAttributeValues": {":a": hold.amount_minor},
+            "ExpressionAttributeValues": {":a": hold.open_minor},
         }
         key = keys.key(org_id, keys.hold_sk(hold.hold_id))
         close = close_indexed(self._name, key, expected="pending", status=status, fields={"ended_at": ended_at})
+        update = close["Update"]
+        update["ConditionExpression"] += " AND " + _remaining_is(update, hold.open_minor)
+        items = [{"Update": free}, close]
+        if hold.budget_period and hold.open_minor:
+            touch = BudgetTouch(hold.project_id, hold.budget_period, hold.platform, held=-hold.open_minor)
+            items += [n.item for n in self._budgets.touch_items(org_id, touch)]
         try:
             with dynamo_errors():
-                self._client.transact_write_items(TransactItems=[{"Update": free}, close])
+                self._client.transact_write_items(TransactItems=items)
         except TransactionConditionFailed:
             return False
         return True
+
+    def _draw_item(self, org_id: str, draw: HoldDrawn) -> TxItem:
+        """A bill's draw on a hold: still pending with `before` left; exhausted (and unlisted) at 0."""
+        left = draw.before - draw.taken
+        values = {":left": left, ":taken": draw.taken, ":bill": draw.bill, ":zero": 0, ":pending": "pending"}
+        sets = "remaining_minor = :left, drawn_minor = if_not_exists(drawn_minor, :zero) + :taken, last_bill = :bill"
+        update: dict[str, Any] = {
+            "TableName": self._name,
+            "Key": keys.key(org_id, keys.hold_sk(draw.hold_id)),
+            "ConditionExpression": "#s = :pending",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": values,
+        }
+        if left == 0:
+            sets += ", #s = :exhausted, ended_at = :bill"
+            values[":exhausted"] = "exhausted"
+            update["UpdateExpression"] = f"SET {sets} REMOVE GSI2PK, GSI2SK"
+        else:
+            update["UpdateExpression"] = f"SET {sets}"
+        update["ConditionExpression"] += " AND " + _remaining_is(update, draw.before)
+        return {"Update": update}
+
+    def open_holds(self, org_id: str) -> list[Hold]:
+        """The org's pending holds, each with what it still reserves (`open_minor`) and its expiry: what
+        `held` is the sum of (the runway's view of committed spend)."""
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.HOLD_PREFIX),
+            "FilterExpression": Attr("status").eq("pending"),
+            "ConsistentRead": True,
+        }
+        found: list[Hold] = []
+        while True:
+            with dynamo_errors():
+                resp = self._table.query(**query)
+            found += [from_item(Hold, plain(i)) for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return found
+            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def copy_mode(self, org_id: str, mode: str) -> bool:
         """Gives a wallet written before it kept a copy of the org's billing mode that copy, if the org
@@ -551,8 +610,14 @@ def _lines(change: WalletChange) -> list[Line]:
     ]
 
 
+def _remaining_is(update: dict[str, Any], amount: int) -> str:
+    """The condition that a hold still holds `amount` (a hold made before draw-downs: its whole amount)."""
+    update["ExpressionAttributeValues"][":held_now"] = amount
+    return "(remaining_minor = :held_now OR (attribute_not_exists(remaining_minor) AND amount_minor = :held_now))"
+
+
 def _name(record: Record) -> str:
-    return {HoldPosted: "hold", TopUpPut: "topup", TopUpSet: "topup", ChargeLink: "charge", PeriodSpend: "spend"}[
+    return {HoldDrawn: "hold", TopUpPut: "topup", TopUpSet: "topup", ChargeLink: "charge", PeriodSpend: "spend"}[
         type(record)
     ]
 

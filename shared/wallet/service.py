@@ -8,20 +8,25 @@ idempotency key derived from it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 
 from shared.auth import Caller
+from shared.budgets.models import BudgetTouch
+from shared.budgets.repository import BudgetChanged, BudgetRefused
+from shared.budgets.rules import spend_budgets
+from shared.budgets.service import BudgetService, BudgetState, ProjectBudgetExceededError, crossing_messages
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
 from shared.dynamo import Item
-from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.errors import ConcurrentUpdateError, ConflictError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.outbox import Message
 from shared.pagination import Page
 from shared.stripe_gateway import StripeGateway
 from shared.sweep import SweepReport, sweep
@@ -31,6 +36,8 @@ from shared.wallet.account import (
     WalletStatus,
     add_spend,
     bill_fee_bps,
+    hold_draw,
+    hold_expiry,
     platform_fee,
     runway,
 )
@@ -39,7 +46,7 @@ from shared.wallet.models import (
     AutoTopUp,
     BillResult,
     Hold,
-    HoldPosted,
+    HoldDrawn,
     PeriodSpend,
     RefundResult,
     StoredWallet,
@@ -50,10 +57,16 @@ from shared.wallet.models import (
 from shared.wallet.platforms import platform_name
 from shared.wallet.poster import Posted, WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
 from shared.wallet.refunds import WalletRefunds
-from shared.wallet.repository import Duplicate, HoldEnded, HoldRefused, WalletRepository
+from shared.wallet.repository import (
+    Duplicate,
+    HoldEnded,
+    HoldRefused,
+    WalletRepository,
+)
 from shared.wallet.topups import TopUps
 
-HOLD_TTL = timedelta(hours=24)
+MAX_BUDGET_READS = 20  # a hold reads the project's limits again when they changed meanwhile
+MAX_ATTEMPTS_RELEASE = 50  # a release reads the hold again when a bill drew on it meanwhile
 
 __all__ = ["Bill", "InsufficientWalletFundsError", "WalletNotAvailableError", "WalletService", "WalletView"]
 
@@ -70,6 +83,7 @@ class WalletView:
     runway_days: int | None
     avg_daily_spend_minor: int
     unbilled_spend_minor: int = 0  # reported by the platforms, not billed yet (in the runway)
+    budgets: Sequence[BudgetState] = ()  # the projects' budgets this period (those that have one)
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,13 @@ def bill_period_key(org: Org, billed_on: date) -> str:
 
 class WalletService:
     def __init__(
-        self, orgs: OrgService, org_repo: OrgRepository, repo: WalletRepository, gateway: StripeGateway, clock: Clock
+        self,
+        orgs: OrgService,
+        org_repo: OrgRepository,
+        repo: WalletRepository,
+        gateway: StripeGateway,
+        clock: Clock,
+        budgets: BudgetService,
     ):
         """Events and notifications leave through the outbox, with the changes that cause them."""
         self._orgs = orgs
@@ -118,6 +138,7 @@ class WalletService:
         self._repo = repo
         self._gateway = gateway
         self._clock = clock
+        self._budgets = budgets
         self._poster = WalletPoster(org_repo, repo, clock)
         self._auto = AutoTopUps(org_repo, repo, gateway, clock, self._poster)
         self._topups = TopUps(orgs, org_repo, repo, gateway, clock, self._poster)
@@ -151,7 +172,7 @@ class WalletService:
         today = self._clock.now().date()
         unbilled = self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
         days, avg = runway(stored.account.balance - unbilled, stored.spend_days, today)
-        return WalletView(org, stored.account, stored.auto, days, avg, unbilled)
+        return WalletView(org, stored.account, stored.auto, days, avg, unbilled, self._budgets.states(org))
 
     def transactions(
         self, caller: Caller, org_id: str, filters: dict[str, str | None], cursor: str | None, limit: int
@@ -190,31 +211,73 @@ class WalletService:
 
     # ------------------------------------------------------------------ holds (optimizer)
     def hold(
-        self, *, org_id: str, hold_id: str, project_id: str, platform: str, amount_minor: int, retry: bool = True
+        self,
+        *,
+        org_id: str,
+        hold_id: str,
+        project_id: str,
+        platform: str,
+        amount_minor: int,
+        expires_at: datetime | None = None,
+        retry: bool = True,
     ) -> Hold:
-        """Authorizes spend before an ad launches or scales. Idempotent by hold_id.
-        InsufficientWalletFundsError (409) when `balance - held - floor` does not cover it."""
+        """Authorizes spend before an ad launches or scales, until `expires_at` (the campaign's end; at most
+        HOLD_MAX_LIFETIME; default 24 h). Idempotent by hold_id. InsufficientWalletFundsError (409) when
+        `balance - held - floor` does not cover it; ProjectBudgetExceededError (409) when the project's
+        ad-spend budget (or its budget on the platform) has not that much left this period."""
         platform_name(platform)
-        # No reads first: the transaction itself checks the mode (the wallet's copy), the funds and a replayed hold id.
+        org = self._org_repo.require_org(org_id)
         now = self._clock.now()
-        hold = Hold(hold_id, project_id, platform, amount_minor, "pending", iso(now), iso(now + HOLD_TTL))
-        try:
-            self._repo.place_hold(org_id, hold)
-        except Duplicate:
-            return self._repo.hold(org_id, hold_id) or hold
-        except HoldRefused:
-            if retry and self._refusal_passed(org_id, amount_minor):
-                # What refused it has changed since (the mode copied, a hold released): once more.
-                return self.hold(
-                    org_id=org_id,
-                    hold_id=hold_id,
-                    project_id=project_id,
-                    platform=platform,
-                    amount_minor=amount_minor,
-                    retry=False,
-                )
-            raise self._refusal(org_id, amount_minor) from None
-        return hold
+        period = period_containing(org, now).key
+        hold = Hold(hold_id, project_id, platform, amount_minor, "pending", iso(now), iso(hold_expiry(now, expires_at)))
+        hold = replace(hold, remaining_minor=amount_minor, budget_period=period)
+        # No other reads: the transaction itself checks the mode (the wallet's copy), the funds, the budget
+        # and a replayed hold id.
+        for _ in range(MAX_BUDGET_READS):
+            try:
+                checked = self._budgets.check(org_id, project_id, period, spend_budgets(platform), amount_minor)
+                touch = BudgetTouch(project_id, period, platform, held=amount_minor, guard=checked.guard)
+                self._repo.place_hold(org_id, hold, touch)
+            except Duplicate:
+                return self._repo.hold(org_id, hold_id) or hold
+            except BudgetChanged:
+                continue  # the limits changed since read: read them again
+            except (BudgetRefused, ProjectBudgetExceededError):
+                return self._replay_or(org_id, hold, period)
+            except HoldRefused:
+                if retry and self._refusal_passed(org_id, amount_minor):
+                    # What refused it has changed since (the mode copied, a hold released): once more.
+                    return self.hold(
+                        org_id=org_id,
+                        hold_id=hold_id,
+                        project_id=project_id,
+                        platform=platform,
+                        amount_minor=amount_minor,
+                        expires_at=expires_at,
+                        retry=False,
+                    )
+                raise self._refusal(org_id, amount_minor) from None
+            return hold
+        raise ConcurrentUpdateError("The project's budget is changing; retry.")
+
+    def _replay_or(self, org_id: str, hold: Hold, period: str) -> Hold:
+        """A hold the budget refuses: the one made before with its id if this is a replay (the budget may
+        have been lowered since), else ProjectBudgetExceededError naming the budget and what is left."""
+        made = self._repo.hold(org_id, hold.hold_id)
+        if made is not None:
+            return made
+        names = spend_budgets(hold.platform)
+        raise self._budgets.refusal(org_id, hold.project_id, period, names, hold.amount_minor)
+
+    def open_held_minor(self, org_id: str) -> int:
+        """What the org's open holds still reserve (the wallet's `held`: the sum of their remainders), for
+        the runway and the available figure."""
+        stored = self._repo.get(org_id)
+        return stored.account.held if stored else 0
+
+    def open_holds(self, org_id: str) -> list[Hold]:
+        """The org's open holds, each with what it still reserves (`open_minor`) and when it expires."""
+        return self._repo.open_holds(org_id)
 
     def _refusal_passed(self, org_id: str, amount_minor: int) -> bool:
         org = agency(self._org_repo.require_org(org_id))  # 404 for an unknown org, 409 wallet_not_available for BYO
@@ -242,13 +305,20 @@ class WalletService:
         )
 
     def release_hold(self, *, org_id: str, hold_id: str, expired: bool = False) -> Hold:
+        """Ends a hold: what it still holds (its remainder after the bills that drew on it) is free again,
+        in the wallet and in its project's budget. Idempotent: an ended hold is returned as it is."""
         self._org_repo.require_org(org_id)
-        hold = self._repo.hold(org_id, hold_id)
-        if hold is None:
-            raise NotFoundError(f"No hold {hold_id}.", code="hold_not_found")
-        if hold.status == "pending":  # ended concurrently, if end_hold says so: nothing to do
-            self._repo.end_hold(org_id, hold, "expired" if expired else "voided", iso(self._clock.now()))
-        return self._repo.hold(org_id, hold_id) or hold
+        for _ in range(MAX_ATTEMPTS_RELEASE):
+            hold = self._repo.hold(org_id, hold_id)
+            if hold is None:
+                raise NotFoundError(f"No hold {hold_id}.", code="hold_not_found")
+            if hold.status != "pending":
+                return hold
+            status = "expired" if expired else "voided"
+            if self._repo.end_hold(org_id, hold, status, iso(self._clock.now())):
+                return self._repo.hold(org_id, hold_id) or hold
+            # ended concurrently, or a bill drew on it since it was read: read it again
+        raise ConcurrentUpdateError("The hold is busy; retry.")
 
     def expire_holds(self) -> SweepReport:
         """Expires holds past their expiry (the scheduled sweeper), every shard, within the Lambda's time
@@ -264,20 +334,21 @@ class WalletService:
     # ------------------------------------------------------------------ platform bills
     def record_bill(self, bill: Bill) -> BillResult:
         """Debits the exact spend and the plan's platform fee, once per (platform, bill id), even below
-        zero. Settles the hold it names. May start one auto-top-up. A negative amount is a platform credit
+        zero. Draws its amount on the hold it names (while pending, of the same project and platform): what
+        the hold still holds goes down by it, at most to 0 (the rest is spend all the same); each bill
+        once. Counts against the project's budget of the bill's period (Project.BudgetWarning / Reached
+        when it crosses 80 % / 100 %). May start one auto-top-up. A negative amount is a platform credit
         (e.g. for invalid traffic): see `record_platform_credit`."""
         if bill.amount_minor < 0:
             return self.record_platform_credit(bill)
         org = self._with_wallet(self._org_repo.require_org(bill.org_id))
         platform_name(bill.platform)
-        hold = self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
-        pending = hold if hold is not None and hold.status == "pending" else None
         claims: list[TopUp] = []
         try:
-            posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, pending, claims))
+            posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, True, claims))
         except HoldEnded:  # voided or expired while the bill was written: the bill still counts
             claims.clear()
-            posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, None, claims))
+            posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, False, claims))
         except InvalidRequestError as refused:  # spent on the platform all the same: kept for support
             fields = {k: v for k, v in asdict(bill).items() if v is not None} | {
                 "billed_on": bill.billed_on.isoformat()
@@ -308,7 +379,9 @@ class WalletService:
         def build(stored: StoredWallet) -> WalletChange:
             _same_currency(stored, credit.currency)
             fee = platform_fee(amount, self._fee_bps(org, stored))
-            return self._correction(stored, credit.cause, amount, fee, credit, bill_dated(org, credit.billed_on))
+            dated = bill_dated(org, credit.billed_on)
+            period = bill_period_key(org, credit.billed_on)
+            return self._correction(stored, credit.cause, amount, fee, credit, dated, budget_period=period)
 
         return self._correction_result(credit, credit.cause, self._poster.post(org, build))
 
@@ -348,8 +421,10 @@ class WalletService:
         reversal = replace(original, bill_id=f"{bill_id}:reversal", project_id=project, amount_minor=-amount)
         cause = f"reversal:{original.cause}"
 
+        period = str(charged["budget_period"]) if charged.get("budget_period") else None
+
         def build(stored: StoredWallet) -> WalletChange:
-            return self._correction(stored, cause, amount, fee, reversal, None, reason=reason)
+            return self._correction(stored, cause, amount, fee, reversal, None, reason=reason, budget_period=period)
 
         return self._correction_result(reversal, cause, self._poster.post(org, build))
 
@@ -362,8 +437,11 @@ class WalletService:
         bill: Bill,
         dated: datetime | None,
         reason: str | None = None,
+        budget_period: str | None = None,
     ) -> WalletChange:
+        """`budget_period`: the period whose project budget gets the spend back (None: none)."""
         after, movements, _ = stored.account.correct(amount, fee)
+        back = [BudgetTouch(bill.project_id, budget_period, bill.platform, spent=-amount)] if budget_period else []
         entry = {"project_id": bill.project_id, "platform": bill.platform, "ref": cause, "actor": bill.actor}
         return WalletChange(
             after,
@@ -372,6 +450,7 @@ class WalletService:
             cause=Cause(cause, {"amount_minor": -amount, "fee_minor": -fee, "project_id": bill.project_id}),
             records=[PeriodSpend(bill.platform, bill.project_id, -amount, -fee, correction=True)],
             dated=dated,
+            budgets=back,
         )
 
     def _correction_result(self, bill: Bill, cause: str, posted: Posted | None) -> BillResult:
@@ -390,25 +469,31 @@ class WalletService:
     def _fee_of(self, org: Org, bill: Bill, stored: StoredWallet) -> int:
         return platform_fee(bill.amount_minor, self._fee_bps(org, stored))
 
-    def _bill_change(
-        self, org: Org, bill: Bill, stored: StoredWallet, hold: Hold | None, claims: list[TopUp]
-    ) -> WalletChange:
+    def _bill_change(self, org: Org, bill: Bill, stored: StoredWallet, draw: bool, claims: list[TopUp]) -> WalletChange:
         _same_currency(stored, bill.currency)
         fee_bps = self._fee_bps(org, stored)
         fee = platform_fee(bill.amount_minor, fee_bps)
         after, movements, _ = stored.account.bill(bill.amount_minor, fee_bps)
-        records: list[HoldPosted | PeriodSpend | TopUpPut] = [
+        records: list[HoldDrawn | PeriodSpend | TopUpPut] = [
             PeriodSpend(bill.platform, bill.project_id, bill.amount_minor, fee)
         ]
+        budget_period = bill_period_key(org, bill.billed_on)
+        spend = BudgetTouch(bill.project_id, budget_period, bill.platform, spent=bill.amount_minor)
+        touches = [spend]
+        hold = self._drawable_hold(bill) if draw else None
         if hold is not None:
-            after = replace(after, held=after.held - hold.amount_minor)
-            records.append(HoldPosted(hold.hold_id, bill.cause))
+            taken = hold_draw(bill.amount_minor, hold.open_minor)
+            after = replace(after, held=after.held - taken)
+            records.append(HoldDrawn(hold.hold_id, bill.cause, taken, hold.open_minor))
+            if hold.budget_period and taken:
+                touches.append(BudgetTouch(hold.project_id, hold.budget_period, hold.platform, held=-taken))
         claims.clear()
         auto, claim = self._auto.claim(org, stored, after)
         if claim is not None:
             claims.append(claim)
             records.append(TopUpPut(claim, listed=True))
         today = self._clock.now().date()
+        record = {"amount_minor": bill.amount_minor, "fee_minor": fee, "project_id": bill.project_id}
         return WalletChange(
             after,
             movements,
@@ -422,12 +507,29 @@ class WalletService:
             },
             auto=auto,
             spend_days=add_spend(stored.spend_days, bill.billed_on, bill.amount_minor + fee, today),
-            cause=Cause(
-                bill.cause, {"amount_minor": bill.amount_minor, "fee_minor": fee, "project_id": bill.project_id}
-            ),
+            cause=Cause(bill.cause, record | {"budget_period": budget_period}),
             records=records,
+            messages=self._crossed(org.org_id, spend),
             dated=bill_dated(org, bill.billed_on),
+            budgets=touches,
         )
+
+    def _drawable_hold(self, bill: Bill) -> Hold | None:
+        """The pending hold a bill draws on (read at each attempt: a bill since may have drawn on it): the
+        one it names, if of the bill's project and platform."""
+        hold = self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
+        if hold is None or hold.status != "pending":
+            return None
+        return hold if (hold.project_id, hold.platform) == (bill.project_id, bill.platform) else None
+
+    def _crossed(self, org_id: str, spend: BudgetTouch) -> list[Message]:
+        """The budget lines this bill's spend crosses (read after the wallet: bills, the only writers of
+        spend, are serialized by the wallet's version, so what is read is what the bill adds to)."""
+        budget = self._budgets.budget(org_id, spend.project_id)
+        if not budget.limits():
+            return []
+        before = self._budgets.usage(org_id, spend.project_id, spend.period_key)
+        return crossing_messages(org_id, spend, budget, before, spend_budgets(spend.platform))
 
     # ------------------------------------------------------------------ refunds (support)
     def refund(

@@ -152,8 +152,9 @@ def _raw_transact(client: Any, items: list[dict[str, Any]]) -> bool:
 
 
 def _raw_hold(client: Any, table: str, pk: str, hold_id: str) -> None:
-    """A hold's transaction shape, written with boto3 alone: the account update under its condition and
-    the hold put."""
+    """A hold's reads and transaction shape, written with boto3 alone: the org and the project's budget
+    limits read; the account update under its condition, the hold put, the project's budget counters
+    under their condition and the check of its limits (a project without a budget)."""
     expires = "2099-01-01T00:00:00Z"
     item = {
         "PK": {"S": pk},
@@ -178,11 +179,22 @@ def _raw_hold(client: Any, table: str, pk: str, hold_id: str) -> None:
         "ExpressionAttributeNames": {"#s": "status"},
         "ExpressionAttributeValues": {":a": {"N": "1"}, ":paused": {"S": "paused"}, ":agency": {"S": "agency"}},
     }
+    client.get_item(TableName=table, Key={"PK": {"S": pk}, "SK": {"S": "ORG"}}, ConsistentRead=True)
+    rule = {"PK": {"S": pk}, "SK": {"S": "BUDGET#p"}}
+    client.get_item(TableName=table, Key=rule, ConsistentRead=True)
+    counters = {
+        "TableName": table,
+        "Key": {"PK": {"S": pk}, "SK": {"S": "BUDGETP#2099-01-01T00:00:00Z#p"}},
+        "UpdateExpression": "SET project_id = :p ADD held :a, committed :a",
+        "ExpressionAttributeValues": {":p": {"S": "p"}, ":a": {"N": "1"}},
+    }
     if not _raw_transact(
         client,
         [
             {"Update": update},
             {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}},
+            {"Update": counters},
+            {"ConditionCheck": {"TableName": table, "Key": rule, "ConditionExpression": "attribute_not_exists(PK)"}},
         ],
     ):
         raise RuntimeError("raw hold refused")

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 
 from shared.billing.subscriptions import SubscriptionMirror
+from shared.budgets.service import BudgetService
 from shared.credits.repository import CreditRepository
 from shared.credits.service import CreditService
 from shared.orgs.repository import OrgRepository
@@ -35,6 +36,7 @@ class CreditKit:
     credits: CreditService
     usage: UsageService
     mirror: SubscriptionMirror
+    budgets: BudgetService
 
 
 def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None = None) -> CreditKit:
@@ -49,4 +51,6 @@ def credit_kit(table_name: str, bus_name: str, now: datetime, table: Any | None 
     services = build_services(settings, clock=clock, table=table)
     # the services' own repositories: tests patch them to interleave a change
     repos = services.credits._org_repo, services.credits._repo
-    return CreditKit(clock, services.orgs, *repos, services.credits, services.usage, services.subscriptions._mirror)
+    return CreditKit(
+        clock, services.orgs, *repos, services.credits, services.usage, services.subscriptions._mirror, services.budgets
+    )

@@ -104,6 +104,14 @@ CASES: list[Case] = [
         bad_path={"project_id": TOO_LONG},
         forbidden_role="member",
     ),
+    Case("GET", "/v1/orgs/{org_id}/projects/{project_id}/budget", bad_path={"project_id": TOO_LONG}),
+    Case(
+        "PUT",
+        "/v1/orgs/{org_id}/projects/{project_id}/budget",
+        ok_body={"ad_spend_minor": 50_000, "platforms_minor": {"meta": 20_000}, "credits": 1_000},
+        bad_body={"ad_spend_minor": -1, "credits": "many"},
+        forbidden_role="member",
+    ),
     Case("GET", "/v1/orgs/{org_id}/subscription", bad_path={"org_id": TOO_LONG}),
     Case(
         "POST",

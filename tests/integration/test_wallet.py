@@ -238,7 +238,7 @@ def test_auto_top_up_never_runs_twice_at_once(kit: WalletKit, stack: Any, table:
     assert not stored.auto.in_flight
 
 
-def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
+def test_a_bill_draws_on_its_hold_and_a_release_frees_the_rest(kit: WalletKit) -> None:
     org_id, project, _ = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
     kit.wallet.hold(org_id=org_id, hold_id="launch", project_id=project, platform="google_ads", amount_minor=4_000)
@@ -256,11 +256,20 @@ def test_holds_settle_against_the_bill_or_are_released(kit: WalletKit) -> None:
             actor="t",
         )
     )
+    # the bill took 3,500 of the launch hold: 500 of it stays held, open, until released
+    stored = kit.repo.get(org_id)
+    assert stored is not None and (stored.account.held, stored.stored_available) == (3_500, 2_825)
     kit.wallet.release_hold(org_id=org_id, hold_id="scale")
+    kit.wallet.release_hold(org_id=org_id, hold_id="launch")
     stored = kit.repo.get(org_id)
     assert stored is not None
     assert (stored.account.balance, stored.account.held, stored.stored_available) == (6_325, 0, 6_325)
-    assert raw_item(kit, org_id, "HOLD#launch")["status"] == "posted"  # type: ignore[index]
+    launch = raw_item(kit, org_id, "HOLD#launch")
+    assert launch is not None and (launch["status"], launch["remaining_minor"], launch["drawn_minor"]) == (
+        "voided",
+        500,
+        3_500,
+    )
     assert raw_item(kit, org_id, "HOLD#scale")["status"] == "voided"  # type: ignore[index]
 
 

@@ -1,6 +1,7 @@
 """Stateful property test of the wallet on DynamoDB Local and the Stripe emulator: any sequence of
-top-ups, webhook replays, holds, settlements (bills against holds), releases, bare bills and support
-refunds keeps `sum(entries) == balance`, applies no entry twice and never makes `held` negative."""
+top-ups, webhook replays, holds, draws (bills against holds: each takes its amount from the hold, the
+rest stays held), releases, bare bills and support refunds keeps `sum(entries) == balance`, applies no
+entry twice and never makes `held` negative."""
 
 from __future__ import annotations
 
@@ -98,14 +99,14 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
 
         @precondition(lambda self: bool(self.holds))
         @rule(data=st.data(), spent=st.integers(0, 25_000), replays=st.integers(1, 3))
-        def settle_hold_with_a_bill(self, data: st.DataObject, spent: int, replays: int) -> None:
+        def draw_on_a_hold_with_a_bill(self, data: st.DataObject, spent: int, replays: int) -> None:
             hold_id = data.draw(st.sampled_from(sorted(self.holds)))
             bill_id = self._next("bill")
-            for _ in range(replays):  # a redelivered bill debits once
+            for _ in range(replays):  # a redelivered bill debits once (and draws on its hold once)
                 self.kit.wallet.record_bill(
                     Bill(
                         org_id=self.org_id,
-                        platform="tiktok",
+                        platform="meta",  # the hold's: a bill draws on the hold of its project and platform
                         bill_id=bill_id,
                         project_id=self.project,
                         amount_minor=spent,
@@ -115,7 +116,11 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
                         actor="prop",
                     )
                 )
-            del self.holds[hold_id]
+            left = max(0, self.holds[hold_id] - spent)  # the hold stays open with the rest; at 0 it is exhausted
+            if left:
+                self.holds[hold_id] = left
+            else:
+                del self.holds[hold_id]
             self.balance -= spent + _fee(spent)
             self._moved()
 

@@ -158,6 +158,7 @@ def run(web: WebApp, stack: LocalStack) -> None:
     plan_changes(web, stack, org_id, month)
     credits_month(web, stack, org_id, month)
     wallet_month(web, stack, org_id, month)
+    project_budgets(web, stack, org_id)
     last_run = invoice_month(web, stack, org_id, month)
     dunning(web, stack, month)
 
@@ -461,6 +462,8 @@ def wallet_month(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> N
     )
     show(f"hold {money(held['amount_minor'])} for a Meta launch")
     bill("meta", "Spring launch", 28_050, hold_id="meta-launch-1")
+    web.post_as_service(optimizer, "/v1/internal/wallet/holds/meta-launch-1/release", {"org_id": org_id}, expect=200)
+    show("the launch is done: its hold's rest released")
     bill("tiktok", "Always-on UGC", 15_000)
     bill("google_ads", "Spring launch", 32_345)
     show("auto-top-up ran once, credited by webhook")
@@ -785,6 +788,53 @@ def sweep_after_hold(web: WebApp, stack: LocalStack, org_id: str) -> None:
             f"   (time travels to {datetime.now(UTC):%d %b %Y %H:%M} UTC) the scheduled sweeper: "
             f"{swept['wallet_holds_expired']} expired hold released -> held {money(wallet['held_minor'])}"
         )
+
+
+def project_budgets(web: WebApp, stack: LocalStack, org_id: str) -> None:
+    """Issue 21: a client's project hits its monthly budget while another client's keeps spending; a
+    hold lasts the campaign and is drawn down by each bill."""
+    carol, optimizer = "carol", devtokens.service_token("ad-optimizer")
+    spend = devtokens.service_token("spend-ingestion")
+    projects = {p["name"]: p["project_id"] for p in web.call(carol, "GET", f"/v1/orgs/{org_id}/projects")["items"]}
+    retargeting, ugc = projects["Retargeting"], projects["Always-on UGC"]
+    watch = Watcher(stack, "demo-budgets", prefix="Project.")
+    today = datetime.now(UTC).date().isoformat()
+
+    def hold(hold_id: str, project: str, amount: int, expect: int, days: int = 1) -> Any:
+        body = {"org_id": org_id, "hold_id": hold_id, "project_id": project, "platform": "meta"}
+        ends = (datetime.now(UTC) + timedelta(days=days)).isoformat()
+        return web.post_as_service(
+            optimizer, "/v1/internal/wallet/holds", body | {"amount_minor": amount, "expires_at": ends}, expect
+        )
+
+    def bill(bill_id: str, project: str, amount: int, hold_id: str) -> None:
+        body: dict[str, Any] = {"org_id": org_id, "platform": "meta", "bill_id": bill_id, "project_id": project}
+        body |= {"amount_minor": amount, "currency": "USD", "billed_on": today, "hold_id": hold_id}
+        web.post_as_service(spend, "/v1/internal/wallet/bills", body, expect=200)
+        stack.stripe.wait_for_deliveries()
+
+    def budget_line(project: str) -> str:
+        b = web.call(carol, "GET", f"/v1/orgs/{org_id}/projects/{project}/budget", expect=200)["lines"][0]
+        return f"spent {money(b['used'])}, held {money(b['held'])}, left {money(b['left'])} of {money(b['limit'])}"
+
+    say()
+    say("15. Project budgets: Carol gives the Retargeting client 200.00 of ad spend a month")
+    web.call(carol, "PUT", f"/v1/orgs/{org_id}/projects/{retargeting}/budget", {"ad_spend_minor": 20_000}, expect=200)
+    made = hold("rt-campaign", retargeting, 15_000, 201, days=10)
+    say(f"   the optimizer holds {money(made['amount_minor'])} for a 10-day campaign (expires {made['expires_at']})")
+    bill("rt-day-1", retargeting, 9_000, "rt-campaign")
+    bill("rt-day-2", retargeting, 8_000, "rt-campaign")  # 2,000 over what the hold had left: spend all the same
+    say(f"   two days of Meta bills draw the hold down: Retargeting {budget_line(retargeting)}")
+    refused = hold("rt-scale", retargeting, 5_000, 409)
+    say(f"   the optimizer asks for 50.00 more -> {refused['error']['code']}: {refused['error']['message']}")
+    for n in range(3):
+        hold(f"ugc-{n}", ugc, 10_000, 201)
+        bill(f"ugc-day-{n}", ugc, 9_500, f"ugc-{n}")
+    say("   meanwhile Always-on UGC (no budget) keeps holding and spending: 3 x 95.00")
+    bill("rt-day-3", retargeting, 3_000, "rt-campaign")  # the bill is recorded: the money is spent
+    say(f"   a late Retargeting bill of 30.00 is recorded all the same: {budget_line(retargeting)}")
+    for kind, _ in watch.received(org_id):
+        say(f"     {kind}")
 
 
 class Watcher:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OptionalKey, OrgId, RequiredKey, caller_of
-from functions.api.schemas import CheckoutOut, HttpUrl
+from functions.api.schemas import BudgetOut, CheckoutOut, HttpUrl
 from functions.limits import MAX_CREDITS, Id, Reason
 from shared.clock import iso
 
@@ -43,6 +43,9 @@ class CreditsOut(BaseModel):
     overage_allowed: bool
     monthly_cap: int | None
     projects: list[ProjectCreditsOut]
+    project_budgets: list[BudgetOut] = Field(
+        default_factory=list, description="The budgets of the projects that have one, this period"
+    )
 
 
 class CreditEntryOut(BaseModel):
@@ -141,6 +144,7 @@ def _credits_out(org_id: str, summary: Any) -> CreditsOut:
             )
             for p in summary.projects
         ],
+        project_budgets=[BudgetOut.of(b) for b in summary.budgets],
     )
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from functions.api.container import services
 from functions.api.routes.common import Cursor, Limit, OrgId, RequiredKey, caller_of
-from functions.api.schemas import HttpUrl
+from functions.api.schemas import BudgetOut, HttpUrl
 from functions.limits import (
     ID_PATTERN,
     KEY_PATTERN,
@@ -58,6 +58,9 @@ class WalletOut(BaseModel):
     )
     avg_daily_spend_minor: int
     auto_top_up: AutoTopUpOut
+    project_budgets: list[BudgetOut] = Field(
+        default_factory=list, description="The budgets of the projects that have one, this period"
+    )
 
 
 class WalletSettingsRequest(BaseModel):
@@ -133,6 +136,7 @@ def _wallet_out(view: WalletView) -> WalletOut:
             in_flight=bool(auto.in_flight),
             failures=auto.failures,
         ),
+        project_budgets=[BudgetOut.of(b) for b in view.budgets],
     )
 
 
