@@ -21,7 +21,7 @@ import requests
 import time_machine
 
 from shared.money import format_minor
-from shared.wallet.service import HOLD_TTL
+from shared.wallet.account import HOLD_DEFAULT_LIFETIME
 from tests.helpers import start_invoice_run
 from tests.integration.stripe_kit import DAY, StripeKit
 from tests.local import devtokens
@@ -779,7 +779,7 @@ def dunning(web: WebApp, stack: LocalStack, month: Month) -> None:
 def sweep_after_hold(web: WebApp, stack: LocalStack, org_id: str) -> None:
     """The optimizer never used Initech's hold: the scheduled sweeper (every 5 minutes) releases it once it
     expires. The demo travels there and runs the sweeper's own function, as the schedule would."""
-    with time_machine.travel(datetime.now(UTC) + HOLD_TTL + timedelta(minutes=5), tick=True):
+    with time_machine.travel(datetime.now(UTC) + HOLD_DEFAULT_LIFETIME + timedelta(minutes=5), tick=True):
         body, error = stack.local_lambda.invoke("CreditSweeperFunction", {})
         assert error is None, body
         swept = json.loads(body)
