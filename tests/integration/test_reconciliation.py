@@ -667,9 +667,9 @@ def test_holds_placed_and_settled_while_the_org_is_reconciled_open_nothing(
         [
             # between the wallet's read and its holds': a hold the wallet read has not got, the holds will
             lambda: wallet.hold(org_id=org_id, hold_id=placed, project_id=project, platform="meta", amount_minor=3_000),
-            # once the holds were read: the bill that settles one of them (held moves, a hold read is gone)
+            # once the holds were read: the bill that exhausts one of them (held moves, a hold read is gone)
             lambda: wallet.record_bill(
-                Bill(org_id, "meta", new_user("bill"), project, 1_500, "USD", kit.clock.now().date(), settled, "t")
+                Bill(org_id, "meta", new_user("bill"), project, 2_000, "USD", kit.clock.now().date(), settled, "t")
             ),
         ]
     )
