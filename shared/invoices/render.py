@@ -408,8 +408,9 @@ def _money_row(page: Pages, label: str, amount_minor: int, currency: str, bold: 
 
 
 def _draw_totals(page: Pages, totals: Totals, currency: str) -> None:
-    """Subtotal, tax, total (and of it: through Stripe, from the wallet), paid, due."""
-    page.need(LEADING * 9)
+    """Subtotal, tax, total (and of it: through Stripe, from the wallet), paid, due: on one page."""
+    optional = (totals.paid_from_wallet_minor, totals.stripe_unpaid_minor, totals.wallet_deficit_minor)
+    page.need(LEADING * (6 + sum(1 for amount in optional if amount)) + 4)
     page.down(4)
     _money_row(page, "Subtotal", subtotal_minor(totals.total_minor, totals.tax_minor), currency)
     _money_row(page, "Tax (none charged: prices exclude tax)", totals.tax_minor, currency)

@@ -426,6 +426,21 @@ def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) 
     assert any(w.text == "Amount" and w.x_min < 45 for w in after), f"'How to pay' alone on page {heading.page}"
 
 
+@pytest.mark.parametrize("usage", range(52, 62))
+def test_the_totals_stay_together_on_one_page(usage: int, tmp_path: Path) -> None:
+    """A failed card with a deficit has every totals row (nine): "Amount due" never starts a page alone."""
+    invoice = samples.failed_card()
+    info = [InvoiceLine(section="credits", description=f"P{n}", amount_minor=0, paid_via="info") for n in range(2)]
+    lines = [
+        *info,
+        *(InvoiceLine(section="usage", description=f"U{n}", amount_minor=0, paid_via="stripe") for n in range(usage)),
+    ]
+    doc = _look(render_pdf(invoice.model_copy(update={"lines": [*invoice.lines, *lines]})), tmp_path)
+    labels = [w for w in doc.words if 245 < w.x_min < 255 and w.text in ("Subtotal", "Amount")]
+    assert [w.text for w in labels][:: len(labels) - 1] == ["Subtotal", "Amount"]  # the block's first and last rows
+    assert labels[0].page == labels[-1].page, f"the totals run from page {labels[0].page} to {labels[-1].page}"
+
+
 @pytest.mark.parametrize(
     ("name", "printable"),
     [
