@@ -426,6 +426,20 @@ def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) 
     assert any(w.text == "Amount" and w.x_min < 45 for w in after), f"'How to pay' alone on page {heading.page}"
 
 
+@pytest.mark.parametrize("usage", range(34, 44))
+def test_a_section_title_stays_with_its_first_line(usage: int, tmp_path: Path) -> None:
+    """A table never starts at the foot of a page with its title and column headings alone: a late charge
+    continued on the next page would lose the title that says it is late."""
+    invoice = samples.agency()
+    lines = [InvoiceLine(section="usage", description=f"U{n}", amount_minor=0, paid_via="stripe") for n in range(usage)]
+    doc = _look(render_pdf(invoice.model_copy(update={"lines": [*invoice.lines, *lines]})), tmp_path)
+    for number, page in enumerate(doc.pages, start=1):
+        body = [row for row in page.splitlines() if row.strip() and "Page " not in row]
+        assert not body[-1].lstrip().startswith("Description"), f"page {number} ends with a table's headings"
+    (late,) = [n for n, page in enumerate(doc.pages) if "Late charges" in page]
+    assert "billed by Meta after that invoice" in " ".join(doc.pages[late].split())
+
+
 @pytest.mark.parametrize("usage", range(52, 62))
 def test_the_totals_stay_together_on_one_page(usage: int, tmp_path: Path) -> None:
     """A failed card with a deficit has every totals row (nine): "Amount due" never starts a page alone."""
