@@ -316,7 +316,12 @@ def _groups(lines: Sequence[InvoiceLine]) -> list[tuple[str, list[InvoiceLine]]]
     return [(title, group) for title, group in groups if group]
 
 
-def _draw_headings(page: Pages, currency: str) -> None:
+def _draw_headings(page: Pages, currency: str, title: list[str]) -> None:
+    """A table's title (its section's) and column headings."""
+    for piece in title:
+        page.text(MARGIN, piece, 9.5, bold=True)
+        page.down()
+    page.down(2)
     for heading, x, right in _COLUMNS:
         page.text(x, heading, 7.5, bold=True, align="right" if right else "left")
     page.text(page.right, f"Amount ({currency})", 7.5, bold=True, align="right")
@@ -326,17 +331,14 @@ def _draw_headings(page: Pages, currency: str) -> None:
 
 
 def _draw_table(page: Pages, heading: str, lines: list[InvoiceLine], currency: str) -> None:
-    """A section: its title, the column headings (again on every page it continues on), its lines; the
-    title and headings on the page of the first line."""
+    """A section: its title and the column headings (again, "continued", on every page it continues on),
+    its lines; the title and headings on the page of the first line."""
     title = wrap(heading, 9.5, page.right - MARGIN, bold=True)
     first = _kept_height(_Cells.of(lines[0], currency), page.height) if lines else 0
     page.need(LEADING * len(title) + 16 + first)
-    for piece in title:
-        page.text(MARGIN, piece, 9.5, bold=True)
-        page.down()
-    page.down(2)
-    _draw_headings(page, currency)
-    page.on_new_page = lambda: _draw_headings(page, currency)
+    _draw_headings(page, currency, title)
+    continued = wrap(f"{heading} (continued)", 9.5, page.right - MARGIN, bold=True)
+    page.on_new_page = lambda: _draw_headings(page, currency, continued)
     for line in lines:
         _draw_line(page, line, currency)
     page.on_new_page = None

@@ -156,6 +156,8 @@ def test_totals_tax_paid_and_due_are_stated(rendered: tuple[Invoice, Rendered]) 
         assert payment.on is not None and payment.on in text
         if payment.reference:
             assert payment.reference in text
+    paid = net_paid_minor(invoice.totals.payments)
+    assert paid + invoice.totals.amount_due_minor == invoice.totals.total_minor, "an accountant's first check"
 
 
 def test_the_names_have_every_glyph_in_the_embedded_fonts(rendered: tuple[Invoice, Rendered]) -> None:
@@ -438,6 +440,17 @@ def test_a_section_title_stays_with_its_first_line(usage: int, tmp_path: Path) -
         assert not body[-1].lstrip().startswith("Description"), f"page {number} ends with a table's headings"
     (late,) = [n for n, page in enumerate(doc.pages) if "Late charges" in page]
     assert "billed by Meta after that invoice" in " ".join(doc.pages[late].split())
+
+
+def test_a_table_continued_on_a_page_says_which_it_is(tmp_path: Path) -> None:
+    """Lines carried to the next page sit under their section's title, marked continued: a reader of page
+    two knows they are ad spend (or late charges of an earlier period), not subscription charges."""
+    doc = _look(render_pdf(samples.long_invoice(12)), tmp_path)
+    assert len(doc.pages) >= 3
+    for number, page in enumerate(doc.pages[1:], start=2):
+        flat = " ".join(page.split())
+        if "Service period" in flat:
+            assert re.search(r"(Generation credits consumed|Ad spend and platform fee).* \(continued\)", flat), number
 
 
 @pytest.mark.parametrize("usage", range(52, 62))
