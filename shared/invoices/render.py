@@ -539,6 +539,7 @@ def render_credit_note_pdf(note: CreditNote) -> bytes:
         page.down()
     page.down(6)
     _draw_table(page, "Credited lines", list(note.lines), note.currency)
+    page.need(LEADING * 3)  # the total and where it went, on one page
     _money_row(page, "Total credited", note.amount_minor, note.currency, bold=True)
     _money_row(page, "   re-credited to the ad wallet", note.to_wallet_minor, note.currency)
     _money_row(page, "   credited through Stripe (to the card or balance)", note.to_stripe_minor, note.currency)

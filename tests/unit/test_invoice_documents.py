@@ -206,6 +206,17 @@ def test_a_credit_note_renders_as_pdf_and_csv(tmp_path: Path) -> None:
     assert sum(int(r["amount_minor"]) for r in rows) == note.amount_minor
 
 
+@pytest.mark.parametrize("extra", range(28, 36))
+def test_a_credit_notes_total_stays_with_where_the_money_went(extra: int, tmp_path: Path) -> None:
+    note = samples.credit_note()
+    lines = [
+        InvoiceLine(section="ad_spend", description=f"L{n}", amount_minor=1, paid_via="wallet") for n in range(extra)
+    ]
+    doc = _look(render_credit_note_pdf(note.model_copy(update={"lines": [*note.lines, *lines]})), tmp_path)
+    pages = [n for n, page in enumerate(doc.pages) for label in ("Total credited", "through Stripe") if label in page]
+    assert len(set(pages)) == 1, f"the credit note's total and its split are on pages {pages}"
+
+
 def _rows(body: bytes) -> list[dict[str, str]]:
     assert body.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel on Windows reads UTF-8 only with it
     text = body.decode("utf-8-sig")
