@@ -276,7 +276,11 @@ def long_invoice(projects: int = 10) -> Invoice:
         name = f"Campaign {n:03d} — a long project name that has to wrap onto a second line of the description"
         lines.append(_credits(f"prj_{n:03d}", name, 100 + n))
         lines += _spend("meta", f"Meta Ads, {name}", f"prj_{n:03d}", 1_000 + n, 50)
-    payments = [Payment(method="card", amount_minor=19_900, on="2026-09-14", reference="C1-0001")]
+    wallet = sum(line.amount_minor for line in lines if line.paid_via == "wallet")
+    payments = [
+        Payment(method="card", amount_minor=19_900, on="2026-09-14", reference="C1-0001"),
+        Payment(method="wallet", amount_minor=wallet, on="2026-10-14"),
+    ]
     return _invoice("Long Tail Media Ltd", "agency", "Scale", lines, _totals(lines, payments=payments))
 
 
@@ -285,12 +289,16 @@ CJK_NAME = "東京広告代理店株式会社 · 서울 마케팅 · カタカ�
 
 def cjk() -> Invoice:
     lines = [
-        _sub("1 × Layers Pro (at ¥7,500 / month)", 4900, quantity=1, unit_price_minor=Decimal(4900)),  # noqa: RUF001
+        _sub("1 × Layers Pro (at $49.00 / month)", 4900, quantity=1, unit_price_minor=Decimal(4900)),  # noqa: RUF001
         _credits("prj_tokyo", "春のキャンペーン 東京", 1200),
         *_spend("meta", "Meta Ads, 春のキャンペーン 東京", "prj_tokyo", 20_000, 1_000),
     ]
     bill_to = BillTo(name=CJK_NAME, address_lines=["東京都渋谷区神宮前1-2-3", "150-0001 日本"], tax_id="T1234567890123")
-    return _invoice(CJK_NAME, "agency", "Pro", lines, _totals(lines), bill_to=bill_to)
+    payments = [
+        Payment(method="card", amount_minor=4900, on="2026-09-14", reference="D5E6-0001"),
+        Payment(method="wallet", amount_minor=21_000, on="2026-10-14"),
+    ]
+    return _invoice(CJK_NAME, "agency", "Pro", lines, _totals(lines, payments=payments), bill_to=bill_to)
 
 
 WORLD_NAME = "क्षत्रिय विज्ञापन एजेंसी · وكالة الإعلانات"
@@ -321,7 +329,11 @@ def world() -> Invoice:
         email="billing@kshatriya.example",
         tax_id="27AAPFU0939F1ZV",
     )
-    return _invoice(WORLD_NAME, "agency", "Pro", lines, _totals(lines), bill_to=bill_to)
+    payments = [
+        Payment(method="card", amount_minor=4900, on="2026-09-14", reference="F7A8-0001"),
+        Payment(method="wallet", amount_minor=21_000, on="2026-10-14"),
+    ]
+    return _invoice(WORLD_NAME, "agency", "Pro", lines, _totals(lines, payments=payments), bill_to=bill_to)
 
 
 def credit_note() -> CreditNote:

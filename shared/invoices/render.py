@@ -316,7 +316,12 @@ def _groups(lines: Sequence[InvoiceLine]) -> list[tuple[str, list[InvoiceLine]]]
     return [(title, group) for title, group in groups if group]
 
 
-def _draw_headings(page: Pages, currency: str) -> None:
+def _draw_headings(page: Pages, currency: str, title: list[str]) -> None:
+    """A table's title (its section's) and column headings."""
+    for piece in title:
+        page.text(MARGIN, piece, 9.5, bold=True)
+        page.down()
+    page.down(2)
     for heading, x, right in _COLUMNS:
         page.text(x, heading, 7.5, bold=True, align="right" if right else "left")
     page.text(page.right, f"Amount ({currency})", 7.5, bold=True, align="right")
@@ -326,14 +331,14 @@ def _draw_headings(page: Pages, currency: str) -> None:
 
 
 def _draw_table(page: Pages, heading: str, lines: list[InvoiceLine], currency: str) -> None:
-    """A section: its title, the column headings (again on every page it continues on), its lines."""
-    page.need(60)
-    for piece in wrap(heading, 9.5, page.right - MARGIN, bold=True):
-        page.text(MARGIN, piece, 9.5, bold=True)
-        page.down()
-    page.down(2)
-    _draw_headings(page, currency)
-    page.on_new_page = lambda: _draw_headings(page, currency)
+    """A section: its title and the column headings (again, "continued", on every page it continues on),
+    its lines; the title and headings on the page of the first line."""
+    title = wrap(heading, 9.5, page.right - MARGIN, bold=True)
+    first = _kept_height(_Cells.of(lines[0], currency), page.height) if lines else 0
+    page.need(LEADING * len(title) + 16 + first)
+    _draw_headings(page, currency, title)
+    continued = wrap(f"{heading} (continued)", 9.5, page.right - MARGIN, bold=True)
+    page.on_new_page = lambda: _draw_headings(page, currency, continued)
     for line in lines:
         _draw_line(page, line, currency)
     page.on_new_page = None
@@ -355,19 +360,39 @@ def _line_notes(line: InvoiceLine, currency: str) -> list[str]:
     return notes
 
 
+@dataclass(frozen=True)
+class _Cells:
+    """A line's text as laid out: the description's and the small print's rows, the quantity, the period's rows."""
+
+    description: list[str]
+    notes: list[str]
+    quantity: str
+    period: list[str]
+
+    @classmethod
+    def of(cls, line: InvoiceLine, currency: str) -> _Cells:
+        description = wrap(line.description, 8.5, _DESCRIPTION_WIDTH, ltr=True)  # our sentence, quoting names
+        notes = [piece for note in _line_notes(line, currency) for piece in wrap(note, 7, _DESCRIPTION_WIDTH + 140)]
+        quantity = "" if line.quantity is None else f"{line.quantity:,}"
+        return cls(description, notes, quantity, _period_cell(line, quantity))
+
+
+def _kept_height(cells: _Cells, page_height: float) -> float:
+    """The height a line needs on one page: all of it, unless it is long (then its first row)."""
+    block = LEADING * max(len(cells.description), len(cells.period)) + 9 * len(cells.notes) + 4
+    return block if block < page_height / 2 else LEADING * len(cells.period)
+
+
 def _draw_line(page: Pages, line: InvoiceLine, currency: str) -> None:
     """One line: its cells on the first row, the description (and small print) below, continued on the
     next pages when it is longer than what is left of one (the column headings repeated)."""
-    description = wrap(line.description, 8.5, _DESCRIPTION_WIDTH, ltr=True)  # our sentence, quoting names
-    notes = [piece for note in _line_notes(line, currency) for piece in wrap(note, 7, _DESCRIPTION_WIDTH + 140)]
-    quantity = "" if line.quantity is None else f"{line.quantity:,}"
-    period = _period_cell(line, quantity)
-    block = LEADING * max(len(description), len(period)) + 9 * len(notes) + 4
-    page.need(block if block < page.height / 2 else LEADING * len(period))  # kept together unless it is long
+    cells = _Cells.of(line, currency)
+    description, notes, quantity, period = cells.description, cells.notes, cells.quantity, cells.period
+    page.need(_kept_height(cells, page.height))
     for row, piece in enumerate(period):
         draw(page.pdf, _COLUMNS[1][1], page.y - LEADING * row, piece, 8)
-    cells = [quantity, line.unit or "", _unit_price_cell(line, currency)]
-    for (_, x, right), value in zip(_COLUMNS[2:], cells, strict=True):
+    row_cells = [quantity, line.unit or "", _unit_price_cell(line, currency)]
+    for (_, x, right), value in zip(_COLUMNS[2:], row_cells, strict=True):
         page.text(x, value, 8, align="right" if right else "left")
     amount = DASH if line.paid_via == "info" else amount_text(line.amount_minor, currency)
     page.text(page.right, amount, align="right")
@@ -408,8 +433,9 @@ def _money_row(page: Pages, label: str, amount_minor: int, currency: str, bold: 
 
 
 def _draw_totals(page: Pages, totals: Totals, currency: str) -> None:
-    """Subtotal, tax, total (and of it: through Stripe, from the wallet), paid, due."""
-    page.need(LEADING * 9)
+    """Subtotal, tax, total (and of it: through Stripe, from the wallet), paid, due: on one page."""
+    optional = (totals.paid_from_wallet_minor, totals.stripe_unpaid_minor, totals.wallet_deficit_minor)
+    page.need(LEADING * (6 + sum(1 for amount in optional if amount)) + 4)
     page.down(4)
     _money_row(page, "Subtotal", subtotal_minor(totals.total_minor, totals.tax_minor), currency)
     _money_row(page, "Tax (none charged: prices exclude tax)", totals.tax_minor, currency)
@@ -513,6 +539,7 @@ def render_credit_note_pdf(note: CreditNote) -> bytes:
         page.down()
     page.down(6)
     _draw_table(page, "Credited lines", list(note.lines), note.currency)
+    page.need(LEADING * 3)  # the total and where it went, on one page
     _money_row(page, "Total credited", note.amount_minor, note.currency, bold=True)
     _money_row(page, "   re-credited to the ad wallet", note.to_wallet_minor, note.currency)
     _money_row(page, "   credited through Stripe (to the card or balance)", note.to_stripe_minor, note.currency)

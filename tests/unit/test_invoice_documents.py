@@ -156,6 +156,8 @@ def test_totals_tax_paid_and_due_are_stated(rendered: tuple[Invoice, Rendered]) 
         assert payment.on is not None and payment.on in text
         if payment.reference:
             assert payment.reference in text
+    paid = net_paid_minor(invoice.totals.payments)
+    assert paid + invoice.totals.amount_due_minor == invoice.totals.total_minor, "an accountant's first check"
 
 
 def test_the_names_have_every_glyph_in_the_embedded_fonts(rendered: tuple[Invoice, Rendered]) -> None:
@@ -202,6 +204,17 @@ def test_a_credit_note_renders_as_pdf_and_csv(tmp_path: Path) -> None:
     rows = _rows(render_credit_note_csv(note))
     assert [r["invoice_number"] for r in rows] == [note.number]
     assert sum(int(r["amount_minor"]) for r in rows) == note.amount_minor
+
+
+@pytest.mark.parametrize("extra", range(28, 36))
+def test_a_credit_notes_total_stays_with_where_the_money_went(extra: int, tmp_path: Path) -> None:
+    note = samples.credit_note()
+    lines = [
+        InvoiceLine(section="ad_spend", description=f"L{n}", amount_minor=1, paid_via="wallet") for n in range(extra)
+    ]
+    doc = _look(render_credit_note_pdf(note.model_copy(update={"lines": [*note.lines, *lines]})), tmp_path)
+    pages = [n for n, page in enumerate(doc.pages) for label in ("Total credited", "through Stripe") if label in page]
+    assert len(set(pages)) == 1, f"the credit note's total and its split are on pages {pages}"
 
 
 def _rows(body: bytes) -> list[dict[str, str]]:
@@ -424,6 +437,46 @@ def test_the_how_to_pay_heading_stays_with_its_text(extra: int, tmp_path: Path) 
     (heading,) = [w for w in doc.words if w.text == "How" and w.x_min < 45]
     after = [w for w in doc.words if w.page == heading.page and heading.y_min < w.y_min < A4_HEIGHT - 45]
     assert any(w.text == "Amount" and w.x_min < 45 for w in after), f"'How to pay' alone on page {heading.page}"
+
+
+@pytest.mark.parametrize("usage", range(34, 44))
+def test_a_section_title_stays_with_its_first_line(usage: int, tmp_path: Path) -> None:
+    """A table never starts at the foot of a page with its title and column headings alone: a late charge
+    continued on the next page would lose the title that says it is late."""
+    invoice = samples.agency()
+    lines = [InvoiceLine(section="usage", description=f"U{n}", amount_minor=0, paid_via="stripe") for n in range(usage)]
+    doc = _look(render_pdf(invoice.model_copy(update={"lines": [*invoice.lines, *lines]})), tmp_path)
+    for number, page in enumerate(doc.pages, start=1):
+        body = [row for row in page.splitlines() if row.strip() and "Page " not in row]
+        assert not body[-1].lstrip().startswith("Description"), f"page {number} ends with a table's headings"
+    (late,) = [n for n, page in enumerate(doc.pages) if "Late charges" in page]
+    assert "billed by Meta after that invoice" in " ".join(doc.pages[late].split())
+
+
+def test_a_table_continued_on_a_page_says_which_it_is(tmp_path: Path) -> None:
+    """Lines carried to the next page sit under their section's title, marked continued: a reader of page
+    two knows they are ad spend (or late charges of an earlier period), not subscription charges."""
+    doc = _look(render_pdf(samples.long_invoice(12)), tmp_path)
+    assert len(doc.pages) >= 3
+    for number, page in enumerate(doc.pages[1:], start=2):
+        flat = " ".join(page.split())
+        if "Service period" in flat:
+            assert re.search(r"(Generation credits consumed|Ad spend and platform fee).* \(continued\)", flat), number
+
+
+@pytest.mark.parametrize("usage", range(52, 62))
+def test_the_totals_stay_together_on_one_page(usage: int, tmp_path: Path) -> None:
+    """A failed card with a deficit has every totals row (nine): "Amount due" never starts a page alone."""
+    invoice = samples.failed_card()
+    info = [InvoiceLine(section="credits", description=f"P{n}", amount_minor=0, paid_via="info") for n in range(2)]
+    lines = [
+        *info,
+        *(InvoiceLine(section="usage", description=f"U{n}", amount_minor=0, paid_via="stripe") for n in range(usage)),
+    ]
+    doc = _look(render_pdf(invoice.model_copy(update={"lines": [*invoice.lines, *lines]})), tmp_path)
+    labels = [w for w in doc.words if 245 < w.x_min < 255 and w.text in ("Subtotal", "Amount")]
+    assert [w.text for w in labels][:: len(labels) - 1] == ["Subtotal", "Amount"]  # the block's first and last rows
+    assert labels[0].page == labels[-1].page, f"the totals run from page {labels[0].page} to {labels[-1].page}"
 
 
 @pytest.mark.parametrize(
