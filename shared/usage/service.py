@@ -11,6 +11,7 @@ Usage of the periods before metering by event was counted on the period item (`w
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -137,19 +138,30 @@ class UsageService:
         return self.meter.record(events)
 
     def ingest_sdk_events(self, batch_id: str, events: list[SdkEvent]) -> IngestResult:
-        """The SDK collector's batch route, a thin adapter onto the metering path: the n-th entry of a
-        batch is the event `<batch_id>#<n>`, so a re-sent batch counts once. Events of unknown orgs are
+        """The SDK collector's batch route, a thin adapter onto the metering path: the batch's entries are
+        summed per org · period · UTC day into one event `<batch_id>#<period>#<day>` each (a re-sent
+        batch counts once, at a marker per org and day, not per entry). Events of unknown orgs are
         reported, not counted."""
         known = self._org_repo.get_orgs(e.org_id for e in events)
         orgs = {org_id: org for org_id, org in known.items() if org is not None}
+        summed: dict[tuple[str, str, str], list[SdkEvent]] = defaultdict(list)
+        for e in events:
+            if e.org_id in orgs:
+                period = period_containing(orgs[e.org_id], e.occurred_at)
+                summed[(e.org_id, period.key, e.occurred_at.astimezone(UTC).date().isoformat())].append(e)
         metered = [
-            UsageEvent("sdk_events", e.org_id, e.occurred_at, e.count, f"{batch_id}#{n}")
-            for n, e in enumerate(events)
-            if e.org_id in orgs
+            UsageEvent(
+                "sdk_events",
+                org_id,
+                min(e.occurred_at for e in group),
+                sum(e.count for e in group),
+                f"{batch_id}#{key}#{day}",
+            )
+            for (org_id, key, day), group in sorted(summed.items())
         ]
         self.meter.check(metered, orgs)
         result = self.meter.record_checked(metered, orgs)
-        groups = {(e.org_id, period_containing(orgs[e.org_id], e.occurred_at).key) for e in metered}
+        groups = {(org_id, key) for org_id, key, _ in summed}
         unknown = sorted(o for o, org in known.items() if org is None)
         duplicate = bool(metered) and result.applied < len(metered)
         return IngestResult(

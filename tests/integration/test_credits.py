@@ -274,9 +274,9 @@ def test_expired_reservations_are_released_by_the_sweeper(kit: CreditKit) -> Non
     assert kit.credits.summary(owner, org_id).account.available == 100
 
 
-def test_an_sdk_batch_is_pre_aggregated_and_a_resent_batch_counts_once(kit: CreditKit, stack: Any) -> None:
+def test_an_sdk_batch_of_100k_events_is_one_write_per_org_and_metric(kit: CreditKit, stack: Any) -> None:
     orgs = [_org(kit, "pro")[0] for _ in range(10)]
-    events = [SdkEvent(orgs[i % 10], MARCH_15 + timedelta(seconds=i % 3600)) for i in range(20_000)]
+    events = [SdkEvent(orgs[i % 10], MARCH_15 + timedelta(seconds=i % 3600)) for i in range(100_000)]
     kit.clock.at = MARCH_15 + timedelta(hours=2)
     client = kit.repo._client
     updates: list[int] = []
@@ -288,17 +288,16 @@ def test_an_sdk_batch_is_pre_aggregated_and_a_resent_batch_counts_once(kit: Cred
 
     client.transact_write_items = counting
     try:
-        first = kit.usage.ingest_sdk_events("batch-20k", events)
-        replay = kit.usage.ingest_sdk_events("batch-20k", events)
+        first = kit.usage.ingest_sdk_events("batch-100k", events)
+        replay = kit.usage.ingest_sdk_events("batch-100k", events)
     finally:
         client.transact_write_items = original
-    assert (first.groups, first.duplicate) == (10, False)
-    # one ADD per org x metric in each transaction (sorted by org: a transaction straddles two at most),
-    # never one write per event: each transaction carries up to 99 events' dedupe markers
-    assert sum(updates) <= first.writes + 10 and max(updates) <= 2
+    assert (first.groups, first.writes, first.duplicate) == (10, 1, False)
+    # one counter ADD per org x metric, in one transaction with the batch's markers (one per org and day)
+    assert updates == [10]
     assert (replay.writes, replay.duplicate) == (0, True)
     totals = [kit.usage._usage.usage(o, "2026-03-15T10:00:00Z")["sdk_events"].total for o in orgs]
-    assert totals == [2_000] * 10
+    assert totals == [10_000] * 10
 
 
 def test_support_grants_and_claws_back_credits(api: ApiClient) -> None:
