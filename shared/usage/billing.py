@@ -176,7 +176,7 @@ class OverageBilling:
             if overage <= billed:
                 continue
             late, key = overage - billed, f"overage:{org.org_id}:{previous.key}:{metric}_late:{overage}"
-            description = f"{metric_label(metric)} reported late, over the allowance of the previous period"
+            description = f"{metric_label(metric)} over allowance (late, for the period from {previous.key[:10]})"
             fresh, amount = not target.has(key), unit_price_total(late, unit)
             if fresh and amount:
                 self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key))

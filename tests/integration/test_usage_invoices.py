@@ -151,12 +151,12 @@ def test_runs_reported_after_the_invoice_are_carried_on_the_next_renewal_as_late
         if i.billing_reason == "subscription_cycle" and i.period_end > period.end.timestamp()
     ]
     late_lines = [
-        (li.quantity, li.amount)
+        (li.quantity, li.amount, li.description.endswith(f"(late, for the period from {period.key[:10]})"))
         for r in renewals
         for li in r.lines.data
         if li.metadata and li.metadata.to_dict().get("metric") == "workflow_runs_late"
     ]
-    assert late_lines == [(47, 38)]
+    assert late_lines == [(47, 38, True)]
     assert invoice_steps(org_id, following.key)[-1] == "issued"
     next_invoice = InvoiceRepository(table).get(org_id, following.key)
     assert next_invoice is not None
