@@ -23,6 +23,7 @@ MAX_STORAGE_BYTES = 10**18  # an exabyte
 TOP_UP_MIN_MINOR, TOP_UP_MAX_MINOR = 100, 100_000_000  # one top-up: 1.00 to 1,000,000.00
 MAX_QUANTITY = 1000  # generations in one reservation
 MAX_BATCH_EVENTS, MAX_EVENT_COUNT = 20_000, 1_000_000  # SDK events: entries per batch, count per entry
+MAX_USAGE_EVENTS = 5_000  # metered usage events per request or EventBridge event (each one marker write)
 PAST_WINDOW = timedelta(days=400)  # usage and bills older than this are a caller's bug, not late data
 FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; usage from further ahead is a caller's bug
 BILL_DATE_AHEAD = timedelta(days=1)  # a platform's billing day may be ahead of UTC
@@ -130,6 +131,12 @@ LIMITS: tuple[Limit, ...] = (
         "SDK events",
         f"1 to {_n(MAX_BATCH_EVENTS)} per batch, each count 1 to {_n(MAX_EVENT_COUNT)}",
         "SDK event batches",
+    ),
+    Limit(
+        "usage events",
+        f"1 to {_n(MAX_USAGE_EVENTS)} per request, each quantity 1 to {_n(MAX_EVENT_COUNT)}; `occurred_at` within "
+        "the 35-day dedupe window and not before the previous period (else 422 `usage_event_too_old`)",
+        "`POST /v1/internal/usage/events`, `Usage.EventsReported`",
     ),
     Limit("storage", f"strict integer, 0 to {_n(MAX_STORAGE_BYTES)} bytes", "storage snapshots"),
     Limit(

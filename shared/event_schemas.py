@@ -38,6 +38,17 @@ class CreditsUsageWarning(_Detail):
     used: int
 
 
+class UsageAllowanceWarning(_Detail):
+    """Usage.AllowanceWarning: the period's metered usage of an allowance (workflow runs, SDK events) reached
+    80 % or 100 % of what the plan includes (once per crossing)."""
+
+    period_key: str
+    metric: str
+    threshold_pct: int
+    included: int
+    used: int
+
+
 class CreditsOverageStarted(_Detail):
     """Credits.OverageStarted: the period's first credit beyond included and packs."""
 
@@ -104,6 +115,7 @@ EVENTS: dict[str, type[_Detail]] = {
     "Credits.OverageStarted": CreditsOverageStarted,
     "Project.BudgetWarning": ProjectBudgetCrossed,
     "Project.BudgetReached": ProjectBudgetCrossed,
+    "Usage.AllowanceWarning": UsageAllowanceWarning,
     "Invoice.Issued": InvoiceIssued,
     "Subscription.GraceStarted": SubscriptionStanding,
     "Subscription.Suspended": SubscriptionStanding,

@@ -96,6 +96,31 @@ def project_period_sk(period_key: str, project_id: str) -> str:
     return f"{project_period_prefix(period_key)}{project_id}"
 
 
+USAGE_PREFIX = "USAGE#"
+USAGE_EVENT_PREFIX = "USAGEEVT#"
+USAGE_WARNING_PREFIX = "USAGEWARN#"
+
+
+def usage_prefix(period_key: str) -> str:
+    """The metered usage of a period, one item per metric (its total and its daily series)."""
+    return f"{USAGE_PREFIX}{period_key}#"
+
+
+def usage_sk(period_key: str, metric: str) -> str:
+    return f"{usage_prefix(period_key)}{metric}"
+
+
+def usage_event_key(org_id: str, metric: str, event_id: str) -> Key:
+    """A metered event's dedupe marker: its own partition (a busy org's markers are spread over many),
+    removed by the table's TTL after the dedupe window."""
+    return {"PK": f"{USAGE_EVENT_PREFIX}{org_id}#{metric}#{event_id}", "SK": "EVENT"}
+
+
+def usage_warning_sk(period_key: str, metric: str, threshold_pct: int) -> str:
+    """The record that a period's allowance warning was sent (once per crossing; kept, no TTL)."""
+    return f"{USAGE_WARNING_PREFIX}{period_key}#{metric}#{threshold_pct}"
+
+
 def wallet_period_prefix(period_key: str) -> str:
     return f"{WALLET_PERIOD_PREFIX}{period_key}#"
 

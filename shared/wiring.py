@@ -34,6 +34,8 @@ from shared.reconcile.support import ReconcileDesk
 from shared.settings import ApiSettings, StripeSecret
 from shared.stripe_gateway import StripeGateway, StripeKeys
 from shared.usage.billing import OverageBilling
+from shared.usage.metering import UsageMeter
+from shared.usage.repository import UsageRepository
 from shared.usage.service import UsageService
 from shared.wallet.repository import WalletRepository
 from shared.wallet.service import WalletService
@@ -92,8 +94,10 @@ def build_services(
     orgs = OrgService(repo, plans, clock)
     credit_repo, wallet_repo = CreditRepository(table), WalletRepository(table)
     budgets = BudgetService(orgs, repo, BudgetRepository(table), clock)
-    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, budgets)
-    usage = UsageService(orgs, repo, credit_repo, plans, clock)
+    usage_repo = UsageRepository(table)
+    meter = UsageMeter(orgs, repo, usage_repo, clock)
+    credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, budgets, meter)
+    usage = UsageService(orgs, repo, credit_repo, plans, clock, meter, usage_repo)
     wallet = WalletService(orgs, repo, wallet_repo, gateway, clock, budgets)
     wallet.unbilled_spend = ReconcileDesk(orgs, repo, ReconcileRepository(table)).unbilled_spend
     subscription_side = SubscriptionSide(

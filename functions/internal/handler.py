@@ -34,6 +34,7 @@ from functions.limits import (
     Key,
     Reason,
 )
+from functions.usage_schema import UsageEventsIn, UsageEventsOut
 from shared.credits.service import ReservationResult
 from shared.deadline import within_lambda_time
 from shared.dynamo import dynamodb_resource
@@ -190,7 +191,28 @@ def release(workflow_run_id: RunIdPath, body: ReleaseRequest) -> ReservationOut:
     return ReservationOut.of(result)
 
 
-@app.post("/v1/internal/usage/sdk-events", tags=["internal"], summary="A batch of SDK events (idempotent per batch)")
+@app.post(
+    "/v1/internal/usage/events",
+    tags=["internal"],
+    summary="Metered usage (workflow runs, SDK events): each event counted once by its event_id",
+)
+def usage_events(body: UsageEventsIn) -> UsageEventsOut:
+    service_of(app)
+    result = services().usage.record_events([e.event() for e in body.events])
+    return UsageEventsOut(
+        events=result.events,
+        applied=result.applied,
+        duplicates=result.duplicates,
+        counter_writes=result.counter_writes,
+        marker_writes=result.marker_writes,
+    )
+
+
+@app.post(
+    "/v1/internal/usage/sdk-events",
+    tags=["internal"],
+    summary="A batch of SDK events (an adapter onto /usage/events: entry n is the event <batch_id>#n)",
+)
 def sdk_events(body: SdkEventBatch) -> IngestOut:
     service_of(app)
     result = services().usage.ingest_sdk_events(

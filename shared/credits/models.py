@@ -37,6 +37,7 @@ class Reservation:
     split: Mapping[str, int] | None = None  # included / packs / overage of the settled credits
     settled_at: str | None = None
     usage_period_key: str | None = None
+    usage_at: str | None = None  # when the run finished (its workflow_runs event's occurred_at)
     ended_at: str | None = None
     available_after: int | None = None  # what its last change left available (a replay answers it)
     budgeted: bool = False  # counted in its project's budget (reservations made before budgets are not)

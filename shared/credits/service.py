@@ -33,6 +33,7 @@ from shared.outbox import Event, Message
 from shared.pagination import Page
 from shared.retry import until_done
 from shared.sweep import SweepReport, sweep
+from shared.usage.metering import UsageEvent, UsageMeter
 
 RESERVATION_TTL = timedelta(hours=2)
 MAX_BUDGET_READS = 20  # a reservation reads its project's limits again when they changed meanwhile
@@ -111,9 +112,12 @@ class CreditService:
         templates: TemplateCatalog,
         clock: Clock,
         budgets: BudgetService,
+        meter: UsageMeter,
     ):
-        """Events leave through the outbox, in the transaction of the settle that causes them."""
+        """Events leave through the outbox, in the transaction of the settle that causes them. A settled
+        run is metered (`workflow_runs`) through `meter`, the one metering path."""
         self._budgets = budgets
+        self._meter = meter
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
@@ -268,23 +272,42 @@ class CreditService:
         org = self._org_repo.require_org(org_id)
         record = self._reservation(org_id, workflow_run_id)
         if record.status != "reserved":
-            return self._terminal(record, "settled")
+            return self._settled_again(org, record)
         unit = record.credits // max(record.quantity, 1)
         actual = record.credits if quantity is None else unit * quantity
         now = self._clock.now()
         usage_period = period_containing(org, occurred_at or now)
-        done: dict[str, object] = {}
+        done: dict[str, object] = {"at": occurred_at or now}
         build = self._settle_change(org, record, actual, usage_period, actor, done)
         committed = self._commit(org, period_containing(org, now), build)
         if committed is None:
-            return self._terminal(self._reservation(org_id, workflow_run_id), "settled")
+            return self._settled_again(org, self._reservation(org_id, workflow_run_id))
         settled = replace(record, status="settled", **done)  # type: ignore[arg-type]
+        self._meter_run(org, settled)
         return _result(settled, replayed=False, available=committed.after.available)
+
+    def _settled_again(self, org: Org, record: Reservation) -> ReservationResult:
+        """A replayed settle: the first result, and its run metered (a no-op unless the first call
+        stopped between its settle and its metering)."""
+        result = self._terminal(record, "settled")
+        self._meter_run(org, record)
+        return result
+
+    def _meter_run(self, org: Org, record: Reservation) -> None:
+        """The settled run, counted once through the metering path (event_id = the workflow run id: an
+        engine that also reports the run itself counts it once). Settles from before runs were metered
+        by event carry no `usage_at`: their run was counted on the period item then."""
+        if record.usage_at is None:
+            return
+        at = datetime.fromisoformat(record.usage_at.replace("Z", "+00:00"))
+        event = UsageEvent("workflow_runs", org.org_id, at, 1, record.workflow_run_id, record.project_id)
+        self._meter.record_checked([event], {org.org_id: org})
 
     def _settle_change(
         self, org: Org, record: Reservation, actual: int, usage: Period, actor: str, done: dict[str, object]
     ) -> Build:
         now = self._clock.now()
+        usage_at = iso(done.pop("at", now))  # type: ignore[arg-type]
 
         def build(stored: StoredAccount) -> CreditChange:
             late = usage.key < stored.account.period_key
@@ -301,6 +324,7 @@ class CreditService:
                 split={"included": split.included, "packs": split.packs, "overage": split.overage},
                 settled_at=iso(now),
                 usage_period_key=usage.key,
+                usage_at=usage_at,
                 available_after=after.available,
             )
             run = record.workflow_run_id
@@ -445,7 +469,7 @@ def _settle_counters(record: Reservation, actual: int, split: Split, usage: Peri
     """The period's usage counters, the project's in the usage period, and its hold freed in the
     period the reservation was made in (the same item when both periods are one). Late usage (for a
     period already closed) is counted apart: its included credits are gone, it is billed as late overage."""
-    counters = {"credits_used": actual, "workflow_runs": 1}
+    counters = {"credits_used": actual}  # (the run itself is metered: CreditService._meter_run)
     if late:
         counters["credits_late"] = actual
     else:

@@ -17,6 +17,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "workflow_runs": ("Workflow runs", "runs"),
     "sdk_events": ("SDK events", "events"),
     "media_storage_gb": ("Media storage", "GB"),
+    "workflow_runs_late": ("Workflow runs reported late", "runs"),
+    "sdk_events_late": ("SDK events reported late", "events"),
 }
 
 

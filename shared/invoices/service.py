@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
@@ -488,6 +489,7 @@ class InvoiceService:
                 amount_minor=0,
                 quantity=allowance.overage,
                 unit=metric_unit(allowance.metric),
+                unit_price_minor=None if allowance.unit_price_minor is None else Decimal(allowance.unit_price_minor),
                 service_start=iso(period.start),
                 service_end=iso(period.end),
                 description=f"{metric_label(allowance.metric)} over allowance: {allowance.used:,} used, "

@@ -15,7 +15,9 @@ items of the customer, which Stripe puts on the customer's next invoice, with th
 know the charge moved a month).
 
 Late usage (settled after its period closed) is counted in that period as `credits_late`. Late
-credits not billed yet go on the next renewal invoice as their own line."""
+credits not billed yet go on the next renewal invoice as their own line. Metered usage (workflow runs,
+SDK events) that reached a period after its overage was billed is counted in that period too; the next
+renewal bills the overage it adds as a late line (`<metric>_late`, keyed by the period's overage total)."""
 
 from __future__ import annotations
 
@@ -106,17 +108,21 @@ class OverageBilling:
             self._repo.set_period_fields(org_id, period.key, billed)
         self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
         added += self._bill_late_catch_up(org, plan, period, target)
+        added += self._bill_late_usage(org, plan, period, target)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 
     def owed(self, org: Org, period: Period) -> dict[str, int]:
         """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
         billed on a later renewal with their own keys, are not in it). For reconciliation."""
         plan = self._orgs.subscribed_plan(org)
-        return {
-            metric: unit_price_total(quantity, unit)
-            for metric, quantity, unit, _ in self._lines(org, plan, period)
-            if metric != "credits_late" and quantity > 0
-        }
+        counters = self._repo.period(org.org_id, period.key)
+        owed = {}
+        for metric, quantity, unit, _ in self._lines(org, plan, period):
+            if f"billed_key_{metric}" in counters:  # late usage after it is billed on a later renewal
+                quantity = int(counters[f"billed_{metric}"])
+            if metric != "credits_late" and quantity > 0:
+                owed[metric] = unit_price_total(quantity, unit)
+        return owed
 
     def collect_deferred(self, org_id: str, customer_id: str) -> str | None:
         """The subscription ended: overage waiting for the customer's next invoice (a missed renewal
@@ -156,6 +162,29 @@ class OverageBilling:
             self._add(org, target, _Line("credits_late", late - billed, unit, description, previous, key))
         self._repo.set_period_fields(org.org_id, previous.key, {"billed_credits_late": late})
         return amount if fresh else 0
+
+    def _bill_late_usage(self, org: Org, plan: Plan, closed: Period, target: _Target) -> int:
+        """Metered usage that reached the period before `closed` after its overage was billed: the overage
+        it adds, once per metric and overage total."""
+        previous = period_containing(org, closed.start - timedelta(seconds=1))
+        counters = self._repo.period(org.org_id, previous.key)
+        added = 0
+        for metric, overage, unit, _ in self._lines(org, plan, previous):
+            if metric in ("credits", "credits_late") or f"billed_key_{metric}" not in counters:
+                continue  # (not billed yet: its own renewal bills all of it)
+            billed = int(counters[f"billed_{metric}"]) + int(counters.get(f"billed_{metric}_late", 0))
+            if overage <= billed:
+                continue
+            late, key = overage - billed, f"overage:{org.org_id}:{previous.key}:{metric}_late:{overage}"
+            description = f"{metric_label(metric)} over allowance (late, for the period from {previous.key[:10]})"
+            fresh, amount = not target.has(key), unit_price_total(late, unit)
+            if fresh and amount:
+                self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key))
+                added += amount
+            self._repo.set_period_fields(
+                org.org_id, previous.key, {f"billed_{metric}_late": overage - int(counters[f"billed_{metric}"])}
+            )
+        return added
 
     def _lines(self, org: Org, plan: Plan, period: Period) -> list[tuple[str, int, Decimal, str]]:
         book = plan.price_book(org.currency)

@@ -1,31 +1,36 @@
-"""Usage allowances. SDK events arrive in batches and are pre-aggregated per org · metric · period
-before they touch DynamoDB: one ADD per group, never one write per event, and each batch (or chunk of
-it) is applied once - its marker is written in the same transaction as its counters.
+"""Usage allowances: workflow runs and SDK events are metered by event (shared/usage/metering.py: once
+per event_id, pre-aggregated per org · metric · period, in the period of occurred_at, with a daily series);
+the SDK-event batch route is a thin adapter onto that path.
 
-Media storage is measured as the period's peak: daily snapshots keep the highest size seen, billed
-in whole GB (rounded up) above the plan's allowance."""
+Media storage is measured as the period's peak: daily snapshots keep the highest size seen (the period's
+and the day's), billed in whole GB (rounded up) above the plan's allowance.
+
+Usage of the periods before metering by event was counted on the period item (`workflow_runs`,
+`sdk_events`): it is still read and added, so no migration is needed."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from shared.auth import Caller
-from shared.catalog import PlanCatalog
+from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
-from shared.ledger import AlreadyApplied
+from shared.money import unit_price_total
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
+from shared.usage.metering import Metered, UsageEvent, UsageMeter
+from shared.usage.repository import MeteredUsage, UsageRepository
 
-BATCH_MARKER_TTL = timedelta(days=30)
-MAX_GROUPS_PER_TRANSACTION = 99  # DynamoDB allows 100 items; one is the batch marker
 GB = 1_000_000_000
+STORAGE = "media_storage_gb"
 
 
 @dataclass(frozen=True)
@@ -54,52 +59,122 @@ class Allowance:
     unit_price_minor: str | None  # Stripe-style decimal, minor units; None = no overage sold
 
 
+@dataclass(frozen=True)
+class DayUsage:
+    day: str  # YYYY-MM-DD (UTC)
+    quantity: int
+    project_id: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    metric: str
+    days: list[DayUsage]  # the org's, by day
+    projects: list[DayUsage]  # per project and day, where the events named one
+
+
+@dataclass(frozen=True)
+class Projection:
+    metric: str
+    projected: int  # at the period's end, at the rate so far (storage: its peak so far)
+    overage: int
+    overage_minor: int | None  # at the plan's unit price (None: no overage sold)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    period: Period
+    allowances: list[Allowance]
+    current: list[MetricSeries]
+    last_period: Period
+    last: list[MetricSeries]
+    projections: list[Projection]
+
+
 def storage_gb(peak_bytes: int) -> int:
     return math.ceil(peak_bytes / GB)
 
 
+def projected_usage(used: int, period: Period, now: datetime) -> int:
+    """Usage at the period's end at the rate so far: used x length / elapsed, half-even to a whole unit."""
+    elapsed = (min(now, period.end) - period.start).total_seconds()
+    if elapsed <= 0:
+        return used
+    length = (period.end - period.start).total_seconds()
+    return int((Decimal(used) * Decimal(length) / Decimal(elapsed)).quantize(Decimal(1), ROUND_HALF_EVEN))
+
+
+def _series(metric: str, stored: MeteredUsage | None, *, peak: bool = False) -> MetricSeries:
+    days: list[DayUsage] = []
+    projects: list[DayUsage] = []
+    for key, value in sorted((stored.days if stored else {}).items()):
+        day, _, project = key.partition("#")
+        quantity = storage_gb(value) if peak else value
+        (projects if project else days).append(DayUsage(day, quantity, project or None))
+    return MetricSeries(metric, days, projects)
+
+
 class UsageService:
     def __init__(
-        self, orgs: OrgService, org_repo: OrgRepository, repo: CreditRepository, plans: PlanCatalog, clock: Clock
+        self,
+        orgs: OrgService,
+        org_repo: OrgRepository,
+        repo: CreditRepository,
+        plans: PlanCatalog,
+        clock: Clock,
+        meter: UsageMeter,
+        usage_repo: UsageRepository,
     ):
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
         self._plans = plans
         self._clock = clock
+        self.meter = meter
+        self._usage = usage_repo
+
+    def record_events(self, events: list[UsageEvent]) -> Metered:
+        """The metering path (shared/usage/metering.py): once per event_id; all or nothing for bad input."""
+        return self.meter.record(events)
 
     def ingest_sdk_events(self, batch_id: str, events: list[SdkEvent]) -> IngestResult:
-        """Counts a batch once per batch_id; events of unknown orgs are reported, not counted."""
-        orgs = self._org_repo.get_orgs(e.org_id for e in events)  # batched: a batch may name thousands
-        groups: dict[tuple[str, str], int] = defaultdict(int)  # (org, period) -> events
-        for event in events:
-            org = orgs[event.org_id]
-            if org is None:
-                continue
-            groups[(org.org_id, period_containing(org, event.occurred_at).key)] += event.count
-        expires = int((self._clock.now() + BATCH_MARKER_TTL).timestamp())
-        keys = sorted(groups)
-        writes, duplicate = 0, False
-        for chunk_no, start in enumerate(range(0, len(keys), MAX_GROUPS_PER_TRANSACTION)):
-            chunk = keys[start : start + MAX_GROUPS_PER_TRANSACTION]
-            items = [self._repo.marker(f"SDKBATCH#{batch_id}", f"CHUNK#{chunk_no}", expires, {"groups": len(chunk)})]
-            items += [
-                self._repo.add_counters(org_id, f"PERIOD#{period_key}", {"sdk_events": groups[org_id, period_key]})
-                for org_id, period_key in chunk
-            ]
-            try:
-                self._repo.write(items)
-                writes += 1
-            except AlreadyApplied:
-                duplicate = True  # this chunk was applied by an earlier delivery of the batch
-        unknown = sorted(o for o, org in orgs.items() if org is None)
-        return IngestResult(batch_id, sum(e.count for e in events), len(keys), writes, duplicate, unknown)
+        """The SDK collector's batch route, a thin adapter onto the metering path: the batch's entries are
+        summed per org · period · UTC day into one event `<batch_id>#<period>#<day>` each (a re-sent
+        batch counts once, at a marker per org and day, not per entry). Events of unknown orgs are
+        reported, not counted."""
+        known = self._org_repo.get_orgs(e.org_id for e in events)
+        orgs = {org_id: org for org_id, org in known.items() if org is not None}
+        summed: dict[tuple[str, str, str], list[SdkEvent]] = defaultdict(list)
+        for e in events:
+            if e.org_id in orgs:
+                period = period_containing(orgs[e.org_id], e.occurred_at)
+                summed[(e.org_id, period.key, e.occurred_at.astimezone(UTC).date().isoformat())].append(e)
+        metered = [
+            UsageEvent(
+                "sdk_events",
+                org_id,
+                min(e.occurred_at for e in group),
+                sum(e.count for e in group),
+                f"{batch_id}#{key}#{day}",
+            )
+            for (org_id, key, day), group in sorted(summed.items())
+        ]
+        self.meter.check(metered, orgs)
+        result = self.meter.record_checked(metered, orgs)
+        groups = {(org_id, key) for org_id, key, _ in summed}
+        unknown = sorted(o for o, org in known.items() if org is None)
+        duplicate = bool(metered) and result.applied < len(metered)
+        return IngestResult(
+            batch_id, sum(e.count for e in events), len(groups), result.transactions, duplicate, unknown
+        )
 
     def record_storage(self, org_id: str, taken_at: datetime, total_bytes: int) -> Period:
-        """A storage snapshot; the period keeps its peak. Idempotent by nature (a max)."""
+        """A storage snapshot; the period and the day keep their peak. Idempotent by nature (a max)."""
         org = self._org_repo.require_org(org_id)
         period = period_containing(org, taken_at)
         self._repo.raise_peak(org_id, period.key, "storage_peak_bytes", total_bytes)
+        day = taken_at.astimezone(UTC).date().isoformat()
+        self._usage.raise_day_peak(org_id, period.key, STORAGE, day, total_bytes)
         return period
 
     def allowances(self, caller: Caller, org_id: str) -> tuple[Period, list[Allowance]]:
@@ -107,23 +182,61 @@ class UsageService:
         period = period_containing(org, self._clock.now())
         return period, self.allowances_of(org, period)
 
+    def report(self, caller: Caller, org_id: str) -> UsageReport:
+        """This period's allowances, the daily series of this period and the last, and the projection of
+        each allowance at the period's end at the rate so far."""
+        org = self._orgs.access(caller, org_id, READ, support=True).org
+        now = self._clock.now()
+        period = period_containing(org, now)
+        last = period_containing(org, period.start - timedelta(seconds=1))
+        stored, before = self._usage.usage(org_id, period.key), self._usage.usage(org_id, last.key)
+        allowances = self._allowances(org, self._orgs.subscribed_plan(org), period, stored)
+        return UsageReport(
+            period,
+            allowances,
+            self._all_series(stored),
+            last,
+            self._all_series(before),
+            [self._projection(org, a, period, now) for a in allowances],
+        )
+
+    @staticmethod
+    def _all_series(stored: dict[str, MeteredUsage]) -> list[MetricSeries]:
+        return [
+            _series("workflow_runs", stored.get("workflow_runs")),
+            _series("sdk_events", stored.get("sdk_events")),
+            _series(STORAGE, stored.get(STORAGE), peak=True),
+        ]
+
+    @staticmethod
+    def _projection(org: Org, allowance: Allowance, period: Period, now: datetime) -> Projection:
+        projected = allowance.used if allowance.metric == STORAGE else projected_usage(allowance.used, period, now)
+        overage = max(0, projected - allowance.included)
+        unit = allowance.unit_price_minor
+        amount = None if unit is None else unit_price_total(overage, Decimal(unit))
+        return Projection(allowance.metric, projected, overage, amount)
+
     def allowances_of(self, org: Org, period: Period) -> list[Allowance]:
         plan = self._orgs.subscribed_plan(org)  # billed with the subscription, for the period it paid
+        return self._allowances(org, plan, period, self._usage.usage(org.org_id, period.key))
+
+    def _allowances(self, org: Org, plan: Plan, period: Period, stored: dict[str, MeteredUsage]) -> list[Allowance]:
         book = plan.price_book(org.currency)
-        counters: dict[str, Any] = self._repo.period(org.org_id, period.key)
+        legacy: dict[str, Any] = self._repo.period(org.org_id, period.key)  # counted before metering by event
+
+        def metered(metric: str) -> int:
+            found = stored.get(metric)
+            return int(legacy.get(metric, 0)) + (found.total if found else 0)
+
         measured = {
             "workflow_runs": (
-                int(counters.get("workflow_runs", 0)),
+                metered("workflow_runs"),
                 plan.allowances.workflow_runs,
                 book.workflow_run_overage_unit_minor,
             ),
-            "sdk_events": (
-                int(counters.get("sdk_events", 0)),
-                plan.allowances.sdk_events,
-                book.sdk_event_overage_unit_minor,
-            ),
-            "media_storage_gb": (
-                storage_gb(int(counters.get("storage_peak_bytes", 0))),
+            "sdk_events": (metered("sdk_events"), plan.allowances.sdk_events, book.sdk_event_overage_unit_minor),
+            STORAGE: (
+                storage_gb(int(legacy.get("storage_peak_bytes", 0))),
                 plan.allowances.media_storage_gb,
                 book.media_storage_gb_overage_unit_minor,
             ),

@@ -184,6 +184,27 @@ ROUTES: list[Route] = [
     ),
     Route(
         "POST",
+        "/v1/internal/usage/events",
+        lambda o: {
+            "events": [
+                {
+                    "metric": "sdk_events",
+                    "org_id": o.org_id,
+                    "project_id": o.project_id,
+                    "occurred_at": NOW,
+                    "quantity": 3,
+                    "event_id": new_user("ev"),
+                }
+            ]
+        },
+        caller="service",
+        number="events.0.quantity",
+        text="events.0.event_id",
+        date=("events.0.occurred_at", FAR_INSTANT),
+        zero="events.0.quantity",
+    ),
+    Route(
+        "POST",
         "/v1/internal/usage/storage-snapshots",
         lambda o: {"org_id": o.org_id, "taken_at": NOW, "total_bytes": 10**9},
         caller="service",

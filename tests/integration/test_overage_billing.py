@@ -42,6 +42,7 @@ def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, st
             actor="t",
         )
         kit.credits.settle(org_id=org_id, workflow_run_id=run, quantity=None, occurred_at=None, actor="t")
+    kit.clock.at = datetime(2026, 9, 25, 16, 12, 7, tzinfo=UTC)
     kit.usage.ingest_sdk_events("sept", [SdkEvent(org_id, datetime(2026, 9, 20, tzinfo=UTC), 1_400_000)])
     kit.usage.record_storage(org_id, datetime(2026, 9, 21, tzinfo=UTC), 52_300_000_000)  # peak 52.3 GB -> 53 GB
 

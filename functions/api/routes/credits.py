@@ -111,10 +111,46 @@ class AllowanceOut(BaseModel):
     overage_unit_price_minor: str | None = Field(description="Decimal minor units per unit; null = none sold")
 
 
+class DayUsageOut(BaseModel):
+    day: str = Field(description="UTC day (YYYY-MM-DD); media storage: the day's peak in GB")
+    quantity: int
+    project_id: str | None = None
+
+
+class MetricSeriesOut(BaseModel):
+    metric: str
+    days: list[DayUsageOut]
+    projects: list[DayUsageOut] = Field(description="Per project and day, where the events named a project")
+
+
+class ProjectionOut(BaseModel):
+    metric: str
+    projected: int = Field(description="At the period's end at the rate so far (media storage: the peak so far)")
+    overage: int
+    overage_minor: int | None = Field(description="The projected overage at the plan's unit price (half-even)")
+
+
 class UsageOut(BaseModel):
     org_id: str
     period_key: str
+    period_start: str
+    period_end: str
     allowances: list[AllowanceOut]
+    series: list[MetricSeriesOut] = Field(description="This period, daily, per metric")
+    last_period_key: str
+    last_period_series: list[MetricSeriesOut]
+    projections: list[ProjectionOut]
+
+
+def _series_out(series: list[Any]) -> list[MetricSeriesOut]:
+    return [
+        MetricSeriesOut(
+            metric=s.metric,
+            days=[DayUsageOut(day=d.day, quantity=d.quantity) for d in s.days],
+            projects=[DayUsageOut(day=d.day, quantity=d.quantity, project_id=d.project_id) for d in s.projects],
+        )
+        for s in series
+    ]
 
 
 def _credits_out(org_id: str, summary: Any) -> CreditsOut:
@@ -215,12 +251,18 @@ def buy_pack(org_id: OrgId, body: PackCheckoutRequest, idempotency_key: Optional
     return CheckoutOut(checkout_session_id=session_id, url=url)
 
 
-@router.get("/v1/orgs/<org_id>/usage", tags=["credits"], summary="Usage allowances this period")
+@router.get(
+    "/v1/orgs/<org_id>/usage",
+    tags=["credits"],
+    summary="Usage allowances this period, daily series of this period and the last, projections",
+)
 def get_usage(org_id: OrgId) -> UsageOut:
-    period, allowances = services().usage.allowances(caller_of(router), org_id)
+    report = services().usage.report(caller_of(router), org_id)
     return UsageOut(
         org_id=org_id,
-        period_key=period.key,
+        period_key=report.period.key,
+        period_start=iso(report.period.start),
+        period_end=iso(report.period.end),
         allowances=[
             AllowanceOut(
                 metric=a.metric,
@@ -229,6 +271,13 @@ def get_usage(org_id: OrgId) -> UsageOut:
                 overage=a.overage,
                 overage_unit_price_minor=a.unit_price_minor,
             )
-            for a in allowances
+            for a in report.allowances
+        ],
+        series=_series_out(report.current),
+        last_period_key=report.last_period.key,
+        last_period_series=_series_out(report.last),
+        projections=[
+            ProjectionOut(metric=p.metric, projected=p.projected, overage=p.overage, overage_minor=p.overage_minor)
+            for p in report.projections
         ],
     )

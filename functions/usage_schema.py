@@ -1,0 +1,39 @@
+"""The shape of metered usage events, one for both ways they arrive: `POST /v1/internal/usage/events`
+(functions/internal) and the EventBridge event `Usage.EventsReported` (functions/usage_ingest)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.limits import MAX_EVENT_COUNT, MAX_USAGE_EVENTS, Id, Instant, Key
+from shared.usage.metering import UsageEvent
+
+
+class UsageEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Literal["workflow_runs", "sdk_events"]
+    org_id: Id
+    project_id: Id | None = None
+    occurred_at: Instant
+    quantity: int = Field(default=1, strict=True, ge=1, le=MAX_EVENT_COUNT)
+    event_id: Key = Field(description="Counted once per org, metric and event_id (35-day dedupe window)")
+
+    def event(self) -> UsageEvent:
+        return UsageEvent(self.metric, self.org_id, self.occurred_at, self.quantity, self.event_id, self.project_id)
+
+
+class UsageEventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[UsageEventIn] = Field(min_length=1, max_length=MAX_USAGE_EVENTS)
+
+
+class UsageEventsOut(BaseModel):
+    events: int
+    applied: int = Field(description="Counted by this request")
+    duplicates: int = Field(description="Seen before (an earlier request, or twice in this one): not counted again")
+    counter_writes: int
+    marker_writes: int

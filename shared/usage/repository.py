@@ -1,0 +1,183 @@
+"""DynamoDB layout of metered usage (BillingTable; every key built in shared/keys.py):
+
+  PK=ORG#<org>  SK=USAGE#<period_key>#<metric>      total (ADD) and the daily series: `day#<YYYY-MM-DD>` and
+                                                     `day#<YYYY-MM-DD>#<project_id>` (ADD; media storage: the
+                                                     day's peak bytes, raised only), `warned_<pct>` (the
+                                                     allowance warning was sent), period_end
+  PK=USAGEEVT#<org>#<metric>#<event_id>  SK=EVENT    a metered event's dedupe marker: `expires_at` (the table's
+                                                     TTL, deleted by DynamoDB's own service principal - the
+                                                     functions' policies allow no DeleteItem), period_key
+
+One transaction applies a chunk of events: every event's marker (a put that fails if the marker exists)
+and the ADD of each org · metric · period it touches, so a chunk counts all of its events or none."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+
+from shared import keys
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
+from shared.errors import ThrottledError
+from shared.ledger import AlreadyApplied
+from shared.outbox import Message, outbox_puts
+from shared.retry import backoff
+
+BATCH_GET_MAX, BATCH_GET_ATTEMPTS = 100, 8
+DAY_PREFIX = "day#"
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """What one counter write adds to an org · metric · period: its total and its days (and projects)."""
+
+    org_id: str
+    metric: str
+    period_key: str
+    period_end: str
+    quantity: int
+    days: Mapping[str, int]  # "YYYY-MM-DD" or "YYYY-MM-DD#<project_id>" -> quantity
+
+
+@dataclass(frozen=True)
+class EventMarker:
+    org_id: str
+    metric: str
+    event_id: str
+    period_key: str
+
+
+@dataclass(frozen=True)
+class MeteredUsage:
+    """A metric's usage in a period as stored: its total, its daily series, the warnings sent."""
+
+    total: int
+    days: Mapping[str, int]
+    warned: frozenset[int]
+
+
+class UsageRepository:
+    def __init__(self, table: Any):
+        self._table = table
+        self._client = table.meta.client
+        self._name: str = table.name
+
+    # ------------------------------------------------------------------ writes
+    def apply(self, markers: Sequence[EventMarker], groups: Sequence[UsageGroup], expires_at: int) -> None:
+        """The chunk's markers and counters in one transaction; AlreadyApplied if any marker exists."""
+        items = [self._marker(m, expires_at) for m in markers] + [self._add(g) for g in groups]
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=items)
+        except TransactionConditionFailed as exc:
+            raise AlreadyApplied from exc
+
+    def _marker(self, marker: EventMarker, expires_at: int) -> TxItem:
+        item = keys.usage_event_key(marker.org_id, marker.metric, marker.event_id)
+        item |= {"expires_at": expires_at, "period_key": marker.period_key}  # type: ignore[dict-item]
+        return {"Put": {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": item}}
+
+    def _add(self, group: UsageGroup) -> TxItem:
+        adds = {"total": group.quantity} | {f"{DAY_PREFIX}{day}": n for day, n in group.days.items()}
+        names = {f"#a{i}": k for i, k in enumerate(adds)} | {"#e": "period_end", "#m": "metric"}
+        values: dict[str, object] = {f":a{i}": v for i, v in enumerate(adds.values())}
+        values |= {":e": group.period_end, ":m": group.metric}
+        update = {
+            "Key": keys.key(group.org_id, keys.usage_sk(group.period_key, group.metric)),
+            "UpdateExpression": "SET #e = :e, #m = :m ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds))),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        return {"Update": {"TableName": self._name, **update}}
+
+    def raise_day_peak(self, org_id: str, period_key: str, metric: str, day: str, value: int) -> None:
+        """Keeps the day's highest value (storage snapshots); a lower or equal one changes nothing."""
+        field = f"{DAY_PREFIX}{day}"
+        try:
+            with dynamo_errors():
+                self._table.update_item(
+                    Key=keys.key(org_id, keys.usage_sk(period_key, metric)),
+                    UpdateExpression="SET #f = :v, #m = :m",
+                    ConditionExpression=Attr(field).not_exists() | Attr(field).lt(value),
+                    ExpressionAttributeNames={"#f": field, "#m": "metric"},
+                    ExpressionAttributeValues={":v": value, ":m": metric},
+                )
+        except TransactionConditionFailed:
+            return
+
+    def warn_once(self, org_id: str, period_key: str, metric: str, pct: int, message: Message, now: datetime) -> bool:
+        """Marks the warning sent on the metric's usage item and puts its outbox item, in one transaction;
+        False (nothing written) if it was sent before."""
+        mark = {
+            "Update": {
+                "TableName": self._name,
+                "Key": keys.key(org_id, keys.usage_sk(period_key, metric)),
+                "UpdateExpression": "SET #w = :now",
+                "ConditionExpression": "attribute_not_exists(#w)",
+                "ExpressionAttributeNames": {"#w": f"warned_{pct}"},
+                "ExpressionAttributeValues": {":now": now.isoformat()},
+            }
+        }
+        cause = f"usage-warning:{period_key}:{metric}:{pct}"
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(
+                    TransactItems=[mark, *outbox_puts(self._name, org_id, cause, [message], now)]
+                )
+        except TransactionConditionFailed:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ reads
+    def seen(self, markers: Sequence[EventMarker]) -> set[tuple[str, str, str]]:
+        """(org, metric, event_id) of the markers that exist (consistent reads, 100 per round trip)."""
+        found: set[tuple[str, str, str]] = set()
+        by_pk = {keys.usage_event_key(m.org_id, m.metric, m.event_id)["PK"]: m for m in markers}
+        pks = sorted(by_pk)
+        for start in range(0, len(pks), BATCH_GET_MAX):
+            request_keys = [{"PK": pk, "SK": "EVENT"} for pk in pks[start : start + BATCH_GET_MAX]]
+            for item in self._batch_get(request_keys):
+                m = by_pk[str(item["PK"])]
+                found.add((m.org_id, m.metric, m.event_id))
+        return found
+
+    def _batch_get(self, request_keys: list[dict[str, str]]) -> list[Item]:
+        items: list[Item] = []
+        request = {self._name: {"Keys": request_keys, "ConsistentRead": True, "ProjectionExpression": "PK"}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            with dynamo_errors():
+                resp = self._client.batch_get_item(RequestItems=request)
+            items += resp.get("Responses", {}).get(self._name, [])
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            time.sleep(backoff(attempt, cap=1.0))
+        raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
+
+    def usage(self, org_id: str, period_key: str) -> dict[str, MeteredUsage]:
+        """Every metered metric of the period (one query)."""
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id))
+            & Key("SK").begins_with(keys.usage_prefix(period_key)),
+            "ConsistentRead": True,
+        }
+        found: dict[str, MeteredUsage] = {}
+        with dynamo_errors():
+            while True:
+                resp = self._table.query(**query)
+                for item in map(plain, resp["Items"]):
+                    found[str(item["metric"])] = _metered(item)
+                if "LastEvaluatedKey" not in resp:
+                    return found
+                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def _metered(item: Item) -> MeteredUsage:
+    days = {k[len(DAY_PREFIX) :]: int(v) for k, v in item.items() if k.startswith(DAY_PREFIX)}
+    warned = frozenset(int(k.removeprefix("warned_")) for k in item if k.startswith("warned_"))
+    return MeteredUsage(int(item.get("total", 0)), days, warned)
