@@ -181,3 +181,6 @@ def wallet_activity_of_day(day: str) -> str:
 
 def recon_run_pk(run_id: str) -> str:
     return f"RECONRUN#{run_id}"
+
+
+WALLET_RUNWAY_SK = "WRUNWAY"  # the runway's alert stages and the stage last alerted (shared/wallet/runway_watch.py)

@@ -148,6 +148,10 @@ class WalletRepository:
         self._name: str = table.name
         self._ledger = Ledger(table, WALLET)
 
+    @property
+    def table(self) -> Any:
+        return self._table
+
     # ------------------------------------------------------------------ reads
     def get(self, org_id: str) -> StoredWallet | None:
         read = self._ledger.read(org_id)

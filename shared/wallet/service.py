@@ -32,7 +32,6 @@ from shared.wallet.account import (
     add_spend,
     bill_fee_bps,
     platform_fee,
-    runway,
 )
 from shared.wallet.auto import AutoTopUps
 from shared.wallet.models import (
@@ -51,6 +50,8 @@ from shared.wallet.platforms import platform_name
 from shared.wallet.poster import Posted, WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
 from shared.wallet.refunds import WalletRefunds
 from shared.wallet.repository import Duplicate, HoldEnded, HoldRefused, WalletRepository
+from shared.wallet.runway_repository import RunwayRepository
+from shared.wallet.runway_watch import RunwayReading, RunwayWatch
 from shared.wallet.topups import TopUps
 
 HOLD_TTL = timedelta(hours=24)
@@ -67,9 +68,7 @@ class WalletView:
     org: Org
     account: WalletAccount
     auto: AutoTopUp
-    runway_days: int | None
-    avg_daily_spend_minor: int
-    unbilled_spend_minor: int = 0  # reported by the platforms, not billed yet (in the runway)
+    runway: RunwayReading  # days, the rate, the next alert stage, the funding suggestion
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,7 @@ class WalletSettings:
     low_threshold_minor: int
     floor_minor: int
     auto: AutoTopUp | None = None  # enabled, threshold, amount, daily cap (the rest is state); None: as is
+    runway_alert_days: tuple[int, ...] | None = None  # the runway's alert stages; None: as they are
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,11 @@ class WalletService:
         self.refunds_in_stripe = self._refunds.refunds_in_stripe
         # Spend the platforms reported that no bill covers yet (shared/reconcile), set by the wiring.
         self.unbilled_spend: Callable[[str, date], int] | None = None
+        self.runway = RunwayWatch(repo, RunwayRepository(repo.table), clock, self._unbilled)
+        self._poster.after_commit = self.runway.check
+
+    def _unbilled(self, org_id: str, today: date) -> int:
+        return self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
 
     def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
         """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
@@ -148,10 +153,7 @@ class WalletService:
     def view(self, caller: Caller, org_id: str) -> WalletView:
         org = self._with_wallet(self._orgs.access(caller, org_id, READ, support=True).org)
         stored = self._poster.load(org)
-        today = self._clock.now().date()
-        unbilled = self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
-        days, avg = runway(stored.account.balance - unbilled, stored.spend_days, today)
-        return WalletView(org, stored.account, stored.auto, days, avg, unbilled)
+        return WalletView(org, stored.account, stored.auto, self.runway.read(org, stored))
 
     def transactions(
         self, caller: Caller, org_id: str, filters: dict[str, str | None], cursor: str | None, limit: int
@@ -185,6 +187,8 @@ class WalletService:
             )
             return WalletChange(after, auto=auto)
 
+        if settings.runway_alert_days is not None:
+            self.runway.configure(org_id, settings.runway_alert_days)
         self._poster.post(org, build, agency_only=True)
         return self.view(caller, org_id)
 
@@ -201,6 +205,7 @@ class WalletService:
         try:
             self._repo.place_hold(org_id, hold)
         except Duplicate:
+            self.runway.check(org_id)  # a retry heals a check that failed after the hold
             return self._repo.hold(org_id, hold_id) or hold
         except HoldRefused:
             if retry and self._refusal_passed(org_id, amount_minor):
@@ -214,6 +219,7 @@ class WalletService:
                     retry=False,
                 )
             raise self._refusal(org_id, amount_minor) from None
+        self.runway.check(org_id)  # the hold lowers the funds and raises the rate
         return hold
 
     def _refusal_passed(self, org_id: str, amount_minor: int) -> bool:
@@ -248,6 +254,7 @@ class WalletService:
             raise NotFoundError(f"No hold {hold_id}.", code="hold_not_found")
         if hold.status == "pending":  # ended concurrently, if end_hold says so: nothing to do
             self._repo.end_hold(org_id, hold, "expired" if expired else "voided", iso(self._clock.now()))
+            self.runway.check(org_id)  # freed: the runway may rise above a stage again (re-armed)
         return self._repo.hold(org_id, hold_id) or hold
 
     def expire_holds(self) -> SweepReport:
