@@ -184,3 +184,8 @@ def recon_run_pk(run_id: str) -> str:
 
 
 WALLET_RUNWAY_SK = "WRUNWAY"  # the runway's alert stages and the stage last alerted (shared/wallet/runway_watch.py)
+
+
+def statement_settings_sk(project_id: str) -> str:
+    """A project's client-statement settings (the agency's markup): shared/invoices/statements.py."""
+    return f"PROJSTMT#{project_id}"
