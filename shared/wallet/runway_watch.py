@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from shared.clock import Clock
+from shared.observability import logger
 from shared.orgs.models import Org
 from shared.outbox import Event, Message, Notice
 from shared.wallet.models import StoredWallet
@@ -114,11 +115,18 @@ class RunwayWatch:
         return None  # others kept changing it: the latest of them evaluated after its own write
 
     def daily(self) -> int:
-        """Evaluates every org whose wallet moved within the rate's days; returns how many."""
-        orgs = list(self._runway.orgs_with_spend_since(self._clock.now(), RATE_DAYS))
-        for org_id in orgs:
-            self.check(org_id)
-        return len(orgs)
+        """Evaluates every org whose wallet moved within the rate's days; returns how many were evaluated.
+        One org that fails is logged and counted as not evaluated; the others go on (the next firing, or
+        the org's next write, evaluates it again)."""
+        done = 0
+        for org_id in self._runway.orgs_with_spend_since(self._clock.now(), RATE_DAYS):
+            try:
+                self.check(org_id)
+            except Exception:  # isolation: whatever one org raises, the walk goes on (as shared/sweep.py)
+                logger.exception("runway evaluation failed", extra={"org_id": org_id})
+                continue
+            done += 1
+        return done
 
     def _alert(self, org_id: str, currency: str, runway: Runway) -> list[Message]:
         suggestion = self._suggestion(org_id, runway)
