@@ -41,7 +41,10 @@ def _report(sweeps: list[SweepReport]) -> None:
         metrics.add_metric(name=f"{metric}Failed", unit=MetricUnit.Count, value=report.failed)
         metrics.add_metric(name=f"{metric}LeftBehind", unit=MetricUnit.Count, value=int(report.left_behind))
         if report.left_behind or report.failed:  # the next run (5 minutes) starts with what is left
-            logger.warning("sweep left entries for the next run", extra=asdict(report))
+            # (`name` would overwrite the log record's own: the sweep's fields go under their own keys)
+            logger.warning(
+                "sweep left entries for the next run", extra={f"sweep_{k}": v for k, v in asdict(report).items()}
+            )
 
 
 @logger.inject_lambda_context(log_event=False)

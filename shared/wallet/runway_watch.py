@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from shared.clock import Clock
+from shared.money import format_minor
 from shared.observability import logger
 from shared.orgs.models import Org
 from shared.outbox import Event, Message, Notice
@@ -96,9 +97,13 @@ class RunwayWatch:
         """Sets the org's alert stages (ValueError for stages `valid_stages` refuses)."""
         self._runway.set_stages(org_id, valid_stages(stages))
 
-    def check(self, org_id: str) -> Runway | None:
+    def check(self, org_id: str, *, rising: bool = False) -> Runway | None:
         """Evaluates the org's runway and records a stage change, with its alert when it crosses down.
-        None for an org without a wallet."""
+        None for an org without a wallet. `rising`: the change can only lengthen the runway (a hold
+        ended): it can only re-arm stages, so with none alerted there is nothing to do (one read: the
+        hold sweeper ends many)."""
+        if rising and self._runway.state(org_id).stage is None:
+            return None
         for _ in range(MAX_TRIES):
             stored = self._repo.get(org_id)
             if stored is None:
@@ -142,7 +147,7 @@ class RunwayWatch:
         }
         days = tenths_text(runway.tenths or 0)
         text = f"Your Layers ad wallet has about {days} days of runway left (alert at {runway.stage} days). " + (
-            f"A top-up of {suggestion.amount_minor} minor units by {suggestion.method} restores 7 days."
+            f"A top-up of {format_minor(suggestion.amount_minor, currency)} by {suggestion.method} restores 7 days."
             if suggestion
             else ""
         )

@@ -132,7 +132,8 @@ class WalletService:
         self.refunds_in_stripe = self._refunds.refunds_in_stripe
         # Spend the platforms reported that no bill covers yet (shared/reconcile), set by the wiring.
         self.unbilled_spend: Callable[[str, date], int] | None = None
-        self.runway = RunwayWatch(repo, RunwayRepository(repo.table), clock, self._unbilled)
+        # The watch reads with its own repository: a reader after the change, never part of it.
+        self.runway = RunwayWatch(WalletRepository(repo.table), RunwayRepository(repo.table), clock, self._unbilled)
         self._poster.after_commit = self.runway.check
 
     def _unbilled(self, org_id: str, today: date) -> int:
@@ -254,7 +255,7 @@ class WalletService:
             raise NotFoundError(f"No hold {hold_id}.", code="hold_not_found")
         if hold.status == "pending":  # ended concurrently, if end_hold says so: nothing to do
             self._repo.end_hold(org_id, hold, "expired" if expired else "voided", iso(self._clock.now()))
-            self.runway.check(org_id)  # freed: the runway may rise above a stage again (re-armed)
+            self.runway.check(org_id, rising=True)  # freed: the runway may rise above a stage (re-armed)
         return self._repo.hold(org_id, hold_id) or hold
 
     def expire_holds(self) -> SweepReport:

@@ -143,6 +143,13 @@ def test_holds_and_pending_ach_count_and_the_suggestion_is_hand_computable(
         # pending 5,000 counts: 50,550 / 10,350 = 4.88 days; 72,450 - 50,550 = 21,900, by ACH now
         assert (wallet["pending_minor"], wallet["runway_tenths"]) == (5_000, 48)
         assert wallet["funding_suggestion"] == {"amount_minor": 21_900, "method": "ach", "restores_days": 7}
+        key = {"PK": f"ORG#{org_id}", "SK": "WRUNWAY"}
+        assert table.get_item(Key=key, ConsistentRead=True)["Item"]["stage"] == 7  # alerted as the bills landed
+        # The hold released: 53,550 / 7,350 = 7.28 days, above 7 again: the 7-day stage is re-armed
+        release = f"/v1/internal/wallet/holds/{hold['hold_id']}/release"
+        freed = api.call("POST", release, token=devtokens.service_token("ad-optimizer"), json={"org_id": org_id})
+        assert freed.status == 200, freed.body
+        assert table.get_item(Key=key, ConsistentRead=True)["Item"]["stage"] == 14
 
 
 def test_runway_alert_stages_are_settings_validated_and_role_gated(api: ApiClient, stack: Any, table: Any) -> None:
