@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.wallet.account import WalletAccount
@@ -77,6 +77,7 @@ def test_stages_cross_down_once_and_rising_re_arms_them() -> None:
     assert (next_stage(None, stages), next_stage(7, stages), next_stage(1, stages)) == (14, 3, None)
 
 
+@settings(max_examples=300, deadline=None)  # no timing in unit tests: a loaded machine is slow
 @given(st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=60))
 def test_a_crossing_alerts_once_until_the_runway_rises_above_it(path: list[int]) -> None:
     """Along any path of runways (tenths), the alerts for a stage alternate with rises above it."""
