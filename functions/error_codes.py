@@ -56,6 +56,7 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("project_not_found", "no such project", _404),
     _e("template_not_found", "no such layer template", _404),
     _e("invoice_not_found", "no such invoice", _404),
+    _e("statement_not_found", "no such client statement: the id names no period of the org up to now", _404),
     _e("credit_note_not_found", "no such credit note", _404),
     _e("invoice_not_issued", "only an issued invoice can be credited", _409),
     _e("exceeds_creditable", "more than is left to credit on the invoice or line", _409),

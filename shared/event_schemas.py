@@ -29,6 +29,20 @@ class AutoTopUpDisabled(_Detail):
     attempts: int
 
 
+class RunwayAlert(_Detail):
+    """Wallet.RunwayAlert: the wallet's runway fell to or below an alert stage (days) not alerted since it
+    was last above it (README "Runway and its alerts"). `runway_tenths`: tenths of a day; the suggestion
+    is the top-up that restores 7 days (0 and None when none is needed)."""
+
+    stage_days: int
+    runway_tenths: int
+    funds_minor: int
+    daily_rate_minor: int
+    currency: str
+    suggested_top_up_minor: int
+    suggested_method: str | None
+
+
 class CreditsUsageWarning(_Detail):
     """Credits.UsageWarning: a settle crossed 80 % or 100 % of the period's included credits."""
 
@@ -111,6 +125,7 @@ EVENTS: dict[str, type[_Detail]] = {
     "Wallet.AgencySpendPaused": WalletStatusChanged,
     "Wallet.AgencySpendResumed": WalletStatusChanged,
     "Wallet.AutoTopUpDisabled": AutoTopUpDisabled,
+    "Wallet.RunwayAlert": RunwayAlert,
     "Credits.UsageWarning": CreditsUsageWarning,
     "Credits.OverageStarted": CreditsOverageStarted,
     "Project.BudgetWarning": ProjectBudgetCrossed,

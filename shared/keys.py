@@ -225,3 +225,11 @@ def budget_period_prefix(period_key: str) -> str:
 def budget_period_sk(period_key: str, project_id: str) -> str:
     """What a project committed in a period against its budget: spent, held, credits used and reserved."""
     return f"{budget_period_prefix(period_key)}{project_id}"
+
+
+WALLET_RUNWAY_SK = "WRUNWAY"  # the runway's alert stages and the stage last alerted (shared/wallet/runway_watch.py)
+
+
+def statement_settings_sk(project_id: str) -> str:
+    """A project's client-statement settings (the agency's markup): shared/invoices/statements.py."""
+    return f"PROJSTMT#{project_id}"

@@ -26,6 +26,7 @@ from shared.dynamo import dynamodb_resource
 from shared.invoices.credit_notes import CreditNoteDeps, CreditNoteRepository, CreditNoteService
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.invoices.service import InvoiceService, InvoiceSources
+from shared.invoices.statements import StatementDeps, StatementService, StatementSettingsRepository
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import OutboxWriter
@@ -54,6 +55,7 @@ class Services:
     wallet: WalletService
     invoices: InvoiceService
     credit_notes: CreditNoteService
+    statements: StatementService
 
 
 def stripe_keys(secret_arn: str | None) -> Callable[[], StripeKeys]:
@@ -108,6 +110,9 @@ def build_services(
     money_side = MoneySide(credits, OverageBilling(orgs, repo, credit_repo, usage, gateway), wallet)
     sources = InvoiceSources(credit_repo, wallet_repo, usage)
     invoices = InvoiceService(orgs, repo, InvoiceRepository(table), sources, gateway, documents, clock)
+    statement_deps = StatementDeps(
+        invoices, InvoiceRepository(table), credit_repo, StatementSettingsRepository(table), documents
+    )
     return Services(
         orgs=orgs,
         subscriptions=SubscriptionService(orgs, repo, gateway, prices, plans, mirror, clock),
@@ -123,4 +128,5 @@ def build_services(
         credit_notes=CreditNoteService(
             orgs, repo, CreditNoteDeps(CreditNoteRepository(table), invoices, wallet, gateway, documents), clock
         ),
+        statements=StatementService(orgs, repo, statement_deps, clock),
     )

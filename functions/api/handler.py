@@ -22,6 +22,7 @@ from functions.api.routes import (
     orgs,
     projects,
     reconciliation,
+    statements,
     subscription,
     wallet,
 )
@@ -40,6 +41,7 @@ for module in (
     wallet,
     invoices,
     credit_notes,
+    statements,
     reconciliation,
 ):
     app.include_router(module.router)

@@ -1,5 +1,6 @@
 """Daily reconciliation (EventBridge Scheduler, after the invoice run): every org that moved yesterday
-checked against Stripe, the ad platforms and its own books (shared/reconcile). The schedule fires each
+checked against Stripe, the ad platforms and its own books (shared/reconcile), then the runway of every
+org that spent lately (shared/wallet/runway_watch.py). The schedule fires each
 hour of the morning window: the first invocation does the day, a later one resumes a run that ran out of
 time, or finds it done and returns at once. On demand, the same function takes {"from": "YYYY-MM-DD",
 "to": "YYYY-MM-DD"} (to exclusive) and, with "org_id", reconciles that one org."""
@@ -73,6 +74,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         found = [{"kind": f.kind.value, "scope": f.scope} for f in report.findings]
         return {"org_id": report.org_id, "findings": found, "opened": report.opened, "resolved": report.resolved}
     summary = recon.run.run(day_from, day_to, lambda: context.get_remaining_time_in_millis() / 1000)
+    # The runway's days slide at midnight with nothing written: each org that spent lately, once a day
+    # (a later firing of the window evaluates again; an alert fires only on a stage change).
+    evaluated = recon.services.wallet.runway.daily()
+    metrics.add_metric(name="RunwaysEvaluated", unit=MetricUnit.Count, value=evaluated)
     _metrics(summary)
     logger.info("reconciliation", extra=asdict(summary))
     return asdict(summary)

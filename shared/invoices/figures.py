@@ -1,5 +1,6 @@
 """The invoice document's money rules, each in one function: what a Stripe invoice says was paid (how,
-when), what the wallet really paid, a line's unit price, the tax, the subtotal. Pure: no I/O."""
+when), what the wallet really paid, a line's unit price, the tax, the subtotal, a client statement's
+credit cost and markup. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from shared.invoices.models import Invoice, Payment, WalletStatement
+from shared.money import bps_of, unit_price_total
 from shared.stripe_gateway import Invoice as StripeInvoice
 from shared.stripe_gateway import InvoiceLine as StripeLine
 
@@ -109,3 +111,15 @@ def wallet_statement_of(invoice: Invoice) -> WalletStatement | None:
         line.section == "ad_spend" for line in invoice.lines
     )
     return statement if invoice.billing_mode == "agency" or moved else None
+
+
+def markup_minor(subtotal_minor: int, markup_bps: int) -> int:
+    """An agency's markup on a client statement: its basis points of the subtotal, half-even, once per
+    statement."""
+    return bps_of(subtotal_minor, markup_bps)
+
+
+def credits_cost_minor(overage: int, unit_minor: Decimal | None) -> int:
+    """What a project's credits beyond the plan cost: its overage credits at the plan's unit price (the
+    Stripe overage line's), half-even; 0 where the plan sells no overage."""
+    return unit_price_total(overage, unit_minor) if unit_minor is not None and overage > 0 else 0

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Section = Literal["subscription", "credits", "ad_spend", "usage"]
-PaidVia = Literal["stripe", "wallet", "info"]
+Section = Literal["subscription", "credits", "ad_spend", "usage", "markup"]  # markup: client statements only
+PaidVia = Literal["stripe", "wallet", "info", "agency"]  # agency: a statement's markup, the agency's own charge
 # empty: the period was closed with nothing to bill (no Stripe invoice, no wallet movement, nothing due):
 # recorded, never numbered, rendered or shown.
 Status = Literal["draft", "finalized", "rendered", "issued", "failed", "empty"]
@@ -160,3 +160,45 @@ class CreditNote(BaseModel):
     created_at: str
     pdf_key: str | None = None
     csv_key: str | None = None
+
+
+StatementStatus = Literal["final", "running"]
+
+
+class Statement(BaseModel):
+    """One project's (one client's) statement for one period, for the agency to re-bill: the project's lines
+    on the org's invoice for the period (its ad spend per platform and platform fee, paid from the wallet,
+    and its generation credits), the cost of its credits beyond the plan (overage at the plan's unit
+    price) and the agency's markup. `final`: read from the period's issued invoice; `running`: from the
+    books so far (the current period, or one whose invoice is not issued yet), the same way."""
+
+    model_config = ConfigDict(frozen=True)
+
+    statement_id: str
+    org_id: str
+    agency_name: str
+    # the client: one project
+    project_id: str
+    project_name: str
+    # the period, and the invoice the lines are read from (none while running)
+    period_key: str
+    period_start: str
+    period_end: str
+    status: StatementStatus
+    # the lines: the invoice's own for the project, the credits' cost, the markup
+    currency: str
+    lines: list[InvoiceLine]
+    # the figures
+    ad_spend_minor: int
+    platform_fee_minor: int
+    invoice_lines_minor: int  # the sum of the project's lines on the invoice (= ad spend + platform fee)
+    credits_used: int
+    credits_overage: int
+    credits_cost_minor: int  # the overage credits at the plan's unit price, half-even
+    subtotal_minor: int  # invoice lines + credits cost
+    markup_bps: int
+    markup_minor: int  # markup_bps of the subtotal, half-even, once
+    total_minor: int
+    created_at: str
+    invoice_id: str | None = None  # the invoice read (final), none while running
+    invoice_number: str | None = None

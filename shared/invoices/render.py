@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from shared.invoices.figures import inclusive_end, net_paid_minor, subtotal_minor, wallet_statement_of
-from shared.invoices.models import CreditNote, Invoice, InvoiceLine, Payment, Totals, WalletStatement
+from shared.invoices.models import CreditNote, Invoice, InvoiceLine, Payment, Statement, Totals, WalletStatement
 from shared.invoices.typeset import LEADING, MARGIN, Pages, Running, draw, missing_glyphs, width, wrap
 from shared.money import CURRENCY_EXPONENTS, format_minor
 
@@ -37,6 +37,7 @@ SECTIONS = {
     "credits": "Generation credits consumed, per project (information: overage is charged on a Stripe line)",
     "usage": "Usage over allowance (information: charged on a Stripe line)",
     "ad_spend": "Ad spend and platform fee (paid from the ad wallet)",
+    "markup": "Agency markup",
 }
 CSV_COLUMNS = [
     "invoice_number",
@@ -189,6 +190,20 @@ def render_csv(invoice: Invoice) -> bytes:
     return _csv(head, invoice.lines)
 
 
+def render_statement_csv(statement: Statement) -> bytes:
+    """A client statement's lines in the invoice CSV's columns (`invoice_number`: the invoice it is read
+    from, empty while running); `amount_minor` sums to the statement's total, markup included."""
+    head = _CsvHead(
+        statement.invoice_number or "",
+        statement.org_id,
+        day(statement.period_start),
+        inclusive_end(statement.period_end),
+        day(statement.created_at),
+        statement.currency,
+    )
+    return _csv(head, statement.lines)
+
+
 def render_credit_note_csv(note: CreditNote) -> bytes:
     """The credit note's lines in the invoice CSV's columns: `invoice_number` is the credit note's number,
     amounts are what is credited (positive); the period columns are empty."""
@@ -257,7 +272,9 @@ def _invoice_facts(invoice: Invoice) -> list[tuple[str, str]]:
     return facts
 
 
-def _draw_parties(page: Pages, name: str, doc: Invoice | CreditNote, kind: str, facts: list[tuple[str, str]]) -> None:
+def _draw_parties(
+    page: Pages, name: str, doc: Invoice | CreditNote | Statement, kind: str, facts: list[tuple[str, str]]
+) -> None:
     """Seller (left) and the document's facts (right), then whom it is for."""
     issuer = seller()
     top = page.y
@@ -277,7 +294,7 @@ def _draw_parties(page: Pages, name: str, doc: Invoice | CreditNote, kind: str, 
     _draw_bill_to(page, name, doc)
 
 
-def _draw_bill_to(page: Pages, name: str, doc: Invoice | CreditNote) -> None:
+def _draw_bill_to(page: Pages, name: str, doc: Invoice | CreditNote | Statement) -> None:
     """The org's name and the billing details it gave (address, e-mail, tax id)."""
     page.text(MARGIN, "Bill to", 9, bold=True)
     page.down()
@@ -550,3 +567,41 @@ def render_credit_note_pdf(note: CreditNote) -> bytes:
             page.down()
     page.finish()
     return buffer.getvalue()
+
+
+def render_statement_pdf(statement: Statement) -> bytes:
+    """A client statement as a PDF: the invoice's layout, for one project, with the agency's markup."""
+    title = f"Client statement · {statement.project_name} · {day(statement.period_start)}"
+    buffer, page, _ = _new_pdf(title)
+    page.running = Running(title, f"{seller().name} · Client statement · {statement.currency}")
+    client = f"{statement.project_name} (client of {statement.agency_name})"
+    _draw_parties(page, client, statement, "CLIENT STATEMENT", _statement_facts(statement))
+    for heading, lines in _groups(statement.lines):
+        _draw_table(page, heading, lines, statement.currency)
+    _draw_statement_totals(page, statement)
+    page.finish()
+    return buffer.getvalue()
+
+
+def _statement_facts(statement: Statement) -> list[tuple[str, str]]:
+    source = f"Invoice {statement.invoice_number}" if statement.invoice_number else "Running (period not invoiced yet)"
+    return [
+        ("Project", statement.project_name),
+        ("Service period", f"{day(statement.period_start)} {DASH} {inclusive_end(statement.period_end)}"),
+        ("Made on", day(statement.created_at)),
+        ("From", source),
+        ("Currency", statement.currency),
+    ]
+
+
+def _draw_statement_totals(page: Pages, statement: Statement) -> None:
+    currency = statement.currency
+    page.need(LEADING * 7)
+    page.down(4)
+    _money_row(page, "Ad spend", statement.ad_spend_minor, currency)
+    _money_row(page, "Platform fee", statement.platform_fee_minor, currency)
+    _money_row(page, "Generation credits beyond the plan", statement.credits_cost_minor, currency)
+    _money_row(page, "Subtotal", statement.subtotal_minor, currency)
+    _money_row(page, f"Agency markup ({rate_text(statement.markup_bps)})", statement.markup_minor, currency)
+    _money_row(page, "Total", statement.total_minor, currency, bold=True)
+    page.down(8)

@@ -510,6 +510,13 @@ class InvoiceService:
         lines = [line for row in order for line in _spend_row_lines(row, names, period, rate)]
         return _Section(lines=lines, reads=len(spend))
 
+    def project_lines(self, org: Org, period: Period, project_id: str) -> list[InvoiceLine]:
+        """The project's credits and ad-spend lines as the period's invoice would have them from the books
+        now (the same assembly as `assemble`: a client statement of a period not invoiced yet)."""
+        names = _ProjectNames(self._org_repo, org.org_id)
+        lines = self._credit_lines(org, period, names).lines + self._ad_spend_lines(org, period, names).lines
+        return [line for line in lines if line.project_id == project_id]
+
     def _wallet_statement(self, org: Org, period: Period) -> WalletStatement | None:
         """The wallet over the period: the movements attributed to it by kind, and its closing balance
         (the balance now less the movements attributed to later periods: one snapshot read of the wallet

@@ -180,23 +180,15 @@ def hold_draw(bill_amount: int, hold_open: int) -> int:
     return max(0, min(bill_amount, hold_open))
 
 
-RUNWAY_DAYS = 7  # the runway is the balance over the average daily spend of today and the 6 days before
+RUNWAY_DAYS = 7  # the runway's rate averages the 7 complete days before today (shared/wallet/runway.py)
 
 
 def add_spend(days: Mapping[str, int], day: date, amount: int, today: date) -> dict[str, int]:
     """The spend per day the runway needs, with `amount` added on `day`; days that no longer count are
-    dropped (so the map on the account never grows past RUNWAY_DAYS entries and a little)."""
-    first = (today - timedelta(days=RUNWAY_DAYS - 1)).isoformat()
+    dropped (so the map on the account never grows past RUNWAY_DAYS + 1 entries and a little: the
+    complete days and today, which becomes one tomorrow)."""
+    first = (today - timedelta(days=RUNWAY_DAYS)).isoformat()
     kept = {d: v for d, v in days.items() if d >= first}
     if day.isoformat() >= first and amount:
         kept[day.isoformat()] = kept.get(day.isoformat(), 0) + amount
     return kept
-
-
-def runway(balance: int, days: Mapping[str, int], today: date) -> tuple[int | None, int]:
-    """(days of spend the balance covers, average daily spend) over the last RUNWAY_DAYS days;
-    None when nothing was spent."""
-    first = (today - timedelta(days=RUNWAY_DAYS - 1)).isoformat()
-    spent = sum(v for d, v in days.items() if first <= d <= today.isoformat())
-    avg = spent // RUNWAY_DAYS
-    return (max(balance, 0) // avg if avg > 0 else None), avg

@@ -73,6 +73,9 @@ class WalletPoster:
         self._org_repo = org_repo
         self._repo = repo
         self._clock = clock
+        # Called after each change that committed (or was replayed: a retry heals a check that failed):
+        # the runway watch (runway_watch.py).
+        self.after_commit: Callable[[str], object] | None = None
 
     def load(self, org: Org) -> StoredWallet:
         stored = self._repo.get(org.org_id)
@@ -95,7 +98,10 @@ class WalletPoster:
                 raise
 
         retry_on = (LedgerConflict, ConcurrentUpdateError, ModeChanged, PeriodClosed)
-        return until_done(attempt, retry_on=retry_on, attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry.")
+        posted = until_done(attempt, retry_on=retry_on, attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry.")
+        if posted is not None and self.after_commit is not None:
+            self.after_commit(org.org_id)
+        return posted
 
     def attribution(self, org: Org, dated: datetime | None) -> Attribution:
         """The period whose invoice covers a change dated `dated` (None: now): its own period while that

@@ -153,6 +153,10 @@ class WalletRepository:
         self._ledger = Ledger(table, WALLET)
         self._budgets = BudgetRepository(table)
 
+    @property
+    def table(self) -> Any:
+        return self._table
+
     # ------------------------------------------------------------------ reads
     def get(self, org_id: str) -> StoredWallet | None:
         read = self._ledger.read(org_id)

@@ -39,7 +39,6 @@ from shared.wallet.account import (
     hold_draw,
     hold_expiry,
     platform_fee,
-    runway,
 )
 from shared.wallet.auto import AutoTopUps
 from shared.wallet.models import (
@@ -63,6 +62,8 @@ from shared.wallet.repository import (
     HoldRefused,
     WalletRepository,
 )
+from shared.wallet.runway_repository import RunwayRepository
+from shared.wallet.runway_watch import RunwayReading, RunwayWatch
 from shared.wallet.topups import TopUps
 
 MAX_BUDGET_READS = 20  # a hold reads the project's limits again when they changed meanwhile
@@ -80,9 +81,7 @@ class WalletView:
     org: Org
     account: WalletAccount
     auto: AutoTopUp
-    runway_days: int | None
-    avg_daily_spend_minor: int
-    unbilled_spend_minor: int = 0  # reported by the platforms, not billed yet (in the runway)
+    runway: RunwayReading  # days, the rate, the next alert stage, the funding suggestion
     budgets: Sequence[BudgetState] = ()  # the projects' budgets this period (those that have one)
 
 
@@ -91,6 +90,7 @@ class WalletSettings:
     low_threshold_minor: int
     floor_minor: int
     auto: AutoTopUp | None = None  # enabled, threshold, amount, daily cap (the rest is state); None: as is
+    runway_alert_days: tuple[int, ...] | None = None  # the runway's alert stages; None: as they are
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,12 @@ class WalletService:
         self.refunds_in_stripe = self._refunds.refunds_in_stripe
         # Spend the platforms reported that no bill covers yet (shared/reconcile), set by the wiring.
         self.unbilled_spend: Callable[[str, date], int] | None = None
+        # The watch reads with its own repository: a reader after the change, never part of it.
+        self.runway = RunwayWatch(WalletRepository(repo.table), RunwayRepository(repo.table), clock, self._unbilled)
+        self._poster.after_commit = self.runway.check
+
+    def _unbilled(self, org_id: str, today: date) -> int:
+        return self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
 
     def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
         """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
@@ -169,10 +175,7 @@ class WalletService:
     def view(self, caller: Caller, org_id: str) -> WalletView:
         org = self._with_wallet(self._orgs.access(caller, org_id, READ, support=True).org)
         stored = self._poster.load(org)
-        today = self._clock.now().date()
-        unbilled = self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
-        days, avg = runway(stored.account.balance - unbilled, stored.spend_days, today)
-        return WalletView(org, stored.account, stored.auto, days, avg, unbilled, self._budgets.states(org))
+        return WalletView(org, stored.account, stored.auto, self.runway.read(org, stored), self._budgets.states(org))
 
     def transactions(
         self, caller: Caller, org_id: str, filters: dict[str, str | None], cursor: str | None, limit: int
@@ -206,6 +209,8 @@ class WalletService:
             )
             return WalletChange(after, auto=auto)
 
+        if settings.runway_alert_days is not None:
+            self.runway.configure(org_id, settings.runway_alert_days)
         self._poster.post(org, build, agency_only=True)
         return self.view(caller, org_id)
 
@@ -239,6 +244,7 @@ class WalletService:
                 touch = BudgetTouch(project_id, period, platform, held=amount_minor, guard=checked.guard)
                 self._repo.place_hold(org_id, hold, touch)
             except Duplicate:
+                self.runway.check(org_id)  # a retry heals a check that failed after the hold
                 return self._repo.hold(org_id, hold_id) or hold
             except BudgetChanged:
                 continue  # the limits changed since read: read them again
@@ -257,6 +263,7 @@ class WalletService:
                         retry=False,
                     )
                 raise self._refusal(org_id, amount_minor) from None
+            self.runway.check(org_id)  # the hold lowers the funds and raises the rate
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
 
@@ -316,6 +323,7 @@ class WalletService:
                 return hold
             status = "expired" if expired else "voided"
             if self._repo.end_hold(org_id, hold, status, iso(self._clock.now())):
+                self.runway.check(org_id, rising=True)  # freed: the runway may rise above a stage (re-armed)
                 return self._repo.hold(org_id, hold_id) or hold
             # ended concurrently, or a bill drew on it since it was read: read it again
         raise ConcurrentUpdateError("The hold is busy; retry.")

@@ -18,6 +18,8 @@ from tests.local import devtokens
 pytestmark = pytest.mark.integration
 
 TOO_LONG = "x" * 200
+STMT = {"statement_id": "stmt_x"}
+STMT_SETTINGS = "/v1/orgs/{org_id}/projects/{project_id}/statement-settings"
 URLS = {"success_url": "https://app.layers.test/ok", "cancel_url": "https://app.layers.test/cancel"}
 
 
@@ -237,6 +239,13 @@ CASES: list[Case] = [
         needs_invoice=True,
     ),
     Case("GET", "/v1/orgs/{org_id}/credit-notes", bad_params={"limit": 0}),
+    Case("GET", STMT_SETTINGS, bad_path={"project_id": TOO_LONG}),
+    Case("PUT", STMT_SETTINGS, ok_body={"markup_bps": 250}, bad_body={"markup_bps": -1}, forbidden_role="member"),
+    Case("GET", "/v1/orgs/{org_id}/projects/{project_id}/statements", bad_params={"limit": 0}),
+    *(
+        Case("GET", f"/v1/orgs/{{org_id}}/projects/{{project_id}}/statements/{{statement_id}}{document}", bad_path=STMT)
+        for document in ("", "/pdf", "/csv")
+    ),
     Case(
         "GET",
         "/v1/orgs/{org_id}/credit-notes/{credit_note_id}/pdf",
@@ -281,8 +290,20 @@ def _path(case: Case, world: World, org_id: str | None = None, *, invalid: bool 
         "credit_note_id": world.credit_note_id or f"cn_{'0' * 24}",
         "platform": "meta",
         "bill_id": "matrix-bill",
+        "statement_id": _current_statement(world.org_id) if "{statement_id}" in case.path else "",
     }
     return case.path.format(**(values | case.bad_path if invalid else values))
+
+
+def _current_statement(org_id: str) -> str:
+    """The statement id of the org's current period (the statements of any org name periods alike)."""
+    from datetime import UTC, datetime
+
+    from functions.api.container import services
+    from shared.credits.periods import period_containing
+    from shared.invoices.statements import statement_id_of
+
+    return statement_id_of(period_containing(services().orgs._repo.require_org(org_id), datetime.now(UTC)))
 
 
 def _snapshot(table: Any, world: World) -> tuple[Any, ...]:

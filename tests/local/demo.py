@@ -180,8 +180,59 @@ def run(web: WebApp, stack: LocalStack) -> None:
     # After the last invoice run (time travelled there): Northwind's periods before it are invoiced.
     with time_machine.travel(last_run + timedelta(hours=1), tick=True):
         reconciliation(web, stack, org_id, month)
+    agency_clients(web, stack, month)
     say()
     say("Demo finished.")
+
+
+def agency_clients(web: WebApp, stack: LocalStack, month: Month) -> None:
+    """Issue 21: a new agency org's runway alerts as a week of bills lands; a client statement with markup."""
+    kim, spend = "kim", devtokens.service_token("spend-ingestion")
+    say()
+    say("19. Agency clients: Umbrella's runway alerts as a week of Meta bills lands; a client statement")
+    org_id = web.call(kim, "POST", "/v1/orgs", {"name": "Umbrella Agency"}, expect=201)["org_id"]
+    month.kit.customer_on_clock(org_id, month.start)
+    urls = {"success_url": "https://app.layers.com/ok", "cancel_url": "https://app.layers.com/no"}
+    checkout = f"/v1/orgs/{org_id}/subscription/checkout"
+    month.kit.complete_checkout(
+        web.call(kim, "POST", checkout, {"plan_id": "pro", **urls}, expect=201)["checkout_session_id"]
+    )
+    web.call(kim, "PATCH", f"/v1/orgs/{org_id}", {"billing_mode": "agency"}, expect=200)
+    client = web.call(kim, "POST", f"/v1/orgs/{org_id}/projects", {"name": "Acme Shoes"}, expect=201)["project_id"]
+    top_up = {"amount_minor": 100_000, "method": "card"}
+    web.call(kim, "POST", f"/v1/orgs/{org_id}/wallet/top-ups", top_up, expect=202, headers={"Idempotency-Key": "umb-1"})
+    stack.stripe.wait_for_deliveries()
+    watch = Watcher(stack, "demo-runway", "Wallet.RunwayAlert")
+    today = datetime.now(UTC).date()
+    for back in range(7, 0, -1):  # 8,000 + 400 fee a day for the last 7 days: the rate grows as they land
+        bill = {"org_id": org_id, "platform": "meta", "bill_id": f"umb-{back}", "project_id": client}
+        bill |= {"amount_minor": 8_000, "currency": "USD", "billed_on": (today - timedelta(days=back)).isoformat()}
+        web.post_as_service(spend, "/v1/internal/wallet/bills", bill, expect=200)
+    say("   1,000.00 topped up; 7 days of 80.00 Meta bills land (+ 5 % fee: 84.00 a day)")
+    for kind, text in watch.received(org_id):
+        if kind == "notify Wallet.RunwayAlert":  # with its event (the optimizer's and the web app's)
+            say(f"     event + {kind:<28} {text}")
+    w = web.call(kim, "GET", f"/v1/orgs/{org_id}/wallet", expect=200)
+    tip = w["funding_suggestion"]
+    say(
+        f"   runway {w['runway_tenths'] // 10}.{w['runway_tenths'] % 10} days at {money(w['daily_rate_minor'])}/day, "
+        f"next alert at {w['next_alert_days']} days; top up {money(tip['amount_minor'])} by {tip['method']} "
+        f"for {tip['restores_days']} days (7 x 84.00 - 412.00)"
+    )
+    base = f"/v1/orgs/{org_id}/projects/{client}"
+    web.call(kim, "PUT", f"{base}/statement-settings", {"markup_bps": 1_500}, expect=200)
+    statement_id = web.call(kim, "GET", f"{base}/statements", expect=200)["items"][0]["statement_id"]
+    s = web.call(kim, "GET", f"{base}/statements/{statement_id}", expect=200)
+    say(
+        f"   statement {statement_id} for {s['project_name']} ({s['status']}): ad spend {money(s['ad_spend_minor'])}"
+        f" + fee {money(s['platform_fee_minor'])} + credits {money(s['credits_cost_minor'])} = "
+        f"{money(s['subtotal_minor'])}; markup 15 % {money(s['markup_minor'])}; total {money(s['total_minor'])}"
+    )
+    pdf = web.http.get(web.call(kim, "GET", f"{base}/statements/{statement_id}/pdf", expect=200)["url"], timeout=30)
+    csv_rows = web.http.get(
+        web.call(kim, "GET", f"{base}/statements/{statement_id}/csv", expect=200)["url"], timeout=30
+    )
+    say(f"   PDF {len(pdf.content):,} bytes, CSV {len(csv_rows.text.splitlines()) - 1} rows (amounts sum to the total)")
 
 
 def reconciliation(web: WebApp, stack: LocalStack, org_id: str, month: Month) -> None:

@@ -21,7 +21,6 @@ from shared.wallet.account import (
     deficit,
     kept_fee_bps,
     platform_fee,
-    runway,
 )
 
 MONEY = st.integers(min_value=-(10**12), max_value=10**12)
@@ -96,15 +95,12 @@ def test_low_balance_states_warn_then_pause_and_resume_only_at_the_threshold() -
     assert not paused.can_hold(1) and resumed.can_hold(resumed.available) and not resumed.can_hold(5_001)
 
 
-def test_runway_counts_seven_days_of_spend() -> None:
+def test_the_account_keeps_the_spend_of_the_complete_days_the_runway_counts_and_today() -> None:
     today = date(2028, 3, 1)  # leap year: 29 February counts
     days: dict[str, int] = {}
     for back in range(10):
         days = add_spend(days, today - timedelta(days=back), 700, today)
-    assert sorted(days) == [(today - timedelta(days=b)).isoformat() for b in range(6, -1, -1)]
-    assert runway(7_000, days, today) == (10, 700)
-    assert runway(-5, days, today) == (0, 700)
-    assert runway(7_000, {}, today) == (None, 0)
+    assert sorted(days) == [(today - timedelta(days=b)).isoformat() for b in range(7, -1, -1)]
 
 
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))

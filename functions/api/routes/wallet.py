@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from functions.limits import (
 )
 from shared.wallet.models import AutoTopUp
 from shared.wallet.platforms import PLATFORMS
+from shared.wallet.runway import MAX_STAGE_DAYS, MAX_STAGES, RESTORE_DAYS, valid_stages
 from shared.wallet.service import WalletSettings, WalletView
 
 router = Router()
@@ -40,6 +42,12 @@ class AutoTopUpOut(BaseModel):
     failures: int
 
 
+class FundingSuggestionOut(BaseModel):
+    amount_minor: int = Field(description="ceil(7 x daily rate - (balance - held - unbilled + pending))")
+    method: Literal["ach", "card"] = Field(description="ach when the org has topped up by ACH (it takes days)")
+    restores_days: int
+
+
 class WalletOut(BaseModel):
     org_id: str
     currency: str
@@ -50,13 +58,22 @@ class WalletOut(BaseModel):
     available_minor: int = Field(description="balance - held - floor: what new holds may take")
     status: str = Field(description="active | low | paused")
     low_threshold_minor: int
-    runway_days: int | None = Field(
-        description="Days left at the last 7 days' average spend, of the balance less the unbilled spend"
+    runway_tenths: int | None = Field(
+        description="Runway in tenths of a day (an int: runway is not money, and no float is shown): "
+        "(balance - held - unbilled spend + pending) / (the last 7 complete days' average spend + the open "
+        "holds' daily rate), rounded down; null when nothing is being spent"
     )
+    runway_days: int | None = Field(description="The runway in whole days (runway_tenths // 10)")
     unbilled_spend_minor: int = Field(
         description="Spend the ad platforms reported over the last 7 days that no bill covers yet"
     )
-    avg_daily_spend_minor: int
+    avg_daily_spend_minor: int = Field(description="The last 7 complete UTC days' bills and fees / 7, rounded up")
+    daily_rate_minor: int = Field(description="The runway's rate: that average plus the open holds' rate, rounded up")
+    runway_alert_days: list[int] = Field(description="The alert stages (days of runway), highest first")
+    next_alert_days: int | None = Field(description="The stage that alerts next (null: all alerted)")
+    funding_suggestion: FundingSuggestionOut | None = Field(
+        description="The top-up that restores 7 days of runway (null: the runway is 7 days or more)"
+    )
     auto_top_up: AutoTopUpOut
     project_budgets: list[BudgetOut] = Field(
         default_factory=list, description="The budgets of the projects that have one, this period"
@@ -71,11 +88,18 @@ class WalletSettingsRequest(BaseModel):
     auto_top_up_threshold_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
     auto_top_up_amount_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
     auto_top_up_daily_cap_minor: int = Field(default=0, ge=0, le=MAX_MINOR, strict=True)
+    runway_alert_days: list[Annotated[int, Field(strict=True)]] | None = Field(
+        default=None,
+        description=f"Days of runway to alert at: 1 to {MAX_STAGES} distinct days, 1 to {MAX_STAGE_DAYS} "
+        "(default 14, 7, 3, 1); left out: unchanged",
+    )
 
     @model_validator(mode="after")
     def _auto(self) -> WalletSettingsRequest:
         if self.auto_top_up_enabled and not (0 < self.auto_top_up_amount_minor <= self.auto_top_up_daily_cap_minor):
             raise ValueError("auto-top-up needs an amount > 0 and a daily cap of at least that amount")
+        if self.runway_alert_days is not None:
+            valid_stages(self.runway_alert_days)
         return self
 
 
@@ -114,7 +138,8 @@ class EntryPage(BaseModel):
 
 
 def _wallet_out(view: WalletView) -> WalletOut:
-    a, auto = view.account, view.auto
+    a, auto, reading = view.account, view.auto, view.runway
+    runway, suggestion = reading.runway, reading.suggestion
     return WalletOut(
         org_id=view.org.org_id,
         currency=a.currency,
@@ -125,9 +150,18 @@ def _wallet_out(view: WalletView) -> WalletOut:
         available_minor=a.available,
         status=a.status.value,
         low_threshold_minor=a.low_threshold,
-        runway_days=view.runway_days,
-        unbilled_spend_minor=view.unbilled_spend_minor,
-        avg_daily_spend_minor=view.avg_daily_spend_minor,
+        runway_tenths=runway.tenths,
+        runway_days=None if runway.tenths is None else runway.tenths // 10,
+        unbilled_spend_minor=reading.unbilled_minor,
+        avg_daily_spend_minor=math.ceil(runway.spend_rate),
+        daily_rate_minor=runway.daily_rate_minor,
+        runway_alert_days=list(reading.stages),
+        next_alert_days=runway.next_stage,
+        funding_suggestion=None
+        if suggestion is None
+        else FundingSuggestionOut(
+            amount_minor=suggestion.amount_minor, method=suggestion.method, restores_days=RESTORE_DAYS
+        ),
         auto_top_up=AutoTopUpOut(
             enabled=auto.enabled,
             threshold_minor=auto.threshold_minor,
@@ -192,7 +226,8 @@ def wallet_settings(org_id: OrgId, body: WalletSettingsRequest) -> WalletOut:
         amount_minor=body.auto_top_up_amount_minor,
         daily_cap_minor=body.auto_top_up_daily_cap_minor,
     )
-    settings = WalletSettings(body.low_threshold_minor, body.floor_minor, auto)
+    stages = tuple(body.runway_alert_days) if body.runway_alert_days is not None else None
+    settings = WalletSettings(body.low_threshold_minor, body.floor_minor, auto, stages)
     view = services().wallet.configure(caller_of(router), org_id, settings)
     return _wallet_out(view)
 
