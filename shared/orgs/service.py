@@ -253,9 +253,10 @@ class OrgService:
         ]
 
     def index_period_of(self, org: Org, at: datetime) -> None:
-        """Registers the org's period containing `at` for the invoice run."""
+        """Registers the org's period containing `at` for the invoice run, unless it was invoiced already
+        (or re-anchored away): then it stays off the run's index."""
         period = period_containing(org, at)
-        self._repo.index_period(org.org_id, period.key, iso(period.end))
+        self._repo.index_period(org.org_id, period.key, iso(period.end), relist=False)
 
     # ------------------------------------------------------------------ members
     def list_members(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Member]:
