@@ -700,8 +700,9 @@ class OrgRepository:
         self, org_id: str, period_key: str, period_end_iso: str, *, truncated: bool = False, relist: bool = True
     ) -> None:
         """Makes the period findable by the day it ends (GSI2 PERIODEND#<date>). Idempotent. `relist=False`:
-        a period already taken off the index (invoiced, or re-anchored away) stays off (a rerun of the
-        previous period's close, which indexes this one, changes nothing)."""
+        only a period not indexed yet; one already there stays as it is - listed as the subscription's mirror
+        wrote it (its end, `truncated`), or taken off the index (invoiced, or re-anchored away) - so a rerun
+        of the previous period's close, which indexes this one, changes nothing."""
         item = {
             **period_index_key(org_id, period_key),
             "type": "period_index",
@@ -711,8 +712,7 @@ class OrgRepository:
             "period_key": period_key,
             "period_end": period_end_iso,
         }
-        kept_off = "NOT (attribute_exists(PK) AND attribute_not_exists(GSI2PK))"
-        unlisted = {} if relist else {"ConditionExpression": kept_off}
+        unlisted = {} if relist else {"ConditionExpression": "attribute_not_exists(PK)"}
         try:
             with dynamo_errors():
                 self._table.put_item(Item=item | ({"truncated": True} if truncated else {}), **unlisted)
