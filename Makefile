@@ -14,12 +14,13 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONDONTWRITEBYTECODE := 1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help bootstrap poppler java demo serve test unit fuzz lint lint-transformed bench token clean
+.PHONY: help bootstrap poppler java demo serve test unit fuzz sim lint lint-transformed bench token clean
 
 help:
 	@echo "make demo   - run the billing walk-through against the local stack"
 	@echo "make test   - run every test (bootstraps venv and DynamoDB Local)"
 	@echo "make unit   - the pure tests only (tests/unit: no stack, network blocked), in seconds"
+	@echo "make sim    - the seeded simulation of orgs' lives with faults (SEED=..., SCENARIOS=...; a failure prints its replay)"
 	@echo "make fuzz   - schemathesis over the local API's OpenAPI document (seeded, about 4 minutes)"
 	@echo "make serve  - local HTTP API on 127.0.0.1 with Swagger UI at /swagger"
 	@echo "make lint   - ruff, function length, mypy, cfn-lint, the SAM transform + cfn-lint with our rules on its output"
@@ -73,6 +74,12 @@ FUZZ_SEED ?= 19
 FUZZ_TIME ?= 180
 fuzz: bootstrap java
 	$(PY) -m tests.local.fuzz --seed $(FUZZ_SEED) --max-time $(FUZZ_TIME)
+
+# The simulation (tests/sim): scenarios SEED .. SEED+SCENARIOS-1 (each one org's life, replayable alone by its
+# seed), invariants checked after every step. No SEED: a random one, printed. `make test` runs a CI-sized one.
+SCENARIOS ?= 200
+sim: bootstrap java
+	$(PY) -m tests.sim $(if $(SEED),--seed $(SEED)) --scenarios $(SCENARIOS)
 
 bench: bootstrap java $(SAM_VENV)/bin/sam
 	$(PY) -m tests.bench.run

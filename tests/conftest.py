@@ -74,3 +74,17 @@ def _block_network_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: py
         raise RuntimeError("unit tests must not use the network")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+# The simulation's one line (tests/sim/test_simulation.py records it as a user property; under xdist the
+# controller receives it with the report), printed in the terminal summary.
+_SIMULATION_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _SIMULATION_LINES.extend(str(value) for name, value in report.user_properties if name == "simulation")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in dict.fromkeys(_SIMULATION_LINES):
+        terminalreporter.write_line(line)

@@ -696,8 +696,13 @@ class OrgRepository:
             self._table.update_item(Key=_org_key(org_id), ConditionExpression="attribute_exists(PK)", **update)
 
     # ------------------------------------------------------------------ period-end index (invoice run)
-    def index_period(self, org_id: str, period_key: str, period_end_iso: str, *, truncated: bool = False) -> None:
-        """Makes the period findable by the day it ends (GSI2 PERIODEND#<date>). Idempotent."""
+    def index_period(
+        self, org_id: str, period_key: str, period_end_iso: str, *, truncated: bool = False, relist: bool = True
+    ) -> None:
+        """Makes the period findable by the day it ends (GSI2 PERIODEND#<date>). Idempotent. `relist=False`:
+        only a period not indexed yet; one already there stays as it is - listed as the subscription's mirror
+        wrote it (its end, `truncated`), or taken off the index (invoiced, or re-anchored away) - so a rerun
+        of the previous period's close, which indexes this one, changes nothing."""
         item = {
             **period_index_key(org_id, period_key),
             "type": "period_index",
@@ -707,8 +712,12 @@ class OrgRepository:
             "period_key": period_key,
             "period_end": period_end_iso,
         }
-        with dynamo_errors():
-            self._table.put_item(Item=item | ({"truncated": True} if truncated else {}))
+        unlisted = {} if relist else {"ConditionExpression": "attribute_not_exists(PK)"}
+        try:
+            with dynamo_errors():
+                self._table.put_item(Item=item | ({"truncated": True} if truncated else {}), **unlisted)
+        except TransactionConditionFailed:
+            return
 
     def reanchor_periods(self, org_id: str, period_key: str, period_end_iso: str, *, truncate: bool = False) -> None:
         """Indexes the subscription's period and deals with every other period of the org that overlaps

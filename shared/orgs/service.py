@@ -253,9 +253,10 @@ class OrgService:
         ]
 
     def index_period_of(self, org: Org, at: datetime) -> None:
-        """Registers the org's period containing `at` for the invoice run."""
+        """Registers the org's period containing `at` for the invoice run, unless it is indexed already (as
+        the subscription's mirror wrote it, or taken off the index: invoiced, or re-anchored away)."""
         period = period_containing(org, at)
-        self._repo.index_period(org.org_id, period.key, iso(period.end))
+        self._repo.index_period(org.org_id, period.key, iso(period.end), relist=False)
 
     # ------------------------------------------------------------------ members
     def list_members(self, caller: Caller, org_id: str, cursor: str | None, limit: int) -> Page[Member]:

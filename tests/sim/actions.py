@@ -1,0 +1,425 @@
+"""What each step does, through the real services (one small function per action, `@action`), and the
+org's life as the simulator knows it (`Life`): ids it made, what it expects Stripe and the books to hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import stripe
+from boto3.dynamodb.conditions import Key
+
+from shared.auth import Caller
+from shared.clock import iso
+from shared.credits.periods import _add_months, period_containing
+from shared.orgs.models import BillingMode, ProjectStatus, Role
+from shared.reconcile.wiring import Reconciliation, build_reconciliation
+from shared.settings import ApiSettings
+from shared.stripe_gateway import WebhookEvent
+from shared.usage.service import SdkEvent
+from shared.wallet.models import AutoTopUp
+from shared.wallet.service import Bill, WalletSettings
+from tests.paid import stripe_subscription
+from tests.sim.scenario import Step
+from tests.sim.world import API_KEY, ScenarioServices, SimWorld
+
+SUPPORT = Caller("sim-support", None, frozenset({"support"}))
+
+
+@dataclass
+class Life:
+    """One org's life in a scenario: the services, the ids, and Stripe's side as the simulator sees it."""
+
+    world: SimWorld
+    kit: ScenarioServices
+    rng: random.Random
+    org_id: str = ""
+    owner: Caller = field(default_factory=lambda: Caller("sim-owner", "owner@example.com", frozenset()))
+    projects: dict[str, str] = field(default_factory=dict)  # step name -> project id
+    members: set[str] = field(default_factory=set)
+    customer: str = ""
+    test_clock: str = ""
+    subscription_id: str = ""
+    plan: str = "free"
+    sub_start: datetime | None = None
+    topups: dict[str, str] = field(default_factory=dict)  # step key -> topup id
+    late_events: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    delivered: set[str] = field(default_factory=set)
+    invoiced: set[str] = field(default_factory=set)  # period keys run through the invoice steps
+    notes: list[str] = field(default_factory=list)  # outcomes (refusals), for the reproduction
+    sub_status: str = "none"  # what the simulator last told the mirror Stripe's subscription is
+    past_due_since: datetime | None = None
+    reconciled: list[Any] = field(default_factory=list)  # the discrepancies after the last reconciliation
+
+    @property
+    def now(self) -> datetime:
+        return self.kit.clock.now()
+
+    @property
+    def services(self) -> Any:
+        return self.kit.services
+
+    def client(self) -> stripe.StripeClient:
+        return stripe.StripeClient(API_KEY, base_addresses={"api": self.world.stripe_base}, max_network_retries=0)
+
+    def project(self) -> str:
+        return next(iter(self.projects.values()), "")
+
+
+ACTIONS: dict[str, Callable[[Life, dict[str, Any]], None]] = {}
+
+
+def action(name: str) -> Callable[[Callable[[Life, dict[str, Any]], None]], Callable[[Life, dict[str, Any]], None]]:
+    def register(fn: Callable[[Life, dict[str, Any]], None]) -> Callable[[Life, dict[str, Any]], None]:
+        ACTIONS[name] = fn
+        return fn
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------- org
+@action("create_org")
+def create_org(life: Life, args: dict[str, Any]) -> None:
+    if life.org_id:
+        return
+    view = life.services.orgs.create_org(
+        life.owner, name="Sim Co", billing_mode=BillingMode.BYO, currency="USD", plan_id="free"
+    )
+    life.org_id = view.org.org_id
+    project = life.services.orgs.create_project(life.owner, life.org_id, name="Launch")
+    life.projects["launch"] = project.project_id
+
+
+def _mirror(life: Life, plan: str, status: str) -> None:
+    """What the subscription webhook does with Stripe's subscription (the mirror, given the subscription):
+    anchored at checkout, its current period the latest renewal's (month ends clamped from the anchor)."""
+    anchor, months = life.sub_start, 0
+    assert anchor is not None
+    while _add_months(anchor, months + 1) <= life.now:
+        months += 1
+    sub = stripe_subscription(life.org_id, plan, start=anchor, status=status, subscription_id=life.subscription_id)
+    sub = dataclasses.replace(
+        sub,
+        customer_id=life.customer,
+        current_period_start=int(_add_months(anchor, months).timestamp()),
+        current_period_end=int(_add_months(anchor, months + 1).timestamp()),
+    )
+    mirror = life.services.subscriptions._mirror
+    mirror.apply(life.org_id, sub, mirror.now_ms())
+    if status == "past_due" and life.sub_status != "past_due":
+        life.past_due_since = life.now
+    life.sub_status = status
+
+
+@action("checkout")
+def checkout(life: Life, args: dict[str, Any]) -> None:
+    """Checkout at a random time of day: the customer (on a Stripe test clock at the simulated now) and the
+    subscription anchored then, as the checkout webhooks mirror it."""
+    if not life.customer:
+        client = life.client()
+        clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": int(life.now.timestamp())})
+        customer = client.v1.customers.create(
+            params={"name": life.org_id, "test_clock": clock.id, "metadata": {"org_id": life.org_id}}
+        )
+        life.test_clock, life.customer = clock.id, customer.id
+        life.services.orgs._repo.link_stripe_customer(life.org_id, customer.id)
+    if not life.subscription_id:
+        life.subscription_id = f"sub_sim{life.rng.getrandbits(48):012x}"
+        life.sub_start = life.now.replace(microsecond=0)
+    _mirror(life, args["plan"], "active")
+    life.plan = args["plan"]
+
+
+@action("agency_mode")
+def agency_mode(life: Life, args: dict[str, Any]) -> None:
+    life.services.orgs.update_org(life.owner, life.org_id, name=None, billing_mode=BillingMode.AGENCY, currency=None)
+
+
+@action("change_plan")
+def change_plan(life: Life, args: dict[str, Any]) -> None:
+    if life.subscription_id:
+        _mirror(life, args["plan"], "active")
+        life.plan = args["plan"]
+
+
+@action("subscription_status")
+def subscription_status(life: Life, args: dict[str, Any]) -> None:
+    if life.subscription_id and life.plan != "free":
+        _mirror(life, life.plan, args["status"])
+
+
+@action("add_member")
+def add_member(life: Life, args: dict[str, Any]) -> None:
+    user = f"sim-{args['user']}"
+    life.services.orgs.add_member(life.owner, life.org_id, user_id=user, email=None, role=Role.MEMBER)
+    life.members.add(user)
+
+
+@action("remove_member")
+def remove_member(life: Life, args: dict[str, Any]) -> None:
+    user = f"sim-{args['user']}"
+    if user in life.members:
+        life.services.orgs.remove_member(life.owner, life.org_id, user)
+        life.members.discard(user)
+
+
+@action("add_project")
+def add_project(life: Life, args: dict[str, Any]) -> None:
+    project = life.services.orgs.create_project(life.owner, life.org_id, name=args["name"])
+    life.projects[args["name"]] = project.project_id
+
+
+@action("archive_project")
+def archive_project(life: Life, args: dict[str, Any]) -> None:
+    if args["name"] in life.projects:
+        life.services.orgs.set_project_status(
+            life.owner, life.org_id, life.projects.pop(args["name"]), ProjectStatus.ARCHIVED
+        )
+
+
+# ---------------------------------------------------------------------------------------------- credits, usage
+@action("reserve")
+def reserve(life: Life, args: dict[str, Any]) -> None:
+    life.services.credits.reserve(
+        org_id=life.org_id,
+        project_id=life.project(),
+        template_id=args["template"],
+        generation_type="image",
+        quantity=args["quantity"],
+        workflow_run_id=args["run"],
+        actor="sim",
+    )
+
+
+@action("settle")
+def settle(life: Life, args: dict[str, Any]) -> None:
+    ran = datetime.fromisoformat(args["ran_at"])
+    life.services.credits.settle(
+        org_id=life.org_id, workflow_run_id=args["run"], quantity=args["quantity"], occurred_at=ran, actor="sim"
+    )
+
+
+@action("release")
+def release(life: Life, args: dict[str, Any]) -> None:
+    life.services.credits.release(org_id=life.org_id, workflow_run_id=args["run"], actor="sim")
+
+
+@action("sdk_batch")
+def sdk_batch(life: Life, args: dict[str, Any]) -> None:
+    occurred = life.now - timedelta(hours=args["age_h"])
+    event = SdkEvent(life.org_id, occurred, args["events"])
+    life.services.usage.ingest_sdk_events(f"{life.org_id}-{args['batch']}", [event])
+
+
+# ---------------------------------------------------------------------------------------------- wallet
+def advance_stripe(life: Life) -> None:
+    """The customer's test clock brought to the simulated now (ACH settles 4 days after it started)."""
+    if not life.test_clock:
+        return
+    target = int(life.now.timestamp())
+    clock = life.world.stripe.store.get("test_helpers.test_clock", life.test_clock)
+    while clock["frozen_time"] < target:
+        life.world.stripe.advance_clock(life.test_clock, min(target, clock["frozen_time"] + 31 * 86_400))
+        clock = life.world.stripe.store.get("test_helpers.test_clock", life.test_clock)
+
+
+def _default_card(life: Life, card: str) -> None:
+    client = life.client()
+    pm = client.v1.payment_methods.attach(card, params={"customer": life.customer})
+    client.v1.customers.update(life.customer, params={"invoice_settings": {"default_payment_method": pm.id}})
+
+
+@action("top_up")
+def top_up(life: Life, args: dict[str, Any]) -> None:
+    if not life.customer:
+        return
+    method, ok = args["method"], args["outcome"] == "ok"
+    payment_method = None
+    if method == "card":
+        _default_card(life, "pm_card_visa" if ok else "pm_card_chargeDeclined")
+    elif method == "ach":
+        payment_method = "pm_usBankAccount_success" if ok else "pm_usBankAccount_insufficientFunds"
+    topup = life.services.wallet.top_up(
+        life.owner,
+        life.org_id,
+        amount_minor=args["amount"],
+        method=method,
+        idempotency_key=args["key"],
+        return_url=None,
+        payment_method=payment_method,
+    )
+    life.topups[args["key"]] = topup.topup_id
+    if method == "wire" and topup.status == "pending":
+        params = {"amount": args["amount"], "currency": "usd"}
+        life.client().v1.test_helpers.customers.fund_cash_balance(life.customer, params=params)  # type: ignore[arg-type]
+
+
+def _charge_of(life: Life, key: str) -> str | None:
+    topup_id = life.topups.get(key)
+    topup = life.services.wallet._repo.topup(life.org_id, topup_id) if topup_id else None
+    intent_id = topup.payment_intent_id if topup else None
+    if not intent_id:
+        return None
+    intent = life.client().v1.payment_intents.retrieve(intent_id)
+    return str(intent.latest_charge) if intent.status == "succeeded" and intent.latest_charge else None
+
+
+@action("stripe_refund")
+def stripe_refund(life: Life, args: dict[str, Any]) -> None:
+    """A refund made in Stripe's dashboard (not through us): its webhooks tell the wallet."""
+    charge_id = _charge_of(life, args["key"])
+    if charge_id:
+        charge = life.client().v1.charges.retrieve(charge_id)
+        amount = (charge.amount - charge.amount_refunded) // args["part"]
+        if amount > 0 and not charge.disputed:
+            life.client().v1.refunds.create(params={"charge": charge_id, "amount": amount})
+
+
+@action("stripe_dispute")
+def stripe_dispute(life: Life, args: dict[str, Any]) -> None:
+    charge_id = _charge_of(life, args["key"])
+    if charge_id and not life.client().v1.charges.retrieve(charge_id).disputed:
+        life.client().raw_request("post", f"/_emulator/charges/{charge_id}/dispute")
+
+
+@action("auto_top_up")
+def auto_top_up(life: Life, args: dict[str, Any]) -> None:
+    if not life.customer:
+        return
+    _default_card(life, args["card"])
+    auto = AutoTopUp(
+        enabled=True, threshold_minor=args["threshold"], amount_minor=args["amount"], daily_cap_minor=args["amount"] * 3
+    )
+    settings = WalletSettings(10_000, 0, auto)
+    life.services.wallet.configure(life.owner, life.org_id, settings)
+
+
+@action("hold")
+def hold(life: Life, args: dict[str, Any]) -> None:
+    life.services.wallet.hold(
+        org_id=life.org_id,
+        hold_id=args["hold"],
+        project_id=life.project(),
+        platform=args["platform"],
+        amount_minor=args["amount"],
+    )
+
+
+@action("release_hold")
+def release_hold(life: Life, args: dict[str, Any]) -> None:
+    life.services.wallet.release_hold(org_id=life.org_id, hold_id=args["hold"])
+
+
+@action("bill")
+def bill(life: Life, args: dict[str, Any]) -> None:
+    billed_on = date.fromisoformat(args["on"])
+    life.services.wallet.record_bill(
+        Bill(
+            life.org_id,
+            args["platform"],
+            args["bill"],
+            life.project(),
+            args["amount"],
+            "USD",
+            billed_on,
+            args["hold"],
+            "sim",
+        )
+    )
+
+
+@action("reverse_bill")
+def reverse_bill(life: Life, args: dict[str, Any]) -> None:
+    life.services.wallet.reverse_bill(
+        org_id=life.org_id, platform=args["platform"], bill_id=args["bill"], reason="corrected", actor="sim"
+    )
+
+
+@action("support_refund")
+def support_refund(life: Life, args: dict[str, Any]) -> None:
+    life.services.wallet.refund(
+        SUPPORT, life.org_id, amount_minor=args["amount"], reason="sim", idempotency_key=args["key"]
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the scheduled runs
+def _due(life: Life, prefix: str) -> list[dict[str, Any]]:
+    """The org's items under `prefix` still listed for the sweeper (GSI2) and past their expiry."""
+    key = Key("PK").eq(f"ORG#{life.org_id}") & Key("SK").begins_with(prefix)
+    items = life.kit.table.query(KeyConditionExpression=key, ConsistentRead=True)["Items"]
+    now = iso(life.now)
+    return [i for i in items if i.get("GSI2PK") and str(i.get("GSI2SK", "~")) <= now]
+
+
+@action("sweep")
+def sweep(life: Life, args: dict[str, Any]) -> None:
+    """The sweeper's work for this org: what it does with each expired hold and reservation it lists (the
+    scenarios share a table: listing every shard's would sweep the other scenarios' orgs at this one's
+    time, and cost the whole table's size each time)."""
+    wallet, credits = life.services.wallet, life.services.credits
+    for item in _due(life, "HOLD#"):
+        wallet.release_hold(org_id=life.org_id, hold_id=str(item["hold_id"]), expired=True)
+    for item in _due(life, "RESV#"):
+        run = credits._repo.listed_reservation(item)[1].workflow_run_id
+        credits.release(org_id=life.org_id, workflow_run_id=run, actor="system:sweeper", expired=True)
+
+
+INVOICE_STEPS = ("close", "collect", "finalize", "render", "issue")
+
+
+def run_invoice(life: Life, period_key: str) -> list[str]:
+    invoices = life.services.invoices
+    return [getattr(invoices, step)(life.org_id, period_key) for step in INVOICE_STEPS]
+
+
+@action("daily_run")
+def daily_run(life: Life, args: dict[str, Any]) -> None:
+    """The dispatcher's list for the day (ended and settled periods only) and the invoice run for this org."""
+    day = date.fromisoformat(args["day"])
+    for past in (day - timedelta(days=1), day):
+        for org_id, period_key in life.services.orgs.periods_due(past, life.now):
+            if org_id == life.org_id:
+                run_invoice(life, period_key)
+                life.invoiced.add(period_key)
+
+
+def reconciliation(life: Life) -> Reconciliation:
+    settings = ApiSettings(
+        table_name=life.world.table_name, notifications_topic_arn="", event_bus_name="sim", documents_bucket=""
+    )
+    return build_reconciliation(
+        settings, clock=life.kit.clock, table=life.kit.table, gateway=life.kit.gateway, reads_per_s=10_000
+    )
+
+
+@action("reconcile")
+def reconcile(life: Life, args: dict[str, Any]) -> None:
+    today = life.now.date()
+    recon = reconciliation(life)
+    recon.reconciler.reconcile_org(life.org_id, today - timedelta(days=60), today + timedelta(days=1))
+    life.reconciled = recon.repo.all_of_org(life.org_id, status="open")
+
+
+@action("end")
+def end(life: Life, args: dict[str, Any]) -> None:
+    """The life's last moment: every late webhook delivered (Stripe retries for days)."""
+
+
+def stripe_event(event: dict[str, Any]) -> WebhookEvent:
+    return WebhookEvent(str(event["id"]), str(event["type"]), int(event["created"]), event["data"]["object"])
+
+
+def period_key_at(life: Life, at: datetime) -> str:
+    org = life.services.orgs._repo.require_org(life.org_id)
+    return period_containing(org, at).key
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+__all__ = ["ACTIONS", "Life", "Step", "advance_stripe", "run_invoice", "stripe_event"]

@@ -1,0 +1,289 @@
+"""Runs scenarios: each step at its simulated time through the real services, faults injected as the seed
+chose, Stripe's events delivered the way webhooks arrive (duplicated, reordered, late), failed calls retried
+the way their callers retry (API clients with the same idempotency key, Lambda, Step Functions, Stripe's
+redelivery); then the invariants. A failure is shrunk (steps dropped while it still fails) and printed with
+the command that replays it."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from shared.errors import ConcurrentUpdateError, DomainError, ThrottledError, UpstreamError
+from tests.sim import invariants
+from tests.sim.actions import ACTIONS, Life, advance_stripe, run_invoice, stripe_event
+from tests.sim.scenario import Scenario, Step, generate
+from tests.sim.world import FaultPlan, SimCrash, SimWorld
+
+ATTEMPTS = 6  # a call that keeps failing is retried; the last attempt runs with the faults passed
+RETRIED = (SimCrash, ConcurrentUpdateError, ThrottledError, UpstreamError, ClientError)
+STRIPE_ACTIONS = {
+    "checkout",
+    "top_up",
+    "stripe_refund",
+    "stripe_dispute",
+    "auto_top_up",
+    "bill",
+    "support_refund",
+    "end",
+    "daily_run",
+}
+
+
+@dataclass
+class Failure:
+    invariant: str
+    detail: str
+    step: int  # index of the step after which it was seen (len(steps) for the end checks)
+
+
+@dataclass
+class Outcome:
+    seed: int
+    steps: int
+    faults: int
+    failures: list[Failure] = field(default_factory=list)
+
+
+class Run:
+    """One scenario's run."""
+
+    def __init__(
+        self,
+        world: SimWorld,
+        scenario: Scenario,
+        *,
+        each_step: bool = True,
+        extra: dict[str, Callable[[Life], None]] | None = None,
+    ):
+        self.scenario = scenario
+        rng = random.Random(scenario.seed ^ 0x5EED)
+        faults = FaultPlan(random.Random(scenario.seed ^ 0xFA17), dict(scenario.faults))
+        self.life = Life(world, world.scenario(scenario.steps[0].at, faults), rng)
+        self.world, self.each_step, self.extra = world, each_step, extra or {}
+        self.outcome = Outcome(scenario.seed, 0, 0)
+
+    def go(self) -> Outcome:
+        for index, step in enumerate(self.scenario.steps):
+            self.life.kit.clock.at = max(self.life.kit.clock.at, step.at)
+            if not self._step(index, step):
+                break
+        self.outcome.faults = len(self.life.kit.faults.log)
+        return self.outcome
+
+    def _fail(self, name: str, detail: str, index: int) -> None:
+        self.outcome.failures.append(Failure(name, detail, index))
+
+    def _step(self, index: int, step: Step) -> bool:
+        self.outcome.steps += 1
+        try:
+            self._retried(lambda: self._act(step))
+            if step.action in STRIPE_ACTIONS or self.life.late_events:
+                self._webhooks(final=step.action == "end")
+        except DomainError as refused:  # a refusal the product answers with a 4xx: an outcome, not a bug
+            self.life.notes.append(f"{step.action}: {type(refused).__name__} {getattr(refused, 'code', '')}")
+        except Exception:
+            self._fail("no_server_error", f"{step.describe()}\n{traceback.format_exc(limit=12)}", index)
+            return False
+        if step.action == "end":
+            try:
+                self._final(index)
+            except Exception:  # the last run, reconciliation or a check broke: reported
+                self._fail("no_server_error", f"at the end\n{traceback.format_exc(limit=12)}", index)
+        elif self.each_step and self.life.org_id:
+            for name, problem in self._checked(invariants.AFTER_EACH):
+                self._fail(name, f"after {step.describe()}: {problem}", index)
+        return not self.outcome.failures
+
+    def _checked(self, names: set[str] | None) -> list[tuple[str, str]]:
+        faults = self.life.kit.faults
+        faults.armed = False
+        try:
+            return invariants.check(self.life, names)
+        finally:
+            faults.armed = True
+
+    def _act(self, step: Step) -> None:
+        if step.action in self.extra:
+            self.extra[step.action](self.life)
+            return
+        if step.action in STRIPE_ACTIONS:
+            self._quiet(lambda: advance_stripe(self.life))
+        ACTIONS[step.action](self.life, step.args)
+
+    def _quiet(self, fn: Callable[[], Any]) -> Any:
+        """The simulator's own work (Stripe's side, set-up reads): no faults injected."""
+        faults = self.life.kit.faults
+        armed, faults.armed = faults.armed, False
+        try:
+            return fn()
+        finally:
+            faults.armed = armed
+
+    def _retried(self, fn: Callable[[], Any]) -> Any:
+        for attempt in range(ATTEMPTS):
+            last = attempt == ATTEMPTS - 1
+            try:
+                return self._quiet(fn) if last else fn()
+            except RETRIED as exc:
+                if last or (isinstance(exc, ClientError) and not _injected(exc)):
+                    raise
+        return None
+
+    # ------------------------------------------------------------------ Stripe's webhooks
+    def _webhooks(self, *, final: bool) -> None:
+        life, faults = self.life, self.life.kit.faults
+        fresh = self.world.events_for(life.customer) if life.customer else []
+        if faults.fire("webhook_reorder"):
+            life.rng.shuffle(fresh)
+        now = life.now
+        due = [e for at, e in life.late_events if final or at <= now]
+        life.late_events = [(at, e) for at, e in life.late_events if not (final or at <= now)]
+        for event in fresh:
+            if not final and faults.fire("webhook_delay"):  # dropped now, redelivered hours or days later
+                life.late_events.append((now + timedelta(hours=life.rng.choice([1, 20, 80])), event))
+                continue
+            due.append(event)
+            if faults.fire("webhook_duplicate"):
+                due.append(event)
+        for event in due:
+            self._retried(lambda e=event: life.services.stripe_events.handle(stripe_event(e)))
+
+    # ------------------------------------------------------------------ the end
+    def _final(self, index: int) -> None:
+        life = self.life
+        self._quiet(lambda: self._settle_up())
+        for name, problem in self._checked(None):
+            self._fail(name, problem, index)
+        for problem in self._quiet(self._rerun_changes_nothing):
+            self._fail("rerun_changes_nothing", problem, index)
+        del life
+
+    def _settle_up(self) -> None:
+        """Everything Stripe still owes delivered, a last sweep, run and reconciliation."""
+        life = self.life
+        advance_stripe(life)
+        self._webhooks(final=True)
+        ACTIONS["sweep"](life, {})
+        ACTIONS["daily_run"](life, {"day": life.now.date().isoformat(), "again": False})
+        ACTIONS["reconcile"](life, {})
+
+    def _rerun_changes_nothing(self) -> list[str]:
+        """Re-running the day (the dispatcher and every invoice it ran, the sweeper) changes no item."""
+        life = self.life
+        before = _snapshot(invariants.org_items(life))
+        for period_key in sorted(life.invoiced):
+            run_invoice(life, period_key)
+        ACTIONS["daily_run"](life, {"day": life.now.date().isoformat(), "again": True})
+        after = _snapshot(invariants.org_items(life))
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        return [f"{sk} changed: {_diff(before.get(sk), after.get(sk))}" for sk in changed[:5]]
+
+
+def _snapshot(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {i["SK"]: i for i in items if not i["SK"].startswith(("RECON#", "RUN#"))}
+
+
+def _diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    if before is None or after is None:
+        return "made" if before is None else "gone"
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys)[:400]
+
+
+def _injected(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Message") in ("Rate exceeded", "Transaction cancelled")
+
+
+def run_one(world: SimWorld, scenario: Scenario, **kwargs: Any) -> Outcome:
+    return Run(world, scenario, **kwargs).go()
+
+
+# ---------------------------------------------------------------------------------------------- many
+@dataclass
+class Summary:
+    seed: int
+    scenarios: int = 0
+    steps: int = 0
+    faults: int = 0
+    seconds: float = 0.0
+    failed: list[tuple[Outcome, Scenario]] = field(default_factory=list)
+    global_failures: list[Failure] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"simulation: {self.scenarios} scenarios, {self.steps} steps, {self.faults} faults, seed {self.seed}"
+
+
+def run_many(
+    world: SimWorld, seed: int, count: int, *, workers: int = 8, each_step: bool = True, budget_s: float | None = None
+) -> Summary:
+    """Scenarios seed .. seed+count-1 (each replayable alone by its own seed), `workers` at a time; with a
+    budget, no scenario starts after it is spent (the summary says how many ran)."""
+    summary, lock = Summary(seed), threading.Lock()
+    started = time.monotonic()
+
+    def one(n: int) -> None:
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            return
+        scenario = generate(seed + n)
+        outcome = run_one(world, scenario, each_step=each_step)
+        with lock:
+            summary.scenarios += 1
+            summary.steps += outcome.steps
+            summary.faults += outcome.faults
+            if outcome.failures:
+                summary.failed.append((outcome, scenario))
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(count)))
+    numbers = world.invoice_numbers()
+    summary.global_failures = [
+        Failure("invoice_numbers_gapless", p, -1) for p in invariants.invoice_numbers_gapless(numbers)
+    ]
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- shrink, report
+def still_fails(world: SimWorld, scenario: Scenario, name: str, **kwargs: Any) -> bool:
+    return any(f.invariant == name for f in run_one(world, scenario, **kwargs).failures)
+
+
+def shrink(world: SimWorld, scenario: Scenario, name: str, *, budget_s: float = 60.0, **kwargs: Any) -> Scenario:
+    """Drops steps (never the org's creation nor the end) while the scenario still breaks `name`."""
+    deadline = time.monotonic() + budget_s
+    changed = True
+    while changed and time.monotonic() < deadline:
+        changed = False
+        index = len(scenario.steps) - 2
+        while index >= 1 and time.monotonic() < deadline:
+            smaller = scenario.without(index)
+            if still_fails(world, smaller, name, **kwargs):
+                scenario, changed = smaller, True
+            index -= 1
+    return scenario
+
+
+def replay_command(seed: int) -> str:
+    return f"make sim SEED={seed} SCENARIOS=1"
+
+
+def report(world: SimWorld, outcome: Outcome, scenario: Scenario, *, budget_s: float = 60.0, **kwargs: Any) -> str:
+    first = outcome.failures[0]
+    small = shrink(world, scenario, first.invariant, budget_s=budget_s, **kwargs)
+    lines = [
+        f"invariant {first.invariant} broken in scenario seed {scenario.seed}: {first.detail}",
+        f"shortest reproduction found ({len(small.steps)} of {len(scenario.steps)} steps, faults {small.faults}):",
+        *(f"  {step.describe()}" for step in small.steps),
+        f"replay: {replay_command(scenario.seed)}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,258 @@
+"""The simulator's world: its own billing table on DynamoDB Local, its own in-process Stripe emulator (no
+webhook endpoint: the simulator delivers Stripe's events itself, with the faults it chose), and per
+scenario the real service graph (`build_services`) on a simulated clock, with faults injected at the
+boundaries: the DynamoDB table (conflicts, throttling, a crash before or after a write) and the Stripe
+gateway (429, 5xx, a timeout before or after Stripe acted)."""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from unittest import mock
+
+import boto3
+from botocore.exceptions import ClientError
+
+from shared.dynamo import PerThreadTable
+from shared.errors import StripeTimeoutError, ThrottledError, UpstreamError
+from shared.settings import ApiSettings
+from shared.stripe_gateway import StripeGateway
+from shared.wiring import Services, build_services
+from tests.local import cfn
+from tests.local.stripe_emulator import StripeEmulator
+
+API_KEY = "sk_test_local"
+
+# DynamoDB calls a repository makes (on the Table resource, or on its client for transactions).
+TABLE_WRITES = ("put_item", "update_item")
+CLIENT_WRITES = ("transact_write_items", "put_item")
+TABLE_READS = ("get_item", "query")
+
+
+class SimCrash(Exception):
+    """The process died here (a Lambda timeout, an out-of-memory kill): nothing after this point ran.
+    Raised by the simulator only; product code never catches it (it is not a DomainError)."""
+
+
+class SimClock:
+    """The scenario's "now": it moves only when the simulator moves it."""
+
+    def __init__(self, now: datetime):
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class FaultPlan:
+    """Which faults this scenario injects, drawn from its seed: a rate per fault kind (0 = never) and the
+    random stream that decides each call. `log` counts the faults injected."""
+
+    rng: random.Random
+    rates: dict[str, float]
+    armed: bool = True  # off while the simulator itself reads (invariants) or sets a scenario up
+    log: list[str] = field(default_factory=list)
+    calls: int = 0  # DynamoDB and Stripe calls made by the services (the cost of a scenario)
+
+    def fire(self, kind: str) -> bool:
+        rate = self.rates.get(kind, 0.0)
+        if not self.armed or rate <= 0 or self.rng.random() >= rate:
+            return False
+        self.log.append(kind)
+        return True
+
+
+def _client_error(code: str, operation: str) -> ClientError:
+    if code == "TransactionConflict":
+        response: dict[str, Any] = {
+            "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+            "CancellationReasons": [{"Code": "TransactionConflict"}],
+        }
+    else:
+        response = {"Error": {"Code": code, "Message": "Rate exceeded"}}
+    return ClientError(response, operation)  # type: ignore[arg-type]
+
+
+def _guarded(call: Callable[..., Any], name: str, faults: FaultPlan, *, write: bool) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        faults.calls += 1
+        if write and name == "transact_write_items" and faults.fire("ddb_conflict"):
+            raise _client_error("TransactionConflict", name)
+        if faults.fire("ddb_throttle"):
+            raise _client_error("ThrottlingException", name)
+        if write and faults.fire("crash_before_write"):
+            raise SimCrash(f"crash before {name}")
+        result = call(*args, **kwargs)
+        if write and faults.fire("crash_after_write"):
+            raise SimCrash(f"crash after {name}")
+        return result
+
+    return run
+
+
+class FaultyClient:
+    def __init__(self, client: Any, faults: FaultPlan):
+        self._client, self._faults = client, faults
+
+    def __getattr__(self, name: str) -> Any:
+        got = getattr(self._client, name)
+        if name in CLIENT_WRITES or name in ("batch_get_item", "transact_get_items"):
+            return _guarded(got, name, self._faults, write=name in CLIENT_WRITES)
+        return got
+
+
+class _Meta:
+    def __init__(self, meta: Any, faults: FaultPlan):
+        self.client = FaultyClient(meta.client, faults)
+        self._meta = meta
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._meta, name)
+
+
+class FaultyTable:
+    """A boto3 Table whose calls may fail as the scenario's faults say."""
+
+    def __init__(self, table: Any, faults: FaultPlan):
+        self._table, self._faults = table, faults
+        self.name = table.name
+        self.meta = _Meta(table.meta, faults)
+
+    def __getattr__(self, name: str) -> Any:
+        got = getattr(self._table, name)
+        if name in TABLE_WRITES or name in TABLE_READS:
+            return _guarded(got, name, self._faults, write=name in TABLE_WRITES)
+        return got
+
+
+# Gateway methods that only read: a fault there is a failed read, never a half-done action.
+_STRIPE_FAULTS: tuple[tuple[str, Callable[[], Exception]], ...] = (
+    ("stripe_429", lambda: ThrottledError("Stripe is rate limiting; retry shortly.")),
+    ("stripe_5xx", lambda: UpstreamError("Stripe answered 500.")),
+    ("stripe_timeout", lambda: StripeTimeoutError("Stripe did not answer in time.")),
+)
+
+
+class FaultyGateway:
+    """The real gateway, each call of which may fail as Stripe can: 429 / 5xx before it acted, or a
+    timeout after it acted (the answer lost: a retry with the same idempotency key finds it done)."""
+
+    def __init__(self, gateway: StripeGateway, faults: FaultPlan):
+        self._gateway, self._faults = gateway, faults
+
+    def __getattr__(self, name: str) -> Any:
+        got = getattr(self._gateway, name)
+        if not callable(got) or name.startswith("_") or name in ("parse_webhook", "price_id"):
+            return got
+        faults = self._faults
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            faults.calls += 1
+            for kind, error in _STRIPE_FAULTS[:2]:
+                if faults.fire(kind):
+                    raise error()
+            result = got(*args, **kwargs)
+            if faults.fire("stripe_timeout"):
+                raise _STRIPE_FAULTS[2][1]()
+            return result
+
+        return call
+
+
+class MemoryDocuments:
+    """Invoice PDFs and CSVs kept in memory (S3 is not what the simulation is about)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, bytes] = {}
+
+    def put(self, key: str, body: bytes, content_type: str) -> None:
+        self.saved[key] = body
+
+    def get(self, key: str) -> bytes:
+        return self.saved[key]
+
+    def url(self, key: str, filename: str, expires: int = 900) -> str:
+        return f"memory://{key}"
+
+
+@dataclass
+class ScenarioServices:
+    services: Services
+    clock: SimClock
+    faults: FaultPlan
+    gateway: StripeGateway  # the real one, fault free (the simulator's own Stripe reads and helpers)
+    table: Any  # the real table, fault free (the invariants' reads)
+
+
+class SimWorld:
+    """One table and one Stripe emulator shared by every scenario of a run (each scenario is one org)."""
+
+    def __init__(self) -> None:
+        self.table_name = f"Sim{uuid.uuid4().hex[:10]}"
+        client = boto3.client("dynamodb")
+        billing = cfn.load_template()["Resources"]["BillingTable"]
+        cfn.create_tables(client, {"Resources": {self.table_name: billing}})
+        self.stripe = StripeEmulator(api_key=API_KEY, webhook_secret="whsec_local", strict_contract=True)
+        self.stripe_base = self.stripe.start()
+        self.stripe.set_webhook_endpoint(None)
+        self.documents = MemoryDocuments()
+        # Typesetting a PDF costs more than a whole scenario's DynamoDB calls and is not what the simulation is
+        # about (tests/integration/test_invoice_* render them): the invoice's own JSON stands in for it.
+        self._pdf = mock.patch("shared.invoices.service.render_pdf", lambda invoice: invoice.model_dump_json().encode())
+        self._pdf.start()
+        self._tables = PerThreadTable(self.table_name)  # boto3 resources are per thread, and costly to make
+        self._cursor, self._mail, self._lock = 0, dict[str, list[dict[str, Any]]](), threading.Lock()
+
+    def stop(self) -> None:
+        self._pdf.stop()
+        self.stripe.stop()
+
+    def events_for(self, customer: str) -> list[dict[str, Any]]:
+        """Stripe's events about the customer not taken yet, oldest first (each scenario takes its own)."""
+        store = self.stripe.store
+        with self._lock:
+            with store.lock:
+                fresh = [store.objects[i] for i in store.event_ids[self._cursor :]]
+                self._cursor = len(store.event_ids)
+            for event in fresh:
+                obj = event["data"]["object"]
+                owner = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
+                if isinstance(owner, str):
+                    self._mail.setdefault(owner, []).append(copy.deepcopy(event))
+            return self._mail.pop(customer, [])
+
+    def invoice_numbers(self) -> list[str]:
+        """Every issued number in the run's table (the series are the table's)."""
+        table = boto3.resource("dynamodb").Table(self.table_name)
+        numbers, kwargs = [], {"ProjectionExpression": "SK, #n", "ExpressionAttributeNames": {"#n": "number"}}
+        while True:
+            page = table.scan(**kwargs)
+            numbers += [
+                str(i["number"]) for i in page["Items"] if i.get("number") and str(i["SK"]).startswith("INVOICE#")
+            ]
+            if "LastEvaluatedKey" not in page:
+                return numbers
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def scenario(self, now: datetime, faults: FaultPlan) -> ScenarioServices:
+        table = self._tables
+        gateway = StripeGateway(API_KEY, "whsec_local", api_base=self.stripe_base)
+        settings = ApiSettings(
+            table_name=self.table_name, notifications_topic_arn="", event_bus_name="sim", documents_bucket=""
+        )
+        clock = SimClock(now)
+        services = build_services(
+            settings,
+            clock=clock,
+            table=FaultyTable(table, faults),
+            gateway=FaultyGateway(gateway, faults),  # type: ignore[arg-type]
+            documents=self.documents,  # type: ignore[arg-type]
+        )
+        return ScenarioServices(services, clock, faults, gateway, table)
