@@ -9,7 +9,8 @@ wallet holds still reserve); credits = used (settled) + reserved (open reservati
 A new hold or reservation must fit: `committed + amount <= limit` (checked in the write that makes it,
 as `committed <= limit - amount`: DynamoDB conditions do no arithmetic). Bills and settles are always
 recorded (the money and the credits are spent) and count against the budget; crossing 80 % and 100 % of
-a budget's limit with spend (bills) or use (settles) is announced once per crossing."""
+a budget's limit with spend (bills) or use (settles), or by limits set at or below what was already used,
+is announced once per crossing."""
 
 from __future__ import annotations
 
