@@ -9,7 +9,8 @@ wallet holds still reserve); credits = used (settled) + reserved (open reservati
 A new hold or reservation must fit: `committed + amount <= limit` (checked in the write that makes it,
 as `committed <= limit - amount`: DynamoDB conditions do no arithmetic). Bills and settles are always
 recorded (the money and the credits are spent) and count against the budget; crossing 80 % and 100 % of
-a budget's limit with spend (bills) or use (settles) is announced once per crossing."""
+a budget's limit with spend (bills) or use (settles), or by limits set at or below what was already used,
+is announced once per crossing."""
 
 from __future__ import annotations
 
@@ -116,9 +117,28 @@ def crossings(budget: ProjectBudget, names: tuple[str, ...], before: BudgetUsage
             continue
         was = before.used(name)
         for pct in WARN_AT_PCT:
-            line = -(-limit * pct // 100)  # the line rounded up: 80 % of 5 is crossed at 4, not at 3
-            if was < max(line, 1) <= was + added:
+            if was < line_of(limit, pct) <= was + added:
                 found.append(Crossing(name, pct, limit, was + added))
+    return found
+
+
+def line_of(limit: int, pct: int) -> int:
+    """The use that crosses `pct` % of a limit: rounded up (80 % of 5 is crossed at 4, not at 3), at least 1
+    (a limit of 0 is crossed by the first use, not by nothing)."""
+    return max(-(-limit * pct // 100), 1)
+
+
+def limits_crossed(before: ProjectBudget, after: ProjectBudget, usage: BudgetUsage) -> list[Crossing]:
+    """The lines that new limits put at or below what was already used in the period (a budget set or
+    lowered mid-period below its use): crossed by the change itself, as a bill would cross them. Lines the
+    use was already past under the old limits were announced then."""
+    found: list[Crossing] = []
+    old = before.limits()
+    for name, limit in after.limits().items():
+        used = usage.used(name)
+        for pct in WARN_AT_PCT:
+            if line_of(limit, pct) <= used and not (name in old and line_of(old[name], pct) <= used):
+                found.append(Crossing(name, pct, limit, used))
     return found
 
 

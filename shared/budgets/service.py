@@ -22,6 +22,7 @@ from shared.budgets.rules import (
     crossings,
     event_of,
     left,
+    limits_crossed,
 )
 from shared.clock import Clock
 from shared.credits.periods import Period, period_containing
@@ -29,7 +30,7 @@ from shared.errors import ConflictError, NotFoundError
 from shared.orgs.models import MANAGE_BILLING, READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
-from shared.outbox import Event, Message
+from shared.outbox import Event, Message, OutboxWriter
 from shared.wallet.platforms import platform_name
 
 
@@ -65,11 +66,14 @@ class Checked:
 
 
 class BudgetService:
-    def __init__(self, orgs: OrgService, org_repo: OrgRepository, repo: BudgetRepository, clock: Clock):
+    def __init__(
+        self, orgs: OrgService, org_repo: OrgRepository, repo: BudgetRepository, clock: Clock, outbox: OutboxWriter
+    ):
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
         self._clock = clock
+        self._outbox = outbox
 
     # ------------------------------------------------------------------ people
     def get(self, caller: Caller, org_id: str, project_id: str) -> BudgetState:
@@ -85,14 +89,21 @@ class BudgetService:
 
     def put(self, caller: Caller, org_id: str, project_id: str, limits: BudgetLimits) -> BudgetState:
         """Replaces the project's limits (owner, admin, billing; support). Applies at once: holds and
-        reservations made from now on are checked against it."""
+        reservations made from now on are checked against it. Limits put at or below what the period already
+        used cross their lines now: Project.BudgetWarning / Reached, once per stored revision."""
         org = self._orgs.access(caller, org_id, MANAGE_BILLING, support=True).org
         self._require_project(org_id, project_id)
         for platform in limits.platforms_minor:
             platform_name(platform)
         budget = ProjectBudget(project_id, limits.ad_spend_minor, dict(limits.platforms_minor), limits.credits)
-        self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
-        return self.state(org, project_id)
+        before = self._repo.budget(org_id, project_id)
+        stored = self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
+        state = self.state(org, project_id)
+        found = limits_crossed(before, stored, state.usage)
+        if found:
+            messages = [_event(org_id, project_id, state.period.key, c) for c in found]
+            self._outbox.send_once(org_id, f"budget:{project_id}:{stored.rev}", messages)
+        return state
 
     def state(self, org: Org, project_id: str) -> BudgetState:
         period = period_containing(org, self._clock.now())
@@ -164,14 +175,15 @@ def crossing_messages(
     """Project.BudgetWarning (80 %) and Project.BudgetReached (100 %) for each line a bill's spend or a
     settle's use crosses: sent with the change that crossed it (the outbox), so once per crossing."""
     added = touch.spent if touch.credits_used == 0 else touch.credits_used
-    return [_event(org_id, touch, c) for c in crossings(budget, names, before, added)]
+    found = crossings(budget, names, before, added)
+    return [_event(org_id, touch.project_id, touch.period_key, c) for c in found]
 
 
-def _event(org_id: str, touch: BudgetTouch, crossing: Crossing) -> Event:
+def _event(org_id: str, project_id: str, period_key: str, crossing: Crossing) -> Event:
     detail = {
         "org_id": org_id,
-        "project_id": touch.project_id,
-        "period_key": touch.period_key,
+        "project_id": project_id,
+        "period_key": period_key,
         "budget": crossing.budget,
         "threshold_pct": crossing.threshold_pct,
         "limit": crossing.limit,

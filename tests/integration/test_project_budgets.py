@@ -209,6 +209,30 @@ def test_a_budget_lowered_below_its_spend_refuses_holds_and_records_bills(kit: W
     assert (usage.spent, usage.held) == (11_000, 0)  # the hold was drawn to 0 by the bill (1,000 over it)
 
 
+def test_a_budget_lowered_below_its_spend_is_announced_once_so_the_optimizer_pauses_the_project(
+    kit: WalletKit, stack: Any
+) -> None:
+    queue = capture_events(stack, {"detail-type": [{"prefix": "Project."}]})
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 100_000, new_user())
+    _budget(kit, owner, org_id, project, ad_spend_minor=20_000)
+    _bill(kit, org_id, project, 8_000, "b1", date(2026, 11, 28))  # 40 %: nothing crossed
+    kit.wallet.hold(org_id=org_id, hold_id="campaign", project_id=project, platform="meta", amount_minor=9_000)
+    # When billing lowers the budget to 7,500 (below the 8,000 spent), twice (a retried request)
+    for _ in range(2):
+        _budget(kit, owner, org_id, project, ad_spend_minor=7_500)
+    # Then both lines are announced once: the optimizer pauses the project's open campaign
+    seen = [
+        (e["detail-type"], e["detail"]["threshold_pct"], e["detail"]["limit"], e["detail"]["used"])
+        for e in drain(stack, queue)
+        if e["detail"]["org_id"] == org_id
+    ]
+    assert sorted(seen) == [("Project.BudgetReached", 100, 7_500, 8_000), ("Project.BudgetWarning", 80, 7_500, 8_000)]
+    # and the campaign's later bills, past the lowered line, announce nothing again
+    _bill(kit, org_id, project, 2_000, "b2", date(2026, 11, 29), hold_id="campaign")
+    assert drain(stack, queue) == []
+
+
 def test_a_hold_drawn_by_bills_across_days_posts_each_once_and_frees_only_its_remainder(
     kit: WalletKit, stack: Any
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.budgets.models import BudgetGuard, BudgetTouch, merged
-from shared.budgets.rules import BudgetUsage, ProjectBudget, caps, crossings, left, spend_budgets
+from shared.budgets.rules import BudgetUsage, ProjectBudget, caps, crossings, left, limits_crossed, spend_budgets
 from shared.errors import InvalidRequestError
 from shared.wallet.account import HOLD_MAX_LIFETIME, hold_draw, hold_expiry
 
@@ -50,6 +51,25 @@ def test_the_80_percent_line_is_rounded_up() -> None:
     assert crossings(budget, ("credits",), BudgetUsage("k", credits_used=3), 0) == []
     found = crossings(budget, ("credits",), BudgetUsage("k", credits_used=3), 1)
     assert [(c.threshold_pct, c.used) for c in found] == [(80, 4)]
+
+
+def test_limits_set_or_lowered_below_what_was_used_cross_their_lines_once() -> None:
+    used = BudgetUsage("k", spent=9_000, held=5_000, platform_spent={"meta": 9_000}, credits_used=4)
+    before = ProjectBudget("p", ad_spend_minor=20_000, rev=1)
+    # lowered to 10,000: 9,000 spent is past 80 % (holds are not use); the new meta budget past both lines
+    after = ProjectBudget("p", ad_spend_minor=10_000, platforms_minor={"meta": 9_000}, rev=2)
+    found = [(c.budget, c.threshold_pct, c.limit, c.used) for c in limits_crossed(before, after, used)]
+    assert found == [
+        ("ad_spend", 80, 10_000, 9_000),
+        ("ad_spend:meta", 80, 9_000, 9_000),
+        ("ad_spend:meta", 100, 9_000, 9_000),
+    ]
+    # lines already behind the use under the old limits were announced then; raising one crosses nothing
+    assert [c.threshold_pct for c in limits_crossed(after, replace(after, ad_spend_minor=9_000), used)] == [100]
+    assert limits_crossed(after, replace(after, ad_spend_minor=50_000), used) == []
+    # a limit of 0 with nothing used yet is crossed by the first use, not by being set
+    assert limits_crossed(ProjectBudget("p"), ProjectBudget("p", credits=0), BudgetUsage("k")) == []
+    assert [c.threshold_pct for c in limits_crossed(ProjectBudget("p"), ProjectBudget("p", credits=5), used)] == [80]
 
 
 def test_touches_of_one_project_and_period_merge_into_one_update() -> None:
