@@ -101,7 +101,9 @@ class CreditRepository:
         AlreadyApplied if its cause was applied before, ConditionFailed({"reservation"}) if the
         reservation was not in the state the change expects."""
         after = change.after
-        lines = [Line(e.kind.value, e.delta, e.balance_after, {"credits": e.credits}) for e in change.entries]
+        lines = [
+            Line(e.kind.value, e.delta, e.balance_after, {"credits": e.credits, **e.fields}) for e in change.entries
+        ]
         self._ledger.commit(
             Change(
                 org_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from shared import keys
 from shared.auth import Caller
@@ -28,10 +29,12 @@ from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
 from shared.pagination import Page
 from shared.retry import until_done
-from shared.sweep import SweepReport, sweep
+from shared.sweep import SweepReport, sweep_batched
 
 RESERVATION_TTL = timedelta(hours=2)
 MAX_ATTEMPTS = 200
+MAX_EXPIRED_TOGETHER = 40  # reservations in one change: 2 items each at most, with the account and the entry
+SWEEPER = "system:sweeper"
 WARN_AT_PCT = (80, 100)
 
 
@@ -93,6 +96,23 @@ def _result(record: Reservation, *, replayed: bool, available: int | None = None
 def _meta(project_id: str | None, ref: str, actor: str, key: str) -> dict[str, object]:
     fields: dict[str, object] = {"ref": ref, "actor": actor, "idempotency_key": key}
     return {**fields, "project_id": project_id} if project_id else fields
+
+
+def _expiries(records: list[Reservation], now: str, stored: StoredAccount) -> CreditChange:
+    """Expired reservations of one account released in one change: a release line each (with its run's
+    ref and idempotency key), each reservation ended on its condition, one counter update per project-period."""
+    account, entries, ends = stored.account, [], []
+    freed: dict[str, int] = {}
+    for record in records:
+        run = record.workflow_run_id
+        account, (line,) = account.release(record.credits)
+        entries.append(replace(line, fields=_meta(record.project_id, f"run:{run}", SWEEPER, f"expired:{run}")))
+        ends.append(ReservationEnd(run, "expired", {"ended_at": now, "available_after": account.available}))
+        project = keys.project_period_sk(record.period_key, record.project_id)
+        freed[project] = freed.get(project, 0) + record.credits
+    counters = [Counters(sk, {"reserved": -credits}) for sk, credits in freed.items()]
+    entry = {"ref": "sweeper:expired", "actor": SWEEPER}
+    return CreditChange(account, entries, entry=entry, records=[*ends, *counters])
 
 
 class CreditService:
@@ -325,12 +345,30 @@ class CreditService:
 
         def expire(item: Item) -> bool:
             org_id, record = self._repo.listed_reservation(item)
-            result = self.release(
-                org_id=org_id, workflow_run_id=record.workflow_run_id, actor="system:sweeper", expired=True
-            )
+            try:
+                result = self.release(
+                    org_id=org_id, workflow_run_id=record.workflow_run_id, actor=SWEEPER, expired=True
+                )
+            except ConflictError as ended:  # settled or released since it was listed: nothing left to expire
+                if not ended.code.startswith("already_"):
+                    raise
+                return False
             return not result.replayed
 
-        return sweep("reservations", self._repo.expired_reservations(iso(self._clock.now())), expire)
+        entries = self._repo.expired_reservations(iso(self._clock.now()))
+        return sweep_batched("reservations", entries, self._expire_together, expire, most=MAX_EXPIRED_TOGETHER)
+
+    def _expire_together(self, items: list[Item]) -> int | None:
+        """The listed reservations of one org, as the index projects them (no read of each): released in one
+        change of its account, a line each. None if one of them had ended meanwhile (nothing was written)."""
+        listed = [self._repo.listed_reservation(item) for item in items]
+        records = [record for _, record in listed if record.status == "reserved"]
+        if not records:
+            return 0
+        org = self._org_repo.require_org(listed[0][0])
+        now = self._clock.now()
+        committed = self._commit(org, period_containing(org, now), partial(_expiries, records, iso(now)))
+        return None if committed is None else len(records)
 
     # ------------------------------------------------------------------ support and packs
     def adjust(self, caller: Caller, org_id: str, *, credits: int, reason: str, idempotency_key: str) -> int:

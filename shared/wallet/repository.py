@@ -57,6 +57,7 @@ from shared.wallet.models import (
     WalletChange,
 )
 
+MAX_HOLDS_ENDED = 99  # and the account: DynamoDB's 100 items in one transaction
 _ACCOUNT = ("currency", "balance", "held", "pending", "floor", "low_threshold")
 _AUTO = {f"auto_{name}": name for name in AutoTopUp.__dataclass_fields__}
 
@@ -522,6 +523,42 @@ class WalletRepository:
         except TransactionConditionFailed:
             return False
         return True
+
+    def end_holds(self, org_id: str, holds: Sequence[Hold], status: str, ended_at: str) -> int:
+        """Voids or expires pending holds of one wallet in one transaction (their amounts free again, one
+        account update): a hold found no longer pending (settled or voided meanwhile) is left out and the
+        rest tried again. How many it ended. At most MAX_HOLDS_ENDED at once (one transaction)."""
+        if len(holds) > MAX_HOLDS_ENDED:
+            raise ValueError(f"at most {MAX_HOLDS_ENDED} holds in one transaction")
+        pending = list(holds)
+        while pending:
+            free = {
+                "TableName": self._name,
+                "Key": account_key(org_id),
+                "UpdateExpression": "SET held = held - :a, available = available + :a",
+                "ExpressionAttributeValues": {":a": sum(h.amount_minor for h in pending)},
+            }
+            closes = [
+                close_indexed(
+                    self._name,
+                    keys.key(org_id, keys.hold_sk(h.hold_id)),
+                    expected="pending",
+                    status=status,
+                    fields={"ended_at": ended_at},
+                )
+                for h in pending
+            ]
+            try:
+                with dynamo_errors():
+                    self._client.transact_write_items(TransactItems=[{"Update": free}, *closes])
+            except TransactionConditionFailed as exc:  # only the closes have conditions
+                left = [h for i, h in enumerate(pending, start=1) if i not in exc.indexes]
+                if len(left) == len(pending):
+                    raise
+                pending = left
+                continue
+            return len(pending)
+        return 0
 
     def copy_mode(self, org_id: str, mode: str) -> bool:
         """Gives a wallet written before it kept a copy of the org's billing mode that copy, if the org

@@ -12,19 +12,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
+from functools import partial
 
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
 from shared.dynamo import Item
-from shared.errors import ConflictError, InvalidRequestError, NotFoundError
+from shared.errors import ConcurrentUpdateError, ConflictError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
 from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.pagination import Page
+from shared.retry import until_done
 from shared.stripe_gateway import StripeGateway
-from shared.sweep import SweepReport, sweep
+from shared.sweep import SweepReport, sweep_batched
 from shared.wallet.account import (
     EntryKind,
     WalletAccount,
@@ -48,9 +50,17 @@ from shared.wallet.models import (
     WalletChange,
 )
 from shared.wallet.platforms import platform_name
-from shared.wallet.poster import Posted, WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
+from shared.wallet.poster import (
+    MAX_ATTEMPTS,
+    Posted,
+    WalletNotAvailableError,
+    WalletPoster,
+    agency,
+    spend_stopped,
+    wallet_mode,
+)
 from shared.wallet.refunds import WalletRefunds
-from shared.wallet.repository import Duplicate, HoldEnded, HoldRefused, WalletRepository
+from shared.wallet.repository import MAX_HOLDS_ENDED, Duplicate, HoldEnded, HoldRefused, WalletRepository
 from shared.wallet.topups import TopUps
 
 HOLD_TTL = timedelta(hours=24)
@@ -259,7 +269,18 @@ class WalletService:
             self.release_hold(org_id=org_id, hold_id=hold.hold_id, expired=True)
             return True
 
-        return sweep("wallet holds", self._repo.expired_holds(iso(self._clock.now())), expire)
+        def expire_together(items: list[Item]) -> int:
+            """The listed holds of one wallet, as the index projects them (no reads): one transaction."""
+            listed = [self._repo.listed_hold(item) for item in items]
+            org_id, now = listed[0][0], iso(self._clock.now())
+            pending = [hold for _, hold in listed if hold.status == "pending"]
+            expire_all = partial(self._repo.end_holds, org_id, pending, "expired", now)
+            return until_done(
+                expire_all, retry_on=(ConcurrentUpdateError,), attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry."
+            )
+
+        entries = self._repo.expired_holds(iso(self._clock.now()))
+        return sweep_batched("wallet holds", entries, expire_together, expire, most=MAX_HOLDS_ENDED)
 
     # ------------------------------------------------------------------ platform bills
     def record_bill(self, bill: Bill) -> BillResult:
