@@ -7,7 +7,8 @@ ledger entries it makes; each entry's `delta` is its change to `available` and `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from shared.errors import ConflictError
@@ -37,6 +38,7 @@ class Entry:
     delta: int
     balance_after: int
     credits: int  # the quantity the entry is about (reserved, used, granted ...), always >= 0
+    fields: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)  # on its line (ref ...)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,9 @@ class CreditRepository:
         reservation was not in the state the change expects, BudgetRefused / BudgetChanged if the project's
         budget has no room or changed since read (shared/budgets)."""
         after = change.after
-        lines = [Line(e.kind.value, e.delta, e.balance_after, {"credits": e.credits}) for e in change.entries]
+        lines = [
+            Line(e.kind.value, e.delta, e.balance_after, {"credits": e.credits, **e.fields}) for e in change.entries
+        ]
         budgets = [item for touch in merged(change.budgets) for item in self._budgets.touch_items(org_id, touch)]
         try:
             self._ledger.commit(

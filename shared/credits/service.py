@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from shared import keys
 from shared.auth import Caller
@@ -32,12 +33,15 @@ from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
 from shared.pagination import Page
 from shared.retry import until_done
-from shared.sweep import SweepReport, sweep
+from shared.sweep import SweepReport, sweep_batched
 from shared.usage.metering import UsageEvent, UsageMeter
 
 RESERVATION_TTL = timedelta(hours=2)
 MAX_BUDGET_READS = 20  # a reservation reads its project's limits again when they changed meanwhile
 MAX_ATTEMPTS = 200
+MAX_EXPIRED_TOGETHER = 32  # reservations in one change: 3 items each at most (its end, its project's counters
+# and budget), with the account and the entry: 98 of a transaction's 100
+SWEEPER = "system:sweeper"
 WARN_AT_PCT = (80, 100)
 
 
@@ -81,6 +85,7 @@ class Request:
 
 
 Build = Callable[[StoredAccount], CreditChange]
+Records = list[ReservationPut | ReservationEnd | Counters]  # a change's records (shared/credits/models.py)
 
 
 def _result(record: Reservation, *, replayed: bool, available: int | None = None) -> ReservationResult:
@@ -100,6 +105,53 @@ def _result(record: Reservation, *, replayed: bool, available: int | None = None
 def _meta(project_id: str | None, ref: str, actor: str, key: str) -> dict[str, object]:
     fields: dict[str, object] = {"ref": ref, "actor": actor, "idempotency_key": key}
     return {**fields, "project_id": project_id} if project_id else fields
+
+
+def _release_of(account: CreditAccount, record: Reservation, status: str, now: str) -> CreditChange:
+    """One reservation given back (released or expired) from `account`: its release entry, the reservation
+    ended on its condition, its project-period counter and its project budget's reserved credits back."""
+    after, entries = account.release(record.credits)
+    run = record.workflow_run_id
+    project = keys.project_period_sk(record.period_key, record.project_id)
+    end = ReservationEnd(run, status, {"ended_at": now, "available_after": after.available})
+    touch = _budget_end(record, used=0)
+    records: Records = [end, Counters(project, {"reserved": -record.credits})]
+    return CreditChange(after, entries, records=records, budgets=[touch] if touch else [])
+
+
+def _expiries(reservations: list[Reservation], now: str, stored: StoredAccount) -> CreditChange:
+    """Expired reservations of one account released in one change, each as `release` does it: a release
+    line each (with its run's ref and idempotency key), each reservation ended on its condition, one
+    counter update per project-period (and one budget update: the repository merges the touches)."""
+    account = stored.account
+    entries: list[Entry] = []
+    records: Records = []
+    budgets: list[BudgetTouch] = []
+    for record in reservations:
+        run = record.workflow_run_id
+        one = _release_of(account, record, "expired", now)
+        meta = _meta(record.project_id, f"run:{run}", SWEEPER, f"expired:{run}")
+        account, entries = one.after, [*entries, *(replace(line, fields=meta) for line in one.entries)]
+        records += one.records
+        budgets += one.budgets
+    entry = {"ref": "sweeper:expired", "actor": SWEEPER}
+    return CreditChange(account, entries, entry=entry, records=_one_per_item(records), budgets=budgets)
+
+
+def _one_per_item(records: Records) -> Records:
+    """The records with one Counters per item (a transaction writes an item once): their adds summed."""
+    others: Records = []
+    counters: dict[str, Counters] = {}
+    for record in records:
+        if not isinstance(record, Counters):
+            others.append(record)
+            continue
+        was = counters.get(record.sk)
+        if was is not None:
+            adds = {k: was.adds.get(k, 0) + record.adds.get(k, 0) for k in {**was.adds, **record.adds}}
+            record = replace(was, adds=adds)
+        counters[record.sk] = record
+    return [*others, *counters.values()]
 
 
 class CreditService:
@@ -364,18 +416,9 @@ class CreditService:
         now = self._clock.now()
 
         def build(stored: StoredAccount) -> CreditChange:
-            after, entries = stored.account.release(record.credits)
-            project = keys.project_period_sk(record.period_key, record.project_id)
-            return CreditChange(
-                after,
-                entries,
-                entry=_meta(record.project_id, f"run:{workflow_run_id}", actor, f"{status}:{workflow_run_id}"),
-                records=[
-                    ReservationEnd(workflow_run_id, status, {"ended_at": iso(now), "available_after": after.available}),
-                    Counters(project, {"reserved": -record.credits}),
-                ],
-                budgets=[touch] if (touch := _budget_end(record, used=0)) else [],
-            )
+            released = _release_of(stored.account, record, status, iso(now))
+            meta = _meta(record.project_id, f"run:{workflow_run_id}", actor, f"{status}:{workflow_run_id}")
+            return replace(released, entry=meta)
 
         committed = self._commit(org, period_containing(org, now), build)
         if committed is None:
@@ -388,12 +431,30 @@ class CreditService:
 
         def expire(item: Item) -> bool:
             org_id, record = self._repo.listed_reservation(item)
-            result = self.release(
-                org_id=org_id, workflow_run_id=record.workflow_run_id, actor="system:sweeper", expired=True
-            )
+            try:
+                result = self.release(
+                    org_id=org_id, workflow_run_id=record.workflow_run_id, actor=SWEEPER, expired=True
+                )
+            except ConflictError as ended:  # settled or released since it was listed: nothing left to expire
+                if not ended.code.startswith("already_"):
+                    raise
+                return False
             return not result.replayed
 
-        return sweep("reservations", self._repo.expired_reservations(iso(self._clock.now())), expire)
+        entries = self._repo.expired_reservations(iso(self._clock.now()))
+        return sweep_batched("reservations", entries, self._expire_together, expire, most=MAX_EXPIRED_TOGETHER)
+
+    def _expire_together(self, items: list[Item]) -> int | None:
+        """The listed reservations of one org, as the index projects them (no read of each): released in one
+        change of its account, a line each. None if one of them had ended meanwhile (nothing was written)."""
+        listed = [self._repo.listed_reservation(item) for item in items]
+        records = [record for _, record in listed if record.status == "reserved"]
+        if not records:
+            return 0
+        org = self._org_repo.require_org(listed[0][0])
+        now = self._clock.now()
+        committed = self._commit(org, period_containing(org, now), partial(_expiries, records, iso(now)))
+        return None if committed is None else len(records)
 
     # ------------------------------------------------------------------ support and packs
     def adjust(self, caller: Caller, org_id: str, *, credits: int, reason: str, idempotency_key: str) -> int:

@@ -41,6 +41,7 @@ from shared.budgets.models import BudgetTouch, merged
 from shared.budgets.repository import BUDGET_RULE, BudgetChanged, BudgetRefused, BudgetRepository
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
+from shared.ledger.engine import MAX_TRANSACTION_ITEMS
 from shared.orgs.models import BillingMode
 from shared.pagination import Page
 from shared.sweep import due_entries
@@ -61,6 +62,7 @@ from shared.wallet.models import (
     WalletChange,
 )
 
+MAX_HOLDS_ENDED = 99  # one sweep group of a wallet's holds: one transaction or a few (hold_packs)
 _ACCOUNT = ("currency", "balance", "held", "pending", "floor", "low_threshold")
 _AUTO = {f"auto_{name}": name for name in AutoTopUp.__dataclass_fields__}
 
@@ -527,26 +529,55 @@ class WalletRepository:
     def end_hold(self, org_id: str, hold: Hold, status: str, ended_at: str) -> bool:
         """Voids or expires a pending hold as read: what it still holds is free again (in the wallet and in
         its project's budget). False if it is no longer pending or a bill drew on it since (read again)."""
+        try:
+            with dynamo_errors():
+                self._client.transact_write_items(TransactItems=self._end_items(org_id, [hold], status, ended_at))
+        except TransactionConditionFailed:
+            return False
+        return True
+
+    def end_holds(self, org_id: str, holds: Sequence[Hold], status: str, ended_at: str) -> list[Hold]:
+        """Voids or expires pending holds of one wallet as read, in one transaction (one of `hold_packs`),
+        each as `end_hold` does. A hold no longer pending or drawn on since it was read falls out and the
+        rest are tried again. The holds it ended (those that fell out: for the caller to read again)."""
+        pending = list(holds)
+        while pending:
+            items = self._end_items(org_id, pending, status, ended_at)
+            if len(items) > MAX_TRANSACTION_ITEMS:
+                raise ValueError(f"{len(items)} items: more than one transaction takes (hold_packs)")
+            try:
+                with dynamo_errors():
+                    self._client.transact_write_items(TransactItems=items)
+            except TransactionConditionFailed as exc:
+                fell = {i for i in exc.indexes if 1 <= i <= len(pending)}  # the closes: items 1..n
+                if not fell:
+                    raise
+                pending = [h for i, h in enumerate(pending, start=1) if i not in fell]
+                continue
+            return pending
+        return []
+
+    def _end_items(self, org_id: str, holds: Sequence[Hold], status: str, ended_at: str) -> list[TxItem]:
+        """The items that end pending holds as read: the account frees their remainders (`open_minor`), each
+        hold (items 1..n) closes on being pending with the remainder read, and each project-period's
+        budget gets its holds' remainders back (one item each)."""
         free = {
             "TableName": self._name,
             "Key": account_key(org_id),
             "UpdateExpression": "SET held = held - :a, available = available + :a",
-            "ExpressionAttributeValues": {":a": hold.open_minor},
+            "ExpressionAttributeValues": {":a": sum(h.open_minor for h in holds)},
         }
+        closes = [self._close_hold(org_id, h, status, ended_at) for h in holds]
+        touches = merged(touch for h in holds if (touch := freed_budget(h)) is not None)
+        budgets = [n.item for touch in touches for n in self._budgets.touch_items(org_id, touch)]
+        return [{"Update": free}, *closes, *budgets]
+
+    def _close_hold(self, org_id: str, hold: Hold, status: str, ended_at: str) -> TxItem:
         key = keys.key(org_id, keys.hold_sk(hold.hold_id))
         close = close_indexed(self._name, key, expected="pending", status=status, fields={"ended_at": ended_at})
         update = close["Update"]
         update["ConditionExpression"] += " AND " + _remaining_is(update, hold.open_minor)
-        items = [{"Update": free}, close]
-        if hold.budget_period and hold.open_minor:
-            touch = BudgetTouch(hold.project_id, hold.budget_period, hold.platform, held=-hold.open_minor)
-            items += [n.item for n in self._budgets.touch_items(org_id, touch)]
-        try:
-            with dynamo_errors():
-                self._client.transact_write_items(TransactItems=items)
-        except TransactionConditionFailed:
-            return False
-        return True
+        return close
 
     def _draw_item(self, org_id: str, draw: HoldDrawn) -> TxItem:
         """A bill's draw on a hold: still pending with `before` left; exhausted (and unlisted) at 0."""
@@ -612,6 +643,37 @@ def _lines(change: WalletChange) -> list[Line]:
         Line(m.kind.value, m.amount, m.balance_after, {"ref": ref} if ref else {})
         for m, ref in zip(change.movements, refs, strict=True)
     ]
+
+
+def freed_budget(hold: Hold) -> BudgetTouch | None:
+    """What ending a hold gives back to its project's budget: its remainder, in the period that counts it
+    (None: a hold made before budgets, or nothing left)."""
+    if not (hold.budget_period and hold.open_minor):
+        return None
+    return BudgetTouch(hold.project_id, hold.budget_period, hold.platform, held=-hold.open_minor)
+
+
+def hold_packs(holds: Sequence[Hold]) -> list[list[Hold]]:
+    """The holds in groups that `end_holds` ends in one transaction each (first fit, in order): the account,
+    a close each and a budget item per project-period within MAX_TRANSACTION_ITEMS, and one platform per
+    project-period (its budget item is written once)."""
+    packs: list[list[Hold]] = []
+    for hold in holds:
+        pack = next((p for p in packs if _fits(p, hold)), None)
+        if pack is None:
+            packs.append([hold])
+        else:
+            pack.append(hold)
+    return packs
+
+
+def _fits(pack: list[Hold], hold: Hold) -> bool:
+    places = {t.place: t.platform for h in pack if (t := freed_budget(h)) is not None}
+    touch = freed_budget(hold)
+    new_place = touch is not None and touch.place not in places
+    if touch is not None and not new_place and places[touch.place] != touch.platform:
+        return False
+    return 1 + len(pack) + 1 + len(places) + new_place <= MAX_TRANSACTION_ITEMS
 
 
 def _remaining_is(update: dict[str, Any], amount: int) -> str:

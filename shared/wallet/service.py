@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
+from functools import partial
 
 from shared.auth import Caller
 from shared.budgets.models import BudgetTouch
@@ -28,8 +29,9 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Message
 from shared.pagination import Page
+from shared.retry import until_done
 from shared.stripe_gateway import StripeGateway
-from shared.sweep import SweepReport, sweep
+from shared.sweep import SweepReport, sweep_batched
 from shared.wallet.account import (
     EntryKind,
     WalletAccount,
@@ -54,13 +56,23 @@ from shared.wallet.models import (
     WalletChange,
 )
 from shared.wallet.platforms import platform_name
-from shared.wallet.poster import Posted, WalletNotAvailableError, WalletPoster, agency, spend_stopped, wallet_mode
+from shared.wallet.poster import (
+    MAX_ATTEMPTS,
+    Posted,
+    WalletNotAvailableError,
+    WalletPoster,
+    agency,
+    spend_stopped,
+    wallet_mode,
+)
 from shared.wallet.refunds import WalletRefunds
 from shared.wallet.repository import (
+    MAX_HOLDS_ENDED,
     Duplicate,
     HoldEnded,
     HoldRefused,
     WalletRepository,
+    hold_packs,
 )
 from shared.wallet.runway_repository import RunwayRepository
 from shared.wallet.runway_watch import RunwayReading, RunwayWatch
@@ -337,7 +349,29 @@ class WalletService:
             self.release_hold(org_id=org_id, hold_id=hold.hold_id, expired=True)
             return True
 
-        return sweep("wallet holds", self._repo.expired_holds(iso(self._clock.now())), expire)
+        entries = self._repo.expired_holds(iso(self._clock.now()))
+        return sweep_batched("wallet holds", entries, self._expire_together, expire, most=MAX_HOLDS_ENDED)
+
+    def _expire_together(self, items: list[Item]) -> int:
+        """The listed holds of one wallet, as the index projects them (no reads): one transaction a pack
+        (`hold_packs`), each freeing its holds' remainders in the wallet and the budgets. A hold that fell
+        out (a bill drew on it, or it ended, since the index listed it) goes the single way, read afresh.
+        The runway is checked once, after. How many it expired."""
+        listed = [self._repo.listed_hold(item) for item in items]
+        org_id, now = listed[0][0], iso(self._clock.now())
+        pending = [hold for _, hold in listed if hold.status == "pending"]
+        ended: set[str] = set()
+        for pack in hold_packs(pending):
+            expire_pack = partial(self._repo.end_holds, org_id, pack, "expired", now)
+            done = until_done(
+                expire_pack, retry_on=(ConcurrentUpdateError,), attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry."
+            )
+            ended |= {hold.hold_id for hold in done}
+        if ended:
+            self.runway.check(org_id, rising=True)  # freed: the runway may rise above a stage (re-armed)
+        fell = [hold.hold_id for hold in pending if hold.hold_id not in ended]
+        again = [self.release_hold(org_id=org_id, hold_id=hold_id, expired=True) for hold_id in fell]
+        return len(ended) + sum(hold.status == "expired" for hold in again)
 
     # ------------------------------------------------------------------ platform bills
     def record_bill(self, bill: Bill) -> BillResult:
