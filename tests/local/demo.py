@@ -177,10 +177,11 @@ def run(web: WebApp, stack: LocalStack) -> None:
     )
     say(f"   projects    {summary['projects']['active']} active of {summary['projects']['limit']}")
     say(f"   agency fee  {summary['platform_fee_bps']} bps of ad spend")
-    # After the last invoice run (time travelled there): Northwind's periods before it are invoiced.
+    agency_clients(web, stack, month)
+    # After the last invoice run (time travelled there): Northwind's periods before it are invoiced. Last:
+    # the reconciliation of every org the demo moved, and its summary.
     with time_machine.travel(last_run + timedelta(hours=1), tick=True):
         reconciliation(web, stack, org_id, month)
-    agency_clients(web, stack, month)
     say()
     say("Demo finished.")
 
@@ -189,7 +190,7 @@ def agency_clients(web: WebApp, stack: LocalStack, month: Month) -> None:
     """Issue 21: a new agency org's runway alerts as a week of bills lands; a client statement with markup."""
     kim, spend = "kim", devtokens.service_token("spend-ingestion")
     say()
-    say("19. Agency clients: Umbrella's runway alerts as a week of Meta bills lands; a client statement")
+    say("18. Agency clients: Umbrella's runway alerts as a week of Meta bills lands; a client statement")
     org_id = web.call(kim, "POST", "/v1/orgs", {"name": "Umbrella Agency"}, expect=201)["org_id"]
     month.kit.customer_on_clock(org_id, month.start)
     urls = {"success_url": "https://app.layers.com/ok", "cancel_url": "https://app.layers.com/no"}
@@ -239,7 +240,7 @@ def reconciliation(web: WebApp, stack: LocalStack, org_id: str, month: Month) ->
     """Issue 18: the daily reconciliation over the demo's days, after a refund made in Stripe's dashboard
     whose webhook never arrived."""
     say()
-    say("18. Reconciliation: every org that moved, checked against Stripe, the platforms and its own books")
+    say("19. Reconciliation: every org that moved, checked against Stripe, the platforms and its own books")
     client = month.kit.client
     intents = client.v1.payment_intents.list(params={"customer": month.customer, "limit": 100}).data
     paid = next(
