@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from shared import keys
 from shared.auth import Caller
 from shared.credits.periods import period_containing
 from shared.errors import InvalidRequestError, NotFoundError
 from shared.money import unit_price_total
-from shared.usage.metering import UsageEvent
+from shared.usage.metering import DEDUPE_WINDOW, UsageEvent
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.local import devtokens
@@ -107,6 +108,28 @@ def test_a_settle_that_stopped_before_metering_counts_its_run_on_the_retry(
     assert replay.replayed and _runs(kit, org_id, key) == 1
     kit.credits.settle(org_id=org_id, workflow_run_id="run-crash", quantity=None, occurred_at=None, actor="t")
     assert _runs(kit, org_id, key) == 1
+
+
+def test_a_settle_replayed_after_its_marker_expired_does_not_count_its_run_again(kit: CreditKit, table: Any) -> None:
+    org_id, project = _org(kit)
+    kit.clock.at += timedelta(hours=rng.randrange(24), minutes=rng.randrange(60))
+    kit.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="ad-copy",
+        generation_type="caption_copy",
+        quantity=1,
+        workflow_run_id="run-old",
+        actor="t",
+    )
+    kit.credits.settle(org_id=org_id, workflow_run_id="run-old", quantity=None, occurred_at=None, actor="t")
+    key = period_containing(kit.org_repo.require_org(org_id), kit.clock.at).key
+    assert _runs(kit, org_id, key) == 1
+    # 35 days and a second later (its period is the last one now, billed): DynamoDB's TTL removed the marker
+    kit.clock.at += DEDUPE_WINDOW + timedelta(seconds=1)
+    table.delete_item(Key=keys.usage_event_key(org_id, "workflow_runs", "run-old"))
+    replay = kit.credits.settle(org_id=org_id, workflow_run_id="run-old", quantity=None, occurred_at=None, actor="t")
+    assert replay.replayed and _runs(kit, org_id, key) == 1
 
 
 def test_the_same_event_id_in_two_batches_counts_once_and_events_land_in_their_period(kit: CreditKit) -> None:
