@@ -13,7 +13,8 @@ call `UsageMeter.record`.
 - **In the period of occurred_at.** A late event lands in its own period's counters; once that period's
   overage was billed, the renewal after carries the difference as a late line (shared/usage/billing.py).
 - **Usage.AllowanceWarning** at 80 % and 100 % of an allowance in the current period, once per crossing:
-  the usage item records the warning in the transaction that puts its outbox item."""
+  the usage item records the warning in the transaction that puts its outbox item (media storage's
+  snapshots announce theirs through `warn` too: shared/usage/service.py)."""
 
 from __future__ import annotations
 
@@ -176,15 +177,17 @@ class UsageMeter:
             period = period_containing(org, now)
             if period.key != period_key:
                 continue  # a past period's crossing is billed, not announced
-            included = int(getattr(self._orgs.subscribed_plan(org).allowances, metric))
-            self._warn_period(org, period, metric, included, now)
+            stored = self._repo.usage(org.org_id, period.key).get(metric)
+            if stored is not None:
+                self.warn(org, period, metric, stored.total, stored.warned)
 
-    def _warn_period(self, org: Org, period: Period, metric: str, included: int, now: datetime) -> None:
-        stored = self._repo.usage(org.org_id, period.key).get(metric)
-        if included <= 0 or stored is None:
-            return
+    def warn(self, org: Org, period: Period, metric: str, used: int, warned: frozenset[int]) -> None:
+        """Usage.AllowanceWarning for each threshold of the allowance `used` reached in the period and not
+        announced yet (`warned`); the usage item records each, so a crossing is announced once."""
+        included = int(getattr(self._orgs.subscribed_plan(org).allowances, metric))
+        now = self._clock.now()
         for pct in WARN_AT_PCT:
-            if pct in stored.warned or stored.total * 100 < included * pct:
+            if included <= 0 or pct in warned or used * 100 < included * pct:
                 continue
             detail = {
                 "org_id": org.org_id,
@@ -192,7 +195,7 @@ class UsageMeter:
                 "metric": metric,
                 "threshold_pct": pct,
                 "included": included,
-                "used": stored.total,
+                "used": used,
             }
             self._repo.warn_once(org.org_id, period.key, metric, pct, Event("Usage.AllowanceWarning", detail), now)
 

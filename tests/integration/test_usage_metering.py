@@ -19,6 +19,7 @@ from shared.credits.periods import period_containing
 from shared.errors import InvalidRequestError, NotFoundError
 from shared.money import unit_price_total
 from shared.usage.metering import DEDUPE_WINDOW, UsageEvent
+from shared.usage.service import GB
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.local import devtokens
@@ -212,6 +213,26 @@ def test_allowance_warnings_go_out_once_per_crossing(kit: CreditKit, stack: Any)
         if e["detail"]["org_id"] == org_id
     ]
     assert sorted(seen) == [(80, 400), (100, 500)]
+
+
+def test_media_storage_warns_once_per_crossing_of_its_peak(kit: CreditKit, stack: Any) -> None:
+    queue = capture_events(stack, {"detail-type": ["Usage.AllowanceWarning"]})
+    org_id, _ = _org(kit, "starter")  # 10 GB included, billed in whole GB rounded up
+    org = kit.org_repo.require_org(org_id)
+    current = period_containing(org, kit.clock.at)
+    # The last period's peak went over (billed, not announced now); this period: 7 GB, 7.2 GB (8 GB: 80 %),
+    # a lower day, 8.9 GB, exactly 10 GB (100 %), then 12 GB
+    kit.usage.record_storage(org_id, current.start - timedelta(seconds=1), 30 * GB)
+    sizes = (7 * GB, 7_200_000_000, 3 * GB, 8_900_000_000, 10 * GB, 12 * GB)
+    for size in sizes:
+        kit.usage.record_storage(org_id, _random_time(current.start, kit.clock.at), size)
+    stack.flush_outbox()
+    seen = [
+        (e["detail"]["metric"], e["detail"]["threshold_pct"], e["detail"]["used"])
+        for e in drain(stack, queue)
+        if e["detail"]["org_id"] == org_id
+    ]
+    assert sorted(seen) == [("media_storage_gb", 80, 8), ("media_storage_gb", 100, 10)]
 
 
 def test_the_eventbridge_event_counts_like_the_route(kit: CreditKit, stack: Any, table: Any) -> None:
