@@ -3,8 +3,8 @@
 call `UsageMeter.record`.
 
 - **Once per event_id.** Each event leaves a marker (its own partition, shared/usage/repository.py) kept
-  for the dedupe window (35 days from receipt, the table's TTL). The route accepts only events that
-  happened within that window (and since the start of the previous period), so an event accepted twice
+  35 days and 6 minutes from receipt (the table's TTL: MARKER_LIFE). The route accepts only events that
+  happened within the 35-day window (and since the start of the previous period), so an event accepted twice
   is always found by its marker: it counts once, whichever batch carries it, however late the retry.
 - **Pre-aggregated.** Events are summed per org · metric · period (with their days and projects) before
   DynamoDB sees them: one transaction per chunk of up to 100 items holds the chunk's markers and one ADD
@@ -36,6 +36,9 @@ from shared.usage.repository import EventMarker, UsageGroup, UsageRepository
 METERED = ("workflow_runs", "sdk_events")
 DEDUPE_WINDOW = timedelta(days=35)  # markers live this long; older events are refused
 FUTURE_SKEW = timedelta(minutes=5)
+# A marker outlives the last instant its event is accepted (occurred_at + the window; occurred_at may be
+# up to FUTURE_SKEW after receipt), with a minute to spare
+MARKER_LIFE = DEDUPE_WINDOW + FUTURE_SKEW + timedelta(minutes=1)
 MAX_TRANSACTION_ITEMS = 100
 WARN_AT_PCT = (80, 100)
 MAX_CHUNK_RETRIES = 5
@@ -143,7 +146,7 @@ class UsageMeter:
         unique = list({e.identity: e for e in reversed(events)}.values())[::-1]
         seen = self._repo.seen([_marker(e, orgs) for e in unique])
         fresh = [e for e in unique if e.identity not in seen]
-        expires = int((self._clock.now() + DEDUPE_WINDOW).timestamp())
+        expires = int((self._clock.now() + MARKER_LIFE).timestamp())
         applied, counters, transactions, touched = [], 0, 0, set()
         for chunk in _chunks(fresh, orgs):
             written = self._apply(chunk, orgs, expires)

@@ -133,6 +133,19 @@ def test_a_settle_replayed_after_its_marker_expired_does_not_count_its_run_again
     assert replay.replayed and _runs(kit, org_id, key) == 1
 
 
+def test_an_event_from_a_clock_ahead_outlives_its_marker_never(kit: CreditKit, table: Any) -> None:
+    org_id, _ = _org(kit)
+    ahead = UsageEvent("sdk_events", org_id, kit.clock.at + timedelta(minutes=4, seconds=rng.randrange(60)), 3, "ahead")
+    assert kit.usage.record_events([ahead]).applied == 1
+    # The last moment the same event is still accepted (occurred_at + 35 days): DynamoDB's TTL may have
+    # removed every marker expired by then
+    kit.clock.at = ahead.occurred_at + DEDUPE_WINDOW
+    marker = table.get_item(Key=keys.usage_event_key(org_id, "sdk_events", "ahead"))["Item"]
+    if int(marker["expires_at"]) <= kit.clock.at.timestamp():
+        table.delete_item(Key=keys.usage_event_key(org_id, "sdk_events", "ahead"))
+    assert kit.usage.record_events([ahead]).applied == 0
+
+
 def test_the_same_event_id_in_two_batches_counts_once_and_events_land_in_their_period(kit: CreditKit) -> None:
     org_id, project = _org(kit)
     org = kit.org_repo.require_org(org_id)
