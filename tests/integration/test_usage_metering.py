@@ -54,7 +54,7 @@ def _runs(kit: CreditKit, org_id: str, period_key: str) -> int:
 
 
 def _random_time(start: datetime, end: datetime) -> datetime:
-    return start + timedelta(seconds=rng.randrange(int((end - start).total_seconds())))
+    return start + timedelta(seconds=rng.randrange(max(1, int((end - start).total_seconds()))))  # (start if < 1 s)
 
 
 def test_a_run_without_credits_is_counted_and_a_settle_counts_its_run_once(kit: CreditKit) -> None:
