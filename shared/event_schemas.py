@@ -53,8 +53,8 @@ class CreditsUsageWarning(_Detail):
 
 
 class UsageAllowanceWarning(_Detail):
-    """Usage.AllowanceWarning: the period's metered usage of an allowance (workflow runs, SDK events) reached
-    80 % or 100 % of what the plan includes (once per crossing)."""
+    """Usage.AllowanceWarning: the period's usage of an allowance (workflow runs, SDK events, media storage's
+    peak in whole GB) reached 80 % or 100 % of what the plan includes (once per crossing)."""
 
     period_key: str
     metric: str

@@ -34,7 +34,7 @@ from shared.outbox import Event, Message
 from shared.pagination import Page
 from shared.retry import until_done
 from shared.sweep import SweepReport, sweep_batched
-from shared.usage.metering import UsageEvent, UsageMeter
+from shared.usage.metering import UsageEvent, UsageMeter, earliest_accepted
 
 RESERVATION_TTL = timedelta(hours=2)
 MAX_BUDGET_READS = 20  # a reservation reads its project's limits again when they changed meanwhile
@@ -348,10 +348,14 @@ class CreditService:
     def _meter_run(self, org: Org, record: Reservation) -> None:
         """The settled run, counted once through the metering path (event_id = the workflow run id: an
         engine that also reports the run itself counts it once). Settles from before runs were metered
-        by event carry no `usage_at`: their run was counted on the period item then."""
+        by event carry no `usage_at`: their run was counted on the period item then. A run older than
+        the metering path accepts is not metered: its marker may be gone (TTL), so a replay would count
+        it again, into a period already billed."""
         if record.usage_at is None:
             return
         at = datetime.fromisoformat(record.usage_at.replace("Z", "+00:00"))
+        if at < earliest_accepted(org, self._clock.now()):
+            return
         event = UsageEvent("workflow_runs", org.org_id, at, 1, record.workflow_run_id, record.project_id)
         self._meter.record_checked([event], {org.org_id: org})
 

@@ -21,6 +21,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "media_storage_gb": ("Media storage", "GB"),
     "workflow_runs_late": ("Workflow runs reported late", "runs"),
     "sdk_events_late": ("SDK events reported late", "events"),
+    "media_storage_gb_late": ("Media storage measured late", "GB"),
 }
 
 

@@ -3,8 +3,8 @@
 call `UsageMeter.record`.
 
 - **Once per event_id.** Each event leaves a marker (its own partition, shared/usage/repository.py) kept
-  for the dedupe window (35 days from receipt, the table's TTL). The route accepts only events that
-  happened within that window (and since the start of the previous period), so an event accepted twice
+  35 days and 6 minutes from receipt (the table's TTL: MARKER_LIFE). The route accepts only events that
+  happened within the 35-day window (and since the start of the previous period), so an event accepted twice
   is always found by its marker: it counts once, whichever batch carries it, however late the retry.
 - **Pre-aggregated.** Events are summed per org · metric · period (with their days and projects) before
   DynamoDB sees them: one transaction per chunk of up to 100 items holds the chunk's markers and one ADD
@@ -13,7 +13,8 @@ call `UsageMeter.record`.
 - **In the period of occurred_at.** A late event lands in its own period's counters; once that period's
   overage was billed, the renewal after carries the difference as a late line (shared/usage/billing.py).
 - **Usage.AllowanceWarning** at 80 % and 100 % of an allowance in the current period, once per crossing:
-  the usage item records the warning in the transaction that puts its outbox item."""
+  the usage item records the warning in the transaction that puts its outbox item (media storage's
+  snapshots announce theirs through `warn` too: shared/usage/service.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ from shared.usage.repository import EventMarker, UsageGroup, UsageRepository
 METERED = ("workflow_runs", "sdk_events")
 DEDUPE_WINDOW = timedelta(days=35)  # markers live this long; older events are refused
 FUTURE_SKEW = timedelta(minutes=5)
+# A marker outlives the last instant its event is accepted (occurred_at + the window; occurred_at may be
+# up to FUTURE_SKEW after receipt), with a minute to spare
+MARKER_LIFE = DEDUPE_WINDOW + FUTURE_SKEW + timedelta(minutes=1)
 MAX_TRANSACTION_ITEMS = 100
 WARN_AT_PCT = (80, 100)
 MAX_CHUNK_RETRIES = 5
@@ -142,7 +146,7 @@ class UsageMeter:
         unique = list({e.identity: e for e in reversed(events)}.values())[::-1]
         seen = self._repo.seen([_marker(e, orgs) for e in unique])
         fresh = [e for e in unique if e.identity not in seen]
-        expires = int((self._clock.now() + DEDUPE_WINDOW).timestamp())
+        expires = int((self._clock.now() + MARKER_LIFE).timestamp())
         applied, counters, transactions, touched = [], 0, 0, set()
         for chunk in _chunks(fresh, orgs):
             written = self._apply(chunk, orgs, expires)
@@ -176,15 +180,17 @@ class UsageMeter:
             period = period_containing(org, now)
             if period.key != period_key:
                 continue  # a past period's crossing is billed, not announced
-            included = int(getattr(self._orgs.subscribed_plan(org).allowances, metric))
-            self._warn_period(org, period, metric, included, now)
+            stored = self._repo.usage(org.org_id, period.key).get(metric)
+            if stored is not None:
+                self.warn(org, period, metric, stored.total, stored.warned)
 
-    def _warn_period(self, org: Org, period: Period, metric: str, included: int, now: datetime) -> None:
-        stored = self._repo.usage(org.org_id, period.key).get(metric)
-        if included <= 0 or stored is None:
-            return
+    def warn(self, org: Org, period: Period, metric: str, used: int, warned: frozenset[int]) -> None:
+        """Usage.AllowanceWarning for each threshold of the allowance `used` reached in the period and not
+        announced yet (`warned`); the usage item records each, so a crossing is announced once."""
+        included = int(getattr(self._orgs.subscribed_plan(org).allowances, metric))
+        now = self._clock.now()
         for pct in WARN_AT_PCT:
-            if pct in stored.warned or stored.total * 100 < included * pct:
+            if included <= 0 or pct in warned or used * 100 < included * pct:
                 continue
             detail = {
                 "org_id": org.org_id,
@@ -192,7 +198,7 @@ class UsageMeter:
                 "metric": metric,
                 "threshold_pct": pct,
                 "included": included,
-                "used": stored.total,
+                "used": used,
             }
             self._repo.warn_once(org.org_id, period.key, metric, pct, Event("Usage.AllowanceWarning", detail), now)
 

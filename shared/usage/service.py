@@ -175,7 +175,15 @@ class UsageService:
         self._repo.raise_peak(org_id, period.key, "storage_peak_bytes", total_bytes)
         day = taken_at.astimezone(UTC).date().isoformat()
         self._usage.raise_day_peak(org_id, period.key, STORAGE, day, total_bytes)
+        if period.key == period_containing(org, self._clock.now()).key:
+            self._warn_storage(org, period)
         return period
+
+    def _warn_storage(self, org: Org, period: Period) -> None:
+        """Usage.AllowanceWarning for media storage at 80 % / 100 %: its peak so far in whole GB, as billed."""
+        peak = int(self._repo.period(org.org_id, period.key).get("storage_peak_bytes", 0))
+        stored = self._usage.usage(org.org_id, period.key).get(STORAGE)
+        self.meter.warn(org, period, STORAGE, storage_gb(peak), stored.warned if stored else frozenset())
 
     def allowances(self, caller: Caller, org_id: str) -> tuple[Period, list[Allowance]]:
         org = self._orgs.access(caller, org_id, READ, support=True).org

@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from shared import keys
 from shared.auth import Caller
 from shared.credits.periods import period_containing
 from shared.errors import InvalidRequestError, NotFoundError
 from shared.money import unit_price_total
-from shared.usage.metering import UsageEvent
+from shared.usage.metering import DEDUPE_WINDOW, UsageEvent
+from shared.usage.service import GB
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.local import devtokens
@@ -109,6 +111,41 @@ def test_a_settle_that_stopped_before_metering_counts_its_run_on_the_retry(
     assert _runs(kit, org_id, key) == 1
 
 
+def test_a_settle_replayed_after_its_marker_expired_does_not_count_its_run_again(kit: CreditKit, table: Any) -> None:
+    org_id, project = _org(kit)
+    kit.clock.at += timedelta(hours=rng.randrange(24), minutes=rng.randrange(60))
+    kit.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="ad-copy",
+        generation_type="caption_copy",
+        quantity=1,
+        workflow_run_id="run-old",
+        actor="t",
+    )
+    kit.credits.settle(org_id=org_id, workflow_run_id="run-old", quantity=None, occurred_at=None, actor="t")
+    key = period_containing(kit.org_repo.require_org(org_id), kit.clock.at).key
+    assert _runs(kit, org_id, key) == 1
+    # 35 days and a second later (its period is the last one now, billed): DynamoDB's TTL removed the marker
+    kit.clock.at += DEDUPE_WINDOW + timedelta(seconds=1)
+    table.delete_item(Key=keys.usage_event_key(org_id, "workflow_runs", "run-old"))
+    replay = kit.credits.settle(org_id=org_id, workflow_run_id="run-old", quantity=None, occurred_at=None, actor="t")
+    assert replay.replayed and _runs(kit, org_id, key) == 1
+
+
+def test_an_event_from_a_clock_ahead_outlives_its_marker_never(kit: CreditKit, table: Any) -> None:
+    org_id, _ = _org(kit)
+    ahead = UsageEvent("sdk_events", org_id, kit.clock.at + timedelta(minutes=4, seconds=rng.randrange(60)), 3, "ahead")
+    assert kit.usage.record_events([ahead]).applied == 1
+    # The last moment the same event is still accepted (occurred_at + 35 days): DynamoDB's TTL may have
+    # removed every marker expired by then
+    kit.clock.at = ahead.occurred_at + DEDUPE_WINDOW
+    marker = table.get_item(Key=keys.usage_event_key(org_id, "sdk_events", "ahead"))["Item"]
+    if int(marker["expires_at"]) <= kit.clock.at.timestamp():
+        table.delete_item(Key=keys.usage_event_key(org_id, "sdk_events", "ahead"))
+    assert kit.usage.record_events([ahead]).applied == 0
+
+
 def test_the_same_event_id_in_two_batches_counts_once_and_events_land_in_their_period(kit: CreditKit) -> None:
     org_id, project = _org(kit)
     org = kit.org_repo.require_org(org_id)
@@ -189,6 +226,26 @@ def test_allowance_warnings_go_out_once_per_crossing(kit: CreditKit, stack: Any)
         if e["detail"]["org_id"] == org_id
     ]
     assert sorted(seen) == [(80, 400), (100, 500)]
+
+
+def test_media_storage_warns_once_per_crossing_of_its_peak(kit: CreditKit, stack: Any) -> None:
+    queue = capture_events(stack, {"detail-type": ["Usage.AllowanceWarning"]})
+    org_id, _ = _org(kit, "starter")  # 10 GB included, billed in whole GB rounded up
+    org = kit.org_repo.require_org(org_id)
+    current = period_containing(org, kit.clock.at)
+    # The last period's peak went over (billed, not announced now); this period: 7 GB, 7.2 GB (8 GB: 80 %),
+    # a lower day, 8.9 GB, exactly 10 GB (100 %), then 12 GB
+    kit.usage.record_storage(org_id, current.start - timedelta(seconds=1), 30 * GB)
+    sizes = (7 * GB, 7_200_000_000, 3 * GB, 8_900_000_000, 10 * GB, 12 * GB)
+    for size in sizes:
+        kit.usage.record_storage(org_id, _random_time(current.start, kit.clock.at), size)
+    stack.flush_outbox()
+    seen = [
+        (e["detail"]["metric"], e["detail"]["threshold_pct"], e["detail"]["used"])
+        for e in drain(stack, queue)
+        if e["detail"]["org_id"] == org_id
+    ]
+    assert sorted(seen) == [("media_storage_gb", 80, 8), ("media_storage_gb", 100, 10)]
 
 
 def test_the_eventbridge_event_counts_like_the_route(kit: CreditKit, stack: Any, table: Any) -> None:
