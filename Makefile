@@ -62,8 +62,10 @@ serve: bootstrap java
 token: bootstrap
 	@$(PY) -m tests.local.devtokens $(if $(USER_ID),--sub $(USER_ID)) $(if $(GROUPS),--groups $(GROUPS))
 
+# The simulation (tests/sim) runs last and alone: its scenarios fill a time budget, so it gets both cores.
 test: bootstrap poppler java $(SAM_VENV)/bin/sam
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --ignore=tests/sim
+	$(PY) -m pytest -q -p no:randomly tests/sim
 
 unit: bootstrap $(SAM_VENV)/bin/sam
 	$(PY) -m pytest -q tests/unit
