@@ -127,6 +127,8 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("payment_declined", "the card was declined", _402),
     _e("stripe_unavailable", "Stripe failed or could not be reached: retry", _503),
     _e("stripe_timeout", "Stripe did not answer in time: retry, it is safe", _503),
+    # busy
+    _e("usage_busy", "concurrent batches kept the usage counters busy: retry after Retry-After, it is safe", _503),
     _e("invalid_signature", "the webhook's signature does not verify (webhook)", _400),
     _e("malformed_event", "a signed webhook body that is not a Stripe event (webhook)", _400),
 )

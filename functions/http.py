@@ -32,6 +32,7 @@ from shared.errors import (
     ThrottledError,
     UnauthenticatedError,
     UpstreamError,
+    UsageBusyError,
     WebhookSignatureError,
 )
 from shared.observability import logger
@@ -48,6 +49,7 @@ _STATUS: list[tuple[type[DomainError], HTTPStatus]] = [
     (ThrottledError, HTTPStatus.TOO_MANY_REQUESTS),
     (PaymentDeclinedError, HTTPStatus.PAYMENT_REQUIRED),
     (UpstreamError, HTTPStatus.SERVICE_UNAVAILABLE),
+    (UsageBusyError, HTTPStatus.SERVICE_UNAVAILABLE),
     (WebhookSignatureError, HTTPStatus.BAD_REQUEST),
 ]
 
@@ -56,11 +58,15 @@ def status_of(exc: DomainError) -> HTTPStatus:
     return next((s for cls, s in _STATUS if isinstance(exc, cls)), HTTPStatus.BAD_REQUEST)
 
 
-def error_response(status: HTTPStatus, code: str, message: str, details: Any = None) -> Response[Any]:
+def error_response(
+    status: HTTPStatus, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": body})
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": body}, headers=headers
+    )
 
 
 def check_media_type(headers: dict[str, str]) -> None:
@@ -110,10 +116,13 @@ class ApiResolver(APIGatewayHttpResolver):
         self._request_validation_middleware = _JsonBodies()
         self.public_operations: set[tuple[str, str]] = set()  # (METHOD, path): no authorizer
         self.stripe_operations: set[tuple[str, str]] = set()  # may answer 402 / 503 from Stripe
+        self.busy_operations: set[tuple[str, str]] = set()  # may answer 503 after retrying concurrent writes
 
     def get_openapi_schema(self, **kwargs: Any) -> OpenAPI:
         document = super().get_openapi_schema(**kwargs).model_dump(by_alias=True, exclude_none=True, mode="json")
-        complete_document(document, public=self.public_operations, stripe=self.stripe_operations)
+        complete_document(
+            document, public=self.public_operations, stripe=self.stripe_operations, busy=self.busy_operations
+        )
         completed = OpenAPI.model_validate(document)
         completed.paths = {path: PathItem.model_validate(item) for path, item in document["paths"].items()}
         return completed
@@ -126,7 +135,8 @@ def new_resolver() -> ApiResolver:
     def _domain_error(exc: DomainError) -> Response[Any]:
         status = status_of(exc)
         logger.info("request refused", extra={"code": exc.code, "status": int(status)})
-        return error_response(status, exc.code, exc.message, exc.details)
+        retry = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, UsageBusyError) else None
+        return error_response(status, exc.code, exc.message, exc.details, retry)
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(exc: RequestValidationError) -> Response[Any]:

@@ -3,8 +3,9 @@ with the error body and the codes of that status (from the registry, functions/e
 
 Powertools generates the document from the routes with only 2xx and a 422 in its own shape; this adds
 the rest by rule, from what each operation is: 401 unless public, 400/415 with a body, 403/404 when it
-names an org (404 for any path id), 409 for writes, 402/503 where it calls Stripe, 422 and 429 always
-(API Gateway throttles every route). Responses without a body (204) declare none."""
+names an org (404 for any path id), 409 for writes, 402/503 where it calls Stripe, 503 where it may run
+out of retries against concurrent requests (`busy`), 422 and 429 always (API Gateway throttles every
+route). Responses without a body (204) declare none."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ _GATEWAY_STATUSES = (401, 429)
 _POWERTOOLS_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
 
 
-def error_statuses(method: str, path: str, operation: dict[str, Any], *, public: bool, stripe: bool) -> set[int]:
+def error_statuses(
+    method: str, path: str, operation: dict[str, Any], *, public: bool, stripe: bool, busy: bool = False
+) -> set[int]:
     """The error statuses an operation can answer, by what it is."""
     statuses = {422, 429}
     if not public:
@@ -34,6 +37,8 @@ def error_statuses(method: str, path: str, operation: dict[str, Any], *, public:
         statuses.add(409)
     if stripe:
         statuses |= {402, 503}
+    if busy:
+        statuses.add(503)
     return statuses
 
 
@@ -62,11 +67,13 @@ def _response(status: int) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _complete_operation(method: str, path: str, operation: dict[str, Any], *, public: bool, stripe: bool) -> set[int]:
+def _complete_operation(
+    method: str, path: str, operation: dict[str, Any], *, public: bool, stripe: bool, busy: bool
+) -> set[int]:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     if "204" in responses:
         responses["204"].pop("content", None)
-    statuses = error_statuses(method, path, operation, public=public, stripe=stripe)
+    statuses = error_statuses(method, path, operation, public=public, stripe=stripe, busy=busy)
     for code in sorted(statuses):
         responses[str(code)] = _response(code)
     if public:
@@ -75,14 +82,19 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any], *, pu
 
 
 def complete_document(
-    document: dict[str, Any], *, public: set[tuple[str, str]], stripe: set[tuple[str, str]]
+    document: dict[str, Any],
+    *,
+    public: set[tuple[str, str]],
+    stripe: set[tuple[str, str]],
+    busy: set[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """`document` (a dumped OpenAPI document) with every operation's errors declared, in place."""
     used: set[int] = set()
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
             key = (method.upper(), path)
-            used |= _complete_operation(method, path, operation, public=key in public, stripe=key in stripe)
+            flags = {"public": key in public, "stripe": key in stripe, "busy": key in (busy or set())}
+            used |= _complete_operation(method, path, operation, **flags)
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for name in _POWERTOOLS_SCHEMAS:
         schemas.pop(name, None)

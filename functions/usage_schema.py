@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.limits import MAX_EVENT_COUNT, MAX_USAGE_EVENTS, Id, Instant, Key
-from shared.usage.metering import UsageEvent
+from shared.usage.metering import Metered, UsageEvent
 
 
 class UsageEventIn(BaseModel):
@@ -31,9 +32,31 @@ class UsageEventsIn(BaseModel):
     events: list[UsageEventIn] = Field(min_length=1, max_length=MAX_USAGE_EVENTS)
 
 
+class RefusedEventOut(BaseModel):
+    event_id: str
+    code: str = Field(description="project_not_found | project_archived")
+    message: str
+
+
 class UsageEventsOut(BaseModel):
     events: int
     applied: int = Field(description="Counted by this request")
     duplicates: int = Field(description="Seen before (an earlier request, or twice in this one): not counted again")
     counter_writes: int
     marker_writes: int
+    refused: list[RefusedEventOut] = Field(
+        default_factory=list,
+        description="Events refused on their own (their project is not one of the org's, or was archived before "
+        "the event), counted nowhere; the rest of the batch is counted",
+    )
+
+    @classmethod
+    def of(cls, result: Metered) -> UsageEventsOut:
+        return cls(
+            events=result.events,
+            applied=result.applied,
+            duplicates=result.duplicates,
+            counter_writes=result.counter_writes,
+            marker_writes=result.marker_writes,
+            refused=[RefusedEventOut(**asdict(r)) for r in result.refused],
+        )

@@ -58,6 +58,17 @@ class ThrottledError(DomainError):
     code = "throttled"
 
 
+class UsageBusyError(DomainError):
+    """Concurrent requests kept the same counters busy past the retries made inside: 503 with Retry-After.
+    Nothing half-counted matters: re-sending is safe (each usage event counts once by its event_id)."""
+
+    code = "usage_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PaymentDeclinedError(DomainError):
     """The card was declined (Stripe card_error)."""
 

@@ -100,6 +100,7 @@ def build_services(
     meter = UsageMeter(orgs, repo, usage_repo, clock)
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, budgets, meter)
     usage = UsageService(orgs, repo, credit_repo, plans, clock, meter, usage_repo)
+    mirror.plan_changed = usage.plan_changed
     wallet = WalletService(orgs, repo, wallet_repo, gateway, clock, budgets)
     wallet.unbilled_spend = ReconcileDesk(orgs, repo, ReconcileRepository(table)).unbilled_spend
     subscription_side = SubscriptionSide(

@@ -50,6 +50,8 @@ from shared.wallet.service import Bill
 from shared.wiring import Services, build_services
 
 app = new_resolver()
+# Counted with retries inside against concurrent batches; out of them: 503 usage_busy (re-sending is safe)
+app.busy_operations = {("POST", "/v1/internal/usage/events"), ("POST", "/v1/internal/usage/sdk-events")}
 RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$")]
 RunIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$")]
 
@@ -198,14 +200,7 @@ def release(workflow_run_id: RunIdPath, body: ReleaseRequest) -> ReservationOut:
 )
 def usage_events(body: UsageEventsIn) -> UsageEventsOut:
     service_of(app)
-    result = services().usage.record_events([e.event() for e in body.events])
-    return UsageEventsOut(
-        events=result.events,
-        applied=result.applied,
-        duplicates=result.duplicates,
-        counter_writes=result.counter_writes,
-        marker_writes=result.marker_writes,
-    )
+    return UsageEventsOut.of(services().usage.record_events([e.event() for e in body.events]))
 
 
 @app.post(

@@ -1,25 +1,20 @@
 """Platform bills arriving as EventBridge events (detail-type `AdPlatform.BillRecorded`): each is
-recorded once, exactly like the service route (`POST /v1/internal/wallet/bills`)."""
+recorded once, exactly like the service route (`POST /v1/internal/wallet/bills`). A refusal is final (a
+retry would be refused again): the wallet kept the bill for support (BILLREFUSED# in the org's partition)
+and the alarm on PlatformBillsRefused tells someone (not a busy wallet: that is raised and retried)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date
-from functools import cache
-from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from shared.deadline import within_lambda_time
+from functions.eventbridge_ingest import Ingest, Ingested, ingest_handler
 from shared.errors import InvalidRequestError, NotFoundError
-from shared.observability import logger, metrics, tracer
-from shared.settings import ApiSettings
 from shared.wallet.service import Bill, WalletNotAvailableError
-from shared.wiring import Services, build_services
+from shared.wiring import Services
 
 
 class PlatformBill(BaseModel):
@@ -37,27 +32,19 @@ class BillRecordedEvent(EventBridgeModel):
     detail: PlatformBill
 
 
-@cache
-def services() -> Services:
-    return build_services(ApiSettings.from_env())
+def _record(services: Services, event: BillRecordedEvent) -> Ingested:
+    bill = Bill(**event.detail.model_dump(), actor=f"eventbridge:{event.source}")
+    result = services.wallet.record_bill(bill)
+    return Ingested(asdict(result), counted=0 if result.replayed else 1)
 
 
-@logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-@within_lambda_time
-@event_parser(model=BillRecordedEvent)
-def lambda_handler(event: BillRecordedEvent, context: LambdaContext) -> dict[str, Any]:
-    bill = event.detail
-    try:
-        result = services().wallet.record_bill(Bill(**bill.model_dump(), actor=f"eventbridge:{event.source}"))
-    except (InvalidRequestError, NotFoundError, WalletNotAvailableError) as refused:  # (not a busy wallet: retried)
-        # A refusal is final (a retry would be refused again): the wallet kept the bill for support
-        # (BILLREFUSED# in the org's partition) and the alarm on PlatformBillsRefused tells someone.
-        logger.error(
-            "platform bill refused", extra={"code": refused.code, "bill_id": bill.bill_id, "org_id": bill.org_id}
-        )
-        metrics.add_metric(name="PlatformBillsRefused", unit=MetricUnit.Count, value=1)
-        return {"refused": refused.code, "bill_id": bill.bill_id, "message": refused.message}
-    metrics.add_metric(name="PlatformBillsRecorded", unit=MetricUnit.Count, value=0 if result.replayed else 1)
-    return asdict(result)
+lambda_handler = ingest_handler(
+    Ingest(
+        model=BillRecordedEvent,
+        apply=_record,
+        counted_metric="PlatformBillsRecorded",
+        refused_metric="PlatformBillsRefused",
+        refusals=(InvalidRequestError, NotFoundError, WalletNotAvailableError),
+        about=lambda event: {"bill_id": event.detail.bill_id, "org_id": event.detail.org_id},
+    )
+)

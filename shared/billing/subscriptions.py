@@ -4,6 +4,7 @@ never an older snapshot over a newer one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,9 @@ class SubscriptionMirror:
         self._plans = plans
         self._clock = clock
         self._dunning = dunning
+        # Told of every applied change of the org's plan or terms (shared/wiring.py: usage warnings owed to
+        # the allowances now in force).
+        self.plan_changed: Callable[[Org], None] = lambda org: None
 
     def apply(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
         """None if the org is unknown or a later snapshot was already applied. Made again from a fresh
@@ -93,6 +97,8 @@ class SubscriptionMirror:
         if applied is None:
             return None
         self._dunning.changed(current, applied, at)
+        if _allowances_of(current) != _allowances_of(applied):
+            self.plan_changed(applied)
         if state.status not in _ENDED and sub.current_period_end:
             # The invoice run finds this period by the day it ends. A new subscription re-anchors the org's
             # periods: the one it was created in (on Free) is no longer invoiced where they overlap; an
@@ -389,3 +395,8 @@ def _preview(plan: Plan, invoice: Invoice, when: int) -> ChangePreview:
     lines = [(line.description, line.amount_minor) for line in invoice.lines if line.proration]
     net = sum(amount for _, amount in lines)
     return ChangePreview(plan, invoice.currency, when, lines, net)
+
+
+def _allowances_of(org: Org) -> tuple[object, ...]:
+    """What the org's allowances follow: its plan, its subscription's plan, its contract's terms."""
+    return (org.plan_id, org.subscription.plan_id if org.subscription else None, org.enterprise_terms)

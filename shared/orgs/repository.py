@@ -559,6 +559,16 @@ class OrgRepository:
                 found[org.org_id] = org
         return found
 
+    def get_projects(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Project]:
+        """Many projects by (org_id, project_id), 100 per round trip; the ones that exist."""
+        pairs = sorted(set(wanted))
+        found: dict[tuple[str, str], Project] = {}
+        for start in range(0, len(pairs), BATCH_GET_MAX):
+            for item in self._batch_get([_project_key(o, p) for o, p in pairs[start : start + BATCH_GET_MAX]]):
+                project = Project.model_validate(plain(item))
+                found[project.org_id, project.project_id] = project
+        return found
+
     def _batch_get(self, keys: list[dict[str, str]]) -> list[Item]:
         items: list[Item] = []
         request = {self._name: {"Keys": keys, "ConsistentRead": True}}

@@ -12,26 +12,34 @@ call `UsageMeter.record`.
   one per event) and ~1,010 counter writes (one per 99 markers), where a write per event would be 100k.
 - **In the period of occurred_at.** A late event lands in its own period's counters; once that period's
   overage was billed, the renewal after carries the difference as a late line (shared/usage/billing.py).
-- **Usage.AllowanceWarning** at 80 % and 100 % of an allowance in the current period, once per crossing:
-  the usage item records the warning in the transaction that puts its outbox item (media storage's
-  snapshots announce theirs through `warn` too: shared/usage/service.py)."""
+- **Usage.AllowanceWarning** at 80 % and 100 % of an allowance in the current period, once per crossing
+  and allowance level (an upgrade's larger allowance warns again for itself; a downgrade's smaller one at
+  once, for what was used). The counter write that crosses marks the warning on the usage item and puts
+  its outbox item in its own transaction, so no crash loses it (`guard_for`); a plan change evaluates the
+  new level at once (`plan_changed`), as do media storage's snapshots (shared/usage/service.py).
+- **Refused per event**: an event naming a project its org does not have (or archived before the event)
+  is counted nowhere and listed in `Metered.refused`; the rest of the batch counts.
+- **Concurrent batches** retry their transaction conflicts inside (jittered, bounded), then answer
+  503 `usage_busy`: re-sending a batch is always safe."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
-from shared.errors import InvalidRequestError, NotFoundError
+from shared.errors import ConcurrentUpdateError, InvalidRequestError, NotFoundError, UsageBusyError
 from shared.ledger import AlreadyApplied
-from shared.orgs.models import Org
+from shared.orgs.models import Org, ProjectStatus
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event
-from shared.usage.repository import EventMarker, UsageGroup, UsageRepository
+from shared.retry import backoff
+from shared.usage.repository import EventMarker, Guard, MeteredUsage, UsageGroup, UsageRepository, Warning
 
 METERED = ("workflow_runs", "sdk_events")
 DEDUPE_WINDOW = timedelta(days=35)  # markers live this long; older events are refused
@@ -41,7 +49,8 @@ FUTURE_SKEW = timedelta(minutes=5)
 MARKER_LIFE = DEDUPE_WINDOW + FUTURE_SKEW + timedelta(minutes=1)
 MAX_TRANSACTION_ITEMS = 100
 WARN_AT_PCT = (80, 100)
-MAX_CHUNK_RETRIES = 5
+MAX_CHUNK_ATTEMPTS = 12  # a chunk's tries against concurrent batches of the same org before 503 usage_busy
+RETRY_CAP_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,14 @@ class Metered:
     counter_writes: int
     marker_writes: int
     transactions: int
+    refused: tuple[Refused, ...] = ()  # events refused on their own (their project), counted nowhere
+
+
+@dataclass(frozen=True)
+class Refused:
+    event_id: str
+    code: str  # project_not_found | project_archived
+    message: str
 
 
 @dataclass(frozen=True)
@@ -136,10 +153,31 @@ class UsageMeter:
 
     def record(self, events: Sequence[UsageEvent]) -> Metered:
         """Counts each event once by (org, metric, event_id), in the period of its occurred_at. All or
-        nothing for bad input: NotFoundError for an unknown org, InvalidRequestError (see `check`)."""
+        nothing for bad input: NotFoundError for an unknown org, InvalidRequestError (see `check`). An event
+        naming a project the org does not have (or archived before the event) is refused on its own
+        (`Metered.refused`); the rest are counted."""
         orgs = self.orgs_of(events)
         self.check(events, orgs)
-        return self.record_checked(events, orgs)
+        refused = self.refusals(events)
+        counted = self.record_checked([e for e in events if e.identity not in refused], orgs)
+        return replace(counted, events=len(events), refused=tuple(refused.values()))
+
+    def refusals(self, events: Sequence[UsageEvent]) -> dict[tuple[str, str, str], Refused]:
+        """The events whose project is not one of their org's (`project_not_found`), or was archived
+        before the event happened (`project_archived`): usage that happened in a live project counts."""
+        projects = self._org_repo.get_projects({(e.org_id, e.project_id) for e in events if e.project_id})
+        refused: dict[tuple[str, str, str], Refused] = {}
+        for event in events:
+            if not event.project_id:
+                continue
+            project = projects.get((event.org_id, event.project_id))
+            if project is None:
+                message = f"Org {event.org_id} has no project {event.project_id}."
+                refused[event.identity] = Refused(event.event_id, "project_not_found", message)
+            elif project.status is ProjectStatus.ARCHIVED and event.occurred_at > project.updated_at:
+                message = f"Project {event.project_id} was archived at {iso(project.updated_at)}, before the event."
+                refused[event.identity] = Refused(event.event_id, "project_archived", message)
+        return refused
 
     def record_checked(self, events: Sequence[UsageEvent], orgs: dict[str, Org]) -> Metered:
         """As `record`, for events already checked (a settlement's own run: its credits are settled)."""
@@ -147,60 +185,136 @@ class UsageMeter:
         seen = self._repo.seen([_marker(e, orgs) for e in unique])
         fresh = [e for e in unique if e.identity not in seen]
         expires = int((self._clock.now() + MARKER_LIFE).timestamp())
-        applied, counters, transactions, touched = [], 0, 0, set()
+        standing = _Standing(self._repo, self._orgs, orgs, self._clock.now())
+        applied, counters, transactions = 0, 0, 0
         for chunk in _chunks(fresh, orgs):
-            written = self._apply(chunk, orgs, expires)
-            applied += written.events
+            written = self._apply(chunk, orgs, expires, standing)
+            applied += len(written.events)
             counters += len(written.groups)
             transactions += 1 if written.events else 0
-            touched |= {(g.org_id, g.metric, g.period_key) for g in written.groups}
-        self._warn(touched, orgs)
-        return Metered(len(events), len(applied), len(events) - len(applied), counters, len(applied), transactions)
+        return Metered(len(events), applied, len(events) - applied, counters, applied, transactions)
 
-    def _apply(self, chunk: _Chunk, orgs: dict[str, Org], expires: int) -> _Chunk:
-        """Applies the chunk; if a marker appeared meanwhile (a concurrent batch with the same event), the
-        chunk is applied again without the events seen."""
-        for _ in range(MAX_CHUNK_RETRIES):
+    def _apply(self, chunk: _Chunk, orgs: dict[str, Org], expires: int, standing: _Standing) -> _Chunk:
+        """Applies the chunk with the warnings it crosses. A marker that appeared meanwhile (a concurrent
+        batch with the same event) or a counter that moved from what was read: the chunk is planned again
+        without the events seen; a conflicting transaction: tried again. Jittered backoff between tries;
+        UsageBusyError (503) when they run out (re-sending the batch is safe: each event counts once)."""
+        for attempt in range(MAX_CHUNK_ATTEMPTS):
             if not chunk.events:
                 return chunk
+            guards = {g.key: standing.guard(g) for g in chunk.groups}
             try:
-                self._repo.apply([_marker(e, orgs) for e in chunk.events], chunk.groups, expires)
+                self._repo.apply([_marker(e, orgs) for e in chunk.events], chunk.groups, expires, guards, standing.now)
+                standing.applied(chunk.groups, guards)
                 return chunk
             except AlreadyApplied:
                 seen = self._repo.seen([_marker(e, orgs) for e in chunk.events])
                 rest = [e for e in chunk.events if e.identity not in seen]
+                standing.forget(chunk.groups)
                 chunk = _Chunk(rest, aggregate(rest, orgs))
-        raise AlreadyApplied  # (markers kept appearing: a retry of the whole batch sorts it out)
+            except ConcurrentUpdateError:
+                pass
+            time.sleep(backoff(attempt, cap=RETRY_CAP_S))
+        raise UsageBusyError(
+            "Usage of this org is being counted by other requests; retry shortly (re-sending the batch is safe).",
+            retry_after_s=1,
+        )
 
-    def _warn(self, touched: set[tuple[str, str, str]], orgs: dict[str, Org]) -> None:
-        """Usage.AllowanceWarning for each allowance of the current period at 80 % / 100 %, once each."""
-        now = self._clock.now()
-        for org_id, metric, period_key in sorted(touched):
-            org = orgs[org_id]
-            period = period_containing(org, now)
-            if period.key != period_key:
-                continue  # a past period's crossing is billed, not announced
-            stored = self._repo.usage(org.org_id, period.key).get(metric)
-            if stored is not None:
-                self.warn(org, period, metric, stored.total, stored.warned)
+    def plan_changed(self, org: Org) -> None:
+        """After a plan change: the warnings the new allowance is owed for this period's usage so far."""
+        period = period_containing(org, self._clock.now())
+        stored = self._repo.usage(org.org_id, period.key)
+        for metric in METERED:
+            found = stored.get(metric)
+            if found is not None:
+                self.warn(org, period, metric, found.total, found)
 
-    def warn(self, org: Org, period: Period, metric: str, used: int, warned: frozenset[int]) -> None:
-        """Usage.AllowanceWarning for each threshold of the allowance `used` reached in the period and not
-        announced yet (`warned`); the usage item records each, so a crossing is announced once."""
-        included = int(getattr(self._orgs.subscribed_plan(org).allowances, metric))
+    def warn(self, org: Org, period: Period, metric: str, used: int, stored: MeteredUsage | None) -> None:
+        """Usage.AllowanceWarning for each threshold of the current allowance `used` reached in the period
+        and not announced for that allowance yet; the usage item records each, so a crossing is announced
+        once per allowance level (a plan change owes the new level its own)."""
+        included = allowance_of(self._orgs, org, metric)
         now = self._clock.now()
         for pct in WARN_AT_PCT:
-            if included <= 0 or pct in warned or used * 100 < included * pct:
+            if included <= 0 or (stored and stored.was_warned(included, pct)) or used * 100 < included * pct:
                 continue
-            detail = {
-                "org_id": org.org_id,
-                "period_key": period.key,
-                "metric": metric,
-                "threshold_pct": pct,
-                "included": included,
-                "used": used,
-            }
-            self._repo.warn_once(org.org_id, period.key, metric, pct, Event("Usage.AllowanceWarning", detail), now)
+            warning = Warning(included, pct, warning_event(org.org_id, period.key, metric, included, pct, used))
+            self._repo.warn_once(org.org_id, period.key, metric, warning, now)
+
+
+def allowance_of(orgs: OrgService, org: Org, metric: str) -> int:
+    return int(getattr(orgs.subscribed_plan(org).allowances, metric))
+
+
+def warning_event(org_id: str, period_key: str, metric: str, included: int, pct: int, used: int) -> Event:
+    detail = {
+        "org_id": org_id,
+        "period_key": period_key,
+        "metric": metric,
+        "threshold_pct": pct,
+        "included": included,
+        "used": used,
+    }
+    return Event("Usage.AllowanceWarning", detail)
+
+
+def guard_for(org_id: str, group: UsageGroup, stored: MeteredUsage | None, included: int) -> Guard:
+    """What a counter write of the current period holds to: when it crosses a threshold not announced for
+    this allowance, the total it was planned on and the warnings (in its transaction); otherwise that the
+    total stays below the next threshold (so no write crosses one unannounced)."""
+    total = stored.total if stored else 0
+    if included <= 0:
+        return Guard()
+    open_pcts = [pct for pct in WARN_AT_PCT if not (stored and stored.was_warned(included, pct))]
+    after = total + group.quantity
+    due = [pct for pct in open_pcts if after * 100 >= included * pct]
+    if due:
+        warnings = (
+            Warning(included, pct, warning_event(org_id, group.period_key, group.metric, included, pct, after))
+            for pct in due
+        )
+        return Guard(total=total, warnings=tuple(warnings))
+    if not open_pcts:
+        return Guard()
+    threshold = -(-included * min(open_pcts) // 100)  # the least whole usage at pct %
+    return Guard(below=threshold - group.quantity)
+
+
+class _Standing:
+    """The current period's usage and allowances of a batch's orgs, read once and kept up to date with what
+    the batch writes (read again after a write refused on its condition)."""
+
+    def __init__(self, repo: UsageRepository, orgs: OrgService, batch_orgs: dict[str, Org], now: datetime):
+        self._repo = repo
+        self._orgs = orgs
+        self._batch_orgs = batch_orgs
+        self.now = now
+        self._stored: dict[tuple[str, str], dict[str, MeteredUsage]] = {}
+
+    def guard(self, group: UsageGroup) -> Guard:
+        org = self._batch_orgs[group.org_id]
+        if period_containing(org, self.now).key != group.period_key:
+            return Guard()  # a past period's usage is billed, not announced
+        stored = self._usage(group.org_id, group.period_key).get(group.metric)
+        return guard_for(group.org_id, group, stored, allowance_of(self._orgs, org, group.metric))
+
+    def _usage(self, org_id: str, period_key: str) -> dict[str, MeteredUsage]:
+        if (org_id, period_key) not in self._stored:
+            self._stored[org_id, period_key] = self._repo.usage(org_id, period_key)
+        return self._stored[org_id, period_key]
+
+    def applied(self, groups: Sequence[UsageGroup], guards: dict[tuple[str, str, str], Guard]) -> None:
+        for group in groups:
+            if (group.org_id, group.period_key) not in self._stored:
+                continue
+            usage = self._stored[group.org_id, group.period_key]
+            found = usage.get(group.metric) or MeteredUsage(0, {}, frozenset())
+            marked = {(w.included, w.pct) for w in guards[group.key].warnings}
+            usage[group.metric] = MeteredUsage(found.total + group.quantity, found.days, found.warned | marked)
+
+    def forget(self, groups: Sequence[UsageGroup]) -> None:
+        for group in groups:
+            self._stored.pop((group.org_id, group.period_key), None)
 
 
 def _marker(event: UsageEvent, orgs: dict[str, Org]) -> EventMarker:

@@ -2,14 +2,18 @@
 
   PK=ORG#<org>  SK=USAGE#<period_key>#<metric>      total (ADD) and the daily series: `day#<YYYY-MM-DD>` and
                                                      `day#<YYYY-MM-DD>#<project_id>` (ADD; media storage: the
-                                                     day's peak bytes, raised only), `warned_<pct>` (the
-                                                     allowance warning was sent), period_end
+                                                     day's peak bytes, raised only), `warned_<included>_<pct>`
+                                                     (the warning at pct % of an allowance of `included` was
+                                                     sent; `warned_<pct>` before levels were kept), period_end
   PK=USAGEEVT#<org>#<metric>#<event_id>  SK=EVENT    a metered event's dedupe marker: `expires_at` (the table's
                                                      TTL, deleted by DynamoDB's own service principal - the
                                                      functions' policies allow no DeleteItem), period_key
 
 One transaction applies a chunk of events: every event's marker (a put that fails if the marker exists)
-and the ADD of each org · metric · period it touches, so a chunk counts all of its events or none."""
+and the ADD of each org · metric · period it touches, so a chunk counts all of its events or none. An ADD
+carries its `Guard`: the warnings it crosses are marked on the counter and put in the outbox in the same
+transaction (never a counter crossed without its warning), on condition that the total is still the one
+read; an ADD that crosses nothing holds on condition that the total stays below the next threshold."""
 
 from __future__ import annotations
 
@@ -43,6 +47,33 @@ class UsageGroup:
     quantity: int
     days: Mapping[str, int]  # "YYYY-MM-DD" or "YYYY-MM-DD#<project_id>" -> quantity
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.org_id, self.metric, self.period_key)
+
+
+@dataclass(frozen=True)
+class Warning:
+    """An allowance warning due: `pct` % of an allowance of `included`, announced by `message`."""
+
+    included: int
+    pct: int
+    message: Message
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a counter write of the current period holds to: the total it was planned on (`total`, when it
+    crosses a threshold: its `warnings` go in the same transaction) or the bound it must stay under."""
+
+    total: int | None = None  # the total read, when the write crosses
+    below: int | None = None  # the total must be under this (so the write crosses nothing unannounced)
+    warnings: tuple[Warning, ...] = ()
+
+
+def warned_field(included: int, pct: int) -> str:
+    return f"warned_{included}_{pct}"
+
 
 @dataclass(frozen=True)
 class EventMarker:
@@ -58,7 +89,10 @@ class MeteredUsage:
 
     total: int
     days: Mapping[str, int]
-    warned: frozenset[int]
+    warned: frozenset[tuple[int, int]]  # (included, pct); included 0: marked before levels (any level)
+
+    def was_warned(self, included: int, pct: int) -> bool:
+        return (included, pct) in self.warned or (0, pct) in self.warned
 
 
 class UsageRepository:
@@ -68,9 +102,22 @@ class UsageRepository:
         self._name: str = table.name
 
     # ------------------------------------------------------------------ writes
-    def apply(self, markers: Sequence[EventMarker], groups: Sequence[UsageGroup], expires_at: int) -> None:
-        """The chunk's markers and counters in one transaction; AlreadyApplied if any marker exists."""
-        items = [self._marker(m, expires_at) for m in markers] + [self._add(g) for g in groups]
+    def apply(
+        self,
+        markers: Sequence[EventMarker],
+        groups: Sequence[UsageGroup],
+        expires_at: int,
+        guards: Mapping[tuple[str, str, str], Guard],
+        now: datetime,
+    ) -> None:
+        """The chunk's markers, counters and the warnings they cross in one transaction; AlreadyApplied if
+        any marker exists or a counter moved from what its guard was planned on (re-read and re-plan)."""
+        items = [self._marker(m, expires_at) for m in markers]
+        for group in groups:
+            guard = guards.get(group.key, Guard())
+            items.append(self._add(group, guard, now))
+            messages = [w.message for w in guard.warnings]
+            items += outbox_puts(self._name, group.org_id, _warning_cause(group, guard), messages, now)
         try:
             with dynamo_errors():
                 self._client.transact_write_items(TransactItems=items)
@@ -82,17 +129,33 @@ class UsageRepository:
         item |= {"expires_at": expires_at, "period_key": marker.period_key}  # type: ignore[dict-item]
         return {"Put": {"TableName": self._name, "ConditionExpression": "attribute_not_exists(PK)", "Item": item}}
 
-    def _add(self, group: UsageGroup) -> TxItem:
+    def _add(self, group: UsageGroup, guard: Guard, now: datetime) -> TxItem:
         adds = {"total": group.quantity} | {f"{DAY_PREFIX}{day}": n for day, n in group.days.items()}
         names = {f"#a{i}": k for i, k in enumerate(adds)} | {"#e": "period_end", "#m": "metric"}
         values: dict[str, object] = {f":a{i}": v for i, v in enumerate(adds.values())}
         values |= {":e": group.period_end, ":m": group.metric}
+        sets = ["#e = :e", "#m = :m"]
+        conditions = []
+        for i, warning in enumerate(guard.warnings):
+            names[f"#w{i}"] = warned_field(warning.included, warning.pct)
+            sets.append(f"#w{i} = :now")
+            conditions.append(f"attribute_not_exists(#w{i})")
+        if guard.warnings:
+            values[":now"] = now.isoformat()
+        if guard.total is not None:  # (#a0 is the total)
+            values[":t"] = guard.total
+            conditions.append("(attribute_not_exists(#a0) OR #a0 = :t)" if guard.total == 0 else "#a0 = :t")
+        if guard.below is not None:
+            values[":b"] = guard.below
+            conditions.append("(attribute_not_exists(#a0) OR #a0 < :b)")
         update = {
             "Key": keys.key(group.org_id, keys.usage_sk(group.period_key, group.metric)),
-            "UpdateExpression": "SET #e = :e, #m = :m ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds))),
+            "UpdateExpression": f"SET {', '.join(sets)} ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds))),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
+        if conditions:
+            update["ConditionExpression"] = " AND ".join(conditions)
         return {"Update": {"TableName": self._name, **update}}
 
     def raise_day_peak(self, org_id: str, period_key: str, metric: str, day: str, value: int) -> None:
@@ -110,24 +173,25 @@ class UsageRepository:
         except TransactionConditionFailed:
             return
 
-    def warn_once(self, org_id: str, period_key: str, metric: str, pct: int, message: Message, now: datetime) -> bool:
+    def warn_once(self, org_id: str, period_key: str, metric: str, warning: Warning, now: datetime) -> bool:
         """Marks the warning sent on the metric's usage item and puts its outbox item, in one transaction;
         False (nothing written) if it was sent before."""
+        pct = warning.pct
         mark = {
             "Update": {
                 "TableName": self._name,
                 "Key": keys.key(org_id, keys.usage_sk(period_key, metric)),
                 "UpdateExpression": "SET #w = :now",
                 "ConditionExpression": "attribute_not_exists(#w)",
-                "ExpressionAttributeNames": {"#w": f"warned_{pct}"},
+                "ExpressionAttributeNames": {"#w": warned_field(warning.included, pct)},
                 "ExpressionAttributeValues": {":now": now.isoformat()},
             }
         }
-        cause = f"usage-warning:{period_key}:{metric}:{pct}"
+        cause = f"usage-warning:{period_key}:{metric}:{warning.included}:{pct}"
         try:
             with dynamo_errors():
                 self._client.transact_write_items(
-                    TransactItems=[mark, *outbox_puts(self._name, org_id, cause, [message], now)]
+                    TransactItems=[mark, *outbox_puts(self._name, org_id, cause, [warning.message], now)]
                 )
         except TransactionConditionFailed:
             return False
@@ -177,7 +241,18 @@ class UsageRepository:
                 query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
+def _warning_cause(group: UsageGroup, guard: Guard) -> str:
+    levels = ",".join(f"{w.included}:{w.pct}" for w in guard.warnings)
+    return f"usage-warning:{group.period_key}:{group.metric}:{levels}"
+
+
+def _warned(field: str) -> tuple[int, int]:
+    """(included, pct) of a `warned_` field; a field from before levels (`warned_<pct>`) is (0, pct)."""
+    parts = field.removeprefix("warned_").split("_")
+    return (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, int(parts[0]))
+
+
 def _metered(item: Item) -> MeteredUsage:
     days = {k[len(DAY_PREFIX) :]: int(v) for k, v in item.items() if k.startswith(DAY_PREFIX)}
-    warned = frozenset(int(k.removeprefix("warned_")) for k in item if k.startswith("warned_"))
+    warned = frozenset(_warned(k) for k in item if k.startswith("warned_"))
     return MeteredUsage(int(item.get("total", 0)), days, warned)

@@ -134,7 +134,8 @@ class UsageService:
         self._usage = usage_repo
 
     def record_events(self, events: list[UsageEvent]) -> Metered:
-        """The metering path (shared/usage/metering.py): once per event_id; all or nothing for bad input."""
+        """The metering path (shared/usage/metering.py): once per event_id; all or nothing for bad input,
+        except an event's unknown (or archived) project: that event alone is refused."""
         return self.meter.record(events)
 
     def ingest_sdk_events(self, batch_id: str, events: list[SdkEvent]) -> IngestResult:
@@ -183,7 +184,13 @@ class UsageService:
         """Usage.AllowanceWarning for media storage at 80 % / 100 %: its peak so far in whole GB, as billed."""
         peak = int(self._repo.period(org.org_id, period.key).get("storage_peak_bytes", 0))
         stored = self._usage.usage(org.org_id, period.key).get(STORAGE)
-        self.meter.warn(org, period, STORAGE, storage_gb(peak), stored.warned if stored else frozenset())
+        self.meter.warn(org, period, STORAGE, storage_gb(peak), stored)
+
+    def plan_changed(self, org: Org) -> None:
+        """After a subscription change: the warnings the allowances now in force are owed for this period's
+        usage so far (an upgrade's 80 % of its larger allowance later; a downgrade's at once), once each."""
+        self.meter.plan_changed(org)
+        self._warn_storage(org, period_containing(org, self._clock.now()))
 
     def allowances(self, caller: Caller, org_id: str) -> tuple[Period, list[Allowance]]:
         org = self._orgs.access(caller, org_id, READ, support=True).org
