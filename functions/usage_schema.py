@@ -52,11 +52,4 @@ class UsageEventsOut(BaseModel):
 
     @classmethod
     def of(cls, result: Metered) -> UsageEventsOut:
-        return cls(
-            events=result.events,
-            applied=result.applied,
-            duplicates=result.duplicates,
-            counter_writes=result.counter_writes,
-            marker_writes=result.marker_writes,
-            refused=[RefusedEventOut(**asdict(r)) for r in result.refused],
-        )
+        return cls.model_validate(asdict(result))  # (its refused events as RefusedEventOut)

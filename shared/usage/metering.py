@@ -39,7 +39,7 @@ from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event
 from shared.retry import backoff
-from shared.usage.repository import EventMarker, Guard, MeteredUsage, UsageGroup, UsageRepository, Warning
+from shared.usage.repository import AllowanceWarning, EventMarker, Guard, MeteredUsage, UsageGroup, UsageRepository
 
 METERED = ("workflow_runs", "sdk_events")
 DEDUPE_WINDOW = timedelta(days=35)  # markers live this long; older events are refused
@@ -238,8 +238,8 @@ class UsageMeter:
         for pct in WARN_AT_PCT:
             if included <= 0 or (stored and stored.was_warned(included, pct)) or used * 100 < included * pct:
                 continue
-            warning = Warning(included, pct, warning_event(org.org_id, period.key, metric, included, pct, used))
-            self._repo.warn_once(org.org_id, period.key, metric, warning, now)
+            event = warning_event(org.org_id, period.key, metric, included, pct, used)
+            self._repo.warn_once(org.org_id, period.key, metric, AllowanceWarning(included, pct, event), now)
 
 
 def allowance_of(orgs: OrgService, org: Org, metric: str) -> int:
@@ -270,7 +270,7 @@ def guard_for(org_id: str, group: UsageGroup, stored: MeteredUsage | None, inclu
     due = [pct for pct in open_pcts if after * 100 >= included * pct]
     if due:
         warnings = (
-            Warning(included, pct, warning_event(org_id, group.period_key, group.metric, included, pct, after))
+            AllowanceWarning(included, pct, warning_event(org_id, group.period_key, group.metric, included, pct, after))
             for pct in due
         )
         return Guard(total=total, warnings=tuple(warnings))

@@ -53,7 +53,7 @@ class UsageGroup:
 
 
 @dataclass(frozen=True)
-class Warning:
+class AllowanceWarning:
     """An allowance warning due: `pct` % of an allowance of `included`, announced by `message`."""
 
     included: int
@@ -68,7 +68,7 @@ class Guard:
 
     total: int | None = None  # the total read, when the write crosses
     below: int | None = None  # the total must be under this (so the write crosses nothing unannounced)
-    warnings: tuple[Warning, ...] = ()
+    warnings: tuple[AllowanceWarning, ...] = ()
 
 
 def warned_field(included: int, pct: int) -> str:
@@ -173,7 +173,7 @@ class UsageRepository:
         except TransactionConditionFailed:
             return
 
-    def warn_once(self, org_id: str, period_key: str, metric: str, warning: Warning, now: datetime) -> bool:
+    def warn_once(self, org_id: str, period_key: str, metric: str, warning: AllowanceWarning, now: datetime) -> bool:
         """Marks the warning sent on the metric's usage item and puts its outbox item, in one transaction;
         False (nothing written) if it was sent before."""
         pct = warning.pct
