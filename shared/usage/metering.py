@@ -8,8 +8,9 @@ call `UsageMeter.record`.
   is always found by its marker: it counts once, whichever batch carries it, however late the retry.
 - **Pre-aggregated.** Events are summed per org · metric · period (with their days and projects) before
   DynamoDB sees them: one transaction per chunk of up to 100 items holds the chunk's markers and one ADD
-  per org · metric · period it touches. Per 100k events of one org: 100k markers (the dedupe's price,
-  one per event) and ~1,010 counter writes (one per 99 markers), where a write per event would be 100k.
+  per org · metric · period it touches (and room for the two warnings each may cross). Per 100k events of
+  one org: 100k markers (the dedupe's price, one per event) and ~1,031 counter writes (one per 97
+  markers), where a write per event would be 100k.
 - **In the period of occurred_at.** A late event lands in its own period's counters; once that period's
   overage was billed, the renewal after carries the difference as a late line (shared/usage/billing.py).
 - **Usage.AllowanceWarning** at 80 % and 100 % of an allowance in the current period, once per crossing
@@ -49,6 +50,7 @@ FUTURE_SKEW = timedelta(minutes=5)
 MARKER_LIFE = DEDUPE_WINDOW + FUTURE_SKEW + timedelta(minutes=1)
 MAX_TRANSACTION_ITEMS = 100
 WARN_AT_PCT = (80, 100)
+ITEMS_PER_GROUP = 1 + len(WARN_AT_PCT)  # its counter, and room for the outbox puts of the warnings it crosses
 MAX_CHUNK_ATTEMPTS = 12  # a chunk's tries against concurrent batches of the same org before 503 usage_busy
 RETRY_CAP_S = 0.2
 
@@ -323,14 +325,15 @@ def _marker(event: UsageEvent, orgs: dict[str, Org]) -> EventMarker:
 
 
 def _chunks(events: list[UsageEvent], orgs: dict[str, Org]) -> list[_Chunk]:
-    """Events in group order, packed so each transaction holds at most 100 items (markers + counters)."""
+    """Events in group order, packed so each transaction holds at most 100 items (markers, counters and
+    the outbox items of the warnings each counter may cross)."""
     ordered = sorted(events, key=lambda e: _group_of(e, orgs))
     chunks: list[_Chunk] = []
     current: list[UsageEvent] = []
     groups: set[tuple[str, str, str]] = set()
     for event in ordered:
         group = _group_of(event, orgs)
-        if len(current) + 1 + len(groups | {group}) > MAX_TRANSACTION_ITEMS:
+        if len(current) + 1 + len(groups | {group}) * ITEMS_PER_GROUP > MAX_TRANSACTION_ITEMS:
             chunks.append(_Chunk(current, aggregate(current, orgs)))
             current, groups = [], set()
         current.append(event)

@@ -537,7 +537,7 @@ def bench_ingest(stack: Any, quick: bool) -> Group:
         "items",
         100_000,
         "naive writes",
-        f"<= {chunk_target:g} (org x chunk of 99)",
+        f"<= {chunk_target:g} (org x chunk of 97)",
         counters * k <= chunk_target,
     )
     g.figures["events route: marker writes / 100k"] = Figure(markers * k, "items", 100_000, "naive writes", "= events")

@@ -135,6 +135,19 @@ def test_a_crash_right_after_the_crossing_write_still_publishes_its_warning_once
     assert _warnings(stack, queue, org_id) == [("workflow_runs", 500, 80, 410)]
 
 
+def test_a_full_transaction_that_crosses_both_thresholds_carries_both_warnings(kit: CreditKit, stack: Any) -> None:
+    queue = capture_events(stack, {"detail-type": ["Usage.AllowanceWarning"]})
+    org_id, project, _ = _org(kit, "starter")  # 500 runs
+    period = period_containing(kit.org_repo.require_org(org_id), kit.clock.at)
+    events = [
+        UsageEvent("workflow_runs", org_id, _random_time(period.start, kit.clock.at), 6, f"full-{n}", project)
+        for n in range(250)
+    ]  # the first transaction's 97 events: 582 runs, past 400 and 500 at once
+    result = kit.usage.record_events(events)
+    assert (result.applied, result.transactions) == (250, 3)
+    assert _warnings(stack, queue, org_id) == [("workflow_runs", 500, 80, 582), ("workflow_runs", 500, 100, 582)]
+
+
 def test_events_naming_a_project_that_is_not_the_orgs_are_refused_one_by_one(kit: CreditKit, table: Any) -> None:
     org_id, project, owner = _org(kit, "pro")
     other_org, other_project, _ = _org(kit, "pro")
