@@ -16,7 +16,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sim")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--scenarios", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4, help="threads in each process")
+    parser.add_argument("--processes", type=int, default=2, help="Python's threads share one core: a process per core")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     stops = _local_dynamodb()
@@ -24,7 +25,7 @@ def main() -> int:
 
     world = SimWorld()
     try:
-        summary = run_many(world, seed, args.scenarios, workers=args.workers)
+        summary = run_many(world, seed, args.scenarios, workers=args.workers, processes=args.processes)
         print(summary.line())
         seconds = max(summary.seconds, 1e-9)
         rates = f"{summary.scenarios / seconds:.2f} scenarios/s, {summary.steps / seconds:.1f} steps/s"

@@ -247,8 +247,10 @@ def invoice_numbers_gapless(numbers: list[str]) -> list[str]:
     return broken
 
 
-def check(life: Life, names: set[str] | None = None) -> list[tuple[str, str]]:
-    items = org_items(life) if life.org_id else []
+def check(life: Life, names: set[str] | None = None, items: Items | None = None) -> list[tuple[str, str]]:
+    """The rules named (all: None) over the org's items (read now unless the caller just read them)."""
+    if items is None:
+        items = org_items(life) if life.org_id else []
     found = []
     for name, rule in INVARIANTS.items():
         if names is None or name in names:

@@ -6,12 +6,13 @@ the command that replays it."""
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -104,11 +105,11 @@ class Run:
                 self._fail(name, f"after {step.describe()}: {problem}", index)
         return not self.outcome.failures
 
-    def _checked(self, names: set[str] | None) -> list[tuple[str, str]]:
+    def _checked(self, names: set[str] | None, items: invariants.Items | None = None) -> list[tuple[str, str]]:
         faults = self.life.kit.faults
         faults.armed = False
         try:
-            return invariants.check(self.life, names)
+            return invariants.check(self.life, names, items)
         finally:
             faults.armed = True
 
@@ -160,13 +161,14 @@ class Run:
 
     # ------------------------------------------------------------------ the end
     def _final(self, index: int) -> None:
-        life = self.life
-        self._quiet(lambda: self._settle_up())
-        for name, problem in self._checked(None):
+        """The last settling, every invariant over the org's items, and the re-run compared against those
+        same items (one read of them before the re-run: the checks change nothing)."""
+        self._quiet(self._settle_up)
+        items = self._quiet(lambda: invariants.org_items(self.life)) if self.life.org_id else []
+        for name, problem in self._checked(None, items):
             self._fail(name, problem, index)
-        for problem in self._quiet(self._rerun_changes_nothing):
+        for problem in self._quiet(lambda: self._rerun_changes_nothing(items)):
             self._fail("rerun_changes_nothing", problem, index)
-        del life
 
     def _settle_up(self) -> None:
         """Everything Stripe still owes delivered, a last sweep, run and reconciliation."""
@@ -177,10 +179,13 @@ class Run:
         ACTIONS["daily_run"](life, {"day": life.now.date().isoformat(), "again": False})
         ACTIONS["reconcile"](life, {})
 
-    def _rerun_changes_nothing(self) -> list[str]:
-        """Re-running the day (the dispatcher and every invoice it ran, the sweeper) changes no item."""
+    def _rerun_changes_nothing(self, items: invariants.Items) -> list[str]:
+        """Re-running the day (the dispatcher and every invoice it ran) changes no item of `items` (the org's,
+        read after the last run)."""
         life = self.life
-        before = _snapshot(invariants.org_items(life))
+        if not life.org_id:
+            return []
+        before = _snapshot(items)
         for period_key in sorted(life.invoiced):
             run_invoice(life, period_key)
         ACTIONS["daily_run"](life, {"day": life.now.date().isoformat(), "again": True})
@@ -224,15 +229,41 @@ class Summary:
 
 
 def run_many(
-    world: SimWorld, seed: int, count: int, *, workers: int = 8, each_step: bool = True, budget_s: float | None = None
+    world: SimWorld,
+    seed: int,
+    count: int,
+    *,
+    workers: int = 8,
+    processes: int = 1,
+    each_step: bool = True,
+    budget_s: float | None = None,
 ) -> Summary:
-    """Scenarios seed .. seed+count-1 (each replayable alone by its own seed), `workers` at a time; with a
-    budget, no scenario starts after it is spent (the summary says how many ran)."""
-    summary, lock = Summary(seed), threading.Lock()
+    """Scenarios seed .. seed+count-1 (each replayable alone by its own seed), `workers` threads at a time in
+    each of `processes` processes (threads share one core: the GIL; DynamoDB Local is the other process), all
+    on the world's table; with a budget, no scenario starts after it is spent (the summary says how many ran).
+    Then the rules across the run, over the whole table."""
     started = time.monotonic()
+    deadline = None if budget_s is None else time.time() + budget_s
+    if processes <= 1:
+        summary = _run_share(world, seed, range(count), workers, each_step, deadline)
+    else:
+        summary = _run_processes(world.table_name, seed, count, workers, processes, each_step, deadline)
+    numbers = world.invoice_numbers()
+    summary.global_failures = [
+        Failure("invoice_numbers_gapless", p, -1) for p in invariants.invoice_numbers_gapless(numbers)
+    ]
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run_share(
+    world: SimWorld, seed: int, share: range, workers: int, each_step: bool, deadline: float | None
+) -> Summary:
+    """The scenarios seed + n for n in `share`, in threads; none started after the deadline (time.time())."""
+    summary, lock = Summary(seed), threading.Lock()
 
     def one(n: int) -> None:
-        if budget_s is not None and time.monotonic() - started > budget_s:
+        if deadline is not None and time.time() > deadline:
             return
         scenario = generate(seed + n)
         outcome = run_one(world, scenario, each_step=each_step)
@@ -244,13 +275,35 @@ def run_many(
                 summary.failed.append((outcome, scenario))
 
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(one, range(count)))
-    numbers = world.invoice_numbers()
-    summary.global_failures = [
-        Failure("invoice_numbers_gapless", p, -1) for p in invariants.invoice_numbers_gapless(numbers)
-    ]
-    summary.seconds = time.monotonic() - started
+        list(pool.map(one, share))
     return summary
+
+
+def _run_processes(
+    table_name: str, seed: int, count: int, workers: int, processes: int, each_step: bool, deadline: float | None
+) -> Summary:
+    """The scenarios dealt round-robin to `processes` fresh interpreters (spawned: the parent's threads, the
+    Stripe emulator's server among them, do not survive a fork), each with its own world on the same table."""
+    summary = Summary(seed)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        shares = [range(k, count, processes) for k in range(processes)]
+        for part in pool.map(_process_share, [(table_name, seed, s, workers, each_step, deadline) for s in shares]):
+            summary.scenarios += part.scenarios
+            summary.steps += part.steps
+            summary.faults += part.faults
+            summary.failed += part.failed
+    summary.failed.sort(key=lambda failed: failed[1].seed)
+    return summary
+
+
+def _process_share(job: tuple[str, int, range, int, bool, float | None]) -> Summary:
+    table_name, seed, share, workers, each_step, deadline = job
+    world = SimWorld(table_name)
+    try:
+        return _run_share(world, seed, share, workers, each_step, deadline)
+    finally:
+        world.stop()
 
 
 # ---------------------------------------------------------------------------------------------- shrink, report

@@ -194,11 +194,13 @@ class ScenarioServices:
 class SimWorld:
     """One table and one Stripe emulator shared by every scenario of a run (each scenario is one org)."""
 
-    def __init__(self) -> None:
-        self.table_name = f"Sim{uuid.uuid4().hex[:10]}"
-        client = boto3.client("dynamodb")
-        billing = cfn.load_template()["Resources"]["BillingTable"]
-        cfn.create_tables(client, {"Resources": {self.table_name: billing}})
+    def __init__(self, table_name: str | None = None) -> None:
+        """A new table, or (`table_name`) the table another process's world made: the run's scenarios share
+        one table whichever process runs them (the invoice series, the invoice run's index are the table's)."""
+        self.table_name = table_name or f"Sim{uuid.uuid4().hex[:10]}"
+        if table_name is None:
+            billing = cfn.load_template()["Resources"]["BillingTable"]
+            cfn.create_tables(boto3.client("dynamodb"), {"Resources": {self.table_name: billing}})
         self.stripe = StripeEmulator(api_key=API_KEY, webhook_secret="whsec_local", strict_contract=True)
         self.stripe_base = self.stripe.start()
         self.stripe.set_webhook_endpoint(None)
