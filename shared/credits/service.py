@@ -27,7 +27,7 @@ from shared.credits.repository import CreditRepository
 from shared.dynamo import Item
 from shared.errors import ConcurrentUpdateError, ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.ledger import AlreadyApplied, Cause, ConditionFailed, EntryLine, LedgerConflict
-from shared.orgs.models import MANAGE_BILLING, READ, Org, ProjectStatus
+from shared.orgs.models import MANAGE_BILLING, READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
@@ -262,11 +262,7 @@ class CreditService:
                 f"(it has: {', '.join(sorted(costs))}).",
                 code="unknown_generation_type",
             )
-        project = self._org_repo.get_project(org.org_id, request.project_id)
-        if project is None:
-            raise NotFoundError(f"Project {request.project_id} was not found.", code="project_not_found")
-        if project.status is not ProjectStatus.ACTIVE:
-            raise ConflictError(f"Project {request.project_id} is archived.", code="project_archived")
+        self._org_repo.require_active_project(org.org_id, request.project_id)
         now = self._clock.now()
         return Reservation(
             workflow_run_id=request.workflow_run_id,

@@ -244,6 +244,7 @@ class WalletService:
         ad-spend budget (or its budget on the platform) has not that much left this period."""
         platform_name(platform)
         org = self._org_repo.require_org(org_id)
+        self._require_project(org_id, project_id, hold_id)
         now = self._clock.now()
         period = period_containing(org, now).key
         hold = Hold(hold_id, project_id, platform, amount_minor, "pending", iso(now), iso(hold_expiry(now, expires_at)))
@@ -278,6 +279,16 @@ class WalletService:
             self.runway.check(org_id)  # the hold lowers the funds and raises the rate
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
+
+    def _require_project(self, org_id: str, project_id: str, hold_id: str) -> None:
+        """A hold is for an active project of the org, as a credit reservation (404 project_not_found, 409
+        project_archived); a replay of a hold made before the project was archived is answered as made."""
+        try:
+            self._org_repo.require_active_project(org_id, project_id)
+        except (NotFoundError, ConflictError):
+            made = self._repo.hold(org_id, hold_id)
+            if made is None or made.project_id != project_id:
+                raise
 
     def _replay_or(self, org_id: str, hold: Hold, period: str) -> Hold:
         """A hold the budget refuses: the one made before with its id if this is a replay (the budget may

@@ -15,6 +15,8 @@ from shared.auth import Caller
 from shared.budgets.service import BudgetLimits, ProjectBudgetExceededError
 from shared.clock import iso
 from shared.credits.account import InsufficientCreditsError
+from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.orgs.models import ProjectStatus
 from shared.wallet.service import Bill, InsufficientWalletFundsError
 from tests.helpers import capture_events, drain, new_user
 from tests.integration.credit_kit import credit_kit
@@ -377,3 +379,29 @@ def test_settled_credits_cross_the_credit_budget_once(stack: Any) -> None:
             actor="t",
         )
     assert (refused.value.details["budget"], refused.value.details["left"]) == ("credits", 0)
+
+
+def test_a_hold_for_an_unknown_archived_or_other_orgs_project_is_refused_as_a_reservation_is(kit: WalletKit) -> None:
+    org_id, project, owner = agency_org(kit)
+    other_org, other_project, _ = agency_org(kit)
+    fund(kit, org_id, 100_000, new_user())
+    kit.wallet.hold(org_id=org_id, hold_id="before", project_id=project, platform="meta", amount_minor=1_000)
+    kit.orgs.set_project_status(owner, org_id, project, ProjectStatus.ARCHIVED)
+    cases: list[tuple[str, str, type[DomainError], str]] = [
+        ("unknown", "prj_nope", NotFoundError, "project_not_found"),  # 404
+        ("theirs", other_project, NotFoundError, "project_not_found"),  # 404
+        ("archived", project, ConflictError, "project_archived"),  # 409
+    ]
+    for hold_id, project_id, error, code in cases:
+        with pytest.raises(DomainError) as refused:
+            kit.wallet.hold(org_id=org_id, hold_id=hold_id, project_id=project_id, platform="meta", amount_minor=500)
+        assert (type(refused.value), refused.value.code) == (error, code)
+        assert kit.repo.hold(org_id, hold_id) is None
+    # Then nothing changed: the wallet holds only the hold made before, no budget counts the refused ones
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.account.held == 1_000
+    assert _usage(kit, org_id, project).held == 1_000
+    assert raw_item(kit, other_org, f"BUDGETP#{_usage(kit, other_org, other_project).period_key}#{other_project}") is None
+    # and a replay of the hold made before the project was archived is answered as made
+    again = kit.wallet.hold(org_id=org_id, hold_id="before", project_id=project, platform="meta", amount_minor=1_000)
+    assert (again.status, again.amount_minor) == ("pending", 1_000)
