@@ -2,7 +2,8 @@
 
   SK=WALLET                 the account (the ledger engine's): balance, held, pending, floor,
                             low_threshold, status, available (= the rule, kept arithmetically by holds),
-                            version, seq, auto-top-up fields, spend per day for the runway,
+                            version, seq, auto-top-up fields, spend per day for the runway
+                            (spend_days: bills + fees; drawn_days: what of it bills took from holds),
                             billing_mode (the org's, kept in step by the org's writes: see mode_sync)
   SK=WLEDGER#<seq:012d>     entries, append-only: the lines of one change (kind, amount, balance_after),
                             currency, project, platform, ref, actor, idempotency_key, created_at
@@ -144,7 +145,8 @@ def _stored(head: Head, item: Item) -> StoredWallet:
     mode = BillingMode(item["billing_mode"]) if item.get("billing_mode") else None
     kept = int(item["agency_fee_bps"]) if "agency_fee_bps" in item else None
     days = {d: int(v) for d, v in (item.get("spend_days") or {}).items()}
-    return StoredWallet(account, head, auto, mode, kept, days, item.get("available"))
+    drawn = {d: int(v) for d, v in (item.get("drawn_days") or {}).items()}
+    return StoredWallet(account, head, auto, mode, kept, days, drawn, item.get("available"))
 
 
 class WalletRepository:
@@ -280,8 +282,7 @@ class WalletRepository:
         sets["status"] = after.status.value
         if change.auto is not None:
             sets |= {attr: getattr(change.auto, name) for attr, name in _AUTO.items()}
-        if change.spend_days is not None:
-            sets["spend_days"] = dict(change.spend_days)
+        sets |= _spend_days(change)
         items = [Named(_name(r), self._record_item(org_id, r, attribution)) for r in change.records]
         items += self._statement_items(org_id, change, attribution) + self._activity(org_id, change, now)
         items += [item for touch in merged(change.budgets) for item in self._budgets.touch_items(org_id, touch)]
@@ -635,6 +636,12 @@ class WalletRepository:
         except TransactionConditionFailed:
             return False
         return True
+
+
+def _spend_days(change: WalletChange) -> dict[str, object]:
+    """The runway's spend per day a change sets (bills: all of it, and what of it they took from holds)."""
+    days = {"spend_days": change.spend_days, "drawn_days": change.drawn_days}
+    return {k: dict(v) for k, v in days.items() if v is not None}
 
 
 def _lines(change: WalletChange) -> list[Line]:

@@ -534,6 +534,7 @@ class WalletService:
         spend = BudgetTouch(bill.project_id, budget_period, bill.platform, spent=bill.amount_minor)
         touches = [spend]
         hold = self._drawable_hold(bill) if draw else None
+        taken = 0
         if hold is not None:
             taken = hold_draw(bill.amount_minor, hold.open_minor)
             after = replace(after, held=after.held - taken)
@@ -560,6 +561,7 @@ class WalletService:
             },
             auto=auto,
             spend_days=add_spend(stored.spend_days, bill.billed_on, bill.amount_minor + fee, today),
+            drawn_days=add_spend(stored.drawn_days, bill.billed_on, taken, today),
             cause=Cause(bill.cause, record | {"budget_period": budget_period}),
             records=records,
             messages=self._crossed(org.org_id, spend),

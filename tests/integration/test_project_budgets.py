@@ -401,7 +401,9 @@ def test_a_hold_for_an_unknown_archived_or_other_orgs_project_is_refused_as_a_re
     stored = kit.repo.get(org_id)
     assert stored is not None and stored.account.held == 1_000
     assert _usage(kit, org_id, project).held == 1_000
-    assert raw_item(kit, other_org, f"BUDGETP#{_usage(kit, other_org, other_project).period_key}#{other_project}") is None
+    assert (
+        raw_item(kit, other_org, f"BUDGETP#{_usage(kit, other_org, other_project).period_key}#{other_project}") is None
+    )
     # and a replay of the hold made before the project was archived is answered as made
     again = kit.wallet.hold(org_id=org_id, hold_id="before", project_id=project, platform="meta", amount_minor=1_000)
     assert (again.status, again.amount_minor) == ("pending", 1_000)
