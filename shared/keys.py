@@ -211,6 +211,12 @@ def recon_run_pk(run_id: str) -> str:
 # ---------------------------------------------------------------------- project budgets (shared/budgets)
 BUDGET_PREFIX = "BUDGET#"
 BUDGET_PERIOD_PREFIX = "BUDGETP#"
+BUDGET_OPEN_PREFIX = "BUDGETH#"
+
+
+def budget_open_sk(project_id: str) -> str:
+    """What a project's open holds and reservations still hold, whatever period they were made in."""
+    return f"{BUDGET_OPEN_PREFIX}{project_id}"
 
 
 def budget_sk(project_id: str) -> str:

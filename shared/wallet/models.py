@@ -59,7 +59,10 @@ class Hold:
     expires_at: str
     remaining_minor: int | None = None  # still held (None: a hold made before draw-downs, nothing drawn)
     drawn_minor: int = 0  # taken by bills so far
-    budget_period: str | None = None  # the period whose project budget counts it (None: made before budgets)
+    # where its project's budget counts what it holds: "open" (shared/budgets/models.OPEN: held now, whatever
+    # the period); a period key for a hold made before that (counted in the period it was made in); None:
+    # made before budgets
+    budget_period: str | None = None
 
     @property
     def open_minor(self) -> int:

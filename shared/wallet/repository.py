@@ -39,7 +39,7 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.budgets.models import BudgetTouch, merged
-from shared.budgets.repository import BUDGET_RULE, BudgetChanged, BudgetRefused, BudgetRepository
+from shared.budgets.repository import BUDGET_CHANGED, BudgetChanged, BudgetRefused, BudgetRepository
 from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
 from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.ledger.engine import MAX_TRANSACTION_ITEMS
@@ -521,7 +521,7 @@ class WalletRepository:
             failed = {named[i].name for i in exc.indexes}
             if "hold" in failed:
                 raise Duplicate from exc
-            if BUDGET_RULE in failed:
+            if failed & BUDGET_CHANGED:
                 raise BudgetChanged from exc
             if "wallet" in failed:
                 raise HoldRefused from exc

@@ -15,7 +15,7 @@ from datetime import time as time_of_day
 from functools import partial
 
 from shared.auth import Caller
-from shared.budgets.models import BudgetTouch
+from shared.budgets.models import OPEN, BudgetTouch
 from shared.budgets.repository import BudgetChanged, BudgetRefused
 from shared.budgets.rules import spend_budgets
 from shared.budgets.service import BudgetService, BudgetState, ProjectBudgetExceededError, crossing_messages
@@ -248,13 +248,13 @@ class WalletService:
         now = self._clock.now()
         period = period_containing(org, now).key
         hold = Hold(hold_id, project_id, platform, amount_minor, "pending", iso(now), iso(hold_expiry(now, expires_at)))
-        hold = replace(hold, remaining_minor=amount_minor, budget_period=period)
-        # No other reads: the transaction itself checks the mode (the wallet's copy), the funds, the budget
-        # and a replayed hold id.
+        hold = replace(hold, remaining_minor=amount_minor, budget_period=OPEN)  # held now, whatever the period
+        # Reads: the project (above), the budget and this period's counters; the transaction itself checks the
+        # mode (the wallet's copy), the funds, the budget (and that what was read is unchanged), a replayed id.
         for _ in range(MAX_BUDGET_READS):
             try:
                 checked = self._budgets.check(org_id, project_id, period, spend_budgets(platform), amount_minor)
-                touch = BudgetTouch(project_id, period, platform, held=amount_minor, guard=checked.guard)
+                touch = BudgetTouch(project_id, OPEN, platform, held=amount_minor, guard=checked.guard)
                 self._repo.place_hold(org_id, hold, touch)
             except Duplicate:
                 self.runway.check(org_id)  # a retry heals a check that failed after the hold
