@@ -24,12 +24,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
-
 from shared import keys
 from shared.budgets.models import OPEN, BudgetGuard, BudgetTouch
 from shared.budgets.rules import AD_SPEND, CREDITS, BudgetUsage, ProjectBudget, platform_budget
-from shared.dynamo import Item, TxItem, dynamo_errors, plain
+from shared.dynamo import Item, TxItem, dynamo_errors, org_items, plain
 from shared.ledger import Named
 
 BUDGET = "budget"  # the name of the usage item in a change's transaction (its failed condition: no room)
@@ -145,27 +143,13 @@ class BudgetRepository:
 
     def budgets(self, org_id: str) -> list[ProjectBudget]:
         """Every project budget of the org that was ever set."""
-        return [_budget(i) for i in self._query(org_id, keys.BUDGET_PREFIX)]
+        return [_budget(i) for i in org_items(self._table, org_id, keys.BUDGET_PREFIX)]
 
     def usages(self, org_id: str, period_key: str) -> dict[str, BudgetUsage]:
         """What each project committed in the period, by project id (projects with nothing: absent)."""
-        items = {str(i["project_id"]): i for i in self._query(org_id, keys.budget_period_prefix(period_key))}
-        held = {str(i["project_id"]): i for i in self._query(org_id, keys.BUDGET_OPEN_PREFIX)}
+        items = {str(i["project_id"]): i for i in org_items(self._table, org_id, keys.budget_period_prefix(period_key))}
+        held = {str(i["project_id"]): i for i in org_items(self._table, org_id, keys.BUDGET_OPEN_PREFIX)}
         return {p: _usage(period_key, items.get(p, {}), held.get(p, {})) for p in sorted(set(items) | set(held))}
-
-    def _query(self, org_id: str, prefix: str) -> list[Item]:
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
-            "ConsistentRead": True,
-        }
-        items: list[Item] = []
-        with dynamo_errors():
-            while True:
-                resp = self._table.query(**query)
-                items += [plain(i) for i in resp["Items"]]
-                if "LastEvaluatedKey" not in resp:
-                    return items
-                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # ------------------------------------------------------------------ writes
     def put_budget(self, org_id: str, budget: ProjectBudget, at: datetime, actor: str) -> ProjectBudget:

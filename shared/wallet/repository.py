@@ -35,12 +35,21 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr
 
 from shared import keys
 from shared.budgets.models import BudgetTouch, merged
 from shared.budgets.repository import BUDGET_CHANGED, BudgetChanged, BudgetRefused, BudgetRepository
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
+from shared.dynamo import (
+    Item,
+    TransactionConditionFailed,
+    TxItem,
+    close_indexed,
+    dynamo_errors,
+    from_item,
+    org_items,
+    plain,
+)
 from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.ledger.engine import MAX_TRANSACTION_ITEMS
 from shared.orgs.models import BillingMode
@@ -226,35 +235,12 @@ class WalletRepository:
 
     def topups(self, org_id: str) -> list[TopUp]:
         """Every top-up of the org, in any status."""
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.TOPUP_PREFIX),
-            "ConsistentRead": True,
-        }
-        found: list[TopUp] = []
-        while True:
-            with dynamo_errors():
-                resp = self._table.query(**query)
-            found += [from_item(TopUp, plain(i)) for i in resp["Items"]]
-            if "LastEvaluatedKey" not in resp:
-                return found
-            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [from_item(TopUp, i) for i in org_items(self._table, org_id, keys.TOPUP_PREFIX)]
 
     def period_spend(self, org_id: str, period_key: str) -> list[Item]:
         """Every (platform, project) spend aggregate of the period, page after page (a query answers at
         most 1 MB: an org with thousands of projects x platforms needs several)."""
-        prefix = keys.wallet_period_prefix(period_key)
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
-            "ConsistentRead": True,
-        }
-        items: list[Item] = []
-        with dynamo_errors():
-            while True:
-                resp = self._table.query(**query)
-                items += [plain(i) for i in resp["Items"]]
-                if "LastEvaluatedKey" not in resp:
-                    return items
-                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return org_items(self._table, org_id, keys.wallet_period_prefix(period_key))
 
     def charge_link(self, charge_id: str) -> tuple[str, str] | None:
         """(org id, top-up id) of the top-up a Stripe charge paid."""
@@ -604,19 +590,8 @@ class WalletRepository:
     def open_holds(self, org_id: str) -> list[Hold]:
         """The org's pending holds, each with what it still reserves (`open_minor`) and its expiry: what
         `held` is the sum of (the runway's view of committed spend)."""
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.HOLD_PREFIX),
-            "FilterExpression": Attr("status").eq("pending"),
-            "ConsistentRead": True,
-        }
-        found: list[Hold] = []
-        while True:
-            with dynamo_errors():
-                resp = self._table.query(**query)
-            found += [from_item(Hold, plain(i)) for i in resp["Items"]]
-            if "LastEvaluatedKey" not in resp:
-                return found
-            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        pending = org_items(self._table, org_id, keys.HOLD_PREFIX, Attr("status").eq("pending"))
+        return [from_item(Hold, i) for i in pending]
 
     def copy_mode(self, org_id: str, mode: str) -> bool:
         """Gives a wallet written before it kept a copy of the org's billing mode that copy, if the org
