@@ -57,22 +57,27 @@ def budget_failure(names: frozenset[str]) -> Exception | None:
     return None
 
 
+_COUNTERS = {  # counter -> its attribute for ad spend, for credits, and the prefix of a platform's
+    "committed": ("committed", "credits_committed", "pcommitted#"),  # a period's item
+    "held": ("held", "credits_reserved", "pheld#"),  # the open counter (BUDGETH#)
+}
+
+
 def committed_attribute(budget: str) -> str:
-    """The counter a budget's condition reads."""
-    if budget == AD_SPEND:
-        return "committed"
-    if budget == CREDITS:
-        return "credits_committed"
-    return f"pcommitted#{budget.removeprefix(AD_SPEND + ':')}"
+    """The period's counter a budget's guard checks is unchanged."""
+    return _attribute(budget, "committed")
 
 
 def held_attribute(budget: str) -> str:
-    """The open counter a budget's condition reads."""
+    """The open counter a budget's guard caps."""
+    return _attribute(budget, "held")
+
+
+def _attribute(budget: str, counter: str) -> str:
+    ad_spend, credits, platform = _COUNTERS[counter]
     if budget == AD_SPEND:
-        return "held"
-    if budget == CREDITS:
-        return "credits_reserved"
-    return f"pheld#{budget.removeprefix(AD_SPEND + ':')}"
+        return ad_spend
+    return credits if budget == CREDITS else platform + budget.removeprefix(AD_SPEND + ":")
 
 
 def _sum(one: Item, other: Item, prefix: str) -> dict[str, int]:
