@@ -211,6 +211,12 @@ def recon_run_pk(run_id: str) -> str:
 # ---------------------------------------------------------------------- project budgets (shared/budgets)
 BUDGET_PREFIX = "BUDGET#"
 BUDGET_PERIOD_PREFIX = "BUDGETP#"
+BUDGET_OPEN_PREFIX = "BUDGETH#"
+
+
+def budget_open_sk(project_id: str) -> str:
+    """What a project's open holds and reservations still hold, whatever period they were made in."""
+    return f"{BUDGET_OPEN_PREFIX}{project_id}"
 
 
 def budget_sk(project_id: str) -> str:
@@ -231,5 +237,16 @@ WALLET_RUNWAY_SK = "WRUNWAY"  # the runway's alert stages and the stage last ale
 
 
 def statement_settings_sk(project_id: str) -> str:
-    """A project's client-statement settings (the agency's markup): shared/invoices/statements.py."""
+    """A project's client-statement settings as kept before they were versioned (in effect until the first
+    version): shared/invoices/statements.py."""
     return f"PROJSTMT#{project_id}"
+
+
+def statement_versions_prefix(project_id: str) -> str:
+    return f"PROJSTMT#{project_id}#V#"
+
+
+def statement_version_sk(project_id: str, from_period_key: str, made_at: str, version_id: str) -> str:
+    """One version of a project's statement settings, in effect from the period `from_period_key` on
+    (append-only; sorted by the period, then by when it was made)."""
+    return f"{statement_versions_prefix(project_id)}{from_period_key}#{made_at}#{version_id}"

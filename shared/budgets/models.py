@@ -6,20 +6,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+OPEN = "open"  # the `period_key` of a touch of what open holds and reservations hold (one counter per project)
+
 
 @dataclass(frozen=True)
 class BudgetGuard:
     """A new hold or reservation: the budget it was checked against must still be the stored one (`rev`,
     0: none), and every limited budget must have room (`caps`: budget name -> the most it may have
-    committed, i.e. limit - amount)."""
+    committed, i.e. limit - amount). What the current period (`period_key`) had committed when read
+    (`committed`, by budget name) must be unchanged, and the open holds' or reservations' counter at most
+    cap - committed: together, committed this period + held now + amount <= limit."""
 
     rev: int
     caps: Mapping[str, int] = field(default_factory=dict)
+    period_key: str = ""
+    committed: Mapping[str, int] = field(default_factory=dict)
+
+    def held_caps(self) -> dict[str, int]:
+        """The most the open counter may hold, per budget."""
+        return {name: cap - self.committed.get(name, 0) for name, cap in self.caps.items()}
 
 
 @dataclass(frozen=True)
 class BudgetTouch:
-    """Signed additions to a project's counters of one period (`platform` for ad spend)."""
+    """Signed additions to a project's counters of one period (`platform` for ad spend); `period_key` OPEN:
+    to what its open holds (`held`) and reservations (`credits_reserved`) hold, whatever their period."""
 
     project_id: str
     period_key: str

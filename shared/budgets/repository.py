@@ -2,35 +2,39 @@
 
   SK=BUDGET#<project_id>                 the project's limits (ad_spend_minor, platforms_minor, credits)
                                          and `rev`, bumped by every change of them
-  SK=BUDGETP#<period_key>#<project_id>   what the project committed in the period: spent, held,
-                                         committed (= spent + held), the same per platform
-                                         (`pspent#<platform>` ...), credits_used, credits_reserved,
-                                         credits_committed (= used + reserved); kept for every project,
-                                         with a budget or not, so a budget set mid-period counts what was
-                                         committed before it
+  SK=BUDGETP#<period_key>#<project_id>   what the project used in the period: spent (bills), the same per
+                                         platform (`pspent#<platform>`), credits_used; and committed /
+                                         pcommitted#<platform> / credits_committed (= used, + what holds
+                                         and reservations made before BUDGETH counted here still hold);
+                                         kept for every project, with a budget or not, so a budget set
+                                         mid-period counts what was committed before it
+  SK=BUDGETH#<project_id>                what the project's open holds and reservations still hold, whatever
+                                         period they were made in (an open hold is a commitment now):
+                                         held, pheld#<platform>, credits_reserved
 
 The counters are changed only inside the wallet's and the credit account's own transactions
-(`touch_items`): a new hold or reservation adds its item conditional on `committed <= limit - amount`
-for each limited budget and on the limits it read being the stored ones (`rev`), so concurrent holds
-of one project can never exceed its budget and need no read of the counters; bills and settles add
-without a condition (always recorded)."""
+(`touch_items`). A new hold or reservation adds to the open counter conditional on `held <= limit -
+amount - committed this period` for each limited budget, with a check that this period's `committed`
+is still the value read (a bill in between: read again) and that the limits are the ones read (`rev`):
+committed this period + held now + amount <= limit, so concurrent holds of one project can never exceed
+its budget. Bills and settles add without a condition (always recorded)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
-
 from shared import keys
-from shared.budgets.models import BudgetTouch
-from shared.budgets.rules import AD_SPEND, CREDITS, BudgetUsage, ProjectBudget
-from shared.dynamo import Item, TxItem, dynamo_errors, plain
+from shared.budgets.models import OPEN, BudgetGuard, BudgetTouch
+from shared.budgets.rules import AD_SPEND, CREDITS, BudgetUsage, ProjectBudget, platform_budget
+from shared.dynamo import Item, TxItem, dynamo_errors, org_items, plain
 from shared.ledger import Named
 
 BUDGET = "budget"  # the name of the usage item in a change's transaction (its failed condition: no room)
 BUDGET_RULE = "budget_rule"  # the limits' item: changed since read (read them again)
-BUDGET_NAMES = frozenset({BUDGET, BUDGET_RULE})
+BUDGET_PERIOD = "budget_period"  # this period's committed: changed since read (a bill: read again)
+BUDGET_NAMES = frozenset({BUDGET, BUDGET_RULE, BUDGET_PERIOD})
+BUDGET_CHANGED = frozenset({BUDGET_RULE, BUDGET_PERIOD})
 
 
 class BudgetRefused(Exception):
@@ -46,20 +50,39 @@ def budget_failure(names: frozenset[str]) -> Exception | None:
     another condition failed too: that one decides, e.g. a replay)."""
     if names - BUDGET_NAMES:
         return None
-    if BUDGET_RULE in names:
+    if names & BUDGET_CHANGED:
         return BudgetChanged()
     if BUDGET in names:
         return BudgetRefused()
     return None
 
 
+_COUNTERS = {  # counter -> its attribute for ad spend, for credits, and the prefix of a platform's
+    "committed": ("committed", "credits_committed", "pcommitted#"),  # a period's item
+    "held": ("held", "credits_reserved", "pheld#"),  # the open counter (BUDGETH#)
+}
+
+
 def committed_attribute(budget: str) -> str:
-    """The counter a budget's condition reads."""
+    """The period's counter a budget's guard checks is unchanged."""
+    return _attribute(budget, "committed")
+
+
+def held_attribute(budget: str) -> str:
+    """The open counter a budget's guard caps."""
+    return _attribute(budget, "held")
+
+
+def _attribute(budget: str, counter: str) -> str:
+    ad_spend, credits, platform = _COUNTERS[counter]
     if budget == AD_SPEND:
-        return "committed"
-    if budget == CREDITS:
-        return "credits_committed"
-    return f"pcommitted#{budget.removeprefix(AD_SPEND + ':')}"
+        return ad_spend
+    return credits if budget == CREDITS else platform + budget.removeprefix(AD_SPEND + ":")
+
+
+def _sum(one: Item, other: Item, prefix: str) -> dict[str, int]:
+    names = {k for item in (one, other) for k in item if k.startswith(prefix)}
+    return {k.removeprefix(prefix): int(one.get(k, 0)) + int(other.get(k, 0)) for k in names}
 
 
 def _budget(item: Item) -> ProjectBudget:
@@ -74,18 +97,17 @@ def _budget(item: Item) -> ProjectBudget:
     )
 
 
-def _usage(period_key: str, item: Item) -> BudgetUsage:
-    def per_platform(prefix: str) -> dict[str, int]:
-        return {k.removeprefix(prefix): int(v) for k, v in item.items() if k.startswith(prefix)}
-
+def _usage(period_key: str, item: Item, held: Item) -> BudgetUsage:
+    """The period's usage (`item`) with what is held now (`held`, the open counter; the period's own held
+    counters: holds made before it, still counted where they were made)."""
     return BudgetUsage(
         period_key=period_key,
         spent=int(item.get("spent", 0)),
-        held=int(item.get("held", 0)),
-        platform_spent=per_platform("pspent#"),
-        platform_held=per_platform("pheld#"),
+        held=int(item.get("held", 0)) + int(held.get("held", 0)),
+        platform_spent=_sum(item, {}, "pspent#"),
+        platform_held=_sum(item, held, "pheld#"),
         credits_used=int(item.get("credits_used", 0)),
-        credits_reserved=int(item.get("credits_reserved", 0)),
+        credits_reserved=int(item.get("credits_reserved", 0)) + int(held.get("credits_reserved", 0)),
     )
 
 
@@ -103,34 +125,36 @@ class BudgetRepository:
         return _budget(plain(item)) if item else ProjectBudget(project_id)
 
     def usage(self, org_id: str, project_id: str, period_key: str) -> BudgetUsage:
+        """What the project used in the period and what its open holds and reservations hold now."""
+        return _usage(
+            period_key, self._get(org_id, keys.budget_period_sk(period_key, project_id)), self._open(org_id, project_id)
+        )
+
+    def period_committed(self, org_id: str, project_id: str, period_key: str) -> dict[str, int]:
+        """The period's committed counters by budget name (what a new hold's guard checks is unchanged)."""
+        item = self._get(org_id, keys.budget_period_sk(period_key, project_id))
+        found = {
+            k: int(v) for k, v in item.items() if k in ("committed", "credits_committed") or k.startswith("pcommitted#")
+        }
+        return {_budget_of(k): v for k, v in found.items()}
+
+    def _open(self, org_id: str, project_id: str) -> Item:
+        return self._get(org_id, keys.budget_open_sk(project_id))
+
+    def _get(self, org_id: str, sk: str) -> Item:
         with dynamo_errors():
-            got = self._table.get_item(
-                Key=keys.key(org_id, keys.budget_period_sk(period_key, project_id)), ConsistentRead=True
-            )
-        return _usage(period_key, plain(got.get("Item") or {}))
+            got = self._table.get_item(Key=keys.key(org_id, sk), ConsistentRead=True)
+        return plain(got.get("Item") or {})
 
     def budgets(self, org_id: str) -> list[ProjectBudget]:
         """Every project budget of the org that was ever set."""
-        return [_budget(i) for i in self._query(org_id, keys.BUDGET_PREFIX)]
+        return [_budget(i) for i in org_items(self._table, org_id, keys.BUDGET_PREFIX)]
 
     def usages(self, org_id: str, period_key: str) -> dict[str, BudgetUsage]:
         """What each project committed in the period, by project id (projects with nothing: absent)."""
-        items = self._query(org_id, keys.budget_period_prefix(period_key))
-        return {str(i["project_id"]): _usage(period_key, i) for i in items if "project_id" in i}
-
-    def _query(self, org_id: str, prefix: str) -> list[Item]:
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
-            "ConsistentRead": True,
-        }
-        items: list[Item] = []
-        with dynamo_errors():
-            while True:
-                resp = self._table.query(**query)
-                items += [plain(i) for i in resp["Items"]]
-                if "LastEvaluatedKey" not in resp:
-                    return items
-                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        items = {str(i["project_id"]): i for i in org_items(self._table, org_id, keys.budget_period_prefix(period_key))}
+        held = {str(i["project_id"]): i for i in org_items(self._table, org_id, keys.BUDGET_OPEN_PREFIX)}
+        return {p: _usage(period_key, items.get(p, {}), held.get(p, {})) for p in sorted(set(items) | set(held))}
 
     # ------------------------------------------------------------------ writes
     def put_budget(self, org_id: str, budget: ProjectBudget, at: datetime, actor: str) -> ProjectBudget:
@@ -159,34 +183,50 @@ class BudgetRepository:
         return _budget(plain(got["Attributes"]))
 
     def touch_items(self, org_id: str, touch: BudgetTouch) -> list[Named]:
-        """The items a change's transaction carries for `touch`: the counters' update (conditional on room
-        for a guarded touch: BUDGET) and, for a guarded touch, the check that the limits are the ones it
-        read (BUDGET_RULE)."""
+        """The items a change's transaction carries for `touch`: the counters' update (for a guarded touch,
+        conditional on room: BUDGET) and, for a guarded touch, the checks that this period's committed
+        counters (BUDGET_PERIOD) and the limits (BUDGET_RULE) are the ones it read."""
         adds = _adds(touch)
         names = {f"#a{i}": k for i, k in enumerate(adds)}
         values: dict[str, Any] = {f":a{i}": v for i, v in enumerate(adds.values())}
         values |= {":p": touch.project_id, ":k": touch.period_key, ":t": "project_budget_usage"}
+        sk = keys.budget_open_sk(touch.project_id) if touch.period_key == OPEN else None
         update: dict[str, Any] = {
             "TableName": self._name,
-            "Key": keys.key(org_id, keys.budget_period_sk(touch.period_key, touch.project_id)),
+            "Key": keys.key(org_id, sk or keys.budget_period_sk(touch.period_key, touch.project_id)),
             "UpdateExpression": "SET project_id = :p, period_key = :k, #type = :t"
             + (" ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds))) if adds else ""),
         }
         names["#type"] = "type"
         items = []
-        if touch.guard is not None:
-            conditions = []
-            for i, (budget, cap) in enumerate(sorted(touch.guard.caps.items())):
-                names[f"#c{i}"] = committed_attribute(budget)
-                values[f":c{i}"] = cap
-                # below 0 nothing fits, even with nothing committed yet (the attribute absent fails it too)
-                absent = f"attribute_not_exists(#c{i}) OR " if cap >= 0 else ""
-                conditions.append(f"({absent}#c{i} <= :c{i})")
-            if conditions:
-                update["ConditionExpression"] = " AND ".join(conditions)
-            items.append(Named(BUDGET_RULE, self._rule_check(org_id, touch.project_id, touch.guard.rev)))
+        guard = touch.guard
+        if guard is not None:
+            condition = _at_most(guard.held_caps(), held_attribute, names, values)
+            if condition:
+                update["ConditionExpression"] = condition
+            if guard.caps:
+                items.append(Named(BUDGET_PERIOD, self._period_check(org_id, touch.project_id, guard)))
+            items.append(Named(BUDGET_RULE, self._rule_check(org_id, touch.project_id, guard.rev)))
         update |= {"ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
         return [Named(BUDGET, {"Update": update}), *items]
+
+    def _period_check(self, org_id: str, project_id: str, guard: BudgetGuard) -> TxItem:
+        """This period's committed counters are the ones the guard read (absent when read as 0)."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        conditions = []
+        for i, budget in enumerate(sorted(guard.caps)):
+            names[f"#u{i}"], values[f":u{i}"] = committed_attribute(budget), guard.committed.get(budget, 0)
+            absent = f"attribute_not_exists(#u{i}) OR " if values[f":u{i}"] == 0 else ""
+            conditions.append(f"({absent}#u{i} = :u{i})")
+        check: dict[str, Any] = {
+            "TableName": self._name,
+            "Key": keys.key(org_id, keys.budget_period_sk(guard.period_key, project_id)),
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        return {"ConditionCheck": check}
 
     def _rule_check(self, org_id: str, project_id: str, rev: int) -> TxItem:
         check: dict[str, Any] = {"TableName": self._name, "Key": keys.key(org_id, keys.budget_sk(project_id))}
@@ -197,8 +237,32 @@ class BudgetRepository:
         return {"ConditionCheck": check}
 
 
+def _at_most(caps: dict[str, int], attribute: Any, names: dict[str, str], values: dict[str, Any]) -> str:
+    """The condition that each budget's counter is at most its cap (below 0 nothing fits, even with nothing
+    counted yet: the attribute absent fails it too)."""
+    conditions = []
+    for i, (budget, cap) in enumerate(sorted(caps.items())):
+        names[f"#c{i}"], values[f":c{i}"] = attribute(budget), cap
+        absent = f"attribute_not_exists(#c{i}) OR " if cap >= 0 else ""
+        conditions.append(f"({absent}#c{i} <= :c{i})")
+    return " AND ".join(conditions)
+
+
+def _budget_of(attribute: str) -> str:
+    """The budget a committed counter counts for."""
+    if attribute == "committed":
+        return AD_SPEND
+    if attribute == "credits_committed":
+        return CREDITS
+    return platform_budget(attribute.removeprefix("pcommitted#"))
+
+
 def _adds(touch: BudgetTouch) -> dict[str, int]:
-    """The counters a touch changes (zeros left out)."""
+    """The counters a touch changes (zeros left out): the open counter only what is held and reserved."""
+    if touch.period_key == OPEN:
+        p = touch.platform
+        held = {"held": touch.held, f"pheld#{p}": touch.held if p else 0, "credits_reserved": touch.credits_reserved}
+        return {k: v for k, v in held.items() if v}
     spend = touch.spent + touch.held
     p = touch.platform
     found = {

@@ -128,13 +128,16 @@ class BudgetService:
 
     # ------------------------------------------------------------------ the wallet's and the credits' checks
     def check(self, org_id: str, project_id: str, period_key: str, names: tuple[str, ...], amount: int) -> Checked:
-        """The guard a new hold or reservation of `amount` against the budgets `names` carries.
-        ProjectBudgetExceededError at once if a limit is below the amount itself."""
+        """The guard a new hold or reservation of `amount` against the budgets `names` carries: committed this
+        period (as read, checked unchanged) + held now + amount <= limit. ProjectBudgetExceededError at once
+        if what this period committed leaves no room for the amount itself."""
         budget = self._repo.budget(org_id, project_id)
         room = caps(budget, names, amount)
-        if any(cap < 0 for cap in room.values()):
+        committed = self._repo.period_committed(org_id, project_id, period_key) if room else {}
+        guard = BudgetGuard(budget.rev, room, period_key, {n: committed.get(n, 0) for n in room})
+        if any(cap < 0 for cap in guard.held_caps().values()):
             raise self.refusal(org_id, project_id, period_key, names, amount)
-        return Checked(budget, BudgetGuard(budget.rev, room))
+        return Checked(budget, guard)
 
     def refusal(
         self, org_id: str, project_id: str, period_key: str, names: tuple[str, ...], amount: int

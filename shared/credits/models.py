@@ -41,6 +41,7 @@ class Reservation:
     ended_at: str | None = None
     available_after: int | None = None  # what its last change left available (a replay answers it)
     budgeted: bool = False  # counted in its project's budget (reservations made before budgets are not)
+    reserved_open: bool = False  # what it reserves is in its project's open counter (before: its period's)
 
 
 # ---------------------------------------------------------------------- records a change writes

@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr
 
 from shared import keys
 from shared.budgets.models import merged
@@ -33,7 +33,16 @@ from shared.credits.models import (
     ReservationPut,
     StoredAccount,
 )
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
+from shared.dynamo import (
+    Item,
+    TransactionConditionFailed,
+    TxItem,
+    close_indexed,
+    dynamo_errors,
+    from_item,
+    org_items,
+    plain,
+)
 from shared.ledger import CREDITS, AlreadyApplied, Change, ConditionFailed, EntryLine, Ledger, Line, Named
 from shared.pagination import Page
 from shared.sweep import due_entries
@@ -72,19 +81,7 @@ class CreditRepository:
         return plain(got.get("Item") or {})
 
     def project_periods(self, org_id: str, period_key: str) -> list[Item]:
-        prefix = keys.project_period_prefix(period_key)
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
-            "ConsistentRead": True,
-        }
-        items: list[Item] = []
-        with dynamo_errors():
-            while True:
-                resp = self._table.query(**query)
-                items += [plain(i) for i in resp["Items"]]
-                if "LastEvaluatedKey" not in resp:
-                    return items
-                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return org_items(self._table, org_id, keys.project_period_prefix(period_key))
 
     def lines(self, org_id: str, cursor: str | None, limit: int) -> Page[EntryLine]:
         """The credit ledger, newest first."""

@@ -14,7 +14,7 @@ from functools import partial
 
 from shared import keys
 from shared.auth import Caller
-from shared.budgets.models import BudgetTouch
+from shared.budgets.models import OPEN, BudgetTouch
 from shared.budgets.repository import BudgetChanged, BudgetRefused
 from shared.budgets.rules import CREDITS
 from shared.budgets.service import BudgetService, BudgetState, crossing_messages
@@ -27,7 +27,7 @@ from shared.credits.repository import CreditRepository
 from shared.dynamo import Item
 from shared.errors import ConcurrentUpdateError, ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.ledger import AlreadyApplied, Cause, ConditionFailed, EntryLine, LedgerConflict
-from shared.orgs.models import MANAGE_BILLING, READ, Org, ProjectStatus
+from shared.orgs.models import MANAGE_BILLING, READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
@@ -114,9 +114,8 @@ def _release_of(account: CreditAccount, record: Reservation, status: str, now: s
     run = record.workflow_run_id
     project = keys.project_period_sk(record.period_key, record.project_id)
     end = ReservationEnd(run, status, {"ended_at": now, "available_after": after.available})
-    touch = _budget_end(record, used=0)
     records: Records = [end, Counters(project, {"reserved": -record.credits})]
-    return CreditChange(after, entries, records=records, budgets=[touch] if touch else [])
+    return CreditChange(after, entries, records=records, budgets=_budget_end(record, used=0))
 
 
 def _expiries(reservations: list[Reservation], now: str, stored: StoredAccount) -> CreditChange:
@@ -246,7 +245,7 @@ class CreditService:
         existing = self._repo.reservation(request.org_id, request.workflow_run_id)
         if existing:
             return _result(existing, replayed=True)
-        record = replace(self._new_reservation(org, request), budgeted=True)
+        record = replace(self._new_reservation(org, request), budgeted=True, reserved_open=True)
         committed = self._reserve_within_budget(org, record, request)
         if committed is None:  # a concurrent call with the same run id won
             found = self._repo.reservation(request.org_id, request.workflow_run_id) or record
@@ -262,11 +261,7 @@ class CreditService:
                 f"(it has: {', '.join(sorted(costs))}).",
                 code="unknown_generation_type",
             )
-        project = self._org_repo.get_project(org.org_id, request.project_id)
-        if project is None:
-            raise NotFoundError(f"Project {request.project_id} was not found.", code="project_not_found")
-        if project.status is not ProjectStatus.ACTIVE:
-            raise ConflictError(f"Project {request.project_id} is archived.", code="project_archived")
+        self._org_repo.require_active_project(org.org_id, request.project_id)
         now = self._clock.now()
         return Reservation(
             workflow_run_id=request.workflow_run_id,
@@ -287,7 +282,7 @@ class CreditService:
         period, credits = record.period_key, record.credits
         for _ in range(MAX_BUDGET_READS):
             checked = self._budgets.check(org.org_id, record.project_id, period, (CREDITS,), credits)
-            touch = BudgetTouch(record.project_id, period, credits_reserved=credits, guard=checked.guard)
+            touch = BudgetTouch(record.project_id, OPEN, credits_reserved=credits, guard=checked.guard)
             build = self._reserve_change(record, request, touch)
             try:
                 return self._commit(org, period_containing(org, self._clock.now()), build)
@@ -384,7 +379,7 @@ class CreditService:
                 available_after=after.available,
             )
             run = record.workflow_run_id
-            touch = _budget_end(record, used=actual)
+            touches = _budget_end(record, used=actual)
             return CreditChange(
                 after,
                 entries,
@@ -393,16 +388,17 @@ class CreditService:
                     ReservationEnd(run, "settled", dict(done)),
                     *_settle_counters(record, actual, split, usage, late=late),
                 ],
-                messages=[*_warnings(org, stored.account, after), *self._crossed(org.org_id, touch)],
-                budgets=[touch] if touch else [],
+                messages=[*_warnings(org, stored.account, after), *self._crossed(org.org_id, touches)],
+                budgets=touches,
             )
 
         return build
 
-    def _crossed(self, org_id: str, touch: BudgetTouch | None) -> list[Message]:
+    def _crossed(self, org_id: str, touches: list[BudgetTouch]) -> list[Message]:
         """The credit budget lines a settle's use crosses (settles, the only writers of credits used, are
         serialized by the credit account's version: what is read is what the settle adds to)."""
-        if touch is None or touch.credits_used <= 0:
+        touch = next((t for t in touches if t.credits_used > 0), None)
+        if touch is None:
             return []
         budget = self._budgets.budget(org_id, touch.project_id)
         if budget.credits is None:
@@ -562,12 +558,16 @@ def _settle_counters(record: Reservation, actual: int, split: Split, usage: Peri
     ]
 
 
-def _budget_end(record: Reservation, *, used: int) -> BudgetTouch | None:
-    """A reservation's end in its project's budget (of the period it was made in): what it reserved is
-    no longer reserved, what was used counts as used. None for a reservation made before budgets."""
+def _budget_end(record: Reservation, *, used: int) -> list[BudgetTouch]:
+    """A reservation's end in its project's budget: what it reserved is no longer reserved (in the open
+    counter; a reservation made before it: in its period's), what was used counts as used in the period it
+    was made in. None for a reservation made before budgets."""
     if not record.budgeted:
-        return None
-    return BudgetTouch(record.project_id, record.period_key, credits_used=used, credits_reserved=-record.credits)
+        return []
+    if not record.reserved_open:
+        return [BudgetTouch(record.project_id, record.period_key, credits_used=used, credits_reserved=-record.credits)]
+    freed = BudgetTouch(record.project_id, OPEN, credits_reserved=-record.credits)
+    return [BudgetTouch(record.project_id, record.period_key, credits_used=used), freed] if used else [freed]
 
 
 def _warnings(org: Org, before: CreditAccount, after: CreditAccount) -> list[Message]:

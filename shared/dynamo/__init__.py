@@ -11,8 +11,10 @@ from functools import cache
 from typing import Any, TypeAlias
 
 import boto3
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
+from shared import keys
 from shared.errors import ConcurrentUpdateError, ThrottledError
 
 _THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
@@ -83,6 +85,25 @@ def dynamo_errors() -> Iterator[None]:
         if code in _THROTTLING:
             raise ThrottledError("The service is busy; retry shortly.") from exc
         raise
+
+
+def org_items(table: Any, org_id: str, prefix: str, where: Any = None) -> list[Item]:
+    """Every item of the org's partition whose sort key starts with `prefix` (strongly consistent), page
+    after page (a query answers at most 1 MB); `where`: a filter (boto3 condition) applied by DynamoDB."""
+    query: dict[str, Any] = {
+        "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
+        "ConsistentRead": True,
+    }
+    if where is not None:
+        query["FilterExpression"] = where
+    items: list[Item] = []
+    with dynamo_errors():
+        while True:
+            resp = table.query(**query)
+            items += [plain(i) for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return items
+            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def plain(item: dict[str, Any]) -> dict[str, Any]:

@@ -8,20 +8,28 @@ markup, for the agency to re-bill its client. Made with the invoice's lines and 
 
 Totals: invoice lines (ad spend + platform fee; the credits line is information) + the credits' cost
 (the project's overage credits at the plan's unit price, half-even) = subtotal; markup = the project's
-`markup_bps` of the subtotal, half-even, once; total = subtotal + markup. Documents are rendered on
-request and stored under `statements/` in the documents bucket (named by their content: a changed
-running statement is a new object), downloaded through a presigned URL.
+`markup_bps` in effect for the period, of the subtotal, half-even, once; total = subtotal + markup.
+Documents are rendered on request and stored under `statements/` in the documents bucket (named by
+their content: a changed running statement is a new object), downloaded through a presigned URL.
 
-  PK=ORG#<org_id>  SK=PROJSTMT#<project_id>   markup_bps, updated_at, updated_by (absent: no markup)"""
+The settings are versioned, append-only: a change is a new version in effect from the current period
+on; a period's statement uses the last version in effect from that period or before, so a closed (or
+invoiced) period keeps the markup it had, whatever is changed later.
+
+  PK=ORG#<org_id>  SK=PROJSTMT#<project_id>#V#<from period_key>#<made at>#<id>
+                   markup_bps, from_period_key, updated_at, updated_by (put once, never changed)
+  PK=ORG#<org_id>  SK=PROJSTMT#<project_id>   the settings kept before versions: in effect until the first"""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from boto3.dynamodb.conditions import Key
 
 from shared import keys
 from shared.auth import Caller
@@ -30,6 +38,7 @@ from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
 from shared.dynamo import dynamo_errors, plain
 from shared.errors import NotFoundError
+from shared.ids import new_id
 from shared.invoices.figures import credits_cost_minor, markup_minor
 from shared.invoices.models import CUSTOMER_STATUSES, DocumentKind, DocumentUrl, InvoiceLine, Statement
 from shared.invoices.render import CSV_CONTENT_TYPE, rate_text, render_statement_csv, render_statement_pdf
@@ -65,6 +74,7 @@ class StatementSettings:
     markup_bps: int
     updated_at: str | None = None
     updated_by: str | None = None
+    from_period_key: str | None = None  # the first period it is in effect for (None: since the start)
 
 
 @dataclass(frozen=True)
@@ -78,24 +88,42 @@ class StatementSettingsRepository:
     def __init__(self, table: Any):
         self._table = table
 
-    def get(self, org_id: str, project_id: str) -> StatementSettings:
+    def get(self, org_id: str, project_id: str, period_key: str) -> StatementSettings:
+        """The settings in effect for the period: the last version made from it or before (no markup when
+        none, nor settings kept before versions)."""
+        prefix = keys.statement_versions_prefix(project_id)
         with dynamo_errors():
-            got = self._table.get_item(Key=keys.key(org_id, keys.statement_settings_sk(project_id))).get("Item")
-        if not got:
-            return StatementSettings(project_id, 0)
-        item = plain(got)
-        return StatementSettings(project_id, int(item["markup_bps"]), item.get("updated_at"), item.get("updated_by"))
+            got = self._table.query(
+                KeyConditionExpression=Key("PK").eq(keys.org_pk(org_id))
+                & Key("SK").between(prefix, f"{prefix}{period_key}#~"),
+                ScanIndexForward=False,
+                Limit=1,
+                ConsistentRead=True,
+            )["Items"]
+        if got:
+            return _settings(project_id, plain(got[0]))
+        with dynamo_errors():
+            legacy = self._table.get_item(Key=keys.key(org_id, keys.statement_settings_sk(project_id))).get("Item")
+        return _settings(project_id, plain(legacy)) if legacy else StatementSettings(project_id, 0)
 
     def put(self, org_id: str, settings: StatementSettings) -> None:
-        item: dict[str, object] = {**keys.key(org_id, keys.statement_settings_sk(settings.project_id))}
-        item |= {
-            "type": "statement_settings",
-            "markup_bps": settings.markup_bps,
-            "updated_at": settings.updated_at,
-            "updated_by": settings.updated_by,
-        }
+        """A new version, in effect from `settings.from_period_key` on (never overwrites one)."""
+        assert settings.from_period_key and settings.updated_at
+        sk = keys.statement_version_sk(settings.project_id, settings.from_period_key, settings.updated_at, new_id("sv"))
+        item: dict[str, object] = {**keys.key(org_id, sk), "type": "statement_settings"}
+        item |= {k: v for k, v in asdict(settings).items() if k != "project_id" and v is not None}
         with dynamo_errors():
-            self._table.put_item(Item=item)
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+
+
+def _settings(project_id: str, item: dict[str, Any]) -> StatementSettings:
+    return StatementSettings(
+        project_id,
+        int(item["markup_bps"]),
+        item.get("updated_at"),
+        item.get("updated_by"),
+        item.get("from_period_key"),
+    )
 
 
 @dataclass(frozen=True)
@@ -122,13 +150,17 @@ class StatementService:
         return org, project
 
     def settings(self, caller: Caller, org_id: str, project_id: str) -> StatementSettings:
-        self._project(caller, org_id, project_id, READ)
-        return self._deps.settings.get(org_id, project_id)
+        """The settings in effect for the current period."""
+        org, _ = self._project(caller, org_id, project_id, READ)
+        return self._deps.settings.get(org_id, project_id, period_containing(org, self._clock.now()).key)
 
     def configure(self, caller: Caller, org_id: str, project_id: str, markup_bps: int) -> StatementSettings:
-        """The agency's markup on the project's statements (owner, admin, billing; support too)."""
-        self._project(caller, org_id, project_id, MANAGE_BILLING)
-        settings = StatementSettings(project_id, markup_bps, iso(self._clock.now()), caller.user_id)
+        """The agency's markup on the project's statements (owner, admin, billing; support too), in effect
+        from the current period on: earlier periods' statements keep theirs."""
+        org, _ = self._project(caller, org_id, project_id, MANAGE_BILLING)
+        now = self._clock.now()
+        period = period_containing(org, now).key
+        settings = StatementSettings(project_id, markup_bps, iso(now), caller.user_id, period)
         self._deps.settings.put(org_id, settings)
         return settings
 
@@ -203,7 +235,7 @@ class StatementService:
         spend = sum(line.amount_minor for line in lines if line.section == "ad_spend" and line.rate_bps is None)
         fees = sum(line.amount_minor for line in lines if line.section == "ad_spend" and line.rate_bps is not None)
         on_invoice = sum(line.amount_minor for line in lines)
-        markup_bps = self._deps.settings.get(org.org_id, project.project_id).markup_bps
+        markup_bps = self._deps.settings.get(org.org_id, project.project_id, period.key).markup_bps
         subtotal = on_invoice + cost
         markup = markup_minor(subtotal, markup_bps)
         marked = [_markup_line(project.project_id, markup_bps, subtotal, markup, period)] if markup_bps else []

@@ -589,6 +589,17 @@ class OrgRepository:
             raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
         return org
 
+    def require_active_project(self, org_id: str, project_id: str) -> Project:
+        """A project of the org that money may be committed for (a credit reservation, a wallet hold):
+        NotFoundError (404, `project_not_found`) for none in this org, ConflictError (409,
+        `project_archived`) for an archived one."""
+        project = self.get_project(org_id, project_id)
+        if project is None:
+            raise NotFoundError(f"Project {project_id} was not found.", code="project_not_found")
+        if project.status is not ProjectStatus.ACTIVE:
+            raise ConflictError(f"Project {project_id} is archived.", code="project_archived")
+        return project
+
     def link_stripe_customer(self, org_id: str, customer_id: str) -> str:
         """Records the org's Stripe customer once; returns the customer the org is linked to."""
         items = [

@@ -36,6 +36,7 @@ class StoredWallet:
     mode: BillingMode | None = None  # the wallet's copy of the org's mode (None: not written yet)
     kept_fee_bps: int | None = None  # the fee rate kept when the org left agency mode
     spend_days: Mapping[str, int] = field(default_factory=dict)  # spend per day (the runway)
+    drawn_days: Mapping[str, int] = field(default_factory=dict)  # of it, what bills took from holds
     stored_available: int | None = None  # the copy holds update arithmetically (= the rule, always)
 
     @property
@@ -58,7 +59,10 @@ class Hold:
     expires_at: str
     remaining_minor: int | None = None  # still held (None: a hold made before draw-downs, nothing drawn)
     drawn_minor: int = 0  # taken by bills so far
-    budget_period: str | None = None  # the period whose project budget counts it (None: made before budgets)
+    # where its project's budget counts what it holds: "open" (shared/budgets/models.OPEN: held now, whatever
+    # the period); a period key for a hold made before that (counted in the period it was made in); None:
+    # made before budgets
+    budget_period: str | None = None
 
     @property
     def open_minor(self) -> int:
@@ -194,6 +198,7 @@ class WalletChange:
     line_refs: Sequence[str] = ()  # a ref per line (refunds: the charge each goes back to)
     auto: AutoTopUp | None = None  # the new auto-top-up state, when it changes
     spend_days: Mapping[str, int] | None = None
+    drawn_days: Mapping[str, int] | None = None  # what bills took from holds, per day (the runway)
     cause: Cause | None = None
     records: Sequence[Record] = ()
     messages: Sequence[Message] = ()

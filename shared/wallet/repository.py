@@ -2,7 +2,8 @@
 
   SK=WALLET                 the account (the ledger engine's): balance, held, pending, floor,
                             low_threshold, status, available (= the rule, kept arithmetically by holds),
-                            version, seq, auto-top-up fields, spend per day for the runway,
+                            version, seq, auto-top-up fields, spend per day for the runway
+                            (spend_days: bills + fees; drawn_days: what of it bills took from holds),
                             billing_mode (the org's, kept in step by the org's writes: see mode_sync)
   SK=WLEDGER#<seq:012d>     entries, append-only: the lines of one change (kind, amount, balance_after),
                             currency, project, platform, ref, actor, idempotency_key, created_at
@@ -34,12 +35,21 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr
 
 from shared import keys
 from shared.budgets.models import BudgetTouch, merged
-from shared.budgets.repository import BUDGET_RULE, BudgetChanged, BudgetRefused, BudgetRepository
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, close_indexed, dynamo_errors, from_item, plain
+from shared.budgets.repository import BUDGET_CHANGED, BudgetChanged, BudgetRefused, BudgetRepository
+from shared.dynamo import (
+    Item,
+    TransactionConditionFailed,
+    TxItem,
+    close_indexed,
+    dynamo_errors,
+    from_item,
+    org_items,
+    plain,
+)
 from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.ledger.engine import MAX_TRANSACTION_ITEMS
 from shared.orgs.models import BillingMode
@@ -144,7 +154,8 @@ def _stored(head: Head, item: Item) -> StoredWallet:
     mode = BillingMode(item["billing_mode"]) if item.get("billing_mode") else None
     kept = int(item["agency_fee_bps"]) if "agency_fee_bps" in item else None
     days = {d: int(v) for d, v in (item.get("spend_days") or {}).items()}
-    return StoredWallet(account, head, auto, mode, kept, days, item.get("available"))
+    drawn = {d: int(v) for d, v in (item.get("drawn_days") or {}).items()}
+    return StoredWallet(account, head, auto, mode, kept, days, drawn, item.get("available"))
 
 
 class WalletRepository:
@@ -224,35 +235,12 @@ class WalletRepository:
 
     def topups(self, org_id: str) -> list[TopUp]:
         """Every top-up of the org, in any status."""
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.TOPUP_PREFIX),
-            "ConsistentRead": True,
-        }
-        found: list[TopUp] = []
-        while True:
-            with dynamo_errors():
-                resp = self._table.query(**query)
-            found += [from_item(TopUp, plain(i)) for i in resp["Items"]]
-            if "LastEvaluatedKey" not in resp:
-                return found
-            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [from_item(TopUp, i) for i in org_items(self._table, org_id, keys.TOPUP_PREFIX)]
 
     def period_spend(self, org_id: str, period_key: str) -> list[Item]:
         """Every (platform, project) spend aggregate of the period, page after page (a query answers at
         most 1 MB: an org with thousands of projects x platforms needs several)."""
-        prefix = keys.wallet_period_prefix(period_key)
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(prefix),
-            "ConsistentRead": True,
-        }
-        items: list[Item] = []
-        with dynamo_errors():
-            while True:
-                resp = self._table.query(**query)
-                items += [plain(i) for i in resp["Items"]]
-                if "LastEvaluatedKey" not in resp:
-                    return items
-                query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return org_items(self._table, org_id, keys.wallet_period_prefix(period_key))
 
     def charge_link(self, charge_id: str) -> tuple[str, str] | None:
         """(org id, top-up id) of the top-up a Stripe charge paid."""
@@ -280,8 +268,7 @@ class WalletRepository:
         sets["status"] = after.status.value
         if change.auto is not None:
             sets |= {attr: getattr(change.auto, name) for attr, name in _AUTO.items()}
-        if change.spend_days is not None:
-            sets["spend_days"] = dict(change.spend_days)
+        sets |= _spend_days(change)
         items = [Named(_name(r), self._record_item(org_id, r, attribution)) for r in change.records]
         items += self._statement_items(org_id, change, attribution) + self._activity(org_id, change, now)
         items += [item for touch in merged(change.budgets) for item in self._budgets.touch_items(org_id, touch)]
@@ -520,7 +507,7 @@ class WalletRepository:
             failed = {named[i].name for i in exc.indexes}
             if "hold" in failed:
                 raise Duplicate from exc
-            if BUDGET_RULE in failed:
+            if failed & BUDGET_CHANGED:
                 raise BudgetChanged from exc
             if "wallet" in failed:
                 raise HoldRefused from exc
@@ -603,19 +590,8 @@ class WalletRepository:
     def open_holds(self, org_id: str) -> list[Hold]:
         """The org's pending holds, each with what it still reserves (`open_minor`) and its expiry: what
         `held` is the sum of (the runway's view of committed spend)."""
-        query: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(keys.org_pk(org_id)) & Key("SK").begins_with(keys.HOLD_PREFIX),
-            "FilterExpression": Attr("status").eq("pending"),
-            "ConsistentRead": True,
-        }
-        found: list[Hold] = []
-        while True:
-            with dynamo_errors():
-                resp = self._table.query(**query)
-            found += [from_item(Hold, plain(i)) for i in resp["Items"]]
-            if "LastEvaluatedKey" not in resp:
-                return found
-            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        pending = org_items(self._table, org_id, keys.HOLD_PREFIX, Attr("status").eq("pending"))
+        return [from_item(Hold, i) for i in pending]
 
     def copy_mode(self, org_id: str, mode: str) -> bool:
         """Gives a wallet written before it kept a copy of the org's billing mode that copy, if the org
@@ -635,6 +611,12 @@ class WalletRepository:
         except TransactionConditionFailed:
             return False
         return True
+
+
+def _spend_days(change: WalletChange) -> dict[str, object]:
+    """The runway's spend per day a change sets (bills: all of it, and what of it they took from holds)."""
+    days = {"spend_days": change.spend_days, "drawn_days": change.drawn_days}
+    return {k: dict(v) for k, v in days.items() if v is not None}
 
 
 def _lines(change: WalletChange) -> list[Line]:

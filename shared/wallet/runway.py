@@ -1,16 +1,21 @@
 """The runway, pure: how many days the wallet's money lasts at the rate it is being spent, the staged
 alerts it raises, and the top-up that restores it. No I/O; shared/wallet/runway_watch.py feeds it.
 
-    funds  = balance - still held (open holds) - unbilled spend (reported, not billed yet) + pending top-ups
-    rate   = (spend, bills + fees, of the last 7 complete UTC days) / 7
-             + for each open hold: its remaining amount / max(1 day, the time it has left)
-    runway = funds / rate, in whole tenths of a day, rounded down (0 when funds <= 0; None when rate = 0)
+Held money is counted once: it stays in the funds and is spent by its holds.
 
-The rate is exact (`Fraction`): no float and no rounding until the runway's tenths (down: a runway is
+    F     = balance - unbilled spend (reported, not billed yet) + pending top-ups
+    R     = the background rate: spend (bills + fees) of the last 7 complete UTC days that did not draw on a
+            hold, / 7 (what bills took from holds is the optimizer's campaign spend: its open holds stand
+            for it)
+    hold i spends its remainder h_i at r_i = h_i / max(1 day, the time it has left), until it is spent
+    T     = the runway: the time at which R*T + sum(min(h_i, r_i*T)) = F (piecewise linear in T, a bend
+            where each hold is spent), in whole tenths of a day rounded down; 0 when F <= 0; None when
+            the money is never used up (nothing is spent, or only holds that end before the money does)
+    top-up that restores RESTORE_DAYS (7) = ceil(R*7 + sum(min(h_i, r_i*7)) - F), at least 0
+
+Everything is exact (`Fraction`): no float and no rounding until the runway's tenths (down: a runway is
 never shown longer than it is) and the suggestion (up, to the minor unit: it always restores the days).
-A hold with a day or less left counts its whole remaining amount as one day's spend (it ends within the
-day, spent or freed); one with 3 days left, a third of it per day. Runway is not money: tenths of a day
-are an `int`, shown as such."""
+Runway is not money: tenths of a day are an `int`, shown as such."""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ DAY = timedelta(days=1)
 
 
 def still_held(account: WalletAccount) -> int:
-    """What open holds still hold of the wallet (the one place the runway reads it)."""
+    """What open holds still hold of the wallet (the watch reads the holds only while it is not 0)."""
     return account.held
 
 
@@ -40,34 +45,65 @@ class OpenHold:
     remaining_minor: int
     expires_at: datetime
 
+    def rate(self, now: datetime) -> Fraction:
+        """What it spends a day: its remainder over the time it has left, at least a day."""
+        left = max(self.expires_at - now, DAY)
+        return Fraction(self.remaining_minor) * Fraction(DAY.total_seconds()) / Fraction(left.total_seconds())
 
-def funds_minor(*, balance: int, held: int, unbilled: int, pending: int) -> int:
-    """The money the runway lasts on: posted, less what holds and unbilled spend will take, plus what
-    bank top-ups in flight will bring."""
-    return balance - held - unbilled + pending
+
+def funds_minor(*, balance: int, unbilled: int, pending: int) -> int:
+    """The money the runway lasts on: posted (held money included: its holds spend it), less the spend
+    bills will still take, plus what bank top-ups in flight will bring."""
+    return balance - unbilled + pending
 
 
 def spend_rate(days: Mapping[str, int], today: date) -> Fraction:
-    """Average daily spend (bills + fees, by bill date) over the RATE_DAYS complete days before today."""
+    """Average daily spend (by bill date) over the RATE_DAYS complete days before today."""
     first, last = (today - timedelta(days=RATE_DAYS)).isoformat(), (today - DAY).isoformat()
     return Fraction(sum(v for d, v in days.items() if first <= d <= last), RATE_DAYS)
 
 
+def background_rate(spend_days: Mapping[str, int], drawn_days: Mapping[str, int], today: date) -> Fraction:
+    """R: the complete days' spend (bills + fees) less what bills took from holds, a day."""
+    return spend_rate(spend_days, today) - spend_rate(drawn_days, today)
+
+
 def holds_rate(holds: Iterable[OpenHold], now: datetime) -> Fraction:
-    """Daily spend the open holds imply: each one's remaining amount over the time it has left, at
-    least a day."""
-    total = Fraction(0)
-    for hold in holds:
-        left = max(hold.expires_at - now, DAY)
-        total += Fraction(hold.remaining_minor) * Fraction(DAY.total_seconds()) / Fraction(left.total_seconds())
-    return total
+    """What the open holds spend a day now (each until its remainder is spent)."""
+    return sum((hold.rate(now) for hold in holds), Fraction(0))
 
 
-def runway_tenths(funds: int, rate: Fraction) -> int | None:
-    """Tenths of a day the funds last at `rate`, rounded down; None when nothing is being spent."""
-    if rate <= 0:
-        return None
-    return math.floor(Fraction(max(funds, 0) * 10) / rate)
+def spent_by(days: Fraction, rate: Fraction, holds: Sequence[OpenHold], now: datetime) -> Fraction:
+    """What is spent in `days` days: R*T + sum(min(h_i, r_i*T))."""
+    return rate * days + sum((min(Fraction(h.remaining_minor), h.rate(now) * days) for h in holds), Fraction(0))
+
+
+def runway_days(funds: int, rate: Fraction, holds: Sequence[OpenHold], now: datetime) -> Fraction | None:
+    """T with spent_by(T) = funds, walking the bends (where each hold is spent) in order; None when nothing
+    is spent or the funds are never used up; else 0 when there are none."""
+    spending = [h for h in holds if h.remaining_minor > 0]
+    if rate <= 0 and not spending:
+        return None  # nothing is spent: an empty wallet is not running out
+    if funds <= 0:
+        return Fraction(0)
+    bends = sorted({Fraction(h.remaining_minor) / h.rate(now) for h in spending})
+    at, spent = Fraction(0), Fraction(0)
+    for bend in [*bends, None]:
+        slope = rate + sum(
+            (h.rate(now) for h in spending if Fraction(h.remaining_minor) / h.rate(now) > at), Fraction(0)
+        )
+        reach = at + (funds - spent) / slope if slope > 0 else None
+        if reach is not None and (bend is None or reach <= bend):
+            return reach
+        if bend is None:
+            return None
+        at, spent = bend, spent_by(bend, rate, spending, now)
+    return None  # unreachable: the last bend is None
+
+
+def runway_tenths(days: Fraction | None) -> int | None:
+    """Tenths of a day, rounded down (None stays None)."""
+    return None if days is None else math.floor(days * 10)
 
 
 def stage_of(tenths: int | None, stages: Sequence[int]) -> int | None:
@@ -89,9 +125,9 @@ def next_stage(stage: int | None, stages: Sequence[int]) -> int | None:
     return max(armed, default=None)
 
 
-def restore_top_up(funds: int, rate: Fraction) -> int:
-    """The top-up that brings the runway to RESTORE_DAYS: ceil(RESTORE_DAYS x rate - funds), never < 0."""
-    return max(0, math.ceil(RESTORE_DAYS * rate - funds))
+def restore_top_up(funds: int, rate: Fraction, holds: Sequence[OpenHold], now: datetime) -> int:
+    """The top-up that brings the runway to RESTORE_DAYS: ceil(spent_by(RESTORE_DAYS) - funds), never < 0."""
+    return max(0, math.ceil(spent_by(Fraction(RESTORE_DAYS), rate, holds, now) - funds))
 
 
 def valid_stages(stages: Sequence[int]) -> tuple[int, ...]:
@@ -107,9 +143,9 @@ def valid_stages(stages: Sequence[int]) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class Runway:
     funds_minor: int
-    spend_rate: Fraction  # per day, from the last complete days' bills and fees
-    holds_rate: Fraction  # per day, from the open holds
-    tenths: int | None  # None: nothing is being spent
+    spend_rate: Fraction  # R, per day: the last complete days' bills and fees that drew on no hold
+    holds_rate: Fraction  # per day, what the open holds spend now (each until its remainder is spent)
+    tenths: int | None  # None: the money is never used up
     stage: int | None
     next_stage: int | None
     restore_minor: int  # the top-up that brings it back to RESTORE_DAYS (0: it is there)
@@ -120,24 +156,32 @@ class Runway:
 
     @property
     def daily_rate_minor(self) -> int:
-        """The rate shown, rounded up to the minor unit."""
+        """The rate now, rounded up to the minor unit."""
         return math.ceil(self.rate)
+
+
+@dataclass(frozen=True)
+class Spending:
+    """What the runway reads of the wallet's spend: per day, every bill's spend and fee (`spend_days`)
+    and what of it bills took from holds (`drawn_days`)."""
+
+    spend_days: Mapping[str, int]
+    drawn_days: Mapping[str, int]
 
 
 def assess(
     account: WalletAccount,
     *,
-    spend_days: Mapping[str, int],
-    holds: Iterable[OpenHold],
+    spending: Spending,
+    holds: Sequence[OpenHold],
     unbilled: int,
     now: datetime,
     stages: Sequence[int],
 ) -> Runway:
     """The runway of the wallet now (see the module docstring)."""
-    funds = funds_minor(balance=account.balance, held=still_held(account), unbilled=unbilled, pending=account.pending)
-    spent, holding = spend_rate(spend_days, now.date()), holds_rate(holds, now)
-    tenths = runway_tenths(funds, spent + holding)
+    funds = funds_minor(balance=account.balance, unbilled=unbilled, pending=account.pending)
+    rate = background_rate(spending.spend_days, spending.drawn_days, now.date())
+    tenths = runway_tenths(runway_days(funds, rate, holds, now))
     stage = stage_of(tenths, stages)
-    return Runway(
-        funds, spent, holding, tenths, stage, next_stage(stage, stages), restore_top_up(funds, spent + holding)
-    )
+    restore = restore_top_up(funds, rate, holds, now)
+    return Runway(funds, rate, holds_rate(holds, now), tenths, stage, next_stage(stage, stages), restore)

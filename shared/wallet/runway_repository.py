@@ -6,11 +6,13 @@
 
 A stage change is one transaction: the item, conditioned on the revision the evaluation read, and the
 alert's outbox messages. Two evaluations racing cannot both alert one crossing: the second's condition
-fails and it evaluates again. Open holds are read from the wallet's HOLD# items (status pending)."""
+fails and it evaluates again. Open holds are read from the wallet's HOLD# items (status pending); the
+daily evaluation lists orgs by their wallet's activity markers (WACTIVITY) and their open holds (GSI2
+HOLD#ACTIVE, every shard)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -84,13 +86,20 @@ class RunwayRepository:
             return False
         return True
 
-    def orgs_with_spend_since(self, today: datetime, days: int) -> Iterator[str]:
-        """Orgs whose wallet moved on any of the last `days` days and today (each once)."""
+    def orgs_to_watch(self, today: datetime, days: int) -> Iterator[str]:
+        """Orgs whose wallet moved on any of the last `days` days and today, then orgs with an open hold
+        (listed while pending, however old: a campaign's hold spends with no bill yet), each once."""
         seen: set[str] = set()
         for back in range(days + 1):
             day = (today - timedelta(days=back)).date().isoformat()
-            for item in due_entries(self._table, keys.wallet_activity_of_day(day), "~"):
-                org_id = str(item["org_id"])
-                if org_id not in seen:
-                    seen.add(org_id)
-                    yield org_id
+            listed = due_entries(self._table, keys.wallet_activity_of_day(day), "~")
+            yield from _new(seen, (str(item["org_id"]) for item in listed))
+        holds = due_entries(self._table, keys.ACTIVE_HOLDS, "~")
+        yield from _new(seen, (keys.org_id_of(item["PK"]) for item in holds))
+
+
+def _new(seen: set[str], org_ids: Iterable[str]) -> Iterator[str]:
+    for org_id in org_ids:
+        if org_id not in seen:
+            seen.add(org_id)
+            yield org_id

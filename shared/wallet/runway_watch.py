@@ -2,10 +2,10 @@
 
 When: after every committed wallet change (a bill, a top-up credited or on its way, a refund, a
 reversal: WalletPoster's `after_commit`), after a hold is placed or ended, and once a day for every org
-whose wallet moved within the rate's days (the days slide even when nothing is written: the reconciler's
-daily run calls `daily`). An evaluation reads the account, the alert state, the open holds (only while
-something is held) and the unbilled spend (only when the platforms reported any): a few reads, and a
-write only when the stage changes.
+whose wallet moved within the rate's days or that has an open hold (the days slide and the holds' ends
+near even when nothing is written: the reconciler's daily run calls `daily`). An evaluation reads the
+account, the alert state, the open holds (only while something is held) and the unbilled spend (only
+when the platforms reported any): a few reads, and a write only when the stage changes.
 
 Alerts: when the runway falls to or below a stage (days) not alerted since the runway was last above
 it, one `Wallet.RunwayAlert` event and notification name the deepest stage crossed (a runway that
@@ -30,6 +30,7 @@ from shared.wallet.runway import (
     RATE_DAYS,
     OpenHold,
     Runway,
+    Spending,
     assess,
     crossed,
     still_held,
@@ -91,9 +92,8 @@ class RunwayWatch:
         now = self._clock.now()
         holds = self._open_holds(org_id) if still_held(stored.account) > 0 else []
         unbilled = self._unbilled(org_id, now.date())
-        runway = assess(
-            stored.account, spend_days=stored.spend_days, holds=holds, unbilled=unbilled, now=now, stages=stages
-        )
+        spending = Spending(stored.spend_days, stored.drawn_days)
+        runway = assess(stored.account, spending=spending, holds=holds, unbilled=unbilled, now=now, stages=stages)
         return runway, unbilled
 
     def _open_holds(self, org_id: str) -> list[OpenHold]:
@@ -133,11 +133,12 @@ class RunwayWatch:
         return None  # others kept changing it: the latest of them evaluated after its own write
 
     def daily(self) -> int:
-        """Evaluates every org whose wallet moved within the rate's days; returns how many were evaluated.
+        """Evaluates every org whose wallet moved within the rate's days or that has an open hold (its
+        spend goes on with no bill yet, and its rate rises as its end nears); returns how many were evaluated.
         One org that fails is logged and counted as not evaluated; the others go on (the next firing, or
         the org's next write, evaluates it again)."""
         done = 0
-        for org_id in self._runway.orgs_with_spend_since(self._clock.now(), RATE_DAYS):
+        for org_id in self._runway.orgs_to_watch(self._clock.now(), RATE_DAYS):
             try:
                 self.check(org_id)
             except Exception:  # isolation: whatever one org raises, the walk goes on (as shared/sweep.py)

@@ -15,7 +15,7 @@ from datetime import time as time_of_day
 from functools import partial
 
 from shared.auth import Caller
-from shared.budgets.models import BudgetTouch
+from shared.budgets.models import OPEN, BudgetTouch
 from shared.budgets.repository import BudgetChanged, BudgetRefused
 from shared.budgets.rules import spend_budgets
 from shared.budgets.service import BudgetService, BudgetState, ProjectBudgetExceededError, crossing_messages
@@ -244,16 +244,17 @@ class WalletService:
         ad-spend budget (or its budget on the platform) has not that much left this period."""
         platform_name(platform)
         org = self._org_repo.require_org(org_id)
+        self._require_project(org_id, project_id, hold_id)
         now = self._clock.now()
         period = period_containing(org, now).key
         hold = Hold(hold_id, project_id, platform, amount_minor, "pending", iso(now), iso(hold_expiry(now, expires_at)))
-        hold = replace(hold, remaining_minor=amount_minor, budget_period=period)
-        # No other reads: the transaction itself checks the mode (the wallet's copy), the funds, the budget
-        # and a replayed hold id.
+        hold = replace(hold, remaining_minor=amount_minor, budget_period=OPEN)  # held now, whatever the period
+        # Reads: the project (above), the budget and this period's counters; the transaction itself checks the
+        # mode (the wallet's copy), the funds, the budget (and that what was read is unchanged), a replayed id.
         for _ in range(MAX_BUDGET_READS):
             try:
                 checked = self._budgets.check(org_id, project_id, period, spend_budgets(platform), amount_minor)
-                touch = BudgetTouch(project_id, period, platform, held=amount_minor, guard=checked.guard)
+                touch = BudgetTouch(project_id, OPEN, platform, held=amount_minor, guard=checked.guard)
                 self._repo.place_hold(org_id, hold, touch)
             except Duplicate:
                 self.runway.check(org_id)  # a retry heals a check that failed after the hold
@@ -278,6 +279,16 @@ class WalletService:
             self.runway.check(org_id)  # the hold lowers the funds and raises the rate
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
+
+    def _require_project(self, org_id: str, project_id: str, hold_id: str) -> None:
+        """A hold is for an active project of the org, as a credit reservation (404 project_not_found, 409
+        project_archived); a replay of a hold made before the project was archived is answered as made."""
+        try:
+            self._org_repo.require_active_project(org_id, project_id)
+        except (NotFoundError, ConflictError):
+            made = self._repo.hold(org_id, hold_id)
+            if made is None or made.project_id != project_id:
+                raise
 
     def _replay_or(self, org_id: str, hold: Hold, period: str) -> Hold:
         """A hold the budget refuses: the one made before with its id if this is a replay (the budget may
@@ -523,6 +534,7 @@ class WalletService:
         spend = BudgetTouch(bill.project_id, budget_period, bill.platform, spent=bill.amount_minor)
         touches = [spend]
         hold = self._drawable_hold(bill) if draw else None
+        taken = 0
         if hold is not None:
             taken = hold_draw(bill.amount_minor, hold.open_minor)
             after = replace(after, held=after.held - taken)
@@ -549,6 +561,7 @@ class WalletService:
             },
             auto=auto,
             spend_days=add_spend(stored.spend_days, bill.billed_on, bill.amount_minor + fee, today),
+            drawn_days=add_spend(stored.drawn_days, bill.billed_on, taken, today),
             cause=Cause(bill.cause, record | {"budget_period": budget_period}),
             records=records,
             messages=self._crossed(org.org_id, spend),

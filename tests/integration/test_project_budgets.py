@@ -15,6 +15,8 @@ from shared.auth import Caller
 from shared.budgets.service import BudgetLimits, ProjectBudgetExceededError
 from shared.clock import iso
 from shared.credits.account import InsufficientCreditsError
+from shared.errors import ConflictError, DomainError, NotFoundError
+from shared.orgs.models import ProjectStatus
 from shared.wallet.service import Bill, InsufficientWalletFundsError
 from tests.helpers import capture_events, drain, new_user
 from tests.integration.credit_kit import credit_kit
@@ -377,3 +379,75 @@ def test_settled_credits_cross_the_credit_budget_once(stack: Any) -> None:
             actor="t",
         )
     assert (refused.value.details["budget"], refused.value.details["left"]) == ("credits", 0)
+
+
+def test_a_hold_for_an_unknown_archived_or_other_orgs_project_is_refused_as_a_reservation_is(kit: WalletKit) -> None:
+    org_id, project, owner = agency_org(kit)
+    other_org, other_project, _ = agency_org(kit)
+    fund(kit, org_id, 100_000, new_user())
+    kit.wallet.hold(org_id=org_id, hold_id="before", project_id=project, platform="meta", amount_minor=1_000)
+    kit.orgs.set_project_status(owner, org_id, project, ProjectStatus.ARCHIVED)
+    cases: list[tuple[str, str, type[DomainError], str]] = [
+        ("unknown", "prj_nope", NotFoundError, "project_not_found"),  # 404
+        ("theirs", other_project, NotFoundError, "project_not_found"),  # 404
+        ("archived", project, ConflictError, "project_archived"),  # 409
+    ]
+    for hold_id, project_id, error, code in cases:
+        with pytest.raises(DomainError) as refused:
+            kit.wallet.hold(org_id=org_id, hold_id=hold_id, project_id=project_id, platform="meta", amount_minor=500)
+        assert (type(refused.value), refused.value.code) == (error, code)
+        assert kit.repo.hold(org_id, hold_id) is None
+    # Then nothing changed: the wallet holds only the hold made before, no budget counts the refused ones
+    stored = kit.repo.get(org_id)
+    assert stored is not None and stored.account.held == 1_000
+    assert _usage(kit, org_id, project).held == 1_000
+    assert (
+        raw_item(kit, other_org, f"BUDGETP#{_usage(kit, other_org, other_project).period_key}#{other_project}") is None
+    )
+    # and a replay of the hold made before the project was archived is answered as made
+    again = kit.wallet.hold(org_id=org_id, hold_id="before", project_id=project, platform="meta", amount_minor=1_000)
+    assert (again.status, again.amount_minor) == ("pending", 1_000)
+
+
+def test_a_hold_placed_at_the_end_of_a_period_counts_in_the_next_until_it_ends(kit: WalletKit) -> None:
+    """An open hold is a commitment now: holds of the next period see it; a bill drawing on it next period
+    is spent there; its expiry frees what it still holds."""
+    import random
+
+    org_id, project, owner = agency_org(kit)  # periods start on the 20th at 09:41:17
+    fund(kit, org_id, 100_000, new_user())
+    _budget(kit, owner, org_id, project, ad_spend_minor=10_000)
+    # the last day of November's period, 23:59 and some seconds
+    kit.clock.at = datetime(2026, 12, 19, 23, 59, random.randrange(60), tzinfo=UTC)
+    late = datetime(2026, 12, 22, random.randrange(24), random.randrange(60), tzinfo=UTC)
+    kit.wallet.hold(
+        org_id=org_id, hold_id="late", project_id=project, platform="meta", amount_minor=6_000, expires_at=late
+    )
+    # When December's period starts (a random time of its first day), Then its holds see November's
+    kit.clock.at = datetime(2026, 12, 20, random.randrange(10, 24), random.randrange(60), tzinfo=UTC)
+    with pytest.raises(ProjectBudgetExceededError) as refused:
+        kit.wallet.hold(org_id=org_id, hold_id="dec-5k", project_id=project, platform="meta", amount_minor=5_000)
+    assert (refused.value.details["committed"], refused.value.details["left"]) == (6_000, 4_000)
+    long = kit.clock.at + timedelta(days=20)
+    kit.wallet.hold(
+        org_id=org_id, hold_id="dec-4k", project_id=project, platform="meta", amount_minor=4_000, expires_at=long
+    )
+    with pytest.raises(ProjectBudgetExceededError):
+        kit.wallet.hold(org_id=org_id, hold_id="dec-1", project_id=project, platform="meta", amount_minor=1)
+    usage = _usage(kit, org_id, project)
+    assert (usage.period_key, usage.spent, usage.held) == ("2026-12-20T09:41:17Z", 0, 10_000)
+    # A bill of 21 December drawing 2,500 on November's hold: spent in December, the hold's remainder 3,500
+    kit.clock.at = datetime(2026, 12, 21, random.randrange(24), random.randrange(60), tzinfo=UTC)
+    _bill(kit, org_id, project, 2_500, "dec-21", date(2026, 12, 21), hold_id="late")
+    usage = _usage(kit, org_id, project)
+    assert (usage.spent, usage.held, usage.committed("ad_spend")) == (2_500, 7_500, 10_000)
+    assert kit.services.budgets.usage(org_id, project, "2026-11-20T09:41:17Z").spent == 0
+    # When November's hold expires, Then what it still held is free: 3,500 fits again, 3,501 does not
+    kit.clock.at = late + timedelta(minutes=1)
+    kit.wallet.expire_holds()
+    assert kit.repo.hold(org_id, "late").status == "expired"  # type: ignore[union-attr]
+    assert _usage(kit, org_id, project).held == 4_000
+    with pytest.raises(ProjectBudgetExceededError):
+        kit.wallet.hold(org_id=org_id, hold_id="after-big", project_id=project, platform="meta", amount_minor=3_501)
+    kit.wallet.hold(org_id=org_id, hold_id="after", project_id=project, platform="meta", amount_minor=3_500)
+    assert _usage(kit, org_id, project).committed("ad_spend") == 10_000

@@ -133,20 +133,21 @@ def test_holds_and_pending_ach_count_and_the_suggestion_is_hand_computable(
         )
         assert placed.status == 201, placed.body
         wallet = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
-        # funds 100,000 - 51,450 - 3,000 held = 45,550; rate 7,350 + 3,000 (a 24 h hold: a day's spend)
-        # = 10,350; 45,550 / 10,350 = 4.40 days; 7 days need 72,450: 26,900 more, by card
+        # F = 100,000 - 51,450 = 48,550 (the 3,000 held counted once: its hold spends it); R = 7,350; the
+        # 24 h hold spends 3,000 in its day: 10,350 on day 1, then 7,350 a day: 1 + 38,200 / 7,350 = 6.19
+        # days. 7 days spend 7 x 7,350 + 3,000 = 54,450: 5,900 more, by card
         assert (wallet["avg_daily_spend_minor"], wallet["daily_rate_minor"]) == (7_350, 10_350)
-        assert (wallet["runway_tenths"], wallet["runway_days"], wallet["next_alert_days"]) == (44, 4, 3)
-        assert wallet["funding_suggestion"] == {"amount_minor": 26_900, "method": "card", "restores_days": 7}
+        assert (wallet["runway_tenths"], wallet["runway_days"], wallet["next_alert_days"]) == (61, 6, 3)
+        assert wallet["funding_suggestion"] == {"amount_minor": 5_900, "method": "card", "restores_days": 7}
         ach = {"amount_minor": 5_000, "method": "ach", "payment_method_id": "pm_usBankAccount_success"}
         started = api.call(
             "POST", f"/v1/orgs/{org_id}/wallet/top-ups", as_user=owner, json=ach, headers={"Idempotency-Key": "ach-1"}
         )
         assert started.status == 202 and started.body["status"] == "pending", started.body
         wallet = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
-        # pending 5,000 counts: 50,550 / 10,350 = 4.88 days; 72,450 - 50,550 = 21,900, by ACH now
-        assert (wallet["pending_minor"], wallet["runway_tenths"]) == (5_000, 48)
-        assert wallet["funding_suggestion"] == {"amount_minor": 21_900, "method": "ach", "restores_days": 7}
+        # pending 5,000 counts: 1 + 43,200 / 7,350 = 6.87 days; 54,450 - 53,550 = 900, by ACH now
+        assert (wallet["pending_minor"], wallet["runway_tenths"]) == (5_000, 68)
+        assert wallet["funding_suggestion"] == {"amount_minor": 900, "method": "ach", "restores_days": 7}
         key = {"PK": f"ORG#{org_id}", "SK": "WRUNWAY"}
         assert table.get_item(Key=key, ConsistentRead=True)["Item"]["stage"] == 7  # alerted as the bills landed
         # The hold released: 53,550 / 7,350 = 7.28 days, above 7 again: the 7-day stage is re-armed
@@ -172,3 +173,63 @@ def test_runway_alert_stages_are_settings_validated_and_role_gated(api: ApiClien
     assert stranger.status == 404
     unknown = api.call("PUT", "/v1/orgs/org_nope/wallet/settings", as_user=owner, json=base)
     assert unknown.status == 404
+
+
+def _hold(api: ApiClient, org_id: str, project: str, hold_id: str, amount: int, expires_at: datetime) -> None:
+    body = {"org_id": org_id, "hold_id": hold_id, "project_id": project, "platform": "meta"}
+    body |= {"amount_minor": amount, "expires_at": expires_at.isoformat()}
+    placed = api.call("POST", "/v1/internal/wallet/holds", token=devtokens.service_token("ad-optimizer"), json=body)
+    assert placed.status == 201, placed.body
+
+
+def test_held_money_counts_once_and_bills_drawn_from_holds_are_not_background_spend(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner, org_id, project = _agency_org(api, stack, table)
+    now = _at(datetime.now(UTC).date() + timedelta(days=4))
+    with time_machine.travel(now, tick=False):
+        _fund(org_id, 40_000, f"{org_id}-1")
+        _hold(api, org_id, project, f"camp-{org_id}", 14_000, now + timedelta(days=7))  # the campaign
+        _hold(api, org_id, project, f"burst-{org_id}", 6_000, now + timedelta(days=2))
+        for back in range(1, 8):  # each complete day: 1,000 drawn from the campaign's hold, 2,000 not (+ 5 %)
+            day = now.date() - timedelta(days=back)
+            body = {"org_id": org_id, "platform": "meta", "bill_id": f"c-{back}", "project_id": project}
+            body |= {"amount_minor": 1_000, "currency": "USD", "billed_on": day.isoformat()}
+            body |= {"hold_id": f"camp-{org_id}"}
+            feed = devtokens.service_token("spend-ingestion")
+            assert api.call("POST", "/v1/internal/wallet/bills", token=feed, json=body).status == 200
+            _bill(api, org_id, project, f"b-{back}", 2_000, day)
+        wallet = api.call("GET", f"/v1/orgs/{org_id}/wallet", as_user=owner).body
+    # F = 40,000 - 7 x 3,150 = 17,950 (the 13,000 still held counted once); R = 3,150 - 1,000 drawn = 2,150;
+    # the campaign's 7,000 left over 7 days: 1,000 a day; the burst's 6,000 over 2 days: 3,000 a day.
+    # Days 0-2: 6,150 a day -> 12,300; then 3,150 a day: 5,650 / 3,150 = 1.79 -> T = 3.79 days.
+    # 7 days spend 7 x 2,150 + 7,000 + 6,000 = 28,050: 10,100 restores them.
+    assert wallet["held_minor"] == 13_000
+    assert (wallet["avg_daily_spend_minor"], wallet["daily_rate_minor"]) == (2_150, 6_150)
+    assert (wallet["runway_tenths"], wallet["next_alert_days"]) == (37, 3)
+    assert wallet["funding_suggestion"] == {"amount_minor": 10_100, "method": "card", "restores_days": 7}
+
+
+def test_the_daily_evaluation_alerts_an_org_whose_only_activity_is_an_open_hold(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    from functions.api.container import services
+
+    _, org_id, project = _agency_org(api, stack, table)
+    queue = capture_events(stack, ALERTS)
+    placed = _at(datetime.now(UTC).date() + timedelta(days=5))
+    with time_machine.travel(placed, tick=False):
+        _fund(org_id, 10_000, f"{org_id}-1")
+        _hold(api, org_id, project, f"h-{org_id}", 10_000, placed + timedelta(days=20))  # 500 a day: 20 days
+    with time_machine.travel(placed + timedelta(days=1), tick=False):
+        # the platform reports 2,000 of spend no bill covers yet (no wallet movement, no evaluation)
+        body = {"org_id": org_id, "platform": "meta", "project_id": project, "amount_minor": 2_000}
+        body |= {"day": (placed + timedelta(days=1)).date().isoformat(), "currency": "USD", "report_id": new_user("r")}
+        engine = devtokens.service_token("workflow-engine")
+        assert api.call("POST", "/v1/internal/wallet/spend-reports", token=engine, json=body).status == 200
+    assert _alerts(stack, queue, org_id) == []
+    with time_machine.travel(placed + timedelta(days=8), tick=False):
+        # 8 days on, no wallet movement for 8 days: F = 10,000 - 2,000 = 8,000; the hold's 10,000 over its
+        # last 12 days is 833.33 a day: 8,000 / 833.33 = 9.6 days -> the 14-day alert, from the daily run
+        services().wallet.runway.daily()
+        assert _alerts(stack, queue, org_id) == [(14, 96)]

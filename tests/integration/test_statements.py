@@ -135,6 +135,26 @@ def test_a_statement_equals_the_projects_invoice_lines_plus_markup(api: ApiClien
         assert "CLIENT STATEMENT" in page and "Client A (client of Agency & Co)" in page
         assert "Agency markup (12.50 %)" in page and "240.34 USD" in page and invoice["number"] in page
 
+        # When the agency raises the markup to 20 % after the period was invoiced, Then it applies from the
+        # current period on: the invoiced period's statement (JSON, CSV, PDF) keeps its 12.5 %
+        put = api.call("PUT", settings, as_user=owner, json={"markup_bps": 2_000})
+        current = api.call("GET", f"/v1/orgs/{org_id}/credits", as_user=owner).body["period_key"]
+        assert (put.body["markup_bps"], put.body["from_period_key"]) == (2_000, current) and current != agency["key"]
+        assert api.call("GET", settings, as_user=owner).body["markup_bps"] == 2_000
+        again = api.call("GET", path, as_user=owner).body
+        assert again == final
+        assert (again["markup_bps"], again["markup_minor"], again["total_minor"]) == (1_250, 2_670, 24_034)
+        rows = list(csv.DictReader(io.StringIO(_download(api, f"{path}/csv", owner).decode("utf-8-sig"))))
+        assert sum(int(r["amount_minor"]) for r in rows) == 24_034
+        pdf = _download(api, f"{path}/pdf", owner)
+        text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, check=True, capture_output=True).stdout
+        assert "Agency markup (12.50 %)" in text.decode("utf-8") and "240.34 USD" in text.decode("utf-8")
+        # and the current period's statement carries the new markup
+        newest = api.call("GET", f"/v1/orgs/{org_id}/projects/{a}/statements", as_user=owner).body["items"][0]
+        assert newest["statement_id"] != statement_id
+        now_path = f"/v1/orgs/{org_id}/projects/{a}/statements/{newest['statement_id']}"
+        assert api.call("GET", now_path, as_user=owner).body["markup_bps"] == 2_000
+
 
 def test_statement_routes_refuse_bad_input_unknown_ids_and_roles(api: ApiClient, agency: dict[str, Any]) -> None:
     owner, member, org_id, a = agency["owner"], agency["member"], agency["org_id"], agency["a"]

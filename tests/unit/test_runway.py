@@ -14,13 +14,17 @@ from shared.wallet.account import WalletAccount
 from shared.wallet.runway import (
     DEFAULT_STAGES,
     OpenHold,
+    Spending,
     assess,
+    background_rate,
     crossed,
     holds_rate,
     next_stage,
     restore_top_up,
+    runway_days,
     runway_tenths,
     spend_rate,
+    spent_by,
     stage_of,
     valid_stages,
 )
@@ -29,12 +33,23 @@ TODAY = date(2028, 3, 1)  # a leap year: 29 February is one of the complete days
 NOW = datetime(2028, 3, 1, 17, 43, 11, tzinfo=UTC)
 
 
+def _days(amount: int) -> dict[str, int]:
+    """`amount` on each of the 7 complete days before TODAY."""
+    return {(TODAY - timedelta(days=back)).isoformat(): amount for back in range(1, 8)}
+
+
 def test_the_rate_averages_the_seven_complete_days_before_today() -> None:
     days = {(TODAY - timedelta(days=back)).isoformat(): 700 for back in range(10)}
     # today (still running) and the 8th day back do not count: 7 x 700 / 7
     assert spend_rate(days, TODAY) == 700
     assert spend_rate({TODAY.isoformat(): 10_000, "2028-02-29": 7}, TODAY) == Fraction(1)
     assert spend_rate({"2028-02-23": 70, "2028-02-22": 7_000}, TODAY) == 10  # 22 Feb is the 8th day back
+
+
+def test_the_background_rate_leaves_out_what_bills_took_from_holds() -> None:
+    # 7 days of 10,500 (bills + fees), of which 7,000 a day was drawn from holds: 3,500 a day is background
+    assert background_rate(_days(10_500), _days(7_000), TODAY) == 3_500
+    assert background_rate(_days(10_500), {TODAY.isoformat(): 9_999}, TODAY) == 10_500  # today: not complete
 
 
 def test_a_hold_spreads_what_it_holds_over_the_time_it_has_left_at_least_a_day() -> None:
@@ -46,27 +61,42 @@ def test_a_hold_spreads_what_it_holds_over_the_time_it_has_left_at_least_a_day()
     assert holds_rate([], NOW) == 0
 
 
-def test_runway_by_hand() -> None:
-    # balance 100,000 - held 3,000 - unbilled 1,550 + pending 5,000 = 100,450; 7 days of 7,350 and a
-    # 24-hour hold of 3,000: 10,350 a day -> 9.705... days -> 97 tenths; 7 days need 72,450: nothing to add
-    account = WalletAccount("USD", balance=100_000, held=3_000, pending=5_000)
-    days = {(TODAY - timedelta(days=back)).isoformat(): 7_350 for back in range(1, 8)}
-    hold = OpenHold(3_000, NOW + timedelta(hours=24))
-    got = assess(account, spend_days=days, holds=[hold], unbilled=1_550, now=NOW, stages=DEFAULT_STAGES)
-    assert (got.funds_minor, got.rate, got.tenths, got.stage, got.next_stage) == (100_450, 10_350, 97, 14, 7)
-    assert (got.restore_minor, got.daily_rate_minor) == (0, 10_350)
-    # the same wallet after 55,000 more is posted: 45,450 / 10,350 = 4.39 -> 43 tenths, stage 7, next 3;
-    # restoring 7 days takes 72,450 - 45,450 = 27,000
-    poorer = WalletAccount("USD", balance=45_000, held=3_000, pending=5_000)
-    got = assess(poorer, spend_days=days, holds=[hold], unbilled=1_550, now=NOW, stages=DEFAULT_STAGES)
-    assert (got.funds_minor, got.tenths, got.stage, got.next_stage, got.restore_minor) == (45_450, 43, 7, 3, 27_000)
+def test_held_money_is_counted_once_and_each_hold_spends_only_its_remainder() -> None:
+    # F = 10,000 - unbilled 1,000 + pending 1,000 = 10,000 (the 9,000 held stays in it); R = 500 a day.
+    # Hold a: 3,000 with 2 days left (1,500 a day); b: 6,000 with 10 days 7 hours left (6,000 / 10.2917 =
+    # 582.996 a day). Until day 2: 2,582.996 a day -> 5,165.99 spent; then 1,082.996 a day: the rest,
+    # 4,834.01, lasts 4.4635 days -> T = 6.4635 (before b ends at 10.29) -> 64 tenths.
+    account = WalletAccount("USD", balance=10_000, held=9_000, pending=1_000)
+    a = OpenHold(3_000, NOW + timedelta(days=2))
+    b = OpenHold(6_000, NOW + timedelta(days=10, hours=7))
+    spending = Spending(_days(3_500), _days(3_000))  # R = 500
+    got = assess(account, spending=spending, holds=[a, b], unbilled=1_000, now=NOW, stages=DEFAULT_STAGES)
+    b_rate = Fraction(6_000 * 24, 247)
+    assert (got.funds_minor, got.spend_rate, got.holds_rate) == (10_000, 500, 1_500 + b_rate)
+    expected = 2 + (10_000 - 2 * (500 + 1_500 + b_rate)) / (500 + b_rate)
+    assert runway_days(10_000, Fraction(500), [a, b], NOW) == expected
+    assert (got.tenths, got.stage, got.next_stage) == (64, 7, 3)
+    # 7 days spend 3,500 + 3,000 (a, all of it) + 7 x 582.996 = 10,580.97: 581 restores them
+    assert spent_by(Fraction(7), Fraction(500), [a, b], NOW) == 3_500 + 3_000 + 7 * b_rate
+    assert got.restore_minor == 581
+    # The old formula counted the 9,000 twice: (10,000 - 9,000) / (500 + 2,083) = 0.39 days
 
 
-def test_no_spend_no_runway_and_an_overdrawn_wallet_has_none_left() -> None:
-    assert runway_tenths(1_000, Fraction(0)) is None
-    assert runway_tenths(-5, Fraction(700)) == 0
-    assert runway_tenths(699, Fraction(7_000)) == 0  # 0.0998 days: rounded down
-    assert restore_top_up(-5, Fraction(10, 3)) == 29  # ceil(23.33 + 5)
+def test_a_hold_that_ends_before_the_money_does_and_no_background_spend_leaves_no_runway() -> None:
+    hold = OpenHold(4_000, NOW + timedelta(days=4))  # 1,000 a day for 4 days, then nothing
+    assert runway_days(5_000, Fraction(0), [hold], NOW) is None
+    assert runway_days(3_000, Fraction(0), [hold], NOW) == 3  # F below what it holds (unbilled spend took some)
+    assert runway_days(5_000, Fraction(250), [hold], NOW) == 4  # 4 x 1,250: the money ends as the hold does
+    assert runway_days(6_000, Fraction(250), [hold], NOW) == 8  # 5,000 by day 4, then 250 a day: 4 more
+    assert runway_tenths(runway_days(1_000, Fraction(0), [], NOW)) is None  # nothing is spent
+    assert runway_days(-5, Fraction(0), [], NOW) is None  # nor with nothing left
+    assert restore_top_up(5_000, Fraction(0), [hold], NOW) == 0
+
+
+def test_an_overdrawn_wallet_has_none_left_and_rounding_goes_down_for_days_up_for_money() -> None:
+    assert runway_tenths(runway_days(-5, Fraction(700), [], NOW)) == 0
+    assert runway_tenths(runway_days(699, Fraction(7_000), [], NOW)) == 0  # 0.0998 days: rounded down
+    assert restore_top_up(-5, Fraction(10, 3), [], NOW) == 29  # ceil(23.33 + 5)
 
 
 def test_stages_cross_down_once_and_rising_re_arms_them() -> None:

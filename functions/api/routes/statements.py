@@ -36,6 +36,10 @@ class StatementSettingsOut(BaseModel):
     markup_bps: int
     updated_at: str | None
     updated_by: str | None
+    from_period_key: str | None = Field(
+        description="The first period this markup is in effect for (a change applies from the current period "
+        "on; earlier periods' statements keep theirs); null: since the start"
+    )
 
     @classmethod
     def of(cls, settings: StatementSettings) -> StatementSettingsOut:

@@ -43,7 +43,10 @@ class AutoTopUpOut(BaseModel):
 
 
 class FundingSuggestionOut(BaseModel):
-    amount_minor: int = Field(description="ceil(7 x daily rate - (balance - held - unbilled + pending))")
+    amount_minor: int = Field(
+        description="ceil(what 7 days spend - (balance - unbilled + pending)): 7 days of the background rate "
+        "plus what each open hold spends in them (at most its remainder)"
+    )
     method: Literal["ach", "card"] = Field(description="ach when the org has topped up by ACH (it takes days)")
     restores_days: int
 
@@ -59,16 +62,23 @@ class WalletOut(BaseModel):
     status: str = Field(description="active | low | paused")
     low_threshold_minor: int
     runway_tenths: int | None = Field(
-        description="Runway in tenths of a day (an int: runway is not money, and no float is shown): "
-        "(balance - held - unbilled spend + pending) / (the last 7 complete days' average spend + the open "
-        "holds' daily rate), rounded down; null when nothing is being spent"
+        description="Runway in tenths of a day (an int: runway is not money, and no float is shown), rounded "
+        "down: when the funds (balance - unbilled spend + pending; held money counted once) are spent by the "
+        "background rate (the last 7 complete days' bills and fees that drew on no hold) plus each open hold "
+        "spending its remainder over the time it has left (at least a day); null when the money is never "
+        "used up"
     )
     runway_days: int | None = Field(description="The runway in whole days (runway_tenths // 10)")
     unbilled_spend_minor: int = Field(
         description="Spend the ad platforms reported over the last 7 days that no bill covers yet"
     )
-    avg_daily_spend_minor: int = Field(description="The last 7 complete UTC days' bills and fees / 7, rounded up")
-    daily_rate_minor: int = Field(description="The runway's rate: that average plus the open holds' rate, rounded up")
+    avg_daily_spend_minor: int = Field(
+        description="The background rate: the last 7 complete UTC days' bills and fees, less what bills took "
+        "from holds, / 7, rounded up"
+    )
+    daily_rate_minor: int = Field(
+        description="What is spent a day now: that rate plus what the open holds spend a day, rounded up"
+    )
     runway_alert_days: list[int] = Field(description="The alert stages (days of runway), highest first")
     next_alert_days: int | None = Field(description="The stage that alerts next (null: all alerted)")
     funding_suggestion: FundingSuggestionOut | None = Field(
