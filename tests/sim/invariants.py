@@ -112,12 +112,17 @@ def cause_applied_once(life: Life, items: Items) -> list[str]:
 
 @invariant("holds_and_available", each_step=True)
 def holds_and_available(life: Life, items: Items) -> list[str]:
-    """held >= 0 and equals the pending holds; available == balance - held - floor."""
+    """held >= 0 and equals what the pending holds still reserve (their remainders, once bills drew on
+    them); available == balance - held - floor."""
     wallet = _one(items, "WALLET")
     if wallet is None:
         return []
     balance, held, floor = int(wallet["balance"]), int(wallet.get("held", 0)), int(wallet.get("floor", 0))
-    pending = sum(int(i["amount_minor"]) for i in items if i["SK"].startswith("HOLD#") and i.get("status") == "pending")
+    pending = sum(
+        int(i["amount_minor"] if i.get("remaining_minor") is None else i["remaining_minor"])
+        for i in items
+        if i["SK"].startswith("HOLD#") and i.get("status") == "pending"
+    )
     broken = []
     if held < 0 or held != pending:
         broken.append(f"held {held} (pending holds {pending})")
