@@ -104,7 +104,7 @@ class OverageBilling:
             if quantity > 0 and amount and not target.has(key):  # (on the draft already: a crash before the record)
                 self._add(org, target, _Line(metric, quantity, unit, description, period, key))
                 added += amount
-            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key}
+            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": unit}
             self._repo.set_period_fields(org_id, period.key, billed)
         self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
         added += self._bill_late_catch_up(org, plan, period, target)
@@ -113,13 +113,15 @@ class OverageBilling:
 
     def owed(self, org: Org, period: Period) -> dict[str, int]:
         """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
-        billed on a later renewal with their own keys, are not in it). For reconciliation."""
+        billed on a later renewal with their own keys, are not in it). Once billed: what was billed, at the
+        unit price it was billed at (the plan may have changed since). For reconciliation."""
         plan = self._orgs.subscribed_plan(org)
         counters = self._repo.period(org.org_id, period.key)
         owed = {}
         for metric, quantity, unit, _ in self._lines(org, plan, period):
             if f"billed_key_{metric}" in counters:  # late usage after it is billed on a later renewal
                 quantity = int(counters[f"billed_{metric}"])
+                unit = Decimal(str(counters.get(f"billed_unit_{metric}", unit)))
             if metric != "credits_late" and quantity > 0:
                 owed[metric] = unit_price_total(quantity, unit)
         return owed

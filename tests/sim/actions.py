@@ -3,7 +3,6 @@ org's life as the simulator knows it (`Life`): ids it made, what it expects Stri
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from boto3.dynamodb.conditions import Key
 
 from shared.auth import Caller
 from shared.clock import iso
-from shared.credits.periods import _add_months, period_containing
+from shared.credits.periods import period_containing
 from shared.orgs.models import BillingMode, ProjectStatus, Role
 from shared.reconcile.wiring import Reconciliation, build_reconciliation
 from shared.settings import ApiSettings
@@ -23,7 +22,6 @@ from shared.stripe_gateway import WebhookEvent
 from shared.usage.service import SdkEvent
 from shared.wallet.models import AutoTopUp
 from shared.wallet.service import Bill, WalletSettings
-from tests.paid import stripe_subscription
 from tests.sim.scenario import Step
 from tests.sim.world import API_KEY, ScenarioServices, SimWorld
 
@@ -51,9 +49,10 @@ class Life:
     delivered: set[str] = field(default_factory=set)
     invoiced: set[str] = field(default_factory=set)  # period keys run through the invoice steps
     notes: list[str] = field(default_factory=list)  # outcomes (refusals), for the reproduction
-    sub_status: str = "none"  # what the simulator last told the mirror Stripe's subscription is
+    sub_status: str = "none"  # Stripe's subscription's status as the simulator last saw it (observe_stripe)
     past_due_since: datetime | None = None
     reconciled: list[Any] = field(default_factory=list)  # the discrepancies after the last reconciliation
+    variants: dict[str, int] = field(default_factory=dict)  # workflow run -> variants per item drawn
 
     @property
     def now(self) -> datetime:
@@ -94,44 +93,56 @@ def create_org(life: Life, args: dict[str, Any]) -> None:
     life.projects["launch"] = project.project_id
 
 
-def _mirror(life: Life, plan: str, status: str) -> None:
-    """What the subscription webhook does with Stripe's subscription (the mirror, given the subscription):
-    anchored at checkout, its current period the latest renewal's (month ends clamped from the anchor)."""
-    anchor, months = life.sub_start, 0
-    assert anchor is not None
-    while _add_months(anchor, months + 1) <= life.now:
-        months += 1
-    sub = stripe_subscription(life.org_id, plan, start=anchor, status=status, subscription_id=life.subscription_id)
-    sub = dataclasses.replace(
-        sub,
-        customer_id=life.customer,
-        current_period_start=int(_add_months(anchor, months).timestamp()),
-        current_period_end=int(_add_months(anchor, months + 1).timestamp()),
-    )
-    mirror = life.services.subscriptions._mirror
-    mirror.apply(life.org_id, sub, mirror.now_ms())
+def observe_stripe(life: Life) -> None:
+    """What Stripe's subscription is now (the truth the mirror must reach once its webhooks are delivered):
+    its status and plan, and since when the simulator has seen it past due."""
+    if not life.subscription_id:
+        return
+    store = life.world.stripe.store
+    with store.lock:
+        sub = store.objects.get(life.subscription_id) or {}
+        status, plan = str(sub.get("status", "none")), (sub.get("metadata") or {}).get("plan_id")
     if status == "past_due" and life.sub_status != "past_due":
         life.past_due_since = life.now
-    life.sub_status = status
+    life.sub_status, life.plan = status, str(plan or life.plan)
+
+
+def _customer_on_clock(life: Life) -> None:
+    client = life.client()
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": int(life.now.timestamp())})
+    customer = client.v1.customers.create(
+        params={"name": life.org_id, "test_clock": clock.id, "metadata": {"org_id": life.org_id}}
+    )
+    life.test_clock, life.customer = clock.id, customer.id
 
 
 @action("checkout")
 def checkout(life: Life, args: dict[str, Any]) -> None:
-    """Checkout at a random time of day: the customer (on a Stripe test clock at the simulated now) and the
-    subscription anchored then, as the checkout webhooks mirror it."""
+    """Checkout at a random time of day: the customer (on a Stripe test clock at the simulated now), our
+    Checkout Session for the plan, completed by the customer with a good card: Stripe's own subscription,
+    billed by the emulator from then on (its webhooks tell the org)."""
     if not life.customer:
-        client = life.client()
-        clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": int(life.now.timestamp())})
-        customer = client.v1.customers.create(
-            params={"name": life.org_id, "test_clock": clock.id, "metadata": {"org_id": life.org_id}}
-        )
-        life.test_clock, life.customer = clock.id, customer.id
-        life.services.orgs._repo.link_stripe_customer(life.org_id, customer.id)
-    if not life.subscription_id:
-        life.subscription_id = f"sub_sim{life.rng.getrandbits(48):012x}"
-        life.sub_start = life.now.replace(microsecond=0)
-    _mirror(life, args["plan"], "active")
-    life.plan = args["plan"]
+        _customer_on_clock(life)
+    life.services.orgs._repo.link_stripe_customer(life.org_id, life.customer)  # (again after a crash: a no-op)
+    if life.subscription_id:
+        return
+    session_id, _ = life.services.subscriptions.start_checkout(
+        life.owner,
+        life.org_id,
+        plan_id=args["plan"],
+        success_url="https://sim/ok",
+        cancel_url="https://sim/no",
+        attempt="sim",
+    )
+    client = life.client()
+    session = client.v1.checkout.sessions.retrieve(session_id)
+    if session.status == "open":
+        params = {"payment_method": "pm_card_visa"}
+        client.raw_request("post", f"/_emulator/checkout/sessions/{session_id}/complete", **params)
+        session = client.v1.checkout.sessions.retrieve(session_id)
+    life.subscription_id = str(session.subscription or "")
+    life.sub_start = life.now.replace(microsecond=0)
+    observe_stripe(life)
 
 
 @action("agency_mode")
@@ -141,15 +152,32 @@ def agency_mode(life: Life, args: dict[str, Any]) -> None:
 
 @action("change_plan")
 def change_plan(life: Life, args: dict[str, Any]) -> None:
-    if life.subscription_id:
-        _mirror(life, args["plan"], "active")
-        life.plan = args["plan"]
+    """Upgrade or downgrade mid-cycle through our API: Stripe prorates it on an invoice now (charged, or a
+    credit the webhook refunds to the card)."""
+    if life.subscription_id and args["plan"] != life.plan and life.sub_status not in ("canceled", "none"):
+        life.services.subscriptions.change_plan(life.owner, life.org_id, plan_id=args["plan"], proration_date=None)
+        observe_stripe(life)
 
 
 @action("subscription_status")
 def subscription_status(life: Life, args: dict[str, Any]) -> None:
-    if life.subscription_id and life.plan != "free":
-        _mirror(life, life.plan, args["status"])
+    """Stripe's side of dunning: `past_due` puts a declining card on the subscription (its next renewal
+    fails); `active` the customer's new card, with which the open invoices are paid; `canceled` the
+    subscription ended in Stripe (the dunning gave up, or the customer left)."""
+    if not life.subscription_id or life.sub_status in ("canceled", "none"):
+        return
+    client, sub_id = life.client(), life.subscription_id
+    if args["status"] == "canceled":
+        client.v1.subscriptions.cancel(sub_id)
+    else:
+        card = "pm_card_chargeDeclined" if args["status"] == "past_due" else "pm_card_visa"
+        pm = client.v1.payment_methods.attach(card, params={"customer": life.customer})
+        client.v1.subscriptions.update(sub_id, params={"default_payment_method": pm.id})
+    if args["status"] == "active":
+        for invoice in client.v1.invoices.list(params={"customer": life.customer, "status": "open"}).data:
+            if invoice.id:
+                client.v1.invoices.pay(invoice.id)
+    observe_stripe(life)
 
 
 @action("add_member")
@@ -182,14 +210,22 @@ def archive_project(life: Life, args: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- credits, usage
+# What a template's generations make, and how many variants per item drawn: videos (120 credits each, 5 variants)
+# take a plan past its included credits within a life, so credit overage (and late overage) reaches Stripe's
+# renewal invoices; images (10 credits) do not.
+GENERATION_TYPES = {"social-content": ("short_form_video", 5), "ad-copy": ("image", 1)}
+
+
 @action("reserve")
 def reserve(life: Life, args: dict[str, Any]) -> None:
+    kind, variants = GENERATION_TYPES[args["template"]]
+    life.variants[args["run"]] = variants
     life.services.credits.reserve(
         org_id=life.org_id,
         project_id=life.project(),
         template_id=args["template"],
-        generation_type="image",
-        quantity=args["quantity"],
+        generation_type=kind,
+        quantity=args["quantity"] * variants,
         workflow_run_id=args["run"],
         actor="sim",
     )
@@ -199,7 +235,11 @@ def reserve(life: Life, args: dict[str, Any]) -> None:
 def settle(life: Life, args: dict[str, Any]) -> None:
     ran = datetime.fromisoformat(args["ran_at"])
     life.services.credits.settle(
-        org_id=life.org_id, workflow_run_id=args["run"], quantity=args["quantity"], occurred_at=ran, actor="sim"
+        org_id=life.org_id,
+        workflow_run_id=args["run"],
+        quantity=args["quantity"] * life.variants.get(args["run"], 1),
+        occurred_at=ran,
+        actor="sim",
     )
 
 
@@ -216,15 +256,34 @@ def sdk_batch(life: Life, args: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- wallet
-def advance_stripe(life: Life) -> None:
-    """The customer's test clock brought to the simulated now (ACH settles 4 days after it started)."""
+def advance_stripe(life: Life, pause: Callable[[], None] | None = None) -> None:
+    """The customer's test clock brought to the simulated now (ACH settles 4 days after it started), in
+    steps Stripe allows; with `pause`, it is called at each renewal (the draft made, its webhooks to
+    deliver: our `invoice.created` handler adds the overage within the draft's hour)."""
     if not life.test_clock:
         return
     target = int(life.now.timestamp())
-    clock = life.world.stripe.store.get("test_helpers.test_clock", life.test_clock)
+    store = life.world.stripe.store
+    clock = store.get("test_helpers.test_clock", life.test_clock)
     while clock["frozen_time"] < target:
-        life.world.stripe.advance_clock(life.test_clock, min(target, clock["frozen_time"] + 31 * 86_400))
-        clock = life.world.stripe.store.get("test_helpers.test_clock", life.test_clock)
+        renewal = _next_renewal(life, clock["frozen_time"], target) if pause else None
+        step = min(target, clock["frozen_time"] + 31 * 86_400, renewal or target)
+        life.world.stripe.advance_clock(life.test_clock, step)
+        if renewal == step and pause is not None:
+            pause()
+        clock = store.get("test_helpers.test_clock", life.test_clock)
+    observe_stripe(life)
+
+
+def _next_renewal(life: Life, after: int, until: int) -> int | None:
+    store = life.world.stripe.store
+    with store.lock:
+        ends = [
+            int(sub["current_period_end"])
+            for sub in store.all("subscription")
+            if sub.get("customer") == life.customer and sub.get("status") in ("active", "past_due", "trialing")
+        ]
+    return min((end for end in ends if after < end <= until), default=None)
 
 
 def _default_card(life: Life, card: str) -> None:

@@ -4,11 +4,12 @@ one `@invariant` function. `AFTER_EACH` ones run after every step too; the other
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -111,12 +112,17 @@ def cause_applied_once(life: Life, items: Items) -> list[str]:
 
 @invariant("holds_and_available", each_step=True)
 def holds_and_available(life: Life, items: Items) -> list[str]:
-    """held >= 0 and equals the pending holds; available == balance - held - floor."""
+    """held >= 0 and equals what the pending holds still reserve (their remainders, once bills drew on
+    them); available == balance - held - floor."""
     wallet = _one(items, "WALLET")
     if wallet is None:
         return []
     balance, held, floor = int(wallet["balance"]), int(wallet.get("held", 0)), int(wallet.get("floor", 0))
-    pending = sum(int(i["amount_minor"]) for i in items if i["SK"].startswith("HOLD#") and i.get("status") == "pending")
+    pending = sum(
+        int(i["amount_minor"] if i.get("remaining_minor") is None else i["remaining_minor"])
+        for i in items
+        if i["SK"].startswith("HOLD#") and i.get("status") == "pending"
+    )
     broken = []
     if held < 0 or held != pending:
         broken.append(f"held {held} (pending holds {pending})")
@@ -202,8 +208,9 @@ def outbox_once_per_id(life: Life, items: Items) -> list[str]:
 
 @invariant("entitlement_follows_subscription", each_step=True)
 def entitlement_follows_subscription(life: Life, items: Items) -> list[str]:
-    """Paid limits only with a live (or in-grace) paid subscription, and always with an active one."""
-    if not life.org_id:
+    """Paid limits only with a live (or in-grace) paid subscription in Stripe, and always with an active one,
+    once Stripe's webhooks about it were delivered (none is still on its way)."""
+    if not life.org_id or life.late_events:
         return []
     org = life.services.orgs._repo.get_org(life.org_id)
     if org is None:
@@ -212,15 +219,15 @@ def entitlement_follows_subscription(life: Life, items: Items) -> list[str]:
     sub = org.subscription
     status = sub.status.value if sub else "none"
     grace = plan_catalog().dunning.grace_days
-    since = life.past_due_since
+    seen = [at for at in (life.past_due_since, sub.dunning_since if sub else None) if at is not None]
     live = life.plan != "free" and (
         life.sub_status in ("active", "trialing")
-        or (life.sub_status == "past_due" and since is not None and life.now < since + timedelta(days=grace))
+        or (life.sub_status == "past_due" and bool(seen) and life.now < max(seen) + timedelta(days=grace))
     )
     if paid and not live:
-        return [f"paid features with the subscription {status} (the simulator set {life.sub_status})"]
+        return [f"paid features with the subscription {status} (Stripe's is {life.sub_status})"]
     if life.plan != "free" and life.sub_status == "active" and not paid:
-        return [f"no paid features with an active {life.plan} subscription"]
+        return [f"no paid features with an active {life.plan} subscription (mirrored {status})"]
     return []
 
 
@@ -229,6 +236,130 @@ def reconciliation_clean(life: Life, items: Items) -> list[str]:
     """Zero open discrepancies after the last reconciliation (the scenarios inject none that has no fix)."""
     open_: list[Discrepancy] = [d for d in life.reconciled if d.status == "open"]
     return [f"{d.check}: {d.summary}" if hasattr(d, "summary") else repr(d)[:300] for d in open_]
+
+
+def _stripe_objects(life: Life, kind: str) -> list[dict[str, Any]]:
+    """The customer's objects of a kind in the emulator, as Stripe keeps them (copies, read under its lock)."""
+    store = life.world.stripe.store
+    with store.lock:
+        return [copy.deepcopy(o) for o in store.all(kind) if o.get("customer") == life.customer]
+
+
+def _closes(stripe_invoice: dict[str, Any], start: datetime, end: datetime) -> bool:
+    """Whether a Stripe invoice (finalized) is of the period [start, end): a renewal is of the period it
+    closes (its `period_end` is that period's end), any other of when it was made."""
+    if stripe_invoice["status"] in ("draft", "void"):
+        return False
+    if stripe_invoice.get("billing_reason") == "subscription_cycle":
+        return int(stripe_invoice["period_end"]) == int(end.timestamp())
+    return int(start.timestamp()) <= int(stripe_invoice["created"]) < int(end.timestamp())
+
+
+def _issued(items: Items) -> list[dict[str, Any]]:
+    return [i for i in items if i["SK"].startswith("INVOICE#") and i.get("status") == "issued"]
+
+
+@invariant("stripe_total_matches")
+def stripe_total_matches(life: Life, items: Items) -> list[str]:
+    """Each issued invoice's Stripe-charged section (its total, and its lines: all of them, past a page of
+    Stripe's lines) equals Stripe's own invoices of its period for the customer - the renewal closing it,
+    proration and other invoices made in it - read from Stripe (totals before the customer's credit
+    balance, which only changes what is due)."""
+    if not life.customer:
+        return []
+    stripe_invoices, broken = _stripe_objects(life, "invoice"), []
+    for invoice in _issued(items):
+        start, end = utc(invoice["period_start"]), utc(invoice["period_end"])
+        theirs = [si for si in stripe_invoices if _closes(si, start, end)]
+        stripe_total = sum(int(si["total"]) for si in theirs)
+        stripe_lines = sum(len(si["lines"]["data"]) if "data" in si.get("lines", {}) else 0 for si in theirs)
+        charged = int((invoice.get("totals") or {}).get("charged_through_stripe_minor", 0))
+        lines = [line for line in invoice.get("lines", []) if line.get("paid_via") == "stripe"]
+        shown = sum(int(line["amount_minor"]) for line in lines)
+        ids = sorted(str(i) for i in invoice.get("stripe_invoice_ids", []))
+        if charged != stripe_total or shown != stripe_total or ids != sorted(si["id"] for si in theirs):
+            broken.append(
+                f"invoice {invoice['period_key']}: charged through Stripe {charged}, its Stripe lines {shown} "
+                f"({len(lines)} of them), Stripe's invoices of the period {stripe_total} ({stripe_lines} lines; "
+                f"cited {ids}, Stripe's {sorted(si['id'] for si in theirs)})"
+            )
+    return broken
+
+
+def _settled(items: Items) -> tuple[dict[str, int], dict[str, datetime]]:
+    """Credits consumed per usage period (settled reservations, late ones included) and the last settle."""
+    consumed: dict[str, int] = defaultdict(int)
+    last: dict[str, datetime] = {}
+    for resv in (i for i in items if i["SK"].startswith("RESV#") and i.get("status") == "settled"):
+        key = str(resv["usage_period_key"])
+        consumed[key] += int(resv.get("settled_credits", 0))
+        last[key] = max(last.get(key, utc(resv["settled_at"])), utc(resv["settled_at"]))
+    return consumed, last
+
+
+def _overage_items(life: Life) -> dict[tuple[str, str], int]:
+    """Stripe's invoice items of our credit overage (on an invoice or pending for the next), by (period, metric)."""
+    charged: dict[tuple[str, str], int] = defaultdict(int)
+    for item in _stripe_objects(life, "invoiceitem"):
+        metadata = item.get("metadata") or {}
+        if metadata.get("metric") in ("credits", "credits_late") and not item.get("deleted"):
+            charged[(str(metadata["period_key"]), str(metadata["metric"]))] += int(metadata["quantity"])
+    return charged
+
+
+@invariant("credits_on_one_invoice")
+def credits_on_one_invoice(life: Life, items: Items) -> list[str]:
+    """Credit-side conservation: every consumed credit (a settled reservation, late ones included) is counted
+    once in its usage period; appears in that period's invoice's credit usage, or - settled after that
+    invoice was made - is late, and late credits are charged on the next renewal: none on two invoices,
+    none charged twice, none lost."""
+    consumed, last = _settled(items)
+    periods = {str(i["SK"])[len("PERIOD#") :]: i for i in items if re.fullmatch(r"PERIOD#[^#]+", str(i["SK"]))}
+    broken = [
+        f"{key}: {n} credits consumed, {int(periods.get(key, {}).get('credits_used', 0))} counted"
+        for key, n in sorted(consumed.items())
+        if n != int(periods.get(key, {}).get("credits_used", 0))
+    ]
+    broken += _credits_shown(items, consumed, periods)
+    broken += _credits_charged(life, items, consumed, periods, last)
+    return broken
+
+
+def _credits_shown(items: Items, consumed: dict[str, int], periods: dict[str, dict[str, Any]]) -> list[str]:
+    broken, cited = [], Counter[str]()
+    for invoice in (i for i in items if i["SK"].startswith("INVOICE#") and i.get("status") in ("issued", "empty")):
+        key = str(invoice["period_key"])
+        cited.update(str(i) for i in invoice.get("stripe_invoice_ids", []) if invoice["status"] == "issued")
+        shown = sum(int(line.get("quantity") or 0) for line in invoice.get("lines", []) if line["section"] == "credits")
+        late = int(periods.get(key, {}).get("credits_late", 0))
+        if shown > consumed.get(key, 0) or consumed.get(key, 0) - shown > late:
+            broken.append(f"{key}: {consumed.get(key, 0)} credits consumed ({late} late), its invoice shows {shown}")
+    broken += [f"Stripe invoice {i} on {n} issued invoices" for i, n in sorted(cited.items()) if n > 1]
+    return broken
+
+
+def _credits_charged(
+    life: Life, items: Items, consumed: dict[str, int], periods: dict[str, dict[str, Any]], last: dict[str, datetime]
+) -> list[str]:
+    if not life.customer:
+        return []
+    charged, broken = _overage_items(life), []
+    renewals = {  # the renewals made (finalized), by the start of the period each closes
+        int(i["period_start"]): int(i["created"])
+        for i in _stripe_objects(life, "invoice")
+        if i.get("billing_reason") == "subscription_cycle" and i["status"] != "draft"
+    }
+    for key, counters in sorted(periods.items()):
+        overage, late = int(counters.get("credits_overage", 0)), int(counters.get("credits_late", 0))
+        if charged[(key, "credits")] > overage or charged[(key, "credits_late")] > late:
+            shown = f"{charged[(key, 'credits')]} + {charged[(key, 'credits_late')]} late"
+            broken.append(f"{key}: charged {shown} credits in Stripe, of {overage} + {late} late")
+        end = utc(str(counters.get("period_end", ""))) if counters.get("period_end") else None
+        renewal = renewals.get(int(end.timestamp())) if end is not None else None  # closing the next period
+        unbilled = late - int(counters.get("billed_credits_late", 0))
+        if unbilled and renewal is not None and key in last and renewal > last[key].timestamp():
+            broken.append(f"{key}: {unbilled} late credits never billed, though the next period renewed")
+    return broken
 
 
 def invoice_numbers_gapless(numbers: list[str]) -> list[str]:

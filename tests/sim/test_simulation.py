@@ -115,7 +115,9 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
         body=json.dumps({"detail_type": "Invoice.Issued", "detail": {"invoice_id": "inv_never_issued"}}),
     ),
     # the subscription ended in Stripe, and the webhook that would say so never came
-    "entitlement_follows_subscription": lambda life: setattr(life, "sub_status", "canceled"),
+    "entitlement_follows_subscription": lambda life: (
+        life.client().v1.subscriptions.cancel(life.subscription_id) and life.world.events_for(life.customer)
+    ),
     # money that is nowhere in the books: the reconciliation's own wallet check opens a discrepancy
     "reconciliation_clean": lambda life: life.kit.table.update_item(
         Key={"PK": f"ORG#{life.org_id}", "SK": "WALLET"},
@@ -130,6 +132,21 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
         ExpressionAttributeValues={":r": "rendered"},
     ),
     "no_server_error": lambda life: {}["a bug"],
+    # an issued invoice that says Stripe charged a cent more than Stripe's invoices of its period did
+    "stripe_total_matches": lambda life: life.kit.table.update_item(
+        Key={"PK": f"ORG#{life.org_id}", "SK": _first_invoice(life)["SK"]},
+        UpdateExpression="ADD totals.charged_through_stripe_minor :a",
+        ExpressionAttributeValues={":a": 1},
+    ),
+    # credits consumed in an invoiced period that no invoice shows, and no late line bills
+    "credits_on_one_invoice": lambda life: _put(
+        life,
+        "RESV#sim-tampered",
+        status="settled",
+        settled_credits=5,
+        usage_period_key=_first_invoice(life)["period_key"],
+        settled_at=life.now.isoformat(),
+    ),
 }
 
 
@@ -190,6 +207,11 @@ FOUND = {
     # another format (milliseconds), and it would drop a `truncated` cut. Fixed: the close only indexes a
     # period not indexed yet (OrgRepository.index_period `relist=False`: attribute_not_exists).
     5020: "rerun_changes_nothing",
+    # Credit overage billed on a renewal at the plan's unit price, then a plan change: the reconciliation's
+    # "owed" priced the billed quantity at the new plan's unit price and opened an overage amount mismatch
+    # (reconciliation_clean; found once Stripe renewed and billed the sim's subscription). Fixed: the renewal
+    # records the unit price it billed (`billed_unit_<metric>`), and OverageBilling.owed uses it.
+    522: "reconciliation_clean",
 }
 
 
