@@ -14,6 +14,7 @@ import pytest
 
 from shared.auth import Caller
 from shared.credits.periods import period_containing
+from shared.errors import InvalidRequestError
 from shared.usage.metering import UsageEvent
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
@@ -215,3 +216,36 @@ def test_the_usage_route_is_404_for_an_unknown_org_and_a_caller_not_in_it(
     for path in (f"/v1/orgs/{org_id}/usage", "/v1/orgs/org_unknown/usage"):
         reply = api.call("GET", path, as_user=stranger)
         assert (reply.status, reply.code) == (404, "org_not_found"), reply.body
+
+
+def test_leap_day_last_second_lands_in_its_period_and_a_resend_is_a_duplicate_until_refused(kit: CreditKit) -> None:
+    # A subscription anchored on the 31st of a leap year at a random time of day: a period ends on 29 Feb
+    anchor = datetime(2028, 1, 31, tzinfo=UTC) + timedelta(seconds=rng.randrange(1, 86_400))
+    owner = Caller(new_user(), None, frozenset())
+    kit.clock.at = anchor
+    view = kit.orgs.create_org(owner, name="Leap", billing_mode="byo", currency="USD", plan_id="free")  # type: ignore[arg-type]
+    org_id = view.org.org_id
+    mirror_subscription(kit.mirror, org_id, "starter", start=anchor)
+    org = kit.org_repo.require_org(org_id)
+    leap = datetime(2028, 2, 29, 23, 59, 59, tzinfo=UTC)
+    period = period_containing(org, leap)
+    assert period.start == anchor.replace(day=29, month=2)
+    edges = [period.start - timedelta(seconds=1), period.start, leap]
+    kit.clock.at = leap + timedelta(seconds=rng.randrange(1, 300))
+    events = [UsageEvent("workflow_runs", org_id, at, 1 + n, f"leap-{n}") for n, at in enumerate(edges)]
+    assert kit.usage.record_events(events).applied == 3
+    before = period_containing(org, period.start - timedelta(seconds=1))
+    assert (_total(kit, org_id, before.key, "workflow_runs"), _total(kit, org_id, period.key, "workflow_runs")) == (
+        1,
+        5,
+    )
+    # (the period starts on 29 Feb at the anchor's time of day: both of its events are on the UTC day 29 Feb)
+    assert dict(kit.usage._usage.usage(org_id, period.key)["workflow_runs"].days) == {"2028-02-29": 5}
+    # Re-sent 34 days later: a duplicate; 36 days later: refused as too old, nothing counted
+    kit.clock.at = leap + timedelta(days=34)
+    assert kit.usage.record_events([events[2]]).duplicates == 1
+    kit.clock.at = leap + timedelta(days=36)
+    with pytest.raises(InvalidRequestError) as refused:
+        kit.usage.record_events([events[2]])
+    assert refused.value.code == "usage_event_too_old"
+    assert _total(kit, org_id, period.key, "workflow_runs") == 5
