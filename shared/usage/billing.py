@@ -95,6 +95,7 @@ class OverageBilling:
         plan = self._orgs.subscribed_plan(org)
         target = _Target(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
         done = self._repo.period(org_id, period.key)
+        terms = self._billed_terms(org, period)
         added = 0
         for metric, quantity, unit, description in self._lines(org, plan, period):
             key = f"overage:{org_id}:{period.key}:{metric}"
@@ -105,11 +106,21 @@ class OverageBilling:
                 self._add(org, target, _Line(metric, quantity, unit, description, period, key))
                 added += amount
             billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": unit}
+            billed |= terms.get(metric, {})
             self._repo.set_period_fields(org_id, period.key, billed)
         self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
         added += self._bill_late_catch_up(org, plan, period, target)
-        added += self._bill_late_usage(org, plan, period, target)
+        added += self._bill_late_usage(org, period, target)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
+
+    def _billed_terms(self, org: Org, period: Period) -> dict[str, dict[str, object]]:
+        """Per usage metric, the allowance and unit price its overage is billed at (kept with the billed
+        quantity: late usage of the period is billed on the same terms, whatever the plan becomes)."""
+        return {
+            a.metric: {f"billed_included_{a.metric}": a.included, f"billed_unit_{a.metric}": a.unit_price_minor}
+            for a in self._usage.allowances_of(org, period)
+            if a.unit_price_minor is not None
+        }
 
     def owed(self, org: Org, period: Period) -> dict[str, int]:
         """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
@@ -165,15 +176,20 @@ class OverageBilling:
         self._repo.set_period_fields(org.org_id, previous.key, {"billed_credits_late": late})
         return amount if fresh else 0
 
-    def _bill_late_usage(self, org: Org, plan: Plan, closed: Period, target: _Target) -> int:
+    def _bill_late_usage(self, org: Org, closed: Period, target: _Target) -> int:
         """Metered usage that reached the period before `closed` after its overage was billed: the overage
-        it adds, once per metric and overage total."""
+        it adds, once per metric and overage total, at the allowance and unit price the period was billed
+        at (a plan changed since re-prices nothing already billed)."""
         previous = period_containing(org, closed.start - timedelta(seconds=1))
         counters = self._repo.period(org.org_id, previous.key)
         added = 0
-        for metric, overage, unit, _ in self._lines(org, plan, previous):
-            if metric in ("credits", "credits_late") or f"billed_key_{metric}" not in counters:
+        for allowance in self._usage.allowances_of(org, previous):
+            metric = allowance.metric
+            if allowance.unit_price_minor is None or f"billed_key_{metric}" not in counters:
                 continue  # (not billed yet: its own renewal bills all of it)
+            included = int(counters.get(f"billed_included_{metric}", allowance.included))
+            unit = Decimal(str(counters.get(f"billed_unit_{metric}", allowance.unit_price_minor)))
+            overage = max(0, allowance.used - included)
             billed = int(counters[f"billed_{metric}"]) + int(counters.get(f"billed_{metric}_late", 0))
             if overage <= billed:
                 continue

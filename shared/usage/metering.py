@@ -160,9 +160,10 @@ class UsageMeter:
         (`Metered.refused`); the rest are counted."""
         orgs = self.orgs_of(events)
         self.check(events, orgs)
-        refused = self.refusals(events)
+        refused = self.refusals(_first_copies(events))  # (a later copy of an event is its duplicate)
         counted = self.record_checked([e for e in events if e.identity not in refused], orgs)
-        return replace(counted, events=len(events), refused=tuple(refused.values()))
+        duplicates = len(events) - counted.applied - len(refused)
+        return replace(counted, events=len(events), duplicates=duplicates, refused=tuple(refused.values()))
 
     def refusals(self, events: Sequence[UsageEvent]) -> dict[tuple[str, str, str], Refused]:
         """The events whose project is not one of their org's (`project_not_found`), or was archived
@@ -183,7 +184,7 @@ class UsageMeter:
 
     def record_checked(self, events: Sequence[UsageEvent], orgs: dict[str, Org]) -> Metered:
         """As `record`, for events already checked (a settlement's own run: its credits are settled)."""
-        unique = list({e.identity: e for e in reversed(events)}.values())[::-1]
+        unique = _first_copies(events)
         seen = self._repo.seen([_marker(e, orgs) for e in unique])
         fresh = [e for e in unique if e.identity not in seen]
         expires = int((self._clock.now() + MARKER_LIFE).timestamp())
@@ -317,6 +318,11 @@ class _Standing:
     def forget(self, groups: Sequence[UsageGroup]) -> None:
         for group in groups:
             self._stored.pop((group.org_id, group.period_key), None)
+
+
+def _first_copies(events: Sequence[UsageEvent]) -> list[UsageEvent]:
+    """Each (org, metric, event_id) once, as its first copy in the batch, in the batch's order."""
+    return list({e.identity: e for e in reversed(events)}.values())[::-1]
 
 
 def _marker(event: UsageEvent, orgs: dict[str, Org]) -> EventMarker:

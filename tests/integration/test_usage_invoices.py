@@ -163,3 +163,31 @@ def test_runs_reported_after_the_invoice_are_carried_on_the_next_renewal_as_late
     assert [
         (line.quantity, line.unit, line.amount_minor) for line in next_invoice.lines if line.amount_minor == 38
     ] == [(47, "runs", 38)]
+
+
+def test_a_downgrade_after_the_invoice_bills_nothing_late_for_the_period_billed(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Attack (issue 22 review): the period's runs were billed on Pro (2,000 included: 153 over); mid-way
+    # through the next period the org moves to Starter (500 included). No run came late: the next renewal
+    # carries no late line (re-pricing a billed period at the new allowance would bill 1,500 runs again)
+    kit, org_id, project, period, ids = _org_on_clock(api, stack, table, "byo")
+    clock, customer = ids.split("|")
+    org = kit.repo.require_org(org_id)
+    credits = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], period.start)
+    _use_everything(credits, org_id, project, period)
+    kit.advance(clock, int(period.end.timestamp()) + 3600 + 60)
+    following = period_containing(org, period.end)
+    kit.advance(clock, int((following.start + timedelta(days=12, seconds=rng.randrange(86_400))).timestamp()))
+    user = kit.repo.list_members(org_id, None, 10).items[0].user_id  # (the owner, its only member)
+    moved = api.call("PUT", f"/v1/orgs/{org_id}/subscription", as_user=user, json={"plan_id": "starter"})
+    assert moved.status == 200, moved.body
+    kit.synced()
+    kit.advance(clock, int(following.end.timestamp()) + 3600 + 60)
+    late = [
+        (li.metadata.to_dict()["metric"], li.quantity)
+        for r in kit.client.v1.invoices.list(params={"customer": customer}).data
+        for li in r.lines.data
+        if li.metadata and str(li.metadata.to_dict().get("metric", "")).endswith("_late")
+    ]
+    assert late == []
