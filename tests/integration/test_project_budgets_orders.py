@@ -12,7 +12,7 @@ import pytest
 from shared.budgets.service import BudgetLimits
 from shared.errors import ConflictError
 from shared.wallet.service import Bill
-from tests.helpers import new_user
+from tests.helpers import capture_events, drain, new_user
 from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
 
 pytestmark = pytest.mark.integration
@@ -89,3 +89,28 @@ def test_holds_released_while_their_bills_arrive_twice_free_each_remainder_once(
     # Then every bill counts once, whatever it found, and nothing stays held in the wallet or the budget
     assert usage.held == 0 == stored.account.held and usage.platform_held["meta"] == 0
     assert usage.spent == 12_000 and stored.account.balance == 1_000_000 - 12_000 - 600
+
+
+def test_concurrent_budget_puts_below_the_spend_announce_each_line_once(kit: WalletKit, stack: Any) -> None:
+    queue = capture_events(stack, {"detail-type": [{"prefix": "Project."}]})
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 100_000, new_user())
+    kit.services.budgets.put(owner, org_id, project, BudgetLimits(ad_spend_minor=20_000))
+    _bill(kit, org_id, project, 8_000, "b1", date(2026, 11, 28))  # 40 %: nothing crossed
+    # When billing and an admin (and retries) lower the budget below the 8,000 spent, all at once
+    lowered = [7_500, 7_000, 6_000, 5_000, 7_900, 7_200, 6_500, 7_999]
+    start = threading.Barrier(len(lowered))
+    local = threading.local()
+
+    def put(limit: int) -> None:
+        if not hasattr(local, "kit"):
+            local.kit = wallet_kit(stack, NOW)
+        start.wait()
+        local.kit.services.budgets.put(owner, org_id, project, BudgetLimits(ad_spend_minor=limit))
+
+    with ThreadPoolExecutor(max_workers=len(lowered)) as pool:
+        list(pool.map(put, lowered))
+    # Then each line is announced once, by whichever change crossed it first; the others crossed nothing new
+    seen = [(e["detail-type"], e["detail"]["used"]) for e in drain(stack, queue) if e["detail"]["org_id"] == org_id]
+    assert sorted(seen) == [("Project.BudgetReached", 8_000), ("Project.BudgetWarning", 8_000)]
+    assert kit.services.budgets.budget(org_id, project).rev == 1 + len(lowered)
