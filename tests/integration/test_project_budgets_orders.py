@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shared.budgets.service import BudgetLimits
+from functions.api.schemas import BudgetOut
+from shared.budgets.service import BudgetLimits, ProjectBudgetExceededError
 from shared.errors import ConflictError
 from shared.wallet.service import Bill
 from tests.helpers import capture_events, drain, new_user
@@ -114,3 +115,34 @@ def test_concurrent_budget_puts_below_the_spend_announce_each_line_once(kit: Wal
     seen = [(e["detail-type"], e["detail"]["used"]) for e in drain(stack, queue) if e["detail"]["org_id"] == org_id]
     assert sorted(seen) == [("Project.BudgetReached", 8_000), ("Project.BudgetWarning", 8_000)]
     assert kit.services.budgets.budget(org_id, project).rev == 1 + len(lowered)
+
+
+def test_a_platform_credit_beyond_the_periods_bills_makes_no_room_beyond_the_budget(kit: WalletKit) -> None:
+    # Given a budget of 10,000 and, this period, a platform credit of 3,000 (invalid traffic of last month's
+    # spend, dated now) and no bill yet
+    org_id, project, owner = agency_org(kit)
+    fund(kit, org_id, 100_000, new_user())
+    kit.services.budgets.put(
+        owner, org_id, project, BudgetLimits(ad_spend_minor=10_000, platforms_minor={"meta": 8_000})
+    )
+    kit.clock.at = NOW + timedelta(days=1, hours=13, minutes=2, seconds=59)
+    credit = Bill(org_id, "meta", "ivt-1", project, -3_000, "USD", kit.clock.at.date(), None, "test:spend-feed")
+    kit.wallet.record_bill(credit)
+    assert _usage(kit, org_id, project).spent == -3_000  # the money came back: net spend below 0
+    # When the optimizer holds more than the budget, Then it is refused: the budget has 10,000 left, not 13,000
+    with pytest.raises(ProjectBudgetExceededError) as refused:
+        kit.wallet.hold(org_id=org_id, hold_id="big", project_id=project, platform="tiktok", amount_minor=10_001)
+    assert (refused.value.details["budget"], refused.value.details["left"]) == ("ad_spend", 10_000)
+    with pytest.raises(ProjectBudgetExceededError) as meta:
+        kit.wallet.hold(org_id=org_id, hold_id="meta", project_id=project, platform="meta", amount_minor=8_001)
+    assert (meta.value.details["budget"], meta.value.details["left"]) == ("ad_spend:meta", 8_000)
+    kit.wallet.hold(org_id=org_id, hold_id="fits", project_id=project, platform="meta", amount_minor=8_000)
+    kit.wallet.hold(org_id=org_id, hold_id="rest", project_id=project, platform="tiktok", amount_minor=2_000)
+    usage = _usage(kit, org_id, project)
+    assert (usage.held, usage.committed("ad_spend"), usage.committed("ad_spend:meta")) == (10_000, 10_000, 8_000)
+    shown = BudgetOut.of(kit.services.budgets.state(kit.org_repo.require_org(org_id), project)).lines[0]
+    assert (shown.used, shown.held, shown.committed, shown.left) == (-3_000, 10_000, 10_000, 0)
+    # and bills this period use up the credit before they count: 3,000 billed is still 0 committed spend
+    _bill(kit, org_id, project, 3_000, "b1", kit.clock.at.date(), hold_id="fits")
+    assert _usage(kit, org_id, project).committed("ad_spend") == 7_000
+    kit.wallet.hold(org_id=org_id, hold_id="after", project_id=project, platform="tiktok", amount_minor=3_000)
