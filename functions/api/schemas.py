@@ -343,7 +343,7 @@ class BudgetOut(Reply):
         lines = []
         for name in [*names, CREDITS]:
             limit, committed = limits.get(name), u.committed(name)
-            held = committed - u.used(name)
+            held = committed - max(0, u.used(name))
             free = None if limit is None else left(limit, committed)
             lines.append(
                 BudgetLineOut(budget=name, limit=limit, used=u.used(name), held=held, committed=committed, left=free)

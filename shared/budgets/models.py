@@ -23,8 +23,9 @@ class BudgetGuard:
     committed: Mapping[str, int] = field(default_factory=dict)
 
     def held_caps(self) -> dict[str, int]:
-        """The most the open counter may hold, per budget."""
-        return {name: cap - self.committed.get(name, 0) for name, cap in self.caps.items()}
+        """The most the open counter may hold, per budget (a period whose platform credits exceed its bills
+        counts as 0 committed: credits give back room down to nothing spent, never beyond the limit)."""
+        return {name: cap - max(0, self.committed.get(name, 0)) for name, cap in self.caps.items()}
 
 
 @dataclass(frozen=True)

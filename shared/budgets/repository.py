@@ -21,6 +21,7 @@ its budget. Bills and settles add without a condition (always recorded)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -157,9 +158,12 @@ class BudgetRepository:
         return {p: _usage(period_key, items.get(p, {}), held.get(p, {})) for p in sorted(set(items) | set(held))}
 
     # ------------------------------------------------------------------ writes
-    def put_budget(self, org_id: str, budget: ProjectBudget, at: datetime, actor: str) -> ProjectBudget:
+    def put_budget(
+        self, org_id: str, budget: ProjectBudget, at: datetime, actor: str
+    ) -> tuple[ProjectBudget, ProjectBudget]:
         """Replaces the project's limits; bumps `rev` (holds and reservations that read the old limits
-        fail their check and read them again). Returns what is stored now."""
+        fail their check and read them again). Returns the limits it replaced (its true predecessor, even
+        under concurrent changes) and what is stored now."""
         values: dict[str, Any] = {":p": budget.project_id, ":at": at.isoformat(), ":by": actor, ":zero": 0, ":one": 1}
         values |= {":pl": dict(budget.platforms_minor), ":t": "project_budget"}
         sets = ["project_id = :p", "updated_at = :at", "updated_by = :by", "platforms_minor = :pl", "#t = :t"]
@@ -178,9 +182,11 @@ class BudgetRepository:
                 UpdateExpression=expression,
                 ExpressionAttributeNames={"#t": "type"},
                 ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
+                ReturnValues="ALL_OLD",
             )
-        return _budget(plain(got["Attributes"]))
+        old = got.get("Attributes")
+        before = _budget(plain(old)) if old else ProjectBudget(budget.project_id)
+        return before, replace(budget, rev=before.rev + 1, updated_at=at.isoformat(), updated_by=actor)
 
     def touch_items(self, org_id: str, touch: BudgetTouch) -> list[Named]:
         """The items a change's transaction carries for `touch`: the counters' update (for a guarded touch,

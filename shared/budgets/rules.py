@@ -64,13 +64,14 @@ class BudgetUsage:
     credits_reserved: int = 0
 
     def committed(self, budget: str) -> int:
-        """What counts against the named budget: spent + held, or credits used + reserved."""
+        """What counts against the named budget: spent + held, or credits used + reserved (spent: at least
+        0, a period's platform credits beyond its bills make no room beyond the limit)."""
         if budget == CREDITS:
             return self.credits_used + self.credits_reserved
         if budget == AD_SPEND:
-            return self.spent + self.held
+            return max(0, self.spent) + self.held
         platform = budget.removeprefix(f"{AD_SPEND}:")
-        return self.platform_spent.get(platform, 0) + self.platform_held.get(platform, 0)
+        return max(0, self.platform_spent.get(platform, 0)) + self.platform_held.get(platform, 0)
 
     def used(self, budget: str) -> int:
         """What was spent (bills) or used (settles) of the named budget: what its lines are crossed by."""

@@ -96,8 +96,7 @@ class BudgetService:
         for platform in limits.platforms_minor:
             platform_name(platform)
         budget = ProjectBudget(project_id, limits.ad_spend_minor, dict(limits.platforms_minor), limits.credits)
-        before = self._repo.budget(org_id, project_id)
-        stored = self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
+        before, stored = self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
         state = self.state(org, project_id)
         found = limits_crossed(before, stored, state.usage)
         if found:

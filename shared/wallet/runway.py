@@ -11,7 +11,8 @@ Held money is counted once: it stays in the funds and is spent by its holds.
     T     = the runway: the time at which R*T + sum(min(h_i, r_i*T)) = F (piecewise linear in T, a bend
             where each hold is spent), in whole tenths of a day rounded down; 0 when F <= 0; None when
             the money is never used up (nothing is spent, or only holds that end before the money does)
-    top-up that restores RESTORE_DAYS (7) = ceil(R*7 + sum(min(h_i, r_i*7)) - F), at least 0
+    top-up that restores RESTORE_DAYS (7) = ceil(R*7 + sum(min(h_i, r_i*7)) - F), at least 0 (+1 when R = 0
+            and the holds end sooner: that sum is used up as they end, a unit more never is)
 
 Everything is exact (`Fraction`): no float and no rounding until the runway's tenths (down: a runway is
 never shown longer than it is) and the suggestion (up, to the minor unit: it always restores the days).
@@ -126,8 +127,12 @@ def next_stage(stage: int | None, stages: Sequence[int]) -> int | None:
 
 
 def restore_top_up(funds: int, rate: Fraction, holds: Sequence[OpenHold], now: datetime) -> int:
-    """The top-up that brings the runway to RESTORE_DAYS: ceil(spent_by(RESTORE_DAYS) - funds), never < 0."""
-    return max(0, math.ceil(spent_by(Fraction(RESTORE_DAYS), rate, holds, now) - funds))
+    """The top-up that brings the runway to RESTORE_DAYS: ceil(spent_by(RESTORE_DAYS) - funds), never < 0;
+    one minor unit more when nothing is spent after the holds end (no background rate) and that sum would
+    be used up exactly as the last hold ends, before RESTORE_DAYS: a unit left over is never used up."""
+    top_up = max(0, math.ceil(spent_by(Fraction(RESTORE_DAYS), rate, holds, now) - funds))
+    days = runway_days(funds + top_up, rate, holds, now)
+    return top_up + 1 if days is not None and days < RESTORE_DAYS else top_up
 
 
 def valid_stages(stages: Sequence[int]) -> tuple[int, ...]:

@@ -258,7 +258,7 @@ class WalletService:
                 self._repo.place_hold(org_id, hold, touch)
             except Duplicate:
                 self.runway.check(org_id)  # a retry heals a check that failed after the hold
-                return self._repo.hold(org_id, hold_id) or hold
+                return _same_hold(self._repo.hold(org_id, hold_id) or hold, hold)
             except BudgetChanged:
                 continue  # the limits changed since read: read them again
             except (BudgetRefused, ProjectBudgetExceededError):
@@ -295,7 +295,7 @@ class WalletService:
         have been lowered since), else ProjectBudgetExceededError naming the budget and what is left."""
         made = self._repo.hold(org_id, hold.hold_id)
         if made is not None:
-            return made
+            return _same_hold(made, hold)
         names = spend_budgets(hold.platform)
         raise self._budgets.refusal(org_id, hold.project_id, period, names, hold.amount_minor)
 
@@ -593,6 +593,17 @@ class WalletService:
         return self._refunds.refund(
             caller, org_id, amount_minor=amount_minor, reason=reason, idempotency_key=idempotency_key
         )
+
+
+def _same_hold(made: Hold, asked: Hold) -> Hold:
+    """The hold made before with this id, if a replay asks for the same one (project, platform, amount; its
+    expiry is the first request's); 409 idempotency_key_reused if it asks for another."""
+    if (made.project_id, made.platform, made.amount_minor) != (asked.project_id, asked.platform, asked.amount_minor):
+        raise ConflictError(
+            f"Hold {asked.hold_id} was placed for another project, platform or amount; use a new hold_id.",
+            code="idempotency_key_reused",
+        )
+    return made
 
 
 def _same_currency(stored: StoredWallet, currency: str) -> None:

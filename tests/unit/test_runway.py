@@ -93,6 +93,25 @@ def test_a_hold_that_ends_before_the_money_does_and_no_background_spend_leaves_n
     assert restore_top_up(5_000, Fraction(0), [hold], NOW) == 0
 
 
+def test_the_suggestion_restores_seven_days_when_the_money_ends_exactly_as_the_holds_do() -> None:
+    # No background spend; a hold of 4,000 spends 1,000 a day for 4 days. F = 3,000 (unbilled spend took
+    # 1,000): the money ends on day 3. 4,000 would end exactly as the hold does, on day 4 (< 7); 4,001 is
+    # never used up. The top-up that restores 7 days is 1,001, not 1,000.
+    hold = OpenHold(4_000, NOW + timedelta(days=4))
+    assert runway_days(3_000 + 1_000, Fraction(0), [hold], NOW) == 4
+    assert runway_days(3_000 + 1_001, Fraction(0), [hold], NOW) is None
+    assert restore_top_up(3_000, Fraction(0), [hold], NOW) == 1_001
+    # All the money held by a campaign of 3 days: the runway is 3 days (the wallet is empty as it ends), and
+    # 1 minor unit restores it; a hold beyond 7 days keeps the plain sum
+    campaign = OpenHold(9_000, NOW + timedelta(days=3))
+    assert (
+        runway_days(9_000, Fraction(0), [campaign], NOW) == 3
+        and restore_top_up(9_000, Fraction(0), [campaign], NOW) == 1
+    )
+    long = OpenHold(10_000, NOW + timedelta(days=10))
+    assert runway_days(7_000, Fraction(0), [long], NOW) == 7 and restore_top_up(6_999, Fraction(0), [long], NOW) == 1
+
+
 def test_an_overdrawn_wallet_has_none_left_and_rounding_goes_down_for_days_up_for_money() -> None:
     assert runway_tenths(runway_days(-5, Fraction(700), [], NOW)) == 0
     assert runway_tenths(runway_days(699, Fraction(7_000), [], NOW)) == 0  # 0.0998 days: rounded down
