@@ -1,6 +1,7 @@
 """Platform bills arriving as EventBridge events (detail-type `AdPlatform.BillRecorded`): each is
 recorded once, exactly like the service route (`POST /v1/internal/wallet/bills`). A refusal is final (a
-retry would be refused again): the wallet kept the bill for support (BILLREFUSED# in the org's partition)
+retry would be refused again): the wallet kept the bill for support (BILLREFUSED# in the org's partition;
+a bill id resent with other content, 409 idempotency_key_reused, changes nothing and is only logged)
 and the alarm on PlatformBillsRefused tells someone (not a busy wallet: that is raised and retried)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 
 from functions.eventbridge_ingest import Ingest, Ingested, ingest_handler
 from shared.errors import InvalidRequestError, NotFoundError
-from shared.wallet.service import Bill, WalletNotAvailableError
+from shared.wallet.service import Bill, BillReusedError, WalletNotAvailableError
 from shared.wiring import Services
 
 
@@ -44,7 +45,7 @@ lambda_handler = ingest_handler(
         apply=_record,
         counted_metric="PlatformBillsRecorded",
         refused_metric="PlatformBillsRefused",
-        refusals=(InvalidRequestError, NotFoundError, WalletNotAvailableError),
+        refusals=(InvalidRequestError, NotFoundError, WalletNotAvailableError, BillReusedError),
         about=lambda event: {"bill_id": event.detail.bill_id, "org_id": event.detail.org_id},
     )
 )

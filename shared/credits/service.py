@@ -102,6 +102,24 @@ def _result(record: Reservation, *, replayed: bool, available: int | None = None
     )
 
 
+def _same_reservation(made: Reservation, asked: Request) -> Reservation:
+    """The reservation made before for this workflow run, if a replay asks for the same one (project,
+    template, generation type, quantity; its credits are what they cost then); 409 idempotency_key_reused
+    if it asks for another."""
+    if (made.project_id, made.template_id, made.generation_type, made.quantity) != (
+        asked.project_id,
+        asked.template_id,
+        asked.generation_type,
+        asked.quantity,
+    ):
+        raise ConflictError(
+            f"Workflow run {asked.workflow_run_id} reserved credits for another project, template, generation "
+            "type or quantity; use a new workflow_run_id.",
+            code="idempotency_key_reused",
+        )
+    return made
+
+
 def _meta(project_id: str | None, ref: str, actor: str, key: str) -> dict[str, object]:
     fields: dict[str, object] = {"ref": ref, "actor": actor, "idempotency_key": key}
     return {**fields, "project_id": project_id} if project_id else fields
@@ -244,12 +262,12 @@ class CreditService:
         org = self._org_repo.require_org(request.org_id)
         existing = self._repo.reservation(request.org_id, request.workflow_run_id)
         if existing:
-            return _result(existing, replayed=True)
+            return _result(_same_reservation(existing, request), replayed=True)
         record = replace(self._new_reservation(org, request), budgeted=True, reserved_open=True)
         committed = self._reserve_within_budget(org, record, request)
         if committed is None:  # a concurrent call with the same run id won
             found = self._repo.reservation(request.org_id, request.workflow_run_id) or record
-            return _result(found, replayed=True)
+            return _result(_same_reservation(found, request), replayed=True)
         return _result(record, replayed=False, available=committed.after.available)
 
     def _new_reservation(self, org: Org, request: Request) -> Reservation:

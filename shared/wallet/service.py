@@ -81,11 +81,24 @@ from shared.wallet.topups import TopUps
 MAX_BUDGET_READS = 20  # a hold reads the project's limits again when they changed meanwhile
 MAX_ATTEMPTS_RELEASE = 50  # a release reads the hold again when a bill drew on it meanwhile
 
-__all__ = ["Bill", "InsufficientWalletFundsError", "WalletNotAvailableError", "WalletService", "WalletView"]
+__all__ = [
+    "Bill",
+    "BillReusedError",
+    "InsufficientWalletFundsError",
+    "WalletNotAvailableError",
+    "WalletService",
+    "WalletView",
+]
 
 
 class InsufficientWalletFundsError(ConflictError):
     code = "insufficient_wallet_funds"
+
+
+class BillReusedError(ConflictError):
+    """A bill id sent again with other content: final (a retry is refused again), unlike a busy wallet."""
+
+    code = "idempotency_key_reused"
 
 
 @dataclass(frozen=True)
@@ -411,6 +424,7 @@ class WalletService:
         assert posted is not None
         if posted.replay:
             charged = self._repo.cause(bill.org_id, bill.cause) or {}
+            _same_bill(charged, bill, bill_period_key(org, bill.billed_on))
             amount, fee = int(charged.get("amount_minor", bill.amount_minor)), int(charged.get("fee_minor", 0))
             return BillResult(bill.bill_id, bill.platform, amount, fee, replayed=True)
         if claims:
@@ -434,9 +448,14 @@ class WalletService:
             fee = platform_fee(amount, self._fee_bps(org, stored))
             dated = bill_dated(org, credit.billed_on)
             period = bill_period_key(org, credit.billed_on)
-            return self._correction(stored, credit.cause, amount, fee, credit, dated, budget_period=period)
+            change = self._correction(stored, credit.cause, amount, fee, credit, dated, budget_period=period)
+            assert change.cause is not None
+            return replace(change, cause=Cause(credit.cause, {**change.cause.record, **_bill_content(credit)}))
 
-        return self._correction_result(credit, credit.cause, self._poster.post(org, build))
+        posted = self._poster.post(org, build)
+        if posted is not None and posted.replay:
+            _same_bill(self._repo.cause(credit.org_id, credit.cause) or {}, credit, None)
+        return self._correction_result(credit, credit.cause, posted)
 
     def credit_adjustment(self, *, org_id: str, amount_minor: int, cause: str, ref: str, actor: str) -> None:
         """Money a credit note re-credits to the wallet (an `adjustment` entry), once per cause. In any
@@ -548,6 +567,7 @@ class WalletService:
             records.append(TopUpPut(claim, listed=True))
         today = self._clock.now().date()
         record = {"amount_minor": bill.amount_minor, "fee_minor": fee, "project_id": bill.project_id}
+        record |= _bill_content(bill)
         return WalletChange(
             after,
             movements,
@@ -604,6 +624,26 @@ def _same_hold(made: Hold, asked: Hold) -> Hold:
             code="idempotency_key_reused",
         )
     return made
+
+
+def _bill_content(bill: Bill) -> dict[str, str]:
+    """What a bill's cause keeps of its content besides amount and project, to tell a replay from a reuse."""
+    return {"billed_on": bill.billed_on.isoformat(), "currency": bill.currency, "hold_id": bill.hold_id or ""}
+
+
+def _same_bill(charged: Mapping[str, object], bill: Bill, budget_period: str | None) -> None:
+    """A bill id (per platform) sent again must be the same bill: same amount, project, date, currency and
+    hold; else 409 idempotency_key_reused and nothing changed (a correction is a reversal and a new bill).
+    What an older record did not keep is not compared. The platform is the cause's key."""
+    asked: dict[str, object] = {"amount_minor": bill.amount_minor, "project_id": bill.project_id}
+    asked |= _bill_content(bill) | ({"budget_period": budget_period} if budget_period else {})
+    differs = sorted(name for name, value in asked.items() if name in charged and str(charged[name]) != str(value))
+    if differs:
+        raise BillReusedError(
+            f"{bill.platform} bill {bill.bill_id} was recorded with another {', '.join(differs)}: a bill id names "
+            "one bill. To correct it, reverse it and send the corrected bill under a new id.",
+            code="idempotency_key_reused",
+        )
 
 
 def _same_currency(stored: StoredWallet, currency: str) -> None:

@@ -390,3 +390,32 @@ def test_replayed_reservations_and_settlements_answer_what_the_first_did(kit: Cr
         org_id=org_id, workflow_run_id="first-answer", quantity=None, occurred_at=None, actor="t"
     )
     assert replay.replayed and replay.available_after == settled.available_after is not None
+
+
+def test_a_workflow_run_id_reused_for_another_reservation_is_409_and_changes_nothing(
+    kit: CreditKit, table: Any
+) -> None:
+    from shared.errors import ConflictError
+
+    # Given a reservation of one slideshow for a project (of an org on Pro: two projects)
+    org_id, project, owner = _org(kit, "pro")
+    other = kit.orgs.create_project(owner, org_id, name="Other client").project_id
+    body = {**_reserve(org_id, project, "run-reused"), "actor": "t"}
+    first = kit.credits.reserve(**body)  # type: ignore[arg-type]
+    before = org_items(table, org_id)
+    # When the same workflow run asks for another project, template, generation type or quantity
+    asked = [
+        {"project_id": other},
+        {"template_id": "product-carousel"},
+        {"generation_type": "image"},
+        {"quantity": 3},
+    ]
+    for change in asked:
+        with pytest.raises(ConflictError) as reused:
+            kit.credits.reserve(**{**body, **change})  # type: ignore[arg-type]
+        # Then it is refused as a reused key, and nothing changed
+        assert reused.value.code == "idempotency_key_reused", change
+    assert org_items(table, org_id) == before
+    # And a true replay is answered as made
+    again = kit.credits.reserve(**body)  # type: ignore[arg-type]
+    assert again.replayed and (again.credits, again.project_id) == (first.credits, project)
