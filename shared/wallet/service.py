@@ -424,7 +424,7 @@ class WalletService:
         assert posted is not None
         if posted.replay:
             charged = self._repo.cause(bill.org_id, bill.cause) or {}
-            _same_bill(charged, bill, bill_period_key(org, bill.billed_on))
+            _same_bill(charged, bill)
             amount, fee = int(charged.get("amount_minor", bill.amount_minor)), int(charged.get("fee_minor", 0))
             return BillResult(bill.bill_id, bill.platform, amount, fee, replayed=True)
         if claims:
@@ -454,7 +454,7 @@ class WalletService:
 
         posted = self._poster.post(org, build)
         if posted is not None and posted.replay:
-            _same_bill(self._repo.cause(credit.org_id, credit.cause) or {}, credit, None)
+            _same_bill(self._repo.cause(credit.org_id, credit.cause) or {}, credit)
         return self._correction_result(credit, credit.cause, posted)
 
     def credit_adjustment(self, *, org_id: str, amount_minor: int, cause: str, ref: str, actor: str) -> None:
@@ -631,12 +631,13 @@ def _bill_content(bill: Bill) -> dict[str, str]:
     return {"billed_on": bill.billed_on.isoformat(), "currency": bill.currency, "hold_id": bill.hold_id or ""}
 
 
-def _same_bill(charged: Mapping[str, object], bill: Bill, budget_period: str | None) -> None:
+def _same_bill(charged: Mapping[str, object], bill: Bill) -> None:
     """A bill id (per platform) sent again must be the same bill: same amount, project, date, currency and
     hold; else 409 idempotency_key_reused and nothing changed (a correction is a reversal and a new bill).
-    What an older record did not keep is not compared. The platform is the cause's key."""
+    What an older record did not keep is not compared. The platform is the cause's key. Not the period it
+    was counted in: a re-anchored subscription may place the same day in another period since."""
     asked: dict[str, object] = {"amount_minor": bill.amount_minor, "project_id": bill.project_id}
-    asked |= _bill_content(bill) | ({"budget_period": budget_period} if budget_period else {})
+    asked |= _bill_content(bill)
     differs = sorted(name for name, value in asked.items() if name in charged and str(charged[name]) != str(value))
     if differs:
         raise BillReusedError(
