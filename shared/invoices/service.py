@@ -275,17 +275,14 @@ class InvoiceService:
         self._documents = documents
         self._clock = clock
 
-    def _org(self, org_id: str) -> Org:
-        return self._org_repo.require_org(org_id)
-
-    def _period(self, org: Org, period_key: str) -> Period:
-        """The period a key names: from the org's anchor, unless a new subscription cut it short."""
-        period = _period(org, period_key)
-        cut = self._org_repo.truncated_end(org.org_id, period_key)
+    def _org_and_period(self, org_id: str, period_key: str) -> tuple[Org, Period]:
+        """The org and the period a key names: from the org's anchor, unless a new subscription cut it short
+        (both read in one round trip)."""
+        org, cut = self._org_repo.org_and_truncated_end(org_id, period_key)
         if cut is None:
-            return period
+            return org, _period(org, period_key)
         start = datetime.strptime(period_key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        return Period(start=start, end=datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+        return org, Period(start=start, end=datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
 
     def _invoice(self, org_id: str, period_key: str) -> Invoice:
         invoice = self._repo.get(org_id, period_key)
@@ -301,8 +298,7 @@ class InvoiceService:
     # ------------------------------------------------------------------ steps (the state machine's tasks)
     def close(self, org_id: str, period_key: str) -> str:
         """Freezes the period: its invoice exists from now on, as a draft."""
-        org = self._org(org_id)
-        period = self._period(org, period_key)
+        org, period = self._org_and_period(org_id, period_key)
         if not period_settled(period.end, self._clock.now()):
             raise ConflictError(
                 f"The period {period.key} ends at {iso(period.end)}: its invoice is made once it has ended and "
@@ -331,8 +327,7 @@ class InvoiceService:
     def collect(self, org_id: str, period_key: str) -> str:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft":
-            org = self._org(org_id)
-            made = self.assemble(org, self._period(org, period_key))
+            made = self.assemble(*self._org_and_period(org_id, period_key))
             content = {
                 "lines": made.lines,
                 "totals": made.totals,
