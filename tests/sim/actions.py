@@ -23,7 +23,7 @@ from shared.usage.service import SdkEvent
 from shared.wallet.models import AutoTopUp
 from shared.wallet.service import Bill, WalletSettings
 from tests.sim.scenario import Step
-from tests.sim.world import API_KEY, ScenarioServices, SimWorld
+from tests.sim.world import ScenarioServices, SimWorld
 
 SUPPORT = Caller("sim-support", None, frozenset({"support"}))
 
@@ -63,7 +63,7 @@ class Life:
         return self.kit.services
 
     def client(self) -> stripe.StripeClient:
-        return stripe.StripeClient(API_KEY, base_addresses={"api": self.world.stripe_base}, max_network_retries=0)
+        return self.world.sdk
 
     def project(self) -> str:
         return next(iter(self.projects.values()), "")

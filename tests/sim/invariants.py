@@ -16,6 +16,8 @@ from typing import Any
 from shared.catalog import plan_catalog
 from shared.credits.account import CreditAccount
 from shared.dynamo import from_item, plain
+from shared.keys import ORG_SK
+from shared.orgs.models import Org
 from shared.orgs.service import SETTLE_WINDOW
 from shared.reconcile.models import Discrepancy
 from shared.wallet.account import STATEMENT_FIELD, EntryKind
@@ -212,9 +214,10 @@ def entitlement_follows_subscription(life: Life, items: Items) -> list[str]:
     once Stripe's webhooks about it were delivered (none is still on its way)."""
     if not life.org_id or life.late_events:
         return []
-    org = life.services.orgs._repo.get_org(life.org_id)
-    if org is None:
+    stored = _one(items, ORG_SK)  # the org's item, as the repository reads it (same read: org_items)
+    if stored is None:
         return []
+    org = Org.model_validate(plain(stored))
     paid = life.services.orgs.entitlement_of(org).paid_features
     sub = org.subscription
     status = sub.status.value if sub else "none"
