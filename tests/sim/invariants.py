@@ -16,8 +16,10 @@ from shared.catalog import plan_catalog
 from shared.credits.account import CreditAccount
 from shared.dynamo import from_item, plain
 from shared.orgs.service import SETTLE_WINDOW
+from shared.outbox import Event, Notice, message_id
 from shared.reconcile.models import Discrepancy
 from shared.wallet.account import STATEMENT_FIELD, EntryKind
+from shared.wallet.runway_watch import RUNWAY_ALERT
 from tests.sim.actions import Life, utc
 
 Items = list[dict[str, Any]]
@@ -111,12 +113,12 @@ def cause_applied_once(life: Life, items: Items) -> list[str]:
 
 @invariant("holds_and_available", each_step=True)
 def holds_and_available(life: Life, items: Items) -> list[str]:
-    """held >= 0 and equals the pending holds; available == balance - held - floor."""
+    """held >= 0 and equals what the pending holds still hold; available == balance - held - floor."""
     wallet = _one(items, "WALLET")
     if wallet is None:
         return []
     balance, held, floor = int(wallet["balance"]), int(wallet.get("held", 0)), int(wallet.get("floor", 0))
-    pending = sum(int(i["amount_minor"]) for i in items if i["SK"].startswith("HOLD#") and i.get("status") == "pending")
+    pending = sum(_open(i) for i in items if i["SK"].startswith("HOLD#"))  # what each still holds (drawn down)
     broken = []
     if held < 0 or held != pending:
         broken.append(f"held {held} (pending holds {pending})")
@@ -229,6 +231,181 @@ def reconciliation_clean(life: Life, items: Items) -> list[str]:
     """Zero open discrepancies after the last reconciliation (the scenarios inject none that has no fix)."""
     open_: list[Discrepancy] = [d for d in life.reconciled if d.status == "open"]
     return [f"{d.check}: {d.summary}" if hasattr(d, "summary") else repr(d)[:300] for d in open_]
+
+
+# ---------------------------------------------------------------------------------------------- the outbox, agency
+def _published(item: dict[str, Any]) -> dict[str, Any]:
+    """What consumers must receive for an outbox item (tests/sim/outbox.py records it the same way)."""
+    body, mid = json.loads(item["body"]), str(item.get("message_id", ""))
+    if item["kind"] == "event":
+        return {"detail_type": body["detail_type"], "detail": {**body["detail"], "event_id": mid}}
+    fields = {"org_id": str(item.get("org_id")), "kind": body["kind"], "message": body["message"]}
+    return {"subject": body["subject"][:100], **fields, "details": body["details"], "event_id": mid}
+
+
+@invariant("events_delivered_once")
+def events_delivered_once(life: Life, items: Items) -> list[str]:
+    """Every committed event and notice reaches its consumers, with its payload, and once per event id as
+    they see it: at least once by design (README, *The outbox*), a second delivery of an id only where the
+    publisher could not know the first went (an answer lost, a crash before the mark); nothing delivered
+    that no committed change wrote; every item marked sent was delivered."""
+    stream = life.stream
+    if stream is None:
+        return []
+    told = stream.consumers
+    outbox = {
+        str(i["SK"]).removeprefix("OUTBOX#"): i
+        for i in items
+        if i["SK"].startswith("OUTBOX#") and i.get("kind") in ("event", "notice")
+    }
+    broken = [f"the publisher failed: {error}" for error in told.errors]
+    for mid, item in sorted(outbox.items()):
+        name = json.loads(item["body"]).get("detail_type") or json.loads(item["body"]).get("kind")
+        times, unknown = told.deliveries[mid], told.unknown[mid]
+        if times == 0:
+            broken.append(
+                f"{item['kind']} {name} {mid} never delivered" + (" (marked sent)" if "sent_at" in item else "")
+            )
+        elif times > 1 + unknown:
+            broken.append(f"{item['kind']} {name} {mid} delivered {times} times ({unknown} sends of unknown outcome)")
+        elif told.payloads[mid] != _published(item):
+            broken.append(
+                f"{item['kind']} {name} {mid} delivered as {told.payloads[mid]}, written as {_published(item)}"
+            )
+        elif "sent_at" not in item:
+            broken.append(f"{item['kind']} {name} {mid} delivered, never marked sent")
+    broken += [f"{mid} delivered: no change wrote it" for mid in sorted(told.seen() - outbox.keys())]
+    return broken + [f"{mid} delivered again with another payload" for mid in told.changed]
+
+
+def _open(hold: dict[str, Any]) -> int:
+    if hold.get("status") != "pending":
+        return 0
+    return int(hold["remaining_minor"]) if "remaining_minor" in hold else int(hold["amount_minor"])
+
+
+@invariant("budget_never_exceeded")
+def budget_never_exceeded(life: Life, items: Items) -> list[str]:
+    """Holds and reservations granted for a project never take its committed (spent + held, or credits used +
+    reserved) past its limit in the period (bills may: they are always recorded); and what each project's
+    period counts as held is what its pending holds still hold, committed = spent + held."""
+    broken = [
+        f"{what}: {name} committed {c} > limit {limit} once granted"
+        for what, name, c, limit in life.grants
+        if c > limit
+    ]
+    held: dict[tuple[str, str, str], int] = defaultdict(int)
+    for hold in (i for i in items if i["SK"].startswith("HOLD#") and i.get("budget_period")):
+        for platform in ("", str(hold["platform"])):
+            held[(str(hold["budget_period"]), str(hold["project_id"]), platform)] += _open(hold)
+    for usage in (i for i in items if i["SK"].startswith("BUDGETP#")):
+        period, project = str(usage["period_key"]), str(usage["project_id"])
+        spent, counted = int(usage.get("spent", 0)), int(usage.get("held", 0))
+        if int(usage.get("committed", 0)) != spent + counted:
+            broken.append(
+                f"{period} {project}: committed {usage.get('committed', 0)} != spent {spent} + held {counted}"
+            )
+        for platform in ("", *(k.removeprefix("pheld#") for k in usage if k.startswith("pheld#"))):
+            stored = int(usage.get(f"pheld#{platform}" if platform else "held", 0))
+            if stored != held.pop((period, project, platform), 0):
+                broken.append(
+                    f"{period} {project} {platform or 'all'}: held {stored}, its pending holds hold "
+                    f"{held.get((period, project, platform), 'another amount')}"
+                )
+    return broken + [f"{key}: pending holds hold {n}, not counted" for key, n in sorted(held.items()) if n]
+
+
+@invariant("hold_drawn_once")
+def hold_drawn_once(life: Life, items: Items) -> list[str]:
+    """Each bill that names a pending hold (of its project and platform) draws on it once, at most what it
+    still holds; drawn + remaining == amount, remaining >= 0, an exhausted hold holds nothing; what a hold
+    freed when it ended is only its remainder (holds_and_available, budget_never_exceeded count it)."""
+    recorded = {str(i["SK"]).removeprefix("IDEM#") for i in items if i["SK"].startswith("IDEM#bill:")}
+    broken = []
+    for hold in (i for i in items if i["SK"].startswith("HOLD#") and "remaining_minor" in i):
+        hold_id, amount = str(hold["hold_id"]), int(hold["amount_minor"])
+        remaining, drawn = int(hold["remaining_minor"]), int(hold.get("drawn_minor", 0))
+        if remaining < 0 or drawn < 0 or drawn + remaining != amount:
+            broken.append(f"hold {hold_id}: drawn {drawn} + remaining {remaining} != amount {amount}")
+        if hold.get("status") == "exhausted" and remaining != 0:
+            broken.append(f"hold {hold_id}: exhausted with {remaining} left")
+        if hold_id not in life.holds:
+            continue
+        ended = utc(str(hold["ended_at"])) if hold.get("status") in ("voided", "expired") else None
+        left = amount
+        for at, bill_amount, project, platform, _ in sorted(
+            (b for cause, b in life.bills.items() if cause in recorded and b[4] == hold_id), key=lambda b: b[0]
+        ):
+            if (project, platform) == life.holds[hold_id][:2] and (ended is None or at < ended):
+                left -= max(0, min(bill_amount, left))
+        if drawn != amount - left:
+            broken.append(f"hold {hold_id}: drawn {drawn}, its bills drew {amount - left}")
+    return broken
+
+
+@invariant("usage_counted_once")
+def usage_counted_once(life: Life, items: Items) -> list[str]:
+    """Each period's counter of a metered usage equals the quantities of the distinct event ids accepted for
+    it (usage events by id, SDK batches by batch · period · day, settled runs by run id); each period's
+    storage peak is the highest snapshot taken in it."""
+    expected: Counter[tuple[str, str]] = Counter()
+    for (metric, _), (quantity, period) in life.usage_sent.items():
+        expected[(period, metric)] += quantity
+    for resv in (i for i in items if i["SK"].startswith("RESV#") and i.get("status") == "settled"):
+        if resv.get("usage_at") and ("workflow_runs", str(resv["workflow_run_id"])) not in life.usage_sent:
+            expected[(str(resv["usage_period_key"]), "workflow_runs")] += 1
+    counted = Counter(
+        {
+            (str(i["SK"]).split("#")[1], str(i["SK"]).rsplit("#", 1)[1]): int(i.get("total", 0))
+            for i in items
+            if i["SK"].startswith("USAGE#") and i["SK"].endswith(("#workflow_runs", "#sdk_events"))
+        }
+    )
+    broken = [
+        f"{metric} in {period}: counted {counted[(period, metric)]}, accepted {expected[(period, metric)]}"
+        for period, metric in sorted(expected.keys() | counted.keys())
+        if counted[(period, metric)] != expected[(period, metric)]
+    ]
+    peaks: dict[str, int] = {}
+    for period, total in life.storage:
+        peaks[period] = max(peaks.get(period, 0), total)
+    for period, peak in sorted(peaks.items()):
+        stored = _one(items, f"PERIOD#{period}") or {}
+        if int(stored.get("storage_peak_bytes", -1)) != peak:
+            broken.append(f"storage peak in {period}: {stored.get('storage_peak_bytes')}, snapshots' highest {peak}")
+    return broken
+
+
+@invariant("runway_alert_once_per_crossing")
+def runway_alert_once_per_crossing(life: Life, items: Items) -> list[str]:
+    """One Wallet.RunwayAlert (event and notice) per stage crossing: each time the runway's recorded stage
+    moved deeper (from none, or to fewer days), naming that stage; none for any other change of it."""
+    crossings, before = {}, None
+    for revision, stage in sorted(life.runway_seen.items()):
+        if stage is not None and (before is None or stage < before):
+            crossings[revision] = stage
+        before = stage
+    ids = {}
+    for revision in life.runway_seen:
+        cause = f"runway:{revision}"
+        ids[message_id(life.org_id, cause, 0, Event(RUNWAY_ALERT, {}))] = (revision, "event")
+        ids[message_id(life.org_id, cause, 1, Notice(RUNWAY_ALERT, "", ""))] = (revision, "notice")
+    found: Counter[tuple[int, str]] = Counter()
+    broken = []
+    for item in (i for i in items if i["SK"].startswith("OUTBOX#")):
+        body = json.loads(item["body"])
+        if RUNWAY_ALERT not in (body.get("detail_type"), body.get("kind")):
+            continue
+        revision, kind = ids.get(str(item["SK"]).removeprefix("OUTBOX#"), (-1, str(item.get("kind"))))
+        stage = (body.get("detail") or body.get("details") or {}).get("stage_days")
+        if crossings.get(revision) != stage:
+            broken.append(f"{kind} {RUNWAY_ALERT} for {stage} days with no crossing to it (runway revision {revision})")
+        found[(revision, kind)] += 1
+    for revision, stage in sorted(crossings.items()):
+        for kind in ("event", "notice"):
+            if found[(revision, kind)] != 1:
+                broken.append(f"the crossing to {stage} days (revision {revision}): {found[(revision, kind)]} {kind}s")
+    return broken
 
 
 def invoice_numbers_gapless(numbers: list[str]) -> list[str]:

@@ -19,8 +19,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.errors import ConcurrentUpdateError, DomainError, ThrottledError, UpstreamError
-from tests.sim import invariants
-from tests.sim.actions import ACTIONS, Life, advance_stripe, run_invoice, stripe_event
+from tests.sim import invariants, outbox
+from tests.sim.actions import ACTIONS, Life, advance_stripe, run_invoice, stripe_event, watch_runway
 from tests.sim.scenario import Scenario, Step, generate
 from tests.sim.world import FaultPlan, SimCrash, SimWorld
 
@@ -69,6 +69,8 @@ class Run:
         rng = random.Random(scenario.seed ^ 0x5EED)
         faults = FaultPlan(random.Random(scenario.seed ^ 0xFA17), dict(scenario.faults))
         self.life = Life(world, world.scenario(scenario.steps[0].at, faults), rng)
+        self.life.stream = outbox.stream_for(scenario.seed, scenario.faults, self.life.kit.table)
+        watch_runway(self.life)
         self.world, self.each_step, self.extra = world, each_step, extra or {}
         self.outcome = Outcome(scenario.seed, 0, 0)
 
@@ -77,7 +79,7 @@ class Run:
             self.life.kit.clock.at = max(self.life.kit.clock.at, step.at)
             if not self._step(index, step):
                 break
-        self.outcome.faults = len(self.life.kit.faults.log)
+        self.outcome.faults = len(self.life.kit.faults.log) + len(self.life.stream.faults.log)
         return self.outcome
 
     def _fail(self, name: str, detail: str, index: int) -> None:
@@ -89,6 +91,8 @@ class Run:
             self._retried(lambda: self._act(step))
             if step.action in STRIPE_ACTIONS or self.life.late_events:
                 self._webhooks(final=step.action == "end")
+            if step.action != "end":  # the table's stream hands the step's outbox items to the publisher
+                outbox.after_step(self.life.stream, self.life.kit.table, self.life.org_id)
         except DomainError as refused:  # a refusal the product answers with a 4xx: an outcome, not a bug
             self.life.notes.append(f"{step.action}: {type(refused).__name__} {getattr(refused, 'code', '')}")
         except Exception:
@@ -162,6 +166,7 @@ class Run:
     def _final(self, index: int) -> None:
         life = self.life
         self._quiet(lambda: self._settle_up())
+        outbox.drain(life.stream, life.kit.table, life.org_id)  # the publisher's retries, until nothing is unsent
         for name, problem in self._checked(None):
             self._fail(name, problem, index)
         for problem in self._quiet(self._rerun_changes_nothing):

@@ -129,6 +129,52 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
         ExpressionAttributeValues={":r": "rendered"},
     ),
     "no_server_error": lambda life: {}["a bug"],
+    # an event marked sent that never reached EventBridge (the mark before the send)
+    "events_delivered_once": lambda life: _put(
+        life,
+        "OUTBOX#tamperedsent",
+        message_id="tamperedsent",
+        org_id=life.org_id,
+        kind="event",
+        body=json.dumps({"detail_type": "Wallet.LowBalance", "detail": {"org_id": life.org_id}}),
+        created_at=life.now.isoformat(),
+        sent_at=life.now.isoformat(),
+    ),
+    # a project's period counting as held what no pending hold holds (a hold freed twice the other way)
+    "budget_never_exceeded": lambda life: life.kit.table.update_item(
+        Key={"PK": f"ORG#{life.org_id}", "SK": "BUDGETP#2027-12-01T00:00:00Z#tampered"},
+        UpdateExpression="SET period_key = :p, project_id = :x ADD held :a, #c :a",
+        ExpressionAttributeNames={"#c": "committed"},
+        ExpressionAttributeValues={":p": "2027-12-01T00:00:00Z", ":x": "tampered", ":a": 7},
+    ),
+    # a hold whose draws and remainder do not make its amount (a bill drawn twice)
+    "hold_drawn_once": lambda life: _put(
+        life,
+        "HOLD#tampered",
+        hold_id="tampered",
+        project_id="p",
+        platform="meta",
+        amount_minor=100,
+        remaining_minor=30,
+        drawn_minor=140,
+        status="voided",
+    ),
+    # an event counted that no batch carried (or one counted twice)
+    "usage_counted_once": lambda life: life.kit.table.update_item(
+        Key={"PK": f"ORG#{life.org_id}", "SK": "USAGE#2027-12-01T00:00:00Z#sdk_events"},
+        UpdateExpression="ADD #t :a",
+        ExpressionAttributeNames={"#t": "total"},
+        ExpressionAttributeValues={":a": 1},
+    ),
+    # a runway alert no crossing raised (a second alert for one crossing)
+    "runway_alert_once_per_crossing": lambda life: _put(
+        life,
+        "OUTBOX#tamperedrunway",
+        kind="event",
+        body=json.dumps({"detail_type": "Wallet.RunwayAlert", "detail": {"stage_days": 3}}),
+        created_at=life.now.isoformat(),
+        sent_at=life.now.isoformat(),
+    ),
 }
 
 
