@@ -59,6 +59,7 @@ class Life:
     reconciled: list[Any] = field(default_factory=list)  # the discrepancies after the last reconciliation
     # the agency side (issues 21, 22) and the outbox, as the simulator recorded it
     stream: Any = None  # the outbox publisher, its fakes and what consumers saw (tests/sim/outbox.py)
+    budgeted: set[str] = field(default_factory=set)  # projects a budget was put on
     grants: list[tuple[str, str, int, int]] = field(default_factory=list)  # (what, budget, committed after, limit)
     holds: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # hold id -> (project, platform, amount)
     bills: dict[str, tuple[datetime, int, str, str, str | None]] = field(default_factory=dict)  # cause -> at, ...
@@ -380,6 +381,8 @@ def _quietly(life: Life, fn: Callable[[], Any]) -> Any:
 def granted(life: Life, what: str, project_id: str, period_key: str, names: tuple[str, ...]) -> None:
     """Records, right after a hold or reservation was granted, what its project then has committed against
     each limited budget among `names` and the limit (budget_never_exceeded)."""
+    if project_id not in life.budgeted:
+        return
     budgets = life.services.budgets
     limits = _quietly(life, lambda: budgets.budget(life.org_id, project_id)).limits()
     if not any(name in limits for name in names):
@@ -397,6 +400,7 @@ def held(life: Life, made: Hold) -> None:
 def set_budget(life: Life, args: dict[str, Any]) -> None:
     """A project's budget set, lowered or removed by its owner (the launch project: the one that spends)."""
     limits = BudgetLimits(args.get("ad_spend"), dict(args.get("platforms") or {}), args.get("credits"))
+    life.budgeted.add(life.project())  # before the call: it may fail after its write
     life.services.budgets.put(life.owner, life.org_id, life.project(), limits)
 
 

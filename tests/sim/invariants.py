@@ -307,10 +307,10 @@ def budget_never_exceeded(life: Life, items: Items) -> list[str]:
             )
         for platform in ("", *(k.removeprefix("pheld#") for k in usage if k.startswith("pheld#"))):
             stored = int(usage.get(f"pheld#{platform}" if platform else "held", 0))
-            if stored != held.pop((period, project, platform), 0):
+            holding = held.pop((period, project, platform), 0)
+            if stored != holding:
                 broken.append(
-                    f"{period} {project} {platform or 'all'}: held {stored}, its pending holds hold "
-                    f"{held.get((period, project, platform), 'another amount')}"
+                    f"{period} {project} {platform or 'all'}: held {stored}, its pending holds hold {holding}"
                 )
     return broken + [f"{key}: pending holds hold {n}, not counted" for key, n in sorted(held.items()) if n]
 

@@ -150,7 +150,7 @@ def stream_for(seed: int, rates: dict[str, float], table: Any) -> Stream:
     events = EventPublisher(FakeEvents(faults, consumers), "sim")
     notifier = Notifier(FakeSns(faults, consumers), "arn:aws:sns:us-east-1:000000000000:sim")
     publisher = OutboxPublisher(events, notifier, _MarkTable(table, faults, consumers))
-    return Stream(faults, consumers, publisher, rng, rng.choice([0.0, 0.3, 0.7]))
+    return Stream(faults, consumers, publisher, rng, rng.choice([0.5, 0.75, 0.9]))  # batches of a few steps
 
 
 def unsent(table: Any, org_id: str) -> list[dict[str, Any]]:
@@ -165,7 +165,7 @@ def unsent(table: Any, org_id: str) -> list[dict[str, Any]]:
         page = table.query(**query)
         items += page["Items"]
         if "LastEvaluatedKey" not in page:
-            return sorted(items, key=lambda i: (str(i["created_at"]), str(i["SK"])))
+            return sorted(items, key=lambda i: (str(i.get("created_at", "")), str(i["SK"])))
         query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
