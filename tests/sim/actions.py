@@ -103,7 +103,8 @@ def create_org(life: Life, args: dict[str, Any]) -> None:
         life.org_id = view.org.org_id
     if "launch" in life.projects:
         return
-    project = life.services.orgs.create_project(life.owner, life.org_id, name="Launch")  # (a retry: made now)
+    made = life.services.orgs._repo.list_projects(life.org_id, None, 10).items  # a retry: made before the crash?
+    project = made[0] if made else life.services.orgs.create_project(life.owner, life.org_id, name="Launch")
     life.projects["launch"] = project.project_id
 
 
@@ -446,7 +447,7 @@ def _usage_event(life: Life, event: dict[str, Any]) -> dict[str, Any]:
     # put back after parsing; the metering path checks it against the simulated clock)
     shape = {"metric": event["metric"], "org_id": life.org_id, "occurred_at": iso(datetime.now(UTC))}
     shape |= {"quantity": event["quantity"], "event_id": event["id"]}
-    return shape | ({"project_id": life.project()} if event["project"] else {})
+    return shape | ({"project_id": life.project()} if event["project"] and life.project() else {})
 
 
 @action("usage_events")

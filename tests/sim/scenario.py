@@ -190,7 +190,7 @@ def _auto_top_up(d: Draw) -> list[Step]:
 def _spend(d: Draw) -> list[Step]:
     at, ref = d.moment(), _ref(d)
     amount = d.rng.choice([0, 99, 1_234, 9_999, d.rng.randint(1, 80_000)])
-    platform = d.rng.choice(["meta", "tiktok", "google", "apple_search_ads"])
+    platform = d.rng.choice(["meta", "tiktok", "google_ads", "apple_search_ads"])
     held = d.rng.random() < 0.6
     steps = [Step(at, "hold", {"hold": ref, "amount": amount, "platform": platform})] if held else []
     billed = d.moment(at, timedelta(days=d.rng.choice([1, 2, 12])))  # some bills come late (after the period)
@@ -267,7 +267,7 @@ def _campaign(d: Draw) -> list[Step]:
     bills across days (some redelivered, together overrunning it or not), then released or left to expire."""
     at, ref = d.moment(), _ref(d)
     amount = d.rng.choice([1_000, 8_000, 25_000, d.rng.randint(1, 60_000)])
-    platform = d.rng.choice(["meta", "google", "tiktok"])
+    platform = d.rng.choice(["meta", "google_ads", "tiktok"])
     days = d.rng.choice([2, 5, 12, 40])  # 40: beyond the longest a hold may last (it is brought in)
     steps = [Step(at, "campaign_hold", {"hold": ref, "amount": amount, "platform": platform, "days": days})]
     when = at
@@ -286,7 +286,7 @@ def _campaign(d: Draw) -> list[Step]:
 @generator("burst", 1, agency=True)
 def _burst(d: Draw) -> list[Step]:
     """Several holds at once on one project (the optimizer scaling campaigns): the budget grants what fits."""
-    at, platform = d.moment(), d.rng.choice(["meta", "google"])
+    at, platform = d.moment(), d.rng.choice(["meta", "google_ads"])
     amounts = [d.rng.choice([3_000, 12_000, 30_000]) for _ in range(d.rng.randint(2, 5))]
     return [Step(at, "campaign_hold", {"hold": _ref(d), "amount": a, "platform": platform, "days": 1}) for a in amounts]
 
