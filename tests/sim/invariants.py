@@ -12,6 +12,9 @@ from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
+from shared.budgets.repository import _budget as stored_budget
+from shared.budgets.repository import _usage as stored_usage
+from shared.budgets.rules import BUDGET_REACHED, BUDGET_WARNING, WARN_AT_PCT, line_of
 from shared.catalog import plan_catalog
 from shared.credits.account import CreditAccount
 from shared.dynamo import from_item, plain
@@ -20,7 +23,7 @@ from shared.outbox import Event, Notice, message_id
 from shared.reconcile.models import Discrepancy
 from shared.wallet.account import STATEMENT_FIELD, EntryKind
 from shared.wallet.runway_watch import RUNWAY_ALERT
-from tests.sim.actions import Life, utc
+from tests.sim.actions import Life, period_key_at, utc
 
 Items = list[dict[str, Any]]
 INVARIANTS: dict[str, Callable[[Life, Items], list[str]]] = {}
@@ -315,6 +318,34 @@ def budget_never_exceeded(life: Life, items: Items) -> list[str]:
     return broken + [f"{key}: pending holds hold {n}, not counted" for key, n in sorted(held.items()) if n]
 
 
+@invariant("budget_crossing_announced")
+def budget_crossing_announced(life: Life, items: Items) -> list[str]:
+    """Each line (80 %, 100 %) of a project's budget that the current period's use is at or past was announced
+    (Project.BudgetWarning / Reached for that project, period, budget and line), by the bill or settle that
+    crossed it or by the budget put at or below it, whatever crashed in between."""
+    budgets = {str(i["project_id"]): stored_budget(plain(i)) for i in items if i["SK"].startswith("BUDGET#")}
+    if not budgets:
+        return []
+    period = period_key_at(life, life.now)
+    told = set()
+    for item in (i for i in items if i["SK"].startswith("OUTBOX#") and i.get("kind") == "event"):
+        body = json.loads(item["body"])
+        if body.get("detail_type") in (BUDGET_WARNING, BUDGET_REACHED):
+            d = body["detail"]
+            told.add((str(d["project_id"]), str(d["period_key"]), str(d["budget"]), int(d["threshold_pct"])))
+    broken = []
+    for project, budget in sorted(budgets.items()):
+        usage = _one(items, f"BUDGETP#{period}#{project}") or {}
+        used = stored_usage(period, plain(usage))
+        for name, limit in budget.limits().items():
+            for pct in WARN_AT_PCT:
+                if line_of(limit, pct) <= used.used(name) and (project, period, name, pct) not in told:
+                    broken.append(
+                        f"{project} {name} used {used.used(name)} of {limit} in {period}: {pct} % never announced"
+                    )
+    return broken
+
+
 @invariant("hold_drawn_once")
 def hold_drawn_once(life: Life, items: Items) -> list[str]:
     """Each bill that names a pending hold (of its project and platform) draws on it once, at most what it
@@ -331,12 +362,13 @@ def hold_drawn_once(life: Life, items: Items) -> list[str]:
             broken.append(f"hold {hold_id}: exhausted with {remaining} left")
         if hold_id not in life.holds:
             continue
+        # voided or expired then (steps at one instant run in order: a bill at the hold's end came before it)
         ended = utc(str(hold["ended_at"])) if hold.get("status") in ("voided", "expired") else None
         left = amount
         for at, bill_amount, project, platform, _ in sorted(
             (b for cause, b in life.bills.items() if cause in recorded and b[4] == hold_id), key=lambda b: b[0]
         ):
-            if (project, platform) == life.holds[hold_id][:2] and (ended is None or at < ended):
+            if (project, platform) == life.holds[hold_id][:2] and (ended is None or at <= ended):
                 left -= max(0, min(bill_amount, left))
         if drawn != amount - left:
             broken.append(f"hold {hold_id}: drawn {drawn}, its bills drew {amount - left}")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.sim import invariants
-from tests.sim.actions import Life
+from tests.sim.actions import Life, period_key_at
 from tests.sim.runner import Run, report, run_many
 from tests.sim.scenario import Scenario, Step, generate
 from tests.sim.world import SimWorld
@@ -147,6 +147,18 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
         ExpressionAttributeNames={"#c": "committed"},
         ExpressionAttributeValues={":p": "2027-12-01T00:00:00Z", ":x": "tampered", ":a": 7},
     ),
+    # a budget line this period's spend is past, never announced
+    "budget_crossing_announced": lambda life: [
+        _put(life, "BUDGET#tampered", project_id="tampered", ad_spend_minor=10, rev=1),
+        _put(
+            life,
+            f"BUDGETP#{period_key_at(life, life.now)}#tampered",
+            project_id="tampered",
+            period_key=period_key_at(life, life.now),
+            spent=9,
+            committed=9,
+        ),
+    ],
     # a hold whose draws and remainder do not make its amount (a bill drawn twice)
     "hold_drawn_once": lambda life: _put(
         life,
