@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from tests.sim import invariants
-from tests.sim.actions import Life, period_key_at
+from tests.sim.actions import ACTIONS, Life, period_key_at
 from tests.sim.runner import Run, report, run_many
-from tests.sim.scenario import Scenario, Step, generate
+from tests.sim.scenario import START, Scenario, Step, generate
 from tests.sim.world import SimWorld
 
 pytestmark = pytest.mark.integration
@@ -248,6 +248,39 @@ FOUND = {
     # period not indexed yet (OrgRepository.index_period `relist=False`: attribute_not_exists).
     5020: "rerun_changes_nothing",
 }
+
+
+def _crashing_budget_put(life: Life) -> None:
+    """The budget lowered below the period's spend, each attempt but the simulator's last crashing after its
+    write (a Lambda killed after DynamoDB answered; the client retries the same PUT)."""
+    life.kit.faults.rates["crash_after_write"] = 1.0
+    try:
+        ACTIONS["set_budget"](life, {"ad_spend": 500})
+    finally:
+        life.kit.faults.rates.pop("crash_after_write")
+
+
+def test_a_budget_put_that_crashed_after_its_write_still_announces_its_crossings(world: SimWorld) -> None:
+    """Found by budget_crossing_announced: a budget put at or below what the period used wrote its limits, then
+    (in another write) its Project.BudgetWarning / Reached; a crash between the two and the client's retry
+    found the new limits stored, nothing crossed, and the crossings were never announced. Fixed: the limits
+    and their announcements are one transaction (BudgetRepository.put_budget_announced)."""
+    t = START + timedelta(days=3, hours=5, seconds=17)
+    spent_on = (t + timedelta(hours=3)).date().isoformat()
+    steps = (
+        Step(t, "create_org", {"plan": "free"}),
+        Step(t + timedelta(minutes=30), "checkout", {"plan": "pro"}),
+        Step(t + timedelta(hours=1), "agency_mode"),
+        Step(
+            t + timedelta(hours=3),
+            "bill",
+            {"bill": "b1", "amount": 1_000, "platform": "meta", "hold": None, "on": spent_on},
+        ),
+        Step(t + timedelta(hours=4), "crashing_budget_put"),
+        Step(t + timedelta(days=2), "end"),
+    )
+    outcome = Run(world, Scenario(1, steps, {}), extra={"crashing_budget_put": _crashing_budget_put}).go()
+    assert outcome.failures == [], outcome.failures
 
 
 @pytest.mark.parametrize("seed", sorted(FOUND))
