@@ -105,7 +105,7 @@ class OverageBilling:
             if quantity > 0 and amount and not target.has(key):  # (on the draft already: a crash before the record)
                 self._add(org, target, _Line(metric, quantity, unit, description, period, key))
                 added += amount
-            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": unit}
+            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": str(unit)}
             billed |= terms.get(metric, {})
             self._repo.set_period_fields(org_id, period.key, billed)
         self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})

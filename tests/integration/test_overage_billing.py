@@ -84,6 +84,10 @@ def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, st
     assert (september["credits_overage"], september["billed_credits"]) == (460, 460)
     assert september["billed_invoice_id"] == draft.id
     assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0  # paid: nothing more, ever
+    # What reconciliation expects is what Stripe charged, at the fractional unit prices billed (1.8, 0.0015)
+    org = kit.org_repo.get_org(org_id)
+    assert org is not None
+    assert billing.owed(org, billing.closed_period(org, gateway.get_invoice(draft.id))) == ours
 
 
 def september_overage(api: ApiClient, stack: Any, table: Any) -> tuple[StripeKit, str, str, str]:
