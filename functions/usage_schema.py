@@ -20,7 +20,10 @@ class UsageEventIn(BaseModel):
     project_id: Id | None = None
     occurred_at: Instant
     quantity: int = Field(default=1, strict=True, ge=1, le=MAX_EVENT_COUNT)
-    event_id: Key = Field(description="Counted once per org, metric and event_id (35-day dedupe window)")
+    event_id: Key = Field(
+        description="Counted once per org, metric and event_id (35-day dedupe window); an id ending "
+        "`#<period>#<day>` is reserved for the SDK batch adapter"
+    )
 
     def event(self) -> UsageEvent:
         return UsageEvent(self.metric, self.org_id, self.occurred_at, self.quantity, self.event_id, self.project_id)
@@ -34,7 +37,10 @@ class UsageEventsIn(BaseModel):
 
 class RefusedEventOut(BaseModel):
     event_id: str
-    code: str = Field(description="project_not_found | project_archived")
+    code: str = Field(
+        description="project_not_found | project_archived (on the EventBridge path also usage_event_too_old, "
+        "usage_event_id_reserved)"
+    )
     message: str
 
 

@@ -89,6 +89,7 @@ class Subscription:
     cancel_at_period_end: bool
     metadata: dict[str, str]
     latest_invoice_id: str | None
+    ended_at: int | None = None  # when it ended (cancelled at once: the moment; at period end: that end)
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,7 @@ def _sub(obj: StripeJson) -> Subscription:
         cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
         metadata=dict(obj.get("metadata") or {}),
         latest_invoice_id=latest if isinstance(latest, str) or latest is None else latest["id"],
+        ended_at=int(obj["ended_at"]) if obj.get("ended_at") else None,
     )
 
 
@@ -976,6 +978,13 @@ class StripeGateway:
         if invoice.status == "draft":
             self._call(self._client.v1.invoices.finalize_invoice, str(invoice.id), key=f"{key}:finalize")
         return str(invoice.id)
+
+    def pending_item_keys(self, customer_id: str) -> set[str]:
+        """The `billing_key` metadata of the customer's pending invoice items (what waits for their next invoice)."""
+        listed: InvoiceItemListParams = {"customer": customer_id, "pending": True, "limit": 100}
+        found = self._call(self._client.v1.invoice_items.list, params=listed)
+        metadata = [_plain(i).get("metadata") or {} for i in found.data]
+        return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
 
     def invoice_item_keys(self, invoice_id: str) -> set[str]:
         """The `billing_key` metadata of the invoice's items (what we already put on it)."""

@@ -95,7 +95,7 @@ def build_services(
     mirror = SubscriptionMirror(repo, plans, clock, dunning)
     orgs = OrgService(repo, plans, clock)
     credit_repo, wallet_repo = CreditRepository(table), WalletRepository(table)
-    budgets = BudgetService(orgs, repo, BudgetRepository(table), clock, outbox)
+    budgets = BudgetService(orgs, repo, BudgetRepository(table), clock)
     usage_repo = UsageRepository(table)
     meter = UsageMeter(orgs, repo, usage_repo, clock)
     credits = CreditService(orgs, repo, credit_repo, plans, template_catalog(), clock, budgets, meter)

@@ -206,7 +206,8 @@ def usage_events(body: UsageEventsIn) -> UsageEventsOut:
 @app.post(
     "/v1/internal/usage/sdk-events",
     tags=["internal"],
-    summary="A batch of SDK events (an adapter onto /usage/events: entry n is the event <batch_id>#n)",
+    summary="A batch of SDK events (an adapter onto /usage/events: one event <batch_id>#<period>#<day> per org, "
+    "period and UTC day)",
 )
 def sdk_events(body: SdkEventBatch) -> IngestOut:
     service_of(app)

@@ -1,8 +1,9 @@
 """Metered usage arriving as EventBridge events (detail-type `Usage.EventsReported`, detail
 `{events: [...]}` as the body of `POST /v1/internal/usage/events`): counted exactly like the route, each
 event once by its event_id. Refusals are final (a retry would be refused again): the whole event for an
-unknown org or usage too old to meter once; one event for a project that is not its org's. Logged and
-counted in UsageEventsRefused (alarmed); the event is in the log."""
+unknown org; one event (the rest counted) for usage too old to meter, with an id reserved
+for the SDK batch adapter or naming a project that is not its org's. Logged and counted in
+UsageEventsRefused (alarmed); the event is in the log."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class EventsReported(EventBridgeModel):
 
 
 def _record(services: Services, event: EventsReported) -> Ingested:
-    result = services.usage.record_events([e.event() for e in event.detail.events])
+    result = services.usage.record_events([e.event() for e in event.detail.events], each=True)
     refusals = [asdict(r) for r in result.refused]
     return Ingested(asdict(result), counted=result.applied, refused=len(refusals), refusals=refusals)
 

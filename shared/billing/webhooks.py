@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 
 from shared.billing.refunds import DowngradeRefunds
@@ -130,6 +131,9 @@ class StripeEventHandler:
         if org is None:
             return "stale"
         self._seats.seats_changed(org_id)
+        if sub.status == SubscriptionStatus.CANCELED:  # its last period has no renewal to bill its overage
+            ended_at = datetime.fromtimestamp(sub.ended_at or sub.current_period_end, UTC)
+            self._overage.bill_final(org_id, sub.customer_id, ended_at)
         if sub.status in ENDED and self._overage.collect_deferred(org_id, sub.customer_id):
             return f"subscription_{sub.status}, deferred overage invoiced"
         return f"subscription_{sub.status}"

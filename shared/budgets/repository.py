@@ -21,15 +21,15 @@ its budget. Bills and settles add without a condition (always recorded)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from shared import keys
 from shared.budgets.models import OPEN, BudgetGuard, BudgetTouch
 from shared.budgets.rules import AD_SPEND, CREDITS, BudgetUsage, ProjectBudget, platform_budget
-from shared.dynamo import Item, TxItem, dynamo_errors, org_items, plain
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, org_items, plain
 from shared.ledger import Named
+from shared.outbox import Message, outbox_puts
 
 BUDGET = "budget"  # the name of the usage item in a change's transaction (its failed condition: no room)
 BUDGET_RULE = "budget_rule"  # the limits' item: changed since read (read them again)
@@ -158,12 +158,35 @@ class BudgetRepository:
         return {p: _usage(period_key, items.get(p, {}), held.get(p, {})) for p in sorted(set(items) | set(held))}
 
     # ------------------------------------------------------------------ writes
-    def put_budget(
-        self, org_id: str, budget: ProjectBudget, at: datetime, actor: str
-    ) -> tuple[ProjectBudget, ProjectBudget]:
+    def put_budget(self, org_id: str, budget: ProjectBudget, at: datetime, actor: str) -> ProjectBudget:
         """Replaces the project's limits; bumps `rev` (holds and reservations that read the old limits
-        fail their check and read them again). Returns the limits it replaced (its true predecessor, even
-        under concurrent changes) and what is stored now."""
+        fail their check and read them again). Returns what is stored now."""
+        update = self._put_update(org_id, budget, at, actor)
+        with dynamo_errors():
+            got = self._table.update_item(**update, ReturnValues="ALL_NEW")
+        return _budget(plain(got["Attributes"]))
+
+    def put_budget_announced(
+        self, org_id: str, budget: ProjectBudget, at: datetime, actor: str, read: ProjectBudget, messages: list[Message]
+    ) -> ProjectBudget:
+        """As `put_budget`, with the crossings the new limits announce (`messages`) in the same transaction
+        (the outbox), if the limits are still the ones `read` (else BudgetChanged: read them again). A put that
+        crashed after its write and is retried finds its limits stored, and announces nothing twice."""
+        update = self._put_update(org_id, budget, at, actor) | {"TableName": self._name}
+        update["ConditionExpression"] = "attribute_not_exists(rev)" if read.rev == 0 else "rev = :read"
+        if read.rev:
+            update["ExpressionAttributeValues"][":read"] = read.rev
+        cause = f"budget:{budget.project_id}:{read.rev + 1}"
+        try:
+            with dynamo_errors():
+                self._table.meta.client.transact_write_items(
+                    TransactItems=[{"Update": update}, *outbox_puts(self._name, org_id, cause, messages, at)]
+                )
+        except TransactionConditionFailed:
+            raise BudgetChanged() from None
+        return self.budget(org_id, budget.project_id)
+
+    def _put_update(self, org_id: str, budget: ProjectBudget, at: datetime, actor: str) -> dict[str, Any]:
         values: dict[str, Any] = {":p": budget.project_id, ":at": at.isoformat(), ":by": actor, ":zero": 0, ":one": 1}
         values |= {":pl": dict(budget.platforms_minor), ":t": "project_budget"}
         sets = ["project_id = :p", "updated_at = :at", "updated_by = :by", "platforms_minor = :pl", "#t = :t"]
@@ -175,18 +198,12 @@ class BudgetRepository:
                 sets.append(f"{attribute} = :{attribute}")
                 values[f":{attribute}"] = value
         sets.append("rev = if_not_exists(rev, :zero) + :one")
-        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        with dynamo_errors():
-            got = self._table.update_item(
-                Key=keys.key(org_id, keys.budget_sk(budget.project_id)),
-                UpdateExpression=expression,
-                ExpressionAttributeNames={"#t": "type"},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_OLD",
-            )
-        old = got.get("Attributes")
-        before = _budget(plain(old)) if old else ProjectBudget(budget.project_id)
-        return before, replace(budget, rev=before.rev + 1, updated_at=at.isoformat(), updated_by=actor)
+        return {
+            "Key": keys.key(org_id, keys.budget_sk(budget.project_id)),
+            "UpdateExpression": "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else ""),
+            "ExpressionAttributeNames": {"#t": "type"},
+            "ExpressionAttributeValues": values,
+        }
 
     def touch_items(self, org_id: str, touch: BudgetTouch) -> list[Named]:
         """The items a change's transaction carries for `touch`: the counters' update (for a guarded touch,

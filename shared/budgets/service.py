@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from shared.auth import Caller
 from shared.budgets.models import BudgetGuard, BudgetTouch
-from shared.budgets.repository import BudgetRepository
+from shared.budgets.repository import BudgetChanged, BudgetRepository
 from shared.budgets.rules import (
     BudgetUsage,
     Crossing,
@@ -26,12 +26,14 @@ from shared.budgets.rules import (
 )
 from shared.clock import Clock
 from shared.credits.periods import Period, period_containing
-from shared.errors import ConflictError, NotFoundError
+from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError
 from shared.orgs.models import MANAGE_BILLING, READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
-from shared.outbox import Event, Message, OutboxWriter
+from shared.outbox import Event, Message
 from shared.wallet.platforms import platform_name
+
+MAX_PUT_ATTEMPTS = 10  # a put whose limits changed concurrently reads them again
 
 
 class ProjectBudgetExceededError(ConflictError):
@@ -66,14 +68,11 @@ class Checked:
 
 
 class BudgetService:
-    def __init__(
-        self, orgs: OrgService, org_repo: OrgRepository, repo: BudgetRepository, clock: Clock, outbox: OutboxWriter
-    ):
+    def __init__(self, orgs: OrgService, org_repo: OrgRepository, repo: BudgetRepository, clock: Clock):
         self._orgs = orgs
         self._org_repo = org_repo
         self._repo = repo
         self._clock = clock
-        self._outbox = outbox
 
     # ------------------------------------------------------------------ people
     def get(self, caller: Caller, org_id: str, project_id: str) -> BudgetState:
@@ -96,13 +95,19 @@ class BudgetService:
         for platform in limits.platforms_minor:
             platform_name(platform)
         budget = ProjectBudget(project_id, limits.ad_spend_minor, dict(limits.platforms_minor), limits.credits)
-        before, stored = self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
-        state = self.state(org, project_id)
-        found = limits_crossed(before, stored, state.usage)
-        if found:
-            messages = [_event(org_id, project_id, state.period.key, c) for c in found]
-            self._outbox.send_once(org_id, f"budget:{project_id}:{stored.rev}", messages)
-        return state
+        for _ in range(MAX_PUT_ATTEMPTS):
+            before, period = self._repo.budget(org_id, project_id), period_containing(org, self._clock.now())
+            found = limits_crossed(before, budget, self._repo.usage(org_id, project_id, period.key))
+            if not found:
+                self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
+                return self.state(org, project_id)
+            messages: list[Message] = [_event(org_id, project_id, period.key, c) for c in found]
+            try:  # the limits and their announcements in one transaction: a crash between them loses none
+                self._repo.put_budget_announced(org_id, budget, self._clock.now(), caller.user_id, before, messages)
+            except BudgetChanged:
+                continue  # put concurrently: read again
+            return self.state(org, project_id)
+        raise ConcurrentUpdateError("The project's budget is changing; retry.")
 
     def state(self, org: Org, project_id: str) -> BudgetState:
         period = period_containing(org, self._clock.now())

@@ -275,17 +275,14 @@ class InvoiceService:
         self._documents = documents
         self._clock = clock
 
-    def _org(self, org_id: str) -> Org:
-        return self._org_repo.require_org(org_id)
-
-    def _period(self, org: Org, period_key: str) -> Period:
-        """The period a key names: from the org's anchor, unless a new subscription cut it short."""
-        period = _period(org, period_key)
-        cut = self._org_repo.truncated_end(org.org_id, period_key)
+    def _org_and_period(self, org_id: str, period_key: str) -> tuple[Org, Period]:
+        """The org and the period a key names: from the org's anchor, unless a new subscription cut it short
+        (both read in one round trip)."""
+        org, cut = self._org_repo.org_and_truncated_end(org_id, period_key)
         if cut is None:
-            return period
+            return org, _period(org, period_key)
         start = datetime.strptime(period_key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        return Period(start=start, end=datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
+        return org, Period(start=start, end=datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
 
     def _invoice(self, org_id: str, period_key: str) -> Invoice:
         invoice = self._repo.get(org_id, period_key)
@@ -293,11 +290,15 @@ class InvoiceService:
             raise NotFoundError(f"No invoice for {org_id} and period {period_key}.", code="invoice_not_found")
         return invoice
 
+    def _status_after(self, wrote: bool, status: str, org_id: str, period_key: str) -> str:
+        """A step's answer: the status its conditional write set, or (the write's condition failed: another
+        run moved the invoice first) the stored one."""
+        return status if wrote else self._invoice(org_id, period_key).status
+
     # ------------------------------------------------------------------ steps (the state machine's tasks)
     def close(self, org_id: str, period_key: str) -> str:
         """Freezes the period: its invoice exists from now on, as a draft."""
-        org = self._org(org_id)
-        period = self._period(org, period_key)
+        org, period = self._org_and_period(org_id, period_key)
         if not period_settled(period.end, self._clock.now()):
             raise ConflictError(
                 f"The period {period.key} ends at {iso(period.end)}: its invoice is made once it has ended and "
@@ -319,15 +320,14 @@ class InvoiceService:
             plan_name=plan.name,
             created_at=iso(self._clock.now()),
         )
-        self._repo.create_draft(draft)
+        made = self._repo.create_draft(draft)
         self._orgs.index_period_of(org, period.end)  # the next period, for the next run
-        return self._invoice(org_id, period.key).status
+        return self._status_after(made, "draft", org_id, period.key)
 
     def collect(self, org_id: str, period_key: str) -> str:
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft":
-            org = self._org(org_id)
-            made = self.assemble(org, self._period(org, period_key))
+            made = self.assemble(*self._org_and_period(org_id, period_key))
             content = {
                 "lines": made.lines,
                 "totals": made.totals,
@@ -335,21 +335,23 @@ class InvoiceService:
                 "wallet_statement": made.wallet_statement,
                 "reads": made.reads,
             }
-            self._repo.save(invoice.model_copy(update=content), expected_status="draft")
-        return self._invoice(org_id, period_key).status
+            saved = self._repo.save(invoice.model_copy(update=content), expected_status="draft")
+            return self._status_after(saved, "draft", org_id, period_key)
+        return invoice.status
 
     def finalize(self, org_id: str, period_key: str) -> str:
         """Numbers the invoice (gapless, per year) - unless there is nothing to bill: then the period is
         recorded as `empty` and no invoice is issued (no 0.00 invoice and notification every month)."""
         invoice = self._invoice(org_id, period_key)
         if invoice.status == "draft" and _nothing_to_bill(invoice):
-            self._repo.close_empty(invoice)
+            closed = self._repo.close_empty(invoice)
             self._org_repo.unindex_period(org_id, period_key)  # done: no run sends it again
-        elif invoice.status == "draft":
+            return self._status_after(closed, "empty", org_id, period_key)
+        if invoice.status == "draft":
             stamped = invoice.model_copy(update={"finalized_at": iso(self._clock.now())})
             # The year's number counter is one item every finalize writes: under a scaled-out run its
             # transactions conflict (TransactionConflict), so they are retried here with backoff.
-            until_done(
+            numbered = until_done(
                 lambda: self._repo.finalize(stamped, year=int(invoice.period_end[:4])),
                 retry_on=(ConcurrentUpdateError,),
                 attempts=FINALIZE_ATTEMPTS,
@@ -357,7 +359,8 @@ class InvoiceService:
                 base=0.02,
                 cap=1.0,
             )
-        return self._invoice(org_id, period_key).status
+            return self._status_after(numbered, "finalized", org_id, period_key)
+        return invoice.status
 
     def render(self, org_id: str, period_key: str) -> str:
         invoice = self._invoice(org_id, period_key)
@@ -365,11 +368,12 @@ class InvoiceService:
             base = f"invoices/{org_id}/{invoice.period_key[:10]}/{invoice.number}"
             self._documents.put(f"{base}.pdf", render_pdf(invoice), "application/pdf")
             self._documents.put(f"{base}.csv", render_csv(invoice), CSV_CONTENT_TYPE)
-            self._repo.save(
+            saved = self._repo.save(
                 invoice.model_copy(update={"status": "rendered", "pdf_key": f"{base}.pdf", "csv_key": f"{base}.csv"}),
                 expected_status="finalized",
             )
-        return self._invoice(org_id, period_key).status
+            return self._status_after(saved, "rendered", org_id, period_key)
+        return invoice.status
 
     def issue(self, org_id: str, period_key: str) -> str:
         invoice = self._invoice(org_id, period_key)
@@ -395,8 +399,10 @@ class InvoiceService:
                 ),
             ]
             # Issued and announced in one transaction: only the run that moved it announces.
-            self._repo.issue(issued, announced, self._clock.now())
-        status = self._invoice(org_id, period_key).status
+            moved = self._repo.issue(issued, announced, self._clock.now())
+            status = self._status_after(moved, "issued", org_id, period_key)
+        else:
+            status = invoice.status
         if status == "issued":
             # Off the run's index (after the issue: should this be lost, a rerun finds it issued, a no-op).
             self._org_repo.unindex_period(org_id, period_key)

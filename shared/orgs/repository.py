@@ -34,6 +34,16 @@ def _project_key(org_id: str, project_id: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": f"PROJECT#{project_id}"}
 
 
+def _found(org_id: str, org: Org | None) -> Org:
+    if org is None:
+        raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+    return org
+
+
+def _truncated_end(item: Item | None) -> str | None:
+    return str(item["period_end"]) if item and item.get("truncated") else None
+
+
 def _org_key(org_id: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": "ORG"}
 
@@ -584,10 +594,7 @@ class OrgRepository:
 
     def require_org(self, org_id: str) -> Org:
         """The org; NotFoundError (404, `org_not_found`) when there is none."""
-        org = self.get_org(org_id)
-        if org is None:
-            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
-        return org
+        return _found(org_id, self.get_org(org_id))
 
     def require_active_project(self, org_id: str, project_id: str) -> Project:
         """A project of the org that money may be committed for (a credit reservation, a wallet hold):
@@ -769,7 +776,16 @@ class OrgRepository:
         """Where a period cut short by a new subscription's anchor ends (None: it was not)."""
         with dynamo_errors():
             item = self._table.get_item(Key=period_index_key(org_id, period_key), ConsistentRead=True).get("Item")
-        return str(item["period_end"]) if item and item.get("truncated") else None
+        return _truncated_end(item)
+
+    def org_and_truncated_end(self, org_id: str, period_key: str) -> tuple[Org, str | None]:
+        """`require_org` and `truncated_end` in one round trip (BatchGetItem)."""
+        index_key = period_index_key(org_id, period_key)
+        items = {str(i["SK"]): i for i in self._batch_get([_org_key(org_id), index_key])}
+        org = items.get("ORG")
+        return _found(org_id, Org.model_validate(plain(org)) if org else None), _truncated_end(
+            items.get(str(index_key["SK"]))
+        )
 
     def unindex_period(self, org_id: str, period_key: str) -> None:
         """The period off the invoice run's index (invoiced, or re-anchored away); its item stays, unlisted."""

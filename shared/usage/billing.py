@@ -54,15 +54,30 @@ class _Line:
 
 
 class _Target:
-    """Where this call's lines go: the renewal while it is a draft, else the customer's next invoice."""
+    """Where this call's lines go: the renewal while it is a draft (`invoice_id`), else the customer's next
+    invoice (pending items); `on_invoice`: the billing keys already there."""
 
-    def __init__(self, invoice: Invoice, on_invoice: set[str]):
-        self.customer_id = invoice.customer_id
-        self.invoice_id = invoice.invoice_id if invoice.status == "draft" else None
+    def __init__(self, customer_id: str, invoice_id: str | None, on_invoice: set[str]):
+        self.customer_id = customer_id
+        self.invoice_id = invoice_id
         self._on_invoice = on_invoice
+
+    @classmethod
+    def of(cls, invoice: Invoice, on_invoice: set[str]) -> _Target:
+        return cls(invoice.customer_id, invoice.invoice_id if invoice.status == "draft" else None, on_invoice)
 
     def has(self, key: str) -> bool:
         return key in self._on_invoice
+
+
+def _as_subscribed(org: Org) -> Org:
+    """The org on the plan of its subscription: once it ended, the org is on Free, but its last period
+    is billed at the ended subscription's plan (a contract's own terms ended with it)."""
+    sub = org.subscription
+    if sub is None or sub.plan_id == org.plan_id:
+        return org
+    version = sub.catalog_version or org.catalog_version
+    return org.model_copy(update={"plan_id": sub.plan_id, "catalog_version": version})
 
 
 class OverageBilling:
@@ -92,26 +107,46 @@ class OverageBilling:
         if org is None or invoice.invoice_id is None:
             return RenewalBilled(0, deferred=False)
         period = self.closed_period(org, invoice)
+        target = _Target.of(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
+        added = self._bill_period(org, period, target)
+        self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
+        added += self._bill_late_catch_up(org, self._orgs.subscribed_plan(org), period, target)
+        added += self._bill_late_usage(org, period, target)
+        return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
+
+    def bill_final(self, org_id: str, customer_id: str, ended_at: datetime) -> int:
+        """The subscription ended (cancelled at once, or at its period's end): no renewal will bill its last
+        period, so its overage and the late usage of the period before go on the customer's pending items
+        now, under the keys a renewal would use (a period a renewal billed is not billed again), for
+        `collect_deferred` to invoice. Returns what this call added (0 on a repeat)."""
+        found = self._org_repo.get_org(org_id)
+        if found is None:
+            return 0
+        org = _as_subscribed(found)
+        period = period_containing(org, ended_at - timedelta(seconds=1))
+        target = _Target(customer_id, None, self._gateway.pending_item_keys(customer_id))
+        added = self._bill_period(org, period, target)
+        added += self._bill_late_catch_up(org, self._orgs.subscribed_plan(org), period, target)
+        return added + self._bill_late_usage(org, period, target)
+
+    def _bill_period(self, org: Org, period: Period, target: _Target) -> int:
+        """Each metric's overage of `period` once (by its key, recorded on the period item)."""
         plan = self._orgs.subscribed_plan(org)
-        target = _Target(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
-        done = self._repo.period(org_id, period.key)
+        done = self._repo.period(org.org_id, period.key)
         terms = self._billed_terms(org, period)
         added = 0
         for metric, quantity, unit, description in self._lines(org, plan, period):
-            key = f"overage:{org_id}:{period.key}:{metric}"
+            key = f"overage:{org.org_id}:{period.key}:{metric}"
             if done.get(f"billed_key_{metric}") == key:
                 continue  # billed before (what it billed stays recorded: a repeat never overwrites it)
             amount = unit_price_total(quantity, unit)
-            if quantity > 0 and amount and not target.has(key):  # (on the draft already: a crash before the record)
+            if quantity > 0 and amount and not target.has(key):  # (there already: a crash before the record)
                 self._add(org, target, _Line(metric, quantity, unit, description, period, key))
                 added += amount
-            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": unit}
+            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": str(unit)}
             billed |= terms.get(metric, {})
-            self._repo.set_period_fields(org_id, period.key, billed)
-        self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
-        added += self._bill_late_catch_up(org, plan, period, target)
-        added += self._bill_late_usage(org, period, target)
-        return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
+            self._repo.set_period_fields(org.org_id, period.key, billed)
+        return added
 
     def _billed_terms(self, org: Org, period: Period) -> dict[str, dict[str, object]]:
         """Per usage metric, the allowance and unit price its overage is billed at (kept with the billed

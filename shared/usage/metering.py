@@ -19,12 +19,18 @@ call `UsageMeter.record`.
   its outbox item in its own transaction, so no crash loses it (`guard_for`); a plan change evaluates the
   new level at once (`plan_changed`), as do media storage's snapshots (shared/usage/service.py).
 - **Refused per event**: an event naming a project its org does not have (or archived before the event)
-  is counted nowhere and listed in `Metered.refused`; the rest of the batch counts.
+  is counted nowhere and listed in `Metered.refused`; the rest of the batch counts. On the EventBridge path
+  (`record(..., each=True)`: nobody sees its answer, a refusal is only logged) so is an event too old or with a
+  reserved id; the route refuses the whole request for those (422: its caller sees it).
+- **Reserved ids**: the SDK batch adapter's events are `<batch_id>#<period key>#<UTC day>` (`adapter_event_id`);
+  an event of any other caller with an id ending that way is refused (`usage_event_id_reserved`), so nobody
+  can mark an SDK batch as counted. The adapter's ids are as they were: its markers still dedupe re-sends.
 - **Concurrent batches** retry their transaction conflicts inside (jittered, bounded), then answer
   503 `usage_busy`: re-sending a batch is always safe."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -53,6 +59,8 @@ WARN_AT_PCT = (80, 100)
 ITEMS_PER_GROUP = 1 + len(WARN_AT_PCT)  # its counter, and room for the outbox puts of the warnings it crosses
 MAX_CHUNK_ATTEMPTS = 12  # a chunk's tries against concurrent batches of the same org before 503 usage_busy
 RETRY_CAP_S = 0.2
+# The SDK batch adapter's event ids end `#<period key>#<UTC day>`; no other caller may send such an id
+ADAPTER_ID = re.compile(r"#\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z#\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class Metered:
 @dataclass(frozen=True)
 class Refused:
     event_id: str
-    code: str  # project_not_found | project_archived
+    code: str  # project_not_found | project_archived; on the EventBridge path also usage_event_too_old, ...
     message: str
 
 
@@ -97,6 +105,44 @@ def earliest_accepted(org: Org, now: datetime) -> datetime:
     """The oldest `occurred_at` metered: within the dedupe window and not before the previous period."""
     previous = period_containing(org, period_containing(org, now).start - timedelta(seconds=1))
     return max(now - DEDUPE_WINDOW, previous.start)
+
+
+def refusal(event: UsageEvent, org: Org, now: datetime) -> Refused | None:
+    """Why an event is not metered at all, if it is not: an unknown metric, dated ahead of `now` (past the
+    clock skew allowed), or older than `earliest_accepted`."""
+    if event.metric not in METERED:
+        return Refused(event.event_id, "unknown_metric", f"'{event.metric}' is not a metered usage.")
+    if event.occurred_at > now + FUTURE_SKEW:
+        message = f"Event {event.event_id} happened in the future ({iso(event.occurred_at)})."
+        return Refused(event.event_id, "usage_event_in_future", message)
+    if event.occurred_at < earliest_accepted(org, now):
+        message = (
+            f"Event {event.event_id} ({iso(event.occurred_at)}) is older than the previous period or the "
+            f"{DEDUPE_WINDOW.days}-day dedupe window: it is no longer metered."
+        )
+        return Refused(event.event_id, "usage_event_too_old", message)
+    return None
+
+
+def _invalid(refused: Refused) -> InvalidRequestError:
+    """The route's 422 for an event refused for itself (codes of `refusal` and `reserved_id`)."""
+    code = refused.code
+    return InvalidRequestError(refused.message, code=code)
+
+
+def adapter_event_id(batch_id: str, period_key: str, day: str) -> str:
+    """The id of the event the SDK batch adapter makes of a batch's entries of one org, period and UTC day
+    (unchanged since the adapter began: markers of batches counted before still find their re-sends)."""
+    return f"{batch_id}#{period_key}#{day}"
+
+
+def reserved_id(event: UsageEvent) -> Refused | None:
+    """An event id of the SDK batch adapter's shape (`<batch_id>#<period>#<day>`) sent by anyone else would
+    mark that batch as counted: refused (`usage_event_id_reserved`)."""
+    if ADAPTER_ID.search(event.event_id) is None:
+        return None
+    message = f"Event id {event.event_id} ends like the SDK batch adapter's ids ('#<period>#<day>'): reserved."
+    return Refused(event.event_id, "usage_event_id_reserved", message)
 
 
 def aggregate(events: Iterable[UsageEvent], orgs: dict[str, Org]) -> list[UsageGroup]:
@@ -136,34 +182,39 @@ class UsageMeter:
         return {org_id: org for org_id, org in found.items() if org is not None}
 
     def check(self, events: Sequence[UsageEvent], orgs: dict[str, Org]) -> None:
-        """InvalidRequestError (422) for an event outside what is metered; nothing is written then."""
+        """InvalidRequestError (422) for an event outside what is metered (`refusal`); nothing is written then."""
         now = self._clock.now()
         for event in events:
-            if event.metric not in METERED:
-                raise InvalidRequestError(f"'{event.metric}' is not a metered usage.", code="unknown_metric")
-            if event.occurred_at > now + FUTURE_SKEW:
-                raise InvalidRequestError(
-                    f"Event {event.event_id} happened in the future ({iso(event.occurred_at)}).",
-                    code="usage_event_in_future",
-                )
-            if event.occurred_at < earliest_accepted(orgs[event.org_id], now):
-                raise InvalidRequestError(
-                    f"Event {event.event_id} ({iso(event.occurred_at)}) is older than the previous period "
-                    f"or the {DEDUPE_WINDOW.days}-day dedupe window: it is no longer metered.",
-                    code="usage_event_too_old",
-                )
+            refused = refusal(event, orgs[event.org_id], now)
+            if refused is not None:
+                raise _invalid(refused)
 
-    def record(self, events: Sequence[UsageEvent]) -> Metered:
-        """Counts each event once by (org, metric, event_id), in the period of its occurred_at. All or
-        nothing for bad input: NotFoundError for an unknown org, InvalidRequestError (see `check`). An event
-        naming a project the org does not have (or archived before the event) is refused on its own
-        (`Metered.refused`); the rest are counted."""
+    def record(self, events: Sequence[UsageEvent], *, each: bool = False) -> Metered:
+        """Counts each event once by (org, metric, event_id), in the period of its occurred_at. NotFoundError
+        for an unknown org. An event outside what is metered (`refusal`) or with an id of the SDK batch
+        adapter's (`reserved_id`): InvalidRequestError and nothing written; with `each` (the EventBridge
+        path, whose refusals no caller sees) that event alone is refused (`Metered.refused`) and the rest
+        counted. An event naming a project the org does not have (or archived before the event) is refused
+        on its own either way."""
         orgs = self.orgs_of(events)
-        self.check(events, orgs)
-        refused = self.refusals(_first_copies(events))  # (a later copy of an event is its duplicate)
+        first = _first_copies(events)  # (a later copy of an event is its duplicate)
+        own = self._own_refusals(first if each else events, orgs)
+        if own and not each:
+            raise _invalid(next(iter(own.values())))
+        refused = own | self.refusals([e for e in first if e.identity not in own])
         counted = self.record_checked([e for e in events if e.identity not in refused], orgs)
         duplicates = len(events) - counted.applied - len(refused)
         return replace(counted, events=len(events), duplicates=duplicates, refused=tuple(refused.values()))
+
+    def _own_refusals(self, events: Sequence[UsageEvent], orgs: dict[str, Org]) -> dict[tuple[str, str, str], Refused]:
+        """The events refused for themselves (not for their project), each by its first reason."""
+        now = self._clock.now()
+        found: dict[tuple[str, str, str], Refused] = {}
+        for event in events:
+            refused = reserved_id(event) or refusal(event, orgs[event.org_id], now)
+            if refused is not None and event.identity not in found:
+                found[event.identity] = refused
+        return found
 
     def refusals(self, events: Sequence[UsageEvent]) -> dict[tuple[str, str, str], Refused]:
         """The events whose project is not one of their org's (`project_not_found`), or was archived

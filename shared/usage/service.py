@@ -19,14 +19,22 @@ from typing import Any
 
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
-from shared.clock import Clock
+from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
 from shared.credits.repository import CreditRepository
+from shared.errors import InvalidRequestError
 from shared.money import unit_price_total
 from shared.orgs.models import READ, Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
-from shared.usage.metering import Metered, UsageEvent, UsageMeter
+from shared.usage.metering import (
+    DEDUPE_WINDOW,
+    Metered,
+    UsageEvent,
+    UsageMeter,
+    adapter_event_id,
+    earliest_accepted,
+)
 from shared.usage.repository import MeteredUsage, UsageRepository
 
 GB = 1_000_000_000
@@ -133,14 +141,16 @@ class UsageService:
         self.meter = meter
         self._usage = usage_repo
 
-    def record_events(self, events: list[UsageEvent]) -> Metered:
+    def record_events(self, events: list[UsageEvent], *, each: bool = False) -> Metered:
         """The metering path (shared/usage/metering.py): once per event_id; all or nothing for bad input,
-        except an event's unknown (or archived) project: that event alone is refused."""
-        return self.meter.record(events)
+        except an event's unknown (or archived) project: that event alone is refused. With `each` (the
+        EventBridge path) an event too old or with a reserved id is refused alone too."""
+        return self.meter.record(events, each=each)
 
     def ingest_sdk_events(self, batch_id: str, events: list[SdkEvent]) -> IngestResult:
         """The SDK collector's batch route, a thin adapter onto the metering path: the batch's entries are
-        summed per org · period · UTC day into one event `<batch_id>#<period>#<day>` each (a re-sent
+        summed per org · period · UTC day into one event `<batch_id>#<period>#<day>` each (ids of that shape
+        are reserved for it: `reserved_id`) (a re-sent
         batch counts once, at a marker per org and day, not per entry). Events of unknown orgs are
         reported, not counted."""
         known = self._org_repo.get_orgs(e.org_id for e in events)
@@ -156,7 +166,7 @@ class UsageService:
                 org_id,
                 min(e.occurred_at for e in group),
                 sum(e.count for e in group),
-                f"{batch_id}#{key}#{day}",
+                adapter_event_id(batch_id, key, day),
             )
             for (org_id, key, day), group in sorted(summed.items())
         ]
@@ -170,8 +180,17 @@ class UsageService:
         )
 
     def record_storage(self, org_id: str, taken_at: datetime, total_bytes: int) -> Period:
-        """A storage snapshot; the period and the day keep their peak. Idempotent by nature (a max)."""
+        """A storage snapshot; the period and the day keep their peak. Idempotent by nature (a max).
+        InvalidRequestError (`storage_snapshot_too_old`, nothing written) for a snapshot taken before the
+        window events are metered in (`earliest_accepted`): its period is billed and would never be again."""
         org = self._org_repo.require_org(org_id)
+        earliest = earliest_accepted(org, self._clock.now())
+        if taken_at < earliest:
+            raise InvalidRequestError(
+                f"The snapshot was taken at {iso(taken_at)}, before {iso(earliest)} (the previous period or the "
+                f"{DEDUPE_WINDOW.days}-day window): its period is no longer billed.",
+                code="storage_snapshot_too_old",
+            )
         period = period_containing(org, taken_at)
         self._repo.raise_peak(org_id, period.key, "storage_peak_bytes", total_bytes)
         day = taken_at.astimezone(UTC).date().isoformat()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,9 @@ from tests.paid import paid_org_over_http
 
 pytestmark = pytest.mark.integration
 ENGINE = devtokens.service_token("workflow-engine")
+# Dates a few days back from the real now (the metering window is 35 days: fixed dates would age out of it)
+DAY_BEFORE = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
+RECENT = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
 _runs = itertools.count()
 
 
@@ -55,7 +59,7 @@ def _world(api: ApiClient, stack: Any, table: Any) -> World:
         "project_id": project,
         "amount_minor": 2_000,
         "currency": "USD",
-        "billed_on": "2026-11-24",
+        "billed_on": DAY_BEFORE,
     }
     assert api.call("POST", "/v1/internal/wallet/bills", token=ENGINE, json=bill).status == 200
     # What the subscription and the changes above caused is done before a test compares stored state.
@@ -126,7 +130,7 @@ CASES = [
         200,
         lambda w: {
             "batch_id": f"b-{new_user()}",
-            "events": [{"org_id": w.org_id, "occurred_at": "2026-11-25T10:00:00Z"}],
+            "events": [{"org_id": w.org_id, "occurred_at": f"{RECENT}T10:00:00Z"}],
         },
         lambda w: {"batch_id": "b-bad", "events": []},
     ),
@@ -140,7 +144,7 @@ CASES = [
                     "metric": "workflow_runs",
                     "org_id": w.org_id,
                     "project_id": w.project_id,
-                    "occurred_at": "2026-11-25T10:00:00Z",
+                    "occurred_at": f"{RECENT}T10:00:00Z",
                     "quantity": 1,
                     "event_id": f"ev-{new_user()}",
                 }
@@ -152,7 +156,7 @@ CASES = [
         "POST",
         "/v1/internal/usage/storage-snapshots",
         200,
-        lambda w: {"org_id": w.org_id, "taken_at": "2026-11-25T00:00:00Z", "total_bytes": 5 * 10**9},
+        lambda w: {"org_id": w.org_id, "taken_at": f"{RECENT}T00:00:00Z", "total_bytes": 5 * 10**9},
         lambda w: {"org_id": w.org_id, "taken_at": "yesterday", "total_bytes": -1},
     ),
     Case(
@@ -166,7 +170,7 @@ CASES = [
             "project_id": w.project_id,
             "amount_minor": 1234,
             "currency": "USD",
-            "billed_on": "2026-11-24",
+            "billed_on": DAY_BEFORE,
         },
         lambda w: {
             "org_id": w.org_id,
@@ -193,7 +197,7 @@ CASES = [
             "org_id": w.org_id,
             "platform": "meta",
             "project_id": w.project_id,
-            "day": "2026-11-24",
+            "day": DAY_BEFORE,
             "amount_minor": 1234,
             "currency": "USD",
             "report_id": f"rpt-{new_user()}",
@@ -298,8 +302,8 @@ def test_sdk_events_of_unknown_orgs_are_reported_and_not_counted(api: ApiClient,
     body = {
         "batch_id": f"b-{new_user()}",
         "events": [
-            {"org_id": "org_doesnotexist", "occurred_at": "2026-11-25T10:00:00Z", "count": 5},
-            {"org_id": world.org_id, "occurred_at": "2026-11-25T10:00:00Z", "count": 7},
+            {"org_id": "org_doesnotexist", "occurred_at": f"{RECENT}T10:00:00Z", "count": 5},
+            {"org_id": world.org_id, "occurred_at": f"{RECENT}T10:00:00Z", "count": 7},
         ],
     }
     reply = api.call("POST", "/v1/internal/usage/sdk-events", token=ENGINE, json=body)

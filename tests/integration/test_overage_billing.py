@@ -13,6 +13,7 @@ import requests
 
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
+from shared.usage.metering import UsageEvent
 from shared.usage.service import SdkEvent
 from tests.helpers import ApiClient, new_user
 from tests.integration.credit_kit import credit_kit
@@ -84,6 +85,10 @@ def test_period_overage_is_billed_once_on_the_renewal_invoice(api: ApiClient, st
     assert (september["credits_overage"], september["billed_credits"]) == (460, 460)
     assert september["billed_invoice_id"] == draft.id
     assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0  # paid: nothing more, ever
+    # What reconciliation expects is what Stripe charged, at the fractional unit prices billed (1.8, 0.0015)
+    org = kit.org_repo.get_org(org_id)
+    assert org is not None
+    assert billing.owed(org, billing.closed_period(org, gateway.get_invoice(draft.id))) == ours
 
 
 def september_overage(api: ApiClient, stack: Any, table: Any) -> tuple[StripeKit, str, str, str]:
@@ -208,3 +213,95 @@ def test_late_credits_after_the_draft_was_billed_are_billed_once_on_the_next_ren
         )
     )
     assert [line.amount_minor for line in october.lines if "Late generation credits" in line.description] == [180]
+
+
+def _ours(stripe_kit: StripeKit, customer: str) -> list[tuple[str, int, str]]:
+    """Our overage items of the customer, wherever they are: (billing_key, amount, invoice or 'pending')."""
+    items = stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "limit": 100}).data
+    found = [(i.metadata.to_dict().get("billing_key"), i.amount, i.invoice or "pending") for i in items]
+    return sorted((str(k), a, str(inv)) for k, a, inv in found if k)
+
+
+def _deliver_again(api: ApiClient, stack: Any, type_: str, object_id: str) -> str:
+    event = next(
+        e for e in reversed(stack.stripe.events()) if e["type"] == type_ and e["data"]["object"]["id"] == object_id
+    )
+    payload = json.dumps({**event, "id": f"evt_{new_user()}"})
+    reply = requests.post(
+        f"{api.base_url}/webhooks/stripe", data=payload, timeout=30, headers={"Stripe-Signature": sign(payload)}
+    )
+    return str(reply.json()["outcome"])
+
+
+def test_a_subscription_cancelled_at_its_periods_end_bills_that_periods_overage_once(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Given 460 credits over Pro's 3,000 in September, and the subscription set to end with September
+    stripe_kit, org_id, clock_id, customer = september_overage(api, stack, table)
+    sub_id = stripe_kit.client.v1.subscriptions.list(params={"customer": customer}).data[0].id
+    stripe_kit.client.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": True})
+    stripe_kit.emulator.wait_for_deliveries()
+    # When September ends: the subscription ends, with no renewal invoice to carry the overage
+    stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 3600 + 120)
+    invoices = stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+    assert not [i for i in invoices if i.billing_reason == "subscription_cycle"]
+    # Then the final invoice bills September's overage once (460 x 1.8 = 828), under the renewal's key
+    key = f"overage:{org_id}:2026-09-01T00:00:00Z:credits"
+    [(billed_key, amount, invoice_id)] = _ours(stripe_kit, customer)
+    assert (billed_key, amount) == (key, 828) and invoice_id != "pending"
+    final = stripe_kit.client.v1.invoices.retrieve(invoice_id)
+    assert (final.status, final.total) == ("paid", 828)
+    # And the deletion delivered again bills nothing more
+    assert _deliver_again(api, stack, "customer.subscription.deleted", sub_id) == "subscription_canceled"
+    assert _ours(stripe_kit, customer) == [(key, 828, invoice_id)]
+
+
+def test_a_subscription_cancelled_mid_period_bills_its_overage_and_the_last_periods_late_usage_once(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Gone", "plan_id": "free"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, 9, 41, tzinfo=UTC))
+    for run, images in (("sept", 300), ("late", 10)):  # 10 credits an image: 3,000 (all included), then 100
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="social-content",
+            generation_type="image",
+            quantity=images,
+            workflow_run_id=run,
+            actor="t",
+        )
+    kit.credits.settle(org_id=org_id, workflow_run_id="sept", quantity=None, occurred_at=None, actor="t")
+    # Given September renewed (nothing over), then in October: a September generation settled late (100
+    # credits), 1,300,000 SDK events (300,000 over Pro's 1M) and 2,100 workflow runs (100 over its 2,000)
+    stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 3600 + 120)
+    kit.clock.at = datetime(2026, 10, 9, 17, 3, 52, tzinfo=UTC)
+    september_end = datetime(2026, 9, 30, 22, 17, tzinfo=UTC)
+    kit.credits.settle(org_id=org_id, workflow_run_id="late", quantity=None, occurred_at=september_end, actor="t")
+    kit.usage.ingest_sdk_events("oct", [SdkEvent(org_id, datetime(2026, 10, 8, 6, 0, tzinfo=UTC), 1_300_000)])
+    runs = [UsageEvent("workflow_runs", org_id, kit.clock.at, 700, f"runs-{n}") for n in range(3)]
+    kit.usage.record_events(runs)
+    # When the subscription is cancelled at once on 12 October
+    stripe_kit.advance(clock_id, PERIOD_START + 41 * DAY + 3 * 3600)
+    sub_id = stripe_kit.client.v1.subscriptions.list(params={"customer": customer, "status": "all"}).data[0].id
+    stripe_kit.client.v1.subscriptions.cancel(sub_id)
+    stripe_kit.emulator.wait_for_deliveries()
+    # Then October's overage and September's late credits are invoiced once, on the final invoice:
+    # SDK events 300,000 x 0.0015 = 450; runs 100 x 0.8 = 80; late credits 100 x 1.8 = 180
+    october = "2026-10-01T00:00:00Z"
+    ours = _ours(stripe_kit, customer)
+    assert {(k, a) for k, a, _ in ours} == {
+        (f"overage:{org_id}:{october}:sdk_events", 450),
+        (f"overage:{org_id}:{october}:workflow_runs", 80),
+        (f"overage:{org_id}:2026-09-01T00:00:00Z:credits_late:100", 180),
+    }
+    [invoice_id] = {inv for _, _, inv in ours}
+    assert invoice_id != "pending"
+    assert stripe_kit.client.v1.invoices.retrieve(invoice_id).status == "paid"
+    # And a redelivered deletion adds nothing
+    assert _deliver_again(api, stack, "customer.subscription.deleted", sub_id) == "subscription_canceled"
+    assert _ours(stripe_kit, customer) == ours

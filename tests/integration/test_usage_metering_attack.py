@@ -5,6 +5,7 @@ routes' hostile input. DynamoDB Local; periods end on a 31st anchor at a random 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -12,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from shared import keys
 from shared.auth import Caller
 from shared.credits.periods import period_containing
 from shared.errors import InvalidRequestError
-from shared.usage.metering import UsageEvent
+from shared.usage.metering import UsageEvent, adapter_event_id, earliest_accepted
+from shared.usage.service import GB, SdkEvent
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.integration.test_usage_metering import ANCHOR, _random_time
@@ -147,7 +150,7 @@ def test_the_periods_last_second_in_other_offsets_lands_in_its_period_and_utc_da
 ENGINE = devtokens.service_token("workflow-engine")
 
 
-def _event(org_id: str, project: str, at: datetime, event_id: str, quantity: Any = 1) -> dict[str, Any]:
+def _event(org_id: str, project: str | None, at: datetime, event_id: str, quantity: Any = 1) -> dict[str, Any]:
     return {
         "metric": "workflow_runs",
         "org_id": org_id,
@@ -249,3 +252,127 @@ def test_leap_day_last_second_lands_in_its_period_and_a_resend_is_a_duplicate_un
         kit.usage.record_events([events[2]])
     assert refused.value.code == "usage_event_too_old"
     assert _total(kit, org_id, period.key, "workflow_runs") == 5
+
+
+# ---------------------------------------------------------------------- issue 22, second outside review
+def test_an_eventbridge_event_refuses_only_its_items_too_old_or_reserved_and_counts_the_rest(
+    kit: CreditKit, table: Any
+) -> None:
+    from functions.usage_ingest import handler
+    from tests.integration.test_usage_metering import _Context, handler_path
+
+    org_id, project = _org(kit)
+    _, foreign = _org(kit)
+    sample = json.loads(handler_path("UsageIngestFunction").read_text())
+    now = datetime.now(UTC)  # (the Lambda's clock)
+    org = kit.org_repo.require_org(org_id)
+    earliest = earliest_accepted(org, now)
+    # Past a transaction's 100 items: 250 valid runs of the window (one 3 minutes from its start), with one just
+    # past the 35-day window, one with an SDK batch's id and one naming another org's project
+    times = [earliest + timedelta(minutes=3)] + [_random_time(earliest + timedelta(minutes=5), now) for _ in range(249)]
+    items = [_event(org_id, project, at, f"ok-{n}") for n, at in enumerate(times)]
+    bad = {
+        "old": _event(org_id, project, earliest - timedelta(seconds=rng.randrange(1, 3600)), "old"),
+        "forged": _event(org_id, project, now, adapter_event_id("b-1", period_containing(org, now).key, "2026-12-01")),
+        "theirs": _event(org_id, foreign, now, "theirs"),
+    }
+    batch = items[:120] + list(bad.values()) + items[120:]
+    answer = handler.lambda_handler({**sample, "detail": {"events": batch}}, _Context())
+    assert (answer["applied"], answer["duplicates"]) == (250, 0)
+    assert sorted((r["event_id"], r["code"]) for r in answer["refused"]) == sorted(
+        [
+            ("old", "usage_event_too_old"),
+            (bad["forged"]["event_id"], "usage_event_id_reserved"),
+            ("theirs", "project_not_found"),
+        ]
+    )
+    counted = {
+        key: _total(kit, org_id, key, "workflow_runs") for key in {period_containing(org, at).key for at in times}
+    }
+    assert sum(counted.values()) == 250
+    # Delivered again (EventBridge is at least once): the counted items are duplicates, the refused refused again
+    again = handler.lambda_handler({**sample, "detail": {"events": batch}}, _Context())
+    assert (again["applied"], again["duplicates"], len(again["refused"])) == (0, 250, 3)
+    # The route keeps all or nothing: the same batch is 422 for its first bad item, and nothing changes
+    kit.clock.at = now
+    before = org_items(table, org_id)
+    with pytest.raises(InvalidRequestError) as refused:
+        kit.usage.record_events([replace(e, event_id=f"new-{n}") for n, e in enumerate(_usage_events(batch))])
+    assert refused.value.code == "usage_event_too_old"
+    assert org_items(table, org_id) == before
+
+
+def _usage_events(batch: list[dict[str, Any]]) -> list[UsageEvent]:
+    return [
+        UsageEvent(e["metric"], e["org_id"], datetime.fromisoformat(e["occurred_at"]), e["quantity"], e["event_id"])
+        for e in batch
+    ]
+
+
+def test_an_sdk_batch_id_sent_to_the_events_route_is_refused_and_the_batch_still_counts_once(
+    kit: CreditKit, table: Any
+) -> None:
+    org_id, _ = _org(kit)
+    org = kit.org_repo.require_org(org_id)
+    current = period_containing(org, kit.clock.at)
+    at = _random_time(current.start, kit.clock.at)
+    day = at.astimezone(UTC).date().isoformat()
+    forged = UsageEvent("sdk_events", org_id, at, 1, adapter_event_id("collector-7", current.key, day))
+    before = org_items(table, org_id)
+    # Given a caller of the events route sending the id the adapter would give batch collector-7
+    with pytest.raises(InvalidRequestError) as refused:
+        kit.usage.record_events([forged])
+    assert refused.value.code == "usage_event_id_reserved"
+    assert org_items(table, org_id) == before
+    # Ids that only look a little like it are anyone's
+    for near in (f"collector-7#{current.key}", f"collector-7#{day}#{current.key}", f"{forged.event_id}#x"):
+        assert kit.usage.record_events([replace(forged, event_id=near)]).applied == 1
+    # When the collector sends batch collector-7: it counts (its id was never marked), and once on a re-send
+    entries = [SdkEvent(org_id, at, 40), SdkEvent(org_id, at + timedelta(seconds=1), 2)]
+    first = kit.usage.ingest_sdk_events("collector-7", entries)
+    again = kit.usage.ingest_sdk_events("collector-7", entries)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    # Its marker is the adapter's id, as before this change: batches counted before it are still duplicates
+    marker = keys.usage_event_key(org_id, "sdk_events", forged.event_id)
+    assert table.get_item(Key=marker, ConsistentRead=True).get("Item") is not None
+    assert _total(kit, org_id, current.key, "sdk_events") == 3 + 42
+
+
+def test_a_storage_snapshot_before_the_window_is_refused_and_changes_nothing(kit: CreditKit, table: Any) -> None:
+    org_id, _ = _org(kit)
+    org = kit.org_repo.require_org(org_id)
+    earliest = earliest_accepted(org, kit.clock.at)
+    current = period_containing(org, kit.clock.at)
+    before = org_items(table, org_id)
+    # A snapshot a second (or days) before the window: a period already billed would never bill its peak
+    for taken_at in (earliest - timedelta(seconds=1), earliest - timedelta(days=rng.randint(2, 300))):
+        with pytest.raises(InvalidRequestError) as refused:
+            kit.usage.record_storage(org_id, taken_at, 900 * GB)
+        assert refused.value.code == "storage_snapshot_too_old"
+    assert org_items(table, org_id) == before
+    # At the window's first second and inside it: kept, in their periods
+    assert kit.usage.record_storage(org_id, earliest, 3 * GB).key == period_containing(org, earliest).key
+    assert kit.usage.record_storage(org_id, _random_time(current.start, kit.clock.at), 4 * GB).key == current.key
+
+
+def test_the_snapshot_route_answers_422_for_an_old_snapshot_and_404_for_an_unknown_org(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    owner = new_user()
+    org_id = paid_org_over_http(api, stack, table, owner, name="Old disk", plan_id="starter", billing_mode="byo")
+    now = datetime.now(UTC)
+    old = now - timedelta(days=36, seconds=rng.randrange(86_400))
+    before = org_items(table, org_id)
+    body = {"org_id": org_id, "taken_at": old.isoformat(), "total_bytes": 7 * GB}
+    reply = api.call("POST", "/v1/internal/usage/storage-snapshots", token=ENGINE, json=body)
+    assert (reply.status, reply.code) == (422, "storage_snapshot_too_old"), reply.body
+    assert org_items(table, org_id) == before
+    unknown = {**body, "org_id": "org_unknown", "taken_at": now.isoformat()}
+    reply = api.call("POST", "/v1/internal/usage/storage-snapshots", token=ENGINE, json=unknown)
+    assert (reply.status, reply.code) == (404, "org_not_found"), reply.body
+    fresh = {**body, "taken_at": (now - timedelta(minutes=rng.randrange(1, 600))).isoformat()}
+    assert api.call("POST", "/v1/internal/usage/storage-snapshots", token=ENGINE, json=fresh).status == 200
+    # The events route: an SDK batch's id is 422 there
+    event = _event(org_id, None, now, f"b-1#2026-11-30T14:37:21Z#{now.date().isoformat()}")
+    reply = api.call("POST", "/v1/internal/usage/events", token=ENGINE, json={"events": [event]})
+    assert (reply.status, reply.code) == (422, "usage_event_id_reserved"), reply.body

@@ -12,7 +12,10 @@ from typing import Any
 import stripe
 from boto3.dynamodb.conditions import Key
 
+from functions.usage_schema import UsageEventsIn
 from shared.auth import Caller
+from shared.budgets.rules import CREDITS, spend_budgets
+from shared.budgets.service import BudgetLimits
 from shared.clock import iso
 from shared.credits.periods import period_containing
 from shared.orgs.models import BillingMode, ProjectStatus, Role
@@ -20,10 +23,10 @@ from shared.reconcile.wiring import Reconciliation, build_reconciliation
 from shared.settings import ApiSettings
 from shared.stripe_gateway import WebhookEvent
 from shared.usage.service import SdkEvent
-from shared.wallet.models import AutoTopUp
+from shared.wallet.models import AutoTopUp, Hold
 from shared.wallet.service import Bill, WalletSettings
 from tests.sim.scenario import Step
-from tests.sim.world import API_KEY, ScenarioServices, SimWorld
+from tests.sim.world import ScenarioServices, SimWorld
 
 SUPPORT = Caller("sim-support", None, frozenset({"support"}))
 
@@ -53,6 +56,15 @@ class Life:
     past_due_since: datetime | None = None
     reconciled: list[Any] = field(default_factory=list)  # the discrepancies after the last reconciliation
     variants: dict[str, int] = field(default_factory=dict)  # workflow run -> variants per item drawn
+    # the agency side (issues 21, 22) and the outbox, as the simulator recorded it
+    stream: Any = None  # the outbox publisher, its fakes and what consumers saw (tests/sim/outbox.py)
+    budgeted: set[str] = field(default_factory=set)  # projects a budget was put on
+    grants: list[tuple[str, str, int, int]] = field(default_factory=list)  # (what, budget, committed after, limit)
+    holds: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # hold id -> (project, platform, amount)
+    bills: dict[str, tuple[datetime, int, str, str, str | None]] = field(default_factory=dict)  # cause -> at, ...
+    usage_sent: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)  # accepted: qty, period key
+    storage: list[tuple[str, int]] = field(default_factory=list)  # snapshots taken: period key, bytes
+    runway_seen: dict[int, int | None] = field(default_factory=dict)  # the runway item's revision -> its stage
 
     @property
     def now(self) -> datetime:
@@ -63,7 +75,7 @@ class Life:
         return self.kit.services
 
     def client(self) -> stripe.StripeClient:
-        return stripe.StripeClient(API_KEY, base_addresses={"api": self.world.stripe_base}, max_network_retries=0)
+        return self.world.sdk
 
     def project(self) -> str:
         return next(iter(self.projects.values()), "")
@@ -83,13 +95,15 @@ def action(name: str) -> Callable[[Callable[[Life, dict[str, Any]], None]], Call
 # ---------------------------------------------------------------------------------------------- org
 @action("create_org")
 def create_org(life: Life, args: dict[str, Any]) -> None:
-    if life.org_id:
+    if not life.org_id:
+        view = life.services.orgs.create_org(
+            life.owner, name="Sim Co", billing_mode=BillingMode.BYO, currency="USD", plan_id="free"
+        )
+        life.org_id = view.org.org_id
+    if "launch" in life.projects:
         return
-    view = life.services.orgs.create_org(
-        life.owner, name="Sim Co", billing_mode=BillingMode.BYO, currency="USD", plan_id="free"
-    )
-    life.org_id = view.org.org_id
-    project = life.services.orgs.create_project(life.owner, life.org_id, name="Launch")
+    made = life.services.orgs._repo.list_projects(life.org_id, None, 10).items  # a retry: made before the crash?
+    project = made[0] if made else life.services.orgs.create_project(life.owner, life.org_id, name="Launch")
     life.projects["launch"] = project.project_id
 
 
@@ -229,6 +243,8 @@ def reserve(life: Life, args: dict[str, Any]) -> None:
         workflow_run_id=args["run"],
         actor="sim",
     )
+    period = _quietly(life, lambda: period_key_at(life, life.now))
+    granted(life, f"reservation {args['run']}", life.project(), period, (CREDITS,))
 
 
 @action("settle")
@@ -253,6 +269,10 @@ def sdk_batch(life: Life, args: dict[str, Any]) -> None:
     occurred = life.now - timedelta(hours=args["age_h"])
     event = SdkEvent(life.org_id, occurred, args["events"])
     life.services.usage.ingest_sdk_events(f"{life.org_id}-{args['batch']}", [event])
+    # the adapter's documented identity: one event per batch, period and UTC day
+    key = _quietly(life, lambda: period_key_at(life, occurred))
+    batch = f"batch:{args['batch']}:{key}:{occurred.date().isoformat()}"
+    life.usage_sent.setdefault(("sdk_events", batch), (args["events"], key))
 
 
 # ---------------------------------------------------------------------------------------------- wallet
@@ -359,13 +379,14 @@ def auto_top_up(life: Life, args: dict[str, Any]) -> None:
 
 @action("hold")
 def hold(life: Life, args: dict[str, Any]) -> None:
-    life.services.wallet.hold(
+    made = life.services.wallet.hold(
         org_id=life.org_id,
         hold_id=args["hold"],
         project_id=life.project(),
         platform=args["platform"],
         amount_minor=args["amount"],
     )
+    held(life, made)
 
 
 @action("release_hold")
@@ -376,19 +397,20 @@ def release_hold(life: Life, args: dict[str, Any]) -> None:
 @action("bill")
 def bill(life: Life, args: dict[str, Any]) -> None:
     billed_on = date.fromisoformat(args["on"])
-    life.services.wallet.record_bill(
-        Bill(
-            life.org_id,
-            args["platform"],
-            args["bill"],
-            life.project(),
-            args["amount"],
-            "USD",
-            billed_on,
-            args["hold"],
-            "sim",
-        )
+    made = Bill(
+        life.org_id,
+        args["platform"],
+        args["bill"],
+        life.project(),
+        args["amount"],
+        "USD",
+        billed_on,
+        args["hold"],
+        "sim",
     )
+    # recorded before the call (a call may fail after its commit): the store's IDEM# item says it was recorded
+    life.bills.setdefault(made.cause, (life.now, made.amount_minor, made.project_id, made.platform, made.hold_id))
+    life.services.wallet.record_bill(made)
 
 
 @action("reverse_bill")
@@ -403,6 +425,127 @@ def support_refund(life: Life, args: dict[str, Any]) -> None:
     life.services.wallet.refund(
         SUPPORT, life.org_id, amount_minor=args["amount"], reason="sim", idempotency_key=args["key"]
     )
+
+
+# ---------------------------------------------------------------------------------------------- agency (21, 22)
+def _quietly(life: Life, fn: Callable[[], Any]) -> Any:
+    """The simulator's own reads (what it records for the invariants): no faults injected."""
+    faults = life.kit.faults
+    armed, faults.armed = faults.armed, False
+    try:
+        return fn()
+    finally:
+        faults.armed = armed
+
+
+def granted(life: Life, what: str, project_id: str, period_key: str, names: tuple[str, ...]) -> None:
+    """Records, right after a hold or reservation was granted, what its project then has committed against
+    each limited budget among `names` and the limit (budget_never_exceeded)."""
+    if project_id not in life.budgeted:
+        return
+    budgets = life.services.budgets
+    limits = _quietly(life, lambda: budgets.budget(life.org_id, project_id)).limits()
+    if not any(name in limits for name in names):
+        return
+    usage = _quietly(life, lambda: budgets.usage(life.org_id, project_id, period_key))
+    life.grants += [(what, name, usage.committed(name), limits[name]) for name in names if name in limits]
+
+
+def held(life: Life, made: Hold) -> None:
+    life.holds.setdefault(made.hold_id, (made.project_id, made.platform, made.amount_minor))
+    if made.budget_period:  # counted in its project's budget: against this period's spend and what is held now
+        period = _quietly(life, lambda: period_key_at(life, life.now))
+        granted(life, f"hold {made.hold_id}", made.project_id, period, spend_budgets(made.platform))
+
+
+@action("set_budget")
+def set_budget(life: Life, args: dict[str, Any]) -> None:
+    """A project's budget set, lowered or removed by its owner (the launch project: the one that spends)."""
+    limits = BudgetLimits(args.get("ad_spend"), dict(args.get("platforms") or {}), args.get("credits"))
+    life.budgeted.add(life.project())  # before the call: it may fail after its write
+    life.services.budgets.put(life.owner, life.org_id, life.project(), limits)
+
+
+@action("campaign_hold")
+def campaign_hold(life: Life, args: dict[str, Any]) -> None:
+    """A hold for a campaign, expiring at its end (`days` away; beyond the most a hold lasts it is brought in)."""
+    made = life.services.wallet.hold(
+        org_id=life.org_id,
+        hold_id=args["hold"],
+        project_id=life.project(),
+        platform=args["platform"],
+        amount_minor=args["amount"],
+        expires_at=life.now + timedelta(days=args["days"]),
+    )
+    held(life, made)
+
+
+@action("runway_check")
+def runway_check(life: Life, args: dict[str, Any]) -> None:
+    """The reconciler's daily runway evaluation, for this org (`RunwayWatch.daily` walks every org)."""
+    life.services.wallet.runway.check(life.org_id)
+
+
+def watch_runway(life: Life, services: Any = None) -> None:
+    """Records every stage the runway's item takes (its revision -> stage), read after each attempt to move
+    it, whatever the attempt raised (a crash after the write committed it): runway_alert_once_per_crossing.
+    `services`: another graph than the scenario's (the reconciliation's)."""
+    repo = (services or life.services).wallet.runway._runway
+    move = repo.move_stage
+
+    def recorded(*args: Any, **kwargs: Any) -> bool:
+        try:
+            return bool(move(*args, **kwargs))
+        finally:
+            state = _quietly(life, lambda: repo.state(life.org_id))
+            life.runway_seen[state.revision] = state.stage
+
+    repo.move_stage = recorded
+
+
+def _usage_event(life: Life, event: dict[str, Any]) -> dict[str, Any]:
+    # occurred_at as the wall clock's now: the models check their window against it (the simulated one is
+    # put back after parsing; the metering path checks it against the simulated clock)
+    shape = {"metric": event["metric"], "org_id": life.org_id, "occurred_at": iso(datetime.now(UTC))}
+    shape |= {"quantity": event["quantity"], "event_id": event["id"]}
+    return shape | ({"project_id": life.project()} if event["project"] and life.project() else {})
+
+
+@action("usage_events")
+def usage_events(life: Life, args: dict[str, Any]) -> None:
+    """A batch through the route's body or the EventBridge event (parsed as each handler parses it), then the
+    one metering path. A refused batch (too old) counts nothing; an accepted one each event once by id."""
+    body = {"events": [_usage_event(life, e) for e in args["events"]]}
+    occurred = [life.now - timedelta(hours=e["age_h"]) for e in args["events"]]
+    if args["via"] == "eventbridge":
+        from functions.usage_ingest.handler import EventsReported
+
+        envelope = {
+            "version": "0",
+            "id": f"sim-{life.rng.getrandbits(32):08x}",
+            "detail-type": "Usage.EventsReported",
+            "source": "layers.workflows",
+            "account": "000000000000",
+            "time": iso(life.now),
+            "region": "us-east-1",
+            "resources": [],
+            "detail": body,
+        }
+        parsed = EventsReported.model_validate(envelope).detail.events
+    else:
+        parsed = UsageEventsIn.model_validate(body).events
+    events = [e.model_copy(update={"occurred_at": at}).event() for e, at in zip(parsed, occurred, strict=True)]
+    refused = {r.event_id for r in life.services.usage.record_events(events).refused}  # counted nowhere
+    org = _quietly(life, lambda: life.services.orgs._repo.require_org(life.org_id))
+    for e in (e for e in events if e.event_id not in refused):
+        life.usage_sent.setdefault((e.metric, e.event_id), (e.quantity, period_containing(org, e.occurred_at).key))
+
+
+@action("storage_snapshot")
+def storage_snapshot(life: Life, args: dict[str, Any]) -> None:
+    total = args["gb_tenths"] * 100_000_000
+    period = life.services.usage.record_storage(life.org_id, life.now, total)
+    life.storage.append((period.key, total))
 
 
 # ---------------------------------------------------------------------------------------------- the scheduled runs
@@ -450,9 +593,11 @@ def reconciliation(life: Life) -> Reconciliation:
     settings = ApiSettings(
         table_name=life.world.table_name, notifications_topic_arn="", event_bus_name="sim", documents_bucket=""
     )
-    return build_reconciliation(
+    made = build_reconciliation(
         settings, clock=life.kit.clock, table=life.kit.table, gateway=life.kit.gateway, reads_per_s=10_000
     )
+    watch_runway(life, made.services)  # its wallet's changes evaluate the runway too
+    return made
 
 
 @action("reconcile")

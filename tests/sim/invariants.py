@@ -13,13 +13,23 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
+from shared.budgets.models import OPEN
+from shared.budgets.repository import _budget as stored_budget
+from shared.budgets.repository import _usage as stored_usage
+from shared.budgets.rules import BUDGET_REACHED, BUDGET_WARNING, WARN_AT_PCT, line_of
 from shared.catalog import plan_catalog
 from shared.credits.account import CreditAccount
 from shared.dynamo import from_item, plain
+from shared.keys import ORG_SK
+from shared.orgs.models import Org
 from shared.orgs.service import SETTLE_WINDOW
+from shared.outbox import Event, Notice, message_id
 from shared.reconcile.models import Discrepancy
 from shared.wallet.account import STATEMENT_FIELD, EntryKind
-from tests.sim.actions import Life, utc
+from shared.wallet.runway_watch import RUNWAY_ALERT
+from tests.sim.actions import Life, period_key_at, utc
+
+ALLOWANCE_WARNING = "Usage.AllowanceWarning"
 
 Items = list[dict[str, Any]]
 INVARIANTS: dict[str, Callable[[Life, Items], list[str]]] = {}
@@ -212,9 +222,10 @@ def entitlement_follows_subscription(life: Life, items: Items) -> list[str]:
     once Stripe's webhooks about it were delivered (none is still on its way)."""
     if not life.org_id or life.late_events:
         return []
-    org = life.services.orgs._repo.get_org(life.org_id)
-    if org is None:
+    stored = _one(items, ORG_SK)  # the org's item, as the repository reads it (same read: org_items)
+    if stored is None:
         return []
+    org = Org.model_validate(plain(stored))
     paid = life.services.orgs.entitlement_of(org).paid_features
     sub = org.subscription
     status = sub.status.value if sub else "none"
@@ -359,6 +370,265 @@ def _credits_charged(
         unbilled = late - int(counters.get("billed_credits_late", 0))
         if unbilled and renewal is not None and key in last and renewal > last[key].timestamp():
             broken.append(f"{key}: {unbilled} late credits never billed, though the next period renewed")
+    return broken
+
+
+# ---------------------------------------------------------------------------------------------- the outbox, agency
+def _published(item: dict[str, Any]) -> dict[str, Any]:
+    """What consumers must receive for an outbox item (tests/sim/outbox.py records it the same way)."""
+    body, mid = json.loads(item["body"]), str(item.get("message_id", ""))
+    if item["kind"] == "event":
+        return {"detail_type": body["detail_type"], "detail": {**body["detail"], "event_id": mid}}
+    fields = {"org_id": str(item.get("org_id")), "kind": body["kind"], "message": body["message"]}
+    return {"subject": body["subject"][:100], **fields, "details": body["details"], "event_id": mid}
+
+
+@invariant("events_delivered_once")
+def events_delivered_once(life: Life, items: Items) -> list[str]:
+    """Every committed event and notice reaches its consumers, with its payload, and once per event id as
+    they see it: at least once by design (README, *The outbox*), a second delivery of an id only where the
+    publisher could not know the first went (an answer lost, a crash before the mark); nothing delivered
+    that no committed change wrote; every item marked sent was delivered."""
+    stream = life.stream
+    if stream is None:
+        return []
+    told = stream.consumers
+    outbox = {
+        str(i["SK"]).removeprefix("OUTBOX#"): i
+        for i in items
+        if i["SK"].startswith("OUTBOX#") and i.get("kind") in ("event", "notice")
+    }
+    broken = [f"the publisher failed: {error}" for error in told.errors]
+    for mid, item in sorted(outbox.items()):
+        name = json.loads(item["body"]).get("detail_type") or json.loads(item["body"]).get("kind")
+        times, unknown = told.deliveries[mid], told.unknown[mid]
+        if times == 0:
+            broken.append(
+                f"{item['kind']} {name} {mid} never delivered" + (" (marked sent)" if "sent_at" in item else "")
+            )
+        elif times > 1 + unknown:
+            broken.append(f"{item['kind']} {name} {mid} delivered {times} times ({unknown} sends of unknown outcome)")
+        elif told.payloads[mid] != _published(item):
+            broken.append(
+                f"{item['kind']} {name} {mid} delivered as {told.payloads[mid]}, written as {_published(item)}"
+            )
+        elif "sent_at" not in item:
+            broken.append(f"{item['kind']} {name} {mid} delivered, never marked sent")
+    broken += [f"{mid} delivered: no change wrote it" for mid in sorted(told.seen() - outbox.keys())]
+    return broken + [f"{mid} delivered again with another payload" for mid in told.changed]
+
+
+def _open(hold: dict[str, Any]) -> int:
+    """What a hold still holds: its remainder while pending (its amount, for a hold from before remainders)."""
+    if hold.get("status") != "pending":
+        return 0
+    return int(hold["amount_minor"] if hold.get("remaining_minor") is None else hold["remaining_minor"])
+
+
+@invariant("budget_never_exceeded")
+def budget_never_exceeded(life: Life, items: Items) -> list[str]:
+    """Holds and reservations granted for a project never take its committed (this period's spent + what is
+    held now, or credits used + reserved now) past its limit (bills may: they are always recorded); each
+    project's open counter (BUDGETH#) is what its open holds and reservations still hold, whatever period
+    they were made in; and each period's committed = spent (+ what holds counted there before still hold),
+    credits committed = used (+ reserved there)."""
+    broken = [
+        f"{what}: {name} committed {c} > limit {limit} once granted"
+        for what, name, c, limit in life.grants
+        if c > limit
+    ]
+    return broken + _open_counted(items) + _periods_committed(items)
+
+
+def _holding(items: Items) -> dict[tuple[str, str, str], int]:
+    """What open holds and reservations hold, by (budget_period or OPEN, project, counter attribute)."""
+    held: dict[tuple[str, str, str], int] = defaultdict(int)
+    for hold in (i for i in items if i["SK"].startswith("HOLD#") and i.get("budget_period")):
+        place = (str(hold["budget_period"]), str(hold["project_id"]))
+        held[(*place, "held")] += _open(hold)
+        held[(*place, f"pheld#{hold['platform']}")] += _open(hold)
+    for resv in (i for i in items if i["SK"].startswith("RESV#") and i.get("budgeted")):
+        period = OPEN if resv.get("reserved_open") else str(resv["period_key"])
+        reserved = int(resv["credits"]) if resv.get("status") == "reserved" else 0
+        held[(period, str(resv["project_id"]), "credits_reserved")] += reserved
+    return held
+
+
+def _open_counted(items: Items) -> list[str]:
+    held = {k: v for k, v in _holding(items).items() if k[0] == OPEN}
+    broken = []
+    for counter in (i for i in items if i["SK"].startswith("BUDGETH#")):
+        project = str(counter["project_id"])
+        for name in {"held", "credits_reserved", *(k for k in counter if k.startswith("pheld#"))}:
+            stored, holding = int(counter.get(name, 0)), held.pop((OPEN, project, name), 0)
+            if stored != holding:
+                broken.append(f"{project} open {name} {stored}, its open holds and reservations hold {holding}")
+    return broken + [f"{key}: open holds or reservations hold {n}, not counted" for key, n in sorted(held.items()) if n]
+
+
+def _periods_committed(items: Items) -> list[str]:
+    held, broken = _holding(items), []
+    for usage in (i for i in items if i["SK"].startswith("BUDGETP#")):
+        period, project = str(usage["period_key"]), str(usage["project_id"])
+        for total, parts in _committed_parts(usage):
+            stored, counted = int(usage.get(total, 0)), sum(int(usage.get(p, 0)) for p in parts)
+            if stored != counted:
+                broken.append(f"{period} {project}: {total} {stored} != {' + '.join(parts)} {counted}")
+        for name in ("held", "credits_reserved", *(k for k in usage if k.startswith("pheld#"))):
+            stored, holding = int(usage.get(name, 0)), held.get((period, project, name), 0)
+            if stored != holding:
+                broken.append(f"{period} {project}: {name} {stored}, the holds counted there hold {holding}")
+    return broken
+
+
+def _committed_parts(usage: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    platforms = {k.split("#", 1)[1] for k in usage if k.startswith(("pspent#", "pheld#", "pcommitted#"))}
+    found = [("committed", ("spent", "held")), ("credits_committed", ("credits_used", "credits_reserved"))]
+    return found + [(f"pcommitted#{p}", (f"pspent#{p}", f"pheld#{p}")) for p in sorted(platforms)]
+
+
+@invariant("budget_crossing_announced")
+def budget_crossing_announced(life: Life, items: Items) -> list[str]:
+    """Each line (80 %, 100 %) of a project's budget that the current period's use is at or past was announced
+    (Project.BudgetWarning / Reached for that project, period, budget and line), by the bill or settle that
+    crossed it or by the budget put at or below it, whatever crashed in between."""
+    budgets = {str(i["project_id"]): stored_budget(plain(i)) for i in items if i["SK"].startswith("BUDGET#")}
+    if not budgets:
+        return []
+    period = period_key_at(life, life.now)
+    told = set()
+    for item in (i for i in items if i["SK"].startswith("OUTBOX#") and i.get("kind") == "event"):
+        body = json.loads(item["body"])
+        if body.get("detail_type") in (BUDGET_WARNING, BUDGET_REACHED):
+            d = body["detail"]
+            told.add((str(d["project_id"]), str(d["period_key"]), str(d["budget"]), int(d["threshold_pct"])))
+    broken = []
+    for project, budget in sorted(budgets.items()):
+        usage = _one(items, f"BUDGETP#{period}#{project}") or {}
+        used = stored_usage(period, plain(usage), plain(_one(items, f"BUDGETH#{project}") or {}))
+        for name, limit in budget.limits().items():
+            for pct in WARN_AT_PCT:
+                if line_of(limit, pct) <= used.used(name) and (project, period, name, pct) not in told:
+                    broken.append(
+                        f"{project} {name} used {used.used(name)} of {limit} in {period}: {pct} % never announced"
+                    )
+    return broken
+
+
+@invariant("hold_drawn_once")
+def hold_drawn_once(life: Life, items: Items) -> list[str]:
+    """Each bill that names a pending hold (of its project and platform) draws on it once, at most what it
+    still holds; drawn + remaining == amount, remaining >= 0, an exhausted hold holds nothing; what a hold
+    freed when it ended is only its remainder (holds_and_available, budget_never_exceeded count it)."""
+    recorded = {str(i["SK"]).removeprefix("IDEM#") for i in items if i["SK"].startswith("IDEM#bill:")}
+    broken = []
+    for hold in (i for i in items if i["SK"].startswith("HOLD#") and "remaining_minor" in i):
+        hold_id, amount = str(hold["hold_id"]), int(hold["amount_minor"])
+        remaining, drawn = int(hold["remaining_minor"]), int(hold.get("drawn_minor", 0))
+        if remaining < 0 or drawn < 0 or drawn + remaining != amount:
+            broken.append(f"hold {hold_id}: drawn {drawn} + remaining {remaining} != amount {amount}")
+        if hold.get("status") == "exhausted" and remaining != 0:
+            broken.append(f"hold {hold_id}: exhausted with {remaining} left")
+        if hold_id not in life.holds:
+            continue
+        # voided or expired then (steps at one instant run in order: a bill at the hold's end came before it)
+        ended = utc(str(hold["ended_at"])) if hold.get("status") in ("voided", "expired") else None
+        left = amount
+        for at, bill_amount, project, platform, _ in sorted(
+            (b for cause, b in life.bills.items() if cause in recorded and b[4] == hold_id), key=lambda b: b[0]
+        ):
+            if (project, platform) == life.holds[hold_id][:2] and (ended is None or at <= ended):
+                left -= max(0, min(bill_amount, left))
+        if drawn != amount - left:
+            broken.append(f"hold {hold_id}: drawn {drawn}, its bills drew {amount - left}")
+    return broken
+
+
+@invariant("usage_counted_once")
+def usage_counted_once(life: Life, items: Items) -> list[str]:
+    """Each period's counter of a metered usage equals the quantities of the distinct event ids accepted for
+    it (usage events by id, SDK batches by batch · period · day, settled runs by run id); each period's
+    storage peak is the highest snapshot taken in it."""
+    expected: Counter[tuple[str, str]] = Counter()
+    for (metric, _), (quantity, period) in life.usage_sent.items():
+        expected[(period, metric)] += quantity
+    for resv in (i for i in items if i["SK"].startswith("RESV#") and i.get("status") == "settled"):
+        if resv.get("usage_at") and ("workflow_runs", str(resv["workflow_run_id"])) not in life.usage_sent:
+            expected[(str(resv["usage_period_key"]), "workflow_runs")] += 1
+    counted = Counter(
+        {
+            (str(i["SK"]).split("#")[1], str(i["SK"]).rsplit("#", 1)[1]): int(i.get("total", 0))
+            for i in items
+            if i["SK"].startswith("USAGE#") and i["SK"].endswith(("#workflow_runs", "#sdk_events"))
+        }
+    )
+    broken = [
+        f"{metric} in {period}: counted {counted[(period, metric)]}, accepted {expected[(period, metric)]}"
+        for period, metric in sorted(expected.keys() | counted.keys())
+        if counted[(period, metric)] != expected[(period, metric)]
+    ]
+    peaks: dict[str, int] = {}
+    for period, total in life.storage:
+        peaks[period] = max(peaks.get(period, 0), total)
+    for period, peak in sorted(peaks.items()):
+        stored = _one(items, f"PERIOD#{period}") or {}
+        if int(stored.get("storage_peak_bytes", -1)) != peak:
+            broken.append(f"storage peak in {period}: {stored.get('storage_peak_bytes')}, snapshots' highest {peak}")
+    return broken
+
+
+@invariant("allowance_warned_once")
+def allowance_warned_once(life: Life, items: Items) -> list[str]:
+    """One Usage.AllowanceWarning per period, metric, allowance level and threshold (a plan change's other level
+    warns again for itself), each marked on its usage item (`warned_<included>_<pct>`) and each mark with its
+    event: the warning and its mark are one transaction."""
+    sent: Counter[tuple[str, str, int, int]] = Counter()
+    for item in (i for i in items if i["SK"].startswith("OUTBOX#") and i.get("kind") == "event"):
+        body = json.loads(item["body"])
+        if body.get("detail_type") == ALLOWANCE_WARNING:
+            d = body["detail"]
+            sent[(str(d["period_key"]), str(d["metric"]), int(d["included"]), int(d["threshold_pct"]))] += 1
+    marked = {
+        (str(i["SK"]).split("#")[1], str(i["SK"]).rsplit("#", 1)[1], int(k.split("_")[1]), int(k.split("_")[2]))
+        for i in items
+        if i["SK"].startswith("USAGE#")
+        for k in i
+        if re.fullmatch(r"warned_[1-9]\d*_\d+", k)
+    }
+    broken = [f"{key}: {n} Usage.AllowanceWarning events" for key, n in sorted(sent.items()) if n != 1]
+    broken += [f"{key}: warned, never marked" for key in sorted(sent.keys() - marked)]
+    return broken + [f"{key}: marked warned, no event" for key in sorted(marked - sent.keys())]
+
+
+@invariant("runway_alert_once_per_crossing")
+def runway_alert_once_per_crossing(life: Life, items: Items) -> list[str]:
+    """One Wallet.RunwayAlert (event and notice) per stage crossing: each time the runway's recorded stage
+    moved deeper (from none, or to fewer days), naming that stage; none for any other change of it."""
+    crossings, before = {}, None
+    for revision, stage in sorted(life.runway_seen.items()):
+        if stage is not None and (before is None or stage < before):
+            crossings[revision] = stage
+        before = stage
+    ids = {}
+    for revision in life.runway_seen:
+        cause = f"runway:{revision}"
+        ids[message_id(life.org_id, cause, 0, Event(RUNWAY_ALERT, {}))] = (revision, "event")
+        ids[message_id(life.org_id, cause, 1, Notice(RUNWAY_ALERT, "", ""))] = (revision, "notice")
+    found: Counter[tuple[int, str]] = Counter()
+    broken = []
+    for item in (i for i in items if i["SK"].startswith("OUTBOX#")):
+        body = json.loads(item["body"])
+        if RUNWAY_ALERT not in (body.get("detail_type"), body.get("kind")):
+            continue
+        revision, kind = ids.get(str(item["SK"]).removeprefix("OUTBOX#"), (-1, str(item.get("kind"))))
+        stage = (body.get("detail") or body.get("details") or {}).get("stage_days")
+        if crossings.get(revision) != stage:
+            broken.append(f"{kind} {RUNWAY_ALERT} for {stage} days with no crossing to it (runway revision {revision})")
+        found[(revision, kind)] += 1
+    for revision, stage in sorted(crossings.items()):
+        for kind in ("event", "notice"):
+            if found[(revision, kind)] != 1:
+                broken.append(f"the crossing to {stage} days (revision {revision}): {found[(revision, kind)]} {kind}s")
     return broken
 
 

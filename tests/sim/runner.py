@@ -20,8 +20,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.errors import ConcurrentUpdateError, DomainError, ThrottledError, UpstreamError
-from tests.sim import invariants
-from tests.sim.actions import ACTIONS, Life, advance_stripe, run_invoice, stripe_event
+from tests.sim import invariants, outbox
+from tests.sim.actions import ACTIONS, Life, advance_stripe, run_invoice, stripe_event, watch_runway
 from tests.sim.scenario import Scenario, Step, generate
 from tests.sim.world import FaultPlan, SimCrash, SimWorld
 
@@ -72,6 +72,8 @@ class Run:
         rng = random.Random(scenario.seed ^ 0x5EED)
         faults = FaultPlan(random.Random(scenario.seed ^ 0xFA17), dict(scenario.faults))
         self.life = Life(world, world.scenario(scenario.steps[0].at, faults), rng)
+        self.life.stream = outbox.stream_for(scenario.seed, scenario.faults, self.life.kit.table)
+        watch_runway(self.life)
         self.world, self.each_step, self.extra = world, each_step, extra or {}
         self.outcome = Outcome(scenario.seed, 0, 0)
 
@@ -80,7 +82,7 @@ class Run:
             self.life.kit.clock.at = max(self.life.kit.clock.at, step.at)
             if not self._step(index, step):
                 break
-        self.outcome.faults = len(self.life.kit.faults.log)
+        self.outcome.faults = len(self.life.kit.faults.log) + len(self.life.stream.faults.log)
         return self.outcome
 
     def _fail(self, name: str, detail: str, index: int) -> None:
@@ -92,6 +94,8 @@ class Run:
             self._retried(lambda: self._act(step))
             if step.action in STRIPE_ACTIONS or self.life.late_events:
                 self._webhooks(final=step.action == "end")
+            if step.action != "end":  # the table's stream hands the step's outbox items to the publisher
+                outbox.after_step(self.life.stream, self.life.kit.table, self.life.org_id)
         except DomainError as refused:  # a refusal the product answers with a 4xx: an outcome, not a bug
             self.life.notes.append(f"{step.action}: {type(refused).__name__} {getattr(refused, 'code', '')}")
         except Exception:
@@ -173,10 +177,13 @@ class Run:
 
     # ------------------------------------------------------------------ the end
     def _final(self, index: int) -> None:
-        """The last settling, every invariant over the org's items, and the re-run compared against those
-        same items (one read of them before the re-run: the checks change nothing)."""
+        """The last settling, the publisher's retries until nothing is unsent, every invariant over the org's
+        items, and the re-run compared against those same items (one read of them before the re-run: the
+        checks change nothing)."""
+        life = self.life
         self._quiet(self._settle_up)
-        items = self._quiet(lambda: invariants.org_items(self.life)) if self.life.org_id else []
+        outbox.drain(life.stream, life.kit.table, life.org_id)
+        items = self._quiet(lambda: invariants.org_items(life)) if life.org_id else []
         for name, problem in self._checked(None, items):
             self._fail(name, problem, index)
         for problem in self._quiet(lambda: self._rerun_changes_nothing(items)):

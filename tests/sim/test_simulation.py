@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from tests.sim import invariants
-from tests.sim.actions import Life
+from tests.sim.actions import ACTIONS, Life, period_key_at
 from tests.sim.runner import Run, report, run_many
-from tests.sim.scenario import Scenario, Step, generate
+from tests.sim.scenario import START, Scenario, Step, generate
 from tests.sim.world import SimWorld
 
 pytestmark = pytest.mark.integration
@@ -147,6 +147,70 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
         usage_period_key=_first_invoice(life)["period_key"],
         settled_at=life.now.isoformat(),
     ),
+    # an event marked sent that never reached EventBridge (the mark before the send)
+    "events_delivered_once": lambda life: _put(
+        life,
+        "OUTBOX#tamperedsent",
+        message_id="tamperedsent",
+        org_id=life.org_id,
+        kind="event",
+        body=json.dumps({"detail_type": "Wallet.LowBalance", "detail": {"org_id": life.org_id}}),
+        created_at=life.now.isoformat(),
+        sent_at=life.now.isoformat(),
+    ),
+    # a project's period counting as held what no pending hold holds (a hold freed twice the other way)
+    "budget_never_exceeded": lambda life: life.kit.table.update_item(
+        Key={"PK": f"ORG#{life.org_id}", "SK": "BUDGETP#2027-12-01T00:00:00Z#tampered"},
+        UpdateExpression="SET period_key = :p, project_id = :x ADD held :a, #c :a",
+        ExpressionAttributeNames={"#c": "committed"},
+        ExpressionAttributeValues={":p": "2027-12-01T00:00:00Z", ":x": "tampered", ":a": 7},
+    ),
+    # a budget line this period's spend is past, never announced
+    "budget_crossing_announced": lambda life: [
+        _put(life, "BUDGET#tampered", project_id="tampered", ad_spend_minor=10, rev=1),
+        _put(
+            life,
+            f"BUDGETP#{period_key_at(life, life.now)}#tampered",
+            project_id="tampered",
+            period_key=period_key_at(life, life.now),
+            spent=9,
+            committed=9,
+        ),
+    ],
+    # a hold whose draws and remainder do not make its amount (a bill drawn twice)
+    "hold_drawn_once": lambda life: _put(
+        life,
+        "HOLD#tampered",
+        hold_id="tampered",
+        project_id="p",
+        platform="meta",
+        amount_minor=100,
+        remaining_minor=30,
+        drawn_minor=140,
+        status="voided",
+    ),
+    # an event counted that no batch carried (or one counted twice)
+    "usage_counted_once": lambda life: life.kit.table.update_item(
+        Key={"PK": f"ORG#{life.org_id}", "SK": "USAGE#2027-12-01T00:00:00Z#sdk_events"},
+        UpdateExpression="ADD #t :a",
+        ExpressionAttributeNames={"#t": "total"},
+        ExpressionAttributeValues={":a": 1},
+    ),
+    # an allowance line marked warned whose Usage.AllowanceWarning was never written
+    "allowance_warned_once": lambda life: life.kit.table.update_item(
+        Key={"PK": f"ORG#{life.org_id}", "SK": "USAGE#2027-11-01T00:00:00Z#workflow_runs"},
+        UpdateExpression="SET warned_1000_80 = :at",
+        ExpressionAttributeValues={":at": life.now.isoformat()},
+    ),
+    # a runway alert no crossing raised (a second alert for one crossing)
+    "runway_alert_once_per_crossing": lambda life: _put(
+        life,
+        "OUTBOX#tamperedrunway",
+        kind="event",
+        body=json.dumps({"detail_type": "Wallet.RunwayAlert", "detail": {"stage_days": 3}}),
+        created_at=life.now.isoformat(),
+        sent_at=life.now.isoformat(),
+    ),
 }
 
 
@@ -213,6 +277,39 @@ FOUND = {
     # records the unit price it billed (`billed_unit_<metric>`), and OverageBilling.owed uses it.
     522: "reconciliation_clean",
 }
+
+
+def _crashing_budget_put(life: Life) -> None:
+    """The budget lowered below the period's spend, each attempt but the simulator's last crashing after its
+    write (a Lambda killed after DynamoDB answered; the client retries the same PUT)."""
+    life.kit.faults.rates["crash_after_write"] = 1.0
+    try:
+        ACTIONS["set_budget"](life, {"ad_spend": 500})
+    finally:
+        life.kit.faults.rates.pop("crash_after_write")
+
+
+def test_a_budget_put_that_crashed_after_its_write_still_announces_its_crossings(world: SimWorld) -> None:
+    """Found by budget_crossing_announced: a budget put at or below what the period used wrote its limits, then
+    (in another write) its Project.BudgetWarning / Reached; a crash between the two and the client's retry
+    found the new limits stored, nothing crossed, and the crossings were never announced. Fixed: the limits
+    and their announcements are one transaction (BudgetRepository.put_budget_announced)."""
+    t = START + timedelta(days=3, hours=5, seconds=17)
+    spent_on = (t + timedelta(hours=3)).date().isoformat()
+    steps = (
+        Step(t, "create_org", {"plan": "free"}),
+        Step(t + timedelta(minutes=30), "checkout", {"plan": "pro"}),
+        Step(t + timedelta(hours=1), "agency_mode"),
+        Step(
+            t + timedelta(hours=3),
+            "bill",
+            {"bill": "b1", "amount": 1_000, "platform": "meta", "hold": None, "on": spent_on},
+        ),
+        Step(t + timedelta(hours=4), "crashing_budget_put"),
+        Step(t + timedelta(days=2), "end"),
+    )
+    outcome = Run(world, Scenario(1, steps, {}), extra={"crashing_budget_put": _crashing_budget_put}).go()
+    assert outcome.failures == [], outcome.failures
 
 
 @pytest.mark.parametrize("seed", sorted(FOUND))

@@ -60,6 +60,12 @@ class StripeEmulator:
         self._thread.start()
         return self.base_url
 
+    @property
+    def server(self) -> EmulatorHTTPServer:
+        """The running server: its routes, idempotency keys and injected faults (see in_process.py)."""
+        assert self._server is not None, "start() first"
+        return self._server
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
