@@ -134,9 +134,11 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
         metadata={"billing_key": f"overage:{org}:deferred"},
         key=f"overage:{org}:deferred",
     )
+    assert g.pending_item_keys(customer) == {f"overage:{org}:deferred"}  # waiting, not on the draft
     own = g.invoice_pending_items(customer_id=customer, key=f"final:{org}")
     assert own is not None and g.get_invoice(own).total_minor == 250
     assert g.invoice_pending_items(customer_id=customer, key=f"final:{org}") is None  # nothing left pending
+    assert g.pending_item_keys(customer) == set()
     balance = g.adjust_customer_balance(
         customer_id=customer, amount_minor=-500, currency="USD", description="Credit", key=f"credit:{org}"
     )
