@@ -62,19 +62,20 @@ class SubscriptionMirror:
         # the allowances now in force).
         self.plan_changed: Callable[[Org], None] = lambda org: None
 
-    def apply(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
+    def apply(self, org_id: str, sub: Subscription, fetched_ms: int, *, read: Org | None = None) -> Org | None:
         """None if the org is unknown or a later snapshot was already applied. Made again from a fresh
-        read when the org's billing mode changed meanwhile (a Free org must never stay in agency mode)."""
+        read when the org's billing mode changed meanwhile (a Free org must never stay in agency mode).
+        `read`: the org as the caller just read it (the first attempt's; a retry reads again)."""
         for attempt in range(_APPLY_ATTEMPTS):
             try:
-                return self._apply_once(org_id, sub, fetched_ms)
+                return self._apply_once(org_id, sub, fetched_ms, read if attempt == 0 else None)
             except ConcurrentUpdateError:
                 if attempt == _APPLY_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def _apply_once(self, org_id: str, sub: Subscription, fetched_ms: int) -> Org | None:
-        current = self._repo.get_org(org_id)
+    def _apply_once(self, org_id: str, sub: Subscription, fetched_ms: int, read: Org | None) -> Org | None:
+        current = read or self._repo.get_org(org_id)
         if current is None:
             return None
         at = datetime.fromtimestamp(fetched_ms / 1000, UTC)
@@ -91,24 +92,21 @@ class SubscriptionMirror:
         if until != current.agency_until:
             changes["agency_until"] = until
         changes["subscription"] = state.model_dump(mode="json")
+        index = _period_begun(current.subscription, state)
         applied = self._repo.apply_subscription(
-            org_id, changes, fetched_ms=fetched_ms, read=current, agency_fee_bps=fee
+            org_id, changes, fetched_ms=fetched_ms, read=current, agency_fee_bps=fee, index=index
         )
         if applied is None:
             return None
         self._dunning.changed(current, applied, at)
         if _allowances_of(current) != _allowances_of(applied):
             self.plan_changed(applied)
-        if state.status not in _ENDED and sub.current_period_end:
-            # The invoice run finds this period by the day it ends. A new subscription re-anchors the org's
-            # periods: the one it was created in (on Free) is no longer invoiced where they overlap; an
-            # earlier subscription's period ends where the new one begins.
-            key, end = period_key(state.current_period_start), _iso_seconds(state.current_period_end)
-            previous = current.subscription
-            if previous is None or previous.subscription_id != state.subscription_id:
-                self._repo.reanchor_periods(org_id, key, end, truncate=previous is not None)
-            else:
-                self._repo.index_period(org_id, key, end)
+        previous = current.subscription
+        if index is not None and (previous is None or previous.subscription_id != state.subscription_id):
+            # A new subscription re-anchors the org's periods: the one it was created in (on Free) is no
+            # longer invoiced where they overlap; an earlier subscription's period ends where the new one
+            # begins.
+            self._repo.reanchor_periods(org_id, index[0], truncate=previous is not None)
         return applied
 
     def _plan_changes(self, current: Org, state: SubscriptionState) -> dict[str, Any]:
@@ -135,6 +133,20 @@ class SubscriptionMirror:
 
 def _iso_seconds(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")  # Stripe's instants are whole seconds
+
+
+def _period_begun(previous: SubscriptionState | None, state: SubscriptionState) -> tuple[str, str] | None:
+    """(key, end) of the period the invoice run must find by the day it ends, when `state` begins one the
+    org did not mirror yet (a new subscription, a renewal, a moved end); None when it has it already, or
+    the subscription ended. Listed in the same write as the state (see `apply_subscription`)."""
+    if state.status in _ENDED or not state.current_period_end.timestamp():
+        return None
+    mirrored = previous is not None and previous.subscription_id == state.subscription_id
+    if mirrored and previous is not None and previous.status not in _ENDED:
+        span = (previous.current_period_start, previous.current_period_end)
+        if span == (state.current_period_start, state.current_period_end):
+            return None
+    return period_key(state.current_period_start), _iso_seconds(state.current_period_end)
 
 
 def _terms(current: Org, changes: dict[str, Any]) -> Any:
@@ -182,30 +194,33 @@ class SeatSync:
         self._plans = plans
         self._mirror = mirror
 
-    def seats_changed(self, org_id: str, *, revision: int | None = None) -> None:
-        """Brings the Stripe quantity to the org's members now. Idempotent per seat revision: a retry after
-        a crash re-sends the same Stripe request. `revision`: the seat change this sync is for (an outbox
-        task); one older than the org's is skipped - the newer change wrote its own task, which syncs."""
-        org = self._repo.get_org(org_id)
+    def seats_changed(
+        self, org_id: str, *, revision: int | None = None, org: Org | None = None, sub: Subscription | None = None
+    ) -> None:
+        """Brings the Stripe quantity to the org's members now, and mirrors what Stripe answers. Idempotent
+        per seat revision: a retry after a crash re-sends the same Stripe request. `revision`: the seat
+        change this sync is for (an outbox task); one older than the org's is skipped - the newer change
+        wrote its own task, which syncs. `org` and `sub`: as the caller just read and mirrored them."""
+        org = org or self._repo.get_org(org_id)
         if org is None or not org.has_live_subscription or org.subscription is None:
             return
         if revision is not None and revision < org.seat_revision:
             return
         plan = org.effective_plan(self._plans.get(org.plan_id))
-        fetched = self._mirror.now_ms()
-        sub = self._gateway.get_subscription(org.subscription.subscription_id)
+        if sub is None or sub.subscription_id != org.subscription.subscription_id:
+            sub = self._gateway.get_subscription(org.subscription.subscription_id)
         items = seat_items(self._prices, plan, org.currency, sub, org.member_count)
-        if items:
-            sub = self._gateway.update_subscription(
-                sub.subscription_id,
-                items=items,
-                metadata={"org_id": org_id, "plan_id": plan.plan_id},
-                proration_behavior="create_prorations",
-                proration_date=None,
-                key=f"seats:{org_id}:{sub.subscription_id}:{org.seat_revision}",
-            )
-            fetched = self._mirror.now_ms()
-        self._mirror.apply(org_id, sub, fetched)
+        if not items:
+            return  # Stripe bills the members already: nothing to change, nothing new to mirror
+        updated = self._gateway.update_subscription(
+            sub.subscription_id,
+            items=items,
+            metadata={"org_id": org_id, "plan_id": plan.plan_id},
+            proration_behavior="create_prorations",
+            proration_date=None,
+            key=f"seats:{org_id}:{sub.subscription_id}:{org.seat_revision}",
+        )
+        self._mirror.apply(org_id, updated, self._mirror.now_ms())
 
 
 def extra_seats(plan: Plan, members: int) -> int:

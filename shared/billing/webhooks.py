@@ -14,7 +14,7 @@ from shared.billing.subscriptions import ENDED, SeatSync, SubscriptionMirror
 from shared.credits.service import CreditService
 from shared.errors import InvalidRequestError, MalformedWebhookError
 from shared.observability import logger
-from shared.orgs.models import SubscriptionStatus
+from shared.orgs.models import Org, SubscriptionStatus
 from shared.orgs.repository import OrgRepository
 from shared.outbox import Notice, OutboxWriter
 from shared.stripe_gateway import (
@@ -124,13 +124,14 @@ class StripeEventHandler:
         if org_id is None:
             logger.warning("subscription for an unknown org", extra={"subscription_id": subscription_id})
             return "unknown_org"
-        if not self._is_the_orgs(org_id, sub):
+        read = self._owning_org(org_id, sub)
+        if read is None:
             logger.warning("a subscription that is not the org's", extra={"subscription_id": subscription_id})
             return "not_ours"
-        org = self._mirror.apply(org_id, sub, fetched)
+        org = self._mirror.apply(org_id, sub, fetched, read=read)
         if org is None:
             return "stale"
-        self._seats.seats_changed(org_id)
+        self._seats.seats_changed(org_id, org=org, sub=sub)
         if sub.status == SubscriptionStatus.CANCELED:  # its last period has no renewal to bill its overage
             ended_at = datetime.fromtimestamp(sub.ended_at or sub.current_period_end, UTC)
             self._overage.bill_final(org_id, sub.customer_id, ended_at)
@@ -138,17 +139,19 @@ class StripeEventHandler:
             return f"subscription_{sub.status}, deferred overage invoiced"
         return f"subscription_{sub.status}"
 
-    def _is_the_orgs(self, org_id: str, sub: StripeSubscription) -> bool:
-        """Only the org's own customer's subscription is mirrored (metadata alone names no owner), and
-        while the org has another one live, that one stays the org's (a stray second Checkout's
-        subscription ending must not end the org's plan). One never paid (`incomplete`) may be replaced."""
+    def _owning_org(self, org_id: str, sub: StripeSubscription) -> Org | None:
+        """The org, as read now, if `sub` is its to mirror: only the org's own customer's subscription is
+        (metadata alone names no owner), and while the org has another one live, that one stays the org's
+        (a stray second Checkout's subscription ending must not end the org's plan). One never paid
+        (`incomplete`) may be replaced."""
         org = self._repo.get_org(org_id)
         if org is None or (org.stripe_customer_id is not None and sub.customer_id != org.stripe_customer_id):
-            return False
+            return None
         mirrored = org.subscription
         if mirrored is None or mirrored.subscription_id == sub.subscription_id:
-            return True
-        return mirrored.status in ENDED or mirrored.status is SubscriptionStatus.INCOMPLETE
+            return org
+        replaceable = mirrored.status in ENDED or mirrored.status is SubscriptionStatus.INCOMPLETE
+        return org if replaceable else None
 
     def _checkout_completed(self, session: CheckoutSession) -> str:
         metadata = session.metadata

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,6 +74,19 @@ MODE_CHANGE_ATTEMPTS = 8
 _MODE_BACKOFF_CAP_S = 0.002 * 2 ** (MODE_CHANGE_ATTEMPTS - 1)  # the window doubles on every attempt
 SEAT_CHANGE_ATTEMPTS = 8
 _LIMIT_MESSAGE = "The plan's limit was reached by a concurrent change; nothing was changed."
+
+
+def _period_listing(org_id: str, period_key: str, period_end_iso: str) -> Item:
+    """The item that lists a billing period for the invoice run by the day it ends (GSI2 PERIODEND#<day>)."""
+    return {
+        **period_index_key(org_id, period_key),
+        "type": "period_index",
+        "GSI2PK": f"PERIODEND#{period_end_iso[:10]}",
+        "GSI2SK": f"{org_id}#{period_key}",
+        "org_id": org_id,
+        "period_key": period_key,
+        "period_end": period_end_iso,
+    }
 
 
 @dataclass(frozen=True)
@@ -327,14 +340,13 @@ class OrgRepository:
         mode: str | None,
         agency_fee_bps: int | None = None,
         agency_until: object = KEEP,
+        also: Sequence[TxItem] = (),
     ) -> Item:
         """Updates the org item and returns it. A billing-mode or agency_until change also sets the
-        wallet's copy, in the same transaction (see `mode_sync`). TransactionConditionFailed if the
-        org's own condition fails."""
+        wallet's copy, in the same transaction (see `mode_sync`); `also`: more writes made with it, all or
+        none. TransactionConditionFailed if the org's own condition fails."""
         if mode is None and agency_until is KEEP:
-            with dynamo_errors():
-                resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update.params())
-            return dict(resp["Attributes"])
+            return self._update_org_alone(org_id, update, also)
         for attempt in range(MODE_CHANGE_ATTEMPTS):
             with dynamo_errors():
                 wallet = self._table.get_item(Key=account_key(org_id), ProjectionExpression="PK", ConsistentRead=True)
@@ -352,6 +364,7 @@ class OrgRepository:
                         TransactItems=[
                             {"Update": {"TableName": self._name, "Key": _org_key(org_id), **update.params()}},
                             sync,
+                            *also,
                         ]
                     )
             except TransactionConditionFailed as exc:
@@ -364,6 +377,17 @@ class OrgRepository:
             with dynamo_errors():
                 return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
         raise ConcurrentUpdateError("The org's wallet is busy; nothing was changed. Retry.")
+
+    def _update_org_alone(self, org_id: str, update: _OrgUpdate, also: Sequence[TxItem]) -> Item:
+        if not also:
+            with dynamo_errors():
+                resp = self._table.update_item(Key=_org_key(org_id), ReturnValues="ALL_NEW", **update.params())
+            return dict(resp["Attributes"])
+        with dynamo_errors():
+            self._client.transact_write_items(
+                TransactItems=[{"Update": {"TableName": self._name, "Key": _org_key(org_id), **update.params()}}, *also]
+            )
+            return dict(self._table.get_item(Key=_org_key(org_id), ConsistentRead=True)["Item"])
 
     def add_member(self, member: Member, *, expected_plan_id: str, max_members: int | None, seat_revision: int) -> None:
         """Adds a seat, with the outbox task that syncs Stripe's seat quantity (see `_write_seat_change`);
@@ -649,11 +673,13 @@ class OrgRepository:
         fetched_ms: int,
         read: Org,
         agency_fee_bps: int | None = None,
+        index: tuple[str, str] | None = None,
     ) -> Org | None:
         """Writes the subscription state fetched from Stripe at `fetched_ms` unless a later fetch was
         already written (out-of-order webhooks never roll state back): None when this one is stale.
         `changes` were made from `read`: if its billing mode or agency_until moved since, nothing is
-        written and ConcurrentUpdateError says to make them again."""
+        written and ConcurrentUpdateError says to make them again. `index`: (period key, end) of a period
+        the state begins, listed for the invoice run in the same transaction (see `index_period`)."""
         condition = (
             "attribute_exists(PK) AND (attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)"
             " AND billing_mode = :read_mode"
@@ -665,7 +691,9 @@ class OrgRepository:
         )
         until = changes.get("agency_until", KEEP)
         try:
-            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps, until)
+            listing = [] if index is None else [_period_listing(org_id, *index)]
+            also = [{"Put": {"TableName": self._name, "Item": item}} for item in listing]
+            item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps, until, also)
         except TransactionConditionFailed:
             now = self.get_org(org_id)
             if now is None or now.subscription_synced_ms > fetched_ms:
@@ -731,15 +759,7 @@ class OrgRepository:
         only a period not indexed yet; one already there stays as it is - listed as the subscription's mirror
         wrote it (its end, `truncated`), or taken off the index (invoiced, or re-anchored away) - so a rerun
         of the previous period's close, which indexes this one, changes nothing."""
-        item = {
-            **period_index_key(org_id, period_key),
-            "type": "period_index",
-            "GSI2PK": f"PERIODEND#{period_end_iso[:10]}",
-            "GSI2SK": f"{org_id}#{period_key}",
-            "org_id": org_id,
-            "period_key": period_key,
-            "period_end": period_end_iso,
-        }
+        item = _period_listing(org_id, period_key, period_end_iso)
         unlisted = {} if relist else {"ConditionExpression": "attribute_not_exists(PK)"}
         try:
             with dynamo_errors():
@@ -747,13 +767,12 @@ class OrgRepository:
         except TransactionConditionFailed:
             return
 
-    def reanchor_periods(self, org_id: str, period_key: str, period_end_iso: str, *, truncate: bool = False) -> None:
-        """Indexes the subscription's period and deals with every other period of the org that overlaps
-        it and has no invoice yet: one period per stretch of time, never a stray draft. The one anchored
-        on the org's creation (before its first subscription) is taken off the index; with `truncate`
-        (a later subscription, on a new anchor) the old subscription's period ends where the new one
-        begins and is invoiced on its own, with what was recorded in it."""
-        self.index_period(org_id, period_key, period_end_iso)
+    def reanchor_periods(self, org_id: str, period_key: str, *, truncate: bool = False) -> None:
+        """Deals with every other period of the org that overlaps the subscription's (indexed with its
+        state, see `apply_subscription`) and has no invoice yet: one period per stretch of time, never a
+        stray draft. The one anchored on the org's creation (before its first subscription) is taken off
+        the index; with `truncate` (a later subscription, on a new anchor) the old subscription's period
+        ends where the new one begins and is invoiced on its own, with what was recorded in it."""
         with dynamo_errors():
             listed = self._table.query(
                 KeyConditionExpression=Key("PK").eq(_org_pk(org_id)) & Key("SK").begins_with("PERIODIDX#"),

@@ -107,3 +107,55 @@ def test_each_invoice_holds_its_period_renewal_whatever_the_time_of_day(
     ]
     assert invoice is not None and renewals and set(renewals) <= set(invoice.stripe_invoice_ids)
     assert invoice.totals is not None and invoice.totals.charged_through_stripe_minor == 4_900 * 2
+
+
+def _listed(table: Any, org_id: str) -> dict[str, str]:
+    items = table.query(
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :p)",
+        ExpressionAttributeValues={":pk": f"ORG#{org_id}", ":p": "PERIODIDX#"},
+        ConsistentRead=True,
+    )["Items"]
+    return {str(i["period_key"]): str(i["period_end"]) for i in items if "GSI2PK" in i}
+
+
+def test_a_renewal_is_listed_with_the_state_that_begins_it_and_a_stale_snapshot_lists_nothing(table: Any) -> None:
+    """The mirror lists a period the invoice run must find in the same write as the state that begins it:
+    a renewal's period is listed once Stripe's renewed subscription is mirrored; a snapshot older than the
+    one mirrored (a late webhook's fetch) writes nothing, not even its period's listing."""
+    from shared.auth import Caller
+    from shared.orgs.models import BillingMode
+    from tests.integration.credit_kit import credit_kit
+    from tests.paid import stripe_subscription
+
+    created = datetime(2028, 1, 30, 17, 4, 9, tzinfo=UTC)
+    kit = credit_kit(table.name, "", created, table=table)
+    org_id = kit.orgs.create_org(
+        Caller(new_user(), None, frozenset()),
+        name="Renews",
+        billing_mode=BillingMode.BYO,
+        currency="USD",
+        plan_id="free",
+    ).org.org_id
+    kit.clock.at = created + timedelta(hours=5, minutes=13)
+    first = stripe_subscription(org_id, "pro", start=kit.clock.at)
+    assert kit.mirror.apply(org_id, first, kit.mirror.now_ms()) is not None
+    assert _listed(table, org_id) == {"2028-01-30T22:17:09Z": "2028-02-29T22:17:09Z"}
+
+    renewed_at = datetime(2028, 2, 29, 22, 17, 9, tzinfo=UTC)
+    renewed = stripe_subscription(org_id, "pro", start=renewed_at, subscription_id=first.subscription_id)
+    kit.clock.at = renewed_at + timedelta(minutes=2)
+    fetched = kit.mirror.now_ms()
+    stale = stripe_subscription(
+        org_id, "pro", start=renewed_at + timedelta(days=31), subscription_id=first.subscription_id
+    )
+    assert kit.mirror.apply(org_id, renewed, fetched) is not None
+    for _ in range(2):  # redelivered: the same state, nothing more listed
+        assert kit.mirror.apply(org_id, renewed, fetched + 1) is not None
+    assert kit.mirror.apply(org_id, stale, fetched - 1) is None  # fetched before the renewal was mirrored
+    assert _listed(table, org_id) == {
+        "2028-01-30T22:17:09Z": "2028-02-29T22:17:09Z",
+        "2028-02-29T22:17:09Z": "2028-03-29T22:17:09Z",
+    }
+    org = OrgRepository(table).get_org(org_id)
+    assert org is not None and org.subscription is not None
+    assert org.subscription.current_period_start == renewed_at
