@@ -159,3 +159,41 @@ def test_a_renewal_is_listed_with_the_state_that_begins_it_and_a_stale_snapshot_
     org = OrgRepository(table).get_org(org_id)
     assert org is not None and org.subscription is not None
     assert org.subscription.current_period_start == renewed_at
+
+
+def test_a_crash_right_after_a_new_subscription_is_written_still_leaves_one_period_to_invoice(table: Any) -> None:
+    """The Lambda dies right after the mirror wrote the first subscription (its state and period listing):
+    the redelivered webhook finds the state already there, yet the period the org was created in (on Free)
+    is off the run's index all the same - re-anchoring is done before the write, so a retry redoes it."""
+    from shared.auth import Caller
+    from shared.orgs.models import BillingMode
+    from tests.integration.credit_kit import credit_kit
+    from tests.paid import stripe_subscription
+
+    created = datetime(2027, 12, 31, 20, 41, 3, tzinfo=UTC)
+    kit = credit_kit(table.name, "", created, table=table)
+    org_id = kit.orgs.create_org(
+        Caller(new_user(), None, frozenset()),
+        name="Crash",
+        billing_mode=BillingMode.BYO,
+        currency="USD",
+        plan_id="free",
+    ).org.org_id
+    assert list(_listed(table, org_id)) == ["2027-12-31T20:41:03Z"]  # the period it was created in (on Free)
+    kit.clock.at = created + timedelta(hours=3, minutes=29)
+    sub = stripe_subscription(org_id, "pro", start=kit.clock.at)
+    events, crashes = table.meta.client.meta.events, []
+
+    def crash(**_: Any) -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("the Lambda timed out right after its write")
+
+    events.register("after-call.dynamodb.TransactWriteItems", crash)
+    try:
+        with pytest.raises(RuntimeError):
+            kit.mirror.apply(org_id, sub, kit.mirror.now_ms())
+    finally:
+        events.unregister("after-call.dynamodb.TransactWriteItems", crash)
+    assert kit.mirror.apply(org_id, sub, kit.mirror.now_ms()) is not None  # the webhook, redelivered
+    assert _listed(table, org_id) == {"2028-01-01T00:10:03Z": "2028-02-01T00:10:03Z"}
