@@ -14,6 +14,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 
+from shared.clock import FUTURE_SKEW, in_future
+
 # Money in minor units: far past any real amount (10,000,000,000.00 in a two-decimal currency), far inside
 # DynamoDB's 38 digits, 2**63 and what Stripe accepts for one charge is lower still (checked by Stripe).
 MAX_MINOR = 10**12
@@ -25,7 +27,6 @@ MAX_QUANTITY = 1000  # generations in one reservation
 MAX_BATCH_EVENTS, MAX_EVENT_COUNT = 20_000, 1_000_000  # SDK events: entries per batch, count per entry
 MAX_USAGE_EVENTS = 5_000  # metered usage events per request or EventBridge event (each one marker write)
 PAST_WINDOW = timedelta(days=400)  # usage and bills older than this are a caller's bug, not late data
-FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; usage from further ahead is a caller's bug
 BILL_DATE_AHEAD = timedelta(days=1)  # a platform's billing day may be ahead of UTC
 # A proration_date (Unix seconds) is checked against the period by the service; these only keep the number sane.
 PRORATION_DATE_MIN, PRORATION_DATE_MAX = 946_684_800, 4_102_444_800  # 2000-01-01, 2100-01-01
@@ -78,7 +79,7 @@ UnitPrice = Annotated[str, StringConstraints(pattern=UNIT_PRICE_PATTERN)]
 def _happened(at: datetime) -> datetime:
     """An instant with its offset (a naive time is ambiguous), in UTC, within the event window."""
     now = datetime.now(UTC)
-    if at > now + FUTURE_SKEW:
+    if in_future(at, now):
         raise ValueError("must not be in the future")
     if at < now - PAST_WINDOW:
         raise ValueError(f"must be within the last {PAST_WINDOW.days} days")
@@ -92,8 +93,19 @@ def _bill_day(day: date) -> date:
     return day
 
 
+def _reported(at: datetime) -> datetime:
+    """An instant with its offset, in UTC, whatever its date: for records whose dates the services judge
+    one by one (an EventBridge usage item dated outside the metering window is refused alone)."""
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:  # (year 1 or 9999 with an offset: past what UTC can hold)
+        raise ValueError("must be an instant UTC can hold") from exc
+
+
 # When usage happened: ISO 8601 with an offset (Z or +hh:mm), within the window.
 Instant = Annotated[AwareDatetime, AfterValidator(_happened)]
+# The same, any date: the service refuses it if outside its window (the record alone, the rest counting).
+ReportedInstant = Annotated[AwareDatetime, AfterValidator(_reported)]
 BillDate = Annotated[date, AfterValidator(_bill_day)]
 
 
@@ -135,7 +147,9 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "usage events",
         f"1 to {_n(MAX_USAGE_EVENTS)} per request, each quantity 1 to {_n(MAX_EVENT_COUNT)}; `occurred_at` within "
-        "the 35-day dedupe window and not before the previous period (else 422 `usage_event_too_old`)",
+        "the 35-day dedupe window and not before the previous period (else 422 `usage_event_too_old`), at most "
+        f"{int(FUTURE_SKEW.total_seconds() // 60)} minutes ahead (else 422 `validation_error`); on "
+        "`Usage.EventsReported` such an item is refused alone (`usage_event_too_old`, `usage_event_in_future`)",
         "`POST /v1/internal/usage/events`, `Usage.EventsReported`",
     ),
     Limit("storage", f"strict integer, 0 to {_n(MAX_STORAGE_BYTES)} bytes", "storage snapshots"),

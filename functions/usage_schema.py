@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.limits import MAX_EVENT_COUNT, MAX_USAGE_EVENTS, Id, Instant, Key
+from functions.limits import MAX_EVENT_COUNT, MAX_USAGE_EVENTS, Id, Instant, Key, ReportedInstant
 from shared.usage.metering import Metered, UsageEvent
 
 
@@ -35,11 +35,27 @@ class UsageEventsIn(BaseModel):
     events: list[UsageEventIn] = Field(min_length=1, max_length=MAX_USAGE_EVENTS)
 
 
+class ReportedUsageEventIn(UsageEventIn):
+    """An item of `Usage.EventsReported`: the route's, but an `occurred_at` outside the metering window
+    (dated in the future past the clock skew, or too old) is the item's own refusal, not the event's
+    (`usage_event_in_future`, `usage_event_too_old`: the metering's rule, the rest of the event counting)."""
+
+    occurred_at: ReportedInstant
+
+
+class ReportedUsageEventsIn(BaseModel):
+    """The detail of `Usage.EventsReported`: the body of the route, its items refused one by one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[ReportedUsageEventIn] = Field(min_length=1, max_length=MAX_USAGE_EVENTS)
+
+
 class RefusedEventOut(BaseModel):
     event_id: str
     code: str = Field(
         description="project_not_found | project_archived (on the EventBridge path also usage_event_too_old, "
-        "usage_event_id_reserved)"
+        "usage_event_in_future, usage_event_id_reserved)"
     )
     message: str
 

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+FUTURE_SKEW = timedelta(minutes=5)  # clocks differ a little; a time reported further ahead is a caller's bug
+
+
+def in_future(at: datetime, now: datetime) -> bool:
+    """A time a caller reports (when usage happened) is ahead of `now` by more than the clocks' skew allowed:
+    the one rule of the request models (a 422) and of the metering (an EventBridge item refused alone)."""
+    return at > now + FUTURE_SKEW
 
 
 class Clock(Protocol):

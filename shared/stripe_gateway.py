@@ -478,6 +478,12 @@ def _invoice(obj: StripeJson) -> Invoice:
     )
 
 
+def _billing_keys(items: list[StripeJson]) -> set[str]:
+    """The `billing_key` metadata of our invoice items among `items` (ours carry one)."""
+    metadata = [i.get("metadata") or {} for i in items]
+    return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
+
+
 def _decimal_or_none(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
@@ -962,9 +968,8 @@ class StripeGateway:
         """Our pending invoice items of a customer (`billing_key` metadata) on an invoice of their own, now,
         finalized and charged: for items whose next invoice will never come (the subscription ended).
         Returns the invoice's id, None when there is nothing of ours pending."""
-        listed: InvoiceItemListParams = {"customer": customer_id, "pending": True, "limit": 100}
-        found = self._call(self._client.v1.invoice_items.list, params=listed)
-        ours = sorted(str(i.id) for i in found.data if (_plain(i).get("metadata") or {}).get("billing_key"))
+        pending = self._every_invoice_item({"customer": customer_id, "pending": True})
+        ours = sorted(str(i["id"]) for i in pending if (i.get("metadata") or {}).get("billing_key"))
         if not ours:
             return None
         key = f"{key}:{hashlib.sha256(','.join(ours).encode()).hexdigest()[:16]}"  # one invoice per set of items
@@ -981,17 +986,24 @@ class StripeGateway:
 
     def pending_item_keys(self, customer_id: str) -> set[str]:
         """The `billing_key` metadata of the customer's pending invoice items (what waits for their next invoice)."""
-        listed: InvoiceItemListParams = {"customer": customer_id, "pending": True, "limit": 100}
-        found = self._call(self._client.v1.invoice_items.list, params=listed)
-        metadata = [_plain(i).get("metadata") or {} for i in found.data]
-        return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
+        return _billing_keys(self._every_invoice_item({"customer": customer_id, "pending": True}))
 
     def invoice_item_keys(self, invoice_id: str) -> set[str]:
         """The `billing_key` metadata of the invoice's items (what we already put on it)."""
-        listed: InvoiceItemListParams = {"invoice": invoice_id, "limit": 100}
-        found = self._call(self._client.v1.invoice_items.list, params=listed)
-        metadata = [_plain(i).get("metadata") or {} for i in found.data]
-        return {str(m["billing_key"]) for m in metadata if m.get("billing_key")}
+        return _billing_keys(self._every_invoice_item({"invoice": invoice_id}))
+
+    def _every_invoice_item(self, listed: InvoiceItemListParams) -> list[StripeJson]:
+        """Every invoice item `listed` selects, paged through (Stripe gives at most 100 a page). Paged by
+        hand, not with the SDK's `auto_paging_iter`, so that each page is a `_call` (deadline, errors)."""
+        items: list[StripeJson] = []
+        while True:
+            params: InvoiceItemListParams = {**listed, "limit": 100}
+            if items:
+                params["starting_after"] = str(items[-1]["id"])
+            found = self._call(self._client.v1.invoice_items.list, params=params)
+            items += [_plain(i) for i in found.data]
+            if not found.has_more or not found.data:
+                return items
 
     # ------------------------------------------------------------------ objects re-read (webhooks act on these)
     def get_payment_intent(self, intent_id: str) -> PaymentIntent:

@@ -1,8 +1,9 @@
 """Metered usage arriving as EventBridge events (detail-type `Usage.EventsReported`, detail
 `{events: [...]}` as the body of `POST /v1/internal/usage/events`): counted exactly like the route, each
 event once by its event_id. Refusals are final (a retry would be refused again): the whole event for an
-unknown org; one event (the rest counted) for usage too old to meter, with an id reserved
-for the SDK batch adapter or naming a project that is not its org's. Logged and counted in
+unknown org; one event (the rest counted) for usage too old to meter or dated in the future (past the
+clock skew the route allows: the same rule), with an id reserved for the SDK batch adapter or naming a
+project that is not its org's. Logged and counted in
 UsageEventsRefused (alarmed); the event is in the log."""
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from dataclasses import asdict
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 
 from functions.eventbridge_ingest import Ingest, Ingested, ingest_handler
-from functions.usage_schema import UsageEventsIn
+from functions.usage_schema import ReportedUsageEventsIn
 from shared.errors import InvalidRequestError, NotFoundError
 from shared.wiring import Services
 
 
 class EventsReported(EventBridgeModel):
-    detail: UsageEventsIn
+    detail: ReportedUsageEventsIn
 
 
 def _record(services: Services, event: EventsReported) -> Ingested:

@@ -124,34 +124,31 @@ class StripeEventHandler:
         if org_id is None:
             logger.warning("subscription for an unknown org", extra={"subscription_id": subscription_id})
             return "unknown_org"
-        read = self._owning_org(org_id, sub)
-        if read is None:
+        before = self._repo.get_org(org_id)
+        if before is None or not _is_the_orgs(before, sub):
             logger.warning("a subscription that is not the org's", extra={"subscription_id": subscription_id})
             return "not_ours"
-        org = self._mirror.apply(org_id, sub, fetched, read=read)
+        # Its last period has no renewal to bill its overage: billed while the org still mirrors the
+        # subscription as it ran (the mirror ends a contract's terms, and its prices with them). A
+        # subscription the mirror never had is billed once mirrored (at its plan). Repeats bill nothing.
+        mirrored = before.subscription is not None and before.subscription.subscription_id == sub.subscription_id
+        if mirrored:
+            self._bill_final(org_id, sub)
+        org = self._mirror.apply(org_id, sub, fetched, read=before)
         if org is None:
             return "stale"
         self._seats.seats_changed(org_id, org=org, sub=sub)
-        if sub.status == SubscriptionStatus.CANCELED:  # its last period has no renewal to bill its overage
-            ended_at = datetime.fromtimestamp(sub.ended_at or sub.current_period_end, UTC)
-            self._overage.bill_final(org_id, sub.customer_id, ended_at)
+        if not mirrored:
+            self._bill_final(org_id, sub)
         if sub.status in ENDED and self._overage.collect_deferred(org_id, sub.customer_id):
             return f"subscription_{sub.status}, deferred overage invoiced"
         return f"subscription_{sub.status}"
 
-    def _owning_org(self, org_id: str, sub: StripeSubscription) -> Org | None:
-        """The org, as read now, if `sub` is its to mirror: only the org's own customer's subscription is
-        (metadata alone names no owner), and while the org has another one live, that one stays the org's
-        (a stray second Checkout's subscription ending must not end the org's plan). One never paid
-        (`incomplete`) may be replaced."""
-        org = self._repo.get_org(org_id)
-        if org is None or (org.stripe_customer_id is not None and sub.customer_id != org.stripe_customer_id):
-            return None
-        mirrored = org.subscription
-        if mirrored is None or mirrored.subscription_id == sub.subscription_id:
-            return org
-        replaceable = mirrored.status in ENDED or mirrored.status is SubscriptionStatus.INCOMPLETE
-        return org if replaceable else None
+    def _bill_final(self, org_id: str, sub: StripeSubscription) -> None:
+        """A cancelled subscription's last period (`bill_final`: billed once, by its keys)."""
+        if sub.status == SubscriptionStatus.CANCELED:
+            ended_at = datetime.fromtimestamp(sub.ended_at or sub.current_period_end, UTC)
+            self._overage.bill_final(org_id, sub.customer_id, ended_at)
 
     def _checkout_completed(self, session: CheckoutSession) -> str:
         metadata = session.metadata
@@ -286,3 +283,15 @@ class StripeEventHandler:
             )
             self._outbox.send(org_id, f"dispute:{dispute.dispute_id}", [notice])
         return "dispute_noted"
+
+
+def _is_the_orgs(org: Org, sub: StripeSubscription) -> bool:
+    """Only the org's own customer's subscription is mirrored (metadata alone names no owner), and
+    while the org has another one live, that one stays the org's (a stray second Checkout's
+    subscription ending must not end the org's plan). One never paid (`incomplete`) may be replaced."""
+    if org.stripe_customer_id is not None and sub.customer_id != org.stripe_customer_id:
+        return False
+    mirrored = org.subscription
+    if mirrored is None or mirrored.subscription_id == sub.subscription_id:
+        return True
+    return mirrored.status in ENDED or mirrored.status is SubscriptionStatus.INCOMPLETE

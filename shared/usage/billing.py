@@ -72,7 +72,8 @@ class _Target:
 
 def _as_subscribed(org: Org) -> Org:
     """The org on the plan of its subscription: once it ended, the org is on Free, but its last period
-    is billed at the ended subscription's plan (a contract's own terms ended with it)."""
+    is billed at the ended subscription's plan (with a contract's terms while the org still has them:
+    the webhook bills the last period before the mirror records the end, which ends the terms)."""
     sub = org.subscription
     if sub is None or sub.plan_id == org.plan_id:
         return org
@@ -118,7 +119,8 @@ class OverageBilling:
         """The subscription ended (cancelled at once, or at its period's end): no renewal will bill its last
         period, so its overage and the late usage of the period before go on the customer's pending items
         now, under the keys a renewal would use (a period a renewal billed is not billed again), for
-        `collect_deferred` to invoice. Returns what this call added (0 on a repeat)."""
+        `collect_deferred` to invoice. Returns what this call added (0 on a repeat). Called before the
+        mirror records the end, so that the period is billed on the terms it ran on (`_as_subscribed`)."""
         found = self._org_repo.get_org(org_id)
         if found is None:
             return 0

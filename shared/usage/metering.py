@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from shared.clock import Clock, iso
+from shared.clock import FUTURE_SKEW, Clock, in_future, iso
 from shared.credits.periods import Period, period_containing
 from shared.errors import ConcurrentUpdateError, InvalidRequestError, NotFoundError, UsageBusyError
 from shared.ledger import AlreadyApplied
@@ -50,7 +50,6 @@ from shared.usage.repository import AllowanceWarning, EventMarker, Guard, Metere
 
 METERED = ("workflow_runs", "sdk_events")
 DEDUPE_WINDOW = timedelta(days=35)  # markers live this long; older events are refused
-FUTURE_SKEW = timedelta(minutes=5)
 # A marker outlives the last instant its event is accepted (occurred_at + the window; occurred_at may be
 # up to FUTURE_SKEW after receipt), with a minute to spare
 MARKER_LIFE = DEDUPE_WINDOW + FUTURE_SKEW + timedelta(minutes=1)
@@ -112,7 +111,7 @@ def refusal(event: UsageEvent, org: Org, now: datetime) -> Refused | None:
     clock skew allowed), or older than `earliest_accepted`."""
     if event.metric not in METERED:
         return Refused(event.event_id, "unknown_metric", f"'{event.metric}' is not a metered usage.")
-    if event.occurred_at > now + FUTURE_SKEW:
+    if in_future(event.occurred_at, now):
         message = f"Event {event.event_id} happened in the future ({iso(event.occurred_at)})."
         return Refused(event.event_id, "usage_event_in_future", message)
     if event.occurred_at < earliest_accepted(org, now):

@@ -211,3 +211,67 @@ def test_a_new_grace_episode_stays_listed_when_the_sweep_untracks_the_old_one(ta
     assert (org_id, "2028-03-31T23:59:59.000Z") in repo.graces_ended("2028-04-01T00:00:00.000Z", 1000)
     repo.untrack_grace(org_id, "2028-03-31T23:59:59.000Z")
     assert all(o != org_id for o, _ in repo.graces_ended("2028-04-01T00:00:00.000Z", 1000))
+
+
+def test_a_cancelled_contracts_last_period_is_billed_at_the_contracts_prices_once(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    from shared.usage.metering import UsageEvent
+    from shared.usage.service import SdkEvent
+    from tests.integration.credit_kit import credit_kit
+    from tests.integration.test_overage_billing import _deliver_again
+
+    kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Ending"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    # Given a contract with its own prices (the catalog's Enterprise: credits 1.2, runs 0.4, SDK events 0.0008)
+    terms = {**TERMS, "workflow_run_overage_unit_minor": "0.25", "sdk_event_overage_unit_minor": "0.0005"}
+    assert _contract(api, org_id, terms).status == 200
+    kit.emulator.wait_for_deliveries()
+    org = kit.repo.require_org(org_id)
+    assert org.subscription is not None and org.stripe_customer_id
+    # And usage over its allowances in its period: 60,100 credits (100 over the contract's 60,000), 50,120
+    # workflow runs (120 over 50,000) and 50,400,000 SDK events (400,000 over 50M)
+    used = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime.now(UTC))
+    used.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="social-content",
+        generation_type="image",
+        quantity=6_010,
+        workflow_run_id="big",
+        actor="t",
+    )
+    used.credits.settle(org_id=org_id, workflow_run_id="big", quantity=None, occurred_at=None, actor="t")
+    at = used.clock.at
+    runs = [UsageEvent("workflow_runs", org_id, at, n, f"runs-{n}") for n in (25_060, 25_059)]  # + the settlement's
+    used.usage.record_events(runs)
+    used.usage.ingest_sdk_events("sdk", [SdkEvent(org_id, at, 50_400_000)])
+    # When the contract's subscription is cancelled
+    kit.client.v1.subscriptions.cancel(org.subscription.subscription_id)
+    kit.emulator.wait_for_deliveries()
+    assert kit.repo.require_org(org_id).enterprise_terms is None  # the terms ended with it
+    # Then the final invoice's lines are at the contract's prices: 100 x 0.9, 120 x 0.25, 400,000 x 0.0005
+    billed = _final_items(kit, org.stripe_customer_id)
+    assert {(m, q, u, a) for m, q, u, a, _ in billed} == {
+        ("credits", 100, Decimal("0.9"), 90),
+        ("workflow_runs", 120, Decimal("0.25"), 30),
+        ("sdk_events", 400_000, Decimal("0.0005"), 200),
+    }
+    assert len({inv for *_, inv in billed}) == 1 and None not in {inv for *_, inv in billed}
+    # And the deletion delivered twice more, and an older event of the subscription after it, bill nothing more
+    sub_id = org.subscription.subscription_id
+    for type_ in ("customer.subscription.deleted", "customer.subscription.created", "customer.subscription.deleted"):
+        assert _deliver_again(api, stack, type_, sub_id) == "subscription_canceled"
+    assert _final_items(kit, org.stripe_customer_id) == billed
+
+
+def _final_items(kit: StripeKit, customer: str) -> list[tuple[str, int, Decimal, int, str | None]]:
+    """Our items of the customer: (metric, quantity, unit price, amount, invoice)."""
+    items = kit.client.v1.invoice_items.list(params={"customer": customer, "limit": 100}).auto_paging_iter()
+    ours = [(i, i.metadata.to_dict()) for i in items if i.metadata and i.metadata.to_dict().get("billing_key")]
+    return sorted(
+        (m["metric"], int(i.quantity), Decimal(str(i.pricing.unit_amount_decimal)), int(i.amount), i.invoice)
+        for i, m in ours
+    )

@@ -5,11 +5,12 @@ service clock set inside that period."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
+import time_machine
 
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
@@ -217,7 +218,7 @@ def test_late_credits_after_the_draft_was_billed_are_billed_once_on_the_next_ren
 
 def _ours(stripe_kit: StripeKit, customer: str) -> list[tuple[str, int, str]]:
     """Our overage items of the customer, wherever they are: (billing_key, amount, invoice or 'pending')."""
-    items = stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "limit": 100}).data
+    items = stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "limit": 100}).auto_paging_iter()
     found = [(i.metadata.to_dict().get("billing_key"), i.amount, i.invoice or "pending") for i in items]
     return sorted((str(k), a, str(inv)) for k, a, inv in found if k)
 
@@ -305,3 +306,38 @@ def test_a_subscription_cancelled_mid_period_bills_its_overage_and_the_last_peri
     # And a redelivered deletion adds nothing
     assert _deliver_again(api, stack, "customer.subscription.deleted", sub_id) == "subscription_canceled"
     assert _ours(stripe_kit, customer) == ours
+
+
+def test_a_final_bill_retried_after_a_crash_sees_its_line_past_the_first_page_of_pending_items(
+    api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 460 credits over Pro's 3,000 in September, whose final bill put its line on the customer's
+    # pending items and crashed before recording it
+    stripe_kit, org_id, _clock_id, customer = september_overage(api, stack, table)
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 10, 1, 0, 41, tzinfo=UTC))
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
+    ended = datetime(2026, 10, 1, tzinfo=UTC)
+    set_fields = kit.repo.set_period_fields
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(kit.repo, "set_period_fields", set_fields)
+        raise ConnectionError("the function died here")
+
+    monkeypatch.setattr(kit.repo, "set_period_fields", crash)
+    with pytest.raises(ConnectionError):
+        billing.bill_final(org_id, customer, ended)
+    key = f"overage:{org_id}:2026-09-01T00:00:00Z:credits"
+    assert _ours(stripe_kit, customer) == [(key, 828, "pending")]
+    # And 130 newer pending items of the customer (Stripe lists them newest first, 100 a page)
+    for n in range(130):
+        stripe_kit.client.v1.invoice_items.create(
+            params={"customer": customer, "amount": 100 + n, "currency": "usd", "metadata": {"billing_key": f"x:{n}"}}
+        )
+    # When the bill is retried after Stripe's 24 h idempotency window (its key makes a new item again)
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=25), tick=True):
+        assert billing.bill_final(org_id, customer, ended) == 0
+    # Then the line is on the pending items once, and every key was seen
+    assert [k for k, _, _ in _ours(stripe_kit, customer)].count(key) == 1
+    assert len(gateway.pending_item_keys(customer)) == 131
+    assert kit.repo.period(org_id, "2026-09-01T00:00:00Z")["billed_key_credits"] == key

@@ -235,3 +235,33 @@ def test_every_gateway_method_sends_only_what_the_pinned_version_accepts(stack: 
     assert silent == [], "these methods sent no request the emulator checked"
     problems = {name: [(r.method, r.path, r.problems) for r in made if r.problems] for name, made in calls.items()}
     assert {name: found for name, found in problems.items() if found} == {}
+
+
+def test_item_keys_are_read_past_stripes_page_of_100(stack: Any) -> None:
+    """A customer with 130 pending items, a draft with 104: every key is read (Stripe lists 100 a page), and
+    the filters hold on every page (the draft's items are not pending, the pending ones on no invoice)."""
+    base = stack.env["STRIPE_API_BASE"]
+    client = stripe.StripeClient("sk_test_local", base_addresses={"api": base}, max_network_retries=0)
+    g = StripeGateway.from_keys(lambda: StripeKeys("sk_test_local", "whsec_local"), api_base=base)
+    org = new_user("org")
+    customer = g.create_customer(org_id=org, name="Many Items", email=None)
+    now = int(time.time())
+
+    def item(n: int, invoice_id: str | None) -> None:
+        g.add_invoice_item(
+            customer_id=customer,
+            invoice_id=invoice_id,
+            priced=PricedQuantity(1 + n % 7, Decimal("0.5"), "USD"),
+            description=f"Item {n}",
+            period=(now - 3600, now),
+            metadata={"billing_key": f"k:{org}:{n}"},
+            key=f"k:{org}:{n}",
+        )
+
+    for n in range(130):
+        item(n, None)
+    draft = client.v1.invoices.create(params={"customer": customer, "auto_advance": False})
+    for n in range(130, 234):
+        item(n, str(draft.id))
+    assert g.pending_item_keys(customer) == {f"k:{org}:{n}" for n in range(130)}
+    assert g.invoice_item_keys(str(draft.id)) == {f"k:{org}:{n}" for n in range(130, 234)}

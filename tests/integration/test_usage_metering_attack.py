@@ -376,3 +376,57 @@ def test_the_snapshot_route_answers_422_for_an_old_snapshot_and_404_for_an_unkno
     event = _event(org_id, None, now, f"b-1#2026-11-30T14:37:21Z#{now.date().isoformat()}")
     reply = api.call("POST", "/v1/internal/usage/events", token=ENGINE, json={"events": [event]})
     assert (reply.status, reply.code) == (422, "usage_event_id_reserved"), reply.body
+
+
+def test_an_eventbridge_item_dated_in_the_future_is_refused_alone_and_the_rest_count(
+    kit: CreditKit, api: ApiClient, table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions import eventbridge_ingest
+    from functions.usage_ingest import handler
+    from tests.integration.test_usage_metering import _Context, handler_path
+
+    metered: list[tuple[str, float]] = []
+    add_metric = eventbridge_ingest.metrics.add_metric
+    monkeypatch.setattr(
+        eventbridge_ingest.metrics,
+        "add_metric",
+        lambda **kw: (metered.append((kw["name"], kw["value"])), add_metric(**kw))[1],
+    )
+    org_id, project = _org(kit)
+    sample = json.loads(handler_path("UsageIngestFunction").read_text())
+    now = datetime.now(UTC)  # (the Lambda's clock)
+    org = kit.org_repo.require_org(org_id)
+    earliest = earliest_accepted(org, now)
+    # 40 runs of the window, one 4 minutes ahead (within the 5 minutes' clock skew allowed, as on the route),
+    # one past the skew (written at +05:45) and one in the year 2999
+    times = [_random_time(earliest + timedelta(minutes=1), now) for _ in range(40)] + [now + timedelta(minutes=4)]
+    items = [_event(org_id, project, at, f"ok-{n}") for n, at in enumerate(times)]
+    past_skew = (now + timedelta(minutes=5, seconds=rng.randrange(30, 3600))).astimezone(
+        timezone(timedelta(hours=5, minutes=45))
+    )
+    ahead = [
+        _event(org_id, project, past_skew, "ahead"),
+        _event(org_id, None, datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC), "far"),
+    ]
+    batch = items[:17] + ahead[:1] + items[17:33] + ahead[1:] + items[33:]
+    answer = handler.lambda_handler({**sample, "detail": {"events": batch}}, _Context())
+    # The two ahead are refused alone, counted in UsageEventsRefused; the 41 others count
+    assert (answer["applied"], answer["duplicates"]) == (41, 0)
+    assert sorted((r["event_id"], r["code"]) for r in answer["refused"]) == [
+        ("ahead", "usage_event_in_future"),
+        ("far", "usage_event_in_future"),
+    ]
+    assert ("UsageEventsRefused", 2) in metered and ("UsageEventsMetered", 41) in metered
+    keys = {period_containing(org, at).key for at in times}
+    assert sum(_total(kit, org_id, key, "workflow_runs") for key in keys) == 41
+    # Delivered again: the counted are duplicates, the ahead refused again
+    again = handler.lambda_handler({**sample, "detail": {"events": batch}}, _Context())
+    assert (again["applied"], again["duplicates"], len(again["refused"])) == (0, 41, 2)
+    # The route, by the same rule: all or nothing, 422 for an item past the skew; one within it counts
+    before = org_items(table, org_id)
+    for late in ahead:
+        reply = api.call("POST", "/v1/internal/usage/events", token=ENGINE, json={"events": [items[0], late]})
+        assert (reply.status, reply.code) == (422, "validation_error"), reply.body
+    assert org_items(table, org_id) == before
+    skewed = {**items[-1], "event_id": "skewed-route"}
+    assert api.call("POST", "/v1/internal/usage/events", token=ENGINE, json={"events": [skewed]}).body["applied"] == 1
