@@ -77,6 +77,7 @@ ERRORS: tuple[ErrorCode, ...] = (
     _e("unknown_generation_type", "the template has no such generation type", _422),
     _e("unknown_metric", "not a metered usage (workflow_runs, sdk_events)", _422),
     _e("usage_event_too_old", "the usage happened before the previous period or the 35-day dedupe window", _422),
+    _e("usage_before_org", "the usage (an event, a storage snapshot) is dated before its org was created", _422),
     _e("usage_event_in_future", "the usage is dated more than 5 minutes ahead", _422),
     _e("usage_event_id_reserved", "the event id ends like the SDK batch adapter's (`#<period>#<day>`)", _422),
     _e("storage_snapshot_too_old", "the snapshot is older than the previous period or the 35-day window", _422),

@@ -147,9 +147,11 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "usage events",
         f"1 to {_n(MAX_USAGE_EVENTS)} per request, each quantity 1 to {_n(MAX_EVENT_COUNT)}; `occurred_at` within "
-        "the 35-day dedupe window and not before the previous period (else 422 `usage_event_too_old`), at most "
+        "the 35-day dedupe window and not before the previous period (else 422 `usage_event_too_old`), not before "
+        "the org was created (else 422 `usage_before_org`), at most "
         f"{int(FUTURE_SKEW.total_seconds() // 60)} minutes ahead (else 422 `validation_error`); on "
-        "`Usage.EventsReported` such an item is refused alone (`usage_event_too_old`, `usage_event_in_future`)",
+        "`Usage.EventsReported` such an item is refused alone (`usage_event_too_old`, `usage_before_org`, "
+        "`usage_event_in_future`)",
         "`POST /v1/internal/usage/events`, `Usage.EventsReported`",
     ),
     Limit("storage", f"strict integer, 0 to {_n(MAX_STORAGE_BYTES)} bytes", "storage snapshots"),

@@ -55,7 +55,7 @@ class RefusedEventOut(BaseModel):
     event_id: str
     code: str = Field(
         description="project_not_found | project_archived (on the EventBridge path also usage_event_too_old, "
-        "usage_event_in_future, usage_event_id_reserved)"
+        "usage_before_org, usage_event_in_future, usage_event_id_reserved)"
     )
     message: str
 

@@ -1,9 +1,9 @@
 """Metered usage arriving as EventBridge events (detail-type `Usage.EventsReported`, detail
 `{events: [...]}` as the body of `POST /v1/internal/usage/events`): counted exactly like the route, each
 event once by its event_id. Refusals are final (a retry would be refused again): the whole event for an
-unknown org; one event (the rest counted) for usage too old to meter or dated in the future (past the
-clock skew the route allows: the same rule), with an id reserved for the SDK batch adapter or naming a
-project that is not its org's. Logged and counted in
+unknown org; one event (the rest counted) for usage too old to meter, dated before its org was created or
+in the future (past the clock skew the route allows: the same rule), with an id reserved for the SDK batch
+adapter or naming a project that is not its org's. Logged and counted in
 UsageEventsRefused (alarmed); the event is in the log."""
 
 from __future__ import annotations

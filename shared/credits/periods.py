@@ -52,3 +52,11 @@ def period_containing(org: Org, at: datetime) -> Period:
     elif _add_months(anchor, months + 1) <= at:
         months += 1
     return Period(_add_months(anchor, months), _add_months(anchor, months + 1))
+
+
+def org_began(org: Org) -> datetime:
+    """The first instant of the org's first period: its creation, to the second (periods start on whole
+    seconds), or its subscription's anchor when that is earlier (a subscription dated back). Usage before
+    it has no period of the org."""
+    created = org.created_at.astimezone(UTC).replace(microsecond=0)
+    return min(created, org.subscription.billing_anchor) if org.subscription else created

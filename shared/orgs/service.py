@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock, iso
-from shared.credits.periods import period_containing
+from shared.credits.periods import Period, period_containing
 from shared.errors import ConflictError, ForbiddenError, NotFoundError, PlanLimitError
 from shared.ids import new_id
 from shared.orgs.entitlement import Entitlement, entitlement
@@ -32,6 +32,7 @@ from shared.orgs.models import (
     Project,
     ProjectStatus,
     Role,
+    SubscriptionStatus,
 )
 from shared.orgs.repository import OrgRepository
 from shared.pagination import Page
@@ -64,6 +65,16 @@ class OrgView:
     plan: Plan  # the limits that apply now (the entitlement's)
     role: Role | None
     entitlement: Entitlement
+
+
+def as_subscribed(org: Org) -> Org:
+    """The org on the plan of its subscription: once it ended, the org is on Free, but the periods it
+    covered are billed at the ended subscription's plan (a contract's own terms ended with it)."""
+    sub = org.subscription
+    if sub is None or sub.plan_id == org.plan_id:
+        return org
+    version = sub.catalog_version or org.catalog_version
+    return org.model_copy(update={"plan_id": sub.plan_id, "catalog_version": version})
 
 
 class OrgService:
@@ -99,6 +110,25 @@ class OrgService:
         """The plan the org is billed for (its subscription's), whatever its standing: prices and fees
         of what it used under that subscription."""
         return self.entitlement_of(org).subscribed
+
+    def billed_plan(self, org: Org, period: Period) -> Plan:
+        """The plan a period's usage is billed at (its allowances and overage prices): its subscription's,
+        also once it was cancelled (its last period is billed at its plan: `OverageBilling.bill_final`), or
+        Free for a period no subscription covers: one that began before the subscription did, or after a
+        cancelled one ended. After Checkout the org's periods are Stripe's, anchored at Checkout, so the Free
+        time before it belongs to the period ending there (and what was counted on Free before Checkout
+        stays in the period anchored on the org's creation). Free sells no overage (no price, no payment
+        method): usage over a Free period's allowances is counted and shown, never owed."""
+        sub = org.subscription
+        if sub is None:
+            return self.subscribed_plan(org)
+        if period.start < sub.billing_anchor.replace(microsecond=0):
+            return self._plans.free
+        if sub.status is SubscriptionStatus.CANCELED:
+            return (
+                self._plans.free if period.start >= sub.current_period_end else self.subscribed_plan(as_subscribed(org))
+            )
+        return self.subscribed_plan(org)
 
     def view(self, org: Org, role: Role | None) -> OrgView:
         granted = self.entitlement_of(org)

@@ -17,7 +17,11 @@ know the charge moved a month).
 Late usage (settled after its period closed) is counted in that period as `credits_late`. Late
 credits not billed yet go on the next renewal invoice as their own line. Metered usage (workflow runs,
 SDK events) that reached a period after its overage was billed is counted in that period too; the next
-renewal bills the overage it adds as a late line (`<metric>_late`, keyed by the period's overage total)."""
+renewal bills the overage it adds as a late line (`<metric>_late`, keyed by the period's overage total).
+
+**A Free period is never billed**: every price here is the period's plan's (`OrgService.billed_plan`), Free's
+for a period that began before the subscription (the Free time before Checkout, where a late event may land):
+Free sells no overage, so its usage over the allowances is counted and shown, and no line is made for it."""
 
 from __future__ import annotations
 
@@ -70,17 +74,6 @@ class _Target:
         return key in self._on_invoice
 
 
-def _as_subscribed(org: Org) -> Org:
-    """The org on the plan of its subscription: once it ended, the org is on Free, but its last period
-    is billed at the ended subscription's plan (with a contract's terms while the org still has them:
-    the webhook bills the last period before the mirror records the end, which ends the terms)."""
-    sub = org.subscription
-    if sub is None or sub.plan_id == org.plan_id:
-        return org
-    version = sub.catalog_version or org.catalog_version
-    return org.model_copy(update={"plan_id": sub.plan_id, "catalog_version": version})
-
-
 class OverageBilling:
     def __init__(
         self,
@@ -111,7 +104,7 @@ class OverageBilling:
         target = _Target.of(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
         added = self._bill_period(org, period, target)
         self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
-        added += self._bill_late_catch_up(org, self._orgs.subscribed_plan(org), period, target)
+        added += self._bill_late_catch_up(org, period, target)
         added += self._bill_late_usage(org, period, target)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 
@@ -120,20 +113,19 @@ class OverageBilling:
         period, so its overage and the late usage of the period before go on the customer's pending items
         now, under the keys a renewal would use (a period a renewal billed is not billed again), for
         `collect_deferred` to invoice. Returns what this call added (0 on a repeat). Called before the
-        mirror records the end, so that the period is billed on the terms it ran on (`_as_subscribed`)."""
-        found = self._org_repo.get_org(org_id)
-        if found is None:
+        mirror records the end, so that the period is billed on the terms it ran on (`billed_plan`)."""
+        org = self._org_repo.get_org(org_id)
+        if org is None:
             return 0
-        org = _as_subscribed(found)
         period = period_containing(org, ended_at - timedelta(seconds=1))
         target = _Target(customer_id, None, self._gateway.pending_item_keys(customer_id))
         added = self._bill_period(org, period, target)
-        added += self._bill_late_catch_up(org, self._orgs.subscribed_plan(org), period, target)
+        added += self._bill_late_catch_up(org, period, target)
         return added + self._bill_late_usage(org, period, target)
 
     def _bill_period(self, org: Org, period: Period, target: _Target) -> int:
         """Each metric's overage of `period` once (by its key, recorded on the period item)."""
-        plan = self._orgs.subscribed_plan(org)
+        plan = self._orgs.billed_plan(org, period)
         done = self._repo.period(org.org_id, period.key)
         terms = self._billed_terms(org, period)
         added = 0
@@ -163,7 +155,7 @@ class OverageBilling:
         """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
         billed on a later renewal with their own keys, are not in it). Once billed: what was billed, at the
         unit price it was billed at (the plan may have changed since). For reconciliation."""
-        plan = self._orgs.subscribed_plan(org)
+        plan = self._orgs.billed_plan(org, period)  # a Free period's overage is never owed (no price)
         counters = self._repo.period(org.org_id, period.key)
         owed = {}
         for metric, quantity, unit, _ in self._lines(org, plan, period):
@@ -196,10 +188,10 @@ class OverageBilling:
             key=line.key if target.invoice_id else f"{line.key}:next-invoice",
         )
 
-    def _bill_late_catch_up(self, org: Org, plan: Plan, closed: Period, target: _Target) -> int:
+    def _bill_late_catch_up(self, org: Org, closed: Period, target: _Target) -> int:
         """Late credits that reached the period before `closed` after its invoice was built."""
-        unit = plan.price_book(org.currency).credit_overage_unit_minor
         previous = period_containing(org, closed.start - timedelta(seconds=1))
+        unit = self._orgs.billed_plan(org, previous).price_book(org.currency).credit_overage_unit_minor
         counters = self._repo.period(org.org_id, previous.key)
         late, billed = int(counters.get("credits_late", 0)), int(counters.get("billed_credits_late", 0))
         if unit is None or late <= billed:

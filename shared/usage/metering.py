@@ -20,8 +20,9 @@ call `UsageMeter.record`.
   new level at once (`plan_changed`), as do media storage's snapshots (shared/usage/service.py).
 - **Refused per event**: an event naming a project its org does not have (or archived before the event)
   is counted nowhere and listed in `Metered.refused`; the rest of the batch counts. On the EventBridge path
-  (`record(..., each=True)`: nobody sees its answer, a refusal is only logged) so is an event too old or with a
-  reserved id; the route refuses the whole request for those (422: its caller sees it).
+  (`record(..., each=True)`: nobody sees its answer, a refusal is only logged) so is an event too old, dated
+  before its org was created (`usage_before_org`) or with a reserved id; the route refuses the whole request
+  for those (422: its caller sees it).
 - **Reserved ids**: the SDK batch adapter's events are `<batch_id>#<period key>#<UTC day>` (`adapter_event_id`);
   an event of any other caller with an id ending that way is refused (`usage_event_id_reserved`), so nobody
   can mark an SDK batch as counted. The adapter's ids are as they were: its markers still dedupe re-sends.
@@ -38,7 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.clock import FUTURE_SKEW, Clock, in_future, iso
-from shared.credits.periods import Period, period_containing
+from shared.credits.periods import Period, org_began, period_containing
 from shared.errors import ConcurrentUpdateError, InvalidRequestError, NotFoundError, UsageBusyError
 from shared.ledger import AlreadyApplied
 from shared.orgs.models import Org, ProjectStatus
@@ -90,7 +91,8 @@ class Metered:
 @dataclass(frozen=True)
 class Refused:
     event_id: str
-    code: str  # project_not_found | project_archived; on the EventBridge path also usage_event_too_old, ...
+    code: str  # project_not_found | project_archived; on the EventBridge path also usage_event_too_old,
+    # usage_before_org, ...
     message: str
 
 
@@ -108,7 +110,8 @@ def earliest_accepted(org: Org, now: datetime) -> datetime:
 
 def refusal(event: UsageEvent, org: Org, now: datetime) -> Refused | None:
     """Why an event is not metered at all, if it is not: an unknown metric, dated ahead of `now` (past the
-    clock skew allowed), or older than `earliest_accepted`."""
+    clock skew allowed), older than `earliest_accepted`, or (within it) before the org was created
+    (`usage_before_org`: no period of the org holds it)."""
     if event.metric not in METERED:
         return Refused(event.event_id, "unknown_metric", f"'{event.metric}' is not a metered usage.")
     if in_future(event.occurred_at, now):
@@ -120,6 +123,9 @@ def refusal(event: UsageEvent, org: Org, now: datetime) -> Refused | None:
             f"{DEDUPE_WINDOW.days}-day dedupe window: it is no longer metered."
         )
         return Refused(event.event_id, "usage_event_too_old", message)
+    if event.occurred_at < org_began(org):
+        message = f"Event {event.event_id} ({iso(event.occurred_at)}) happened before org {org.org_id} was created."
+        return Refused(event.event_id, "usage_before_org", message)
     return None
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
 from shared.clock import Clock, iso
-from shared.credits.periods import Period, period_containing
+from shared.credits.periods import Period, org_began, period_containing
 from shared.credits.repository import CreditRepository
 from shared.errors import InvalidRequestError
 from shared.money import unit_price_total
@@ -182,7 +182,8 @@ class UsageService:
     def record_storage(self, org_id: str, taken_at: datetime, total_bytes: int) -> Period:
         """A storage snapshot; the period and the day keep their peak. Idempotent by nature (a max).
         InvalidRequestError (`storage_snapshot_too_old`, nothing written) for a snapshot taken before the
-        window events are metered in (`earliest_accepted`): its period is billed and would never be again."""
+        window events are metered in (`earliest_accepted`): its period is billed and would never be again;
+        (`usage_before_org`) for one taken, within it, before the org was created."""
         org = self._org_repo.require_org(org_id)
         earliest = earliest_accepted(org, self._clock.now())
         if taken_at < earliest:
@@ -190,6 +191,10 @@ class UsageService:
                 f"The snapshot was taken at {iso(taken_at)}, before {iso(earliest)} (the previous period or the "
                 f"{DEDUPE_WINDOW.days}-day window): its period is no longer billed.",
                 code="storage_snapshot_too_old",
+            )
+        if taken_at < org_began(org):
+            raise InvalidRequestError(
+                f"The snapshot was taken at {iso(taken_at)}, before org {org_id} was created.", code="usage_before_org"
             )
         period = period_containing(org, taken_at)
         self._repo.raise_peak(org_id, period.key, "storage_peak_bytes", total_bytes)
@@ -224,7 +229,7 @@ class UsageService:
         period = period_containing(org, now)
         last = period_containing(org, period.start - timedelta(seconds=1))
         stored, before = self._usage.usage(org_id, period.key), self._usage.usage(org_id, last.key)
-        allowances = self._allowances(org, self._orgs.subscribed_plan(org), period, stored)
+        allowances = self._allowances(org, self._orgs.billed_plan(org, period), period, stored)
         return UsageReport(
             period,
             allowances,
@@ -251,7 +256,7 @@ class UsageService:
         return Projection(allowance.metric, projected, overage, amount)
 
     def allowances_of(self, org: Org, period: Period) -> list[Allowance]:
-        plan = self._orgs.subscribed_plan(org)  # billed with the subscription, for the period it paid
+        plan = self._orgs.billed_plan(org, period)  # Free's for the Free time before the subscription
         return self._allowances(org, plan, period, self._usage.usage(org.org_id, period.key))
 
     def _allowances(self, org: Org, plan: Plan, period: Period, stored: dict[str, MeteredUsage]) -> list[Allowance]:

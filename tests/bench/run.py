@@ -491,8 +491,8 @@ def bench_ingest(stack: Any, quick: bool) -> Group:
     g = Group("4 SDK ingestion")
     total, batch, n_orgs, naive_n = (1_000, 500, 10, 100) if quick else (100_000, 10_000, 10, 2_000)
     per_event_total = 1_000 if quick else 20_000  # one marker write each: 100k would take minutes here
-    now = _now()
     orgs = _byo_orgs(stack, n_orgs, "Ingest")
+    now = _now()  # (after the orgs were made: usage dated before an org is refused)
     usage = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], now).usage
     naive = _naive_seconds(stack, orgs, naive_n)
     stack.flush_outbox()  # (the orgs' own messages are sent before the tally starts)

@@ -20,7 +20,13 @@ pytestmark = pytest.mark.integration
 ENGINE = devtokens.service_token("workflow-engine")
 # Dates a few days back from the real now (the metering window is 35 days: fixed dates would age out of it)
 DAY_BEFORE = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
-RECENT = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+
+
+def _recent() -> str:
+    """An instant of the org's life for its usage (made just now: usage dated before it is refused)."""
+    return datetime.now(UTC).isoformat()
+
+
 _runs = itertools.count()
 
 
@@ -130,7 +136,7 @@ CASES = [
         200,
         lambda w: {
             "batch_id": f"b-{new_user()}",
-            "events": [{"org_id": w.org_id, "occurred_at": f"{RECENT}T10:00:00Z"}],
+            "events": [{"org_id": w.org_id, "occurred_at": _recent()}],
         },
         lambda w: {"batch_id": "b-bad", "events": []},
     ),
@@ -144,7 +150,7 @@ CASES = [
                     "metric": "workflow_runs",
                     "org_id": w.org_id,
                     "project_id": w.project_id,
-                    "occurred_at": f"{RECENT}T10:00:00Z",
+                    "occurred_at": _recent(),
                     "quantity": 1,
                     "event_id": f"ev-{new_user()}",
                 }
@@ -156,7 +162,7 @@ CASES = [
         "POST",
         "/v1/internal/usage/storage-snapshots",
         200,
-        lambda w: {"org_id": w.org_id, "taken_at": f"{RECENT}T00:00:00Z", "total_bytes": 5 * 10**9},
+        lambda w: {"org_id": w.org_id, "taken_at": _recent(), "total_bytes": 5 * 10**9},
         lambda w: {"org_id": w.org_id, "taken_at": "yesterday", "total_bytes": -1},
     ),
     Case(
@@ -302,8 +308,8 @@ def test_sdk_events_of_unknown_orgs_are_reported_and_not_counted(api: ApiClient,
     body = {
         "batch_id": f"b-{new_user()}",
         "events": [
-            {"org_id": "org_doesnotexist", "occurred_at": f"{RECENT}T10:00:00Z", "count": 5},
-            {"org_id": world.org_id, "occurred_at": f"{RECENT}T10:00:00Z", "count": 7},
+            {"org_id": "org_doesnotexist", "occurred_at": _recent(), "count": 5},
+            {"org_id": world.org_id, "occurred_at": _recent(), "count": 7},
         ],
     }
     reply = api.call("POST", "/v1/internal/usage/sdk-events", token=ENGINE, json=body)

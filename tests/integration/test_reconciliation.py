@@ -62,6 +62,7 @@ def _settled(stack: Any, table: Any, org_id: str) -> list[dict[str, Any]]:
 def _clean_month(kit: ReconcileKit, api: ApiClient, stack: Any, table: Any) -> tuple[str, str, str]:
     """A top-up, three days of spend each billed as the platform reported it."""
     owner, org_id, project = agency_with_top_up(api, stack, table)
+    kit.clock.at = max(kit.clock.at, datetime.now(UTC))  # the world's now, after the org was made
     today = kit.clock.now().date()
     for back, amount in ((5, 4_000), (4, 2_500), (3, 1_000)):
         day = today - timedelta(days=back)

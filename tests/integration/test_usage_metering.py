@@ -352,12 +352,18 @@ def test_the_usage_route_shows_daily_series_and_the_projection(api: ApiClient, s
     assert projection["overage_minor"] == unit_price_total(projection["overage"], Decimal("0.002"))
 
 
+def created_at(api: ApiClient, owner: str, org_id: str) -> datetime:
+    """When the org was made (usage dated before it is refused)."""
+    return datetime.fromisoformat(api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body["created_at"])
+
+
 def test_the_events_route_refuses_bad_input_and_unknown_orgs(api: ApiClient, stack: Any, table: Any) -> None:
     owner = new_user()
     org_id = paid_org_over_http(api, stack, table, owner, name="Bad", plan_id="starter", billing_mode="byo")
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "A"}).body["project_id"]
-    now = datetime.now(UTC)
-    good = _events(org_id, project, [now - timedelta(minutes=3)])["events"][0]
+    now, born = datetime.now(UTC), created_at(api, owner, org_id)
+    good = _events(org_id, project, [now])["events"][0]
+    unborn = born.replace(microsecond=0) - timedelta(seconds=rng.randrange(1, 86_400 * 20))  # in the 35-day window
     before = org_items(table, org_id)
     cases = [
         ({"events": []}, 422, "validation_error"),
@@ -368,6 +374,11 @@ def test_the_events_route_refuses_bad_input_and_unknown_orgs(api: ApiClient, sta
             {"events": [good, {**good, "event_id": "old", "occurred_at": (now - timedelta(days=80)).isoformat()}]},
             422,
             "usage_event_too_old",
+        ),
+        (
+            {"events": [good, {**good, "event_id": "unborn", "occurred_at": unborn.isoformat()}]},
+            422,
+            "usage_before_org",
         ),
         ({"events": [good, {**good, "org_id": "org_doesnotexist"}]}, 404, "org_not_found"),
     ]

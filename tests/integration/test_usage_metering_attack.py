@@ -21,7 +21,7 @@ from shared.usage.metering import UsageEvent, adapter_event_id, earliest_accepte
 from shared.usage.service import GB, SdkEvent
 from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
-from tests.integration.test_usage_metering import ANCHOR, _random_time
+from tests.integration.test_usage_metering import ANCHOR, _random_time, created_at
 from tests.local import devtokens
 from tests.paid import mirror_subscription, paid_org_over_http
 
@@ -168,7 +168,7 @@ def test_the_events_route_refuses_hostile_input_with_a_code_and_changes_nothing(
     org_id = paid_org_over_http(api, stack, table, owner, name="Hostile", plan_id="starter", billing_mode="byo")
     project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "A"}).body["project_id"]
     now = datetime.now(UTC)
-    good = _event(org_id, project, now - timedelta(minutes=rng.randrange(1, 60)), "good")
+    good = _event(org_id, project, _random_time(created_at(api, owner, org_id), now), "good")
     before = org_items(table, org_id)
     bodies: list[Any] = [{"events": [{**good, "quantity": q}]} for q in (-1, True, "5", 1.5, 1_000_001, None)]
     bodies += [
@@ -370,7 +370,15 @@ def test_the_snapshot_route_answers_422_for_an_old_snapshot_and_404_for_an_unkno
     unknown = {**body, "org_id": "org_unknown", "taken_at": now.isoformat()}
     reply = api.call("POST", "/v1/internal/usage/storage-snapshots", token=ENGINE, json=unknown)
     assert (reply.status, reply.code) == (404, "org_not_found"), reply.body
-    fresh = {**body, "taken_at": (now - timedelta(minutes=rng.randrange(1, 600))).isoformat()}
+    born = created_at(api, owner, org_id)
+    unborn = {
+        **body,
+        "taken_at": (born.replace(microsecond=0) - timedelta(seconds=rng.randrange(1, 86_400))).isoformat(),
+    }
+    reply = api.call("POST", "/v1/internal/usage/storage-snapshots", token=ENGINE, json=unborn)
+    assert (reply.status, reply.code) == (422, "usage_before_org"), reply.body
+    assert org_items(table, org_id) == before
+    fresh = {**body, "taken_at": _random_time(born, now).isoformat()}
     assert api.call("POST", "/v1/internal/usage/storage-snapshots", token=ENGINE, json=fresh).status == 200
     # The events route: an SDK batch's id is 422 there
     event = _event(org_id, None, now, f"b-1#2026-11-30T14:37:21Z#{now.date().isoformat()}")

@@ -322,8 +322,8 @@ def _overage_items(life: Life) -> dict[tuple[str, str], int]:
 def credits_on_one_invoice(life: Life, items: Items) -> list[str]:
     """Credit-side conservation: every consumed credit (a settled reservation, late ones included) is counted
     once in its usage period; appears in that period's invoice's credit usage, or - settled after that
-    invoice was made - is late, and late credits are charged on the next renewal: none on two invoices,
-    none charged twice, none lost."""
+    invoice was made - is late, and late credits are charged on the next renewal (but a Free period's: Free
+    sells no overage): none on two invoices, none charged twice, none lost."""
     consumed, last = _settled(items)
     periods = {str(i["SK"])[len("PERIOD#") :]: i for i in items if re.fullmatch(r"PERIOD#[^#]+", str(i["SK"]))}
     broken = [
@@ -368,7 +368,8 @@ def _credits_charged(
         end = utc(str(counters.get("period_end", ""))) if counters.get("period_end") else None
         renewal = renewals.get(int(end.timestamp())) if end is not None else None  # closing the next period
         unbilled = late - int(counters.get("billed_credits_late", 0))
-        if unbilled and renewal is not None and key in last and renewal > last[key].timestamp():
+        free = life.sub_start is None or utc(key) < life.sub_start  # the Free time before Checkout: never owed
+        if unbilled and not free and renewal is not None and key in last and renewal > last[key].timestamp():
             broken.append(f"{key}: {unbilled} late credits never billed, though the next period renewed")
     return broken
 

@@ -297,11 +297,10 @@ def _runway(d: Draw) -> list[Step]:
     return [Step(d.moment(), "runway_check") for _ in range(d.rng.randint(1, 6))]
 
 
-# Usage past the allowances (quantities then go past them). Off: renewals bill the overage of subscribed periods,
-# but an event up to 35 days old may land in the period before Checkout (on Free, even before the org was made),
-# whose overage no subscription bills - the reconciler's overage_not_billed (seed 9100 with this on). On once the
-# product decides what such usage is (refused, or counted and not billed).
-OVER_ALLOWANCE = False
+# Usage past the allowances (quantities then go past them). Renewals bill the overage of subscribed periods; an
+# event up to 35 days old may land in the period before Checkout (Free: counted, never owed - OrgService.billed_plan)
+# or before the org was made (refused, usage_before_org).
+OVER_ALLOWANCE = True
 
 
 @generator("usage_events", 4, agency=True)

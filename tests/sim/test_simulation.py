@@ -276,6 +276,19 @@ FOUND = {
     # (reconciliation_clean; found once Stripe renewed and billed the sim's subscription). Fixed: the renewal
     # records the unit price it billed (`billed_unit_<metric>`), and OverageBilling.owed uses it.
     522: "reconciliation_clean",
+    # With usage past the allowances (OVER_ALLOWANCE): a subscription cancelled mid-period had its last period's
+    # storage overage billed on its final invoice (OverageBilling.bill_final, at the ended subscription's plan),
+    # but the reconciliation's "owed" priced that period at the org's plan now, Free: nothing owed, an overage
+    # amount mismatch (reconciliation_clean). Fixed: one rule, OrgService.billed_plan, prices every period for
+    # billing and reconciliation alike (a cancelled subscription's periods at its plan).
+    62: "reconciliation_clean",
+    # With usage past the allowances: a late event dated before Checkout landed in the period ending there, which
+    # no subscription covers, and the reconciliation expected its overage billed at the subscription's plan
+    # (overage_not_billed). The product's decision: a Free period's usage is counted and shown, never owed
+    # (OrgService.billed_plan: Free for a period that began before the subscription), and usage dated before the
+    # org was created is refused (usage_before_org). 9100: events dated before the org was made; 5415: on Free.
+    9100: "reconciliation_clean",
+    5415: "reconciliation_clean",
 }
 
 
