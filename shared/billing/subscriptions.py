@@ -92,7 +92,13 @@ class SubscriptionMirror:
         if until != current.agency_until:
             changes["agency_until"] = until
         changes["subscription"] = state.model_dump(mode="json")
-        index = _period_begun(current.subscription, state)
+        index, previous = _period_begun(current.subscription, state), current.subscription
+        if index is not None and (previous is None or previous.subscription_id != state.subscription_id):
+            # A new subscription re-anchors the org's periods: the one it was created in (on Free) is no
+            # longer invoiced where they overlap; an earlier subscription's period ends where the new one
+            # begins. Before the state is written (idempotent): once it is, a retry after a crash sees the
+            # subscription mirrored already and would never re-anchor.
+            self._repo.reanchor_periods(org_id, index[0], truncate=previous is not None)
         applied = self._repo.apply_subscription(
             org_id, changes, fetched_ms=fetched_ms, read=current, agency_fee_bps=fee, index=index
         )
@@ -101,12 +107,6 @@ class SubscriptionMirror:
         self._dunning.changed(current, applied, at)
         if _allowances_of(current) != _allowances_of(applied):
             self.plan_changed(applied)
-        previous = current.subscription
-        if index is not None and (previous is None or previous.subscription_id != state.subscription_id):
-            # A new subscription re-anchors the org's periods: the one it was created in (on Free) is no
-            # longer invoiced where they overlap; an earlier subscription's period ends where the new one
-            # begins.
-            self._repo.reanchor_periods(org_id, index[0], truncate=previous is not None)
         return applied
 
     def _plan_changes(self, current: Org, state: SubscriptionState) -> dict[str, Any]:

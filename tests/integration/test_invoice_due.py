@@ -159,3 +159,40 @@ def test_a_renewal_is_listed_with_the_state_that_begins_it_and_a_stale_snapshot_
     org = OrgRepository(table).get_org(org_id)
     assert org is not None and org.subscription is not None
     assert org.subscription.current_period_start == renewed_at
+
+
+def test_a_crash_after_the_first_subscription_is_mirrored_still_takes_the_free_period_off_the_index(
+    table: Any,
+) -> None:
+    """The first subscription's state (and its period's listing) is one write, re-anchoring the org's other
+    periods the next: a Lambda killed between the two, then the webhook redelivered, must still leave one
+    period per stretch of time (the Free period, created with the org, off the run's index)."""
+    from shared.auth import Caller
+    from shared.orgs.models import BillingMode
+    from tests.integration.credit_kit import credit_kit
+    from tests.paid import stripe_subscription
+
+    created = datetime(2028, 1, 30, 9, 41, 2, tzinfo=UTC)
+    kit = credit_kit(table.name, "", created, table=table)
+    org_id = kit.orgs.create_org(
+        Caller(new_user(), None, frozenset()),
+        name="Killed",
+        billing_mode=BillingMode.BYO,
+        currency="USD",
+        plan_id="free",
+    ).org.org_id
+    kit.clock.at = created + timedelta(days=2, hours=7, minutes=3)
+    sub = stripe_subscription(org_id, "pro", start=kit.clock.at)
+    repo, real = kit.mirror._repo, kit.mirror._repo.apply_subscription
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        raise RuntimeError("the Lambda was killed here, after the state's write")
+
+    repo.apply_subscription = killed  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        kit.mirror.apply(org_id, sub, kit.mirror.now_ms())
+    repo.apply_subscription = real  # type: ignore[method-assign]
+    kit.clock.at += timedelta(seconds=40)  # Stripe redelivers; the handler fetches the subscription again
+    assert kit.mirror.apply(org_id, sub, kit.mirror.now_ms()) is not None
+    assert _listed(table, org_id) == {"2028-02-01T16:44:02Z": "2028-03-01T16:44:02Z"}
