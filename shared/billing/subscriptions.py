@@ -99,12 +99,19 @@ class SubscriptionMirror:
             # begins. Before the state is written (idempotent): once it is, a retry after a crash sees the
             # subscription mirrored already and would never re-anchor.
             self._repo.reanchor_periods(org_id, index[0], truncate=previous is not None)
+        told = self._dunning.announcement(current, candidate, at)
         applied = self._repo.apply_subscription(
-            org_id, changes, fetched_ms=fetched_ms, read=current, agency_fee_bps=fee, index=index
+            org_id,
+            changes,
+            fetched_ms=fetched_ms,
+            read=current,
+            agency_fee_bps=fee,
+            index=index,
+            told=None if told is None else (told, self._clock.now()),
         )
         if applied is None:
             return None
-        self._dunning.changed(current, applied, at)
+        self._dunning.track(current, applied, at)
         if _allowances_of(current) != _allowances_of(applied):
             self.plan_changed(applied)
         return applied

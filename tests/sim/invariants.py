@@ -168,6 +168,9 @@ def wallet_money_matches_stripe(life: Life, items: Items) -> list[str]:
     return []
 
 
+_BILL_FIGURE = {"ad_spend": "spend", "spend_correction": "spend", "platform_fee": "fees", "fee_correction": "fees"}
+
+
 @invariant("spend_is_what_was_billed")
 def spend_is_what_was_billed(life: Life, items: Items) -> list[str]:
     """Conservation of money out: each platform bill recorded (its cause's item) took from the wallet, in one
@@ -187,9 +190,9 @@ def spend_is_what_was_billed(life: Life, items: Items) -> list[str]:
             broken.append(f"{key}: recorded, " + ("never sent" if sent is None else "no ledger entry"))
             continue
         took: dict[str, int] = defaultdict(int)
-        for line in entry["lines"]:
-            took[str(line["kind"])] += int(line["amount"])
-        wanted = {"ad_spend": -sent[1], "platform_fee": -int(cause.get("fee_minor", 0))}
+        for line in entry["lines"]:  # a platform credit (a negative bill) gives back as corrections
+            took[_BILL_FIGURE.get(str(line["kind"]), str(line["kind"]))] += int(line["amount"])
+        wanted = {"spend": -sent[1], "fees": -int(cause.get("fee_minor", 0))}
         if {k: v for k, v in took.items() if v} != {k: v for k, v in wanted.items() if v}:
             broken.append(f"{key}: billed {sent[1]} (fee {cause.get('fee_minor', 0)}), the wallet took {dict(took)}")
     return broken
