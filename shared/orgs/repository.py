@@ -691,8 +691,8 @@ class OrgRepository:
         `changes` were made from `read`: if its billing mode or agency_until moved since, nothing is
         written and ConcurrentUpdateError says to make them again. `index`: (period key, end) of a period
         the state begins, listed for the invoice run in the same transaction (see `index_period`); `told`:
-        what announces the change (and when), in the outbox with it, once: written before, nothing is
-        written and ConcurrentUpdateError says to read again."""
+        what announces the change (and when), in the outbox with it, once (written before - by the sweeper,
+        or a concurrent webhook - the state is written without it)."""
         condition = (
             "attribute_exists(PK) AND (attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)"
             " AND billing_mode = :read_mode"
@@ -709,7 +709,11 @@ class OrgRepository:
                 self._name, org_id, told
             )
             item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps, until, also)
-        except TransactionConditionFailed:
+        except TransactionConditionFailed as exc:
+            if told is not None and 0 not in exc.indexes:  # the announcement only: it was written before (once)
+                return self.apply_subscription(
+                    org_id, changes, fetched_ms=fetched_ms, read=read, agency_fee_bps=agency_fee_bps, index=index
+                )
             now = self.get_org(org_id)
             if now is None or now.subscription_synced_ms > fetched_ms:
                 return None

@@ -203,6 +203,31 @@ def test_a_standing_change_is_told_though_the_webhook_was_killed_right_after_its
     assert json.loads(events[0]["body"])["detail"]["agency_spend"] == ("allowed" if status == "past_due" else "stopped")
 
 
+def test_a_standing_change_told_before_its_state_was_written_is_not_told_again(kit: WalletKit, table: Any) -> None:
+    """The same change already told (the sweeper at the grace's end, a concurrent webhook's write) when this
+    webhook writes the state: the state is written, the change told once."""
+    from shared.outbox import outbox_puts
+
+    org_id, _, _ = agency_org(kit)
+    kit.clock.at = RENEWAL + timedelta(hours=5, minutes=2, seconds=53)
+    repo, real = kit.mirror._repo, kit.mirror._repo.apply_subscription
+
+    def told_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("told") is not None:
+            announcement, at = kwargs["told"]
+            puts = outbox_puts(table.name, org_id, announcement.cause, announcement.messages, at)
+            table.meta.client.transact_write_items(TransactItems=puts)
+        return real(*args, **kwargs)
+
+    repo.apply_subscription = told_first  # type: ignore[method-assign]
+    try:
+        org = set_status(kit.mirror, kit.org_repo.require_org(org_id), "unpaid")
+    finally:
+        repo.apply_subscription = real  # type: ignore[method-assign]
+    assert org.subscription is not None and org.subscription.status.value == "unpaid"
+    assert _notices(table, org_id) == ["Subscription.Suspended"]
+
+
 def test_a_suspended_agency_wallet_takes_only_what_it_owes(kit: WalletKit) -> None:
     from shared.wallet.service import Bill
 
