@@ -160,7 +160,9 @@ class OverageBilling:
     def owed(self, org: Org, period: Period) -> dict[str, int]:
         """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
         billed on a later renewal with their own keys, are not in it). Once billed: what was billed, at the
-        unit price it was billed at (the plan may have changed since). For reconciliation."""
+        unit price it was billed at (the plan may have changed since). For reconciliation. An ended
+        subscription's periods are billed at its plan (`bill_final`), not at the Free the org is on since."""
+        org = _as_subscribed(org)
         plan = self._orgs.subscribed_plan(org)
         counters = self._repo.period(org.org_id, period.key)
         owed = {}

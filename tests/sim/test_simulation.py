@@ -306,6 +306,11 @@ FOUND = {
     # (reconciliation_clean; found once Stripe renewed and billed the sim's subscription). Fixed: the renewal
     # records the unit price it billed (`billed_unit_<metric>`), and OverageBilling.owed uses it.
     522: "reconciliation_clean",
+    # Credits over the allowance in a period, then the subscription canceled in it: `bill_final` billed the
+    # period's overage at the ended subscription's plan, but the reconciliation's "owed" priced it at the Free
+    # plan the org was on since (no overage price: nothing owed) and opened an overage amount mismatch
+    # (reconciliation_clean). Fixed: OverageBilling.owed prices an ended subscription's periods at its plan.
+    777183: "reconciliation_clean",
 }
 
 
