@@ -114,6 +114,14 @@ def _kind_and_body(message: Message) -> tuple[str, dict[str, object]]:
             return "task", {"task": "seat_sync", "seat_revision": message.seat_revision}
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """Messages to write once, named by their cause, in the transaction of the change they announce."""
+
+    cause: str
+    messages: tuple[Message, ...]
+
+
 def outbox_puts(table_name: str, org_id: str, cause: str, messages: Sequence[Message], now: datetime) -> list[TxItem]:
     """The transaction items that put `messages` in the outbox, for the change named by `cause`."""
     items = []

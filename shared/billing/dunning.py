@@ -17,7 +17,7 @@ from shared.clock import Clock, iso
 from shared.orgs.entitlement import Entitlement, Standing, entitlement
 from shared.orgs.models import Org, SubscriptionStatus
 from shared.orgs.repository import OrgRepository
-from shared.outbox import Event, Notice, OutboxWriter
+from shared.outbox import Announcement, Event, Notice, OutboxWriter
 
 STOPPED = "0000-00-00T00:00:00.000Z"  # agency_until for an org with no agency spend: before any instant
 
@@ -69,19 +69,25 @@ class DunningNotices:
     def standing(self, org: Org, at: datetime) -> Entitlement:
         return entitlement(org, self._plans, at)
 
-    def changed(self, before: Org, after: Org, at: datetime) -> None:
-        """Tells the org when the subscription's state (just written) changed its standing, and keeps the
-        grace list the sweeper reads in step."""
+    def track(self, before: Org, after: Org, at: datetime) -> None:
+        """Keeps the grace list the sweeper reads in step with the subscription's state (just written).
+        Idempotent: a redelivered webhook, after a crash, lists the org again."""
         was, now = self.standing(before, at), self.standing(after, at)
         if now.standing is Standing.GRACE and now.grace_ends is not None:
             self._repo.track_grace(after.org_id, iso(now.grace_ends))
         elif was.standing is Standing.GRACE:
             self._repo.untrack_grace(after.org_id)
+
+    def announcement(self, before: Org, after: Org, at: datetime) -> Announcement | None:
+        """What tells the org its standing changed from `before` to `after` (the state about to be written):
+        written with that state, in its transaction - a crash after the write cannot lose it, as a
+        redelivered webhook finds the standing unchanged. None when there is nothing to tell."""
+        was, now = self.standing(before, at), self.standing(after, at)
         if was.standing is now.standing or (was.standing is Standing.FREE and now.standing is Standing.PAID):
-            return  # no change, or a subscription starting (Checkout tells the customer)
+            return None  # no change, or a subscription starting (Checkout tells the customer)
         if now.standing is Standing.FREE and not _ended(after):
-            return  # e.g. one replaced before it was ever paid
-        self._tell(after, was, now, episode=_episode(before, after))
+            return None  # e.g. one replaced before it was ever paid
+        return self._told(after, was, now, episode=_episode(before, after))
 
     def sweep(self, limit: int = 100) -> int:
         """Grace periods that ended while Stripe still retries: the org is told the Free limits apply (the
@@ -98,6 +104,11 @@ class DunningNotices:
         return ended
 
     def _tell(self, org: Org, was: Entitlement, now: Entitlement, *, episode: str) -> None:
+        told = self._told(org, was, now, episode=episode)
+        self._outbox.send_once(org.org_id, told.cause, told.messages)
+
+    def _told(self, org: Org, was: Entitlement, now: Entitlement, *, episode: str) -> Announcement:
+        """One event and one notice per change of standing, named by the dunning episode (written once)."""
         sub = org.subscription
         subject, text = _subject_and_text(org, now)
         detail = {
@@ -112,7 +123,7 @@ class DunningNotices:
         }
         kind = _EVENTS[now.standing]
         cause = f"standing:{detail['subscription_id']}:{episode}:{now.standing.value}"
-        self._outbox.send_once(org.org_id, cause, [Event(kind, detail), Notice(kind, subject, text, detail)])
+        return Announcement(cause, (Event(kind, detail), Notice(kind, subject, text, detail)))
 
 
 def _ended(org: Org) -> bool:

@@ -92,20 +92,27 @@ class SubscriptionMirror:
         if until != current.agency_until:
             changes["agency_until"] = until
         changes["subscription"] = state.model_dump(mode="json")
-        index = _period_begun(current.subscription, state)
-        previous = current.subscription
+        index, previous = _period_begun(current.subscription, state), current.subscription
         fresh = current.subscription_synced_ms <= fetched_ms  # a stale snapshot changes nothing
         if index and fresh and (previous is None or previous.subscription_id != state.subscription_id):
             # A new subscription re-anchors the org's periods: the one it was created in (on Free) is no
             # longer invoiced where they overlap; an earlier subscription's period ends where the new one
-            # begins. Before the state is written: a retry after a crash in between does it again.
+            # begins. Before the state is written (idempotent): once it is, a retry after a crash sees the
+            # subscription mirrored already and would never re-anchor.
             self._repo.reanchor_periods(org_id, index[0], truncate=previous is not None)
+        told = self._dunning.announcement(current, candidate, at)
         applied = self._repo.apply_subscription(
-            org_id, changes, fetched_ms=fetched_ms, read=current, agency_fee_bps=fee, index=index
+            org_id,
+            changes,
+            fetched_ms=fetched_ms,
+            read=current,
+            agency_fee_bps=fee,
+            index=index,
+            told=None if told is None else (told, self._clock.now()),
         )
         if applied is None:
             return None
-        self._dunning.changed(current, applied, at)
+        self._dunning.track(current, applied, at)
         if _allowances_of(current) != _allowances_of(applied):
             self.plan_changed(applied)
         return applied

@@ -16,7 +16,7 @@ from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_error
 from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError, ThrottledError
 from shared.keys import period_index_key
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
-from shared.outbox import SeatSyncTask, outbox_puts
+from shared.outbox import Announcement, SeatSyncTask, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
 from shared.retry import backoff
 from shared.wallet.repository import KEEP, account_key, mode_sync
@@ -87,6 +87,16 @@ def _period_listing(org_id: str, period_key: str, period_end_iso: str) -> Item:
         "period_key": period_key,
         "period_end": period_end_iso,
     }
+
+
+def _once(table_name: str, org_id: str, told: tuple[Announcement, datetime] | None) -> list[TxItem]:
+    """The outbox items of an announcement, each written only if it never was (a transaction's items)."""
+    if told is None:
+        return []
+    items = outbox_puts(table_name, org_id, told[0].cause, told[0].messages, told[1])
+    for item in items:
+        item["Put"]["ConditionExpression"] = "attribute_not_exists(PK)"
+    return items
 
 
 @dataclass(frozen=True)
@@ -368,7 +378,7 @@ class OrgRepository:
                         ]
                     )
             except TransactionConditionFailed as exc:
-                if 0 in exc.indexes:
+                if 0 in exc.indexes or any(i >= 2 for i in exc.indexes):  # the org's or one of `also`'s
                     raise
                 continue  # the wallet was created in between: read again
             except ConcurrentUpdateError:  # a wallet transaction in flight (holds, bills): back off
@@ -674,12 +684,15 @@ class OrgRepository:
         read: Org,
         agency_fee_bps: int | None = None,
         index: tuple[str, str] | None = None,
+        told: tuple[Announcement, datetime] | None = None,
     ) -> Org | None:
         """Writes the subscription state fetched from Stripe at `fetched_ms` unless a later fetch was
         already written (out-of-order webhooks never roll state back): None when this one is stale.
         `changes` were made from `read`: if its billing mode or agency_until moved since, nothing is
         written and ConcurrentUpdateError says to make them again. `index`: (period key, end) of a period
-        the state begins, listed for the invoice run in the same transaction (see `index_period`)."""
+        the state begins, listed for the invoice run in the same transaction (see `index_period`); `told`:
+        what announces the change (and when), in the outbox with it, once (written before - by the sweeper,
+        or a concurrent webhook - the state is written without it)."""
         condition = (
             "attribute_exists(PK) AND (attribute_not_exists(subscription_synced_ms) OR subscription_synced_ms <= :ms)"
             " AND billing_mode = :read_mode"
@@ -692,9 +705,15 @@ class OrgRepository:
         until = changes.get("agency_until", KEEP)
         try:
             listing = [] if index is None else [_period_listing(org_id, *index)]
-            also = [{"Put": {"TableName": self._name, "Item": item}} for item in listing]
+            also = [{"Put": {"TableName": self._name, "Item": item}} for item in listing] + _once(
+                self._name, org_id, told
+            )
             item = self._update_org(org_id, update, _org_mode(changes), agency_fee_bps, until, also)
-        except TransactionConditionFailed:
+        except TransactionConditionFailed as exc:
+            if told is not None and 0 not in exc.indexes:  # the announcement only: it was written before (once)
+                return self.apply_subscription(
+                    org_id, changes, fetched_ms=fetched_ms, read=read, agency_fee_bps=agency_fee_bps, index=index
+                )
             now = self.get_org(org_id)
             if now is None or now.subscription_synced_ms > fetched_ms:
                 return None

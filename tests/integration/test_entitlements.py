@@ -169,6 +169,65 @@ def test_paying_restores_everything_and_says_so(kit: WalletKit, table: Any) -> N
     assert _notices(table, org_id) == ["Subscription.Suspended", "Subscription.Restored"]
 
 
+@pytest.mark.parametrize(
+    ("status", "told"),
+    [
+        ("past_due", "Subscription.GraceStarted"),
+        ("unpaid", "Subscription.Suspended"),
+        ("canceled", "Subscription.Ended"),
+    ],
+)
+def test_a_standing_change_is_told_though_the_webhook_was_killed_right_after_its_write(
+    kit: WalletKit, table: Any, status: str, told: str
+) -> None:
+    """A Lambda killed right after the subscription's new state was written, then Stripe's redelivery: the
+    redelivered webhook finds the standing unchanged, so the change is told in the state's own write (once)."""
+    org_id, _, _ = agency_org(kit)
+    kit.clock.at = RENEWAL + timedelta(hours=2, minutes=17, seconds=9)
+    repo, real = kit.mirror._repo, kit.mirror._repo.apply_subscription
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise RuntimeError("the Lambda was killed here, after the state's write")
+
+    repo.apply_subscription = killed  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        set_status(kit.mirror, kit.org_repo.require_org(org_id), status)
+    repo.apply_subscription = real  # type: ignore[method-assign]
+    for _ in range(2):  # redelivered (and once more)
+        kit.clock.at += timedelta(seconds=41)
+        set_status(kit.mirror, kit.org_repo.require_org(org_id), status)
+    assert _notices(table, org_id) == [told]
+    events = [i for i in org_items(table, org_id) if i["SK"].startswith("OUTBOX#") and i["kind"] == "event"]
+    assert [json.loads(e["body"])["detail_type"] for e in events] == [told]
+    assert json.loads(events[0]["body"])["detail"]["agency_spend"] == ("allowed" if status == "past_due" else "stopped")
+
+
+def test_a_standing_change_told_before_its_state_was_written_is_not_told_again(kit: WalletKit, table: Any) -> None:
+    """The same change already told (the sweeper at the grace's end, a concurrent webhook's write) when this
+    webhook writes the state: the state is written, the change told once."""
+    from shared.outbox import outbox_puts
+
+    org_id, _, _ = agency_org(kit)
+    kit.clock.at = RENEWAL + timedelta(hours=5, minutes=2, seconds=53)
+    repo, real = kit.mirror._repo, kit.mirror._repo.apply_subscription
+
+    def told_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("told") is not None:
+            announcement, at = kwargs["told"]
+            puts = outbox_puts(table.name, org_id, announcement.cause, announcement.messages, at)
+            table.meta.client.transact_write_items(TransactItems=puts)
+        return real(*args, **kwargs)
+
+    repo.apply_subscription = told_first  # type: ignore[method-assign]
+    try:
+        org = set_status(kit.mirror, kit.org_repo.require_org(org_id), "unpaid")
+    finally:
+        repo.apply_subscription = real  # type: ignore[method-assign]
+    assert org.subscription is not None and org.subscription.status.value == "unpaid"
+    assert _notices(table, org_id) == ["Subscription.Suspended"]
+
+
 def test_a_suspended_agency_wallet_takes_only_what_it_owes(kit: WalletKit) -> None:
     from shared.wallet.service import Bill
 

@@ -12,6 +12,7 @@ import pytest
 import requests
 import time_machine
 
+from shared.credits.periods import period_containing
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from shared.usage.metering import UsageEvent
@@ -255,6 +256,16 @@ def test_a_subscription_cancelled_at_its_periods_end_bills_that_periods_overage_
     # And the deletion delivered again bills nothing more
     assert _deliver_again(api, stack, "customer.subscription.deleted", sub_id) == "subscription_canceled"
     assert _ours(stripe_kit, customer) == [(key, 828, invoice_id)]
+    # And the reconciliation owes what was billed, at Pro's price, though the org is on Free now (found by the
+    # simulation: it priced the ended subscription's period at Free's, nothing, and saw a mismatch)
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 10, 3, 7, 12, tzinfo=UTC))
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
+    org = kit.org_repo.require_org(org_id)
+    assert org.plan_id == "free"
+    september = period_containing(org, datetime(2026, 9, 15, tzinfo=UTC))
+    assert september.key == "2026-09-01T00:00:00Z"
+    assert billing.owed(org, september) == {"credits": 828}
 
 
 def test_a_subscription_cancelled_mid_period_bills_its_overage_and_the_last_periods_late_usage_once(

@@ -34,6 +34,7 @@ def main() -> int:
             print(report(world, outcome, scenario))
         for failure in summary.global_failures:
             print(f"invariant {failure.invariant} broken across the run (seed {seed}): {failure.detail}")
+            print(f"replay: make sim SEED={seed} SCENARIOS={args.scenarios}")
         return 1 if summary.failed or summary.global_failures else 0
     finally:
         world.stop()

@@ -168,6 +168,36 @@ def wallet_money_matches_stripe(life: Life, items: Items) -> list[str]:
     return []
 
 
+_BILL_FIGURE = {"ad_spend": "spend", "spend_correction": "spend", "platform_fee": "fees", "fee_correction": "fees"}
+
+
+@invariant("spend_is_what_was_billed")
+def spend_is_what_was_billed(life: Life, items: Items) -> list[str]:
+    """Conservation of money out: each platform bill recorded (its cause's item) took from the wallet, in one
+    entry, exactly the amount the platform billed as ad spend and the fee its cause recorded as platform fee;
+    no bill entry without its recorded cause, none for a bill the simulator never sent."""
+    causes = {str(i["SK"]).removeprefix("IDEM#"): i for i in items if i["SK"].startswith("IDEM#bill:")}
+    entries = {
+        str(i["idempotency_key"]): i
+        for i in items
+        if i["SK"].startswith("WLEDGER#") and str(i.get("idempotency_key", "")).startswith("bill:")
+    }
+    broken = [f"{key}: a ledger entry, no recorded bill" for key in sorted(entries.keys() - causes.keys())]
+    for key, cause in sorted(causes.items()):
+        sent = life.bills.get(key)
+        entry = entries.get(key)
+        if sent is None or entry is None:
+            broken.append(f"{key}: recorded, " + ("never sent" if sent is None else "no ledger entry"))
+            continue
+        took: dict[str, int] = defaultdict(int)
+        for line in entry["lines"]:  # a platform credit (a negative bill) gives back as corrections
+            took[_BILL_FIGURE.get(str(line["kind"]), str(line["kind"]))] += int(line["amount"])
+        wanted = {"spend": -sent[1], "fees": -int(cause.get("fee_minor", 0))}
+        if {k: v for k, v in took.items() if v} != {k: v for k, v in wanted.items() if v}:
+            broken.append(f"{key}: billed {sent[1]} (fee {cause.get('fee_minor', 0)}), the wallet took {dict(took)}")
+    return broken
+
+
 @invariant("movements_in_one_statement", each_step=True)
 def movements_in_one_statement(life: Life, items: Items) -> list[str]:
     """Every wallet movement is counted in exactly one period's statement (what that period's invoice
@@ -183,6 +213,58 @@ def movements_in_one_statement(life: Life, items: Items) -> list[str]:
         f"{name}: ledger {ledger[name]}, statements {counted[name]}"
         for name in sorted(set(ledger) | set(counted))
         if ledger[name] != counted[name]
+    ]
+
+
+_FIGURES = sorted(set(STATEMENT_FIELD.values()))
+
+
+@invariant("invoice_shows_its_statement", each_step=True)
+def invoice_shows_its_statement(life: Life, items: Items) -> list[str]:
+    """Each issued invoice shows its period's wallet statement as the books have it (every figure), its
+    closing is its opening plus them, and its opening is the previous issued invoice's closing plus what the
+    periods between them moved: the movements a statement counts are on that invoice, none twice, none lost."""
+    statements = {str(i["SK"]).removeprefix("WSTMT#"): i for i in items if i["SK"].startswith("WSTMT#")}
+    broken, previous = [], None
+    for invoice in sorted(_issued(items), key=lambda i: str(i["period_key"])):
+        key, shown = str(invoice["period_key"]), invoice.get("wallet_statement")
+        if shown is None:
+            if any(int(statements.get(key, {}).get(f, 0)) for f in _FIGURES):
+                broken.append(f"invoice {key}: no wallet statement, its period's moved {statements[key]}")
+            continue
+        moved = {f: int(shown.get(f"{f}_minor", 0)) for f in _FIGURES}
+        broken += [
+            f"invoice {key}: {f} {moved[f]}, its statement {int(statements.get(key, {}).get(f, 0))}"
+            for f in _FIGURES
+            if moved[f] != int(statements.get(key, {}).get(f, 0))
+        ]
+        opening, closing = int(shown["opening_minor"]), int(shown["closing_minor"])
+        if closing != opening + sum(moved.values()):
+            broken.append(f"invoice {key}: closing {closing} != opening {opening} + movements {sum(moved.values())}")
+        if previous is not None:
+            between = sum(int(s.get(f, 0)) for k, s in statements.items() if previous[0] < k < key for f in _FIGURES)
+            if opening != previous[1] + between:
+                broken.append(f"invoice {key}: opening {opening} != the last one's closing {previous[1]} + {between}")
+        previous = (key, closing)
+    return broken
+
+
+@invariant("one_period_per_stretch", each_step=True)
+def one_period_per_stretch(life: Life, items: Items) -> list[str]:
+    """The periods the invoice run will invoice (still on its index) and those invoiced never overlap: one
+    invoice per stretch of time, whatever crashed while a subscription re-anchored the org's periods."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for item in items:
+        if item["SK"].startswith("PERIODIDX#") and "GSI2PK" in item:
+            spans[str(item["period_key"])] = (utc(str(item["period_key"])), utc(str(item["period_end"])))
+    for invoice in (i for i in items if i["SK"].startswith("INVOICE#") and "period_end" in i):
+        start = str(invoice.get("period_start") or invoice["period_key"])
+        spans[str(invoice["period_key"])] = (utc(start), utc(str(invoice["period_end"])))
+    ordered = sorted(spans.items(), key=lambda kv: kv[1])
+    return [
+        f"period {a} (to {a_end:%Y-%m-%d %H:%M:%S}) overlaps period {b} (from {b_start:%Y-%m-%d %H:%M:%S})"
+        for (a, (_, a_end)), (b, (b_start, _)) in pairwise(ordered)
+        if b_start < a_end
     ]
 
 
@@ -633,19 +715,21 @@ def runway_alert_once_per_crossing(life: Life, items: Items) -> list[str]:
     return broken
 
 
-def invoice_numbers_gapless(numbers: list[str]) -> list[str]:
-    """Across the run (one table): each series' numbers are 1..N with no gap and no repeat."""
-    series: dict[str, list[int]] = defaultdict(list)
+def invoice_numbers_gapless(numbers: list[str], counters: dict[str, int] | None = None) -> list[str]:
+    """Across the run (one table): each series' numbers are 1..N with no gap and no repeat, N its counter's
+    last (a number given out that no invoice took is a gap at the end)."""
+    series: dict[str, list[int]] = {prefix: [] for prefix in counters or {}}
     for number in numbers:
         found = re.match(r"^(.*?)(\d+)$", number)
         if found:
-            series[found.group(1)].append(int(found.group(2)))
+            series.setdefault(found.group(1), []).append(int(found.group(2)))
     broken = []
     for prefix, seen in series.items():
-        if sorted(seen) != list(range(1, len(seen) + 1)):
-            missing = sorted(set(range(1, max(seen) + 1)) - set(seen))[:5]
+        last = (counters or {}).get(prefix, len(seen))
+        if sorted(seen) != list(range(1, last + 1)):
+            missing = sorted(set(range(1, max([last, *seen]) + 1)) - set(seen))[:5]
             repeats = [n for n, c in Counter(seen).items() if c > 1][:5]
-            broken.append(f"series {prefix!r}: missing {missing}, repeated {repeats}")
+            broken.append(f"series {prefix!r}: missing {missing}, repeated {repeats} (its counter at {last})")
     return broken
 
 

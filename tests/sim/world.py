@@ -277,17 +277,21 @@ class SimWorld:
                     self._mail.setdefault(owner, []).append(copy.deepcopy(event))
             return self._mail.pop(customer, [])
 
-    def invoice_numbers(self) -> list[str]:
-        """Every issued number in the run's table (the series are the table's)."""
+    def invoice_numbers(self) -> tuple[list[str], dict[str, int]]:
+        """Every issued number in the run's table (the series are the table's), and each series' counter
+        (`LB-<year>-`: the last number the year gave out)."""
         table = boto3.resource("dynamodb").Table(self.table_name)
-        numbers, kwargs = [], {"ProjectionExpression": "SK, #n", "ExpressionAttributeNames": {"#n": "number"}}
+        numbers, counters = [], {}
+        kwargs = {"ProjectionExpression": "PK, SK, #n, #l", "ExpressionAttributeNames": {"#n": "number", "#l": "last"}}
         while True:
             page = table.scan(**kwargs)
-            numbers += [
-                str(i["number"]) for i in page["Items"] if i.get("number") and str(i["SK"]).startswith("INVOICE#")
-            ]
+            for item in page["Items"]:
+                if item.get("number") and str(item["SK"]).startswith("INVOICE#"):
+                    numbers.append(str(item["number"]))
+                elif item["PK"] == "INVOICE_NUMBERS" and str(item["SK"]).startswith("YEAR#"):
+                    counters[f"LB-{str(item['SK']).removeprefix('YEAR#')}-"] = int(item["last"])
             if "LastEvaluatedKey" not in page:
-                return numbers
+                return numbers, counters
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scenario(self, now: datetime, faults: FaultPlan) -> ScenarioServices:
