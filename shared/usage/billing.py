@@ -74,6 +74,16 @@ class _Target:
         return key in self._on_invoice
 
 
+def last_period(org: Org, ended_at: datetime) -> Period:
+    """The period a subscription ending at `ended_at` ran its last second in (its end is not in it); one
+    ended in the very second its period began (Stripe's instants are whole seconds) ran in that period."""
+    last = ended_at - timedelta(seconds=1)
+    sub = org.subscription
+    if sub is not None and last < sub.current_period_start <= ended_at:
+        last = sub.current_period_start
+    return period_containing(org, last)
+
+
 class OverageBilling:
     def __init__(
         self,
@@ -117,7 +127,7 @@ class OverageBilling:
         org = self._org_repo.get_org(org_id)
         if org is None:
             return 0
-        period = period_containing(org, ended_at - timedelta(seconds=1))
+        period = last_period(org, ended_at)
         target = _Target(customer_id, None, self._gateway.pending_item_keys(customer_id))
         added = self._bill_period(org, period, target)
         added += self._bill_late_catch_up(org, period, target)

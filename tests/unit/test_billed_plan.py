@@ -98,3 +98,17 @@ def test_an_orgs_usage_begins_at_its_creation_to_the_second_or_a_subscription_da
     assert org_began(_org(born, later)) == born.replace(microsecond=0)
     earlier = (born - timedelta(days=40)).replace(microsecond=0)
     assert org_began(_org(born, earlier)) == earlier
+
+
+def test_a_subscription_ended_in_the_second_its_period_began_is_billed_for_that_period() -> None:
+    """bill_final's period: the one the subscription ran its last second in - or, cancelled in the very second
+    its period began (whole seconds, a cancel right after the contract was made), that period, not the one
+    before it (found in CI: the contract's final overage billed nothing)."""
+    from shared.usage.billing import last_period
+
+    org = _org(_born(), datetime(2027, 1, 9, 13, 7, 21, tzinfo=UTC))
+    assert org.subscription is not None
+    start, end = org.subscription.current_period_start, org.subscription.current_period_end
+    for ended in (start, start + timedelta(seconds=1), start + timedelta(days=rng.randrange(1, 20)), end):
+        assert last_period(org, ended).start == start, ended
+    assert last_period(org, start - timedelta(seconds=1)).end == start  # ended before it: the one before
