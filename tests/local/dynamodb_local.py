@@ -164,7 +164,7 @@ def _start_jar(java: str, jar: Path) -> tuple[str, Callable[[], None]]:
         # -sharedDb: one database whatever the credentials/region, so every client sees the same tables.
         command = [java, *os.environ.get(JAVA_OPTS_ENV, "").split()]
         command += [f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar)]
-        command += ["-inMemory", "-sharedDb", "-port", str(port)]
+        command += ["-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port)]
         proc = subprocess.Popen(
             command,
             cwd=jar.parent,

@@ -75,7 +75,7 @@ class Life:
         return self.kit.services
 
     def client(self) -> stripe.StripeClient:
-        return self.world.sdk
+        return self.kit.stripe.sdk
 
     def project(self) -> str:
         return next(iter(self.projects.values()), "")
@@ -112,7 +112,7 @@ def observe_stripe(life: Life) -> None:
     its status and plan, and since when the simulator has seen it past due."""
     if not life.subscription_id:
         return
-    store = life.world.stripe.store
+    store = life.kit.stripe.store
     with store.lock:
         sub = store.objects.get(life.subscription_id) or {}
         status, plan = str(sub.get("status", "none")), (sub.get("metadata") or {}).get("plan_id")
@@ -283,12 +283,12 @@ def advance_stripe(life: Life, pause: Callable[[], None] | None = None) -> None:
     if not life.test_clock:
         return
     target = int(life.now.timestamp())
-    store = life.world.stripe.store
+    store = life.kit.stripe.store
     clock = store.get("test_helpers.test_clock", life.test_clock)
     while clock["frozen_time"] < target:
         renewal = _next_renewal(life, clock["frozen_time"], target) if pause else None
         step = min(target, clock["frozen_time"] + 31 * 86_400, renewal or target)
-        life.world.stripe.advance_clock(life.test_clock, step)
+        life.kit.stripe.emulator.advance_clock(life.test_clock, step)
         if renewal == step and pause is not None:
             pause()
         clock = store.get("test_helpers.test_clock", life.test_clock)
@@ -296,7 +296,7 @@ def advance_stripe(life: Life, pause: Callable[[], None] | None = None) -> None:
 
 
 def _next_renewal(life: Life, after: int, until: int) -> int | None:
-    store = life.world.stripe.store
+    store = life.kit.stripe.store
     with store.lock:
         ends = [
             int(sub["current_period_end"])

@@ -152,7 +152,7 @@ def wallet_money_matches_stripe(life: Life, items: Items) -> list[str]:
         return []
     ledger = sum(int(line["amount"]) for line in _lines(items, "WLEDGER#") if line["kind"] in _MONEY_IN)
     stripe_net = 0
-    store = life.world.stripe.store
+    store = life.kit.stripe.store
     with store.lock:
         charges = [c for c in store.all("charge") if c.get("customer") == life.customer]
         disputes = {d["charge"]: d for d in store.all("dispute")}
@@ -333,7 +333,7 @@ def reconciliation_clean(life: Life, items: Items) -> list[str]:
 
 def _stripe_objects(life: Life, kind: str) -> list[dict[str, Any]]:
     """The customer's objects of a kind in the emulator, as Stripe keeps them (copies, read under its lock)."""
-    store = life.world.stripe.store
+    store = life.kit.stripe.store
     with store.lock:
         return [copy.deepcopy(o) for o in store.all(kind) if o.get("customer") == life.customer]
 

@@ -162,7 +162,7 @@ class Run:
 
     def _webhooks(self, *, final: bool) -> None:
         life, faults = self.life, self.life.kit.faults
-        fresh = self.world.events_for(life.customer) if life.customer else []
+        fresh = life.kit.stripe.events_for(life.customer) if life.customer else []
         if faults.fire("webhook_reorder"):
             life.rng.shuffle(fresh)
         now = life.now

@@ -140,7 +140,7 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
     ),
     # the subscription ended in Stripe, and the webhook that would say so never came
     "entitlement_follows_subscription": lambda life: (
-        life.client().v1.subscriptions.cancel(life.subscription_id) and life.world.events_for(life.customer)
+        life.client().v1.subscriptions.cancel(life.subscription_id) and life.kit.stripe.events_for(life.customer)
     ),
     # money that is nowhere in the books: the reconciliation's own wallet check opens a discrepancy
     "reconciliation_clean": lambda life: life.kit.table.update_item(

@@ -187,9 +187,10 @@ class MemoryDocuments:
 
 
 def _in_process_gateway(emulator: StripeEmulator, base: str) -> StripeGateway:
-    """The real gateway (one per world: as a warm Lambda keeps its own), whose SDK client reaches the emulator
-    without HTTP: the emulator's request handler runs in the calling thread (the SDK's request building,
-    retries and error mapping unchanged). HTTP to a local server costs ~1.5 ms of this process's CPU a call."""
+    """The real gateway (one per account: as a warm Lambda keeps its own), whose SDK client reaches the
+    emulator without HTTP: the emulator's request handler runs in the calling thread (the SDK's request
+    building, retries and error mapping unchanged). HTTP to a local server costs ~1.5 ms of this process's CPU
+    a call."""
     gateway = StripeGateway(API_KEY, "whsec_local", api_base=base)
     connection = gateway._connection  # the SDK's client, made as the product makes it; its transport replaced
     connection.client = stripe.StripeClient(
@@ -199,6 +200,49 @@ def _in_process_gateway(emulator: StripeEmulator, base: str) -> StripeGateway:
         http_client=InProcessClient(emulator),
     )
     return gateway
+
+
+# Orgs (scenarios) that live in one Stripe account before a worker opens a new one. An account's lists (the
+# reconciler's events of the account, a customer's objects among the account's) then cost what a few orgs'
+# lives made, not the whole run's: one emulator for every scenario made each scenario's reconciliation read
+# every earlier scenario's events (the run's cost grew as the square of its scenarios).
+ACCOUNT_ORGS = 8
+
+
+class StripeAccount:
+    """One Stripe account: its emulator (in process, no socket), the real gateway on it, the simulator's own
+    SDK client (Stripe's side of the world: refunds, disputes...), and its events dealt to their customers."""
+
+    def __init__(self) -> None:
+        self.emulator = StripeEmulator(api_key=API_KEY, webhook_secret="whsec_local", strict_contract=True)
+        base = self.emulator.start_in_process()
+        self.emulator.set_webhook_endpoint(None)
+        self.gateway = _in_process_gateway(self.emulator, base)
+        self.sdk = stripe.StripeClient(
+            API_KEY, base_addresses={"api": base}, max_network_retries=0, http_client=InProcessClient(self.emulator)
+        )
+        self.orgs = 0
+        self._cursor, self._mail = 0, dict[str, list[dict[str, Any]]]()
+
+    @property
+    def store(self) -> Any:
+        return self.emulator.store
+
+    def events_for(self, customer: str) -> list[dict[str, Any]]:
+        """Stripe's events about the customer not taken yet, oldest first (each scenario takes its own)."""
+        store = self.emulator.store
+        with store.lock:
+            fresh = [store.objects[i] for i in store.event_ids[self._cursor :]]
+            self._cursor = len(store.event_ids)
+        for event in fresh:
+            obj = event["data"]["object"]
+            owner = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
+            if isinstance(owner, str):
+                self._mail.setdefault(owner, []).append(copy.deepcopy(event))
+        return self._mail.pop(customer, [])
+
+    def stop(self) -> None:
+        self.emulator.stop()
 
 
 # DynamoDB Local reads only the credential's access key from the Authorization header (under -sharedDb, not
@@ -224,10 +268,12 @@ class ScenarioServices:
     faults: FaultPlan
     gateway: StripeGateway  # the real one, fault free (the simulator's own Stripe reads and helpers)
     table: Any  # the real table, fault free (the invariants' reads)
+    stripe: StripeAccount  # the org's Stripe account
 
 
 class SimWorld:
-    """One table and one Stripe emulator shared by every scenario of a run (each scenario is one org)."""
+    """One table shared by every scenario of a run (each scenario is one org), and per worker thread a Stripe
+    account shared by `ACCOUNT_ORGS` scenarios in turn."""
 
     def __init__(self, table_name: str | None = None) -> None:
         """A new table, or (`table_name`) the table another process's world made: the run's scenarios share
@@ -236,17 +282,8 @@ class SimWorld:
         if table_name is None:
             billing = cfn.load_template()["Resources"]["BillingTable"]
             cfn.create_tables(boto3.client("dynamodb"), {"Resources": {self.table_name: billing}})
-        self.stripe = StripeEmulator(api_key=API_KEY, webhook_secret="whsec_local", strict_contract=True)
-        self.stripe_base = self.stripe.start()
-        self.stripe.set_webhook_endpoint(None)
-        self.gateway = _in_process_gateway(self.stripe, self.stripe_base)
-        # The simulator's own Stripe calls (Stripe's side of the world: refunds, disputes...), in process too.
-        self.sdk = stripe.StripeClient(
-            API_KEY,
-            base_addresses={"api": self.stripe_base},
-            max_network_retries=0,
-            http_client=InProcessClient(self.stripe),
-        )
+        self._accounts: list[StripeAccount] = []
+        self._account = threading.local()
         self.documents = MemoryDocuments()
         # Typesetting a PDF costs more than a whole scenario's DynamoDB calls and is not what the simulation is
         # about (tests/integration/test_invoice_* render them): the invoice's own JSON stands in for it.
@@ -257,25 +294,25 @@ class SimWorld:
         # refuses a malformed request all the same (a ValidationException: no_server_error reports it).
         self._tables._session._session.set_default_client_config(Config(parameter_validation=False))
         _unsigned(self._tables._session._session)
-        self._cursor, self._mail, self._lock = 0, dict[str, list[dict[str, Any]]](), threading.Lock()
+        self._lock = threading.Lock()
 
     def stop(self) -> None:
         self._pdf.stop()
-        self.stripe.stop()
+        for account in self._accounts:
+            account.stop()
 
-    def events_for(self, customer: str) -> list[dict[str, Any]]:
-        """Stripe's events about the customer not taken yet, oldest first (each scenario takes its own)."""
-        store = self.stripe.store
-        with self._lock:
-            with store.lock:
-                fresh = [store.objects[i] for i in store.event_ids[self._cursor :]]
-                self._cursor = len(store.event_ids)
-            for event in fresh:
-                obj = event["data"]["object"]
-                owner = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
-                if isinstance(owner, str):
-                    self._mail.setdefault(owner, []).append(copy.deepcopy(event))
-            return self._mail.pop(customer, [])
+    def account(self) -> StripeAccount:
+        """This thread's Stripe account for one more org; a new one once it holds `ACCOUNT_ORGS`."""
+        account: StripeAccount | None = getattr(self._account, "current", None)
+        if account is None or account.orgs >= ACCOUNT_ORGS:
+            fresh = self._account.current = StripeAccount()
+            with self._lock:
+                self._accounts = [a for a in self._accounts if a is not account] + [fresh]
+            if account is not None:
+                account.stop()
+            account = fresh
+        account.orgs += 1
+        return account
 
     def invoice_numbers(self) -> tuple[list[str], dict[str, int]]:
         """Every issued number in the run's table (the series are the table's), and each series' counter
@@ -296,7 +333,8 @@ class SimWorld:
 
     def scenario(self, now: datetime, faults: FaultPlan) -> ScenarioServices:
         table = self._tables
-        gateway = self.gateway
+        account = self.account()
+        gateway = account.gateway
         settings = ApiSettings(
             table_name=self.table_name, notifications_topic_arn="", event_bus_name="sim", documents_bucket=""
         )
@@ -308,4 +346,4 @@ class SimWorld:
             gateway=FaultyGateway(gateway, faults),  # type: ignore[arg-type]
             documents=self.documents,  # type: ignore[arg-type]
         )
-        return ScenarioServices(services, clock, faults, gateway, table)
+        return ScenarioServices(services, clock, faults, gateway, table, account)

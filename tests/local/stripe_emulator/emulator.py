@@ -60,6 +60,13 @@ class StripeEmulator:
         self._thread.start()
         return self.base_url
 
+    def start_in_process(self) -> str:
+        """The server's state (routes, idempotency keys, faults) with no socket and no thread, for
+        `InProcessClient` only; returns the base URL the SDK is given (nothing listens there)."""
+        self._server = EmulatorHTTPServer(("127.0.0.1", 0), self.store, self.engine.routes(), self.api_key, bind=False)
+        self.base_url = "http://stripe-emulator.in-process"
+        return self.base_url
+
     @property
     def server(self) -> EmulatorHTTPServer:
         """The running server: its routes, idempotency keys and injected faults (see in_process.py)."""
@@ -68,7 +75,8 @@ class StripeEmulator:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:
+                self._server.shutdown()
             self._server.server_close()
             self._server = None
         self._sender.stop()

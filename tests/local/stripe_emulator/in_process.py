@@ -1,7 +1,8 @@
 """The emulator without a socket: a stripe-python `HTTPClient` whose requests run the emulator's own request
 handler (auth, form parsing, idempotency, the contract, faults) in the calling thread. For a test or the
 simulation that wants the SDK's whole request path but not HTTP's cost (~1.5 ms of Python a call, on both
-ends); the emulator must be started (its server holds the routes, idempotency keys and injected faults)."""
+ends); the emulator must be started, with a socket (`start`) or without (`start_in_process`): its server holds
+the routes, idempotency keys and injected faults."""
 
 from __future__ import annotations
 

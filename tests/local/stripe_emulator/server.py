@@ -34,8 +34,10 @@ class StoredResponse:
 class EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], store: Store, routes: list[Route], api_key: str) -> None:
-        super().__init__(address, RequestHandler)
+    def __init__(
+        self, address: tuple[str, int], store: Store, routes: list[Route], api_key: str, *, bind: bool = True
+    ) -> None:
+        super().__init__(address, RequestHandler, bind_and_activate=bind)
         self.store = store
         self.routes = routes
         self.api_key = api_key
