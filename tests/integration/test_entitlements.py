@@ -184,16 +184,30 @@ def test_a_standing_change_is_told_though_the_webhook_was_killed_right_after_its
     redelivered webhook finds the standing unchanged, so the change is told in the state's own write (once)."""
     org_id, _, _ = agency_org(kit)
     kit.clock.at = RENEWAL + timedelta(hours=2, minutes=17, seconds=9)
-    repo, real = kit.mirror._repo, kit.mirror._repo.apply_subscription
+    events, written = kit.mirror._repo._table.meta.client.meta.events, []  # the repository's own client
 
-    def killed(*args: Any, **kwargs: Any) -> Any:
-        real(*args, **kwargs)
-        raise RuntimeError("the Lambda was killed here, after the state's write")
+    def note(params: dict[str, Any], **_: Any) -> None:  # the request that writes the subscription's state
+        written.append(f'"{status}"'.encode() in params["body"])
 
-    repo.apply_subscription = killed  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        set_status(kit.mirror, kit.org_repo.require_org(org_id), status)
-    repo.apply_subscription = real  # type: ignore[method-assign]
+    def killed(**_: Any) -> None:
+        if written and written[-1]:
+            written.clear()
+            raise RuntimeError("the Lambda was killed here, after the state's write")
+
+    hooks = [
+        (f"{when}.dynamodb.{op}", hook)
+        for op in ("UpdateItem", "TransactWriteItems")
+        for when, hook in (("before-call", note), ("after-call", killed))
+    ]
+    for name, hook in hooks:
+        events.register(name, hook)
+    try:
+        with pytest.raises(RuntimeError):
+            set_status(kit.mirror, kit.org_repo.require_org(org_id), status)
+    finally:
+        for name, hook in hooks:
+            events.unregister(name, hook)
+    assert kit.org_repo.require_org(org_id).subscription.status.value == status  # written, then killed
     for _ in range(2):  # redelivered (and once more)
         kit.clock.at += timedelta(seconds=41)
         set_status(kit.mirror, kit.org_repo.require_org(org_id), status)
