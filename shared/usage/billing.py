@@ -25,7 +25,7 @@ Free sells no overage, so its usage over the allowances is counted and shown, an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -38,6 +38,7 @@ from shared.orgs.models import Org
 from shared.orgs.repository import OrgRepository
 from shared.orgs.service import OrgService
 from shared.stripe_gateway import Invoice, PricedQuantity, StripeGateway
+from shared.usage.repository import BilledMetric, PeriodBilled, PeriodUsage
 from shared.usage.service import UsageService
 
 
@@ -45,6 +46,17 @@ from shared.usage.service import UsageService
 class RenewalBilled:
     added_minor: int
     deferred: bool  # the renewal was no longer a draft: added to the customer's next invoice
+
+
+@dataclass(frozen=True)
+class _Due:
+    """A metric's overage of a period as the period's plan prices it."""
+
+    metric: str
+    quantity: int
+    unit: Decimal
+    description: str
+    included: int | None = None  # usage metrics: the allowance it is over
 
 
 @dataclass(frozen=True)
@@ -112,10 +124,7 @@ class OverageBilling:
             return RenewalBilled(0, deferred=False)
         period = self.closed_period(org, invoice)
         target = _Target.of(invoice, self._gateway.invoice_item_keys(invoice.invoice_id))
-        added = self._bill_period(org, period, target)
-        self._repo.set_period_fields(org_id, period.key, {"billed_invoice_id": invoice.invoice_id})
-        added += self._bill_late_catch_up(org, period, target)
-        added += self._bill_late_usage(org, period, target)
+        added = self._bill(org, period, target, invoice.invoice_id)
         return RenewalBilled(added, deferred=bool(added) and target.invoice_id is None)
 
     def bill_final(self, org_id: str, customer_id: str, ended_at: datetime) -> int:
@@ -127,53 +136,58 @@ class OverageBilling:
         org = self._org_repo.get_org(org_id)
         if org is None:
             return 0
-        period = last_period(org, ended_at)
         target = _Target(customer_id, None, self._gateway.pending_item_keys(customer_id))
-        added = self._bill_period(org, period, target)
-        added += self._bill_late_catch_up(org, period, target)
-        return added + self._bill_late_usage(org, period, target)
+        return self._bill(org, last_period(org, ended_at), target, None)
 
-    def _bill_period(self, org: Org, period: Period, target: _Target) -> int:
-        """Each metric's overage of `period` once (by its key, recorded on the period item)."""
-        plan = self._orgs.billed_plan(org, period)
-        done = self._repo.period(org.org_id, period.key)
-        terms = self._billed_terms(org, period)
+    def _bill(self, org: Org, period: Period, target: _Target, invoice_id: str | None) -> int:
+        """The period's overage, then the late usage of the period before it. Both periods' counters are read
+        once (one read) and each period's record is written once (one write), after its lines were added: a
+        crash between finds them on the target on the retry (`target.has`), which records them unbilled again."""
+        previous = period_containing(org, period.start - timedelta(seconds=1))
+        counters, before = self._usage.periods(org, period, previous)
+        billed, added = self._bill_period(org, period, counters, target)
+        renewal = invoice_id if invoice_id != counters.billed_invoice_id else None  # (recorded: nothing to write)
+        self._usage.record_billed(org, period, replace(billed, invoice_id=renewal))
+        credits_late, added_credits = self._bill_late_catch_up(org, previous, before, target)
+        usage_late, added_usage = self._bill_late_usage(org, previous, before, target)
+        self._usage.record_billed(org, previous, PeriodBilled(late=credits_late | usage_late))
+        return added + added_credits + added_usage
+
+    def _bill_period(
+        self, org: Org, period: Period, counters: PeriodUsage, target: _Target
+    ) -> tuple[PeriodBilled, int]:
+        """Each metric's overage of `period` once (by its key, recorded on the period item): what to record
+        and what this call added."""
+        lines: dict[str, BilledMetric] = {}
         added = 0
-        for metric, quantity, unit, description in self._lines(org, plan, period):
-            key = f"overage:{org.org_id}:{period.key}:{metric}"
-            if done.get(f"billed_key_{metric}") == key:
+        for due in self._lines(org, self._orgs.billed_plan(org, period), period, counters):
+            key = f"overage:{org.org_id}:{period.key}:{due.metric}"
+            done = counters.billed.get(due.metric)
+            if done is not None and done.key == key:
                 continue  # billed before (what it billed stays recorded: a repeat never overwrites it)
-            amount = unit_price_total(quantity, unit)
-            if quantity > 0 and amount and not target.has(key):  # (there already: a crash before the record)
-                self._add(org, target, _Line(metric, quantity, unit, description, period, key))
+            amount = unit_price_total(due.quantity, due.unit)
+            if due.quantity > 0 and amount and not target.has(key):  # (there already: a crash before the record)
+                self._add(org, target, _Line(due.metric, due.quantity, due.unit, due.description, period, key))
                 added += amount
-            billed = {f"billed_{metric}": quantity, f"billed_key_{metric}": key, f"billed_unit_{metric}": str(unit)}
-            billed |= terms.get(metric, {})
-            self._repo.set_period_fields(org.org_id, period.key, billed)
-        return added
-
-    def _billed_terms(self, org: Org, period: Period) -> dict[str, dict[str, object]]:
-        """Per usage metric, the allowance and unit price its overage is billed at (kept with the billed
-        quantity: late usage of the period is billed on the same terms, whatever the plan becomes)."""
-        return {
-            a.metric: {f"billed_included_{a.metric}": a.included, f"billed_unit_{a.metric}": a.unit_price_minor}
-            for a in self._usage.allowances_of(org, period)
-            if a.unit_price_minor is not None
-        }
+            # the allowance and unit price it is billed at, kept with the quantity: late usage of the period is
+            # billed on the same terms, whatever the plan becomes
+            lines[due.metric] = BilledMetric(due.quantity, key, str(due.unit), due.included)
+        return PeriodBilled(lines), added
 
     def owed(self, org: Org, period: Period) -> dict[str, int]:
         """What each metric's overage of the period comes to, as `bill_renewal` bills it (late credits,
         billed on a later renewal with their own keys, are not in it). Once billed: what was billed, at the
         unit price it was billed at (the plan may have changed since). For reconciliation."""
         plan = self._orgs.billed_plan(org, period)  # a Free period's overage is never owed (no price)
-        counters = self._repo.period(org.org_id, period.key)
+        [counters] = self._usage.periods(org, period)
         owed = {}
-        for metric, quantity, unit, _ in self._lines(org, plan, period):
-            if f"billed_key_{metric}" in counters:  # late usage after it is billed on a later renewal
-                quantity = int(counters[f"billed_{metric}"])
-                unit = Decimal(str(counters.get(f"billed_unit_{metric}", unit)))
-            if metric != "credits_late" and quantity > 0:
-                owed[metric] = unit_price_total(quantity, unit)
+        for due in self._lines(org, plan, period, counters):
+            quantity, unit = due.quantity, due.unit
+            billed = counters.billed.get(due.metric)
+            if billed is not None:  # late usage after it is billed on a later renewal
+                quantity, unit = billed.quantity, unit if billed.unit is None else Decimal(billed.unit)
+            if due.metric != "credits_late" and quantity > 0:
+                owed[due.metric] = unit_price_total(quantity, unit)
         return owed
 
     def collect_deferred(self, org_id: str, customer_id: str) -> str | None:
@@ -198,38 +212,40 @@ class OverageBilling:
             key=line.key if target.invoice_id else f"{line.key}:next-invoice",
         )
 
-    def _bill_late_catch_up(self, org: Org, closed: Period, target: _Target) -> int:
-        """Late credits that reached the period before `closed` after its invoice was built."""
-        previous = period_containing(org, closed.start - timedelta(seconds=1))
+    def _bill_late_catch_up(
+        self, org: Org, previous: Period, counters: PeriodUsage, target: _Target
+    ) -> tuple[dict[str, int], int]:
+        """Late credits that reached the period before the closed one after its invoice was built: the late
+        total to record (`billed_credits_late`) and what this call added."""
         unit = self._orgs.billed_plan(org, previous).price_book(org.currency).credit_overage_unit_minor
-        counters = self._repo.period(org.org_id, previous.key)
-        late, billed = int(counters.get("credits_late", 0)), int(counters.get("billed_credits_late", 0))
+        late, billed = counters.credits_late, counters.billed_late.get("credits", 0)
         if unit is None or late <= billed:
-            return 0
+            return {}, 0
         key = f"overage:{org.org_id}:{previous.key}:credits_late:{late}"  # one key per late total
         amount = unit_price_total(late - billed, unit)
         description = "Late generation credits from the previous period"
         fresh = not target.has(key)
         if fresh and amount:
             self._add(org, target, _Line("credits_late", late - billed, unit, description, previous, key))
-        self._repo.set_period_fields(org.org_id, previous.key, {"billed_credits_late": late})
-        return amount if fresh else 0
+        return {"credits": late}, amount if fresh else 0
 
-    def _bill_late_usage(self, org: Org, closed: Period, target: _Target) -> int:
-        """Metered usage that reached the period before `closed` after its overage was billed: the overage
-        it adds, once per metric and overage total, at the allowance and unit price the period was billed
-        at (a plan changed since re-prices nothing already billed)."""
-        previous = period_containing(org, closed.start - timedelta(seconds=1))
-        counters = self._repo.period(org.org_id, previous.key)
+    def _bill_late_usage(
+        self, org: Org, previous: Period, counters: PeriodUsage, target: _Target
+    ) -> tuple[dict[str, int], int]:
+        """Metered usage that reached the period before the closed one after its overage was billed: the
+        overage it adds, once per metric and overage total, at the allowance and unit price the period was
+        billed at (a plan changed since re-prices nothing already billed). The late totals to record
+        (`billed_<metric>_late`) and what this call added."""
+        late_totals: dict[str, int] = {}
         added = 0
-        for allowance in self._usage.allowances_of(org, previous):
-            metric = allowance.metric
-            if allowance.unit_price_minor is None or f"billed_key_{metric}" not in counters:
+        for allowance in self._usage.allowances_of(org, previous, counters):
+            metric, billed_line = allowance.metric, counters.billed.get(allowance.metric)
+            if allowance.unit_price_minor is None or billed_line is None:
                 continue  # (not billed yet: its own renewal bills all of it)
-            included = int(counters.get(f"billed_included_{metric}", allowance.included))
-            unit = Decimal(str(counters.get(f"billed_unit_{metric}", allowance.unit_price_minor)))
+            included = allowance.included if billed_line.included is None else billed_line.included
+            unit = Decimal(allowance.unit_price_minor if billed_line.unit is None else billed_line.unit)
             overage = max(0, allowance.used - included)
-            billed = int(counters[f"billed_{metric}"]) + int(counters.get(f"billed_{metric}_late", 0))
+            billed = billed_line.quantity + counters.billed_late.get(metric, 0)
             if overage <= billed:
                 continue
             late, key = overage - billed, f"overage:{org.org_id}:{previous.key}:{metric}_late:{overage}"
@@ -238,48 +254,27 @@ class OverageBilling:
             if fresh and amount:
                 self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key))
                 added += amount
-            self._repo.set_period_fields(
-                org.org_id, previous.key, {f"billed_{metric}_late": overage - int(counters[f"billed_{metric}"])}
-            )
-        return added
+            late_totals[metric] = overage - billed_line.quantity
+        return late_totals, added
 
-    def _lines(self, org: Org, plan: Plan, period: Period) -> list[tuple[str, int, Decimal, str]]:
+    def _lines(self, org: Org, plan: Plan, period: Period, counters: PeriodUsage) -> list[_Due]:
+        """Each metric's overage of the period as its plan prices it (metrics it sells no overage of: none)."""
         book = plan.price_book(org.currency)
-        counters = self._repo.period(org.org_id, period.key)
-        lines: list[tuple[str, int, Decimal, str]] = []
-        if book.credit_overage_unit_minor is not None:
-            overage = int(counters.get("credits_overage", 0))
-            lines.append(
-                (
-                    "credits",
-                    overage,
-                    book.credit_overage_unit_minor,
-                    f"Generation credits over the {plan.included_credits:,} included",
-                )
-            )
-            late = int(counters.get("credits_late", 0))
-            lines.append(
-                (
-                    "credits_late",
-                    late,
-                    book.credit_overage_unit_minor,
-                    "Generation credits used late in the period",
-                )
-            )
+        lines: list[_Due] = []
+        unit = book.credit_overage_unit_minor
+        if unit is not None:
+            included = f"Generation credits over the {plan.included_credits:,} included"
+            lines.append(_Due("credits", counters.credits_overage, unit, included))
+            late = "Generation credits used late in the period"
+            lines.append(_Due("credits_late", counters.credits_late, unit, late))
         prices = {
             "workflow_runs": book.workflow_run_overage_unit_minor,
             "sdk_events": book.sdk_event_overage_unit_minor,
             "media_storage_gb": book.media_storage_gb_overage_unit_minor,
         }
-        for allowance in self._usage.allowances_of(org, period):
-            unit = prices[allowance.metric]
-            if unit is not None:
-                lines.append(
-                    (
-                        allowance.metric,
-                        allowance.overage,
-                        unit,
-                        f"{metric_label(allowance.metric)} over the {allowance.included:,} included",
-                    )
-                )
+        for allowance in self._usage.allowances_of(org, period, counters):
+            price = prices[allowance.metric]
+            if price is not None:
+                description = f"{metric_label(allowance.metric)} over the {allowance.included:,} included"
+                lines.append(_Due(allowance.metric, allowance.overage, price, description, allowance.included))
         return lines

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,8 @@ from shared.retry import backoff
 
 BATCH_GET_MAX, BATCH_GET_ATTEMPTS = 100, 8
 DAY_PREFIX = "day#"
+USAGE_METRICS = ("workflow_runs", "sdk_events", "media_storage_gb")  # one usage item each per period
+LATE_METRICS = ("credits", *USAGE_METRICS)  # `billed_<metric>_late`: late usage billed after the period's line
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,50 @@ class MeteredUsage:
 
     def was_warned(self, included: int, pct: int) -> bool:
         return (included, pct) in self.warned or (0, pct) in self.warned
+
+
+@dataclass(frozen=True)
+class BilledMetric:
+    """A period's overage line of one metric as recorded once billed (a repeat never overwrites it)."""
+
+    quantity: int
+    key: str  # the line's billing key
+    unit: str | None = None  # the unit price it was billed at (Stripe-style decimal); None: recorded before units
+    included: int | None = None  # usage metrics: the allowance it was billed over
+
+
+@dataclass(frozen=True)
+class PeriodUsage:
+    """A period's counters as stored, read once: its period item's (credits, usage counted there before
+    metering by event, the storage peak, what was billed) and its metered usage (by metric)."""
+
+    period_key: str
+    credits_overage: int = 0
+    credits_late: int = 0
+    legacy: Mapping[str, int] = field(default_factory=dict)  # workflow_runs / sdk_events on the period item
+    storage_peak_bytes: int = 0
+    billed: Mapping[str, BilledMetric] = field(default_factory=dict)  # by metric (credits, credits_late, usage)
+    billed_late: Mapping[str, int] = field(default_factory=dict)  # `billed_<metric>_late` (credits: catch-up)
+    billed_invoice_id: str | None = None
+    metered: Mapping[str, MeteredUsage] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeriodBilled:
+    """What one billing call records on a period item, in one write: the lines it billed (by metric), the late
+    totals billed (`billed_<metric>_late`), the renewal invoice that billed the period."""
+
+    lines: Mapping[str, BilledMetric] = field(default_factory=dict)
+    late: Mapping[str, int] = field(default_factory=dict)
+    invoice_id: str | None = None
+
+    def fields(self) -> dict[str, object]:
+        found: dict[str, object] = {f"billed_{metric}_late": n for metric, n in self.late.items()}
+        for metric, line in self.lines.items():
+            found |= {f"billed_{metric}": line.quantity, f"billed_key_{metric}": line.key}
+            found |= {f"billed_unit_{metric}": line.unit} if line.unit is not None else {}
+            found |= {f"billed_included_{metric}": line.included} if line.included is not None else {}
+        return found | ({"billed_invoice_id": self.invoice_id} if self.invoice_id else {})
 
 
 class UsageRepository:
@@ -197,7 +243,31 @@ class UsageRepository:
             return False
         return True
 
+    def record_billed(self, org_id: str, period_key: str, billed: PeriodBilled) -> None:
+        """What a billing call billed of a period, on its period item in one write (none if nothing)."""
+        fields = billed.fields()
+        if not fields:
+            return
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":f{i}": v for i, v in enumerate(fields.values())}
+        with dynamo_errors():
+            self._table.update_item(
+                Key=keys.key(org_id, keys.period_sk(period_key)),
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+
     # ------------------------------------------------------------------ reads
+    def periods(self, org_id: str, period_keys: Sequence[str]) -> list[PeriodUsage]:
+        """Each period's counters (its period item and metered usage items), all in one consistent read."""
+        sks = {sk: key for key in period_keys for sk in (keys.period_sk(key), *_usage_sks(key))}
+        items = self._batch_get([keys.key(org_id, sk) for sk in sks], projection=None)
+        by_period: dict[str, list[Item]] = {key: [] for key in period_keys}
+        for item in map(plain, items):
+            by_period[sks[str(item["SK"])]].append(item)
+        return [_period_usage(key, by_period[key]) for key in period_keys]
+
     def seen(self, markers: Sequence[EventMarker]) -> set[tuple[str, str, str]]:
         """(org, metric, event_id) of the markers that exist (consistent reads, 100 per round trip)."""
         found: set[tuple[str, str, str]] = set()
@@ -205,14 +275,15 @@ class UsageRepository:
         pks = sorted(by_pk)
         for start in range(0, len(pks), BATCH_GET_MAX):
             request_keys = [{"PK": pk, "SK": "EVENT"} for pk in pks[start : start + BATCH_GET_MAX]]
-            for item in self._batch_get(request_keys):
+            for item in self._batch_get(request_keys, projection="PK"):
                 m = by_pk[str(item["PK"])]
                 found.add((m.org_id, m.metric, m.event_id))
         return found
 
-    def _batch_get(self, request_keys: list[dict[str, str]]) -> list[Item]:
+    def _batch_get(self, request_keys: Sequence[Mapping[str, str]], projection: str | None) -> list[Item]:
         items: list[Item] = []
-        request = {self._name: {"Keys": request_keys, "ConsistentRead": True, "ProjectionExpression": "PK"}}
+        asked: dict[str, Any] = {"Keys": list(request_keys), "ConsistentRead": True}
+        request = {self._name: asked | ({"ProjectionExpression": projection} if projection else {})}
         for attempt in range(BATCH_GET_ATTEMPTS):
             with dynamo_errors():
                 resp = self._client.batch_get_item(RequestItems=request)
@@ -250,6 +321,39 @@ def _warned(field: str) -> tuple[int, int]:
     """(included, pct) of a `warned_` field; a field from before levels (`warned_<pct>`) is (0, pct)."""
     parts = field.removeprefix("warned_").split("_")
     return (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, int(parts[0]))
+
+
+def _usage_sks(period_key: str) -> list[str]:
+    return [keys.usage_sk(period_key, metric) for metric in USAGE_METRICS]
+
+
+def _period_usage(period_key: str, items: list[Item]) -> PeriodUsage:
+    period_sk = keys.period_sk(period_key)
+    item = next((i for i in items if i["SK"] == period_sk), {})
+    metered = {str(i["metric"]): _metered(i) for i in items if i["SK"] != period_sk}
+    legacy = {metric: int(item[metric]) for metric in USAGE_METRICS if metric in item}
+    billed = [k.removeprefix("billed_key_") for k in item if k.startswith("billed_key_")]
+    return PeriodUsage(
+        period_key,
+        credits_overage=int(item.get("credits_overage", 0)),
+        credits_late=int(item.get("credits_late", 0)),
+        legacy=legacy,
+        storage_peak_bytes=int(item.get("storage_peak_bytes", 0)),
+        billed={metric: _billed(item, metric) for metric in billed},
+        billed_late={m: int(item[f"billed_{m}_late"]) for m in LATE_METRICS if f"billed_{m}_late" in item},
+        billed_invoice_id=str(item["billed_invoice_id"]) if "billed_invoice_id" in item else None,
+        metered=metered,
+    )
+
+
+def _billed(item: Item, metric: str) -> BilledMetric:
+    unit, included = item.get(f"billed_unit_{metric}"), item.get(f"billed_included_{metric}")
+    return BilledMetric(
+        int(item[f"billed_{metric}"]),
+        str(item[f"billed_key_{metric}"]),
+        None if unit is None else str(unit),
+        None if included is None else int(included),
+    )
 
 
 def _metered(item: Item) -> MeteredUsage:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
 
 from shared.auth import Caller
 from shared.catalog import Plan, PlanCatalog
@@ -35,7 +35,7 @@ from shared.usage.metering import (
     adapter_event_id,
     earliest_accepted,
 )
-from shared.usage.repository import MeteredUsage, UsageRepository
+from shared.usage.repository import MeteredUsage, PeriodBilled, PeriodUsage, UsageRepository
 
 GB = 1_000_000_000
 STORAGE = "media_storage_gb"
@@ -206,9 +206,8 @@ class UsageService:
 
     def _warn_storage(self, org: Org, period: Period) -> None:
         """Usage.AllowanceWarning for media storage at 80 % / 100 %: its peak so far in whole GB, as billed."""
-        peak = int(self._repo.period(org.org_id, period.key).get("storage_peak_bytes", 0))
-        stored = self._usage.usage(org.org_id, period.key).get(STORAGE)
-        self.meter.warn(org, period, STORAGE, storage_gb(peak), stored)
+        [counters] = self._usage.periods(org.org_id, [period.key])
+        self.meter.warn(org, period, STORAGE, storage_gb(counters.storage_peak_bytes), counters.metered.get(STORAGE))
 
     def plan_changed(self, org: Org) -> None:
         """After a subscription change: the warnings the allowances now in force are owed for this period's
@@ -228,19 +227,19 @@ class UsageService:
         now = self._clock.now()
         period = period_containing(org, now)
         last = period_containing(org, period.start - timedelta(seconds=1))
-        stored, before = self._usage.usage(org_id, period.key), self._usage.usage(org_id, last.key)
-        allowances = self._allowances(org, self._orgs.billed_plan(org, period), period, stored)
+        counters, before = self._usage.periods(org_id, [period.key, last.key])
+        allowances = self._allowances(org, self._orgs.billed_plan(org, period), counters)
         return UsageReport(
             period,
             allowances,
-            self._all_series(stored),
+            self._all_series(counters.metered),
             last,
-            self._all_series(before),
+            self._all_series(before.metered),
             [self._projection(org, a, period, now) for a in allowances],
         )
 
     @staticmethod
-    def _all_series(stored: dict[str, MeteredUsage]) -> list[MetricSeries]:
+    def _all_series(stored: Mapping[str, MeteredUsage]) -> list[MetricSeries]:
         return [
             _series("workflow_runs", stored.get("workflow_runs")),
             _series("sdk_events", stored.get("sdk_events")),
@@ -255,17 +254,26 @@ class UsageService:
         amount = None if unit is None else unit_price_total(overage, Decimal(unit))
         return Projection(allowance.metric, projected, overage, amount)
 
-    def allowances_of(self, org: Org, period: Period) -> list[Allowance]:
+    def periods(self, org: Org, *periods: Period) -> list[PeriodUsage]:
+        """The periods' counters (period item and metered usage), all in one read."""
+        return self._usage.periods(org.org_id, [p.key for p in periods])
+
+    def record_billed(self, org: Org, period: Period, billed: PeriodBilled) -> None:
+        """What a billing call billed of the period, in one write (`OverageBilling`)."""
+        self._usage.record_billed(org.org_id, period.key, billed)
+
+    def allowances_of(self, org: Org, period: Period, counters: PeriodUsage | None = None) -> list[Allowance]:
+        """The period's allowances, from its counters as read (`periods`; read here if not given)."""
         plan = self._orgs.billed_plan(org, period)  # Free's for the Free time before the subscription
-        return self._allowances(org, plan, period, self._usage.usage(org.org_id, period.key))
+        return self._allowances(org, plan, self.periods(org, period)[0] if counters is None else counters)
 
-    def _allowances(self, org: Org, plan: Plan, period: Period, stored: dict[str, MeteredUsage]) -> list[Allowance]:
+    @staticmethod
+    def _allowances(org: Org, plan: Plan, counters: PeriodUsage) -> list[Allowance]:
         book = plan.price_book(org.currency)
-        legacy: dict[str, Any] = self._repo.period(org.org_id, period.key)  # counted before metering by event
 
-        def metered(metric: str) -> int:
-            found = stored.get(metric)
-            return int(legacy.get(metric, 0)) + (found.total if found else 0)
+        def metered(metric: str) -> int:  # + what was counted on the period item before metering by event
+            found = counters.metered.get(metric)
+            return counters.legacy.get(metric, 0) + (found.total if found else 0)
 
         measured = {
             "workflow_runs": (
@@ -275,7 +283,7 @@ class UsageService:
             ),
             "sdk_events": (metered("sdk_events"), plan.allowances.sdk_events, book.sdk_event_overage_unit_minor),
             STORAGE: (
-                storage_gb(int(legacy.get("storage_peak_bytes", 0))),
+                storage_gb(counters.storage_peak_bytes),
                 plan.allowances.media_storage_gb,
                 book.media_storage_gb_overage_unit_minor,
             ),

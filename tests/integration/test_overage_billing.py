@@ -5,6 +5,8 @@ service clock set inside that period."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -319,25 +321,85 @@ def test_a_subscription_cancelled_mid_period_bills_its_overage_and_the_last_peri
     assert _ours(stripe_kit, customer) == ours
 
 
+@contextmanager
+def crashing_before_the_record(table: Any, period_key: str) -> Iterator[list[int]]:
+    """The function dies right before its write of the period item (DynamoDB's UpdateItem of the period, at
+    botocore's boundary): what it added to Stripe is there, nothing of it recorded. Yields the crashes."""
+    events, crashes = table.meta.client.meta.events, []
+
+    def crash(params: dict[str, Any], **_: Any) -> None:
+        if not crashes and f"PERIOD#{period_key}" in str(params.get("body")):
+            crashes.append(1)
+            raise ConnectionError("the function died before its record")
+
+    events.register("before-call.dynamodb.UpdateItem", crash)
+    try:
+        yield crashes
+    finally:
+        events.unregister("before-call.dynamodb.UpdateItem", crash)
+
+
+def test_a_renewal_crashed_before_its_one_record_bills_each_line_once_and_records_them_all_on_retry(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    # Given September over three allowances: 460 credits over Pro's 3,000, 1,400,000 SDK events (400,000 over
+    # its 1M), a 52.3 GB storage peak (53 GB: 3 over its 50)
+    stripe_kit, org_id, clock_id, customer = september_overage(api, stack, table)
+    at = datetime(2026, 9, 25, 16, 12, 7, tzinfo=UTC)
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], at, table=table)
+    kit.usage.ingest_sdk_events("sept", [SdkEvent(org_id, datetime(2026, 9, 20, 7, 31, 4, tzinfo=UTC), 1_400_000)])
+    kit.usage.record_storage(org_id, datetime(2026, 9, 21, 13, 5, 59, tzinfo=UTC), 52_300_000_000)
+    # And the renewal's draft, its invoice.created not delivered to us yet
+    webhooks = stack.stripe.webhook_url
+    stack.stripe.set_webhook_endpoint(None)
+    try:
+        stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
+    finally:
+        stack.stripe.set_webhook_endpoint(webhooks)
+    draft = _renewal(stripe_kit, customer)
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
+    september = "2026-09-01T00:00:00Z"
+    # When its billing adds the three lines to the draft and dies before its one write of the period item
+    with crashing_before_the_record(table, september) as crashes, pytest.raises(ConnectionError):
+        billing.bill_renewal(org_id, gateway.get_invoice(draft.id))
+    assert crashes == [1]
+    assert not any(k.startswith("billed_") for k in kit.repo.period(org_id, september))
+    lines = {f"overage:{org_id}:{september}:{m}": a for m, a in (("credits", 828), ("sdk_events", 600))}
+    lines[f"overage:{org_id}:{september}:media_storage_gb"] = 24
+    assert _ours(stripe_kit, customer) == sorted((k, a, draft.id) for k, a in lines.items())
+    # Then the retry (the webhook delivered) finds them on the draft: it adds nothing and records them all
+    assert billing.bill_renewal(org_id, gateway.get_invoice(draft.id)).added_minor == 0
+    record = kit.repo.period(org_id, september)
+    assert {k: record[f"billed_{k.rpartition(':')[2]}"] for k in lines} == {
+        k: n for k, n in zip(lines, (460, 400_000, 3), strict=True)
+    }
+    assert {record[f"billed_key_{k.rpartition(':')[2]}"] for k in lines} == set(lines)
+    assert (record["billed_invoice_id"], record["billed_included_sdk_events"]) == (draft.id, 1_000_000)
+    # And Stripe finalizes and charges the draft with each line once; the reconciliation owes just that
+    stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 3600 + 60)
+    invoice = stripe_kit.client.v1.invoices.retrieve(draft.id)
+    assert (invoice.status, invoice.total) == ("paid", 4900 + 828 + 600 + 24)
+    assert _ours(stripe_kit, customer) == sorted((k, a, draft.id) for k, a in lines.items())
+    org = kit.org_repo.require_org(org_id)
+    owed = billing.owed(org, billing.closed_period(org, gateway.get_invoice(draft.id)))
+    assert owed == {"credits": 828, "sdk_events": 600, "media_storage_gb": 24}
+
+
 def test_a_final_bill_retried_after_a_crash_sees_its_line_past_the_first_page_of_pending_items(
-    api: ApiClient, stack: Any, table: Any, monkeypatch: pytest.MonkeyPatch
+    api: ApiClient, stack: Any, table: Any
 ) -> None:
     # Given 460 credits over Pro's 3,000 in September, whose final bill put its line on the customer's
     # pending items and crashed before recording it
     stripe_kit, org_id, _clock_id, customer = september_overage(api, stack, table)
-    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 10, 1, 0, 41, tzinfo=UTC))
+    at = datetime(2026, 10, 1, 0, 41, tzinfo=UTC)
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], at, table=table)
     gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
     billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
     ended = datetime(2026, 10, 1, tzinfo=UTC)
-    set_fields = kit.repo.set_period_fields
-
-    def crash(*args: Any, **kwargs: Any) -> None:
-        monkeypatch.setattr(kit.repo, "set_period_fields", set_fields)
-        raise ConnectionError("the function died here")
-
-    monkeypatch.setattr(kit.repo, "set_period_fields", crash)
-    with pytest.raises(ConnectionError):
+    with crashing_before_the_record(table, "2026-09-01T00:00:00Z") as crashes, pytest.raises(ConnectionError):
         billing.bill_final(org_id, customer, ended)
+    assert crashes == [1]
     key = f"overage:{org_id}:2026-09-01T00:00:00Z:credits"
     assert _ours(stripe_kit, customer) == [(key, 828, "pending")]
     # And 130 newer pending items of the customer (Stripe lists them newest first, 100 a page)
