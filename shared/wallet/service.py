@@ -180,7 +180,7 @@ class WalletService:
         self.unbilled_spend: Callable[[str, date], int] | None = None
         # The watch reads with its own repository: a reader after the change, never part of it.
         self.runway = RunwayWatch(WalletRepository(repo.table), RunwayRepository(repo.table), clock, self._unbilled)
-        self._poster.after_commit = self.runway.check
+        self._poster.after_commit = self.runway.after_post
 
     def _unbilled(self, org_id: str, today: date) -> int:
         return self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
@@ -277,7 +277,8 @@ class WalletService:
             except (BudgetRefused, ProjectBudgetExceededError):
                 return self._replay_or(org_id, hold, period)
             except HoldRefused:
-                if retry and self._refusal_passed(org_id, amount_minor):
+                org, stored = self._refused(org_id)
+                if retry and self._refusal_passed(org, stored, amount_minor):
                     # What refused it has changed since (the mode copied, a hold released): once more.
                     return self.hold(
                         org_id=org_id,
@@ -288,7 +289,7 @@ class WalletService:
                         expires_at=expires_at,
                         retry=False,
                     )
-                raise self._refusal(org_id, amount_minor) from None
+                raise self._refusal(org, stored, amount_minor) from None
             self.runway.check(org_id)  # the hold lowers the funds and raises the rate
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
@@ -322,21 +323,25 @@ class WalletService:
         """The org's open holds, each with what it still reserves (`open_minor`) and when it expires."""
         return self._repo.open_holds(org_id)
 
-    def _refusal_passed(self, org_id: str, amount_minor: int) -> bool:
-        org = agency(self._org_repo.require_org(org_id))  # 404 for an unknown org, 409 wallet_not_available for BYO
-        stored = self._poster.load(org)
+    def _refused(self, org_id: str) -> tuple[Org, StoredWallet]:
+        """What a refused hold reads again, once, for the retry and the refusal both (what refused it may have
+        changed since): the org (404 for an unknown one, 409 wallet_not_available for BYO) and the wallet."""
+        org = agency(self._org_repo.require_org(org_id))
+        return org, self._poster.load(org)
+
+    def _refusal_passed(self, org: Org, stored: StoredWallet, amount_minor: int) -> bool:
         if stored.version and stored.mode is None:
             # A wallet written before it kept a copy of the mode: copy it (or a racing hold did).
-            self._repo.copy_mode(org_id, org.billing_mode.value)
+            self._repo.copy_mode(org.org_id, org.billing_mode.value)
             stored = self._poster.load(org)
         open_ = org.agency_spend_open(self._clock.now())
         return wallet_mode(stored, org) is BillingMode.AGENCY and open_ and stored.account.can_hold(amount_minor)
 
-    def _refusal(self, org_id: str, amount_minor: int) -> ConflictError:
-        org = agency(self._org_repo.require_org(org_id))
+    def _refusal(self, org: Org, stored: StoredWallet, amount_minor: int) -> ConflictError:
+        """Why the hold was refused, as the refused hold read it again (`_refused`)."""
         if not org.agency_spend_open(self._clock.now()):
             return spend_stopped()
-        account = self._poster.load(org).account
+        account = stored.account
         if account.status is WalletStatus.PAUSED:
             return InsufficientWalletFundsError(
                 "Agency spend is paused: the wallet is below its floor.", code="wallet_paused"
