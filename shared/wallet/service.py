@@ -172,6 +172,7 @@ class WalletService:
         self.topup_succeeded = self._topups.topup_succeeded
         self.topup_failed = self._topups.topup_failed
         self.topup_for = self._topups.topup_for
+        self.paid_by = self._topups.paid_by
         self.resume_stalled_auto_top_ups = self._auto.resume_stalled
         self.dispute = self._refunds.dispute
         self.dispute_won = self._refunds.dispute_won
@@ -185,9 +186,10 @@ class WalletService:
     def _unbilled(self, org_id: str, today: date) -> int:
         return self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
 
-    def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
-        """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
-        return self._auto.payment_failed(self._org_repo.require_org(org_id), topup, payment_intent_id)
+    def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str, org: Org | None = None) -> bool:
+        """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once.
+        `org`: as the caller just read it (`paid_by`; None: read here)."""
+        return self._auto.payment_failed(org or self._org_repo.require_org(org_id), topup, payment_intent_id)
 
     def _with_wallet(self, org: Org) -> Org:
         """Agency orgs, and orgs that left agency mode with a wallet: its money still has to be settled
@@ -365,7 +367,7 @@ class WalletService:
             status = "expired" if expired else "voided"
             if self._repo.end_hold(org_id, hold, status, iso(self._clock.now())):
                 self.runway.check(org_id, rising=True)  # freed: the runway may rise above a stage (re-armed)
-                return self._repo.hold(org_id, hold_id) or hold
+                return replace(hold, status=status)  # as stored: ended on being as read, and final once ended
             # ended concurrently, or a bill drew on it since it was read: read it again
         raise ConcurrentUpdateError("The hold is busy; retry.")
 
