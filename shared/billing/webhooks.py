@@ -126,6 +126,31 @@ class StripeEventHandler:
             logger.warning("subscription for an unknown org", extra={"subscription_id": subscription_id})
             return "unknown_org"
         before = self._linked(org_id, link) if link else self._repo.get_org(org_id)
+        return self._mirror_fetched(org_id, before, sub, fetched)
+
+    def _customer_synced(self, customer_id: str, subscription_id: str) -> tuple[str | None, str]:
+        """An invoice's org (the one its customer is linked to; None: unknown) and its subscription synced
+        (`_sync_subscription`). The link and the org the subscription's metadata names are read in one round
+        trip: the link decides (when it names another org, that one is read)."""
+        fetched = self._mirror.now_ms()
+        sub = self._gateway.get_subscription(subscription_id)
+        named = sub.metadata.get("org_id")
+        org_id, before = (
+            self._repo.customer_org(customer_id, str(named)) if named else (self._org_for(customer_id), None)
+        )
+        if org_id is None:
+            return None, "unknown_org"
+        return org_id, self._mirror_fetched(org_id, before or self._repo.get_org(org_id), sub, fetched)
+
+    def _invoice_org(self, invoice: StripeInvoice) -> tuple[str | None, str]:
+        """The org of an invoice's customer (None: unknown), its subscription synced if it has one (the outcome)."""
+        if invoice.subscription_id:
+            return self._customer_synced(invoice.customer_id, invoice.subscription_id)
+        return self._org_for(invoice.customer_id), "paid"
+
+    def _mirror_fetched(self, org_id: str, before: Org | None, sub: StripeSubscription, fetched: int) -> str:
+        """Mirrors the subscription fetched from Stripe at `fetched` (ms) onto the org as read (`before`)."""
+        subscription_id = sub.subscription_id
         if before is None or not _is_the_orgs(before, sub):
             logger.warning("a subscription that is not the org's", extra={"subscription_id": subscription_id})
             return "not_ours"
@@ -197,23 +222,18 @@ class StripeEventHandler:
         return f"overage_{'deferred' if billed.deferred else 'billed'} {billed.added_minor}"
 
     def _invoice_paid(self, invoice: StripeInvoice) -> str:
-        org_id = self._org_for(invoice.customer_id)
+        org_id, outcome = self._invoice_org(invoice)
         if org_id is None:
             return "unknown_org"
-        outcome = "paid"
-        if invoice.subscription_id:
-            outcome = self._sync_subscription(invoice.subscription_id, org_id)
         if invoice.billing_reason == "subscription_update" and invoice.total_minor < 0 and invoice.invoice_id:
             refunded = self._refunds.refund_credit(org_id, invoice)
             outcome += f", refunded {refunded}"
         return outcome
 
     def _invoice_payment_failed(self, invoice: StripeInvoice) -> str:
-        org_id = self._org_for(invoice.customer_id)
+        org_id, _ = self._invoice_org(invoice)
         if org_id is None:
             return "unknown_org"
-        if invoice.subscription_id:
-            self._sync_subscription(invoice.subscription_id, org_id)
         notice = Notice(
             "Payment.Failed",
             "Layers: your subscription payment failed",
