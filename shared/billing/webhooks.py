@@ -12,7 +12,7 @@ from functools import partial
 from shared.billing.refunds import DowngradeRefunds
 from shared.billing.subscriptions import ENDED, SeatSync, SubscriptionMirror
 from shared.credits.service import CreditService
-from shared.errors import InvalidRequestError, MalformedWebhookError
+from shared.errors import InvalidRequestError, MalformedWebhookError, NotFoundError
 from shared.observability import logger
 from shared.orgs.models import Org, SubscriptionStatus
 from shared.orgs.repository import OrgRepository
@@ -117,14 +117,40 @@ class StripeEventHandler:
             return str(org_id)
         return self._repo.org_id_for_customer(customer_id) if customer_id else None
 
-    def _sync_subscription(self, subscription_id: str, org_id: str | None) -> str:
+    def _sync_subscription(self, subscription_id: str, org_id: str | None, link: str | None = None) -> str:
+        """`link`: Checkout's customer, linked to the org if it has none yet (`_linked`)."""
         fetched = self._mirror.now_ms()
         sub = self._gateway.get_subscription(subscription_id)
         org_id = org_id or self._org_for(sub.customer_id, sub.metadata)
         if org_id is None:
             logger.warning("subscription for an unknown org", extra={"subscription_id": subscription_id})
             return "unknown_org"
-        before = self._repo.get_org(org_id)
+        before = self._linked(org_id, link) if link else self._repo.get_org(org_id)
+        return self._mirror_fetched(org_id, before, sub, fetched)
+
+    def _customer_synced(self, customer_id: str, subscription_id: str) -> tuple[str | None, str]:
+        """An invoice's org (the one its customer is linked to; None: unknown) and its subscription synced
+        (`_sync_subscription`). The link and the org the subscription's metadata names are read in one round
+        trip: the link decides (when it names another org, that one is read)."""
+        fetched = self._mirror.now_ms()
+        sub = self._gateway.get_subscription(subscription_id)
+        named = sub.metadata.get("org_id")
+        org_id, before = (
+            self._repo.customer_org(customer_id, str(named)) if named else (self._org_for(customer_id), None)
+        )
+        if org_id is None:
+            return None, "unknown_org"
+        return org_id, self._mirror_fetched(org_id, before or self._repo.get_org(org_id), sub, fetched)
+
+    def _invoice_org(self, invoice: StripeInvoice) -> tuple[str | None, str]:
+        """The org of an invoice's customer (None: unknown), its subscription synced if it has one (the outcome)."""
+        if invoice.subscription_id:
+            return self._customer_synced(invoice.customer_id, invoice.subscription_id)
+        return self._org_for(invoice.customer_id), "paid"
+
+    def _mirror_fetched(self, org_id: str, before: Org | None, sub: StripeSubscription, fetched: int) -> str:
+        """Mirrors the subscription fetched from Stripe at `fetched` (ms) onto the org as read (`before`)."""
+        subscription_id = sub.subscription_id
         if before is None or not _is_the_orgs(before, sub):
             logger.warning("a subscription that is not the org's", extra={"subscription_id": subscription_id})
             return "not_ours"
@@ -144,6 +170,19 @@ class StripeEventHandler:
             return f"subscription_{sub.status}, deferred overage invoiced"
         return f"subscription_{sub.status}"
 
+    def _linked(self, org_id: str, customer_id: str) -> Org:
+        """The org (NotFoundError for none), Checkout's customer linked to it first if it has no customer yet
+        (`link_stripe_customer`: the org's customer never changes once set). One read: the link writes only
+        the customer, so the org is as read with it; linked to another customer meanwhile: read again."""
+        org = self._repo.get_org(org_id)
+        if org is None:
+            raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
+        if org.stripe_customer_id is not None:
+            return org
+        if self._repo.link_stripe_customer(org_id, customer_id) == customer_id:
+            return org.model_copy(update={"stripe_customer_id": customer_id})
+        return self._repo.require_org(org_id)
+
     def _bill_final(self, org_id: str, sub: StripeSubscription) -> None:
         """A cancelled subscription's last period (`bill_final`: billed once, by its keys)."""
         if sub.status == SubscriptionStatus.CANCELED:
@@ -160,9 +199,12 @@ class StripeEventHandler:
             return "pack_credited"
         if session.mode != "subscription" or not session.subscription_id or not org_id:
             return "ignored"
-        if session.customer_id is not None:
-            self._repo.link_stripe_customer(str(org_id), session.customer_id)
-        return self._sync_subscription(session.subscription_id, str(org_id))
+        try:
+            return self._sync_subscription(session.subscription_id, str(org_id), link=session.customer_id)
+        except InvalidRequestError as exc:  # no subscription to mirror (`handle`): the customer is the org's still
+            if exc.code == "stripe_resource_missing" and session.customer_id is not None:
+                self._repo.link_stripe_customer(str(org_id), session.customer_id)
+            raise
 
     def _subscription_changed(self, sub: SubscriptionChange) -> str:
         return self._sync_subscription(sub.subscription_id, self._org_for(sub.customer_id, sub.metadata))
@@ -180,23 +222,18 @@ class StripeEventHandler:
         return f"overage_{'deferred' if billed.deferred else 'billed'} {billed.added_minor}"
 
     def _invoice_paid(self, invoice: StripeInvoice) -> str:
-        org_id = self._org_for(invoice.customer_id)
+        org_id, outcome = self._invoice_org(invoice)
         if org_id is None:
             return "unknown_org"
-        outcome = "paid"
-        if invoice.subscription_id:
-            outcome = self._sync_subscription(invoice.subscription_id, org_id)
         if invoice.billing_reason == "subscription_update" and invoice.total_minor < 0 and invoice.invoice_id:
             refunded = self._refunds.refund_credit(org_id, invoice)
             outcome += f", refunded {refunded}"
         return outcome
 
     def _invoice_payment_failed(self, invoice: StripeInvoice) -> str:
-        org_id = self._org_for(invoice.customer_id)
+        org_id, _ = self._invoice_org(invoice)
         if org_id is None:
             return "unknown_org"
-        if invoice.subscription_id:
-            self._sync_subscription(invoice.subscription_id, org_id)
         notice = Notice(
             "Payment.Failed",
             "Layers: your subscription payment failed",
@@ -216,11 +253,12 @@ class StripeEventHandler:
         if sent.metadata.get("kind") != "wallet_topup":
             return "noted"  # credit packs are credited on checkout.session.completed
         intent = self._gateway.get_payment_intent(sent.intent_id)  # Stripe's object now, never the payload
-        topup = self._wallet.topup_for(intent)
-        if topup is None:
+        paid = self._wallet.paid_by(intent)
+        if paid is None:
             logger.warning("a wallet payment we did not ask for", extra={"payment_intent_id": intent.intent_id})
             return "not_ours"
-        org_id = intent.metadata["org_id"]
+        org, topup = paid  # the org as just read: handed down, not read again
+        org_id = org.org_id
         if intent.status == "succeeded":
             received = intent.amount_received_minor or 0
             if received <= 0:
@@ -231,6 +269,7 @@ class StripeEventHandler:
                 payment_intent_id=intent.intent_id,
                 charge_id=intent.latest_charge_id,
                 amount_minor=received,
+                org=org,
             )
             if intent.latest_charge_id:  # refunds Stripe reported before this credit (nothing to link then)
                 self._charge_refunds(intent.latest_charge_id)
@@ -238,9 +277,9 @@ class StripeEventHandler:
         if intent.status not in ("requires_payment_method", "canceled"):
             return "noted"
         if topup.method == "auto_card":
-            counted = self._wallet.auto_top_up_failed(org_id, topup, intent.intent_id)
+            counted = self._wallet.auto_top_up_failed(org_id, topup, intent.intent_id, org)
             return "auto_top_up_attempt_failed" if counted else "noted"
-        self._wallet.topup_failed(org_id=org_id, topup_id=topup.topup_id, payment_intent_id=intent.intent_id)
+        self._wallet.topup_failed(org_id=org_id, topup_id=topup.topup_id, payment_intent_id=intent.intent_id, org=org)
         return "wallet_topup_failed"
 
     def _refund_changed(self, sent: Refund) -> str:

@@ -97,16 +97,19 @@ class BudgetService:
         budget = ProjectBudget(project_id, limits.ad_spend_minor, dict(limits.platforms_minor), limits.credits)
         for _ in range(MAX_PUT_ATTEMPTS):
             before, period = self._repo.budget(org_id, project_id), period_containing(org, self._clock.now())
-            found = limits_crossed(before, budget, self._repo.usage(org_id, project_id, period.key))
+            usage = self._repo.usage(org_id, project_id, period.key)
+            found = limits_crossed(before, budget, usage)
             if not found:
-                self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
-                return self.state(org, project_id)
+                stored = self._repo.put_budget(org_id, budget, self._clock.now(), caller.user_id)
+                return BudgetState(project_id, period, stored, usage)  # the put changes no usage: as read
             messages: list[Message] = [_event(org_id, project_id, period.key, c) for c in found]
             try:  # the limits and their announcements in one transaction: a crash between them loses none
-                self._repo.put_budget_announced(org_id, budget, self._clock.now(), caller.user_id, before, messages)
+                stored = self._repo.put_budget_announced(
+                    org_id, budget, self._clock.now(), caller.user_id, before, messages
+                )
             except BudgetChanged:
                 continue  # put concurrently: read again
-            return self.state(org, project_id)
+            return BudgetState(project_id, period, stored, usage)
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
 
     def state(self, org: Org, project_id: str) -> BudgetState:

@@ -670,6 +670,14 @@ class OrgRepository:
             return org.stripe_customer_id
         return customer_id
 
+    def customer_org(self, customer_id: str, org_id: str) -> tuple[str | None, Org | None]:
+        """The id of the org the customer is linked to (None: none) and, when that is `org_id` (the one
+        expected), the org: both read in one round trip (BatchGetItem, consistent)."""
+        items = self._batch_get([{"PK": f"STRIPE_CUSTOMER#{customer_id}", "SK": "LINK"}, _org_key(org_id)])
+        linked = next((str(i["org_id"]) for i in items if i["SK"] == "LINK"), None)
+        org = next((Org.model_validate(plain(i)) for i in items if i["SK"] == "ORG" and linked == org_id), None)
+        return linked, org
+
     def org_id_for_customer(self, customer_id: str) -> str | None:
         with dynamo_errors():
             item = self._table.get_item(Key={"PK": f"STRIPE_CUSTOMER#{customer_id}", "SK": "LINK"}).get("Item")

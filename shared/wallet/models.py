@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,22 @@ class StoredWallet:
     @property
     def version(self) -> int:
         return self.head.version
+
+    def changed_by(self, change: WalletChange, mode: BillingMode) -> StoredWallet:
+        """The wallet as `change`, committed on this read, left it (`mode`: the org's, which the wallet's
+        first write copies). `held` is as this read saw it plus the change's own draws: holds placed or
+        ended meanwhile move it without a version, so only a read sees them."""
+        delta = change.after.available - self.account.available
+        return replace(
+            self,
+            account=change.after,
+            head=Head(self.head.version + 1, self.head.seq + len(change.movements)),
+            auto=change.auto or self.auto,
+            mode=self.mode or mode,
+            spend_days=self.spend_days if change.spend_days is None else change.spend_days,
+            drawn_days=self.drawn_days if change.drawn_days is None else change.drawn_days,
+            stored_available=None if self.stored_available is None else self.stored_available + delta,
+        )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class Posted:
     before: StoredWallet
     after: WalletAccount
     replay: bool  # the change's cause was applied before: nothing was written now
+    wallet: StoredWallet  # the wallet as this post left it (StoredWallet.changed_by); as read on a replay
 
 
 Build = Callable[[StoredWallet], WalletChange | None]
@@ -73,9 +74,9 @@ class WalletPoster:
         self._org_repo = org_repo
         self._repo = repo
         self._clock = clock
-        # Called after each change that committed (or was replayed: a retry heals a check that failed):
-        # the runway watch (runway_watch.py).
-        self.after_commit: Callable[[str], object] | None = None
+        # Called after each change that committed (or was replayed: a retry heals a check that failed),
+        # with the wallet as the change left it: the runway watch (runway_watch.py).
+        self.after_commit: Callable[[str, StoredWallet], object] | None = None
 
     def load(self, org: Org) -> StoredWallet:
         stored = self._repo.get(org.org_id)
@@ -100,7 +101,7 @@ class WalletPoster:
         retry_on = (LedgerConflict, ConcurrentUpdateError, ModeChanged, PeriodClosed)
         posted = until_done(attempt, retry_on=retry_on, attempts=MAX_ATTEMPTS, busy="The wallet is busy; retry.")
         if posted is not None and self.after_commit is not None:
-            self.after_commit(org.org_id)
+            self.after_commit(org.org_id, posted.wallet)
         return posted
 
     def attribution(self, org: Org, dated: datetime | None) -> Attribution:
@@ -137,8 +138,8 @@ class WalletPoster:
                 now=self._clock.now(),
             )
         except AlreadyApplied:
-            return Posted(stored, stored.account, replay=True)
-        return Posted(stored, change.after, replay=False)
+            return Posted(stored, stored.account, replay=True, wallet=stored)
+        return Posted(stored, change.after, replay=False, wallet=stored.changed_by(change, org.billing_mode))
 
 
 def signal_messages(org: Org, before: WalletAccount, after: WalletAccount, signals: list[Signal]) -> list[Message]:

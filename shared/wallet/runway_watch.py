@@ -1,11 +1,12 @@
 """Watches the runway (shared/wallet/runway.py) and raises its staged alerts.
 
 When: after every committed wallet change (a bill, a top-up credited or on its way, a refund, a
-reversal: WalletPoster's `after_commit`), after a hold is placed or ended, and once a day for every org
-whose wallet moved within the rate's days or that has an open hold (the days slide and the holds' ends
-near even when nothing is written: the reconciler's daily run calls `daily`). An evaluation reads the
-account, the alert state, the open holds (only while something is held) and the unbilled spend (only
-when the platforms reported any): a few reads, and a write only when the stage changes.
+reversal: WalletPoster's `after_commit`, with the wallet as the change left it: `after_post`), after a
+hold is placed or ended, and once a day for every org whose wallet moved within the rate's days or that
+has an open hold (the days slide and the holds' ends near even when nothing is written: the reconciler's
+daily run calls `daily`). An evaluation reads the account (not after a change: the change hands it down),
+the alert state, the open holds (only while something is held) and the unbilled spend (only when the
+platforms reported any): a few reads, and a write only when the stage changes.
 
 Alerts: when the runway falls to or below a stage (days) not alerted since the runway was last above
 it, one `Wallet.RunwayAlert` event and notification name the deepest stage crossed (a runway that
@@ -117,8 +118,18 @@ class RunwayWatch:
         hold sweeper ends many)."""
         if rising and self._runway.state(org_id).stage is None:
             return None
+        return self._evaluate(org_id, None)
+
+    def after_post(self, org_id: str, left: StoredWallet) -> Runway | None:
+        """`check`, after a wallet change, on the wallet as the change left it (WalletPoster's `after_commit`):
+        no read of what the change just wrote. A change committed after it runs its own evaluation after
+        its own write, as a hold placed or ended does (the stage move is conditional on the stage read)."""
+        return self._evaluate(org_id, left)
+
+    def _evaluate(self, org_id: str, known: StoredWallet | None) -> Runway | None:
+        """`known`: the wallet for the first try (None: read); a try that lost the stage to another reads again."""
         for _ in range(MAX_TRIES):
-            stored = self._repo.get(org_id)
+            stored, known = known or self._repo.get(org_id), None
             if stored is None:
                 return None
             state = self._runway.state(org_id)

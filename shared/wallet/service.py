@@ -172,6 +172,7 @@ class WalletService:
         self.topup_succeeded = self._topups.topup_succeeded
         self.topup_failed = self._topups.topup_failed
         self.topup_for = self._topups.topup_for
+        self.paid_by = self._topups.paid_by
         self.resume_stalled_auto_top_ups = self._auto.resume_stalled
         self.dispute = self._refunds.dispute
         self.dispute_won = self._refunds.dispute_won
@@ -180,14 +181,15 @@ class WalletService:
         self.unbilled_spend: Callable[[str, date], int] | None = None
         # The watch reads with its own repository: a reader after the change, never part of it.
         self.runway = RunwayWatch(WalletRepository(repo.table), RunwayRepository(repo.table), clock, self._unbilled)
-        self._poster.after_commit = self.runway.check
+        self._poster.after_commit = self.runway.after_post
 
     def _unbilled(self, org_id: str, today: date) -> int:
         return self.unbilled_spend(org_id, today) if self.unbilled_spend else 0
 
-    def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str) -> bool:
-        """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once."""
-        return self._auto.payment_failed(self._org_repo.require_org(org_id), topup, payment_intent_id)
+    def auto_top_up_failed(self, org_id: str, topup: TopUp, payment_intent_id: str, org: Org | None = None) -> bool:
+        """Stripe says an auto-top-up attempt failed after it was made: a failed attempt, counted once.
+        `org`: as the caller just read it (`paid_by`; None: read here)."""
+        return self._auto.payment_failed(org or self._org_repo.require_org(org_id), topup, payment_intent_id)
 
     def _with_wallet(self, org: Org) -> Org:
         """Agency orgs, and orgs that left agency mode with a wallet: its money still has to be settled
@@ -277,7 +279,8 @@ class WalletService:
             except (BudgetRefused, ProjectBudgetExceededError):
                 return self._replay_or(org_id, hold, period)
             except HoldRefused:
-                if retry and self._refusal_passed(org_id, amount_minor):
+                org, stored = self._refused(org_id)
+                if retry and self._refusal_passed(org, stored, amount_minor):
                     # What refused it has changed since (the mode copied, a hold released): once more.
                     return self.hold(
                         org_id=org_id,
@@ -288,7 +291,7 @@ class WalletService:
                         expires_at=expires_at,
                         retry=False,
                     )
-                raise self._refusal(org_id, amount_minor) from None
+                raise self._refusal(org, stored, amount_minor) from None
             self.runway.check(org_id)  # the hold lowers the funds and raises the rate
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
@@ -322,21 +325,25 @@ class WalletService:
         """The org's open holds, each with what it still reserves (`open_minor`) and when it expires."""
         return self._repo.open_holds(org_id)
 
-    def _refusal_passed(self, org_id: str, amount_minor: int) -> bool:
-        org = agency(self._org_repo.require_org(org_id))  # 404 for an unknown org, 409 wallet_not_available for BYO
-        stored = self._poster.load(org)
+    def _refused(self, org_id: str) -> tuple[Org, StoredWallet]:
+        """What a refused hold reads again, once, for the retry and the refusal both (what refused it may have
+        changed since): the org (404 for an unknown one, 409 wallet_not_available for BYO) and the wallet."""
+        org = agency(self._org_repo.require_org(org_id))
+        return org, self._poster.load(org)
+
+    def _refusal_passed(self, org: Org, stored: StoredWallet, amount_minor: int) -> bool:
         if stored.version and stored.mode is None:
             # A wallet written before it kept a copy of the mode: copy it (or a racing hold did).
-            self._repo.copy_mode(org_id, org.billing_mode.value)
+            self._repo.copy_mode(org.org_id, org.billing_mode.value)
             stored = self._poster.load(org)
         open_ = org.agency_spend_open(self._clock.now())
         return wallet_mode(stored, org) is BillingMode.AGENCY and open_ and stored.account.can_hold(amount_minor)
 
-    def _refusal(self, org_id: str, amount_minor: int) -> ConflictError:
-        org = agency(self._org_repo.require_org(org_id))
+    def _refusal(self, org: Org, stored: StoredWallet, amount_minor: int) -> ConflictError:
+        """Why the hold was refused, as the refused hold read it again (`_refused`)."""
         if not org.agency_spend_open(self._clock.now()):
             return spend_stopped()
-        account = self._poster.load(org).account
+        account = stored.account
         if account.status is WalletStatus.PAUSED:
             return InsufficientWalletFundsError(
                 "Agency spend is paused: the wallet is below its floor.", code="wallet_paused"
@@ -360,7 +367,7 @@ class WalletService:
             status = "expired" if expired else "voided"
             if self._repo.end_hold(org_id, hold, status, iso(self._clock.now())):
                 self.runway.check(org_id, rising=True)  # freed: the runway may rise above a stage (re-armed)
-                return self._repo.hold(org_id, hold_id) or hold
+                return replace(hold, status=status)  # as stored: ended on being as read, and final once ended
             # ended concurrently, or a bill drew on it since it was read: read it again
         raise ConcurrentUpdateError("The hold is busy; retry.")
 

@@ -214,8 +214,13 @@ class TopUps:
 
     # ------------------------------------------------------------------ Stripe's answers (webhooks)
     def topup_for(self, intent: PaymentIntent) -> TopUp | None:
-        """The top-up a PaymentIntent (as re-read from Stripe) pays, when our record and Stripe's object
-        agree: the org and top-up its metadata names exist, the intent is the org's customer's, in the
+        """The top-up a PaymentIntent (as re-read from Stripe) pays (`paid_by`), None for none."""
+        paid = self.paid_by(intent)
+        return paid[1] if paid else None
+
+    def paid_by(self, intent: PaymentIntent) -> tuple[Org, TopUp] | None:
+        """The org and top-up a PaymentIntent (as re-read from Stripe) pays, when our record and Stripe's
+        object agree: the org and top-up its metadata names exist, the intent is the org's customer's, in the
         top-up's currency, and the intent our record holds (card, ACH, wire; an auto-top-up's attempts
         each have their own). None otherwise: a payment we did not ask for moves nothing."""
         org_id, topup_id = intent.metadata.get("org_id"), intent.metadata.get("topup_id")
@@ -228,14 +233,22 @@ class TopUps:
             or intent.currency != (topup.currency or org.currency).upper()
             or (topup.method != "auto_card" and topup.payment_intent_id not in (None, intent.intent_id))
         )
-        return None if mismatch else topup
+        return None if mismatch else (org, topup)
 
     def topup_succeeded(
-        self, *, org_id: str, topup_id: str, payment_intent_id: str, charge_id: str | None, amount_minor: int
+        self,
+        *,
+        org_id: str,
+        topup_id: str,
+        payment_intent_id: str,
+        charge_id: str | None,
+        amount_minor: int,
+        org: Org | None = None,
     ) -> bool:
-        """Credits a top-up once (Stripe's payment_intent.succeeded). False on a replay."""
+        """Credits a top-up once (Stripe's payment_intent.succeeded). False on a replay. `org`: as the caller
+        just read it (`paid_by`; None: read here)."""
         credit = Credit(org_id, topup_id, payment_intent_id, charge_id, amount_minor)
-        org = self._org_repo.require_org(org_id)
+        org = org or self._org_repo.require_org(org_id)
         posted = self._poster.post(org, lambda stored: self._credit_change(stored, credit))
         return posted is not None and not posted.replay
 
@@ -278,11 +291,12 @@ class TopUps:
             records=records,
         )
 
-    def topup_failed(self, *, org_id: str, topup_id: str, payment_intent_id: str) -> None:
+    def topup_failed(self, *, org_id: str, topup_id: str, payment_intent_id: str, org: Org | None = None) -> None:
         """A top-up's payment failed (card decline, ACH return before settlement). Once per intent. The
         record, what is on its way and the notice change together, in one wallet change: a credit that
-        landed meanwhile (it did not fail after all) is never overwritten, nor is pending lowered twice."""
-        org = self._org_repo.require_org(org_id)
+        landed meanwhile (it did not fail after all) is never overwritten, nor is pending lowered twice.
+        `org`: as the caller just read it (`paid_by`; None: read here)."""
+        org = org or self._org_repo.require_org(org_id)
         notice = Notice(
             "Wallet.TopUpFailed",
             "Layers: a wallet top-up failed",

@@ -133,6 +133,31 @@ def test_another_customers_subscription_naming_our_org_changes_nothing(api: ApiC
     assert api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body["status"] == "active"
 
 
+def test_an_invoice_of_a_linked_customer_is_its_orgs_whatever_its_subscription_names(
+    api: ApiClient, kit: StripeKit
+) -> None:
+    # Given a Pro agency org, and another org on Free whose linked customer subscribes in Stripe with
+    # metadata naming the first org
+    owner, org_id, customer, _ = _funded(api, kit)
+    price = kit.client.v1.subscriptions.list(params={"customer": customer}).data[0]["items"].data[0].price.id
+    other_owner = new_user()
+    other_org = api.call("POST", "/v1/orgs", as_user=other_owner, json={"name": "Other"}).body["org_id"]
+    other = kit.client.v1.customers.create(params={"name": "the other org"})
+    kit.repo.link_stripe_customer(other_org, other.id)
+    card = kit.client.v1.payment_methods.attach("pm_card_visa", params={"customer": other.id})
+    kit.client.v1.customers.update(other.id, params={"invoice_settings": {"default_payment_method": card.id}})
+    # When it is paid (invoice.paid: the org is the one its customer is linked to)
+    kit.client.v1.subscriptions.create(
+        params={"customer": other.id, "items": [{"price": price}], "metadata": {"org_id": org_id}}
+    )
+    kit.emulator.wait_for_deliveries()
+    # Then the subscription is the other org's, and the first keeps its plan, mode and subscription
+    assert api.call("GET", f"/v1/orgs/{other_org}", as_user=other_owner).body["plan"]["plan_id"] == "pro"
+    org = api.call("GET", f"/v1/orgs/{org_id}", as_user=owner).body
+    assert (org["plan"]["plan_id"], org["billing_mode"]) == ("pro", "agency")
+    assert api.call("GET", f"/v1/orgs/{org_id}/subscription", as_user=owner).body["status"] == "active"
+
+
 def _webhooks_first(stack: Any, kit: WalletKit, method: str) -> None:
     """The gateway's `method` answers only after Stripe's webhooks about it were handled."""
     real = getattr(kit.gateway, method)
