@@ -837,13 +837,16 @@ class OrgRepository:
         """The period off the invoice run's index (invoiced, or re-anchored away); its item stays, unlisted."""
         self._unlist(period_index_key(org_id, period_key), Attr("PK").exists())
 
-    def periods_ending(self, day: str) -> list[tuple[str, str, str]]:
+    def periods_ending(self, day: str, org_id: str | None = None) -> list[tuple[str, str, str]]:
         """(org, period key, period end) of the periods ending on `day` not invoiced yet (an issued
-        invoice takes its period off the index)."""
+        invoice takes its period off the index); with `org_id`, only that org's (the index's sort key
+        begins with the org: one org's run reads its own listings, not the day's)."""
         found: list[tuple[str, str, str]] = []
         start = None
+        day_key = Key("GSI2PK").eq(f"PERIODEND#{day}")
+        condition = day_key if org_id is None else day_key & Key("GSI2SK").begins_with(f"{org_id}#")
         while True:
-            resp = self._query(start, IndexName="GSI2", KeyConditionExpression=Key("GSI2PK").eq(f"PERIODEND#{day}"))
+            resp = self._query(start, IndexName="GSI2", KeyConditionExpression=condition)
             found += [(str(i["org_id"]), str(i["period_key"]), str(i["period_end"])) for i in resp["Items"]]
             start = resp.get("LastEvaluatedKey")
             if start is None:

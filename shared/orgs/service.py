@@ -273,12 +273,12 @@ class OrgService:
         if org.billing_mode is BillingMode.AGENCY:
             _check_agency(plan, BillingMode.AGENCY)
 
-    def periods_due(self, day: date, now: datetime) -> list[tuple[str, str]]:
+    def periods_due(self, day: date, now: datetime, org_id: str | None = None) -> list[tuple[str, str]]:
         """(org, period_key) of the billing periods ending on `day` (UTC) that may be invoiced at `now`:
-        ended at least SETTLE_WINDOW ago, and not invoiced yet."""
+        ended at least SETTLE_WINDOW ago, and not invoiced yet; with `org_id`, that org's only."""
         return [
             (org, key)
-            for org, key, end in self._repo.periods_ending(day.isoformat())
+            for org, key, end in self._repo.periods_ending(day.isoformat(), org_id)
             if period_settled(datetime.fromisoformat(end.replace("Z", "+00:00")), now)
         ]
 

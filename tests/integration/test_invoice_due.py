@@ -197,3 +197,26 @@ def test_a_crash_right_after_a_new_subscription_is_written_still_leaves_one_peri
         events.unregister("after-call.dynamodb.TransactWriteItems", crash)
     assert kit.mirror.apply(org_id, sub, kit.mirror.now_ms()) is not None  # the webhook, redelivered
     assert _listed(table, org_id) == {"2028-01-01T00:10:03Z": "2028-02-01T00:10:03Z"}
+
+
+def test_one_orgs_due_periods_are_read_through_the_same_index_and_rule(table: Any) -> None:
+    """An org's own run (`periods_due(..., org_id)`) reads its listings of the day on the dispatcher's index,
+    with the dispatcher's rule (settled, not invoiced), and none of another org's - not even one whose id
+    begins with its own."""
+    from functions.invoice_dispatcher.handler import services
+
+    repo, orgs = OrgRepository(table), services().orgs
+    mine = f"org_due_{new_user()}"
+    others = (f"{mine}x", f"org_due_{new_user()}")
+    ends = {"2028-01-29T00:10:00Z": "2028-02-29T00:10:00Z", "2028-01-29T21:05:00Z": "2028-02-29T21:05:00Z"}
+    for org_id in (mine, *others):
+        for key, end in ends.items():
+            repo.index_period(org_id, key, end)
+    early = datetime(2028, 2, 29, 12, tzinfo=UTC)  # the first settled, the second not ended yet
+    assert orgs.periods_due(DAY.date(), early, mine) == [(mine, "2028-01-29T00:10:00Z")]
+    later = datetime(2028, 3, 1, 1, tzinfo=UTC)
+    assert orgs.periods_due(DAY.date(), later, mine) == [(mine, key) for key in ends]
+    day = orgs.periods_due(DAY.date(), later)
+    assert [due for due in day if due[0] in (mine, *others)] == sorted((o, k) for o in (mine, *others) for k in ends)
+    repo.unindex_period(mine, "2028-01-29T00:10:00Z")
+    assert orgs.periods_due(DAY.date(), later, mine) == [(mine, "2028-01-29T21:05:00Z")]

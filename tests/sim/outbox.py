@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,13 +137,20 @@ class Stream:
     publisher: OutboxPublisher
     rng: random.Random
     lag: float  # the chance a step's messages wait for a later step (the stream lags)
+    written: Callable[[], int]  # the outbox writes the scenario's services tried so far (FaultPlan.outbox_writes)
+    read_at: int | None = None  # `written()` when a batch last left nothing unsent (None: something may be)
+
+    def touched(self) -> None:
+        """Something wrote past the services' count (a tampered store): the next batch reads."""
+        self.read_at = None
 
 
 PUBLISHER_DDB_FAULTS = ("ddb_throttle", "crash_before_write", "crash_after_write")  # on its marks
 
 
-def stream_for(seed: int, rates: dict[str, float], table: Any) -> Stream:
-    """The scenario's stream: the outbox faults of its rates (and the DynamoDB ones, on the marks)."""
+def stream_for(seed: int, rates: dict[str, float], table: Any, written: Callable[[], int]) -> Stream:
+    """The scenario's stream: the outbox faults of its rates (and the DynamoDB ones, on the marks); `written`
+    counts the writes that may have added items to it (the stream's records)."""
     rng = random.Random(seed ^ 0x0B0C5)
     mine = {k: v for k, v in rates.items() if k in OUTBOX_FAULTS or k in PUBLISHER_DDB_FAULTS}
     faults = FaultPlan(random.Random(seed ^ 0x5E4D), mine)
@@ -150,7 +158,7 @@ def stream_for(seed: int, rates: dict[str, float], table: Any) -> Stream:
     events = EventPublisher(FakeEvents(faults, consumers), "sim")
     notifier = Notifier(FakeSns(faults, consumers), "arn:aws:sns:us-east-1:000000000000:sim")
     publisher = OutboxPublisher(events, notifier, _MarkTable(table, faults, consumers))
-    return Stream(faults, consumers, publisher, rng, rng.choice([0.5, 0.75, 0.9]))  # batches of a few steps
+    return Stream(faults, consumers, publisher, rng, rng.choice([0.5, 0.75, 0.9]), written)  # a few steps a batch
 
 
 def unsent(table: Any, org_id: str) -> list[dict[str, Any]]:
@@ -171,8 +179,12 @@ def unsent(table: Any, org_id: str) -> list[dict[str, Any]]:
 
 def publish(stream: Stream, table: Any, org_id: str) -> int:
     """One stream batch: the unsent items in order, stopping at the first that fails (left for the retry,
-    with everything after it). How many were delivered and marked."""
-    done = 0
+    with everything after it). How many were delivered and marked. No outbox item written since a batch
+    left nothing unsent: the stream has no record to hand over, and the outbox is not read."""
+    written = stream.written()
+    if stream.read_at == written:
+        return 0
+    stream.read_at, done = None, 0
     for image in unsent(table, org_id):
         try:
             stream.publisher.deliver(image)
@@ -182,6 +194,7 @@ def publish(stream: Stream, table: Any, org_id: str) -> int:
             stream.consumers.errors.append(f"{image['SK']}: {type(exc).__name__} {exc}"[:300])
             return done
         done += 1
+    stream.read_at = written
     return done
 
 
@@ -192,10 +205,13 @@ def after_step(stream: Stream, table: Any, org_id: str) -> None:
 
 
 def drain(stream: Stream, table: Any, org_id: str) -> None:
-    """At the life's end: batches until nothing is unsent (Lambda's retries; the last batch fault free)."""
+    """At the life's end: batches until one leaves nothing unsent (Lambda's retries; the last batch fault
+    free). The first reads the outbox whatever the count says (an item written some way it missed is
+    delivered late, never lost)."""
+    stream.touched()
     for attempt in range(DRAIN_PASSES):
         stream.faults.armed = attempt < DRAIN_PASSES - 1
         publish(stream, table, org_id)
-        if not unsent(table, org_id):
+        if stream.read_at is not None:
             break
     stream.faults.armed = True

@@ -72,7 +72,9 @@ class Run:
         rng = random.Random(scenario.seed ^ 0x5EED)
         faults = FaultPlan(random.Random(scenario.seed ^ 0xFA17), dict(scenario.faults))
         self.life = Life(world, world.scenario(scenario.steps[0].at, faults), rng)
-        self.life.stream = outbox.stream_for(scenario.seed, scenario.faults, self.life.kit.table)
+        self.life.stream = outbox.stream_for(
+            scenario.seed, scenario.faults, self.life.kit.table, lambda: faults.outbox_writes
+        )
         watch_runway(self.life)
         self.world, self.each_step, self.extra = world, each_step, extra or {}
         self.outcome = Outcome(scenario.seed, 0, 0)
@@ -124,6 +126,7 @@ class Run:
 
     def _act(self, step: Step) -> None:
         if step.action in self.extra:
+            self.life.stream.touched()  # a test's step may write past the services (a tampered store)
             self.extra[step.action](self.life)
             return
         if step.action in STRIPE_ACTIONS:

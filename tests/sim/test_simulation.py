@@ -30,11 +30,18 @@ WORKERS = int(os.environ.get("SIM_WORKERS", "4"))  # threads in each process
 
 @pytest.fixture(scope="module")
 def world(stack: Any) -> Iterator[SimWorld]:
+    """The run's world on the session's DynamoDB Local. The stack's stream pumps (its tables' outbox, polled ten
+    times a second: ~9 % of a core, DynamoDB Local's mostly) are paused meanwhile: the simulation's table is not
+    theirs (its stream is simulated), and the budget gets the cores."""
+    for pump in stack.streams:
+        pump.pause()
     made = SimWorld()
     try:
         yield made
     finally:
         made.stop()
+        for pump in stack.streams:
+            pump.resume()
 
 
 def test_every_invariant_holds_in_every_scenario(
@@ -238,6 +245,12 @@ TAMPERS: dict[str, Callable[[Life], None]] = {
 }
 
 
+# The life each tamper is shown on: one of the shortest (11 steps) with what every tamper needs - a subscription, a bill
+# on the wallet, a card top-up, and its first period invoiced (issued, with its wallet statement). Each tamper re-lives
+# it (a tamper changes the store for good): a short life makes the 24 runs cheap (seed 19's 34 steps cost twice).
+TAMPER_SEED = 17045
+
+
 def _tampered(seed: int, name: str) -> Scenario:
     """The seed's scenario, fault free, with the tamper as its last step before the end; the rerun check
     needs an issued invoice before it, the others only the org's life."""
@@ -249,7 +262,7 @@ def _tampered(seed: int, name: str) -> Scenario:
 
 def test_each_invariant_is_shown_able_to_fail(world: SimWorld) -> None:
     assert set(TAMPERS) == set(invariants.INVARIANTS) | {"rerun_changes_nothing", "no_server_error"}
-    seed = 19  # a life with an invoice issued, a wallet and its statement
+    seed = TAMPER_SEED
     for name, tamper in TAMPERS.items():
         scenario = _tampered(seed, name)
         outcome = Run(world, scenario, each_step=False, extra={"tamper": tamper}).go()
@@ -259,7 +272,7 @@ def test_each_invariant_is_shown_able_to_fail(world: SimWorld) -> None:
         )
         assert (
             f"invariant {name} broken in scenario seed {seed}" in said
-            and "replay: make sim SEED=19 SCENARIOS=1" in said
+            and f"replay: make sim SEED={seed} SCENARIOS=1" in said
         )
 
 

@@ -64,6 +64,7 @@ class FaultPlan:
     armed: bool = True  # off while the simulator itself reads (invariants) or sets a scenario up
     log: list[str] = field(default_factory=list)
     calls: int = 0  # DynamoDB and Stripe calls made by the services (the cost of a scenario)
+    outbox_writes: int = 0  # DynamoDB writes tried that name an outbox item (the stream's only news)
 
     def fire(self, kind: str) -> bool:
         rate = self.rates.get(kind, 0.0)
@@ -84,9 +85,17 @@ def _client_error(code: str, operation: str) -> ClientError:
     return ClientError(response, operation)  # type: ignore[arg-type]
 
 
+def _names_outbox(request: dict[str, Any]) -> bool:
+    """Whether a write puts or updates an outbox item (`OUTBOX#`: what the table's stream hands over)."""
+    writes = [next(iter(i.values())) for i in request.get("TransactItems", [])] or [request]
+    keys = [(w.get("Item") or w.get("Key") or {}).get("SK", "") for w in writes]
+    return any(str(k.get("S", "") if isinstance(k, dict) else k).startswith("OUTBOX#") for k in keys)
+
+
 def _guarded(call: Callable[..., Any], name: str, faults: FaultPlan, *, write: bool) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         faults.calls += 1
+        faults.outbox_writes += write and _names_outbox(kwargs)
         if write and name == "transact_write_items" and faults.fire("ddb_conflict"):
             raise _client_error("TransactionConflict", name)
         if faults.fire("ddb_throttle"):
