@@ -244,11 +244,27 @@ class StripeAccount:
             fresh = [store.objects[i] for i in store.event_ids[self._cursor :]]
             self._cursor = len(store.event_ids)
         for event in fresh:
-            obj = event["data"]["object"]
-            owner = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
-            if isinstance(owner, str):
+            owner = self._customer_of(event["data"]["object"])
+            if owner:
                 self._mail.setdefault(owner, []).append(copy.deepcopy(event))
         return self._mail.pop(customer, [])
+
+    def _customer_of(self, obj: dict[str, Any]) -> str | None:
+        """The customer an event is about: the object's own, or its charge's or payment's (a dispute or a
+        refund names no customer: dealt by its object alone, their webhooks were never delivered)."""
+        if obj.get("object") == "customer":
+            return str(obj["id"])
+        if isinstance(obj.get("customer"), str):
+            return str(obj["customer"])
+        store = self.emulator.store
+        for paid_by in ("charge", "payment_intent"):
+            paid = obj.get(paid_by)
+            if isinstance(paid, str):
+                with store.lock:
+                    owner = (store.objects.get(paid) or {}).get("customer")
+                if isinstance(owner, str):
+                    return owner
+        return None
 
     def stop(self) -> None:
         self.emulator.stop()
