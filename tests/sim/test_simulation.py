@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -378,19 +379,29 @@ def test_a_budget_put_that_crashed_after_its_write_still_announces_its_crossings
     assert outcome.failures == [], outcome.failures
 
 
-def _checkout_killed_after_its_mirror(life: Life) -> None:
-    """Checkout, the first webhook's handler killed right after the subscription's state (and its period's
-    listing) was written, before the rest of its work; Stripe redelivers (the simulator's retry)."""
-    repo = life.services.stripe_events._mirror._repo
-    real = repo.apply_subscription
+@contextmanager
+def _killed_once_after_the_write_of(table: Any, marker: bytes) -> Iterator[list[str]]:
+    """A Lambda killed right after DynamoDB answered the first write whose request carries `marker`: a botocore
+    hook on the table's client (this thread's), for what runs inside; yields the kills (one at most)."""
+    events, carried, kills = table.meta.client.meta.events, [], []
 
-    def killed(*args: Any, **kwargs: Any) -> Any:
-        repo.apply_subscription = real  # type: ignore[method-assign]
-        real(*args, **kwargs)
-        raise SimCrash("killed after the subscription's state was written")
+    def note(params: dict[str, Any], **_: Any) -> None:
+        carried.append(marker in params["body"])
 
-    repo.apply_subscription = killed  # type: ignore[method-assign]
-    ACTIONS["checkout"](life, {"plan": "pro"})
+    def kill(**_: Any) -> None:
+        if carried.pop() and not kills:
+            kills.append("killed")
+            raise SimCrash(f"killed after the write of {marker.decode()}")
+
+    hooks = [(f"before-call.dynamodb.{op}", note) for op in ("UpdateItem", "TransactWriteItems", "PutItem")]
+    hooks += [(f"after-call.dynamodb.{op}", kill) for op in ("UpdateItem", "TransactWriteItems", "PutItem")]
+    for name, hook in hooks:
+        events.register(name, hook)
+    try:
+        yield kills
+    finally:
+        for name, hook in hooks:
+            events.unregister(name, hook)
 
 
 def test_a_checkout_killed_after_its_mirror_still_re_anchors_the_free_period(world: SimWorld) -> None:
@@ -398,14 +409,19 @@ def test_a_checkout_killed_after_its_mirror_still_re_anchors_the_free_period(wor
     subscription's state was written): the re-anchoring of the org's other periods came after that write, and
     the redelivered webhook found the subscription mirrored already and never re-anchored - the Free period
     the org was created in stayed on the invoice run's index, overlapping the subscription's first period.
-    Fixed: SubscriptionMirror re-anchors before it writes the state (idempotent)."""
+    Fixed: SubscriptionMirror re-anchors before it writes the state (idempotent). The checkout's first webhook
+    is killed right after the subscription's state (and its period's listing) was written; Stripe redelivers
+    (the simulator's retry)."""
     t = START + timedelta(days=5, hours=13, seconds=41)
     steps = (
         Step(t, "create_org", {"plan": "free"}),
-        Step(t + timedelta(days=3, hours=2), "checkout"),
+        Step(t + timedelta(days=3, hours=2), "checkout", {"plan": "pro"}),
         Step(t + timedelta(days=5), "end"),
     )
-    outcome = Run(world, Scenario(2, steps, {}), extra={"checkout": _checkout_killed_after_its_mirror}).go()
+    run = Run(world, Scenario(2, steps, {}))
+    with _killed_once_after_the_write_of(run.life.kit.table, b"subscription_synced_ms") as kills:
+        outcome = run.go()
+    assert kills == ["killed"]
     assert outcome.failures == [], outcome.failures
 
 
