@@ -115,10 +115,13 @@ class _Connection:
             raise _Closed(False, exc) from exc
         self.used = True
         reader = _Reader(self.sock)
-        status, headers, close = reader.head()
-        while 100 <= status < 200 and status != 101:  # an interim reply (100 Continue): the real one follows
+        try:
             status, headers, close = reader.head()
-        body = reader.body(status, headers, method, close)
+            while 100 <= status < 200 and status != 101:  # an interim reply (100 Continue): the real one follows
+                status, headers, close = reader.head()
+            body = reader.body(status, headers, method, close)
+        except ValueError as exc:  # not HTTP (a bad status line, length or chunk size): as urllib3's ProtocolError
+            raise _Closed(True, exc) from exc
         return status, headers, body, not (close or reader.ended or reader.rest)
 
 
