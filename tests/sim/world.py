@@ -19,6 +19,7 @@ from unittest import mock
 
 import boto3
 import botocore
+import botocore.context
 import stripe
 from boto3.dynamodb.conditions import AttributeBase, ConditionBase
 from botocore.config import Config
@@ -282,17 +283,44 @@ def _copied(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+class _EndpointOnce:
+    """A DynamoDB client resolving its endpoint once per operation. Given an endpoint URL (DynamoDB Local), DynamoDB's
+    endpoint rule set answers that URL whatever the call's parameters, but botocore resolves it anew for each call
+    (its parameters drawn from the call: ~5% of a call's Python). The user-agent features the resolution registered
+    are registered again for each call (the same `User-Agent`); an answer with properties is not kept."""
+
+    _ruleset_resolver: Any
+
+    def _resolve_endpoint_ruleset(self, operation_model: Any, params: Any, request_context: Any, *args: Any) -> Any:
+        resolve = super()._resolve_endpoint_ruleset  # type: ignore[misc]
+        resolver, context = self._ruleset_resolver, botocore.context.get_context()
+        if resolver is None or context is None or not resolver._builtins.get("SDK::Endpoint"):
+            return resolve(operation_model, params, request_context, *args)
+        known = self.__dict__.setdefault("_endpoints", {})
+        if operation_model.name in known:
+            (url, headers, properties), features = known[operation_model.name]
+            context.features.update(features)
+            return url, dict(headers), dict(properties)
+        before = set(context.features)
+        resolved = resolve(operation_model, params, request_context, *args)
+        if not resolved[2]:
+            known[operation_model.name] = resolved, context.features - before
+        return resolved
+
+
 def lean_session(session: Any) -> None:
     """The world's botocore session: its requests unsigned, botocore's client-side parameter checks (~0.2 ms a call)
     off (DynamoDB Local refuses a malformed request all the same: a ValidationException, which no_server_error
-    reports), and sent by `lean_http` (a socket of the thread's own; the replies read without urllib3 and
-    http.client). What reaches DynamoDB Local and what the services get back are botocore's own
-    (tests/sim/test_lean_http.py compares them)."""
+    reports), sent by `lean_http` (a socket of the thread's own; the replies read without urllib3 and
+    http.client), the parameters copied without `copy.deepcopy`, the endpoint resolved once per operation. What
+    reaches DynamoDB Local and what the services get back are botocore's own (tests/sim/test_lean_http.py compares
+    them)."""
     session.set_default_client_config(Config(parameter_validation=False))
     _unsigned(session)
     lean_http.install(session)
     # Under boto3's own id: the resources' deep copy is then not registered.
     session.register("provide-client-params.dynamodb", lambda params, **_: _copied(params), unique_id=_PARAMS_COPY)
+    session.register("creating-client-class.dynamodb", lambda base_classes, **_: base_classes.insert(0, _EndpointOnce))
 
 
 @dataclass
