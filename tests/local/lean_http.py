@@ -43,7 +43,17 @@ CONNECT_TIMEOUT_S = 60.0
 READ_TIMEOUT_S = 60.0
 _RECV = 65536
 # Headers urllib3 / http.client would add or act on themselves: a request carrying one goes to botocore's own.
-_HANDLED_BY_URLLIB3 = ("Host", "Accept-Encoding", "Transfer-Encoding", "Expect")
+_HANDLED_BY_URLLIB3 = frozenset(("host", "accept-encoding", "transfer-encoding", "expect"))
+_REQUIRED = frozenset(("user-agent", "content-length"))  # botocore sets both; else urllib3 would add its own
+
+
+def _pairs(headers: Any) -> list[tuple[str, Any]]:
+    """A request's headers in their order: read off botocore's `HeadersDict` directly (its mapping interface makes
+    a case-folded key for each lookup: a dozen a header)."""
+    keyed = getattr(headers, "_dict", None)
+    if isinstance(keyed, dict):
+        return [(str(key), value) for key, value in keyed.items()]
+    return list(headers.items())
 
 
 class _Closed(Exception):
@@ -261,9 +271,9 @@ class LeanTransport:
             body = body.encode("utf-8")
         elif body is None:
             body = b""
-        if not isinstance(body, bytes) or "User-Agent" not in headers or "Content-Length" not in headers:
-            return None
-        if any(name in headers for name in _HANDLED_BY_URLLIB3):
+        pairs = _pairs(headers)
+        names = {name.lower() for name, _ in pairs}
+        if not isinstance(body, bytes) or not names >= _REQUIRED or names & _HANDLED_BY_URLLIB3:
             return None
         origin = self._origins.get(url)
         if origin is None:
@@ -273,7 +283,7 @@ class LeanTransport:
             b"Host: " + origin.host,
             b"Accept-Encoding: identity",
         ]
-        for name, value in headers.items():
+        for name, value in pairs:
             if isinstance(value, str):
                 value = value.encode("latin-1")
             elif isinstance(value, int):
