@@ -13,12 +13,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from unittest import mock
 
 import boto3
 import botocore
+import botocore.context
 import stripe
+from boto3.dynamodb.conditions import AttributeBase, ConditionBase
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -27,7 +30,7 @@ from shared.errors import StripeTimeoutError, ThrottledError, UpstreamError
 from shared.settings import ApiSettings
 from shared.stripe_gateway import StripeGateway
 from shared.wiring import Services, build_services
-from tests.local import cfn
+from tests.local import cfn, lean_http
 from tests.local.stripe_emulator import StripeEmulator
 from tests.local.stripe_emulator.in_process import InProcessClient
 
@@ -286,6 +289,65 @@ def _unsigned(session: Any) -> None:
     session.register("request-created.dynamodb", authorize)
 
 
+_PARAMS_COPY = "dynamodb-create-params-copy"  # boto3.dynamodb.transform.DynamoDBHighLevelResource's handler
+# Immutable: deepcopy hands back the same object; or only read (boto3 builds an expression of a condition).
+_SHARED = (str, int, float, bool, bytes, Decimal, type(None), ConditionBase, AttributeBase)
+
+
+def _copied(value: Any) -> Any:
+    """`copy.deepcopy` of a call's parameters (what boto3's DynamoDB resources do, so that their serializing in
+    place spares the caller's dicts), a few times faster: dicts and lists made anew, immutable values shared (as
+    deepcopy shares them; conditions too, which boto3 only reads), anything else deep-copied."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    if isinstance(value, _SHARED):
+        return value
+    return copy.deepcopy(value)
+
+
+class _EndpointOnce:
+    """A DynamoDB client resolving its endpoint once per operation. Given an endpoint URL (DynamoDB Local), DynamoDB's
+    endpoint rule set answers that URL whatever the call's parameters, but botocore resolves it anew for each call
+    (its parameters drawn from the call: ~5% of a call's Python). The user-agent features the resolution registered
+    are registered again for each call (the same `User-Agent`); an answer with properties is not kept."""
+
+    _ruleset_resolver: Any
+
+    def _resolve_endpoint_ruleset(self, operation_model: Any, params: Any, request_context: Any, *args: Any) -> Any:
+        resolve = super()._resolve_endpoint_ruleset  # type: ignore[misc]
+        resolver, context = self._ruleset_resolver, botocore.context.get_context()
+        if resolver is None or context is None or not resolver._builtins.get("SDK::Endpoint"):
+            return resolve(operation_model, params, request_context, *args)
+        known = self.__dict__.setdefault("_endpoints", {})
+        if operation_model.name in known:
+            (url, headers, properties), features = known[operation_model.name]
+            context.features.update(features)
+            return url, dict(headers), dict(properties)
+        before = set(context.features)
+        resolved = resolve(operation_model, params, request_context, *args)
+        if not resolved[2]:
+            known[operation_model.name] = resolved, context.features - before
+        return resolved
+
+
+def lean_session(session: Any) -> None:
+    """The world's botocore session: its requests unsigned, botocore's client-side parameter checks (~0.2 ms a call)
+    off (DynamoDB Local refuses a malformed request all the same: a ValidationException, which no_server_error
+    reports), sent by `lean_http` (a socket of the thread's own; the replies read without urllib3 and
+    http.client), the parameters copied without `copy.deepcopy`, the endpoint resolved once per operation. What
+    reaches DynamoDB Local and what the services get back are botocore's own (tests/sim/test_lean_http.py compares
+    them)."""
+    session.set_default_client_config(Config(parameter_validation=False))
+    _unsigned(session)
+    lean_http.install(session)
+    # Under boto3's own id: the resources' deep copy is then not registered.
+    session.register("provide-client-params.dynamodb", lambda params, **_: _copied(params), unique_id=_PARAMS_COPY)
+    session.register("creating-client-class.dynamodb", lambda base_classes, **_: base_classes.insert(0, _EndpointOnce))
+
+
 @dataclass
 class ScenarioServices:
     services: Services
@@ -315,10 +377,7 @@ class SimWorld:
         self._pdf = mock.patch("shared.invoices.service.render_pdf", lambda invoice: invoice.model_dump_json().encode())
         self._pdf.start()
         self._tables = PerThreadTable(self.table_name)  # boto3 resources are per thread, and costly to make
-        # botocore's client-side parameter checks (~0.2 ms a call) off for the world's own session: DynamoDB Local
-        # refuses a malformed request all the same (a ValidationException: no_server_error reports it).
-        self._tables._session._session.set_default_client_config(Config(parameter_validation=False))
-        _unsigned(self._tables._session._session)
+        lean_session(self._tables._session._session)
         self._lock = threading.Lock()
 
     def stop(self) -> None:
