@@ -85,6 +85,13 @@ class _Target:
     def has(self, key: str) -> bool:
         return key in self._on_invoice
 
+    def late_total(self, prefix: str) -> int:
+        """The highest late total a line keyed `<prefix><total>` already here was made for (0: none): a crash
+        after adding it and before its record leaves it unrecorded, and late usage arriving meanwhile makes a
+        new total, a new key, which must bill only what that line did not."""
+        totals = (key.removeprefix(prefix) for key in self._on_invoice if key.startswith(prefix))
+        return max((int(total) for total in totals if total.isdigit()), default=0)
+
 
 def last_period(org: Org, ended_at: datetime) -> Period:
     """The period a subscription ending at `ended_at` ran its last second in (its end is not in it); one
@@ -218,10 +225,12 @@ class OverageBilling:
         """Late credits that reached the period before the closed one after its invoice was built: the late
         total to record (`billed_credits_late`) and what this call added."""
         unit = self._orgs.billed_plan(org, previous).price_book(org.currency).credit_overage_unit_minor
+        prefix = f"overage:{org.org_id}:{previous.key}:credits_late:"  # one key per late total
         late, billed = counters.credits_late, counters.billed_late.get("credits", 0)
+        billed = max(billed, target.late_total(prefix))  # (a line there, unrecorded: a crash before the record)
         if unit is None or late <= billed:
-            return {}, 0
-        key = f"overage:{org.org_id}:{previous.key}:credits_late:{late}"  # one key per late total
+            return ({"credits": billed} if billed > counters.billed_late.get("credits", 0) else {}), 0
+        key = f"{prefix}{late}"
         amount = unit_price_total(late - billed, unit)
         description = "Late generation credits from the previous period"
         fresh = not target.has(key)
@@ -245,10 +254,13 @@ class OverageBilling:
             included = allowance.included if billed_line.included is None else billed_line.included
             unit = Decimal(allowance.unit_price_minor if billed_line.unit is None else billed_line.unit)
             overage = max(0, allowance.used - included)
-            billed = billed_line.quantity + counters.billed_late.get(metric, 0)
+            prefix = f"overage:{org.org_id}:{previous.key}:{metric}_late:"
+            billed = max(billed_line.quantity + counters.billed_late.get(metric, 0), target.late_total(prefix))
+            if billed > billed_line.quantity + counters.billed_late.get(metric, 0):  # there, unrecorded: record it
+                late_totals[metric] = billed - billed_line.quantity
             if overage <= billed:
                 continue
-            late, key = overage - billed, f"overage:{org.org_id}:{previous.key}:{metric}_late:{overage}"
+            late, key = overage - billed, f"{prefix}{overage}"
             description = f"{metric_label(metric)} over allowance (late, for the period from {previous.key[:10]})"
             fresh, amount = not target.has(key), unit_price_total(late, unit)
             if fresh and amount:

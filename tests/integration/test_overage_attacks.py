@@ -1,0 +1,87 @@
+"""Overage billing attacked from outside: crashes at botocore's boundary between a Stripe add and the one
+record, late usage arriving meanwhile, DynamoDB leaving keys of a BatchGetItem unprocessed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.stripe_gateway import StripeGateway
+from shared.usage.billing import OverageBilling
+from tests.helpers import ApiClient, new_user
+from tests.integration.credit_kit import credit_kit
+from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
+from tests.integration.test_overage_billing import crashing_before_the_record
+
+
+def _late_lines(stripe_kit: StripeKit, customer: str, invoice_id: str) -> list[int]:
+    items = stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "limit": 100}).auto_paging_iter()
+    return [
+        i.amount
+        for i in items
+        if i.invoice == invoice_id and "credits_late:" in str(i.metadata.to_dict().get("billing_key"))
+    ]
+
+
+def test_late_credits_arriving_after_a_crash_before_their_record_are_billed_once(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    stripe_kit = StripeKit(stack, table)
+    owner = new_user()
+    org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Late", "plan_id": "free"}).body["org_id"]
+    project = api.call("POST", f"/v1/orgs/{org_id}/projects", as_user=owner, json={"name": "P"}).body["project_id"]
+    clock_id, customer = stripe_kit.subscribe(api, owner, org_id, "pro")
+    kit = credit_kit(
+        stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], datetime(2026, 9, 15, 13, 7, tzinfo=UTC), table=table
+    )
+    runs = {"used": 300, "late-1": 10, "late-2": 10, "late-3": 10}  # 10 credits an image: 3,000, then 100 each
+    for run, images in runs.items():
+        kit.credits.reserve(
+            org_id=org_id,
+            project_id=project,
+            template_id="social-content",
+            generation_type="image",
+            quantity=images,
+            workflow_run_id=run,
+            actor="t",
+        )
+    kit.credits.settle(org_id=org_id, workflow_run_id="used", quantity=None, occurred_at=None, actor="t")
+    gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
+    billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
+    september, ended = "2026-09-01T00:00:00Z", datetime(2026, 9, 30, 21, 44, 3, tzinfo=UTC)
+    webhooks = stack.stripe.webhook_url
+    stack.stripe.set_webhook_endpoint(None)  # (we play the invoice.created handler ourselves)
+    try:
+        # Given September's renewal billed 100 late credits, and 100 more settled late after it
+        kit.clock.at = datetime(2026, 10, 1, 0, 30, tzinfo=UTC)
+        stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
+        first = next(
+            i
+            for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+            if i.billing_reason == "subscription_cycle"
+        )
+        kit.credits.settle(org_id=org_id, workflow_run_id="late-1", quantity=None, occurred_at=ended, actor="t")
+        assert billing.bill_renewal(org_id, gateway.get_invoice(first.id)).added_minor == 180
+        kit.credits.settle(org_id=org_id, workflow_run_id="late-2", quantity=None, occurred_at=ended, actor="t")
+        # When October's renewal adds that late line (key ...:credits_late:200) and dies before recording it
+        kit.clock.at = datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+        stripe_kit.advance(clock_id, PERIOD_START + 61 * DAY + 60)
+        second = next(
+            i
+            for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+            if i.billing_reason == "subscription_cycle" and i.id != first.id
+        )
+        with crashing_before_the_record(table, september) as crashes, pytest.raises(ConnectionError):
+            billing.bill_renewal(org_id, gateway.get_invoice(second.id))
+        assert crashes == [1]
+        assert _late_lines(stripe_kit, customer, second.id) == [180]
+        # And a third September generation settles late before the webhook is retried
+        kit.credits.settle(org_id=org_id, workflow_run_id="late-3", quantity=None, occurred_at=ended, actor="t")
+        billing.bill_renewal(org_id, gateway.get_invoice(second.id))
+    finally:
+        stack.stripe.set_webhook_endpoint(webhooks)
+    # Then October's renewal bills the 200 late credits not billed before once: 200 x 1.8 = 360, not 180 + 360
+    assert sum(_late_lines(stripe_kit, customer, second.id)) == 360
+    assert kit.repo.period(org_id, september)["billed_credits_late"] == 300
