@@ -15,6 +15,8 @@ from tests.integration.credit_kit import credit_kit
 from tests.integration.stripe_kit import DAY, PERIOD_START, StripeKit
 from tests.integration.test_overage_billing import crashing_before_the_record
 
+SEPTEMBER, ENDED = "2026-09-01T00:00:00Z", datetime(2026, 9, 30, 21, 44, 3, tzinfo=UTC)
+
 
 def _late_lines(stripe_kit: StripeKit, customer: str, invoice_id: str) -> list[int]:
     items = stripe_kit.client.v1.invoice_items.list(params={"customer": customer, "limit": 100}).auto_paging_iter()
@@ -25,9 +27,9 @@ def _late_lines(stripe_kit: StripeKit, customer: str, invoice_id: str) -> list[i
     ]
 
 
-def test_late_credits_arriving_after_a_crash_before_their_record_are_billed_once(
-    api: ApiClient, stack: Any, table: Any
-) -> None:
+def _september_late(api: ApiClient, stack: Any, table: Any) -> tuple[StripeKit, Any, str, str, str, OverageBilling]:
+    """Pro from 1 September: 3,000 credits used, then three September generations of 100 credits each
+    (`late-1..3`) reserved, to settle late. Returns (stripe kit, credit kit, org, clock, customer, billing)."""
     stripe_kit = StripeKit(stack, table)
     owner = new_user()
     org_id = api.call("POST", "/v1/orgs", as_user=owner, json={"name": "Late", "plan_id": "free"}).body["org_id"]
@@ -50,38 +52,56 @@ def test_late_credits_arriving_after_a_crash_before_their_record_are_billed_once
     kit.credits.settle(org_id=org_id, workflow_run_id="used", quantity=None, occurred_at=None, actor="t")
     gateway = StripeGateway("sk_test_local", "whsec_local", api_base=stack.env["STRIPE_API_BASE"])
     billing = OverageBilling(kit.orgs, kit.org_repo, kit.repo, kit.usage, gateway)
-    september, ended = "2026-09-01T00:00:00Z", datetime(2026, 9, 30, 21, 44, 3, tzinfo=UTC)
+    return stripe_kit, kit, org_id, clock_id, customer, billing
+
+
+def _renewals(
+    stripe_kit: StripeKit, kit: Any, billing: OverageBilling, org_id: str, clock_id: str, customer: str
+) -> str:
+    """September's renewal bills 100 late credits, 100 more settle late after it; October's renewal drafted
+    (its id returned), not billed yet."""
+    gateway = billing._gateway
+    kit.clock.at = datetime(2026, 10, 1, 0, 30, tzinfo=UTC)
+    stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
+    first = next(
+        i
+        for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+        if i.billing_reason == "subscription_cycle"
+    )
+    kit.credits.settle(org_id=org_id, workflow_run_id="late-1", quantity=None, occurred_at=ENDED, actor="t")
+    assert billing.bill_renewal(org_id, gateway.get_invoice(first.id)).added_minor == 180
+    kit.credits.settle(org_id=org_id, workflow_run_id="late-2", quantity=None, occurred_at=ENDED, actor="t")
+    kit.clock.at = datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
+    stripe_kit.advance(clock_id, PERIOD_START + 61 * DAY + 60)
+    return str(
+        next(
+            i.id
+            for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
+            if i.billing_reason == "subscription_cycle" and i.id != first.id
+        )
+    )
+
+
+def test_late_credits_arriving_after_a_crash_before_their_record_are_billed_once(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    stripe_kit, kit, org_id, clock_id, customer, billing = _september_late(api, stack, table)
+    gateway = billing._gateway
     webhooks = stack.stripe.webhook_url
     stack.stripe.set_webhook_endpoint(None)  # (we play the invoice.created handler ourselves)
     try:
         # Given September's renewal billed 100 late credits, and 100 more settled late after it
-        kit.clock.at = datetime(2026, 10, 1, 0, 30, tzinfo=UTC)
-        stripe_kit.advance(clock_id, PERIOD_START + 30 * DAY + 60)
-        first = next(
-            i
-            for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
-            if i.billing_reason == "subscription_cycle"
-        )
-        kit.credits.settle(org_id=org_id, workflow_run_id="late-1", quantity=None, occurred_at=ended, actor="t")
-        assert billing.bill_renewal(org_id, gateway.get_invoice(first.id)).added_minor == 180
-        kit.credits.settle(org_id=org_id, workflow_run_id="late-2", quantity=None, occurred_at=ended, actor="t")
+        second = _renewals(stripe_kit, kit, billing, org_id, clock_id, customer)
         # When October's renewal adds that late line (key ...:credits_late:200) and dies before recording it
-        kit.clock.at = datetime(2026, 11, 1, 0, 30, tzinfo=UTC)
-        stripe_kit.advance(clock_id, PERIOD_START + 61 * DAY + 60)
-        second = next(
-            i
-            for i in stripe_kit.client.v1.invoices.list(params={"customer": customer}).data
-            if i.billing_reason == "subscription_cycle" and i.id != first.id
-        )
-        with crashing_before_the_record(table, september) as crashes, pytest.raises(ConnectionError):
-            billing.bill_renewal(org_id, gateway.get_invoice(second.id))
+        with crashing_before_the_record(table, SEPTEMBER) as crashes, pytest.raises(ConnectionError):
+            billing.bill_renewal(org_id, gateway.get_invoice(second))
         assert crashes == [1]
-        assert _late_lines(stripe_kit, customer, second.id) == [180]
+        assert _late_lines(stripe_kit, customer, second) == [180]
         # And a third September generation settles late before the webhook is retried
-        kit.credits.settle(org_id=org_id, workflow_run_id="late-3", quantity=None, occurred_at=ended, actor="t")
-        billing.bill_renewal(org_id, gateway.get_invoice(second.id))
+        kit.credits.settle(org_id=org_id, workflow_run_id="late-3", quantity=None, occurred_at=ENDED, actor="t")
+        billing.bill_renewal(org_id, gateway.get_invoice(second))
     finally:
         stack.stripe.set_webhook_endpoint(webhooks)
     # Then October's renewal bills the 200 late credits not billed before once: 200 x 1.8 = 360, not 180 + 360
-    assert sum(_late_lines(stripe_kit, customer, second.id)) == 360
-    assert kit.repo.period(org_id, september)["billed_credits_late"] == 300
+    assert sum(_late_lines(stripe_kit, customer, second)) == 360
+    assert kit.repo.period(org_id, SEPTEMBER)["billed_credits_late"] == 300
