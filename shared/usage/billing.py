@@ -67,6 +67,10 @@ class _Line:
     description: str
     period: Period
     key: str
+    # Stripe's idempotency key when not `key`: a late line's names the total it bills from, so that two calls
+    # billing from the same total concurrently (late usage arriving between their reads) make one line, the
+    # other refused by Stripe (the same key, other parameters), never two overlapping ones
+    once: str | None = None
 
 
 class _Target:
@@ -216,7 +220,7 @@ class OverageBilling:
                 "quantity": str(line.quantity),
                 "billing_key": line.key,
             },
-            key=line.key if target.invoice_id else f"{line.key}:next-invoice",
+            key=(line.once or line.key) + ("" if target.invoice_id else ":next-invoice"),
         )
 
     def _bill_late_catch_up(
@@ -235,7 +239,8 @@ class OverageBilling:
         description = "Late generation credits from the previous period"
         fresh = not target.has(key)
         if fresh and amount:
-            self._add(org, target, _Line("credits_late", late - billed, unit, description, previous, key))
+            line = _Line("credits_late", late - billed, unit, description, previous, key, f"{prefix}from:{billed}")
+            self._add(org, target, line)
         return {"credits": late}, amount if fresh else 0
 
     def _bill_late_usage(
@@ -264,7 +269,8 @@ class OverageBilling:
             description = f"{metric_label(metric)} over allowance (late, for the period from {previous.key[:10]})"
             fresh, amount = not target.has(key), unit_price_total(late, unit)
             if fresh and amount:
-                self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key))
+                once = f"{prefix}from:{billed}"
+                self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key, once))
                 added += amount
             late_totals[metric] = overage - billed_line.quantity
         return late_totals, added

@@ -3,11 +3,13 @@ record, late usage arriving meanwhile, DynamoDB leaving keys of a BatchGetItem u
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from shared.errors import ConflictError
 from shared.stripe_gateway import StripeGateway
 from shared.usage.billing import OverageBilling
 from tests.helpers import ApiClient, new_user
@@ -103,5 +105,55 @@ def test_late_credits_arriving_after_a_crash_before_their_record_are_billed_once
     finally:
         stack.stripe.set_webhook_endpoint(webhooks)
     # Then October's renewal bills the 200 late credits not billed before once: 200 x 1.8 = 360, not 180 + 360
+    assert sum(_late_lines(stripe_kit, customer, second)) == 360
+    assert kit.repo.period(org_id, SEPTEMBER)["billed_credits_late"] == 300
+
+
+def test_two_deliveries_of_a_renewal_with_late_credits_arriving_between_bill_them_once(
+    api: ApiClient, stack: Any, table: Any
+) -> None:
+    stripe_kit, kit, org_id, clock_id, customer, billing = _september_late(api, stack, table)
+    gateway = billing._gateway
+    webhooks = stack.stripe.webhook_url
+    stack.stripe.set_webhook_endpoint(None)
+    read, go = threading.Event(), threading.Event()
+    events = table.meta.client.meta.events
+
+    refused: list[Exception] = []
+
+    def stalled_delivery() -> None:
+        try:
+            billing.bill_renewal(org_id, gateway.get_invoice(second))
+        except ConflictError as exc:  # (the webhook answers 409: Stripe delivers it again)
+            refused.append(exc)
+
+    def slow(**_: Any) -> None:  # the first delivery stalls right after reading the periods' counters
+        if threading.current_thread().name == "first" and not read.is_set():
+            read.set()
+            go.wait(60)
+
+    try:
+        second = _renewals(stripe_kit, kit, billing, org_id, clock_id, customer)
+        events.register("after-call.dynamodb.BatchGetItem", slow)
+        try:
+            # When October's invoice.created is handled (late total 200) and stalls; a September generation
+            # settles late (300); the invoice.finalized of the same draft is handled meanwhile, to its end
+            first = threading.Thread(name="first", target=stalled_delivery)
+            first.start()
+            assert read.wait(60)
+            kit.credits.settle(org_id=org_id, workflow_run_id="late-3", quantity=None, occurred_at=ENDED, actor="t")
+            billing.bill_renewal(org_id, gateway.get_invoice(second))
+            go.set()
+            first.join(60)
+        finally:
+            events.unregister("after-call.dynamodb.BatchGetItem", slow)
+    finally:
+        stack.stripe.set_webhook_endpoint(webhooks)
+    # Then the stalled delivery, billing from the same 100 with a stale total, is refused by Stripe (the same
+    # idempotency key, other parameters); the 200 late credits not billed before are billed once: 360, not 360 + 180
+    assert len(refused) == 1
+    assert sum(_late_lines(stripe_kit, customer, second)) == 360
+    # And its redelivery adds nothing
+    assert billing.bill_renewal(org_id, gateway.get_invoice(second)).added_minor == 0
     assert sum(_late_lines(stripe_kit, customer, second)) == 360
     assert kit.repo.period(org_id, SEPTEMBER)["billed_credits_late"] == 300
