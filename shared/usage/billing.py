@@ -18,6 +18,9 @@ Late usage (settled after its period closed) is counted in that period as `credi
 credits not billed yet go on the next renewal invoice as their own line. Metered usage (workflow runs,
 SDK events) that reached a period after its overage was billed is counted in that period too; the next
 renewal bills the overage it adds as a late line (`<metric>_late`, keyed by the period's overage total).
+A late line's Stripe idempotency key names the total it bills from (`...:from:<billed>`): two calls reading
+different late totals (usage settling between their reads) make one line, Stripe refusing the other; a line
+found on the target unrecorded (a crash before the record) counts as billed up to its total.
 
 **A Free period is never billed**: every price here is the period's plan's (`OrgService.billed_plan`), Free's
 for a period that began before the subscription (the Free time before Checkout, where a late event may land):
