@@ -188,12 +188,9 @@ class OrgRepository:
 
     # ------------------------------------------------------------------ reads
     def get_org_and_member(self, org_id: str, user_id: str) -> tuple[Org | None, Member | None]:
-        keys = [_org_key(org_id), _member_key(org_id, user_id)]
-        with dynamo_errors():
-            resp = self._client.batch_get_item(RequestItems={self._name: {"Keys": keys, "ConsistentRead": True}})
         org: Org | None = None
         member: Member | None = None
-        for item in resp["Responses"].get(self._name, []):
+        for item in self._batch_get([_org_key(org_id), _member_key(org_id, user_id)]):
             if item["SK"] == "ORG":
                 org = Org.model_validate(plain(item))
             else:
@@ -247,19 +244,9 @@ class OrgRepository:
             Limit=limit,
         )
         members = [Member.model_validate(plain(i)) for i in resp["Items"]]
-        names: dict[str, str] = {}
-        with dynamo_errors():
-            if members:
-                got = self._client.batch_get_item(
-                    RequestItems={
-                        self._name: {
-                            "Keys": [_org_key(m.org_id) for m in members],
-                            "ProjectionExpression": "org_id, #n",
-                            "ExpressionAttributeNames": {"#n": "name"},
-                        }
-                    }
-                )
-                names = {i["org_id"]: i["name"] for i in got["Responses"].get(self._name, [])}
+        projection = {"ProjectionExpression": "org_id, #n", "ExpressionAttributeNames": {"#n": "name"}}
+        got = self._batch_get([_org_key(m.org_id) for m in members], consistent=False, **projection) if members else []
+        names = {i["org_id"]: i["name"] for i in got}
         page = [Membership(org_id=m.org_id, name=names[m.org_id], role=m.role) for m in members if m.org_id in names]
         return Page(page, encode_cursor(resp.get("LastEvaluatedKey"), "GSI1PK"))
 
@@ -613,9 +600,10 @@ class OrgRepository:
                 found[project.org_id, project.project_id] = project
         return found
 
-    def _batch_get(self, keys: list[dict[str, str]]) -> list[Item]:
+    def _batch_get(self, keys: list[dict[str, str]], consistent: bool = True, **asked: object) -> list[Item]:
+        """The items of up to 100 keys, what DynamoDB leaves unprocessed (under load, any batch) asked again."""
         items: list[Item] = []
-        request = {self._name: {"Keys": keys, "ConsistentRead": True}}
+        request: Mapping[str, Any] = {self._name: {"Keys": keys, "ConsistentRead": consistent, **asked}}
         for attempt in range(BATCH_GET_ATTEMPTS):
             with dynamo_errors():
                 resp = self._table.meta.client.batch_get_item(RequestItems=request)

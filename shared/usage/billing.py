@@ -18,6 +18,9 @@ Late usage (settled after its period closed) is counted in that period as `credi
 credits not billed yet go on the next renewal invoice as their own line. Metered usage (workflow runs,
 SDK events) that reached a period after its overage was billed is counted in that period too; the next
 renewal bills the overage it adds as a late line (`<metric>_late`, keyed by the period's overage total).
+A late line's Stripe idempotency key names the total it bills from (`...:from:<billed>`): two calls reading
+different late totals (usage settling between their reads) make one line, Stripe refusing the other; a line
+found on the target unrecorded (a crash before the record) counts as billed up to its total.
 
 **A Free period is never billed**: every price here is the period's plan's (`OrgService.billed_plan`), Free's
 for a period that began before the subscription (the Free time before Checkout, where a late event may land):
@@ -67,6 +70,10 @@ class _Line:
     description: str
     period: Period
     key: str
+    # Stripe's idempotency key when not `key`: a late line's names the total it bills from, so that two calls
+    # billing from the same total concurrently (late usage arriving between their reads) make one line, the
+    # other refused by Stripe (the same key, other parameters), never two overlapping ones
+    once: str | None = None
 
 
 class _Target:
@@ -84,6 +91,13 @@ class _Target:
 
     def has(self, key: str) -> bool:
         return key in self._on_invoice
+
+    def late_total(self, prefix: str) -> int:
+        """The highest late total a line keyed `<prefix><total>` already here was made for (0: none): a crash
+        after adding it and before its record leaves it unrecorded, and late usage arriving meanwhile makes a
+        new total, a new key, which must bill only what that line did not."""
+        totals = (key.removeprefix(prefix) for key in self._on_invoice if key.startswith(prefix))
+        return max((int(total) for total in totals if total.isdigit()), default=0)
 
 
 def last_period(org: Org, ended_at: datetime) -> Period:
@@ -209,7 +223,7 @@ class OverageBilling:
                 "quantity": str(line.quantity),
                 "billing_key": line.key,
             },
-            key=line.key if target.invoice_id else f"{line.key}:next-invoice",
+            key=(line.once or line.key) + ("" if target.invoice_id else ":next-invoice"),
         )
 
     def _bill_late_catch_up(
@@ -218,15 +232,18 @@ class OverageBilling:
         """Late credits that reached the period before the closed one after its invoice was built: the late
         total to record (`billed_credits_late`) and what this call added."""
         unit = self._orgs.billed_plan(org, previous).price_book(org.currency).credit_overage_unit_minor
+        prefix = f"overage:{org.org_id}:{previous.key}:credits_late:"  # one key per late total
         late, billed = counters.credits_late, counters.billed_late.get("credits", 0)
+        billed = max(billed, target.late_total(prefix))  # (a line there, unrecorded: a crash before the record)
         if unit is None or late <= billed:
-            return {}, 0
-        key = f"overage:{org.org_id}:{previous.key}:credits_late:{late}"  # one key per late total
+            return ({"credits": billed} if billed > counters.billed_late.get("credits", 0) else {}), 0
+        key = f"{prefix}{late}"
         amount = unit_price_total(late - billed, unit)
         description = "Late generation credits from the previous period"
         fresh = not target.has(key)
         if fresh and amount:
-            self._add(org, target, _Line("credits_late", late - billed, unit, description, previous, key))
+            line = _Line("credits_late", late - billed, unit, description, previous, key, f"{prefix}from:{billed}")
+            self._add(org, target, line)
         return {"credits": late}, amount if fresh else 0
 
     def _bill_late_usage(
@@ -245,14 +262,18 @@ class OverageBilling:
             included = allowance.included if billed_line.included is None else billed_line.included
             unit = Decimal(allowance.unit_price_minor if billed_line.unit is None else billed_line.unit)
             overage = max(0, allowance.used - included)
-            billed = billed_line.quantity + counters.billed_late.get(metric, 0)
+            prefix = f"overage:{org.org_id}:{previous.key}:{metric}_late:"
+            billed = max(billed_line.quantity + counters.billed_late.get(metric, 0), target.late_total(prefix))
+            if billed > billed_line.quantity + counters.billed_late.get(metric, 0):  # there, unrecorded: record it
+                late_totals[metric] = billed - billed_line.quantity
             if overage <= billed:
                 continue
-            late, key = overage - billed, f"overage:{org.org_id}:{previous.key}:{metric}_late:{overage}"
+            late, key = overage - billed, f"{prefix}{overage}"
             description = f"{metric_label(metric)} over allowance (late, for the period from {previous.key[:10]})"
             fresh, amount = not target.has(key), unit_price_total(late, unit)
             if fresh and amount:
-                self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key))
+                once = f"{prefix}from:{billed}"
+                self._add(org, target, _Line(f"{metric}_late", late, unit, description, previous, key, once))
                 added += amount
             late_totals[metric] = overage - billed_line.quantity
         return late_totals, added
