@@ -157,9 +157,10 @@ def machine_for(stack: Any) -> type[RuleBasedStateMachine]:
                 self.kit.wallet.refund(
                     SUPPORT, self.org_id, amount_minor=amount, reason="property", idempotency_key=key
                 )
-            except InvalidRequestError:
-                assert amount > min(self.refundable, self.balance)
+            except InvalidRequestError:  # what running holds reserve stays in the wallet
+                assert amount > min(self.refundable, self.balance - sum(self.holds.values()))
                 return
+            assert amount <= min(self.refundable, self.balance - sum(self.holds.values()))
             self.kit.wallet.refund(SUPPORT, self.org_id, amount_minor=amount, reason="property", idempotency_key=key)
             self.balance -= amount
             self.refundable -= amount
