@@ -42,6 +42,7 @@ from shared.dynamo import (
     from_item,
     org_items,
     plain,
+    set_fields,
 )
 from shared.ledger import CREDITS, AlreadyApplied, Change, ConditionFailed, EntryLine, Ledger, Line, Named
 from shared.pagination import Page
@@ -180,15 +181,8 @@ class CreditRepository:
             return
 
     def set_period_fields(self, org_id: str, period_key: str, fields: dict[str, object]) -> None:
-        names = {f"#f{i}": k for i, k in enumerate(fields)}
-        values = {f":f{i}": v for i, v in enumerate(fields.values())}
         with dynamo_errors():
-            self._table.update_item(
-                Key=keys.key(org_id, keys.period_sk(period_key)),
-                UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
+            self._table.update_item(Key=keys.key(org_id, keys.period_sk(period_key)), **set_fields(fields))
 
 
 def _reservation(item: Item) -> Reservation:

@@ -106,6 +106,15 @@ def org_items(table: Any, org_id: str, prefix: str, where: Any = None) -> list[I
             query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
+def set_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """An update's `SET` of each of `values` (attribute names and values as placeholders)."""
+    return {
+        "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(values))),
+        "ExpressionAttributeNames": {f"#f{i}": k for i, k in enumerate(values)},
+        "ExpressionAttributeValues": {f":f{i}": v for i, v in enumerate(values.values())},
+    }
+
+
 def plain(item: dict[str, Any]) -> dict[str, Any]:
     """DynamoDB numbers come back as Decimal; our stored numbers are all integers."""
     return {k: (int(v) if isinstance(v, Decimal) else v) for k, v in item.items()}

@@ -26,7 +26,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain, set_fields
 from shared.errors import ThrottledError
 from shared.ledger import AlreadyApplied
 from shared.outbox import Message, outbox_puts
@@ -248,15 +248,8 @@ class UsageRepository:
         fields = billed.fields()
         if not fields:
             return
-        names = {f"#f{i}": k for i, k in enumerate(fields)}
-        values = {f":f{i}": v for i, v in enumerate(fields.values())}
         with dynamo_errors():
-            self._table.update_item(
-                Key=keys.key(org_id, keys.period_sk(period_key)),
-                UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
+            self._table.update_item(Key=keys.key(org_id, keys.period_sk(period_key)), **set_fields(fields))
 
     # ------------------------------------------------------------------ reads
     def periods(self, org_id: str, period_keys: Sequence[str]) -> list[PeriodUsage]:

@@ -49,6 +49,7 @@ from shared.dynamo import (
     from_item,
     org_items,
     plain,
+    set_fields,
 )
 from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
 from shared.ledger.engine import MAX_TRANSACTION_ITEMS
@@ -695,12 +696,4 @@ def _org_mode_is(
 
 
 def _set(table_name: str, key: keys.Key, values: Any) -> TxItem:
-    return {
-        "Update": {
-            "TableName": table_name,
-            "Key": key,
-            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(values))),
-            "ExpressionAttributeNames": {f"#f{i}": k for i, k in enumerate(values)},
-            "ExpressionAttributeValues": {f":f{i}": v for i, v in enumerate(values.values())},
-        }
-    }
+    return {"Update": {"TableName": table_name, "Key": key, **set_fields(values)}}
