@@ -62,12 +62,14 @@ serve: bootstrap java
 token: bootstrap
 	@$(PY) -m tests.local.devtokens $(if $(USER_ID),--sub $(USER_ID)) $(if $(GROUPS),--groups $(GROUPS))
 
-# The simulation (tests/sim) runs last and alone: its scenarios fill a time budget, so it gets both cores (its
-# DynamoDB Local with a JIT and GC that cost less CPU: SIM_JAVA_OPTS).
+# The simulation's run (tests/sim/test_simulation.py) comes last and alone: its scenarios fill a time budget, so it
+# gets both cores (its DynamoDB Local with a JIT and GC that cost less CPU: SIM_JAVA_OPTS). The simulator's other
+# tests (tampers, pinned seeds, its transport) run with the rest.
 SIM_JAVA_OPTS = -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
+SIM_RUN := tests/sim/test_simulation.py
 test: bootstrap poppler java $(SAM_VENV)/bin/sam
-	$(PY) -m pytest -q -n 2 --ignore=tests/sim
-	DYNAMODB_LOCAL_JAVA_OPTS="$(SIM_JAVA_OPTS)" $(PY) -m pytest -q -p no:randomly tests/sim
+	$(PY) -m pytest -q -n 2 --ignore=$(SIM_RUN)
+	DYNAMODB_LOCAL_JAVA_OPTS="$(SIM_JAVA_OPTS)" $(PY) -m pytest -q -p no:randomly $(SIM_RUN)
 
 unit: bootstrap $(SAM_VENV)/bin/sam
 	$(PY) -m pytest -q tests/unit
