@@ -358,6 +358,14 @@ class ScenarioServices:
     stripe: StripeAccount  # the org's Stripe account
 
 
+def _streamless(table: dict[str, Any]) -> dict[str, Any]:
+    """The billing table as the template declares it (keys, indexes, TTL), without its stream: the simulation's
+    stream is simulated (`outbox.py` reads the org's new outbox items), and DynamoDB Local would otherwise write
+    a stream record beside every write of the run and read the stream's description for each (~8 % of its CPU)."""
+    properties = {k: v for k, v in table["Properties"].items() if k != "StreamSpecification"}
+    return {**table, "Properties": properties}
+
+
 class SimWorld:
     """One table shared by every scenario of a run (each scenario is one org), and per worker thread a Stripe
     account shared by `ACCOUNT_ORGS` scenarios in turn."""
@@ -368,7 +376,7 @@ class SimWorld:
         self.table_name = table_name or f"Sim{uuid.uuid4().hex[:10]}"
         if table_name is None:
             billing = cfn.load_template()["Resources"]["BillingTable"]
-            cfn.create_tables(boto3.client("dynamodb"), {"Resources": {self.table_name: billing}})
+            cfn.create_tables(boto3.client("dynamodb"), {"Resources": {self.table_name: _streamless(billing)}})
         self._accounts: list[StripeAccount] = []
         self._account = threading.local()
         self.documents = MemoryDocuments()
