@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.dynamo import Item, TransactionConditionFailed, dynamo_errors, plain
+from shared.errors import ThrottledError
 from shared.invoices.models import CUSTOMER_STATUSES, Invoice, InvoiceLine
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
+from shared.retry import backoff
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import QueryInputTableQueryTypeDef, TableAttributeValueTypeDef
@@ -41,6 +44,24 @@ CHUNK_BYTES = 256 * 1024  # compressed bytes per chunk item (DynamoDB's item lim
 # least this many items per query, at most this many queries per page (about 40 years of monthly periods).
 LIST_READ_AHEAD = 25
 LIST_MAX_QUERIES = 20
+
+
+BATCH_GET_ATTEMPTS = 8
+
+
+class Counter(NamedTuple):
+    """A year's invoice-number counter as read: its last number (0 and not `exists`: none issued yet)."""
+
+    last: int
+    exists: bool
+
+
+def _counter_key(year: int) -> dict[str, str]:
+    return {"PK": "INVOICE_NUMBERS", "SK": f"YEAR#{year}"}
+
+
+def _counter_of(item: Item | None) -> Counter:
+    return Counter(int(item["last"]), True) if item else Counter(0, False)
 
 
 class InvoiceConflict(Exception):
@@ -123,6 +144,10 @@ class InvoiceRepository:
                 Key={"PK": keys.org_pk(org_id), "SK": keys.invoice_sk(period_key)}, ConsistentRead=True
             ).get("Item")
         return self._invoice(plain(item)) if item else None
+
+    def of_item(self, item: Item) -> Invoice:
+        """The invoice of its item as read in a batch with other items (see `get`)."""
+        return self._invoice(plain(item))
 
     def _invoice(self, item: Item) -> Invoice:
         """The invoice of a stored item, with its lines (read from their chunks when stored beside it)."""
@@ -221,25 +246,52 @@ class InvoiceRepository:
             return False
         return True
 
-    def finalize(self, invoice: Invoice, year: int) -> bool:
-        """Assigns the next number of the year and finalizes, in one transaction: a number is used only
-        by a finalized invoice (no gaps), and a draft is numbered once. False if it was not a draft."""
-        while True:
+    def get_to_number(self, org_id: str, period_key: str) -> tuple[Invoice | None, dict[int, Counter]]:
+        """The invoice (None: none) and the number counters of the years its period may end in (a monthly
+        period starting in December may end in the next year), in one consistent BatchGetItem: `finalize`
+        numbers the draft from its year's without reading it again."""
+        year = int(period_key[:4])
+        years = [year, year + 1] if period_key[5:7] == "12" else [year]
+        invoice_key = {"PK": keys.org_pk(org_id), "SK": keys.invoice_sk(period_key)}
+        items = self._batch_get([invoice_key, *(_counter_key(y) for y in years)])
+        counters = {y: _counter_of(items.get(_counter_key(y)["SK"])) for y in years}
+        invoice = items.get(invoice_key["SK"])
+        return (self._invoice(plain(invoice)) if invoice else None), counters
+
+    def _batch_get(self, asked: Sequence[dict[str, str]]) -> dict[str, Item]:
+        """The items of the keys by sort key (consistent reads), what DynamoDB leaves unprocessed asked again."""
+        found: dict[str, Item] = {}
+        request: dict[str, Any] = {self._name: {"Keys": [*asked], "ConsistentRead": True}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
             with dynamo_errors():
-                counter = self._table.get_item(
-                    Key={"PK": "INVOICE_NUMBERS", "SK": f"YEAR#{year}"}, ConsistentRead=True
-                ).get("Item")
-            last = int(counter["last"]) if counter else 0
+                resp = self._client.batch_get_item(RequestItems=request)
+            found |= {str(item["SK"]): item for item in resp.get("Responses", {}).get(self._name, [])}
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(backoff(attempt, cap=1.0))
+        raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
+
+    def finalize(self, invoice: Invoice, year: int, counter: Counter | None = None) -> bool:
+        """Assigns the next number of the year and finalizes, in one transaction: a number is used only
+        by a finalized invoice (no gaps), and a draft is numbered once. False if it was not a draft.
+        `counter`: the year's counter as just read (else it is read here); a stale one only fails the
+        transaction's condition, and the counter is read again."""
+        while True:
+            if counter is None:
+                with dynamo_errors():
+                    counter = _counter_of(self._table.get_item(Key=_counter_key(year), ConsistentRead=True).get("Item"))
+            last, exists, counter = counter.last, counter.exists, None
             numbered = invoice.model_copy(update={"number": f"LB-{year}-{last + 1:06d}", "status": "finalized"})
             items = [
                 {
                     "Put": {
                         "TableName": self._name,
                         "Item": {"PK": "INVOICE_NUMBERS", "SK": f"YEAR#{year}", "last": last + 1},
-                        "ConditionExpression": "attribute_not_exists(PK)" if counter is None else "#l = :last",
+                        "ConditionExpression": "#l = :last" if exists else "attribute_not_exists(PK)",
                         **(
                             {}
-                            if counter is None
+                            if not exists
                             else {
                                 "ExpressionAttributeNames": {"#l": "last"},
                                 "ExpressionAttributeValues": {":last": last},

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from shared import keys
 from shared.auth import Caller
 from shared.clock import Clock, iso
 from shared.credits.periods import Period, period_containing
@@ -39,7 +40,7 @@ from shared.invoices.models import (
 from shared.invoices.render import CSV_CONTENT_TYPE, render_csv, render_pdf
 from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.orgs.models import READ, Org
-from shared.orgs.repository import OrgRepository
+from shared.orgs.repository import OrgRepository, PeriodRead
 from shared.orgs.service import SETTLE_WINDOW, OrgService, period_settled
 from shared.outbox import Event, Message, Notice
 from shared.pagination import Page
@@ -275,20 +276,31 @@ class InvoiceService:
         self._documents = documents
         self._clock = clock
 
-    def _org_and_period(self, org_id: str, period_key: str) -> tuple[Org, Period]:
-        """The org and the period a key names: from the org's anchor, unless a new subscription cut it short
-        (both read in one round trip)."""
-        org, cut = self._org_repo.org_and_truncated_end(org_id, period_key)
+    def _read(self, org_id: str, period_key: str, *, with_org: bool = True) -> tuple[PeriodRead, Invoice | None]:
+        """The period's invoice as stored (None: not closed) with its listing on the run's index, and the org
+        unless `with_org` is False: one round trip (a step reads what it needs at once)."""
+        sk = keys.invoice_sk(period_key)
+        read = self._org_repo.read_period(org_id, period_key, with_org=with_org, also=[sk])
+        item = read.items.get(sk)
+        return read, self._repo.of_item(item) if item else None
+
+    @staticmethod
+    def _org_and_period(read: PeriodRead, period_key: str) -> tuple[Org, Period]:
+        """The org and the period a key names: from the org's anchor, unless a new subscription cut it short."""
+        org, cut = read.require_org(), read.truncated_end
         if cut is None:
             return org, _period(org, period_key)
         start = datetime.strptime(period_key, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         return org, Period(start=start, end=datetime.strptime(cut, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC))
 
-    def _invoice(self, org_id: str, period_key: str) -> Invoice:
-        invoice = self._repo.get(org_id, period_key)
+    @staticmethod
+    def _found(invoice: Invoice | None, org_id: str, period_key: str) -> Invoice:
         if invoice is None:
             raise NotFoundError(f"No invoice for {org_id} and period {period_key}.", code="invoice_not_found")
         return invoice
+
+    def _invoice(self, org_id: str, period_key: str) -> Invoice:
+        return self._found(self._repo.get(org_id, period_key), org_id, period_key)
 
     def _status_after(self, wrote: bool, status: str, org_id: str, period_key: str) -> str:
         """A step's answer: the status its conditional write set, or (the write's condition failed: another
@@ -297,18 +309,31 @@ class InvoiceService:
 
     # ------------------------------------------------------------------ steps (the state machine's tasks)
     def close(self, org_id: str, period_key: str) -> str:
-        """Freezes the period: its invoice exists from now on, as a draft."""
-        org, period = self._org_and_period(org_id, period_key)
+        """Freezes the period: its invoice exists from now on, as a draft, and the next period is listed for
+        the next run. A rerun that finds the invoice past its draft answers its status and writes nothing: the
+        run finalizes only after a close returned, and every close lists the next period before it returns."""
+        read, stored = self._read(org_id, period_key)
+        org, period = self._org_and_period(read, period_key)
         if not period_settled(period.end, self._clock.now()):
             raise ConflictError(
                 f"The period {period.key} ends at {iso(period.end)}: its invoice is made once it has ended and "
                 f"settled ({SETTLE_WINDOW} later), so it holds the renewal and the period's last spend.",
                 code="period_not_ended",
             )
+        if period.key != period_key:  # the key names a period of another anchor: its invoice was not read
+            stored = self._repo.get(org_id, period.key)
+        if stored is not None and stored.status != "draft":
+            return stored.status
+        made = stored is None and self._repo.create_draft(self._draft(org, period))
+        self._orgs.index_period_of(org, period.end)  # the next period, for the next run
+        return self._status_after(made or stored is not None, "draft", org_id, period.key)
+
+    def _draft(self, org: Org, period: Period) -> Invoice:
+        """The period's invoice as its close makes it: the org's details frozen, no lines yet."""
         plan = self._orgs.subscribed_plan(org)
-        draft = Invoice(
+        return Invoice(
             invoice_id=invoice_id_of(period),
-            org_id=org_id,
+            org_id=org.org_id,
             period_key=period.key,
             period_start=iso(period.start),
             period_end=iso(period.end),
@@ -320,14 +345,13 @@ class InvoiceService:
             plan_name=plan.name,
             created_at=iso(self._clock.now()),
         )
-        made = self._repo.create_draft(draft)
-        self._orgs.index_period_of(org, period.end)  # the next period, for the next run
-        return self._status_after(made, "draft", org_id, period.key)
 
     def collect(self, org_id: str, period_key: str) -> str:
-        invoice = self._invoice(org_id, period_key)
+        """The draft's lines and totals (the invoice and the org read in one round trip)."""
+        read, stored = self._read(org_id, period_key)
+        invoice = self._found(stored, org_id, period_key)
         if invoice.status == "draft":
-            made = self.assemble(*self._org_and_period(org_id, period_key))
+            made = self.assemble(*self._org_and_period(read, period_key))
             content = {
                 "lines": made.lines,
                 "totals": made.totals,
@@ -342,17 +366,20 @@ class InvoiceService:
     def finalize(self, org_id: str, period_key: str) -> str:
         """Numbers the invoice (gapless, per year) - unless there is nothing to bill: then the period is
         recorded as `empty` and no invoice is issued (no 0.00 invoice and notification every month)."""
-        invoice = self._invoice(org_id, period_key)
+        stored, counters = self._repo.get_to_number(org_id, period_key)  # with its year's counter, at once
+        invoice = self._found(stored, org_id, period_key)
         if invoice.status == "draft" and _nothing_to_bill(invoice):
             closed = self._repo.close_empty(invoice)
             self._org_repo.unindex_period(org_id, period_key)  # done: no run sends it again
             return self._status_after(closed, "empty", org_id, period_key)
         if invoice.status == "draft":
             stamped = invoice.model_copy(update={"finalized_at": iso(self._clock.now())})
+            year = int(invoice.period_end[:4])
             # The year's number counter is one item every finalize writes: under a scaled-out run its
-            # transactions conflict (TransactionConflict), so they are retried here with backoff.
+            # transactions conflict (TransactionConflict), so they are retried here with backoff (the counter
+            # read with the invoice serves the first attempt only: a retry reads it again).
             numbered = until_done(
-                lambda: self._repo.finalize(stamped, year=int(invoice.period_end[:4])),
+                lambda: self._repo.finalize(stamped, year=year, counter=counters.pop(year, None)),
                 retry_on=(ConcurrentUpdateError,),
                 attempts=FINALIZE_ATTEMPTS,
                 busy="The invoice number counter stayed busy; the run retries this org.",
@@ -376,7 +403,8 @@ class InvoiceService:
         return invoice.status
 
     def issue(self, org_id: str, period_key: str) -> str:
-        invoice = self._invoice(org_id, period_key)
+        read, stored = self._read(org_id, period_key, with_org=False)  # the invoice and its listing at once
+        invoice = self._found(stored, org_id, period_key)
         if invoice.status == "rendered":
             issued = invoice.model_copy(update={"status": "issued", "issued_at": iso(self._clock.now())})
             totals = issued.totals
@@ -403,8 +431,9 @@ class InvoiceService:
             status = self._status_after(moved, "issued", org_id, period_key)
         else:
             status = invoice.status
-        if status == "issued":
-            # Off the run's index (after the issue: should this be lost, a rerun finds it issued, a no-op).
+        if status == "issued" and read.listed:
+            # Off the run's index (after the issue: should this be lost, a rerun finds it issued and still
+            # listed, and unlists it; one that finds it unlisted writes nothing).
             self._org_repo.unindex_period(org_id, period_key)
         return status
 

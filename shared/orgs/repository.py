@@ -68,6 +68,23 @@ def _dump(model: Org | Member | Project) -> Item:
     return data
 
 
+@dataclass(frozen=True)
+class PeriodRead:
+    """What `OrgRepository.read_period` read of a billing period in one round trip: the org (None: not
+    asked, or none), where a new subscription's anchor cut the period short (None: it was not), whether the
+    period is on the invoice run's index (GSI2), and the other items asked for, by sort key (as stored)."""
+
+    org_id: str
+    org: Org | None
+    truncated_end: str | None
+    listed: bool
+    items: Mapping[str, Item]
+
+    def require_org(self) -> Org:
+        """The org; NotFoundError (404, `org_not_found`) when there is none."""
+        return _found(self.org_id, self.org)
+
+
 BATCH_GET_MAX = 100  # keys per BatchGetItem (DynamoDB's limit)
 BATCH_GET_ATTEMPTS = 8
 MODE_CHANGE_ATTEMPTS = 8
@@ -812,13 +829,21 @@ class OrgRepository:
             item = self._table.get_item(Key=period_index_key(org_id, period_key), ConsistentRead=True).get("Item")
         return _truncated_end(item)
 
-    def org_and_truncated_end(self, org_id: str, period_key: str) -> tuple[Org, str | None]:
-        """`require_org` and `truncated_end` in one round trip (BatchGetItem)."""
+    def read_period(
+        self, org_id: str, period_key: str, *, with_org: bool = True, also: Sequence[str] = ()
+    ) -> PeriodRead:
+        """The period's listing (with the org unless `with_org` is False, and the org's items of the sort keys
+        `also`) in one round trip: one consistent BatchGetItem."""
         index_key = period_index_key(org_id, period_key)
-        items = {str(i["SK"]): i for i in self._batch_get([_org_key(org_id), index_key])}
-        org = items.get("ORG")
-        return _found(org_id, Org.model_validate(plain(org)) if org else None), _truncated_end(
-            items.get(str(index_key["SK"]))
+        asked = ([_org_key(org_id)] if with_org else []) + [index_key] + [_org_pk_sk(org_id, sk) for sk in also]
+        items = {str(i["SK"]): i for i in self._batch_get(asked)}
+        org, listing = items.pop("ORG", None), items.pop(str(index_key["SK"]), None)
+        return PeriodRead(
+            org_id=org_id,
+            org=Org.model_validate(plain(org)) if org else None,
+            truncated_end=_truncated_end(listing),
+            listed=bool(listing and "GSI2PK" in listing),
+            items=items,
         )
 
     def unindex_period(self, org_id: str, period_key: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from shared.errors import ConcurrentUpdateError
 from shared.invoices import service as invoice_service
+from shared.invoices.repository import Counter
 from shared.invoices.service import InvoiceService
 from tests.integration.credit_kit import ManualClock
 
@@ -17,12 +18,14 @@ from tests.integration.credit_kit import ManualClock
 class _Repo:
     def __init__(self, conflicts: int, draft: Any):
         self.conflicts, self.calls, self.invoice = conflicts, 0, draft
+        self.counters: list[Counter | None] = []  # the counter each attempt was given (None: it reads it)
 
-    def get(self, org_id: str, period_key: str) -> Any:
-        return self.invoice
+    def get_to_number(self, org_id: str, period_key: str) -> tuple[Any, dict[int, Counter]]:
+        return self.invoice, {2026: Counter(41, True)}
 
-    def finalize(self, invoice: Any, year: int) -> bool:
+    def finalize(self, invoice: Any, year: int, counter: Counter | None = None) -> bool:
         self.calls += 1
+        self.counters.append(counter)
         if self.calls <= self.conflicts:
             raise ConcurrentUpdateError("TransactionConflict")
         self.invoice = invoice.model_copy(update={"status": "finalized"})
@@ -52,6 +55,7 @@ def test_finalize_retries_counter_conflicts() -> None:
     repo = _Repo(conflicts=5, draft=_Draft())
     assert _service(repo).finalize("org_1", "2026-09-01T00:00:00Z") == "finalized"
     assert repo.calls == 6
+    assert repo.counters == [Counter(41, True)] + [None] * 5  # read with the invoice for the first attempt only
 
 
 def test_finalize_gives_up_after_its_attempts() -> None:
