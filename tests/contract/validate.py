@@ -81,7 +81,13 @@ class Contract:
         self.resources = {name for name, schema in self.schemas.items() if "x-resourceId" in schema}
         routes = [_route(m.upper(), t, op) for t, methods in document["paths"].items() for m, op in methods.items()]
         self._routes = sorted(routes, key=lambda r: (-r.literals, r.template))
+        # The routes a path can match, in that order, by method and number of `/` (a template's segments match
+        # only a path with as many: `[^/]+` takes no `/`): a request looks at a few patterns, not every one.
+        self._by_shape: dict[tuple[str, int], list[_Route]] = {}
+        for route in self._routes:
+            self._by_shape.setdefault((route.method, route.template.count("/")), []).append(route)
         self._custom_ids = self._collections_with_custom_ids()
+        self._request_schemas: dict[int, Schema] = {}
 
     @classmethod
     @cache
@@ -103,9 +109,9 @@ class Contract:
 
     def route(self, method: str, path: str) -> _Route | None:
         """The operation a concrete method + path calls (literal segments win over `{id}` ones)."""
-        for route in self._routes:
+        for route in self._by_shape.get((method.upper(), path.count("/")), ()):
             match = route.pattern.match(path)
-            if route.method == method.upper() and match and self._ids_plausible(route, match):
+            if match and self._ids_plausible(route, match):
                 return route
         return None
 
@@ -123,7 +129,10 @@ class Contract:
         if route is None:
             return [f"{method.upper()} {path}: no such endpoint in API version {self.version}"]
         checker = _RequestChecker(self, strict_enums)
-        checker.check(self._request_schema(route.operation), params, "")
+        schema = self._request_schemas.get(id(route.operation))
+        if schema is None:  # made once per operation (the contract's operations live as long as it)
+            schema = self._request_schemas[id(route.operation)] = self._request_schema(route.operation)
+        checker.check(schema, params, "")
         return checker.problems
 
     @staticmethod
@@ -143,9 +152,13 @@ class Contract:
     # ---- objects ------------------------------------------------------------------------------------------
 
     def object_problems(self, obj: Mapping[str, Any], *, strict_enums: bool = False) -> list[str]:
-        checker = _ObjectChecker(self, strict_enums)
         kind = obj.get("object") if isinstance(obj, Mapping) else None
-        checker.check_object(obj, str(kind or "object"))
+        return self.object_problems_at(obj, str(kind or "object"), strict_enums=strict_enums)
+
+    def object_problems_at(self, obj: Any, path: str, *, strict_enums: bool = False) -> list[str]:
+        """The problems of an object (found by its `object`) at `path` (each problem starts with it)."""
+        checker = _ObjectChecker(self, strict_enums)
+        checker.check_object(obj, path)
         return checker.problems
 
     def resolve(self, schema: Schema) -> tuple[Schema, str | None]:

@@ -601,13 +601,19 @@ def daily_run(life: Life, args: dict[str, Any]) -> None:
 
 def reconciliation(life: Life) -> Reconciliation:
     """The reconciler's graph, fault free (run quietly), its writes counted with the scenario's (the outbox's
-    stream looks for new items after them)."""
+    stream looks for new items after them), on the world's document store (an S3 client made for each
+    reconciliation cost more than its whole graph)."""
     settings = ApiSettings(
         table_name=life.world.table_name, notifications_topic_arn="", event_bus_name="sim", documents_bucket=""
     )
     table = FaultyTable(life.kit.table, life.kit.faults)
     made = build_reconciliation(
-        settings, clock=life.kit.clock, table=table, gateway=life.kit.gateway, reads_per_s=10_000
+        settings,
+        clock=life.kit.clock,
+        table=table,
+        gateway=life.kit.gateway,
+        reads_per_s=10_000,
+        documents=life.world.documents,  # type: ignore[arg-type]
     )
     watch_runway(life, made.services)  # its wallet's changes evaluate the runway too
     return made
