@@ -155,9 +155,12 @@ class Contract:
         kind = obj.get("object") if isinstance(obj, Mapping) else None
         return self.object_problems_at(obj, str(kind or "object"), strict_enums=strict_enums)
 
-    def object_problems_at(self, obj: Any, path: str, *, strict_enums: bool = False) -> list[str]:
-        """The problems of an object (found by its `object`) at `path` (each problem starts with it)."""
-        checker = _ObjectChecker(self, strict_enums)
+    def object_problems_at(
+        self, obj: Any, path: str, *, strict_enums: bool = False, memo: dict[str, tuple[str, ...]] | None = None
+    ) -> list[str]:
+        """The problems of an object (found by its `object`) at `path` (each problem starts with it). `memo`:
+        each object's problems remembered there (`_ObjectChecker.check_object`), the same for every call."""
+        checker = _ObjectChecker(self, strict_enums, memo)
         checker.check_object(obj, path)
         return checker.problems
 
@@ -318,9 +321,35 @@ def _enum_value(schema: Schema, value: Any) -> Any:
 # ---- objects ----------------------------------------------------------------------------------------------
 
 
+MEMO_SIZE = 20_000  # objects a memo keeps (then it forgets them all and starts again)
+_NOT_REMEMBERED = ("list", "search_result", "event")
+
+
 class _ObjectChecker(_Checker):
+    def __init__(self, contract: Contract, strict_enums: bool, memo: dict[str, tuple[str, ...]] | None = None):
+        super().__init__(contract, strict_enums)
+        self.memo = memo
+
     def check_object(self, value: Any, path: str) -> None:
-        """An object by its own `object` value (a resource, or a list of them)."""
+        """An object by its own `object` value (a resource, or a list of them). With a memo, a dict's problems
+        are found once, remembered by its `repr` (the same repr: the same keys in the same order, the same
+        values of the same types, so the same problems in the same order) less its path: a problem is the
+        path then what is wrong (`invoice.lines.data[0].x: ...`), the rest not depending on the path. Lists
+        and events (each its own) are not remembered: their items and objects are."""
+        if self.memo is None or type(value) is not dict or value.get("object") in _NOT_REMEMBERED:
+            self._check_object(value, path)
+            return
+        key = f"{self.strict_enums}:{value!r}"
+        known = self.memo.get(key)
+        if known is None:
+            checker = _ObjectChecker(self.contract, self.strict_enums, self.memo)
+            checker._check_object(value, "")
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            known = self.memo[key] = tuple(checker.problems)
+        self.problems.extend(path + problem for problem in known)
+
+    def _check_object(self, value: Any, path: str) -> None:
         kind = value.get("object") if isinstance(value, Mapping) else None
         if kind in ("list", "search_result") and isinstance(value.get("data"), list):
             for index, item in enumerate(value["data"]):

@@ -42,7 +42,6 @@ _CODES: tuple[tuple[str, str], ...] = (
     ("expected number", "parameter_invalid_decimal"),
 )
 _SHOWN = 20  # problems listed in a 500's message
-_REMEMBERED = 20_000  # objects whose problems a guard keeps (then it forgets them all and starts again)
 
 
 @dataclass(frozen=True)
@@ -112,25 +111,9 @@ class ContractGuard:
             raise self._violation(f"event {event['type']} ({event['id']}) is", problems)
 
     def _object_problems(self, obj: dict[str, Any]) -> list[str]:
-        """`Contract.object_problems(obj)`, each object checked once: a list's items one by one (the reconciler
-        lists the same events again and again), each remembered by its `repr` (the same repr: the same keys in
-        the same order, the same values of the same types, so the same problems in the same order). A problem
-        is its object's path then what is wrong (`invoice.lines.data[0].x: ...`): kept less the path."""
-        if obj.get("object") in ("list", "search_result") and isinstance(obj.get("data"), list):
-            kind = obj["object"]
-            return [problem for i, item in enumerate(obj["data"]) for problem in self._once(item, f"{kind}.data[{i}]")]
-        return self._once(obj, str(obj.get("object") or "object"))
-
-    def _once(self, obj: Any, path: str) -> list[str]:
-        if not isinstance(obj, dict):
-            return self.contract.object_problems_at(obj, path)
-        key = repr(obj)
-        known = self._checked.get(key)
-        if known is None:
-            if len(self._checked) >= _REMEMBERED:
-                self._checked.clear()
-            known = self._checked[key] = tuple(self.contract.object_problems_at(obj, ""))
-        return [path + problem for problem in known]
+        """`Contract.object_problems(obj)`, each object (a list's items, an event's object...) checked once
+        while the guard remembers it (the reconciler lists the same events again and again)."""
+        return self.contract.object_problems_at(obj, str(obj.get("object") or "object"), memo=self._checked)
 
     def _violation(self, where: str, problems: list[str]) -> ApiError:
         shown = "; ".join(problems[:_SHOWN]) + (f"; ... ({len(problems)} in all)" if len(problems) > _SHOWN else "")
