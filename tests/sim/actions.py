@@ -152,15 +152,19 @@ def checkout(life: Life, args: dict[str, Any]) -> None:
         cancel_url="https://sim/no",
         attempt="sim",
     )
-    client = life.client()
-    session = client.v1.checkout.sessions.retrieve(session_id)
-    if session.status == "open":
+    if _stored(life, session_id).get("status") == "open":
         params = {"payment_method": "pm_card_visa"}
-        client.raw_request("post", f"/_emulator/checkout/sessions/{session_id}/complete", **params)
-        session = client.v1.checkout.sessions.retrieve(session_id)
-    life.subscription_id = str(session.subscription or "")
+        life.client().raw_request("post", f"/_emulator/checkout/sessions/{session_id}/complete", **params)
+    life.subscription_id = str(_stored(life, session_id).get("subscription") or "")
     life.sub_start = life.now.replace(microsecond=0)
     observe_stripe(life)
+
+
+def _stored(life: Life, object_id: str) -> dict[str, Any]:
+    """Stripe's object as Stripe holds it now (the simulator's own look, as `observe_stripe`'s): no request."""
+    store = life.kit.stripe.store
+    with store.lock:
+        return dict(store.objects.get(object_id) or {})
 
 
 @action("agency_mode")
