@@ -8,7 +8,7 @@ from typing import Any
 from shared.clock import Clock, SystemClock
 from shared.credits.repository import CreditRepository
 from shared.dynamo import dynamodb_resource
-from shared.invoices.repository import InvoiceRepository
+from shared.invoices.repository import DocumentStore, InvoiceRepository
 from shared.orgs.repository import OrgRepository
 from shared.reconcile.repository import ReconcileRepository
 from shared.reconcile.run import ReconcileRun
@@ -39,14 +39,16 @@ def build_reconciliation(
     table: Any | None = None,
     gateway: StripeGateway | None = None,
     reads_per_s: float = DEFAULT_READS_PER_S,
+    documents: DocumentStore | None = None,
 ) -> Reconciliation:
-    """`due_orgs(day)`: the orgs the invoice run took that day (its due list); none if not given."""
+    """`due_orgs(day)`: the orgs the invoice run took that day (its due list); none if not given. `documents`:
+    the services' document store, as `build_services` takes it (tests pass their own)."""
     if gateway is None:
         gateway = StripeGateway.from_keys(stripe_keys(settings.stripe_secret_arn), api_base=settings.stripe_api_base)
     if table is None:
         table = dynamodb_resource().Table(settings.table_name)
     clock = clock or SystemClock()
-    services = build_services(settings, clock=clock, table=table, gateway=gateway)
+    services = build_services(settings, clock=clock, table=table, gateway=gateway, documents=documents)
     orgs = OrgRepository(table)
     overage = OverageBilling(services.orgs, orgs, CreditRepository(table), services.usage, gateway)
     repo, wallet = ReconcileRepository(table), WalletRepository(table)

@@ -81,7 +81,13 @@ class Contract:
         self.resources = {name for name, schema in self.schemas.items() if "x-resourceId" in schema}
         routes = [_route(m.upper(), t, op) for t, methods in document["paths"].items() for m, op in methods.items()]
         self._routes = sorted(routes, key=lambda r: (-r.literals, r.template))
+        # The routes a path can match, in that order, by method and number of `/` (a template's segments match
+        # only a path with as many: `[^/]+` takes no `/`): a request looks at a few patterns, not every one.
+        self._by_shape: dict[tuple[str, int], list[_Route]] = {}
+        for route in self._routes:
+            self._by_shape.setdefault((route.method, route.template.count("/")), []).append(route)
         self._custom_ids = self._collections_with_custom_ids()
+        self._request_schemas: dict[int, Schema] = {}
 
     @classmethod
     @cache
@@ -103,9 +109,9 @@ class Contract:
 
     def route(self, method: str, path: str) -> _Route | None:
         """The operation a concrete method + path calls (literal segments win over `{id}` ones)."""
-        for route in self._routes:
+        for route in self._by_shape.get((method.upper(), path.count("/")), ()):
             match = route.pattern.match(path)
-            if route.method == method.upper() and match and self._ids_plausible(route, match):
+            if match and self._ids_plausible(route, match):
                 return route
         return None
 
@@ -123,7 +129,10 @@ class Contract:
         if route is None:
             return [f"{method.upper()} {path}: no such endpoint in API version {self.version}"]
         checker = _RequestChecker(self, strict_enums)
-        checker.check(self._request_schema(route.operation), params, "")
+        schema = self._request_schemas.get(id(route.operation))
+        if schema is None:  # made once per operation (the contract's operations live as long as it)
+            schema = self._request_schemas[id(route.operation)] = self._request_schema(route.operation)
+        checker.check(schema, params, "")
         return checker.problems
 
     @staticmethod
@@ -143,9 +152,16 @@ class Contract:
     # ---- objects ------------------------------------------------------------------------------------------
 
     def object_problems(self, obj: Mapping[str, Any], *, strict_enums: bool = False) -> list[str]:
-        checker = _ObjectChecker(self, strict_enums)
         kind = obj.get("object") if isinstance(obj, Mapping) else None
-        checker.check_object(obj, str(kind or "object"))
+        return self.object_problems_at(obj, str(kind or "object"), strict_enums=strict_enums)
+
+    def object_problems_at(
+        self, obj: Any, path: str, *, strict_enums: bool = False, memo: dict[str, tuple[str, ...]] | None = None
+    ) -> list[str]:
+        """The problems of an object (found by its `object`) at `path` (each problem starts with it). `memo`:
+        each object's problems remembered there (`_ObjectChecker.check_object`), the same for every call."""
+        checker = _ObjectChecker(self, strict_enums, memo)
+        checker.check_object(obj, path)
         return checker.problems
 
     def resolve(self, schema: Schema) -> tuple[Schema, str | None]:
@@ -305,9 +321,35 @@ def _enum_value(schema: Schema, value: Any) -> Any:
 # ---- objects ----------------------------------------------------------------------------------------------
 
 
+MEMO_SIZE = 20_000  # objects a memo keeps (then it forgets them all and starts again)
+_NOT_REMEMBERED = ("list", "search_result", "event")
+
+
 class _ObjectChecker(_Checker):
+    def __init__(self, contract: Contract, strict_enums: bool, memo: dict[str, tuple[str, ...]] | None = None):
+        super().__init__(contract, strict_enums)
+        self.memo = memo
+
     def check_object(self, value: Any, path: str) -> None:
-        """An object by its own `object` value (a resource, or a list of them)."""
+        """An object by its own `object` value (a resource, or a list of them). With a memo, a dict's problems
+        are found once, remembered by its `repr` (the same repr: the same keys in the same order, the same
+        values of the same types, so the same problems in the same order) less its path: a problem is the
+        path then what is wrong (`invoice.lines.data[0].x: ...`), the rest not depending on the path. Lists
+        and events (each its own) are not remembered: their items and objects are."""
+        if self.memo is None or type(value) is not dict or value.get("object") in _NOT_REMEMBERED:
+            self._check_object(value, path)
+            return
+        key = f"{self.strict_enums}:{value!r}"
+        known = self.memo.get(key)
+        if known is None:
+            checker = _ObjectChecker(self.contract, self.strict_enums, self.memo)
+            checker._check_object(value, "")
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            known = self.memo[key] = tuple(checker.problems)
+        self.problems.extend(path + problem for problem in known)
+
+    def _check_object(self, value: Any, path: str) -> None:
         kind = value.get("object") if isinstance(value, Mapping) else None
         if kind in ("list", "search_result") and isinstance(value.get("data"), list):
             for index, item in enumerate(value["data"]):

@@ -152,15 +152,19 @@ def checkout(life: Life, args: dict[str, Any]) -> None:
         cancel_url="https://sim/no",
         attempt="sim",
     )
-    client = life.client()
-    session = client.v1.checkout.sessions.retrieve(session_id)
-    if session.status == "open":
+    if _stored(life, session_id).get("status") == "open":
         params = {"payment_method": "pm_card_visa"}
-        client.raw_request("post", f"/_emulator/checkout/sessions/{session_id}/complete", **params)
-        session = client.v1.checkout.sessions.retrieve(session_id)
-    life.subscription_id = str(session.subscription or "")
+        life.client().raw_request("post", f"/_emulator/checkout/sessions/{session_id}/complete", **params)
+    life.subscription_id = str(_stored(life, session_id).get("subscription") or "")
     life.sub_start = life.now.replace(microsecond=0)
     observe_stripe(life)
+
+
+def _stored(life: Life, object_id: str) -> dict[str, Any]:
+    """Stripe's object as Stripe holds it now (the simulator's own look, as `observe_stripe`'s): no request."""
+    store = life.kit.stripe.store
+    with store.lock:
+        return dict(store.objects.get(object_id) or {})
 
 
 @action("agency_mode")
@@ -601,13 +605,19 @@ def daily_run(life: Life, args: dict[str, Any]) -> None:
 
 def reconciliation(life: Life) -> Reconciliation:
     """The reconciler's graph, fault free (run quietly), its writes counted with the scenario's (the outbox's
-    stream looks for new items after them)."""
+    stream looks for new items after them), on the world's document store (an S3 client made for each
+    reconciliation cost more than its whole graph)."""
     settings = ApiSettings(
         table_name=life.world.table_name, notifications_topic_arn="", event_bus_name="sim", documents_bucket=""
     )
     table = FaultyTable(life.kit.table, life.kit.faults)
     made = build_reconciliation(
-        settings, clock=life.kit.clock, table=table, gateway=life.kit.gateway, reads_per_s=10_000
+        settings,
+        clock=life.kit.clock,
+        table=table,
+        gateway=life.kit.gateway,
+        reads_per_s=10_000,
+        documents=life.world.documents,  # type: ignore[arg-type]
     )
     watch_runway(life, made.services)  # its wallet's changes evaluate the runway too
     return made

@@ -249,7 +249,7 @@ class StripeAccount:
         for event in fresh:
             owner = self._customer_of(event["data"]["object"])
             if owner:
-                self._mail.setdefault(owner, []).append(copy.deepcopy(event))
+                self._mail.setdefault(owner, []).append(_copied(event))
         return self._mail.pop(customer, [])
 
     def _customer_of(self, obj: dict[str, Any]) -> str | None:

@@ -250,6 +250,39 @@ def test_events_lists_and_unknown_objects_are_followed() -> None:
     ]
 
 
+def test_the_emulators_guard_flags_what_the_contract_flags_each_object_checked_once() -> None:
+    """The emulator's guard remembers each object's problems (by its repr): asked again, about the same object
+    alone, in a list, in another list or at another index, or about one that differs in a value, a type or its
+    keys' order, it flags exactly what `object_problems` does (the same problems, in the same order)."""
+    from tests.local.stripe_emulator.contract import ContractGuard
+
+    guard = ContractGuard(strict=True)
+    bad = _invoice(subscription="sub_1", amount_due="1000", attempted=None)
+    reordered = dict(reversed(list(bad.items())))
+    floats = _invoice(amount_due=1000.0)
+    bools = _invoice(amount_due=True)
+    tupled = _invoice(account_tax_ids=("txi_1",))
+    objects = [*FIXTURES.values(), _invoice(), bad, reordered, floats, bools, tupled]
+    event = {**FIXTURES["event"], "type": "invoice.paid", "data": {"object": bad}}
+    bodies = [
+        *objects,
+        event,
+        {"object": "list", "data": [_invoice(), bad, event, reordered], "has_more": False, "url": "/"},
+        {"object": "search_result", "data": [bad, _invoice(), "in_1", None], "has_more": False, "url": "/"},
+        {"object": "list", "data": "in_1"},
+        {"object": "upcoming_invoice"},
+    ]
+    for _ in range(2):  # the second time every object is remembered
+        for body in [*bodies, *reversed(bodies)]:
+            assert guard._object_problems(body) == object_problems(body), body.get("object")
+    assert object_problems(bad) != object_problems(reordered) and object_problems(bools) != object_problems(floats)
+    assert object_problems(tupled) == ["invoice.account_tax_ids: expected an array, got ('txi_1',)"]
+    assert 0 < len(guard._checked) <= len(objects) + 2
+    error = guard.response_error("GET", "/v1/invoices", {"object": "list", "data": [_invoice(), bad]})
+    assert error is not None and "list.data[1].subscription: not in this version" in error.message
+    assert guard.violations == [error.message]
+
+
 @given(st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=20))
 def test_any_field_the_schema_lacks_is_reported(key: str) -> None:
     assume(key not in Contract.default().schemas["invoice"]["properties"])
@@ -332,6 +365,30 @@ def test_paths_are_matched_to_templates() -> None:
         f"PUT /v1/invoices/in_1: no such endpoint in API version {VERSION}"
     ]
     assert request_problems("POST", "/v1/invoices/create_preview", {"customer": "cus_1"}) == []
+
+
+def test_a_path_finds_the_route_a_scan_of_every_route_finds() -> None:
+    """`route` looks only at the routes of the request's method and number of segments: for every template's
+    concrete paths (ids, custom ids, words, a segment more or less, a trailing `/`) it finds what the first
+    matching route of the whole ordered list is (None alike)."""
+    contract = Contract.default()
+
+    def scanned(method: str, path: str) -> Any:
+        for route in contract._routes:
+            match = route.pattern.match(path)
+            if route.method == method.upper() and match and contract._ids_plausible(route, match):
+                return route
+        return None
+
+    tried = 0
+    for template, methods in contract.document["paths"].items():
+        for fill in ("cus_123", "in_1", "25OFF", "upcoming", "search", "US"):
+            path = re.sub(r"\{[^}]+\}", fill, template)
+            for concrete in (path, path + "/", path + "/x_1", path.rsplit("/", 1)[0], path.replace("/v1/", "/v1//")):
+                for method in (*methods, "get", "delete", "put"):
+                    assert contract.route(method, concrete) is scanned(method, concrete), (method, concrete)
+                    tried += 1
+    assert tried > 5000
 
 
 @given(st.integers(min_value=-(10**12), max_value=10**12))

@@ -60,6 +60,7 @@ class ContractGuard:
         self.requests: list[CheckedRequest] = []
         self.violations: list[str] = []
         self._lock = threading.Lock()
+        self._checked: dict[str, tuple[str, ...]] = {}  # an object's repr -> its problems, each less its path
 
     @property
     def contract(self) -> Contract:
@@ -98,16 +99,21 @@ class ContractGuard:
         """A 500 when (strict) a response body violates the contract."""
         if not self.strict or "object" not in body:
             return None
-        problems = self.contract.object_problems(body)
+        problems = self._object_problems(body)
         return self._violation(f"the response to {method} {path} is", problems) if problems else None
 
     def check_event(self, event: dict[str, Any]) -> None:
         """Raises (a 500 for the request that emitted it) when (strict) an event violates the contract."""
         if not self.strict:
             return
-        problems = self.contract.object_problems(event)
+        problems = self._object_problems(event)
         if problems:
             raise self._violation(f"event {event['type']} ({event['id']}) is", problems)
+
+    def _object_problems(self, obj: dict[str, Any]) -> list[str]:
+        """`Contract.object_problems(obj)`, each object (a list's items, an event's object...) checked once
+        while the guard remembers it (the reconciler lists the same events again and again)."""
+        return self.contract.object_problems_at(obj, str(obj.get("object") or "object"), memo=self._checked)
 
     def _violation(self, where: str, problems: list[str]) -> ApiError:
         shown = "; ".join(problems[:_SHOWN]) + (f"; ... ({len(problems)} in all)" if len(problems) > _SHOWN else "")

@@ -50,8 +50,10 @@ def _resources() -> dict[str, dict[str, Any]]:
 
 
 def base(resource: str, **overrides: Any) -> dict[str, Any]:
-    """A fresh deep copy of the fixture of `resource`, with top-level fields overridden."""
-    obj = copy.deepcopy(_resources()[resource])
+    """A fresh deep copy of the fixture of `resource`, with top-level fields overridden (their fixture values,
+    an event's whole `data` among them, are not copied: the same fields in the same order as copying all)."""
+    fixture = _resources()[resource]
+    obj = {key: overrides[key] if key in overrides else copy.deepcopy(value) for key, value in fixture.items()}
     obj.update(overrides)
     if "livemode" in obj:
         obj["livemode"] = False

@@ -7,6 +7,7 @@ the routes, idempotency keys and injected faults."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from email.message import Message
 from typing import Any
@@ -32,6 +33,11 @@ class _Exchange(RequestHandler):
         self.headers["Content-Length"] = str(len(body))
         self.rfile = io.BytesIO(body)
         self.reply: tuple[str, int, dict[str, str]] = ("", 500, {})
+
+    def _json(self, payload: dict[str, Any]) -> bytes:
+        """Not indented: the same JSON for the SDK's parser, encoded by json's C encoder (`indent` makes it use
+        its Python one)."""
+        return json.dumps(payload).encode()
 
     def _send_raw(
         self,

@@ -112,7 +112,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 status, payload, executed = self._dispatch(method, url.path, params)
             finally:
                 store.request = None
-            encoded = json.dumps(payload, indent=2).encode()
+            encoded = self._json(payload)
             if key is not None and executed:
                 # Like Stripe: only requests that started executing are saved (not validation failures).
                 self.server.idempotency[(api_key, key)] = StoredResponse(
@@ -214,8 +214,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         return 404, ApiError(404, message).body(), False
 
     # ---------------------------------------------------------- responses
+    def _json(self, payload: dict[str, Any]) -> bytes:
+        """A reply's body, indented as Stripe's."""
+        return json.dumps(payload, indent=2).encode()
+
     def _send(self, status: int, payload: dict[str, Any], request_id: str) -> None:
-        self._send_raw(status, json.dumps(payload, indent=2).encode(), request_id)
+        self._send_raw(status, self._json(payload), request_id)
 
     def _send_raw(
         self,

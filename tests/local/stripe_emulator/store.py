@@ -23,6 +23,24 @@ from .params import get_dict, get_int
 from .webhooks import WebhookSender
 
 Obj = dict[str, Any]
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def json_copy(value: Any) -> Any:
+    """`copy.deepcopy` of a stored object, a few times faster: a JSON tree's dicts and lists made anew, its
+    strings, numbers, booleans and nulls shared (as deepcopy shares them), anything else deep-copied. Unlike
+    deepcopy, a list or dict met twice in one object (a payment intent's `payment_method_types` and
+    `allowed_payment_method_types`) is copied twice: as JSON sends it; a rendered object is only sent, expanded
+    or kept as an event's snapshot, never changed in one place for the other."""
+    kind = type(value)
+    if kind is dict:
+        return {key: json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [json_copy(item) for item in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
+
 
 # Human names used in "No such <name>" messages, per object type.
 _NAMES = {
@@ -177,7 +195,7 @@ class Store:
     # ------------------------------------------------------------- rendering
     def render(self, obj: Obj) -> Obj:
         """The object as the API returns it (a deep copy, with computed sub-lists filled in)."""
-        out = copy.deepcopy(obj)
+        out: Obj = json_copy(obj)
         kind = obj["object"]
         hook = self.renderers.get(kind)
         if hook is not None:
