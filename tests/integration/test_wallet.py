@@ -529,3 +529,28 @@ def test_a_bill_is_checked_against_the_wallets_currency_not_the_orgs(kit: Wallet
     assert stored is not None and stored.account.balance == 10_000
     # And a bill in the wallet's own currency is still recorded
     assert not kit.wallet.record_bill(replace(euro, bill_id="usd-bill", currency="USD")).replayed
+
+
+def test_a_bill_reads_the_org_wallet_budget_and_hold_in_one_round_trip_before_its_write(kit: WalletKit) -> None:
+    # Given a funded agency org with a hold
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    kit.wallet.hold(org_id=org_id, hold_id="h1", project_id=project, platform="meta", amount_minor=4_000)
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    events = kit.repo._table.meta.client.meta.events
+    events.register("before-call.dynamodb", count)
+    try:
+        # When a bill that draws on the hold is recorded
+        bill = Bill(org_id, "meta", "b1", project, 1_500, "USD", date(2026, 11, 20), "h1", "t")
+        assert kit.wallet.record_bill(bill).fee_minor > 0
+    finally:
+        events.unregister("before-call.dynamodb", count)
+    # Then the org, the wallet, the project's budget and the hold were read in one snapshot before the write,
+    # and after it the runway watch read its state, the open holds and the unbilled spend (the hold spends)
+    assert calls == ["TransactGetItems", "TransactWriteItems", "GetItem", "Query", "Query"], calls
+    held = raw_item(kit, org_id, "HOLD#h1")
+    assert held is not None and (held["remaining_minor"], held["drawn_minor"]) == (2_500, 1_500)
