@@ -654,14 +654,11 @@ class OrgRepository:
         return active_project(project_id, self.get_project(org_id, project_id))
 
     def org_and_project(self, org_id: str, project_id: str, more: Sequence[Mapping[str, str]]) -> OrgRead:
-        """`require_org`, the project (None: none) and more items by key (None: none), in one snapshot
-        (`org_and_items`); while a transaction writes one of them, the org and then the others."""
-        wanted = [_project_key(org_id, project_id), *more]
-        try:
-            org, (project, *items) = self.org_and_items(org_id, wanted)
-        except ConcurrentUpdateError:  # a transaction writes one of them: the org, then the others
-            org, (project, *items) = self.require_org(org_id), self._items(wanted)
-        return OrgRead(org, Project.model_validate(project) if project else None, items)
+        """`require_org`, the project (None: none) and more items by key (None: none), in one round trip
+        (BatchGetItem, consistent: each item as of its own read, as GetItems one after the other)."""
+        org, project, *items = self._items([_org_key(org_id), _project_key(org_id, project_id), *more])
+        found = _found(org_id, Org.model_validate(org) if org else None)
+        return OrgRead(found, Project.model_validate(project) if project else None, items)
 
     def _items(self, wanted: Sequence[Mapping[str, str]]) -> list[Item | None]:
         """Items by key, in that order (None: none), in one round trip (BatchGetItem, consistent)."""

@@ -438,9 +438,9 @@ def test_a_reservation_reads_the_org_project_and_run_in_one_round_trip(kit: Cred
         again = kit.credits.reserve(**body)  # type: ignore[arg-type]
     finally:
         events.unregister("before-call.dynamodb", count)
-    # The org, the project and a reservation made before with the run id: one snapshot, then the budget's
+    # The org, the project and a reservation made before with the run id: one round trip, then the budget's
     # limits and the credit account, and the write
-    assert made[:1] == ["TransactGetItems"] and "TransactWriteItems" in made, made
+    assert made[:1] == ["BatchGetItem"] and "TransactWriteItems" in made, made
     assert made.index("TransactWriteItems") == 3, made
-    # A replay reads that snapshot only, and answers what the first did
-    assert calls == ["TransactGetItems"] and again.replayed and again.available_after == first.available_after
+    # A replay reads those only, and answers what the first did
+    assert calls == ["BatchGetItem"] and again.replayed and again.available_after == first.available_after
