@@ -86,6 +86,15 @@ def _sum(one: Item, other: Item, prefix: str) -> dict[str, int]:
     return {k.removeprefix(prefix): int(one.get(k, 0)) + int(other.get(k, 0)) for k in names}
 
 
+def budget_key(org_id: str, project_id: str) -> keys.Key:
+    return keys.key(org_id, keys.budget_sk(project_id))
+
+
+def budget_of(project_id: str, item: Item | None) -> ProjectBudget:
+    """The project's limits of its budget item as read (None: none, rev 0: never set)."""
+    return _budget(plain(item)) if item else ProjectBudget(project_id)
+
+
 def _budget(item: Item) -> ProjectBudget:
     return ProjectBudget(
         project_id=str(item["project_id"]),
@@ -121,9 +130,8 @@ class BudgetRepository:
     def budget(self, org_id: str, project_id: str) -> ProjectBudget:
         """The project's limits (none, rev 0, if never set)."""
         with dynamo_errors():
-            got = self._table.get_item(Key=keys.key(org_id, keys.budget_sk(project_id)), ConsistentRead=True)
-        item = got.get("Item")
-        return _budget(plain(item)) if item else ProjectBudget(project_id)
+            got = self._table.get_item(Key=budget_key(org_id, project_id), ConsistentRead=True)
+        return budget_of(project_id, got.get("Item"))
 
     def usage(self, org_id: str, project_id: str, period_key: str) -> BudgetUsage:
         """What the project used in the period and what its open holds and reservations hold now."""

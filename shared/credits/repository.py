@@ -73,8 +73,8 @@ class CreditRepository:
 
     def reservation(self, org_id: str, run_id: str) -> Reservation | None:
         with dynamo_errors():
-            got = self._table.get_item(Key=keys.key(org_id, keys.reservation_sk(run_id)), ConsistentRead=True)
-        return _reservation(plain(got["Item"])) if "Item" in got else None
+            got = self._table.get_item(Key=reservation_key(org_id, run_id), ConsistentRead=True)
+        return reservation_of(got.get("Item"))
 
     def period(self, org_id: str, period_key: str) -> Item:
         with dynamo_errors():
@@ -183,6 +183,15 @@ class CreditRepository:
     def set_period_fields(self, org_id: str, period_key: str, fields: dict[str, object]) -> None:
         with dynamo_errors():
             self._table.update_item(Key=keys.key(org_id, keys.period_sk(period_key)), **set_fields(fields))
+
+
+def reservation_key(org_id: str, run_id: str) -> keys.Key:
+    return keys.key(org_id, keys.reservation_sk(run_id))
+
+
+def reservation_of(item: Item | None) -> Reservation | None:
+    """The reservation of its item as read (None: none)."""
+    return _reservation(plain(item)) if item else None
 
 
 def _reservation(item: Item) -> Reservation:

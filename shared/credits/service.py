@@ -23,12 +23,12 @@ from shared.clock import Clock, iso
 from shared.credits.account import CreditAccount, Entry, EntryKind, Split
 from shared.credits.models import Counters, CreditChange, Reservation, ReservationEnd, ReservationPut, StoredAccount
 from shared.credits.periods import Period, period_containing
-from shared.credits.repository import CreditRepository
+from shared.credits.repository import CreditRepository, reservation_key, reservation_of
 from shared.dynamo import Item
 from shared.errors import ConcurrentUpdateError, ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from shared.ledger import AlreadyApplied, Cause, ConditionFailed, EntryLine, LedgerConflict
-from shared.orgs.models import MANAGE_BILLING, READ, Org
-from shared.orgs.repository import OrgRepository
+from shared.orgs.models import MANAGE_BILLING, READ, Org, Project
+from shared.orgs.repository import OrgRepository, active_project
 from shared.orgs.service import OrgService
 from shared.outbox import Event, Message
 from shared.pagination import Page
@@ -259,18 +259,20 @@ class CreditService:
         """Holds the template's cost x quantity. Idempotent by workflow_run_id (a replay returns the first
         result). InsufficientCreditsError / CreditCapReachedError (409) when it does not fit."""
         request = Request(org_id, project_id, template_id, generation_type, quantity, workflow_run_id, actor)
-        org = self._org_repo.require_org(request.org_id)
-        existing = self._repo.reservation(request.org_id, request.workflow_run_id)
+        # One round trip (one snapshot): the org, the project and a reservation made before with this run id.
+        read = self._org_repo.org_and_project(org_id, project_id, [reservation_key(org_id, workflow_run_id)])
+        org, existing = read.org, reservation_of(read.items[0])
         if existing:
             return _result(_same_reservation(existing, request), replayed=True)
-        record = replace(self._new_reservation(org, request), budgeted=True, reserved_open=True)
+        record = replace(self._new_reservation(org, request, read.project), budgeted=True, reserved_open=True)
         committed = self._reserve_within_budget(org, record, request)
         if committed is None:  # a concurrent call with the same run id won
             found = self._repo.reservation(request.org_id, request.workflow_run_id) or record
             return _result(_same_reservation(found, request), replayed=True)
         return _result(record, replayed=False, available=committed.after.available)
 
-    def _new_reservation(self, org: Org, request: Request) -> Reservation:
+    def _new_reservation(self, org: Org, request: Request, project: Project | None) -> Reservation:
+        """`project`: the request's, as read with the org (None: none)."""
         template = self._templates.get(request.template_id)
         costs = self._templates.credit_costs(template)
         if request.generation_type not in costs:
@@ -279,7 +281,7 @@ class CreditService:
                 f"(it has: {', '.join(sorted(costs))}).",
                 code="unknown_generation_type",
             )
-        self._org_repo.require_active_project(org.org_id, request.project_id)
+        active_project(request.project_id, project)
         now = self._clock.now()
         return Reservation(
             workflow_run_id=request.workflow_run_id,

@@ -34,6 +34,24 @@ def _project_key(org_id: str, project_id: str) -> dict[str, str]:
     return {"PK": _org_pk(org_id), "SK": f"PROJECT#{project_id}"}
 
 
+@dataclass(frozen=True)
+class OrgRead:
+    """An org read with one of its projects (None: none) and more items (None: none), in one snapshot."""
+
+    org: Org
+    project: Project | None
+    items: list[Item | None]
+
+
+def active_project(project_id: str, project: Project | None) -> Project:
+    """`require_active_project` of the project as read."""
+    if project is None:
+        raise NotFoundError(f"Project {project_id} was not found.", code="project_not_found")
+    if project.status is not ProjectStatus.ACTIVE:
+        raise ConflictError(f"Project {project_id} is archived.", code="project_archived")
+    return project
+
+
 def _found(org_id: str, org: Org | None) -> Org:
     if org is None:
         raise NotFoundError(f"Org {org_id} was not found.", code="org_not_found")
@@ -631,6 +649,17 @@ class OrgRepository:
             time.sleep(backoff(attempt, cap=1.0))
         raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
 
+    def org_and_items(self, org_id: str, more: Sequence[Mapping[str, str]]) -> tuple[Org, list[Item | None]]:
+        """`require_org` and more items by key (None: none), in one snapshot (TransactGetItems): as if read
+        one after the other with nothing written between. ConcurrentUpdateError while a transaction writes
+        any of them."""
+        with dynamo_errors():
+            got = self._client.transact_get_items(
+                TransactItems=[{"Get": {"TableName": self._name, "Key": k}} for k in (_org_key(org_id), *more)]
+            )["Responses"]
+        org, *items = (response.get("Item") for response in got)
+        return _found(org_id, Org.model_validate(plain(org)) if org else None), [plain(i) if i else None for i in items]
+
     def require_org(self, org_id: str) -> Org:
         """The org; NotFoundError (404, `org_not_found`) when there is none."""
         return _found(org_id, self.get_org(org_id))
@@ -639,12 +668,19 @@ class OrgRepository:
         """A project of the org that money may be committed for (a credit reservation, a wallet hold):
         NotFoundError (404, `project_not_found`) for none in this org, ConflictError (409,
         `project_archived`) for an archived one."""
-        project = self.get_project(org_id, project_id)
-        if project is None:
-            raise NotFoundError(f"Project {project_id} was not found.", code="project_not_found")
-        if project.status is not ProjectStatus.ACTIVE:
-            raise ConflictError(f"Project {project_id} is archived.", code="project_archived")
-        return project
+        return active_project(project_id, self.get_project(org_id, project_id))
+
+    def org_and_project(self, org_id: str, project_id: str, more: Sequence[Mapping[str, str]]) -> OrgRead:
+        """`require_org`, the project (None: none) and more items by key (None: none), in one round trip
+        (BatchGetItem, consistent: each item as of its own read, as GetItems one after the other)."""
+        org, project, *items = self._items([_org_key(org_id), _project_key(org_id, project_id), *more])
+        found = _found(org_id, Org.model_validate(org) if org else None)
+        return OrgRead(found, Project.model_validate(project) if project else None, items)
+
+    def _items(self, wanted: Sequence[Mapping[str, str]]) -> list[Item | None]:
+        """Items by key, in that order (None: none), in one round trip (BatchGetItem, consistent)."""
+        found = {(str(i["PK"]), str(i["SK"])): plain(i) for i in self._batch_get([dict(k) for k in wanted])}
+        return [found.get((k["PK"], k["SK"])) for k in wanted]
 
     def link_stripe_customer(self, org_id: str, customer_id: str) -> str:
         """Records the org's Stripe customer once; returns the customer the org is linked to."""

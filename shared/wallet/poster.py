@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from shared import keys
 from shared.clock import Clock
 from shared.credits.periods import period_containing
+from shared.dynamo import Item
 from shared.errors import ConcurrentUpdateError, ConflictError
 from shared.ledger import AlreadyApplied, Head, LedgerConflict
 from shared.orgs.models import BillingMode, Org
@@ -16,7 +18,7 @@ from shared.outbox import Event, Message, Notice
 from shared.retry import until_done
 from shared.wallet.account import Signal, WalletAccount
 from shared.wallet.models import Attribution, StoredWallet, WalletChange
-from shared.wallet.repository import ModeChanged, PeriodClosed, WalletRepository
+from shared.wallet.repository import ModeChanged, PeriodClosed, WalletRepository, account_key
 
 DEFAULT_LOW_THRESHOLD_MINOR = 10_000
 MAX_ATTEMPTS = 100
@@ -79,19 +81,39 @@ class WalletPoster:
         self.after_commit: Callable[[str, StoredWallet], object] | None = None
 
     def load(self, org: Org) -> StoredWallet:
-        stored = self._repo.get(org.org_id)
+        return self.as_stored(org, self._repo.get(org.org_id))
+
+    @staticmethod
+    def as_stored(org: Org, stored: StoredWallet | None) -> StoredWallet:
+        """The wallet as read (None: none yet: the one its first write makes)."""
         if stored is None:
             return StoredWallet(WalletAccount(currency=org.currency, low_threshold=DEFAULT_LOW_THRESHOLD_MINOR), Head())
         return stored
 
-    def post(self, org: Org, build: Build, *, agency_only: bool = False) -> Posted | None:
+    def org_and_wallet(
+        self, org_id: str, more: Sequence[keys.Key] = ()
+    ) -> tuple[Org, StoredWallet | None, list[Item | None] | None]:
+        """`require_org`, the wallet (None: none yet) and the items of `more` (None: none) in one round trip,
+        as if read one after the other (one snapshot). While a transaction writes any of them: the org and
+        the wallet one after the other, and None for `more` (not read)."""
+        try:
+            org, (item, *items) = self._org_repo.org_and_items(org_id, [account_key(org_id), *more])
+        except ConcurrentUpdateError:
+            return self._org_repo.require_org(org_id), self._repo.get(org_id), None
+        return org, self._repo.stored(item), items
+
+    def post(
+        self, org: Org, build: Build, *, agency_only: bool = False, read: StoredWallet | None = None
+    ) -> Posted | None:
         """Commits what `build` makes of the current state (None: nothing to write, and None is returned).
-        `agency_only`: refused (409) if the org turns out to have left agency mode meanwhile."""
+        `agency_only`: refused (409) if the org turns out to have left agency mode meanwhile. `read`: the
+        wallet as read after `org` (`org_and_wallet`), for the first attempt; a retry reads it again."""
         state = {"org": org}
+        first = [read]
 
         def attempt() -> Posted | None:
             try:
-                return self._attempt(state["org"], build, agency_only)
+                return self._attempt(state["org"], build, agency_only, first.pop() if first else None)
             except ModeChanged:  # the wallet's first write: its copy of the mode must be the org's
                 state["org"] = self._org_repo.require_org(org.org_id)
                 if agency_only:
@@ -115,8 +137,8 @@ class WalletPoster:
             return Attribution(own.key)
         return Attribution(current.key, late_for=own.key)
 
-    def _attempt(self, org: Org, build: Build, agency_only: bool) -> Posted | None:
-        stored = self.load(org)
+    def _attempt(self, org: Org, build: Build, agency_only: bool, read: StoredWallet | None) -> Posted | None:
+        stored = read if read is not None else self.load(org)
         if agency_only and wallet_mode(stored, org) is not BillingMode.AGENCY:
             agency(self._org_repo.require_org(org.org_id))  # left agency mode meanwhile: 409
         change = build(stored)

@@ -102,6 +102,15 @@ def account_key(org_id: str) -> keys.Key:
     return keys.key(org_id, keys.WALLET_SK)
 
 
+def hold_key(org_id: str, hold_id: str) -> keys.Key:
+    return keys.key(org_id, keys.hold_sk(hold_id))
+
+
+def hold_of(item: Item | None) -> Hold | None:
+    """The hold of its item as read (plain numbers; None: none)."""
+    return from_item(Hold, item) if item else None
+
+
 KEEP = object()  # mode_sync: leave the wallet's copy of agency_until as it is
 
 
@@ -176,6 +185,11 @@ class WalletRepository:
         read = self._ledger.read(org_id)
         return _stored(*read) if read else None
 
+    @staticmethod
+    def stored(item: Item | None) -> StoredWallet | None:
+        """The wallet of its account item (plain numbers) read by another way than `get`; None for no item."""
+        return _stored(Head(int(item["version"]), int(item["seq"])), item) if item else None
+
     def _item(self, org_id: str, sk: str) -> Item | None:
         with dynamo_errors():
             got = self._table.get_item(Key=keys.key(org_id, sk), ConsistentRead=True).get("Item")
@@ -190,8 +204,7 @@ class WalletRepository:
         return got is not None
 
     def hold(self, org_id: str, hold_id: str) -> Hold | None:
-        item = self._item(org_id, keys.hold_sk(hold_id))
-        return from_item(Hold, item) if item else None
+        return hold_of(self._item(org_id, keys.hold_sk(hold_id)))
 
     def record_refused_bill(self, org_id: str, bill: Mapping[str, object], code: str, reason: str, at: str) -> None:
         """A platform bill the wallet could not take (e.g. another currency), kept for support: its money

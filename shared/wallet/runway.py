@@ -190,3 +190,11 @@ def assess(
     stage = stage_of(tenths, stages)
     restore = restore_top_up(funds, rate, holds, now)
     return Runway(funds, rate, holds_rate(holds, now), tenths, stage, next_stage(stage, stages), restore)
+
+
+def unbilled_may_move(runway: Runway, stages: Sequence[int]) -> bool:
+    """Whether spend not billed yet could move the stage of `runway` (assessed without it): it only lowers
+    the funds, which never lengthens a runway, so not when nothing is spent (no background rate, no hold
+    spending: there is no runway to shorten) nor when the runway is at the deepest stage already."""
+    nothing_spent = runway.spend_rate <= 0 and runway.holds_rate == 0
+    return not nothing_spent and runway.stage != min(stages)

@@ -5,8 +5,9 @@ reversal: WalletPoster's `after_commit`, with the wallet as the change left it: 
 hold is placed or ended, and once a day for every org whose wallet moved within the rate's days or that
 has an open hold (the days slide and the holds' ends near even when nothing is written: the reconciler's
 daily run calls `daily`). An evaluation reads the account (not after a change: the change hands it down),
-the alert state, the open holds (only while something is held) and the unbilled spend (only when the
-platforms reported any): a few reads, and a write only when the stage changes.
+the alert state, the open holds (only while something is held) and the unbilled spend (only when it
+could move the stage: not while nothing is spent, nor at the deepest stage): a few reads, and a write
+only when the stage changes. (The runway it returns is then the one without the unbilled spend: same stage.)
 
 Alerts: when the runway falls to or below a stage (days) not alerted since the runway was last above
 it, one `Wallet.RunwayAlert` event and notification name the deepest stage crossed (a runway that
@@ -35,6 +36,7 @@ from shared.wallet.runway import (
     assess,
     crossed,
     still_held,
+    unbilled_may_move,
     valid_stages,
 )
 from shared.wallet.runway_repository import RunwayRepository, RunwayState
@@ -89,11 +91,20 @@ class RunwayWatch:
         runway, unbilled = self._assess(org.org_id, stored, stages_of(state))
         return RunwayReading(runway, stages_of(state), unbilled, self._suggestion(org.org_id, runway))
 
-    def _assess(self, org_id: str, stored: StoredWallet, stages: tuple[int, ...]) -> tuple[Runway, int]:
+    def _assess(
+        self, org_id: str, stored: StoredWallet, stages: tuple[int, ...], recorded: RunwayState | None = None
+    ) -> tuple[Runway, int]:
+        """The runway and the unbilled spend it counts. `recorded`: the state on record, when only a stage
+        that moves from it matters (an evaluation): the unbilled spend is then read only when it could move
+        the stage (`unbilled_may_move`), else the runway is the one without it (its stage is the same)."""
         now = self._clock.now()
         holds = self._open_holds(org_id) if still_held(stored.account) > 0 else []
-        unbilled = self._unbilled(org_id, now.date())
         spending = Spending(stored.spend_days, stored.drawn_days)
+        if recorded is not None:
+            runway = assess(stored.account, spending=spending, holds=holds, unbilled=0, now=now, stages=stages)
+            if runway.stage == recorded.stage and not unbilled_may_move(runway, stages):
+                return runway, 0
+        unbilled = self._unbilled(org_id, now.date())
         runway = assess(stored.account, spending=spending, holds=holds, unbilled=unbilled, now=now, stages=stages)
         return runway, unbilled
 
@@ -133,7 +144,7 @@ class RunwayWatch:
             if stored is None:
                 return None
             state = self._runway.state(org_id)
-            runway, _ = self._assess(org_id, stored, stages_of(state))
+            runway, _ = self._assess(org_id, stored, stages_of(state), state)
             if runway.stage == state.stage:
                 return runway
             alert = crossed(state.stage, runway.stage)

@@ -16,16 +16,16 @@ from functools import partial
 
 from shared.auth import Caller
 from shared.budgets.models import OPEN, BudgetTouch
-from shared.budgets.repository import BudgetChanged, BudgetRefused
-from shared.budgets.rules import spend_budgets
+from shared.budgets.repository import BudgetChanged, BudgetRefused, budget_key, budget_of
+from shared.budgets.rules import ProjectBudget, spend_budgets
 from shared.budgets.service import BudgetService, BudgetState, ProjectBudgetExceededError, crossing_messages
 from shared.clock import Clock, iso
 from shared.credits.periods import period_containing
 from shared.dynamo import Item
 from shared.errors import ConcurrentUpdateError, ConflictError, InvalidRequestError, NotFoundError
 from shared.ledger import Cause, EntryLine
-from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org
-from shared.orgs.repository import OrgRepository
+from shared.orgs.models import MANAGE_BILLING, READ, BillingMode, Org, Project
+from shared.orgs.repository import OrgRepository, active_project
 from shared.orgs.service import OrgService
 from shared.outbox import Message
 from shared.pagination import Page
@@ -72,6 +72,8 @@ from shared.wallet.repository import (
     HoldEnded,
     HoldRefused,
     WalletRepository,
+    hold_key,
+    hold_of,
     hold_packs,
 )
 from shared.wallet.runway_repository import RunwayRepository
@@ -192,11 +194,8 @@ class WalletService:
         return self._auto.payment_failed(org or self._org_repo.require_org(org_id), topup, payment_intent_id)
 
     def _with_wallet(self, org: Org) -> Org:
-        """Agency orgs, and orgs that left agency mode with a wallet: its money still has to be settled
-        (late platform bills, pending top-ups, disputes, the support refund of what is left)."""
-        if org.billing_mode is not BillingMode.AGENCY and self._repo.get(org.org_id) is None:
-            agency(org)
-        return org
+        """Agency orgs, and orgs that left agency mode with a wallet (`_wallet_kept`)."""
+        return org if org.billing_mode is BillingMode.AGENCY else _wallet_kept(org, self._repo.get(org.org_id))
 
     # ------------------------------------------------------------------ reads and settings (people)
     def view(self, caller: Caller, org_id: str) -> WalletView:
@@ -258,8 +257,9 @@ class WalletService:
         `balance - held - floor` does not cover it; ProjectBudgetExceededError (409) when the project's
         ad-spend budget (or its budget on the platform) has not that much left this period."""
         platform_name(platform)
-        org = self._org_repo.require_org(org_id)
-        self._require_project(org_id, project_id, hold_id)
+        read = self._org_repo.org_and_project(org_id, project_id, [])  # one round trip
+        org = read.org
+        self._require_project(org_id, project_id, hold_id, read.project)
         now = self._clock.now()
         period = period_containing(org, now).key
         hold = Hold(hold_id, project_id, platform, amount_minor, "pending", iso(now), iso(hold_expiry(now, expires_at)))
@@ -296,11 +296,12 @@ class WalletService:
             return hold
         raise ConcurrentUpdateError("The project's budget is changing; retry.")
 
-    def _require_project(self, org_id: str, project_id: str, hold_id: str) -> None:
-        """A hold is for an active project of the org, as a credit reservation (404 project_not_found, 409
-        project_archived); a replay of a hold made before the project was archived is answered as made."""
+    def _require_project(self, org_id: str, project_id: str, hold_id: str, project: Project | None) -> None:
+        """A hold is for an active project of the org (`project`, as read), as a credit reservation (404
+        project_not_found, 409 project_archived); a replay of a hold made before the project was archived is
+        answered as made."""
         try:
-            self._org_repo.require_active_project(org_id, project_id)
+            active_project(project_id, project)
         except (NotFoundError, ConflictError):
             made = self._repo.hold(org_id, hold_id)
             if made is None or made.project_id != project_id:
@@ -414,11 +415,23 @@ class WalletService:
         (e.g. for invalid traffic): see `record_platform_credit`."""
         if bill.amount_minor < 0:
             return self.record_platform_credit(bill)
-        org = self._with_wallet(self._org_repo.require_org(bill.org_id))
+        # One round trip: the org, the wallet, the project's budget and the hold named (the first attempt's).
+        more = [
+            budget_key(bill.org_id, bill.project_id),
+            *([hold_key(bill.org_id, bill.hold_id)] if bill.hold_id else []),
+        ]
+        org, read, items = self._poster.org_and_wallet(bill.org_id, more)
+        _wallet_kept(org, read)
         platform_name(bill.platform)
         claims: list[TopUp] = []
+        first = self._poster.as_stored(org, read)
+        known = _BillReads.of(bill, items)
+
+        def build(stored: StoredWallet) -> WalletChange:
+            return self._bill_change(org, bill, stored, True, claims, known if stored is first else None)
+
         try:
-            posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, True, claims))
+            posted = self._poster.post(org, build, read=first)
         except HoldEnded:  # voided or expired while the bill was written: the bill still counts
             claims.clear()
             posted = self._poster.post(org, lambda stored: self._bill_change(org, bill, stored, False, claims))
@@ -446,7 +459,8 @@ class WalletService:
             raise InvalidRequestError(
                 "A platform credit settles no hold: send it without hold_id.", code="credit_with_hold"
             )
-        org = self._with_wallet(self._org_repo.require_org(credit.org_id))
+        org, read, _ = self._poster.org_and_wallet(credit.org_id)  # one round trip
+        _wallet_kept(org, read)
         platform_name(credit.platform)
         amount = -credit.amount_minor
 
@@ -459,7 +473,7 @@ class WalletService:
             assert change.cause is not None
             return replace(change, cause=Cause(credit.cause, {**change.cause.record, **_bill_content(credit)}))
 
-        posted = self._poster.post(org, build)
+        posted = self._poster.post(org, build, read=self._poster.as_stored(org, read))
         if posted is not None and posted.replay:
             _same_bill(self._repo.cause(credit.org_id, credit.cause) or {}, credit)
         return self._correction_result(credit, credit.cause, posted)
@@ -548,7 +562,16 @@ class WalletService:
     def _fee_of(self, org: Org, bill: Bill, stored: StoredWallet) -> int:
         return platform_fee(bill.amount_minor, self._fee_bps(org, stored))
 
-    def _bill_change(self, org: Org, bill: Bill, stored: StoredWallet, draw: bool, claims: list[TopUp]) -> WalletChange:
+    def _bill_change(
+        self,
+        org: Org,
+        bill: Bill,
+        stored: StoredWallet,
+        draw: bool,
+        claims: list[TopUp],
+        known: _BillReads | None = None,
+    ) -> WalletChange:
+        """`known`: the budget and the hold as read with `stored` (None: read them here)."""
         _same_currency(stored, bill.currency)
         fee_bps = self._fee_bps(org, stored)
         fee = platform_fee(bill.amount_minor, fee_bps)
@@ -559,7 +582,7 @@ class WalletService:
         budget_period = bill_period_key(org, bill.billed_on)
         spend = BudgetTouch(bill.project_id, budget_period, bill.platform, spent=bill.amount_minor)
         touches = [spend]
-        hold = self._drawable_hold(bill) if draw else None
+        hold = self._drawable_hold(bill, known) if draw else None
         taken = 0
         if hold is not None:
             taken = hold_draw(bill.amount_minor, hold.open_minor)
@@ -591,23 +614,27 @@ class WalletService:
             drawn_days=add_spend(stored.drawn_days, bill.billed_on, taken, today),
             cause=Cause(bill.cause, record | {"budget_period": budget_period}),
             records=records,
-            messages=self._crossed(org.org_id, spend),
+            messages=self._crossed(org.org_id, spend, known.budget if known else None),
             dated=bill_dated(org, bill.billed_on),
             budgets=touches,
         )
 
-    def _drawable_hold(self, bill: Bill) -> Hold | None:
-        """The pending hold a bill draws on (read at each attempt: a bill since may have drawn on it): the
-        one it names, if of the bill's project and platform."""
-        hold = self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
+    def _drawable_hold(self, bill: Bill, known: _BillReads | None) -> Hold | None:
+        """The pending hold a bill draws on (read at each attempt, with the wallet or after it: a bill since
+        may have drawn on it): the one it names, if of the bill's project and platform."""
+        hold = known.hold if known is not None else self._named_hold(bill)
         if hold is None or hold.status != "pending":
             return None
         return hold if (hold.project_id, hold.platform) == (bill.project_id, bill.platform) else None
 
-    def _crossed(self, org_id: str, spend: BudgetTouch) -> list[Message]:
+    def _named_hold(self, bill: Bill) -> Hold | None:
+        return self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
+
+    def _crossed(self, org_id: str, spend: BudgetTouch, budget: ProjectBudget | None) -> list[Message]:
         """The budget lines this bill's spend crosses (read after the wallet: bills, the only writers of
-        spend, are serialized by the wallet's version, so what is read is what the bill adds to)."""
-        budget = self._budgets.budget(org_id, spend.project_id)
+        spend, are serialized by the wallet's version, so what is read is what the bill adds to). `budget`:
+        the project's limits as read with the wallet (None: read here)."""
+        budget = budget if budget is not None else self._budgets.budget(org_id, spend.project_id)
         if not budget.limits():
             return []
         before = self._budgets.usage(org_id, spend.project_id, spend.period_key)
@@ -620,6 +647,30 @@ class WalletService:
         return self._refunds.refund(
             caller, org_id, amount_minor=amount_minor, reason=reason, idempotency_key=idempotency_key
         )
+
+
+@dataclass(frozen=True)
+class _BillReads:
+    """What a bill's first attempt read with the wallet, in one snapshot: the project's budget and the hold
+    the bill names (None: it names none, or there is none)."""
+
+    budget: ProjectBudget
+    hold: Hold | None
+
+    @staticmethod
+    def of(bill: Bill, items: Sequence[Item | None] | None) -> _BillReads | None:
+        """Of the items read (the budget's, then the hold's if the bill names one); None: none were read."""
+        if items is None:
+            return None
+        return _BillReads(budget_of(bill.project_id, items[0]), hold_of(items[1]) if bill.hold_id else None)
+
+
+def _wallet_kept(org: Org, stored: StoredWallet | None) -> Org:
+    """Agency orgs, and orgs that left agency mode with a wallet (`stored`: as read): its money still has
+    to be settled (late platform bills, pending top-ups, disputes, the support refund of what is left)."""
+    if org.billing_mode is not BillingMode.AGENCY and stored is None:
+        agency(org)
+    return org
 
 
 def _same_hold(made: Hold, asked: Hold) -> Hold:

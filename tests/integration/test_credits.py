@@ -419,3 +419,28 @@ def test_a_workflow_run_id_reused_for_another_reservation_is_409_and_changes_not
     # And a true replay is answered as made
     again = kit.credits.reserve(**body)  # type: ignore[arg-type]
     assert again.replayed and (again.credits, again.project_id) == (first.credits, project)
+
+
+def test_a_reservation_reads_the_org_project_and_run_in_one_round_trip(kit: CreditKit) -> None:
+    org_id, project, _ = _org(kit)
+    body = {**_reserve(org_id, project, "counted"), "actor": "t"}
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    events = kit.repo._table.meta.client.meta.events
+    events.register("before-call.dynamodb", count)
+    try:
+        first = kit.credits.reserve(**body)  # type: ignore[arg-type]
+        made = list(calls)
+        calls.clear()
+        again = kit.credits.reserve(**body)  # type: ignore[arg-type]
+    finally:
+        events.unregister("before-call.dynamodb", count)
+    # The org, the project and a reservation made before with the run id: one round trip, then the budget's
+    # limits and the credit account, and the write
+    assert made[:1] == ["BatchGetItem"] and "TransactWriteItems" in made, made
+    assert made.index("TransactWriteItems") == 3, made
+    # A replay reads those only, and answers what the first did
+    assert calls == ["BatchGetItem"] and again.replayed and again.available_after == first.available_after

@@ -280,17 +280,17 @@ def test_a_bill_whose_hold_ends_while_it_is_written_still_debits_once(
     org_id, project, _ = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
     kit.wallet.hold(org_id=org_id, hold_id="h", project_id=project, platform="meta", amount_minor=4_000)
-    read = kit.repo.hold
+    read = kit.org_repo.org_and_items  # the bill's one read: the org, the wallet, the budget and the hold
     raced: list[str] = []
 
-    def hold(org: str, hold_id: str) -> Any:
-        got = read(org, hold_id)
-        if hold_id == "h" and not raced:
-            raced.append(hold_id)
+    def snapshot(org: str, more: Any) -> Any:
+        got = read(org, more)
+        if not raced:
+            raced.append("h")
             kit.wallet.release_hold(org_id=org, hold_id="h")
         return got
 
-    monkeypatch.setattr(kit.repo, "hold", hold)
+    monkeypatch.setattr(kit.org_repo, "org_and_items", snapshot)
     result = kit.wallet.record_bill(
         Bill(
             org_id=org_id,
@@ -529,3 +529,31 @@ def test_a_bill_is_checked_against_the_wallets_currency_not_the_orgs(kit: Wallet
     assert stored is not None and stored.account.balance == 10_000
     # And a bill in the wallet's own currency is still recorded
     assert not kit.wallet.record_bill(replace(euro, bill_id="usd-bill", currency="USD")).replayed
+
+
+def test_a_hold_and_a_bill_read_what_they_need_in_one_round_trip_before_their_write(kit: WalletKit) -> None:
+    # Given a funded agency org with a hold
+    org_id, project, _ = agency_org(kit)
+    fund(kit, org_id, 10_000, new_user())
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    events = kit.repo._table.meta.client.meta.events
+    events.register("before-call.dynamodb", count)
+    try:
+        kit.wallet.hold(org_id=org_id, hold_id="h1", project_id=project, platform="meta", amount_minor=4_000)
+        # (the hold read the org and the project in one round trip, then the budget, and wrote)
+        assert calls[:3] == ["BatchGetItem", "GetItem", "TransactWriteItems"], calls
+        calls.clear()
+        # When a bill that draws on the hold is recorded
+        bill = Bill(org_id, "meta", "b1", project, 1_500, "USD", date(2026, 11, 20), "h1", "t")
+        assert kit.wallet.record_bill(bill).fee_minor > 0
+    finally:
+        events.unregister("before-call.dynamodb", count)
+    # Then the org, the wallet, the project's budget and the hold were read in one snapshot before the write,
+    # and after it the runway watch read its state, the open holds and the unbilled spend (the hold spends)
+    assert calls == ["TransactGetItems", "TransactWriteItems", "GetItem", "Query", "Query"], calls
+    held = raw_item(kit, org_id, "HOLD#h1")
+    assert held is not None and (held["remaining_minor"], held["drawn_minor"]) == (2_500, 1_500)

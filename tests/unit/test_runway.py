@@ -3,14 +3,20 @@ of the open holds, the tenths, the stages and their crossings, the suggestion.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.ledger import Head
 from shared.wallet.account import WalletAccount
+from shared.wallet.models import StoredWallet
+from shared.wallet.repository import WalletRepository
 from shared.wallet.runway import (
     DEFAULT_STAGES,
     OpenHold,
@@ -26,8 +32,11 @@ from shared.wallet.runway import (
     spend_rate,
     spent_by,
     stage_of,
+    unbilled_may_move,
     valid_stages,
 )
+from shared.wallet.runway_repository import RunwayRepository, RunwayState
+from shared.wallet.runway_watch import RunwayWatch
 
 TODAY = date(2028, 3, 1)  # a leap year: 29 February is one of the complete days
 NOW = datetime(2028, 3, 1, 17, 43, 11, tzinfo=UTC)
@@ -146,3 +155,99 @@ def test_alert_stages_are_validated() -> None:
     for bad in ([], [7, 7], [0], [91], [1, 2, 3, 4, 5, 6, 7]):
         with pytest.raises(ValueError):
             valid_stages(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    balance=st.integers(min_value=-50_000, max_value=500_000),
+    daily=st.integers(min_value=0, max_value=20_000),
+    drawn=st.integers(min_value=0, max_value=20_000),
+    holds=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=100_000), st.integers(min_value=1, max_value=30 * 24)),
+        max_size=3,
+    ),
+    unbilled=st.integers(min_value=0, max_value=300_000),
+    stages=st.sampled_from([DEFAULT_STAGES, (30, 10, 3), (5,)]),
+)
+def test_unbilled_spend_moves_no_stage_unbilled_may_move_rules_out(
+    balance: int,
+    daily: int,
+    drawn: int,
+    holds: list[tuple[int, int]],
+    unbilled: int,
+    stages: tuple[int, ...],
+) -> None:
+    """The watch skips reading the unbilled spend when `unbilled_may_move` says it cannot move the stage:
+    whatever it is, the stage with it is the stage without it."""
+    open_holds = [OpenHold(left, NOW + timedelta(hours=hours)) for left, hours in holds]
+    spending = Spending(_days(daily), _days(min(drawn, daily)))
+    account = WalletAccount(currency="usd", balance=balance)
+    without = assess(account, spending=spending, holds=open_holds, unbilled=0, now=NOW, stages=stages)
+    with_it = assess(account, spending=spending, holds=open_holds, unbilled=unbilled, now=NOW, stages=stages)
+    if not unbilled_may_move(without, stages):
+        assert with_it.stage == without.stage
+    if unbilled == 0:
+        assert with_it == without
+
+
+def test_unbilled_spend_may_move_a_runway_that_is_spent_and_above_the_deepest_stage() -> None:
+    account = WalletAccount(currency="usd", balance=100_000)
+    spent = Spending(_days(1_000), {})
+    runway = assess(account, spending=spent, holds=[], unbilled=0, now=NOW, stages=DEFAULT_STAGES)
+    assert runway.stage is None and unbilled_may_move(runway, DEFAULT_STAGES)  # 100 days: 99,000 unbilled makes 1
+    nothing = assess(account, spending=Spending({}, {}), holds=[], unbilled=0, now=NOW, stages=DEFAULT_STAGES)
+    assert not unbilled_may_move(nothing, DEFAULT_STAGES)  # nothing is spent: no runway to shorten
+    broke = assess(replace(account, balance=-5), spending=spent, holds=[], unbilled=0, now=NOW, stages=DEFAULT_STAGES)
+    assert broke.stage == 1 and not unbilled_may_move(broke, DEFAULT_STAGES)  # the deepest stage already
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return NOW
+
+
+class _Stages:
+    """The runway's state on record (RunwayRepository's reads and its conditional move)."""
+
+    def __init__(self, stage: int | None):
+        self.read = RunwayState(None, stage, 3)
+
+    def state(self, org_id: str) -> RunwayState:
+        return self.read
+
+    def move_stage(self, org_id: str, read: RunwayState, stage: int | None, *_: object) -> bool:
+        self.read = RunwayState(None, stage, read.revision + 1)
+        return True
+
+
+def _watched(stage: int | None, unbilled: int) -> tuple[RunwayWatch, _Stages, list[str]]:
+    asked: list[str] = []
+
+    def unbilled_spend(org_id: str, today: date) -> int:
+        asked.append(org_id)
+        return unbilled
+
+    stages = _Stages(stage)
+    no_reads = cast(WalletRepository, SimpleNamespace(topups=lambda org_id: []))
+    return RunwayWatch(no_reads, cast(RunwayRepository, stages), _Clock(), unbilled_spend), stages, asked
+
+
+def _wallet(balance: int, daily: int) -> StoredWallet:
+    return StoredWallet(WalletAccount(currency="usd", balance=balance), Head(4, 9), spend_days=_days(daily))
+
+
+def test_an_evaluation_reads_the_unbilled_spend_only_when_it_could_move_the_stage() -> None:
+    # Nothing spent: no runway, whatever is unbilled; the deepest stage, recorded: nothing deeper to reach
+    for stage, wallet in ((None, _wallet(100_000, 0)), (1, _wallet(-5, 1_000))):
+        watch, states, asked = _watched(stage, 999_999)
+        runway = watch.after_post("o1", wallet)
+        assert asked == [] and runway is not None and runway.stage == stage == states.read.stage
+    # 100 days of runway: 99,000 unbilled brings it to 1 (read, counted, and the alert's stage recorded)
+    watch, states, asked = _watched(None, 99_000)
+    runway = watch.after_post("o1", _wallet(100_000, 1_000))
+    assert asked == ["o1"] and runway is not None and (runway.funds_minor, runway.stage) == (1_000, 1)
+    assert states.read.stage == 1
+    # A stage that moves without it is recorded as the unbilled spend leaves it (read)
+    watch, states, asked = _watched(None, 0)
+    runway = watch.after_post("o1", _wallet(5_000, 1_000))
+    assert asked == ["o1"] and runway is not None and runway.stage == 7 == states.read.stage
