@@ -39,7 +39,7 @@ from boto3.dynamodb.conditions import Attr
 
 from shared import keys
 from shared.budgets.models import BudgetTouch, merged
-from shared.budgets.repository import BUDGET_CHANGED, BudgetChanged, BudgetRefused, BudgetRepository
+from shared.budgets.repository import BUDGET_CHANGED, BUDGET_RULE, BudgetChanged, BudgetRefused, BudgetRepository
 from shared.dynamo import (
     Item,
     TransactionConditionFailed,
@@ -51,7 +51,7 @@ from shared.dynamo import (
     plain,
     set_fields,
 )
-from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, Line, Named
+from shared.ledger import WALLET, Cause, Change, ConditionFailed, EntryLine, Head, Ledger, LedgerConflict, Line, Named
 from shared.ledger.engine import MAX_TRANSACTION_ITEMS
 from shared.orgs.models import BillingMode
 from shared.pagination import Page
@@ -317,6 +317,8 @@ class WalletRepository:
                 raise HoldEnded from exc
             if "period_open" in exc.names:
                 raise PeriodClosed from exc
+            if BUDGET_RULE in exc.names:  # the project's limits were put since read: read them again
+                raise LedgerConflict from exc
             raise
 
     def _statement_items(self, org_id: str, change: WalletChange, attribution: Attribution) -> list[Named]:

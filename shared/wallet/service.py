@@ -15,7 +15,7 @@ from datetime import time as time_of_day
 from functools import partial
 
 from shared.auth import Caller
-from shared.budgets.models import OPEN, BudgetTouch
+from shared.budgets.models import OPEN, BudgetGuard, BudgetTouch
 from shared.budgets.repository import BudgetChanged, BudgetRefused, budget_key, budget_of
 from shared.budgets.rules import ProjectBudget, spend_budgets
 from shared.budgets.service import BudgetService, BudgetState, ProjectBudgetExceededError, crossing_messages
@@ -580,8 +580,11 @@ class WalletService:
             PeriodSpend(bill.platform, bill.project_id, bill.amount_minor, fee)
         ]
         budget_period = bill_period_key(org, bill.billed_on)
+        budget = known.budget if known is not None else self._budgets.budget(org.org_id, bill.project_id)
+        # Unguarded (a bill is spend already made), but on the limits as read: a budget put before the commit
+        # fails it (read again), so the lines the bill crosses are those of the limits it is counted under.
         spend = BudgetTouch(bill.project_id, budget_period, bill.platform, spent=bill.amount_minor)
-        touches = [spend]
+        touches = [replace(spend, guard=BudgetGuard(rev=budget.rev))]
         hold = self._drawable_hold(bill, known) if draw else None
         taken = 0
         if hold is not None:
@@ -614,7 +617,7 @@ class WalletService:
             drawn_days=add_spend(stored.drawn_days, bill.billed_on, taken, today),
             cause=Cause(bill.cause, record | {"budget_period": budget_period}),
             records=records,
-            messages=self._crossed(org.org_id, spend, known.budget if known else None),
+            messages=self._crossed(org.org_id, spend, budget),
             dated=bill_dated(org, bill.billed_on),
             budgets=touches,
         )
@@ -630,11 +633,10 @@ class WalletService:
     def _named_hold(self, bill: Bill) -> Hold | None:
         return self._repo.hold(bill.org_id, bill.hold_id) if bill.hold_id else None
 
-    def _crossed(self, org_id: str, spend: BudgetTouch, budget: ProjectBudget | None) -> list[Message]:
+    def _crossed(self, org_id: str, spend: BudgetTouch, budget: ProjectBudget) -> list[Message]:
         """The budget lines this bill's spend crosses (read after the wallet: bills, the only writers of
         spend, are serialized by the wallet's version, so what is read is what the bill adds to). `budget`:
-        the project's limits as read with the wallet (None: read here)."""
-        budget = budget if budget is not None else self._budgets.budget(org_id, spend.project_id)
+        the project's limits as read with the wallet or after it (the commit checks they are still those)."""
         if not budget.limits():
             return []
         before = self._budgets.usage(org_id, spend.project_id, spend.period_key)
