@@ -14,7 +14,7 @@ from functools import partial
 
 from shared import keys
 from shared.auth import Caller
-from shared.budgets.models import OPEN, BudgetTouch
+from shared.budgets.models import OPEN, BudgetGuard, BudgetTouch
 from shared.budgets.repository import BudgetChanged, BudgetRefused
 from shared.budgets.rules import CREDITS
 from shared.budgets.service import BudgetService, BudgetState, crossing_messages
@@ -346,12 +346,21 @@ class CreditService:
         usage_period = period_containing(org, occurred_at or now)
         done: dict[str, object] = {"at": occurred_at or now}
         build = self._settle_change(org, record, actual, usage_period, actor, done)
-        committed = self._commit(org, period_containing(org, now), build)
+        committed = self._commit_use(org, period_containing(org, now), build)
         if committed is None:
             return self._settled_again(org, self._reservation(org_id, workflow_run_id))
         settled = replace(record, status="settled", **done)  # type: ignore[arg-type]
         self._meter_run(org, settled)
         return _result(settled, replayed=False, available=committed.after.available)
+
+    def _commit_use(self, org: Org, period: Period, build: Build) -> Committed | None:
+        """A settle's commit: built again (its budget read again) while the project's limits change under it."""
+        for _ in range(MAX_BUDGET_READS):
+            try:
+                return self._commit(org, period, build)
+            except BudgetChanged:
+                continue
+        raise ConcurrentUpdateError("The project's budget is changing; retry.")
 
     def _settled_again(self, org: Org, record: Reservation) -> ReservationResult:
         """A replayed settle: the first result, and its run metered (a no-op unless the first call
@@ -399,7 +408,7 @@ class CreditService:
                 available_after=after.available,
             )
             run = record.workflow_run_id
-            touches = _budget_end(record, used=actual)
+            touches, crossed = self._crossed(org.org_id, _budget_end(record, used=actual))
             return CreditChange(
                 after,
                 entries,
@@ -408,23 +417,26 @@ class CreditService:
                     ReservationEnd(run, "settled", dict(done)),
                     *_settle_counters(record, actual, split, usage, late=late),
                 ],
-                messages=[*_warnings(org, stored.account, after), *self._crossed(org.org_id, touches)],
+                messages=[*_warnings(org, stored.account, after), *crossed],
                 budgets=touches,
             )
 
         return build
 
-    def _crossed(self, org_id: str, touches: list[BudgetTouch]) -> list[Message]:
-        """The credit budget lines a settle's use crosses (settles, the only writers of credits used, are
-        serialized by the credit account's version: what is read is what the settle adds to)."""
+    def _crossed(self, org_id: str, touches: list[BudgetTouch]) -> tuple[list[BudgetTouch], list[Message]]:
+        """The settle's touches, its use on the project's limits as read (a budget put before the commit fails
+        it: BudgetChanged, read again - the lines it crosses are those of the limits it is counted under), and
+        the credit budget lines that use crosses (settles, the only writers of credits used, are serialized by
+        the credit account's version: what is read is what the settle adds to)."""
         touch = next((t for t in touches if t.credits_used > 0), None)
         if touch is None:
-            return []
+            return touches, []
         budget = self._budgets.budget(org_id, touch.project_id)
+        guarded = [replace(t, guard=BudgetGuard(rev=budget.rev)) if t is touch else t for t in touches]
         if budget.credits is None:
-            return []
+            return guarded, []
         before = self._budgets.usage(org_id, touch.project_id, touch.period_key)
-        return crossing_messages(org_id, touch, budget, before, (CREDITS,))
+        return guarded, crossing_messages(org_id, touch, budget, before, (CREDITS,))
 
     def release(self, *, org_id: str, workflow_run_id: str, actor: str, expired: bool = False) -> ReservationResult:
         """Gives the held credits back (failed generation, or expiry). Idempotent."""

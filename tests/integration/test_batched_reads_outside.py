@@ -2,7 +2,8 @@
 BatchGetItems, a bill's TransactGetItems snapshot, a hold's BatchGetItem): a December period numbered in
 the next year while another org takes that year's first number between the read and the transaction, with
 the read's keys left unprocessed; a close rerun after a finalize cut short after its transaction; a hold
-voided between a bill's snapshot and its commit; a budget put between a bill's snapshot and its commit."""
+voided between a bill's snapshot and its commit; a budget put between a bill's snapshot and its commit, and
+between a credit settle's read of the limits and its commit."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from typing import Any
 
 import pytest
 
+from shared.auth import Caller
 from shared.budgets.service import BudgetLimits
 from shared.credits.periods import period_containing
 from shared.orgs.service import SETTLE_WINDOW
 from shared.wallet.service import Bill
-from tests.helpers import capture_events, drain
+from tests.helpers import capture_events, drain, new_user
+from tests.integration.credit_kit import credit_kit
 from tests.integration.test_invoice_step_reads import STEPS, _calls, _crash_after, _listed, _step
 from tests.integration.test_unprocessed_keys import first_answer_unprocessed
 from tests.integration.wallet_kit import WalletKit, agency_org, fund, wallet_kit
+from tests.paid import mirror_subscription
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +180,52 @@ def test_a_budget_set_between_a_bills_snapshot_and_its_commit_is_announced_as_cr
         if e["detail"]["org_id"] == org_id
     )
     assert seen == [("Project.BudgetReached", 100, 5_000, 7_000), ("Project.BudgetWarning", 80, 5_000, 7_000)]
+
+
+def test_a_credit_budget_set_between_a_settles_read_and_its_commit_is_announced_as_crossed(stack: Any) -> None:
+    """The same race on credits: a settle reads the project's limits (none yet), the owner sets a credit
+    limit of 100 before the settle commits (nothing used yet: the put crosses nothing), the settle then uses
+    150 (the template's video): both lines of the new limit are crossed by this settle and announced once,
+    not lost to the race."""
+    at = datetime(2028, 2, 29, 23, 58, 41, tzinfo=UTC)  # a leap day, a minute before midnight
+    kit = credit_kit(stack.env["TABLE_NAME"], stack.env["EVENT_BUS_NAME"], at)
+    queue = capture_events(stack, {"detail-type": [{"prefix": "Project."}]})
+    owner = Caller(new_user(), None, frozenset())
+    org_id = kit.orgs.create_org(owner, name="Studio", billing_mode="byo", currency="USD", plan_id="free").org.org_id  # type: ignore[arg-type]
+    mirror_subscription(kit.mirror, org_id, "pro", start=at - timedelta(days=3, hours=7))
+    project = kit.orgs.create_project(owner, org_id, name="Client A").project_id
+    kit.credits.reserve(
+        org_id=org_id,
+        project_id=project,
+        template_id="ugc-video",
+        generation_type="short_form_video",
+        quantity=1,
+        workflow_run_id="run-1",
+        actor="t",
+    )
+
+    def owner_sets_a_budget() -> None:
+        kit.budgets.put(owner, org_id, project, BudgetLimits(credits=100))
+
+    events, done = kit.repo._table.meta.client.meta.events, []
+
+    def interleave(**_: Any) -> None:
+        if not done:
+            done.append(1)
+            owner_sets_a_budget()
+
+    events.register("before-call.dynamodb.TransactWriteItems", interleave)
+    try:
+        kit.credits.settle(org_id=org_id, workflow_run_id="run-1", quantity=None, occurred_at=None, actor="t")
+    finally:
+        events.unregister("before-call.dynamodb.TransactWriteItems", interleave)
+    assert done
+    seen = sorted(
+        (e["detail-type"], e["detail"]["threshold_pct"], e["detail"]["limit"], e["detail"]["used"])
+        for e in drain(stack, queue)
+        if e["detail"]["org_id"] == org_id
+    )
+    assert seen == [("Project.BudgetReached", 100, 100, 150), ("Project.BudgetWarning", 80, 100, 150)]  # ugc-video: 150
+    # and a replay of the settle announces nothing again
+    kit.credits.settle(org_id=org_id, workflow_run_id="run-1", quantity=None, occurred_at=None, actor="t")
+    assert [e for e in drain(stack, queue) if e["detail"]["org_id"] == org_id] == []
