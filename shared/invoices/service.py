@@ -387,6 +387,8 @@ class InvoiceService:
                 cap=1.0,
             )
             return self._status_after(numbered, "finalized", org_id, period_key)
+        if invoice.status == "empty":  # a finalize cut short between its record and the unlisting
+            self._org_repo.unindex_period(org_id, period_key)
         return invoice.status
 
     def render(self, org_id: str, period_key: str) -> str:

@@ -173,3 +173,22 @@ def test_a_number_taken_between_the_read_and_the_finalize_is_not_reused_nor_skip
     finalized = kit.services.invoices.stored(org_id, period.key)
     assert finalized is not None and finalized.number == f"LB-2031-{before + 2:06d}"
     assert int(table.get_item(Key=counter, ConsistentRead=True)["Item"]["last"]) == before + 2
+
+
+def test_an_empty_period_cut_short_before_its_unlisting_is_unlisted_on_its_rerun(kit: WalletKit) -> None:
+    """A period with nothing to bill is recorded `empty` and taken off the index; a finalize that dies between
+    the two leaves it listed: its rerun (the day's run again) takes it off, and numbers nothing."""
+    org_id, _, _ = agency_org(kit)
+    org = kit.org_repo.require_org(org_id)
+    first = period_containing(org, kit.clock.now())
+    kit.clock.at = first.end + SETTLE_WINDOW + timedelta(hours=5, minutes=17, seconds=3)
+    for name in ("close", "collect"):
+        _step(kit, name)(org_id, first.key)
+    assert _listed(kit, org_id, first.key)
+    with _crash_after(kit, "PutItem"), pytest.raises(RuntimeError):
+        _step(kit, "finalize")(org_id, first.key)
+    assert _listed(kit, org_id, first.key)
+    assert _step(kit, "finalize")(org_id, first.key) == "empty"
+    assert not _listed(kit, org_id, first.key)
+    invoice = kit.services.invoices._repo.get(org_id, first.key)
+    assert invoice is not None and invoice.status == "empty" and invoice.number is None
