@@ -4,6 +4,8 @@ a reader of an org's stored items (to prove that refused requests wrote nothing)
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,23 @@ class ApiClient:
             except ValueError:
                 body = resp.text
         return Reply(resp.status_code, body, dict(resp.headers))
+
+
+@contextmanager
+def dynamo_calls(table: Any) -> Iterator[list[tuple[str, str]]]:
+    """The DynamoDB calls made through `table`'s client inside the block, as sent: (operation, its
+    parameters as text), recorded by botocore's `before-call` event."""
+    seen: list[tuple[str, str]] = []
+    events = table.meta.client.meta.events
+
+    def record(params: Any, model: Any, **_: Any) -> None:
+        seen.append((model.name, repr(params)))
+
+    events.register("before-call.dynamodb", record)
+    try:
+        yield seen
+    finally:
+        events.unregister("before-call.dynamodb", record)
 
 
 def new_user(label: str = "user") -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from decimal import Decimal
@@ -104,6 +105,30 @@ def org_items(table: Any, org_id: str, prefix: str, where: Any = None) -> list[I
             if "LastEvaluatedKey" not in resp:
                 return items
             query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+BATCH_GET_ATTEMPTS = 8
+
+
+def batch_get(
+    client: Any, table_name: str, wanted: Sequence[Mapping[str, str]], *, consistent: bool = True, **asked: object
+) -> list[Item]:
+    """The items of up to 100 keys in one BatchGetItem (`asked`: its projection), what DynamoDB leaves
+    unprocessed (under load, any batch may) asked again with backoff; ThrottledError if it stays so."""
+    from shared.retry import backoff
+
+    items: list[Item] = []
+    keys_asked = [dict(k) for k in wanted]
+    request: Mapping[str, Any] = {table_name: {"Keys": keys_asked, "ConsistentRead": consistent, **asked}}
+    for attempt in range(BATCH_GET_ATTEMPTS):
+        with dynamo_errors():
+            resp = client.batch_get_item(RequestItems=request)
+        items += resp.get("Responses", {}).get(table_name, [])
+        request = resp.get("UnprocessedKeys") or {}
+        if not request:
+            return items
+        time.sleep(backoff(attempt, cap=1.0))
+    raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
 
 
 def set_fields(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,12 +26,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
-from shared.dynamo import Item, TransactionConditionFailed, dynamo_errors, plain
-from shared.errors import ThrottledError
+from shared.dynamo import Item, TransactionConditionFailed, batch_get, dynamo_errors, plain
 from shared.invoices.models import CUSTOMER_STATUSES, Invoice, InvoiceLine
 from shared.outbox import Message, outbox_puts
 from shared.pagination import Page, decode_cursor, encode_cursor
-from shared.retry import backoff
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import QueryInputTableQueryTypeDef, TableAttributeValueTypeDef
@@ -44,9 +41,6 @@ CHUNK_BYTES = 256 * 1024  # compressed bytes per chunk item (DynamoDB's item lim
 # least this many items per query, at most this many queries per page (about 40 years of monthly periods).
 LIST_READ_AHEAD = 25
 LIST_MAX_QUERIES = 20
-
-
-BATCH_GET_ATTEMPTS = 8
 
 
 class Counter(NamedTuple):
@@ -259,18 +253,8 @@ class InvoiceRepository:
         return (self._invoice(plain(invoice)) if invoice else None), counters
 
     def _batch_get(self, asked: Sequence[dict[str, str]]) -> dict[str, Item]:
-        """The items of the keys by sort key (consistent reads), what DynamoDB leaves unprocessed asked again."""
-        found: dict[str, Item] = {}
-        request: dict[str, Any] = {self._name: {"Keys": [*asked], "ConsistentRead": True}}
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            with dynamo_errors():
-                resp = self._client.batch_get_item(RequestItems=request)
-            found |= {str(item["SK"]): item for item in resp.get("Responses", {}).get(self._name, [])}
-            request = resp.get("UnprocessedKeys") or {}
-            if not request:
-                return found
-            time.sleep(backoff(attempt, cap=1.0))
-        raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
+        """The items of the keys by sort key (consistent reads, `shared.dynamo.batch_get`)."""
+        return {str(item["SK"]): item for item in batch_get(self._client, self._name, asked)}
 
     def finalize(self, invoice: Invoice, year: int, counter: Counter | None = None) -> bool:
         """Assigns the next number of the year and finalizes, in one transaction: a number is used only

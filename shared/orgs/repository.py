@@ -12,8 +12,8 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.clock import iso
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain
-from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError, ThrottledError
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, batch_get, dynamo_errors, plain
+from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
 from shared.keys import period_index_key
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
 from shared.outbox import Announcement, SeatSyncTask, outbox_puts
@@ -104,7 +104,6 @@ class PeriodRead:
 
 
 BATCH_GET_MAX = 100  # keys per BatchGetItem (DynamoDB's limit)
-BATCH_GET_ATTEMPTS = 8
 MODE_CHANGE_ATTEMPTS = 8
 _MODE_BACKOFF_CAP_S = 0.002 * 2 ** (MODE_CHANGE_ATTEMPTS - 1)  # the window doubles on every attempt
 SEAT_CHANGE_ATTEMPTS = 8
@@ -636,18 +635,8 @@ class OrgRepository:
         return found
 
     def _batch_get(self, keys: list[dict[str, str]], consistent: bool = True, **asked: object) -> list[Item]:
-        """The items of up to 100 keys, what DynamoDB leaves unprocessed (under load, any batch) asked again."""
-        items: list[Item] = []
-        request: Mapping[str, Any] = {self._name: {"Keys": keys, "ConsistentRead": consistent, **asked}}
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            with dynamo_errors():
-                resp = self._table.meta.client.batch_get_item(RequestItems=request)
-            items += resp.get("Responses", {}).get(self._name, [])
-            request = resp.get("UnprocessedKeys") or {}
-            if not request:
-                return items
-            time.sleep(backoff(attempt, cap=1.0))
-        raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
+        """The items of up to 100 keys, what DynamoDB leaves unprocessed asked again (`shared.dynamo.batch_get`)."""
+        return batch_get(self._table.meta.client, self._name, keys, consistent=consistent, **asked)
 
     def org_and_items(self, org_id: str, more: Sequence[Mapping[str, str]]) -> tuple[Org, list[Item | None]]:
         """`require_org` and more items by key (None: none), in one snapshot (TransactGetItems): as if read

@@ -17,7 +17,6 @@ read; an ADD that crosses nothing holds on condition that the total stays below 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,13 +25,11 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, dynamo_errors, plain, set_fields
-from shared.errors import ThrottledError
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, batch_get, dynamo_errors, plain, set_fields
 from shared.ledger import AlreadyApplied
 from shared.outbox import Message, outbox_puts
-from shared.retry import backoff
 
-BATCH_GET_MAX, BATCH_GET_ATTEMPTS = 100, 8
+BATCH_GET_MAX = 100
 DAY_PREFIX = "day#"
 USAGE_METRICS = ("workflow_runs", "sdk_events", "media_storage_gb")  # one usage item each per period
 LATE_METRICS = ("credits", *USAGE_METRICS)  # `billed_<metric>_late`: late usage billed after the period's line
@@ -274,18 +271,8 @@ class UsageRepository:
         return found
 
     def _batch_get(self, request_keys: Sequence[Mapping[str, str]], projection: str | None) -> list[Item]:
-        items: list[Item] = []
-        asked: dict[str, Any] = {"Keys": list(request_keys), "ConsistentRead": True}
-        request = {self._name: asked | ({"ProjectionExpression": projection} if projection else {})}
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            with dynamo_errors():
-                resp = self._client.batch_get_item(RequestItems=request)
-            items += resp.get("Responses", {}).get(self._name, [])
-            request = resp.get("UnprocessedKeys") or {}
-            if not request:
-                return items
-            time.sleep(backoff(attempt, cap=1.0))
-        raise ThrottledError("DynamoDB left keys unprocessed; retry shortly.")
+        asked: dict[str, Any] = {"ProjectionExpression": projection} if projection else {}
+        return batch_get(self._client, self._name, request_keys, **asked)
 
     def usage(self, org_id: str, period_key: str) -> dict[str, MeteredUsage]:
         """Every metered metric of the period (one query)."""

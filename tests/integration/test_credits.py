@@ -14,7 +14,7 @@ import pytest
 from shared.auth import Caller
 from shared.credits.account import InsufficientCreditsError
 from shared.usage.service import SdkEvent
-from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
+from tests.helpers import ApiClient, capture_events, drain, dynamo_calls, new_user, org_items
 from tests.integration.credit_kit import CreditKit, credit_kit
 from tests.integration.wallet_kit import ledger_lines
 from tests.local import devtokens
@@ -424,20 +424,12 @@ def test_a_workflow_run_id_reused_for_another_reservation_is_409_and_changes_not
 def test_a_reservation_reads_the_org_project_and_run_in_one_round_trip(kit: CreditKit) -> None:
     org_id, project, _ = _org(kit)
     body = {**_reserve(org_id, project, "counted"), "actor": "t"}
-    calls: list[str] = []
-
-    def count(model: Any, **_: Any) -> None:
-        calls.append(model.name)
-
-    events = kit.repo._table.meta.client.meta.events
-    events.register("before-call.dynamodb", count)
-    try:
+    with dynamo_calls(kit.repo._table) as sent:
         first = kit.credits.reserve(**body)  # type: ignore[arg-type]
-        made = list(calls)
-        calls.clear()
+        made = [op for op, _ in sent]
+        sent.clear()
         again = kit.credits.reserve(**body)  # type: ignore[arg-type]
-    finally:
-        events.unregister("before-call.dynamodb", count)
+    calls = [op for op, _ in sent]
     # The org, the project and a reservation made before with the run id: one round trip, then the budget's
     # limits and the credit account, and the write
     assert made[:1] == ["BatchGetItem"] and "TransactWriteItems" in made, made

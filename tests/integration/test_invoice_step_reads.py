@@ -7,7 +7,7 @@ DynamoDB calls are counted through botocore's event hooks."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from shared.credits.periods import Period, period_containing
 from shared.orgs.service import SETTLE_WINDOW
 from shared.wallet.service import Bill
+from tests.helpers import dynamo_calls
 from tests.integration.wallet_kit import WalletKit, agency_org, fund, raw_item, wallet_kit
 
 pytestmark = pytest.mark.integration
@@ -29,20 +30,9 @@ def kit(stack: Any) -> WalletKit:
     return wallet_kit(stack, datetime(2027, 3, 10, 9, 30, tzinfo=UTC))
 
 
-@contextmanager
-def _calls(kit: WalletKit) -> Iterator[list[tuple[str, str]]]:
+def _calls(kit: WalletKit) -> AbstractContextManager[list[tuple[str, str]]]:
     """The DynamoDB calls made inside the block: (operation, its parameters as text)."""
-    seen: list[tuple[str, str]] = []
-    events = kit.repo._table.meta.client.meta.events
-
-    def record(params: Any, model: Any, **_: Any) -> None:
-        seen.append((model.name, repr(params)))
-
-    events.register("before-call.dynamodb", record)
-    try:
-        yield seen
-    finally:
-        events.unregister("before-call.dynamodb", record)
+    return dynamo_calls(kit.repo._table)
 
 
 @contextmanager

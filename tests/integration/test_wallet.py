@@ -15,7 +15,7 @@ import requests
 from shared.auth import Caller
 from shared.deadline import deadline_in
 from shared.wallet.service import Bill, InsufficientWalletFundsError, WalletNotAvailableError
-from tests.helpers import ApiClient, capture_events, drain, new_user, org_items
+from tests.helpers import ApiClient, capture_events, drain, dynamo_calls, new_user, org_items
 from tests.integration.test_stripe_webhooks import sign
 from tests.integration.wallet_kit import (
     WalletKit,
@@ -535,23 +535,16 @@ def test_a_hold_and_a_bill_read_what_they_need_in_one_round_trip_before_their_wr
     # Given a funded agency org with a hold
     org_id, project, _ = agency_org(kit)
     fund(kit, org_id, 10_000, new_user())
-    calls: list[str] = []
-
-    def count(model: Any, **_: Any) -> None:
-        calls.append(model.name)
-
-    events = kit.repo._table.meta.client.meta.events
-    events.register("before-call.dynamodb", count)
-    try:
+    with dynamo_calls(kit.repo._table) as sent:
         kit.wallet.hold(org_id=org_id, hold_id="h1", project_id=project, platform="meta", amount_minor=4_000)
         # (the hold read the org and the project in one round trip, then the budget, and wrote)
-        assert calls[:3] == ["BatchGetItem", "GetItem", "TransactWriteItems"], calls
-        calls.clear()
+        held_with = [op for op, _ in sent]
+        assert held_with[:3] == ["BatchGetItem", "GetItem", "TransactWriteItems"], held_with
+        sent.clear()
         # When a bill that draws on the hold is recorded
         bill = Bill(org_id, "meta", "b1", project, 1_500, "USD", date(2026, 11, 20), "h1", "t")
         assert kit.wallet.record_bill(bill).fee_minor > 0
-    finally:
-        events.unregister("before-call.dynamodb", count)
+    calls = [op for op, _ in sent]
     # Then the org, the wallet, the project's budget and the hold were read in one snapshot before the write,
     # and after it the runway watch read its state, the open holds and the unbilled spend (the hold spends)
     assert calls == ["TransactGetItems", "TransactWriteItems", "GetItem", "Query", "Query"], calls
