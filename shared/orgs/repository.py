@@ -12,7 +12,7 @@ from boto3.dynamodb.conditions import Attr, Key
 
 from shared import keys
 from shared.clock import iso
-from shared.dynamo import Item, TransactionConditionFailed, TxItem, batch_get, dynamo_errors, plain
+from shared.dynamo import Item, TransactionConditionFailed, TxItem, batch_get, dynamo_errors, org_items, plain
 from shared.errors import ConcurrentUpdateError, ConflictError, NotFoundError, PlanLimitError
 from shared.keys import period_index_key
 from shared.orgs.models import Member, Membership, Org, Project, ProjectStatus, Role
@@ -875,17 +875,20 @@ class OrgRepository:
         """The period off the invoice run's index (invoiced, or re-anchored away); its item stays, unlisted."""
         self._unlist(period_index_key(org_id, period_key), Attr("PK").exists())
 
-    def periods_ending(self, day: str, org_id: str | None = None) -> list[tuple[str, str, str]]:
+    def periods_ending(self, day: str) -> list[tuple[str, str, str]]:
         """(org, period key, period end) of the periods ending on `day` not invoiced yet (an issued
-        invoice takes its period off the index); with `org_id`, only that org's (the index's sort key
-        begins with the org: one org's run reads its own listings, not the day's)."""
+        invoice takes its period off the index)."""
         found: list[tuple[str, str, str]] = []
         start = None
-        day_key = Key("GSI2PK").eq(f"PERIODEND#{day}")
-        condition = day_key if org_id is None else day_key & Key("GSI2SK").begins_with(f"{org_id}#")
         while True:
-            resp = self._query(start, IndexName="GSI2", KeyConditionExpression=condition)
+            resp = self._query(start, IndexName="GSI2", KeyConditionExpression=Key("GSI2PK").eq(f"PERIODEND#{day}"))
             found += [(str(i["org_id"]), str(i["period_key"]), str(i["period_end"])) for i in resp["Items"]]
             start = resp.get("LastEvaluatedKey")
             if start is None:
                 return found
+
+    def listed_periods(self, org_id: str) -> list[tuple[str, str]]:
+        """(period key, period end) of the org's periods still listed for the invoice run, read in one
+        consistent query of its own partition (an org's run: its listings whatever day they end on)."""
+        items = org_items(self._table, org_id, "PERIODIDX#", Attr("GSI2PK").exists())
+        return [(str(i["period_key"]), str(i["period_end"])) for i in items]

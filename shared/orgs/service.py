@@ -8,6 +8,7 @@ OrgRepository.add_member)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -49,6 +50,10 @@ def period_settled(period_end: datetime, now: datetime) -> bool:
     """Whether a period that ends at `period_end` may be invoiced at `now` (the one rule: the dispatcher
     lists only such periods, and closing any other is refused)."""
     return period_end + SETTLE_WINDOW <= now
+
+
+def _settled(period_end_iso: str, now: datetime) -> bool:
+    return period_settled(datetime.fromisoformat(period_end_iso.replace("Z", "+00:00")), now)
 
 
 @dataclass(frozen=True)
@@ -273,14 +278,18 @@ class OrgService:
         if org.billing_mode is BillingMode.AGENCY:
             _check_agency(plan, BillingMode.AGENCY)
 
-    def periods_due(self, day: date, now: datetime, org_id: str | None = None) -> list[tuple[str, str]]:
+    def periods_due(self, day: date, now: datetime) -> list[tuple[str, str]]:
         """(org, period_key) of the billing periods ending on `day` (UTC) that may be invoiced at `now`:
-        ended at least SETTLE_WINDOW ago, and not invoiced yet; with `org_id`, that org's only."""
-        return [
-            (org, key)
-            for org, key, end in self._repo.periods_ending(day.isoformat(), org_id)
-            if period_settled(datetime.fromisoformat(end.replace("Z", "+00:00")), now)
-        ]
+        ended at least SETTLE_WINDOW ago, and not invoiced yet."""
+        return [(org, key) for org, key, end in self._repo.periods_ending(day.isoformat()) if _settled(end, now)]
+
+    def org_periods_due(self, org_id: str, days: Collection[date], now: datetime) -> list[str]:
+        """The keys of the org's periods ending on one of `days` (UTC) that may be invoiced at `now`, by the
+        dispatcher's rule (`periods_due`), from the org's own listings (one org's run)."""
+        ending = {day.isoformat() for day in days}
+        return sorted(
+            key for key, end in self._repo.listed_periods(org_id) if end[:10] in ending and _settled(end, now)
+        )
 
     def index_period_of(self, org: Org, at: datetime) -> None:
         """Registers the org's period containing `at` for the invoice run, unless it is indexed already (as

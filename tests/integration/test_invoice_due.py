@@ -199,10 +199,10 @@ def test_a_crash_right_after_a_new_subscription_is_written_still_leaves_one_peri
     assert _listed(table, org_id) == {"2028-01-01T00:10:03Z": "2028-02-01T00:10:03Z"}
 
 
-def test_one_orgs_due_periods_are_read_through_the_same_index_and_rule(table: Any) -> None:
-    """An org's own run (`periods_due(..., org_id)`) reads its listings of the day on the dispatcher's index,
-    with the dispatcher's rule (settled, not invoiced), and none of another org's - not even one whose id
-    begins with its own."""
+def test_one_orgs_due_periods_are_its_listings_by_the_dispatchers_rule(table: Any) -> None:
+    """An org's own run (`org_periods_due`) finds what the dispatcher's index lists for the org on the days
+    asked, with the dispatcher's rule (settled, not invoiced), and none of another org's - not even one whose
+    id begins with its own."""
     from functions.invoice_dispatcher.handler import services
 
     repo, orgs = OrgRepository(table), services().orgs
@@ -212,11 +212,17 @@ def test_one_orgs_due_periods_are_read_through_the_same_index_and_rule(table: An
     for org_id in (mine, *others):
         for key, end in ends.items():
             repo.index_period(org_id, key, end)
+    repo.index_period(mine, "2028-01-01T00:00:00Z", "2028-02-01T00:00:00Z")  # listed, on another day
     early = datetime(2028, 2, 29, 12, tzinfo=UTC)  # the first settled, the second not ended yet
-    assert orgs.periods_due(DAY.date(), early, mine) == [(mine, "2028-01-29T00:10:00Z")]
+    assert orgs.org_periods_due(mine, [DAY.date()], early) == ["2028-01-29T00:10:00Z"]
     later = datetime(2028, 3, 1, 1, tzinfo=UTC)
-    assert orgs.periods_due(DAY.date(), later, mine) == [(mine, key) for key in ends]
+    assert orgs.org_periods_due(mine, [DAY.date()], later) == sorted(ends)
     day = orgs.periods_due(DAY.date(), later)
     assert [due for due in day if due[0] in (mine, *others)] == sorted((o, k) for o in (mine, *others) for k in ends)
+    mine_on_index = sorted(k for o, k in day if o == mine)
+    assert orgs.org_periods_due(mine, [DAY.date()], later) == mine_on_index
+    both_days = [DAY.date(), datetime(2028, 2, 1, tzinfo=UTC).date()]
+    assert orgs.org_periods_due(mine, both_days, later) == ["2028-01-01T00:00:00Z", *sorted(ends)]
     repo.unindex_period(mine, "2028-01-29T00:10:00Z")
-    assert orgs.periods_due(DAY.date(), later, mine) == [(mine, "2028-01-29T21:05:00Z")]
+    assert orgs.org_periods_due(mine, [DAY.date()], later) == ["2028-01-29T21:05:00Z"]
+    assert (mine, "2028-01-29T00:10:00Z") not in orgs.periods_due(DAY.date(), later)

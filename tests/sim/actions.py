@@ -593,14 +593,13 @@ def run_invoice(life: Life, period_key: str) -> list[str]:
 
 @action("daily_run")
 def daily_run(life: Life, args: dict[str, Any]) -> None:
-    """The dispatcher's list for the day (ended and settled periods only) and the invoice run for this org:
-    its own listings on the dispatcher's index, by the dispatcher's rule (`periods_due`). The scenarios share
-    the table: the day's whole list would grow with the run's scenarios, and each would find only its own."""
+    """The dispatcher's list for the day and the day before (ended and settled periods only) and the invoice run
+    for this org: its own listings, by the dispatcher's rule (`org_periods_due`). The scenarios share the table:
+    the day's whole list would grow with the run's scenarios, and each would find only its own."""
     day = date.fromisoformat(args["day"])
-    for past in (day - timedelta(days=1), day):
-        for _, period_key in life.services.orgs.periods_due(past, life.now, life.org_id):
-            run_invoice(life, period_key)
-            life.invoiced.add(period_key)
+    for period_key in life.services.orgs.org_periods_due(life.org_id, (day - timedelta(days=1), day), life.now):
+        run_invoice(life, period_key)
+        life.invoiced.add(period_key)
 
 
 def reconciliation(life: Life) -> Reconciliation:
