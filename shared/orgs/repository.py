@@ -830,14 +830,8 @@ class OrgRepository:
         stray draft. The one anchored on the org's creation (before its first subscription) is taken off
         the index; with `truncate` (a later subscription, on a new anchor) the old subscription's period
         ends where the new one begins and is invoiced on its own, with what was recorded in it."""
-        with dynamo_errors():
-            listed = self._table.query(
-                KeyConditionExpression=Key("PK").eq(_org_pk(org_id)) & Key("SK").begins_with("PERIODIDX#"),
-                ConsistentRead=True,
-            )["Items"]
-        for item in listed:
-            other, other_end = str(item["period_key"]), str(item["period_end"])
-            if "GSI2PK" not in item or other == period_key or _instant(other_end) <= _instant(period_key):
+        for other, other_end in self.listed_periods(org_id):
+            if other == period_key or _instant(other_end) <= _instant(period_key):
                 continue  # the period itself, or one that ended before it began (still to invoice)
             with dynamo_errors():
                 invoiced = self._table.get_item(Key=_org_pk_sk(org_id, f"INVOICE#{other}"), ProjectionExpression="PK")

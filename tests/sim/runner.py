@@ -340,7 +340,7 @@ def _run_processes(
 GC_FIRST_GENERATION = 50_000
 # How long a thread holding the GIL runs before another that waits for it gets it (CPython's default: 5 ms). A
 # scenario's thread gives the GIL up at each call to DynamoDB Local anyway (a few a millisecond of its Python);
-# the forced switches between them only add switches (~4 % more scenarios in a budget at 50 ms).
+# the forced switches between them only add switches (at 50 ms a few % more scenarios a budget: within the noise).
 SWITCH_INTERVAL_S = 0.05
 
 
