@@ -143,10 +143,28 @@ def test_without_java_17_it_fails_saying_what_to_do(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(dynamodb_local, "JVM_DIRS", tmp_path / "no-jvm")
     monkeypatch.setenv("PATH", str(_fake_java(tmp_path / "path" / "java", "11.0.2").parent))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with pytest.raises(RuntimeError, match="openjdk-17-jre-headless") as raised:
+    with pytest.raises(RuntimeError, match="openjdk-17-jdk-headless") as raised:
         dynamodb_local.start_dynamodb_local()
     assert "version 11" in str(raised.value) and "do not fall back to moto" in str(raised.value)
     assert dynamodb_local.main(["--find-java"]) == 1
+
+
+def test_without_a_working_javac_dynamodb_local_runs_without_its_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    java17 = _fake_java(tmp_path / "jre" / "bin" / "java", "17.0.15")
+    monkeypatch.setenv("JAVA_HOME", str(java17.parents[1]))
+    assert dynamodb_local.main(["--find-javac"]) == 1  # a JRE only: `make` installs a JDK
+    assert dynamodb_local.schema_cache_agent(str(java17)) is None
+    javac = java17.with_name("javac")
+    javac.write_text("#!/bin/sh\necho 'package jdk.internal.org.objectweb.asm does not exist' >&2\nexit 1\n")
+    javac.chmod(0o755)
+    assert dynamodb_local.main(["--find-javac"]) == 0
+    assert capsys.readouterr().out.strip() == str(javac)
+    assert dynamodb_local.schema_cache_agent(str(java17)) is None  # it does not compile there: as shipped
+    monkeypatch.setenv(dynamodb_local.AGENT_ENV, "0")
+    monkeypatch.delenv("JAVA_HOME")
+    assert dynamodb_local.schema_cache_agent(str(dynamodb_local.find_java()[0])) is None  # turned off
 
 
 def test_readiness_wait_names_what_it_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:

