@@ -46,7 +46,7 @@ poppler:
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; }
 
 # Java 17 for DynamoDB Local (there is no moto fallback: moto is not exact under concurrent transactions), with the
-# javac that builds its schema cache's agent (tests/local/dynamodb_local.py; without one it runs slower).
+# javac that builds its parse cache's agent (tests/local/dynamodb_local.py; without one it runs slower).
 # The check looks where the launcher does: $$JAVA_HOME, the PATH, then /usr/lib/jvm/*/bin/java.
 java: $(PY)
 	@{ $(PY) -m tests.local.dynamodb_local --find-java && $(PY) -m tests.local.dynamodb_local --find-javac; } >/dev/null 2>&1 || \
@@ -54,7 +54,7 @@ java: $(PY)
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null; \
 		$(PY) -m tests.local.dynamodb_local --find-java >/dev/null || { echo "DynamoDB Local needs Java 17+ and it could not be installed:" \
 		"install a JRE 17+ (or set JAVA_HOME) and run again" >&2; exit 1; }; \
-		$(PY) -m tests.local.dynamodb_local --find-javac >/dev/null || echo "no javac: DynamoDB Local runs without its schema cache (slower)"; }
+		$(PY) -m tests.local.dynamodb_local --find-javac >/dev/null || echo "no javac: DynamoDB Local runs without its parse cache (slower)"; }
 
 demo: bootstrap java
 	$(PY) -m tests.local.demo

@@ -155,16 +155,16 @@ def test_without_a_working_javac_dynamodb_local_runs_without_its_agent(
     java17 = _fake_java(tmp_path / "jre" / "bin" / "java", "17.0.15")
     monkeypatch.setenv("JAVA_HOME", str(java17.parents[1]))
     assert dynamodb_local.main(["--find-javac"]) == 1  # a JRE only: `make` installs a JDK
-    assert dynamodb_local.schema_cache_agent(str(java17)) is None
+    assert dynamodb_local.parse_cache_agent(str(java17)) is None
     javac = java17.with_name("javac")
     javac.write_text("#!/bin/sh\necho 'package jdk.internal.org.objectweb.asm does not exist' >&2\nexit 1\n")
     javac.chmod(0o755)
     assert dynamodb_local.main(["--find-javac"]) == 0
     assert capsys.readouterr().out.strip() == str(javac)
-    assert dynamodb_local.schema_cache_agent(str(java17)) is None  # it does not compile there: as shipped
+    assert dynamodb_local.parse_cache_agent(str(java17)) is None  # it does not compile there: as shipped
     monkeypatch.setenv(dynamodb_local.AGENT_ENV, "0")
     monkeypatch.delenv("JAVA_HOME")
-    assert dynamodb_local.schema_cache_agent(str(dynamodb_local.find_java()[0])) is None  # turned off
+    assert dynamodb_local.parse_cache_agent(str(dynamodb_local.find_java()[0])) is None  # turned off
 
 
 def test_readiness_wait_names_what_it_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""DynamoDB Local's schema cache (tests/local/dynamodb_local_agent): the agent applies to the pinned DynamoDB Local,
+"""DynamoDB Local's parse cache (tests/local/dynamodb_local_agent): the agent applies to the pinned DynamoDB Local,
 and with it a table's changed schema reaches every request that follows (the session's DynamoDB Local runs with it
 wherever a javac is found, as in `make test`)."""
 
@@ -23,7 +23,7 @@ def test_the_agent_transforms_the_pinned_dynamodb_local() -> None:
     java, _ = dynamodb_local.find_java()
     jar = dynamodb_local.find_jar()
     assert java and jar
-    agent = dynamodb_local.schema_cache_agent(java)
+    agent = dynamodb_local.parse_cache_agent(java)
     assert agent is not None, "no javac beside the java `make` found, or the agent does not compile with it"
     command = [java, dynamodb_local.AGENT_EXPORTS, f"-javaagent:{agent}", "-cp", f"{agent}:{jar}"]
     check = subprocess.run(
@@ -32,13 +32,13 @@ def test_the_agent_transforms_the_pinned_dynamodb_local() -> None:
         text=True,
         timeout=120,
     )
-    assert check.stdout.strip() == "schema cache: ok", check.stderr
+    assert check.stdout.strip() == "parse cache: ok", check.stderr
 
 
 def test_without_the_agent_the_self_check_fails() -> None:
     """The self-check can fail: the same classes without the agent's transformation."""
     java, _ = dynamodb_local.find_java()
-    jar, agent = dynamodb_local.find_jar(), dynamodb_local.schema_cache_agent(str(java))
+    jar, agent = dynamodb_local.find_jar(), dynamodb_local.parse_cache_agent(str(java))
     check = subprocess.run(
         [str(java), dynamodb_local.AGENT_EXPORTS, "-cp", f"{agent}:{jar}", dynamodb_local.AGENT_CLASS],
         capture_output=True,
@@ -193,3 +193,52 @@ def test_a_refused_expression_is_refused_every_time(client: Any) -> None:
             ExpressionAttributeValues={":one": {"N": "1"}},
         )
     assert client.get_item(TableName=name, Key={"id": {"S": "a"}})["Item"]["n"] == {"N": "4"}
+
+
+def _count(ddb: Any, name: str) -> int:
+    return int(ddb.scan(TableName=name, Select="COUNT", ConsistentRead=True)["Count"])
+
+
+def _until(what: str, done: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_a_ttl_sweep_goes_on_while_a_table_of_the_same_schema_gains_an_index(client: Any) -> None:
+    """DynamoDB Local's TTL sweep holds the table's schema for its whole run (a page of 20 items at a time). Two
+    tables of one schema share its parse: UpdateTable on the other one changes a copy of its own, so the sweep's
+    key attributes stay the table's (found by a differential run against DynamoDB Local without the agent: the sweep
+    stopped for good, its keys taking the other table's new index attribute)."""
+    swept, changed = _table(client, "pk"), _table(client, "pk")
+    for name in (changed, swept):
+        client.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"})
+    expired = int(time.time()) - 1000
+    for start in (0, 25):
+        client.batch_write_item(
+            RequestItems={
+                swept: [
+                    {"PutRequest": {"Item": {"pk": {"S": f"k{n:02d}"}, "exp": {"N": str(expired)}, "g1": {"S": "v"}}}}
+                    if n % 2 == 0
+                    else {"PutRequest": {"Item": {"pk": {"S": f"k{n:02d}"}, "exp": {"N": str(expired)}}}}
+                    for n in range(start, start + 25)
+                ]
+            }
+        )
+    _until("the sweep's first page", lambda: _count(client, swept) < 50, 30)
+    client.update_table(
+        TableName=changed,
+        AttributeDefinitions=[{"AttributeName": "g1", "AttributeType": "S"}],
+        GlobalSecondaryIndexUpdates=[
+            {
+                "Create": {
+                    "IndexName": "by-g1",
+                    "KeySchema": [{"AttributeName": "g1", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            }
+        ],
+    )
+    _until("every expired item swept", lambda: _count(client, swept) == 0, 60)
+    assert "GlobalSecondaryIndexes" not in client.describe_table(TableName=swept)["Table"]

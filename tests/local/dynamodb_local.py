@@ -4,7 +4,7 @@ DynamoDB Local is the real engine: exact under concurrency, unlike in-process mo
 and unlike moto's server, which under concurrent transactions answers 500s and lets limits slip. So
 there is no fallback: without Java 17 or the jar this fails and says how to get them. `make test`,
 `make demo`, `make serve` and `make bench` install Debian's `openjdk-17-jdk-headless` when no Java 17 is
-found, or no javac beside it for the schema cache's agent (`python -m tests.local.dynamodb_local --find-java` and
+found, or no javac beside it for the parse cache's agent (`python -m tests.local.dynamodb_local --find-java` and
 `--find-javac` are their checks).
 """
 
@@ -44,15 +44,16 @@ DEFAULT_READY_TIMEOUT_S = 180.0
 JAVA_OPTS_ENV = "DYNAMODB_LOCAL_JAVA_OPTS"
 
 
-# A Java agent (dynamodb_local_agent/SchemaCache.java) that has DynamoDB Local parse each table's schema once instead
-# of on every request (about 70 % of its SQLite thread's CPU). Compiled on first use by the javac beside the java that
-# runs DynamoDB Local (a JDK's; Debian's openjdk-17-jdk-headless, which `make` installs), into .local/. Without a
-# javac, or where it does not compile (a JDK without its internal ASM), DynamoDB Local runs as shipped, slower.
-AGENT_SOURCE = Path(__file__).with_name("dynamodb_local_agent") / "SchemaCache.java"
-AGENT_CLASS = "layers.dynamodblocal.SchemaCache"
+# A Java agent (dynamodb_local_agent/ParseCache.java) that has DynamoDB Local parse each table's schema and each
+# expression once instead of on every request (the schema was about 70 % of its SQLite thread's CPU). Compiled on
+# first use by the javac beside the java that runs DynamoDB Local (a JDK's; Debian's openjdk-17-jdk-headless, which
+# `make` installs), into .local/. Without a javac, or where it does not compile (a JDK without its internal ASM),
+# DynamoDB Local runs as shipped, slower.
+AGENT_SOURCE = Path(__file__).with_name("dynamodb_local_agent") / "ParseCache.java"
+AGENT_CLASS = "layers.dynamodblocal.ParseCache"
 AGENT_DIR = REPO / ".local" / "dynamodb-local-agent"
 AGENT_EXPORTS = "--add-exports=java.base/jdk.internal.org.objectweb.asm=ALL-UNNAMED"
-AGENT_ENV = "DYNAMODB_LOCAL_SCHEMA_CACHE"  # "0": DynamoDB Local as shipped
+AGENT_ENV = "DYNAMODB_LOCAL_PARSE_CACHE"  # "0": DynamoDB Local as shipped
 
 
 def ready_timeout_s() -> float:
@@ -172,14 +173,14 @@ def _wait_ready(
         delay = min(delay * 1.5, 2.0)
 
 
-def schema_cache_agent(java: str) -> Path | None:
-    """The schema cache's agent jar for `java` (built once per source and javac), or None: no javac beside it, the
-    source does not compile there, or $DYNAMODB_LOCAL_SCHEMA_CACHE is 0."""
+def parse_cache_agent(java: str) -> Path | None:
+    """The parse cache's agent jar for `java` (built once per source and javac), or None: no javac beside it, the
+    source does not compile there, or $DYNAMODB_LOCAL_PARSE_CACHE is 0."""
     javac = Path(java).resolve().with_name("javac")
     if os.environ.get(AGENT_ENV, "1") == "0" or not javac.is_file():
         return None
     digest = hashlib.sha256(AGENT_SOURCE.read_bytes() + str(javac).encode()).hexdigest()[:16]
-    agent = AGENT_DIR / f"schema-cache-{digest}.jar"
+    agent = AGENT_DIR / f"parse-cache-{digest}.jar"
     if agent.is_file():
         return agent
     with tempfile.TemporaryDirectory() as classes:
@@ -187,7 +188,7 @@ def schema_cache_agent(java: str) -> Path | None:
             [str(javac), AGENT_EXPORTS, "-d", classes, str(AGENT_SOURCE)], capture_output=True, text=True, timeout=300
         )
         if built.returncode != 0:
-            logging.getLogger(__name__).warning("DynamoDB Local runs without its schema cache:\n%s", built.stderr)
+            logging.getLogger(__name__).warning("DynamoDB Local runs without its parse cache:\n%s", built.stderr)
             return None
         AGENT_DIR.mkdir(parents=True, exist_ok=True)
         partial = agent.with_suffix(f".{os.getpid()}.part")  # two test workers may build it at once
@@ -196,7 +197,7 @@ def schema_cache_agent(java: str) -> Path | None:
             for path in sorted(Path(classes).rglob("*.class")):
                 jar.write(path, path.relative_to(classes).as_posix())
         os.replace(partial, agent)
-    for old in AGENT_DIR.glob("schema-cache-*.jar"):  # built from an earlier source
+    for old in AGENT_DIR.glob("parse-cache-*.jar"):  # built from an earlier source
         if old != agent:
             old.unlink(missing_ok=True)
     return agent
@@ -205,7 +206,7 @@ def schema_cache_agent(java: str) -> Path | None:
 def _start_jar(java: str, jar: Path) -> tuple[str, Callable[[], None]]:
     port = free_port()
     LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
-    agent = schema_cache_agent(java)
+    agent = parse_cache_agent(java)
     with LOG_PATH.open("ab") as log:  # the child keeps its own copy of the descriptor
         # -sharedDb: one database whatever the credentials/region, so every client sees the same tables.
         command = [java, *os.environ.get(JAVA_OPTS_ENV, "").split()]
@@ -286,7 +287,7 @@ def start_dynamodb_local() -> tuple[str, Callable[[], None]]:
 
 def main(argv: list[str] | None = None) -> int:
     """`--find-java`: print the Java 17+ DynamoDB Local would use; exit 1 (saying what was tried) if none.
-    `--find-javac`: print the javac beside it, which builds the schema cache's agent; exit 1 if there is none."""
+    `--find-javac`: print the javac beside it, which builds the parse cache's agent; exit 1 if there is none."""
     args = sys.argv[1:] if argv is None else argv
     if args not in (["--find-java"], ["--find-javac"]):
         print("usage: python -m tests.local.dynamodb_local --find-java | --find-javac", file=sys.stderr)

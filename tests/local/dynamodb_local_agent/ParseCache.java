@@ -8,7 +8,12 @@ import java.lang.invoke.MethodHandles;
 import java.lang.invoke.MethodType;
 import java.security.ProtectionDomain;
 import java.util.Arrays;
+import java.util.Collections;
+import java.util.IdentityHashMap;
+import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import jdk.internal.org.objectweb.asm.ClassReader;
 import jdk.internal.org.objectweb.asm.ClassVisitor;
@@ -17,27 +22,32 @@ import jdk.internal.org.objectweb.asm.MethodVisitor;
 import jdk.internal.org.objectweb.asm.Opcodes;
 
 /**
- * A Java agent for DynamoDB Local (tests/local/dynamodb_local.py starts it with it): each table's schema parsed
- * once instead of on every request.
+ * A Java agent for DynamoDB Local (tests/local/dynamodb_local.py starts it with it): each table's schema and each
+ * expression parsed once instead of on every request.
  *
  * DynamoDB Local keeps a table's schema as JSON in its SQLite metadata table and parses it with Jackson two or
  * three times per request (to check the table, then in each read or write job): about 70 % of the CPU of its one
- * SQLite thread in the simulation. This caches the parse by the JSON's exact bytes, so a changed schema is new bytes
- * and parsed afresh: nothing to invalidate. The requests only read a parsed schema; DynamoDB Local changes one only
- * in its control plane (UpdateTable, UpdateTimeToLive), through its setters, which this makes forget the cache, so
- * no object changed in place is ever handed out again. If the agent cannot transform the classes, DynamoDB Local
- * runs as shipped.
+ * SQLite thread in the simulation. This keeps each parse by the JSON's exact bytes, so a changed schema is new bytes,
+ * parsed afresh: nothing to invalidate. Requests and jobs share a parse and only read it; the two methods that change
+ * a schema (UpdateTable's and UpdateTimeToLive's, in SQLiteDBAccess) are given a parse of their own to change, as
+ * without the agent (a TTL sweep holding the shared one, maybe of another table with the same schema, sees no
+ * change). Should anything else change a shared parse in place, the cache forgets everything and says so on stderr.
+ *
+ * Condition, update and projection expressions: their syntax tree (ANTLR's, from the text alone; names and values
+ * are substituted afterwards, from each request) is kept by the expression's text. Only trees that parsed are kept.
+ *
+ * If the agent cannot transform a class, DynamoDB Local runs that class as shipped.
  */
-public final class SchemaCache {
+public final class ParseCache {
     static final String MAPPER = "software/amazon/dynamodb/services/local/shared/mapper/DynamoDbObjectMapper";
     static final String SCHEMA = "software/amazon/dynamodb/services/local/shared/access/sqlite/TableSchemaInfo";
-    static final String SELF = "layers/dynamodblocal/SchemaCache";
+    static final String SELF = "layers/dynamodblocal/ParseCache";
     static final String READ_VALUE = "([BLjava/lang/Class;)Ljava/lang/Object;";
     static final int MAX_SCHEMAS = 256;
     static final String EXPRESSIONS = "com/amazon/dynamodb/grammar/DynamoDbExpressionParser";
     static final String PARSE = "(Ljava/lang/String;Lorg/antlr/v4/runtime/ANTLRErrorListener;)"
             + "Lorg/antlr/v4/runtime/tree/ParseTree;";
-    static final java.util.Set<String> PARSED_KINDS = java.util.Set.of("parseCondition", "parseUpdate", "parseProjection");
+    static final Set<String> PARSED_KINDS = Set.of("parseCondition", "parseUpdate", "parseProjection");
     static final int MAX_EXPRESSIONS = 20_000;
 
     /** The mapper's own parse (Jackson's ObjectMapper.readValue), which the agent adds to DynamoDbObjectMapper. */
@@ -62,8 +72,17 @@ public final class SchemaCache {
         }
     }
 
-    private static final ConcurrentHashMap<Key, Object> PARSED = new ConcurrentHashMap<>();
+    /** A schema as parsed: the object handed out, its bytes, and the mapper that parsed them. */
+    private record Parsed(Object schema, byte[] json, Uncached parser) {}
+
+    private static final ConcurrentHashMap<Key, Parsed> PARSED = new ConcurrentHashMap<>();
+    private static final Map<Object, Parsed> HANDED_OUT = Collections.synchronizedMap(new IdentityHashMap<>());
     private static final ThreadLocal<Boolean> PARSING = ThreadLocal.withInitial(() -> false);
+    static final String ACCESS = "software/amazon/dynamodb/services/local/shared/access/sqlite/SQLiteDBAccess";
+    static final String GET_SCHEMA = "(Ljava/lang/String;)L" + SCHEMA + ";";
+    /** SQLiteDBAccess's methods that change a table's schema (UpdateTable's, UpdateTimeToLive's): their own copy. */
+    static final Set<String> CHANGERS = Set.of("updateMetadataTable", "updateTable(Ljava/lang/String;Ljava/lang/String;)V");
+    static final AtomicInteger COPIED_AT = new AtomicInteger(); // the call sites given a copy (the self-check's)
 
     /** DynamoDbObjectMapper.readValue(byte[], Class) with the agent: a schema from the cache, anything else parsed. */
     public static Object read(Object mapper, byte[] json, Class<?> type) throws IOException {
@@ -71,27 +90,50 @@ public final class SchemaCache {
         if (!type.getName().equals(SCHEMA.replace('/', '.'))) {
             return parser.readUncached(json, type);
         }
-        Object parsed = PARSED.get(new Key(json));
+        Parsed parsed = PARSED.get(new Key(json));
         if (parsed == null) {
-            PARSING.set(true); // the parse sets the new object's fields through the setters that forget
-            try {
-                parsed = parser.readUncached(json, type);
-            } finally {
-                PARSING.set(false);
-            }
+            parsed = new Parsed(parse(parser, json, type), json.clone(), parser);
             if (PARSED.size() >= MAX_SCHEMAS) {
-                PARSED.clear();
+                forgetAll();
             }
-            PARSED.put(new Key(json.clone()), parsed);
+            PARSED.put(new Key(parsed.json), parsed);
+            HANDED_OUT.put(parsed.schema, parsed);
         }
-        return parsed;
+        return parsed.schema;
     }
 
-    /** Called first in each of TableSchemaInfo's public setters and add / remove methods. */
-    public static void forget() {
-        if (!PARSING.get()) {
-            PARSED.clear();
+    private static Object parse(Uncached parser, byte[] json, Class<?> type) throws IOException {
+        PARSING.set(true); // the parse sets the new object's fields through the setters that check()
+        try {
+            return parser.readUncached(json, type);
+        } finally {
+            PARSING.set(false);
         }
+    }
+
+    /**
+     * What SQLiteDBAccess's schema changers get instead of the shared parse: a parse of its own, to change (a job
+     * that holds the shared one, a TTL sweep of another table with the same schema, sees no change).
+     */
+    public static Object privateCopy(Object schema) throws IOException {
+        Parsed parsed = HANDED_OUT.get(schema);
+        return parsed == null ? schema : parse(parsed.parser, parsed.json, schema.getClass());
+    }
+
+    /**
+     * Called first in each of TableSchemaInfo's public setters and add / remove methods: a shared parse changed in
+     * place (a path that did not ask for its own copy) makes the cache forget everything and says so on stderr.
+     */
+    public static void check(Object schema) {
+        if (!PARSING.get() && HANDED_OUT.containsKey(schema)) {
+            System.err.println("layers parse cache: a shared schema was changed in place; cache cleared");
+            forgetAll();
+        }
+    }
+
+    private static synchronized void forgetAll() {
+        PARSED.clear();
+        HANDED_OUT.clear();
     }
 
     private static final ConcurrentHashMap<String, Object> TREES = new ConcurrentHashMap<>();
@@ -138,10 +180,21 @@ public final class SchemaCache {
         if (!(mapper instanceof Uncached)) {
             throw new AssertionError("DynamoDbObjectMapper was not transformed");
         }
-        byte[] json = "{\"timeToLiveAttributeName\":\"expires_at\"}".getBytes("UTF-8");
+        byte[] json = "{}".getBytes("UTF-8");
         Object first = read(mapper, json, schema);
         if (read(mapper, json.clone(), schema) != first) {
             throw new AssertionError("the same schema was parsed twice");
+        }
+        Object own = privateCopy(first);
+        Object before = ttl(first);
+        schema.getMethod("setTimeToLiveAttributeName", String.class).invoke(own, "other");
+        if (own == first || read(mapper, json, schema) != first || !"other".equals(ttl(own))
+                || java.util.Objects.equals(ttl(first), ttl(own)) || !java.util.Objects.equals(before, ttl(first))) {
+            throw new AssertionError("a schema changer's copy is the shared parse");
+        }
+        Class.forName(ACCESS.replace('/', '.'));
+        if (COPIED_AT.get() != 2) {
+            throw new AssertionError("SQLiteDBAccess's schema changers: " + COPIED_AT.get() + " calls given a copy, not 2");
         }
         schema.getMethod("setTimeToLiveAttributeName", String.class).invoke(first, "other");
         if (read(mapper, json, schema) == first) {
@@ -158,7 +211,11 @@ public final class SchemaCache {
         if (parse.invoke(null, "#a = :b AND attribute_exists(#b)", listener) == tree) {
             throw new AssertionError("another expression was handed the first one's tree");
         }
-        System.out.println("schema cache: ok");
+        System.out.println("parse cache: ok");
+    }
+
+    private static Object ttl(Object schema) throws ReflectiveOperationException {
+        return schema.getClass().getMethod("getTimeToLiveAttributeName").invoke(schema);
     }
 
     public static void premain(String args, Instrumentation instrumentation) {
@@ -170,6 +227,9 @@ public final class SchemaCache {
                 }
                 if (EXPRESSIONS.equals(name)) {
                     return withCachedTrees(bytes);
+                }
+                if (ACCESS.equals(name)) {
+                    return withPrivateCopies(bytes);
                 }
                 return SCHEMA.equals(name) ? withForgettingSetters(bytes) : null;
             }
@@ -245,7 +305,35 @@ public final class SchemaCache {
         return writer.toByteArray();
     }
 
-    /** TableSchemaInfo whose public set* / add* / remove* methods call forget() first. */
+    /** SQLiteDBAccess whose schema changers change a copy of their own of the schema they read (privateCopy). */
+    static byte[] withPrivateCopies(byte[] bytes) {
+        ClassReader reader = new ClassReader(bytes);
+        ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
+        reader.accept(new ClassVisitor(Opcodes.ASM8, writer) {
+            @Override
+            public MethodVisitor visitMethod(int access, String name, String desc, String sig, String[] exceptions) {
+                MethodVisitor m = super.visitMethod(access, name, desc, sig, exceptions);
+                if (!CHANGERS.contains(name) && !CHANGERS.contains(name + desc)) {
+                    return m;
+                }
+                return new MethodVisitor(Opcodes.ASM8, m) {
+                    @Override
+                    public void visitMethodInsn(int op, String owner, String called, String d, boolean itf) {
+                        super.visitMethodInsn(op, owner, called, d, itf);
+                        if (ACCESS.equals(owner) && "getTableSchemaInfo".equals(called) && GET_SCHEMA.equals(d)) {
+                            super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "privateCopy",
+                                    "(Ljava/lang/Object;)Ljava/lang/Object;", false);
+                            super.visitTypeInsn(Opcodes.CHECKCAST, SCHEMA);
+                            COPIED_AT.incrementAndGet();
+                        }
+                    }
+                };
+            }
+        }, 0);
+        return writer.toByteArray();
+    }
+
+    /** TableSchemaInfo whose public set* / add* / remove* methods call check(this) first. */
     static byte[] withForgettingSetters(byte[] bytes) {
         ClassReader reader = new ClassReader(bytes);
         ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
@@ -262,7 +350,8 @@ public final class SchemaCache {
                     @Override
                     public void visitCode() {
                         super.visitCode();
-                        super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "forget", "()V", false);
+                        super.visitVarInsn(Opcodes.ALOAD, 0);
+                        super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "check", "(Ljava/lang/Object;)V", false);
                     }
                 };
             }
