@@ -94,7 +94,7 @@ public final class ParseCache {
         if (parsed == null) {
             parsed = new Parsed(parse(parser, json, type), json.clone(), parser);
             if (PARSED.size() >= MAX_SCHEMAS) {
-                forgetAll();
+                PARSED.clear(); // what was handed out stays known: a changer still gets its own copy of it
             }
             PARSED.put(new Key(parsed.json), parsed);
             HANDED_OUT.put(parsed.schema, parsed);
