@@ -715,6 +715,11 @@ def runway_alert_once_per_crossing(life: Life, items: Items) -> list[str]:
     return broken
 
 
+def issued_numbers(items: Items) -> list[str]:
+    """The numbers of the org's issued invoices (those given one)."""
+    return [str(i["number"]) for i in items if str(i["SK"]).startswith("INVOICE#") and i.get("number")]
+
+
 def invoice_numbers_gapless(numbers: list[str], counters: dict[str, int] | None = None) -> list[str]:
     """Across the run (one table): each series' numbers are 1..N with no gap and no repeat, N its counter's
     last (a number given out that no invoice took is a gap at the end)."""

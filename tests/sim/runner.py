@@ -57,6 +57,7 @@ class Outcome:
     steps: int
     faults: int
     failures: list[Failure] = field(default_factory=list)
+    numbers: list[str] = field(default_factory=list)  # the invoice numbers the org's items hold at its end
 
 
 class Run:
@@ -85,9 +86,18 @@ class Run:
         for index, step in enumerate(self.scenario.steps):
             self.life.kit.clock.at = max(self.life.kit.clock.at, step.at)
             if not self._step(index, step):
+                self.outcome.numbers = self._numbers_left()
                 break
         self.outcome.faults = len(self.life.kit.faults.log) + len(self.life.stream.faults.log)
         return self.outcome
+
+    def _numbers_left(self) -> list[str]:
+        """The invoice numbers of a scenario stopped by a failure (reported already), so that the run's series
+        show no gap for its invoices: none when even this read fails."""
+        try:
+            return invariants.issued_numbers(self._quiet(lambda: invariants.org_items(self.life)))
+        except Exception:
+            return []
 
     def _fail(self, name: str, detail: str, index: int) -> None:
         self.outcome.failures.append(Failure(name, detail, index))
@@ -187,15 +197,19 @@ class Run:
     def _final(self, index: int) -> None:
         """The last settling, the publisher's retries until nothing is unsent, every invariant over the org's
         items, and the re-run compared against those same items (one read of them before the re-run: the
-        checks change nothing)."""
+        checks change nothing). The invoice numbers the org holds after it are the run's to check."""
         life = self.life
         self._quiet(self._settle_up)
         outbox.drain(life.stream, life.kit.table, life.org_id)
-        items = self._quiet(lambda: invariants.org_items(life)) if life.org_id else []
+        if not life.org_id:
+            return
+        items = self._quiet(lambda: invariants.org_items(life))
         for name, problem in self._checked(None, items):
             self._fail(name, problem, index)
-        for problem in self._quiet(lambda: self._rerun_changes_nothing(items)):
+        after = self._quiet(self._rerun_everything)
+        for problem in _changes(items, after):
             self._fail("rerun_changes_nothing", problem, index)
+        self.outcome.numbers = invariants.issued_numbers(after)
 
     def _settle_up(self) -> None:
         """Everything Stripe still owes delivered, a last sweep, run and reconciliation."""
@@ -209,25 +223,25 @@ class Run:
     def _rerun_day(self, step: Step) -> list[str]:
         """The same day run again right after it ran (a scheduler's duplicate, a re-run by hand), with the
         scenario's faults: no item of the org changes."""
-        before = _snapshot(self._quiet(lambda: invariants.org_items(self.life)))
+        before = self._quiet(lambda: invariants.org_items(self.life))
         self._retried(lambda: ACTIONS["daily_run"](self.life, step.args))
-        after = _snapshot(self._quiet(lambda: invariants.org_items(self.life)))
-        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-        return [f"{sk} changed: {_diff(before.get(sk), after.get(sk))}" for sk in changed[:5]]
+        return _changes(before, self._quiet(lambda: invariants.org_items(self.life)))
 
-    def _rerun_changes_nothing(self, items: invariants.Items) -> list[str]:
-        """Re-running the day (the dispatcher and every invoice it ran) changes no item of `items` (the org's,
-        read after the last run)."""
+    def _rerun_everything(self) -> invariants.Items:
+        """The day (the dispatcher and every invoice it ran) run again; the org's items after it (which
+        `rerun_changes_nothing` compares with those read after the last run)."""
         life = self.life
-        if not life.org_id:
-            return []
-        before = _snapshot(items)
         for period_key in sorted(life.invoiced):
             run_invoice(life, period_key)
         ACTIONS["daily_run"](life, {"day": life.now.date().isoformat(), "again": True})
-        after = _snapshot(invariants.org_items(life))
-        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-        return [f"{sk} changed: {_diff(before.get(sk), after.get(sk))}" for sk in changed[:5]]
+        return invariants.org_items(life)
+
+
+def _changes(before_items: invariants.Items, after_items: invariants.Items) -> list[str]:
+    """What a re-run changed: the items made, gone or changed (the first five)."""
+    before, after = _snapshot(before_items), _snapshot(after_items)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return [f"{sk} changed: {_diff(before.get(sk), after.get(sk))}" for sk in changed[:5]]
 
 
 def _snapshot(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -259,6 +273,7 @@ class Summary:
     seconds: float = 0.0
     failed: list[tuple[Outcome, Scenario]] = field(default_factory=list)
     global_failures: list[Failure] = field(default_factory=list)
+    numbers: list[str] = field(default_factory=list)  # every scenario's invoice numbers (Outcome.numbers)
 
     def line(self) -> str:
         return f"simulation: {self.scenarios} scenarios, {self.steps} steps, {self.faults} faults, seed {self.seed}"
@@ -277,17 +292,16 @@ def run_many(
     """Scenarios seed .. seed+count-1 (each replayable alone by its own seed), `workers` threads at a time in
     each of `processes` processes (threads share one core: the GIL; DynamoDB Local is the other process), all
     on the world's table; with a budget, no scenario starts after it is spent (the summary says how many ran).
-    Then the rules across the run, over the whole table."""
+    Then the rules across the run: the invoice numbers every scenario's org held at its end against the
+    table's counters."""
     started = time.monotonic()
     deadline = None if budget_s is None else time.time() + budget_s
     if processes <= 1:
         summary = _run_share(world, seed, range(count), workers, each_step, deadline)
     else:
         summary = _run_processes(world.table_name, seed, count, workers, processes, each_step, deadline)
-    numbers, counters = world.invoice_numbers()
-    summary.global_failures = [
-        Failure("invoice_numbers_gapless", p, -1) for p in invariants.invoice_numbers_gapless(numbers, counters)
-    ]
+    gaps = invariants.invoice_numbers_gapless(summary.numbers, world.invoice_counters())
+    summary.global_failures = [Failure("invoice_numbers_gapless", problem, -1) for problem in gaps]
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -307,6 +321,7 @@ def _run_share(
             summary.scenarios += 1
             summary.steps += outcome.steps
             summary.faults += outcome.faults
+            summary.numbers += outcome.numbers
             if outcome.failures:
                 summary.failed.append((outcome, scenario))
 
@@ -330,6 +345,7 @@ def _run_processes(
             summary.scenarios += part.scenarios
             summary.steps += part.steps
             summary.faults += part.faults
+            summary.numbers += part.numbers
             summary.failed += part.failed
     summary.failed.sort(key=lambda failed: failed[1].seed)
     return summary

@@ -11,11 +11,12 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from tests.sim import invariants
 from tests.sim.actions import ACTIONS, Life, period_key_at
-from tests.sim.runner import Run, report
+from tests.sim.runner import Run, report, run_many
 from tests.sim.scenario import START, Scenario, Step, generate
 from tests.sim.world import SimCrash, SimWorld
 
@@ -253,6 +254,42 @@ def test_a_failure_is_shrunk_to_the_steps_that_break_it(world: SimWorld) -> None
     shown = [line.split()[2].split("(")[0] for line in steps]
     assert shown == ["create_org", "tamper", "end"], said
     assert "replay: make sim SEED=19 SCENARIOS=1" in said
+
+
+def _table_numbers(world: SimWorld) -> list[str]:
+    """Every issued invoice number in the world's table (a scan: what each scenario's end reported must be it)."""
+    table = boto3.resource("dynamodb").Table(world.table_name)
+    numbers: list[str] = []
+    kwargs: dict[str, Any] = {"ConsistentRead": True}
+    while True:
+        page = table.scan(**kwargs)
+        numbers += invariants.issued_numbers([i for i in page["Items"] if str(i["PK"]).startswith("ORG#")])
+        if "LastEvaluatedKey" not in page:
+            return numbers
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def test_the_run_checks_every_invoice_number_its_scenarios_issued_against_the_counters(stack: Any) -> None:
+    """The numbers come from each scenario's org at its end (no scan of the table): they are every number in
+    the table; a counter ahead of them (a number given out that no invoice took) is reported by name."""
+    world = SimWorld()  # a table of its own: the counter tampered with is the whole table's
+    try:
+        summary = run_many(world, 20261207, 4, workers=2, each_step=False)
+        assert summary.global_failures == [] and summary.failed == []
+        assert summary.numbers and sorted(summary.numbers) == sorted(_table_numbers(world))
+        year = max(number.split("-")[1] for number in summary.numbers)
+        counter = {"PK": "INVOICE_NUMBERS", "SK": f"YEAR#{year}"}
+        boto3.resource("dynamodb").Table(world.table_name).update_item(
+            Key=counter,
+            UpdateExpression="ADD #l :one",
+            ExpressionAttributeNames={"#l": "last"},
+            ExpressionAttributeValues={":one": 1},
+        )
+        again = run_many(world, 20261207 + 100, 1, workers=1, each_step=False)
+        assert [f.invariant for f in again.global_failures] == ["invoice_numbers_gapless"]
+        assert f"series 'LB-{year}-': missing [" in again.global_failures[0].detail
+    finally:
+        world.stop()
 
 
 def test_invoice_numbers_are_checked_gapless_across_the_run() -> None:

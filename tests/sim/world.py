@@ -21,7 +21,7 @@ import boto3
 import botocore
 import botocore.context
 import stripe
-from boto3.dynamodb.conditions import AttributeBase, ConditionBase
+from boto3.dynamodb.conditions import AttributeBase, ConditionBase, Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -406,22 +406,23 @@ class SimWorld:
         account.orgs += 1
         return account
 
-    def invoice_numbers(self) -> tuple[list[str], dict[str, int]]:
-        """Every issued number in the run's table (the series are the table's), and each series' counter
-        (`LB-<year>-`: the last number the year gave out)."""
+    def invoice_counters(self) -> dict[str, int]:
+        """Each invoice series' counter (`LB-<year>-`: the last number the year gave out). The numbers issued
+        are read from each scenario's org at its end (`Outcome.numbers`): a scan of the whole table cost
+        seconds at the end of a CI run, growing with it."""
         table = boto3.resource("dynamodb").Table(self.table_name)
-        numbers, counters = [], {}
-        kwargs = {"ProjectionExpression": "PK, SK, #n, #l", "ExpressionAttributeNames": {"#n": "number", "#l": "last"}}
+        query: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq("INVOICE_NUMBERS") & Key("SK").begins_with("YEAR#"),
+            "ConsistentRead": True,
+        }
+        counters = {}
         while True:
-            page = table.scan(**kwargs)
+            page = table.query(**query)
             for item in page["Items"]:
-                if item.get("number") and str(item["SK"]).startswith("INVOICE#"):
-                    numbers.append(str(item["number"]))
-                elif item["PK"] == "INVOICE_NUMBERS" and str(item["SK"]).startswith("YEAR#"):
-                    counters[f"LB-{str(item['SK']).removeprefix('YEAR#')}-"] = int(item["last"])
+                counters[f"LB-{str(item['SK']).removeprefix('YEAR#')}-"] = int(item["last"])
             if "LastEvaluatedKey" not in page:
-                return numbers, counters
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                return counters
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def scenario(self, now: datetime, faults: FaultPlan) -> ScenarioServices:
         table = self._tables
