@@ -86,7 +86,8 @@ class Run:
         for index, step in enumerate(self.scenario.steps):
             self.life.kit.clock.at = max(self.life.kit.clock.at, step.at)
             if not self._step(index, step):
-                self.outcome.numbers = self._numbers_left()
+                if step.action != "end":  # stopped before its end: its invoices' numbers read now
+                    self.outcome.numbers = self._numbers_left()
                 break
         self.outcome.faults = len(self.life.kit.faults.log) + len(self.life.stream.faults.log)
         return self.outcome

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("SIM_SEED", "20261207"))
 SCENARIOS = int(os.environ.get("SIM_SCENARIOS", "10000"))
-BUDGET_S = float(os.environ.get("SIM_BUDGET_S", "275"))  # the run stays under 5 minutes on 2 cores
+BUDGET_S = float(os.environ.get("SIM_BUDGET_S", "280"))  # the run stays under 5 minutes on 2 cores
 PROCESSES = int(os.environ.get("SIM_PROCESSES", "2"))  # Python's threads share one core: a process per core
 WORKERS = int(os.environ.get("SIM_WORKERS", "4"))  # threads in each process
 
