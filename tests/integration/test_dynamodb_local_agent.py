@@ -70,6 +70,23 @@ def _table(ddb: Any, key: str) -> str:
     return name
 
 
+def _add_index(ddb: Any, name: str, attribute: str) -> None:
+    """A global secondary index `by-<attribute>` (a string hash key, every attribute projected) added to `name`."""
+    ddb.update_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": "S"}],
+        GlobalSecondaryIndexUpdates=[
+            {
+                "Create": {
+                    "IndexName": f"by-{attribute}",
+                    "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            }
+        ],
+    )
+
+
 def _settled(ddb: Any, name: str) -> None:
     """Every index of the table active, none being deleted."""
     for _ in range(100):
@@ -84,19 +101,7 @@ def test_an_index_added_and_removed_reaches_the_writes_and_reads_that_follow(cli
     name = _table(client, "id")
     client.put_item(TableName=name, Item={"id": {"S": "before"}, "colour": {"S": "red"}})
     client.get_item(TableName=name, Key={"id": {"S": "before"}})  # the schema without the index, parsed and kept
-    client.update_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "colour", "AttributeType": "S"}],
-        GlobalSecondaryIndexUpdates=[
-            {
-                "Create": {
-                    "IndexName": "by-colour",
-                    "KeySchema": [{"AttributeName": "colour", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            }
-        ],
-    )
+    _add_index(client, name, "colour")
     _settled(client, name)
     client.put_item(TableName=name, Item={"id": {"S": "after"}, "colour": {"S": "red"}})
     with pytest.raises(ClientError, match="Type mismatch"):  # the new index's key type is checked on writes
@@ -227,18 +232,6 @@ def test_a_ttl_sweep_goes_on_while_a_table_of_the_same_schema_gains_an_index(cli
             }
         )
     _until("the sweep's first page", lambda: _count(client, swept) < 50, 30)
-    client.update_table(
-        TableName=changed,
-        AttributeDefinitions=[{"AttributeName": "g1", "AttributeType": "S"}],
-        GlobalSecondaryIndexUpdates=[
-            {
-                "Create": {
-                    "IndexName": "by-g1",
-                    "KeySchema": [{"AttributeName": "g1", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            }
-        ],
-    )
+    _add_index(client, changed, "g1")
     _until("every expired item swept", lambda: _count(client, swept) == 0, 60)
     assert "GlobalSecondaryIndexes" not in client.describe_table(TableName=swept)["Table"]

@@ -173,11 +173,17 @@ def _wait_ready(
         delay = min(delay * 1.5, 2.0)
 
 
+def javac_beside(java: str) -> Path | None:
+    """The javac of `java`'s JDK (beside the file it resolves to), or None: a JRE."""
+    javac = Path(java).resolve().with_name("javac")
+    return javac if javac.is_file() else None
+
+
 def parse_cache_agent(java: str) -> Path | None:
     """The parse cache's agent jar for `java` (built once per source and javac), or None: no javac beside it, the
     source does not compile there, or $DYNAMODB_LOCAL_PARSE_CACHE is 0."""
-    javac = Path(java).resolve().with_name("javac")
-    if os.environ.get(AGENT_ENV, "1") == "0" or not javac.is_file():
+    javac = javac_beside(java)
+    if os.environ.get(AGENT_ENV, "1") == "0" or javac is None:
         return None
     digest = hashlib.sha256(AGENT_SOURCE.read_bytes() + str(javac).encode()).hexdigest()[:16]
     agent = AGENT_DIR / f"parse-cache-{digest}.jar"
@@ -294,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     java, tried = find_java()
     if java and args == ["--find-javac"]:
-        javac = Path(java).resolve().with_name("javac")
-        if not javac.is_file():
+        javac = javac_beside(java)
+        if javac is None:
             print(f"no javac beside {java}", file=sys.stderr)
             return 1
         print(javac)

@@ -14,6 +14,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Function;
 
 import jdk.internal.org.objectweb.asm.ClassReader;
 import jdk.internal.org.objectweb.asm.ClassVisitor;
@@ -238,9 +239,7 @@ public final class ParseCache {
 
     /** DynamoDbObjectMapper implementing Uncached, its readValue(byte[], Class) going through read(). */
     static byte[] withCachedReads(byte[] bytes) {
-        ClassReader reader = new ClassReader(bytes);
-        ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
-        reader.accept(new ClassVisitor(Opcodes.ASM8, writer) {
+        return rewritten(bytes, writer -> new ClassVisitor(Opcodes.ASM8, writer) {
             @Override
             public void visit(int version, int access, String name, String sig, String parent, String[] interfaces) {
                 String[] more = Arrays.copyOf(interfaces, interfaces.length + 1);
@@ -269,15 +268,12 @@ public final class ParseCache {
                 m.visitMaxs(0, 0);
                 m.visitEnd();
             }
-        }, 0);
-        return writer.toByteArray();
+        });
     }
 
     /** DynamoDbExpressionParser's parseCondition / parseUpdate / parseProjection going through tree(). */
     static byte[] withCachedTrees(byte[] bytes) {
-        ClassReader reader = new ClassReader(bytes);
-        ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
-        reader.accept(new ClassVisitor(Opcodes.ASM8, writer) {
+        return rewritten(bytes, writer -> new ClassVisitor(Opcodes.ASM8, writer) {
             @Override
             public MethodVisitor visitMethod(int access, String name, String desc, String sig, String[] exceptions) {
                 boolean parses = PARSED_KINDS.contains(name) && PARSE.equals(desc);
@@ -301,15 +297,12 @@ public final class ParseCache {
                 }
                 super.visitEnd();
             }
-        }, 0);
-        return writer.toByteArray();
+        });
     }
 
     /** SQLiteDBAccess whose schema changers change a copy of their own of the schema they read (privateCopy). */
     static byte[] withPrivateCopies(byte[] bytes) {
-        ClassReader reader = new ClassReader(bytes);
-        ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
-        reader.accept(new ClassVisitor(Opcodes.ASM8, writer) {
+        return rewritten(bytes, writer -> new ClassVisitor(Opcodes.ASM8, writer) {
             @Override
             public MethodVisitor visitMethod(int access, String name, String desc, String sig, String[] exceptions) {
                 MethodVisitor m = super.visitMethod(access, name, desc, sig, exceptions);
@@ -329,15 +322,12 @@ public final class ParseCache {
                     }
                 };
             }
-        }, 0);
-        return writer.toByteArray();
+        });
     }
 
     /** TableSchemaInfo whose public set* / add* / remove* methods call check(this) first. */
     static byte[] withForgettingSetters(byte[] bytes) {
-        ClassReader reader = new ClassReader(bytes);
-        ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
-        reader.accept(new ClassVisitor(Opcodes.ASM8, writer) {
+        return rewritten(bytes, writer -> new ClassVisitor(Opcodes.ASM8, writer) {
             @Override
             public MethodVisitor visitMethod(int access, String name, String desc, String sig, String[] exceptions) {
                 MethodVisitor m = super.visitMethod(access, name, desc, sig, exceptions);
@@ -355,7 +345,14 @@ public final class ParseCache {
                     }
                 };
             }
-        }, 0);
+        });
+    }
+
+    /** The class `bytes` rewritten by the visitor `visitor` makes over its writer (maxima recomputed). */
+    private static byte[] rewritten(byte[] bytes, Function<ClassWriter, ClassVisitor> visitor) {
+        ClassReader reader = new ClassReader(bytes);
+        ClassWriter writer = new ClassWriter(reader, ClassWriter.COMPUTE_MAXS);
+        reader.accept(visitor.apply(writer), 0);
         return writer.toByteArray();
     }
 }
