@@ -57,7 +57,7 @@ class Outcome:
     steps: int
     faults: int
     failures: list[Failure] = field(default_factory=list)
-    numbers: list[str] = field(default_factory=list)  # the invoice numbers the org's items hold at its end
+    numbers: list[str] | None = None  # the invoice numbers the org's items hold at its end (None: not read yet)
 
 
 class Run:
@@ -86,9 +86,9 @@ class Run:
         for index, step in enumerate(self.scenario.steps):
             self.life.kit.clock.at = max(self.life.kit.clock.at, step.at)
             if not self._step(index, step):
-                if step.action != "end":  # stopped before its end: its invoices' numbers read now
-                    self.outcome.numbers = self._numbers_left()
                 break
+        if self.outcome.numbers is None:  # stopped by a failure before the end's checks read them
+            self.outcome.numbers = self._numbers_left()
         self.outcome.faults = len(self.life.kit.faults.log) + len(self.life.stream.faults.log)
         return self.outcome
 
@@ -203,6 +203,7 @@ class Run:
         self._quiet(self._settle_up)
         outbox.drain(life.stream, life.kit.table, life.org_id)
         if not life.org_id:
+            self.outcome.numbers = []
             return
         items = self._quiet(lambda: invariants.org_items(life))
         for name, problem in self._checked(None, items):
@@ -322,7 +323,7 @@ def _run_share(
             summary.scenarios += 1
             summary.steps += outcome.steps
             summary.faults += outcome.faults
-            summary.numbers += outcome.numbers
+            summary.numbers += outcome.numbers or []
             if outcome.failures:
                 summary.failed.append((outcome, scenario))
 

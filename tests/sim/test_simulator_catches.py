@@ -234,6 +234,7 @@ def test_each_invariant_is_shown_able_to_fail(world: SimWorld) -> None:
         scenario = _tampered(seed, name)
         outcome = Run(world, scenario, each_step=False, extra={"tamper": tamper}).go()
         assert name in {f.invariant for f in outcome.failures}, (name, outcome.failures)
+        assert outcome.numbers, name  # its issued invoice's, read at the end or where a failure stopped it
         said = report(
             world, replace(outcome, failures=[f for f in outcome.failures if f.invariant == name]), scenario, budget_s=0
         )
