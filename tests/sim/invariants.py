@@ -720,9 +720,12 @@ def issued_numbers(items: Items) -> list[str]:
     return [str(i["number"]) for i in items if str(i["SK"]).startswith("INVOICE#") and i.get("number")]
 
 
-def invoice_numbers_gapless(numbers: list[str], counters: dict[str, int] | None = None) -> list[str]:
-    """Across the run (one table): each series' numbers are 1..N with no gap and no repeat, N its counter's
-    last (a number given out that no invoice took is a gap at the end)."""
+def invoice_numbers_gapless(
+    numbers: list[str], counters: dict[str, int] | None = None, since: dict[str, int] | None = None
+) -> list[str]:
+    """Across the run (one table): each series' numbers are those its counter gave out in the run, from its value
+    before the run (`since`; none: 0) + 1 to its last, each once (a number given out that no invoice took is a gap
+    at the end; a number from before the run given out again, a repeat)."""
     series: dict[str, list[int]] = {prefix: [] for prefix in counters or {}}
     for number in numbers:
         found = re.match(r"^(.*?)(\d+)$", number)
@@ -730,10 +733,11 @@ def invoice_numbers_gapless(numbers: list[str], counters: dict[str, int] | None 
             series.setdefault(found.group(1), []).append(int(found.group(2)))
     broken = []
     for prefix, seen in series.items():
-        last = (counters or {}).get(prefix, len(seen))
-        if sorted(seen) != list(range(1, last + 1)):
-            missing = sorted(set(range(1, max([last, *seen]) + 1)) - set(seen))[:5]
-            repeats = [n for n, c in Counter(seen).items() if c > 1][:5]
+        first = (since or {}).get(prefix, 0) + 1
+        last = (counters or {}).get(prefix, first - 1 + len(seen))
+        if sorted(seen) != list(range(first, last + 1)):
+            missing = sorted(set(range(first, max([last, *seen]) + 1)) - set(seen))[:5]
+            repeats = sorted({n for n, c in Counter(seen).items() if c > 1} | {n for n in seen if n < first})[:5]
             broken.append(f"series {prefix!r}: missing {missing}, repeated {repeats} (its counter at {last})")
     return broken
 

@@ -258,39 +258,59 @@ def test_a_failure_is_shrunk_to_the_steps_that_break_it(world: SimWorld) -> None
 
 
 def _table_numbers(world: SimWorld) -> list[str]:
-    """Every issued invoice number in the world's table (a scan: what each scenario's end reported must be it)."""
+    """Every issued invoice number in the world's table, whatever its partition (a scan: what the scenarios' ends
+    reported must be it)."""
     table = boto3.resource("dynamodb").Table(world.table_name)
     numbers: list[str] = []
     kwargs: dict[str, Any] = {"ConsistentRead": True}
     while True:
         page = table.scan(**kwargs)
-        numbers += invariants.issued_numbers([i for i in page["Items"] if str(i["PK"]).startswith("ORG#")])
+        numbers += invariants.issued_numbers(page["Items"])
         if "LastEvaluatedKey" not in page:
             return numbers
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def test_the_run_checks_every_invoice_number_its_scenarios_issued_against_the_counters(stack: Any) -> None:
-    """The numbers come from each scenario's org at its end (no scan of the table): they are every number in
-    the table; a counter ahead of them (a number given out that no invoice took) is reported by name."""
-    world = SimWorld()  # a table of its own: the counter tampered with is the whole table's
+    """The numbers come from each scenario's org at its end (no scan of the table): they are every number in the
+    table. A run on a table with numbers of an earlier run checks those its counters gave out since it began; a
+    counter moved ahead by the run's end (a number given out that no invoice took) is reported by name."""
+    world = SimWorld()  # a table of its own: its counters are the whole table's
     try:
-        summary = run_many(world, 20261207, 4, workers=2, each_step=False)
-        assert summary.global_failures == [] and summary.failed == []
-        assert summary.numbers and sorted(summary.numbers) == sorted(_table_numbers(world))
-        year = max(number.split("-")[1] for number in summary.numbers)
-        counter = {"PK": "INVOICE_NUMBERS", "SK": f"YEAR#{year}"}
-        boto3.resource("dynamodb").Table(world.table_name).update_item(
-            Key=counter,
-            UpdateExpression="ADD #l :one",
-            ExpressionAttributeNames={"#l": "last"},
-            ExpressionAttributeValues={":one": 1},
-        )
-        again = run_many(world, 20261207 + 100, 1, workers=1, each_step=False)
-        assert [f.invariant for f in again.global_failures] == ["invoice_numbers_gapless"]
-        assert f"series 'LB-{year}-': missing [" in again.global_failures[0].detail
+        first = run_many(world, 20261207, 4, workers=2, each_step=False)
+        assert first.global_failures == [] and first.failed == []
+        assert first.numbers and sorted(first.numbers) == sorted(_table_numbers(world))
+        second = run_many(world, 20261307, 2, workers=2, each_step=False)
+        assert second.global_failures == [] and second.failed == []
+        assert second.numbers and sorted(first.numbers + second.numbers) == sorted(_table_numbers(world))
+
+        counters, reads = world.invoice_counters, []
+
+        def moved_at_the_end() -> dict[str, int]:  # the store tampered with after the scenarios, before the check
+            reads.append(1)
+            if len(reads) == 2:
+                for prefix in counters():
+                    _add_to(world, {"PK": "INVOICE_NUMBERS", "SK": f"YEAR#{prefix.split('-')[1]}"}, "last", 1)
+            return counters()
+
+        world.invoice_counters = moved_at_the_end  # type: ignore[method-assign]
+        third = run_many(world, 20261407, 1, workers=1, each_step=False)
+        assert third.failed == [] and len(reads) == 2
+        assert sorted(f.detail for f in third.global_failures if f.invariant == "invoice_numbers_gapless") == [
+            f"series {prefix!r}: missing [{last}], repeated [] (its counter at {last})"
+            for prefix, last in sorted(counters().items())
+        ]
     finally:
         world.stop()
+
+
+def _add_to(world: SimWorld, key: dict[str, str], attribute: str, amount: int) -> None:
+    boto3.resource("dynamodb").Table(world.table_name).update_item(
+        Key=key,
+        UpdateExpression="ADD #a :n",
+        ExpressionAttributeNames={"#a": attribute},
+        ExpressionAttributeValues={":n": amount},
+    )
 
 
 def test_invoice_numbers_are_checked_gapless_across_the_run() -> None:
@@ -303,6 +323,14 @@ def test_invoice_numbers_are_checked_gapless_across_the_run() -> None:
         "series 'LB-2027-': missing [2], repeated [] (its counter at 2)",
         "series 'LB-2028-': missing [1], repeated [] (its counter at 1)",
     ]
+    # a run on a table an earlier run left numbers in: its own, from the counter's value before it; an earlier
+    # number given out again is a repeat
+    since = {"LB-2027-": 6}
+    assert invariants.invoice_numbers_gapless(["LB-2027-000007"], {"LB-2027-": 7}, since) == []
+    broken = invariants.invoice_numbers_gapless(["LB-2027-000003", "LB-2027-000007"], {"LB-2027-": 7}, since)
+    assert broken == ["series 'LB-2027-': missing [], repeated [3] (its counter at 7)"]
+    broken = invariants.invoice_numbers_gapless(["LB-2027-000007"], {"LB-2027-": 7}, None)
+    assert broken == ["series 'LB-2027-': missing [1, 2, 3, 4, 5], repeated [] (its counter at 7)"]
 
 
 # Bugs the simulator found in the product, each fixed and pinned by the seed whose scenario found it (a seed's
