@@ -298,8 +298,8 @@ def run_many(
     """Scenarios seed .. seed+count-1 (each replayable alone by its own seed), `workers` threads at a time in
     each of `processes` processes (threads share one core: the GIL; DynamoDB Local is the other process), all
     on the world's table; with a budget, no scenario starts after it is spent (the summary says how many ran).
-    Then the rules across the run: the invoice numbers every scenario's org held at its end against the
-    table's counters."""
+    Then the rules across the run: the invoice numbers every scenario's org held at its end against what the
+    table's counters gave out since the run began."""
     started = time.monotonic()
     before = world.invoice_counters()  # a fresh table's: none
     deadline = None if budget_s is None else time.time() + budget_s

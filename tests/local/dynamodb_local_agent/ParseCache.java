@@ -302,48 +302,55 @@ public final class ParseCache {
 
     /** SQLiteDBAccess whose schema changers change a copy of their own of the schema they read (privateCopy). */
     static byte[] withPrivateCopies(byte[] bytes) {
-        return rewritten(bytes, writer -> new ClassVisitor(Opcodes.ASM8, writer) {
-            @Override
-            public MethodVisitor visitMethod(int access, String name, String desc, String sig, String[] exceptions) {
-                MethodVisitor m = super.visitMethod(access, name, desc, sig, exceptions);
-                if (!CHANGERS.contains(name) && !CHANGERS.contains(name + desc)) {
-                    return m;
-                }
-                return new MethodVisitor(Opcodes.ASM8, m) {
-                    @Override
-                    public void visitMethodInsn(int op, String owner, String called, String d, boolean itf) {
-                        super.visitMethodInsn(op, owner, called, d, itf);
-                        if (ACCESS.equals(owner) && "getTableSchemaInfo".equals(called) && GET_SCHEMA.equals(d)) {
-                            super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "privateCopy",
-                                    "(Ljava/lang/Object;)Ljava/lang/Object;", false);
-                            super.visitTypeInsn(Opcodes.CHECKCAST, SCHEMA);
-                            COPIED_AT.incrementAndGet();
-                        }
-                    }
-                };
+        return methodsRewritten(bytes, (access, name, desc, m) -> {
+            if (!CHANGERS.contains(name) && !CHANGERS.contains(name + desc)) {
+                return m;
             }
+            return new MethodVisitor(Opcodes.ASM8, m) {
+                @Override
+                public void visitMethodInsn(int op, String owner, String called, String d, boolean itf) {
+                    super.visitMethodInsn(op, owner, called, d, itf);
+                    if (ACCESS.equals(owner) && "getTableSchemaInfo".equals(called) && GET_SCHEMA.equals(d)) {
+                        super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "privateCopy",
+                                "(Ljava/lang/Object;)Ljava/lang/Object;", false);
+                        super.visitTypeInsn(Opcodes.CHECKCAST, SCHEMA);
+                        COPIED_AT.incrementAndGet();
+                    }
+                }
+            };
         });
     }
 
     /** TableSchemaInfo whose public set* / add* / remove* methods call check(this) first. */
     static byte[] withForgettingSetters(byte[] bytes) {
+        return methodsRewritten(bytes, (access, name, desc, m) -> {
+            boolean changes = (access & Opcodes.ACC_PUBLIC) != 0
+                    && (name.startsWith("set") || name.startsWith("add") || name.startsWith("remove"));
+            if (!changes) {
+                return m;
+            }
+            return new MethodVisitor(Opcodes.ASM8, m) {
+                @Override
+                public void visitCode() {
+                    super.visitCode();
+                    super.visitVarInsn(Opcodes.ALOAD, 0);
+                    super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "check", "(Ljava/lang/Object;)V", false);
+                }
+            };
+        });
+    }
+
+    /** What a method's writer becomes: `m` itself, to leave the method as it is, or a visitor over it. */
+    interface MethodRewrite {
+        MethodVisitor apply(int access, String name, String desc, MethodVisitor m);
+    }
+
+    /** The class `bytes` with each of its methods written through `rewrite`. */
+    private static byte[] methodsRewritten(byte[] bytes, MethodRewrite rewrite) {
         return rewritten(bytes, writer -> new ClassVisitor(Opcodes.ASM8, writer) {
             @Override
             public MethodVisitor visitMethod(int access, String name, String desc, String sig, String[] exceptions) {
-                MethodVisitor m = super.visitMethod(access, name, desc, sig, exceptions);
-                boolean changes = (access & Opcodes.ACC_PUBLIC) != 0
-                        && (name.startsWith("set") || name.startsWith("add") || name.startsWith("remove"));
-                if (!changes) {
-                    return m;
-                }
-                return new MethodVisitor(Opcodes.ASM8, m) {
-                    @Override
-                    public void visitCode() {
-                        super.visitCode();
-                        super.visitVarInsn(Opcodes.ALOAD, 0);
-                        super.visitMethodInsn(Opcodes.INVOKESTATIC, SELF, "check", "(Ljava/lang/Object;)V", false);
-                    }
-                };
+                return rewrite.apply(access, name, desc, super.visitMethod(access, name, desc, sig, exceptions));
             }
         });
     }
